@@ -1,0 +1,159 @@
+//! Command-line arguments (clap derive). Help texts are the CLI reference.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reproject",
+    version,
+    about = "Zero-downtime blue/green rebuilds of event-sourced projection tables on PostgreSQL",
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 health check refused the swap, \
+                  75 busy (locks not obtained, or another run is active), 130 interrupted."
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "REPROJECT_CONFIG",
+        default_value = "reproject.toml"
+    )]
+    pub config: PathBuf,
+    /// PostgreSQL connection URL (never printed with its password).
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Print only errors, warnings and data (no progress).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the dependency order, waves, tables and event counts of a rebuild. Writes nothing.
+    Plan {
+        /// Projections to plan (default: all).
+        projections: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild projections into `_rebuild` tables, check them, and swap them in.
+    Rebuild(RebuildArgs),
+    /// Swap in a rebuild that was left waiting (after --no-swap, --max-events or failed checks).
+    Swap(SwapArgs),
+    /// Put back the tables the newest swap replaced (they were kept as `x_old`).
+    Rollback {
+        /// Projections whose newest swap to undo (default: the newest swap of any).
+        projections: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// List, and with --yes drop, helper tables reproject created and no longer needs.
+    Cleanup {
+        /// Only tables created longer ago than this (e.g. `7d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Drop them (without it, only list).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each projection's state, checkpoint and lag.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every recorded run.
+    History {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Projections to rebuild (default: all).
+    pub projections: Vec<String>,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: i64,
+    /// Stop after the health checks; `reproject swap` swaps later.
+    #[arg(long)]
+    pub no_swap: bool,
+    /// Show the plan, counts and steps; write nothing, not even reproject's state schema.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why this rebuild is run (recorded in the history).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who started it (default: the OS user).
+    #[arg(long)]
+    pub initiated_by: Option<String>,
+    /// Stop after this many events and leave the run unswapped (`reproject swap` continues).
+    #[arg(long)]
+    pub max_events: Option<i64>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwapArgs {
+    /// Projections of the waiting run (default: the only waiting run).
+    pub projections: Vec<String>,
+    /// Events per transaction while catching up.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: i64,
+    /// Swap even when health checks fail (recorded).
+    #[arg(long)]
+    pub skip_checks: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct LockArgs {
+    /// lock_timeout of the first attempt to lock the tables; it doubles per attempt up to 1s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub lock_timeout: std::time::Duration,
+    /// Give up locking after this long in total (exit 75); nothing is swapped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub lock_budget: std::time::Duration,
+}
+
+impl LockArgs {
+    pub fn policy(&self) -> reproject::swap::LockPolicy {
+        reproject::swap::LockPolicy {
+            first_timeout: self.lock_timeout,
+            max_timeout: self.lock_timeout.max(std::time::Duration::from_secs(1)),
+            budget: self.lock_budget,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Human-readable output of data (plan, outcomes, status, history) on stdout. `--json`
+//! prints the same structures as JSON instead.
+
+use reproject::engine::{CleanupReport, PlanReport, RebuildOutcome, RollbackReport, StatusReport};
+use reproject::state::runs::Run;
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".to_string(), |v| v.to_string())
+}
+
+pub fn json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serialisable")
+    );
+}
+
+pub fn plan(p: &PlanReport, dry_run: bool) {
+    println!("plan for {} on {}", p.config, p.database);
+    println!(
+        "events: `{}`: {} to replay, {} excluded by the filter, positions {}..{}",
+        p.events_table,
+        p.events_to_replay,
+        p.events_excluded,
+        opt(&p.first_position),
+        opt(&p.last_position)
+    );
+    println!("order: {}", p.order.join(" -> "));
+    for (i, wave) in p.waves.iter().enumerate() {
+        println!("wave {}: {}", i + 1, wave.join(", "));
+    }
+    println!();
+    for proj in &p.projections {
+        println!(
+            "projection `{}` (wave {}){}",
+            proj.name,
+            proj.wave,
+            if proj.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!(", reads {}", proj.depends_on.join(", "))
+            }
+        );
+        println!(
+            "  handlers: {} (on {})",
+            proj.handlers,
+            proj.event_types.join(", ")
+        );
+        for t in &proj.tables {
+            println!(
+                "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",
+                t.live, t.rows, t.rebuild, t.old
+            );
+        }
+        let mut checks = vec![format!("row count within {}%", proj.row_count_tolerance)];
+        checks.extend(proj.checks.iter().cloned());
+        println!("  checks: {}", checks.join("; "));
+    }
+    println!();
+    match (&p.estimate_seconds, &p.estimate_basis) {
+        (Some(s), Some(basis)) => println!("estimate: ~{s:.0}s of replay (from {basis})"),
+        _ => println!("estimate: none yet (no earlier run to measure from)"),
+    }
+    for w in &p.warnings {
+        println!("warning: {w}");
+    }
+    if dry_run {
+        println!("\nsteps a rebuild would take:");
+        for (i, s) in p.steps.iter().enumerate() {
+            println!("  {}. {s}", i + 1);
+        }
+        println!("\ndry run: nothing was written");
+    }
+}
+
+pub fn outcome(o: &RebuildOutcome) {
+    let Some(run) = o.run_id else { return };
+    let checks_passed = o.checks.iter().filter(|c| c.passed).count();
+    match o.status.as_str() {
+        "swapped" => {
+            println!(
+                "run {run}: swapped. {} events applied, {checks_passed}/{} checks passed, swap position {}, lock wait {} ms, lock hold {} ms",
+                o.events_applied,
+                o.checks.len(),
+                opt(&o.swap_position),
+                opt(&o.lock_wait_ms),
+                opt(&o.lock_hold_ms)
+            );
+            for t in &o.tables {
+                println!(
+                    "  `{}` is live; the previous table is kept as `{}`",
+                    t.live, t.old
+                );
+            }
+            println!("undo with `reproject rollback`; drop the old tables with `reproject cleanup --yes`");
+        }
+        "awaiting_swap" => {
+            println!(
+                "run {run}: rebuilt and checked ({} events, {checks_passed}/{} checks passed), not swapped",
+                o.events_applied,
+                o.checks.len()
+            );
+            println!("swap with `reproject swap`");
+        }
+        "paused" => {
+            println!(
+                "run {run}: stopped after {} events (--max-events), not swapped; `reproject swap` catches up, checks and swaps",
+                o.events_applied
+            );
+        }
+        other => println!("run {run}: {other}"),
+    }
+}
+
+pub fn rollback(r: &RollbackReport) {
+    println!(
+        "run {}: rolled back ({}), lock wait {} ms, lock hold {} ms",
+        r.run_id,
+        r.projections.join(", "),
+        r.lock_wait_ms,
+        r.lock_hold_ms
+    );
+    for (live, kept) in &r.kept {
+        println!("  `{live}` is the previous table again; the replaced one is kept as `{kept}`");
+    }
+}
+
+pub fn cleanup(r: &CleanupReport) {
+    if r.candidates.is_empty() {
+        println!("nothing to clean up");
+    }
+    for h in &r.candidates {
+        println!(
+            "{} `{}` ({} of `{}`, projection {}, run {}, created {})",
+            if r.dropped { "dropped" } else { "would drop" },
+            h.table,
+            h.kind,
+            h.live_name,
+            h.projection,
+            opt(&h.run_id),
+            h.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    for (h, why) in &r.kept {
+        println!("kept `{}` ({}): {why}", h.table, h.kind);
+    }
+    if !r.dropped && !r.candidates.is_empty() {
+        println!("run `reproject cleanup --yes` to drop them");
+    }
+}
+
+pub fn status(s: &StatusReport) {
+    println!(
+        "database {}, event head at position {}",
+        s.database,
+        opt(&s.head)
+    );
+    println!(
+        "{:<24} {:<15} {:>6} {:>12} {:>10}  tables",
+        "projection", "state", "run", "checkpoint", "lag"
+    );
+    for p in &s.projections {
+        let state = match &p.phase {
+            Some(phase) if p.state == "rebuilding" => format!("{} ({phase})", p.state),
+            _ => p.state.clone(),
+        };
+        println!(
+            "{:<24} {:<15} {:>6} {:>12} {:>10}  {}",
+            p.name,
+            state,
+            opt(&p.run_id),
+            opt(&p.checkpoint),
+            opt(&p.lag),
+            p.tables.join(", ")
+        );
+        if !p.helper_tables.is_empty() {
+            println!("{:<24} helper tables: {}", "", p.helper_tables.join(", "));
+        }
+        if let Some(e) = &p.error {
+            println!("{:<24} last error: {}", "", e.lines().next().unwrap_or(""));
+        }
+    }
+}
+
+pub fn history(runs: &[Run]) {
+    if runs.is_empty() {
+        println!("no runs recorded");
+        return;
+    }
+    for r in runs {
+        let duration = r
+            .finished_at
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - r.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "run {} [{}] {} by {} at {}, {}",
+            r.id,
+            r.status,
+            r.projections.join(", "),
+            r.initiated_by,
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            duration
+        );
+        if let Some(reason) = &r.reason {
+            println!("    reason: {reason}");
+        }
+        println!(
+            "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
+            r.events_applied,
+            opt(&r.start_position),
+            opt(&r.target_position),
+            opt(&r.swap_position),
+            r.rows_before,
+            r.rows_after
+        );
+        if let Some(checks) = r.checks.as_array().filter(|c| !c.is_empty()) {
+            let passed = checks.iter().filter(|c| c["passed"] == true).count();
+            println!("    checks {passed}/{} passed", checks.len());
+            for c in checks.iter().filter(|c| c["passed"] != true) {
+                println!(
+                    "      failed: {}: {}: {}",
+                    c["projection"].as_str().unwrap_or(""),
+                    c["name"].as_str().unwrap_or(""),
+                    c["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if r.lock_wait_ms.is_some() {
+            println!(
+                "    lock wait {} ms, hold {} ms",
+                opt(&r.lock_wait_ms),
+                opt(&r.lock_hold_ms)
+            );
+        }
+        if let Some(e) = &r.error {
+            println!("    error: {}", e.lines().next().unwrap_or(""));
+        }
+    }
+}

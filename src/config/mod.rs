@@ -1,0 +1,384 @@
+//! The configuration file (`reproject.toml`): where the events are, which projections exist.
+//!
+//! Loading happens in two steps. `raw` is the TOML shape, deserialised strictly
+//! (`deny_unknown_fields`) with spans so every later error can name a line. [`Config::load`]
+//! then turns it into the checked model below: names parsed, handler files read and parsed,
+//! `{{table}}` references resolved to the projection that owns the table, dependencies
+//! inferred. Anything that needs the database is checked later, in `validate.rs`.
+
+mod raw;
+
+use crate::error::{Error, Result};
+use crate::handlers::{self, HandlerFile, Statement};
+use crate::ident::{parse_table_ref, ConfigTableRef};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Default `row_count_tolerance`, in percent. A rebuild that changes the number of rows by more
+/// than this refuses to swap: generous enough for a bug fix that adds or removes some rows,
+/// tight enough to stop an empty or half-built table from going live.
+pub const DEFAULT_ROW_COUNT_TOLERANCE: f64 = 10.0;
+
+/// An SQL expression from the config with the line it came from.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub sql: String,
+    pub line: usize,
+}
+
+/// How to read events: one SQL expression per role.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    pub table: ConfigTableRef,
+    pub table_line: usize,
+    pub position: Expr,
+    pub stream: Expr,
+    pub event_type: Expr,
+    pub data: Expr,
+    pub metadata: Option<Expr>,
+    pub timestamp: Option<Expr>,
+    pub filter: Option<Expr>,
+}
+
+/// A custom health check: SQL returning one boolean, run against the rebuilt tables.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub line: usize,
+    pub sql: Statement,
+}
+
+/// A table owned by a projection, as written in the config.
+#[derive(Debug, Clone)]
+pub struct OwnedTable {
+    pub table: ConfigTableRef,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectionConfig {
+    pub name: String,
+    pub line: usize,
+    pub tables: Vec<OwnedTable>,
+    pub handlers: HandlerFile,
+    /// Declared and inferred dependencies: names of projections this one reads.
+    pub depends_on: BTreeSet<String>,
+    /// Only the dependencies written under `depends_on` (for messages).
+    pub declared_depends_on: BTreeSet<String>,
+    pub row_count_tolerance: f64,
+    pub checks: Vec<Check>,
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub events: EventsConfig,
+    pub projections: Vec<ProjectionConfig>,
+}
+
+/// Where a `{{table}}` reference points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOwner {
+    pub projection: usize,
+    pub table: usize,
+}
+
+impl Config {
+    /// Reads and checks the config file and every handler file it names.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file `{}`", path.display()))
+                .caused_by(e)
+                .with_hint(
+                    "pass `--config PATH`, or run from the directory holding `reproject.toml`",
+                )
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` locates handler files and names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            Error::config(format!("invalid config file `{}`", path.display()))
+                .caused_by(e.to_string().trim_end())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |span: std::ops::Range<usize>| Location {
+            file: path.display().to_string(),
+            line: line_of(text, span.start),
+        };
+        let events = convert_events(&raw.events, &at)?;
+        let mut projections = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &raw.projections {
+            let loc = at(p.name.span());
+            let name = p.name.get_ref().trim().to_string();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(loc.err(format!(
+                    "projection name `{name}` must be non-empty and use only letters, digits, `_` and `-`"
+                )));
+            }
+            if let Some(first) = names.insert(name.clone(), loc.line) {
+                return Err(loc.err(format!(
+                    "projection `{name}` is defined twice (first at line {first})"
+                )));
+            }
+            projections.push(convert_projection(p, &name, base, &at)?);
+        }
+        if projections.is_empty() {
+            return Err(
+                Error::config(format!("{}: no projections defined", path.display()))
+                    .with_hint("add a `[[projection]]` table with `name`, `tables` and `handlers`"),
+            );
+        }
+        let mut config = Config {
+            path: path.to_path_buf(),
+            events,
+            projections,
+        };
+        config.resolve_references(&raw, text)?;
+        Ok(config)
+    }
+
+    /// Index of a projection by name.
+    pub fn projection_index(&self, name: &str) -> Option<usize> {
+        self.projections.iter().position(|p| p.name == name)
+    }
+
+    /// Finds which projection owns the table a `{{...}}` reference names. An unqualified
+    /// reference matches a table of that name in any schema, if only one projection has one.
+    pub fn owner_of(&self, written: &str) -> std::result::Result<TableOwner, String> {
+        let wanted = parse_table_ref(written).map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for (pi, p) in self.projections.iter().enumerate() {
+            for (ti, t) in p.tables.iter().enumerate() {
+                let same = t.table.name == wanted.name
+                    && (wanted.schema.is_none() || t.table.schema == wanted.schema);
+                if same {
+                    found.push(TableOwner {
+                        projection: pi,
+                        table: ti,
+                    });
+                }
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!(
+                "`{{{{{written}}}}}` names no table of any projection; write a table that no projection owns without braces"
+            )),
+            _ => Err(format!(
+                "`{{{{{written}}}}}` is ambiguous: several projections own a table of that name; qualify it with its schema"
+            )),
+        }
+    }
+
+    /// Resolves every `{{table}}` reference, infers dependencies, and rejects writes to tables
+    /// of other projections and unknown or cyclic-by-self dependencies.
+    fn resolve_references(&mut self, raw: &raw::RawConfig, text: &str) -> Result<()> {
+        let file = self.path.display().to_string();
+        // A table may belong to one projection only.
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        for p in &self.projections {
+            for t in &p.tables {
+                let key = format!("{}", t.table);
+                if let Some(other) = owners.insert(key.clone(), p.name.clone()) {
+                    return Err(Error::config(format!(
+                        "{file}:{}: table `{key}` is listed by projections `{other}` and `{}`; a table belongs to one projection",
+                        t.line, p.name
+                    )));
+                }
+            }
+        }
+        for (pi, rawp) in raw.projections.iter().enumerate() {
+            let mut inferred = BTreeSet::new();
+            for r in self.projections[pi].handlers.table_refs() {
+                let handler_file = self.projections[pi].handlers.path.display().to_string();
+                let owner = self.owner_of(&r.written).map_err(|why| {
+                    Error::config(format!(
+                        "{handler_file}:{}: projection `{}`: {why}",
+                        r.line, self.projections[pi].name
+                    ))
+                })?;
+                if owner.projection != pi {
+                    let other = &self.projections[owner.projection].name;
+                    if r.writes {
+                        return Err(Error::config(format!(
+                            "{handler_file}:{}: projection `{}` writes to `{}`, which belongs to projection `{other}`",
+                            r.line, self.projections[pi].name, r.written
+                        ))
+                        .with_hint("a projection may read other projections' tables but only write its own"));
+                    }
+                    inferred.insert(other.clone());
+                }
+            }
+            for check in &self.projections[pi].checks {
+                for r in &check.sql.tables {
+                    self.owner_of(&r.written).map_err(|why| {
+                        Error::config(format!(
+                            "{file}:{}: check `{}` of projection `{}`: {why}",
+                            check.line, check.name, self.projections[pi].name
+                        ))
+                    })?;
+                }
+            }
+            let name = self.projections[pi].name.clone();
+            for dep in rawp.depends_on.iter().flatten() {
+                let line = line_of(text, dep.span().start);
+                let dep = dep.get_ref().trim();
+                if dep == name {
+                    return Err(Error::config(format!(
+                        "{file}:{line}: projection `{name}` depends on itself"
+                    )));
+                }
+                if self.projection_index(dep).is_none() {
+                    let known: Vec<_> = self.projections.iter().map(|p| p.name.as_str()).collect();
+                    return Err(Error::config(format!(
+                        "{file}:{line}: projection `{name}` depends on unknown projection `{dep}`"
+                    ))
+                    .with_hint(format!("known projections: {}", known.join(", "))));
+                }
+                self.projections[pi]
+                    .declared_depends_on
+                    .insert(dep.to_string());
+            }
+            let declared = self.projections[pi].declared_depends_on.clone();
+            self.projections[pi].depends_on = declared.union(&inferred).cloned().collect();
+        }
+        Ok(())
+    }
+}
+
+/// A place in the config file, for error messages.
+struct Location {
+    file: String,
+    line: usize,
+}
+
+impl Location {
+    fn err(&self, message: String) -> Error {
+        Error::config(format!("{}:{}: {message}", self.file, self.line))
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn expr(
+    value: &toml::Spanned<String>,
+    key: &str,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<Expr> {
+    let loc = at(value.span());
+    let sql = value.get_ref().trim();
+    if sql.is_empty() {
+        return Err(loc.err(format!("`events.{key}` is empty")));
+    }
+    Ok(Expr {
+        sql: sql.to_string(),
+        line: loc.line,
+    })
+}
+
+fn convert_events(
+    raw: &raw::RawEvents,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<EventsConfig> {
+    let loc = at(raw.table.span());
+    let table = parse_table_ref(raw.table.get_ref())
+        .map_err(|e| loc.err(format!("`events.table`: {}", e.message)))?;
+    let opt = |v: &Option<toml::Spanned<String>>, key: &str| -> Result<Option<Expr>> {
+        v.as_ref().map(|v| expr(v, key, at)).transpose()
+    };
+    Ok(EventsConfig {
+        table,
+        table_line: loc.line,
+        position: expr(&raw.position, "position", at)?,
+        stream: expr(&raw.stream, "stream", at)?,
+        event_type: expr(&raw.event_type, "type", at)?,
+        data: expr(&raw.data, "data", at)?,
+        metadata: opt(&raw.metadata, "metadata")?,
+        timestamp: opt(&raw.timestamp, "timestamp")?,
+        filter: opt(&raw.filter, "filter")?,
+    })
+}
+
+fn convert_projection(
+    p: &raw::RawProjection,
+    name: &str,
+    base: &Path,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<ProjectionConfig> {
+    let line = at(p.name.span()).line;
+    let mut tables = Vec::new();
+    for t in p.tables.get_ref() {
+        let loc = at(t.span());
+        let table = parse_table_ref(t.get_ref())
+            .map_err(|e| loc.err(format!("projection `{name}`: {}", e.message)))?;
+        tables.push(OwnedTable {
+            table,
+            line: loc.line,
+        });
+    }
+    if tables.is_empty() {
+        return Err(at(p.tables.span()).err(format!("projection `{name}` lists no tables")));
+    }
+    let handlers_path = base.join(p.handlers.get_ref());
+    let handlers = HandlerFile::load(&handlers_path).map_err(|e| {
+        e.context(format!(
+            "{}: projection `{name}`: bad handlers",
+            at(p.handlers.span()).file_line()
+        ))
+    })?;
+    let tolerance = match &p.row_count_tolerance {
+        Some(t) => {
+            let v = *t.get_ref();
+            if !(0.0..=100.0).contains(&v) || v.is_nan() {
+                return Err(at(t.span()).err(format!(
+                    "projection `{name}`: `row_count_tolerance` is a percentage from 0 to 100, got {v}"
+                )));
+            }
+            v
+        }
+        None => DEFAULT_ROW_COUNT_TOLERANCE,
+    };
+    let mut checks = Vec::new();
+    for (i, c) in p.checks.iter().flatten().enumerate() {
+        let check_name = c.name.clone().unwrap_or_else(|| format!("check {}", i + 1));
+        let sql = &c.sql;
+        let loc = at(sql.span());
+        let statement = handlers::parse_single(sql.get_ref())
+            .map_err(|why| loc.err(format!("projection `{name}`: check `{check_name}`: {why}")))?;
+        checks.push(Check {
+            name: check_name,
+            line: loc.line,
+            sql: statement,
+        });
+    }
+    Ok(ProjectionConfig {
+        name: name.to_string(),
+        line,
+        tables,
+        handlers,
+        depends_on: BTreeSet::new(),
+        declared_depends_on: BTreeSet::new(),
+        row_count_tolerance: tolerance,
+        checks,
+    })
+}
+
+impl Location {
+    fn file_line(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+#[cfg(test)]
+mod tests;

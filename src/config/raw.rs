@@ -1,0 +1,47 @@
+//! The TOML shape of the config file, deserialised strictly: an unknown key is an error that
+//! names the key and its line, never silently ignored.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub events: RawEvents,
+    #[serde(default, rename = "projection")]
+    pub projections: Vec<RawProjection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    pub table: Spanned<String>,
+    pub position: Spanned<String>,
+    pub stream: Spanned<String>,
+    #[serde(rename = "type")]
+    pub event_type: Spanned<String>,
+    pub data: Spanned<String>,
+    pub metadata: Option<Spanned<String>>,
+    pub timestamp: Option<Spanned<String>>,
+    pub filter: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProjection {
+    pub name: Spanned<String>,
+    pub tables: Spanned<Vec<Spanned<String>>>,
+    pub handlers: Spanned<String>,
+    pub depends_on: Option<Vec<Spanned<String>>>,
+    pub row_count_tolerance: Option<Spanned<f64>>,
+    pub checks: Option<Vec<RawCheck>>,
+}
+
+/// A check: `{ name = "...", sql = "..." }` (the name is optional). Not an untagged enum that
+/// also takes a bare string: serde's untagged enums lose the spans we need for line numbers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: Option<String>,
+    pub sql: Spanned<String>,
+}

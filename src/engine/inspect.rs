@@ -1,0 +1,328 @@
+//! Read-only commands: `plan` (and the dry run), `status`, `history`. None of them writes,
+//! not even the state schema: they run on a connection set to read-only.
+
+use super::Engine;
+use crate::catalog::count_rows;
+use crate::error::{Context, Result};
+use crate::plan::Plan;
+use crate::source::EventSource;
+use crate::state::runs::{self, Run};
+use crate::state::{helpers, locks};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTable {
+    pub live: String,
+    pub rebuild: String,
+    pub old: String,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedProjection {
+    pub name: String,
+    /// 1-based wave number.
+    pub wave: usize,
+    pub depends_on: Vec<String>,
+    pub event_types: Vec<String>,
+    pub handlers: String,
+    pub row_count_tolerance: f64,
+    pub checks: Vec<String>,
+    pub tables: Vec<PlannedTable>,
+}
+
+/// The plan, as `plan` and `rebuild --dry-run` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub config: String,
+    pub database: String,
+    pub events_table: String,
+    pub order: Vec<String>,
+    pub waves: Vec<Vec<String>>,
+    pub projections: Vec<PlannedProjection>,
+    /// Events that pass the filter: what a rebuild replays now.
+    pub events_to_replay: i64,
+    /// Events the filter excludes.
+    pub events_excluded: i64,
+    pub first_position: Option<i64>,
+    pub last_position: Option<i64>,
+    /// Estimated replay time from the speed of the last completed run, if there is one.
+    pub estimate_seconds: Option<f64>,
+    pub estimate_basis: Option<String>,
+    pub warnings: Vec<String>,
+    /// What a rebuild would do, step by step.
+    pub steps: Vec<String>,
+}
+
+/// A connection that cannot write: the guarantee behind "plan and dry run write nothing".
+async fn read_only(engine: &Engine<'_>) -> Result<Client> {
+    let client = engine.db.dedicated().await?;
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .context("cannot make the session read-only")?;
+    Ok(client)
+}
+
+/// `reproject plan`: validate, then describe what a rebuild of the selection would do.
+pub async fn plan(engine: &Engine<'_>, selection: &[String]) -> Result<PlanReport> {
+    let plan = crate::plan::plan(engine.config, selection)?;
+    plan_report(engine, &plan, false).await
+}
+
+pub(super) async fn plan_report(
+    engine: &Engine<'_>,
+    plan: &Plan,
+    dry_run: bool,
+) -> Result<PlanReport> {
+    let config = engine.config;
+    let client = read_only(engine).await?;
+    let resolved = crate::validate::validate(&client, config).await?;
+    let source = EventSource::new(&config.events, &resolved.events_table);
+    let head = source.head(&client).await?;
+    let counts = match head {
+        Some(h) => source.count(&client, None, h).await?,
+        None => Default::default(),
+    };
+    let mut projections = Vec::new();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        for &i in wave {
+            let p = &config.projections[i];
+            let mut tables = Vec::new();
+            for live in &resolved.tables[i] {
+                tables.push(PlannedTable {
+                    live: live.to_string(),
+                    rebuild: crate::ident::rebuild_table(live).to_string(),
+                    old: crate::ident::old_table(live).to_string(),
+                    rows: count_rows(&client, live).await?,
+                });
+            }
+            projections.push(PlannedProjection {
+                name: p.name.clone(),
+                wave: w + 1,
+                depends_on: p.depends_on.iter().cloned().collect(),
+                event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
+                handlers: p.handlers.path.display().to_string(),
+                row_count_tolerance: p.row_count_tolerance,
+                checks: p.checks.iter().map(|c| c.name.clone()).collect(),
+                tables,
+            });
+        }
+    }
+    let (estimate_seconds, estimate_basis) = estimate(&client, counts.events).await?;
+    let name = |i: &usize| config.projections[*i].name.clone();
+    let mut steps = Vec::new();
+    if dry_run {
+        let tables: Vec<String> = projections
+            .iter()
+            .flat_map(|p| p.tables.iter().map(|t| t.live.clone()))
+            .collect();
+        steps.push("create or migrate the state schema `reproject`".to_string());
+        steps.push(format!(
+            "take the advisory lock of {}",
+            plan.order.iter().map(name).collect::<Vec<_>>().join(", ")
+        ));
+        for p in &projections {
+            for t in &p.tables {
+                steps.push(format!(
+                    "create `{}` (LIKE `{}` INCLUDING ALL)",
+                    t.rebuild, t.live
+                ));
+            }
+        }
+        steps.push(format!(
+            "replay {} event(s) up to position {} in batches, applying {} in this order",
+            counts.events,
+            head.map_or("-".into(), |h| h.to_string()),
+            plan.order.iter().map(name).collect::<Vec<_>>().join(" → ")
+        ));
+        steps.push("catch up with events that arrived meanwhile".to_string());
+        steps
+            .push("run the health checks (row counts within tolerance, custom checks)".to_string());
+        steps.push(format!(
+            "lock {} and apply the final events, then rename each `x` to `x_old` and `x_rebuild` to `x` in one transaction",
+            tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(PlanReport {
+        config: config.path.display().to_string(),
+        database: engine.db.describe(),
+        events_table: resolved.events_table.to_string(),
+        order: plan.order.iter().map(name).collect(),
+        waves: plan
+            .waves
+            .iter()
+            .map(|w| w.iter().map(name).collect())
+            .collect(),
+        projections,
+        events_to_replay: counts.events,
+        events_excluded: counts.excluded,
+        first_position: counts.first_position,
+        last_position: counts.last_position,
+        estimate_seconds,
+        estimate_basis,
+        warnings: plan.warnings.clone(),
+        steps,
+    })
+}
+
+/// Replay speed of the most recent finished run with events, applied to `events`.
+async fn estimate(client: &Client, events: i64) -> Result<(Option<f64>, Option<String>)> {
+    if !crate::state::exists(client).await? {
+        return Ok((None, None));
+    }
+    let row = client
+        .query_opt(
+            "SELECT id, events_applied, extract(epoch FROM coalesce(swapped_at, finished_at) - started_at)::float8 \
+             FROM reproject.runs WHERE status IN ('swapped', 'awaiting_swap', 'rolled_back') AND events_applied > 0 \
+             ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .context("cannot read earlier runs")?;
+    Ok(match row {
+        Some(r) => {
+            let (id, applied, secs): (i64, i64, Option<f64>) = (r.get(0), r.get(1), r.get(2));
+            match secs {
+                Some(secs) if secs > 0.0 => {
+                    let rate = applied as f64 / secs;
+                    (
+                        Some(events as f64 / rate),
+                        Some(format!("run {id}: {rate:.0} events/s end to end")),
+                    )
+                }
+                _ => (None, None),
+            }
+        }
+        None => (None, None),
+    })
+}
+
+/// One projection's state, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// `live` (never rebuilt), `rebuilding`, `interrupted`, `paused`, `awaiting swap`,
+    /// `checks failed`, `failed`, `cancelled`, `swapped`, `rolled back`.
+    pub state: String,
+    pub run_id: Option<i64>,
+    pub phase: Option<String>,
+    pub checkpoint: Option<i64>,
+    /// Events between the checkpoint and the head of the event table (for unfinished runs).
+    pub lag: Option<i64>,
+    pub tables: Vec<String>,
+    /// reproject's helper tables of this projection that exist now.
+    pub helper_tables: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub database: String,
+    pub head: Option<i64>,
+    pub projections: Vec<ProjectionStatus>,
+}
+
+/// `reproject status`.
+pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
+    let config = engine.config;
+    let client = read_only(engine).await?;
+    let resolved = crate::validate::validate(&client, config).await?;
+    let source = EventSource::new(&config.events, &resolved.events_table);
+    let head = source.head(&client).await?;
+    let has_state = crate::state::exists(&client).await?;
+    let helpers = if has_state {
+        // Read-only: list without pruning.
+        helpers_read_only(&client).await?
+    } else {
+        Vec::new()
+    };
+    let mut projections = Vec::new();
+    for (i, p) in config.projections.iter().enumerate() {
+        let run = if has_state {
+            runs::latest_for(&client, &p.name).await?
+        } else {
+            None
+        };
+        let (state, checkpoint) = match &run {
+            None => ("live".to_string(), None),
+            Some(r) => {
+                let cp = runs::checkpoint(&client, r.id).await?;
+                let state = match r.status.as_str() {
+                    "running" if locks::is_locked(&client, &p.name).await? => "rebuilding",
+                    "running" => "interrupted",
+                    "paused" => "paused",
+                    "awaiting_swap" => "awaiting swap",
+                    "checks_failed" => "checks failed",
+                    "rolled_back" => "rolled back",
+                    other => other,
+                };
+                (state.to_string(), cp)
+            }
+        };
+        let unfinished = run
+            .as_ref()
+            .is_some_and(|r| !runs::FINAL_STATUSES.contains(&r.status.as_str()));
+        let lag = match (unfinished, head) {
+            (true, Some(h)) => Some(h - checkpoint.unwrap_or(0).min(h)),
+            _ => None,
+        };
+        projections.push(ProjectionStatus {
+            name: p.name.clone(),
+            state,
+            run_id: run.as_ref().map(|r| r.id),
+            phase: run.as_ref().filter(|_| unfinished).map(|r| r.phase.clone()),
+            checkpoint,
+            lag,
+            tables: resolved.tables[i].iter().map(|t| t.to_string()).collect(),
+            helper_tables: helpers
+                .iter()
+                .filter(|h| h.projection == p.name)
+                .map(|h| format!("{} ({})", h.table, h.kind))
+                .collect(),
+            error: run
+                .as_ref()
+                .filter(|_| unfinished)
+                .and_then(|r| r.error.clone()),
+        });
+    }
+    Ok(StatusReport {
+        database: engine.db.describe(),
+        head,
+        projections,
+    })
+}
+
+async fn helpers_read_only(client: &Client) -> Result<Vec<helpers::HelperTable>> {
+    let rows = client
+        .query(
+            "SELECT h.table_schema, h.table_name, h.table_oid, h.kind, h.live_name, h.projection, h.run_id, h.created_at \
+             FROM reproject.helper_tables h JOIN pg_class c ON c.oid = h.table_oid \
+             ORDER BY h.created_at",
+            &[],
+        )
+        .await
+        .context("cannot read reproject's helper tables")?;
+    Ok(rows
+        .iter()
+        .map(|r| helpers::HelperTable {
+            table: crate::ident::TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            oid: r.get(2),
+            kind: r.get(3),
+            live_name: r.get(4),
+            projection: r.get(5),
+            run_id: r.get(6),
+            created_at: r.get(7),
+        })
+        .collect())
+}
+
+/// `reproject history`: runs, newest first.
+pub async fn history(engine: &Engine<'_>, limit: i64) -> Result<Vec<Run>> {
+    let client = read_only(engine).await?;
+    if !crate::state::exists(&client).await? {
+        return Ok(Vec::new());
+    }
+    runs::list(&client, limit).await
+}

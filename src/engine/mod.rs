@@ -1,0 +1,66 @@
+//! The commands, step by step. Each command is a function over an [`Engine`]: it validates,
+//! takes its locks, records what it does in the state schema, and reports progress through
+//! the [`Reporter`]. Nothing here prints or exits.
+
+mod inspect;
+mod rebuild;
+mod restore;
+
+pub use inspect::{history, plan, status, PlanReport, ProjectionStatus, StatusReport};
+pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
+pub use restore::{cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::Result;
+use crate::progress::{Cancel, Reporter};
+use crate::state::runs::RunTable;
+use crate::validate::Resolved;
+use sha2::{Digest, Sha256};
+
+/// Everything a command needs.
+pub struct Engine<'a> {
+    pub config: &'a Config,
+    pub db: Db,
+    pub reporter: &'a dyn Reporter,
+    pub cancel: Cancel,
+}
+
+impl Engine<'_> {
+    /// Validates the config against the database on a pooled connection.
+    pub async fn validate(&self) -> Result<Resolved> {
+        let client = self.db.get().await?;
+        crate::validate::validate(&**client, self.config).await
+    }
+}
+
+/// The tables of the given projections with their helper names.
+pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<RunTable> {
+    let mut tables = Vec::new();
+    for &i in order {
+        for live in &resolved.tables[i] {
+            tables.push(RunTable {
+                projection: config.projections[i].name.clone(),
+                live: live.clone(),
+                rebuild: crate::ident::rebuild_table(live),
+                old: crate::ident::old_table(live),
+            });
+        }
+    }
+    tables
+}
+
+/// sha256 of a projection's handler file, so a later `swap` can tell whether the handlers that
+/// would catch up are the ones that built the tables.
+pub fn handler_digest(config: &Config, projection: usize) -> String {
+    let digest = Sha256::digest(config.projections[projection].handlers.source.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who started a command: `--initiated-by`, else the OS user.
+pub fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}

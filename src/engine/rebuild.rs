@@ -1,0 +1,647 @@
+//! `rebuild` and `swap`: clone, replay, catch up, check, swap.
+
+use super::inspect::{plan_report, PlanReport};
+use super::{handler_digest, run_tables, Engine};
+use crate::checks::{self, CheckResult};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::plan::Plan;
+use crate::progress::{Cancel, Reporter};
+use crate::replay::{session_setup, Projector, Target};
+use crate::shadow;
+use crate::source::EventSource;
+use crate::state::helpers::{self, Ownership};
+use crate::state::locks::lock_projections;
+use crate::state::migrate::migrate;
+use crate::state::runs::{self, JsonColumn, RunTable};
+use crate::swap::{self, LockPolicy};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Instant;
+use tokio_postgres::Client;
+
+/// How many catch-up rounds before the swap; the final tail is replayed under the lock.
+const CATCH_UP_ROUNDS: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Projections to rebuild; empty means all.
+    pub projections: Vec<String>,
+    pub batch_size: i64,
+    pub no_swap: bool,
+    pub dry_run: bool,
+    pub reason: Option<String>,
+    pub initiated_by: String,
+    /// Stop after this many events and leave the run unswapped.
+    pub max_events: Option<i64>,
+    pub lock: LockPolicy,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions {
+            projections: Vec::new(),
+            batch_size: 1000,
+            no_swap: false,
+            dry_run: false,
+            reason: None,
+            initiated_by: super::os_user(),
+            max_events: None,
+            lock: LockPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SwapOptions {
+    /// Projections whose pending run to swap; empty means the only pending run.
+    pub projections: Vec<String>,
+    pub batch_size: i64,
+    /// Swap even if checks fail (recorded in the run's options).
+    pub skip_checks: bool,
+    pub lock: LockPolicy,
+}
+
+/// What a rebuild or swap did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildOutcome {
+    /// Set for a dry run: the plan and the steps a rebuild would take.
+    pub dry_run: Option<PlanReport>,
+    pub run_id: Option<i64>,
+    /// `swapped`, `awaiting_swap` or `paused` (`--max-events`).
+    pub status: String,
+    pub events_applied: i64,
+    pub checks: Vec<CheckResult>,
+    pub swap_position: Option<i64>,
+    pub lock_wait_ms: Option<i64>,
+    pub lock_hold_ms: Option<i64>,
+    pub tables: Vec<RunTable>,
+}
+
+struct Finish {
+    batch_size: i64,
+    max_events: Option<i64>,
+    no_swap: bool,
+    skip_checks: bool,
+    lock: LockPolicy,
+}
+
+/// Rebuilds the selected projections into `_rebuild` tables and (unless told otherwise)
+/// swaps them in.
+pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+    let config = engine.config;
+    if opts.batch_size < 1 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    let plan = crate::plan::plan(config, &opts.projections)?;
+    for w in &plan.warnings {
+        engine.reporter.warn(w);
+    }
+    if opts.dry_run {
+        let report = plan_report(engine, &plan, true).await?;
+        return Ok(RebuildOutcome {
+            dry_run: Some(report),
+            run_id: None,
+            status: "dry_run".into(),
+            events_applied: 0,
+            checks: Vec::new(),
+            swap_position: None,
+            lock_wait_ms: None,
+            lock_hold_ms: None,
+            tables: Vec::new(),
+        });
+    }
+    let resolved = engine.validate().await?;
+    let names = names(engine, &plan);
+    let _locks = lock_projections(&engine.db, &names).await?;
+    let mut conn = engine.db.dedicated().await?;
+    migrate(&mut conn).await?;
+    let tables = run_tables(config, &resolved, &plan.order);
+    shadow::preflight(&conn, &tables).await?;
+
+    let digests: serde_json::Map<String, serde_json::Value> = plan
+        .order
+        .iter()
+        .map(|&i| {
+            (
+                config.projections[i].name.clone(),
+                json!(handler_digest(config, i)),
+            )
+        })
+        .collect();
+    let sources: serde_json::Map<String, serde_json::Value> = plan
+        .order
+        .iter()
+        .map(|&i| {
+            (
+                config.projections[i].name.clone(),
+                json!(config.projections[i].handlers.source),
+            )
+        })
+        .collect();
+    let options = json!({
+        "batch_size": opts.batch_size,
+        "no_swap": opts.no_swap,
+        "max_events": opts.max_events,
+        "lock_budget_ms": opts.lock.budget.as_millis() as u64,
+    });
+    conn.batch_execute("BEGIN").await.context("cannot begin")?;
+    let created = async {
+        let run_id = runs::insert(
+            &conn,
+            &runs::NewRun {
+                projections: &names,
+                reason: opts.reason.as_deref(),
+                initiated_by: &opts.initiated_by,
+                options,
+                handler_digests: digests.into(),
+                handler_sources: sources.into(),
+            },
+        )
+        .await?;
+        let superseded = runs::supersede(&conn, &names, run_id).await?;
+        if superseded > 0 {
+            engine
+                .reporter
+                .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id}"));
+        }
+        for t in &tables {
+            runs::add_table(&conn, run_id, t).await?;
+        }
+        runs::init_checkpoints(&conn, run_id, &names, None).await?;
+        Ok(run_id)
+    }
+    .await;
+    let run_id = shadow::finish(&conn, created).await?;
+
+    let result = async {
+        engine.reporter.step(&format!(
+            "run {run_id}: cloning {} table(s) of {}",
+            tables.len(),
+            names.join(", ")
+        ));
+        shadow::create_rebuild_tables(&conn, run_id, &tables).await?;
+        let mut before = serde_json::Map::new();
+        for t in &tables {
+            before.insert(
+                t.live.to_string(),
+                json!(crate::catalog::count_rows(&conn, &t.live).await?),
+            );
+        }
+        runs::set_json(&conn, run_id, JsonColumn::RowsBefore, &before.into()).await?;
+        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
+        let target = Target {
+            config,
+            resolved: &resolved,
+            rebuilding: &rebuilding,
+        };
+        let projector = Projector::prepare(&conn, &target, &plan.order).await?;
+        session_setup(&conn).await?;
+        let finish = Finish {
+            batch_size: opts.batch_size,
+            max_events: opts.max_events,
+            no_swap: opts.no_swap,
+            skip_checks: false,
+            lock: opts.lock,
+        };
+        finish_run(
+            engine,
+            &conn,
+            run_id,
+            &names,
+            &target,
+            &plan.order,
+            &projector,
+            &tables,
+            &finish,
+        )
+        .await
+    }
+    .await;
+    record_outcome(engine, run_id, result).await
+}
+
+/// Swaps the tables of a pending run (after `--no-swap`, `--max-events` or refused checks),
+/// catching up with the events that arrived since and checking again first.
+pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutcome> {
+    let config = engine.config;
+    let pooled = engine.db.get().await?;
+    if !crate::state::exists(&**pooled).await? {
+        return Err(Error::config(
+            "nothing to swap: no rebuild has been recorded in this database",
+        )
+        .with_hint("run `reproject rebuild --no-swap` first"));
+    }
+    let pending = runs::swappable(&**pooled).await?;
+    drop(pooled);
+    let candidates: Vec<_> = pending
+        .into_iter()
+        .filter(|r| opts.projections.iter().all(|p| r.projections.contains(p)))
+        .collect();
+    let run = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(Error::config(if opts.projections.is_empty() {
+                "nothing to swap: no rebuild is awaiting a swap".to_string()
+            } else {
+                format!(
+                    "nothing to swap: no rebuild of {} is awaiting a swap",
+                    opts.projections.join(", ")
+                )
+            })
+            .with_hint("see `reproject status`"))
+        }
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
+                .collect();
+            return Err(Error::config(format!(
+                "several rebuilds await a swap: {}",
+                list.join("; ")
+            ))
+            .with_hint("name the projections of the run to swap: `reproject swap PROJECTION...`"));
+        }
+    };
+    let names = run.projections.clone();
+    for name in &names {
+        let Some(i) = config.projection_index(name) else {
+            return Err(Error::config(format!(
+                "run {} rebuilt projection `{name}`, which is no longer in {}",
+                run.id,
+                config.path.display()
+            )));
+        };
+        let recorded = run
+            .handler_digests
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if recorded != handler_digest(config, i) {
+            return Err(Error::config(format!(
+                "the handlers of projection `{name}` changed since run {} built its tables; catching up with different handlers would mix two versions",
+                run.id
+            ))
+            .with_hint("run `reproject rebuild` again"));
+        }
+    }
+    let plan = crate::plan::plan(config, &names)?;
+    let resolved = engine.validate().await?;
+    let _locks = lock_projections(&engine.db, &names).await?;
+    let conn = engine.db.dedicated().await?;
+    let tables = runs::tables(&conn, run.id).await?;
+    for t in &tables {
+        if !matches!(
+            helpers::ownership(&conn, &t.rebuild).await?,
+            Ownership::Ours(_)
+        ) {
+            return Err(Error::runtime(format!(
+                "run {}: its rebuild table `{}` is gone or was replaced",
+                run.id, t.rebuild
+            ))
+            .with_hint("run `reproject rebuild` again"));
+        }
+    }
+    runs::set_status(&conn, run.id, "running", None).await?;
+    let run_id = run.id;
+    let result = async {
+        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
+        let target = Target {
+            config,
+            resolved: &resolved,
+            rebuilding: &rebuilding,
+        };
+        let projector = Projector::prepare(&conn, &target, &plan.order).await?;
+        session_setup(&conn).await?;
+        let finish = Finish {
+            batch_size: opts.batch_size,
+            max_events: None,
+            no_swap: false,
+            skip_checks: opts.skip_checks,
+            lock: opts.lock,
+        };
+        finish_run(
+            engine,
+            &conn,
+            run_id,
+            &names,
+            &target,
+            &plan.order,
+            &projector,
+            &tables,
+            &finish,
+        )
+        .await
+    }
+    .await;
+    record_outcome(engine, run_id, result).await
+}
+
+fn names(engine: &Engine<'_>, plan: &Plan) -> Vec<String> {
+    plan.order
+        .iter()
+        .map(|&i| engine.config.projections[i].name.clone())
+        .collect()
+}
+
+/// Replay → catch-up → checks → swap, from wherever the run's checkpoint is.
+#[allow(clippy::too_many_arguments)]
+async fn finish_run(
+    engine: &Engine<'_>,
+    conn: &Client,
+    run_id: i64,
+    names: &[String],
+    target: &Target<'_>,
+    order: &[usize],
+    projector: &Projector,
+    tables: &[RunTable],
+    opts: &Finish,
+) -> Result<RebuildOutcome> {
+    let reporter = engine.reporter;
+    let source = EventSource::new(&engine.config.events, &target.resolved.events_table);
+    let mut outcome = RebuildOutcome {
+        dry_run: None,
+        run_id: Some(run_id),
+        status: String::new(),
+        events_applied: 0,
+        checks: Vec::new(),
+        swap_position: None,
+        lock_wait_ms: None,
+        lock_hold_ms: None,
+        tables: tables.to_vec(),
+    };
+    let replay = Replay {
+        conn,
+        projector,
+        source: &source,
+        run_id,
+        names,
+        batch_size: opts.batch_size,
+        reporter,
+    };
+
+    runs::set_phase(conn, run_id, "replay").await?;
+    let start = runs::checkpoint(conn, run_id).await?;
+    let head = source.head(conn).await?;
+    runs::set_positions(conn, run_id, start, head).await?;
+    let mut budget = opts.max_events;
+    if let Some(head) = head {
+        let counts = source.count(conn, start, head).await?;
+        reporter.step(&format!(
+            "replaying {} event(s) up to position {head} into {}",
+            counts.events,
+            tables
+                .iter()
+                .map(|t| format!("`{}`", t.rebuild))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        reporter.replay_started("replay", counts.events.max(0) as u64);
+        let applied = replay
+            .range(start, head, &mut budget, Some(&engine.cancel), true)
+            .await;
+        reporter.replay_finished();
+        outcome.events_applied += applied?;
+    }
+    if budget == Some(0) {
+        runs::set_status(conn, run_id, "paused", None).await?;
+        outcome.status = "paused".into();
+        return Ok(outcome);
+    }
+
+    runs::set_phase(conn, run_id, "catch_up").await?;
+    for _ in 0..CATCH_UP_ROUNDS {
+        let at = runs::checkpoint(conn, run_id).await?;
+        let Some(head) = source.head(conn).await? else {
+            break;
+        };
+        if at.is_some_and(|at| at >= head) {
+            break;
+        }
+        let counts = source.count(conn, at, head).await?;
+        if counts.events > 0 {
+            reporter.step(&format!("catching up with {} new event(s)", counts.events));
+        }
+        outcome.events_applied += replay
+            .range(at, head, &mut None, Some(&engine.cancel), true)
+            .await?;
+    }
+
+    runs::set_phase(conn, run_id, "checks").await?;
+    reporter.step("running health checks");
+    let results = checks::run(conn, target, order).await?;
+    runs::set_json(
+        conn,
+        run_id,
+        JsonColumn::Checks,
+        &serde_json::to_value(&results).unwrap_or_default(),
+    )
+    .await?;
+    let mut after = serde_json::Map::new();
+    for t in tables {
+        after.insert(
+            t.live.to_string(),
+            json!(crate::catalog::count_rows(conn, &t.rebuild).await?),
+        );
+    }
+    runs::set_json(conn, run_id, JsonColumn::RowsAfter, &after.into()).await?;
+    outcome.checks = results.clone();
+    let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
+    if !failed.is_empty() {
+        if opts.skip_checks {
+            reporter.warn(&format!(
+                "{} check(s) failed; swapping anyway (--skip-checks)",
+                failed.len()
+            ));
+        } else {
+            runs::set_status(conn, run_id, "checks_failed", Some("health checks failed")).await?;
+            let mut err = Error::health_check(format!(
+                "run {run_id}: {} health check(s) failed; nothing was swapped",
+                failed.len()
+            ));
+            for c in failed {
+                err = err.caused_by(format!(
+                    "projection `{}`: {}: {}",
+                    c.projection, c.name, c.detail
+                ));
+            }
+            return Err(err.with_hint(
+                "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
+            ));
+        }
+    }
+
+    if opts.no_swap {
+        runs::set_status(conn, run_id, "awaiting_swap", None).await?;
+        outcome.status = "awaiting_swap".into();
+        return Ok(outcome);
+    }
+    if engine.cancel.is_cancelled() {
+        return Err(Error::interrupted(format!(
+            "run {run_id}: cancelled before the swap"
+        )));
+    }
+
+    runs::set_phase(conn, run_id, "swap").await?;
+    reporter.step("analyzing the rebuilt tables");
+    for t in tables {
+        conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
+            .await
+            .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
+    }
+    swap::drop_old_tables(conn, tables, reporter).await?;
+    let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+    lock_list.extend(tables.iter().map(|t| t.rebuild.clone()));
+    reporter.step(&format!("swapping {} table(s)", tables.len()));
+    let wait = swap::lock_tables(conn, &lock_list, opts.lock, reporter).await?;
+    let held = Instant::now();
+    let swapped = async {
+        // The final tail: events committed since the last catch-up, applied while the live
+        // tables are locked, so the new tables hold every event up to the swap.
+        let at = runs::checkpoint(conn, run_id).await?;
+        let tail = match source.head(conn).await? {
+            Some(head) if at.is_none_or(|at| at < head) => {
+                replay.range(at, head, &mut None, None, false).await?
+            }
+            _ => 0,
+        };
+        let position = runs::checkpoint(conn, run_id).await?;
+        swap::rename_generation(conn, run_id, tables).await?;
+        runs::set_swapped(
+            conn,
+            run_id,
+            position,
+            wait.as_millis() as i64,
+            held.elapsed().as_millis() as i64,
+        )
+        .await?;
+        Ok((tail, position))
+    }
+    .await;
+    let (tail, position) = shadow::finish(conn, swapped).await?;
+    let hold = held.elapsed();
+    conn.execute(
+        "UPDATE reproject.runs SET lock_hold_ms = $2 WHERE id = $1",
+        &[&run_id, &(hold.as_millis() as i64)],
+    )
+    .await
+    .context("cannot record the lock hold time")?;
+    outcome.events_applied += tail;
+    outcome.status = "swapped".into();
+    outcome.swap_position = position;
+    outcome.lock_wait_ms = Some(wait.as_millis() as i64);
+    outcome.lock_hold_ms = Some(hold.as_millis() as i64);
+    Ok(outcome)
+}
+
+/// Replays events into one generation, in batches.
+struct Replay<'a> {
+    conn: &'a Client,
+    projector: &'a Projector,
+    source: &'a EventSource,
+    run_id: i64,
+    names: &'a [String],
+    batch_size: i64,
+    reporter: &'a dyn Reporter,
+}
+
+impl Replay<'_> {
+    /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
+    /// transaction together with its checkpoint; without, the caller's transaction holds all.
+    /// `budget` caps the number of events and is decreased by what was applied.
+    async fn range(
+        &self,
+        mut from: Option<i64>,
+        upto: i64,
+        budget: &mut Option<i64>,
+        cancel: Option<&Cancel>,
+        commit_each: bool,
+    ) -> Result<i64> {
+        let mut total = 0i64;
+        loop {
+            if cancel.is_some_and(|c| c.is_cancelled()) {
+                return Err(Error::interrupted(format!(
+                    "run {}: cancelled after {total} event(s); checkpoint at position {}",
+                    self.run_id,
+                    from.map_or("start".into(), |p| p.to_string())
+                )));
+            }
+            let limit = budget.map_or(self.batch_size, |b| b.min(self.batch_size));
+            if limit == 0 || from.is_some_and(|f| f >= upto) {
+                return Ok(total);
+            }
+            if commit_each {
+                self.conn
+                    .batch_execute("BEGIN")
+                    .await
+                    .context("cannot begin a batch")?;
+            }
+            let batch = async {
+                let events = self.source.read_batch(self.conn, from, upto, limit).await?;
+                // Fewer events than asked for means the range is exhausted: move the checkpoint
+                // to its end, past any trailing events the filter excludes.
+                let new = if (events.len() as i64) < limit {
+                    upto
+                } else {
+                    events.last().map(|e| e.position).unwrap_or(upto)
+                };
+                self.projector.apply(self.conn, &events).await?;
+                runs::advance_checkpoint(
+                    self.conn,
+                    self.run_id,
+                    self.names,
+                    from,
+                    new,
+                    events.len() as i64,
+                )
+                .await?;
+                Ok((new, events.len() as i64))
+            }
+            .await;
+            let (new, n) = if commit_each {
+                shadow::finish(self.conn, batch).await?
+            } else {
+                batch?
+            };
+            from = Some(new);
+            total += n;
+            if let Some(b) = budget.as_mut() {
+                *b -= n;
+            }
+            self.reporter.replay_progress(total as u64);
+        }
+    }
+}
+
+/// Records how a run ended when it did not end well, then passes the error on.
+async fn record_outcome(
+    engine: &Engine<'_>,
+    run_id: i64,
+    result: Result<RebuildOutcome>,
+) -> Result<RebuildOutcome> {
+    let err = match result {
+        Ok(outcome) => return Ok(outcome),
+        Err(e) => e,
+    };
+    let status = match err.kind {
+        // Checks record their own status; a busy swap leaves a complete, swappable rebuild.
+        ErrorKind::HealthCheck => None,
+        ErrorKind::Busy => Some("awaiting_swap"),
+        ErrorKind::Interrupted => Some("cancelled"),
+        ErrorKind::Runtime | ErrorKind::Config => Some("failed"),
+    };
+    if let Some(status) = status {
+        // A fresh pooled connection: the run's own connection may be what failed.
+        match engine.db.get().await {
+            Ok(client) => {
+                if let Err(e) =
+                    runs::set_status(&**client, run_id, status, Some(&err.to_string())).await
+                {
+                    tracing::warn!("could not record run {run_id} as {status}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("could not record run {run_id} as {status}: {e}"),
+        }
+    }
+    Err(err)
+}

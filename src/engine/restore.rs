@@ -1,0 +1,207 @@
+//! `rollback` (put the previous tables back) and `cleanup` (drop helper tables).
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::state::helpers::{self, HelperTable, Ownership};
+use crate::state::locks::lock_projections;
+use crate::state::runs::{self, RunTable};
+use crate::swap::{self, LockPolicy};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub run_id: i64,
+    pub projections: Vec<String>,
+    /// (live table, where the replaced table is kept now)
+    pub kept: Vec<(String, String)>,
+    pub lock_wait_ms: i64,
+    pub lock_hold_ms: i64,
+}
+
+/// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
+/// transaction; the tables they replace are kept as `x_rolled_back_<run>`. Nothing is dropped.
+pub async fn rollback(
+    engine: &Engine<'_>,
+    selection: &[String],
+    lock: LockPolicy,
+) -> Result<RollbackReport> {
+    let pooled = engine.db.get().await?;
+    if !crate::state::exists(&**pooled).await? {
+        return Err(Error::config(
+            "nothing to roll back: no swap has been recorded in this database",
+        ));
+    }
+    for name in selection {
+        if engine.config.projection_index(name).is_none() {
+            return Err(Error::config(format!("unknown projection `{name}`")));
+        }
+    }
+    // The newest swap that touched any selected projection (any at all, if none selected).
+    let names: Vec<String> = if selection.is_empty() {
+        engine
+            .config
+            .projections
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    } else {
+        selection.to_vec()
+    };
+    let mut newest: Option<runs::Run> = None;
+    for name in &names {
+        if let Some(r) = runs::latest_swapped_for(&**pooled, name).await? {
+            if newest.as_ref().is_none_or(|n| r.swapped_at > n.swapped_at) {
+                newest = Some(r);
+            }
+        }
+    }
+    drop(pooled);
+    let Some(run) = newest.filter(|r| r.status == "swapped") else {
+        return Err(Error::config("nothing to roll back: the newest swap of these projections was already rolled back (or there was none)")
+            .with_hint("see `reproject history`"));
+    };
+    if !selection.is_empty() {
+        if let Some(extra) = run.projections.iter().find(|p| !selection.contains(p)) {
+            return Err(Error::config(format!(
+                "run {} swapped {} together; rolling back only some of them would mix generations (`{extra}` is not named)",
+                run.id,
+                run.projections.join(", ")
+            ))
+            .with_hint(format!("run `reproject rollback {}`", run.projections.join(" "))));
+        }
+    }
+    let _locks = lock_projections(&engine.db, &run.projections).await?;
+    let conn = engine.db.dedicated().await?;
+    let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;
+    for t in &tables {
+        match helpers::ownership(&conn, &t.old).await? {
+            Ownership::Ours(h) if h.kind == "old" => {}
+            _ => {
+                return Err(Error::runtime(format!(
+                    "cannot roll back run {}: the previous table `{}` is gone (dropped by `cleanup`, or replaced)",
+                    run.id, t.old
+                ))
+                .with_hint("rebuild instead"))
+            }
+        }
+        let parked = crate::ident::rolled_back_table(&t.live, run.id);
+        if !matches!(helpers::ownership(&conn, &parked).await?, Ownership::Absent) {
+            return Err(Error::runtime(format!(
+                "cannot roll back run {}: `{parked}` already exists",
+                run.id
+            )));
+        }
+    }
+    engine.reporter.step(&format!(
+        "rolling back run {} ({})",
+        run.id,
+        run.projections.join(", ")
+    ));
+    let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+    lock_list.extend(tables.iter().map(|t| t.old.clone()));
+    let wait = swap::lock_tables(&conn, &lock_list, lock, engine.reporter).await?;
+    let held = Instant::now();
+    let done = async {
+        swap::rename_back(&conn, run.id, &tables).await?;
+        runs::set_rolled_back(&conn, run.id).await
+    }
+    .await;
+    crate::shadow::finish(&conn, done).await?;
+    Ok(RollbackReport {
+        run_id: run.id,
+        projections: run.projections.clone(),
+        kept: tables
+            .iter()
+            .map(|t| {
+                (
+                    t.live.to_string(),
+                    crate::ident::rolled_back_table(&t.live, run.id).to_string(),
+                )
+            })
+            .collect(),
+        lock_wait_ms: wait.as_millis() as i64,
+        lock_hold_ms: held.elapsed().as_millis() as i64,
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CleanupOptions {
+    /// Only tables created longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Drop them; without it, only list.
+    pub drop: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CleanupReport {
+    /// Tables that are (or, without `--yes`, would be) dropped.
+    pub candidates: Vec<HelperTable>,
+    /// Helper tables kept, with the reason.
+    pub kept: Vec<(HelperTable, String)>,
+    pub dropped: bool,
+}
+
+/// Lists (and with `drop`, drops) the helper tables reproject created and no longer needs:
+/// old tables of swaps, rebuild tables of failed/cancelled/superseded runs, rolled-back tables.
+/// Rebuild tables of a run that is running or awaiting its swap are kept.
+pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<CleanupReport> {
+    let pooled = engine.db.get().await?;
+    if !crate::state::exists(&**pooled).await? {
+        return Ok(CleanupReport {
+            candidates: Vec::new(),
+            kept: Vec::new(),
+            dropped: opts.drop,
+        });
+    }
+    drop(pooled);
+    let conn = engine.db.dedicated().await?;
+    let all = helpers::list(&conn).await?;
+    let now = chrono::Utc::now();
+    let mut candidates = Vec::new();
+    let mut kept = Vec::new();
+    for h in all {
+        if let Some(age) = opts.older_than {
+            let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+            if now - h.created_at < age {
+                kept.push((h, "newer than --older-than".to_string()));
+                continue;
+            }
+        }
+        if h.kind == "rebuild" {
+            let status = match h.run_id {
+                Some(id) => runs::get(&conn, id).await?.map(|r| r.status),
+                None => None,
+            };
+            if let Some(s) =
+                status.filter(|s| s == "running" || runs::SWAPPABLE_STATUSES.contains(&s.as_str()))
+            {
+                kept.push((h, format!("its run is {s}")));
+                continue;
+            }
+        }
+        candidates.push(h);
+    }
+    if opts.drop && !candidates.is_empty() {
+        // Never drop a table under a run that is working on its projection right now.
+        let mut projections: Vec<String> =
+            candidates.iter().map(|h| h.projection.clone()).collect();
+        projections.sort();
+        projections.dedup();
+        let _locks = lock_projections(&engine.db, &projections).await?;
+        for h in &candidates {
+            engine
+                .reporter
+                .step(&format!("dropping `{}` ({})", h.table, h.kind));
+            // Check again under the lock: the registry is the proof of ownership.
+            if let Ownership::Ours(_) = helpers::ownership(&conn, &h.table).await? {
+                swap::drop_helper(&conn, &h.table).await?;
+            }
+        }
+    }
+    Ok(CleanupReport {
+        candidates,
+        kept,
+        dropped: opts.drop,
+    })
+}

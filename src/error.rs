@@ -1,0 +1,219 @@
+//! One error type for the whole library.
+//!
+//! An on-call engineer reads these at night, so every error says what went wrong (`message`),
+//! why (`causes`, outermost first) and, where we know it, what to do (`hint`). The `kind`
+//! decides the process exit code; the binary maps it, the library never exits.
+
+use std::fmt;
+
+/// What class of failure this is. Each kind has one documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Unexpected failure at run time: a handler error, a lost connection. Exit 1.
+    Runtime,
+    /// Bad arguments or configuration; nothing was written. Exit 2.
+    Config,
+    /// A health check refused the swap; the rebuilt tables are kept. Exit 3.
+    HealthCheck,
+    /// Another run holds the projection, or the swap could not get its locks. Exit 75.
+    Busy,
+    /// Stopped by Ctrl-C or SIGTERM. Exit 130.
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// The process exit code documented in the README for this kind of failure.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Runtime => 1,
+            ErrorKind::Config => 2,
+            ErrorKind::HealthCheck => 3,
+            ErrorKind::Busy => 75,
+            ErrorKind::Interrupted => 130,
+        }
+    }
+}
+
+/// An error with its context chain and an optional hint.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+        }
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Runtime, message)
+    }
+
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Busy, message)
+    }
+
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Interrupted, message)
+    }
+
+    pub fn health_check(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::HealthCheck, message)
+    }
+
+    /// Adds a cause below the message (e.g. the database's own words).
+    pub fn caused_by(mut self, cause: impl fmt::Display) -> Self {
+        self.causes.push(cause.to_string());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Wraps this error in a higher-level message; the old message becomes the first cause.
+    pub fn context(mut self, message: impl Into<String>) -> Self {
+        let inner = std::mem::replace(&mut self.message, message.into());
+        self.causes.insert(0, inner);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}", self.message)?;
+        for cause in &self.causes {
+            write!(f, "\n  caused by: {cause}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Renders a database error with the server's detail, hint and position when it has them:
+/// the bare `Display` of tokio-postgres says only "db error".
+pub fn describe_pg(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" (detail: {detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!(" (hint: {hint})"));
+        }
+        text.push_str(&format!(" [SQLSTATE {}]", db.code().code()));
+        return text;
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    text
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
+    err.as_db_error().map(|db| db.code().code())
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let kind = if err.is_closed() {
+            ErrorKind::Runtime
+        } else {
+            match sqlstate(&err) {
+                // query_canceled: our own cancel on Ctrl-C.
+                Some("57014") => ErrorKind::Interrupted,
+                _ => ErrorKind::Runtime,
+            }
+        };
+        Error::new(kind, "database error").caused_by(describe_pg(&err))
+    }
+}
+
+/// Attaches context to database results without a closure at every call site.
+pub trait Context<T> {
+    fn context(self, message: impl Into<String>) -> Result<T>;
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn context(self, message: impl Into<String>) -> Result<T> {
+        self.map_err(|e| {
+            let mut err = Error::from(e);
+            err.message = message.into();
+            err
+        })
+    }
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| {
+            let mut err = Error::from(e);
+            err.message = f();
+            err
+        })
+    }
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context(self, message: impl Into<String>) -> Result<T> {
+        self.map_err(|e| e.context(message))
+    }
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| e.context(f()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_has_causes_and_hint() {
+        let err = Error::config("bad key")
+            .caused_by("unknown field `tabel`")
+            .with_hint("did you mean `table`?");
+        assert_eq!(
+            err.to_string(),
+            "error: bad key\n  caused by: unknown field `tabel`\n  hint: did you mean `table`?"
+        );
+        assert_eq!(err.kind.exit_code(), 2);
+    }
+
+    #[test]
+    fn context_pushes_message_down() {
+        let err = Error::runtime("inner").context("outer");
+        assert_eq!(err.message, "outer");
+        assert_eq!(err.causes, vec!["inner".to_string()]);
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(ErrorKind::Runtime.exit_code(), 1);
+        assert_eq!(ErrorKind::Config.exit_code(), 2);
+        assert_eq!(ErrorKind::HealthCheck.exit_code(), 3);
+        assert_eq!(ErrorKind::Busy.exit_code(), 75);
+        assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
+    }
+}

@@ -1,0 +1,199 @@
+//! The `reproject` binary: parse arguments, set up logging and signals, run one command of the
+//! library, print its result, and map errors to the documented exit codes.
+
+mod cli;
+
+use clap::Parser;
+use cli::args::{Cli, Command};
+use cli::{confirm, print};
+use reproject::config::Config;
+use reproject::db::Db;
+use reproject::engine::{self, CleanupOptions, Engine, RebuildOptions, SwapOptions};
+use reproject::error::{Error, Result};
+use reproject::progress::Cancel;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    let code = runtime.block_on(async {
+        match run(cli).await {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("{err}");
+                err.kind.exit_code()
+            }
+        }
+    });
+    std::process::exit(code);
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "reproject=info,warn",
+        _ => "reproject=debug,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// First Ctrl-C / SIGTERM: stop after the current batch. Second: stop at once (the open
+/// transaction dies with the connection, so nothing half-done is committed).
+fn watch_signals(cancel: Cancel) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("interrupted: stopping after the current batch (again to stop at once)");
+                cancel.cancel();
+            } else {
+                eprintln!("interrupted again: stopping now; the open batch is rolled back");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.config)?;
+    let url = cli.database_url.clone().ok_or_else(|| {
+        Error::config("no database to connect to")
+            .with_hint("pass `--database-url URL` or set `DATABASE_URL`")
+    })?;
+    let db = Db::new(&url)?;
+    let reporter = cli::reporter::TermReporter::new(cli.quiet);
+    let cancel = Cancel::new();
+    watch_signals(cancel.clone());
+    let engine = Engine {
+        config: &config,
+        db,
+        reporter: &reporter,
+        cancel,
+    };
+
+    match cli.command {
+        Command::Plan { projections, json } => {
+            let report = engine::plan(&engine, &projections).await?;
+            if json {
+                print::json(&report)
+            } else {
+                print::plan(&report, false)
+            }
+        }
+        Command::Rebuild(args) => {
+            if !args.dry_run && !args.no_swap {
+                let what = if args.projections.is_empty() {
+                    "all projections".to_string()
+                } else {
+                    args.projections.join(", ")
+                };
+                confirm(
+                    &format!("rebuild {what} and swap the rebuilt tables in"),
+                    args.yes,
+                )?;
+            }
+            let opts = RebuildOptions {
+                projections: args.projections,
+                batch_size: args.batch_size,
+                no_swap: args.no_swap,
+                dry_run: args.dry_run,
+                reason: args.reason,
+                initiated_by: args.initiated_by.unwrap_or_else(engine::os_user),
+                max_events: args.max_events,
+                lock: args.lock.policy(),
+            };
+            if let Some(n) = opts.max_events {
+                if n < 1 {
+                    return Err(Error::config("--max-events must be at least 1"));
+                }
+            }
+            let outcome = engine::rebuild(&engine, &opts).await?;
+            match (&outcome.dry_run, args.json) {
+                (Some(report), true) => print::json(report),
+                (Some(report), false) => print::plan(report, true),
+                (None, true) => print::json(&outcome),
+                (None, false) => print::outcome(&outcome),
+            }
+        }
+        Command::Swap(args) => {
+            confirm("swap the rebuilt tables in", args.yes)?;
+            let opts = SwapOptions {
+                projections: args.projections,
+                batch_size: args.batch_size,
+                skip_checks: args.skip_checks,
+                lock: args.lock.policy(),
+            };
+            let outcome = engine::swap(&engine, &opts).await?;
+            if args.json {
+                print::json(&outcome)
+            } else {
+                print::outcome(&outcome)
+            }
+        }
+        Command::Rollback {
+            projections,
+            yes,
+            lock,
+        } => {
+            confirm("roll back the newest swap", yes)?;
+            let report = engine::rollback(&engine, &projections, lock.policy()).await?;
+            print::rollback(&report);
+        }
+        Command::Cleanup {
+            older_than,
+            yes,
+            json,
+        } => {
+            let report = engine::cleanup(
+                &engine,
+                &CleanupOptions {
+                    older_than,
+                    drop: yes,
+                },
+            )
+            .await?;
+            if json {
+                print::json(&report)
+            } else {
+                print::cleanup(&report)
+            }
+        }
+        Command::Status { json } => {
+            let report = engine::status(&engine).await?;
+            if json {
+                print::json(&report)
+            } else {
+                print::status(&report)
+            }
+        }
+        Command::History { json, limit } => {
+            let runs = engine::history(&engine, limit).await?;
+            if json {
+                print::json(&runs)
+            } else {
+                print::history(&runs)
+            }
+        }
+    }
+    Ok(())
+}

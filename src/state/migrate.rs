@@ -1,0 +1,75 @@
+//! Creates and upgrades the `reproject` schema from the versioned files in `sql/`.
+
+use crate::error::{Context, Error, Result};
+use tokio_postgres::Client;
+
+/// (version, name, SQL). Append only: a released migration is never edited.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../sql/001_init.sql"))];
+
+/// Advisory lock key that serialises concurrent migrations.
+const MIGRATION_LOCK: (i32, i32) = (727_001, 1);
+
+/// Applies every migration not applied yet, each in its own transaction.
+pub async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .context("cannot start the state migration")?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1],
+    )
+    .await
+    .context("cannot lock the state schema for migration")?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS reproject;
+         CREATE TABLE IF NOT EXISTS reproject.schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(|e| {
+        Error::from(e)
+            .context("cannot create reproject's state schema `reproject`")
+            .with_hint("the connecting user needs CREATE on the database (once); or create the schema `reproject` owned by that user")
+    })?;
+    let applied: Vec<i32> = tx
+        .query(
+            "SELECT version FROM reproject.schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .context("cannot read the state schema version")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if let Some(&newest) = applied.last() {
+        if newest > known {
+            return Err(Error::config(format!(
+                "the state schema `reproject` is at version {newest}, newer than this reproject knows ({known})"
+            ))
+            .with_hint("upgrade reproject"));
+        }
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("state migration {version:03}_{name} failed"))?;
+        tx.execute(
+            "INSERT INTO reproject.schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .context("cannot record the state migration")?;
+        tracing::info!("applied state migration {version:03}_{name}");
+    }
+    tx.commit()
+        .await
+        .context("cannot commit the state migration")?;
+    Ok(())
+}

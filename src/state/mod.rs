@@ -1,0 +1,22 @@
+//! reproject's own state, in the `reproject` schema: migrations, runs and checkpoints, the
+//! registry of tables it created, and the advisory locks that keep two runs apart.
+
+pub mod helpers;
+pub mod locks;
+pub mod migrate;
+pub mod runs;
+
+use crate::error::{Context, Result};
+use tokio_postgres::GenericClient;
+
+/// Whether the state schema exists (read-only commands never create it).
+pub async fn exists(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('reproject.runs') IS NOT NULL AND to_regclass('reproject.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("cannot check for reproject's state schema")?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,430 @@
+//! Runs, their checkpoints and their tables: the audit trail and the resume point.
+
+use crate::error::{Context, Error, Result};
+use crate::ident::TableName;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::{GenericClient, Row};
+
+/// Statuses after which a run is finished with for good.
+pub const FINAL_STATUSES: &[&str] = &["swapped", "rolled_back", "superseded"];
+/// Statuses of a run whose rebuild tables wait for `reproject swap`.
+pub const SWAPPABLE_STATUSES: &[&str] = &["paused", "awaiting_swap", "checks_failed"];
+
+/// One run, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub kind: String,
+    pub projections: Vec<String>,
+    pub reason: Option<String>,
+    pub initiated_by: String,
+    pub host: Option<String>,
+    pub pid: Option<i32>,
+    pub status: String,
+    pub phase: String,
+    pub options: Value,
+    pub handler_digests: Value,
+    pub start_position: Option<i64>,
+    pub target_position: Option<i64>,
+    pub swap_position: Option<i64>,
+    pub events_applied: i64,
+    pub rows_before: Value,
+    pub rows_after: Value,
+    pub checks: Value,
+    pub lock_wait_ms: Option<i64>,
+    pub lock_hold_ms: Option<i64>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub swapped_at: Option<DateTime<Utc>>,
+    pub rolled_back_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, kind, projections, reason, initiated_by, host, pid, status, phase, options, \
+    handler_digests, start_position, target_position, swap_position, events_applied, rows_before, \
+    rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at";
+
+fn from_row(r: &Row) -> Run {
+    Run {
+        id: r.get(0),
+        kind: r.get(1),
+        projections: r.get(2),
+        reason: r.get(3),
+        initiated_by: r.get(4),
+        host: r.get(5),
+        pid: r.get(6),
+        status: r.get(7),
+        phase: r.get(8),
+        options: r.get(9),
+        handler_digests: r.get(10),
+        start_position: r.get(11),
+        target_position: r.get(12),
+        swap_position: r.get(13),
+        events_applied: r.get(14),
+        rows_before: r.get(15),
+        rows_after: r.get(16),
+        checks: r.get(17),
+        lock_wait_ms: r.get(18),
+        lock_hold_ms: r.get(19),
+        error: r.get(20),
+        started_at: r.get(21),
+        swapped_at: r.get(22),
+        rolled_back_at: r.get(23),
+        finished_at: r.get(24),
+    }
+}
+
+/// What a new run records up front.
+pub struct NewRun<'a> {
+    pub projections: &'a [String],
+    pub reason: Option<&'a str>,
+    pub initiated_by: &'a str,
+    pub options: Value,
+    pub handler_digests: Value,
+    pub handler_sources: Value,
+}
+
+pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64> {
+    let host = hostname();
+    let pid = std::process::id() as i32;
+    let row = client
+        .query_one(
+            "INSERT INTO reproject.runs (projections, reason, initiated_by, host, pid, status, phase, \
+                 options, handler_digests, handler_sources) \
+             VALUES ($1, $2, $3, $4, $5, 'running', 'clone', $6, $7, $8) RETURNING id",
+            &[
+                &new.projections,
+                &new.reason,
+                &new.initiated_by,
+                &host,
+                &pid,
+                &new.options,
+                &new.handler_digests,
+                &new.handler_sources,
+            ],
+        )
+        .await
+        .context("cannot record the run")?;
+    Ok(row.get(0))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+pub async fn get(client: &impl GenericClient, id: i64) -> Result<Option<Run>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM reproject.runs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .context("cannot read the run")?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Runs, newest first.
+pub async fn list(client: &impl GenericClient, limit: i64) -> Result<Vec<Run>> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM reproject.runs ORDER BY id DESC LIMIT $1"),
+            &[&limit],
+        )
+        .await
+        .context("cannot read the run history")?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// The newest run that includes a projection.
+pub async fn latest_for(client: &impl GenericClient, projection: &str) -> Result<Option<Run>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM reproject.runs WHERE $1 = ANY (projections) ORDER BY id DESC LIMIT 1"),
+            &[&projection],
+        )
+        .await
+        .context("cannot read the runs")?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Runs that could still be swapped, newest first.
+pub async fn swappable(client: &impl GenericClient) -> Result<Vec<Run>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM reproject.runs WHERE status = ANY ($1) ORDER BY id DESC"
+            ),
+            &[&SWAPPABLE_STATUSES],
+        )
+        .await
+        .context("cannot read the runs")?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// The newest swapped run that includes a projection.
+pub async fn latest_swapped_for(
+    client: &impl GenericClient,
+    projection: &str,
+) -> Result<Option<Run>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM reproject.runs WHERE $1 = ANY (projections) AND status IN ('swapped', 'rolled_back') \
+                 ORDER BY coalesce(swapped_at, started_at) DESC, id DESC LIMIT 1"
+            ),
+            &[&projection],
+        )
+        .await
+        .context("cannot read the runs")?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Marks earlier unfinished runs that touch any of these projections as superseded: their
+/// rebuild tables are about to be replaced. Only called while holding the projections' locks,
+/// so a `running` run found here is one whose process died.
+pub async fn supersede(
+    client: &impl GenericClient,
+    projections: &[String],
+    by: i64,
+) -> Result<u64> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET status = 'superseded', finished_at = coalesce(finished_at, now()), \
+                 error = coalesce(error || '; ', '') || 'superseded by run ' || $2 \
+             WHERE id <> $2 AND projections && $1 AND NOT (status = ANY ($3))",
+            &[&projections, &by, &FINAL_STATUSES],
+        )
+        .await
+        .context("cannot update earlier runs")
+}
+
+pub async fn set_phase(client: &impl GenericClient, id: i64, phase: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET phase = $2 WHERE id = $1",
+            &[&id, &phase],
+        )
+        .await
+        .context("cannot record the run's phase")?;
+    Ok(())
+}
+
+/// Records a status; statuses other than `running` stamp `finished_at`.
+pub async fn set_status(
+    client: &impl GenericClient,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET status = $2, error = coalesce($3, error), \
+                 finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE id = $1",
+            &[&id, &status, &error],
+        )
+        .await
+        .context("cannot record the run's status")?;
+    Ok(())
+}
+
+/// Sets one of the JSON figure columns (`rows_before`, `rows_after`, `checks`).
+pub async fn set_json(
+    client: &impl GenericClient,
+    id: i64,
+    column: JsonColumn,
+    value: &Value,
+) -> Result<()> {
+    let column = match column {
+        JsonColumn::RowsBefore => "rows_before",
+        JsonColumn::RowsAfter => "rows_after",
+        JsonColumn::Checks => "checks",
+    };
+    client
+        .execute(
+            &format!("UPDATE reproject.runs SET {column} = $2 WHERE id = $1"),
+            &[&id, value],
+        )
+        .await
+        .with_context(|| format!("cannot record the run's {column}"))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum JsonColumn {
+    RowsBefore,
+    RowsAfter,
+    Checks,
+}
+
+pub async fn set_positions(
+    client: &impl GenericClient,
+    id: i64,
+    start: Option<i64>,
+    target: Option<i64>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET start_position = coalesce(start_position, $2), target_position = $3 WHERE id = $1",
+            &[&id, &start, &target],
+        )
+        .await
+        .context("cannot record the run's positions")?;
+    Ok(())
+}
+
+/// Records a completed swap (called inside the swap transaction).
+pub async fn set_swapped(
+    client: &impl GenericClient,
+    id: i64,
+    swap_position: Option<i64>,
+    lock_wait_ms: i64,
+    lock_hold_ms: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET status = 'swapped', phase = 'done', swap_position = $2, \
+                 lock_wait_ms = $3, lock_hold_ms = $4, swapped_at = now(), finished_at = now() WHERE id = $1",
+            &[&id, &swap_position, &lock_wait_ms, &lock_hold_ms],
+        )
+        .await
+        .context("cannot record the swap")?;
+    Ok(())
+}
+
+pub async fn set_rolled_back(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET status = 'rolled_back', rolled_back_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .context("cannot record the rollback")?;
+    Ok(())
+}
+
+/// Adds to the run's event count (in the batch transaction, so it stays exact).
+pub async fn add_events(client: &impl GenericClient, id: i64, events: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET events_applied = events_applied + $2 WHERE id = $1",
+            &[&id, &events],
+        )
+        .await
+        .context("cannot record the run's progress")?;
+    Ok(())
+}
+
+// ---- checkpoints ----
+
+pub async fn init_checkpoints(
+    client: &impl GenericClient,
+    run: i64,
+    projections: &[String],
+    position: Option<i64>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO reproject.checkpoints (run_id, projection, position) SELECT $1, p, $3 FROM unnest($2::text[]) p",
+            &[&run, &projections, &position],
+        )
+        .await
+        .context("cannot create the run's checkpoints")?;
+    Ok(())
+}
+
+/// The run's checkpoint: all projections of a run advance together, so they share a position.
+pub async fn checkpoint(client: &impl GenericClient, run: i64) -> Result<Option<i64>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT position FROM reproject.checkpoints WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .context("cannot read the run's checkpoint")?;
+    match rows.as_slice() {
+        [one] => Ok(one.get(0)),
+        [] => Ok(None),
+        _ => Err(Error::runtime(format!(
+            "run {run}: its projections' checkpoints disagree; the state schema was changed by hand"
+        ))),
+    }
+}
+
+/// Moves the checkpoint of every projection of the run from `old` to `new`, or fails if any of
+/// them is not at `old` any more (someone else moved it: never apply a batch twice).
+pub async fn advance_checkpoint(
+    client: &impl GenericClient,
+    run: i64,
+    projections: &[String],
+    old: Option<i64>,
+    new: i64,
+    events: i64,
+) -> Result<()> {
+    let n = client
+        .execute(
+            "UPDATE reproject.checkpoints SET position = $4, events = events + $5, updated_at = now() \
+             WHERE run_id = $1 AND projection = ANY ($2) AND position IS NOT DISTINCT FROM $3",
+            &[&run, &projections, &old, &new, &events],
+        )
+        .await
+        .context("cannot advance the checkpoint")?;
+    if n as usize != projections.len() {
+        return Err(Error::runtime(format!(
+            "run {run}: the checkpoint moved under us (expected position {}); another process is applying events to the same tables",
+            old.map_or("start".into(), |p| p.to_string())
+        )));
+    }
+    add_events(client, run, events).await
+}
+
+// ---- run tables ----
+
+/// A live table of a run and the helper names derived for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTable {
+    pub projection: String,
+    pub live: TableName,
+    pub rebuild: TableName,
+    pub old: TableName,
+}
+
+pub async fn add_table(client: &impl GenericClient, run: i64, t: &RunTable) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name],
+        )
+        .await
+        .context("cannot record the run's tables")?;
+    Ok(())
+}
+
+pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTable>> {
+    let rows = client
+        .query(
+            "SELECT projection, table_schema, live_name, rebuild_name, old_name FROM reproject.run_tables \
+             WHERE run_id = $1 ORDER BY projection, table_schema, live_name",
+            &[&run],
+        )
+        .await
+        .context("cannot read the run's tables")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let schema: String = r.get(1);
+            RunTable {
+                projection: r.get(0),
+                live: TableName::new(schema.clone(), r.get::<_, String>(2)),
+                rebuild: TableName::new(schema.clone(), r.get::<_, String>(3)),
+                old: TableName::new(schema, r.get::<_, String>(4)),
+            }
+        })
+        .collect())
+}

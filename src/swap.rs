@@ -1,0 +1,242 @@
+//! Swapping generations of tables by renaming them, and undoing it.
+//!
+//! The renames take ACCESS EXCLUSIVE locks. A waiting ACCESS EXCLUSIVE request blocks every
+//! reader that comes after it, so locks are requested with a short `lock_timeout` that grows
+//! from attempt to attempt, with pauses in between, within a total budget: the application
+//! never queues behind us for longer than one short slice.
+
+use crate::error::{sqlstate, Context, Error, Result};
+use crate::ident::TableName;
+use crate::progress::Reporter;
+use crate::state::helpers::{self, Ownership};
+use crate::state::runs::RunTable;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// How to ask for the swap's locks.
+#[derive(Debug, Clone, Copy)]
+pub struct LockPolicy {
+    /// `lock_timeout` of the first attempt.
+    pub first_timeout: Duration,
+    /// The largest `lock_timeout` of an attempt.
+    pub max_timeout: Duration,
+    /// Give up (exit 75) after this much time in total.
+    pub budget: Duration,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            first_timeout: Duration::from_millis(100),
+            max_timeout: Duration::from_secs(1),
+            budget: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Begins a transaction on `client` and takes ACCESS EXCLUSIVE locks on `tables`, retrying as
+/// [`LockPolicy`] says. On success the transaction is open and the locks are held; returns how
+/// long it took. On failure nothing is held.
+pub async fn lock_tables(
+    client: &Client,
+    tables: &[TableName],
+    policy: LockPolicy,
+    reporter: &dyn Reporter,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let list: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let lock_sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
+    let mut slice = policy.first_timeout;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .context("cannot begin the swap transaction")?;
+        let set = format!("SET LOCAL lock_timeout = '{}ms'", slice.as_millis().max(1));
+        client
+            .batch_execute(&set)
+            .await
+            .context("cannot set lock_timeout")?;
+        match client.batch_execute(&lock_sql).await {
+            Ok(()) => {
+                // Once held, a lock must never wait on anything else without a limit.
+                client
+                    .batch_execute("SET LOCAL lock_timeout = '5s'")
+                    .await
+                    .context("cannot set lock_timeout")?;
+                return Ok(started.elapsed());
+            }
+            Err(e) if sqlstate(&e) == Some("55P03") => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                let blockers = describe_blockers(client, tables).await.unwrap_or_default();
+                let elapsed = started.elapsed();
+                if elapsed >= policy.budget {
+                    return Err(Error::busy(format!(
+                        "could not lock {} within {:.1}s ({attempt} attempts)",
+                        names(tables),
+                        elapsed.as_secs_f64()
+                    ))
+                    .caused_by(if blockers.is_empty() { "no blocker could be identified".to_string() } else { blockers })
+                    .with_hint("nothing was swapped and the rebuilt tables are kept: run `reproject swap` when the blocking sessions are gone, or raise --lock-budget"));
+                }
+                reporter.warn(&format!(
+                    "lock attempt {attempt} timed out after {} ms; {}",
+                    slice.as_millis(),
+                    if blockers.is_empty() {
+                        "retrying".to_string()
+                    } else {
+                        format!("blocked by {blockers}")
+                    }
+                ));
+                // Back off with jitter so we do not retry in lockstep with another tool.
+                let jitter =
+                    Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
+                let pause = (slice + jitter).min(policy.budget.saturating_sub(elapsed));
+                tokio::time::sleep(pause).await;
+                slice = (slice * 2).min(policy.max_timeout);
+            }
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Error::from(e).context(format!("cannot lock {}", names(tables))));
+            }
+        }
+    }
+}
+
+fn names(tables: &[TableName]) -> String {
+    tables
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Who holds locks on these tables right now: pid, application, state, age of the query.
+async fn describe_blockers(client: &Client, tables: &[TableName]) -> Result<String> {
+    let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let rows = client
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                    coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8, 0), \
+                    coalesce(left(a.query, 80), '') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.granted AND a.pid <> pg_backend_pid() \
+               AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)",
+            &[&quoted],
+        )
+        .await
+        .context("cannot read pg_locks")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} (application `{}`, {}, transaction open for {:.1}s, query `{}`)",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, f64>(3),
+                r.get::<_, String>(4)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+/// Drops the `_old` tables of an earlier swap, each in its own short transaction, before the
+/// swap transaction: dropping inside it would hold the live tables' locks while waiting.
+pub async fn drop_old_tables(
+    client: &Client,
+    tables: &[RunTable],
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    for t in tables {
+        match helpers::ownership(client, &t.old).await? {
+            Ownership::Absent => {}
+            Ownership::Ours(_) => {
+                reporter.step(&format!("dropping `{}` from an earlier swap", t.old));
+                drop_helper(client, &t.old).await?;
+            }
+            Ownership::Foreign => {
+                return Err(Error::config(format!(
+                    "table `{}` exists and was not created by reproject; the swap needs that name for the old `{}`",
+                    t.old, t.live
+                ))
+                .with_hint(format!("rename or drop `{}` yourself", t.old)))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops a registered helper table and its registry row, in one short transaction.
+pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
+    let result = async {
+        client
+            .batch_execute("SET LOCAL lock_timeout = '5s'")
+            .await
+            .context("cannot set lock_timeout")?;
+        client
+            .batch_execute(&format!("DROP TABLE {}", table.quoted()))
+            .await
+            .with_context(|| format!("cannot drop `{table}`"))?;
+        helpers::unregister(client, table).await
+    }
+    .await;
+    crate::shadow::finish(client, result).await
+}
+
+/// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`.
+pub async fn rename_generation(client: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
+    for t in tables {
+        rename(client, &t.live, &t.old.name).await?;
+        rename(client, &t.rebuild, &t.live.name).await?;
+        helpers::unregister(client, &t.rebuild).await?;
+        helpers::register(
+            client,
+            &t.old,
+            "old",
+            &t.live.name,
+            &t.projection,
+            Some(run_id),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inside the rollback transaction: `x` → `x_rolled_back_N`, `x_old` → `x`.
+pub async fn rename_back(client: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
+    for t in tables {
+        let parked = crate::ident::rolled_back_table(&t.live, run_id);
+        rename(client, &t.live, &parked.name).await?;
+        rename(client, &t.old, &t.live.name).await?;
+        helpers::unregister(client, &t.old).await?;
+        helpers::register(
+            client,
+            &parked,
+            "rolled_back",
+            &t.live.name,
+            &t.projection,
+            Some(run_id),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn rename(client: &Client, from: &TableName, to: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {} RENAME TO {}",
+            from.quoted(),
+            crate::ident::quote(to)
+        ))
+        .await
+        .with_context(|| format!("cannot rename `{from}` to `{to}`"))
+}

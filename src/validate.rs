@@ -1,0 +1,137 @@
+//! Checks a loaded config against the database before anything is written: the event table
+//! and every mapped expression, every projection table, every handler statement and check
+//! (each prepared, never executed). Errors name the file, line, projection and table.
+
+use crate::catalog::{self, require_plain_table};
+use crate::config::{Config, TableOwner};
+use crate::error::{describe_pg, Error, Result};
+use crate::handlers::param_types;
+use crate::ident::TableName;
+use crate::source::EventSource;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+
+/// The config's names resolved against the database.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub events_table: TableName,
+    /// Per projection, its tables in config order, schema-qualified.
+    pub tables: Vec<Vec<TableName>>,
+}
+
+impl Resolved {
+    pub fn live(&self, owner: TableOwner) -> &TableName {
+        &self.tables[owner.projection][owner.table]
+    }
+}
+
+/// Validates everything and returns the resolved names.
+pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Resolved> {
+    let file = config.path.display().to_string();
+    let ev = &config.events;
+    let info = catalog::resolve(client, &ev.table).await?.ok_or_else(|| {
+        Error::config(format!(
+            "{file}:{}: event table `{}` does not exist",
+            ev.table_line, ev.table
+        ))
+        .with_hint(
+            "check `events.table` (and the schema, or the search_path of the connecting user)",
+        )
+    })?;
+    let events_table = info.name.clone();
+    for role in EventSource::roles(ev) {
+        let sql = format!(
+            "SELECT ({})::{} FROM {} LIMIT 0",
+            role.expr.sql,
+            role.sql_type,
+            events_table.quoted()
+        );
+        if let Err(e) = client.prepare(&sql).await {
+            return Err(Error::config(format!(
+                "{file}:{}: `events.{} = \"{}\"` does not work on `{events_table}` as {}",
+                role.expr.line, role.key, role.expr.sql, role.sql_type
+            ))
+            .caused_by(describe_pg(&e)));
+        }
+    }
+
+    let mut tables = Vec::new();
+    for p in &config.projections {
+        let mut resolved = Vec::new();
+        for t in &p.tables {
+            let info = catalog::resolve(client, &t.table).await?.ok_or_else(|| {
+                Error::config(format!(
+                    "{file}:{}: projection `{}`: table `{}` does not exist",
+                    t.line, p.name, t.table
+                ))
+                .with_hint("create the projection table first; reproject rebuilds existing tables")
+            })?;
+            require_plain_table(
+                &info,
+                &format!("{file}:{}: projection `{}`", t.line, p.name),
+            )?;
+            if info.name.schema == "reproject" {
+                return Err(Error::config(format!(
+                    "{file}:{}: projection `{}`: table `{}` is in reproject's own schema",
+                    t.line, p.name, info.name
+                )));
+            }
+            resolved.push(info.name);
+        }
+        tables.push(resolved);
+    }
+    let resolved = Resolved {
+        events_table,
+        tables,
+    };
+
+    // Prepare every handler statement against the live tables.
+    for p in &config.projections {
+        let handler_file = p.handlers.path.display().to_string();
+        for section in &p.handlers.sections {
+            for st in &section.statements {
+                let sql = st.render(|r| {
+                    let owner = config.owner_of(&r.written).expect("resolved at load");
+                    resolved.live(owner).quoted()
+                });
+                if let Err(e) = client.prepare_typed(&sql, &param_types()).await {
+                    return Err(Error::config(format!(
+                        "{handler_file}:{}: projection `{}`, section `-- on {}`: the statement does not prepare",
+                        st.line,
+                        p.name,
+                        section.event_types.join(", ")
+                    ))
+                    .caused_by(describe_pg(&e)));
+                }
+            }
+        }
+        for check in &p.checks {
+            let sql = check.sql.render(|r| {
+                let owner = config.owner_of(&r.written).expect("resolved at load");
+                resolved.live(owner).quoted()
+            });
+            let where_ = format!(
+                "{file}:{}: projection `{}`, check `{}`",
+                check.line, p.name, check.name
+            );
+            match client.prepare(&sql).await {
+                Err(e) => {
+                    return Err(Error::config(format!("{where_}: the SQL does not prepare"))
+                        .caused_by(describe_pg(&e)))
+                }
+                Ok(stmt) => {
+                    let cols = stmt.columns();
+                    if cols.len() != 1
+                        || *cols[0].type_() != Type::BOOL
+                        || !stmt.params().is_empty()
+                    {
+                        return Err(Error::config(format!(
+                            "{where_}: a check must return exactly one boolean column and take no parameters"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(resolved)
+}
