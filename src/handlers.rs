@@ -538,17 +538,20 @@ fn split_statements(
     Ok(statements)
 }
 
-/// Whether the keywords just before a table reference make it the target of a write.
+/// Whether the keywords before a table reference make it the target of a write. Walks back
+/// over modifiers (`IF EXISTS`, `ONLY`, `TABLE`) and over earlier items of a table list
+/// (`TRUNCATE {{a}}, {{b}}`), then looks at the statement keyword.
 fn is_write_target(words: &[String]) -> bool {
-    let last = |n: usize| words.len().checked_sub(n).map(|i| words[i].as_str());
-    matches!(
-        (last(3), last(2), last(1)),
-        (_, _, Some("INTO" | "UPDATE" | "TRUNCATE" | "COPY"))
-            | (_, Some("DELETE"), Some("FROM"))
-            | (_, Some("UPDATE" | "TRUNCATE"), Some("ONLY" | "TABLE"))
-            | (Some("DELETE"), Some("FROM"), Some("ONLY"))
-            | (_, Some("ALTER" | "DROP"), Some("TABLE"))
-    )
+    let mut rest = words
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .skip_while(|w| matches!(*w, "IF" | "EXISTS" | "ONLY" | "TABLE" | "," | "{{table}}"));
+    match rest.next() {
+        Some("INTO" | "UPDATE" | "TRUNCATE" | "COPY" | "DROP" | "ALTER") => true,
+        Some("FROM") => rest.next() == Some("DELETE"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -609,12 +612,26 @@ SELECT 1 FROM {{ other }} WHERE x = ':not_a_param' AND y = $q$ ;{{no}} $q$;
             ("INSERT INTO {{t}} SELECT * FROM {{u}}", true),
             ("SELECT * FROM {{u}} JOIN {{v}} ON true", false),
             ("UPDATE {{a}} SET x = (SELECT y FROM {{b}})", true),
+            ("TRUNCATE TABLE ONLY {{t}}", true),
+            ("DROP TABLE IF EXISTS {{t}}", true),
+            ("ALTER TABLE ONLY {{t}} ADD COLUMN x int", true),
+            ("SELECT * FROM {{u}} FOR UPDATE OF {{u}}", false),
+            ("DELETE FROM {{t}} USING {{u}}", true),
         ] {
             let sections = parse(&format!("-- on e\n{sql};")).unwrap();
             let st = &sections[0].statements[0];
             assert_eq!(st.tables[0].writes, writes, "{sql}");
         }
         let sections = parse("-- on e\nUPDATE {{a}} SET x = (SELECT y FROM {{b}});").unwrap();
+        assert!(!sections[0].statements[0].tables[1].writes);
+        let sections = parse("-- on e\nTRUNCATE {{a}}, {{b}};").unwrap();
+        assert!(
+            sections[0].statements[0].tables[1].writes,
+            "every table of a TRUNCATE list"
+        );
+        let sections = parse("-- on e\nDELETE FROM {{a}} USING {{b}};").unwrap();
+        assert!(!sections[0].statements[0].tables[1].writes, "USING reads");
+        let sections = parse("-- on e\nSELECT 1 FROM {{a}}, {{b}};").unwrap();
         assert!(!sections[0].statements[0].tables[1].writes);
     }
 

@@ -183,15 +183,21 @@ impl Config {
     fn resolve_references(&mut self, raw: &raw::RawConfig, text: &str) -> Result<()> {
         let file = self.path.display().to_string();
         // A table may belong to one projection only.
-        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        // Keyed by (schema, name), not by display text: `"a.b"` and `a.b` are different tables.
+        let mut owners: BTreeMap<(Option<String>, String), String> = BTreeMap::new();
         for p in &self.projections {
             for t in &p.tables {
-                let key = format!("{}", t.table);
-                if let Some(other) = owners.insert(key.clone(), p.name.clone()) {
-                    return Err(Error::config(format!(
-                        "{file}:{}: table `{key}` is listed by projections `{other}` and `{}`; a table belongs to one projection",
-                        t.line, p.name
-                    )));
+                let key = (t.table.schema.clone(), t.table.name.clone());
+                if let Some(other) = owners.insert(key, p.name.clone()) {
+                    let what = if other == p.name {
+                        format!("projection `{other}` lists table `{}` twice", t.table)
+                    } else {
+                        format!(
+                            "table `{}` is listed by projections `{other}` and `{}`; a table belongs to one projection",
+                            t.table, p.name
+                        )
+                    };
+                    return Err(Error::config(format!("{file}:{}: {what}", t.line)));
                 }
             }
         }
@@ -266,6 +272,12 @@ impl Location {
     }
 }
 
+/// Moves the causes of `inner` (e.g. "PostgreSQL would truncate it") under `outer`.
+fn keep_causes(mut outer: Error, inner: Error) -> Error {
+    outer.causes.extend(inner.causes);
+    outer
+}
+
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -293,7 +305,7 @@ fn convert_events(
 ) -> Result<EventsConfig> {
     let loc = at(raw.table.span());
     let table = parse_table_ref(raw.table.get_ref())
-        .map_err(|e| loc.err(format!("`events.table`: {}", e.message)))?;
+        .map_err(|e| keep_causes(loc.err(format!("`events.table`: {}", e.message)), e))?;
     let opt = |v: &Option<toml::Spanned<String>>, key: &str| -> Result<Option<Expr>> {
         v.as_ref().map(|v| expr(v, key, at)).transpose()
     };
@@ -321,7 +333,7 @@ fn convert_projection(
     for t in p.tables.get_ref() {
         let loc = at(t.span());
         let table = parse_table_ref(t.get_ref())
-            .map_err(|e| loc.err(format!("projection `{name}`: {}", e.message)))?;
+            .map_err(|e| keep_causes(loc.err(format!("projection `{name}`: {}", e.message)), e))?;
         tables.push(OwnedTable {
             table,
             line: loc.line,

@@ -1,0 +1,196 @@
+//! What goes wrong, and what reproject does then: nothing lost, the failure named, the exit
+//! code documented.
+
+use crate::harness::{reproject, Project, TestDb};
+use crate::tally;
+
+/// A handler that fails on one event: exit 1, the error names the projection, the event's
+/// position and type and the database's message; the batch is rolled back, the checkpoint
+/// stays at the last committed batch, the live table is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_failure_names_the_event() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 1000).await;
+    db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 417")
+        .await;
+    let p = tally::project();
+    let live_before = db.int("SELECT sum(total)::bigint FROM tally").await;
+    let out = reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--batch-size", "100"],
+    )
+    .await;
+    out.code(1)
+        .stderr_has(
+            "projection `tally` failed on event at position 417 (type `added`, stream `s7`)",
+        )
+        .stderr_has("invalid input syntax for type bigint")
+        .stderr_has("tally.sql:2")
+        .stderr_has("forty-two");
+    assert_eq!(
+        db.int("SELECT position FROM reproject.checkpoints").await,
+        400
+    );
+    assert_eq!(
+        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+        400,
+        "the failed batch left nothing"
+    );
+    assert_eq!(
+        db.int("SELECT sum(total)::bigint FROM tally").await,
+        live_before
+    );
+    assert!(!db.exists("tally_old").await);
+    let run = reproject(&db, &p.config(), &["history", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(run[0]["status"], "failed");
+    assert!(run[0]["error"].as_str().unwrap().contains("position 417"));
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["state"], "failed");
+    assert_eq!(status["projections"][0]["checkpoint"], 400);
+    db.drop().await;
+}
+
+/// A custom check that returns false refuses the swap: exit 3, run recorded as checks_failed
+/// with the figures, the rebuilt table kept, the live table untouched. `swap --skip-checks`
+/// then swaps deliberately.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_check_refuses_the_swap() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    let config = format!(
+        "{}checks = [{{ name = \"no stream above 5 events\", sql = \"SELECT max(n) <= 5 FROM {{{{tally}}}}\" }}]\n",
+        tally::CONFIG
+    );
+    let p = Project::new(&config, &[("tally.sql", tally::HANDLERS)]);
+    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    out.code(3)
+        .stderr_has("no stream above 5 events: returned false")
+        .stderr_has("nothing was swapped");
+    assert!(db.exists("tally_rebuild").await, "kept for inspection");
+    assert!(!db.exists("tally_old").await);
+    let runs = reproject(&db, &p.config(), &["history", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(runs[0]["status"], "checks_failed");
+    let checks = runs[0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[0]["passed"], true, "row count");
+    assert_eq!(checks[1]["passed"], false);
+    assert_eq!(runs[0]["rows_after"]["tally"], 10);
+
+    reproject(&db, &p.config(), &["swap", "--yes", "--skip-checks"])
+        .await
+        .ok()
+        .stdout_has("swapped");
+    assert!(db.exists("tally_old").await);
+    db.drop().await;
+}
+
+/// The row-count check: a rebuild that produces far fewer rows than live is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn row_count_outside_tolerance_refuses_the_swap() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    // The live table has rows for 10 streams; events of 8 of them are now filtered out.
+    db.exec("UPDATE events SET bad = true WHERE stream NOT IN ('s1', 's2')")
+        .await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(3)
+        .stderr_has("row count of tally: live 10, rebuilt 2, difference 80.00% (tolerance 10%)");
+    // With a tolerance that allows it, the same rebuild swaps.
+    let p = Project::new(
+        &format!("{}row_count_tolerance = 80\n", tally::CONFIG),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(db.int("SELECT count(*) FROM tally").await, 2);
+    db.drop().await;
+}
+
+/// Snapshot of everything a command could create.
+async fn catalog_snapshot(db: &TestDb) -> (i64, i64) {
+    (
+        db.int("SELECT count(*) FROM pg_class").await,
+        db.int("SELECT count(*) FROM pg_namespace").await,
+    )
+}
+
+/// `rebuild --dry-run` and `plan` write nothing, not even the state schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_and_plan_write_nothing() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let before = catalog_snapshot(&db).await;
+    let out = reproject(&db, &p.config(), &["rebuild", "--dry-run"]).await;
+    out.ok()
+        .stdout_has("create `tally_rebuild` (LIKE `tally` INCLUDING ALL)")
+        .stdout_has("100 to replay")
+        .stdout_has("dry run: nothing was written");
+    reproject(&db, &p.config(), &["plan"]).await.ok();
+    reproject(&db, &p.config(), &["status"])
+        .await
+        .ok()
+        .stdout_has("live");
+    reproject(&db, &p.config(), &["history"])
+        .await
+        .ok()
+        .stdout_has("no runs recorded");
+    assert_eq!(catalog_snapshot(&db).await, before);
+    assert!(!db.exists("reproject.runs").await);
+    db.drop().await;
+}
+
+/// Without a terminal, a rebuild that would swap needs `--yes`: refused at once, never hangs.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_confirmation_without_a_terminal() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild"])
+        .await
+        .code(2)
+        .stderr_has("pass `--yes`");
+    reproject(&db, &p.config(), &["rollback"])
+        .await
+        .code(2)
+        .stderr_has("pass `--yes`");
+    assert!(!db.exists("reproject.runs").await);
+    db.drop().await;
+}
+
+/// An unreachable database is a clear runtime error without the password in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_database_is_named_without_password() {
+    let p = tally::project();
+    let out = tokio::process::Command::new(crate::harness::binary())
+        .args(["--config"])
+        .arg(p.config())
+        .args([
+            "plan",
+            "--database-url",
+            "postgres://alice:s3cret@127.0.0.1:1/nowhere",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at alice@127.0.0.1:1/nowhere"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

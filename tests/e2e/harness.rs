@@ -1,0 +1,297 @@
+//! Test harness: a fresh database per test on the server named by `DATABASE_URL` (scripts/test.sh
+//! starts a throwaway one), the real `reproject` binary run as a process, and small helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::{Client, NoTls};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+    /// libpq key=value connection string for this database.
+    pub url: String,
+    admin: tokio_postgres::Config,
+}
+
+fn server() -> tokio_postgres::Config {
+    let url = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the tests with `scripts/test.sh`, which starts a throwaway PostgreSQL",
+    );
+    tokio_postgres::Config::from_str(&url).expect("DATABASE_URL does not parse")
+}
+
+/// A key=value connection string for `config` with another database name.
+fn conninfo(config: &tokio_postgres::Config, dbname: &str) -> String {
+    use tokio_postgres::config::Host;
+    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = Vec::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            Host::Tcp(h) => parts.push(format!("host={}", q(h))),
+            Host::Unix(p) => parts.push(format!("host={}", q(&p.display().to_string()))),
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={}", q(user)));
+    }
+    if let Some(pw) = config.get_password() {
+        parts.push(format!("password={}", q(&String::from_utf8_lossy(pw))));
+    }
+    parts.push(format!("dbname={}", q(dbname)));
+    parts.join(" ")
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Client {
+    let (client, conn) = config
+        .connect(NoTls)
+        .await
+        .expect("cannot connect to the test server");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = server();
+        let name = format!(
+            "rp_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let client = connect(&admin).await;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .expect("cannot create the test database");
+        }
+        let url = conninfo(&admin, &name);
+        TestDb { name, url, admin }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&tokio_postgres::Config::from_str(&self.url).unwrap()).await
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
+    }
+
+    /// First column of the first row, as i64.
+    pub async fn int(&self, sql: &str) -> i64 {
+        let row = self
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
+        row.get::<_, i64>(0)
+    }
+
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        let row = self
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
+        row.get::<_, Option<String>>(0)
+    }
+
+    pub async fn exists(&self, table: &str) -> bool {
+        self.text(&format!("SELECT to_regclass('{table}')::text"))
+            .await
+            .is_some()
+    }
+
+    /// Runs an SQL file with psql (the example scripts use psql variables and meta-commands).
+    pub async fn psql(&self, file: &Path, vars: &[(&str, &str)]) -> String {
+        let mut cmd = tokio::process::Command::new(psql_bin());
+        cmd.arg("-X")
+            .arg("-q")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1")
+            .arg("-At");
+        for (k, v) in vars {
+            cmd.arg("-v").arg(format!("{k}={v}"));
+        }
+        cmd.arg("-f").arg(file).arg("-d").arg(&self.url);
+        cmd.env_remove("PGTZ").env_remove("PGOPTIONS");
+        let out = cmd.output().await.expect("cannot run psql");
+        assert!(
+            out.status.success(),
+            "psql -f {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Drops the database (call at the end of a passing test; failures keep it for a look).
+    pub async fn drop(self) {
+        let client = connect(&self.admin).await;
+        let _ = client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// psql: `$PSQL`, else on PATH, else beside the server binaries.
+fn psql_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PSQL") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("psql");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/psql"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("psql not found: install the PostgreSQL client or set PSQL")
+}
+
+/// The result of one `reproject` invocation.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_reproject")
+}
+
+/// A command for `reproject --config CONFIG ARGS` against `db`, stdin closed (no terminal).
+pub fn command(db: &TestDb, config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("--config").arg(config).args(args);
+    cmd.env("DATABASE_URL", &db.url)
+        .env("USER", "tester")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+pub async fn reproject(db: &TestDb, config: &Path, args: &[&str]) -> Out {
+    let out = command(db, config, args)
+        .output()
+        .await
+        .expect("cannot run reproject");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// A directory with a config file and handler files, written by the test.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(config: &str, files: &[(&str, &str)]) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("reproject.toml"), config).unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        Project { dir }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("reproject.toml")
+    }
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+}
+
+pub fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+}
+
+/// Rows of `a` not in `b` plus rows of `b` not in `a`, over the given columns.
+pub async fn differing_rows(db: &TestDb, a: &str, b: &str, columns: &str) -> i64 {
+    db.int(&format!(
+        "SELECT (SELECT count(*) FROM (SELECT {columns} FROM {a} EXCEPT ALL SELECT {columns} FROM {b}) x) \
+              + (SELECT count(*) FROM (SELECT {columns} FROM {b} EXCEPT ALL SELECT {columns} FROM {a}) y)"
+    ))
+    .await
+}

@@ -1,0 +1,449 @@
+//! Rebuild, swap, rollback, cleanup and the states in between.
+
+use crate::harness::{command, reproject, Project, TestDb};
+use crate::tally;
+
+async fn oid(db: &TestDb, table: &str) -> i64 {
+    db.int(&format!(
+        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
+    ))
+    .await
+}
+
+/// Swap keeps the old table, rollback puts it back and keeps the replaced one, cleanup lists
+/// and then drops only reproject's helper tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn swap_rollback_and_cleanup() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 500).await;
+    // Corrupt the live table so the rebuild visibly repairs it.
+    db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
+        .await;
+    let original = oid(&db, "tally").await;
+    let p = tally::project();
+
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        oid(&db, "tally_old").await,
+        original,
+        "the old live table is kept as tally_old"
+    );
+    assert!(!db.exists("tally_rebuild").await);
+
+    let out = reproject(&db, &p.config(), &["rollback", "--yes"]).await;
+    out.ok().stdout_has("tally_rolled_back_1");
+    assert_eq!(
+        oid(&db, "tally").await,
+        original,
+        "rollback restores the very same table"
+    );
+    assert_eq!(
+        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
+        0
+    );
+    assert!(db.exists("tally_rolled_back_1").await);
+    assert_eq!(
+        tally::expected_differences(&db, "tally_rolled_back_1").await,
+        0
+    );
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["state"], "rolled back");
+
+    // A second rollback has nothing to roll back to.
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("nothing to roll back");
+
+    // A user table that merely looks like a helper is never listed or dropped.
+    db.exec("CREATE TABLE tally_old_notes (x int)").await;
+    let listed = reproject(&db, &p.config(), &["cleanup"]).await;
+    listed.ok().stdout_has("would drop `tally_rolled_back_1`");
+    assert!(
+        db.exists("tally_rolled_back_1").await,
+        "cleanup without --yes drops nothing"
+    );
+    reproject(&db, &p.config(), &["cleanup", "--yes"])
+        .await
+        .ok()
+        .stdout_has("dropped `tally_rolled_back_1`");
+    assert!(!db.exists("tally_rolled_back_1").await);
+    assert!(db.exists("tally_old_notes").await);
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.helper_tables").await,
+        0
+    );
+    reproject(&db, &p.config(), &["cleanup", "--yes"])
+        .await
+        .ok()
+        .stdout_has("nothing to clean up");
+    db.drop().await;
+}
+
+/// Rebuilding twice: the second swap drops the first swap's `_old` table first, and the live
+/// table keeps working through both.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_rebuilds_replace_the_old_table() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let first_generation = oid(&db, "tally").await;
+    tally::append(&db, 50).await;
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(oid(&db, "tally_old").await, first_generation);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    // Only one old table exists, registered as reproject's.
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'")
+            .await,
+        1
+    );
+    db.drop().await;
+}
+
+/// `--no-swap` leaves a checked rebuild waiting; events that arrive meanwhile are caught up by
+/// `swap`, which then swaps.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_swap_then_swap_catches_up() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 400).await;
+    let p = tally::project();
+    let original = oid(&db, "tally").await;
+    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+        .await
+        .ok()
+        .stdout_has("not swapped");
+    assert_eq!(
+        oid(&db, "tally").await,
+        original,
+        "--no-swap leaves the live table alone"
+    );
+    assert!(db.exists("tally_rebuild").await);
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["state"], "awaiting swap");
+
+    tally::append(&db, 123).await;
+    // Without a terminal and without --yes, swap refuses rather than waiting for an answer.
+    reproject(&db, &p.config(), &["swap"])
+        .await
+        .code(2)
+        .stderr_has("--yes");
+    let out = reproject(&db, &p.config(), &["swap", "--yes", "--json"]).await;
+    let outcome = out.ok().json();
+    assert_eq!(outcome["status"], "swapped");
+    assert_eq!(
+        outcome["events_applied"], 123,
+        "swap applies only the events that arrived since"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(outcome["swap_position"], 523);
+    db.drop().await;
+}
+
+/// `--max-events` stops early and leaves a paused run; `swap` finishes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_events_pauses_and_swap_finishes() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 1000).await;
+    let p = tally::project();
+    let out = reproject(
+        &db,
+        &p.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--max-events",
+            "250",
+            "--batch-size",
+            "100",
+        ],
+    )
+    .await;
+    out.ok().stdout_has("stopped after 250 events");
+    assert_eq!(
+        db.int("SELECT position FROM reproject.checkpoints").await,
+        250
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.runs WHERE status = 'paused'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+        250
+    );
+    let outcome = reproject(&db, &p.config(), &["swap", "--yes", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(outcome["events_applied"], 750);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// A leftover rebuild table of reproject's own is replaced by the next rebuild, and the run
+/// that made it is marked superseded.
+#[tokio::test(flavor = "multi_thread")]
+async fn leftover_rebuild_table_is_replaced() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 200).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+        .await
+        .ok();
+    let leftover = oid(&db, "tally_rebuild").await;
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok()
+        .stderr_has("superseded by run 2");
+    assert_ne!(oid(&db, "tally_old").await, leftover);
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("superseded")
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs WHERE id = 2")
+            .await
+            .as_deref(),
+        Some("swapped")
+    );
+    db.drop().await;
+}
+
+/// A table named like a helper that reproject did not create is the user's: refused, untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn user_owned_helper_names_are_refused() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    db.exec("CREATE TABLE tally_rebuild (keep text); INSERT INTO tally_rebuild VALUES ('mine')")
+        .await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("`tally_rebuild` exists and was not created by reproject");
+    assert_eq!(
+        db.text("SELECT keep FROM tally_rebuild").await.as_deref(),
+        Some("mine")
+    );
+
+    db.exec("DROP TABLE tally_rebuild; CREATE TABLE tally_old (keep text)")
+        .await;
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("`tally_old` exists and was not created by reproject");
+    assert!(db.exists("tally_old").await);
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.runs").await,
+        0,
+        "refused before any run was recorded"
+    );
+    db.drop().await;
+}
+
+/// Names are never silently truncated: a 60-character table name gets hashed helper names of
+/// at most 63 bytes, and swap, rollback and cleanup work with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_character_table_names_work() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let long = format!("tally_{}", "x".repeat(54));
+    assert_eq!(long.len(), 60);
+    db.exec(&format!("ALTER TABLE tally RENAME TO {long}"))
+        .await;
+    let p = Project::new(
+        &tally::CONFIG.replace("tables = [\"tally\"]", &format!("tables = [\"{long}\"]")),
+        &[(
+            "tally.sql",
+            &tally::HANDLERS.replace("{{tally}}", &format!("{{{{{long}}}}}")),
+        )],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let helpers: Vec<String> = db
+        .client()
+        .await
+        .query("SELECT table_name FROM reproject.helper_tables", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(helpers.len(), 1);
+    assert!(
+        helpers[0].len() <= 63 && helpers[0].ends_with("_old"),
+        "{helpers:?}"
+    );
+    assert_eq!(tally::expected_differences(&db, &long).await, 0);
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .ok();
+    reproject(&db, &p.config(), &["cleanup", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .await,
+        2
+    );
+    db.drop().await;
+}
+
+/// One active run per projection: while another session holds the projection's lock, a
+/// rebuild exits 75 and names the holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_run_of_the_same_projection_is_busy() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let holder = db.client().await;
+    holder
+        .batch_execute("SET application_name = 'other-reproject'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
+        .await
+        .unwrap();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(75)
+        .stderr_has("projection `tally` is busy")
+        .stderr_has("other-reproject");
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    db.drop().await;
+}
+
+/// A session holding a lock on the live table: the swap retries within its budget, then exits
+/// 75 leaving a complete rebuild awaiting its swap; once the lock is gone, `swap` succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 200).await;
+    let p = tally::project();
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("SET application_name = 'long-report'; BEGIN; SELECT count(*) FROM tally")
+        .await
+        .unwrap();
+    let out = reproject(
+        &db,
+        &p.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--lock-timeout",
+            "50ms",
+            "--lock-budget",
+            "1s",
+        ],
+    )
+    .await;
+    out.code(75)
+        .stderr_has("could not lock")
+        .stderr_has("long-report");
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("awaiting_swap")
+    );
+    assert!(db.exists("tally_rebuild").await);
+    blocker.batch_execute("COMMIT").await.unwrap();
+    reproject(&db, &p.config(), &["swap", "--yes"])
+        .await
+        .ok()
+        .stdout_has("swapped");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// SIGINT stops after the current batch: exit 130, the run recorded as cancelled, the
+/// checkpoint at the last committed batch, and the rebuild table holding exactly those events.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_cancels_after_the_current_batch() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    // Slow handlers so there is time to interrupt.
+    let p = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
+    let child = command(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--batch-size", "100"],
+    )
+    .spawn()
+    .unwrap();
+    let pid = child.id().unwrap();
+    // Wait until at least one batch is committed.
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let exists = db
+            .text("SELECT to_regclass('reproject.checkpoints')::text")
+            .await
+            .is_some();
+        if exists
+            && db
+                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
+                .await
+                > 0
+        {
+            break;
+        }
+    }
+    std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelled after"), "{stderr}");
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("cancelled")
+    );
+    let checkpoint = db.int("SELECT position FROM reproject.checkpoints").await;
+    assert!(
+        checkpoint > 0 && checkpoint < 3000 && checkpoint % 100 == 0,
+        "checkpoint {checkpoint}"
+    );
+    assert_eq!(
+        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+        checkpoint,
+        "exactly the committed batches"
+    );
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs").await,
+        checkpoint
+    );
+    assert!(!db.exists("tally_old").await, "nothing was swapped");
+    db.drop().await;
+}
