@@ -95,6 +95,17 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message and its causes without the `error:` prefix, for storing in the state schema.
+    pub fn plain(&self) -> String {
+        let mut text = self.message.clone();
+        for cause in &self.causes {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+        text
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "error: {}", self.message)?;

@@ -136,8 +136,12 @@ impl HandlerFile {
             Error::config(format!("cannot read handler file `{}`", path.display())).caused_by(e)
         })?;
         let sections = parse(&source).map_err(|(line, why)| {
-            Error::config(format!("{}:{line}: {why}", path.display()))
-                .with_hint("a section starts with a line `-- on EVENT_TYPE[, EVENT_TYPE...]`")
+            let err = Error::config(format!("{}:{line}: {why}", path.display()));
+            if why.contains("-- on") {
+                err.with_hint("a section starts with a line `-- on EVENT_TYPE[, EVENT_TYPE...]`")
+            } else {
+                err
+            }
         })?;
         Ok(HandlerFile {
             path: path.to_path_buf(),

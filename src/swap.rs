@@ -7,7 +7,7 @@
 
 use crate::error::{sqlstate, Context, Error, Result};
 use crate::ident::TableName;
-use crate::progress::Reporter;
+use crate::progress::{Cancel, Reporter};
 use crate::state::helpers::{self, Ownership};
 use crate::state::runs::RunTable;
 use std::time::{Duration, Instant};
@@ -36,20 +36,30 @@ impl Default for LockPolicy {
 
 /// Begins a transaction on `client` and takes ACCESS EXCLUSIVE locks on `tables`, retrying as
 /// [`LockPolicy`] says. On success the transaction is open and the locks are held; returns how
-/// long it took. On failure nothing is held.
+/// long it took. On failure (budget spent, or `cancel` set between attempts) nothing is held.
 pub async fn lock_tables(
     client: &Client,
     tables: &[TableName],
     policy: LockPolicy,
     reporter: &dyn Reporter,
+    cancel: Option<&Cancel>,
 ) -> Result<Duration> {
     let started = Instant::now();
     let list: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
     let lock_sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
-    let mut slice = policy.first_timeout;
+    let mut next_slice = policy.first_timeout;
     let mut attempt = 0u32;
     loop {
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::interrupted(format!(
+                "cancelled while waiting to lock {} after {attempt} attempt(s); nothing was swapped",
+                names(tables)
+            )));
+        }
         attempt += 1;
+        // Never let one attempt run past the budget.
+        let remaining = policy.budget.saturating_sub(started.elapsed());
+        let slice = next_slice.min(remaining).max(Duration::from_millis(1));
         client
             .batch_execute("BEGIN")
             .await
@@ -78,7 +88,11 @@ pub async fn lock_tables(
                         names(tables),
                         elapsed.as_secs_f64()
                     ))
-                    .caused_by(if blockers.is_empty() { "no blocker could be identified".to_string() } else { blockers })
+                    .caused_by(if blockers.is_empty() {
+                        "no blocker could be identified".to_string()
+                    } else {
+                        blockers
+                    })
                     .with_hint("nothing was swapped and the rebuilt tables are kept: run `reproject swap` when the blocking sessions are gone, or raise --lock-budget"));
                 }
                 reporter.warn(&format!(
@@ -95,7 +109,7 @@ pub async fn lock_tables(
                     Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
                 let pause = (slice + jitter).min(policy.budget.saturating_sub(elapsed));
                 tokio::time::sleep(pause).await;
-                slice = (slice * 2).min(policy.max_timeout);
+                next_slice = (next_slice * 2).min(policy.max_timeout);
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -144,19 +158,30 @@ async fn describe_blockers(client: &Client, tables: &[TableName]) -> Result<Stri
         .join("; "))
 }
 
-/// Drops the `_old` tables of an earlier swap, each in its own short transaction, before the
-/// swap transaction: dropping inside it would hold the live tables' locks while waiting.
-pub async fn drop_old_tables(
+/// The `_old` tables of an earlier swap that this swap will retire: checked before the swap
+/// transaction, locked with the live tables (so no unbounded wait), renamed out of the way
+/// inside it and dropped only after it commits. Until the new swap commits they remain the
+/// rollback point: a swap that cannot get its locks leaves everything as it was.
+pub async fn old_tables_to_retire(
     client: &Client,
     tables: &[RunTable],
-    reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Vec<(TableName, TableName)>> {
+    let mut retire = Vec::new();
     for t in tables {
         match helpers::ownership(client, &t.old).await? {
             Ownership::Absent => {}
-            Ownership::Ours(_) => {
-                reporter.step(&format!("dropping `{}` from an earlier swap", t.old));
-                drop_helper(client, &t.old).await?;
+            Ownership::Ours(h) => {
+                let retired = t.live.sibling(crate::ident::helper_name(
+                    &t.live.name,
+                    &format!("retired_{}", h.run_id.unwrap_or(0)),
+                ));
+                if let Ownership::Foreign = helpers::ownership(client, &retired).await? {
+                    return Err(Error::config(format!(
+                        "table `{retired}` exists and was not created by reproject; the swap needs that name to retire `{}`",
+                        t.old
+                    )));
+                }
+                retire.push((t.old.clone(), retired));
             }
             Ownership::Foreign => {
                 return Err(Error::config(format!(
@@ -166,6 +191,29 @@ pub async fn drop_old_tables(
                 .with_hint(format!("rename or drop `{}` yourself", t.old)))
             }
         }
+    }
+    Ok(retire)
+}
+
+/// Inside the swap transaction, with the locks held: moves earlier `_old` tables to their
+/// retired names (a leftover of an earlier failed drop under that name is dropped first).
+pub async fn retire_old_tables(client: &Client, retire: &[(TableName, TableName)]) -> Result<()> {
+    for (old, retired) in retire {
+        if let Ownership::Ours(_) = helpers::ownership(client, retired).await? {
+            client
+                .batch_execute(&format!("DROP TABLE {}", retired.quoted()))
+                .await
+                .with_context(|| format!("cannot drop `{retired}`"))?;
+            helpers::unregister(client, retired).await?;
+        }
+        rename(client, old, &retired.name).await?;
+        client
+            .execute(
+                "UPDATE reproject.helper_tables SET table_name = $3 WHERE table_schema = $1 AND table_name = $2",
+                &[&old.schema, &old.name, &retired.name],
+            )
+            .await
+            .context("cannot update reproject's helper tables")?;
     }
     Ok(())
 }

@@ -40,6 +40,37 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     })?;
     let events_table = info.name.clone();
     for role in EventSource::roles(ev) {
+        // The position is compared and sorted as written (so an index on it is used): it must
+        // be an integer, not merely castable to one (text would sort '10' before '9'). The
+        // filter must be a real boolean, not text that happens to cast.
+        let required: &[Type] = match role.key {
+            "position" => &[Type::INT2, Type::INT4, Type::INT8],
+            "filter" => &[Type::BOOL],
+            _ => &[],
+        };
+        if !required.is_empty() {
+            let sql = format!(
+                "SELECT ({}) FROM {} LIMIT 0",
+                role.expr.sql,
+                events_table.quoted()
+            );
+            if let Ok(stmt) = client.prepare(&sql).await {
+                let ty = stmt.columns()[0].type_().clone();
+                if !required.contains(&ty) {
+                    return Err(Error::config(format!(
+                        "{file}:{}: `events.{} = \"{}\"` is of type {ty}; it must be {}",
+                        role.expr.line,
+                        role.key,
+                        role.expr.sql,
+                        if role.key == "position" {
+                            "an integer (smallint, integer or bigint)"
+                        } else {
+                            "a boolean"
+                        }
+                    )));
+                }
+            }
+        }
         let sql = format!(
             "SELECT ({})::{} FROM {} LIMIT 0",
             role.expr.sql,

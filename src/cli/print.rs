@@ -212,7 +212,8 @@ pub fn history(runs: &[Run]) {
         println!(
             "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
             r.events_applied,
-            opt(&r.start_position),
+            r.start_position
+                .map_or("start".to_string(), |p| p.to_string()),
             opt(&r.target_position),
             opt(&r.swap_position),
             r.rows_before,

@@ -118,11 +118,11 @@ pub(super) async fn plan_report(
             .iter()
             .flat_map(|p| p.tables.iter().map(|t| t.live.clone()))
             .collect();
-        steps.push("create or migrate the state schema `reproject`".to_string());
         steps.push(format!(
             "take the advisory lock of {}",
             plan.order.iter().map(name).collect::<Vec<_>>().join(", ")
         ));
+        steps.push("create or migrate the state schema `reproject`".to_string());
         for p in &projections {
             for t in &p.tables {
                 steps.push(format!(
@@ -140,8 +140,9 @@ pub(super) async fn plan_report(
         steps.push("catch up with events that arrived meanwhile".to_string());
         steps
             .push("run the health checks (row counts within tolerance, custom checks)".to_string());
+        steps.push("ANALYZE the rebuilt tables".to_string());
         steps.push(format!(
-            "lock {} and apply the final events, then rename each `x` to `x_old` and `x_rebuild` to `x` in one transaction",
+            "lock {} (and any `_old` table of an earlier swap), apply the final events, then in one transaction retire the earlier `_old`, rename each `x` to `x_old` and `x_rebuild` to `x`; drop the retired table after the commit",
             tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
         ));
     }

@@ -303,6 +303,9 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         }
     }
     runs::set_status(&conn, run.id, "running", None).await?;
+    if opts.skip_checks {
+        runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
+    }
     let run_id = run.id;
     let result = async {
         let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
@@ -383,7 +386,7 @@ async fn finish_run(
     runs::set_phase(conn, run_id, "replay").await?;
     let start = runs::checkpoint(conn, run_id).await?;
     let head = source.head(conn).await?;
-    runs::set_positions(conn, run_id, start, head).await?;
+    runs::set_target(conn, run_id, head).await?;
     let mut budget = opts.max_events;
     if let Some(head) = head {
         let counts = source.count(conn, start, head).await?;
@@ -489,11 +492,21 @@ async fn finish_run(
             .await
             .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
     }
-    swap::drop_old_tables(conn, tables, reporter).await?;
+    let retire = swap::old_tables_to_retire(conn, tables).await?;
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.rebuild.clone()));
+    lock_list.extend(retire.iter().map(|(old, _)| old.clone()));
     reporter.step(&format!("swapping {} table(s)", tables.len()));
-    let wait = swap::lock_tables(conn, &lock_list, opts.lock, reporter).await?;
+    let locked =
+        swap::lock_tables(conn, &lock_list, opts.lock, reporter, Some(&engine.cancel)).await;
+    let wait = match locked {
+        Ok(wait) => wait,
+        Err(e) => {
+            // The rebuild itself is complete and checked: it can be swapped later.
+            runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+            return Err(e);
+        }
+    };
     let held = Instant::now();
     let swapped = async {
         // The final tail: events committed since the last catch-up, applied while the live
@@ -506,6 +519,7 @@ async fn finish_run(
             _ => 0,
         };
         let position = runs::checkpoint(conn, run_id).await?;
+        swap::retire_old_tables(conn, &retire).await?;
         swap::rename_generation(conn, run_id, tables).await?;
         runs::set_swapped(
             conn,
@@ -526,6 +540,15 @@ async fn finish_run(
     )
     .await
     .context("cannot record the lock hold time")?;
+    // The retired tables were the rollback point until the commit; now they can go.
+    for (_, retired) in &retire {
+        if let Err(e) = swap::drop_helper(conn, retired).await {
+            reporter.warn(&format!(
+                "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
+                e.plain()
+            ));
+        }
+    }
     outcome.events_applied += tail;
     outcome.status = "swapped".into();
     outcome.swap_position = position;
@@ -624,23 +647,27 @@ async fn record_outcome(
         Err(e) => e,
     };
     let status = match err.kind {
-        // Checks record their own status; a busy swap leaves a complete, swappable rebuild.
-        ErrorKind::HealthCheck => None,
-        ErrorKind::Busy => Some("awaiting_swap"),
-        ErrorKind::Interrupted => Some("cancelled"),
-        ErrorKind::Runtime | ErrorKind::Config => Some("failed"),
+        ErrorKind::Interrupted => "cancelled",
+        _ => "failed",
     };
-    if let Some(status) = status {
-        // A fresh pooled connection: the run's own connection may be what failed.
-        match engine.db.get().await {
-            Ok(client) => {
-                if let Err(e) =
-                    runs::set_status(&**client, run_id, status, Some(&err.to_string())).await
-                {
-                    tracing::warn!("could not record run {run_id} as {status}: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("could not record run {run_id} as {status}: {e}"),
+    // A fresh pooled connection: the run's own connection may be what failed.
+    let client = match engine.db.get().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!("could not record run {run_id} as {status}: {e}");
+            return Err(err);
+        }
+    };
+    // Refused checks and a swap that could not get its locks already recorded a status that
+    // keeps the run swappable; keep it.
+    let current = runs::get(&**client, run_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.status);
+    if current.as_deref() == Some("running") {
+        if let Err(e) = runs::set_status(&**client, run_id, status, Some(&err.plain())).await {
+            tracing::warn!("could not record run {run_id} as {status}: {e}");
         }
     }
     Err(err)

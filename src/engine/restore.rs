@@ -100,7 +100,14 @@ pub async fn rollback(
     ));
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.old.clone()));
-    let wait = swap::lock_tables(&conn, &lock_list, lock, engine.reporter).await?;
+    let wait = swap::lock_tables(
+        &conn,
+        &lock_list,
+        lock,
+        engine.reporter,
+        Some(&engine.cancel),
+    )
+    .await?;
     let held = Instant::now();
     let done = async {
         swap::rename_back(&conn, run.id, &tables).await?;

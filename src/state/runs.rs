@@ -262,19 +262,27 @@ pub enum JsonColumn {
     Checks,
 }
 
-pub async fn set_positions(
-    client: &impl GenericClient,
-    id: i64,
-    start: Option<i64>,
-    target: Option<i64>,
-) -> Result<()> {
+/// Records the position the replay runs up to (the head when it started or resumed).
+pub async fn set_target(client: &impl GenericClient, id: i64, target: Option<i64>) -> Result<()> {
     client
         .execute(
-            "UPDATE reproject.runs SET start_position = coalesce(start_position, $2), target_position = $3 WHERE id = $1",
-            &[&id, &start, &target],
+            "UPDATE reproject.runs SET target_position = $2 WHERE id = $1",
+            &[&id, &target],
         )
         .await
-        .context("cannot record the run's positions")?;
+        .context("cannot record the run's target position")?;
+    Ok(())
+}
+
+/// Adds keys to the run's recorded options (e.g. `skip_checks` when a swap overrides checks).
+pub async fn merge_options(client: &impl GenericClient, id: i64, options: &Value) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET options = options || $2 WHERE id = $1",
+            &[&id, options],
+        )
+        .await
+        .context("cannot record the run's options")?;
     Ok(())
 }
 
@@ -288,7 +296,7 @@ pub async fn set_swapped(
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE reproject.runs SET status = 'swapped', phase = 'done', swap_position = $2, \
+            "UPDATE reproject.runs SET status = 'swapped', phase = 'done', swap_position = $2, error = NULL, \
                  lock_wait_ms = $3, lock_hold_ms = $4, swapped_at = now(), finished_at = now() WHERE id = $1",
             &[&id, &swap_position, &lock_wait_ms, &lock_hold_ms],
         )

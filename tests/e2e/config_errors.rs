@@ -60,6 +60,28 @@ async fn config_errors_name_what_is_wrong() {
     )
     .await;
 
+    // A position that is not an integer would sort as text.
+    let p = Project::new(
+        &tally::CONFIG.replace("position = \"id\"", "position = \"id::text\""),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    refused(
+        &db,
+        &p,
+        &["`events.position = \"id::text\"` is of type text; it must be an integer"],
+    )
+    .await;
+    let p = Project::new(
+        &tally::CONFIG.replace("filter = \"NOT bad\"", "filter = \"stream\""),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    refused(
+        &db,
+        &p,
+        &["`events.filter = \"stream\"` is of type text; it must be a boolean"],
+    )
+    .await;
+
     // The event table itself.
     let p = Project::new(
         &tally::CONFIG.replace("table = \"events\"", "table = \"evnts\""),

@@ -91,6 +91,15 @@ async fn failing_check_refuses_the_swap() {
         .ok()
         .stdout_has("swapped");
     assert!(db.exists("tally_old").await);
+    let runs = reproject(&db, &p.config(), &["history", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        runs[0]["options"]["skip_checks"], true,
+        "the override is recorded"
+    );
+    assert!(runs[0]["error"].is_null());
     db.drop().await;
 }
 

@@ -83,7 +83,7 @@ async fn history_records_who_why_and_outcome() {
     out.ok()
         .stdout_has("run 1 [rolled_back] tally by oncall-anna")
         .stdout_has("reason: fix totals")
-        .stdout_has("events 100")
+        .stdout_has("events 100, positions start..100")
         .stdout_has("checks 1/1 passed");
     // The same figures are queryable in SQL.
     assert_eq!(

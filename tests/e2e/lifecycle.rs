@@ -340,6 +340,11 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     let db = TestDb::new().await;
     tally::setup(&db, 200).await;
     let p = tally::project();
+    // A first swap, so there is a rollback point (`tally_old`) that a failed swap must keep.
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let rollback_point = oid(&db, "tally_old").await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'long-report'; BEGIN; SELECT count(*) FROM tally")
@@ -362,18 +367,34 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
         .stderr_has("could not lock")
         .stderr_has("long-report");
     assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
+        db.text("SELECT status FROM reproject.runs WHERE id = 2")
             .await
             .as_deref(),
         Some("awaiting_swap")
     );
     assert!(db.exists("tally_rebuild").await);
+    assert_eq!(
+        oid(&db, "tally_old").await,
+        rollback_point,
+        "the failed swap kept the rollback point"
+    );
     blocker.batch_execute("COMMIT").await.unwrap();
+    let live_before = oid(&db, "tally").await;
     reproject(&db, &p.config(), &["swap", "--yes"])
         .await
         .ok()
         .stdout_has("swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(oid(&db, "tally_old").await, live_before);
+    assert_eq!(
+        oid(&db, "tally_retired_1").await,
+        0,
+        "the retired table is dropped after the commit"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.helper_tables").await,
+        1
+    );
     db.drop().await;
 }
 
@@ -445,5 +466,66 @@ async fn sigint_cancels_after_the_current_batch() {
         checkpoint
     );
     assert!(!db.exists("tally_old").await, "nothing was swapped");
+    db.drop().await;
+}
+
+/// Ctrl-C while the swap waits for its locks stops waiting (exit 130); nothing is swapped and
+/// the complete rebuild stays swappable.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_while_waiting_for_locks_stops_waiting() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM tally")
+        .await
+        .unwrap();
+    let child = command(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--lock-budget", "60s"],
+    )
+    .spawn()
+    .unwrap();
+    let pid = child.id().unwrap();
+    for _ in 0..400 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if db.exists("reproject.runs").await
+            && db
+                .int("SELECT count(*) FROM reproject.runs WHERE phase = 'swap'")
+                .await
+                > 0
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "it stopped waiting"
+    );
+    assert!(
+        stderr.contains("cancelled while waiting to lock"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("awaiting_swap")
+    );
+    assert!(!db.exists("tally_old").await);
+    blocker.batch_execute("COMMIT").await.unwrap();
+    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
     db.drop().await;
 }
