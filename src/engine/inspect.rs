@@ -110,7 +110,12 @@ pub(super) async fn plan_report(
             });
         }
     }
-    let (estimate_seconds, estimate_basis) = estimate(&client, counts.events).await?;
+    let selected: Vec<String> = plan
+        .order
+        .iter()
+        .map(|&i| config.projections[i].name.clone())
+        .collect();
+    let (estimate_seconds, estimate_basis) = estimate(&client, counts.events, &selected).await?;
     let name = |i: &usize| config.projections[*i].name.clone();
     let mut steps = Vec::new();
     if dry_run {
@@ -168,8 +173,13 @@ pub(super) async fn plan_report(
     })
 }
 
-/// Replay speed of the most recent finished run with events, applied to `events`.
-async fn estimate(client: &Client, events: i64) -> Result<(Option<f64>, Option<String>)> {
+/// Replay speed of the most recent finished run with events (preferring one that rebuilt some
+/// of the same projections: speed depends on the handlers), applied to `events`.
+async fn estimate(
+    client: &Client,
+    events: i64,
+    projections: &[String],
+) -> Result<(Option<f64>, Option<String>)> {
     if !crate::state::exists(client).await? {
         return Ok((None, None));
     }
@@ -177,8 +187,8 @@ async fn estimate(client: &Client, events: i64) -> Result<(Option<f64>, Option<S
         .query_opt(
             "SELECT id, events_applied, extract(epoch FROM coalesce(swapped_at, finished_at) - started_at)::float8 \
              FROM reproject.runs WHERE status IN ('swapped', 'awaiting_swap', 'rolled_back') AND events_applied > 0 \
-             ORDER BY id DESC LIMIT 1",
-            &[],
+             ORDER BY projections && $1 DESC, id DESC LIMIT 1",
+            &[&projections],
         )
         .await
         .context("cannot read earlier runs")?;
