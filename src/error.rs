@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Config,
     /// A health check refused the swap; the rebuilt tables are kept. Exit 3.
     HealthCheck,
+    /// The swap would not keep the live table's definition, grants or dependents intact, so
+    /// it was refused (rolled back); the rebuilt tables are kept. Exit 4.
+    Fidelity,
     /// Another run holds the projection, or the swap could not get its locks. Exit 75.
     Busy,
     /// Stopped by Ctrl-C or SIGTERM. Exit 130.
@@ -28,6 +31,7 @@ impl ErrorKind {
             ErrorKind::Runtime => 1,
             ErrorKind::Config => 2,
             ErrorKind::HealthCheck => 3,
+            ErrorKind::Fidelity => 4,
             ErrorKind::Busy => 75,
             ErrorKind::Interrupted => 130,
         }
@@ -74,6 +78,10 @@ impl Error {
 
     pub fn health_check(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::HealthCheck, message)
+    }
+
+    pub fn fidelity(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Fidelity, message)
     }
 
     /// Adds a cause below the message (e.g. the database's own words).
@@ -224,6 +232,7 @@ mod tests {
         assert_eq!(ErrorKind::Runtime.exit_code(), 1);
         assert_eq!(ErrorKind::Config.exit_code(), 2);
         assert_eq!(ErrorKind::HealthCheck.exit_code(), 3);
+        assert_eq!(ErrorKind::Fidelity.exit_code(), 4);
         assert_eq!(ErrorKind::Busy.exit_code(), 75);
         assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
     }

@@ -9,6 +9,7 @@
 //! generations. [`engine`] runs these steps for each command and reports through
 //! [`progress::Reporter`].
 
+pub mod carry;
 pub mod catalog;
 pub mod checks;
 pub mod config;

@@ -1,8 +1,10 @@
 //! Creating the `_rebuild` tables a rebuild writes into.
 //!
 //! `CREATE TABLE x_rebuild (LIKE x INCLUDING ALL)` copies columns, defaults, constraints,
-//! indexes, identity, generated columns, storage and comments. What LIKE does not copy (grants,
-//! RLS, triggers, foreign keys, dependents) is the subject of swap fidelity (issue #3).
+//! indexes, identity, generated columns, storage and comments. The clone is also built with the
+//! live table's persistence, storage parameters, tablespace and statistics targets. Grants,
+//! RLS, triggers, foreign keys and dependents are carried over at the swap (carry.rs), so none
+//! of them acts during the replay.
 
 use crate::error::{Context, Error, Result};
 use crate::state::helpers::{self, Ownership};
@@ -54,15 +56,21 @@ pub async fn create_rebuild_tables(
                 helpers::unregister(client, &t.rebuild).await?;
             }
             client
-                .batch_execute(&format!(
-                    "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
-                    t.rebuild.quoted(),
-                    t.live.quoted()
-                ))
+                .batch_execute(&create_clone_sql(client, t).await?)
                 .await
                 .with_context(|| {
                     format!("cannot create `{}` as a copy of `{}`", t.rebuild, t.live)
                 })?;
+            for (column, target) in statistics_targets(client, &t.live).await? {
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {target}",
+                        t.rebuild.quoted(),
+                        crate::ident::quote(&column)
+                    ))
+                    .await
+                    .with_context(|| format!("cannot set statistics targets on `{}`", t.rebuild))?;
+            }
             helpers::register(
                 client,
                 &t.rebuild,
@@ -77,6 +85,61 @@ pub async fn create_rebuild_tables(
     }
     .await;
     finish(client, result).await
+}
+
+/// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED),
+/// storage parameters and tablespace, which LIKE leaves out.
+async fn create_clone_sql(client: &Client, t: &RunTable) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT c.relpersistence::text, (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace),
+                    coalesce(c.reloptions, '{}'),
+                    coalesce((SELECT array_agg('toast.' || o) FROM pg_class tc, unnest(tc.reloptions) o
+                              WHERE tc.oid = c.reltoastrelid), '{}')
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&t.live.quoted()],
+        )
+        .await
+        .with_context(|| format!("cannot read the storage settings of `{}`", t.live))?;
+    let persistence: String = row.get(0);
+    let tablespace: Option<String> = row.get(1);
+    let mut options: Vec<String> = row.get(2);
+    options.extend(row.get::<_, Vec<String>>(3));
+    let options: Vec<String> = options
+        .iter()
+        .filter_map(|o| o.split_once('='))
+        .map(|(k, v)| format!("{k} = {}", crate::ident::literal(v)))
+        .collect();
+    Ok(format!(
+        "CREATE {}TABLE {} (LIKE {} INCLUDING ALL){}{}",
+        if persistence == "u" { "UNLOGGED " } else { "" },
+        t.rebuild.quoted(),
+        t.live.quoted(),
+        if options.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH ({})", options.join(", "))
+        },
+        tablespace
+            .map(|ts| format!(" TABLESPACE {}", crate::ident::quote(&ts)))
+            .unwrap_or_default()
+    ))
+}
+
+/// Per-column statistics targets that differ from the default.
+async fn statistics_targets(
+    client: &Client,
+    table: &crate::ident::TableName,
+) -> Result<Vec<(String, i32)>> {
+    let rows = client
+        .query(
+            "SELECT attname::text, attstattarget::int FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0",
+            &[&table.quoted()],
+        )
+        .await
+        .with_context(|| format!("cannot read the statistics targets of `{table}`"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Commits on success, rolls back on failure (keeping the first error).

@@ -239,11 +239,28 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
     crate::shadow::finish(client, result).await
 }
 
-/// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`.
-pub async fn rename_generation(client: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
+/// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`, with
+/// everything the live table carries moved to the new one (carry.rs), and the registry
+/// updated. Returns the foreign keys to validate after the commit.
+pub async fn swap_generation(
+    client: &Client,
+    run_id: i64,
+    tables: &[RunTable],
+) -> Result<Vec<crate::carry::Validation>> {
+    let mut validations = Vec::new();
     for t in tables {
-        rename(client, &t.live, &t.old.name).await?;
-        rename(client, &t.rebuild, &t.live.name).await?;
+        validations.extend(
+            crate::carry::exchange(
+                client,
+                &crate::carry::Exchange {
+                    live: &t.live,
+                    incoming: &t.rebuild,
+                    parked: &t.old,
+                    suffix: format!("old{run_id}"),
+                },
+            )
+            .await?,
+        );
         helpers::unregister(client, &t.rebuild).await?;
         helpers::register(
             client,
@@ -255,15 +272,31 @@ pub async fn rename_generation(client: &Client, run_id: i64, tables: &[RunTable]
         )
         .await?;
     }
-    Ok(())
+    Ok(validations)
 }
 
-/// Inside the rollback transaction: `x` → `x_rolled_back_N`, `x_old` → `x`.
-pub async fn rename_back(client: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
+/// Inside the rollback transaction: `x` → `x_rolled_back_N`, `x_old` → `x`, by the same
+/// machinery as the swap. Returns the foreign keys to validate after the commit.
+pub async fn swap_back(
+    client: &Client,
+    run_id: i64,
+    tables: &[RunTable],
+) -> Result<Vec<crate::carry::Validation>> {
+    let mut validations = Vec::new();
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
-        rename(client, &t.live, &parked.name).await?;
-        rename(client, &t.old, &t.live.name).await?;
+        validations.extend(
+            crate::carry::exchange(
+                client,
+                &crate::carry::Exchange {
+                    live: &t.live,
+                    incoming: &t.old,
+                    parked: &parked,
+                    suffix: format!("rb{run_id}"),
+                },
+            )
+            .await?,
+        );
         helpers::unregister(client, &t.old).await?;
         helpers::register(
             client,
@@ -275,7 +308,21 @@ pub async fn rename_back(client: &Client, run_id: i64, tables: &[RunTable]) -> R
         )
         .await?;
     }
-    Ok(())
+    Ok(validations)
+}
+
+/// The relations to lock for swapping `tables`: the live tables, and everything that points at
+/// them and that the exchange alters (tables with foreign keys to them, views).
+pub async fn dependents_to_lock(client: &Client, tables: &[RunTable]) -> Result<Vec<TableName>> {
+    let mut list = Vec::new();
+    for t in tables {
+        for d in crate::carry::lock_targets(client, &t.live).await? {
+            if !list.contains(&d) && !tables.iter().any(|t| t.live == d) {
+                list.push(d);
+            }
+        }
+    }
+    Ok(list)
 }
 
 async fn rename(client: &Client, from: &TableName, to: &str) -> Result<()> {

@@ -51,6 +51,13 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",
                 t.live, t.rows, t.rebuild, t.old
             );
+            println!(
+                "    carried over at the swap: {}",
+                t.carried_over.join("; ")
+            );
+            for why in &t.not_supported {
+                println!("    not supported: {why}");
+            }
         }
         let mut checks = vec![format!("row count within {}%", proj.row_count_tolerance)];
         checks.extend(proj.checks.iter().cloned());

@@ -17,6 +17,10 @@ pub struct PlannedTable {
     pub rebuild: String,
     pub old: String,
     pub rows: i64,
+    /// What a swap carries over beyond `LIKE … INCLUDING ALL`.
+    pub carried_over: Vec<String>,
+    /// What reproject cannot carry over yet: a rebuild refuses while this is not empty.
+    pub not_supported: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +100,10 @@ pub(super) async fn plan_report(
                     rebuild: crate::ident::rebuild_table(live).to_string(),
                     old: crate::ident::old_table(live).to_string(),
                     rows: count_rows(&client, live).await?,
+                    carried_over: crate::carry::describe(
+                        &crate::catalog::fingerprint::fingerprint(&client, live).await?,
+                    ),
+                    not_supported: crate::carry::unsupported(&client, live).await?,
                 });
             }
             projections.push(PlannedProjection {

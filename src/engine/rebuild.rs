@@ -2,6 +2,7 @@
 
 use super::inspect::{plan_report, PlanReport};
 use super::{handler_digest, run_tables, Engine};
+use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::plan::Plan;
@@ -118,6 +119,25 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
     migrate(&mut conn).await?;
     let tables = run_tables(config, &resolved, &plan.order);
     shadow::preflight(&conn, &tables).await?;
+    let mut problems = Vec::new();
+    let mut fingerprints = Vec::new();
+    for t in &tables {
+        for why in crate::carry::unsupported(&conn, &t.live).await? {
+            problems.push(format!("`{}`: {why}", t.live));
+        }
+        fingerprints.push(fingerprint::fingerprint(&conn, &t.live).await?);
+    }
+    if !problems.is_empty() {
+        let mut err = Error::config(
+            "refusing to rebuild: a swap could not keep everything that depends on these tables intact",
+        );
+        for p in problems {
+            err = err.caused_by(p);
+        }
+        return Err(err.with_hint(
+            "`reproject plan` lists what each table carries over and what is not supported",
+        ));
+    }
 
     let digests: serde_json::Map<String, serde_json::Value> = plan
         .order
@@ -165,8 +185,8 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
                 .reporter
                 .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id}"));
         }
-        for t in &tables {
-            runs::add_table(&conn, run_id, t).await?;
+        for (t, fp) in tables.iter().zip(&fingerprints) {
+            runs::add_table(&conn, run_id, t, fp).await?;
         }
         runs::init_checkpoints(&conn, run_id, &names, None).await?;
         Ok(run_id)
@@ -496,6 +516,8 @@ async fn finish_run(
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.rebuild.clone()));
     lock_list.extend(retire.iter().map(|(old, _)| old.clone()));
+    // Tables whose foreign keys point at ours, and views reading them, are altered too.
+    lock_list.extend(swap::dependents_to_lock(conn, tables).await?);
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let locked =
         swap::lock_tables(conn, &lock_list, opts.lock, reporter, Some(&engine.cancel)).await;
@@ -519,8 +541,9 @@ async fn finish_run(
             _ => 0,
         };
         let position = runs::checkpoint(conn, run_id).await?;
+        check_structure_unchanged(conn, run_id, tables).await?;
         swap::retire_old_tables(conn, &retire).await?;
-        swap::rename_generation(conn, run_id, tables).await?;
+        let validations = swap::swap_generation(conn, run_id, tables).await?;
         runs::set_swapped(
             conn,
             run_id,
@@ -529,10 +552,10 @@ async fn finish_run(
             held.elapsed().as_millis() as i64,
         )
         .await?;
-        Ok((tail, position))
+        Ok((tail, position, validations))
     }
     .await;
-    let (tail, position) = shadow::finish(conn, swapped).await?;
+    let (tail, position, validations) = shadow::finish(conn, swapped).await?;
     let hold = held.elapsed();
     conn.execute(
         "UPDATE reproject.runs SET lock_hold_ms = $2 WHERE id = $1",
@@ -540,6 +563,7 @@ async fn finish_run(
     )
     .await
     .context("cannot record the lock hold time")?;
+    validate_foreign_keys(conn, run_id, &validations, reporter).await?;
     // The retired tables were the rollback point until the commit; now they can go.
     for (_, retired) in &retire {
         if let Err(e) = swap::drop_helper(conn, retired).await {
@@ -555,6 +579,59 @@ async fn finish_run(
     outcome.lock_wait_ms = Some(wait.as_millis() as i64);
     outcome.lock_hold_ms = Some(hold.as_millis() as i64);
     Ok(outcome)
+}
+
+/// The clone was made from the live table's structure when the rebuild started; if columns,
+/// constraints or indexes changed since, the rebuilt table would not fit: refuse.
+async fn check_structure_unchanged(conn: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
+    for t in tables {
+        let Some(before) = runs::table_fingerprint(conn, run_id, &t.live).await? else {
+            continue;
+        };
+        let now = fingerprint::fingerprint(conn, &t.live).await?;
+        let d = fingerprint::diff(
+            &fingerprint::subset(&before, fingerprint::STRUCTURAL),
+            &fingerprint::subset(&now, fingerprint::STRUCTURAL),
+        );
+        if !d.is_empty() {
+            let mut err = Error::fidelity(format!(
+                "the structure of `{}` changed since run {run_id} cloned it; the rebuilt table would not match",
+                t.live
+            ));
+            for line in d.iter().take(20) {
+                err = err.caused_by(line);
+            }
+            return Err(err.with_hint("nothing was swapped; run `reproject rebuild` again"));
+        }
+    }
+    Ok(())
+}
+
+/// Validates the foreign keys the swap re-created `NOT VALID`; failures are reported and
+/// recorded, not fatal: the swap has committed, and the constraint still guards new rows.
+pub(super) async fn validate_foreign_keys(
+    conn: &Client,
+    run_id: i64,
+    validations: &[crate::carry::Validation],
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    if validations.is_empty() {
+        return Ok(());
+    }
+    reporter.step(&format!("validating {} foreign key(s)", validations.len()));
+    let failed = crate::carry::validate_foreign_keys(conn, validations).await;
+    for f in &failed {
+        reporter.warn(&format!("foreign key left NOT VALID: {f}"));
+    }
+    if !failed.is_empty() {
+        conn.execute(
+            "UPDATE reproject.runs SET unvalidated_foreign_keys = $2 WHERE id = $1",
+            &[&run_id, &failed],
+        )
+        .await
+        .context("cannot record the unvalidated foreign keys")?;
+    }
+    Ok(())
 }
 
 /// Replays events into one generation, in batches.
@@ -648,6 +725,8 @@ async fn record_outcome(
     };
     let status = match err.kind {
         ErrorKind::Interrupted => "cancelled",
+        // The rebuild is complete; once the cause is fixed, `swap` can try again.
+        ErrorKind::Fidelity => "awaiting_swap",
         _ => "failed",
     };
     // A fresh pooled connection: the run's own connection may be what failed.

@@ -100,6 +100,7 @@ pub async fn rollback(
     ));
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.old.clone()));
+    lock_list.extend(swap::dependents_to_lock(&conn, &tables).await?);
     let wait = swap::lock_tables(
         &conn,
         &lock_list,
@@ -110,11 +111,14 @@ pub async fn rollback(
     .await?;
     let held = Instant::now();
     let done = async {
-        swap::rename_back(&conn, run.id, &tables).await?;
-        runs::set_rolled_back(&conn, run.id).await
+        let validations = swap::swap_back(&conn, run.id, &tables).await?;
+        runs::set_rolled_back(&conn, run.id).await?;
+        Ok(validations)
     }
     .await;
-    crate::shadow::finish(&conn, done).await?;
+    let validations = crate::shadow::finish(&conn, done).await?;
+    let held_ms = held.elapsed().as_millis() as i64;
+    super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await?;
     Ok(RollbackReport {
         run_id: run.id,
         projections: run.projections.clone(),
@@ -128,7 +132,7 @@ pub async fn rollback(
             })
             .collect(),
         lock_wait_ms: wait.as_millis() as i64,
-        lock_hold_ms: held.elapsed().as_millis() as i64,
+        lock_hold_ms: held_ms,
     })
 }
 

@@ -402,16 +402,37 @@ pub struct RunTable {
     pub old: TableName,
 }
 
-pub async fn add_table(client: &impl GenericClient, run: i64, t: &RunTable) -> Result<()> {
+pub async fn add_table(
+    client: &impl GenericClient,
+    run: i64,
+    t: &RunTable,
+    fingerprint: &Value,
+) -> Result<()> {
     client
         .execute(
-            "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name],
+            "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name, fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name, fingerprint],
         )
         .await
         .context("cannot record the run's tables")?;
     Ok(())
+}
+
+/// The fingerprint of a live table recorded when the run started.
+pub async fn table_fingerprint(
+    client: &impl GenericClient,
+    run: i64,
+    live: &TableName,
+) -> Result<Option<Value>> {
+    let row = client
+        .query_opt(
+            "SELECT fingerprint FROM reproject.run_tables WHERE run_id = $1 AND table_schema = $2 AND live_name = $3",
+            &[&run, &live.schema, &live.name],
+        )
+        .await
+        .context("cannot read the run's tables")?;
+    Ok(row.and_then(|r| r.get(0)))
 }
 
 pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTable>> {

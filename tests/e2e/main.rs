@@ -7,6 +7,7 @@ mod tally;
 mod config_errors;
 mod dependencies;
 mod failures;
+mod fidelity;
 mod inspect;
 mod lifecycle;
 mod workloads;

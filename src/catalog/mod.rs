@@ -1,4 +1,7 @@
-//! What the live database says about tables: do they exist, what kind they are, how many rows.
+//! What the live database says about tables: do they exist, what kind they are, how many rows,
+//! and their fingerprint (everything about them but their rows).
+
+pub mod fingerprint;
 
 use crate::error::{Context, Error, Result};
 use crate::ident::{ConfigTableRef, TableName};
