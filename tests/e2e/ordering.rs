@@ -328,3 +328,48 @@ async fn a_position_committed_late_is_not_skipped() {
     assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 0);
     db.drop().await;
 }
+
+/// A hand-over naming a column that does not exist is a config error before anything is
+/// written; a missing checkpoint row fails the swap as a whole (the live table stays).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_handover_refuses_to_swap() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 50).await;
+    db.exec("CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint)")
+        .await;
+    let handover = |column: &str| {
+        format!("handover = {{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{column}\" }}\n")
+    };
+    let wrong = Project::new(
+        &config("", &handover("position")),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &wrong.config(), &["rebuild", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("reproject.toml:15: projection `tally`: the hand-over checkpoint in `ext_checkpoints` cannot be set");
+    assert!(!db.exists("reproject.runs").await, "nothing was written");
+
+    let missing_row = Project::new(
+        &config("", &handover("pos")),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    db.exec("UPDATE tally SET total = -1 WHERE stream = 's1'")
+        .await;
+    reproject(&db, &missing_row.config(), &["rebuild", "--yes"])
+        .await
+        .code(1)
+        .stderr_has("matched 0 rows, not 1; nothing was swapped");
+    assert_eq!(
+        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
+        -1,
+        "the live table was not swapped"
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("failed")
+    );
+    db.drop().await;
+}
