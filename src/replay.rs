@@ -231,8 +231,13 @@ pub async fn session_setup(client: &Client) -> Result<()> {
     // The rebuild is restartable from its last checkpoint, so losing the last few commits in
     // a server crash costs a re-run of those batches, never correctness: skip the WAL flush
     // wait on every batch commit.
+    // Reading is gap-safe only if every read takes a snapshot after the bound it reads up to
+    // was computed (see ordering.rs): never let a server default of REPEATABLE READ or
+    // SERIALIZABLE pin one snapshot for a whole batch or the swap transaction.
     client
-        .batch_execute("SET synchronous_commit = off")
+        .batch_execute(
+            "SET synchronous_commit = off; SET default_transaction_isolation = 'read committed'",
+        )
         .await
         .context("cannot configure the replay session")
 }

@@ -1,8 +1,8 @@
 //! Reading events in global order, in batches, from any table (or, later, SQL source) whose
 //! columns are mapped by the config's `[events]` expressions.
 
-use crate::config::{EventsConfig, Expr};
-use crate::error::{Context, Result};
+use crate::config::{EventsConfig, Expr, Ordering};
+use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
@@ -46,9 +46,87 @@ impl RawJsonb {
     }
 }
 
+/// Where reading stands. Stored as a run's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Cursor {
+    /// `xid8` mode: the transaction id of the last applied event; None in the other modes.
+    pub tx: Option<u64>,
+    /// Position modes: every position up to and including this one is applied and final.
+    /// `xid8` mode: the position of the last applied event. None: nothing applied yet.
+    pub position: Option<i64>,
+}
+
+impl Cursor {
+    /// A cursor of the position modes.
+    pub fn at(position: Option<i64>) -> Cursor {
+        Cursor { tx: None, position }
+    }
+
+    /// Whether `self` comes after `other` in reading order ((transaction id, position) pairs
+    /// compare as pairs: in `xid8` mode a later event may have a lower position).
+    pub fn is_after(&self, other: &Cursor) -> bool {
+        (self.tx, self.position) > (other.tx, other.position)
+    }
+
+    /// For messages: `position 42`, `transaction 1234 position 42`, `start`.
+    pub fn describe(&self) -> String {
+        match (self.tx, self.position) {
+            (_, None) => "start".into(),
+            (None, Some(p)) => format!("position {p}"),
+            (Some(tx), Some(p)) => format!("transaction {tx} position {p}"),
+        }
+    }
+}
+
+/// How far events may be read right now without skipping one that commits later; computed by
+/// [`crate::ordering::Cut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Every position up to and including this one is final (gap-aware, serialized).
+    UpTo(i64),
+    /// Every transaction below this id has ended, so its rows are final (`xid8`).
+    BelowTx(u64),
+}
+
+impl Bound {
+    /// Whether `at` already holds everything this bound allows; for `BelowTx` only reading
+    /// can tell, so this is false.
+    pub fn reached_by(&self, at: &Cursor) -> bool {
+        match self {
+            Bound::UpTo(p) => at.position.is_some_and(|at| at >= *p),
+            Bound::BelowTx(_) => false,
+        }
+    }
+
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Bound::UpTo(p) => format!("position {p}"),
+            Bound::BelowTx(tx) => format!("transactions below {tx}"),
+        }
+    }
+}
+
+/// Where the checkpoint goes after a batch: in the position modes to the bound once the range
+/// is exhausted (past trailing events the filter excludes: every position up to the bound is
+/// final), else to the last event read; in `xid8` mode always to the last event read, because
+/// a later transaction may still bring lower positions.
+pub fn next_cursor(from: &Cursor, upto: &Bound, last: Option<&Event>, exhausted: bool) -> Cursor {
+    match upto {
+        Bound::UpTo(p) if exhausted => Cursor::at(Some(*p)),
+        Bound::UpTo(_) => Cursor::at(last.map(|e| e.position).or(from.position)),
+        Bound::BelowTx(_) => last.map_or(*from, |e| Cursor {
+            tx: e.tx,
+            position: Some(e.position),
+        }),
+    }
+}
+
 /// One event as handlers see it.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// `xid8` mode: the writing transaction's id.
+    pub tx: Option<u64>,
     pub position: i64,
     pub stream: Option<String>,
     pub event_type: Option<String>,
@@ -72,9 +150,30 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct EventSource {
     pub table: TableName,
-    position: String,
+    pub(crate) position: String,
+    /// `xid8` mode: the transaction id expression, as xid8.
+    pub(crate) tx: Option<String>,
+    pub(crate) ordering: Ordering,
     select: String,
     filter: String,
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Parses an xid8 read as text.
+fn parse_tx(text: Option<String>) -> Result<Option<u64>> {
+    text.map(|t| {
+        t.parse::<u64>()
+            .map_err(|_| Error::runtime(format!("unexpected transaction id `{t}`")))
+    })
+    .transpose()
 }
 
 /// A role of the `[events]` mapping and the SQL type reproject reads it as.
@@ -90,8 +189,13 @@ impl EventSource {
             Some(e) => format!("({})::{ty}", e.sql),
             None => format!("NULL::{ty}"),
         };
+        let tx = match &events.ordering {
+            Ordering::Xid8 { transaction_id } => Some(format!("(({})::xid8)", transaction_id.sql)),
+            _ => None,
+        };
         let select = format!(
-            "({})::bigint, ({})::text, ({})::text, {}, {}, {}",
+            "{}::text, ({})::bigint, ({})::text, ({})::text, {}, {}, {}",
+            tx.as_deref().unwrap_or("NULL"),
             events.position.sql,
             events.stream.sql,
             events.event_type.sql,
@@ -102,6 +206,8 @@ impl EventSource {
         EventSource {
             table: table.clone(),
             position: format!("({})", events.position.sql),
+            tx,
+            ordering: events.ordering.clone(),
             select,
             filter: events
                 .filter
@@ -149,6 +255,13 @@ impl EventSource {
                 sql_type: "timestamptz",
             });
         }
+        if let Ordering::Xid8 { transaction_id } = &events.ordering {
+            roles.push(Role {
+                key: "transaction_id",
+                expr: transaction_id,
+                sql_type: "xid8",
+            });
+        }
         if let Some(e) = &events.filter {
             roles.push(Role {
                 key: "filter",
@@ -173,61 +286,94 @@ impl EventSource {
         Ok(row.get(0))
     }
 
-    /// Events with `after < position <= upto` that pass the filter, in order, at most `limit`.
+    /// The events after `after` up to `upto`, as a WHERE clause and its parameters ($1..), and
+    /// the ORDER BY of reading order.
+    fn range(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {
+        let pos = &self.position;
+        match (upto, &self.tx) {
+            (Bound::BelowTx(below), Some(tx)) => (
+                format!(
+                    "{tx} < $3::text::xid8 AND ($1::text IS NULL OR ({tx}, {pos}) > ($1::text::xid8, $2::bigint))"
+                ),
+                format!("{tx}, {pos}"),
+                vec![
+                    Box::new(after.tx.map(|t| t.to_string())),
+                    Box::new(after.position.unwrap_or(i64::MIN)),
+                    Box::new(below.to_string()),
+                ],
+            ),
+            (Bound::UpTo(upto), _) => (
+                format!("{pos} > $1::bigint AND {pos} <= $2::bigint"),
+                pos.clone(),
+                vec![
+                    Box::new(after.position.unwrap_or(i64::MIN)),
+                    Box::new(*upto),
+                ],
+            ),
+            (Bound::BelowTx(_), None) => {
+                unreachable!("a transaction-id bound is only computed in xid8 mode")
+            }
+        }
+    }
+
+    /// Events after `after` up to `upto` that pass the filter, in reading order, at most
+    /// `limit`.
     pub async fn read_batch(
         &self,
         client: &impl GenericClient,
-        after: Option<i64>,
-        upto: i64,
+        after: &Cursor,
+        upto: &Bound,
         limit: i64,
     ) -> Result<Vec<Event>> {
+        let (range, order, mut params) = self.range(after, upto);
         let sql = format!(
-            "SELECT {} FROM {} WHERE {pos} > $1::bigint AND {pos} <= $2::bigint AND {} ORDER BY {pos} LIMIT $3::bigint",
+            "SELECT {} FROM {} WHERE {range} AND {} ORDER BY {order} LIMIT ${}::bigint",
             self.select,
             self.table.quoted(),
             self.filter,
-            pos = self.position,
+            params.len() + 1,
         );
-        let rows = client
-            .query(&sql, &[&after.unwrap_or(i64::MIN), &upto, &limit])
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot read events of `{}` after position {}",
-                    self.table,
-                    after.map_or("start".into(), |p| p.to_string())
-                )
-            })?;
-        Ok(rows
-            .iter()
-            .map(|r| Event {
-                position: r.get(0),
-                stream: r.get(1),
-                event_type: r.get(2),
-                data: r.get(3),
-                metadata: r.get(4),
-                timestamp: r.get(5),
+        params.push(Box::new(limit));
+        let rows = client.query(&sql, &refs(&params)).await.with_context(|| {
+            format!(
+                "cannot read events of `{}` after {}",
+                self.table,
+                after.describe()
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    tx: parse_tx(r.get(0))?,
+                    position: r.get(1),
+                    stream: r.get(2),
+                    event_type: r.get(3),
+                    data: r.get(4),
+                    metadata: r.get(5),
+                    timestamp: r.get(6),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Counts the events of a range, and those the filter excludes.
     pub async fn count(
         &self,
         client: &impl GenericClient,
-        after: Option<i64>,
-        upto: i64,
+        after: &Cursor,
+        upto: &Bound,
     ) -> Result<Counts> {
+        let (range, _, params) = self.range(after, upto);
         let sql = format!(
             "SELECT count(*) FILTER (WHERE {f}), count(*) FILTER (WHERE NOT coalesce({f}, false)), \
              min({pos}) FILTER (WHERE {f})::bigint, max({pos}) FILTER (WHERE {f})::bigint \
-             FROM {} WHERE {pos} > $1::bigint AND {pos} <= $2::bigint",
+             FROM {} WHERE {range}",
             self.table.quoted(),
             f = self.filter,
             pos = self.position,
         );
         let row = client
-            .query_one(&sql, &[&after.unwrap_or(i64::MIN), &upto])
+            .query_one(&sql, &refs(&params))
             .await
             .with_context(|| format!("cannot count the events of `{}`", self.table))?;
         Ok(Counts {
@@ -236,5 +382,113 @@ impl EventSource {
             first_position: row.get(2),
             last_position: row.get(3),
         })
+    }
+
+    /// In `xid8` mode, refuses an event table with rows whose transaction id is NULL: they
+    /// would never be below any cut, so they would be skipped silently.
+    pub async fn check_transaction_ids(&self, client: &impl GenericClient) -> Result<()> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let sql = format!(
+            "SELECT min({})::bigint, count(*) FROM {} WHERE {tx} IS NULL",
+            self.position,
+            self.table.quoted()
+        );
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .with_context(|| format!("cannot check the transaction ids of `{}`", self.table))?;
+        let n: i64 = row.get(1);
+        if n > 0 {
+            let first: Option<i64> = row.get(0);
+            return Err(Error::config(format!(
+                "{n} event(s) of `{}` have no transaction id (the first at position {}); `ordering = \"xid8\"` would never read them",
+                self.table,
+                first.map_or("NULL".into(), |p| p.to_string())
+            ))
+            .with_hint("fill the column and declare it NOT NULL DEFAULT pg_current_xact_id(), or use `ordering = \"gap-aware\"`"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tx: Option<u64>, position: i64) -> Event {
+        Event {
+            tx,
+            position,
+            stream: None,
+            event_type: None,
+            data: None,
+            metadata: None,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn position_modes_move_to_the_bound_once_the_range_is_exhausted() {
+        let from = Cursor::at(Some(10));
+        let last = event(None, 14);
+        assert_eq!(
+            next_cursor(&from, &Bound::UpTo(20), Some(&last), true),
+            Cursor::at(Some(20)),
+            "past trailing filtered events: every position up to the bound is final"
+        );
+        assert_eq!(
+            next_cursor(&from, &Bound::UpTo(20), Some(&last), false),
+            Cursor::at(Some(14))
+        );
+        assert_eq!(
+            next_cursor(&from, &Bound::UpTo(20), None, true),
+            Cursor::at(Some(20))
+        );
+    }
+
+    #[test]
+    fn xid8_mode_stays_at_the_last_event_read() {
+        let from = Cursor {
+            tx: Some(700),
+            position: Some(50),
+        };
+        let last = event(Some(705), 42);
+        assert_eq!(
+            next_cursor(&from, &Bound::BelowTx(710), Some(&last), true),
+            Cursor {
+                tx: Some(705),
+                position: Some(42)
+            },
+            "a lower position in a later transaction is after the checkpoint"
+        );
+        assert_eq!(next_cursor(&from, &Bound::BelowTx(710), None, true), from);
+    }
+
+    #[test]
+    fn cursors_compare_as_pairs() {
+        let a = Cursor {
+            tx: Some(700),
+            position: Some(50),
+        };
+        let b = Cursor {
+            tx: Some(705),
+            position: Some(42),
+        };
+        assert!(b.is_after(&a));
+        assert!(!a.is_after(&b));
+        assert!(Cursor::at(Some(1)).is_after(&Cursor::default()));
+        assert_eq!(b.describe(), "transaction 705 position 42");
+        assert_eq!(Cursor::default().describe(), "start");
+    }
+
+    #[test]
+    fn only_position_bounds_are_known_to_be_reached() {
+        assert!(Bound::UpTo(5).reached_by(&Cursor::at(Some(5))));
+        assert!(!Bound::UpTo(5).reached_by(&Cursor::at(Some(4))));
+        assert!(!Bound::UpTo(5).reached_by(&Cursor::default()));
+        assert!(!Bound::BelowTx(5).reached_by(&Cursor {
+            tx: Some(9),
+            position: Some(9)
+        }));
     }
 }

@@ -116,6 +116,20 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         tables,
     };
 
+    // The hand-over checkpoints of external projectors: the statement the swap will run.
+    for p in &config.projections {
+        if let Some(h) = &p.handover {
+            if let Err(e) = client.prepare(&crate::handover::statement(h)).await {
+                return Err(Error::config(format!(
+                    "{file}:{}: projection `{}`: the hand-over checkpoint in `{}` cannot be set",
+                    h.line, p.name, h.table
+                ))
+                .caused_by(describe_pg(&e))
+                .with_hint("`handover` names a table, its key column and value, a bigint position column and (xid8 mode) an xid8 transaction id column"));
+            }
+        }
+    }
+
     // Prepare every handler statement against the live tables.
     for p in &config.projections {
         let handler_file = p.handlers.path.display().to_string();

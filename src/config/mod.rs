@@ -38,6 +38,50 @@ pub struct EventsConfig {
     pub metadata: Option<Expr>,
     pub timestamp: Option<Expr>,
     pub filter: Option<Expr>,
+    /// How reading stays gap-safe; `events.ordering`.
+    pub ordering: Ordering,
+}
+
+/// How reading events avoids skipping an event whose transaction commits after a later
+/// position was already seen (`events.ordering`; docs/design.md explains each).
+#[derive(Debug, Clone)]
+pub enum Ordering {
+    /// A plain sequence position (bigserial, identity): read up to the highest position below
+    /// which no open transaction can still insert; pass a gap only when every transaction that
+    /// was open when it was seen has ended. The default: it is right for any sequence-numbered
+    /// table, costs nothing when writers commit in order, and needs no extra column.
+    GapAware,
+    /// The event rows carry their writing transaction id (`xid8`): read only transactions below
+    /// `pg_snapshot_xmin(pg_current_snapshot())`, in (transaction id, position) order.
+    Xid8 { transaction_id: Expr },
+    /// Writers are serialized (one appender at a time, or a global lock per append): positions
+    /// commit in order, so the highest position is a safe bound.
+    Serialized,
+}
+
+impl Ordering {
+    /// The name as written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ordering::GapAware => "gap-aware",
+            Ordering::Xid8 { .. } => "xid8",
+            Ordering::Serialized => "serialized",
+        }
+    }
+}
+
+/// The checkpoint of a projector that reproject does not run, set to the swap position inside
+/// the swap transaction: `UPDATE table SET position_column = <swap position>
+/// [, transaction_id_column = <its transaction id>] WHERE key_column = key`.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    pub table: ConfigTableRef,
+    pub key_column: String,
+    pub key: String,
+    pub position_column: String,
+    /// Required in `xid8` mode (a position alone is no cut there), refused otherwise.
+    pub transaction_id_column: Option<String>,
+    pub line: usize,
 }
 
 /// A custom health check: SQL returning one boolean, run against the rebuilt tables.
@@ -67,6 +111,7 @@ pub struct ProjectionConfig {
     pub declared_depends_on: BTreeSet<String>,
     pub row_count_tolerance: f64,
     pub checks: Vec<Check>,
+    pub handover: Option<Handover>,
 }
 
 /// The whole, checked configuration.
@@ -128,7 +173,13 @@ impl Config {
                     "projection `{name}` is defined twice (first at line {first})"
                 )));
             }
-            projections.push(convert_projection(p, &name, base, &at)?);
+            let mut projection = convert_projection(p, &name, base, &at)?;
+            projection.handover = p
+                .handover
+                .as_ref()
+                .map(|h| handover(h, &name, &events.ordering, &at))
+                .transpose()?;
+            projections.push(projection);
         }
         if projections.is_empty() {
             return Err(
@@ -319,6 +370,89 @@ fn convert_events(
         metadata: opt(&raw.metadata, "metadata")?,
         timestamp: opt(&raw.timestamp, "timestamp")?,
         filter: opt(&raw.filter, "filter")?,
+        ordering: ordering(raw, at)?,
+    })
+}
+
+/// `events.ordering` and `events.transaction_id`, which only `xid8` takes and requires.
+fn ordering(
+    raw: &raw::RawEvents,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<Ordering> {
+    let mode = raw
+        .ordering
+        .as_ref()
+        .map(|v| (v.get_ref().trim(), at(v.span())));
+    match (mode, &raw.transaction_id) {
+        (Some(("xid8", _)), Some(tx)) => Ok(Ordering::Xid8 {
+            transaction_id: expr(tx, "transaction_id", at)?,
+        }),
+        (Some(("xid8", loc)), None) => Err(loc.err(
+            "`events.ordering = \"xid8\"` needs `events.transaction_id`, an SQL expression of type xid8 (e.g. a column with DEFAULT pg_current_xact_id())".into(),
+        )),
+        (Some((other, loc)), _) if other != "gap-aware" && other != "serialized" => Err(loc.err(
+            format!("unknown `events.ordering = \"{other}\"`; expected \"gap-aware\" (the default), \"xid8\" or \"serialized\""),
+        )),
+        (mode, Some(tx)) => Err(at(tx.span()).err(format!(
+            "`events.transaction_id` is only used with `events.ordering = \"xid8\"` (ordering is \"{}\")",
+            mode.map_or("gap-aware", |m| m.0)
+        ))),
+        (Some(("serialized", _)), None) => Ok(Ordering::Serialized),
+        _ => Ok(Ordering::GapAware),
+    }
+}
+
+fn handover(
+    raw: &toml::Spanned<raw::RawHandover>,
+    name: &str,
+    ordering: &Ordering,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<Handover> {
+    let h = raw.get_ref();
+    let field = |v: &toml::Spanned<String>, key: &str| -> Result<String> {
+        let text = v.get_ref().trim();
+        if text.is_empty() {
+            return Err(at(v.span()).err(format!("projection `{name}`: `handover.{key}` is empty")));
+        }
+        Ok(text.to_string())
+    };
+    let loc = at(h.table.span());
+    let table = parse_table_ref(h.table.get_ref()).map_err(|e| {
+        keep_causes(
+            loc.err(format!(
+                "projection `{name}`: `handover.table`: {}",
+                e.message
+            )),
+            e,
+        )
+    })?;
+    let transaction_id_column = h
+        .transaction_id_column
+        .as_ref()
+        .map(|c| field(c, "transaction_id_column"))
+        .transpose()?;
+    match (ordering, &h.transaction_id_column) {
+        (Ordering::Xid8 { .. }, None) => {
+            return Err(at(raw.span()).err(format!(
+                "projection `{name}`: with `events.ordering = \"xid8\"` the hand-over needs `transaction_id_column`: a position alone is no cut in (transaction id, position) order"
+            )))
+        }
+        (Ordering::Xid8 { .. }, Some(_)) => {}
+        (other, Some(c)) => {
+            return Err(at(c.span()).err(format!(
+                "projection `{name}`: `handover.transaction_id_column` is only used with `events.ordering = \"xid8\"` (ordering is \"{}\")",
+                other.name()
+            )))
+        }
+        (_, None) => {}
+    }
+    Ok(Handover {
+        table,
+        key_column: field(&h.key_column, "key_column")?,
+        key: h.key.get_ref().clone(),
+        position_column: field(&h.position_column, "position_column")?,
+        transaction_id_column,
+        line: loc.line,
     })
 }
 
@@ -383,6 +517,7 @@ fn convert_projection(
         declared_depends_on: BTreeSet::new(),
         row_count_tolerance: tolerance,
         checks,
+        handover: None,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct RawEvents {
     pub metadata: Option<Spanned<String>>,
     pub timestamp: Option<Spanned<String>>,
     pub filter: Option<Spanned<String>>,
+    pub ordering: Option<Spanned<String>>,
+    pub transaction_id: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,19 @@ pub struct RawProjection {
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub row_count_tolerance: Option<Spanned<f64>>,
     pub checks: Option<Vec<RawCheck>>,
+    pub handover: Option<Spanned<RawHandover>>,
+}
+
+/// `handover = { table, key_column, key, position_column, transaction_id_column }`: the
+/// checkpoint of a projector that reproject does not run, set to the swap position.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandover {
+    pub table: Spanned<String>,
+    pub key_column: Spanned<String>,
+    pub key: Spanned<String>,
+    pub position_column: Spanned<String>,
+    pub transaction_id_column: Option<Spanned<String>>,
 }
 
 /// A check: `{ name = "...", sql = "..." }` (the name is optional). Not an untagged enum that

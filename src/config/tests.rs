@@ -1020,3 +1020,137 @@ fn owner_of_invalid_name_is_an_error() {
     contains(&config.owner_of("a.b.c").unwrap_err(), "invalid table name");
     contains(&config.owner_of("t; x").unwrap_err(), "invalid table name");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ordering safety and hand-over
+
+#[test]
+fn ordering_defaults_to_gap_aware() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&one_projection(""));
+    assert!(matches!(config.events.ordering, Ordering::GapAware));
+}
+
+#[test]
+fn ordering_modes_parse() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let with = |extra: &str| {
+        dir.ok(&format!(
+            "{EVENTS}{extra}{}",
+            projection("p", &["t"], "h.sql")
+        ))
+        .events
+        .ordering
+    };
+    assert!(matches!(
+        with("ordering = \"serialized\"\n"),
+        Ordering::Serialized
+    ));
+    assert!(matches!(
+        with("ordering = \"gap-aware\"\n"),
+        Ordering::GapAware
+    ));
+    match with("ordering = \"xid8\"\ntransaction_id = \" tx \"\n") {
+        Ordering::Xid8 { transaction_id } => {
+            assert_eq!(
+                (transaction_id.sql.as_str(), transaction_id.line),
+                ("tx", 8)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_ordering_is_an_error_with_its_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let err = dir.fail(&format!(
+        "{EVENTS}ordering = \"timer\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!("{}: unknown `events.ordering = \"timer\"`", dir.at(7)),
+    );
+    contains(
+        &err,
+        "\"gap-aware\" (the default), \"xid8\" or \"serialized\"",
+    );
+}
+
+#[test]
+fn xid8_needs_a_transaction_id_and_only_xid8_takes_one() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let err = dir.fail(&format!(
+        "{EVENTS}ordering = \"xid8\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.ordering = \"xid8\"` needs `events.transaction_id`",
+            dir.at(7)
+        ),
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}ordering = \"serialized\"\ntransaction_id = \"tx\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(&err, &format!("{}: `events.transaction_id` is only used with `events.ordering = \"xid8\"` (ordering is \"serialized\")", dir.at(8)));
+    let err = dir.fail(&format!(
+        "{EVENTS}transaction_id = \"tx\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(&err, "(ordering is \"gap-aware\")");
+}
+
+#[test]
+fn handover_parses_and_checks_the_transaction_id_column_against_the_mode() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let handover = "handover = { table = \"app.checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\" }\n";
+    let config = dir.ok(&one_projection(handover));
+    let h = config.projections[0].handover.as_ref().unwrap();
+    assert_eq!(h.table.to_string(), "app.checkpoints");
+    assert_eq!(
+        (
+            h.key_column.as_str(),
+            h.key.as_str(),
+            h.position_column.as_str()
+        ),
+        ("name", "tally", "pos")
+    );
+    assert!(h.transaction_id_column.is_none());
+    assert_eq!(h.line, 12);
+
+    // xid8 mode: a position alone is no cut.
+    let xid8 = format!(
+        "{EVENTS}ordering = \"xid8\"\ntransaction_id = \"tx\"\n{}{handover}",
+        projection("p", &["t"], "h.sql")
+    );
+    contains(
+        &dir.fail(&xid8),
+        "the hand-over needs `transaction_id_column`",
+    );
+    let ok = xid8.replace(
+        "position_column = \"pos\"",
+        "position_column = \"pos\", transaction_id_column = \"tx\"",
+    );
+    let config = dir.ok(&ok);
+    let h = config.projections[0].handover.as_ref().unwrap();
+    assert_eq!(h.transaction_id_column.as_deref(), Some("tx"));
+
+    // Other modes refuse it.
+    let err = dir.fail(&one_projection(&handover.replace(
+        "position_column = \"pos\"",
+        "position_column = \"pos\", transaction_id_column = \"tx\"",
+    )));
+    contains(&err, &format!("{}: projection `p`: `handover.transaction_id_column` is only used with `events.ordering = \"xid8\"`", dir.at(12)));
+    // And unknown keys are refused as everywhere.
+    let err = dir.fail(&one_projection(&handover.replace("key = ", "kee = ")));
+    contains(&err, "unknown field `kee`");
+}

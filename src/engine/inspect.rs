@@ -5,7 +5,7 @@ use super::Engine;
 use crate::catalog::count_rows;
 use crate::error::{Context, Result};
 use crate::plan::Plan;
-use crate::source::EventSource;
+use crate::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Run};
 use crate::state::{helpers, locks};
 use serde::Serialize;
@@ -86,7 +86,11 @@ pub(super) async fn plan_report(
     let source = EventSource::new(&config.events, &resolved.events_table);
     let head = source.head(&client).await?;
     let counts = match head {
-        Some(h) => source.count(&client, None, h).await?,
+        Some(h) => {
+            source
+                .count(&client, &Cursor::default(), &Bound::UpTo(h))
+                .await?
+        }
         None => Default::default(),
     };
     let mut projections = Vec::new();

@@ -5,11 +5,12 @@ use super::{handler_digest, run_tables, Engine};
 use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::{session_setup, Projector, Target};
 use crate::shadow;
-use crate::source::EventSource;
+use crate::source::{next_cursor, Bound, Cursor, EventSource};
 use crate::state::helpers::{self, Ownership};
 use crate::state::locks::lock_projections;
 use crate::state::migrate::migrate;
@@ -382,6 +383,9 @@ async fn finish_run(
 ) -> Result<RebuildOutcome> {
     let reporter = engine.reporter;
     let source = EventSource::new(&engine.config.events, &target.resolved.events_table);
+    // Every window read below ends at a bound from the cut: never past an event that an open
+    // transaction can still commit (see ordering.rs).
+    let mut cut = Cut::new(&source, run_id);
     let mut outcome = RebuildOutcome {
         dry_run: None,
         run_id: Some(run_id),
@@ -404,15 +408,23 @@ async fn finish_run(
     };
 
     runs::set_phase(conn, run_id, "replay").await?;
-    let start = runs::checkpoint(conn, run_id).await?;
-    let head = source.head(conn).await?;
-    runs::set_target(conn, run_id, head).await?;
+    source.check_transaction_ids(conn).await?;
+    let start = runs::cursor(conn, run_id).await?;
+    let bound = cut
+        .settle(conn, &start, &engine.cancel, reporter, SETTLE_WAIT)
+        .await?;
+    let target_position = match bound {
+        Some(Bound::UpTo(p)) => Some(p),
+        _ => source.head(conn).await?,
+    };
+    runs::set_target(conn, run_id, target_position).await?;
     let mut budget = opts.max_events;
-    if let Some(head) = head {
-        let counts = source.count(conn, start, head).await?;
+    if let Some(bound) = bound {
+        let counts = source.count(conn, &start, &bound).await?;
         reporter.step(&format!(
-            "replaying {} event(s) up to position {head} into {}",
+            "replaying {} event(s) up to {} into {}",
             counts.events,
+            bound.describe(),
             tables
                 .iter()
                 .map(|t| format!("`{}`", t.rebuild))
@@ -421,7 +433,7 @@ async fn finish_run(
         ));
         reporter.replay_started("replay", counts.events.max(0) as u64);
         let applied = replay
-            .range(start, head, &mut budget, Some(&engine.cancel), true)
+            .range(start, bound, &mut budget, Some(&engine.cancel), true)
             .await;
         reporter.replay_finished();
         outcome.events_applied += applied?;
@@ -434,19 +446,20 @@ async fn finish_run(
 
     runs::set_phase(conn, run_id, "catch_up").await?;
     for _ in 0..CATCH_UP_ROUNDS {
-        let at = runs::checkpoint(conn, run_id).await?;
-        let Some(head) = source.head(conn).await? else {
+        let at = runs::cursor(conn, run_id).await?;
+        let Some(bound) = cut.bound(conn, &at).await? else {
             break;
         };
-        if at.is_some_and(|at| at >= head) {
+        if bound.reached_by(&at) {
             break;
         }
-        let counts = source.count(conn, at, head).await?;
-        if counts.events > 0 {
-            reporter.step(&format!("catching up with {} new event(s)", counts.events));
+        let counts = source.count(conn, &at, &bound).await?;
+        if counts.events == 0 {
+            break;
         }
+        reporter.step(&format!("catching up with {} new event(s)", counts.events));
         outcome.events_applied += replay
-            .range(at, head, &mut None, Some(&engine.cancel), true)
+            .range(at, bound, &mut None, Some(&engine.cancel), true)
             .await?;
     }
 
@@ -533,17 +546,19 @@ async fn finish_run(
     let swapped = async {
         // The final tail: events committed since the last catch-up, applied while the live
         // tables are locked, so the new tables hold every event up to the swap.
-        let at = runs::checkpoint(conn, run_id).await?;
-        let tail = match source.head(conn).await? {
-            Some(head) if at.is_none_or(|at| at < head) => {
-                replay.range(at, head, &mut None, None, false).await?
+        let at = runs::cursor(conn, run_id).await?;
+        let tail = match cut.bound(conn, &at).await? {
+            Some(bound) if !bound.reached_by(&at) => {
+                replay.range(at, bound, &mut None, None, false).await?
             }
             _ => 0,
         };
-        let position = runs::checkpoint(conn, run_id).await?;
+        let swapped_at = runs::cursor(conn, run_id).await?;
+        let position = swapped_at.position;
         check_structure_unchanged(conn, run_id, tables).await?;
         swap::retire_old_tables(conn, &retire).await?;
         let validations = swap::swap_generation(conn, run_id, tables).await?;
+        crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
         runs::set_swapped(
             conn,
             run_id,
@@ -651,8 +666,8 @@ impl Replay<'_> {
     /// `budget` caps the number of events and is decreased by what was applied.
     async fn range(
         &self,
-        mut from: Option<i64>,
-        upto: i64,
+        mut from: Cursor,
+        upto: Bound,
         budget: &mut Option<i64>,
         cancel: Option<&Cancel>,
         commit_each: bool,
@@ -661,13 +676,13 @@ impl Replay<'_> {
         loop {
             if cancel.is_some_and(|c| c.is_cancelled()) {
                 return Err(Error::interrupted(format!(
-                    "run {}: cancelled after {total} event(s); checkpoint at position {}",
+                    "run {}: cancelled after {total} event(s); checkpoint at {}",
                     self.run_id,
-                    from.map_or("start".into(), |p| p.to_string())
+                    from.describe()
                 )));
             }
             let limit = budget.map_or(self.batch_size, |b| b.min(self.batch_size));
-            if limit == 0 || from.is_some_and(|f| f >= upto) {
+            if limit == 0 || upto.reached_by(&from) {
                 return Ok(total);
             }
             if commit_each {
@@ -677,38 +692,40 @@ impl Replay<'_> {
                     .context("cannot begin a batch")?;
             }
             let batch = async {
-                let events = self.source.read_batch(self.conn, from, upto, limit).await?;
-                // Fewer events than asked for means the range is exhausted: move the checkpoint
-                // to its end, past any trailing events the filter excludes.
-                let new = if (events.len() as i64) < limit {
-                    upto
-                } else {
-                    events.last().map(|e| e.position).unwrap_or(upto)
-                };
+                let events = self
+                    .source
+                    .read_batch(self.conn, &from, &upto, limit)
+                    .await?;
+                // Fewer events than asked for means the range is exhausted.
+                let exhausted = (events.len() as i64) < limit;
+                let new = next_cursor(&from, &upto, events.last(), exhausted);
                 self.projector.apply(self.conn, &events).await?;
-                runs::advance_checkpoint(
+                runs::advance_cursor(
                     self.conn,
                     self.run_id,
                     self.names,
-                    from,
-                    new,
+                    &from,
+                    &new,
                     events.len() as i64,
                 )
                 .await?;
-                Ok((new, events.len() as i64))
+                Ok((new, events.len() as i64, exhausted))
             }
             .await;
-            let (new, n) = if commit_each {
+            let (new, n, exhausted) = if commit_each {
                 shadow::finish(self.conn, batch).await?
             } else {
                 batch?
             };
-            from = Some(new);
+            from = new;
             total += n;
             if let Some(b) = budget.as_mut() {
                 *b -= n;
             }
             self.reporter.replay_progress(total as u64);
+            if exhausted {
+                return Ok(total);
+            }
         }
     }
 }

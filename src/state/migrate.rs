@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 /// (version, name, SQL). Append only: a released migration is never edited.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../sql/001_init.sql")),
+    (2, "ordering", include_str!("../../sql/002_ordering.sql")),
     (
         4,
         "fingerprints",

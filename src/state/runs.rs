@@ -2,6 +2,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
+use crate::source::Cursor;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -364,6 +365,33 @@ pub async fn checkpoint(client: &impl GenericClient, run: i64) -> Result<Option<
     }
 }
 
+/// The run's checkpoint with its transaction id (`xid8` mode), shared by its projections.
+pub async fn cursor(client: &impl GenericClient, run: i64) -> Result<Cursor> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT position, transaction_id::text FROM reproject.checkpoints WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .context("cannot read the run's checkpoint")?;
+    match rows.as_slice() {
+        [one] => {
+            let tx: Option<String> = one.get(1);
+            let tx = tx.map(|t| t.parse::<u64>()).transpose().map_err(|_| {
+                Error::runtime(format!("run {run}: unreadable checkpoint transaction id"))
+            })?;
+            Ok(Cursor {
+                tx,
+                position: one.get(0),
+            })
+        }
+        [] => Ok(Cursor::default()),
+        _ => Err(Error::runtime(format!(
+            "run {run}: its projections' checkpoints disagree; the state schema was changed by hand"
+        ))),
+    }
+}
+
 /// Moves the checkpoint of every projection of the run from `old` to `new`, or fails if any of
 /// them is not at `old` any more (someone else moved it: never apply a batch twice).
 pub async fn advance_checkpoint(
@@ -374,18 +402,51 @@ pub async fn advance_checkpoint(
     new: i64,
     events: i64,
 ) -> Result<()> {
+    advance_cursor(
+        client,
+        run,
+        projections,
+        &Cursor::at(old),
+        &Cursor::at(Some(new)),
+        events,
+    )
+    .await
+}
+
+/// [`advance_checkpoint`] for a whole cursor: the compare-and-swap covers the transaction id
+/// too, so in `xid8` mode two runs can never both apply the events after the same pair.
+pub async fn advance_cursor(
+    client: &impl GenericClient,
+    run: i64,
+    projections: &[String],
+    old: &Cursor,
+    new: &Cursor,
+    events: i64,
+) -> Result<()> {
+    let old_tx = old.tx.map(|t| t.to_string());
+    let new_tx = new.tx.map(|t| t.to_string());
     let n = client
         .execute(
-            "UPDATE reproject.checkpoints SET position = $4, events = events + $5, updated_at = now() \
-             WHERE run_id = $1 AND projection = ANY ($2) AND position IS NOT DISTINCT FROM $3",
-            &[&run, &projections, &old, &new, &events],
+            "UPDATE reproject.checkpoints SET position = $4, transaction_id = $6::text::xid8, \
+                 events = events + $5, updated_at = now() \
+             WHERE run_id = $1 AND projection = ANY ($2) AND position IS NOT DISTINCT FROM $3 \
+               AND transaction_id IS NOT DISTINCT FROM $7::text::xid8",
+            &[
+                &run,
+                &projections,
+                &old.position,
+                &new.position,
+                &events,
+                &new_tx,
+                &old_tx,
+            ],
         )
         .await
         .context("cannot advance the checkpoint")?;
     if n as usize != projections.len() {
         return Err(Error::runtime(format!(
-            "run {run}: the checkpoint moved under us (expected position {}); another process is applying events to the same tables",
-            old.map_or("start".into(), |p| p.to_string())
+            "run {run}: the checkpoint moved under us (expected {}); another process is applying events to the same tables",
+            old.describe()
         )));
     }
     add_events(client, run, events).await

@@ -10,4 +10,5 @@ mod failures;
 mod fidelity;
 mod inspect;
 mod lifecycle;
+mod ordering;
 mod workloads;

@@ -1,0 +1,375 @@
+//! Ordering safety: events whose transactions commit after a later position was seen are never
+//! skipped, rolled-back positions do not stall a rebuild and are recorded, and the hand-over
+//! checkpoint of an external projector is set to the swap position.
+
+use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::tally;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The tally handler, slowed down a little per event so the rebuild overlaps the writers.
+const SLOW_HANDLERS: &str = "\
+-- on added
+INSERT INTO {{tally}} AS t (stream, n, total) VALUES (:stream, 1, (:data->>'amount')::bigint)
+ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;
+SELECT pg_sleep(0.002);
+";
+
+const HANDOVER_TABLE: &str =
+    "CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint, tx xid8);
+     INSERT INTO ext_checkpoints VALUES ('tally', 0, NULL);";
+
+/// The tally config with extra `[events]` lines and a hand-over line for the projection.
+fn config(events_extra: &str, handover: &str) -> String {
+    tally::CONFIG
+        .replace(
+            "filter = \"NOT bad\"\n",
+            &format!("filter = \"NOT bad\"\n{events_extra}"),
+        )
+        .replace(
+            "handlers = \"tally.sql\"\n",
+            &format!("handlers = \"tally.sql\"\n{handover}"),
+        )
+}
+
+/// What `tally` must hold for the committed events that `cut` (an SQL condition on `events`)
+/// selects: 0 when equal, row for row, both ways.
+async fn differences(db: &TestDb, cut: &str) -> i64 {
+    db.int(&format!(
+        "WITH want AS (SELECT stream, count(*)::int AS n, sum((data->>'amount')::bigint) AS total \
+                       FROM events WHERE NOT bad AND ({cut}) GROUP BY stream) \
+         SELECT (SELECT count(*) FROM (SELECT * FROM want EXCEPT SELECT stream, n, total FROM tally) a) \
+              + (SELECT count(*) FROM (SELECT stream, n, total FROM tally EXCEPT SELECT * FROM want) b)"
+    ))
+    .await
+}
+
+/// Concurrent appenders, each on its own connection, until `stop`: quick ones (autocommit),
+/// slow ones that hold their position for a while before committing, and ones that roll back.
+/// Every seventh event is `bad` (filtered out).
+fn writers(db: &TestDb, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<i64>> {
+    let counter = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    // (kind, how many tasks)
+    for (kind, n) in [("quick", 2), ("slow", 3), ("rollback", 1)] {
+        for w in 0..n {
+            let url = db.url.clone();
+            let stop = stop.clone();
+            let counter = counter.clone();
+            tasks.push(tokio::spawn(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("writer cannot connect");
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let mut written = 0i64;
+                while !stop.load(Ordering::SeqCst) {
+                    let i = counter.fetch_add(1, Ordering::SeqCst);
+                    let insert = format!(
+                        "INSERT INTO events (stream, type, data, bad) \
+                         VALUES ('s{}', 'added', jsonb_build_object('amount', {i}), {})",
+                        i % 10,
+                        i % 7 == 0
+                    );
+                    match kind {
+                        "quick" => {
+                            client.batch_execute(&insert).await.unwrap();
+                            tokio::time::sleep(Duration::from_millis(15)).await;
+                        }
+                        "slow" => {
+                            client
+                                .batch_execute(&format!("BEGIN; {insert}"))
+                                .await
+                                .unwrap();
+                            tokio::time::sleep(Duration::from_millis(150 + 100 * w)).await;
+                            client.batch_execute("COMMIT").await.unwrap();
+                        }
+                        _ => {
+                            client
+                                .batch_execute(&format!("BEGIN; {insert}"))
+                                .await
+                                .unwrap();
+                            tokio::time::sleep(Duration::from_millis(60)).await;
+                            client.batch_execute("ROLLBACK").await.unwrap();
+                        }
+                    }
+                    written += 1;
+                }
+                written
+            }));
+        }
+    }
+    tasks
+}
+
+/// Runs `rebuild` while the writers write, then stops them and waits until every one of their
+/// transactions has ended.
+async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Value {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(db, &stop);
+    // Let the writers open transactions before the rebuild starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = reproject(
+        db,
+        &project.config(),
+        &["rebuild", "--yes", "--batch-size", "7", "--json"],
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    out.ok();
+    assert!(written > 50, "the writers wrote only {written} events");
+    let history = reproject(db, &project.config(), &["history", "--json"]).await;
+    history.ok().json()[0].clone()
+}
+
+/// Gap-aware mode (the default) on a plain bigserial: the swapped table equals a from-scratch
+/// computation over every committed event up to the swap position, and every hole below it is
+/// recorded as a skipped gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    db.exec(HANDOVER_TABLE).await;
+    let project = Project::new(
+        &config(
+            "",
+            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\" }\n",
+        ),
+        &[("tally.sql", SLOW_HANDLERS)],
+    );
+    let run = rebuild_under_writers(&db, &project).await;
+    assert_eq!(run["status"], "swapped", "{run}");
+    let swap = run["swap_position"].as_i64().expect("a swap position");
+    assert!(
+        swap >= 300,
+        "the swap position {swap} is below the initial head"
+    );
+    assert_eq!(
+        differences(&db, &format!("id <= {swap}")).await,
+        0,
+        "the swapped tally differs from the committed events up to position {swap}"
+    );
+    // Every hole up to the swap position is a recorded gap, and no recorded gap holds an event.
+    let unrecorded = db
+        .int(&format!(
+            "SELECT count(*) FROM generate_series(1, {swap}) p \
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = p) \
+               AND NOT EXISTS (SELECT 1 FROM reproject.gaps g WHERE g.run_id = 1 AND p BETWEEN g.from_position AND g.to_position)"
+        ))
+        .await;
+    assert_eq!(
+        unrecorded, 0,
+        "holes below the swap position not in reproject.gaps"
+    );
+    let filled = db
+        .int("SELECT count(*) FROM reproject.gaps g JOIN events e ON e.id BETWEEN g.from_position AND g.to_position")
+        .await;
+    assert_eq!(filled, 0, "a recorded gap holds a committed event");
+    assert!(
+        db.int(&format!(
+            "SELECT count(*) FROM reproject.gaps WHERE to_position <= {swap}"
+        ))
+        .await
+            > 0,
+        "the rolled-back writer left holes below the swap position"
+    );
+    // The external projector continues exactly where the swapped table ends.
+    assert_eq!(
+        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
+            .await,
+        swap
+    );
+    db.drop().await;
+}
+
+/// xid8 mode: reading in (transaction id, position) order below the snapshot's xmin; the
+/// checkpoint is the pair, and the swapped table equals the committed events up to that pair.
+#[tokio::test(flavor = "multi_thread")]
+async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
+        .await;
+    db.exec(HANDOVER_TABLE).await;
+    let project = Project::new(
+        &config(
+            "ordering = \"xid8\"\ntransaction_id = \"tx\"\n",
+            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\", transaction_id_column = \"tx\" }\n",
+        ),
+        &[("tally.sql", SLOW_HANDLERS)],
+    );
+    let run = rebuild_under_writers(&db, &project).await;
+    assert_eq!(run["status"], "swapped", "{run}");
+    let position = db
+        .int("SELECT DISTINCT position FROM reproject.checkpoints WHERE run_id = 1")
+        .await;
+    let tx = db
+        .text("SELECT DISTINCT transaction_id::text FROM reproject.checkpoints WHERE run_id = 1")
+        .await
+        .expect("the checkpoint has a transaction id");
+    assert_eq!(run["swap_position"], position);
+    let cut = format!("(tx, id) <= ('{tx}'::xid8, {position})");
+    assert_eq!(
+        differences(&db, &cut).await,
+        0,
+        "the swapped tally differs from the committed events up to ({tx}, {position})"
+    );
+    assert!(
+        db.int(&format!("SELECT count(*) FROM events WHERE {cut}"))
+            .await
+            >= 300
+    );
+    assert_eq!(
+        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
+            .await,
+        position
+    );
+    assert_eq!(
+        db.text("SELECT tx::text FROM ext_checkpoints WHERE name = 'tally'")
+            .await
+            .as_deref(),
+        Some(tx.as_str())
+    );
+    db.drop().await;
+}
+
+async fn finish(child: tokio::process::Child) -> Out {
+    let out = child.wait_with_output().await.unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// Opens a transaction that takes the next position and keeps it open; returns the client
+/// (drop it only after ending the transaction) and its backend pid.
+async fn hold_a_position(db: &TestDb) -> (tokio_postgres::Client, i32) {
+    let holder = db.client().await;
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": 1000}')",
+        )
+        .await
+        .unwrap();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (holder, pid)
+}
+
+/// A position taken by a transaction that rolls back is a permanent hole: the rebuild holds at
+/// it while the transaction is open, passes it once the transaction has ended, and records it
+/// with the evidence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_back_position_is_passed_and_recorded() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let (holder, pid) = hold_a_position(&db).await; // takes position 101
+    tally::append(&db, 10).await; // 102..111, committed
+    let project = tally::project();
+    let mut rebuild = command(&db, &project.config(), &["rebuild", "--yes"])
+        .spawn()
+        .unwrap();
+    // The rebuild waits for the open transaction rather than passing position 101.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        rebuild.try_wait().unwrap().is_none(),
+        "the rebuild did not wait at the open gap"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    finish(rebuild).await.ok();
+    let run = reproject(&db, &project.config(), &["history", "--json"]).await;
+    let run = run.ok().json()[0].clone();
+    assert_eq!(run["swap_position"], 111);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101")
+            .await,
+        1
+    );
+    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 1);
+    let evidence = db
+        .text("SELECT evidence::text FROM reproject.gaps WHERE from_position = 101")
+        .await
+        .unwrap();
+    assert!(
+        evidence.contains(&format!("\"pid\": {pid}")),
+        "the evidence names the transaction that held the gap: {evidence}"
+    );
+    db.drop().await;
+}
+
+/// The counterpart: a position held open while later ones commit, then committed, is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_committed_late_is_not_skipped() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let (holder, _) = hold_a_position(&db).await;
+    tally::append(&db, 10).await;
+    let project = tally::project();
+    let rebuild = command(&db, &project.config(), &["rebuild", "--yes"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    finish(rebuild).await.ok();
+    // The late event (amount 1000 on s1) is in the swapped table: it equals all events.
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 0);
+    db.drop().await;
+}
+
+/// A hand-over naming a column that does not exist is a config error before anything is
+/// written; a missing checkpoint row fails the swap as a whole (the live table stays).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_handover_refuses_to_swap() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 50).await;
+    db.exec("CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint)")
+        .await;
+    let handover = |column: &str| {
+        format!("handover = {{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{column}\" }}\n")
+    };
+    let wrong = Project::new(
+        &config("", &handover("position")),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &wrong.config(), &["rebuild", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("reproject.toml:15: projection `tally`: the hand-over checkpoint in `ext_checkpoints` cannot be set");
+    assert!(!db.exists("reproject.runs").await, "nothing was written");
+
+    let missing_row = Project::new(
+        &config("", &handover("pos")),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    db.exec("UPDATE tally SET total = -1 WHERE stream = 's1'")
+        .await;
+    reproject(&db, &missing_row.config(), &["rebuild", "--yes"])
+        .await
+        .code(1)
+        .stderr_has("matched 0 rows, not 1; nothing was swapped");
+    assert_eq!(
+        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
+        -1,
+        "the live table was not swapped"
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("failed")
+    );
+    db.drop().await;
+}
