@@ -3,10 +3,14 @@
 //! the [`Reporter`]. Nothing here prints or exits.
 
 mod inspect;
+mod live;
 mod rebuild;
 mod restore;
 
-pub use inspect::{history, plan, status, PlanReport, ProjectionStatus, StatusReport};
+pub use inspect::{
+    history, plan, status, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
+};
+pub use live::{run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
 

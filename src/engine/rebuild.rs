@@ -507,6 +507,8 @@ async fn finish_run(
         };
         let position = runs::checkpoint(conn, run_id).await?;
         swap::rename_generation(conn, run_id, tables).await?;
+        // `reproject run` continues on the new tables from exactly here (engine/live.rs).
+        crate::state::live::hand_over(conn, run_id, names, position).await?;
         runs::set_swapped(
             conn,
             run_id,

@@ -104,6 +104,8 @@ pub async fn rollback(
     let held = Instant::now();
     let done = async {
         swap::rename_back(&conn, run.id, &tables).await?;
+        // `reproject run` re-applies what the restored tables missed (engine/live.rs).
+        crate::state::live::hand_back(&conn, run.id, &run.projections).await?;
         runs::set_rolled_back(&conn, run.id).await
     }
     .await;

@@ -4,7 +4,10 @@ use crate::error::{Context, Error, Result};
 use tokio_postgres::Client;
 
 /// (version, name, SQL). Append only: a released migration is never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../sql/001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../sql/001_init.sql")),
+    (3, "live", include_str!("../../sql/003_live.sql")),
+];
 
 /// Advisory lock key that serialises concurrent migrations.
 const MIGRATION_LOCK: (i32, i32) = (727_001, 1);

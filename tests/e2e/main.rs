@@ -9,4 +9,5 @@ mod dependencies;
 mod failures;
 mod inspect;
 mod lifecycle;
+mod live;
 mod workloads;
