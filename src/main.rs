@@ -152,6 +152,9 @@ async fn run(cli: Cli) -> Result<()> {
                 print::outcome(&outcome)
             }
         }
+        Command::Run(args) if args.print_notify_sql => {
+            print!("{}", engine::print_notify_sql(&engine).await?);
+        }
         Command::Run(args) => {
             let opts = RunOptions {
                 projections: args.projections,

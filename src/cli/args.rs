@@ -166,6 +166,10 @@ pub struct RunArgs {
     /// or the whole runner (`all`, exit 1).
     #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
     pub stop_on_error: String,
+    /// Print the SQL of a trigger that makes the event table notify runners of new events
+    /// (install it yourself; the runner then wakes at once instead of polling), and exit.
+    #[arg(long)]
+    pub print_notify_sql: bool,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,

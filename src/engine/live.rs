@@ -27,6 +27,7 @@
 use super::Engine;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
+use crate::ident::TableName;
 use crate::replay::{Projector, Target};
 use crate::source::{Event, EventSource};
 use crate::state::live::{self, LiveCheckpoint};
@@ -143,6 +144,55 @@ enum Step {
     Failed(String),
 }
 
+/// The channel the notify trigger signals and the runner listens on.
+pub const NOTIFY_CHANNEL: &str = "reproject_events";
+/// The trigger's name on the event table; the runner listens only if it exists.
+const NOTIFY_TRIGGER: &str = "reproject_notify";
+
+/// SQL that makes the event table notify runners of new events: one notification per
+/// inserting statement, delivered at commit. Printed by `run --print-notify-sql`, never run by
+/// reproject: adding a trigger to the application's event table is the owner's decision.
+pub fn notify_sql(table: &TableName) -> String {
+    let function = TableName::new(table.schema.clone(), "reproject_notify_events".to_string());
+    format!(
+        "-- Wakes `reproject run` as soon as events are committed to {table} (otherwise it polls).\n\
+         CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+         BEGIN\n    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);\n    RETURN NULL;\nEND $$;\n\
+         CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT ON {t}\n    FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n",
+        f = function.quoted(),
+        t = table.quoted(),
+    )
+}
+
+/// `reproject run --print-notify-sql`: the trigger SQL for the configured event table.
+pub async fn print_notify_sql(engine: &Engine<'_>) -> Result<String> {
+    let resolved = engine.validate().await?;
+    Ok(notify_sql(&resolved.events_table))
+}
+
+type Listener = Option<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)>;
+
+/// Listens on a connection of its own when the event table has the notify trigger.
+async fn listen(engine: &Engine<'_>, conn: &Client, source: &EventSource) -> Result<Listener> {
+    let has_trigger: bool = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND NOT tgisinternal)",
+            &[&source.table.quoted(), &NOTIFY_TRIGGER],
+        )
+        .await
+        .context("cannot read the event table's triggers")?
+        .get(0);
+    if !has_trigger {
+        return Ok(None);
+    }
+    let (client, rx) = engine.db.listener().await?;
+    client
+        .batch_execute(&format!("LISTEN {}", crate::ident::quote(NOTIFY_CHANNEL)))
+        .await
+        .context("cannot listen for new events")?;
+    Ok(Some((client, rx)))
+}
+
 /// `reproject run`.
 pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let config = engine.config;
@@ -182,6 +232,19 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             .join("; ")
     ));
 
+    let mut listener = listen(engine, &conn, &source).await?;
+    let notify = listener.is_some();
+    if notify {
+        engine.reporter.step(&format!(
+            "listening for new events on channel `{NOTIFY_CHANNEL}`, polling every {} at most",
+            humantime::format_duration(opts.max_poll_interval)
+        ));
+    } else {
+        engine.reporter.step(&format!(
+            "`{}` has no notify trigger: polling (see `reproject run --print-notify-sql`)",
+            source.table
+        ));
+    }
     let mut outcome = RunOutcome {
         events_applied: 0,
         batches: 0,
@@ -267,7 +330,10 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     // A transaction may be left open by the failed statement.
                     let _ = conn.batch_execute("ROLLBACK").await;
                 }
-                sleep(engine, pause).await;
+                if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                    listener = listen(engine, &conn, &source).await.unwrap_or(None);
+                }
+                sleep(engine, pause, &mut None).await;
                 pause = (pause * 2).min(opts.max_poll_interval);
                 continue;
             }
@@ -295,8 +361,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         if busy {
             pause = opts.poll_interval;
         } else {
-            sleep(engine, pause).await;
-            pause = (pause * 2).min(opts.max_poll_interval);
+            if sleep(engine, pause, &mut listener).await {
+                pause = opts.poll_interval;
+            } else {
+                pause = (pause * 2).min(opts.max_poll_interval);
+            }
         }
     }
     outcome.groups = groups
@@ -329,12 +398,29 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     Ok(outcome)
 }
 
-/// Sleeps `pause`, waking early on a stop request.
-async fn sleep(engine: &Engine<'_>, pause: Duration) {
+/// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
+async fn sleep(engine: &Engine<'_>, pause: Duration, listener: &mut Listener) -> bool {
     let until = Instant::now() + pause;
     while Instant::now() < until && !engine.cancel.is_cancelled() {
-        tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50))).await;
+        let slice = tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        match listener {
+            Some((_, rx)) => tokio::select! {
+                _ = slice => {}
+                got = rx.recv() => match got {
+                    Some(_) => {
+                        while rx.try_recv().is_ok() {}
+                        return true;
+                    }
+                    None => {
+                        // The listening connection is gone; poll until it is back.
+                        *listener = None;
+                    }
+                },
+            },
+            None => slice.await,
+        }
     }
+    false
 }
 
 /// Errors worth retrying: the connection is gone, or the server asked us to try again.
@@ -385,7 +471,7 @@ async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Clie
                     pause.as_millis(),
                     e.message
                 ));
-                sleep(engine, pause).await;
+                sleep(engine, pause, &mut None).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }

@@ -10,7 +10,10 @@ mod restore;
 pub use inspect::{
     history, plan, status, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
 };
-pub use live::{run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError};
+pub use live::{
+    notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
+    NOTIFY_CHANNEL,
+};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
 

@@ -571,3 +571,60 @@ async fn runner_survives_lost_connections() {
     assert!(o["reconnects"].as_i64().unwrap() >= 1, "{o}");
     db.drop().await;
 }
+
+/// `--print-notify-sql` prints the trigger (and installs nothing); once it is installed, a
+/// runner that would otherwise sleep 20 s between looks wakes as soon as events commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_wake_the_runner() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let out = reproject(&db, &p.config(), &["run", "--print-notify-sql"]).await;
+    let sql = out.ok().stdout.clone();
+    assert!(
+        sql.contains("CREATE TRIGGER reproject_notify AFTER INSERT ON \"public\".\"events\""),
+        "{sql}"
+    );
+    assert!(
+        !db.exists("reproject.live_checkpoints").await,
+        "printing writes nothing"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'")
+            .await,
+        0
+    );
+    db.exec(&sql).await;
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--poll-interval",
+            "20s",
+            "--max-poll-interval",
+            "20s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    // Now asleep for 20 s unless woken.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    tally::append(&db, 10).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}: not woken by the notification"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    signal(&runner, "TERM");
+    let out = finish(runner).await;
+    out.ok()
+        .stderr_has("listening for new events on channel `reproject_events`");
+    db.drop().await;
+}
