@@ -92,6 +92,31 @@ impl Db {
         });
         Ok(client)
     }
+
+    /// A connection of its own whose notifications (LISTEN) arrive on the returned channel;
+    /// the channel closes when the connection does.
+    pub async fn listener(&self) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+        use futures_util::StreamExt;
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(|e| {
+            Error::runtime(format!(
+                "cannot connect to PostgreSQL at {}",
+                self.describe()
+            ))
+            .caused_by(crate::error::describe_pg(&e))
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    if tx.send(n.channel().to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
+    }
 }
 
 fn describe(config: &Config) -> String {

@@ -8,7 +8,9 @@ use cli::args::{Cli, Command};
 use cli::{confirm, print};
 use reproject::config::Config;
 use reproject::db::Db;
-use reproject::engine::{self, CleanupOptions, Engine, RebuildOptions, SwapOptions};
+use reproject::engine::{
+    self, CleanupOptions, Engine, RebuildOptions, RunOptions, StopOnError, SwapOptions,
+};
 use reproject::error::{Error, Result};
 use reproject::progress::Cancel;
 
@@ -148,6 +150,30 @@ async fn run(cli: Cli) -> Result<()> {
                 print::json(&outcome)
             } else {
                 print::outcome(&outcome)
+            }
+        }
+        Command::Run(args) if args.print_notify_sql => {
+            print!("{}", engine::print_notify_sql(&engine).await?);
+        }
+        Command::Run(args) => {
+            let opts = RunOptions {
+                projections: args.projections,
+                once: args.once,
+                batch_size: args.batch_size,
+                poll_interval: args.poll_interval,
+                max_poll_interval: args.max_poll_interval.max(args.poll_interval),
+                from: args.from_position,
+                stop_on_error: if args.stop_on_error == "all" {
+                    StopOnError::All
+                } else {
+                    StopOnError::Projection
+                },
+            };
+            let outcome = engine::run(&engine, &opts).await?;
+            if args.json {
+                print::json(&outcome)
+            } else {
+                print::run(&outcome)
             }
         }
         Command::Rollback {

@@ -48,6 +48,9 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// Swap in a rebuild that was left waiting (after --no-swap, --max-events or failed checks).
     Swap(SwapArgs),
+    /// Keep projections' live tables current: apply new events as they arrive, with the same
+    /// handlers and order as a rebuild. Stops on SIGINT/SIGTERM after the current batch (exit 0).
+    Run(RunArgs),
     /// Put back the tables the newest swap replaced (they were kept as `x_old`).
     Rollback {
         /// Projections whose newest swap to undo (default: the newest swap of any).
@@ -137,6 +140,40 @@ pub struct SwapArgs {
     pub json: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Projections to keep live (default: all). Projections connected by dependencies must be
+    /// named together.
+    pub projections: Vec<String>,
+    /// Catch up to the newest event as of the start, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: i64,
+    /// First pause when idle; it doubles while idle, up to --max-poll-interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+    pub poll_interval: std::time::Duration,
+    /// Longest pause between two looks at the event table.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub max_poll_interval: std::time::Duration,
+    /// Where projections without a live checkpoint (never run, never rebuilt) start: `start`
+    /// (the live tables are empty), `head` (they are current now) or an event position.
+    #[arg(long, value_name = "start|head|N")]
+    pub from_position: Option<reproject::engine::StartAt>,
+    /// On a handler error stop only the projection and those connected to it (`projection`),
+    /// or the whole runner (`all`, exit 1).
+    #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
+    pub stop_on_error: String,
+    /// Print the SQL of a trigger that makes the event table notify runners of new events
+    /// (install it yourself; the runner then wakes at once instead of polling), and exit.
+    #[arg(long)]
+    pub print_notify_sql: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone, Copy)]

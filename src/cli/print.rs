@@ -1,7 +1,9 @@
 //! Human-readable output of data (plan, outcomes, status, history) on stdout. `--json`
 //! prints the same structures as JSON instead.
 
-use reproject::engine::{CleanupReport, PlanReport, RebuildOutcome, RollbackReport, StatusReport};
+use reproject::engine::{
+    CleanupReport, PlanReport, RebuildOutcome, RollbackReport, RunOutcome, StatusReport,
+};
 use reproject::state::runs::Run;
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -185,6 +187,53 @@ pub fn status(s: &StatusReport) {
         }
         if let Some(e) = &p.error {
             println!("{:<24} last error: {}", "", e.lines().next().unwrap_or(""));
+        }
+        if let Some(r) = &p.runner {
+            let lag = match (r.lag_events, r.lag_seconds) {
+                (Some(n), Some(s)) => format!("lag {n} event(s), {s:.1}s"),
+                (Some(n), None) => format!("lag {n} event(s)"),
+                _ => "lag -".to_string(),
+            };
+            println!(
+                "{:<24} runner: {}, live checkpoint {}, {lag}{}",
+                "",
+                if r.up { "up" } else { "not running" },
+                opt(&r.checkpoint),
+                if r.stopped { ", STOPPED" } else { "" }
+            );
+            if let Some(e) = &r.last_error {
+                println!(
+                    "{:<24} runner error at position {}: {}",
+                    "",
+                    opt(&r.last_error_position),
+                    e.lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
+}
+
+pub fn run(o: &RunOutcome) {
+    println!(
+        "{}: {} events applied in {} batches ({} hand-over(s), {} reconnect(s))",
+        if o.interrupted {
+            "stopped"
+        } else {
+            "caught up"
+        },
+        o.events_applied,
+        o.batches,
+        o.handovers,
+        o.reconnects
+    );
+    for g in &o.groups {
+        match &g.error {
+            None => println!(
+                "  {}: at position {}",
+                g.projections.join(", "),
+                opt(&g.position)
+            ),
+            Some(e) => println!("  {}: stopped: {e}", g.projections.join(", ")),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Context, Result};
 use crate::plan::Plan;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Run};
-use crate::state::{helpers, locks};
+use crate::state::{helpers, live, locks};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -238,6 +238,31 @@ pub struct ProjectionStatus {
     /// reproject's helper tables of this projection that exist now.
     pub helper_tables: Vec<String>,
     pub error: Option<String>,
+    /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
+    /// handed it a live checkpoint.
+    pub runner: Option<RunnerStatus>,
+}
+
+/// A projection's live runner, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunnerStatus {
+    /// A runner holds the projection's runner lock now.
+    pub up: bool,
+    /// Last event applied to the live tables (None: none yet).
+    pub checkpoint: Option<i64>,
+    /// Events after the checkpoint, up to the head (those the filter lets through).
+    pub lag_events: Option<i64>,
+    /// Age of the oldest event not applied yet (0 when caught up; None without a timestamp).
+    pub lag_seconds: Option<f64>,
+    /// A handler error stopped it.
+    pub stopped: bool,
+    pub last_error: Option<String>,
+    pub last_error_position: Option<i64>,
+    /// How the checkpoint was set last: `run`, `swap`, `rollback`, `start`.
+    pub set_by: Option<String>,
+    pub host: Option<String>,
+    pub pid: Option<i32>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,8 +286,16 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
     } else {
         Vec::new()
     };
+    let names: Vec<String> = config.projections.iter().map(|p| p.name.clone()).collect();
+    let live_checkpoints = if has_state && live::exists(&client).await? {
+        live::read(&client, &names).await?
+    } else {
+        Vec::new()
+    };
     let mut projections = Vec::new();
     for (i, p) in config.projections.iter().enumerate() {
+        let cp = live_checkpoints.iter().find(|c| c.projection == p.name);
+        let runner = runner_status(&client, &source, head, &p.name, cp, has_state).await?;
         let run = if has_state {
             runs::latest_for(&client, &p.name).await?
         } else {
@@ -308,6 +341,7 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
                 .as_ref()
                 .filter(|_| unfinished)
                 .and_then(|r| r.error.clone()),
+            runner,
         });
     }
     Ok(StatusReport {
@@ -315,6 +349,65 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
         head,
         projections,
     })
+}
+
+async fn runner_status(
+    client: &Client,
+    source: &EventSource,
+    head: Option<i64>,
+    name: &str,
+    cp: Option<&live::LiveCheckpoint>,
+    has_state: bool,
+) -> Result<Option<RunnerStatus>> {
+    let up = has_state && live::runner_up(client, name).await?;
+    let Some(cp) = cp else {
+        return Ok(up.then_some(RunnerStatus {
+            up,
+            checkpoint: None,
+            lag_events: None,
+            lag_seconds: None,
+            stopped: false,
+            last_error: None,
+            last_error_position: None,
+            set_by: None,
+            host: None,
+            pid: None,
+            started_at: None,
+        }));
+    };
+    let (mut lag_events, mut lag_seconds) = (Some(0), Some(0.0));
+    if let Some(head) = head.filter(|&h| cp.position.is_none_or(|p| p < h)) {
+        let (from, upto) = (Cursor::at(cp.position), Bound::UpTo(head));
+        lag_events = Some(source.count(client, &from, &upto).await?.events);
+        let oldest = source.read_batch(client, &from, &upto, 1).await?;
+        lag_seconds = match oldest.first() {
+            Some(ev) => match ev.timestamp {
+                Some(ts) => {
+                    let now: chrono::DateTime<chrono::Utc> = client
+                        .query_one("SELECT now()", &[])
+                        .await
+                        .context("cannot read the server's clock")?
+                        .get(0);
+                    Some(((now - ts).num_milliseconds() as f64 / 1000.0).max(0.0))
+                }
+                None => None,
+            },
+            None => Some(0.0),
+        };
+    }
+    Ok(Some(RunnerStatus {
+        up,
+        checkpoint: cp.position,
+        lag_events,
+        lag_seconds,
+        stopped: cp.stopped,
+        last_error: cp.last_error.clone(),
+        last_error_position: cp.last_error_position,
+        set_by: Some(cp.set_by.clone()),
+        host: cp.runner_host.clone(),
+        pid: cp.runner_pid,
+        started_at: cp.runner_started_at,
+    }))
 }
 
 async fn helpers_read_only(client: &Client) -> Result<Vec<helpers::HelperTable>> {

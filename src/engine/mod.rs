@@ -3,10 +3,17 @@
 //! the [`Reporter`]. Nothing here prints or exits.
 
 mod inspect;
+mod live;
 mod rebuild;
 mod restore;
 
-pub use inspect::{history, plan, status, PlanReport, ProjectionStatus, StatusReport};
+pub use inspect::{
+    history, plan, status, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
+};
+pub use live::{
+    notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
+    NOTIFY_CHANNEL,
+};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
 

@@ -559,6 +559,8 @@ async fn finish_run(
         swap::retire_old_tables(conn, &retire).await?;
         let validations = swap::swap_generation(conn, run_id, tables).await?;
         crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
+        // `reproject run` continues on the new tables from exactly here (engine/live.rs).
+        crate::state::live::hand_over(conn, run_id, names, position).await?;
         runs::set_swapped(
             conn,
             run_id,

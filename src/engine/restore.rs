@@ -112,6 +112,8 @@ pub async fn rollback(
     let held = Instant::now();
     let done = async {
         let validations = swap::swap_back(&conn, run.id, &tables).await?;
+        // `reproject run` re-applies what the restored tables missed (engine/live.rs).
+        crate::state::live::hand_back(&conn, run.id, &run.projections).await?;
         runs::set_rolled_back(&conn, run.id).await?;
         Ok(validations)
     }

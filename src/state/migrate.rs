@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../sql/001_init.sql")),
     (2, "ordering", include_str!("../../sql/002_ordering.sql")),
+    (3, "live", include_str!("../../sql/003_live.sql")),
     (
         4,
         "fingerprints",

@@ -111,7 +111,7 @@ pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64
     Ok(row.get(0))
 }
 
-fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -10,5 +10,6 @@ mod failures;
 mod fidelity;
 mod inspect;
 mod lifecycle;
+mod live;
 mod ordering;
 mod workloads;

@@ -1,0 +1,965 @@
+//! `reproject run`: the same projections, kept live. New events are applied to the live tables
+//! with the handlers and the per-event topological order of a rebuild ([`Projector`]), in
+//! batches that commit together with the live checkpoint (compare-and-swap), so a crash at any
+//! point loses nothing and applies nothing twice.
+//!
+//! Design (see also sql/003_live.sql and src/state/live.rs):
+//! - Groups. The selected projections are split into groups connected by dependencies (in
+//!   either direction). A group is applied together, in one transaction per batch, and stops
+//!   together on a handler error: a reader must never get ahead of, or fall behind, what it
+//!   reads. Independent groups run on, each with its own batches. A selection must hold whole
+//!   groups (else exit 2).
+//! - Positions. Each projection has its own checkpoint row. Inside a group they normally agree;
+//!   if they do not (a swap of only some of them handed over a new position), the projections
+//!   that are behind are brought up to the next one first, alone, so every projection applies
+//!   each event exactly once.
+//! - Ordering. A batch reads only up to a safe bound: the highest position seen, once every
+//!   transaction that was writing to the event table when it was seen has ended (see
+//!   [`SafeHead`]). Events committed late under a lower position are not skipped.
+//! - Hand-over. A rebuild's swap sets the checkpoint to the swap position in the swap
+//!   transaction. A batch of the runner that overlaps waits for the swap's table locks, then
+//!   its compare-and-swap fails: it rolls back, re-reads the checkpoint and continues on the new
+//!   tables (cached plans of its prepared statements are re-planned by PostgreSQL after the
+//!   rename, so they name the new tables).
+//! - Stop. SIGINT/SIGTERM is checked between batches; the current batch is committed or rolled
+//!   back whole, and `run` returns normally (exit 0): stopping a service on request is success.
+
+use super::Engine;
+use crate::config::Config;
+use crate::error::{Context, Error, Result};
+use crate::ident::TableName;
+use crate::replay::{Projector, Target};
+use crate::source::{Bound, Cursor, Event, EventSource};
+use crate::state::live::{self, LiveCheckpoint};
+use crate::state::migrate::migrate;
+use crate::state::runs;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// Where a projection without a live checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Before the first event: the live tables are empty.
+    Start,
+    /// After the newest event: the live tables are current now.
+    Head,
+    /// After the event at this position.
+    Position(i64),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "start" => Ok(StartAt::Start),
+            "head" => Ok(StartAt::Head),
+            n => n
+                .parse::<i64>()
+                .map(StartAt::Position)
+                .map_err(|_| format!("expected `start`, `head` or an event position, not `{n}`")),
+        }
+    }
+}
+
+/// What a handler error stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopOnError {
+    /// Only the group of the failing projection; the others keep running.
+    #[default]
+    Projection,
+    /// The whole runner (exit 1).
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Projections to keep live; empty means all.
+    pub projections: Vec<String>,
+    /// Catch up to the head as it is when the runner starts, then return.
+    pub once: bool,
+    pub batch_size: i64,
+    /// First pause when there is nothing to do; it doubles up to `max_poll_interval`.
+    pub poll_interval: Duration,
+    pub max_poll_interval: Duration,
+    pub from: Option<StartAt>,
+    pub stop_on_error: StopOnError,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            projections: Vec::new(),
+            once: false,
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(50),
+            max_poll_interval: Duration::from_secs(2),
+            from: None,
+            stop_on_error: StopOnError::Projection,
+        }
+    }
+}
+
+/// One group of projections, as the runner left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOutcome {
+    pub projections: Vec<String>,
+    pub position: Option<i64>,
+    /// Set when a handler error stopped the group.
+    pub error: Option<String>,
+}
+
+/// What a runner did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub events_applied: i64,
+    pub batches: i64,
+    /// Batches rolled back because a swap (or another process) moved the checkpoint.
+    pub handovers: i64,
+    pub reconnects: i64,
+    /// True when SIGINT/SIGTERM stopped it.
+    pub interrupted: bool,
+    pub groups: Vec<GroupOutcome>,
+}
+
+struct Group {
+    /// Projection indexes in topological order.
+    order: Vec<usize>,
+    names: Vec<String>,
+    /// Prepared on the current connection; None after a reconnect.
+    projector: Option<Projector>,
+    error: Option<String>,
+    position: Option<i64>,
+}
+
+enum Step {
+    /// The group is at the bound.
+    Idle,
+    Applied(i64),
+    /// The checkpoint moved under the batch (a swap handed over): rolled back, try again.
+    Moved,
+    /// A handler failed: the events before the failing one were committed, the group stopped.
+    Failed(String),
+}
+
+/// The channel the notify trigger signals and the runner listens on.
+pub const NOTIFY_CHANNEL: &str = "reproject_events";
+/// The trigger's name on the event table; the runner listens only if it exists.
+const NOTIFY_TRIGGER: &str = "reproject_notify";
+
+/// SQL that makes the event table notify runners of new events: one notification per
+/// inserting statement, delivered at commit. Printed by `run --print-notify-sql`, never run by
+/// reproject: adding a trigger to the application's event table is the owner's decision.
+pub fn notify_sql(table: &TableName) -> String {
+    let function = TableName::new(table.schema.clone(), "reproject_notify_events".to_string());
+    format!(
+        "-- Wakes `reproject run` as soon as events are committed to {table} (otherwise it polls).\n\
+         CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+         BEGIN\n    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);\n    RETURN NULL;\nEND $$;\n\
+         CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT ON {t}\n    FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n",
+        f = function.quoted(),
+        t = table.quoted(),
+    )
+}
+
+/// `reproject run --print-notify-sql`: the trigger SQL for the configured event table.
+pub async fn print_notify_sql(engine: &Engine<'_>) -> Result<String> {
+    let resolved = engine.validate().await?;
+    Ok(notify_sql(&resolved.events_table))
+}
+
+type Listener = Option<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)>;
+
+/// Listens on a connection of its own when the event table has the notify trigger.
+async fn listen(engine: &Engine<'_>, conn: &Client, source: &EventSource) -> Result<Listener> {
+    let has_trigger: bool = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND NOT tgisinternal)",
+            &[&source.table.quoted(), &NOTIFY_TRIGGER],
+        )
+        .await
+        .context("cannot read the event table's triggers")?
+        .get(0);
+    if !has_trigger {
+        return Ok(None);
+    }
+    let (client, rx) = engine.db.listener().await?;
+    client
+        .batch_execute(&format!("LISTEN {}", crate::ident::quote(NOTIFY_CHANNEL)))
+        .await
+        .context("cannot listen for new events")?;
+    Ok(Some((client, rx)))
+}
+
+/// `reproject run`.
+pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
+    let config = engine.config;
+    if opts.batch_size < 1 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    let plan = crate::plan::plan(config, &opts.projections)?;
+    let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
+    let mut groups = groups(config, &plan.order, &selected)?;
+    let resolved = engine.validate().await?;
+    let names: Vec<String> = plan
+        .order
+        .iter()
+        .map(|&i| config.projections[i].name.clone())
+        .collect();
+    let mut locks = live::lock_runners(&engine.db, &names).await?;
+    let mut conn = engine.db.dedicated().await?;
+    migrate(&mut conn).await?;
+    let source = EventSource::new(&config.events, &resolved.events_table);
+    start_positions(engine, &conn, &source, &names, opts.from).await?;
+    let started = live::claim(&conn, &names).await?;
+
+    let no_rebuild = BTreeSet::new();
+    let target = Target {
+        config,
+        resolved: &resolved,
+        rebuilding: &no_rebuild,
+    };
+    engine.reporter.step(&format!(
+        "keeping {} live ({} group(s) applied independently: {})",
+        names.join(", "),
+        groups.len(),
+        groups
+            .iter()
+            .map(|g| g.names.join(" → "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+
+    let mut listener = listen(engine, &conn, &source).await?;
+    let notify = listener.is_some();
+    if notify {
+        engine.reporter.step(&format!(
+            "listening for new events on channel `{NOTIFY_CHANNEL}`, polling every {} at most",
+            humantime::format_duration(opts.max_poll_interval)
+        ));
+    } else {
+        engine.reporter.step(&format!(
+            "`{}` has no notify trigger: polling (see `reproject run --print-notify-sql`)",
+            source.table
+        ));
+    }
+    let mut outcome = RunOutcome {
+        events_applied: 0,
+        batches: 0,
+        handovers: 0,
+        reconnects: 0,
+        interrupted: false,
+        groups: Vec::new(),
+    };
+    // With --once: the head when the runner started is where it may stop.
+    let once_target = if opts.once {
+        Some(source.head(&conn).await?)
+    } else {
+        None
+    };
+    let mut safe = SafeHead::default();
+    let mut pause = opts.poll_interval;
+    loop {
+        if engine.cancel.is_cancelled() {
+            outcome.interrupted = true;
+            break;
+        }
+        let round = async {
+            if !locks.is_held() {
+                // The session that held the runner locks is gone (server restart, terminated
+                // backend): take them again, or give way to the runner that has them now.
+                locks = live::lock_runners(&engine.db, &names).await?;
+            }
+            let bound = safe.advance(&conn, &source).await?;
+            let mut busy = false;
+            for g in groups.iter_mut().filter(|g| g.error.is_none()) {
+                if engine.cancel.is_cancelled() {
+                    break;
+                }
+                let Some(bound) = bound else { continue };
+                let at = Batch {
+                    source: &source,
+                    target: &target,
+                    bound,
+                    batch_size: opts.batch_size,
+                    started,
+                };
+                match step(engine, &conn, &at, g).await? {
+                    Step::Idle => {}
+                    Step::Applied(n) => {
+                        outcome.batches += 1;
+                        outcome.events_applied += n;
+                        busy = true;
+                    }
+                    Step::Moved => {
+                        outcome.handovers += 1;
+                        busy = true;
+                    }
+                    Step::Failed(message) => {
+                        engine
+                            .reporter
+                            .warn(&format!("stopped {}: {message}", g.names.join(", ")));
+                        g.error = Some(message);
+                        if opts.stop_on_error == StopOnError::All {
+                            return Err(Error::runtime(format!(
+                                "stopped the runner on a handler error (--stop-on-error all): {}",
+                                g.error.as_deref().unwrap_or_default()
+                            )));
+                        }
+                    }
+                }
+            }
+            Ok((busy, bound))
+        }
+        .await;
+        let (busy, bound) = match round {
+            Ok(r) => r,
+            Err(err) if is_transient(&err, &conn) => {
+                engine.reporter.warn(&format!(
+                    "database error, retrying: {}",
+                    err.to_string().lines().collect::<Vec<_>>().join(" / ")
+                ));
+                if conn.is_closed() {
+                    conn = reconnect(engine, &mut outcome).await?;
+                    for g in groups.iter_mut() {
+                        g.projector = None;
+                    }
+                } else {
+                    // A transaction may be left open by the failed statement.
+                    let _ = conn.batch_execute("ROLLBACK").await;
+                }
+                if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                    listener = listen(engine, &conn, &source).await.unwrap_or(None);
+                }
+                sleep(engine, pause, &mut None).await;
+                pause = (pause * 2).min(opts.max_poll_interval);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        if groups.iter().all(|g| g.error.is_some()) {
+            let mut err = Error::runtime("every projection of this runner stopped on an error");
+            for g in &groups {
+                err = err.caused_by(g.error.as_deref().unwrap_or_default());
+            }
+            return Err(err.with_hint(
+                "fix the handler or the event, then start `reproject run` again: it retries from the failing event",
+            ));
+        }
+        if let Some(target) = once_target {
+            let caught_up = match (target, bound) {
+                (None, _) => true,
+                (Some(t), Some(b)) => !busy && b >= t,
+                (Some(_), None) => false,
+            };
+            if caught_up {
+                break;
+            }
+        }
+        if busy {
+            pause = opts.poll_interval;
+        } else {
+            if sleep(engine, pause, &mut listener).await {
+                pause = opts.poll_interval;
+            } else {
+                pause = (pause * 2).min(opts.max_poll_interval);
+            }
+        }
+    }
+    outcome.groups = groups
+        .iter()
+        .map(|g| GroupOutcome {
+            projections: g.names.clone(),
+            position: g.position,
+            error: g.error.clone(),
+        })
+        .collect();
+    let failed: Vec<&GroupOutcome> = outcome
+        .groups
+        .iter()
+        .filter(|g| g.error.is_some())
+        .collect();
+    if opts.once && !failed.is_empty() {
+        let mut err = Error::runtime(format!(
+            "caught up, but {} stopped on an error",
+            failed
+                .iter()
+                .map(|g| g.projections.join(", "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        for g in failed {
+            err = err.caused_by(g.error.as_deref().unwrap_or_default());
+        }
+        return Err(err);
+    }
+    Ok(outcome)
+}
+
+/// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
+async fn sleep(engine: &Engine<'_>, pause: Duration, listener: &mut Listener) -> bool {
+    let until = Instant::now() + pause;
+    while Instant::now() < until && !engine.cancel.is_cancelled() {
+        let slice = tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        match listener {
+            Some((_, rx)) => tokio::select! {
+                _ = slice => {}
+                got = rx.recv() => match got {
+                    Some(_) => {
+                        while rx.try_recv().is_ok() {}
+                        return true;
+                    }
+                    None => {
+                        // The listening connection is gone; poll until it is back.
+                        *listener = None;
+                    }
+                },
+            },
+            None => slice.await,
+        }
+    }
+    false
+}
+
+/// Errors worth retrying: the connection is gone, or the server asked us to try again.
+fn is_transient(err: &Error, conn: &Client) -> bool {
+    err.kind != crate::error::ErrorKind::Busy && (conn.is_closed() || retryable(err))
+}
+
+/// Whether an error's text says it is worth retrying (SQLSTATE, or a failed connect).
+fn retryable(err: &Error) -> bool {
+    if err.kind == crate::error::ErrorKind::Busy {
+        return false;
+    }
+    if err.message.starts_with("cannot connect to PostgreSQL") {
+        return true;
+    }
+    const RETRY: &[&str] = &[
+        "[SQLSTATE 40001]", // serialization_failure
+        "[SQLSTATE 40P01]", // deadlock_detected
+        "[SQLSTATE 57P01]", // admin_shutdown
+        "[SQLSTATE 57P02]", // crash_shutdown
+        "[SQLSTATE 57P03]", // cannot_connect_now
+        "[SQLSTATE 08",     // connection exceptions
+    ];
+    std::iter::once(&err.message)
+        .chain(err.causes.iter())
+        .any(|t| RETRY.iter().any(|code| t.contains(code)))
+}
+
+/// Connects again after losing the connection, with backoff, until it works or a stop is
+/// requested (the server may be restarting).
+async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Client> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if engine.cancel.is_cancelled() {
+            return Err(Error::interrupted(
+                "stopped while reconnecting to the database",
+            ));
+        }
+        match engine.db.dedicated().await {
+            Ok(c) => {
+                outcome.reconnects += 1;
+                engine.reporter.step("reconnected to the database");
+                return Ok(c);
+            }
+            Err(e) => {
+                engine.reporter.warn(&format!(
+                    "cannot reconnect yet (retrying in {} ms): {}",
+                    pause.as_millis(),
+                    e.message
+                ));
+                sleep(engine, pause, &mut None).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Splits the selection into groups connected by dependencies; refuses a selection that cuts a
+/// group (a runner for a reader without what it reads, or the reverse, lets one get ahead).
+fn groups(config: &Config, order: &[usize], selected: &BTreeSet<usize>) -> Result<Vec<Group>> {
+    let n = config.projections.len();
+    let mut component: Vec<usize> = (0..n).collect();
+    fn root(c: &mut [usize], mut i: usize) -> usize {
+        while c[i] != i {
+            c[i] = c[c[i]];
+            i = c[i];
+        }
+        i
+    }
+    for (i, p) in config.projections.iter().enumerate() {
+        for dep in &p.depends_on {
+            if let Some(d) = config.projection_index(dep) {
+                let (a, b) = (root(&mut component, i), root(&mut component, d));
+                component[a] = b;
+            }
+        }
+    }
+    let mut groups: Vec<(usize, Group)> = Vec::new();
+    for &i in order {
+        let r = root(&mut component, i);
+        let missing: Vec<&str> = (0..n)
+            .filter(|&j| !selected.contains(&j) && root(&mut component, j) == r)
+            .map(|j| config.projections[j].name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::config(format!(
+                "projection `{}` is connected by dependencies to {}, which must be kept live by the same runner",
+                config.projections[i].name,
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("name them too (or run all projections): a reader must not get ahead of, or fall behind, what it reads"));
+        }
+        let name = config.projections[i].name.clone();
+        match groups.iter_mut().find(|(root, _)| *root == r) {
+            Some((_, g)) => {
+                g.order.push(i);
+                g.names.push(name);
+            }
+            None => groups.push((
+                r,
+                Group {
+                    order: vec![i],
+                    names: vec![name],
+                    projector: None,
+                    error: None,
+                    position: None,
+                },
+            )),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Makes sure every projection has a live checkpoint: kept from an earlier runner or a swap,
+/// else from `--from-position`, else the position of its newest swap; refuses otherwise.
+async fn start_positions(
+    engine: &Engine<'_>,
+    conn: &Client,
+    source: &EventSource,
+    names: &[String],
+    from: Option<StartAt>,
+) -> Result<()> {
+    let existing = live::read(conn, names).await?;
+    let mut unknown = Vec::new();
+    for name in names {
+        if let Some(cp) = existing.iter().find(|c| &c.projection == name) {
+            if from.is_some() {
+                engine.reporter.warn(&format!(
+                    "`{name}` continues from its live checkpoint at {} (--from-position only sets where projections without one start)",
+                    show(cp.position)
+                ));
+            }
+            continue;
+        }
+        let swapped = runs::latest_swapped_for(conn, name)
+            .await?
+            .filter(|r| r.status == "swapped");
+        match (from, swapped) {
+            (Some(at), _) => {
+                let position = match at {
+                    StartAt::Start => None,
+                    StartAt::Position(p) => Some(p),
+                    StartAt::Head => SafeHead::settled(conn, source).await?,
+                };
+                live::init(conn, name, position, "start", None).await?;
+                engine.reporter.step(&format!(
+                    "`{name}` starts after position {} (--from-position)",
+                    show(position)
+                ));
+            }
+            (None, Some(run)) => {
+                live::init(conn, name, run.swap_position, "swap", Some(run.id)).await?;
+                engine.reporter.step(&format!(
+                    "`{name}` starts after position {}, where run {} swapped its tables in",
+                    show(run.swap_position),
+                    run.id
+                ));
+            }
+            (None, None) => unknown.push(name.as_str()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Error::config(format!(
+            "cannot tell which events the live tables of {} already hold: no live checkpoint, and never rebuilt by reproject",
+            unknown.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ))
+        .with_hint("rebuild them once (`reproject rebuild`; the swap hands over to `run`), or say where they stand: `--from-position head` (current now), `--from-position start` (empty) or `--from-position N`"));
+    }
+    Ok(())
+}
+
+fn show(p: Option<i64>) -> String {
+    p.map_or("start".into(), |p| p.to_string())
+}
+
+/// What every batch of a round shares.
+struct Batch<'a> {
+    source: &'a EventSource,
+    target: &'a Target<'a>,
+    /// Read up to here (a safe bound, see [`SafeHead`]).
+    bound: i64,
+    batch_size: i64,
+    /// When this runner started (server clock).
+    started: DateTime<Utc>,
+}
+
+/// One batch of one group, in one transaction with its checkpoint.
+async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
+    conn.batch_execute("BEGIN")
+        .await
+        .context("cannot begin a batch")?;
+    let attempt = batch(engine, conn, at, g).await;
+    match attempt {
+        Ok(Attempt::Done(step)) => {
+            let finish = if matches!(step, Step::Applied(_)) {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            conn.batch_execute(finish)
+                .await
+                .context("cannot commit the batch")?;
+            Ok(step)
+        }
+        Ok(Attempt::HandlerFailed(failed)) => {
+            conn.batch_execute("ROLLBACK")
+                .await
+                .context("cannot roll back the failed batch")?;
+            careful(conn, at.target, g, failed).await
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// A batch whose handlers failed, for [`careful`].
+struct FailedBatch {
+    subset: Vec<usize>,
+    names: Vec<String>,
+    from: Option<i64>,
+    upto: i64,
+    events: Vec<Event>,
+    error: Error,
+}
+
+enum Attempt {
+    Done(Step),
+    HandlerFailed(FailedBatch),
+}
+
+async fn batch(
+    engine: &Engine<'_>,
+    conn: &Client,
+    at: &Batch<'_>,
+    g: &mut Group,
+) -> Result<Attempt> {
+    let (source, target, bound, batch_size) = (at.source, at.target, at.bound, at.batch_size);
+    let cps = live::read(conn, &g.names).await?;
+    if cps.len() != g.names.len() {
+        return Ok(Attempt::Done(Step::Failed(format!(
+            "the live checkpoint of {} was removed (by a rollback of a swap that had no live checkpoint to hand back, or by hand); start `reproject run --from-position ...` to say where the live tables stand",
+            g.names.join(", ")
+        ))));
+    }
+    handover_check(engine, conn, at.started, &cps).await?;
+    if let Some(stopped) = cps.iter().find(|c| c.stopped) {
+        return Ok(Attempt::Done(Step::Failed(format!(
+            "`{}` was stopped by another process: {}",
+            stopped.projection,
+            stopped
+                .last_error
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ))));
+    }
+    // The group's projections that are furthest behind go first, alone, up to the next one.
+    let position = |name: &str| cps.iter().find(|c| c.projection == name).unwrap().position;
+    let from = g.names.iter().map(|n| position(n)).min().unwrap();
+    g.position = g.names.iter().map(|n| position(n)).max().unwrap();
+    let next = g
+        .names
+        .iter()
+        .filter_map(|n| position(n))
+        .filter(|&p| Some(p) > from)
+        .min();
+    let upto = next.map_or(bound, |n| n.min(bound));
+    if from.is_some_and(|f| f >= upto) {
+        return Ok(Attempt::Done(Step::Idle));
+    }
+    let subset: Vec<usize> = g
+        .order
+        .iter()
+        .zip(&g.names)
+        .filter(|(_, n)| position(n) == from)
+        .map(|(&i, _)| i)
+        .collect();
+    let names: Vec<String> = subset
+        .iter()
+        .map(|&i| target.config.projections[i].name.clone())
+        .collect();
+    // The runner proves its own position bound (see `safe_bound`), so it reads by position.
+    let events = source
+        .read_batch(conn, &Cursor::at(from), &Bound::UpTo(upto), batch_size)
+        .await?;
+    // Fewer events than asked for: the range is exhausted, move past trailing filtered ones.
+    let new = if (events.len() as i64) < batch_size {
+        upto
+    } else {
+        events.last().map_or(upto, |e| e.position)
+    };
+    let whole = subset.len() == g.order.len();
+    if whole && g.projector.is_none() {
+        g.projector = Some(Projector::prepare(conn, target, &g.order).await?);
+    }
+    let partial;
+    let projector = if whole {
+        g.projector.as_ref().unwrap()
+    } else {
+        partial = Projector::prepare(conn, target, &subset).await?;
+        &partial
+    };
+    if let Err(error) = projector.apply(conn, &events).await {
+        if conn.is_closed() {
+            return Err(error);
+        }
+        return Ok(Attempt::HandlerFailed(FailedBatch {
+            subset,
+            names,
+            from,
+            upto: new,
+            events,
+            error,
+        }));
+    }
+    if !live::advance(conn, &names, from, new, events.len() as i64).await? {
+        return Ok(Attempt::Done(Step::Moved));
+    }
+    if whole {
+        g.position = Some(new);
+    }
+    Ok(Attempt::Done(Step::Applied(events.len() as i64)))
+}
+
+/// After a handler error: applies the batch again event by event, each under a savepoint,
+/// commits the events before the failing one, and stops the group at the failing event with
+/// the error recorded. If no event fails this time (a transient error), commits the batch.
+async fn careful(
+    conn: &Client,
+    target: &Target<'_>,
+    g: &mut Group,
+    f: FailedBatch,
+) -> Result<Step> {
+    conn.batch_execute("BEGIN")
+        .await
+        .context("cannot begin a batch")?;
+    let result = async {
+        let projector = Projector::prepare(conn, target, &f.subset).await?;
+        let mut failing = None;
+        for (k, ev) in f.events.iter().enumerate() {
+            conn.batch_execute("SAVEPOINT reproject_event")
+                .await
+                .context("cannot set a savepoint")?;
+            match projector.apply(conn, std::slice::from_ref(ev)).await {
+                Ok(()) => conn
+                    .batch_execute("RELEASE SAVEPOINT reproject_event")
+                    .await
+                    .context("cannot release a savepoint")?,
+                Err(e) => {
+                    if conn.is_closed() {
+                        return Err(e);
+                    }
+                    conn.batch_execute("ROLLBACK TO SAVEPOINT reproject_event")
+                        .await
+                        .context("cannot roll back to a savepoint")?;
+                    failing = Some((k, e));
+                    break;
+                }
+            }
+        }
+        let Some((k, error)) = failing else {
+            let n = f.events.len() as i64;
+            if !live::advance(conn, &f.names, f.from, f.upto, n).await? {
+                return Ok(Step::Moved);
+            }
+            return Ok(Step::Applied(n));
+        };
+        let at = f.events[k].position;
+        if k > 0 {
+            let done = f.events[k - 1].position;
+            if !live::advance(conn, &f.names, f.from, done, k as i64).await? {
+                return Ok(Step::Moved);
+            }
+        }
+        // The whole group stops: its other projections must not get ahead of this one.
+        let message = std::iter::once(error.message.clone())
+            .chain(error.causes.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        live::record_error(conn, &g.names, at, &message).await?;
+        Ok(Step::Failed(message))
+    }
+    .await;
+    match result {
+        Ok(Step::Moved) => {
+            conn.batch_execute("ROLLBACK")
+                .await
+                .context("cannot roll back")?;
+            Ok(Step::Moved)
+        }
+        Ok(step) => {
+            conn.batch_execute("COMMIT")
+                .await
+                .context("cannot commit the batch")?;
+            Ok(step)
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            // The handler error says what went wrong; the careful pass only located it.
+            Err(if conn.is_closed() { e } else { f.error })
+        }
+    }
+}
+
+/// After a swap handed new tables over, the runner must not apply its (older) handlers to
+/// tables built by different ones: that would mix two versions in one table.
+async fn handover_check(
+    engine: &Engine<'_>,
+    conn: &Client,
+    started: DateTime<Utc>,
+    cps: &[LiveCheckpoint],
+) -> Result<()> {
+    for cp in cps {
+        // Hand-overs before the runner started are fine: it loaded the handlers after them.
+        let (Some(run_id), "swap") = (cp.set_by_run, cp.set_by.as_str()) else {
+            continue;
+        };
+        if cp.updated_at <= started {
+            continue;
+        }
+        let Some(run) = runs::get(conn, run_id).await? else {
+            continue;
+        };
+        let Some(i) = engine.config.projection_index(&cp.projection) else {
+            continue;
+        };
+        let recorded = run
+            .handler_digests
+            .get(&cp.projection)
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if recorded != super::handler_digest(engine.config, i) {
+            return Err(Error::runtime(format!(
+                "run {run_id} swapped in new tables of `{}`, built with other handlers than the ones this runner loaded",
+                cp.projection
+            ))
+            .with_hint("start `reproject run` again so it loads the handlers the tables were built with; nothing was applied to the new tables"));
+        }
+    }
+    Ok(())
+}
+
+/// The highest position a batch may read up to without skipping an event that commits later
+/// under a lower position.
+///
+/// Positions come from a sequence when rows are inserted, not when they commit: a reader that
+/// reads up to the highest visible position may pass over a lower one still in flight. So a
+/// candidate bound M (the highest position visible) becomes safe only once every transaction
+/// that held a write lock on the event table *after* M was read has ended: any transaction that
+/// took a position below M without having committed took its lock before M's writer took M,
+/// so it is among them. Nothing waits: the runner polls until they are gone. Assumes positions
+/// are handed out in order (a sequence without per-session CACHE, as bigserial and identity
+/// columns are by default). One long-open writing transaction holds the bound back.
+#[derive(Default)]
+struct SafeHead {
+    safe: Option<i64>,
+    /// (candidate, virtual transaction ids of the writers seen after it was read)
+    pending: Option<(i64, Vec<String>)>,
+}
+
+impl SafeHead {
+    async fn advance(&mut self, conn: &Client, source: &EventSource) -> Result<Option<i64>> {
+        if let Some((candidate, writers)) = &self.pending {
+            let alive: bool = conn
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))",
+                    &[writers],
+                )
+                .await
+                .context("cannot read pg_locks")?
+                .get(0);
+            if alive {
+                return Ok(self.safe);
+            }
+            self.safe = self.safe.max(Some(*candidate));
+            self.pending = None;
+        }
+        let Some(head) = source.head(conn).await? else {
+            return Ok(self.safe);
+        };
+        if self.safe.is_some_and(|s| s >= head) {
+            return Ok(self.safe);
+        }
+        let writers: Vec<String> = conn
+            .query(
+                "SELECT DISTINCT virtualtransaction FROM pg_locks \
+                 WHERE locktype = 'relation' AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' \
+                   AND pid IS DISTINCT FROM pg_backend_pid() \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&source.table.quoted()],
+            )
+            .await
+            .context("cannot read pg_locks")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if writers.is_empty() {
+            self.safe = Some(head);
+        } else {
+            self.pending = Some((head, writers));
+        }
+        Ok(self.safe)
+    }
+
+    /// The head once it is safe (for `--from-position head`).
+    async fn settled(conn: &Client, source: &EventSource) -> Result<Option<i64>> {
+        let mut s = SafeHead::default();
+        loop {
+            s.advance(conn, source).await?;
+            if s.pending.is_none() {
+                return Ok(s.safe);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!("start".parse::<StartAt>(), Ok(StartAt::Start));
+        assert_eq!("head".parse::<StartAt>(), Ok(StartAt::Head));
+        assert_eq!("42".parse::<StartAt>(), Ok(StartAt::Position(42)));
+        assert!("tail".parse::<StartAt>().unwrap_err().contains("`tail`"));
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let busy = Error::busy("held").caused_by("[SQLSTATE 40001]");
+        let deadlock = Error::runtime("x").caused_by("ERROR: deadlock detected [SQLSTATE 40P01]");
+        let handler = Error::runtime("x").caused_by("ERROR: invalid input [SQLSTATE 22P02]");
+        let connect = Error::runtime("cannot connect to PostgreSQL at u@h:5432/d");
+        assert!(!retryable(&busy));
+        assert!(retryable(&deadlock));
+        assert!(!retryable(&handler));
+        assert!(retryable(&connect));
+    }
+}

@@ -1,0 +1,630 @@
+//! `reproject run`: the same projections kept live, exactly once, across swaps, kills, handler
+//! errors and lost connections.
+
+use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::tally;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+
+/// Sends a signal to a child process.
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("child still running");
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+async fn finish(child: Child) -> Out {
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the runner did not stop within 60 s")
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// Waits until `sql` returns true, or panics after `secs`.
+async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let row = db.client().await.query_one(sql, &[]).await;
+        if let Ok(r) = row {
+            if r.get::<_, Option<bool>>(0) == Some(true) {
+                return;
+            }
+        }
+        assert!(Instant::now() < until, "timed out waiting for: {sql}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
+    AND (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') = (SELECT max(id) FROM events)";
+
+/// `--once` refuses to guess where never-rebuilt tables stand, starts where it is told, applies
+/// the new events exactly once, and leaves the checkpoint at the head.
+#[tokio::test(flavor = "multi_thread")]
+async fn once_catches_up_from_where_it_is_told() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 1000).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["run", "--once"])
+        .await
+        .code(2)
+        .stderr_has("cannot tell which events the live tables of `tally` already hold")
+        .stderr_has("--from-position head");
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok()
+    .stdout_has("caught up: 0 events applied");
+    tally::append(&db, 500).await;
+    db.exec("UPDATE events SET bad = true WHERE id IN (1100, 1500)")
+        .await;
+    let out = reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--batch-size", "64", "--json"],
+    )
+    .await;
+    let o = out.ok().json();
+    assert_eq!(o["events_applied"], 498, "500 new events less 2 filtered");
+    assert_eq!(o["groups"][0]["position"], 1500);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
+            .await,
+        1500
+    );
+    // Nothing new: nothing applied, nothing changes.
+    let o = reproject(&db, &p.config(), &["run", "--once", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(o["events_applied"], 0);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// A running runner applies events from concurrent appenders whose transactions commit out of
+/// position order (positions taken early, committed late, some rolled back), loses none, applies
+/// none twice; a second runner is refused (75) naming the first; `status` shows it up; SIGTERM
+/// stops it with exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn appended_events_appear_while_running() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 200).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--json",
+            "--batch-size",
+            "50",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+
+    let second = reproject(&db, &p.config(), &["run", "--once"]).await;
+    second
+        .code(75)
+        .stderr_has("projection `tally` is already kept live by another `reproject run`")
+        .stderr_has("reproject process");
+
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    let r = &status["projections"][0]["runner"];
+    assert_eq!(r["up"], true, "{status}");
+    assert_eq!(r["checkpoint"], 200);
+
+    // Four appenders; each transaction takes its positions, then waits before committing, so
+    // later positions often commit first. Every fifth transaction rolls back (a permanent gap).
+    let mut tasks = Vec::new();
+    for a in 0..4 {
+        let client = db.client().await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let end = if (a + i) % 5 == 0 { "ROLLBACK" } else { "COMMIT" };
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO events (stream, type, data) SELECT 's' || (g % 10), 'added', \
+                           jsonb_build_object('amount', g) FROM generate_series(1, 7) g; \
+                         SELECT pg_sleep(random() * 0.03); {end}"
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_for(&db, CAUGHT_UP, 30).await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+
+    signal(&runner, "TERM");
+    let out = finish(runner).await;
+    let o = out.ok().json();
+    assert_eq!(o["interrupted"], true);
+    assert_eq!(o["events_applied"], 80 * 7, "committed events only");
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["runner"]["up"], false);
+    assert_eq!(status["projections"][0]["runner"]["lag_events"], 0);
+    db.drop().await;
+}
+
+/// PostgreSQL re-plans a prepared statement after the table it names is renamed away and
+/// another renamed in: the runner's statements follow a swap to the new tables. And a runner
+/// batch that overlaps a swap waits for the swap's locks, finds its checkpoint moved, rolls
+/// back and continues from the handed-over position on the new table, applying nothing to the
+/// old one and nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
+    let db = TestDb::new().await;
+    // First the server's behaviour the runner relies on.
+    db.exec("CREATE TABLE t (x int); CREATE TABLE t_next (x int)")
+        .await;
+    let a = db.client().await;
+    let insert = a.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
+    a.execute(&insert, &[&1i32]).await.unwrap();
+    db.exec("BEGIN; ALTER TABLE t RENAME TO t_prev; ALTER TABLE t_next RENAME TO t; COMMIT")
+        .await;
+    a.execute(&insert, &[&2i32]).await.unwrap();
+    assert_eq!(
+        db.int("SELECT sum(x)::bigint FROM t").await,
+        2,
+        "went to the new `t`"
+    );
+    assert_eq!(db.int("SELECT sum(x)::bigint FROM t_prev").await, 1);
+
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    // A runner that has prepared its statements on the live table.
+    let runner = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    // A swap in progress: it holds the live table and builds the next generation up to 120.
+    let swap = db.client().await;
+    swap.batch_execute(
+        "BEGIN; LOCK TABLE tally IN ACCESS EXCLUSIVE MODE; \
+         CREATE TABLE tally_next (LIKE tally INCLUDING ALL)",
+    )
+    .await
+    .unwrap();
+    tally::append(&db, 50).await;
+    swap.batch_execute(
+        "INSERT INTO tally_next SELECT stream, count(*), sum((data->>'amount')::bigint) FROM events \
+           WHERE id <= 120 AND NOT bad GROUP BY stream",
+    )
+    .await
+    .unwrap();
+    // The runner's batch (events 101..150) is blocked on the live table.
+    wait_for(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'reproject' \
+           AND wait_event_type = 'Lock' AND datname = current_database())",
+        30,
+    )
+    .await;
+    swap.batch_execute(
+        "ALTER TABLE tally RENAME TO tally_prev; ALTER TABLE tally_next RENAME TO tally; \
+         UPDATE reproject.live_checkpoints SET position = 120, set_by = 'swap' WHERE projection = 'tally'; \
+         COMMIT",
+    )
+    .await
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    signal(&runner, "TERM");
+    let out = finish(runner).await;
+    let o = out.ok().json();
+    assert_eq!(o["handovers"], 1, "{o}");
+    assert_eq!(o["events_applied"], 30, "121..150 on the new table");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT sum(n)::bigint FROM tally_prev").await,
+        100,
+        "nothing applied to the table swapped out"
+    );
+    db.drop().await;
+}
+
+/// `run` and `rebuild` + swap of the same projection at the same time, with an appender writing
+/// throughout: the runner keeps the live table current, the swap hands over, and the live
+/// table ends equal to a from-scratch computation. A rollback then hands the old table back and
+/// the runner re-applies what it missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_and_rebuild_together_with_appenders() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--json",
+            "--batch-size",
+            "20",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    // One appender, one event per transaction, all through the rebuild and the swap.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let client = db.client().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                client
+                    .batch_execute(
+                        "INSERT INTO events (stream, type, data) VALUES \
+                         ('s' || (random() * 9)::int, 'added', jsonb_build_object('amount', (random() * 100)::int))",
+                    )
+                    .await
+                    .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            n
+        })
+    };
+    // Corrupt the live table: the rebuild must replace it, and the runner must not undo that.
+    db.exec("UPDATE tally SET total = total + 1000000 WHERE stream = 's3'")
+        .await;
+    reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--batch-size", "200"],
+    )
+    .await
+    .ok()
+    .stdout_has("swapped");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let appended = appender.await.unwrap();
+    assert!(appended > 20, "the appender wrote throughout ({appended})");
+    wait_for(&db, CAUGHT_UP, 30).await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.text("SELECT set_by_run::text FROM reproject.live_checkpoints")
+            .await
+            .as_deref(),
+        Some("1"),
+        "the current tables are those of run 1's swap"
+    );
+
+    // Rollback: the old table (corrupted, and as of the swap) is back; the runner re-applies
+    // the events since the swap to it.
+    let swap_position = db
+        .int("SELECT swap_position FROM reproject.runs WHERE id = 1")
+        .await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .ok();
+    tally::append(&db, 30).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    db.exec("UPDATE tally SET total = total - 1000000 WHERE stream = 's3'")
+        .await;
+    assert_eq!(
+        tally::expected_differences(&db, "tally").await,
+        0,
+        "the restored table got every event after the swap position {swap_position}, once"
+    );
+    signal(&runner, "TERM");
+    finish(runner).await.ok();
+    db.drop().await;
+}
+
+/// SIGKILL in the middle of a batch, then a new runner: nothing lost, nothing applied twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 0).await;
+    tally::append(&db, 6000).await;
+    // Slow handlers so the kill lands inside a batch.
+    let p = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.0005);\n", tally::HANDLERS),
+        )],
+    );
+    let runner = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "start", "--batch-size", "250"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(
+        &db,
+        "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
+         AND (SELECT position FROM reproject.live_checkpoints) >= 1000",
+        60,
+    )
+    .await;
+    // Inside a batch: the runner's session is running a statement or in its transaction.
+    wait_for(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'reproject' \
+           AND datname = current_database() AND state IN ('active', 'idle in transaction') \
+           AND xact_start IS NOT NULL AND backend_xid IS NOT NULL)",
+        30,
+    )
+    .await;
+    signal(&runner, "KILL");
+    let killed = finish(runner).await;
+    assert_eq!(killed.code, -1, "killed by a signal");
+    let at = db
+        .int("SELECT position FROM reproject.live_checkpoints")
+        .await;
+    assert!(at < 6000, "killed before the end ({at})");
+    assert_eq!(
+        db.int("SELECT coalesce(sum(n), 0)::bigint FROM tally")
+            .await,
+        at,
+        "the table holds exactly the committed batches"
+    );
+    // The server notices the dead client; until then its lock is held.
+    wait_for(
+        &db,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'reproject' AND datname = current_database())",
+        30,
+    )
+    .await;
+    reproject(&db, &p.config(), &["run", "--once"]).await.ok();
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+const TWO: &str = r#"
+[events]
+table = "events"
+position = "id"
+stream = "stream"
+type = "type"
+data = "data"
+filter = "NOT bad"
+
+[[projection]]
+name = "tally"
+tables = ["tally"]
+handlers = "tally.sql"
+
+[[projection]]
+name = "big"
+tables = ["big"]
+handlers = "big.sql"
+depends_on = ["tally"]
+
+[[projection]]
+name = "kinds"
+tables = ["kinds"]
+handlers = "kinds.sql"
+"#;
+
+/// A handler error stops its projection and the one that reads it, at the failing event, with
+/// the error in state and in `status`; the independent projection keeps going. After the event
+/// is fixed, a new runner retries from the failing event.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_handler_stops_only_its_group() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    db.exec(
+        "CREATE TABLE big (stream text PRIMARY KEY); \
+         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
+    )
+    .await;
+    let p = Project::new(
+        TWO,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            (
+                "big.sql",
+                "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
+            ),
+            (
+                "kinds.sql",
+                "-- on added\nINSERT INTO {{kinds}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\n",
+            ),
+        ],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok();
+    tally::append(&db, 100).await;
+    db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 150")
+        .await;
+    let out = reproject(&db, &p.config(), &["run", "--once", "--batch-size", "30"]).await;
+    out.code(1)
+        .stderr_has("tally, big stopped on an error")
+        .stderr_has("projection `tally` failed on event at position 150")
+        .stderr_has("invalid input syntax for type bigint");
+    let cp = |name: &str| {
+        format!("SELECT position FROM reproject.live_checkpoints WHERE projection = '{name}'")
+    };
+    assert_eq!(db.int(&cp("tally")).await, 149, "up to the failing event");
+    assert_eq!(db.int(&cp("big")).await, 149, "stopped with what it reads");
+    assert_eq!(db.int(&cp("kinds")).await, 200, "independent: kept going");
+    assert_eq!(db.int("SELECT n::bigint FROM kinds").await, 100);
+    assert_eq!(db.int("SELECT sum(n)::bigint FROM tally").await, 149);
+
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    let runner = |name: &str| {
+        status["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["runner"]
+            .clone()
+    };
+    assert_eq!(runner("tally")["stopped"], true);
+    assert_eq!(runner("tally")["last_error_position"], 150);
+    assert!(runner("tally")["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("forty-two"));
+    assert_eq!(runner("big")["stopped"], true);
+    assert_eq!(runner("kinds")["stopped"], false);
+    assert_eq!(runner("tally")["lag_events"], 51);
+    let text = reproject(&db, &p.config(), &["status"]).await;
+    text.ok()
+        .stdout_has("STOPPED")
+        .stdout_has("runner error at position 150");
+
+    // Running only part of a dependency group is refused.
+    reproject(&db, &p.config(), &["run", "--once", "big"])
+        .await
+        .code(2)
+        .stderr_has("connected by dependencies to `tally`");
+
+    db.exec("UPDATE events SET data = '{\"amount\": 42}' WHERE id = 150")
+        .await;
+    reproject(&db, &p.config(), &["run", "--once"]).await.ok();
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        status["projections"][0]["runner"]["last_error"].is_null(),
+        "{status}"
+    );
+    db.drop().await;
+}
+
+/// Lost connections (every session of the runner terminated, as in a server restart): the
+/// runner reconnects, takes its lock again and goes on, exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_survives_lost_connections() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    for round in 0..3 {
+        tally::append(&db, 100).await;
+        db.exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'reproject' AND datname = current_database()",
+        )
+        .await;
+        tally::append(&db, 100).await;
+        wait_for(&db, CAUGHT_UP, 30).await;
+        assert_eq!(
+            tally::expected_differences(&db, "tally").await,
+            0,
+            "round {round}"
+        );
+    }
+    // The lock is held again.
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["runner"]["up"], true);
+    signal(&runner, "TERM");
+    let o = finish(runner).await.ok().json();
+    assert!(o["reconnects"].as_i64().unwrap() >= 1, "{o}");
+    db.drop().await;
+}
+
+/// `--print-notify-sql` prints the trigger (and installs nothing); once it is installed, a
+/// runner that would otherwise sleep 20 s between looks wakes as soon as events commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_wake_the_runner() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let out = reproject(&db, &p.config(), &["run", "--print-notify-sql"]).await;
+    let sql = out.ok().stdout.clone();
+    assert!(
+        sql.contains("CREATE TRIGGER reproject_notify AFTER INSERT ON \"public\".\"events\""),
+        "{sql}"
+    );
+    assert!(
+        !db.exists("reproject.live_checkpoints").await,
+        "printing writes nothing"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'")
+            .await,
+        0
+    );
+    db.exec(&sql).await;
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--poll-interval",
+            "20s",
+            "--max-poll-interval",
+            "20s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    // Now asleep for 20 s unless woken.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    tally::append(&db, 10).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}: not woken by the notification"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    signal(&runner, "TERM");
+    let out = finish(runner).await;
+    out.ok()
+        .stderr_has("listening for new events on channel `reproject_events`");
+    db.drop().await;
+}
