@@ -2,11 +2,15 @@
 //! binary, as ripgrep does: faster to build, one place to look.
 
 mod harness;
+mod pgserver;
 mod tally;
 
 mod config_errors;
+mod connect_env;
+mod conventions;
 mod dependencies;
 mod failures;
 mod inspect;
 mod lifecycle;
+mod tls;
 mod workloads;
