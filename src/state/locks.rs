@@ -62,7 +62,8 @@ async fn describe_holder(client: &Client, name: &str) -> Result<String> {
                     coalesce(a.client_addr::text, 'local'), to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objsubid = 2 \
-               AND l.objid = (hashtext($2)::bigint & 4294967295)::oid LIMIT 1",
+               AND l.objid = (hashtext($2)::bigint & 4294967295)::oid \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
             &[&PROJECTION_LOCK_CLASS, &format!("reproject:{name}")],
         )
         .await
