@@ -137,9 +137,25 @@ pub fn parse(conn: &str, env: Env<'_>) -> Result<ConnInfo> {
     };
     let ssl = fill_from_env(&mut config, ssl, env)?;
     let tls = tls_settings(ssl, env)?;
+    // tokio-postgres refuses TLS without a host name; libpq accepts `hostaddr` alone. The
+    // address then stands in as the name (verify-full checks it against the certificate's IP
+    // entries, where libpq would refuse).
+    if config.get_hosts().is_empty() {
+        for addr in config.get_hostaddrs().to_vec() {
+            config.host(addr.to_string());
+        }
+    }
+    // libpq never uses TLS on Unix sockets, whatever sslmode says; tokio-postgres would ask
+    // and fail on the server's "no". Prefer gets the same plaintext connection.
+    let only_sockets = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, Host::Tcp(_)));
     config.ssl_mode(match tls.mode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
+        _ if only_sockets => PgSslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
     });
     Ok(ConnInfo { config, tls })
@@ -614,6 +630,15 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         let err = parse("host=h sslmode=bogus", &no_env).unwrap_err();
         assert!(err.to_string().contains("invalid sslmode"), "{err}");
+    }
+
+    #[test]
+    fn sockets_never_ask_for_tls_and_hostaddr_alone_gets_a_name() {
+        let info = parse("host=/var/run/postgresql sslmode=require", &no_env).unwrap();
+        assert_eq!(info.config.get_ssl_mode(), PgSslMode::Prefer);
+        let info = parse("hostaddr=10.0.0.5 sslmode=require", &no_env).unwrap();
+        assert_eq!(info.config.get_hosts(), &[Host::Tcp("10.0.0.5".into())]);
+        assert_eq!(info.config.get_ssl_mode(), PgSslMode::Require);
     }
 
     #[test]
