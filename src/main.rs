@@ -16,6 +16,10 @@ use reproject::progress::Cancel;
 
 fn main() {
     let cli = Cli::parse();
+    // Generated from the CLI definition; needs no config, database or runtime.
+    if let Some(code) = cli::docs::run(&cli.command) {
+        std::process::exit(code);
+    }
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -78,11 +82,8 @@ fn watch_signals(cancel: Cancel) {
 
 async fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
-    let url = cli.database_url.clone().ok_or_else(|| {
-        Error::config("no database to connect to")
-            .with_hint("pass `--database-url URL` or set `DATABASE_URL`")
-    })?;
-    let db = Db::new(&url)?;
+    // The URL wins; PG* variables and ~/.pgpass fill in what it leaves out, as for psql.
+    let db = Db::from_url_or_env(cli.database_url.as_deref())?;
     let reporter = cli::reporter::TermReporter::new(cli.quiet);
     let cancel = Cancel::new();
     watch_signals(cancel.clone());
@@ -211,6 +212,9 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 print::status(&report)
             }
+        }
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled in main before anything connects")
         }
         Command::History { json, limit } => {
             let runs = engine::history(&engine, limit).await?;

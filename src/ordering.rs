@@ -210,6 +210,11 @@ impl<'a> Cut<'a> {
         reporter: &dyn Reporter,
         max_wait: Duration,
     ) -> Result<Option<Bound>> {
+        if let Ordering::Xid8 { .. } = self.source.ordering {
+            return self
+                .settle_xid8(client, at, cancel, reporter, max_wait)
+                .await;
+        }
         if !matches!(self.source.ordering, Ordering::GapAware) {
             return self.bound(client, at).await;
         }
@@ -248,6 +253,73 @@ impl<'a> Cut<'a> {
                         .map_or("the start".into(), |b| format!("position {b}")),
                     describe_open(&hold.waiting_for)
                 ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// xid8 mode: the cut is the oldest transaction still running anywhere in the cluster, so
+    /// one long transaction (even in another database) holds it back. Before the bulk replay,
+    /// wait (up to `max_wait`, naming the oldest open transactions) until the cut has passed
+    /// every transaction that wrote an event visible now; then replay what is below the cut.
+    async fn settle_xid8(
+        &mut self,
+        client: &Client,
+        at: &Cursor,
+        cancel: &Cancel,
+        reporter: &dyn Reporter,
+        max_wait: Duration,
+    ) -> Result<Option<Bound>> {
+        let Some(tx) = self.source.tx.clone() else {
+            return self.bound(client, at).await;
+        };
+        let newest: Option<String> = client
+            .query_one(
+                &format!("SELECT max({tx})::text FROM {}", self.source.table.quoted()),
+                &[],
+            )
+            .await
+            .context("cannot read the newest transaction id of the event table")?
+            .get(0);
+        let newest = newest.and_then(|t| t.parse::<u64>().ok());
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let bound = self.bound(client, at).await?;
+            let passed = match (&bound, newest) {
+                (_, None) => true,
+                (Some(Bound::BelowTx(cut)), Some(newest)) => *cut > newest,
+                _ => false,
+            };
+            if passed {
+                return Ok(bound);
+            }
+            if cancel.is_cancelled() {
+                return Err(Error::interrupted(format!(
+                    "run {}: cancelled while waiting for open transactions",
+                    self.run_id
+                )));
+            }
+            if started.elapsed() >= max_wait {
+                let open: Vec<String> = client
+                    .query(
+                        "SELECT format('pid %s (database %s, application `%s`, %s, transaction started %s)', \
+                                pid, datname, application_name, state, xact_start) \
+                         FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+                         ORDER BY xact_start LIMIT 3",
+                        &[],
+                    )
+                    .await
+                    .context("cannot read pg_stat_activity")?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                reporter.warn(&format!(
+                    "older transactions are still open ({}); replaying the events below the cut, the rest follows when they end",
+                    if open.is_empty() { "none identified".to_string() } else { open.join("; ") }
+                ));
+                return Ok(bound);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));

@@ -21,7 +21,8 @@ pub struct Cli {
         default_value = "reproject.toml"
     )]
     pub config: PathBuf,
-    /// PostgreSQL connection URL (never printed with its password).
+    /// PostgreSQL connection URL or libpq `key=value` string, `sslmode`/`sslrootcert` included
+    /// (never printed with its password). Without it, PGHOST, PGUSER, ... as for psql.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Print only errors, warnings and data (no progress).
@@ -87,6 +88,17 @@ pub enum Command {
         /// How many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write `reproject.1` and `reproject-<command>.1` into this directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The binary's side: arguments, confirmation prompts, printing, the terminal reporter.
 
 pub mod args;
+pub mod docs;
 pub mod print;
 pub mod reporter;
 

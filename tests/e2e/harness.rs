@@ -61,7 +61,11 @@ async fn connect(config: &tokio_postgres::Config) -> Client {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin = server();
+        TestDb::new_on(server()).await
+    }
+
+    /// A fresh database on another server (one a test started itself, say).
+    pub async fn new_on(admin: tokio_postgres::Config) -> TestDb {
         let name = format!(
             "rp_test_{}_{}",
             std::process::id(),
@@ -242,8 +246,29 @@ pub fn command(db: &TestDb, config: &Path, args: &[&str]) -> tokio::process::Com
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // libpq's variables fill in what DATABASE_URL leaves out; the caller's must not leak in.
+    for var in PG_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
+
+/// The libpq environment variables reproject reads.
+pub const PG_VARS: [&str; 13] = [
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGAPPNAME",
+    "PGCONNECT_TIMEOUT",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+];
 
 pub async fn reproject(db: &TestDb, config: &Path, args: &[&str]) -> Out {
     let out = command(db, config, args)

@@ -333,6 +333,37 @@ async fn second_run_of_the_same_projection_is_busy() {
     db.drop().await;
 }
 
+/// The busy message names the holder in this database, not a run of the same projection
+/// name in another database on the server (advisory locks are per database; pg_locks is not).
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_names_the_holder_in_its_own_database() {
+    let mut others = Vec::new();
+    for i in 0..5 {
+        let other = TestDb::new().await;
+        let holder = other.client().await;
+        holder
+            .batch_execute(&format!("SET application_name = 'elsewhere-{i}'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))"))
+            .await
+            .unwrap();
+        others.push((other, holder));
+    }
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    let holder = db.client().await;
+    holder
+        .batch_execute("SET application_name = 'right-here'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
+        .await
+        .unwrap();
+    let out = reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    out.code(75).stderr_has("application `right-here`");
+    drop(holder);
+    db.drop().await;
+    for (other, holder) in others {
+        drop(holder);
+        other.drop().await;
+    }
+}
+
 /// A session holding a lock on the live table: the swap retries within its budget, then exits
 /// 75 leaving a complete rebuild awaiting its swap; once the lock is gone, `swap` succeeds.
 #[tokio::test(flavor = "multi_thread")]

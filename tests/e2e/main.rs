@@ -2,9 +2,12 @@
 //! binary, as ripgrep does: faster to build, one place to look.
 
 mod harness;
+mod pgserver;
 mod tally;
 
 mod config_errors;
+mod connect_env;
+mod conventions;
 mod dependencies;
 mod failures;
 mod fidelity;
@@ -12,4 +15,5 @@ mod inspect;
 mod lifecycle;
 mod live;
 mod ordering;
+mod tls;
 mod workloads;

@@ -1,0 +1,290 @@
+//! A PostgreSQL cluster of a test's own, for what the shared server on `DATABASE_URL` cannot
+//! show: TLS with a certificate the test made, password authentication. Started from the
+//! local server binaries like scripts/lib/pg.sh does (`PG_BIN`, else the newest
+//! /usr/lib/postgresql/*/bin), as the `postgres` user when running as root; stopped and deleted
+//! on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+
+/// A password the tests give the role `alice`; it must never show up in any output.
+pub const ALICE_PASSWORD: &str = "pw-Zq8r-never-print";
+
+pub struct PgServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    run_as: Option<String>,
+}
+
+/// The directory with initdb, pg_ctl and postgres, or None (the caller skips, saying why).
+pub fn server_bin() -> Option<PathBuf> {
+    let usable = |d: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| d.join(b).is_file())
+    };
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return usable(&dir).then_some(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            usable(&bin).then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    /// Starts a cluster listening on 127.0.0.1 with `server.crt`/`server.key` (PEM) and
+    /// ssl=on; `postgres` may connect without a password, `alice` needs [`ALICE_PASSWORD`].
+    /// None if there are no server binaries on this machine.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<PgServer> {
+        let bin = server_bin()?;
+        let run_as = is_root().then(|| "postgres".to_string());
+        let dir = tempfile::Builder::new()
+            .prefix("reproject-tls-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap();
+        let server = PgServer {
+            dir,
+            port: 0,
+            bin,
+            run_as,
+        };
+        server.chown(server.dir.path());
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data().display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+        );
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = server.data().join(name);
+            std::fs::write(&path, text).unwrap();
+            // PostgreSQL refuses a key that others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            server.chown(&path);
+        }
+        std::fs::write(
+            server.data().join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all alice 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(server.data().join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+             listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nmax_connections = 40",
+            server.dir.path().display()
+        )
+        .unwrap();
+        let mut server = server;
+        // Another process may take the port between the probe and the bind: retry.
+        for attempt in 0.. {
+            server.port = free_port();
+            let log = server.dir.path().join("postgres.log");
+            let ok = server.try_run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &server.data().display().to_string(),
+                    "-l",
+                    &log.display().to_string(),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-o",
+                    &format!("-p {}", server.port),
+                    "start",
+                ],
+            );
+            if ok {
+                break;
+            }
+            assert!(
+                attempt < 3,
+                "the test's PostgreSQL did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Some(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn chown(&self, path: &Path) {
+        if let Some(user) = &self.run_as {
+            let ok = Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown {user} {}", path.display());
+        }
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let exe = self.bin.join(program);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        // The caller's cwd may be closed to the postgres user.
+        cmd.args(args).current_dir(self.dir.path());
+        cmd
+    }
+
+    fn try_run(&self, program: &str, args: &[&str]) -> bool {
+        let out = self.command(program, args).output().unwrap();
+        out.status.success()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The superuser's connection over TCP without TLS (trust), for setup.
+    pub fn admin(&self) -> tokio_postgres::Config {
+        tokio_postgres::Config::from_str(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+            self.port
+        ))
+        .unwrap()
+    }
+
+    /// Creates the password-protected superuser `alice` (a rebuild creates and renames tables).
+    pub async fn create_alice(&self) {
+        let (client, conn) = self
+            .admin()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("cannot connect to the test's own server");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE alice LOGIN SUPERUSER PASSWORD '{ALICE_PASSWORD}'"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.port != 0 {
+            let data = self.data().display().to_string();
+            let _ = self
+                .command("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A CA and a server certificate it signed, for the names given, all PEM.
+pub struct Certs {
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+}
+
+pub fn make_certs(ca_name: &str, server_names: &[&str]) -> Certs {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(
+        server_names
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, server_names[0]);
+    server.use_authority_key_identifier_extension = true;
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    Certs {
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+    }
+}
+
+/// A self-signed server certificate (its own CA), as `make-ssl-cert` and many guides produce.
+pub fn make_self_signed(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
