@@ -34,6 +34,7 @@ pub async fn create_rebuild_tables(
     client: &Client,
     run_id: i64,
     tables: &[RunTable],
+    replay_triggers: &std::collections::BTreeSet<String>,
 ) -> Result<()> {
     client
         .batch_execute("BEGIN")
@@ -70,6 +71,9 @@ pub async fn create_rebuild_tables(
                     ))
                     .await
                     .with_context(|| format!("cannot set statistics targets on `{}`", t.rebuild))?;
+            }
+            if replay_triggers.contains(&t.projection) {
+                copy_triggers(client, t).await?;
             }
             helpers::register(
                 client,
@@ -124,6 +128,44 @@ async fn create_clone_sql(client: &Client, t: &RunTable) -> Result<String> {
             .map(|ts| format!(" TABLESPACE {}", crate::ident::quote(&ts)))
             .unwrap_or_default()
     ))
+}
+
+/// Creates the live table's enabled user triggers on the rebuild table
+/// (`replay_triggers = true`), so they fire during the replay. At the swap the rebuilt table
+/// gets the live table's triggers exactly (carry.rs), whatever was done here.
+async fn copy_triggers(client: &Client, t: &RunTable) -> Result<()> {
+    // pg_get_triggerdef always names the table as `quote_ident(schema).quote_ident(name)`.
+    let rows = client
+        .query(
+            "SELECT tg.tgname::text, pg_get_triggerdef(tg.oid), format(' ON %I.%I ', n.nspname, c.relname)
+             FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE tg.tgrelid = to_regclass($1) AND NOT tg.tgisinternal AND tg.tgenabled <> 'D'
+             ORDER BY tg.tgname",
+            &[&t.live.quoted()],
+        )
+        .await
+        .with_context(|| format!("cannot read the triggers of `{}`", t.live))?;
+    for r in rows {
+        let (name, def, on): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let Some(at) = def.find(&on) else {
+            return Err(Error::runtime(format!(
+                "cannot copy trigger `{name}` of `{}` to `{}`: unexpected definition `{def}`",
+                t.live, t.rebuild
+            )));
+        };
+        let sql = format!(
+            "{} ON {} {}",
+            &def[..at],
+            t.rebuild.quoted(),
+            &def[at + on.len()..]
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("cannot copy trigger `{name}` to `{}`", t.rebuild))?;
+    }
+    Ok(())
 }
 
 /// Per-column statistics targets that differ from the default.

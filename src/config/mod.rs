@@ -112,6 +112,9 @@ pub struct ProjectionConfig {
     pub row_count_tolerance: f64,
     pub checks: Vec<Check>,
     pub handover: Option<Handover>,
+    /// Create the live tables' triggers on the rebuild tables, so they fire during the replay.
+    /// Off by default: an audit trigger would fire once per replayed event.
+    pub replay_triggers: bool,
 }
 
 /// The whole, checked configuration.
@@ -518,6 +521,7 @@ fn convert_projection(
         row_count_tolerance: tolerance,
         checks,
         handover: None,
+        replay_triggers: p.replay_triggers.unwrap_or(false),
     })
 }
 

@@ -201,7 +201,14 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             tables.len(),
             names.join(", ")
         ));
-        shadow::create_rebuild_tables(&conn, run_id, &tables).await?;
+        let replay_triggers = plan
+            .order
+            .iter()
+            .map(|&i| &config.projections[i])
+            .filter(|p| p.replay_triggers)
+            .map(|p| p.name.clone())
+            .collect();
+        shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers).await?;
         let mut before = serde_json::Map::new();
         for t in &tables {
             before.insert(

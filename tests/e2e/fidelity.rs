@@ -424,3 +424,54 @@ async fn fingerprint_notices_every_lost_property() {
     .await;
     db.drop().await;
 }
+
+/// Triggers of the live table do not fire during the replay, unless the projection says
+/// `replay_triggers = true`; after the swap the live table has exactly its triggers either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn triggers_fire_during_the_replay_only_when_asked() {
+    let db = TestDb::new().await;
+    crate::tally::setup(&db, 50).await;
+    db.exec(
+        "CREATE TABLE audit (stream text);
+         CREATE FUNCTION audit_tally() RETURNS trigger LANGUAGE plpgsql AS
+           $f$ BEGIN INSERT INTO audit VALUES (NEW.stream); RETURN NEW; END $f$;
+         CREATE TRIGGER audit_writes AFTER INSERT OR UPDATE ON tally FOR EACH ROW EXECUTE FUNCTION audit_tally();",
+    )
+    .await;
+    let before = fingerprint(&db, "tally").await;
+    let p = crate::tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        db.int("SELECT count(*) FROM audit").await,
+        0,
+        "silent by default"
+    );
+    assert!(
+        reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
+    );
+
+    let p = Project::new(
+        &format!("{}replay_triggers = true\n", crate::tally::CONFIG),
+        &[("tally.sql", crate::tally::HANDLERS)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        db.int("SELECT count(*) FROM audit").await,
+        50,
+        "one audit row per replayed event when asked"
+    );
+    assert!(
+        reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
+    );
+    db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;
+    assert_eq!(
+        db.int("SELECT count(*) FROM audit").await,
+        51,
+        "the live trigger fires after the swap"
+    );
+    db.drop().await;
+}
