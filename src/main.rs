@@ -123,6 +123,7 @@ async fn run(cli: Cli) -> Result<()> {
                 reason: args.reason,
                 initiated_by: args.initiated_by.unwrap_or_else(engine::os_user),
                 max_events: args.max_events,
+                resume: args.resume,
                 lock: args.lock.policy(),
             };
             if let Some(n) = opts.max_events {

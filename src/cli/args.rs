@@ -124,6 +124,10 @@ pub struct RebuildArgs {
     /// Stop after this many events and leave the run unswapped (`reproject swap` continues).
     #[arg(long)]
     pub max_events: Option<i64>,
+    /// Continue the newest unfinished run of these projections (after a crash, SIGKILL, Ctrl-C
+    /// or a lost connection) from its last committed batch instead of starting a new run.
+    #[arg(long)]
+    pub resume: bool,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,

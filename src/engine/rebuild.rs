@@ -36,6 +36,8 @@ pub struct RebuildOptions {
     pub initiated_by: String,
     /// Stop after this many events and leave the run unswapped.
     pub max_events: Option<i64>,
+    /// Continue the newest unfinished run of these projections instead of starting anew.
+    pub resume: bool,
     pub lock: LockPolicy,
 }
 
@@ -49,6 +51,7 @@ impl Default for RebuildOptions {
             reason: None,
             initiated_by: super::os_user(),
             max_events: None,
+            resume: false,
             lock: LockPolicy::default(),
         }
     }
@@ -112,6 +115,9 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             lock_hold_ms: None,
             tables: Vec::new(),
         });
+    }
+    if opts.resume {
+        return resume(engine, &plan, opts).await;
     }
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
@@ -184,7 +190,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         if superseded > 0 {
             engine
                 .reporter
-                .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id}"));
+                .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id} (`rebuild --resume` continues an unfinished run instead)"));
         }
         for (t, fp) in tables.iter().zip(&fingerprints) {
             runs::add_table(&conn, run_id, t, fp).await?;
@@ -252,7 +258,6 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
 /// Swaps the tables of a pending run (after `--no-swap`, `--max-events` or refused checks),
 /// catching up with the events that arrived since and checking again first.
 pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutcome> {
-    let config = engine.config;
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {
         return Err(Error::config(
@@ -291,6 +296,62 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
             .with_hint("name the projections of the run to swap: `reproject swap PROJECTION...`"));
         }
     };
+    let finish = Finish {
+        batch_size: opts.batch_size,
+        max_events: None,
+        no_swap: false,
+        skip_checks: opts.skip_checks,
+        lock: opts.lock,
+    };
+    continue_run(engine, &run, &finish).await
+}
+
+/// `rebuild --resume`: continues the newest unfinished run of exactly these projections from
+/// its last committed batch (after a crash, SIGKILL, Ctrl-C or a lost connection), with the
+/// same result as an uninterrupted run.
+async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+    let mut wanted = names(engine, plan);
+    wanted.sort();
+    let pooled = engine.db.get().await?;
+    let run = if crate::state::exists(&**pooled).await? {
+        runs::resumable(&**pooled).await?.into_iter().find(|r| {
+            let mut have = r.projections.clone();
+            have.sort();
+            have == wanted
+        })
+    } else {
+        None
+    };
+    drop(pooled);
+    let Some(run) = run else {
+        return Err(Error::config(format!(
+            "nothing to resume: no unfinished rebuild of exactly {}",
+            wanted.join(", ")
+        ))
+        .with_hint("see `reproject history`; without --resume, `rebuild` starts a new run"));
+    };
+    engine.reporter.step(&format!(
+        "resuming run {} ({}) from its checkpoint",
+        run.id, run.status
+    ));
+    let finish = Finish {
+        batch_size: opts.batch_size,
+        max_events: opts.max_events,
+        no_swap: opts.no_swap,
+        skip_checks: false,
+        lock: opts.lock,
+    };
+    continue_run(engine, &run, &finish).await
+}
+
+/// Continues a recorded run from its checkpoint: the handlers must be the ones that built its
+/// tables, and its rebuild tables must still be reproject's.
+async fn continue_run(
+    engine: &Engine<'_>,
+    run: &runs::Run,
+    finish: &Finish,
+) -> Result<RebuildOutcome> {
+    let config = engine.config;
     let names = run.projections.clone();
     for name in &names {
         let Some(i) = config.projection_index(name) else {
@@ -331,7 +392,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         }
     }
     runs::set_status(&conn, run.id, "running", None).await?;
-    if opts.skip_checks {
+    if finish.skip_checks {
         runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
     }
     let run_id = run.id;
@@ -344,13 +405,6 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         };
         let projector = Projector::prepare(&conn, &target, &plan.order).await?;
         session_setup(&conn).await?;
-        let finish = Finish {
-            batch_size: opts.batch_size,
-            max_events: None,
-            no_swap: false,
-            skip_checks: opts.skip_checks,
-            lock: opts.lock,
-        };
         finish_run(
             engine,
             &conn,
@@ -360,7 +414,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
             &plan.order,
             &projector,
             &tables,
-            &finish,
+            finish,
         )
         .await
     }

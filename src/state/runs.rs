@@ -168,6 +168,18 @@ pub async fn swappable(client: &impl GenericClient) -> Result<Vec<Run>> {
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// Runs that `rebuild --resume` may continue (anything not finished for good), newest first.
+pub async fn resumable(client: &impl GenericClient) -> Result<Vec<Run>> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM reproject.runs WHERE NOT (status = ANY ($1)) ORDER BY id DESC"),
+            &[&FINAL_STATUSES],
+        )
+        .await
+        .context("cannot read the runs")?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 /// The newest swapped run that includes a projection.
 pub async fn latest_swapped_for(
     client: &impl GenericClient,

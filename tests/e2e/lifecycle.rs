@@ -560,3 +560,83 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
     reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
     db.drop().await;
 }
+
+/// SIGKILL during the replay, then `rebuild --resume`: the same run continues from its last
+/// committed batch and ends with exactly the tables of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_then_resume_gives_the_uninterrupted_result() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let slow = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
+    let mut child = command(
+        &db,
+        &slow.config(),
+        &["rebuild", "--yes", "--batch-size", "100"],
+    )
+    .spawn()
+    .unwrap();
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if db.exists("reproject.checkpoints").await
+            && db
+                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
+                .await
+                >= 300
+        {
+            break;
+        }
+    }
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    let killed_at = db.int("SELECT position FROM reproject.checkpoints").await;
+    assert!((300..3000).contains(&killed_at), "killed at {killed_at}");
+    assert_eq!(
+        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+        killed_at
+    );
+    let status = reproject(&db, &slow.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["state"], "interrupted");
+
+    // More events arrive meanwhile; the resumed run takes them too.
+    tally::append(&db, 77).await;
+    // Resuming with other handlers would mix two versions: refused.
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .code(2)
+        .stderr_has("the handlers of projection `tally` changed since run 1");
+    let p = slow;
+    let out = reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--resume", "--json"],
+    )
+    .await;
+    let outcome = out.ok().stderr_has("resuming run 1").json();
+    assert_eq!(outcome["run_id"], 1, "the same run continues");
+    assert_eq!(outcome["events_applied"], 3077 - killed_at);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
+            .await,
+        3077
+    );
+    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+
+    // Nothing left to resume now.
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .code(2)
+        .stderr_has("nothing to resume");
+    db.drop().await;
+}
