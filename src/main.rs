@@ -206,6 +206,11 @@ async fn run(cli: Cli) -> Result<()> {
                 print::cleanup(&report)
             }
         }
+        Command::Cancel { run, initiated_by } => {
+            let by = initiated_by.unwrap_or_else(engine::os_user);
+            let id = engine::cancel(&engine, run, &by).await?;
+            println!("run {id}: cancellation requested; it stops after its current batch");
+        }
         Command::Status { json } => {
             let report = engine::status(&engine).await?;
             if json {

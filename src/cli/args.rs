@@ -74,6 +74,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running rebuild (from any terminal or machine) to stop after its current batch;
+    /// it exits 130 and `rebuild --resume` continues it.
+    Cancel {
+        /// The run (default: the only running rebuild).
+        run: Option<i64>,
+        /// Who asks (default: the OS user); recorded.
+        #[arg(long)]
+        initiated_by: Option<String>,
+    },
     /// Show each projection's state, checkpoint and lag.
     Status {
         /// Print JSON.

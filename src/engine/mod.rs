@@ -15,7 +15,7 @@ pub use live::{
     NOTIFY_CHANNEL,
 };
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
-pub use restore::{cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
+pub use restore::{cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
 
 use crate::config::Config;
 use crate::db::Db;

@@ -466,6 +466,7 @@ async fn finish_run(
         names,
         batch_size: opts.batch_size,
         reporter,
+        cancel_checked: std::sync::Mutex::new(std::time::Instant::now()),
     };
 
     runs::set_phase(conn, run_id, "replay").await?;
@@ -721,7 +722,12 @@ struct Replay<'a> {
     names: &'a [String],
     batch_size: i64,
     reporter: &'a dyn Reporter,
+    /// When `reproject cancel` requests were last looked for.
+    cancel_checked: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often a replay looks for a `reproject cancel` request.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Replay<'_> {
     /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
@@ -737,12 +743,25 @@ impl Replay<'_> {
     ) -> Result<i64> {
         let mut total = 0i64;
         loop {
+            if let Some(cancel) = cancel {
+                // `reproject cancel` from another terminal: checked once a second, not per batch.
+                let due = self.cancel_checked.lock().unwrap().elapsed() >= CANCEL_POLL;
+                if due && !cancel.is_cancelled() {
+                    *self.cancel_checked.lock().unwrap() = std::time::Instant::now();
+                    if let Some(by) = runs::take_cancel_request(self.conn, self.run_id).await? {
+                        self.reporter
+                            .warn(&format!("cancellation requested by {by}"));
+                        cancel.cancel();
+                    }
+                }
+            }
             if cancel.is_some_and(|c| c.is_cancelled()) {
                 return Err(Error::interrupted(format!(
                     "run {}: cancelled after {total} event(s); checkpoint at {}",
                     self.run_id,
                     from.describe()
-                )));
+                ))
+                .with_hint("`reproject rebuild --resume` continues it"));
             }
             let limit = budget.map_or(self.batch_size, |b| b.min(self.batch_size));
             if limit == 0 || upto.reached_by(&from) {

@@ -218,3 +218,47 @@ pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<Clean
         dropped: opts.drop,
     })
 }
+
+/// `reproject cancel [RUN]`: asks a running rebuild, from any terminal or machine, to stop
+/// after its current batch. It then exits 130 and stays resumable (`rebuild --resume`).
+/// Without a run id, the only running rebuild. Returns the run asked.
+pub async fn cancel(engine: &Engine<'_>, run: Option<i64>, by: &str) -> Result<i64> {
+    let client = engine.db.get().await?;
+    if !crate::state::exists(&**client).await? {
+        return Err(Error::config(
+            "nothing to cancel: no rebuild has been recorded in this database",
+        ));
+    }
+    let running: Vec<runs::Run> = runs::list(&**client, 1000)
+        .await?
+        .into_iter()
+        .filter(|r| r.status == "running")
+        .collect();
+    let target = match run {
+        Some(id) => running
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::config(format!("run {id} is not running"))
+                    .with_hint("see `reproject history`")
+            })?,
+        None => match running.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(Error::config("nothing to cancel: no rebuild is running")),
+            many => {
+                let list: Vec<String> = many
+                    .iter()
+                    .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
+                    .collect();
+                return Err(Error::config(format!(
+                    "several rebuilds are running: {}",
+                    list.join("; ")
+                ))
+                .with_hint("name the run: `reproject cancel RUN`"));
+            }
+        },
+    };
+    runs::request_cancel(&**client, target.id, by).await?;
+    Ok(target.id)
+}

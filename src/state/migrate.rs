@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fingerprints",
         include_str!("../../sql/004_fingerprints.sql"),
     ),
+    (7, "cancel", include_str!("../../sql/007_cancel.sql")),
 ];
 
 /// Advisory lock key that serialises concurrent migrations.

@@ -168,6 +168,31 @@ pub async fn swappable(client: &impl GenericClient) -> Result<Vec<Run>> {
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// Asks a running run to stop after its current batch (`reproject cancel`).
+pub async fn request_cancel(client: &impl GenericClient, id: i64, by: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET cancel_requested_at = now(), cancel_requested_by = $2 WHERE id = $1",
+            &[&id, &by],
+        )
+        .await
+        .context("cannot record the cancellation request")?;
+    Ok(())
+}
+
+/// Whether someone asked this run to stop; the request is consumed (a resumed run starts clean).
+pub async fn take_cancel_request(client: &impl GenericClient, id: i64) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "UPDATE reproject.runs SET cancel_requested_at = NULL \
+             WHERE id = $1 AND cancel_requested_at IS NOT NULL RETURNING coalesce(cancel_requested_by, '?')",
+            &[&id],
+        )
+        .await
+        .context("cannot read cancellation requests")?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Runs that `rebuild --resume` may continue (anything not finished for good), newest first.
 pub async fn resumable(client: &impl GenericClient) -> Result<Vec<Run>> {
     let rows = client

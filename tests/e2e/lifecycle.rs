@@ -640,3 +640,71 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
         .stderr_has("nothing to resume");
     db.drop().await;
 }
+
+/// `reproject cancel` from another terminal stops a running rebuild after its current batch:
+/// exit 130, recorded as cancelled with who asked, and resumable.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_from_another_terminal() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    let slow = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
+    reproject(&db, &slow.config(), &["cancel"])
+        .await
+        .code(2)
+        .stderr_has("nothing to cancel");
+    let child = command(
+        &db,
+        &slow.config(),
+        &["rebuild", "--yes", "--batch-size", "100"],
+    )
+    .spawn()
+    .unwrap();
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if db.exists("reproject.checkpoints").await
+            && db
+                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
+                .await
+                > 0
+        {
+            break;
+        }
+    }
+    reproject(
+        &db,
+        &slow.config(),
+        &["cancel", "--initiated-by", "oncall-bob"],
+    )
+    .await
+    .ok()
+    .stdout_has("run 1: cancellation requested");
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancellation requested by oncall-bob"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("cancelled")
+    );
+    let at = db.int("SELECT position FROM reproject.checkpoints").await;
+    assert!(
+        at < 3000 && at % 100 == 0,
+        "stopped after a whole batch: {at}"
+    );
+    reproject(&db, &slow.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .ok();
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
