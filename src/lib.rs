@@ -28,5 +28,6 @@ pub mod source;
 pub mod state;
 pub mod swap;
 pub mod validate;
+pub mod window;
 
 pub use error::{Error, ErrorKind, Result};

@@ -124,6 +124,7 @@ async fn run(cli: Cli) -> Result<()> {
                 initiated_by: args.initiated_by.unwrap_or_else(engine::os_user),
                 max_events: args.max_events,
                 resume: args.resume,
+                window: args.window.window()?,
                 lock: args.lock.policy(),
             };
             if let Some(n) = opts.max_events {
@@ -145,6 +146,7 @@ async fn run(cli: Cli) -> Result<()> {
                 projections: args.projections,
                 batch_size: args.batch_size,
                 skip_checks: args.skip_checks,
+                window: args.window.window()?,
                 lock: args.lock.policy(),
             };
             let outcome = engine::swap(&engine, &opts).await?;

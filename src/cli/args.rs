@@ -144,6 +144,8 @@ pub struct RebuildArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
     pub lock: LockArgs,
 }
 
@@ -163,6 +165,8 @@ pub struct SwapArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -199,6 +203,29 @@ pub struct RunArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WindowArgs {
+    /// Swap no earlier than this: `HH:MM`, `YYYY-MM-DD HH:MM` (local time) or RFC 3339.
+    /// A rebuild waits for it, catching up; `swap` refuses before it (exit 75).
+    #[arg(long, conflicts_with = "swap_window")]
+    pub swap_at: Option<String>,
+    /// Swap only inside this daily window, `HH:MM-HH:MM` local time (e.g. `02:00-04:00`).
+    /// A rebuild waits for it, catching up; `swap` refuses outside it (exit 75).
+    #[arg(long)]
+    pub swap_window: Option<String>,
+}
+
+impl WindowArgs {
+    pub fn window(&self) -> reproject::Result<Option<reproject::window::SwapWindow>> {
+        use reproject::window::SwapWindow;
+        match (&self.swap_at, &self.swap_window) {
+            (Some(at), _) => SwapWindow::parse_at(at, chrono::Local::now()).map(Some),
+            (None, Some(w)) => SwapWindow::parse_daily(w).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone, Copy)]

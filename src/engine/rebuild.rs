@@ -16,6 +16,7 @@ use crate::state::locks::lock_projections;
 use crate::state::migrate::migrate;
 use crate::state::runs::{self, JsonColumn, RunTable};
 use crate::swap::{self, LockPolicy};
+use crate::window::SwapWindow;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -38,6 +39,8 @@ pub struct RebuildOptions {
     pub max_events: Option<i64>,
     /// Continue the newest unfinished run of these projections instead of starting anew.
     pub resume: bool,
+    /// Swap only inside this window; the rebuild waits for it, catching up meanwhile.
+    pub window: Option<SwapWindow>,
     pub lock: LockPolicy,
 }
 
@@ -52,6 +55,7 @@ impl Default for RebuildOptions {
             initiated_by: super::os_user(),
             max_events: None,
             resume: false,
+            window: None,
             lock: LockPolicy::default(),
         }
     }
@@ -64,6 +68,8 @@ pub struct SwapOptions {
     pub batch_size: i64,
     /// Swap even if checks fail (recorded in the run's options).
     pub skip_checks: bool,
+    /// Refuse (exit 75) outside this window.
+    pub window: Option<SwapWindow>,
     pub lock: LockPolicy,
 }
 
@@ -89,6 +95,9 @@ struct Finish {
     no_swap: bool,
     skip_checks: bool,
     lock: LockPolicy,
+    window: Option<SwapWindow>,
+    /// Wait (catching up) for the window to open; without, refuse to swap outside it.
+    wait_for_window: bool,
 }
 
 /// Rebuilds the selected projections into `_rebuild` tables and (unless told otherwise)
@@ -237,6 +246,8 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             no_swap: opts.no_swap,
             skip_checks: false,
             lock: opts.lock,
+            window: opts.window.clone(),
+            wait_for_window: true,
         };
         finish_run(
             engine,
@@ -302,6 +313,8 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         no_swap: false,
         skip_checks: opts.skip_checks,
         lock: opts.lock,
+        window: opts.window.clone(),
+        wait_for_window: false,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -340,6 +353,8 @@ async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Resu
         no_swap: opts.no_swap,
         skip_checks: false,
         lock: opts.lock,
+        window: opts.window.clone(),
+        wait_for_window: true,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -507,22 +522,45 @@ async fn finish_run(
     }
 
     runs::set_phase(conn, run_id, "catch_up").await?;
-    for _ in 0..CATCH_UP_ROUNDS {
-        let at = runs::cursor(conn, run_id).await?;
-        let Some(bound) = cut.bound(conn, &at).await? else {
-            break;
-        };
-        if bound.reached_by(&at) {
-            break;
+    outcome.events_applied += catch_up(conn, run_id, &mut cut, &source, &replay, engine).await?;
+
+    // A maintenance window: keep catching up until it opens, then check and swap inside it.
+    if let (false, Some(window)) = (opts.no_swap, &opts.window) {
+        let mut announced = false;
+        while let Some(opens) = window.next_open(chrono::Local::now()) {
+            if !opts.wait_for_window {
+                runs::set_status(conn, run_id, "awaiting_swap", None).await?;
+                return Err(Error::busy(format!(
+                    "run {run_id}: outside the swap window ({window}); it next opens at {}",
+                    opens.format("%Y-%m-%d %H:%M:%S %Z")
+                ))
+                .with_hint("nothing was swapped; run `reproject swap` inside the window"));
+            }
+            if !announced {
+                runs::set_phase(conn, run_id, "waiting").await?;
+                reporter.step(&format!(
+                    "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
+                    opens.format("%Y-%m-%d %H:%M:%S %Z")
+                ));
+                announced = true;
+            }
+            let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
+            let mut slept = std::time::Duration::ZERO;
+            while slept < until.min(WINDOW_CATCH_UP_EVERY) {
+                if engine.cancel.is_cancelled() {
+                    runs::set_status(conn, run_id, "awaiting_swap", None).await?;
+                    return Err(Error::interrupted(format!(
+                        "run {run_id}: cancelled while waiting for the swap window"
+                    ))
+                    .with_hint("`reproject swap` swaps it later"));
+                }
+                let step = std::time::Duration::from_millis(200);
+                tokio::time::sleep(step).await;
+                slept += step;
+            }
+            outcome.events_applied +=
+                catch_up(conn, run_id, &mut cut, &source, &replay, engine).await?;
         }
-        let counts = source.count(conn, &at, &bound).await?;
-        if counts.events == 0 {
-            break;
-        }
-        reporter.step(&format!("catching up with {} new event(s)", counts.events));
-        outcome.events_applied += replay
-            .range(at, bound, &mut None, Some(&engine.cancel), true)
-            .await?;
     }
 
     runs::set_phase(conn, run_id, "checks").await?;
@@ -711,6 +749,42 @@ pub(super) async fn validate_foreign_keys(
         .context("cannot record the unvalidated foreign keys")?;
     }
     Ok(())
+}
+
+/// How often a rebuild waiting for its swap window catches up.
+const WINDOW_CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Catch-up rounds: replay what arrived since the checkpoint, up to the safe bound, until
+/// nothing new is there (at most [`CATCH_UP_ROUNDS`]).
+async fn catch_up(
+    conn: &Client,
+    run_id: i64,
+    cut: &mut Cut<'_>,
+    source: &EventSource,
+    replay: &Replay<'_>,
+    engine: &Engine<'_>,
+) -> Result<i64> {
+    let mut applied = 0;
+    for _ in 0..CATCH_UP_ROUNDS {
+        let at = runs::cursor(conn, run_id).await?;
+        let Some(bound) = cut.bound(conn, &at).await? else {
+            break;
+        };
+        if bound.reached_by(&at) {
+            break;
+        }
+        let counts = source.count(conn, &at, &bound).await?;
+        if counts.events == 0 {
+            break;
+        }
+        engine
+            .reporter
+            .step(&format!("catching up with {} new event(s)", counts.events));
+        applied += replay
+            .range(at, bound, &mut None, Some(&engine.cancel), true)
+            .await?;
+    }
+    Ok(applied)
 }
 
 /// Replays events into one generation, in batches.

@@ -708,3 +708,75 @@ async fn cancel_from_another_terminal() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// Maintenance windows: `swap` refuses outside its window (exit 75) and swaps inside it; a
+/// rebuild with `--swap-at` in the future waits for it, catching up, and one in the past swaps
+/// at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn swap_windows_are_honoured() {
+    use chrono::{Duration, Local};
+    let db = TestDb::new().await;
+    tally::setup(&db, 200).await;
+    let p = tally::project();
+    let now = Local::now();
+    let hhmm = |d: Duration| (now + d).format("%H:%M").to_string();
+
+    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+        .await
+        .ok();
+    let outside = format!("{}-{}", hhmm(Duration::hours(2)), hhmm(Duration::hours(3)));
+    reproject(
+        &db,
+        &p.config(),
+        &["swap", "--yes", "--swap-window", &outside],
+    )
+    .await
+    .code(75)
+    .stderr_has("outside the swap window");
+    assert!(!db.exists("tally_old").await);
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("awaiting_swap")
+    );
+    let inside = format!("{}-{}", hhmm(Duration::hours(-1)), hhmm(Duration::hours(1)));
+    reproject(
+        &db,
+        &p.config(),
+        &["swap", "--yes", "--swap-window", &inside],
+    )
+    .await
+    .ok()
+    .stdout_has("swapped");
+
+    // A moment three seconds ahead: the rebuild waits for it, and takes what arrives meanwhile.
+    let at = (Local::now() + Duration::seconds(3)).to_rfc3339();
+    let started = std::time::Instant::now();
+    let child = crate::harness::command(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &at])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tally::append(&db, 25).await;
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("waiting for the swap window"), "{stderr}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+
+    // A moment in the past: swap now.
+    let past = (Local::now() - Duration::hours(1)).to_rfc3339();
+    let out = reproject(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &past]).await;
+    out.ok().stdout_has("swapped");
+    assert!(!out.stderr.contains("waiting for the swap window"));
+    reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--swap-window", "25:00-26:00"],
+    )
+    .await
+    .code(2)
+    .stderr_has("--swap-window");
+    db.drop().await;
+}
