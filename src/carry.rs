@@ -124,7 +124,7 @@ pub fn describe(fp: &Value) -> Vec<String> {
     }
     if count("triggers") > 0 {
         out.push(format!(
-            "triggers: {} (created at the swap, never fired by the replay)",
+            "triggers: {} (created at the swap; they fire during the replay only with replay_triggers)",
             names("triggers").join(", ")
         ));
     }
@@ -357,6 +357,19 @@ fn grantees(acl: &[Value]) -> Vec<String> {
 /// Performs the exchange (see the module comment). Returns the foreign keys to validate after
 /// the transaction commits.
 pub async fn exchange(client: &Client, ex: &Exchange<'_>) -> Result<Vec<Validation>> {
+    // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
+    // since (a `--no-swap` run may wait for days) would be left behind on the old table.
+    let problems = unsupported(client, ex.live).await?;
+    if !problems.is_empty() {
+        let mut err = Error::fidelity(format!(
+            "refusing to swap `{}`: it gained dependents reproject cannot carry over",
+            ex.live
+        ));
+        for p in problems {
+            err = err.caused_by(p);
+        }
+        return Err(err.with_hint("nothing was swapped; remove them, or rebuild another way"));
+    }
     let out = fingerprint(client, ex.live).await?;
     let inc = fingerprint(client, ex.incoming).await?;
     let live = ex.live.quoted();

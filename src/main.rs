@@ -15,6 +15,13 @@ use reproject::error::{Error, Result};
 use reproject::progress::Cancel;
 
 fn main() {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`reproject history | head`) instead of panicking on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // Generated from the CLI definition; needs no config, database or runtime.
     if let Some(code) = cli::docs::run(&cli.command) {

@@ -294,6 +294,9 @@ pub fn history(runs: &[Run]) {
                 opt(&r.lock_hold_ms)
             );
         }
+        for fk in &r.unvalidated_foreign_keys {
+            println!("    foreign key left NOT VALID after the swap: {fk}");
+        }
         if let Some(e) = &r.error {
             println!("    error: {}", e.lines().next().unwrap_or(""));
         }

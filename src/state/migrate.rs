@@ -31,13 +31,25 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
     )
     .await
     .context("cannot lock the state schema for migration")?;
-    tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS reproject;
+    // `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the schema exists,
+    // so only ask for it when the schema is missing: a DBA may create it for us.
+    let has_schema: bool = tx
+        .query_one("SELECT to_regnamespace('reproject') IS NOT NULL", &[])
+        .await
+        .context("cannot look for the state schema")?
+        .get(0);
+    let create_schema = if has_schema {
+        ""
+    } else {
+        "CREATE SCHEMA reproject;"
+    };
+    tx.batch_execute(&format!(
+        "{create_schema}
          CREATE TABLE IF NOT EXISTS reproject.schema_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now())",
-    )
+             applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
     .await
     .map_err(|e| {
         Error::from(e)

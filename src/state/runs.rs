@@ -41,11 +41,13 @@ pub struct Run {
     pub swapped_at: Option<DateTime<Utc>>,
     pub rolled_back_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Foreign keys the swap re-created `NOT VALID` and could not validate afterwards.
+    pub unvalidated_foreign_keys: Vec<String>,
 }
 
 const COLUMNS: &str = "id, kind, projections, reason, initiated_by, host, pid, status, phase, options, \
     handler_digests, start_position, target_position, swap_position, events_applied, rows_before, \
-    rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at";
+    rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at, unvalidated_foreign_keys";
 
 fn from_row(r: &Row) -> Run {
     Run {
@@ -74,6 +76,7 @@ fn from_row(r: &Row) -> Run {
         swapped_at: r.get(22),
         rolled_back_at: r.get(23),
         finished_at: r.get(24),
+        unvalidated_foreign_keys: r.get(25),
     }
 }
 

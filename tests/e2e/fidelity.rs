@@ -475,3 +475,62 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     );
     db.drop().await;
 }
+
+/// A dependent reproject cannot carry, added while a rebuild waits for its swap, is caught at
+/// the swap (exit 4), not left behind on the old table.
+#[tokio::test(flavor = "multi_thread")]
+async fn dependents_added_before_the_swap_are_refused_then() {
+    let db = TestDb::new().await;
+    crate::tally::setup(&db, 50).await;
+    let p = crate::tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+        .await
+        .ok();
+    db.exec("CREATE RULE keep_rows AS ON DELETE TO tally DO INSTEAD NOTHING")
+        .await;
+    reproject(&db, &p.config(), &["swap", "--yes"])
+        .await
+        .code(4)
+        .stderr_has("gained dependents")
+        .stderr_has("it has rule keep_rows");
+    assert!(!db.exists("tally_old").await, "nothing was swapped");
+    db.drop().await;
+}
+
+/// A role without CREATE on the database can run reproject once a DBA has created the
+/// `reproject` schema for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_schema_created_by_a_dba_is_enough() {
+    let db = TestDb::new().await;
+    crate::tally::setup(&db, 50).await;
+    let role = format!("limited_{}", db.name);
+    db.exec(&format!(
+        "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         ALTER TABLE tally OWNER TO {role};
+         GRANT SELECT ON events TO {role};
+         GRANT CREATE ON SCHEMA public TO {role};
+         CREATE SCHEMA reproject AUTHORIZATION {role};"
+    ))
+    .await;
+    let mut limited = db.url.replace("user='postgres'", &format!("user='{role}'"));
+    if limited == db.url {
+        limited = format!("{} user='{role}'", db.url);
+    }
+    let p = crate::tally::project();
+    let out = tokio::process::Command::new(crate::harness::binary())
+        .arg("--config")
+        .arg(p.config())
+        .args(["rebuild", "--yes"])
+        .env("DATABASE_URL", &limited)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
+    db.exec(&format!(
+        "DROP SCHEMA reproject CASCADE; DROP TABLE tally, tally_old; DROP OWNED BY {role}; DROP ROLE {role}"
+    ))
+    .await;
+    db.drop().await;
+}
