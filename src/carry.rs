@@ -12,7 +12,7 @@
 //! (catalog/fingerprint.rs). The same code serves swap and rollback: only the direction
 //! differs. What it cannot carry is refused up front by [`unsupported`].
 
-use crate::catalog::fingerprint::{self, fingerprint};
+use crate::catalog::fingerprint;
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::ident::{helper_name, literal, quote, TableName};
 use serde_json::Value;
@@ -26,6 +26,9 @@ pub struct Exchange<'a> {
     /// Suffix for the outgoing table's object names (`old7` after run 7's swap, `rb7` after
     /// its rollback): derived names that cannot collide with canonical ones.
     pub suffix: String,
+    /// The live table's fingerprint when the incoming table was cloned from it, if known: its
+    /// structure (columns, constraints, indexes) must not have changed since.
+    pub cloned_from: Option<(i64, Value)>,
 }
 
 /// A foreign key re-created `NOT VALID` inside the swap; validated after the commit.
@@ -356,7 +359,11 @@ fn grantees(acl: &[Value]) -> Vec<String> {
 
 /// Performs the exchange (see the module comment). Returns the foreign keys to validate after
 /// the transaction commits.
-pub async fn exchange(client: &Client, ex: &Exchange<'_>) -> Result<Vec<Validation>> {
+pub async fn exchange(
+    client: &Client,
+    fingerprints: &fingerprint::Fingerprinter,
+    ex: &Exchange<'_>,
+) -> Result<Vec<Validation>> {
     // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
     // since (a `--no-swap` run may wait for days) would be left behind on the old table.
     let problems = unsupported(client, ex.live).await?;
@@ -370,8 +377,24 @@ pub async fn exchange(client: &Client, ex: &Exchange<'_>) -> Result<Vec<Validati
         }
         return Err(err.with_hint("nothing was swapped; remove them, or rebuild another way"));
     }
-    let out = fingerprint(client, ex.live).await?;
-    let inc = fingerprint(client, ex.incoming).await?;
+    let out = fingerprints.of(client, ex.live).await?;
+    if let Some((run_id, before)) = &ex.cloned_from {
+        let d = fingerprint::diff(
+            &fingerprint::subset(before, fingerprint::STRUCTURAL),
+            &fingerprint::subset(&out, fingerprint::STRUCTURAL),
+        );
+        if !d.is_empty() {
+            let mut err = Error::fidelity(format!(
+                "the structure of `{}` changed since run {run_id} cloned it; the rebuilt table would not match",
+                ex.live
+            ));
+            for line in d.iter().take(20) {
+                err = err.caused_by(line);
+            }
+            return Err(err.with_hint("nothing was swapped; run `reproject rebuild` again"));
+        }
+    }
+    let inc = fingerprints.of(client, ex.incoming).await?;
     let live = ex.live.quoted();
     let parked = ex.parked.quoted();
     let schema = quote(&ex.live.schema);
@@ -512,7 +535,12 @@ pub async fn exchange(client: &Client, ex: &Exchange<'_>) -> Result<Vec<Validati
         )
         .await?;
     }
-    let current = fingerprint(client, ex.live).await?;
+    // Changing the owner rewrites the ACL; otherwise the incoming table's is still current.
+    let current = if out["owner"] != inc["owner"] {
+        fingerprints.of(client, ex.live).await?
+    } else {
+        inc.clone()
+    };
     if out["acl"] != current["acl"] {
         let mut all = items(&out, "acl");
         all.extend(items(&current, "acl"));
@@ -834,7 +862,7 @@ pub async fn exchange(client: &Client, ex: &Exchange<'_>) -> Result<Vec<Validati
     }
 
     // 7. The proof: the new live table must be indistinguishable from the old one.
-    let now = fingerprint(client, ex.live).await?;
+    let now = fingerprints.of(client, ex.live).await?;
     let differences = fingerprint::diff(&out, &now);
     if !differences.is_empty() {
         let mut err = Error::fidelity(format!(

@@ -248,15 +248,21 @@ pub async fn swap_generation(
     tables: &[RunTable],
 ) -> Result<Vec<crate::carry::Validation>> {
     let mut validations = Vec::new();
+    let fingerprints = crate::catalog::fingerprint::Fingerprinter::prepare(client).await?;
     for t in tables {
+        let cloned_from = crate::state::runs::table_fingerprint(client, run_id, &t.live)
+            .await?
+            .map(|fp| (run_id, fp));
         validations.extend(
             crate::carry::exchange(
                 client,
+                &fingerprints,
                 &crate::carry::Exchange {
                     live: &t.live,
                     incoming: &t.rebuild,
                     parked: &t.old,
                     suffix: format!("old{run_id}"),
+                    cloned_from,
                 },
             )
             .await?,
@@ -283,16 +289,19 @@ pub async fn swap_back(
     tables: &[RunTable],
 ) -> Result<Vec<crate::carry::Validation>> {
     let mut validations = Vec::new();
+    let fingerprints = crate::catalog::fingerprint::Fingerprinter::prepare(client).await?;
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
         validations.extend(
             crate::carry::exchange(
                 client,
+                &fingerprints,
                 &crate::carry::Exchange {
                     live: &t.live,
                     incoming: &t.old,
                     parked: &parked,
                     suffix: format!("rb{run_id}"),
+                    cloned_from: None,
                 },
             )
             .await?,

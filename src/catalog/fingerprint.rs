@@ -32,6 +32,31 @@ pub async fn fingerprint(client: &impl GenericClient, table: &TableName) -> Resu
     Ok(row.get(0))
 }
 
+/// The fingerprint query prepared once on a connection: planning it costs more than running
+/// it, and a swap runs it several times per table while holding its locks.
+pub struct Fingerprinter {
+    statement: tokio_postgres::Statement,
+}
+
+impl Fingerprinter {
+    pub async fn prepare(client: &tokio_postgres::Client) -> Result<Fingerprinter> {
+        let statement = client
+            .prepare(FINGERPRINT_SQL)
+            .await
+            .context("cannot prepare the catalog fingerprint query")?;
+        Ok(Fingerprinter { statement })
+    }
+
+    /// The fingerprint of `table`, on the connection that prepared this.
+    pub async fn of(&self, client: &tokio_postgres::Client, table: &TableName) -> Result<Value> {
+        let row = client
+            .query_one(&self.statement, &[&table.quoted()])
+            .await
+            .with_context(|| format!("cannot read the catalog fingerprint of `{table}`"))?;
+        Ok(row.get(0))
+    }
+}
+
 /// Keeps only the given top-level keys (and, for `constraints`, all but foreign keys, which a
 /// swap re-creates rather than inherits).
 pub fn subset(fp: &Value, keys: &[&str]) -> Value {

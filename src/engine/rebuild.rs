@@ -655,7 +655,6 @@ async fn finish_run(
         };
         let swapped_at = runs::cursor(conn, run_id).await?;
         let position = swapped_at.position;
-        check_structure_unchanged(conn, run_id, tables).await?;
         swap::retire_old_tables(conn, &retire).await?;
         let validations = swap::swap_generation(conn, run_id, tables).await?;
         crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
@@ -696,32 +695,6 @@ async fn finish_run(
     outcome.lock_wait_ms = Some(wait.as_millis() as i64);
     outcome.lock_hold_ms = Some(hold.as_millis() as i64);
     Ok(outcome)
-}
-
-/// The clone was made from the live table's structure when the rebuild started; if columns,
-/// constraints or indexes changed since, the rebuilt table would not fit: refuse.
-async fn check_structure_unchanged(conn: &Client, run_id: i64, tables: &[RunTable]) -> Result<()> {
-    for t in tables {
-        let Some(before) = runs::table_fingerprint(conn, run_id, &t.live).await? else {
-            continue;
-        };
-        let now = fingerprint::fingerprint(conn, &t.live).await?;
-        let d = fingerprint::diff(
-            &fingerprint::subset(&before, fingerprint::STRUCTURAL),
-            &fingerprint::subset(&now, fingerprint::STRUCTURAL),
-        );
-        if !d.is_empty() {
-            let mut err = Error::fidelity(format!(
-                "the structure of `{}` changed since run {run_id} cloned it; the rebuilt table would not match",
-                t.live
-            ));
-            for line in d.iter().take(20) {
-                err = err.caused_by(line);
-            }
-            return Err(err.with_hint("nothing was swapped; run `reproject rebuild` again"));
-        }
-    }
-    Ok(())
 }
 
 /// Validates the foreign keys the swap re-created `NOT VALID`; failures are reported and
