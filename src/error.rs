@@ -45,6 +45,8 @@ pub struct Error {
     pub message: String,
     pub causes: Vec<String>,
     pub hint: Option<String>,
+    /// The database's SQLSTATE, when the error came from the database: decides retries.
+    pub sqlstate: Option<String>,
 }
 
 /// The library's result type.
@@ -57,6 +59,7 @@ impl Error {
             message: message.into(),
             causes: Vec::new(),
             hint: None,
+            sqlstate: None,
         }
     }
 
@@ -104,6 +107,12 @@ impl Error {
 }
 
 impl Error {
+    /// Errors that a retry of the same work can get past: serialization failure, deadlock,
+    /// lock timeout. Everything else (a handler's own error) would fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some("40001" | "40P01" | "55P03"))
+    }
+
     /// The message and its causes without the `error:` prefix, for storing in the state schema.
     pub fn plain(&self) -> String {
         let mut text = self.message.clone();
@@ -168,7 +177,9 @@ impl From<tokio_postgres::Error> for Error {
                 _ => ErrorKind::Runtime,
             }
         };
-        Error::new(kind, "database error").caused_by(describe_pg(&err))
+        let mut out = Error::new(kind, "database error").caused_by(describe_pg(&err));
+        out.sqlstate = sqlstate(&err).map(String::from);
+        out
     }
 }
 

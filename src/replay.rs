@@ -171,6 +171,7 @@ impl Projector {
         let ty = ev.event_type.as_deref().unwrap_or("");
         let line = proj.by_type[ty][s].line;
         let kind_err = Error::from(clone_pg(err));
+        let code = err.as_db_error().map(|d| d.code().code().to_string());
         let mut out = Error::new(
             kind_err.kind,
             format!(
@@ -193,6 +194,7 @@ impl Projector {
                 }
             ));
         }
+        out.sqlstate = code;
         out.with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
     }
 

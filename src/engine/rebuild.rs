@@ -773,6 +773,9 @@ struct Replay<'a> {
     cancel_checked: std::sync::Mutex<std::time::Instant>,
 }
 
+/// How many times a batch is retried after a transient error before the run fails.
+const TRANSIENT_RETRIES: u32 = 5;
+
 /// How often a replay looks for a `reproject cancel` request.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -814,37 +817,58 @@ impl Replay<'_> {
             if limit == 0 || upto.reached_by(&from) {
                 return Ok(total);
             }
-            if commit_each {
-                self.conn
-                    .batch_execute("BEGIN")
-                    .await
-                    .context("cannot begin a batch")?;
-            }
-            let batch = async {
-                let events = self
-                    .source
-                    .read_batch(self.conn, &from, &upto, limit)
+            // A serialization failure, deadlock or lock timeout rolls the batch back; the same
+            // batch is tried again (with its checkpoint, so still exactly once).
+            let mut attempt = 0u32;
+            let (new, n, exhausted) = loop {
+                if commit_each {
+                    self.conn
+                        .batch_execute("BEGIN")
+                        .await
+                        .context("cannot begin a batch")?;
+                }
+                let batch = async {
+                    let events = self
+                        .source
+                        .read_batch(self.conn, &from, &upto, limit)
+                        .await?;
+                    // Fewer events than asked for means the range is exhausted.
+                    let exhausted = (events.len() as i64) < limit;
+                    let new = next_cursor(&from, &upto, events.last(), exhausted);
+                    self.projector.apply(self.conn, &events).await?;
+                    runs::advance_cursor(
+                        self.conn,
+                        self.run_id,
+                        self.names,
+                        &from,
+                        &new,
+                        events.len() as i64,
+                    )
                     .await?;
-                // Fewer events than asked for means the range is exhausted.
-                let exhausted = (events.len() as i64) < limit;
-                let new = next_cursor(&from, &upto, events.last(), exhausted);
-                self.projector.apply(self.conn, &events).await?;
-                runs::advance_cursor(
-                    self.conn,
-                    self.run_id,
-                    self.names,
-                    &from,
-                    &new,
-                    events.len() as i64,
-                )
-                .await?;
-                Ok((new, events.len() as i64, exhausted))
-            }
-            .await;
-            let (new, n, exhausted) = if commit_each {
-                shadow::finish(self.conn, batch).await?
-            } else {
-                batch?
+                    Ok((new, events.len() as i64, exhausted))
+                }
+                .await;
+                let result = if commit_each {
+                    shadow::finish(self.conn, batch).await
+                } else {
+                    batch
+                };
+                match result {
+                    Err(e) if commit_each && e.is_transient() && attempt < TRANSIENT_RETRIES => {
+                        attempt += 1;
+                        let pause = std::time::Duration::from_millis(
+                            50 * (1 << attempt) + u64::from(std::process::id() % 50),
+                        );
+                        self.reporter.warn(&format!(
+                            "batch after {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
+                            from.describe(),
+                            pause.as_millis(),
+                            e.causes.first().unwrap_or(&e.message)
+                        ));
+                        tokio::time::sleep(pause).await;
+                    }
+                    other => break other?,
+                }
             };
             from = new;
             total += n;

@@ -203,3 +203,45 @@ async fn unreachable_database_is_named_without_password() {
     );
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
+
+/// Transient errors (serialization failure, deadlock, lock timeout) roll the batch back and
+/// retry it; the result is exact. A handler's own error is not retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_errors_are_retried() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    // A sequence survives the rollback of the batch, so it counts attempts: the 150th and
+    // 151st calls fail as a serialization failure would.
+    db.exec(
+        "CREATE SEQUENCE calls;
+         CREATE FUNCTION flaky() RETURNS void LANGUAGE plpgsql AS $f$
+         BEGIN
+           IF nextval('calls') IN (150, 151) THEN
+             RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001';
+           END IF;
+         END $f$;",
+    )
+    .await;
+    let p = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT flaky();\n", tally::HANDLERS),
+        )],
+    );
+    let out = reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--batch-size", "100"],
+    )
+    .await;
+    out.ok()
+        .stderr_has("hit a transient error (attempt 1 of 5")
+        .stderr_has("attempt 2 of 5");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs").await,
+        300
+    );
+    db.drop().await;
+}
