@@ -227,6 +227,9 @@ run_reproject() {
     local config=$1 log=$2 start
     shift 2
     start=$EPOCHREALTIME
+    touch "$log.waits.on"
+    sample_waits "$log.waits" &
+    local sampler=$!
     DATABASE_URL=$URL "$TIME" -v -o "$log.time" "$BIN" --config "$config" "$@" </dev/null \
         2> >(while IFS= read -r line; do
             printf '%7.2f %s\n' "$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')" "$line"
@@ -236,6 +239,25 @@ run_reproject() {
         die "reproject $* exited with an error (above)"
     }
     sleep 0.2 # the process substitution may still be writing the log
+    rm -f "$log.waits.on"
+    wait "$sampler" || true
+}
+
+# What reproject's server connections are doing, sampled 5 times a second while it runs (the
+# server-side half of the profile): running on CPU, waiting for the client (ClientRead: the
+# server has nothing to do), waiting on WAL or data file I/O, on a lock... Writes "share state"
+# lines, most frequent first, into FILE.
+sample_waits() {
+    local file=$1
+    : >"$file.raw"
+    while [[ -e $file.on ]]; do
+        q -tA -c "select state || ': ' || coalesce(wait_event_type || '/' || wait_event, 'on CPU')
+                    from pg_stat_activity
+                   where application_name = 'reproject' and state <> 'idle'" >>"$file.raw" 2>/dev/null || true
+        sleep 0.2
+    done
+    sort "$file.raw" | uniq -c | sort -rn |
+        awk '{ n[NR] = $1; $1 = ""; l[NR] = $0; t += n[NR] } END { for (i = 1; i <= NR; i++) printf "%5.1f%% %s\n", 100 * n[i] / t, l[i] }' >"$file"
 }
 
 # lock_wait_ms and lock_hold_ms of the newest run, from `reproject history --json`, read with
@@ -320,7 +342,7 @@ c=$(compare_w1 posting_state_projection)
 read -r WAIT HOLD < <(lock_times "$W1_CONFIG")
 record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENTS" "$c" \
     "$(time_cpu "$LOG_DIR/w1-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/w1-reproject.log.time")" "$WAIT" "$HOLD"
-W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log")
+W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
 "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $W1_DB WITH (FORCE)" </dev/null || true
 
@@ -350,7 +372,7 @@ if ((RUN_SHOP)); then
     read -r WAIT HOLD < <(lock_times "$SHOP_CONFIG")
     record shop "reproject rebuild, per-event handlers (examples/shop)" "$SHOP_EVENTS" "$c" \
         "$(time_cpu "$LOG_DIR/shop-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/shop-reproject.log.time")" "$WAIT" "$HOLD"
-    SHOP_PROFILE=$(cat "$LOG_DIR/shop-reproject.log")
+    SHOP_PROFILE=$(cat "$LOG_DIR/shop-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/shop-reproject.log.waits")
     "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $SHOP_DB WITH (FORCE)" </dev/null || true
 fi
 

@@ -9,4 +9,5 @@ mod dependencies;
 mod failures;
 mod inspect;
 mod lifecycle;
+mod server_loop;
 mod workloads;
