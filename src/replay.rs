@@ -159,11 +159,6 @@ impl Projector {
         })
     }
 
-    /// Whether batches run as one server-side loop (see the module docs).
-    pub fn uses_server_loop(&self) -> bool {
-        self.server_loop.is_some()
-    }
-
     /// Applies `events` in order, inside the caller's transaction on the preparing connection.
     /// On failure, names the projection, the event and the statement; the caller rolls back.
     pub async fn apply(&self, tx: &Client, events: &[Event]) -> Result<()> {
