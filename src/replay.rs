@@ -2,19 +2,32 @@
 //! clones. For each event, the handlers of every projection run in dependency order, so a
 //! projection that reads another sees it exactly as it was at that event, as it would live.
 //!
-//! The statements of a batch are pipelined: all are sent before the first answer is awaited.
-//! The server still runs them one after another, in order, in the batch's transaction, so the
-//! result is the same as sending them one by one, without a network round trip per statement.
+//! Two ways to run a batch, with the same result:
+//!
+//! * the server loop (when every handler statement is a plain INSERT, UPDATE, DELETE or MERGE):
+//!   each statement becomes a temporary PL/pgSQL function of the six handler parameters, and one
+//!   more temporary function loops over the batch's events (passed as six arrays in a single
+//!   call) and calls, per event, the statements of its type in the same order as below. One
+//!   statement and one answer per batch instead of one per handler statement: the profile of
+//!   the per-statement way (scripts/bench.sh, docs/benchmarks.md) shows the server spending a
+//!   fifth of its time sending answers and receiving parameters. A failing batch is rolled
+//!   back to a savepoint and run again the per-statement way, which names the event and the
+//!   statement that failed.
+//! * per statement, pipelined: all are sent before the first answer is awaited. The server
+//!   still runs them one after another, in order, in the batch's transaction, so the result is
+//!   the same as sending them one by one, without a network round trip per statement.
 
 use crate::config::Config;
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::handlers::param_types;
 use crate::ident::TableName;
-use crate::source::Event;
+use crate::source::{Event, RawJsonb};
 use crate::validate::Resolved;
+use chrono::{DateTime, Utc};
 use futures_util::future::maybe_done;
 use std::collections::{BTreeSet, HashMap};
-use tokio_postgres::types::ToSql;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 /// How many statements are in flight at once; bounds memory for large batches.
@@ -58,25 +71,37 @@ struct PreparedProjection {
 /// The handlers of a set of projections, prepared on one connection.
 pub struct Projector {
     projections: Vec<PreparedProjection>,
+    /// `SELECT pg_temp.<loop>($1..$6)` over the arrays of a batch, when every statement can run
+    /// inside PL/pgSQL (see [`server_loop_eligible`]).
+    server_loop: Option<Statement>,
 }
 
 impl Projector {
     /// Prepares the handlers of `order` (projection indexes, topological order) against the
     /// tables of `target`, on `client`. The statements are only valid on that connection.
+    ///
+    /// Also creates the temporary functions of the server loop when the handlers allow it; call
+    /// it outside a transaction (a failed CREATE would abort the caller's).
     pub async fn prepare(
         client: &Client,
         target: &Target<'_>,
         order: &[usize],
     ) -> Result<Projector> {
         let mut projections = Vec::new();
+        // The rendered statements per event type, in application order, for the server loop.
+        let mut loop_sql: Vec<String> = Vec::new();
+        let mut loop_by_type: Vec<(String, Vec<usize>)> = Vec::new();
         for &i in order {
             let p = &target.config.projections[i];
             let file = p.handlers.path.display().to_string();
             let mut by_type: HashMap<String, Vec<PreparedStatement>> = HashMap::new();
             for section in &p.handlers.sections {
                 let mut prepared = Vec::new();
+                let mut loop_ids = Vec::new();
                 for st in &section.statements {
                     let sql = st.render(|r| target.physical(&r.written).quoted());
+                    loop_ids.push(loop_sql.len());
+                    loop_sql.push(sql.clone());
                     let statement = client
                         .prepare_typed(&sql, &param_types())
                         .await
@@ -92,6 +117,10 @@ impl Projector {
                     });
                 }
                 for t in &section.event_types {
+                    match loop_by_type.iter_mut().find(|(ty, _)| ty == t) {
+                        Some((_, ids)) => ids.extend(&loop_ids),
+                        None => loop_by_type.push((t.clone(), loop_ids.clone())),
+                    }
                     let copies = prepared
                         .iter()
                         .map(|ps| PreparedStatement {
@@ -108,12 +137,100 @@ impl Projector {
                 by_type,
             });
         }
-        Ok(Projector { projections })
+        let server_loop = if loop_sql.iter().all(|sql| server_loop_eligible(sql)) {
+            match create_server_loop(client, &loop_sql, &loop_by_type).await {
+                Ok(statement) => statement,
+                Err(e) => {
+                    // Not fatal: the per-statement way gives the same result, only slower
+                    // (e.g. no TEMP privilege on the database).
+                    tracing::info!("replaying statement by statement: {e}");
+                    None
+                }
+            }
+        } else {
+            tracing::debug!(
+                "replaying statement by statement: a handler statement is not a plain INSERT/UPDATE/DELETE/MERGE"
+            );
+            None
+        };
+        Ok(Projector {
+            projections,
+            server_loop,
+        })
     }
 
     /// Applies `events` in order, inside the caller's transaction on the preparing connection.
     /// On failure, names the projection, the event and the statement; the caller rolls back.
     pub async fn apply(&self, tx: &Client, events: &[Event]) -> Result<()> {
+        if let (Some(statement), false) = (&self.server_loop, events.is_empty()) {
+            if self.apply_in_server(tx, statement, events).await? {
+                return Ok(());
+            }
+        }
+        self.apply_statements(tx, events).await
+    }
+
+    /// Runs the batch as one call of the server loop, under a savepoint. Ok(false): a handler
+    /// failed and the batch was rolled back to the savepoint, for the per-statement way to run
+    /// it again and name the failing event (or to succeed, if the failure does not repeat:
+    /// either way the batch is applied at most once).
+    async fn apply_in_server(
+        &self,
+        tx: &Client,
+        statement: &Statement,
+        events: &[Event],
+    ) -> Result<bool> {
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        let streams: Vec<Option<&str>> = events.iter().map(|e| e.stream.as_deref()).collect();
+        let types: Vec<Option<&str>> = events.iter().map(|e| e.event_type.as_deref()).collect();
+        let data: Vec<Option<&RawJsonb>> = events.iter().map(|e| e.data.as_ref()).collect();
+        let metadata: Vec<Option<&RawJsonb>> = events.iter().map(|e| e.metadata.as_ref()).collect();
+        let timestamps: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.timestamp).collect();
+        tx.batch_execute("SAVEPOINT reproject_batch")
+            .await
+            .context("cannot start the batch")?;
+        let result = tx
+            .execute(
+                statement,
+                &[&positions, &streams, &types, &data, &metadata, &timestamps],
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT reproject_batch")
+                    .await
+                    .context("cannot finish the batch")?;
+                Ok(true)
+            }
+            Err(err) => {
+                let kind = clone_pg(&err);
+                // A cancel (Ctrl-C) or a lost connection is not the handlers' fault: running
+                // the batch again would only undo the cancel.
+                if kind.closed || kind.code.is_none() || kind.code.as_deref() == Some("57014") {
+                    let first = events[0].position;
+                    let last = events[events.len() - 1].position;
+                    return Err(Error::from(kind)
+                        .caused_by(format!(
+                            "while applying the events at positions {first}..{last}: {}",
+                            describe_pg(&err)
+                        ))
+                        .with_hint("run the rebuild again; nothing of the failed batch was kept"));
+                }
+                tx.batch_execute(
+                    "ROLLBACK TO SAVEPOINT reproject_batch; RELEASE SAVEPOINT reproject_batch",
+                )
+                .await
+                .context("cannot roll the failed batch back")?;
+                tracing::debug!(
+                    "the server loop failed ({}); running the batch statement by statement",
+                    describe_pg(&err)
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    async fn apply_statements(&self, tx: &Client, events: &[Event]) -> Result<()> {
         // What runs, in order: (event, projection, statement).
         let mut work: Vec<(usize, usize, usize)> = Vec::new();
         let mut params: Vec<[&(dyn ToSql + Sync); 6]> = Vec::with_capacity(events.len());
@@ -204,6 +321,140 @@ impl Projector {
     }
 }
 
+/// Whether a rendered handler statement runs unchanged as a statement of a PL/pgSQL function:
+/// INSERT, UPDATE, DELETE or MERGE without RETURNING (PL/pgSQL refuses rows with nowhere to
+/// go). Anything else (SELECT, WITH, utility statements) keeps the per-statement way.
+/// Conservative: the word RETURNING anywhere, even in a string, counts.
+pub fn server_loop_eligible(sql: &str) -> bool {
+    let first = first_keyword(sql).to_ascii_lowercase();
+    matches!(first.as_str(), "insert" | "update" | "delete" | "merge")
+        && !sql.to_ascii_lowercase().contains("returning")
+}
+
+/// The first word of `sql` after whitespace and comments.
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.find('\n').map_or("", |i| &r[i..]);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            // Block comments nest in PostgreSQL.
+            let mut depth = 1;
+            let mut i = 0;
+            let b = r.as_bytes();
+            while depth > 0 && i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+            rest = &r[i.min(r.len())..];
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            return &rest[..end];
+        }
+    }
+}
+
+/// A dollar-quote tag that does not occur in `body`.
+fn dollar_tag(body: &str) -> String {
+    (0..)
+        .map(|n| format!("$reproject{n}$"))
+        .find(|tag| !body.contains(tag.as_str()))
+        .expect("some tag is free")
+}
+
+/// A quoted SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Makes the names of the temporary functions unique within the process (and so within the
+/// session: a connection may prepare more than one projector).
+static LOOP_GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// The SQL of the server loop: one function per statement (`$1..$6` are its parameters, as in
+/// the prepared statement), then the loop over the batch. Returns the CREATE statements and
+/// the loop's name.
+fn server_loop_sql(
+    generation: usize,
+    sql: &[String],
+    by_type: &[(String, Vec<usize>)],
+) -> (Vec<String>, String) {
+    const SIGNATURE: &str = "bigint, text, text, jsonb, jsonb, timestamptz";
+    let mut creates = Vec::new();
+    for (k, statement) in sql.iter().enumerate() {
+        let statement = statement.trim().trim_end_matches(';');
+        // use_column: a column named like a PL/pgSQL variable (`found`) means the column, as
+        // it does in the prepared statement.
+        let body = format!("#variable_conflict use_column\nBEGIN\n{statement}\n;\nEND");
+        let tag = dollar_tag(&body);
+        creates.push(format!(
+            "CREATE OR REPLACE FUNCTION pg_temp.reproject_g{generation}_s{k}({SIGNATURE}) RETURNS void LANGUAGE plpgsql AS {tag}\n{body}\n{tag}"
+        ));
+    }
+    let mut cases = String::new();
+    for (ty, ids) in by_type {
+        cases.push_str(&format!("      WHEN {} THEN\n", literal(ty)));
+        for k in ids {
+            cases.push_str(&format!(
+                "        PERFORM pg_temp.reproject_g{generation}_s{k}(p[i], s[i], t[i], d[i], m[i], ts[i]);\n"
+            ));
+        }
+        if ids.is_empty() {
+            cases.push_str("        NULL;\n");
+        }
+    }
+    let name = format!("reproject_g{generation}_loop");
+    let body = format!(
+        "DECLARE\n  i integer;\nBEGIN\n  FOR i IN 1 .. coalesce(array_length(p, 1), 0) LOOP\n    CASE t[i]\n{cases}      ELSE NULL;\n    END CASE;\n  END LOOP;\nEND"
+    );
+    let tag = dollar_tag(&body);
+    creates.push(format!(
+        "CREATE OR REPLACE FUNCTION pg_temp.{name}(p bigint[], s text[], t text[], d jsonb[], m jsonb[], ts timestamptz[]) RETURNS void LANGUAGE plpgsql AS {tag}\n{body}\n{tag}"
+    ));
+    (creates, name)
+}
+
+/// Creates the server loop's temporary functions and prepares its call. None when there is
+/// no handler at all.
+async fn create_server_loop(
+    client: &Client,
+    sql: &[String],
+    by_type: &[(String, Vec<usize>)],
+) -> std::result::Result<Option<Statement>, tokio_postgres::Error> {
+    if by_type.iter().all(|(_, ids)| ids.is_empty()) {
+        return Ok(None);
+    }
+    let generation = LOOP_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let (creates, name) = server_loop_sql(generation, sql, by_type);
+    for create in &creates {
+        client.batch_execute(create).await?;
+    }
+    let statement = client
+        .prepare_typed(
+            &format!("SELECT pg_temp.{name}($1, $2, $3, $4, $5, $6)"),
+            &[
+                Type::INT8_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::JSONB_ARRAY,
+                Type::JSONB_ARRAY,
+                Type::TIMESTAMPTZ_ARRAY,
+            ],
+        )
+        .await?;
+    Ok(Some(statement))
+}
+
 /// tokio-postgres errors are not Clone; keep only what decides the error kind.
 fn clone_pg(err: &tokio_postgres::Error) -> PgKind {
     PgKind {
@@ -242,4 +493,62 @@ pub async fn session_setup(client: &Client) -> Result<()> {
         )
         .await
         .context("cannot configure the replay session")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_writes_are_eligible_for_the_server_loop() {
+        assert!(server_loop_eligible("INSERT INTO t VALUES ($1)"));
+        assert!(server_loop_eligible(
+            "  -- note\n/* a /* nested */ comment */\n update t SET a = 1"
+        ));
+        assert!(server_loop_eligible("DELETE FROM t WHERE id = $1"));
+        assert!(server_loop_eligible(
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DO NOTHING"
+        ));
+    }
+
+    #[test]
+    fn anything_else_is_not() {
+        assert!(!server_loop_eligible("SELECT f($1)"));
+        assert!(!server_loop_eligible(
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"
+        ));
+        assert!(!server_loop_eligible(
+            "INSERT INTO t VALUES (1) RETURNING id"
+        ));
+        assert!(!server_loop_eligible("insert into t values ('returning')"));
+        assert!(!server_loop_eligible("-- only a comment"));
+        assert!(!server_loop_eligible("/* unterminated"));
+        assert!(!server_loop_eligible("CREATE TABLE t (a int)"));
+        assert!(!server_loop_eligible("inserted"));
+    }
+
+    #[test]
+    fn the_loop_calls_each_types_statements_in_order() {
+        let sql = vec![
+            "INSERT INTO a VALUES ($1);".to_string(),
+            "UPDATE b SET x = '$reproject0$'".to_string(),
+        ];
+        let by_type = vec![
+            ("it's".to_string(), vec![0, 1]),
+            ("other".to_string(), vec![1]),
+        ];
+        let (creates, name) = server_loop_sql(7, &sql, &by_type);
+        assert_eq!(name, "reproject_g7_loop");
+        assert_eq!(creates.len(), 3);
+        assert!(creates[0].starts_with("CREATE OR REPLACE FUNCTION pg_temp.reproject_g7_s0(bigint, text, text, jsonb, jsonb, timestamptz)"));
+        assert!(creates[0].contains("INSERT INTO a VALUES ($1)\n;"));
+        // The statement's own text holds $reproject0$: another tag quotes it.
+        assert!(creates[1].contains("AS $reproject1$\n"));
+        let body = &creates[2];
+        assert!(body.contains("WHEN 'it''s' THEN"));
+        let first = body.find("reproject_g7_s0(p[i]").unwrap();
+        let second = body.find("reproject_g7_s1(p[i]").unwrap();
+        assert!(first < second);
+        assert_eq!(body.matches("reproject_g7_s1(p[i]").count(), 2);
+    }
 }

@@ -15,5 +15,6 @@ mod inspect;
 mod lifecycle;
 mod live;
 mod ordering;
+mod server_loop;
 mod tls;
 mod workloads;
