@@ -182,6 +182,14 @@ pub fn status(s: &StatusReport) {
             opt(&p.lag),
             p.tables.join(", ")
         );
+        if let (Some(done), Some(rate)) = (p.events_applied, p.events_per_second) {
+            println!(
+                "{:<24} {done} event(s) applied, {rate:.0} events/s, ETA {}",
+                "",
+                p.eta_seconds
+                    .map_or("-".to_string(), |s| format!("{s:.0}s"))
+            );
+        }
         if !p.helper_tables.is_empty() {
             println!("{:<24} helper tables: {}", "", p.helper_tables.join(", "));
         }

@@ -234,6 +234,11 @@ pub struct ProjectionStatus {
     pub checkpoint: Option<i64>,
     /// Events between the checkpoint and the head of the event table (for unfinished runs).
     pub lag: Option<i64>,
+    /// While rebuilding: events applied so far, the average speed since the run started and
+    /// the time left for the current lag at that speed.
+    pub events_applied: Option<i64>,
+    pub events_per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
     pub tables: Vec<String>,
     /// reproject's helper tables of this projection that exist now.
     pub helper_tables: Vec<String>,
@@ -324,8 +329,23 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             (true, Some(h)) => Some(h - checkpoint.unwrap_or(0).min(h)),
             _ => None,
         };
+        let rebuilding = state == "rebuilding";
+        let rate = run.as_ref().filter(|_| rebuilding).and_then(|r| {
+            let secs = (chrono::Utc::now() - r.started_at).num_milliseconds() as f64 / 1000.0;
+            (secs > 0.0).then(|| r.events_applied as f64 / secs)
+        });
+        let eta = match (rate, lag) {
+            (Some(rate), Some(lag)) if rate > 0.0 => Some(lag as f64 / rate),
+            _ => None,
+        };
         projections.push(ProjectionStatus {
             name: p.name.clone(),
+            events_applied: run
+                .as_ref()
+                .filter(|_| rebuilding)
+                .map(|r| r.events_applied),
+            events_per_second: rate,
+            eta_seconds: eta,
             state,
             run_id: run.as_ref().map(|r| r.id),
             phase: run.as_ref().filter(|_| unfinished).map(|r| r.phase.clone()),

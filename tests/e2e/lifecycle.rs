@@ -676,6 +676,17 @@ async fn cancel_from_another_terminal() {
             break;
         }
     }
+    // While it runs, `status` shows the phase, speed and ETA.
+    let s = reproject(&db, &slow.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    let t = &s["projections"][0];
+    assert_eq!(t["state"], "rebuilding");
+    assert_eq!(t["phase"], "replay");
+    assert!(t["events_applied"].as_i64().unwrap() > 0, "{t}");
+    assert!(t["events_per_second"].as_f64().unwrap() > 0.0, "{t}");
+    assert!(t["eta_seconds"].as_f64().is_some(), "{t}");
     reproject(
         &db,
         &slow.config(),
