@@ -396,8 +396,6 @@ pub async fn exchange(
     }
     let inc = fingerprints.of(client, ex.incoming).await?;
     let live = ex.live.quoted();
-    let parked = ex.parked.quoted();
-    let schema = quote(&ex.live.schema);
     let mut validations = Vec::new();
 
     // 1. Dependents that hold the outgoing table by OID are detached before the renames.
@@ -434,10 +432,46 @@ pub async fn exchange(
     )
     .await?;
 
-    // 3. Canonical names: indexes (and with them their constraints), extended statistics and
-    //    identity sequences take the names the outgoing ones had, which get derived names.
-    let mut inc_indexes = items(&inc, "indexes");
-    for o in items(&out, "indexes") {
+    // 3. Canonical names: the incoming table's objects take the outgoing ones' names.
+    canonical_names(client, ex, &out, &inc).await?;
+    // 4. Table properties: the incoming table's catalog state becomes the outgoing's.
+    sync_properties(client, fingerprints, ex, &out, &inc).await?;
+    // 5. Foreign keys, both ways.
+    validations.extend(move_foreign_keys(client, ex, &out, &inc).await?);
+    // 6. Views and materialized views read the new live table.
+    repoint_views(client, &out, &matviews).await?;
+
+    // 7. The proof: the new live table must be indistinguishable from the old one.
+    let now = fingerprints.of(client, ex.live).await?;
+    let differences = fingerprint::diff(&out, &now);
+    if !differences.is_empty() {
+        let mut err = Error::fidelity(format!(
+            "refusing to swap `{}`: the new table would differ from the live one",
+            ex.live
+        ));
+        for d in differences.iter().take(20) {
+            err = err.caused_by(d);
+        }
+        return Err(err.with_hint(
+            "nothing was swapped (the transaction was rolled back); please report this with the differences above",
+        ));
+    }
+    Ok(validations)
+}
+
+/// Step 3 of [`exchange`]: indexes (and with them their constraints), extended statistics and
+/// identity sequences of the incoming table take the names the outgoing ones had, which get
+/// derived names; serial sequences move to the incoming table.
+async fn canonical_names(
+    client: &Client,
+    ex: &Exchange<'_>,
+    out: &Value,
+    inc: &Value,
+) -> Result<()> {
+    let live = ex.live.quoted();
+    let schema = quote(&ex.live.schema);
+    let mut inc_indexes = items(inc, "indexes");
+    for o in items(out, "indexes") {
         let key = index_key(&s(&o, "definition"));
         let Some(pos) = inc_indexes
             .iter()
@@ -471,8 +505,8 @@ pub async fn exchange(
         .await?;
     }
     rename_statistics(client, ex).await?;
-    let inc_seqs = items(&inc, "sequences");
-    for o in items(&out, "sequences") {
+    let inc_seqs = items(inc, "sequences");
+    for o in items(out, "sequences") {
         let column = s(&o, "column");
         if o["kind"] == "i" {
             let Some(i) = inc_seqs
@@ -527,11 +561,25 @@ pub async fn exchange(
         }
     }
 
-    // 4. Table properties: make the incoming table's catalog state equal to the outgoing's.
+    Ok(())
+}
+
+/// Step 4 of [`exchange`]: owner, grants (table and column), statistics targets, row-level
+/// security and policies, triggers, comment, storage parameters, replica identity and
+/// publication membership of the incoming table become the outgoing table's.
+async fn sync_properties(
+    client: &Client,
+    fingerprints: &fingerprint::Fingerprinter,
+    ex: &Exchange<'_>,
+    out: &Value,
+    inc: &Value,
+) -> Result<()> {
+    let live = ex.live.quoted();
+    let parked = ex.parked.quoted();
     if out["owner"] != inc["owner"] {
         exec(
             client,
-            &format!("ALTER TABLE {live} OWNER TO {}", quote(&s(&out, "owner"))),
+            &format!("ALTER TABLE {live} OWNER TO {}", quote(&s(out, "owner"))),
         )
         .await?;
     }
@@ -542,16 +590,16 @@ pub async fn exchange(
         inc.clone()
     };
     if out["acl"] != current["acl"] {
-        let mut all = items(&out, "acl");
+        let mut all = items(out, "acl");
         all.extend(items(&current, "acl"));
         for g in grantees(&all) {
             exec(client, &format!("REVOKE ALL ON TABLE {live} FROM {g}")).await?;
         }
-        for sql in grant_sql(&items(&out, "acl"), |p| format!("{p} ON TABLE {live}")) {
+        for sql in grant_sql(&items(out, "acl"), |p| format!("{p} ON TABLE {live}")) {
             exec(client, &sql).await?;
         }
     }
-    let out_cols = items(&out, "columns");
+    let out_cols = items(out, "columns");
     let cur_cols = items(&current, "columns");
     for (o, c) in out_cols.iter().zip(cur_cols.iter()) {
         let col = quote(&s(o, "name"));
@@ -602,24 +650,24 @@ pub async fn exchange(
         )
         .await?;
     }
-    for p in items(&inc, "policies") {
+    for p in items(inc, "policies") {
         exec(
             client,
             &format!("DROP POLICY {} ON {live}", quote(&s(&p, "name"))),
         )
         .await?;
     }
-    for p in items(&out, "policies") {
+    for p in items(out, "policies") {
         exec(client, &create_policy(&p, &live)).await?;
     }
-    for t in items(&inc, "triggers") {
+    for t in items(inc, "triggers") {
         exec(
             client,
             &format!("DROP TRIGGER {} ON {live}", quote(&s(&t, "name"))),
         )
         .await?;
     }
-    for t in items(&out, "triggers") {
+    for t in items(out, "triggers") {
         // Captured while the outgoing table had the live name: it now names the incoming one.
         exec(client, &s(&t, "definition")).await?;
         let state = match s(&t, "enabled").as_str() {
@@ -645,7 +693,7 @@ pub async fn exchange(
     }
     for (key, prefix) in [("reloptions", ""), ("toast_reloptions", "toast.")] {
         if out[key] != inc[key] {
-            let old: Vec<String> = items(&inc, key)
+            let old: Vec<String> = items(inc, key)
                 .iter()
                 .filter_map(|o| {
                     o.as_str()?
@@ -661,7 +709,7 @@ pub async fn exchange(
                 )
                 .await?;
             }
-            let new: Vec<String> = items(&out, key)
+            let new: Vec<String> = items(out, key)
                 .iter()
                 .filter_map(|o| {
                     let (k, v) = o.as_str()?.split_once('=')?;
@@ -678,11 +726,11 @@ pub async fn exchange(
         }
     }
     if out["replica_identity"] != inc["replica_identity"] || out["replica_identity"] == "i" {
-        let identity = match s(&out, "replica_identity").as_str() {
+        let identity = match s(out, "replica_identity").as_str() {
             "n" => "NOTHING".to_string(),
             "f" => "FULL".to_string(),
             "i" => {
-                let index = items(&out, "indexes")
+                let index = items(out, "indexes")
                     .into_iter()
                     .find(|i| i["replica_identity"] == true)
                     .map(|i| s(&i, "name"))
@@ -697,7 +745,7 @@ pub async fn exchange(
         )
         .await?;
     }
-    for p in items(&inc, "publications") {
+    for p in items(inc, "publications") {
         exec(
             client,
             &format!(
@@ -707,7 +755,7 @@ pub async fn exchange(
         )
         .await?;
     }
-    for p in items(&out, "publications") {
+    for p in items(out, "publications") {
         let name = quote(&s(&p, "publication"));
         exec(
             client,
@@ -738,13 +786,26 @@ pub async fn exchange(
         .await?;
     }
 
-    // 5. Foreign keys: from the table (the outgoing one keeps none: a stale table must not
-    //    block deletes of parent rows), and from other tables to it.
-    let inc_fks: Vec<Value> = items(&inc, "constraints")
+    Ok(())
+}
+
+/// Step 5 of [`exchange`]: the table's own foreign keys move to the incoming table (the outgoing
+/// one keeps none: a stale table must not block deletes of parent rows), and other tables'
+/// foreign keys are re-created against it, all `NOT VALID` until validated after the commit.
+async fn move_foreign_keys(
+    client: &Client,
+    ex: &Exchange<'_>,
+    out: &Value,
+    inc: &Value,
+) -> Result<Vec<Validation>> {
+    let mut validations = Vec::new();
+    let live = ex.live.quoted();
+    let parked = ex.parked.quoted();
+    let inc_fks: Vec<Value> = items(inc, "constraints")
         .into_iter()
         .filter(|c| c["type"] == "f")
         .collect();
-    let out_fks: Vec<Value> = items(&out, "constraints")
+    let out_fks: Vec<Value> = items(out, "constraints")
         .into_iter()
         .filter(|c| c["type"] == "f")
         .collect();
@@ -779,7 +840,7 @@ pub async fn exchange(
             constraint: name,
         });
     }
-    for fk in items(&out, "referenced_by") {
+    for fk in items(out, "referenced_by") {
         let (table, name) = (s(&fk, "table"), s(&fk, "name"));
         exec(
             client,
@@ -796,8 +857,13 @@ pub async fn exchange(
         });
     }
 
-    // 6. Views read the live name again; materialized views are re-created from it.
-    for v in items(&out, "views").iter().filter(|v| v["kind"] == "v") {
+    Ok(validations)
+}
+
+/// Step 6 of [`exchange`]: views are re-pointed at the live name (their definitions were read
+/// while it named the outgoing table); materialized views are re-created from it.
+async fn repoint_views(client: &Client, out: &Value, matviews: &[MatView]) -> Result<()> {
+    for v in items(out, "views").iter().filter(|v| v["kind"] == "v") {
         let options = v["options"]
             .as_array()
             .map(|o| {
@@ -820,7 +886,7 @@ pub async fn exchange(
         )
         .await?;
     }
-    for mv in &matviews {
+    for mv in matviews {
         exec(client, &mv.create).await?;
         for index in &mv.indexes {
             exec(client, index).await?;
@@ -861,22 +927,7 @@ pub async fn exchange(
         }
     }
 
-    // 7. The proof: the new live table must be indistinguishable from the old one.
-    let now = fingerprints.of(client, ex.live).await?;
-    let differences = fingerprint::diff(&out, &now);
-    if !differences.is_empty() {
-        let mut err = Error::fidelity(format!(
-            "refusing to swap `{}`: the new table would differ from the live one",
-            ex.live
-        ));
-        for d in differences.iter().take(20) {
-            err = err.caused_by(d);
-        }
-        return Err(err.with_hint(
-            "nothing was swapped (the transaction was rolled back); please report this with the differences above",
-        ));
-    }
-    Ok(validations)
+    Ok(())
 }
 
 async fn rename_statistics(client: &Client, ex: &Exchange<'_>) -> Result<()> {
