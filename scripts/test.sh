@@ -24,6 +24,9 @@ pg_start
 
 printf '==> cargo test --all-targets%s against %s\n' "${*:+ $*}" "$(pg_redact_url "$DATABASE_URL")"
 rc=0
+# The library example is run by a test as an ordinary binary; `cargo test` builds examples
+# only as test harnesses.
+cargo build --quiet --examples
 cargo test --all-targets "$@" || rc=$?
 if ((rc != 0)); then
     printf 'test.sh: cargo test failed (exit %s)\n' "$rc" >&2

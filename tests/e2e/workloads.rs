@@ -94,3 +94,45 @@ async fn shop_plan_shows_waves_and_rebuild_reproduces_live_tables() {
     }
     db.drop().await;
 }
+
+/// The library example (examples/library.rs) runs against a real database: plan, then
+/// rebuild and swap, recorded like a CLI run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_example_rebuilds_and_swaps() {
+    let db = TestDb::new().await;
+    crate::tally::setup(&db, 120).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let p = crate::tally::project();
+    // scripts/test.sh builds the examples (`cargo build --examples`) next to the binary.
+    let bin = std::path::Path::new(crate::harness::binary());
+    let example = bin.parent().unwrap().join("examples").join("library");
+    assert!(
+        example.exists(),
+        "{} is missing: run `cargo build --examples` (scripts/test.sh does)",
+        example.display()
+    );
+    let out = tokio::process::Command::new(&example)
+        .arg(p.config())
+        .arg(&db.url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("order: tally"), "{stdout}");
+    assert!(stdout.contains("events to replay: 120"), "{stdout}");
+    assert!(
+        stdout.contains("run 1: swapped (120 events applied, last progress report 120)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("step: running health checks"), "{stderr}");
+    assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.text("SELECT initiated_by FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("library-example")
+    );
+    db.drop().await;
+}
