@@ -22,7 +22,19 @@ pub struct LockPolicy {
     pub max_timeout: Duration,
     /// Give up (exit 75) after this much time in total.
     pub budget: Duration,
+    /// Once the locks are held: the `statement_timeout` of every statement of the swap
+    /// transaction, the `idle_in_transaction_session_timeout` of its session (a frozen
+    /// reproject process loses its locks after this long) and the limit of the whole hold,
+    /// checked between the steps. Exceeding it rolls the swap back: nothing is swapped.
+    pub hold_max: Duration,
+    /// With more events than this pending once the locks are held, the swap releases them,
+    /// catches up outside the lock and tries again (at most [`TAIL_RETRIES`] times).
+    pub max_tail_events: i64,
 }
+
+/// How many times a swap releases its locks because the final tail was too long, catches up
+/// and tries again, before it gives up (exit 75).
+pub const TAIL_RETRIES: u32 = 5;
 
 impl Default for LockPolicy {
     fn default() -> Self {
@@ -30,6 +42,8 @@ impl Default for LockPolicy {
             first_timeout: Duration::from_millis(100),
             max_timeout: Duration::from_secs(1),
             budget: Duration::from_secs(60),
+            hold_max: Duration::from_secs(10),
+            max_tail_events: 10_000,
         }
     }
 }
@@ -71,11 +85,20 @@ pub async fn lock_tables(
             .context("cannot set lock_timeout")?;
         match client.batch_execute(&lock_sql).await {
             Ok(()) => {
-                // Once held, a lock must never wait on anything else without a limit.
-                client
-                    .batch_execute("SET LOCAL lock_timeout = '5s'")
-                    .await
-                    .context("cannot set lock_timeout")?;
+                // Once held, a lock must never wait on anything else without a limit, no
+                // statement may run past the hold budget, and if this process freezes (stopped,
+                // swapped out, stuck on its side of the network) the server ends the session
+                // and with it the locks, instead of stalling every reader behind them.
+                let hold = policy.hold_max.as_millis().max(1);
+                let limits = format!(
+                    "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{hold}ms'; \
+                     SET LOCAL idle_in_transaction_session_timeout = '{hold}ms'",
+                    hold.min(5000)
+                );
+                if let Err(e) = client.batch_execute(&limits).await {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(Error::from(e).context("cannot limit the swap transaction"));
+                }
                 return Ok(started.elapsed());
             }
             Err(e) if sqlstate(&e) == Some("55P03") => {
@@ -117,6 +140,28 @@ pub async fn lock_tables(
             }
         }
     }
+}
+
+/// Between the steps of a swap transaction: fails (Busy) once the locks have been held for
+/// longer than the policy allows; the caller rolls back, so nothing is swapped.
+pub fn check_hold(held: Instant, policy: &LockPolicy, step: &str) -> Result<()> {
+    let elapsed = held.elapsed();
+    if elapsed > policy.hold_max {
+        return Err(hold_exceeded(policy).caused_by(format!(
+            "the locks were held for {} ms by the time {step}",
+            elapsed.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a swap that held its locks too long (by the clock, or by `statement_timeout`).
+pub fn hold_exceeded(policy: &LockPolicy) -> Error {
+    Error::busy(format!(
+        "the swap would have held its locks for longer than --lock-hold-max ({} ms); it was rolled back and nothing was swapped",
+        policy.hold_max.as_millis()
+    ))
+    .with_hint("the rebuilt tables are kept: run `reproject swap` again (when the event rate is lower), or raise --lock-hold-max / lower --max-tail-events")
 }
 
 fn names(tables: &[TableName]) -> String {

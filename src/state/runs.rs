@@ -306,6 +306,19 @@ pub async fn set_swapped(
     Ok(())
 }
 
+/// Appends one lock attempt of a swap or rollback to the run's `lock_attempts` (sql/006).
+pub async fn add_lock_attempt(client: &impl GenericClient, id: i64, attempt: &Value) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET lock_attempts = lock_attempts || jsonb_build_array($2::jsonb || \
+                 jsonb_build_object('at', clock_timestamp())) WHERE id = $1",
+            &[&id, attempt],
+        )
+        .await
+        .context("cannot record the lock attempt")?;
+    Ok(())
+}
+
 pub async fn set_rolled_back(client: &impl GenericClient, id: i64) -> Result<()> {
     client
         .execute(

@@ -14,6 +14,7 @@ mod fidelity;
 mod inspect;
 mod lifecycle;
 mod live;
+mod lockhold;
 mod ordering;
 mod tls;
 mod workloads;

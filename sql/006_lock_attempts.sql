@@ -1,0 +1,5 @@
+-- Every attempt of a swap or rollback to take and use its locks, in order: how long it waited,
+-- how long it held them, how many events the final tail had, and how it ended (`swapped`,
+-- `rolled_back`, `tail_too_long`, `hold_exceeded`, `not_locked`), plus blockers it cancelled
+-- or terminated when told to.
+ALTER TABLE reproject.runs ADD COLUMN lock_attempts jsonb NOT NULL DEFAULT '[]';
