@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::error::{describe_pg, Context, Error, Result};
-use crate::handlers::param_types;
+use crate::handlers::{param_types, Section, TableRef};
 use crate::ident::TableName;
 use crate::source::Event;
 use crate::validate::Resolved;
@@ -68,22 +68,54 @@ impl Projector {
         target: &Target<'_>,
         order: &[usize],
     ) -> Result<Projector> {
+        let handlers: Vec<(String, String, &[Section])> = order
+            .iter()
+            .map(|&i| {
+                let p = &target.config.projections[i];
+                (
+                    p.name.clone(),
+                    p.handlers.path.display().to_string(),
+                    p.handlers.sections.as_slice(),
+                )
+            })
+            .collect();
+        Projector::prepare_sections(client, &handlers, |r| {
+            Ok(target.physical(&r.written).quoted())
+        })
+        .await
+    }
+
+    /// Prepares handler sections that need not be the config's (e.g. the recorded handlers of
+    /// an older generation): (projection, file label, sections), in application order, with
+    /// `resolve` naming the physical table of each `{{table}}` reference.
+    pub async fn prepare_sections(
+        client: &Client,
+        handlers: &[(String, String, &[Section])],
+        resolve: impl Fn(&TableRef) -> Result<String>,
+    ) -> Result<Projector> {
         let mut projections = Vec::new();
-        for &i in order {
-            let p = &target.config.projections[i];
-            let file = p.handlers.path.display().to_string();
+        for (name, file, sections) in handlers {
             let mut by_type: HashMap<String, Vec<PreparedStatement>> = HashMap::new();
-            for section in &p.handlers.sections {
+            for section in sections.iter() {
                 let mut prepared = Vec::new();
                 for st in &section.statements {
-                    let sql = st.render(|r| target.physical(&r.written).quoted());
+                    let mut failed = None;
+                    let sql = st.render(|r| {
+                        resolve(r).unwrap_or_else(|e| {
+                            failed.get_or_insert(e);
+                            String::new()
+                        })
+                    });
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
                     let statement = client
                         .prepare_typed(&sql, &param_types())
                         .await
                         .with_context(|| {
                             format!(
-                                "{file}:{}: projection `{}`: cannot prepare the handler",
-                                st.line, p.name
+                                "{file}:{}: projection `{name}`: cannot prepare the handler",
+                                st.line
                             )
                         })?;
                     prepared.push(PreparedStatement {
@@ -103,8 +135,8 @@ impl Projector {
                 }
             }
             projections.push(PreparedProjection {
-                name: p.name.clone(),
-                file,
+                name: name.clone(),
+                file: file.clone(),
                 by_type,
             });
         }

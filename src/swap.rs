@@ -30,6 +30,11 @@ pub struct LockPolicy {
     /// With more events than this pending once the locks are held, the swap releases them,
     /// catches up outside the lock and tries again (at most [`TAIL_RETRIES`] times).
     pub max_tail_events: i64,
+    /// Opt-in: once locking has taken this long, `pg_cancel_backend` the sessions that hold
+    /// locks on the tables (ends their running statement; an idle transaction keeps its locks).
+    pub cancel_blockers_after: Option<Duration>,
+    /// Opt-in: once locking has taken this long, `pg_terminate_backend` them.
+    pub terminate_blockers_after: Option<Duration>,
 }
 
 /// How many times a swap releases its locks because the final tail was too long, catches up
@@ -44,6 +49,8 @@ impl Default for LockPolicy {
             budget: Duration::from_secs(60),
             hold_max: Duration::from_secs(10),
             max_tail_events: 10_000,
+            cancel_blockers_after: None,
+            terminate_blockers_after: None,
         }
     }
 }
@@ -51,12 +58,14 @@ impl Default for LockPolicy {
 /// Begins a transaction on `client` and takes ACCESS EXCLUSIVE locks on `tables`, retrying as
 /// [`LockPolicy`] says. On success the transaction is open and the locks are held; returns how
 /// long it took. On failure (budget spent, or `cancel` set between attempts) nothing is held.
+/// Blockers cancelled or terminated (opt-in, see [`LockPolicy`]) are appended to `actions`.
 pub async fn lock_tables(
     client: &Client,
     tables: &[TableName],
     policy: LockPolicy,
     reporter: &dyn Reporter,
     cancel: Option<&Cancel>,
+    actions: &mut Vec<serde_json::Value>,
 ) -> Result<Duration> {
     let started = Instant::now();
     let list: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
@@ -127,6 +136,36 @@ pub async fn lock_tables(
                         format!("blocked by {blockers}")
                     }
                 ));
+                for (after, function, verb) in [
+                    (
+                        policy.terminate_blockers_after,
+                        "pg_terminate_backend",
+                        "terminated",
+                    ),
+                    (
+                        policy.cancel_blockers_after,
+                        "pg_cancel_backend",
+                        "cancelled",
+                    ),
+                ] {
+                    if after.is_some_and(|d| elapsed >= d) {
+                        let done = signal_blockers(client, tables, function).await?;
+                        for (pid, who) in &done {
+                            reporter.warn(&format!(
+                                "{verb} blocking session pid {pid} ({who}) after {:.1}s of locking",
+                                elapsed.as_secs_f64()
+                            ));
+                            actions.push(serde_json::json!({
+                                "action": verb, "pid": pid, "session": who,
+                                "after_ms": elapsed.as_millis() as i64,
+                            }));
+                        }
+                        if !done.is_empty() {
+                            // Terminating makes cancelling moot.
+                            break;
+                        }
+                    }
+                }
                 // Back off with jitter so we do not retry in lockstep with another tool.
                 let jitter =
                     Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
@@ -170,6 +209,37 @@ fn names(tables: &[TableName]) -> String {
         .map(|t| format!("`{t}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Sends `function` (`pg_cancel_backend` or `pg_terminate_backend`) to every other session that
+/// holds a lock on these tables; returns (pid, description) of those it was sent to.
+async fn signal_blockers(
+    client: &Client,
+    tables: &[TableName],
+    function: &str,
+) -> Result<Vec<(i32, String)>> {
+    let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT b.pid, b.who, {function}(b.pid) FROM ( \
+                   SELECT DISTINCT a.pid, format('application `%s`, %s, transaction open for %ss, query `%s`', \
+                          coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                          coalesce(round(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::numeric, 1), 0), \
+                          coalesce(left(a.query, 80), '')) AS who \
+                   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                   WHERE l.granted AND a.pid <> pg_backend_pid() \
+                     AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)) b"
+            ),
+            &[&quoted],
+        )
+        .await
+        .with_context(|| format!("cannot call {function} on the blocking sessions"))?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, Option<bool>>(2) == Some(true))
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// Who holds locks on these tables right now: pid, application, state, age of the query.

@@ -518,8 +518,16 @@ async fn finish_run(
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let mut retries = 0u32;
     let (wait, hold, tail, position, validations) = loop {
-        let locked =
-            swap::lock_tables(conn, &lock_list, opts.lock, reporter, Some(&engine.cancel)).await;
+        let mut blockers = Vec::new();
+        let locked = swap::lock_tables(
+            conn,
+            &lock_list,
+            opts.lock,
+            reporter,
+            Some(&engine.cancel),
+            &mut blockers,
+        )
+        .await;
         let wait = match locked {
             Ok(wait) => wait,
             Err(e) => {
@@ -527,7 +535,7 @@ async fn finish_run(
                 runs::add_lock_attempt(
                     conn,
                     run_id,
-                    &json!({ "outcome": "not_locked", "error": e.plain() }),
+                    &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
                 )
                 .await?;
                 runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
@@ -566,7 +574,7 @@ async fn finish_run(
             runs::add_lock_attempt(
                 conn,
                 run_id,
-                &json!({ "outcome": "swapped", "lock_wait_ms": wait.as_millis() as i64,
+                &json!({ "outcome": "swapped", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
                          "lock_hold_ms": hold_ms, "tail_events": tail }),
             )
             .await?;
@@ -595,7 +603,7 @@ async fn finish_run(
                 runs::add_lock_attempt(
                     conn,
                     run_id,
-                    &json!({ "outcome": "tail_too_long", "lock_wait_ms": wait.as_millis() as i64,
+                    &json!({ "outcome": "tail_too_long", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
                              "lock_hold_ms": hold_ms, "tail_events": pending }),
                 )
                 .await?;

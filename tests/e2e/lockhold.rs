@@ -410,3 +410,79 @@ async fn a_frozen_swap_loses_its_locks() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// Opt-in: `--terminate-blockers-after` ends a session that sits in an open transaction holding
+/// a lock on the live table, once locking has taken that long; logged and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let blocker = hold_share_lock(&db).await;
+    let started = Instant::now();
+    let out = crate::harness::reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--terminate-blockers-after", "500ms"],
+    )
+    .await;
+    out.ok()
+        .stderr_has("terminated blocking session pid")
+        .stderr_has("long-report");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        blocker.batch_execute("SELECT 1").await.is_err(),
+        "the blocking session was terminated"
+    );
+    let attempt = db
+        .text("SELECT lock_attempts->-1->'blockers'->0->>'action' FROM reproject.runs WHERE id = 1")
+        .await;
+    assert_eq!(attempt.as_deref(), Some("terminated"));
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// Opt-in: `--cancel-blockers-after` cancels a long statement that holds a lock on the live
+/// table; the session itself survives.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_blockers_after_cancels_a_long_statement() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("SET application_name = 'slow-report'")
+        .await
+        .unwrap();
+    let query = tokio::spawn(async move {
+        let r = blocker
+            .batch_execute("SELECT count(*) FROM tally, pg_sleep(30)")
+            .await;
+        (
+            r.map_err(|e| e.code().map(|c| c.code().to_string())),
+            blocker,
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = crate::harness::reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--cancel-blockers-after", "500ms"],
+    )
+    .await;
+    out.ok()
+        .stderr_has("cancelled blocking session pid")
+        .stderr_has("slow-report");
+    let (result, blocker) = query.await.unwrap();
+    assert_eq!(
+        result,
+        Err(Some("57014".to_string())),
+        "the statement was cancelled"
+    );
+    blocker
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the session survives a cancel");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}

@@ -16,5 +16,6 @@ mod lifecycle;
 mod live;
 mod lockhold;
 mod ordering;
+mod rollback;
 mod tls;
 mod workloads;
