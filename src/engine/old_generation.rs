@@ -82,11 +82,17 @@ impl<'a> OldGeneration<'a> {
             Some(_) => recorded_handlers(conn, config, resolved, run, tables).await?,
             None => Err("the live runner's checkpoint carries no transaction id to resume the `xid8` order from".to_string()),
         };
+        // Handlers that no longer prepare against the tables (a column gone) cannot be used
+        // either; that only matters if there are events to apply.
+        let handlers = match handlers {
+            Ok((list, from)) => match prepare_old(conn, config, resolved, tables, &list).await {
+                Ok(projector) => Ok((projector, from)),
+                Err(e) => Err(e.plain().replace('\n', " ")),
+            },
+            Err(why) => Err(why),
+        };
         let keeper = match handlers {
-            Ok((list, from)) => Keeper::Handlers(
-                prepare_old(conn, config, resolved, tables, &list).await?,
-                from,
-            ),
+            Ok((projector, from)) => Keeper::Handlers(projector, from),
             // The swap's hand-over left the position the old tables had in the live
             // checkpoint; a runner that is up re-applies from there once it is handed back.
             Err(why) if runner.is_some() && runners_up(conn, &run.projections).await? => {

@@ -204,3 +204,39 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
     assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
     db.drop().await;
 }
+
+/// The handlers that built the previous tables no longer prepare against them (a column they
+/// write was dropped since): with events since the swap the rollback refuses and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    db.exec("ALTER TABLE tally ADD COLUMN note text").await;
+    let with_note = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!(
+                "{}UPDATE {{{{tally}}}} SET note = 'seen' WHERE stream = :stream;\n",
+                tally::HANDLERS
+            ),
+        )],
+    );
+    reproject(&db, &with_note.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    db.exec("ALTER TABLE tally DROP COLUMN note").await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let current = oid(&db, "tally").await;
+    tally::append(&db, 3).await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("refusing to roll back run 2: 3 event(s) arrived since the swap")
+        .stderr_has("cannot prepare the handler");
+    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    db.drop().await;
+}
