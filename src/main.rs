@@ -190,10 +190,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rollback {
             projections,
             yes,
+            batch_size,
             lock,
         } => {
             confirm("roll back the newest swap", yes)?;
-            let report = engine::rollback(&engine, &projections, lock.policy()).await?;
+            let opts = engine::RollbackOptions {
+                lock: lock.policy(),
+                batch_size,
+            };
+            let report = engine::rollback(&engine, &projections, opts).await?;
             print::rollback(&report);
         }
         Command::Cleanup {

@@ -19,7 +19,7 @@
 
 use crate::config::Config;
 use crate::error::{describe_pg, Context, Error, Result};
-use crate::handlers::param_types;
+use crate::handlers::{param_types, Section, TableRef};
 use crate::ident::TableName;
 use crate::source::{Event, RawJsonb};
 use crate::validate::Resolved;
@@ -87,19 +87,51 @@ impl Projector {
         target: &Target<'_>,
         order: &[usize],
     ) -> Result<Projector> {
+        let handlers: Vec<(String, String, &[Section])> = order
+            .iter()
+            .map(|&i| {
+                let p = &target.config.projections[i];
+                (
+                    p.name.clone(),
+                    p.handlers.path.display().to_string(),
+                    p.handlers.sections.as_slice(),
+                )
+            })
+            .collect();
+        Projector::prepare_sections(client, &handlers, |r| {
+            Ok(target.physical(&r.written).quoted())
+        })
+        .await
+    }
+
+    /// Prepares handler sections that need not be the config's (e.g. the recorded handlers of
+    /// an older generation): (projection, file label, sections), in application order, with
+    /// `resolve` naming the physical table of each `{{table}}` reference.
+    pub async fn prepare_sections(
+        client: &Client,
+        handlers: &[(String, String, &[Section])],
+        resolve: impl Fn(&TableRef) -> Result<String>,
+    ) -> Result<Projector> {
         let mut projections = Vec::new();
         // The rendered statements per event type, in application order, for the server loop.
         let mut loop_sql: Vec<String> = Vec::new();
         let mut loop_by_type: Vec<(String, Vec<usize>)> = Vec::new();
-        for &i in order {
-            let p = &target.config.projections[i];
-            let file = p.handlers.path.display().to_string();
+        for (name, file, sections) in handlers {
             let mut by_type: HashMap<String, Vec<PreparedStatement>> = HashMap::new();
-            for section in &p.handlers.sections {
+            for section in sections.iter() {
                 let mut prepared = Vec::new();
                 let mut loop_ids = Vec::new();
                 for st in &section.statements {
-                    let sql = st.render(|r| target.physical(&r.written).quoted());
+                    let mut failed = None;
+                    let sql = st.render(|r| {
+                        resolve(r).unwrap_or_else(|e| {
+                            failed.get_or_insert(e);
+                            String::new()
+                        })
+                    });
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
                     loop_ids.push(loop_sql.len());
                     loop_sql.push(sql.clone());
                     let statement = client
@@ -107,8 +139,8 @@ impl Projector {
                         .await
                         .with_context(|| {
                             format!(
-                                "{file}:{}: projection `{}`: cannot prepare the handler",
-                                st.line, p.name
+                                "{file}:{}: projection `{name}`: cannot prepare the handler",
+                                st.line
                             )
                         })?;
                     prepared.push(PreparedStatement {
@@ -132,8 +164,8 @@ impl Projector {
                 }
             }
             projections.push(PreparedProjection {
-                name: p.name.clone(),
-                file,
+                name: name.clone(),
+                file: file.clone(),
                 by_type,
             });
         }

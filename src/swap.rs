@@ -22,7 +22,24 @@ pub struct LockPolicy {
     pub max_timeout: Duration,
     /// Give up (exit 75) after this much time in total.
     pub budget: Duration,
+    /// Once the locks are held: the `statement_timeout` of every statement of the swap
+    /// transaction, the `idle_in_transaction_session_timeout` of its session (a frozen
+    /// reproject process loses its locks after this long) and the limit of the whole hold,
+    /// checked between the steps. Exceeding it rolls the swap back: nothing is swapped.
+    pub hold_max: Duration,
+    /// With more events than this pending once the locks are held, the swap releases them,
+    /// catches up outside the lock and tries again (at most [`TAIL_RETRIES`] times).
+    pub max_tail_events: i64,
+    /// Opt-in: once locking has taken this long, `pg_cancel_backend` the sessions that hold
+    /// locks on the tables (ends their running statement; an idle transaction keeps its locks).
+    pub cancel_blockers_after: Option<Duration>,
+    /// Opt-in: once locking has taken this long, `pg_terminate_backend` them.
+    pub terminate_blockers_after: Option<Duration>,
 }
+
+/// How many times a swap releases its locks because the final tail was too long, catches up
+/// and tries again, before it gives up (exit 75).
+pub const TAIL_RETRIES: u32 = 5;
 
 impl Default for LockPolicy {
     fn default() -> Self {
@@ -30,6 +47,10 @@ impl Default for LockPolicy {
             first_timeout: Duration::from_millis(100),
             max_timeout: Duration::from_secs(1),
             budget: Duration::from_secs(60),
+            hold_max: Duration::from_secs(10),
+            max_tail_events: 10_000,
+            cancel_blockers_after: None,
+            terminate_blockers_after: None,
         }
     }
 }
@@ -37,12 +58,14 @@ impl Default for LockPolicy {
 /// Begins a transaction on `client` and takes ACCESS EXCLUSIVE locks on `tables`, retrying as
 /// [`LockPolicy`] says. On success the transaction is open and the locks are held; returns how
 /// long it took. On failure (budget spent, or `cancel` set between attempts) nothing is held.
+/// Blockers cancelled or terminated (opt-in, see [`LockPolicy`]) are appended to `actions`.
 pub async fn lock_tables(
     client: &Client,
     tables: &[TableName],
     policy: LockPolicy,
     reporter: &dyn Reporter,
     cancel: Option<&Cancel>,
+    actions: &mut Vec<serde_json::Value>,
 ) -> Result<Duration> {
     let started = Instant::now();
     let list: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
@@ -71,11 +94,20 @@ pub async fn lock_tables(
             .context("cannot set lock_timeout")?;
         match client.batch_execute(&lock_sql).await {
             Ok(()) => {
-                // Once held, a lock must never wait on anything else without a limit.
-                client
-                    .batch_execute("SET LOCAL lock_timeout = '5s'")
-                    .await
-                    .context("cannot set lock_timeout")?;
+                // Once held, a lock must never wait on anything else without a limit, no
+                // statement may run past the hold budget, and if this process freezes (stopped,
+                // swapped out, stuck on its side of the network) the server ends the session
+                // and with it the locks, instead of stalling every reader behind them.
+                let hold = policy.hold_max.as_millis().max(1);
+                let limits = format!(
+                    "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{hold}ms'; \
+                     SET LOCAL idle_in_transaction_session_timeout = '{hold}ms'",
+                    hold.min(5000)
+                );
+                if let Err(e) = client.batch_execute(&limits).await {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(Error::from(e).context("cannot limit the swap transaction"));
+                }
                 return Ok(started.elapsed());
             }
             Err(e) if sqlstate(&e) == Some("55P03") => {
@@ -104,6 +136,36 @@ pub async fn lock_tables(
                         format!("blocked by {blockers}")
                     }
                 ));
+                for (after, function, verb) in [
+                    (
+                        policy.terminate_blockers_after,
+                        "pg_terminate_backend",
+                        "terminated",
+                    ),
+                    (
+                        policy.cancel_blockers_after,
+                        "pg_cancel_backend",
+                        "cancelled",
+                    ),
+                ] {
+                    if after.is_some_and(|d| elapsed >= d) {
+                        let done = signal_blockers(client, tables, function).await?;
+                        for (pid, who) in &done {
+                            reporter.warn(&format!(
+                                "{verb} blocking session pid {pid} ({who}) after {:.1}s of locking",
+                                elapsed.as_secs_f64()
+                            ));
+                            actions.push(serde_json::json!({
+                                "action": verb, "pid": pid, "session": who,
+                                "after_ms": elapsed.as_millis() as i64,
+                            }));
+                        }
+                        if !done.is_empty() {
+                            // Terminating makes cancelling moot.
+                            break;
+                        }
+                    }
+                }
                 // Back off with jitter so we do not retry in lockstep with another tool.
                 let jitter =
                     Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
@@ -119,12 +181,65 @@ pub async fn lock_tables(
     }
 }
 
+/// Between the steps of a swap transaction: fails (Busy) once the locks have been held for
+/// longer than the policy allows; the caller rolls back, so nothing is swapped.
+pub fn check_hold(held: Instant, policy: &LockPolicy, step: &str) -> Result<()> {
+    let elapsed = held.elapsed();
+    if elapsed > policy.hold_max {
+        return Err(hold_exceeded(policy).caused_by(format!(
+            "the locks were held for {} ms by the time {step}",
+            elapsed.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a swap that held its locks too long (by the clock, or by `statement_timeout`).
+pub fn hold_exceeded(policy: &LockPolicy) -> Error {
+    Error::busy(format!(
+        "the swap would have held its locks for longer than --lock-hold-max ({} ms); it was rolled back and nothing was swapped",
+        policy.hold_max.as_millis()
+    ))
+    .with_hint("the rebuilt tables are kept: run `reproject swap` again (when the event rate is lower), or raise --lock-hold-max / lower --max-tail-events")
+}
+
 fn names(tables: &[TableName]) -> String {
     tables
         .iter()
         .map(|t| format!("`{t}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Sends `function` (`pg_cancel_backend` or `pg_terminate_backend`) to every other session that
+/// holds a lock on these tables; returns (pid, description) of those it was sent to.
+async fn signal_blockers(
+    client: &Client,
+    tables: &[TableName],
+    function: &str,
+) -> Result<Vec<(i32, String)>> {
+    let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT b.pid, b.who, {function}(b.pid) FROM ( \
+                   SELECT DISTINCT a.pid, format('application `%s`, %s, transaction open for %ss, query `%s`', \
+                          coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                          coalesce(round(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::numeric, 1), 0), \
+                          coalesce(left(a.query, 80), '')) AS who \
+                   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                   WHERE l.granted AND a.pid <> pg_backend_pid() \
+                     AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)) b"
+            ),
+            &[&quoted],
+        )
+        .await
+        .with_context(|| format!("cannot call {function} on the blocking sessions"))?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, Option<bool>>(2) == Some(true))
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// Who holds locks on these tables right now: pid, application, state, age of the query.

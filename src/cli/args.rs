@@ -59,6 +59,9 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Events per transaction while catching the previous tables up with the events since the swap.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
+        batch_size: i64,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -236,6 +239,18 @@ pub struct LockArgs {
     /// Give up locking after this long in total (exit 75); nothing is swapped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub lock_budget: std::time::Duration,
+    /// Longest time the locks may be held (statement_timeout and idle_in_transaction_session_timeout of the swap transaction); past it the swap is rolled back (exit 75).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub lock_hold_max: std::time::Duration,
+    /// With more events pending once the locks are held, release them, catch up and retry (up to 5 times, then exit 75).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub max_tail_events: i64,
+    /// Opt-in: after locking has taken this long, cancel the running statements of sessions holding locks on the tables (pg_cancel_backend).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cancel_blockers_after: Option<std::time::Duration>,
+    /// Opt-in: after locking has taken this long, terminate sessions holding locks on the tables (pg_terminate_backend).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub terminate_blockers_after: Option<std::time::Duration>,
 }
 
 impl LockArgs {
@@ -244,6 +259,10 @@ impl LockArgs {
             first_timeout: self.lock_timeout,
             max_timeout: self.lock_timeout.max(std::time::Duration::from_secs(1)),
             budget: self.lock_budget,
+            hold_max: self.lock_hold_max,
+            max_tail_events: self.max_tail_events,
+            cancel_blockers_after: self.cancel_blockers_after,
+            terminate_blockers_after: self.terminate_blockers_after,
         }
     }
 }

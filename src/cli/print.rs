@@ -129,6 +129,12 @@ pub fn rollback(r: &RollbackReport) {
         r.lock_wait_ms,
         r.lock_hold_ms
     );
+    if let Some(position) = r.position {
+        println!(
+            "  the restored tables were caught up with {} event(s) since the swap, to position {position}",
+            r.events_applied
+        );
+    }
     for (live, kept) in &r.kept {
         println!("  `{live}` is the previous table again; the replaced one is kept as `{kept}`");
     }

@@ -4,6 +4,7 @@
 
 mod inspect;
 mod live;
+mod old_generation;
 mod rebuild;
 mod restore;
 
@@ -15,7 +16,9 @@ pub use live::{
     NOTIFY_CHANNEL,
 };
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
-pub use restore::{cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackReport};
+pub use restore::{
+    cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackOptions, RollbackReport,
+};
 
 use crate::config::Config;
 use crate::db::Db;

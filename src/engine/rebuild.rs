@@ -522,7 +522,7 @@ async fn finish_run(
     }
 
     runs::set_phase(conn, run_id, "catch_up").await?;
-    outcome.events_applied += catch_up(conn, run_id, &mut cut, &source, &replay, engine).await?;
+    outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
 
     // A maintenance window: keep catching up until it opens, then check and swap inside it.
     if let (false, Some(window)) = (opts.no_swap, &opts.window) {
@@ -558,8 +558,7 @@ async fn finish_run(
                 tokio::time::sleep(step).await;
                 slept += step;
             }
-            outcome.events_applied +=
-                catch_up(conn, run_id, &mut cut, &source, &replay, engine).await?;
+            outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
         }
     }
 
@@ -632,47 +631,128 @@ async fn finish_run(
     // Tables whose foreign keys point at ours, and views reading them, are altered too.
     lock_list.extend(swap::dependents_to_lock(conn, tables).await?);
     reporter.step(&format!("swapping {} table(s)", tables.len()));
-    let locked =
-        swap::lock_tables(conn, &lock_list, opts.lock, reporter, Some(&engine.cancel)).await;
-    let wait = match locked {
-        Ok(wait) => wait,
-        Err(e) => {
-            // The rebuild itself is complete and checked: it can be swapped later.
-            runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
-            return Err(e);
+    let mut retries = 0u32;
+    let (wait, hold, tail, position, validations) = loop {
+        let mut blockers = Vec::new();
+        let locked = swap::lock_tables(
+            conn,
+            &lock_list,
+            opts.lock,
+            reporter,
+            Some(&engine.cancel),
+            &mut blockers,
+        )
+        .await;
+        let wait = match locked {
+            Ok(wait) => wait,
+            Err(e) => {
+                // The rebuild itself is complete and checked: it can be swapped later.
+                runs::add_lock_attempt(
+                    conn,
+                    run_id,
+                    &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
+                )
+                .await?;
+                runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                return Err(e);
+            }
+        };
+        let held = Instant::now();
+        let attempt = async {
+            // The final tail: events committed since the last catch-up, applied while the live
+            // tables are locked, so the new tables hold every event up to the swap. Too long a
+            // tail would keep readers waiting: then release, catch up outside, try again.
+            let at = runs::cursor(conn, run_id).await?;
+            let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
+            let pending = match &bound {
+                Some(b) => source.count(conn, &at, b).await?.events,
+                None => 0,
+            };
+            if pending > opts.lock.max_tail_events {
+                return Ok(Err(pending));
+            }
+            let tail = match bound {
+                Some(bound) => replay.range(at, bound, &mut None, None, false).await?,
+                None => 0,
+            };
+            swap::check_hold(held, &opts.lock, "the final tail was applied")?;
+            let swapped_at = runs::cursor(conn, run_id).await?;
+            let position = swapped_at.position;
+            swap::retire_old_tables(conn, &retire).await?;
+            let validations = swap::swap_generation(conn, run_id, tables).await?;
+            crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
+            // `reproject run` continues on the new tables from exactly here (engine/live.rs).
+            crate::state::live::hand_over(conn, run_id, names, position).await?;
+            swap::check_hold(held, &opts.lock, "the tables were exchanged")?;
+            let hold_ms = held.elapsed().as_millis() as i64;
+            runs::add_lock_attempt(
+                conn,
+                run_id,
+                &json!({ "outcome": "swapped", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
+                         "lock_hold_ms": hold_ms, "tail_events": tail }),
+            )
+            .await?;
+            runs::set_swapped(conn, run_id, position, wait.as_millis() as i64, hold_ms).await?;
+            Ok(Ok((tail, position, validations)))
+        }
+        .await;
+        let attempt = match attempt {
+            Ok(Err(pending)) => {
+                let _ = conn.batch_execute("ROLLBACK").await;
+                Ok(Err(pending))
+            }
+            other => shadow::finish(conn, other).await,
+        };
+        let attempt = match attempt {
+            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
+                // Not our Ctrl-C: the statement_timeout set under the lock.
+                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
+            }
+            other => other,
+        };
+        match attempt {
+            Ok(Ok(done)) => break (wait, held.elapsed(), done.0, done.1, done.2),
+            Ok(Err(pending)) => {
+                let hold_ms = held.elapsed().as_millis() as i64;
+                runs::add_lock_attempt(
+                    conn,
+                    run_id,
+                    &json!({ "outcome": "tail_too_long", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
+                             "lock_hold_ms": hold_ms, "tail_events": pending }),
+                )
+                .await?;
+                retries += 1;
+                if retries > swap::TAIL_RETRIES {
+                    let e = Error::busy(format!(
+                        "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
+                        opts.lock.max_tail_events
+                    ))
+                    .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
+                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                    return Err(e);
+                }
+                reporter.warn(&format!(
+                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
+                    opts.lock.max_tail_events,
+                    swap::TAIL_RETRIES
+                ));
+                outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::Busy {
+                    runs::add_lock_attempt(
+                        conn,
+                        run_id,
+                        &json!({ "outcome": "hold_exceeded", "lock_wait_ms": wait.as_millis() as i64,
+                                 "lock_hold_ms": held.elapsed().as_millis() as i64 }),
+                    )
+                    .await?;
+                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                }
+                return Err(e);
+            }
         }
     };
-    let held = Instant::now();
-    let swapped = async {
-        // The final tail: events committed since the last catch-up, applied while the live
-        // tables are locked, so the new tables hold every event up to the swap.
-        let at = runs::cursor(conn, run_id).await?;
-        let tail = match cut.bound(conn, &at).await? {
-            Some(bound) if !bound.reached_by(&at) => {
-                replay.range(at, bound, &mut None, None, false).await?
-            }
-            _ => 0,
-        };
-        let swapped_at = runs::cursor(conn, run_id).await?;
-        let position = swapped_at.position;
-        swap::retire_old_tables(conn, &retire).await?;
-        let validations = swap::swap_generation(conn, run_id, tables).await?;
-        crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
-        // `reproject run` continues on the new tables from exactly here (engine/live.rs).
-        crate::state::live::hand_over(conn, run_id, names, position).await?;
-        runs::set_swapped(
-            conn,
-            run_id,
-            position,
-            wait.as_millis() as i64,
-            held.elapsed().as_millis() as i64,
-        )
-        .await?;
-        Ok((tail, position, validations))
-    }
-    .await;
-    let (tail, position, validations) = shadow::finish(conn, swapped).await?;
-    let hold = held.elapsed();
     conn.execute(
         "UPDATE reproject.runs SET lock_hold_ms = $2 WHERE id = $1",
         &[&run_id, &(hold.as_millis() as i64)],
@@ -727,39 +807,6 @@ pub(super) async fn validate_foreign_keys(
 /// How often a rebuild waiting for its swap window catches up.
 const WINDOW_CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Catch-up rounds: replay what arrived since the checkpoint, up to the safe bound, until
-/// nothing new is there (at most [`CATCH_UP_ROUNDS`]).
-async fn catch_up(
-    conn: &Client,
-    run_id: i64,
-    cut: &mut Cut<'_>,
-    source: &EventSource,
-    replay: &Replay<'_>,
-    engine: &Engine<'_>,
-) -> Result<i64> {
-    let mut applied = 0;
-    for _ in 0..CATCH_UP_ROUNDS {
-        let at = runs::cursor(conn, run_id).await?;
-        let Some(bound) = cut.bound(conn, &at).await? else {
-            break;
-        };
-        if bound.reached_by(&at) {
-            break;
-        }
-        let counts = source.count(conn, &at, &bound).await?;
-        if counts.events == 0 {
-            break;
-        }
-        engine
-            .reporter
-            .step(&format!("catching up with {} new event(s)", counts.events));
-        applied += replay
-            .range(at, bound, &mut None, Some(&engine.cancel), true)
-            .await?;
-    }
-    Ok(applied)
-}
-
 /// Replays events into one generation, in batches.
 struct Replay<'a> {
     conn: &'a Client,
@@ -780,6 +827,29 @@ const TRANSIENT_RETRIES: u32 = 5;
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Replay<'_> {
+    /// Catches up until nothing new can be read (at most [`CATCH_UP_ROUNDS`] rounds), outside
+    /// any swap lock; every window ends at a bound from `cut`. Returns the events applied.
+    async fn catch_up(&self, cut: &mut Cut<'_>, cancel: &Cancel) -> Result<i64> {
+        let mut applied = 0;
+        for _ in 0..CATCH_UP_ROUNDS {
+            let at = runs::cursor(self.conn, self.run_id).await?;
+            let Some(bound) = cut.bound(self.conn, &at).await? else {
+                break;
+            };
+            if bound.reached_by(&at) {
+                break;
+            }
+            let counts = self.source.count(self.conn, &at, &bound).await?;
+            if counts.events == 0 {
+                break;
+            }
+            self.reporter
+                .step(&format!("catching up with {} new event(s)", counts.events));
+            applied += self.range(at, bound, &mut None, Some(cancel), true).await?;
+        }
+        Ok(applied)
+    }
+
     /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
     /// transaction together with its checkpoint; without, the caller's transaction holds all.
     /// `budget` caps the number of events and is decreased by what was applied.
@@ -909,12 +979,14 @@ async fn record_outcome(
     };
     // Refused checks and a swap that could not get its locks already recorded a status that
     // keeps the run swappable; keep it.
-    let current = runs::get(&**client, run_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.status);
-    if current.as_deref() == Some("running") {
+    let current = runs::get(&**client, run_id).await.ok().flatten();
+    // A failure during the swap phase rolled the swap transaction back as a whole (e.g. the
+    // server ended a frozen swap session): the rebuild is complete, a later swap can finish it.
+    let status = match &current {
+        Some(r) if r.phase == "swap" && err.kind != ErrorKind::Interrupted => "awaiting_swap",
+        _ => status,
+    };
+    if current.as_ref().map(|r| r.status.as_str()) == Some("running") {
         if let Err(e) = runs::set_status(&**client, run_id, status, Some(&err.plain())).await {
             tracing::warn!("could not record run {run_id} as {status}: {e}");
         }

@@ -1,12 +1,15 @@
 //! `rollback` (put the previous tables back) and `cleanup` (drop helper tables).
 
+use super::old_generation::{Keeper, OldGeneration};
 use super::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::EventSource;
 use crate::state::helpers::{self, HelperTable, Ownership};
 use crate::state::locks::lock_projections;
 use crate::state::runs::{self, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize)]
@@ -17,6 +20,34 @@ pub struct RollbackReport {
     pub kept: Vec<(String, String)>,
     pub lock_wait_ms: i64,
     pub lock_hold_ms: i64,
+    /// Events applied to the restored tables since the swap, before they went back in.
+    pub events_applied: i64,
+    /// The position the restored tables hold, when the rollback caught them up.
+    pub position: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RollbackOptions {
+    pub lock: LockPolicy,
+    /// Events per transaction while catching the previous tables up.
+    pub batch_size: i64,
+}
+
+/// Refuses (before locking) when events arrived since the swap and nobody can apply them.
+async fn refuse_if_stale(old: &mut OldGeneration<'_>, run_id: i64, why: &str) -> Result<()> {
+    let (_, pending) = old.pending().await?;
+    if pending > 0 {
+        return Err(stale(run_id, pending, why));
+    }
+    Ok(())
+}
+
+fn stale(run_id: i64, pending: i64, why: &str) -> Error {
+    Error::config(format!(
+        "refusing to roll back run {run_id}: {pending} event(s) arrived since the swap and cannot be applied to the previous tables; they would come back stale"
+    ))
+    .caused_by(why)
+    .with_hint("nothing was changed; rebuild with the previous handlers instead (`reproject rebuild`), or keep the current tables")
 }
 
 /// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
@@ -24,7 +55,7 @@ pub struct RollbackReport {
 pub async fn rollback(
     engine: &Engine<'_>,
     selection: &[String],
-    lock: LockPolicy,
+    opts: RollbackOptions,
 ) -> Result<RollbackReport> {
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {
@@ -98,28 +129,152 @@ pub async fn rollback(
         run.id,
         run.projections.join(", ")
     ));
+    // The previous tables first get the events that arrived since the swap (old_generation.rs).
+    let resolved = engine.validate().await?;
+    let source = EventSource::new(&engine.config.events, &resolved.events_table);
+    crate::replay::session_setup(&conn).await?;
+    let mut old = OldGeneration::prepare(
+        &conn,
+        engine.config,
+        &resolved,
+        &source,
+        &run,
+        &tables,
+        opts.batch_size,
+    )
+    .await?;
+    match &old.keeper {
+        Keeper::Handlers(_, from) => engine.reporter.step(&format!(
+            "the previous tables are caught up with the handlers recorded by run(s) {}",
+            from.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Keeper::Runner(why) => engine.reporter.warn(&format!(
+            "{why}: `reproject run` re-applies the events since the swap to the restored tables"
+        )),
+        Keeper::Nobody(_) => {}
+    }
+    let mut events_applied = old.catch_up(&engine.cancel, engine.reporter).await?;
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.old.clone()));
     lock_list.extend(swap::dependents_to_lock(&conn, &tables).await?);
-    let wait = swap::lock_tables(
-        &conn,
-        &lock_list,
-        lock,
-        engine.reporter,
-        Some(&engine.cancel),
-    )
-    .await?;
-    let held = Instant::now();
-    let done = async {
-        let validations = swap::swap_back(&conn, run.id, &tables).await?;
-        // `reproject run` re-applies what the restored tables missed (engine/live.rs).
-        crate::state::live::hand_back(&conn, run.id, &run.projections).await?;
-        runs::set_rolled_back(&conn, run.id).await?;
-        Ok(validations)
-    }
-    .await;
-    let validations = crate::shadow::finish(&conn, done).await?;
-    let held_ms = held.elapsed().as_millis() as i64;
+    let mut retries = 0u32;
+    let (wait, held_ms, validations) = loop {
+        if let Keeper::Nobody(why) = &old.keeper {
+            let why = why.clone();
+            refuse_if_stale(&mut old, run.id, &why).await?;
+        }
+        let mut blockers = Vec::new();
+        let wait = match swap::lock_tables(
+            &conn,
+            &lock_list,
+            opts.lock,
+            engine.reporter,
+            Some(&engine.cancel),
+            &mut blockers,
+        )
+        .await
+        {
+            Ok(wait) => wait,
+            Err(e) => {
+                runs::add_lock_attempt(
+                    &conn,
+                    run.id,
+                    &json!({ "rollback": true, "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
+                )
+                .await?;
+                return Err(e);
+            }
+        };
+        let held = Instant::now();
+        let attempt = async {
+            // The final tail, under the lock, as in a swap.
+            let (bound, pending) = old.pending().await?;
+            let nobody = match &old.keeper {
+                Keeper::Nobody(why) => Some(why.clone()),
+                _ => None,
+            };
+            let caught_up = match &old.keeper {
+                Keeper::Handlers(..) => {
+                    if pending > opts.lock.max_tail_events {
+                        return Ok(Err(pending));
+                    }
+                    if let Some(bound) = bound {
+                        old.apply(bound, false, None).await?;
+                    }
+                    Some(old.at)
+                }
+                Keeper::Runner(_) => None,
+                Keeper::Nobody(_) => {
+                    if pending > 0 {
+                        return Err(stale(run.id, pending, nobody.as_deref().unwrap_or("")));
+                    }
+                    None
+                }
+            };
+            swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
+            let validations = swap::swap_back(&conn, run.id, &tables).await?;
+            let position = caught_up.as_ref().and_then(|c| c.position);
+            if let Some(at) = &caught_up {
+                // External projectors continue on the restored tables from where they stand.
+                crate::handover::apply(&conn, engine.config, &run.projections, at, engine.reporter)
+                    .await?;
+            }
+            // With the tables caught up, `reproject run` continues right after them; else it
+            // re-applies what the restored tables missed (engine/live.rs).
+            crate::state::live::hand_back(&conn, run.id, &run.projections, position).await?;
+            runs::set_rolled_back(&conn, run.id).await?;
+            runs::add_lock_attempt(
+                &conn,
+                run.id,
+                &json!({ "rollback": true, "outcome": "rolled_back", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
+                         "lock_hold_ms": held.elapsed().as_millis() as i64, "tail_events": pending,
+                         "position": position }),
+            )
+            .await?;
+            Ok(Ok((validations, pending)))
+        }
+        .await;
+        let attempt = match attempt {
+            Ok(Err(pending)) => {
+                let _ = conn.batch_execute("ROLLBACK").await;
+                Ok(Err(pending))
+            }
+            other => crate::shadow::finish(&conn, other).await,
+        };
+        let attempt = match attempt {
+            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
+                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
+            }
+            other => other,
+        };
+        match attempt {
+            Ok(Ok((validations, tail))) => {
+                if matches!(old.keeper, Keeper::Handlers(..)) {
+                    events_applied += tail;
+                }
+                break (wait, held.elapsed().as_millis() as i64, validations);
+            }
+            Ok(Err(pending)) => {
+                retries += 1;
+                if retries > swap::TAIL_RETRIES {
+                    return Err(Error::busy(format!(
+                        "run {}: {pending} event(s) were pending each time the locks were taken, more than --max-tail-events {}; nothing was rolled back",
+                        run.id, opts.lock.max_tail_events
+                    ))
+                    .with_hint("run `reproject rollback` again when the event rate is lower, or raise --max-tail-events"));
+                }
+                engine.reporter.warn(&format!(
+                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks to catch up first",
+                    opts.lock.max_tail_events
+                ));
+                events_applied += old.catch_up(&engine.cancel, engine.reporter).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await?;
     Ok(RollbackReport {
         run_id: run.id,
@@ -135,6 +290,11 @@ pub async fn rollback(
             .collect(),
         lock_wait_ms: wait.as_millis() as i64,
         lock_hold_ms: held_ms,
+        events_applied,
+        position: old
+            .at
+            .position
+            .filter(|_| matches!(old.keeper, Keeper::Handlers(..))),
     })
 }
 

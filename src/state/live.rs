@@ -196,16 +196,33 @@ pub async fn hand_over(
     Ok(())
 }
 
-/// The rollback's half, inside the rollback transaction: the restored tables hold what they held
-/// when run `run_id` swapped them out. If no live checkpoint existed then, where they stand is
+/// The rollback's half, inside the rollback transaction. With `caught_up`, the rollback brought
+/// the restored tables up to that position itself: the checkpoints the swap set are moved
+/// there, so a runner continues exactly after it. Without, the restored tables hold what they
+/// held when run `run_id` swapped them out: the checkpoint goes back to where it was then, so a
+/// runner re-applies what they missed; if no live checkpoint existed then, where they stand is
 /// unknown: the checkpoint is removed, so a runner stops and asks for `--from-position`.
 pub async fn hand_back(
     client: &impl GenericClient,
     run_id: i64,
     projections: &[String],
+    caught_up: Option<i64>,
 ) -> Result<()> {
     // A state schema from before `run` existed has no live checkpoints to hand back.
     if !exists(client).await? {
+        return Ok(());
+    }
+    let context = "cannot hand the rolled-back tables' position to the live checkpoints";
+    if let Some(position) = caught_up {
+        client
+            .execute(
+                "UPDATE reproject.live_checkpoints SET position = $3, replaced_known = false, \
+                     replaced_position = NULL, set_by = 'rollback', set_by_run = NULL, updated_at = clock_timestamp() \
+                 WHERE projection = ANY ($1) AND set_by_run = $2",
+                &[&projections, &run_id, &position],
+            )
+            .await
+            .context(context)?;
         return Ok(());
     }
     client
@@ -215,7 +232,7 @@ pub async fn hand_back(
             &[&projections, &run_id],
         )
         .await
-        .context("cannot hand the rolled-back tables' position to the live checkpoints")?;
+        .context(context)?;
     client
         .execute(
             "UPDATE reproject.live_checkpoints SET position = replaced_position, replaced_known = false, \
@@ -224,8 +241,35 @@ pub async fn hand_back(
             &[&projections, &run_id],
         )
         .await
-        .context("cannot hand the rolled-back tables' position to the live checkpoints")?;
+        .context(context)?;
     Ok(())
+}
+
+/// Where the tables run `run_id` swapped out stood at the swap, as the live runner knew it:
+/// Some(position) when a runner's checkpoint was replaced by that swap (and not moved since).
+pub async fn replaced_position(
+    client: &impl GenericClient,
+    run_id: i64,
+    projections: &[String],
+) -> Result<Option<Option<i64>>> {
+    if !exists(client).await? {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT DISTINCT replaced_position FROM reproject.live_checkpoints \
+             WHERE projection = ANY ($1) AND set_by_run = $2 AND replaced_known",
+            &[&projections, &run_id],
+        )
+        .await
+        .context("cannot read the live checkpoints")?;
+    match rows.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.get(0))),
+        _ => Err(Error::runtime(format!(
+            "the live checkpoints that run {run_id} replaced disagree; the restored tables do not stand at one position"
+        ))),
+    }
 }
 
 /// The held runner locks; dropping this closes the session and releases them.

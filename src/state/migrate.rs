@@ -13,6 +13,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fingerprints",
         include_str!("../../sql/004_fingerprints.sql"),
     ),
+    (
+        6,
+        "lock_attempts",
+        include_str!("../../sql/006_lock_attempts.sql"),
+    ),
     (7, "cancel", include_str!("../../sql/007_cancel.sql")),
 ];
 

@@ -346,6 +346,19 @@ pub async fn set_swapped(
     Ok(())
 }
 
+/// Appends one lock attempt of a swap or rollback to the run's `lock_attempts` (sql/006).
+pub async fn add_lock_attempt(client: &impl GenericClient, id: i64, attempt: &Value) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs SET lock_attempts = lock_attempts || jsonb_build_array($2::jsonb || \
+                 jsonb_build_object('at', clock_timestamp())) WHERE id = $1",
+            &[&id, attempt],
+        )
+        .await
+        .context("cannot record the lock attempt")?;
+    Ok(())
+}
+
 pub async fn set_rolled_back(client: &impl GenericClient, id: i64) -> Result<()> {
     client
         .execute(
@@ -557,4 +570,74 @@ pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTabl
             }
         })
         .collect())
+}
+
+// ---- the swapped-out generation (rollback) ----
+
+/// Where a rollback's catch-up left the tables run `run` swapped out (sql/006); None: it has
+/// not applied anything to them yet.
+pub async fn old_cursor(client: &impl GenericClient, run: i64) -> Result<Option<Cursor>> {
+    let row = client
+        .query_one(
+            "SELECT old_position, old_transaction_id::text FROM reproject.runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .context("cannot read where the swapped-out tables stand")?;
+    let position: Option<i64> = row.get(0);
+    let tx: Option<String> = row.get(1);
+    let tx = tx
+        .map(|t| t.parse::<u64>())
+        .transpose()
+        .map_err(|_| Error::runtime(format!("run {run}: unreadable old_transaction_id")))?;
+    Ok((position.is_some() || tx.is_some()).then_some(Cursor { tx, position }))
+}
+
+/// Moves where the swapped-out tables stand from `old` to `new`, in the transaction of the
+/// batch that got them there; fails if another process moved it (never apply a batch twice).
+pub async fn advance_old_cursor(
+    client: &impl GenericClient,
+    run: i64,
+    old: Option<&Cursor>,
+    new: &Cursor,
+) -> Result<()> {
+    let old_position = old.and_then(|c| c.position);
+    let old_tx = old.and_then(|c| c.tx).map(|t| t.to_string());
+    let new_tx = new.tx.map(|t| t.to_string());
+    let n = client
+        .execute(
+            "UPDATE reproject.runs SET old_position = $2, old_transaction_id = $3::text::xid8 \
+             WHERE id = $1 AND old_position IS NOT DISTINCT FROM $4 \
+               AND old_transaction_id IS NOT DISTINCT FROM $5::text::xid8",
+            &[&run, &new.position, &new_tx, &old_position, &old_tx],
+        )
+        .await
+        .context("cannot record where the swapped-out tables stand")?;
+    if n != 1 {
+        return Err(Error::runtime(format!(
+            "run {run}: the position of its swapped-out tables moved under us; another rollback is running"
+        )));
+    }
+    Ok(())
+}
+
+/// The handler file that built the generation run `run` swapped out for `projection`: the one
+/// recorded by the newest earlier swap of it that is still in effect. None: that generation
+/// was not built by reproject (or by a version that did not record handler files).
+pub async fn previous_handler_source(
+    client: &impl GenericClient,
+    run: i64,
+    projection: &str,
+) -> Result<Option<(i64, String)>> {
+    let row = client
+        .query_opt(
+            "SELECT p.id, p.handler_sources->>$2 FROM reproject.runs p, reproject.runs r \
+             WHERE r.id = $1 AND p.id <> r.id AND p.status = 'swapped' AND $2 = ANY (p.projections) \
+               AND p.swapped_at < r.swapped_at \
+             ORDER BY p.swapped_at DESC, p.id DESC LIMIT 1",
+            &[&run, &projection],
+        )
+        .await
+        .context("cannot read the earlier runs")?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(1).map(|s| (r.get(0), s))))
 }

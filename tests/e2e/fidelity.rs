@@ -248,14 +248,12 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
         assert_intact(&db, &reader, &original, &format!("after swap {round}")).await;
     }
 
+    // The restored generation (run 2's) is caught up with the events since, by the handlers
+    // that built it: it holds every event, as the live table did.
     reproject(&db, &p.config(), &["rollback", "--yes"])
         .await
-        .ok();
-    // The rolled-back generation misses the last round's events: compare with them removed.
-    db.exec(
-        "DELETE FROM events WHERE id > (SELECT swap_position FROM reproject.runs WHERE id = 2)",
-    )
-    .await;
+        .ok()
+        .stdout_has("caught up with 151 event(s) since the swap");
     assert_intact(&db, &reader, &original, "after rollback").await;
 
     let out = reproject(&db, &p.config(), &["cleanup", "--yes"]).await;
