@@ -87,7 +87,13 @@ pub async fn lock_tables(
             .batch_execute("BEGIN")
             .await
             .context("cannot begin the swap transaction")?;
-        let set = format!("SET LOCAL lock_timeout = '{}ms'", slice.as_millis().max(1));
+        // The replay session commits its batches without waiting for the WAL flush (a lost
+        // batch is replayed again); the swap's commit is what users are told succeeded, so it
+        // waits like any other.
+        let set = format!(
+            "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '{}ms'",
+            slice.as_millis().max(1)
+        );
         client
             .batch_execute(&set)
             .await

@@ -791,3 +791,35 @@ async fn swap_windows_are_honoured() {
     .stderr_has("--swap-window");
     db.drop().await;
 }
+
+/// The replay session skips the WAL-flush wait (a lost batch is replayed again), but the swap
+/// transaction, whose success is reported, must commit synchronously.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_swap_transaction_commits_synchronously() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 1).await;
+    let engine_db = reproject::db::Db::new(&db.url).unwrap();
+    let conn = engine_db.dedicated().await.unwrap();
+    conn.batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    let table = reproject::ident::TableName::new("public", "tally");
+    reproject::swap::lock_tables(
+        &conn,
+        &[table],
+        reproject::swap::LockPolicy::default(),
+        &reproject::progress::Silent,
+        None,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    let setting: String = conn
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    conn.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(setting, "on");
+    db.drop().await;
+}
