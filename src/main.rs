@@ -169,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
                 } else {
                     StopOnError::Projection
                 },
+                reconnect_timeout: args.reconnect_timeout,
             };
             let outcome = engine::run(&engine, &opts).await?;
             if args.json {

@@ -179,6 +179,10 @@ pub struct RunArgs {
     /// or the whole runner (`all`, exit 1).
     #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
     pub stop_on_error: String,
+    /// How long to keep reconnecting while the database is unreachable (a restart, a
+    /// failover) before giving up with exit 1; also with --once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub reconnect_timeout: std::time::Duration,
     /// Print the SQL of a trigger that makes the event table notify runners of new events
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]

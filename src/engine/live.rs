@@ -86,6 +86,9 @@ pub struct RunOptions {
     pub max_poll_interval: Duration,
     pub from: Option<StartAt>,
     pub stop_on_error: StopOnError,
+    /// How long the runner keeps retrying while the database is unreachable or keeps failing
+    /// with transient errors (a restart, a failover) before it gives up with exit 1.
+    pub reconnect_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -98,6 +101,7 @@ impl Default for RunOptions {
             max_poll_interval: Duration::from_secs(2),
             from: None,
             stop_on_error: StopOnError::Projection,
+            reconnect_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -199,6 +203,16 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     if opts.batch_size < 1 {
         return Err(Error::config("--batch-size must be at least 1"));
     }
+    if let crate::config::Ordering::Xid8 { .. } = config.events.ordering {
+        // The runner proves a position bound of its own (`SafeHead`) and keeps one position per
+        // projection; `xid8` reading needs (transaction id, position) checkpoints, and a swap
+        // in that mode hands over a pair a position alone cannot stand for.
+        return Err(Error::config(format!(
+            "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
+            config.path.display()
+        ))
+        .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
+    }
     let plan = crate::plan::plan(config, &opts.projections)?;
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
@@ -261,6 +275,8 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     };
     let mut safe = SafeHead::default();
     let mut pause = opts.poll_interval;
+    // Since when rounds have failed with transient errors (None: the last round worked).
+    let mut outage: Option<Instant> = None;
     loop {
         if engine.cancel.is_cancelled() {
             outcome.interrupted = true;
@@ -315,14 +331,22 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         }
         .await;
         let (busy, bound) = match round {
-            Ok(r) => r,
+            Ok(r) => {
+                outage = None;
+                r
+            }
             Err(err) if is_transient(&err, &conn) => {
+                let since = *outage.get_or_insert_with(Instant::now);
+                if since.elapsed() >= opts.reconnect_timeout {
+                    return Err(gave_up(opts.reconnect_timeout, &err));
+                }
                 engine.reporter.warn(&format!(
                     "database error, retrying: {}",
                     err.to_string().lines().collect::<Vec<_>>().join(" / ")
                 ));
                 if conn.is_closed() {
-                    conn = reconnect(engine, &mut outcome).await?;
+                    conn = reconnect(engine, &mut outcome, since + opts.reconnect_timeout, opts)
+                        .await?;
                     for g in groups.iter_mut() {
                         g.projector = None;
                     }
@@ -339,6 +363,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             }
             Err(err) => return Err(err),
         };
+        // The listening connection was lost (and not back at the reconnect): try again, or
+        // keep polling.
+        if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            listener = listen(engine, &conn, &source).await.unwrap_or(None);
+        }
         if groups.iter().all(|g| g.error.is_some()) {
             let mut err = Error::runtime("every projection of this runner stopped on an error");
             for g in &groups {
@@ -449,9 +478,28 @@ fn retryable(err: &Error) -> bool {
         .any(|t| RETRY.iter().any(|code| t.contains(code)))
 }
 
-/// Connects again after losing the connection, with backoff, until it works or a stop is
-/// requested (the server may be restarting).
-async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Client> {
+/// The error once transient failures have lasted `--reconnect-timeout`.
+fn gave_up(timeout: Duration, last: &Error) -> Error {
+    let mut err = Error::runtime(format!(
+        "gave up after {} without a working database connection (--reconnect-timeout)",
+        humantime::format_duration(timeout)
+    ))
+    .caused_by(&last.message);
+    for cause in &last.causes {
+        err = err.caused_by(cause);
+    }
+    err.with_hint("nothing was lost: the live checkpoints are where the last committed batch left them; start `reproject run` again once the database is back, or give a longer --reconnect-timeout")
+}
+
+/// Connects again after losing the connection, with backoff (the server may be restarting:
+/// connection refused, then "the database system is starting up"), until it works, a stop is
+/// requested or `deadline` passes.
+async fn reconnect(
+    engine: &Engine<'_>,
+    outcome: &mut RunOutcome,
+    deadline: Instant,
+    opts: &RunOptions,
+) -> Result<Client> {
     let mut pause = Duration::from_millis(100);
     loop {
         if engine.cancel.is_cancelled() {
@@ -459,7 +507,13 @@ async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Clie
                 "stopped while reconnecting to the database",
             ));
         }
-        match engine.db.dedicated().await {
+        let attempt = engine.db.dedicated().await;
+        if let Err(e) = &attempt {
+            if Instant::now() >= deadline {
+                return Err(gave_up(opts.reconnect_timeout, e));
+            }
+        }
+        match attempt {
             Ok(c) => {
                 outcome.reconnects += 1;
                 engine.reporter.step("reconnected to the database");
@@ -467,11 +521,18 @@ async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Clie
             }
             Err(e) => {
                 engine.reporter.warn(&format!(
-                    "cannot reconnect yet (retrying in {} ms): {}",
+                    "cannot reconnect yet (retrying in {} ms): {}{}",
                     pause.as_millis(),
-                    e.message
+                    e.message,
+                    // Why: refused (down), "starting up", authentication...
+                    e.causes
+                        .first()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
                 ));
-                sleep(engine, pause, &mut None).await;
+                // Not past the deadline, so a stop is noticed and the limit is kept.
+                let left = deadline.saturating_duration_since(Instant::now());
+                sleep(engine, pause.min(left), &mut None).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Child;
 
 /// Sends a signal to a child process.
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("child still running");
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
@@ -16,7 +16,7 @@ fn signal(child: &Child, sig: &str) {
         .unwrap();
 }
 
-async fn finish(child: Child) -> Out {
+pub async fn finish(child: Child) -> Out {
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the runner did not stop within 60 s")
@@ -29,7 +29,7 @@ async fn finish(child: Child) -> Out {
 }
 
 /// Waits until `sql` returns true, or panics after `secs`.
-async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
+pub async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let row = db.client().await.query_one(sql, &[]).await;
@@ -43,7 +43,7 @@ async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
     }
 }
 
-const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
+pub const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
     AND (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') = (SELECT max(id) FROM events)";
 
 /// `--once` refuses to guess where never-rebuilt tables stand, starts where it is told, applies
@@ -626,5 +626,36 @@ async fn notifications_wake_the_runner() {
     let out = finish(runner).await;
     out.ok()
         .stderr_has("listening for new events on channel `reproject_events`");
+    db.drop().await;
+}
+
+/// `run` refuses `ordering = "xid8"` (its checkpoints are positions, and its bound is proven on
+/// positions) with a configuration error, before touching anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_xid8_ordering() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
+        .await;
+    let p = Project::new(
+        &tally::CONFIG.replace(
+            "filter = \"NOT bad\"\n",
+            "filter = \"NOT bad\"\nordering = \"xid8\"\ntransaction_id = \"tx\"\n",
+        ),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .code(2)
+    .stderr_has("`reproject run` does not support `events.ordering = \"xid8\"`")
+    .stderr_has("gap-aware");
+    assert!(
+        !db.exists("reproject.live_checkpoints").await,
+        "refused before writing any state"
+    );
     db.drop().await;
 }
