@@ -13,9 +13,10 @@
 //!   if they do not (a swap of only some of them handed over a new position), the projections
 //!   that are behind are brought up to the next one first, alone, so every projection applies
 //!   each event exactly once.
-//! - Ordering. A batch reads only up to a safe bound: the highest position seen, once every
-//!   transaction that was writing to the event table when it was seen has ended (see
-//!   [`SafeHead`]). Events committed late under a lower position are not skipped.
+//! - Ordering. A batch reads only up to a bound proven final by the rebuild's own [`Cut`]
+//!   (gap-aware: positions below it can no longer be filled by an open transaction, see
+//!   src/ordering.rs; serialized: the head). Events committed late under a lower position are
+//!   not skipped. `xid8` ordering is refused: the live checkpoints are positions.
 //! - Hand-over. A rebuild's swap sets the checkpoint to the swap position in the swap
 //!   transaction. A batch of the runner that overlaps waits for the swap's table locks, then
 //!   its compare-and-swap fails: it rolls back, re-reads the checkpoint and continues on the new
@@ -28,6 +29,7 @@ use super::Engine;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
+use crate::ordering::Cut;
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, Event, EventSource};
 use crate::state::live::{self, LiveCheckpoint};
@@ -204,9 +206,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         return Err(Error::config("--batch-size must be at least 1"));
     }
     if let crate::config::Ordering::Xid8 { .. } = config.events.ordering {
-        // The runner proves a position bound of its own (`SafeHead`) and keeps one position per
-        // projection; `xid8` reading needs (transaction id, position) checkpoints, and a swap
-        // in that mode hands over a pair a position alone cannot stand for.
+        // The runner keeps one position per projection; `xid8` reading needs (transaction id,
+        // position) checkpoints, and a swap in that mode hands over a pair that a position
+        // alone cannot stand for.
         return Err(Error::config(format!(
             "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
             config.path.display()
@@ -273,7 +275,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         None
     };
-    let mut safe = SafeHead::default();
+    let mut cut = Cut::for_runner(&source);
+    // The bound is proven again once every group has reached it (or after an error), not
+    // every round: a proof may scan the positions above the lowest checkpoint.
+    let mut bound: Option<i64> = None;
+    let mut refresh = true;
     let mut pause = opts.poll_interval;
     // Since when rounds have failed with transient errors (None: the last round worked).
     let mut outage: Option<Instant> = None;
@@ -288,7 +294,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 // backend): take them again, or give way to the runner that has them now.
                 locks = live::lock_runners(&engine.db, &names).await?;
             }
-            let bound = safe.advance(&conn, &source).await?;
+            if refresh || bound.is_none() {
+                let at = Cursor::at(lowest(&conn, &groups).await?);
+                bound =
+                    match cut.bound(&conn, &at).await? {
+                        Some(Bound::UpTo(b)) => Some(b),
+                        Some(Bound::BelowTx(_)) => return Err(Error::runtime(
+                            "a transaction-id bound in `reproject run`, which reads by position",
+                        )),
+                        None => None,
+                    };
+            }
             let mut busy = false;
             for g in groups.iter_mut().filter(|g| g.error.is_none()) {
                 if engine.cancel.is_cancelled() {
@@ -333,9 +349,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         let (busy, bound) = match round {
             Ok(r) => {
                 outage = None;
+                refresh = !r.0;
                 r
             }
             Err(err) if is_transient(&err, &conn) => {
+                refresh = true;
                 let since = *outage.get_or_insert_with(Instant::now);
                 if since.elapsed() >= opts.reconnect_timeout {
                     return Err(gave_up(opts.reconnect_timeout, &err));
@@ -624,7 +642,7 @@ async fn start_positions(
                 let position = match at {
                     StartAt::Start => None,
                     StartAt::Position(p) => Some(p),
-                    StartAt::Head => SafeHead::settled(conn, source).await?,
+                    StartAt::Head => settled_head(engine, conn, source).await?,
                 };
                 live::init(conn, name, position, "start", None).await?;
                 engine.reporter.step(&format!(
@@ -661,7 +679,7 @@ fn show(p: Option<i64>) -> String {
 struct Batch<'a> {
     source: &'a EventSource,
     target: &'a Target<'a>,
-    /// Read up to here (a safe bound, see [`SafeHead`]).
+    /// Read up to here (a bound proven by [`Cut`]).
     bound: i64,
     batch_size: i64,
     /// When this runner started (server clock).
@@ -764,7 +782,7 @@ async fn batch(
         .iter()
         .map(|&i| target.config.projections[i].name.clone())
         .collect();
-    // The runner proves its own position bound (see `safe_bound`), so it reads by position.
+    // A position bound (xid8 is refused), so it reads by position.
     let events = source
         .read_batch(conn, &Cursor::at(from), &Bound::UpTo(upto), batch_size)
         .await?;
@@ -925,77 +943,43 @@ async fn handover_check(
     Ok(())
 }
 
-/// The highest position a batch may read up to without skipping an event that commits later
-/// under a lower position.
-///
-/// Positions come from a sequence when rows are inserted, not when they commit: a reader that
-/// reads up to the highest visible position may pass over a lower one still in flight. So a
-/// candidate bound M (the highest position visible) becomes safe only once every transaction
-/// that held a write lock on the event table *after* M was read has ended: any transaction that
-/// took a position below M without having committed took its lock before M's writer took M,
-/// so it is among them. Nothing waits: the runner polls until they are gone. Assumes positions
-/// are handed out in order (a sequence without per-session CACHE, as bigserial and identity
-/// columns are by default). One long-open writing transaction holds the bound back.
-#[derive(Default)]
-struct SafeHead {
-    safe: Option<i64>,
-    /// (candidate, virtual transaction ids of the writers seen after it was read)
-    pending: Option<(i64, Vec<String>)>,
+/// The lowest live checkpoint of the groups still running: a bound proven from there holds for
+/// every one of them (positions above a higher checkpoint are only more settled).
+async fn lowest(conn: &Client, groups: &[Group]) -> Result<Option<i64>> {
+    let names: Vec<String> = groups
+        .iter()
+        .filter(|g| g.error.is_none())
+        .flat_map(|g| g.names.iter().cloned())
+        .collect();
+    let cps = live::read(conn, &names).await?;
+    Ok(cps.iter().map(|c| c.position).min().flatten())
 }
 
-impl SafeHead {
-    async fn advance(&mut self, conn: &Client, source: &EventSource) -> Result<Option<i64>> {
-        if let Some((candidate, writers)) = &self.pending {
-            let alive: bool = conn
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))",
-                    &[writers],
-                )
-                .await
-                .context("cannot read pg_locks")?
-                .get(0);
-            if alive {
-                return Ok(self.safe);
-            }
-            self.safe = self.safe.max(Some(*candidate));
-            self.pending = None;
-        }
-        let Some(head) = source.head(conn).await? else {
-            return Ok(self.safe);
-        };
-        if self.safe.is_some_and(|s| s >= head) {
-            return Ok(self.safe);
-        }
-        let writers: Vec<String> = conn
-            .query(
-                "SELECT DISTINCT virtualtransaction FROM pg_locks \
-                 WHERE locktype = 'relation' AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' \
-                   AND pid IS DISTINCT FROM pg_backend_pid() \
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[&source.table.quoted()],
+/// The head as it is now, once proven final (for `--from-position head`): waits, naming them,
+/// for the transactions that can still fill a gap below it.
+async fn settled_head(
+    engine: &Engine<'_>,
+    conn: &Client,
+    source: &EventSource,
+) -> Result<Option<i64>> {
+    let Some(head) = source.head(conn).await? else {
+        return Ok(None);
+    };
+    let mut cut = Cut::for_runner(source);
+    loop {
+        let bound = cut
+            .settle(
+                conn,
+                &Cursor::at(None),
+                &engine.cancel,
+                engine.reporter,
+                crate::ordering::SETTLE_WAIT,
             )
-            .await
-            .context("cannot read pg_locks")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if writers.is_empty() {
-            self.safe = Some(head);
-        } else {
-            self.pending = Some((head, writers));
-        }
-        Ok(self.safe)
-    }
-
-    /// The head once it is safe (for `--from-position head`).
-    async fn settled(conn: &Client, source: &EventSource) -> Result<Option<i64>> {
-        let mut s = SafeHead::default();
-        loop {
-            s.advance(conn, source).await?;
-            if s.pending.is_none() {
-                return Ok(s.safe);
+            .await?;
+        if let Some(Bound::UpTo(b)) = bound {
+            if b >= head {
+                return Ok(Some(b));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
