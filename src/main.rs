@@ -170,6 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
                     StopOnError::Projection
                 },
                 reconnect_timeout: args.reconnect_timeout,
+                wait: args.wait,
             };
             let outcome = engine::run(&engine, &opts).await?;
             if args.json {

@@ -91,6 +91,9 @@ pub struct RunOptions {
     /// How long the runner keeps retrying while the database is unreachable or keeps failing
     /// with transient errors (a restart, a failover) before it gives up with exit 1.
     pub reconnect_timeout: Duration,
+    /// When another runner holds a projection: wait for it to stop (a standby) instead of
+    /// failing with exit 75.
+    pub wait: bool,
 }
 
 impl Default for RunOptions {
@@ -104,6 +107,7 @@ impl Default for RunOptions {
             from: None,
             stop_on_error: StopOnError::Projection,
             reconnect_timeout: Duration::from_secs(300),
+            wait: false,
         }
     }
 }
@@ -224,7 +228,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .iter()
         .map(|&i| config.projections[i].name.clone())
         .collect();
-    let mut locks = live::lock_runners(&engine.db, &names).await?;
+    let Some(mut locks) = take_locks(engine, &names, opts.wait).await? else {
+        // Stopped on request while standing by: nothing was done.
+        return Ok(RunOutcome {
+            events_applied: 0,
+            batches: 0,
+            handovers: 0,
+            reconnects: 0,
+            interrupted: true,
+            groups: Vec::new(),
+        });
+    };
     let mut conn = engine.db.dedicated().await?;
     migrate(&mut conn).await?;
     let source = EventSource::new(&config.events, &resolved.events_table);
@@ -292,7 +306,10 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             if !locks.is_held() {
                 // The session that held the runner locks is gone (server restart, terminated
                 // backend): take them again, or give way to the runner that has them now.
-                locks = live::lock_runners(&engine.db, &names).await?;
+                match take_locks(engine, &names, opts.wait).await? {
+                    Some(l) => locks = l,
+                    None => return Ok((false, bound)),
+                }
             }
             if refresh || bound.is_none() {
                 let at = Cursor::at(lowest(&conn, &groups).await?);
@@ -494,6 +511,39 @@ fn retryable(err: &Error) -> bool {
     std::iter::once(&err.message)
         .chain(err.causes.iter())
         .any(|t| RETRY.iter().any(|code| t.contains(code)))
+}
+
+/// Takes the runner locks; with `wait`, while another runner holds one, tries again every
+/// second (saying once who holds it) until it is free, or returns None on a stop request.
+async fn take_locks(
+    engine: &Engine<'_>,
+    names: &[String],
+    wait: bool,
+) -> Result<Option<live::RunnerLocks>> {
+    let mut told = false;
+    loop {
+        match live::lock_runners(&engine.db, names).await {
+            Err(e) if wait && e.kind == crate::error::ErrorKind::Busy => {
+                if !told {
+                    engine
+                        .reporter
+                        .step(&format!("standing by (--wait): {}", e.message));
+                    told = true;
+                }
+                sleep(engine, Duration::from_secs(1), &mut None).await;
+                if engine.cancel.is_cancelled() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(locks) => {
+                if told {
+                    engine.reporter.step("took over: the other runner stopped");
+                }
+                return Ok(Some(locks));
+            }
+        }
+    }
 }
 
 /// The error once transient failures have lasted `--reconnect-timeout`.

@@ -719,3 +719,56 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
     assert_eq!(o["events_applied"], 11, "{o}");
     db.drop().await;
 }
+
+/// `--wait`: a second runner stands by (saying who holds the projection) instead of exiting 75,
+/// and takes over when the first stops; between them every event is applied once. A standby
+/// stopped on request exits 0 having done nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_runner_takes_over() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let first = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let standby = command(&db, &p.config(), &["run", "--wait", "--json"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tally::append(&db, 50).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    signal(&first, "TERM");
+    let o = finish(first).await.ok().json();
+    assert_eq!(o["events_applied"], 50, "{o}");
+    tally::append(&db, 70).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+
+    // A third one stands by behind the standby that took over, and is stopped.
+    let third = command(&db, &p.config(), &["run", "--wait", "--json"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    signal(&third, "TERM");
+    let out = finish(third).await;
+    out.stderr_has(
+        "standing by (--wait): projection `tally` is already kept live by another `reproject run`",
+    );
+    let o = out.ok().json();
+    assert_eq!(o["interrupted"], true);
+    assert_eq!(o["events_applied"], 0);
+
+    signal(&standby, "TERM");
+    let out = finish(standby).await;
+    out.stderr_has("standing by (--wait)")
+        .stderr_has("took over: the other runner stopped");
+    let o = out.ok().json();
+    assert_eq!(o["events_applied"], 70, "{o}");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
