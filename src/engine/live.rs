@@ -385,6 +385,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     for g in groups.iter_mut() {
                         g.projector = None;
                     }
+                    // The observations still to prove name transactions by virtual id, and a
+                    // prepared transaction gets another one when the server restarts: an old
+                    // observation would look proven while it is still open. Start the proof
+                    // afresh (this only delays the bound).
+                    cut = Cut::for_runner(&source);
                 } else {
                     // A transaction may be left open by the failed statement.
                     let _ = conn.batch_execute("ROLLBACK").await;

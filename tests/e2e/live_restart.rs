@@ -1,7 +1,8 @@
 //! `reproject run` across real server restarts, on a PostgreSQL of the test's own
 //! (pgserver.rs): the runner rides out "connection refused" and "the database system is
 //! starting up", reconnects, takes its lock again and ends exactly once; with
-//! `--reconnect-timeout` it gives up instead of retrying forever.
+//! `--reconnect-timeout` it gives up instead of retrying forever. And a prepared transaction
+//! (which the shared test server does not allow) holding a position across a restart.
 
 use crate::harness::{command, reproject, Project, TestDb};
 use crate::live::{finish, signal, wait_for, CAUGHT_UP};
@@ -208,5 +209,51 @@ async fn once_gives_up_after_the_reconnect_timeout() {
         .await
         .ok();
     exactly_once(&db, "after the second --once").await;
+    db.drop().await;
+}
+
+/// A prepared transaction holds a position without a session (and across a server restart):
+/// the runner's bound stays below it until `COMMIT PREPARED`, then its event is applied, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
+    let Some(server) = start() else { return };
+    let db = TestDb::new_on(server.admin()).await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    db.exec(
+        "BEGIN; INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": 7}'); \
+         PREPARE TRANSACTION 'reproject_live_test'",
+    )
+    .await;
+    tally::append(&db, 10).await;
+    let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        db.int(checkpoint).await,
+        100,
+        "held below the prepared position"
+    );
+    server.stop();
+    server.start_again();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        db.int(checkpoint).await,
+        100,
+        "still held after the restart: the prepared transaction survived it"
+    );
+    db.exec("COMMIT PREPARED 'reproject_live_test'").await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    exactly_once(&db, "after COMMIT PREPARED").await;
+    signal(&runner, "TERM");
+    let o = finish(runner).await.ok().json();
+    assert_eq!(o["events_applied"], 11, "{o}");
     db.drop().await;
 }

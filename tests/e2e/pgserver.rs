@@ -78,7 +78,11 @@ impl PgServer {
     /// for tests that stop and start the server. None if there are no server binaries.
     pub fn start_plain() -> Option<PgServer> {
         let server = PgServer::init("reproject-pg-")?;
-        server.configure("host all postgres 127.0.0.1/32 trust\n", "");
+        // Prepared transactions: a writer that can outlive its session (and a restart).
+        server.configure(
+            "host all postgres 127.0.0.1/32 trust\n",
+            "max_prepared_transactions = 10\n",
+        );
         Some(server.launch())
     }
 
