@@ -216,6 +216,20 @@ impl<'a> Cut<'a> {
         }
     }
 
+    /// Like [`Cut::bound`], and in gap-aware mode also what holds the bound below the head
+    /// (for `reproject run` to say why it lags).
+    pub async fn bound_and_hold(
+        &mut self,
+        client: &Client,
+        at: &Cursor,
+    ) -> Result<(Option<Bound>, Option<Hold>)> {
+        if let Ordering::GapAware = self.source.ordering {
+            let hold = self.gap_aware(client, at).await?;
+            return Ok((hold.bound.map(Bound::UpTo), Some(hold)));
+        }
+        Ok((self.bound(client, at).await?, None))
+    }
+
     /// Like [`Cut::bound`], but in gap-aware mode first waits (up to `max_wait`, polling, and
     /// naming the transactions it waits for) until everything visible now is proven, so that
     /// the bulk replay does not stop at a gap that a writer in flight is about to fill. Never
@@ -504,7 +518,7 @@ impl<'a> Cut<'a> {
 }
 
 /// `pid 123 (application `x`, idle in transaction, since ...)`, for warnings.
-fn describe_open(open: &[Value]) -> String {
+pub fn describe_open(open: &[Value]) -> String {
     if open.is_empty() {
         return "transactions that have ended since".into();
     }

@@ -294,6 +294,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     // every round: a proof may scan the positions above the lowest checkpoint.
     let mut bound: Option<i64> = None;
     let mut refresh = true;
+    let mut held = Held::default();
     let mut pause = opts.poll_interval;
     // Since when rounds have failed with transient errors (None: the last round worked).
     let mut outage: Option<Instant> = None;
@@ -313,14 +314,16 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             }
             if refresh || bound.is_none() {
                 let at = Cursor::at(lowest(&conn, &groups).await?);
+                let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
                 bound =
-                    match cut.bound(&conn, &at).await? {
+                    match proven {
                         Some(Bound::UpTo(b)) => Some(b),
                         Some(Bound::BelowTx(_)) => return Err(Error::runtime(
                             "a transaction-id bound in `reproject run`, which reads by position",
                         )),
                         None => None,
                     };
+                held.observe(engine, hold);
             }
             let mut busy = false;
             for g in groups.iter_mut().filter(|g| g.error.is_none()) {
@@ -996,6 +999,49 @@ async fn handover_check(
         }
     }
     Ok(())
+}
+
+/// How often a runner held back by an open transaction says so.
+const HELD_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Since when the bound has stood still below the head, to say (every [`HELD_REPORT_EVERY`])
+/// which open transactions hold it: otherwise a runner that lags behind one looks stuck. A
+/// bound that moves is not held, even if busy writers keep it a little below the head.
+#[derive(Default)]
+struct Held {
+    since: Option<Instant>,
+    at: Option<i64>,
+    reported: Option<Instant>,
+}
+
+impl Held {
+    fn observe(&mut self, engine: &Engine<'_>, hold: Option<crate::ordering::Hold>) {
+        let Some(hold) =
+            hold.filter(|h| h.head.is_some_and(|head| h.bound.is_none_or(|b| b < head)))
+        else {
+            self.since = None;
+            self.reported = None;
+            return;
+        };
+        if self.since.is_none() || self.at != hold.bound {
+            self.since = Some(Instant::now());
+            self.at = hold.bound;
+            self.reported = None;
+        }
+        let since = self.since.unwrap_or_else(Instant::now);
+        let last = self.reported.unwrap_or(since);
+        if last.elapsed() >= HELD_REPORT_EVERY {
+            self.reported = Some(Instant::now());
+            engine.reporter.warn(&format!(
+                "holding at {} for {}s: a gap below position {} can still be filled by {}",
+                hold.bound
+                    .map_or("the start".into(), |b| format!("position {b}")),
+                since.elapsed().as_secs(),
+                hold.head.unwrap_or_default(),
+                crate::ordering::describe_open(&hold.waiting_for)
+            ));
+        }
+    }
 }
 
 /// The lowest live checkpoint of the groups still running: a bound proven from there holds for

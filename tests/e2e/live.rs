@@ -676,7 +676,8 @@ async fn run_refuses_xid8_ordering() {
 
 /// A writer that draws its position with `nextval()` before inserting (as ORMs with sequence
 /// prefetch do) holds only the sequence's lock while later positions commit: the runner holds
-/// its bound below that position until the writer ends, then applies it; nothing is skipped.
+/// its bound below that position until the writer ends, saying which transaction holds it,
+/// then applies it; nothing is skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_position_drawn_before_its_insert_is_not_skipped() {
     let db = TestDb::new().await;
@@ -685,7 +686,15 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
     let runner = command(
         &db,
         &p.config(),
-        &["run", "--from-position", "head", "--json"],
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--json",
+            // Looks often enough that the report comes at 10 s, not up to 2 s later.
+            "--max-poll-interval",
+            "200ms",
+        ],
     )
     .spawn()
     .unwrap();
@@ -698,8 +707,8 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
         .unwrap()
         .get(0);
     tally::append(&db, 10).await;
-    // Long enough for many rounds of the runner.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Long enough for many rounds of the runner, and for its report (every 10 s).
+    tokio::time::sleep(Duration::from_millis(11_500)).await;
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
     assert_eq!(
         db.int(checkpoint).await,
@@ -715,7 +724,14 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
     wait_for(&db, CAUGHT_UP, 30).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     signal(&runner, "TERM");
-    let o = finish(runner).await.ok().json();
+    let out = finish(runner).await;
+    out.stderr_has(&format!(
+        "holding at position {} for 10s: a gap below position {} can still be filled by pid",
+        drawn - 1,
+        drawn + 10
+    ))
+    .stderr_has("idle in transaction");
+    let o = out.ok().json();
     assert_eq!(o["events_applied"], 11, "{o}");
     db.drop().await;
 }
