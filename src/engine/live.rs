@@ -290,10 +290,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         None
     };
     let mut cut = Cut::for_runner(&source);
-    // The bound is proven again once every group has reached it (or after an error), not
-    // every round: a proof may scan the positions above the lowest checkpoint.
+    // The last proven bound: every position up to it is final, so the next proof starts there
+    // (or at a higher checkpoint) and never rescans what a group far behind has still to read.
     let mut bound: Option<i64> = None;
-    let mut refresh = true;
     let mut held = Held::default();
     let mut pause = opts.poll_interval;
     // Since when rounds have failed with transient errors (None: the last round worked).
@@ -312,19 +311,18 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     None => return Ok((false, bound)),
                 }
             }
-            if refresh || bound.is_none() {
-                let at = Cursor::at(lowest(&conn, &groups).await?);
-                let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
-                bound =
-                    match proven {
-                        Some(Bound::UpTo(b)) => Some(b),
-                        Some(Bound::BelowTx(_)) => return Err(Error::runtime(
-                            "a transaction-id bound in `reproject run`, which reads by position",
-                        )),
-                        None => None,
-                    };
-                held.observe(engine, hold);
-            }
+            let at = Cursor::at(lowest(&conn, &groups).await?.max(bound));
+            let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
+            bound = match proven {
+                Some(Bound::UpTo(b)) => Some(b).max(bound),
+                Some(Bound::BelowTx(_)) => {
+                    return Err(Error::runtime(
+                        "a transaction-id bound in `reproject run`, which reads by position",
+                    ))
+                }
+                None => bound,
+            };
+            held.observe(engine, hold);
             let mut busy = false;
             for g in groups.iter_mut().filter(|g| g.error.is_none()) {
                 if engine.cancel.is_cancelled() {
@@ -369,11 +367,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         let (busy, bound) = match round {
             Ok(r) => {
                 outage = None;
-                refresh = !r.0;
                 r
             }
             Err(err) if is_transient(&err, &conn) => {
-                refresh = true;
                 let since = *outage.get_or_insert_with(Instant::now);
                 if since.elapsed() >= opts.reconnect_timeout {
                     return Err(gave_up(opts.reconnect_timeout, &err));
@@ -1045,7 +1041,7 @@ impl Held {
 }
 
 /// The lowest live checkpoint of the groups still running: a bound proven from there holds for
-/// every one of them (positions above a higher checkpoint are only more settled).
+/// every one of them.
 async fn lowest(conn: &Client, groups: &[Group]) -> Result<Option<i64>> {
     let names: Vec<String> = groups
         .iter()

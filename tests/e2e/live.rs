@@ -788,3 +788,77 @@ async fn a_standby_runner_takes_over() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// A group far behind (here `kinds`, from the start, with slow handlers) does not hold back an
+/// independent group that is current: new events reach `tally` while `kinds` still catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_far_behind_does_not_hold_back_the_others() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 2000).await;
+    db.exec(
+        "CREATE TABLE big (stream text PRIMARY KEY); \
+         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
+    )
+    .await;
+    let p = Project::new(
+        TWO,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            (
+                "big.sql",
+                "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
+            ),
+            (
+                "kinds.sql",
+                "-- on added\nINSERT INTO {{kinds}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\nSELECT pg_sleep(0.003);\n",
+            ),
+        ],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head", "kinds"],
+    )
+    .await
+    .ok();
+    // `kinds` is empty: it starts from the first event.
+    db.exec("UPDATE reproject.live_checkpoints SET position = NULL WHERE projection = 'kinds'")
+        .await;
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--batch-size",
+            "50",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    tally::append(&db, 10).await;
+    wait_for(&db, CAUGHT_UP, 10).await;
+    let kinds =
+        "SELECT coalesce(position, 0) FROM reproject.live_checkpoints WHERE projection = 'kinds'";
+    assert!(
+        db.int(kinds).await < 1500,
+        "`kinds` was still far behind when `tally` had caught up"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    wait_for(
+        &db,
+        "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'kinds') = (SELECT max(id) FROM events)",
+        60,
+    )
+    .await;
+    assert_eq!(
+        db.int("SELECT n::bigint FROM kinds").await,
+        db.int("SELECT count(*) FROM events WHERE NOT bad").await
+    );
+    signal(&runner, "TERM");
+    finish(runner).await.ok();
+    db.drop().await;
+}
