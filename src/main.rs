@@ -179,6 +179,8 @@ async fn run(cli: Cli) -> Result<()> {
                 } else {
                     StopOnError::Projection
                 },
+                reconnect_timeout: args.reconnect_timeout,
+                wait: args.wait,
             };
             let outcome = engine::run(&engine, &opts).await?;
             if args.json {

@@ -162,10 +162,13 @@ pub struct Hold {
     pub waiting_for: Vec<Value>,
 }
 
-/// The reading bound of one run; keeps the observations that gap-aware mode still has to prove.
+/// The reading bound of one run (or of `reproject run`); keeps the observations that gap-aware
+/// mode still has to prove.
 pub struct Cut<'a> {
     source: &'a EventSource,
-    run_id: i64,
+    /// The rebuild run whose gaps are recorded; None for the live runner, which has no run
+    /// row to record them under.
+    run_id: Option<i64>,
     pending: Pending,
 }
 
@@ -173,9 +176,24 @@ impl<'a> Cut<'a> {
     pub fn new(source: &'a EventSource, run_id: i64) -> Cut<'a> {
         Cut {
             source,
-            run_id,
+            run_id: Some(run_id),
             pending: Pending::default(),
         }
+    }
+
+    /// The bound of `reproject run`: the same proof, without recording gaps.
+    pub fn for_runner(source: &'a EventSource) -> Cut<'a> {
+        Cut {
+            source,
+            run_id: None,
+            pending: Pending::default(),
+        }
+    }
+
+    /// For messages: `run 7`, or `the runner`.
+    fn who(&self) -> String {
+        self.run_id
+            .map_or("the runner".into(), |id| format!("run {id}"))
     }
 
     /// The bound right now, without waiting. None when nothing can be read (an empty table, or
@@ -196,6 +214,20 @@ impl<'a> Cut<'a> {
             }
             Ordering::GapAware => Ok(self.gap_aware(client, at).await?.bound.map(Bound::UpTo)),
         }
+    }
+
+    /// Like [`Cut::bound`], and in gap-aware mode also what holds the bound below the head
+    /// (for `reproject run` to say why it lags).
+    pub async fn bound_and_hold(
+        &mut self,
+        client: &Client,
+        at: &Cursor,
+    ) -> Result<(Option<Bound>, Option<Hold>)> {
+        if let Ordering::GapAware = self.source.ordering {
+            let hold = self.gap_aware(client, at).await?;
+            return Ok((hold.bound.map(Bound::UpTo), Some(hold)));
+        }
+        Ok((self.bound(client, at).await?, None))
     }
 
     /// Like [`Cut::bound`], but in gap-aware mode first waits (up to `max_wait`, polling, and
@@ -233,8 +265,8 @@ impl<'a> Cut<'a> {
             }
             if cancel.is_cancelled() {
                 return Err(Error::interrupted(format!(
-                    "run {}: cancelled while waiting for open transactions",
-                    self.run_id
+                    "{}: cancelled while waiting for open transactions",
+                    self.who()
                 )));
             }
             if started.elapsed() >= max_wait {
@@ -297,8 +329,8 @@ impl<'a> Cut<'a> {
             }
             if cancel.is_cancelled() {
                 return Err(Error::interrupted(format!(
-                    "run {}: cancelled while waiting for open transactions",
-                    self.run_id
+                    "{}: cancelled while waiting for open transactions",
+                    self.who()
                 )));
             }
             if started.elapsed() >= max_wait {
@@ -462,6 +494,9 @@ impl<'a> Cut<'a> {
         upto: i64,
         proof: &Observation,
     ) -> Result<()> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
         let sql = format!(
             "INSERT INTO reproject.gaps (run_id, from_position, to_position, evidence) \
              SELECT $3, gap_from, gap_to, $4::jsonb FROM ({}) r \
@@ -469,13 +504,12 @@ impl<'a> Cut<'a> {
             self.missing_ranges_sql()
         );
         let n = client
-            .execute(&sql, &[&after, &upto, &self.run_id, &proof.evidence()])
+            .execute(&sql, &[&after, &upto, &run_id, &proof.evidence()])
             .await
             .context("cannot record the gaps passed in reproject.gaps")?;
         if n > 0 {
             tracing::info!(
-                "run {}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
-                self.run_id,
+                "run {run_id}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
                 self.source.table
             );
         }
@@ -484,7 +518,7 @@ impl<'a> Cut<'a> {
 }
 
 /// `pid 123 (application `x`, idle in transaction, since ...)`, for warnings.
-fn describe_open(open: &[Value]) -> String {
+pub fn describe_open(open: &[Value]) -> String {
     if open.is_empty() {
         return "transactions that have ended since".into();
     }

@@ -199,6 +199,14 @@ pub struct RunArgs {
     /// or the whole runner (`all`, exit 1).
     #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
     pub stop_on_error: String,
+    /// How long to keep reconnecting while the database is unreachable (a restart, a
+    /// failover) before giving up with exit 1; also with --once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub reconnect_timeout: std::time::Duration,
+    /// If another runner keeps a projection live, stand by until it stops and take over,
+    /// instead of exiting 75.
+    #[arg(long)]
+    pub wait: bool,
     /// Print the SQL of a trigger that makes the event table notify runners of new events
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]

@@ -13,9 +13,10 @@
 //!   if they do not (a swap of only some of them handed over a new position), the projections
 //!   that are behind are brought up to the next one first, alone, so every projection applies
 //!   each event exactly once.
-//! - Ordering. A batch reads only up to a safe bound: the highest position seen, once every
-//!   transaction that was writing to the event table when it was seen has ended (see
-//!   [`SafeHead`]). Events committed late under a lower position are not skipped.
+//! - Ordering. A batch reads only up to a bound proven final by the rebuild's own [`Cut`]
+//!   (gap-aware: positions below it can no longer be filled by an open transaction, see
+//!   src/ordering.rs; serialized: the head). Events committed late under a lower position are
+//!   not skipped. `xid8` ordering is refused: the live checkpoints are positions.
 //! - Hand-over. A rebuild's swap sets the checkpoint to the swap position in the swap
 //!   transaction. A batch of the runner that overlaps waits for the swap's table locks, then
 //!   its compare-and-swap fails: it rolls back, re-reads the checkpoint and continues on the new
@@ -28,6 +29,7 @@ use super::Engine;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
+use crate::ordering::Cut;
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, Event, EventSource};
 use crate::state::live::{self, LiveCheckpoint};
@@ -86,6 +88,12 @@ pub struct RunOptions {
     pub max_poll_interval: Duration,
     pub from: Option<StartAt>,
     pub stop_on_error: StopOnError,
+    /// How long the runner keeps retrying while the database is unreachable or keeps failing
+    /// with transient errors (a restart, a failover) before it gives up with exit 1.
+    pub reconnect_timeout: Duration,
+    /// When another runner holds a projection: wait for it to stop (a standby) instead of
+    /// failing with exit 75.
+    pub wait: bool,
 }
 
 impl Default for RunOptions {
@@ -98,6 +106,8 @@ impl Default for RunOptions {
             max_poll_interval: Duration::from_secs(2),
             from: None,
             stop_on_error: StopOnError::Projection,
+            reconnect_timeout: Duration::from_secs(300),
+            wait: false,
         }
     }
 }
@@ -199,6 +209,16 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     if opts.batch_size < 1 {
         return Err(Error::config("--batch-size must be at least 1"));
     }
+    if let crate::config::Ordering::Xid8 { .. } = config.events.ordering {
+        // The runner keeps one position per projection; `xid8` reading needs (transaction id,
+        // position) checkpoints, and a swap in that mode hands over a pair that a position
+        // alone cannot stand for.
+        return Err(Error::config(format!(
+            "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
+            config.path.display()
+        ))
+        .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
+    }
     let plan = crate::plan::plan(config, &opts.projections)?;
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
@@ -208,7 +228,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .iter()
         .map(|&i| config.projections[i].name.clone())
         .collect();
-    let mut locks = live::lock_runners(&engine.db, &names).await?;
+    let Some(mut locks) = take_locks(engine, &names, opts.wait).await? else {
+        // Stopped on request while standing by: nothing was done.
+        return Ok(RunOutcome {
+            events_applied: 0,
+            batches: 0,
+            handovers: 0,
+            reconnects: 0,
+            interrupted: true,
+            groups: Vec::new(),
+        });
+    };
     let mut conn = engine.db.dedicated().await?;
     migrate(&mut conn).await?;
     let source = EventSource::new(&config.events, &resolved.events_table);
@@ -259,8 +289,14 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         None
     };
-    let mut safe = SafeHead::default();
+    let mut cut = Cut::for_runner(&source);
+    // The last proven bound: every position up to it is final, so the next proof starts there
+    // (or at a higher checkpoint) and never rescans what a group far behind has still to read.
+    let mut bound: Option<i64> = None;
+    let mut held = Held::default();
     let mut pause = opts.poll_interval;
+    // Since when rounds have failed with transient errors (None: the last round worked).
+    let mut outage: Option<Instant> = None;
     loop {
         if engine.cancel.is_cancelled() {
             outcome.interrupted = true;
@@ -270,9 +306,23 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             if !locks.is_held() {
                 // The session that held the runner locks is gone (server restart, terminated
                 // backend): take them again, or give way to the runner that has them now.
-                locks = live::lock_runners(&engine.db, &names).await?;
+                match take_locks(engine, &names, opts.wait).await? {
+                    Some(l) => locks = l,
+                    None => return Ok((false, bound)),
+                }
             }
-            let bound = safe.advance(&conn, &source).await?;
+            let at = Cursor::at(lowest(&conn, &groups).await?.max(bound));
+            let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
+            bound = match proven {
+                Some(Bound::UpTo(b)) => Some(b).max(bound),
+                Some(Bound::BelowTx(_)) => {
+                    return Err(Error::runtime(
+                        "a transaction-id bound in `reproject run`, which reads by position",
+                    ))
+                }
+                None => bound,
+            };
+            held.observe(engine, hold);
             let mut busy = false;
             for g in groups.iter_mut().filter(|g| g.error.is_none()) {
                 if engine.cancel.is_cancelled() {
@@ -315,17 +365,30 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         }
         .await;
         let (busy, bound) = match round {
-            Ok(r) => r,
+            Ok(r) => {
+                outage = None;
+                r
+            }
             Err(err) if is_transient(&err, &conn) => {
+                let since = *outage.get_or_insert_with(Instant::now);
+                if since.elapsed() >= opts.reconnect_timeout {
+                    return Err(gave_up(opts.reconnect_timeout, &err));
+                }
                 engine.reporter.warn(&format!(
                     "database error, retrying: {}",
                     err.to_string().lines().collect::<Vec<_>>().join(" / ")
                 ));
                 if conn.is_closed() {
-                    conn = reconnect(engine, &mut outcome).await?;
+                    conn = reconnect(engine, &mut outcome, since + opts.reconnect_timeout, opts)
+                        .await?;
                     for g in groups.iter_mut() {
                         g.projector = None;
                     }
+                    // The observations still to prove name transactions by virtual id, and a
+                    // prepared transaction gets another one when the server restarts: an old
+                    // observation would look proven while it is still open. Start the proof
+                    // afresh (this only delays the bound).
+                    cut = Cut::for_runner(&source);
                 } else {
                     // A transaction may be left open by the failed statement.
                     let _ = conn.batch_execute("ROLLBACK").await;
@@ -339,6 +402,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             }
             Err(err) => return Err(err),
         };
+        // The listening connection was lost (and not back at the reconnect): try again, or
+        // keep polling.
+        if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            listener = listen(engine, &conn, &source).await.unwrap_or(None);
+        }
         if groups.iter().all(|g| g.error.is_some()) {
             let mut err = Error::runtime("every projection of this runner stopped on an error");
             for g in &groups {
@@ -449,9 +517,61 @@ fn retryable(err: &Error) -> bool {
         .any(|t| RETRY.iter().any(|code| t.contains(code)))
 }
 
-/// Connects again after losing the connection, with backoff, until it works or a stop is
-/// requested (the server may be restarting).
-async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Client> {
+/// Takes the runner locks; with `wait`, while another runner holds one, tries again every
+/// second (saying once who holds it) until it is free, or returns None on a stop request.
+async fn take_locks(
+    engine: &Engine<'_>,
+    names: &[String],
+    wait: bool,
+) -> Result<Option<live::RunnerLocks>> {
+    let mut told = false;
+    loop {
+        match live::lock_runners(&engine.db, names).await {
+            Err(e) if wait && e.kind == crate::error::ErrorKind::Busy => {
+                if !told {
+                    engine
+                        .reporter
+                        .step(&format!("standing by (--wait): {}", e.message));
+                    told = true;
+                }
+                sleep(engine, Duration::from_secs(1), &mut None).await;
+                if engine.cancel.is_cancelled() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(locks) => {
+                if told {
+                    engine.reporter.step("took over: the other runner stopped");
+                }
+                return Ok(Some(locks));
+            }
+        }
+    }
+}
+
+/// The error once transient failures have lasted `--reconnect-timeout`.
+fn gave_up(timeout: Duration, last: &Error) -> Error {
+    let mut err = Error::runtime(format!(
+        "gave up after {} without a working database connection (--reconnect-timeout)",
+        humantime::format_duration(timeout)
+    ))
+    .caused_by(&last.message);
+    for cause in &last.causes {
+        err = err.caused_by(cause);
+    }
+    err.with_hint("nothing was lost: the live checkpoints are where the last committed batch left them; start `reproject run` again once the database is back, or give a longer --reconnect-timeout")
+}
+
+/// Connects again after losing the connection, with backoff (the server may be restarting:
+/// connection refused, then "the database system is starting up"), until it works, a stop is
+/// requested or `deadline` passes.
+async fn reconnect(
+    engine: &Engine<'_>,
+    outcome: &mut RunOutcome,
+    deadline: Instant,
+    opts: &RunOptions,
+) -> Result<Client> {
     let mut pause = Duration::from_millis(100);
     loop {
         if engine.cancel.is_cancelled() {
@@ -459,7 +579,13 @@ async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Clie
                 "stopped while reconnecting to the database",
             ));
         }
-        match engine.db.dedicated().await {
+        let attempt = engine.db.dedicated().await;
+        if let Err(e) = &attempt {
+            if Instant::now() >= deadline {
+                return Err(gave_up(opts.reconnect_timeout, e));
+            }
+        }
+        match attempt {
             Ok(c) => {
                 outcome.reconnects += 1;
                 engine.reporter.step("reconnected to the database");
@@ -467,11 +593,18 @@ async fn reconnect(engine: &Engine<'_>, outcome: &mut RunOutcome) -> Result<Clie
             }
             Err(e) => {
                 engine.reporter.warn(&format!(
-                    "cannot reconnect yet (retrying in {} ms): {}",
+                    "cannot reconnect yet (retrying in {} ms): {}{}",
                     pause.as_millis(),
-                    e.message
+                    e.message,
+                    // Why: refused (down), "starting up", authentication...
+                    e.causes
+                        .first()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
                 ));
-                sleep(engine, pause, &mut None).await;
+                // Not past the deadline, so a stop is noticed and the limit is kept.
+                let left = deadline.saturating_duration_since(Instant::now());
+                sleep(engine, pause.min(left), &mut None).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
@@ -563,7 +696,7 @@ async fn start_positions(
                 let position = match at {
                     StartAt::Start => None,
                     StartAt::Position(p) => Some(p),
-                    StartAt::Head => SafeHead::settled(conn, source).await?,
+                    StartAt::Head => settled_head(engine, conn, source).await?,
                 };
                 live::init(conn, name, position, "start", None).await?;
                 engine.reporter.step(&format!(
@@ -600,7 +733,7 @@ fn show(p: Option<i64>) -> String {
 struct Batch<'a> {
     source: &'a EventSource,
     target: &'a Target<'a>,
-    /// Read up to here (a safe bound, see [`SafeHead`]).
+    /// Read up to here (a bound proven by [`Cut`]).
     bound: i64,
     batch_size: i64,
     /// When this runner started (server clock).
@@ -703,7 +836,7 @@ async fn batch(
         .iter()
         .map(|&i| target.config.projections[i].name.clone())
         .collect();
-    // The runner proves its own position bound (see `safe_bound`), so it reads by position.
+    // A position bound (xid8 is refused), so it reads by position.
     let events = source
         .read_batch(conn, &Cursor::at(from), &Bound::UpTo(upto), batch_size)
         .await?;
@@ -864,77 +997,86 @@ async fn handover_check(
     Ok(())
 }
 
-/// The highest position a batch may read up to without skipping an event that commits later
-/// under a lower position.
-///
-/// Positions come from a sequence when rows are inserted, not when they commit: a reader that
-/// reads up to the highest visible position may pass over a lower one still in flight. So a
-/// candidate bound M (the highest position visible) becomes safe only once every transaction
-/// that held a write lock on the event table *after* M was read has ended: any transaction that
-/// took a position below M without having committed took its lock before M's writer took M,
-/// so it is among them. Nothing waits: the runner polls until they are gone. Assumes positions
-/// are handed out in order (a sequence without per-session CACHE, as bigserial and identity
-/// columns are by default). One long-open writing transaction holds the bound back.
+/// How often a runner held back by an open transaction says so.
+const HELD_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Since when the bound has stood still below the head, to say (every [`HELD_REPORT_EVERY`])
+/// which open transactions hold it: otherwise a runner that lags behind one looks stuck. A
+/// bound that moves is not held, even if busy writers keep it a little below the head.
 #[derive(Default)]
-struct SafeHead {
-    safe: Option<i64>,
-    /// (candidate, virtual transaction ids of the writers seen after it was read)
-    pending: Option<(i64, Vec<String>)>,
+struct Held {
+    since: Option<Instant>,
+    at: Option<i64>,
+    reported: Option<Instant>,
 }
 
-impl SafeHead {
-    async fn advance(&mut self, conn: &Client, source: &EventSource) -> Result<Option<i64>> {
-        if let Some((candidate, writers)) = &self.pending {
-            let alive: bool = conn
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))",
-                    &[writers],
-                )
-                .await
-                .context("cannot read pg_locks")?
-                .get(0);
-            if alive {
-                return Ok(self.safe);
-            }
-            self.safe = self.safe.max(Some(*candidate));
-            self.pending = None;
-        }
-        let Some(head) = source.head(conn).await? else {
-            return Ok(self.safe);
+impl Held {
+    fn observe(&mut self, engine: &Engine<'_>, hold: Option<crate::ordering::Hold>) {
+        let Some(hold) =
+            hold.filter(|h| h.head.is_some_and(|head| h.bound.is_none_or(|b| b < head)))
+        else {
+            self.since = None;
+            self.reported = None;
+            return;
         };
-        if self.safe.is_some_and(|s| s >= head) {
-            return Ok(self.safe);
+        if self.since.is_none() || self.at != hold.bound {
+            self.since = Some(Instant::now());
+            self.at = hold.bound;
+            self.reported = None;
         }
-        let writers: Vec<String> = conn
-            .query(
-                "SELECT DISTINCT virtualtransaction FROM pg_locks \
-                 WHERE locktype = 'relation' AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' \
-                   AND pid IS DISTINCT FROM pg_backend_pid() \
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[&source.table.quoted()],
-            )
-            .await
-            .context("cannot read pg_locks")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if writers.is_empty() {
-            self.safe = Some(head);
-        } else {
-            self.pending = Some((head, writers));
+        let since = self.since.unwrap_or_else(Instant::now);
+        let last = self.reported.unwrap_or(since);
+        if last.elapsed() >= HELD_REPORT_EVERY {
+            self.reported = Some(Instant::now());
+            engine.reporter.warn(&format!(
+                "holding at {} for {}s: a gap below position {} can still be filled by {}",
+                hold.bound
+                    .map_or("the start".into(), |b| format!("position {b}")),
+                since.elapsed().as_secs(),
+                hold.head.unwrap_or_default(),
+                crate::ordering::describe_open(&hold.waiting_for)
+            ));
         }
-        Ok(self.safe)
     }
+}
 
-    /// The head once it is safe (for `--from-position head`).
-    async fn settled(conn: &Client, source: &EventSource) -> Result<Option<i64>> {
-        let mut s = SafeHead::default();
-        loop {
-            s.advance(conn, source).await?;
-            if s.pending.is_none() {
-                return Ok(s.safe);
+/// The lowest live checkpoint of the groups still running: a bound proven from there holds for
+/// every one of them.
+async fn lowest(conn: &Client, groups: &[Group]) -> Result<Option<i64>> {
+    let names: Vec<String> = groups
+        .iter()
+        .filter(|g| g.error.is_none())
+        .flat_map(|g| g.names.iter().cloned())
+        .collect();
+    let cps = live::read(conn, &names).await?;
+    Ok(cps.iter().map(|c| c.position).min().flatten())
+}
+
+/// The head as it is now, once proven final (for `--from-position head`): waits, naming them,
+/// for the transactions that can still fill a gap below it.
+async fn settled_head(
+    engine: &Engine<'_>,
+    conn: &Client,
+    source: &EventSource,
+) -> Result<Option<i64>> {
+    let Some(head) = source.head(conn).await? else {
+        return Ok(None);
+    };
+    let mut cut = Cut::for_runner(source);
+    loop {
+        let bound = cut
+            .settle(
+                conn,
+                &Cursor::at(None),
+                &engine.cancel,
+                engine.reporter,
+                crate::ordering::SETTLE_WAIT,
+            )
+            .await?;
+        if let Some(Bound::UpTo(b)) = bound {
+            if b >= head {
+                return Ok(Some(b));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Child;
 
 /// Sends a signal to a child process.
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("child still running");
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
@@ -16,7 +16,7 @@ fn signal(child: &Child, sig: &str) {
         .unwrap();
 }
 
-async fn finish(child: Child) -> Out {
+pub async fn finish(child: Child) -> Out {
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the runner did not stop within 60 s")
@@ -29,7 +29,7 @@ async fn finish(child: Child) -> Out {
 }
 
 /// Waits until `sql` returns true, or panics after `secs`.
-async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
+pub async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let row = db.client().await.query_one(sql, &[]).await;
@@ -43,7 +43,7 @@ async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
     }
 }
 
-const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
+pub const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
     AND (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') = (SELECT max(id) FROM events)";
 
 /// `--once` refuses to guess where never-rebuilt tables stand, starts where it is told, applies
@@ -252,15 +252,39 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     db.drop().await;
 }
 
-/// `run` and `rebuild` + swap of the same projection at the same time, with an appender writing
-/// throughout: the runner keeps the live table current, the swap hands over, and the live
-/// table ends equal to a from-scratch computation. A rollback then hands the old table back and
-/// the runner re-applies what it missed.
+/// Starts the concurrent writers of ordering.rs (quick ones, slow ones that hold their
+/// positions for 150-350 ms before committing, one that rolls back; every seventh event `bad`)
+/// and returns what stops them and waits until all their transactions have ended.
+fn appenders(db: &TestDb) -> impl std::future::Future<Output = i64> + Send + 'static {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = crate::ordering::writers(db, &stop);
+    async move {
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut written = 0;
+        for t in tasks {
+            written += t.await.unwrap();
+        }
+        written
+    }
+}
+
+/// `run` and `rebuild` + swap of the same projection at the same time, with several appenders
+/// writing throughout whose transactions commit out of position order (some roll back): the
+/// runner keeps the live table current, the swap hands over, and the live table ends equal to a
+/// from-scratch computation over every committed event. A rollback, again under appenders, then
+/// hands the old table back and the runner re-applies what it missed, once.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_and_rebuild_together_with_appenders() {
     let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
-    let p = tally::project();
+    tally::setup(&db, 1500).await;
+    // A little slow per event, so the rebuild's catch-up and swap overlap the writers.
+    let p = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
     let runner = command(
         &db,
         &p.config(),
@@ -276,43 +300,29 @@ async fn run_and_rebuild_together_with_appenders() {
     .spawn()
     .unwrap();
     wait_for(&db, CAUGHT_UP, 30).await;
-    // One appender, one event per transaction, all through the rebuild and the swap.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let appender = {
-        let client = db.client().await;
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                client
-                    .batch_execute(
-                        "INSERT INTO events (stream, type, data) VALUES \
-                         ('s' || (random() * 9)::int, 'added', jsonb_build_object('amount', (random() * 100)::int))",
-                    )
-                    .await
-                    .unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            n
-        })
-    };
+    let stop_writers = appenders(&db);
+    // Let the writers open transactions before the rebuild starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Corrupt the live table: the rebuild must replace it, and the runner must not undo that.
     db.exec("UPDATE tally SET total = total + 1000000 WHERE stream = 's3'")
         .await;
-    reproject(
+    let before = db.int("SELECT max(id) FROM events").await;
+    let rebuilt = reproject(
         &db,
         &p.config(),
-        &["rebuild", "--yes", "--batch-size", "200"],
+        &["rebuild", "--yes", "--batch-size", "50", "--json"],
     )
-    .await
-    .ok()
-    .stdout_has("swapped");
+    .await;
+    let during = db.int("SELECT max(id) FROM events").await - before;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let appended = appender.await.unwrap();
-    assert!(appended > 20, "the appender wrote throughout ({appended})");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let written = stop_writers.await;
+    let rebuilt = rebuilt.ok().json();
+    assert_eq!(rebuilt["status"], "swapped", "{rebuilt}");
+    assert!(
+        during > 20 && written > 50,
+        "the writers wrote throughout ({during} positions during the rebuild, {written} in all)"
+    );
+    wait_for(&db, CAUGHT_UP, 60).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         db.text("SELECT set_by_run::text FROM reproject.live_checkpoints")
@@ -322,16 +332,19 @@ async fn run_and_rebuild_together_with_appenders() {
         "the current tables are those of run 1's swap"
     );
 
-    // Rollback: the old table (corrupted, and as of the swap) is back; the runner re-applies
-    // the events since the swap to it.
+    // Rollback under writers: the old table (corrupted, and as of the swap) is back; the
+    // runner re-applies every event since the swap to it.
     let swap_position = db
         .int("SELECT swap_position FROM reproject.runs WHERE id = 1")
         .await;
+    let stop_writers = appenders(&db);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     reproject(&db, &p.config(), &["rollback", "--yes"])
         .await
         .ok();
-    tally::append(&db, 30).await;
-    wait_for(&db, CAUGHT_UP, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_writers.await;
+    wait_for(&db, CAUGHT_UP, 60).await;
     db.exec("UPDATE tally SET total = total - 1000000 WHERE stream = 's3'")
         .await;
     assert_eq!(
@@ -340,7 +353,8 @@ async fn run_and_rebuild_together_with_appenders() {
         "the restored table got every event after the swap position {swap_position}, once"
     );
     signal(&runner, "TERM");
-    finish(runner).await.ok();
+    let o = finish(runner).await.ok().json();
+    assert_eq!(o["interrupted"], true, "{o}");
     db.drop().await;
 }
 
@@ -626,5 +640,225 @@ async fn notifications_wake_the_runner() {
     let out = finish(runner).await;
     out.ok()
         .stderr_has("listening for new events on channel `reproject_events`");
+    db.drop().await;
+}
+
+/// `run` refuses `ordering = "xid8"` (its checkpoints are positions, and its bound is proven on
+/// positions) with a configuration error, before touching anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_xid8_ordering() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
+        .await;
+    let p = Project::new(
+        &tally::CONFIG.replace(
+            "filter = \"NOT bad\"\n",
+            "filter = \"NOT bad\"\nordering = \"xid8\"\ntransaction_id = \"tx\"\n",
+        ),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .code(2)
+    .stderr_has("`reproject run` does not support `events.ordering = \"xid8\"`")
+    .stderr_has("gap-aware");
+    assert!(
+        !db.exists("reproject.live_checkpoints").await,
+        "refused before writing any state"
+    );
+    db.drop().await;
+}
+
+/// A writer that draws its position with `nextval()` before inserting (as ORMs with sequence
+/// prefetch do) holds only the sequence's lock while later positions commit: the runner holds
+/// its bound below that position until the writer ends, saying which transaction holds it,
+/// then applies it; nothing is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_drawn_before_its_insert_is_not_skipped() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--json",
+            // Looks often enough that the report comes at 10 s, not up to 2 s later.
+            "--max-poll-interval",
+            "200ms",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let early = db.client().await;
+    early.batch_execute("BEGIN").await.unwrap();
+    let drawn: i64 = early
+        .query_one("SELECT nextval('events_id_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tally::append(&db, 10).await;
+    // Long enough for many rounds of the runner, and for its report (every 10 s).
+    tokio::time::sleep(Duration::from_millis(11_500)).await;
+    let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
+    assert_eq!(
+        db.int(checkpoint).await,
+        drawn - 1,
+        "held below the position the open writer drew"
+    );
+    early
+        .batch_execute(&format!(
+            "INSERT INTO events (id, stream, type, data) VALUES ({drawn}, 's1', 'added', '{{\"amount\": 5}}'); COMMIT"
+        ))
+        .await
+        .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    signal(&runner, "TERM");
+    let out = finish(runner).await;
+    out.stderr_has(&format!(
+        "holding at position {} for 10s: a gap below position {} can still be filled by pid",
+        drawn - 1,
+        drawn + 10
+    ))
+    .stderr_has("idle in transaction");
+    let o = out.ok().json();
+    assert_eq!(o["events_applied"], 11, "{o}");
+    db.drop().await;
+}
+
+/// `--wait`: a second runner stands by (saying who holds the projection) instead of exiting 75,
+/// and takes over when the first stops; between them every event is applied once. A standby
+/// stopped on request exits 0 having done nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_runner_takes_over() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 100).await;
+    let p = tally::project();
+    let first = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let standby = command(&db, &p.config(), &["run", "--wait", "--json"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tally::append(&db, 50).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    signal(&first, "TERM");
+    let o = finish(first).await.ok().json();
+    assert_eq!(o["events_applied"], 50, "{o}");
+    tally::append(&db, 70).await;
+    wait_for(&db, CAUGHT_UP, 30).await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+
+    // A third one stands by behind the standby that took over, and is stopped.
+    let third = command(&db, &p.config(), &["run", "--wait", "--json"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    signal(&third, "TERM");
+    let out = finish(third).await;
+    out.stderr_has(
+        "standing by (--wait): projection `tally` is already kept live by another `reproject run`",
+    );
+    let o = out.ok().json();
+    assert_eq!(o["interrupted"], true);
+    assert_eq!(o["events_applied"], 0);
+
+    signal(&standby, "TERM");
+    let out = finish(standby).await;
+    out.stderr_has("standing by (--wait)")
+        .stderr_has("took over: the other runner stopped");
+    let o = out.ok().json();
+    assert_eq!(o["events_applied"], 70, "{o}");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// A group far behind (here `kinds`, from the start, with slow handlers) does not hold back an
+/// independent group that is current: new events reach `tally` while `kinds` still catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_far_behind_does_not_hold_back_the_others() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 2000).await;
+    db.exec(
+        "CREATE TABLE big (stream text PRIMARY KEY); \
+         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
+    )
+    .await;
+    let p = Project::new(
+        TWO,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            (
+                "big.sql",
+                "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
+            ),
+            (
+                "kinds.sql",
+                "-- on added\nINSERT INTO {{kinds}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\nSELECT pg_sleep(0.003);\n",
+            ),
+        ],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head", "kinds"],
+    )
+    .await
+    .ok();
+    // `kinds` is empty: it starts from the first event.
+    db.exec("UPDATE reproject.live_checkpoints SET position = NULL WHERE projection = 'kinds'")
+        .await;
+    let runner = command(
+        &db,
+        &p.config(),
+        &[
+            "run",
+            "--from-position",
+            "head",
+            "--batch-size",
+            "50",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    tally::append(&db, 10).await;
+    wait_for(&db, CAUGHT_UP, 10).await;
+    let kinds =
+        "SELECT coalesce(position, 0) FROM reproject.live_checkpoints WHERE projection = 'kinds'";
+    assert!(
+        db.int(kinds).await < 1500,
+        "`kinds` was still far behind when `tally` had caught up"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    wait_for(
+        &db,
+        "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'kinds') = (SELECT max(id) FROM events)",
+        60,
+    )
+    .await;
+    assert_eq!(
+        db.int("SELECT n::bigint FROM kinds").await,
+        db.int("SELECT count(*) FROM events WHERE NOT bad").await
+    );
+    signal(&runner, "TERM");
+    finish(runner).await.ok();
     db.drop().await;
 }

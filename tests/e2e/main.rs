@@ -14,6 +14,7 @@ mod fidelity;
 mod inspect;
 mod lifecycle;
 mod live;
+mod live_restart;
 mod lockhold;
 mod ordering;
 mod rollback;

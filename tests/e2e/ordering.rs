@@ -49,7 +49,7 @@ async fn differences(db: &TestDb, cut: &str) -> i64 {
 /// Concurrent appenders, each on its own connection, until `stop`: quick ones (autocommit),
 /// slow ones that hold their position for a while before committing, and ones that roll back.
 /// Every seventh event is `bad` (filtered out).
-fn writers(db: &TestDb, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<i64>> {
+pub fn writers(db: &TestDb, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<i64>> {
     let counter = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     // (kind, how many tasks)

@@ -1,5 +1,6 @@
 //! A PostgreSQL cluster of a test's own, for what the shared server on `DATABASE_URL` cannot
-//! show: TLS with a certificate the test made, password authentication. Started from the
+//! show: TLS with a certificate the test made, password authentication, a server restart.
+//! Started from the
 //! local server binaries like scripts/lib/pg.sh does (`PG_BIN`, else the newest
 //! /usr/lib/postgresql/*/bin), as the `postgres` user when running as root; stopped and deleted
 //! on drop.
@@ -56,10 +57,41 @@ impl PgServer {
     /// ssl=on; `postgres` may connect without a password, `alice` needs [`ALICE_PASSWORD`].
     /// None if there are no server binaries on this machine.
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<PgServer> {
+        let server = PgServer::init("reproject-tls-")?;
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = server.data().join(name);
+            std::fs::write(&path, text).unwrap();
+            // PostgreSQL refuses a key that others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            server.chown(&path);
+        }
+        server.configure(
+            "host all postgres 127.0.0.1/32 trust\n\
+             host all alice 127.0.0.1/32 scram-sha-256\n",
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
+        Some(server.launch())
+    }
+
+    /// Starts a plain cluster on 127.0.0.1 (no TLS; `postgres` connects without a password),
+    /// for tests that stop and start the server. None if there are no server binaries.
+    pub fn start_plain() -> Option<PgServer> {
+        let server = PgServer::init("reproject-pg-")?;
+        // Prepared transactions: a writer that can outlive its session (and a restart).
+        server.configure(
+            "host all postgres 127.0.0.1/32 trust\n",
+            "max_prepared_transactions = 10\n",
+        );
+        Some(server.launch())
+    }
+
+    /// A new, initialised (not yet started) cluster in a temporary directory.
+    fn init(prefix: &str) -> Option<PgServer> {
         let bin = server_bin()?;
         let run_as = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new()
-            .prefix("reproject-tls-")
+            .prefix(prefix)
             .tempdir_in(std::env::temp_dir())
             .unwrap();
         let server = PgServer {
@@ -82,64 +114,85 @@ impl PgServer {
                 "--locale=C",
             ],
         );
-        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
-            let path = server.data().join(name);
-            std::fs::write(&path, text).unwrap();
-            // PostgreSQL refuses a key that others can read.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            server.chown(&path);
-        }
+        Some(server)
+    }
+
+    /// pg_hba.conf lines for TCP (local sockets are trusted) and postgresql.conf lines.
+    fn configure(&self, hba_host_lines: &str, conf: &str) {
         std::fs::write(
-            server.data().join("pg_hba.conf"),
-            "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all alice 127.0.0.1/32 scram-sha-256\n",
+            self.data().join("pg_hba.conf"),
+            format!("local all all trust\n{hba_host_lines}"),
         )
         .unwrap();
-        let mut conf = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .append(true)
-            .open(server.data().join("postgresql.conf"))
+            .open(self.data().join("postgresql.conf"))
             .unwrap();
         use std::io::Write;
         writeln!(
-            conf,
-            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
-             listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+            file,
+            "{conf}listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nmax_connections = 40",
-            server.dir.path().display()
+            self.dir.path().display()
         )
         .unwrap();
-        let mut server = server;
+    }
+
+    /// Starts the configured cluster on a free port.
+    fn launch(mut self) -> PgServer {
         // Another process may take the port between the probe and the bind: retry.
         for attempt in 0.. {
-            server.port = free_port();
-            let log = server.dir.path().join("postgres.log");
-            let ok = server.try_run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &server.data().display().to_string(),
-                    "-l",
-                    &log.display().to_string(),
-                    "-w",
-                    "-t",
-                    "30",
-                    "-o",
-                    &format!("-p {}", server.port),
-                    "start",
-                ],
-            );
-            if ok {
+            self.port = free_port();
+            if self.pg_ctl_start() {
                 break;
             }
             assert!(
                 attempt < 3,
                 "the test's PostgreSQL did not start; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                self.log()
             );
         }
-        Some(server)
+        self
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        let log = self.dir.path().join("postgres.log");
+        self.try_run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-l",
+                &log.display().to_string(),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                &format!("-p {}", self.port),
+                "start",
+            ],
+        )
+    }
+
+    /// Stops the server (`-m fast`: open sessions are terminated, open transactions roll back),
+    /// keeping its data and port for [`PgServer::start_again`].
+    pub fn stop(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn start_again(&self) {
+        assert!(
+            self.pg_ctl_start(),
+            "the test's PostgreSQL did not start again on port {}; log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     fn data(&self) -> PathBuf {
