@@ -78,11 +78,14 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             events_table.quoted()
         );
         if let Err(e) = client.prepare(&sql).await {
-            return Err(Error::config(format!(
-                "{file}:{}: `events.{} = \"{}\"` does not work on `{events_table}` as {}",
-                role.expr.line, role.key, role.expr.sql, role.sql_type
-            ))
-            .caused_by(describe_pg(&e)));
+            return Err(locked_or(
+                &e,
+                Error::config(format!(
+                    "{file}:{}: `events.{} = \"{}\"` does not work on `{events_table}` as {}",
+                    role.expr.line, role.key, role.expr.sql, role.sql_type
+                ))
+                .caused_by(describe_pg(&e)),
+            ));
         }
     }
 
@@ -140,13 +143,16 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     resolved.live(owner).quoted()
                 });
                 if let Err(e) = client.prepare_typed(&sql, &param_types()).await {
-                    return Err(Error::config(format!(
-                        "{handler_file}:{}: projection `{}`, section `-- on {}`: the statement does not prepare",
-                        st.line,
-                        p.name,
-                        section.event_types.join(", ")
-                    ))
-                    .caused_by(describe_pg(&e)));
+                    return Err(locked_or(
+                        &e,
+                        Error::config(format!(
+                            "{handler_file}:{}: projection `{}`, section `-- on {}`: the statement does not prepare",
+                            st.line,
+                            p.name,
+                            section.event_types.join(", ")
+                        ))
+                        .caused_by(describe_pg(&e)),
+                    ));
                 }
             }
         }
@@ -161,8 +167,11 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             );
             match client.prepare(&sql).await {
                 Err(e) => {
-                    return Err(Error::config(format!("{where_}: the SQL does not prepare"))
-                        .caused_by(describe_pg(&e)))
+                    return Err(locked_or(
+                        &e,
+                        Error::config(format!("{where_}: the SQL does not prepare"))
+                            .caused_by(describe_pg(&e)),
+                    ))
                 }
                 Ok(stmt) => {
                     let cols = stmt.columns();
@@ -179,4 +188,16 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         }
     }
     Ok(resolved)
+}
+
+/// A statement that could not be prepared because a table is locked (a swap or rollback holds
+/// it; read-only commands run with a short `lock_timeout`) is not a config error: say so.
+fn locked_or(e: &tokio_postgres::Error, otherwise: Error) -> Error {
+    if crate::error::sqlstate(e) == Some("55P03") {
+        Error::busy("a table of this config is locked by another session; a swap or rollback may be in progress")
+            .caused_by(describe_pg(e))
+            .with_hint("try again in a moment; `reproject status` shows what runs")
+    } else {
+        otherwise
+    }
 }

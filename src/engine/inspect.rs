@@ -62,8 +62,10 @@ pub struct PlanReport {
 /// A connection that cannot write: the guarantee behind "plan and dry run write nothing".
 async fn read_only(engine: &Engine<'_>) -> Result<Client> {
     let client = engine.db.dedicated().await?;
+    // Never queue behind a swap's ACCESS EXCLUSIVE locks for long (and never make readers
+    // queue behind us): fail with a clear "busy" instead.
     client
-        .batch_execute("SET default_transaction_read_only = on")
+        .batch_execute("SET default_transaction_read_only = on; SET lock_timeout = '5s'")
         .await
         .context("cannot make the session read-only")?;
     Ok(client)

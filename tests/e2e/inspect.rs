@@ -95,3 +95,26 @@ async fn history_records_who_why_and_outcome() {
     assert_eq!(db.int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL").await, 1);
     db.drop().await;
 }
+
+/// `status` and `plan` never queue behind a swap's locks: after a short lock_timeout they
+/// exit 75 saying a table is locked.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_does_not_wait_behind_a_swap_lock() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    let p = tally::project();
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE tally IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    reproject(&db, &p.config(), &["status"])
+        .await
+        .code(75)
+        .stderr_has("is locked by another session");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    reproject(&db, &p.config(), &["status"]).await.ok();
+    db.drop().await;
+}
