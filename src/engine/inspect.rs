@@ -313,7 +313,12 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             Some(r) => {
                 let cp = runs::checkpoint(&client, r.id).await?;
                 let state = match r.status.as_str() {
-                    "running" if locks::is_locked(&client, &p.name).await? => "rebuilding",
+                    "running"
+                        if locks::is_locked(&client, locks::LockClass::Projection, &p.name)
+                            .await? =>
+                    {
+                        "rebuilding"
+                    }
                     "running" => "interrupted",
                     "paused" => "paused",
                     "awaiting_swap" => "awaiting swap",

@@ -10,14 +10,10 @@
 
 use crate::db::Db;
 use crate::error::{Context, Error, Result};
+use crate::state::locks::{self, LockClass};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient, Row};
-
-/// First key of the runner locks (the second is `hashtext('reproject:' || projection)`).
-/// Not the rebuild's class (727_002): a runner keeps the live tables current *while* a rebuild
-/// of the same projection builds the next generation.
-pub const RUNNER_LOCK_CLASS: i32 = 727_003;
 
 /// A projection's live checkpoint, as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -273,100 +269,52 @@ pub async fn replaced_position(
 }
 
 /// The held runner locks; dropping this closes the session and releases them.
-pub struct RunnerLocks {
-    client: Client,
-}
-
-impl RunnerLocks {
-    /// False once the session holding the locks is gone (e.g. the server restarted): the locks
-    /// are released then, and must be taken again.
-    pub fn is_held(&self) -> bool {
-        !self.client.is_closed()
-    }
-}
-
-fn lock_key(projection: &str) -> String {
-    format!("reproject:{projection}")
-}
+pub type RunnerLocks = crate::state::locks::ProjectionLocks;
 
 /// Takes the runner lock of every projection on a connection of its own, or fails with a Busy
 /// error naming the session (and the runner's host and pid) that holds one.
 pub async fn lock_runners(db: &Db, projections: &[String]) -> Result<RunnerLocks> {
-    let client = db.dedicated().await?;
-    for name in projections {
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&RUNNER_LOCK_CLASS, &lock_key(name)],
-            )
-            .await
-            .context("cannot take the runner lock")?
-            .get(0);
-        if !got {
-            let holder = describe_holder(&client, name).await.unwrap_or_default();
-            return Err(Error::busy(format!(
+    match locks::try_lock(db, LockClass::Runner, projections).await? {
+        Ok(held) => Ok(held),
+        Err((name, holder)) => {
+            let mut holder = holder;
+            // The runner records its host and OS pid in its checkpoint row when it starts.
+            if let Ok(client) = db.dedicated().await {
+                if let Some(process) = runner_process(&client, &name).await {
+                    holder = format!("{}; {process})", holder.trim_end_matches(')'));
+                }
+            }
+            Err(Error::busy(format!(
                 "projection `{name}` is already kept live by another `reproject run`{holder}"
             ))
-            .with_hint("only one runner per projection; stop the other one first (SIGTERM), or run this one for other projections"));
+            .with_hint("only one runner per projection; stop the other one first (SIGTERM), or run this one for other projections"))
         }
     }
-    Ok(RunnerLocks { client })
 }
 
 /// Whether a runner holds the lock of a projection right now.
 pub async fn runner_up(client: &impl GenericClient, projection: &str) -> Result<bool> {
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-               AND classid = $1::int::oid AND objsubid = 2 \
-               AND objid = (hashtext($2)::bigint & 4294967295)::oid \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
-            &[&RUNNER_LOCK_CLASS, &lock_key(projection)],
-        )
-        .await
-        .context("cannot read pg_locks")?;
-    Ok(row.get(0))
+    locks::is_locked(client, LockClass::Runner, projection).await
 }
 
-async fn describe_holder(client: &Client, name: &str) -> Result<String> {
-    let row = client
+/// "reproject process PID on HOST", from the runner's checkpoint row, if recorded.
+async fn runner_process(client: &Client, name: &str) -> Option<String> {
+    if !exists(client).await.unwrap_or(false) {
+        return None;
+    }
+    let r = client
         .query_opt(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), \
-                    to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objsubid = 2 \
-               AND l.objid = (hashtext($2)::bigint & 4294967295)::oid \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
-            &[&RUNNER_LOCK_CLASS, &lock_key(name)],
+            "SELECT runner_host, runner_pid FROM reproject.live_checkpoints WHERE projection = $1",
+            &[&name],
         )
         .await
-        .context("cannot read pg_locks")?;
-    let Some(r) = row else {
-        return Ok(String::new());
-    };
-    let (pid, app, addr, since): (i32, String, String, String) =
-        (r.get(0), r.get(1), r.get(2), r.get(3));
-    let mut text =
-        format!(" (server pid {pid}, application `{app}`, from {addr}, connected since {since}");
-    // The runner records its host and OS pid in its checkpoint row when it starts.
-    if crate::state::live::exists(client).await.unwrap_or(false) {
-        if let Ok(Some(r)) = client
-            .query_opt(
-                "SELECT runner_host, runner_pid FROM reproject.live_checkpoints WHERE projection = $1",
-                &[&name],
-            )
-            .await
-        {
-            let host: Option<String> = r.get(0);
-            let os_pid: Option<i32> = r.get(1);
-            if let Some(os_pid) = os_pid {
-                text.push_str(&format!(
-                    "; reproject process {os_pid} on {}",
-                    host.as_deref().unwrap_or("an unknown host")
-                ));
-            }
-        }
-    }
-    text.push(')');
-    Ok(text)
+        .ok()??;
+    let host: Option<String> = r.get(0);
+    let os_pid: Option<i32> = r.get(1);
+    os_pid.map(|pid| {
+        format!(
+            "reproject process {pid} on {}",
+            host.as_deref().unwrap_or("an unknown host")
+        )
+    })
 }
