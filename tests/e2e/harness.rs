@@ -320,3 +320,28 @@ pub async fn differing_rows(db: &TestDb, a: &str, b: &str, columns: &str) -> i64
     ))
     .await
 }
+
+/// Polls `sql` (one boolean; an error, e.g. a table not created yet, counts as false) every
+/// 50 ms until it is true; fails the test after 30 s.
+pub async fn wait_until(db: &TestDb, sql: &str) {
+    for _ in 0..600 {
+        if let Ok(row) = db.client().await.query_one(sql, &[]).await {
+            if row.get::<_, Option<bool>>(0) == Some(true) {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {sql}");
+}
+
+/// Waits until a rebuild has committed batches up to at least `position`.
+pub async fn wait_for_checkpoint(db: &TestDb, position: i64) {
+    wait_until(
+        db,
+        &format!(
+            "SELECT coalesce((SELECT max(position) FROM reproject.checkpoints), 0) >= {position}"
+        ),
+    )
+    .await;
+}

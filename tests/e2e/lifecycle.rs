@@ -452,21 +452,7 @@ async fn sigint_cancels_after_the_current_batch() {
     .unwrap();
     let pid = child.id().unwrap();
     // Wait until at least one batch is committed.
-    for _ in 0..300 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let exists = db
-            .text("SELECT to_regclass('reproject.checkpoints')::text")
-            .await
-            .is_some();
-        if exists
-            && db
-                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
-                .await
-                > 0
-        {
-            break;
-        }
-    }
+    crate::harness::wait_for_checkpoint(&db, 1).await;
     std::process::Command::new("kill")
         .arg("-INT")
         .arg(pid.to_string())
@@ -520,17 +506,11 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
     .spawn()
     .unwrap();
     let pid = child.id().unwrap();
-    for _ in 0..400 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if db.exists("reproject.runs").await
-            && db
-                .int("SELECT count(*) FROM reproject.runs WHERE phase = 'swap'")
-                .await
-                > 0
-        {
-            break;
-        }
-    }
+    crate::harness::wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM reproject.runs WHERE phase = 'swap')",
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     std::process::Command::new("kill")
@@ -582,17 +562,7 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     )
     .spawn()
     .unwrap();
-    for _ in 0..300 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if db.exists("reproject.checkpoints").await
-            && db
-                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
-                .await
-                >= 300
-        {
-            break;
-        }
-    }
+    crate::harness::wait_for_checkpoint(&db, 300).await;
     child.kill().await.unwrap();
     child.wait().await.unwrap();
     let killed_at = db.int("SELECT position FROM reproject.checkpoints").await;
@@ -665,17 +635,7 @@ async fn cancel_from_another_terminal() {
     )
     .spawn()
     .unwrap();
-    for _ in 0..300 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if db.exists("reproject.checkpoints").await
-            && db
-                .int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
-                .await
-                > 0
-        {
-            break;
-        }
-    }
+    crate::harness::wait_for_checkpoint(&db, 1).await;
     // While it runs, `status` shows the phase, speed and ETA.
     let s = reproject(&db, &slow.config(), &["status", "--json"])
         .await

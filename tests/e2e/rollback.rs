@@ -124,7 +124,7 @@ async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
         "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') \
                      = (SELECT max(id) FROM events)";
     tally::append(&db, 100).await;
-    wait_until(&db, caught_up).await;
+    crate::harness::wait_until(&db, caught_up).await;
     reproject(&db, &good.config(), &["rollback", "--yes"])
         .await
         .ok()
@@ -137,7 +137,7 @@ async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
         Some(format!("{head} rollback").as_str())
     );
     tally::append(&db, 40).await;
-    wait_until(&db, caught_up).await;
+    crate::harness::wait_until(&db, caught_up).await;
     assert_eq!(
         tally::expected_differences(&db, "tally").await,
         0,
@@ -154,18 +154,6 @@ async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
         String::from_utf8_lossy(&out.stderr)
     );
     db.drop().await;
-}
-
-async fn wait_until(db: &TestDb, sql: &str) {
-    for _ in 0..600 {
-        if let Ok(row) = db.client().await.query_one(sql, &[]).await {
-            if row.get::<_, Option<bool>>(0) == Some(true) {
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {sql}");
 }
 
 /// The handlers that built the previous tables name a table the config no longer has: they
