@@ -1154,3 +1154,116 @@ fn handover_parses_and_checks_the_transaction_id_column_against_the_mode() {
     let err = dir.fail(&one_projection(&handover.replace("key = ", "kee = ")));
     contains(&err, "unknown field `kee`");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Presets
+
+#[test]
+fn a_preset_alone_fills_every_events_key() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(ev.table.to_string(), "emt_messages");
+    assert_eq!(ev.table_line, 2, "preset values carry the preset's line");
+    assert_eq!(ev.position.sql, "global_position");
+    assert_eq!(ev.stream.sql, "stream_id");
+    assert_eq!(ev.event_type.sql, "message_type");
+    assert_eq!(ev.data.sql, "message_data");
+    assert_eq!(ev.metadata.as_ref().unwrap().sql, "message_metadata");
+    assert_eq!(ev.timestamp.as_ref().unwrap().sql, "created");
+    assert_eq!(ev.filter.as_ref().unwrap().sql, "message_kind <> 'C'");
+    match &ev.ordering {
+        Ordering::Xid8 { transaction_id } => assert_eq!(transaction_id.sql, "transaction_id"),
+        other => panic!("expected xid8, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_preset_parses_alone() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    for preset in presets::PRESETS {
+        let text = format!(
+            "[events]\npreset = \"{}\"\n{}",
+            preset.name,
+            projection("p", &["t"], "h.sql")
+        );
+        dir.parse(&text)
+            .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+    }
+}
+
+#[test]
+fn explicit_keys_override_the_preset_key_by_key() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"marten\"\ntable = \"tenant1.mt_events\"\nfilter = \"is_archived = false and tenant_id = 'acme'\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(ev.table.to_string(), "tenant1.mt_events");
+    assert_eq!(ev.table_line, 3);
+    let filter = ev.filter.as_ref().unwrap();
+    assert_eq!(
+        (filter.sql.as_str(), filter.line),
+        ("is_archived = false and tenant_id = 'acme'", 4)
+    );
+    assert_eq!(
+        (ev.position.sql.as_str(), ev.position.line),
+        ("seq_id", 2),
+        "keys not written come from the preset"
+    );
+    assert_eq!(ev.metadata.as_ref().unwrap().sql, "headers");
+}
+
+#[test]
+fn another_ordering_drops_the_presets_transaction_id() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\nordering = \"gap-aware\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(matches!(config.events.ordering, Ordering::GapAware));
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\nordering = \"xid8\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(matches!(config.events.ordering, Ordering::Xid8 { .. }));
+}
+
+#[test]
+fn unknown_preset_names_the_known_ones_with_its_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let err = dir.fail(&format!(
+        "[events]\n\npreset = \"martin\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!("{}: unknown `events.preset = \"martin\"`", dir.at(3)),
+    );
+    contains(
+        &err,
+        "known presets: execution-events, message-db, marten, emmett",
+    );
+}
+
+#[test]
+fn missing_key_without_preset_names_the_events_table_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let text = one_projection("").replace("position = \"seq\"\n", "");
+    let err = dir.fail(&text);
+    contains(
+        &err,
+        &format!("{}: `[events]` is missing field `position`", dir.at(1)),
+    );
+    contains(&err, "preset");
+}

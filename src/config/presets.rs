@@ -1,0 +1,120 @@
+//! `[events] preset = "NAME"`: the `[events]` keys of event stores people already run, so a
+//! default installation needs no other key. Any key written in the config overrides the
+//! preset's, key by key (see `convert_events`).
+//!
+//! The layouts are the facts in the project's notes on event stores (each taken from the
+//! store's own schema code); each entry says which facts it relies on. A timestamp stored as
+//! `timestamp` without time zone is the store's UTC time, so the preset reads it
+//! `AT TIME ZONE 'UTC'` rather than letting the session's TimeZone decide.
+
+/// The `[events]` keys a preset fills in. `None`: the key stays unset (its default applies).
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    pub table: &'static str,
+    pub position: &'static str,
+    pub stream: &'static str,
+    pub event_type: &'static str,
+    pub data: &'static str,
+    pub metadata: Option<&'static str>,
+    pub timestamp: Option<&'static str>,
+    pub filter: Option<&'static str>,
+    pub ordering: Option<&'static str>,
+    pub transaction_id: Option<&'static str>,
+}
+
+pub const PRESETS: &[Preset] = &[
+    // The seed layout of our examples (examples/postings/schema.sql): `execution_events`,
+    // `event_id bigserial`, `aggregate_id text`, `event_data`/`metadata` jsonb,
+    // `event_timestamp timestamptz`; invalidated events are skipped. Plain bigserial: gap-aware.
+    Preset {
+        name: "execution-events",
+        table: "execution_events",
+        position: "event_id",
+        stream: "aggregate_id",
+        event_type: "event_type",
+        data: "event_data",
+        metadata: Some("metadata"),
+        timestamp: Some("event_timestamp"),
+        filter: Some("coalesce(invalidated, false) = false"),
+        ordering: None,
+        transaction_id: None,
+    },
+    // Message DB: `message_store.messages`, `global_position bigserial`, `stream_name text`,
+    // `type text`, `data`/`metadata` jsonb, `time timestamp` in UTC. Its writers take an
+    // advisory lock per category only, so appends to different categories interleave: the
+    // default gap-aware ordering (bigserial from nextval in the writing transaction).
+    Preset {
+        name: "message-db",
+        table: "message_store.messages",
+        position: "global_position",
+        stream: "stream_name",
+        event_type: "type",
+        data: "data",
+        metadata: Some("metadata"),
+        timestamp: Some("\"time\" AT TIME ZONE 'UTC'"),
+        filter: None,
+        ordering: None,
+        transaction_id: None,
+    },
+    // Marten: `mt_events`, `seq_id bigint` from `mt_events_sequence` (nextval on insert:
+    // gap-aware), `stream_id` uuid or varchar (read as text), `type`, `data jsonb`,
+    // `headers jsonb`, `timestamp timestamptz`; archived events are skipped. Multi-tenant
+    // stores add `AND tenant_id = '…'` to the filter.
+    Preset {
+        name: "marten",
+        table: "mt_events",
+        position: "seq_id",
+        stream: "stream_id",
+        event_type: "type",
+        data: "data",
+        metadata: Some("headers"),
+        timestamp: Some("\"timestamp\""),
+        filter: Some("is_archived = false"),
+        ordering: None,
+        transaction_id: None,
+    },
+    // Emmett: `emt_messages` (partitioned; reading one is fine), ordered by
+    // `(transaction_id xid8, global_position)`: the exact xid8 cut. It also holds commands
+    // (`message_kind = 'C'`), which are not events. `stream_id text`, `message_type`,
+    // `message_data`/`message_metadata` jsonb, `created timestamptz`.
+    Preset {
+        name: "emmett",
+        table: "emt_messages",
+        position: "global_position",
+        stream: "stream_id",
+        event_type: "message_type",
+        data: "message_data",
+        metadata: Some("message_metadata"),
+        timestamp: Some("created"),
+        filter: Some("message_kind <> 'C'"),
+        ordering: Some("xid8"),
+        transaction_id: Some("transaction_id"),
+    },
+    // spatie/laravel-event-sourcing: `stored_events`, `id bigserial` (no lock: gap-aware),
+    // `aggregate_uuid`, `event_class`, `event_properties`/`meta_data` jsonb,
+    // `created_at timestamp(0)` written in UTC.
+    Preset {
+        name: "spatie",
+        table: "stored_events",
+        position: "id",
+        stream: "aggregate_uuid",
+        event_type: "event_class",
+        data: "event_properties",
+        metadata: Some("meta_data"),
+        timestamp: Some("created_at AT TIME ZONE 'UTC'"),
+        filter: None,
+        ordering: None,
+        transaction_id: None,
+    },
+];
+
+/// The preset of that name.
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// The known names, for the error on an unknown one.
+pub fn names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}
