@@ -149,7 +149,11 @@ pub struct Counts {
 /// The SQL to read one event table, built once from the config.
 #[derive(Debug, Clone)]
 pub struct EventSource {
+    /// The event table, or with a `source` query the table its appends insert into: the
+    /// table whose writers gap-aware ordering watches, named in messages.
     pub table: TableName,
+    /// What reading selects from: the quoted table, or `(source) AS events`.
+    pub(crate) from: String,
     pub(crate) position: String,
     /// `xid8` mode: the transaction id expression, as xid8.
     pub(crate) tx: Option<String>,
@@ -174,6 +178,14 @@ fn parse_tx(text: Option<String>) -> Result<Option<u64>> {
             .map_err(|_| Error::runtime(format!("unexpected transaction id `{t}`")))
     })
     .transpose()
+}
+
+/// What the events are read from: the quoted table, or the `source` query as a subquery.
+pub fn from_clause(events: &EventsConfig, table: &TableName) -> String {
+    match &events.source {
+        Some(source) => format!("({}\n) AS events", source.sql),
+        None => table.quoted(),
+    }
 }
 
 /// A role of the `[events]` mapping and the SQL type reproject reads it as.
@@ -205,6 +217,7 @@ impl EventSource {
         );
         EventSource {
             table: table.clone(),
+            from: from_clause(events, table),
             position: format!("({})", events.position.sql),
             tx,
             ordering: events.ordering.clone(),
@@ -274,11 +287,7 @@ impl EventSource {
 
     /// The highest position in the table (filtered or not), or None when it is empty.
     pub async fn head(&self, client: &impl GenericClient) -> Result<Option<i64>> {
-        let sql = format!(
-            "SELECT max({})::bigint FROM {}",
-            self.position,
-            self.table.quoted()
-        );
+        let sql = format!("SELECT max({})::bigint FROM {}", self.position, self.from);
         let row = client
             .query_one(&sql, &[])
             .await
@@ -329,7 +338,7 @@ impl EventSource {
         let sql = format!(
             "SELECT {} FROM {} WHERE {range} AND {} ORDER BY {order} LIMIT ${}::bigint",
             self.select,
-            self.table.quoted(),
+            self.from,
             self.filter,
             params.len() + 1,
         );
@@ -368,7 +377,7 @@ impl EventSource {
             "SELECT count(*) FILTER (WHERE {f}), count(*) FILTER (WHERE NOT coalesce({f}, false)), \
              min({pos}) FILTER (WHERE {f})::bigint, max({pos}) FILTER (WHERE {f})::bigint \
              FROM {} WHERE {range}",
-            self.table.quoted(),
+            self.from,
             f = self.filter,
             pos = self.position,
         );
@@ -390,8 +399,7 @@ impl EventSource {
         let Some(tx) = &self.tx else { return Ok(()) };
         let sql = format!(
             "SELECT min({})::bigint, count(*) FROM {} WHERE {tx} IS NULL",
-            self.position,
-            self.table.quoted()
+            self.position, self.from
         );
         let row = client
             .query_one(&sql, &[])

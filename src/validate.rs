@@ -29,16 +29,38 @@ impl Resolved {
 pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Resolved> {
     let file = config.path.display().to_string();
     let ev = &config.events;
+    let (what, key) = match ev.source {
+        Some(_) => ("the table appends insert into", "events.lock_table"),
+        None => ("event table", "events.table"),
+    };
     let info = catalog::resolve(client, &ev.table).await?.ok_or_else(|| {
         Error::config(format!(
-            "{file}:{}: event table `{}` does not exist",
+            "{file}:{}: {what} `{}` does not exist",
             ev.table_line, ev.table
         ))
-        .with_hint(
-            "check `events.table` (and the schema, or the search_path of the connecting user)",
-        )
+        .with_hint(format!(
+            "check `{key}` (and the schema, or the search_path of the connecting user)"
+        ))
     })?;
     let events_table = info.name.clone();
+    let from = crate::source::from_clause(ev, &events_table);
+    if let Some(source) = &ev.source {
+        if let Err(e) = client
+            .prepare(&format!("SELECT * FROM {from} LIMIT 0"))
+            .await
+        {
+            return Err(Error::config(format!(
+                "{file}:{}: `events.source` does not prepare",
+                source.line
+            ))
+            .caused_by(describe_pg(&e))
+            .with_hint("`source` is one SELECT query; it is read as `(source) AS events`, so the role keys name its output columns"));
+        }
+    }
+    let shown = match ev.source {
+        Some(_) => "`events.source`".to_string(),
+        None => format!("`{events_table}`"),
+    };
     for role in EventSource::roles(ev) {
         // The position is compared and sorted as written (so an index on it is used): it must
         // be an integer, not merely castable to one (text would sort '10' before '9'). The
@@ -49,11 +71,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             _ => &[],
         };
         if !required.is_empty() {
-            let sql = format!(
-                "SELECT ({}) FROM {} LIMIT 0",
-                role.expr.sql,
-                events_table.quoted()
-            );
+            let sql = format!("SELECT ({}) FROM {} LIMIT 0", role.expr.sql, from);
             if let Ok(stmt) = client.prepare(&sql).await {
                 let ty = stmt.columns()[0].type_().clone();
                 if !required.contains(&ty) {
@@ -73,13 +91,11 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         }
         let sql = format!(
             "SELECT ({})::{} FROM {} LIMIT 0",
-            role.expr.sql,
-            role.sql_type,
-            events_table.quoted()
+            role.expr.sql, role.sql_type, from
         );
         if let Err(e) = client.prepare(&sql).await {
             return Err(Error::config(format!(
-                "{file}:{}: `events.{} = \"{}\"` does not work on `{events_table}` as {}",
+                "{file}:{}: `events.{} = \"{}\"` does not work on {shown} as {}",
                 role.expr.line, role.key, role.expr.sql, role.sql_type
             ))
             .caused_by(describe_pg(&e)));

@@ -30,8 +30,12 @@ pub struct Expr {
 /// How to read events: one SQL expression per role.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
+    /// The event table; with `source`, the table each append inserts into (`lock_table`):
+    /// gap-aware ordering watches its writers and `reproject run` wakes on its inserts.
     pub table: ConfigTableRef,
     pub table_line: usize,
+    /// `events.source`: a query read as `(source) AS events` instead of the table.
+    pub source: Option<Expr>,
     pub position: Expr,
     pub stream: Expr,
     pub event_type: Expr,
@@ -360,6 +364,8 @@ struct Value {
 /// The `[events]` keys, each written explicitly or else taken from the preset.
 struct EventKeys {
     table: Option<Value>,
+    source: Option<Value>,
+    lock_table: Option<Value>,
     position: Option<Value>,
     stream: Option<Value>,
     event_type: Option<Value>,
@@ -413,8 +419,21 @@ fn merge_preset(
     } else {
         pick(&raw.transaction_id, |p| p.transaction_id)
     };
+    // Where events come from (`table`, or `source` with its `lock_table`) is one choice: a
+    // config that writes either takes nothing of it from the preset.
+    let own_from = raw.table.is_some() || raw.source.is_some();
+    let from_preset = |written: &Option<toml::Spanned<String>>,
+                       get: fn(&presets::Preset) -> Option<&'static str>| {
+        if own_from && written.is_none() {
+            None
+        } else {
+            pick(written, get)
+        }
+    };
     Ok(EventKeys {
-        table: pick(&raw.table, |p| Some(p.table)),
+        table: from_preset(&raw.table, |p| p.table),
+        source: from_preset(&raw.source, |p| p.source),
+        lock_table: from_preset(&raw.lock_table, |p| p.lock_table),
         position: pick(&raw.position, |p| Some(p.position)),
         stream: pick(&raw.stream, |p| Some(p.stream)),
         event_type: pick(&raw.event_type, |p| Some(p.event_type)),
@@ -443,16 +462,44 @@ fn convert_events(
                 )),
         }
     };
-    let table_expr = required(&keys.table, "table")?;
-    let loc = &keys.table.as_ref().expect("required above").loc;
+    // With a `source`, reproject cannot tell which table the appends write, and the
+    // gap-aware proof needs exactly that (see docs/design.md): `lock_table` is required in
+    // every ordering mode, which also gives `reproject run` its table to wake on.
+    let (table_key, source) = match (&keys.table, &keys.source, &keys.lock_table) {
+        (Some(_), Some(s), _) => {
+            return Err(s.loc.err(
+                "`events.table` and `events.source` are mutually exclusive: read a table, or a query".into(),
+            ))
+        }
+        (Some(_), None, Some(l)) => {
+            return Err(l.loc.err(
+                "`events.lock_table` is only used with `events.source` (with `table`, that table is the one watched)".into(),
+            ))
+        }
+        (None, Some(s), None) => {
+            return Err(s.loc.err(
+                "`events.source` needs `events.lock_table`: the table each append inserts into, whose writers reproject watches so that no event is skipped".into(),
+            ))
+        }
+        (None, Some(s), Some(_)) => ("lock_table", Some(expr(s, "source")?)),
+        (_, None, _) => ("table", None),
+    };
+    let table_value = if source.is_some() {
+        &keys.lock_table
+    } else {
+        &keys.table
+    };
+    let table_expr = required(table_value, table_key)?;
+    let loc = &table_value.as_ref().expect("required above").loc;
     let table = parse_table_ref(&table_expr.sql)
-        .map_err(|e| keep_causes(loc.err(format!("`events.table`: {}", e.message)), e))?;
+        .map_err(|e| keep_causes(loc.err(format!("`events.{table_key}`: {}", e.message)), e))?;
     let opt = |v: &Option<Value>, key: &str| -> Result<Option<Expr>> {
         v.as_ref().map(|v| expr(v, key)).transpose()
     };
     Ok(EventsConfig {
         table,
         table_line: loc.line,
+        source,
         position: required(&keys.position, "position")?,
         stream: required(&keys.stream, "stream")?,
         event_type: required(&keys.event_type, "type")?,

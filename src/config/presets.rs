@@ -11,7 +11,11 @@
 #[derive(Debug, Clone, Copy)]
 pub struct Preset {
     pub name: &'static str,
-    pub table: &'static str,
+    /// The event table, or None when the preset reads a `source` query.
+    pub table: Option<&'static str>,
+    /// A query read as `(source) AS events`, with the table its appends insert into.
+    pub source: Option<&'static str>,
+    pub lock_table: Option<&'static str>,
     pub position: &'static str,
     pub stream: &'static str,
     pub event_type: &'static str,
@@ -29,7 +33,9 @@ pub const PRESETS: &[Preset] = &[
     // `event_timestamp timestamptz`; invalidated events are skipped. Plain bigserial: gap-aware.
     Preset {
         name: "execution-events",
-        table: "execution_events",
+        table: Some("execution_events"),
+        source: None,
+        lock_table: None,
         position: "event_id",
         stream: "aggregate_id",
         event_type: "event_type",
@@ -46,7 +52,9 @@ pub const PRESETS: &[Preset] = &[
     // default gap-aware ordering (bigserial from nextval in the writing transaction).
     Preset {
         name: "message-db",
-        table: "message_store.messages",
+        table: Some("message_store.messages"),
+        source: None,
+        lock_table: None,
         position: "global_position",
         stream: "stream_name",
         event_type: "type",
@@ -63,7 +71,9 @@ pub const PRESETS: &[Preset] = &[
     // stores add `AND tenant_id = '…'` to the filter.
     Preset {
         name: "marten",
-        table: "mt_events",
+        table: Some("mt_events"),
+        source: None,
+        lock_table: None,
         position: "seq_id",
         stream: "stream_id",
         event_type: "type",
@@ -80,7 +90,9 @@ pub const PRESETS: &[Preset] = &[
     // `message_data`/`message_metadata` jsonb, `created timestamptz`.
     Preset {
         name: "emmett",
-        table: "emt_messages",
+        table: Some("emt_messages"),
+        source: None,
+        lock_table: None,
         position: "global_position",
         stream: "stream_id",
         event_type: "message_type",
@@ -96,7 +108,9 @@ pub const PRESETS: &[Preset] = &[
     // `created_at timestamp(0)` written in UTC.
     Preset {
         name: "spatie",
-        table: "stored_events",
+        table: Some("stored_events"),
+        source: None,
+        lock_table: None,
         position: "id",
         stream: "aggregate_uuid",
         event_type: "event_class",
@@ -104,6 +118,30 @@ pub const PRESETS: &[Preset] = &[
         metadata: Some("meta_data"),
         timestamp: Some("created_at AT TIME ZONE 'UTC'"),
         filter: None,
+        ordering: None,
+        transaction_id: None,
+    },
+    // Eventuous: `eventuous.messages` holds `stream_id int`, the stream's name is in
+    // `eventuous.streams` (a join, so a `source`); `global_position bigint` identity (gap-aware,
+    // watching the writers of `eventuous.messages`), `message_type`, `json_data`/
+    // `json_metadata` jsonb, `created timestamp` in UTC. Newer versions write `$tombstone`
+    // rows into gaps of a stream; they are not events.
+    Preset {
+        name: "eventuous",
+        table: None,
+        source: Some(
+            "SELECT m.global_position, s.stream_name, m.message_type, m.json_data, \
+             m.json_metadata, m.created \
+             FROM eventuous.messages m JOIN eventuous.streams s ON s.stream_id = m.stream_id",
+        ),
+        lock_table: Some("eventuous.messages"),
+        position: "global_position",
+        stream: "stream_name",
+        event_type: "message_type",
+        data: "json_data",
+        metadata: Some("json_metadata"),
+        timestamp: Some("created AT TIME ZONE 'UTC'"),
+        filter: Some("message_type <> '$tombstone'"),
         ordering: None,
         transaction_id: None,
     },

@@ -18,6 +18,10 @@ pub struct RawEvents {
     /// A store's defaults for every other key (config/presets.rs); keys written here win.
     pub preset: Option<Spanned<String>>,
     pub table: Option<Spanned<String>>,
+    /// An SQL query read instead of `table` (for stores that need a join).
+    pub source: Option<Spanned<String>>,
+    /// With `source`: the table each append inserts into (whose writers are watched).
+    pub lock_table: Option<Spanned<String>>,
     pub position: Option<Spanned<String>>,
     pub stream: Option<Spanned<String>>,
     #[serde(rename = "type")]

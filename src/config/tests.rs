@@ -1267,3 +1267,81 @@ fn missing_key_without_preset_names_the_events_table_line() {
     );
     contains(&err, "preset");
 }
+
+#[test]
+fn a_source_reads_a_query_and_needs_the_table_appends_write() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let base = "[events]\nsource = \"SELECT * FROM a JOIN b USING (id)\"\nposition = \"seq\"\nstream = \"s\"\ntype = \"t\"\ndata = \"d\"\n";
+    let config = dir.ok(&format!(
+        "{base}lock_table = \"app.a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(
+        ev.source.as_ref().unwrap().sql,
+        "SELECT * FROM a JOIN b USING (id)"
+    );
+    assert_eq!(ev.source.as_ref().unwrap().line, 2);
+    assert_eq!((ev.table.to_string().as_str(), ev.table_line), ("app.a", 7));
+
+    let err = dir.fail(&format!("{base}{}", projection("p", &["t"], "h.sql")));
+    contains(
+        &err,
+        &format!("{}: `events.source` needs `events.lock_table`", dir.at(2)),
+    );
+    let err = dir.fail(&format!(
+        "{base}lock_table = \"a\"\ntable = \"a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.table` and `events.source` are mutually exclusive",
+            dir.at(2)
+        ),
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}lock_table = \"a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.lock_table` is only used with `events.source`",
+            dir.at(7)
+        ),
+    );
+}
+
+#[test]
+fn a_written_table_or_source_replaces_the_presets_as_a_whole() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    // eventuous reads a source; a table written in the config takes its place.
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"eventuous\"\ntable = \"my_messages\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(config.events.source.is_none());
+    assert_eq!(config.events.table.to_string(), "my_messages");
+    assert_eq!(config.events.position.sql, "global_position");
+    // marten reads a table; a source written in the config needs its own lock_table.
+    let err = dir.fail(&format!(
+        "[events]\npreset = \"marten\"\nsource = \"SELECT * FROM mt_events\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(&err, "`events.source` needs `events.lock_table`");
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"eventuous\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert_eq!(config.events.table.to_string(), "eventuous.messages");
+    assert!(config
+        .events
+        .source
+        .as_ref()
+        .unwrap()
+        .sql
+        .contains("JOIN eventuous.streams"));
+}

@@ -304,6 +304,87 @@ async fn spatie_preset_reads_utc_created_at() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
+    let db = fresh_db().await;
+    // Eventuous' schema, and an append that works as its append_events does: the stream row
+    // (created on first append, version bumped), then the messages with their positions.
+    db.exec(
+        "CREATE SCHEMA eventuous;
+         CREATE TABLE eventuous.streams (
+           stream_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+           stream_name varchar(1000) NOT NULL, version integer DEFAULT -1 NOT NULL,
+           CONSTRAINT stream_name_unique UNIQUE (stream_name));
+         CREATE TABLE eventuous.messages (
+           message_id uuid, message_type varchar(128) NOT NULL, stream_id integer NOT NULL,
+           stream_position integer NOT NULL,
+           global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+           json_data jsonb NOT NULL, json_metadata jsonb, created timestamp NOT NULL,
+           CONSTRAINT stream_position_unique UNIQUE (stream_id, stream_position),
+           FOREIGN KEY (stream_id) REFERENCES eventuous.streams (stream_id));
+         CREATE FUNCTION eventuous.append_event(_stream_name text, _type text, _data jsonb, _meta jsonb, _created timestamp)
+         RETURNS void LANGUAGE plpgsql AS $$
+         DECLARE _stream_id int; _version int;
+         BEGIN
+           INSERT INTO eventuous.streams (stream_name) VALUES (_stream_name)
+             ON CONFLICT (stream_name) DO NOTHING;
+           SELECT stream_id, version + 1 INTO _stream_id, _version FROM eventuous.streams
+             WHERE stream_name = _stream_name FOR UPDATE;
+           INSERT INTO eventuous.messages (message_id, message_type, stream_id, stream_position, json_data, json_metadata, created)
+             VALUES (gen_random_uuid(), _type, _stream_id, _version, _data, _meta, _created);
+           UPDATE eventuous.streams SET version = _version WHERE stream_id = _stream_id;
+         END $$;
+         SELECT eventuous.append_event('Account-1', 'V1.Deposited', '{\"amount\": 80}', '{\"user\": \"ann\"}', '2024-03-01 09:00:00');
+         SELECT eventuous.append_event('Account-2', 'V1.Deposited', '{\"amount\": 9}', '{\"user\": \"bob\"}', '2024-03-01 09:01:00');
+         SELECT eventuous.append_event('Account-1', '$tombstone', '{\"amount\": 1000}', '{}', '2024-03-01 09:02:00');
+         SELECT eventuous.append_event('Account-1', 'V1.Withdrawn', '{\"amount\": 30}', '{\"user\": \"cid\"}', '2024-03-01 23:03:00');",
+    )
+    .await;
+    let rows =
+        rebuild_with_preset(&db, "eventuous", &handlers("V1.Deposited", "V1.Withdrawn")).await;
+    assert_eq!(
+        rows,
+        [
+            "Account-1|50|2|cid|2024-03-01 23:03:00",
+            "Account-2|9|1|bob|2024-03-01 09:01:00"
+        ],
+        "streams by name through the join; the tombstone is not an event"
+    );
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_does_not_prepare_is_a_config_error() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "{ACCOUNTS}; CREATE TABLE ev (id bigserial, s text, t text, d jsonb)"
+    ))
+    .await;
+    let p = Project::new(
+        "[events]
+source = \"SELECT * FROM ev JOIN nowhere USING (id)\"
+lock_table = \"ev\"
+         position = \"id\"
+stream = \"s\"
+type = \"t\"
+data = \"d\"
+
+         [[projection]]
+name = \"accounts\"
+tables = [\"accounts\"]
+handlers = \"a.sql\"
+",
+        &[("a.sql", &handlers("a", "b"))],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("reproject.toml:2: `events.source` does not prepare")
+        .stderr_has("relation \"nowhere\" does not exist");
+    assert!(!db.exists("reproject.runs").await, "nothing may be written");
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_preset_is_a_config_error_naming_the_known_ones() {
     let db = TestDb::new().await;
     let p = Project::new(
