@@ -7,7 +7,7 @@ use crate::config::{Config, TableOwner};
 use crate::error::{describe_pg, Error, Result};
 use crate::handlers::param_types;
 use crate::ident::TableName;
-use crate::source::EventSource;
+use crate::source::{Encodings, EventSource, Payload, TimeKind};
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
@@ -15,6 +15,8 @@ use tokio_postgres::GenericClient;
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub events_table: TableName,
+    /// How the payload and time roles are stored (bytea, timestamp without time zone, text).
+    pub encodings: Encodings,
     /// Per projection, its tables in config order, schema-qualified.
     pub tables: Vec<Vec<TableName>>,
 }
@@ -61,7 +63,32 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         Some(_) => "`events.source`".to_string(),
         None => format!("`{events_table}`"),
     };
-    for role in EventSource::roles(ev) {
+    // The payload and time roles are read according to how they are stored, so the config
+    // names only the column: the type of each expression decides (an expression that does not
+    // prepare is reported by the role checks below).
+    let type_of = |sql: String| async move {
+        client
+            .prepare(&sql)
+            .await
+            .ok()
+            .map(|stmt| stmt.columns()[0].type_().clone())
+    };
+    let select = |e: &crate::config::Expr| format!("SELECT ({}) FROM {from} LIMIT 0", e.sql);
+    let mut encodings = Encodings::default();
+    if let Some(ty) = type_of(select(&ev.data)).await {
+        encodings.data = Payload::of(&ty);
+    }
+    if let Some(e) = &ev.metadata {
+        if let Some(ty) = type_of(select(e)).await {
+            encodings.metadata = Payload::of(&ty);
+        }
+    }
+    if let Some(e) = &ev.timestamp {
+        if let Some(ty) = type_of(select(e)).await {
+            encodings.timestamp = TimeKind::of(&ty);
+        }
+    }
+    for role in EventSource::roles(ev, &encodings) {
         // The position is compared and sorted as written (so an index on it is used): it must
         // be an integer, not merely castable to one (text would sort '10' before '9'). The
         // filter must be a real boolean, not text that happens to cast.
@@ -89,10 +116,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                 }
             }
         }
-        let sql = format!(
-            "SELECT ({})::{} FROM {} LIMIT 0",
-            role.expr.sql, role.sql_type, from
-        );
+        let sql = format!("SELECT {} FROM {from} LIMIT 0", role.read);
         if let Err(e) = client.prepare(&sql).await {
             return Err(Error::config(format!(
                 "{file}:{}: `events.{} = \"{}\"` does not work on {shown} as {}",
@@ -129,6 +153,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     }
     let resolved = Resolved {
         events_table,
+        encodings,
         tables,
     };
 

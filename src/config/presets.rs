@@ -3,9 +3,9 @@
 //! preset's, key by key (see `convert_events`).
 //!
 //! The layouts are the facts in the project's notes on event stores (each taken from the
-//! store's own schema code); each entry says which facts it relies on. A timestamp stored as
-//! `timestamp` without time zone is the store's UTC time, so the preset reads it
-//! `AT TIME ZONE 'UTC'` rather than letting the session's TimeZone decide.
+//! store's own schema code); each entry says which facts it relies on. Payload and time
+//! columns are named as they are: validation detects how they are stored (bytea holding JSON,
+//! `timestamp` without time zone read as UTC; source.rs `Payload`, `TimeKind`).
 
 /// The `[events]` keys a preset fills in. `None`: the key stays unset (its default applies).
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub const PRESETS: &[Preset] = &[
         event_type: "type",
         data: "data",
         metadata: Some("metadata"),
-        timestamp: Some("\"time\" AT TIME ZONE 'UTC'"),
+        timestamp: Some("\"time\""),
         filter: None,
         ordering: None,
         transaction_id: None,
@@ -116,7 +116,7 @@ pub const PRESETS: &[Preset] = &[
         event_type: "event_class",
         data: "event_properties",
         metadata: Some("meta_data"),
-        timestamp: Some("created_at AT TIME ZONE 'UTC'"),
+        timestamp: Some("created_at"),
         filter: None,
         ordering: None,
         transaction_id: None,
@@ -140,9 +140,37 @@ pub const PRESETS: &[Preset] = &[
         event_type: "message_type",
         data: "json_data",
         metadata: Some("json_metadata"),
-        timestamp: Some("created AT TIME ZONE 'UTC'"),
+        timestamp: Some("created"),
         filter: Some("message_type <> '$tombstone'"),
         ordering: None,
+        transaction_id: None,
+    },
+    // Commanded EventStore: `events` (`event_type text`, `data`/`metadata` bytea holding JSON
+    // with the JSON serializer, or jsonb; `created_at timestamptz`), `streams`
+    // (`stream_uuid`), and `stream_events` linking them; the global order is the
+    // `stream_version` of each event's link in the all-stream (`stream_id = 0`), its stream
+    // the link's `original_stream_id`. Every append updates the all-stream's row in `streams`
+    // (a global row lock per append), so writers are serialized; appends insert into
+    // `stream_events`.
+    Preset {
+        name: "commanded",
+        table: None,
+        source: Some(
+            "SELECT se.stream_version AS event_number, s.stream_uuid, e.event_type, e.data, \
+             e.metadata, e.created_at \
+             FROM stream_events se JOIN events e ON e.event_id = se.event_id \
+             JOIN streams s ON s.stream_id = se.original_stream_id \
+             WHERE se.stream_id = 0",
+        ),
+        lock_table: Some("stream_events"),
+        position: "event_number",
+        stream: "stream_uuid",
+        event_type: "event_type",
+        data: "data",
+        metadata: Some("metadata"),
+        timestamp: Some("created_at"),
+        filter: None,
+        ordering: Some("serialized"),
         transaction_id: None,
     },
 ];

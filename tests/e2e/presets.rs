@@ -384,6 +384,196 @@ handlers = \"a.sql\"
     db.drop().await;
 }
 
+/// Commanded EventStore's three tables and the all-stream row, and an append that works as
+/// its appends do: the all-stream's row updated first (the global lock), then the stream's,
+/// the event, and its links in the stream and in the all-stream.
+const COMMANDED: &str = "
+    CREATE TABLE streams (stream_id bigserial PRIMARY KEY NOT NULL, stream_uuid text NOT NULL,
+      stream_version bigint DEFAULT 0 NOT NULL, created_at timestamptz DEFAULT now() NOT NULL,
+      deleted_at timestamptz);
+    CREATE UNIQUE INDEX ix_streams_stream_uuid ON streams (stream_uuid);
+    INSERT INTO streams (stream_id, stream_uuid, stream_version) VALUES (0, '$all', 0);
+    CREATE TABLE events (event_id uuid PRIMARY KEY NOT NULL, event_type text NOT NULL,
+      causation_id uuid NULL, correlation_id uuid NULL, data bytea NOT NULL, metadata bytea NULL,
+      created_at timestamptz DEFAULT now() NOT NULL);
+    CREATE TABLE stream_events (event_id uuid NOT NULL REFERENCES events (event_id),
+      stream_id bigint NOT NULL REFERENCES streams (stream_id), stream_version bigint NOT NULL,
+      original_stream_id bigint REFERENCES streams (stream_id), original_stream_version bigint,
+      PRIMARY KEY (event_id, stream_id));
+    CREATE FUNCTION append_event(_stream text, _type text, _data bytea, _meta bytea, _at timestamptz)
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE _sid bigint; _sv bigint; _gv bigint; _eid uuid := gen_random_uuid();
+    BEGIN
+      INSERT INTO streams (stream_uuid) VALUES (_stream) ON CONFLICT (stream_uuid) DO NOTHING;
+      UPDATE streams SET stream_version = stream_version + 1 WHERE stream_id = 0
+        RETURNING stream_version INTO _gv;
+      UPDATE streams SET stream_version = stream_version + 1 WHERE stream_uuid = _stream
+        RETURNING stream_id, stream_version INTO _sid, _sv;
+      INSERT INTO events (event_id, event_type, data, metadata, created_at)
+        VALUES (_eid, _type, _data, _meta, _at);
+      INSERT INTO stream_events (event_id, stream_id, stream_version, original_stream_id, original_stream_version)
+        VALUES (_eid, _sid, _sv, _sid, _sv), (_eid, 0, _gv, _sid, _sv);
+    END $$;";
+
+fn commanded_append(stream: &str, ty: &str, data: &str, meta: &str, at: &str) -> String {
+    format!(
+        "SELECT append_event('{stream}', '{ty}', convert_to('{data}', 'UTF8'), convert_to('{meta}', 'UTF8'), '{at}');\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commanded_preset_reads_the_all_stream_with_bytea_json() {
+    let db = fresh_db().await;
+    let mut sql = COMMANDED.to_string();
+    for (stream, ty, amount, user, at) in [
+        (
+            "acc-1",
+            "Elixir.Bank.Deposited",
+            70,
+            "ann",
+            "2024-03-01 09:00:00+00",
+        ),
+        (
+            "acc-2",
+            "Elixir.Bank.Deposited",
+            5,
+            "bob",
+            "2024-03-01 09:01:00+00",
+        ),
+        (
+            "acc-1",
+            "Elixir.Bank.Withdrawn",
+            20,
+            "cid",
+            "2024-03-01 09:02:00+00",
+        ),
+        (
+            "acc-2",
+            "Elixir.Bank.Withdrawn",
+            1,
+            "dan",
+            "2024-03-01 09:03:00+00",
+        ),
+    ] {
+        sql += &commanded_append(
+            stream,
+            ty,
+            &format!("{{\"amount\": {amount}}}"),
+            &format!("{{\"user\": \"{user}\"}}"),
+            at,
+        );
+    }
+    db.exec(&sql).await;
+    let rows = rebuild_with_preset(
+        &db,
+        "commanded",
+        &handlers("Elixir.Bank.Deposited", "Elixir.Bank.Withdrawn"),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [
+            "acc-1|50|2|cid|2024-03-01 09:02:00",
+            "acc-2|4|2|dan|2024-03-01 09:03:00"
+        ],
+        "each event once (from the all-stream), named by its original stream"
+    );
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytea_that_is_not_json_fails_naming_the_event_position() {
+    let db = fresh_db().await;
+    let mut sql = COMMANDED.to_string();
+    sql += &commanded_append(
+        "acc-1",
+        "Deposited",
+        "{\"amount\": 1}",
+        "{}",
+        "2024-03-01 09:00:00+00",
+    );
+    sql += &commanded_append(
+        "acc-1",
+        "Deposited",
+        "{\"amount\": 2",
+        "{}",
+        "2024-03-01 09:01:00+00",
+    );
+    // What Commanded's default Erlang term serializer writes: not UTF-8 at all.
+    sql +=
+        "SELECT append_event('acc-2', 'Deposited', '\\x836d00000003616263'::bytea, NULL, now());";
+    db.exec(&sql).await;
+    let config = "[events]\npreset = \"commanded\"\n\n[[projection]]\nname = \"accounts\"\n\
+         tables = [\"accounts\"]\nhandlers = \"accounts.sql\"\nrow_count_tolerance = 100\n";
+    let p = Project::new(
+        config,
+        &[("accounts.sql", &handlers("Deposited", "Withdrawn"))],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(1)
+        .stderr_has(
+            "the event at position 2 of `stream_events`: `events.data` is bytea but not JSON",
+        );
+    db.exec("DELETE FROM stream_events WHERE stream_id = 0 AND stream_version = 2")
+        .await;
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(1)
+        .stderr_has(
+            "the event at position 3 of `stream_events`: `events.data` is bytea but not UTF-8",
+        )
+        .stderr_has("Erlang term");
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_and_text_payloads_and_text_times_are_read_from_the_column_alone() {
+    let db = fresh_db().await;
+    db.exec(
+        "CREATE TABLE ev (id bigserial PRIMARY KEY, s text, t text, d json, m text, at text);
+         INSERT INTO ev (s, t, d, m, at) VALUES
+           ('a', 'dep', '{\"amount\": 5}', '{\"user\": \"ann\"}', '2024-03-01T09:00:00Z'),
+           ('b', 'dep', '{\"amount\": 6}', '{\"user\": \"bob\"}', '2024-03-01 12:30:00+02:00'),
+           ('a', 'wd', '{\"amount\": 1}', '{\"user\": \"cid\"}', '2024-03-01 11:15:00'),
+           ('c', 'dep', '{\"amount\": 2}', NULL, '2024-03-02');
+         INSERT INTO accounts VALUES ('stale2', 1, 1, NULL, NULL), ('stale3', 1, 1, NULL, NULL);",
+    )
+    .await;
+    let p = Project::new(
+        "[events]\ntable = \"ev\"\nposition = \"id\"\nstream = \"s\"\ntype = \"t\"\n\
+         data = \"d\"\nmetadata = \"m\"\ntimestamp = \"at\"\n\n[[projection]]\nname = \"accounts\"\n\
+         tables = [\"accounts\"]\nhandlers = \"accounts.sql\"\nrow_count_tolerance = 100\n",
+        &[("accounts.sql", &handlers("dep", "wd"))],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT format('%s|%s|%s|%s|%s', stream, balance, events, last_user, \
+             to_char(last_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')) FROM accounts ORDER BY stream",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        rows,
+        [
+            "a|4|2|cid|2024-03-01 11:15:00",
+            "b|6|1|bob|2024-03-01 10:30:00",
+            "c|2|1||2024-03-02 00:00:00"
+        ],
+        "ISO-8601 text: an offset as written, none as UTC (not the session's TimeZone)"
+    );
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_preset_is_a_config_error_naming_the_known_ones() {
     let db = TestDb::new().await;
@@ -395,6 +585,8 @@ async fn unknown_preset_is_a_config_error_naming_the_known_ones() {
         .await
         .code(2)
         .stderr_has("reproject.toml:2: unknown `events.preset = \"eventstoredb\"`")
-        .stderr_has("known presets: execution-events, message-db, marten, emmett, spatie");
+        .stderr_has(
+            "known presets: execution-events, message-db, marten, emmett, spatie, eventuous, commanded",
+        );
     db.drop().await;
 }
