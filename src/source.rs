@@ -1,5 +1,6 @@
-//! Reading events in global order, in batches, from any table (or, later, SQL source) whose
-//! columns are mapped by the config's `[events]` expressions.
+//! Reading events in global order, in batches, from any table or SQL `source` whose columns
+//! are mapped by the config's `[events]` expressions, each payload and time role read
+//! according to how it is stored (`Encodings`, detected by validate.rs).
 
 use crate::config::{EventsConfig, Expr, Ordering};
 use crate::error::{Context, Error, Result};
