@@ -308,7 +308,7 @@ impl<'a> Cut<'a> {
         };
         let newest: Option<String> = client
             .query_one(
-                &format!("SELECT max({tx})::text FROM {}", self.source.table.quoted()),
+                &format!("SELECT max({tx})::text FROM {}", self.source.from),
                 &[],
             )
             .await
@@ -434,7 +434,7 @@ impl<'a> Cut<'a> {
                         'xact_start', a.xact_start, 'query', left(a.query, 100)) ORDER BY o.id), '[]') \
              FROM open o LEFT JOIN pg_stat_activity a ON a.pid = o.pid",
             pos = self.source.position,
-            table = self.source.table.quoted(),
+            table = self.source.from,
             regclass = crate::ident::literal(&self.source.table.quoted()),
         );
         let row = client.query_one(&sql, &[]).await.with_context(|| {
@@ -466,7 +466,7 @@ impl<'a> Cut<'a> {
                      WHERE ($1::bigint IS NULL OR {pos} > $1::bigint) AND {pos} <= $2::bigint) s) g \
              WHERE gap_from <= gap_to",
             pos = self.source.position,
-            table = self.source.table.quoted(),
+            table = self.source.from,
         )
     }
 

@@ -1,9 +1,11 @@
-//! Reading events in global order, in batches, from any table (or, later, SQL source) whose
-//! columns are mapped by the config's `[events]` expressions.
+//! Reading events in global order, in batches, from any table or SQL `source` whose columns
+//! are mapped by the config's `[events]` expressions, each payload and time role read
+//! according to how it is stored (`Encodings`, detected by validate.rs).
 
 use crate::config::{EventsConfig, Expr, Ordering};
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
+use crate::validate::Resolved;
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use std::error::Error as StdError;
@@ -149,11 +151,16 @@ pub struct Counts {
 /// The SQL to read one event table, built once from the config.
 #[derive(Debug, Clone)]
 pub struct EventSource {
+    /// The event table, or with a `source` query the table its appends insert into: the
+    /// table whose writers gap-aware ordering watches, named in messages.
     pub table: TableName,
+    /// What reading selects from: the quoted table, or `(source) AS events`.
+    pub(crate) from: String,
     pub(crate) position: String,
     /// `xid8` mode: the transaction id expression, as xid8.
     pub(crate) tx: Option<String>,
     pub(crate) ordering: Ordering,
+    encodings: Encodings,
     select: String,
     filter: String,
 }
@@ -176,19 +183,135 @@ fn parse_tx(text: Option<String>) -> Result<Option<u64>> {
     .transpose()
 }
 
-/// A role of the `[events]` mapping and the SQL type reproject reads it as.
+/// What the events are read from: the quoted table, or the `source` query as a subquery.
+pub fn from_clause(events: &EventsConfig, table: &TableName) -> String {
+    match &events.source {
+        Some(source) => format!("({}\n) AS events", source.sql),
+        None => table.quoted(),
+    }
+}
+
+/// How `data` or `metadata` is stored, detected at validation from the expression's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payload {
+    /// jsonb, or anything PostgreSQL casts to it (json, text holding JSON).
+    #[default]
+    Jsonb,
+    /// bytea holding UTF-8 JSON: read as bytes and checked here, so bytes that are not JSON
+    /// fail naming the event's position rather than failing a whole batch in the server.
+    Bytea,
+}
+
+impl Payload {
+    pub fn of(ty: &Type) -> Payload {
+        if *ty == Type::BYTEA {
+            Payload::Bytea
+        } else {
+            Payload::Jsonb
+        }
+    }
+
+    fn read(self, sql: &str) -> String {
+        match self {
+            Payload::Jsonb => format!("({sql})::jsonb"),
+            Payload::Bytea => format!("({sql})::bytea"),
+        }
+    }
+
+    fn sql_type(self) -> &'static str {
+        match self {
+            Payload::Jsonb => "jsonb",
+            Payload::Bytea => "bytea",
+        }
+    }
+}
+
+/// How `timestamp` is stored, detected at validation from the expression's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeKind {
+    /// timestamptz, or anything else PostgreSQL casts to it.
+    #[default]
+    Timestamptz,
+    /// timestamp without time zone: the stores that use it write UTC, so it is read as UTC
+    /// whatever the session's TimeZone.
+    Timestamp,
+    /// ISO-8601 text: with an offset (`Z`, `+02:00`) as written, without one as UTC.
+    Text,
+}
+
+impl TimeKind {
+    pub fn of(ty: &Type) -> TimeKind {
+        if *ty == Type::TIMESTAMP {
+            TimeKind::Timestamp
+        } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR].contains(ty) {
+            TimeKind::Text
+        } else {
+            TimeKind::Timestamptz
+        }
+    }
+
+    fn read(self, sql: &str) -> String {
+        match self {
+            TimeKind::Timestamptz => format!("({sql})::timestamptz"),
+            TimeKind::Timestamp => format!("(({sql})::timestamp AT TIME ZONE 'UTC')"),
+            // The offset must follow a time of day: a bare date's `-01` is not an offset.
+            TimeKind::Text => format!(
+                "(CASE WHEN ({sql})::text ~ '[0-9]:[0-9]{{2}}(:[0-9]{{2}}([.,][0-9]+)?)? *([Zz]|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$' \
+                 THEN ({sql})::text::timestamptz ELSE (({sql})::text::timestamp AT TIME ZONE 'UTC') END)"
+            ),
+        }
+    }
+}
+
+/// The storage of the payload and time roles, detected by `validate` (the defaults are what
+/// an unmapped role reads as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Encodings {
+    pub data: Payload,
+    pub metadata: Payload,
+    pub timestamp: TimeKind,
+}
+
+/// Bytes of a bytea payload as jsonb in binary form (version 1, then the text), after checking
+/// they are UTF-8 JSON.
+fn json_from_bytes(
+    bytes: Option<Vec<u8>>,
+    key: &str,
+    position: i64,
+    source: &TableName,
+) -> Result<Option<RawJsonb>> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let why = match std::str::from_utf8(&bytes) {
+        Err(e) => Some(format!("not UTF-8 ({e})")),
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .err()
+            .map(|e| format!("not JSON ({e})")),
+    };
+    if let Some(why) = why {
+        return Err(Error::runtime(format!(
+            "the event at position {position} of `{source}`: `events.{key}` is bytea but {why}"
+        ))
+        .with_hint("reproject reads bytea payloads that hold UTF-8 JSON; a store that serializes otherwise (e.g. Commanded's default Erlang term serializer) must be configured to write JSON"));
+    }
+    let mut raw = Vec::with_capacity(bytes.len() + 1);
+    raw.push(1);
+    raw.extend_from_slice(&bytes);
+    Ok(Some(RawJsonb(raw)))
+}
+
+/// A role of the `[events]` mapping, the SQL type reproject reads it as and the expression
+/// that reads it.
 pub struct Role<'a> {
     pub key: &'static str,
     pub expr: &'a Expr,
     pub sql_type: &'static str,
+    pub read: String,
 }
 
 impl EventSource {
-    pub fn new(events: &EventsConfig, table: &TableName) -> EventSource {
-        let opt = |e: &Option<Expr>, ty: &str| match e {
-            Some(e) => format!("({})::{ty}", e.sql),
-            None => format!("NULL::{ty}"),
-        };
+    pub fn new(events: &EventsConfig, resolved: &Resolved) -> EventSource {
+        let table = &resolved.events_table;
+        let enc = resolved.encodings;
         let tx = match &events.ordering {
             Ordering::Xid8 { transaction_id } => Some(format!("(({})::xid8)", transaction_id.sql)),
             _ => None,
@@ -199,15 +322,23 @@ impl EventSource {
             events.position.sql,
             events.stream.sql,
             events.event_type.sql,
-            format_args!("({})::jsonb", events.data.sql),
-            opt(&events.metadata, "jsonb"),
-            opt(&events.timestamp, "timestamptz"),
+            enc.data.read(&events.data.sql),
+            events
+                .metadata
+                .as_ref()
+                .map_or_else(|| "NULL::jsonb".to_string(), |e| enc.metadata.read(&e.sql)),
+            events.timestamp.as_ref().map_or_else(
+                || "NULL::timestamptz".to_string(),
+                |e| enc.timestamp.read(&e.sql)
+            ),
         );
         EventSource {
             table: table.clone(),
+            from: from_clause(events, table),
             position: format!("({})", events.position.sql),
             tx,
             ordering: events.ordering.clone(),
+            encodings: enc,
             select,
             filter: events
                 .filter
@@ -218,67 +349,46 @@ impl EventSource {
     }
 
     /// Every mapped role with the type it is read as, for validation.
-    pub fn roles(events: &EventsConfig) -> Vec<Role<'_>> {
+    pub fn roles<'a>(events: &'a EventsConfig, enc: &Encodings) -> Vec<Role<'a>> {
+        let role = |key, expr: &'a Expr, sql_type: &'static str| Role {
+            key,
+            expr,
+            sql_type,
+            read: format!("({})::{sql_type}", expr.sql),
+        };
         let mut roles = vec![
+            role("position", &events.position, "bigint"),
+            role("stream", &events.stream, "text"),
+            role("type", &events.event_type, "text"),
             Role {
-                key: "position",
-                expr: &events.position,
-                sql_type: "bigint",
-            },
-            Role {
-                key: "stream",
-                expr: &events.stream,
-                sql_type: "text",
-            },
-            Role {
-                key: "type",
-                expr: &events.event_type,
-                sql_type: "text",
-            },
-            Role {
-                key: "data",
-                expr: &events.data,
-                sql_type: "jsonb",
+                read: enc.data.read(&events.data.sql),
+                ..role("data", &events.data, enc.data.sql_type())
             },
         ];
         if let Some(e) = &events.metadata {
             roles.push(Role {
-                key: "metadata",
-                expr: e,
-                sql_type: "jsonb",
+                read: enc.metadata.read(&e.sql),
+                ..role("metadata", e, enc.metadata.sql_type())
             });
         }
         if let Some(e) = &events.timestamp {
             roles.push(Role {
-                key: "timestamp",
-                expr: e,
-                sql_type: "timestamptz",
+                read: enc.timestamp.read(&e.sql),
+                ..role("timestamp", e, "timestamptz")
             });
         }
         if let Ordering::Xid8 { transaction_id } = &events.ordering {
-            roles.push(Role {
-                key: "transaction_id",
-                expr: transaction_id,
-                sql_type: "xid8",
-            });
+            roles.push(role("transaction_id", transaction_id, "xid8"));
         }
         if let Some(e) = &events.filter {
-            roles.push(Role {
-                key: "filter",
-                expr: e,
-                sql_type: "boolean",
-            });
+            roles.push(role("filter", e, "boolean"));
         }
         roles
     }
 
     /// The highest position in the table (filtered or not), or None when it is empty.
     pub async fn head(&self, client: &impl GenericClient) -> Result<Option<i64>> {
-        let sql = format!(
-            "SELECT max({})::bigint FROM {}",
-            self.position,
-            self.table.quoted()
-        );
+        let sql = format!("SELECT max({})::bigint FROM {}", self.position, self.from);
         let row = client
             .query_one(&sql, &[])
             .await
@@ -329,7 +439,7 @@ impl EventSource {
         let sql = format!(
             "SELECT {} FROM {} WHERE {range} AND {} ORDER BY {order} LIMIT ${}::bigint",
             self.select,
-            self.table.quoted(),
+            self.from,
             self.filter,
             params.len() + 1,
         );
@@ -341,6 +451,10 @@ impl EventSource {
                 after.describe()
             )
         })?;
+        let payload = |r: &tokio_postgres::Row, i: usize, kind: Payload, key: &str| match kind {
+            Payload::Jsonb => Ok(r.get(i)),
+            Payload::Bytea => json_from_bytes(r.get(i), key, r.get(1), &self.table),
+        };
         rows.iter()
             .map(|r| {
                 Ok(Event {
@@ -348,8 +462,8 @@ impl EventSource {
                     position: r.get(1),
                     stream: r.get(2),
                     event_type: r.get(3),
-                    data: r.get(4),
-                    metadata: r.get(5),
+                    data: payload(r, 4, self.encodings.data, "data")?,
+                    metadata: payload(r, 5, self.encodings.metadata, "metadata")?,
                     timestamp: r.get(6),
                 })
             })
@@ -368,7 +482,7 @@ impl EventSource {
             "SELECT count(*) FILTER (WHERE {f}), count(*) FILTER (WHERE NOT coalesce({f}, false)), \
              min({pos}) FILTER (WHERE {f})::bigint, max({pos}) FILTER (WHERE {f})::bigint \
              FROM {} WHERE {range}",
-            self.table.quoted(),
+            self.from,
             f = self.filter,
             pos = self.position,
         );
@@ -390,8 +504,7 @@ impl EventSource {
         let Some(tx) = &self.tx else { return Ok(()) };
         let sql = format!(
             "SELECT min({})::bigint, count(*) FROM {} WHERE {tx} IS NULL",
-            self.position,
-            self.table.quoted()
+            self.position, self.from
         );
         let row = client
             .query_one(&sql, &[])
@@ -425,6 +538,38 @@ mod tests {
             metadata: None,
             timestamp: None,
         }
+    }
+
+    #[test]
+    fn bytea_payloads_become_binary_jsonb_or_name_the_position() {
+        let table = TableName::new("public".to_string(), "events".to_string());
+        let ok = json_from_bytes(Some(b"{\"a\": 1}".to_vec()), "data", 7, &table)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.0[0], 1, "jsonb's binary format starts with its version");
+        assert_eq!(ok.text(), "{\"a\": 1}");
+        assert!(json_from_bytes(None, "data", 7, &table).unwrap().is_none());
+        let err = json_from_bytes(Some(b"{\"a\":".to_vec()), "metadata", 7, &table).unwrap_err();
+        assert!(err.message.contains("position 7"), "{err}");
+        assert!(
+            err.message
+                .contains("`events.metadata` is bytea but not JSON"),
+            "{err}"
+        );
+        let err = json_from_bytes(Some(vec![0x83, 0x6d]), "data", 8, &table).unwrap_err();
+        assert!(err.message.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn storage_kinds_follow_the_column_type() {
+        assert_eq!(Payload::of(&Type::BYTEA), Payload::Bytea);
+        for ty in [Type::JSONB, Type::JSON, Type::TEXT] {
+            assert_eq!(Payload::of(&ty), Payload::Jsonb);
+        }
+        assert_eq!(TimeKind::of(&Type::TIMESTAMP), TimeKind::Timestamp);
+        assert_eq!(TimeKind::of(&Type::TIMESTAMPTZ), TimeKind::Timestamptz);
+        assert_eq!(TimeKind::of(&Type::VARCHAR), TimeKind::Text);
+        assert!(TimeKind::Timestamp.read("t").contains("AT TIME ZONE 'UTC'"));
     }
 
     #[test]

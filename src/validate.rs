@@ -7,7 +7,7 @@ use crate::config::{Config, TableOwner};
 use crate::error::{describe_pg, Error, Result};
 use crate::handlers::param_types;
 use crate::ident::TableName;
-use crate::source::EventSource;
+use crate::source::{Encodings, EventSource, Payload, TimeKind};
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
@@ -15,6 +15,8 @@ use tokio_postgres::GenericClient;
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub events_table: TableName,
+    /// How the payload and time roles are stored (bytea, timestamp without time zone, text).
+    pub encodings: Encodings,
     /// Per projection, its tables in config order, schema-qualified.
     pub tables: Vec<Vec<TableName>>,
 }
@@ -29,17 +31,64 @@ impl Resolved {
 pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Resolved> {
     let file = config.path.display().to_string();
     let ev = &config.events;
+    let (what, key) = match ev.source {
+        Some(_) => ("the table appends insert into", "events.lock_table"),
+        None => ("event table", "events.table"),
+    };
     let info = catalog::resolve(client, &ev.table).await?.ok_or_else(|| {
         Error::config(format!(
-            "{file}:{}: event table `{}` does not exist",
+            "{file}:{}: {what} `{}` does not exist",
             ev.table_line, ev.table
         ))
-        .with_hint(
-            "check `events.table` (and the schema, or the search_path of the connecting user)",
-        )
+        .with_hint(format!(
+            "check `{key}` (and the schema, or the search_path of the connecting user)"
+        ))
     })?;
     let events_table = info.name.clone();
-    for role in EventSource::roles(ev) {
+    let from = crate::source::from_clause(ev, &events_table);
+    if let Some(source) = &ev.source {
+        if let Err(e) = client
+            .prepare(&format!("SELECT * FROM {from} LIMIT 0"))
+            .await
+        {
+            return Err(Error::config(format!(
+                "{file}:{}: `events.source` does not prepare",
+                source.line
+            ))
+            .caused_by(describe_pg(&e))
+            .with_hint("`source` is one SELECT query; it is read as `(source) AS events`, so the role keys name its output columns"));
+        }
+    }
+    let shown = match ev.source {
+        Some(_) => "`events.source`".to_string(),
+        None => format!("`{events_table}`"),
+    };
+    // The payload and time roles are read according to how they are stored, so the config
+    // names only the column: the type of each expression decides (an expression that does not
+    // prepare is reported by the role checks below).
+    let type_of = |sql: String| async move {
+        client
+            .prepare(&sql)
+            .await
+            .ok()
+            .map(|stmt| stmt.columns()[0].type_().clone())
+    };
+    let select = |e: &crate::config::Expr| format!("SELECT ({}) FROM {from} LIMIT 0", e.sql);
+    let mut encodings = Encodings::default();
+    if let Some(ty) = type_of(select(&ev.data)).await {
+        encodings.data = Payload::of(&ty);
+    }
+    if let Some(e) = &ev.metadata {
+        if let Some(ty) = type_of(select(e)).await {
+            encodings.metadata = Payload::of(&ty);
+        }
+    }
+    if let Some(e) = &ev.timestamp {
+        if let Some(ty) = type_of(select(e)).await {
+            encodings.timestamp = TimeKind::of(&ty);
+        }
+    }
+    for role in EventSource::roles(ev, &encodings) {
         // The position is compared and sorted as written (so an index on it is used): it must
         // be an integer, not merely castable to one (text would sort '10' before '9'). The
         // filter must be a real boolean, not text that happens to cast.
@@ -49,11 +98,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             _ => &[],
         };
         if !required.is_empty() {
-            let sql = format!(
-                "SELECT ({}) FROM {} LIMIT 0",
-                role.expr.sql,
-                events_table.quoted()
-            );
+            let sql = format!("SELECT ({}) FROM {} LIMIT 0", role.expr.sql, from);
             if let Ok(stmt) = client.prepare(&sql).await {
                 let ty = stmt.columns()[0].type_().clone();
                 if !required.contains(&ty) {
@@ -71,17 +116,12 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                 }
             }
         }
-        let sql = format!(
-            "SELECT ({})::{} FROM {} LIMIT 0",
-            role.expr.sql,
-            role.sql_type,
-            events_table.quoted()
-        );
+        let sql = format!("SELECT {} FROM {from} LIMIT 0", role.read);
         if let Err(e) = client.prepare(&sql).await {
             return Err(locked_or(
                 &e,
                 Error::config(format!(
-                    "{file}:{}: `events.{} = \"{}\"` does not work on `{events_table}` as {}",
+                    "{file}:{}: `events.{} = \"{}\"` does not work on {shown} as {}",
                     role.expr.line, role.key, role.expr.sql, role.sql_type
                 ))
                 .caused_by(describe_pg(&e)),
@@ -116,6 +156,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     }
     let resolved = Resolved {
         events_table,
+        encodings,
         tables,
     };
 

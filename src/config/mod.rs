@@ -6,6 +6,7 @@
 //! `{{table}}` references resolved to the projection that owns the table, dependencies
 //! inferred. Anything that needs the database is checked later, in `validate.rs`.
 
+mod presets;
 mod raw;
 
 use crate::error::{Error, Result};
@@ -29,8 +30,12 @@ pub struct Expr {
 /// How to read events: one SQL expression per role.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
+    /// The event table; with `source`, the table each append inserts into (`lock_table`):
+    /// gap-aware ordering watches its writers and `reproject run` wakes on its inserts.
     pub table: ConfigTableRef,
     pub table_line: usize,
+    /// `events.source`: a query read as `(source) AS events` instead of the table.
+    pub source: Option<Expr>,
     pub position: Expr,
     pub stream: Expr,
     pub event_type: Expr,
@@ -315,6 +320,7 @@ impl Config {
 }
 
 /// A place in the config file, for error messages.
+#[derive(Clone)]
 struct Location {
     file: String,
     line: usize,
@@ -337,58 +343,180 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn expr(
-    value: &toml::Spanned<String>,
-    key: &str,
-    at: &impl Fn(std::ops::Range<usize>) -> Location,
-) -> Result<Expr> {
-    let loc = at(value.span());
-    let sql = value.get_ref().trim();
+fn expr(value: &Value, key: &str) -> Result<Expr> {
+    let sql = value.sql.trim();
     if sql.is_empty() {
-        return Err(loc.err(format!("`events.{key}` is empty")));
+        return Err(value.loc.err(format!("`events.{key}` is empty")));
     }
     Ok(Expr {
         sql: sql.to_string(),
-        line: loc.line,
+        line: value.loc.line,
+    })
+}
+
+/// One `[events]` key after merging with the preset: its text and where it was written (the
+/// `preset` line when the preset supplied it).
+struct Value {
+    sql: String,
+    loc: Location,
+}
+
+/// The `[events]` keys, each written explicitly or else taken from the preset.
+struct EventKeys {
+    table: Option<Value>,
+    source: Option<Value>,
+    lock_table: Option<Value>,
+    position: Option<Value>,
+    stream: Option<Value>,
+    event_type: Option<Value>,
+    data: Option<Value>,
+    metadata: Option<Value>,
+    timestamp: Option<Value>,
+    filter: Option<Value>,
+    ordering: Option<Value>,
+    transaction_id: Option<Value>,
+}
+
+/// Merges the explicit keys over the preset's, key by key. A preset's `transaction_id` only
+/// goes with its own `ordering`: a config that writes another `ordering` drops it.
+fn merge_preset(
+    raw: &raw::RawEvents,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<EventKeys> {
+    let preset = match &raw.preset {
+        None => None,
+        Some(name) => {
+            let loc = at(name.span());
+            let wanted = name.get_ref().trim();
+            let preset = presets::find(wanted).ok_or_else(|| {
+                loc.err(format!("unknown `events.preset = \"{wanted}\"`"))
+                    .with_hint(format!("known presets: {}", presets::names().join(", ")))
+            })?;
+            Some((preset, loc))
+        }
+    };
+    let pick = |written: &Option<toml::Spanned<String>>,
+                from_preset: fn(&presets::Preset) -> Option<&'static str>|
+     -> Option<Value> {
+        match (written, &preset) {
+            (Some(v), _) => Some(Value {
+                sql: v.get_ref().clone(),
+                loc: at(v.span()),
+            }),
+            (None, Some((p, loc))) => from_preset(p).map(|sql| Value {
+                sql: sql.to_string(),
+                loc: loc.clone(),
+            }),
+            (None, None) => None,
+        }
+    };
+    let ordering_changed = raw
+        .ordering
+        .as_ref()
+        .is_some_and(|o| preset.as_ref().and_then(|(p, _)| p.ordering) != Some(o.get_ref().trim()));
+    let transaction_id = if ordering_changed && raw.transaction_id.is_none() {
+        None
+    } else {
+        pick(&raw.transaction_id, |p| p.transaction_id)
+    };
+    // Where events come from (`table`, or `source` with its `lock_table`) is one choice: a
+    // config that writes either takes nothing of it from the preset.
+    let own_from = raw.table.is_some() || raw.source.is_some();
+    let from_preset = |written: &Option<toml::Spanned<String>>,
+                       get: fn(&presets::Preset) -> Option<&'static str>| {
+        if own_from && written.is_none() {
+            None
+        } else {
+            pick(written, get)
+        }
+    };
+    Ok(EventKeys {
+        table: from_preset(&raw.table, |p| p.table),
+        source: from_preset(&raw.source, |p| p.source),
+        lock_table: from_preset(&raw.lock_table, |p| p.lock_table),
+        position: pick(&raw.position, |p| Some(p.position)),
+        stream: pick(&raw.stream, |p| Some(p.stream)),
+        event_type: pick(&raw.event_type, |p| Some(p.event_type)),
+        data: pick(&raw.data, |p| Some(p.data)),
+        metadata: pick(&raw.metadata, |p| p.metadata),
+        timestamp: pick(&raw.timestamp, |p| p.timestamp),
+        filter: pick(&raw.filter, |p| p.filter),
+        ordering: pick(&raw.ordering, |p| p.ordering),
+        transaction_id,
     })
 }
 
 fn convert_events(
-    raw: &raw::RawEvents,
+    raw: &toml::Spanned<raw::RawEvents>,
     at: &impl Fn(std::ops::Range<usize>) -> Location,
 ) -> Result<EventsConfig> {
-    let loc = at(raw.table.span());
-    let table = parse_table_ref(raw.table.get_ref())
-        .map_err(|e| keep_causes(loc.err(format!("`events.table`: {}", e.message)), e))?;
-    let opt = |v: &Option<toml::Spanned<String>>, key: &str| -> Result<Option<Expr>> {
-        v.as_ref().map(|v| expr(v, key, at)).transpose()
+    let keys = merge_preset(raw.get_ref(), at)?;
+    let events_loc = at(raw.span());
+    let required = |v: &Option<Value>, key: &str| -> Result<Expr> {
+        match v {
+            Some(v) => expr(v, key),
+            None => Err(events_loc
+                .err(format!("`[events]` is missing field `{key}`"))
+                .with_hint(
+                    "write it, or set `preset` to the event store you use (it fills in every key)",
+                )),
+        }
+    };
+    // With a `source`, reproject cannot tell which table the appends write, and the
+    // gap-aware proof needs exactly that (see docs/design.md): `lock_table` is required in
+    // every ordering mode, which also gives `reproject run` its table to wake on.
+    let (table_key, source) = match (&keys.table, &keys.source, &keys.lock_table) {
+        (Some(_), Some(s), _) => {
+            return Err(s.loc.err(
+                "`events.table` and `events.source` are mutually exclusive: read a table, or a query".into(),
+            ))
+        }
+        (Some(_), None, Some(l)) => {
+            return Err(l.loc.err(
+                "`events.lock_table` is only used with `events.source` (with `table`, that table is the one watched)".into(),
+            ))
+        }
+        (None, Some(s), None) => {
+            return Err(s.loc.err(
+                "`events.source` needs `events.lock_table`: the table each append inserts into, whose writers reproject watches so that no event is skipped".into(),
+            ))
+        }
+        (None, Some(s), Some(_)) => ("lock_table", Some(expr(s, "source")?)),
+        (_, None, _) => ("table", None),
+    };
+    let table_value = if source.is_some() {
+        &keys.lock_table
+    } else {
+        &keys.table
+    };
+    let table_expr = required(table_value, table_key)?;
+    let loc = &table_value.as_ref().expect("required above").loc;
+    let table = parse_table_ref(&table_expr.sql)
+        .map_err(|e| keep_causes(loc.err(format!("`events.{table_key}`: {}", e.message)), e))?;
+    let opt = |v: &Option<Value>, key: &str| -> Result<Option<Expr>> {
+        v.as_ref().map(|v| expr(v, key)).transpose()
     };
     Ok(EventsConfig {
         table,
         table_line: loc.line,
-        position: expr(&raw.position, "position", at)?,
-        stream: expr(&raw.stream, "stream", at)?,
-        event_type: expr(&raw.event_type, "type", at)?,
-        data: expr(&raw.data, "data", at)?,
-        metadata: opt(&raw.metadata, "metadata")?,
-        timestamp: opt(&raw.timestamp, "timestamp")?,
-        filter: opt(&raw.filter, "filter")?,
-        ordering: ordering(raw, at)?,
+        source,
+        position: required(&keys.position, "position")?,
+        stream: required(&keys.stream, "stream")?,
+        event_type: required(&keys.event_type, "type")?,
+        data: required(&keys.data, "data")?,
+        metadata: opt(&keys.metadata, "metadata")?,
+        timestamp: opt(&keys.timestamp, "timestamp")?,
+        filter: opt(&keys.filter, "filter")?,
+        ordering: ordering(&keys)?,
     })
 }
 
 /// `events.ordering` and `events.transaction_id`, which only `xid8` takes and requires.
-fn ordering(
-    raw: &raw::RawEvents,
-    at: &impl Fn(std::ops::Range<usize>) -> Location,
-) -> Result<Ordering> {
-    let mode = raw
-        .ordering
-        .as_ref()
-        .map(|v| (v.get_ref().trim(), at(v.span())));
-    match (mode, &raw.transaction_id) {
+fn ordering(keys: &EventKeys) -> Result<Ordering> {
+    let mode = keys.ordering.as_ref().map(|v| (v.sql.trim(), &v.loc));
+    match (mode, &keys.transaction_id) {
         (Some(("xid8", _)), Some(tx)) => Ok(Ordering::Xid8 {
-            transaction_id: expr(tx, "transaction_id", at)?,
+            transaction_id: expr(tx, "transaction_id")?,
         }),
         (Some(("xid8", loc)), None) => Err(loc.err(
             "`events.ordering = \"xid8\"` needs `events.transaction_id`, an SQL expression of type xid8 (e.g. a column with DEFAULT pg_current_xact_id())".into(),
@@ -396,7 +524,7 @@ fn ordering(
         (Some((other, loc)), _) if other != "gap-aware" && other != "serialized" => Err(loc.err(
             format!("unknown `events.ordering = \"{other}\"`; expected \"gap-aware\" (the default), \"xid8\" or \"serialized\""),
         )),
-        (mode, Some(tx)) => Err(at(tx.span()).err(format!(
+        (mode, Some(tx)) => Err(tx.loc.err(format!(
             "`events.transaction_id` is only used with `events.ordering = \"xid8\"` (ordering is \"{}\")",
             mode.map_or("gap-aware", |m| m.0)
         ))),

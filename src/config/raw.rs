@@ -7,7 +7,7 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub events: RawEvents,
+    pub events: Spanned<RawEvents>,
     #[serde(default, rename = "projection")]
     pub projections: Vec<RawProjection>,
 }
@@ -15,12 +15,18 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEvents {
-    pub table: Spanned<String>,
-    pub position: Spanned<String>,
-    pub stream: Spanned<String>,
+    /// A store's defaults for every other key (config/presets.rs); keys written here win.
+    pub preset: Option<Spanned<String>>,
+    pub table: Option<Spanned<String>>,
+    /// An SQL query read instead of `table` (for stores that need a join).
+    pub source: Option<Spanned<String>>,
+    /// With `source`: the table each append inserts into (whose writers are watched).
+    pub lock_table: Option<Spanned<String>>,
+    pub position: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
     #[serde(rename = "type")]
-    pub event_type: Spanned<String>,
-    pub data: Spanned<String>,
+    pub event_type: Option<Spanned<String>>,
+    pub data: Option<Spanned<String>>,
     pub metadata: Option<Spanned<String>>,
     pub timestamp: Option<Spanned<String>>,
     pub filter: Option<Spanned<String>>,

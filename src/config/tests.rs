@@ -1154,3 +1154,194 @@ fn handover_parses_and_checks_the_transaction_id_column_against_the_mode() {
     let err = dir.fail(&one_projection(&handover.replace("key = ", "kee = ")));
     contains(&err, "unknown field `kee`");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Presets
+
+#[test]
+fn a_preset_alone_fills_every_events_key() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(ev.table.to_string(), "emt_messages");
+    assert_eq!(ev.table_line, 2, "preset values carry the preset's line");
+    assert_eq!(ev.position.sql, "global_position");
+    assert_eq!(ev.stream.sql, "stream_id");
+    assert_eq!(ev.event_type.sql, "message_type");
+    assert_eq!(ev.data.sql, "message_data");
+    assert_eq!(ev.metadata.as_ref().unwrap().sql, "message_metadata");
+    assert_eq!(ev.timestamp.as_ref().unwrap().sql, "created");
+    assert_eq!(ev.filter.as_ref().unwrap().sql, "message_kind <> 'C'");
+    match &ev.ordering {
+        Ordering::Xid8 { transaction_id } => assert_eq!(transaction_id.sql, "transaction_id"),
+        other => panic!("expected xid8, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_preset_parses_alone() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    for preset in presets::PRESETS {
+        let text = format!(
+            "[events]\npreset = \"{}\"\n{}",
+            preset.name,
+            projection("p", &["t"], "h.sql")
+        );
+        dir.parse(&text)
+            .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+    }
+}
+
+#[test]
+fn explicit_keys_override_the_preset_key_by_key() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"marten\"\ntable = \"tenant1.mt_events\"\nfilter = \"is_archived = false and tenant_id = 'acme'\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(ev.table.to_string(), "tenant1.mt_events");
+    assert_eq!(ev.table_line, 3);
+    let filter = ev.filter.as_ref().unwrap();
+    assert_eq!(
+        (filter.sql.as_str(), filter.line),
+        ("is_archived = false and tenant_id = 'acme'", 4)
+    );
+    assert_eq!(
+        (ev.position.sql.as_str(), ev.position.line),
+        ("seq_id", 2),
+        "keys not written come from the preset"
+    );
+    assert_eq!(ev.metadata.as_ref().unwrap().sql, "headers");
+}
+
+#[test]
+fn another_ordering_drops_the_presets_transaction_id() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\nordering = \"gap-aware\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(matches!(config.events.ordering, Ordering::GapAware));
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"emmett\"\nordering = \"xid8\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(matches!(config.events.ordering, Ordering::Xid8 { .. }));
+}
+
+#[test]
+fn unknown_preset_names_the_known_ones_with_its_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let err = dir.fail(&format!(
+        "[events]\n\npreset = \"martin\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!("{}: unknown `events.preset = \"martin\"`", dir.at(3)),
+    );
+    contains(
+        &err,
+        "known presets: execution-events, message-db, marten, emmett",
+    );
+}
+
+#[test]
+fn missing_key_without_preset_names_the_events_table_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let text = one_projection("").replace("position = \"seq\"\n", "");
+    let err = dir.fail(&text);
+    contains(
+        &err,
+        &format!("{}: `[events]` is missing field `position`", dir.at(1)),
+    );
+    contains(&err, "preset");
+}
+
+#[test]
+fn a_source_reads_a_query_and_needs_the_table_appends_write() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let base = "[events]\nsource = \"SELECT * FROM a JOIN b USING (id)\"\nposition = \"seq\"\nstream = \"s\"\ntype = \"t\"\ndata = \"d\"\n";
+    let config = dir.ok(&format!(
+        "{base}lock_table = \"app.a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    let ev = &config.events;
+    assert_eq!(
+        ev.source.as_ref().unwrap().sql,
+        "SELECT * FROM a JOIN b USING (id)"
+    );
+    assert_eq!(ev.source.as_ref().unwrap().line, 2);
+    assert_eq!((ev.table.to_string().as_str(), ev.table_line), ("app.a", 7));
+
+    let err = dir.fail(&format!("{base}{}", projection("p", &["t"], "h.sql")));
+    contains(
+        &err,
+        &format!("{}: `events.source` needs `events.lock_table`", dir.at(2)),
+    );
+    let err = dir.fail(&format!(
+        "{base}lock_table = \"a\"\ntable = \"a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.table` and `events.source` are mutually exclusive",
+            dir.at(2)
+        ),
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}lock_table = \"a\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.lock_table` is only used with `events.source`",
+            dir.at(7)
+        ),
+    );
+}
+
+#[test]
+fn a_written_table_or_source_replaces_the_presets_as_a_whole() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    // eventuous reads a source; a table written in the config takes its place.
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"eventuous\"\ntable = \"my_messages\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert!(config.events.source.is_none());
+    assert_eq!(config.events.table.to_string(), "my_messages");
+    assert_eq!(config.events.position.sql, "global_position");
+    // marten reads a table; a source written in the config needs its own lock_table.
+    let err = dir.fail(&format!(
+        "[events]\npreset = \"marten\"\nsource = \"SELECT * FROM mt_events\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(&err, "`events.source` needs `events.lock_table`");
+    let config = dir.ok(&format!(
+        "[events]\npreset = \"eventuous\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    assert_eq!(config.events.table.to_string(), "eventuous.messages");
+    assert!(config
+        .events
+        .source
+        .as_ref()
+        .unwrap()
+        .sql
+        .contains("JOIN eventuous.streams"));
+}

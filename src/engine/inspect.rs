@@ -85,7 +85,7 @@ pub(super) async fn plan_report(
     let config = engine.config;
     let client = read_only(engine).await?;
     let resolved = crate::validate::validate(&client, config).await?;
-    let source = EventSource::new(&config.events, &resolved.events_table);
+    let source = EventSource::new(&config.events, &resolved);
     let head = source.head(&client).await?;
     let counts = match head {
         Some(h) => {
@@ -284,7 +284,7 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
     let config = engine.config;
     let client = read_only(engine).await?;
     let resolved = crate::validate::validate(&client, config).await?;
-    let source = EventSource::new(&config.events, &resolved.events_table);
+    let source = EventSource::new(&config.events, &resolved);
     let head = source.head(&client).await?;
     let has_state = crate::state::exists(&client).await?;
     let helpers = if has_state {

@@ -241,7 +241,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     };
     let mut conn = engine.db.dedicated().await?;
     migrate(&mut conn).await?;
-    let source = EventSource::new(&config.events, &resolved.events_table);
+    let source = EventSource::new(&config.events, &resolved);
     start_positions(engine, &conn, &source, &names, opts.from).await?;
     let started = live::claim(&conn, &names).await?;
 

@@ -458,7 +458,7 @@ async fn finish_run(
     opts: &Finish,
 ) -> Result<RebuildOutcome> {
     let reporter = engine.reporter;
-    let source = EventSource::new(&engine.config.events, &target.resolved.events_table);
+    let source = EventSource::new(&engine.config.events, target.resolved);
     // Every window read below ends at a bound from the cut: never past an event that an open
     // transaction can still commit (see ordering.rs).
     let mut cut = Cut::new(&source, run_id);

@@ -131,7 +131,7 @@ pub async fn rollback(
     ));
     // The previous tables first get the events that arrived since the swap (old_generation.rs).
     let resolved = engine.validate().await?;
-    let source = EventSource::new(&engine.config.events, &resolved.events_table);
+    let source = EventSource::new(&engine.config.events, &resolved);
     crate::replay::session_setup(&conn).await?;
     let mut old = OldGeneration::prepare(
         &conn,
