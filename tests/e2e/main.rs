@@ -20,4 +20,5 @@ mod ordering;
 mod rollback;
 mod server_loop;
 mod tls;
+mod unlogged;
 mod workloads;
