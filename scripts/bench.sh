@@ -23,6 +23,10 @@
 #        (scripts/bench/w1-event-loop.sql)
 #    reproject rebuild --yes, end to end (clone, replay, catch-up, checks, swap), release build,
 #        with examples/postings/reproject.toml (plain per-event handlers)
+#    the same with `build_unlogged = true` (UNLOGGED rebuild table, SET LOGGED before the swap)
+#  W1 swaps under readers: on W1 with min(N, 2000) postings, 16 pgbench clients read the live
+#    table in a loop while reproject rebuilds and swaps it K times: reader errors, reader
+#    latency percentiles, and the swaps' lock wait and hold (p50, p99, max) from reproject.runs
 #  shop (examples/shop, 4 dependent projections), at about the same number of events:
 #    set-based SQL (scripts/bench/shop-set-based.sql; also the expected rows) and
 #    reproject rebuild --yes with examples/shop/reproject.toml
@@ -37,6 +41,8 @@
 #   --shop-customers M    shop size (default: N * 4 / 3, about as many events as W1)
 #   --no-client-loop      skip baseline (a) (the slowest: ~2 min at N = 100000)
 #   --no-shop             skip the shop workload
+#   --no-unlogged         skip the second reproject run with build_unlogged = true
+#   --swap-rounds K       rebuild + swap rounds under 16 readers (default 5; 0 skips)
 #   --batch-size B        passed to `reproject rebuild --batch-size` (default: reproject's own)
 #   --output FILE         write the results section into FILE instead of docs/benchmarks.md
 #   --no-write            print only
@@ -72,6 +78,8 @@ POSTINGS=100000
 SHOP=""
 CLIENT_LOOP=1
 RUN_SHOP=1
+RUN_UNLOGGED=1
+SWAP_ROUNDS=5
 BATCH_SIZE=""
 PROFILE=release
 OUTPUT=docs/benchmarks.md
@@ -81,6 +89,8 @@ while (($#)); do
         --shop-customers) SHOP=${2:-}; shift 2 ;;
         --no-client-loop) CLIENT_LOOP=0; shift ;;
         --no-shop) RUN_SHOP=0; shift ;;
+        --no-unlogged) RUN_UNLOGGED=0; shift ;;
+        --swap-rounds) SWAP_ROUNDS=${2:-}; shift 2 ;;
         --batch-size) BATCH_SIZE=${2:-}; shift 2 ;;
         --output) OUTPUT=${2:-}; shift 2 ;;
         --no-write) OUTPUT=""; shift ;;
@@ -92,11 +102,14 @@ done
 [[ $POSTINGS =~ ^[1-9][0-9]*$ ]] || die "--postings must be a positive integer, got '$POSTINGS'"
 SHOP=${SHOP:-$((POSTINGS * 4 / 3 > 0 ? POSTINGS * 4 / 3 : 1))}
 [[ $SHOP =~ ^[1-9][0-9]*$ ]] || die "--shop-customers must be a positive integer, got '$SHOP'"
+[[ $SWAP_ROUNDS =~ ^[0-9]+$ ]] || die "--swap-rounds must be a number, got '$SWAP_ROUNDS'"
 [[ -z $BATCH_SIZE || $BATCH_SIZE =~ ^[1-9][0-9]*$ ]] || die "--batch-size must be a positive integer"
 # The command line as run, for the report.
 ARGS_SHOWN="--postings $POSTINGS --shop-customers $SHOP${BATCH_SIZE:+ --batch-size $BATCH_SIZE}"
 ((CLIENT_LOOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-client-loop"
 ((RUN_SHOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-shop"
+((RUN_UNLOGGED)) || ARGS_SHOWN="$ARGS_SHOWN --no-unlogged"
+ARGS_SHOWN="$ARGS_SHOWN --swap-rounds $SWAP_ROUNDS"
 [[ $PROFILE == release ]] || ARGS_SHOWN="$ARGS_SHOWN --debug"
 
 PSQL=$(pg_find_tool psql) || die "psql not found (Debian/Ubuntu: apt-get install postgresql-client)"
@@ -344,7 +357,135 @@ record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENT
     "$(time_cpu "$LOG_DIR/w1-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/w1-reproject.log.time")" "$WAIT" "$HOLD"
 W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
+W1_UNLOGGED_PROFILE=""
+if ((RUN_UNLOGGED)); then
+    # The same config with `build_unlogged = true` in its (only) projection; the handlers by
+    # absolute path, since the copy lives elsewhere.
+    W1_UNLOGGED_CONFIG=$LOG_DIR/postings-unlogged.toml
+    sed "s|^handlers = \"handlers/|handlers = \"$PWD/examples/postings/handlers/|" "$W1_CONFIG" >"$W1_UNLOGGED_CONFIG"
+    printf 'build_unlogged = true\n' >>"$W1_UNLOGGED_CONFIG"
+    begin_method "W1: reproject rebuild with build_unlogged = true"
+    run_reproject "$W1_UNLOGGED_CONFIG" "$LOG_DIR/w1-unlogged.log" "${REBUILD_ARGS[@]}"
+    end_method
+    c=$(compare_w1 posting_state_projection)
+    p=$(q1 -c "select relpersistence from pg_class where oid = 'posting_state_projection'::regclass")
+    [[ $p == p ]] || c="live table not LOGGED ($p)"
+    read -r WAIT HOLD < <(lock_times "$W1_UNLOGGED_CONFIG")
+    record W1 "reproject rebuild, per-event handlers, build_unlogged = true" "$W1_EVENTS" "$c" \
+        "$(time_cpu "$LOG_DIR/w1-unlogged.log.time")" "$(time_rss_mb "$LOG_DIR/w1-unlogged.log.time")" "$WAIT" "$HOLD"
+    W1_UNLOGGED_PROFILE=$(cat "$LOG_DIR/w1-unlogged.log")
+fi
+
 "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $W1_DB WITH (FORCE)" </dev/null || true
+
+# --- swaps under readers ----------------------------------------------------------------------
+READERS_REPORT=""
+if ((SWAP_ROUNDS > 0)); then
+    PGBENCH=$(pg_find_tool pgbench) || die "pgbench not found (it comes with the PostgreSQL server or contrib package)"
+    RP=$((POSTINGS < 2000 ? POSTINGS : 2000))
+    fresh_db "$W1_DB"
+    say "swaps under readers: W1 with $RP postings, $SWAP_ROUNDS rebuild + swap rounds, 16 readers"
+    q -f examples/postings/schema.sql
+    q -v n="$RP" -f examples/postings/generate.sql >/dev/null
+    q -c "VACUUM (ANALYZE) execution_events"
+    q -f examples/postings/reference.sql
+    # One round alone first: it sizes the readers' run (and is not counted).
+    t0=$(now)
+    DATABASE_URL=$URL "$BIN" --config "$W1_CONFIG" "${REBUILD_ARGS[@]}" </dev/null >/dev/null 2>"$LOG_DIR/readers-warmup.log" ||
+        { cat "$LOG_DIR/readers-warmup.log" >&2; die "the warm-up rebuild failed"; }
+    ROUND_S=$(elapsed "$t0" "$(now)")
+    FIRST_RUN=$(q1 -c "select max(id) + 1 from reproject.runs")
+    # The readers start 2 s before the first round and run for five times the rounds' time
+    # alone (16 readers on 2 CPUs slow a round down 3-4x); rounds stop early if the readers end
+    # first (reported), and the readers are not stopped early (pgbench has no clean stop).
+    READ_S=$(awk -v r="$ROUND_S" -v k="$SWAP_ROUNDS" 'BEGIN { printf "%d", 5 * r * k + 6 }')
+    printf '\\set p random(1, %s)\nSELECT current_step, current_status, outputs FROM posting_state_projection WHERE posting_id = :p;\n' "$RP" >"$LOG_DIR/read.sql"
+    (cd "$LOG_DIR" && "$PGBENCH" -n -c 16 -j 2 -T "$READ_S" -f read.sql --log --log-prefix=readers "$URL" \
+        >"$LOG_DIR/pgbench.out" 2>&1; echo "$?" >"$LOG_DIR/pgbench.rc") &
+    READERS=$!
+    sleep 2
+    ROUNDS_DONE=0
+    for ((i = 1; i <= SWAP_ROUNDS; i++)); do
+        [[ -e $LOG_DIR/pgbench.rc ]] && break
+        DATABASE_URL=$URL "$BIN" --config "$W1_CONFIG" "${REBUILD_ARGS[@]}" \
+            </dev/null >/dev/null 2>>"$LOG_DIR/readers-rounds.log" ||
+            { cat "$LOG_DIR/readers-rounds.log" >&2; die "rebuild round $i under readers failed"; }
+        ROUNDS_DONE=$i
+    done
+    ROUNDS_END=$(now)
+    wait "$READERS" || true
+    READERS_END=$(now)
+    PGBENCH_RC=$(cat "$LOG_DIR/pgbench.rc")
+    ABORTED=$(grep -c 'aborted' "$LOG_DIR/pgbench.out" || true)
+    FAILED_TX=$(awk -F': ' '/number of failed transactions/ { split($2, a, " "); print a[1] }' "$LOG_DIR/pgbench.out")
+    TX=$(awk -F': ' '/number of transactions actually processed/ { split($2, a, "/"); print a[1] }' "$LOG_DIR/pgbench.out")
+    # pgbench's per-transaction logs: "client tx latency_us script epoch_s epoch_us".
+    cat "$LOG_DIR"/readers.* >"$LOG_DIR/readers.all" 2>/dev/null || : >"$LOG_DIR/readers.all"
+    pctl() { sort -n | awk 'function at(q,  i) { i = int(NR * q + 0.5); if (i < 1) i = 1; return v[i] / 1000 }
+        { v[NR] = $1 } END { if (NR == 0) { print "– – – –"; exit }
+        printf "%.2f %.2f %.2f %.2f\n", at(0.5), at(0.99), at(0.999), v[NR] / 1000 }'; }
+    read -r R50 R99 R999 RMAX < <(awk '{ print $3 }' "$LOG_DIR/readers.all" | pctl)
+    # The queries that ended in the second after a swap transaction began (swapped_at is its
+    # now(): before the lock wait): those are the ones a swap's locks can hold up.
+    q -tA -c "select extract(epoch from swapped_at) from reproject.runs
+               where id >= $FIRST_RUN and status = 'swapped'" >"$LOG_DIR/swaps.epoch"
+    read -r S50 S99 S999 SMAX < <(awk 'NR == FNR { if ($1 != "") s[++n] = $1; next }
+        { t = $5 + $6 / 1e6; for (i = 1; i <= n; i++) if (t >= s[i] && t <= s[i] + 1) { print $3; next } }' \
+        "$LOG_DIR/swaps.epoch" "$LOG_DIR/readers.all" | pctl)
+    SWAP_Q=$(awk 'NR == FNR { if ($1 != "") s[++n] = $1; next }
+        { t = $5 + $6 / 1e6; for (i = 1; i <= n; i++) if (t >= s[i] && t <= s[i] + 1) { c++; next } } END { print c + 0 }' \
+        "$LOG_DIR/swaps.epoch" "$LOG_DIR/readers.all")
+    LOCKS=$(q1 -c "with r as (select lock_wait_ms w, lock_hold_ms h from reproject.runs
+                                where id >= $FIRST_RUN and status = 'swapped')
+                   select count(*) || ' ' ||
+                          coalesce(percentile_disc(0.5) within group (order by w)::text, '–') || ' ' ||
+                          coalesce(percentile_disc(0.99) within group (order by w)::text, '–') || ' ' ||
+                          coalesce(max(w)::text, '–') || ' ' ||
+                          coalesce(percentile_disc(0.5) within group (order by h)::text, '–') || ' ' ||
+                          coalesce(percentile_disc(0.99) within group (order by h)::text, '–') || ' ' ||
+                          coalesce(max(h)::text, '–') from r")
+    read -r SWAPS W50 W99 WMAX H50 H99 HMAX <<<"$LOCKS"
+    ATTEMPTS=$(q1 -c "select coalesce(sum(jsonb_array_length(lock_attempts)), 0) from reproject.runs where id >= $FIRST_RUN")
+    # The swapping attempt's lock_hold_ms is taken before the COMMIT, the run's after it: the
+    # difference is the commit (a synchronous one: the WAL flush) while the locks are held.
+    COMMITS=$(q1 -c "with c as (select lock_hold_ms - (lock_attempts -> -1 ->> 'lock_hold_ms')::bigint c
+                                  from reproject.runs where id >= $FIRST_RUN and status = 'swapped')
+                     select coalesce(percentile_disc(0.5) within group (order by c)::text, '–') || ' ' ||
+                            coalesce(percentile_disc(0.99) within group (order by c)::text, '–') || ' ' ||
+                            coalesce(max(c)::text, '–') from c")
+    read -r C50 C99 CMAX <<<"$COMMITS"
+    RC=$(check_zero "$(q1 -v a=posting_state_projection -v b=posting_state_reference -f scripts/bench/w1-compare.sql)")
+    if awk -v a="$ROUNDS_END" -v b="$READERS_END" 'BEGIN { exit !(a < b) }'; then
+        OVERLAP="every round ran while the readers read"
+    else
+        OVERLAP="the readers stopped before the last round ended"
+    fi
+    say "    $SWAPS swaps ($ROUNDS_DONE rounds; $OVERLAP), lock hold p50 $H50 ms p99 $H99 ms; readers: $TX queries, ${FAILED_TX:-0} failed, $ABORTED aborted, p99 $R99 ms"
+    if [[ $PGBENCH_RC != 0 || ${FAILED_TX:-0} != 0 || $ABORTED != 0 ]]; then
+        FAILED=1
+        say "    reader errors:"
+        sed 's/^/    /' "$LOG_DIR/pgbench.out" >&2
+    fi
+    [[ $RC == "same rows" ]] || FAILED=1
+    READERS_REPORT=$(
+        cat <<EOF
+#### Swaps under 16 concurrent readers (W1 with $RP postings)
+
+$SWAPS swaps of \`posting_state_projection\` ($SWAP_ROUNDS rounds of \`reproject rebuild --yes\` asked, $ROUNDS_DONE run; one round alone took ${ROUND_S} s; $OVERLAP), while \`pgbench -n -c 16 -j 2 -T $READ_S\` ran \`SELECT current_step, current_status, outputs FROM posting_state_projection WHERE posting_id = <random>\` in a loop. Rows after the last swap: $RC.
+
+| | p50 | p99 | p99.9 | max |
+|---|---:|---:|---:|---:|
+| reader query latency, ms (all ${TX:-?} queries) | $R50 | $R99 | $R999 | $RMAX |
+| … of the $SWAP_Q queries that ended within 1 s after a swap began | $S50 | $S99 | $S999 | $SMAX |
+| swap lock wait, ms ($SWAPS swaps) | $W50 | $W99 | – | $WMAX |
+| swap lock hold, ms ($SWAPS swaps) | $H50 | $H99 | – | $HMAX |
+| … of which the COMMIT, ms | $C50 | $C99 | – | $CMAX |
+
+Reader errors: ${FAILED_TX:-0} failed queries, $ABORTED aborted clients (pgbench exit status $PGBENCH_RC). Lock attempts recorded: $ATTEMPTS for $SWAPS swaps.
+EOF
+    )
+    "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $W1_DB WITH (FORCE)" </dev/null || true
+fi
 
 # --- shop ----------------------------------------------------------------------------------
 SHOP_EVENTS=""
@@ -434,6 +575,12 @@ if [[ -n $SHOP_PROFILE ]]; then
     SHOP_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), shop</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$SHOP_PROFILE" "$fence")
 fi
 
+UNLOGGED_DETAILS=""
+if [[ -n $W1_UNLOGGED_PROFILE ]]; then
+    fence='```'
+    UNLOGGED_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 with build_unlogged = true</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$W1_UNLOGGED_PROFILE" "$fence")
+fi
+
 SECTION=$(
     cat <<EOF
 <!-- bench:postings=$POSTINGS (written by scripts/bench.sh; running it again replaces this section) -->
@@ -458,6 +605,8 @@ $W1_PROFILE
 \`\`\`
 </details>
 $SHOP_DETAILS
+$UNLOGGED_DETAILS
+$READERS_REPORT
 <!-- /bench:postings=$POSTINGS -->
 EOF
 )

@@ -5,6 +5,13 @@
 //! live table's persistence, storage parameters, tablespace and statistics targets. Grants,
 //! RLS, triggers, foreign keys and dependents are carried over at the swap (carry.rs), so none
 //! of them acts during the replay.
+//!
+//! With `build_unlogged = true` a projection's clones are UNLOGGED whatever the live table is:
+//! the replay then writes no WAL for the many row versions it creates, and [`make_logged`]
+//! writes each final table to the WAL once, after the checks and before the swap's locks. An
+//! unlogged table is emptied by crash recovery, while the run's checkpoint survives; so the
+//! server's start time is recorded with the run, and [`check_unlogged_intact`] refuses to
+//! continue on unlogged tables of a server that has restarted since.
 
 use crate::error::{Context, Error, Result};
 use crate::state::helpers::{self, Ownership};
@@ -35,6 +42,7 @@ pub async fn create_rebuild_tables(
     run_id: i64,
     tables: &[RunTable],
     replay_triggers: &std::collections::BTreeSet<String>,
+    unlogged: &std::collections::BTreeSet<String>,
 ) -> Result<()> {
     client
         .batch_execute("BEGIN")
@@ -57,7 +65,9 @@ pub async fn create_rebuild_tables(
                 helpers::unregister(client, &t.rebuild).await?;
             }
             client
-                .batch_execute(&create_clone_sql(client, t).await?)
+                .batch_execute(
+                    &create_clone_sql(client, t, unlogged.contains(&t.projection)).await?,
+                )
                 .await
                 .with_context(|| {
                     format!("cannot create `{}` as a copy of `{}`", t.rebuild, t.live)
@@ -91,9 +101,9 @@ pub async fn create_rebuild_tables(
     finish(client, result).await
 }
 
-/// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED),
-/// storage parameters and tablespace, which LIKE leaves out.
-async fn create_clone_sql(client: &Client, t: &RunTable) -> Result<String> {
+/// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED,
+/// or UNLOGGED anyway with `unlogged`), storage parameters and tablespace, which LIKE leaves out.
+async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Result<String> {
     let row = client
         .query_one(
             "SELECT c.relpersistence::text, (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace),
@@ -116,7 +126,11 @@ async fn create_clone_sql(client: &Client, t: &RunTable) -> Result<String> {
         .collect();
     Ok(format!(
         "CREATE {}TABLE {} (LIKE {} INCLUDING ALL){}{}",
-        if persistence == "u" { "UNLOGGED " } else { "" },
+        if persistence == "u" || unlogged {
+            "UNLOGGED "
+        } else {
+            ""
+        },
         t.rebuild.quoted(),
         t.live.quoted(),
         if options.is_empty() {
@@ -128,6 +142,84 @@ async fn create_clone_sql(client: &Client, t: &RunTable) -> Result<String> {
             .map(|ts| format!(" TABLESPACE {}", crate::ident::quote(&ts)))
             .unwrap_or_default()
     ))
+}
+
+/// The key in a run's `options` that records `pg_postmaster_start_time()` when it created
+/// unlogged rebuild tables of logged live tables.
+pub const UNLOGGED_SINCE: &str = "unlogged_build_server_start";
+
+/// The server's start time, as text (compared for equality only).
+pub async fn server_start(client: &Client) -> Result<String> {
+    let row = client
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .context("cannot read the server's start time")?;
+    Ok(row.get(0))
+}
+
+/// The rebuild tables that are UNLOGGED while their live table is not (`build_unlogged`).
+async fn unlogged_rebuilds<'a>(
+    client: &Client,
+    tables: &'a [RunTable],
+) -> Result<Vec<&'a RunTable>> {
+    let mut out = Vec::new();
+    for t in tables {
+        let row = client
+            .query_one(
+                "SELECT (SELECT relpersistence::text FROM pg_class WHERE oid = to_regclass($1)),
+                        (SELECT relpersistence::text FROM pg_class WHERE oid = to_regclass($2))",
+                &[&t.rebuild.quoted(), &t.live.quoted()],
+            )
+            .await
+            .with_context(|| format!("cannot read the persistence of `{}`", t.rebuild))?;
+        let (rebuild, live): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        if rebuild.as_deref() == Some("u") && live.as_deref() == Some("p") {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses to continue run `run_id` on unlogged rebuild tables if the server has restarted
+/// since they were created: crash recovery (or a failover to a replica, which never had them)
+/// leaves them empty while the checkpoint says the events were applied. A clean restart keeps
+/// them, but nothing tells the two apart afterwards.
+pub async fn check_unlogged_intact(
+    client: &Client,
+    run_id: i64,
+    recorded_start: Option<&str>,
+    tables: &[RunTable],
+) -> Result<()> {
+    let unlogged = unlogged_rebuilds(client, tables).await?;
+    let Some(first) = unlogged.first() else {
+        return Ok(());
+    };
+    let now = server_start(client).await?;
+    if recorded_start == Some(now.as_str()) {
+        return Ok(());
+    }
+    Err(Error::runtime(format!(
+        "run {run_id}: its rebuild table `{}` is UNLOGGED (build_unlogged) and the server has restarted since the run created it (at {}, now started at {now}); crash recovery empties unlogged tables, so the rows the checkpoint counts may be gone",
+        first.rebuild,
+        recorded_start.unwrap_or("an unrecorded time"),
+    ))
+    .with_hint("run `reproject rebuild` again (without --resume)"))
+}
+
+/// `ALTER TABLE … SET LOGGED` for the rebuild tables built unlogged (`build_unlogged`): each is
+/// rewritten once, in one sequential WAL write, under an ACCESS EXCLUSIVE lock on the rebuild
+/// table only, which nobody else reads. Live tables that are UNLOGGED themselves keep their
+/// clones unlogged. Returns the tables made logged.
+pub async fn make_logged(client: &Client, tables: &[RunTable]) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for t in unlogged_rebuilds(client, tables).await? {
+        client
+            .batch_execute(&format!("ALTER TABLE {} SET LOGGED", t.rebuild.quoted()))
+            .await
+            .with_context(|| format!("cannot make `{}` logged", t.rebuild))?;
+        done.push(t.rebuild.to_string());
+    }
+    Ok(done)
 }
 
 /// Creates the live table's enabled user triggers on the rebuild table

@@ -120,6 +120,9 @@ pub struct ProjectionConfig {
     /// Create the live tables' triggers on the rebuild tables, so they fire during the replay.
     /// Off by default: an audit trigger would fire once per replayed event.
     pub replay_triggers: bool,
+    /// Build the rebuild tables UNLOGGED (no WAL per row version during the replay) and make
+    /// them LOGGED once the checks pass, before the swap (shadow.rs).
+    pub build_unlogged: bool,
 }
 
 /// The whole, checked configuration.
@@ -650,6 +653,7 @@ fn convert_projection(
         checks,
         handover: None,
         replay_triggers: p.replay_triggers.unwrap_or(false),
+        build_unlogged: p.build_unlogged.unwrap_or(false),
     })
 }
 

@@ -43,6 +43,7 @@ pub struct RawProjection {
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub row_count_tolerance: Option<Spanned<f64>>,
     pub replay_triggers: Option<bool>,
+    pub build_unlogged: Option<bool>,
     pub checks: Option<Vec<RawCheck>>,
     pub handover: Option<Spanned<RawHandover>>,
 }

@@ -175,12 +175,24 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             )
         })
         .collect();
-    let options = json!({
+    let unlogged: BTreeSet<String> = plan
+        .order
+        .iter()
+        .map(|&i| &config.projections[i])
+        .filter(|p| p.build_unlogged)
+        .map(|p| p.name.clone())
+        .collect();
+    let mut options = json!({
         "batch_size": opts.batch_size,
         "no_swap": opts.no_swap,
         "max_events": opts.max_events,
         "lock_budget_ms": opts.lock.budget.as_millis() as u64,
     });
+    if !unlogged.is_empty() {
+        // A resume must know whether the server restarted under the unlogged tables (shadow.rs).
+        options["build_unlogged"] = json!(unlogged);
+        options[shadow::UNLOGGED_SINCE] = json!(shadow::server_start(&conn).await?);
+    }
     conn.batch_execute("BEGIN").await.context("cannot begin")?;
     let created = async {
         let run_id = runs::insert(
@@ -223,7 +235,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             .filter(|p| p.replay_triggers)
             .map(|p| p.name.clone())
             .collect();
-        shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers).await?;
+        shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers, &unlogged).await?;
         let mut before = serde_json::Map::new();
         for t in &tables {
             before.insert(
@@ -406,6 +418,15 @@ async fn continue_run(
             .with_hint("run `reproject rebuild` again"));
         }
     }
+    shadow::check_unlogged_intact(
+        &conn,
+        run.id,
+        run.options
+            .get(shadow::UNLOGGED_SINCE)
+            .and_then(|v| v.as_str()),
+        &tables,
+    )
+    .await?;
     runs::set_status(&conn, run.id, "running", None).await?;
     if finish.skip_checks {
         runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
@@ -604,6 +625,20 @@ async fn finish_run(
                 "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
             ));
         }
+    }
+
+    // After the checks, so a failed rebuild never pays for the rewrite; before `--no-swap`
+    // returns, so a run that waits for its swap does not wait unlogged.
+    let made_logged = shadow::make_logged(conn, tables).await?;
+    if !made_logged.is_empty() {
+        reporter.step(&format!(
+            "made {} logged (build_unlogged)",
+            made_logged
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
 
     if opts.no_swap {

@@ -21,4 +21,5 @@ mod presets;
 mod rollback;
 mod server_loop;
 mod tls;
+mod unlogged;
 mod workloads;

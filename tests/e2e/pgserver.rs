@@ -185,6 +185,13 @@ impl PgServer {
         self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
     }
 
+    /// Crashes the server (`-m immediate`: no shutdown checkpoint, crash recovery at the next
+    /// start), keeping its data and port for [`PgServer::start_again`].
+    pub fn crash(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
     /// Starts the stopped server again on the same port.
     pub fn start_again(&self) {
         assert!(
