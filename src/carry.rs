@@ -39,12 +39,7 @@ pub struct Validation {
     pub constraint: String,
 }
 
-/// Things about `table` that reproject cannot carry over (yet): each names the object.
-/// A rebuild refuses to start while any exist.
-pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "WITH t AS (SELECT * FROM pg_class WHERE oid = to_regclass($1))
+const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHERE oid = to_regclass($1))
              SELECT 'it is a partition of ' || (SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = t.oid LIMIT 1)
                FROM t WHERE t.relispartition
              UNION ALL
@@ -75,12 +70,52 @@ pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<Strin
                FROM t JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
                JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class mv ON mv.oid = r.ev_class AND mv.relkind = 'm'
                JOIN pg_depend d2 ON d2.refclassid = 'pg_class'::regclass AND d2.refobjid = mv.oid AND d2.classid = 'pg_rewrite'::regclass
-               JOIN pg_rewrite r2 ON r2.oid = d2.objid JOIN pg_class v ON v.oid = r2.ev_class AND v.oid <> mv.oid",
-            &[&table.quoted()],
-        )
+               JOIN pg_rewrite r2 ON r2.oid = d2.objid JOIN pg_class v ON v.oid = r2.ev_class AND v.oid <> mv.oid";
+
+/// Things about `table` that reproject cannot carry over (yet): each names the object.
+/// A rebuild refuses to start while any exist.
+pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<String>> {
+    let rows = client
+        .query(UNSUPPORTED_SQL, &[&table.quoted()])
         .await
         .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// The catalog queries a swap runs while it holds its locks, prepared (and run once, so the
+/// connection's catalog caches are warm) before it takes them: planning them and warming the
+/// caches cost more than running them, and every millisecond under the lock is one the
+/// application waits.
+pub struct Prepared {
+    pub fingerprints: fingerprint::Fingerprinter,
+    unsupported: tokio_postgres::Statement,
+}
+
+impl Prepared {
+    pub async fn prepare(client: &Client, tables: &[TableName]) -> Result<Prepared> {
+        let fingerprints = fingerprint::Fingerprinter::prepare(client).await?;
+        let unsupported = client
+            .prepare(UNSUPPORTED_SQL)
+            .await
+            .context("cannot prepare the dependents query")?;
+        let prepared = Prepared {
+            fingerprints,
+            unsupported,
+        };
+        for t in tables {
+            prepared.fingerprints.of(client, t).await?;
+            prepared.unsupported(client, t).await?;
+        }
+        Ok(prepared)
+    }
+
+    async fn unsupported(&self, client: &Client, table: &TableName) -> Result<Vec<String>> {
+        let rows = client
+            .query(&self.unsupported, &[&table.quoted()])
+            .await
+            .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
 }
 
 /// What a swap of `table` carries over beyond LIKE, in words, for `plan`.
@@ -361,12 +396,13 @@ fn grantees(acl: &[Value]) -> Vec<String> {
 /// the transaction commits.
 pub async fn exchange(
     client: &Client,
-    fingerprints: &fingerprint::Fingerprinter,
+    prepared: &Prepared,
     ex: &Exchange<'_>,
 ) -> Result<Vec<Validation>> {
+    let fingerprints = &prepared.fingerprints;
     // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
     // since (a `--no-swap` run may wait for days) would be left behind on the old table.
-    let problems = unsupported(client, ex.live).await?;
+    let problems = prepared.unsupported(client, ex.live).await?;
     if !problems.is_empty() {
         let mut err = Error::fidelity(format!(
             "refusing to swap `{}`: it gained dependents reproject cannot carry over",

@@ -365,11 +365,11 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
 /// updated. Returns the foreign keys to validate after the commit.
 pub async fn swap_generation(
     client: &Client,
+    prepared: &crate::carry::Prepared,
     run_id: i64,
     tables: &[RunTable],
 ) -> Result<Vec<crate::carry::Validation>> {
     let mut validations = Vec::new();
-    let fingerprints = crate::catalog::fingerprint::Fingerprinter::prepare(client).await?;
     for t in tables {
         let cloned_from = crate::state::runs::table_fingerprint(client, run_id, &t.live)
             .await?
@@ -377,7 +377,7 @@ pub async fn swap_generation(
         validations.extend(
             crate::carry::exchange(
                 client,
-                &fingerprints,
+                prepared,
                 &crate::carry::Exchange {
                     live: &t.live,
                     incoming: &t.rebuild,
@@ -406,17 +406,17 @@ pub async fn swap_generation(
 /// machinery as the swap. Returns the foreign keys to validate after the commit.
 pub async fn swap_back(
     client: &Client,
+    prepared: &crate::carry::Prepared,
     run_id: i64,
     tables: &[RunTable],
 ) -> Result<Vec<crate::carry::Validation>> {
     let mut validations = Vec::new();
-    let fingerprints = crate::catalog::fingerprint::Fingerprinter::prepare(client).await?;
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
         validations.extend(
             crate::carry::exchange(
                 client,
-                &fingerprints,
+                prepared,
                 &crate::carry::Exchange {
                     live: &t.live,
                     incoming: &t.old,

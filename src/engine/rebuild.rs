@@ -665,6 +665,8 @@ async fn finish_run(
     lock_list.extend(retire.iter().map(|(old, _)| old.clone()));
     // Tables whose foreign keys point at ours, and views reading them, are altered too.
     lock_list.extend(swap::dependents_to_lock(conn, tables).await?);
+    let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+    let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let mut retries = 0u32;
     let (wait, hold, tail, position, validations) = loop {
@@ -714,7 +716,7 @@ async fn finish_run(
             let swapped_at = runs::cursor(conn, run_id).await?;
             let position = swapped_at.position;
             swap::retire_old_tables(conn, &retire).await?;
-            let validations = swap::swap_generation(conn, run_id, tables).await?;
+            let validations = swap::swap_generation(conn, &prepared, run_id, tables).await?;
             crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
             // `reproject run` continues on the new tables from exactly here (engine/live.rs).
             crate::state::live::hand_over(conn, run_id, names, position).await?;

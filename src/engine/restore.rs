@@ -160,6 +160,8 @@ pub async fn rollback(
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.old.clone()));
     lock_list.extend(swap::dependents_to_lock(&conn, &tables).await?);
+    let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+    let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
     let mut retries = 0u32;
     let (wait, held_ms, validations) = loop {
         if let Keeper::Nobody(why) = &old.keeper {
@@ -215,7 +217,7 @@ pub async fn rollback(
                 }
             };
             swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
-            let validations = swap::swap_back(&conn, run.id, &tables).await?;
+            let validations = swap::swap_back(&conn, &prepared, run.id, &tables).await?;
             let position = caught_up.as_ref().and_then(|c| c.position);
             if let Some(at) = &caught_up {
                 // External projectors continue on the restored tables from where they stand.
