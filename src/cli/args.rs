@@ -86,7 +86,7 @@ pub enum Command {
         #[arg(long)]
         initiated_by: Option<String>,
     },
-    /// Show each projection's state, checkpoint and lag.
+    /// Show each projection's state, checkpoint and lag (and a running rebuild's speed and ETA).
     Status {
         /// Print JSON.
         #[arg(long)]
