@@ -14,6 +14,11 @@
 //! into a placeholder resolved per generation (live table or `_rebuild` clone). Every
 //! statement is prepared with the same six typed parameters, so a statement may use any
 //! subset of them.
+//!
+//! A file may instead hold one `-- per batch` section: set-based statements that run once per
+//! batch, reading the batch's events from `:events` (a subquery with the columns `position`,
+//! `stream`, `type`, `data`, `metadata`, `timestamp`), so each row is written once per batch
+//! instead of once per event (replay.rs runs them; source.rs builds the subquery).
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -88,6 +93,8 @@ pub struct TableRef {
 enum Part {
     Sql(String),
     Table(usize), // index into Statement::tables
+    /// `:events`: the batch's events, in a `-- per batch` section.
+    Events,
 }
 
 /// One SQL statement of a section, as a template.
@@ -97,26 +104,57 @@ pub struct Statement {
     pub line: usize,
     parts: Vec<Part>,
     pub tables: Vec<TableRef>,
+    /// Uses a per-event `:param`.
+    params: bool,
 }
 
 impl Statement {
     /// Produces the SQL text with each table reference replaced by `resolve(written)`.
-    pub fn render(&self, mut resolve: impl FnMut(&TableRef) -> String) -> String {
-        let mut out = String::new();
+    /// `:events` (only in `-- per batch` sections) renders as an empty relation; use
+    /// [`Statement::render_pieces`] to put a batch in its place.
+    pub fn render(&self, resolve: impl FnMut(&TableRef) -> String) -> String {
+        self.render_pieces(resolve).join(EMPTY_EVENTS)
+    }
+
+    /// The SQL text split at each `:events`, tables resolved: joining the pieces with a batch's
+    /// events subquery gives the statement for that batch.
+    pub fn render_pieces(&self, mut resolve: impl FnMut(&TableRef) -> String) -> Vec<String> {
+        let mut pieces = vec![String::new()];
         for part in &self.parts {
+            let out = pieces.last_mut().expect("never empty");
             match part {
                 Part::Sql(text) => out.push_str(text),
                 Part::Table(i) => out.push_str(&resolve(&self.tables[*i])),
+                Part::Events => pieces.push(String::new()),
             }
         }
-        out
+        pieces
+    }
+
+    /// Whether the statement reads `:events`.
+    pub fn reads_events(&self) -> bool {
+        self.parts.contains(&Part::Events)
+    }
+
+    /// Whether the statement uses a per-event parameter (`:stream`, `:data`, …).
+    pub fn uses_params(&self) -> bool {
+        self.params
     }
 }
 
-/// The statements run for one or more event types.
+/// What `:events` renders as outside a batch (a statement shown or checked on its own): the
+/// same columns as a batch, no rows.
+pub const EMPTY_EVENTS: &str =
+    "(SELECT NULL::bigint AS position, NULL::text AS stream, NULL::text AS type, \
+     NULL::jsonb AS data, NULL::jsonb AS metadata, NULL::timestamptz AS \"timestamp\" WHERE false)";
+
+/// The statements run for one or more event types, or (`per_batch`) once per batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
+    /// Empty for a `-- per batch` section.
     pub event_types: Vec<String>,
+    /// A `-- per batch` section: set-based statements over `:events`.
+    pub per_batch: bool,
     pub line: usize,
     pub statements: Vec<Statement>,
 }
@@ -161,6 +199,20 @@ impl HandlerFile {
         map
     }
 
+    /// Whether the file is one `-- per batch` section (set-based handlers).
+    pub fn per_batch(&self) -> bool {
+        self.sections.iter().any(|s| s.per_batch)
+    }
+
+    /// How a section is headed, for messages: `-- on a, b` or `-- per batch`.
+    pub fn header(section: &Section) -> String {
+        if section.per_batch {
+            "-- per batch".into()
+        } else {
+            format!("-- on {}", section.event_types.join(", "))
+        }
+    }
+
     /// Every `{{table}}` reference of the file.
     pub fn table_refs(&self) -> impl Iterator<Item = &TableRef> {
         self.sections
@@ -182,12 +234,23 @@ pub fn parse_single(sql: &str) -> std::result::Result<Statement, String> {
 
 type ParseError = (usize, String);
 
-/// Returns the section header's event types if `line` is `-- on a, b`.
-fn section_header(line: &str) -> Option<&str> {
+/// A section header line.
+#[derive(Debug, PartialEq, Eq)]
+enum Header<'a> {
+    /// `-- on a, b`: the event types, as written.
+    On(&'a str),
+    /// `-- per batch`.
+    PerBatch,
+}
+
+/// Returns the section header if `line` is `-- on a, b` or `-- per batch`.
+fn section_header(line: &str) -> Option<Header<'_>> {
     let rest = line.trim().strip_prefix("--")?.trim_start();
     let (word, types) = rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len()));
     if word.eq_ignore_ascii_case("on") {
-        Some(types.trim())
+        Some(Header::On(types.trim()))
+    } else if word.eq_ignore_ascii_case("per") && types.trim().eq_ignore_ascii_case("batch") {
+        Some(Header::PerBatch)
     } else {
         None
     }
@@ -197,7 +260,7 @@ fn section_header(line: &str) -> Option<&str> {
 pub fn parse(text: &str) -> std::result::Result<Vec<Section>, ParseError> {
     let mut sections: Vec<Section> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    // (header line, types, body start line, body)
+    // (header line, types (empty: per batch), body start line, body)
     let mut current: Option<(usize, Vec<String>, usize, String)> = None;
     let mut preamble = String::new();
 
@@ -206,14 +269,32 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Section>, ParseError> {
      -> std::result::Result<(), ParseError> {
         if let Some((line, types, body_line, body)) = current {
             let statements = split_statements(&body, body_line)?;
+            let per_batch = types.is_empty();
+            let header = if per_batch {
+                "-- per batch".to_string()
+            } else {
+                format!("-- on {}", types.join(", "))
+            };
             if statements.is_empty() {
-                return Err((
-                    line,
-                    format!("section `-- on {}` has no SQL", types.join(", ")),
-                ));
+                return Err((line, format!("section `{header}` has no SQL")));
+            }
+            for st in &statements {
+                if per_batch && st.uses_params() {
+                    return Err((
+                        st.line,
+                        "a `-- per batch` statement runs once per batch: it reads the events from `:events` (columns position, stream, type, data, metadata, timestamp), not from per-event parameters such as `:stream`".into(),
+                    ));
+                }
+                if !per_batch && st.reads_events() {
+                    return Err((
+                        st.line,
+                        format!("`:events` is the batch of a `-- per batch` section; section `{header}` runs once per event (use :position, :stream, :type, :data, :metadata, :timestamp)"),
+                    ));
+                }
             }
             sections.push(Section {
                 event_types: types,
+                per_batch,
                 line,
                 statements,
             });
@@ -223,7 +304,25 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Section>, ParseError> {
 
     for (i, raw) in text.lines().enumerate() {
         let lineno = i + 1;
-        if let Some(types) = section_header(raw) {
+        if let Some(Header::PerBatch) = section_header(raw) {
+            if let Some(first) = sections
+                .first()
+                .map(|s| s.line)
+                .or(current.as_ref().map(|c| c.0))
+            {
+                return Err((
+                    lineno,
+                    format!("a `-- per batch` section must be the only section of its file (a section starts at line {first}): a projection is either per event or per batch"),
+                ));
+            }
+            current = Some((lineno, Vec::new(), lineno + 1, String::new()));
+        } else if let Some(Header::On(types)) = section_header(raw) {
+            if let Some((first, _, _, _)) = current.as_ref().filter(|c| c.1.is_empty()) {
+                return Err((
+                    lineno,
+                    format!("a `-- per batch` section (line {first}) must be the only section of its file: a projection is either per event or per batch"),
+                ));
+            }
             finish(current.take(), &mut sections)?;
             let types: Vec<String> = types
                 .split(',')
@@ -256,11 +355,14 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Section>, ParseError> {
     if let Some(first) = stray.first() {
         return Err((
             first.line,
-            "SQL before the first `-- on EVENT_TYPE` line belongs to no event type".into(),
+            "SQL before the first `-- on EVENT_TYPE` (or `-- per batch`) line belongs to no section".into(),
         ));
     }
     if sections.is_empty() {
-        return Err((1, "no `-- on EVENT_TYPE` section found".into()));
+        return Err((
+            1,
+            "no `-- on EVENT_TYPE` (or `-- per batch`) section found".into(),
+        ));
     }
     Ok(sections)
 }
@@ -280,6 +382,7 @@ fn split_statements(
     let mut tables: Vec<TableRef> = Vec::new();
     let mut sql = String::new();
     let mut start_line: Option<usize> = None;
+    let mut params = false;
     // Recent keywords, upper-cased, to tell whether a table reference is written to.
     let mut words: Vec<String> = Vec::new();
 
@@ -351,6 +454,7 @@ fn split_statements(
                         line: l,
                         parts: std::mem::take(&mut parts),
                         tables: std::mem::take(&mut tables),
+                        params: std::mem::take(&mut params),
                     });
                 }
                 parts.clear();
@@ -489,14 +593,22 @@ fn split_statements(
                     j += 1;
                 }
                 let name: String = chars[i + 1..j].iter().collect();
+                if name.eq_ignore_ascii_case("events") {
+                    flush_sql!();
+                    parts.push(Part::Events);
+                    words.push("{{table}}".into());
+                    i = j;
+                    continue;
+                }
                 let Some(param) = Param::from_name(&name.to_lowercase()) else {
                     return Err((
                         line,
                         format!(
-                            "unknown parameter `:{name}`; known: :position, :stream, :type, :data, :metadata, :timestamp"
+                            "unknown parameter `:{name}`; known: :position, :stream, :type, :data, :metadata, :timestamp (and :events in a `-- per batch` section)"
                         ),
                     ));
                 };
+                params = true;
                 sql.push_str(&format!("${}", param.index()));
                 words.push(String::new());
                 i = j;
@@ -528,6 +640,7 @@ fn split_statements(
             line: l,
             parts,
             tables,
+            params,
         });
     }
     // Drop surrounding whitespace of each statement's first and last text part.
@@ -564,6 +677,51 @@ mod tests {
 
     fn render(st: &Statement) -> String {
         st.render(|t| format!("<{}>", t.written))
+    }
+
+    #[test]
+    fn a_per_batch_section_reads_events_and_splits_there() {
+        let text = "\
+-- set-based
+-- per batch
+INSERT INTO {{t}} AS t (k, n)
+SELECT e.stream, count(*) FROM :events AS e WHERE e.type = ':events' GROUP BY 1
+ON CONFLICT (k) DO UPDATE SET n = t.n + EXCLUDED.n;
+DELETE FROM {{t}} WHERE k IN (SELECT stream FROM :Events x WHERE x.type = 'gone');
+";
+        let sections = parse(text).unwrap();
+        assert_eq!(sections.len(), 1);
+        assert!(sections[0].per_batch);
+        assert!(sections[0].event_types.is_empty());
+        let st = &sections[0].statements[0];
+        assert!(st.reads_events() && !st.uses_params());
+        let pieces = st.render_pieces(|r| format!("<{}>", r.written));
+        assert_eq!(pieces.len(), 2, "split at the one :events outside the string");
+        assert!(pieces[0].ends_with("count(*) FROM "));
+        assert!(pieces[1].starts_with(" AS e WHERE e.type = ':events'"));
+        assert!(st.tables[0].writes);
+        assert!(render(st).contains(EMPTY_EVENTS));
+        assert_eq!(sections[0].statements[1].render_pieces(|_| "x".into()).len(), 2);
+    }
+
+    #[test]
+    fn per_batch_and_per_event_sections_do_not_mix() {
+        let err = |text: &str| parse(text).unwrap_err();
+        let (line, why) = err("-- per batch\nINSERT INTO {{t}} VALUES (:stream);\n");
+        assert_eq!(line, 2);
+        assert!(why.contains("runs once per batch"), "{why}");
+        let (line, why) = err("-- on a\nINSERT INTO {{t}} SELECT * FROM :events e;\n");
+        assert_eq!(line, 2);
+        assert!(why.contains("`:events` is the batch"), "{why}");
+        let (line, why) = err("-- on a\nSELECT 1;\n-- per batch\nSELECT 1;\n");
+        assert_eq!(line, 3);
+        assert!(why.contains("only section"), "{why}");
+        let (line, why) = err("-- per batch\nSELECT 1;\n-- on a\nSELECT 1;\n");
+        assert_eq!(line, 3);
+        assert!(why.contains("only section"), "{why}");
+        // `-- per batches` or `-- per event` are comments, not headers.
+        assert!(section_header("-- per batches").is_none());
+        assert_eq!(section_header("  --  PER   Batch "), Some(Header::PerBatch));
     }
 
     #[test]

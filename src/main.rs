@@ -125,6 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
             let opts = RebuildOptions {
                 projections: args.projections,
                 batch_size: args.batch_size,
+                set_batch_size: args.set_batch_size,
                 no_swap: args.no_swap,
                 dry_run: args.dry_run,
                 reason: args.reason,
@@ -152,6 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
             let opts = SwapOptions {
                 projections: args.projections,
                 batch_size: args.batch_size,
+                set_batch_size: args.set_batch_size,
                 skip_checks: args.skip_checks,
                 window: args.window.window()?,
                 lock: args.lock.policy(),

@@ -16,12 +16,19 @@
 //! * per statement, pipelined: all are sent before the first answer is awaited. The server
 //!   still runs them one after another, in order, in the batch's transaction, so the result is
 //!   the same as sending them one by one, without a network round trip per statement.
+//!
+//! A projection whose handler file is a `-- per batch` section is set-based: its statements
+//! run once per batch, reading the batch from `:events`, a subquery over the event source
+//! bounded by the batch's first and last cursor ([`Projector::apply_next`]). The events never
+//! travel to reproject, so batches can be large (`--set-batch-size`, default
+//! [`DEFAULT_SET_BATCH_SIZE`]): the fewer batches, the fewer times each row is written, which
+//! is what makes a rebuild as fast as hand-written set-based SQL (docs/benchmarks.md).
 
 use crate::config::Config;
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::handlers::{param_types, Section, TableRef};
 use crate::ident::TableName;
-use crate::source::{Event, RawJsonb};
+use crate::source::{next_cursor, Bound, Cursor, Event, EventSource, RawJsonb};
 use crate::validate::Resolved;
 use chrono::{DateTime, Utc};
 use futures_util::future::maybe_done;
@@ -68,12 +75,44 @@ struct PreparedProjection {
     by_type: HashMap<String, Vec<PreparedStatement>>,
 }
 
+/// A `-- per batch` statement, split where `:events` goes.
+struct BatchStatement {
+    pieces: Vec<String>,
+    line: usize,
+}
+
+/// A set-based projection: statements run once per batch.
+struct BatchProjection {
+    name: String,
+    file: String,
+    statements: Vec<BatchStatement>,
+}
+
+/// Events per batch (transaction) of a run with set-based projections, unless
+/// `--set-batch-size` says otherwise. Large, because each batch writes each row it touches
+/// once; nothing of the batch is held in reproject's memory.
+pub const DEFAULT_SET_BATCH_SIZE: i64 = 1_000_000;
+
+/// What one batch applied: the new checkpoint, the number of events, and whether the range
+/// was exhausted (fewer events than asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub to: Cursor,
+    pub events: i64,
+    pub exhausted: bool,
+}
+
 /// The handlers of a set of projections, prepared on one connection.
 pub struct Projector {
     projections: Vec<PreparedProjection>,
     /// `SELECT pg_temp.<loop>($1..$6)` over the arrays of a batch, when every statement can run
     /// inside PL/pgSQL (see [`server_loop_eligible`]).
     server_loop: Option<Statement>,
+    /// Set-based projections, in application order (they neither read nor are read by
+    /// another projection: config/mod.rs refuses that, so their order among the per-event
+    /// ones does not matter).
+    per_batch: Vec<BatchProjection>,
+    set_batch_size: i64,
 }
 
 impl Projector {
@@ -113,10 +152,36 @@ impl Projector {
         resolve: impl Fn(&TableRef) -> Result<String>,
     ) -> Result<Projector> {
         let mut projections = Vec::new();
+        let mut per_batch = Vec::new();
         // The rendered statements per event type, in application order, for the server loop.
         let mut loop_sql: Vec<String> = Vec::new();
         let mut loop_by_type: Vec<(String, Vec<usize>)> = Vec::new();
         for (name, file, sections) in handlers {
+            if sections.iter().any(|s| s.per_batch) {
+                let mut statements = Vec::new();
+                for st in sections.iter().flat_map(|s| &s.statements) {
+                    let mut failed = None;
+                    let pieces = st.render_pieces(|r| {
+                        resolve(r).unwrap_or_else(|e| {
+                            failed.get_or_insert(e);
+                            String::new()
+                        })
+                    });
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    statements.push(BatchStatement {
+                        pieces,
+                        line: st.line,
+                    });
+                }
+                per_batch.push(BatchProjection {
+                    name: name.clone(),
+                    file: file.clone(),
+                    statements,
+                });
+                continue;
+            }
             let mut by_type: HashMap<String, Vec<PreparedStatement>> = HashMap::new();
             for section in sections.iter() {
                 let mut prepared = Vec::new();
@@ -169,7 +234,9 @@ impl Projector {
                 by_type,
             });
         }
-        let server_loop = if loop_sql.iter().all(|sql| server_loop_eligible(sql)) {
+        let server_loop = if loop_sql.is_empty() {
+            None
+        } else if loop_sql.iter().all(|sql| server_loop_eligible(sql)) {
             match create_server_loop(client, &loop_sql, &loop_by_type).await {
                 Ok(statement) => statement,
                 Err(e) => {
@@ -188,6 +255,99 @@ impl Projector {
         Ok(Projector {
             projections,
             server_loop,
+            per_batch,
+            set_batch_size: DEFAULT_SET_BATCH_SIZE,
+        })
+    }
+
+    /// Sets the events per batch of a run with set-based projections (`--set-batch-size`).
+    pub fn with_set_batch_size(mut self, size: i64) -> Projector {
+        self.set_batch_size = size.max(1);
+        self
+    }
+
+    /// Whether a projection of this projector is set-based (`-- per batch`).
+    pub fn has_per_batch(&self) -> bool {
+        !self.per_batch.is_empty()
+    }
+
+    /// Applies the next batch after `from` (up to `upto`) inside the caller's transaction:
+    /// at most `batch_size` events, or with set-based projections at most the set batch
+    /// size; never more than `budget`. The caller moves the checkpoint to [`Step::to`] in
+    /// the same transaction.
+    ///
+    /// With set-based projections the batch's end is found first (a count, no events read);
+    /// their statements then read the batch in the server, and the per-event projections of
+    /// the same run read it in chunks of `batch_size`, so memory stays bounded.
+    pub async fn apply_next(
+        &self,
+        conn: &Client,
+        source: &EventSource,
+        from: &Cursor,
+        upto: &Bound,
+        batch_size: i64,
+        budget: Option<i64>,
+    ) -> Result<Step> {
+        let cap = |n: i64| budget.map_or(n, |b| b.min(n));
+        if self.per_batch.is_empty() {
+            let limit = cap(batch_size);
+            let events = source.read_batch(conn, from, upto, limit).await?;
+            // Fewer events than asked for means the range is exhausted.
+            let exhausted = (events.len() as i64) < limit;
+            let to = next_cursor(from, upto, events.last(), exhausted);
+            self.apply(conn, &events).await?;
+            return Ok(Step {
+                to,
+                events: events.len() as i64,
+                exhausted,
+            });
+        }
+        let limit = cap(self.set_batch_size);
+        let (count, last) = source.batch_end(conn, from, upto, limit).await?;
+        let exhausted = count < limit;
+        let last_event = last.map(|c| Event {
+            tx: c.tx,
+            position: c.position.unwrap_or_default(),
+            stream: None,
+            event_type: None,
+            data: None,
+            metadata: None,
+            timestamp: None,
+        });
+        let to = next_cursor(from, upto, last_event.as_ref(), exhausted);
+        if let Some(last) = last {
+            let events = source.events_between(from, &last);
+            for p in &self.per_batch {
+                for st in &p.statements {
+                    let sql = st.pieces.join(&events);
+                    if let Err(err) = conn.execute(sql.as_str(), &[]).await {
+                        return Err(batch_error(p, st, from, &last, count, &err));
+                    }
+                }
+            }
+            if !self.projections.is_empty() {
+                // The per-event projections of the run, over exactly the same events: the
+                // range is final up to `upto`, so the next `count` events are the batch's.
+                let mut at = *from;
+                let mut left = count;
+                while left > 0 {
+                    let chunk = source
+                        .read_batch(conn, &at, upto, left.min(batch_size))
+                        .await?;
+                    let Some(end) = chunk.last() else { break };
+                    at = Cursor {
+                        tx: end.tx,
+                        position: Some(end.position),
+                    };
+                    left -= chunk.len() as i64;
+                    self.apply(conn, &chunk).await?;
+                }
+            }
+        }
+        Ok(Step {
+            to,
+            events: count,
+            exhausted,
         })
     }
 
@@ -347,10 +507,39 @@ impl Projector {
         out.with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
     }
 
-    /// Projection names in application order.
+    /// Projection names in application order (per-event ones, then set-based ones).
     pub fn names(&self) -> Vec<&str> {
-        self.projections.iter().map(|p| p.name.as_str()).collect()
+        self.projections
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(self.per_batch.iter().map(|p| p.name.as_str()))
+            .collect()
     }
+}
+
+/// A set-based statement failed: which projection, statement and batch. The event is not
+/// known (the statement ran over the whole batch); a smaller batch narrows it down.
+fn batch_error(
+    p: &BatchProjection,
+    st: &BatchStatement,
+    from: &Cursor,
+    last: &Cursor,
+    count: i64,
+    err: &tokio_postgres::Error,
+) -> Error {
+    let kind_err = Error::from(clone_pg(err));
+    let mut out = Error::new(
+        kind_err.kind,
+        format!(
+            "projection `{}` failed on the batch of {count} event(s) after {} up to {}",
+            p.name,
+            from.describe(),
+            last.describe()
+        ),
+    )
+    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(err)));
+    out.sqlstate = err.as_db_error().map(|d| d.code().code().to_string());
+    out.with_hint("nothing of the failed batch was kept; fix the handler (or the event) and run the rebuild again; `rebuild --resume --set-batch-size N` with a small N narrows down the failing events")
 }
 
 /// Whether a rendered handler statement runs unchanged as a statement of a PL/pgSQL function:

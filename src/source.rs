@@ -163,6 +163,8 @@ pub struct EventSource {
     encodings: Encodings,
     select: String,
     filter: String,
+    /// The columns of `:events` (position, stream, type, data, metadata, timestamp).
+    events_columns: String,
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -222,6 +224,15 @@ impl Payload {
         match self {
             Payload::Jsonb => "jsonb",
             Payload::Bytea => "bytea",
+        }
+    }
+
+    /// The payload as jsonb in SQL, for `:events` (bytes that are not UTF-8 JSON fail the
+    /// batch's statement in the server).
+    fn read_json(self, sql: &str) -> String {
+        match self {
+            Payload::Jsonb => format!("({sql})::jsonb"),
+            Payload::Bytea => format!("convert_from(({sql})::bytea, 'UTF8')::jsonb"),
         }
     }
 }
@@ -332,7 +343,23 @@ impl EventSource {
                 |e| enc.timestamp.read(&e.sql)
             ),
         );
+        let events_columns = format!(
+            "({})::bigint AS position, ({})::text AS stream, ({})::text AS type, {} AS data, {} AS metadata, {} AS \"timestamp\"",
+            events.position.sql,
+            events.stream.sql,
+            events.event_type.sql,
+            enc.data.read_json(&events.data.sql),
+            events
+                .metadata
+                .as_ref()
+                .map_or_else(|| "NULL::jsonb".to_string(), |e| enc.metadata.read_json(&e.sql)),
+            events.timestamp.as_ref().map_or_else(
+                || "NULL::timestamptz".to_string(),
+                |e| enc.timestamp.read(&e.sql)
+            ),
+        );
         EventSource {
+            events_columns,
             table: table.clone(),
             from: from_clause(events, table),
             position: format!("({})", events.position.sql),
@@ -468,6 +495,95 @@ impl EventSource {
                 })
             })
             .collect()
+    }
+
+    /// How far a batch of at most `limit` events after `after` (up to `upto`) reaches, without
+    /// reading the events: the number of events and the cursor of the last one (None when
+    /// there is none). Set-based handlers read the batch in the server through
+    /// [`EventSource::events_between`].
+    pub async fn batch_end(
+        &self,
+        client: &impl GenericClient,
+        after: &Cursor,
+        upto: &Bound,
+        limit: i64,
+    ) -> Result<(i64, Option<Cursor>)> {
+        let (range, order, mut params) = self.range(after, upto);
+        let last_first = if self.tx.is_some() {
+            "t DESC, p DESC"
+        } else {
+            "p DESC"
+        };
+        let sql = format!(
+            "SELECT count(*) OVER (), t::text, p FROM \
+             (SELECT {} AS t, {}::bigint AS p FROM {} WHERE {range} AND {} ORDER BY {order} LIMIT ${}::bigint) s \
+             ORDER BY {last_first} LIMIT 1",
+            self.tx.as_deref().unwrap_or("NULL::xid8"),
+            self.position,
+            self.from,
+            self.filter,
+            params.len() + 1,
+        );
+        params.push(Box::new(limit));
+        let row = client
+            .query_opt(&sql, &refs(&params))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot find the end of the batch of `{}` after {}",
+                    self.table,
+                    after.describe()
+                )
+            })?;
+        Ok(match row {
+            None => (0, None),
+            Some(r) => (
+                r.get(0),
+                Some(Cursor {
+                    tx: parse_tx(r.get(1))?,
+                    position: Some(r.get(2)),
+                }),
+            ),
+        })
+    }
+
+    /// `:events` for the events after `after` up to and including `to` (both cursors of this
+    /// source) that pass the filter: a subquery with the values inlined, so the set-based
+    /// statement is planned with them. Positions and transaction ids are numbers, never text
+    /// from the events.
+    pub fn events_between(&self, after: &Cursor, to: &Cursor) -> String {
+        let pos = &self.position;
+        let window = match &self.tx {
+            Some(tx) => {
+                let key = |c: &Cursor| {
+                    format!(
+                        "('{}'::xid8, ({})::bigint)",
+                        c.tx.unwrap_or(0),
+                        c.position.unwrap_or(0)
+                    )
+                };
+                let lower = if after.position.is_some() {
+                    format!("({tx}, {pos}) > {} AND ", key(after))
+                } else {
+                    String::new()
+                };
+                format!("{lower}({tx}, {pos}) <= {}", key(to))
+            }
+            None => {
+                let lower = after
+                    .position
+                    .map(|p| format!("{pos} > ({p})::bigint AND "))
+                    .unwrap_or_default();
+                match to.position {
+                    Some(p) => format!("{lower}{pos} <= ({p})::bigint"),
+                    None => "false".into(),
+                }
+            }
+        };
+        format!(
+            "(SELECT {} FROM {} WHERE {window} AND {})",
+            self.events_columns, self.from, self.filter
+        )
     }
 
     /// Counts the events of a range, and those the filter excludes.

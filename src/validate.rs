@@ -187,10 +187,10 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     return Err(locked_or(
                         &e,
                         Error::config(format!(
-                            "{handler_file}:{}: projection `{}`, section `-- on {}`: the statement does not prepare",
+                            "{handler_file}:{}: projection `{}`, section `{}`: the statement does not prepare",
                             st.line,
                             p.name,
-                            section.event_types.join(", ")
+                            crate::handlers::HandlerFile::header(section)
                         ))
                         .caused_by(describe_pg(&e)),
                     ));

@@ -119,8 +119,12 @@ pub struct RebuildArgs {
     /// Projections to rebuild (default: all).
     pub projections: Vec<String>,
     /// Events per transaction.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     pub batch_size: i64,
+    /// Events per transaction of a run with set-based (`-- per batch`) projections: the
+    /// fewer batches, the fewer times each row is written.
+    #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    pub set_batch_size: i64,
     /// Stop after the health checks; `reproject swap` swaps later.
     #[arg(long)]
     pub no_swap: bool,
@@ -157,8 +161,11 @@ pub struct SwapArgs {
     /// Projections of the waiting run (default: the only waiting run).
     pub projections: Vec<String>,
     /// Events per transaction while catching up.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     pub batch_size: i64,
+    /// Events per transaction while catching up set-based (`-- per batch`) projections.
+    #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    pub set_batch_size: i64,
     /// Swap even when health checks fail (recorded).
     #[arg(long)]
     pub skip_checks: bool,

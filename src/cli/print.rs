@@ -43,11 +43,18 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 format!(", reads {}", proj.depends_on.join(", "))
             }
         );
-        println!(
-            "  handlers: {} (on {})",
-            proj.handlers,
-            proj.event_types.join(", ")
-        );
+        if proj.per_batch {
+            println!(
+                "  handlers: {} (set-based: once per batch over :events)",
+                proj.handlers
+            );
+        } else {
+            println!(
+                "  handlers: {} (on {})",
+                proj.handlers,
+                proj.event_types.join(", ")
+            );
+        }
         for t in &proj.tables {
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",

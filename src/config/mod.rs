@@ -318,6 +318,26 @@ impl Config {
             let declared = self.projections[pi].declared_depends_on.clone();
             self.projections[pi].depends_on = declared.union(&inferred).cloned().collect();
         }
+        // A set-based projection sees a whole batch at once: a projection reading it would see
+        // it ahead of the event being applied, and it would see the one it reads as of the
+        // batch's end, so the result would depend on the batch size. Refused until there is a
+        // well-defined order to offer.
+        for p in &self.projections {
+            for dep in &p.depends_on {
+                let other = &self.projections[self.projection_index(dep).expect("checked")];
+                if p.handlers.per_batch() || other.handlers.per_batch() {
+                    let set_based = if p.handlers.per_batch() { p } else { other };
+                    return Err(Error::config(format!(
+                        "{file}:{}: projection `{}` depends on `{dep}`, and `{}` is set-based (`-- per batch` in {}): a set-based projection may neither read nor be read by another projection",
+                        p.line,
+                        p.name,
+                        set_based.name,
+                        set_based.handlers.path.display()
+                    ))
+                    .with_hint("write the reading projection's handlers per event (`-- on TYPE` sections) for both, or let the set-based projection read only the events"));
+                }
+            }
+        }
         Ok(())
     }
 }

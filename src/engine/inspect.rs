@@ -30,6 +30,8 @@ pub struct PlannedProjection {
     pub wave: usize,
     pub depends_on: Vec<String>,
     pub event_types: Vec<String>,
+    /// Set-based handlers (`-- per batch`): run once per batch over `:events`.
+    pub per_batch: bool,
     pub handlers: String,
     pub row_count_tolerance: f64,
     pub checks: Vec<String>,
@@ -117,6 +119,7 @@ pub(super) async fn plan_report(
                 wave: w + 1,
                 depends_on: p.depends_on.iter().cloned().collect(),
                 event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
+                per_batch: p.handlers.per_batch(),
                 handlers: p.handlers.path.display().to_string(),
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),

@@ -220,6 +220,21 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
     }
     let plan = crate::plan::plan(config, &opts.projections)?;
+    if let Some(p) = plan
+        .order
+        .iter()
+        .map(|&i| &config.projections[i])
+        .find(|p| p.handlers.per_batch())
+    {
+        // The runner narrows a failing batch down to its event and stops there; a set-based
+        // statement fails for a whole batch, so there is no event to stop at yet.
+        return Err(Error::config(format!(
+            "`reproject run` does not run set-based projections: `{}` has `-- per batch` handlers ({})",
+            p.name,
+            p.handlers.path.display()
+        ))
+        .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
+    }
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;

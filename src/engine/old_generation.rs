@@ -23,7 +23,7 @@ use crate::ordering::Cut;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::Projector;
 use crate::shadow;
-use crate::source::{next_cursor, Bound, Cursor, EventSource};
+use crate::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Run, RunTable};
 use crate::validate::Resolved;
 use tokio_postgres::Client;
@@ -176,15 +176,19 @@ impl<'a> OldGeneration<'a> {
             }
             let recorded = runs::old_cursor(self.conn, self.run_id).await?;
             let batch = async {
-                let events = self
-                    .source
-                    .read_batch(self.conn, &self.at, &upto, self.batch_size)
+                let step = projector
+                    .apply_next(
+                        self.conn,
+                        self.source,
+                        &self.at,
+                        &upto,
+                        self.batch_size,
+                        None,
+                    )
                     .await?;
-                let exhausted = (events.len() as i64) < self.batch_size;
-                let new = next_cursor(&self.at, &upto, events.last(), exhausted);
-                projector.apply(self.conn, &events).await?;
-                runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &new).await?;
-                Ok((new, events.len() as i64, exhausted))
+                runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to)
+                    .await?;
+                Ok((step.to, step.events, step.exhausted))
             }
             .await;
             let (new, n, exhausted) = if commit_each {

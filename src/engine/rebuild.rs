@@ -10,7 +10,7 @@ use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::{session_setup, Projector, Target};
 use crate::shadow;
-use crate::source::{next_cursor, Bound, Cursor, EventSource};
+use crate::source::{Bound, Cursor, EventSource};
 use crate::state::helpers::{self, Ownership};
 use crate::state::locks::lock_projections;
 use crate::state::migrate::migrate;
@@ -31,6 +31,8 @@ pub struct RebuildOptions {
     /// Projections to rebuild; empty means all.
     pub projections: Vec<String>,
     pub batch_size: i64,
+    /// Events per batch of a run with set-based (`-- per batch`) projections.
+    pub set_batch_size: i64,
     pub no_swap: bool,
     pub dry_run: bool,
     pub reason: Option<String>,
@@ -49,6 +51,7 @@ impl Default for RebuildOptions {
         RebuildOptions {
             projections: Vec::new(),
             batch_size: 1000,
+            set_batch_size: crate::replay::DEFAULT_SET_BATCH_SIZE,
             no_swap: false,
             dry_run: false,
             reason: None,
@@ -66,6 +69,8 @@ pub struct SwapOptions {
     /// Projections whose pending run to swap; empty means the only pending run.
     pub projections: Vec<String>,
     pub batch_size: i64,
+    /// Events per batch while catching up set-based (`-- per batch`) projections.
+    pub set_batch_size: i64,
     /// Swap even if checks fail (recorded in the run's options).
     pub skip_checks: bool,
     /// Refuse (exit 75) outside this window.
@@ -91,6 +96,7 @@ pub struct RebuildOutcome {
 
 struct Finish {
     batch_size: i64,
+    set_batch_size: i64,
     max_events: Option<i64>,
     no_swap: bool,
     skip_checks: bool,
@@ -184,6 +190,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         .collect();
     let mut options = json!({
         "batch_size": opts.batch_size,
+        "set_batch_size": opts.set_batch_size,
         "no_swap": opts.no_swap,
         "max_events": opts.max_events,
         "lock_budget_ms": opts.lock.budget.as_millis() as u64,
@@ -250,10 +257,13 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             resolved: &resolved,
             rebuilding: &rebuilding,
         };
-        let projector = Projector::prepare(&conn, &target, &plan.order).await?;
+        let projector = Projector::prepare(&conn, &target, &plan.order)
+            .await?
+            .with_set_batch_size(opts.set_batch_size);
         session_setup(&conn).await?;
         let finish = Finish {
             batch_size: opts.batch_size,
+            set_batch_size: opts.set_batch_size,
             max_events: opts.max_events,
             no_swap: opts.no_swap,
             skip_checks: false,
@@ -321,6 +331,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
     };
     let finish = Finish {
         batch_size: opts.batch_size,
+        set_batch_size: opts.set_batch_size,
         max_events: None,
         no_swap: false,
         skip_checks: opts.skip_checks,
@@ -361,6 +372,7 @@ async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Resu
     ));
     let finish = Finish {
         batch_size: opts.batch_size,
+        set_batch_size: opts.set_batch_size,
         max_events: opts.max_events,
         no_swap: opts.no_swap,
         skip_checks: false,
@@ -439,7 +451,9 @@ async fn continue_run(
             resolved: &resolved,
             rebuilding: &rebuilding,
         };
-        let projector = Projector::prepare(&conn, &target, &plan.order).await?;
+        let projector = Projector::prepare(&conn, &target, &plan.order)
+            .await?
+            .with_set_batch_size(finish.set_batch_size);
         session_setup(&conn).await?;
         finish_run(
             engine,
@@ -920,8 +934,7 @@ impl Replay<'_> {
                 ))
                 .with_hint("`reproject rebuild --resume` continues it"));
             }
-            let limit = budget.map_or(self.batch_size, |b| b.min(self.batch_size));
-            if limit == 0 || upto.reached_by(&from) {
+            if *budget == Some(0) || upto.reached_by(&from) {
                 return Ok(total);
             }
             // A serialization failure, deadlock or lock timeout rolls the batch back; the same
@@ -935,24 +948,27 @@ impl Replay<'_> {
                         .context("cannot begin a batch")?;
                 }
                 let batch = async {
-                    let events = self
-                        .source
-                        .read_batch(self.conn, &from, &upto, limit)
+                    let step = self
+                        .projector
+                        .apply_next(
+                            self.conn,
+                            self.source,
+                            &from,
+                            &upto,
+                            self.batch_size,
+                            *budget,
+                        )
                         .await?;
-                    // Fewer events than asked for means the range is exhausted.
-                    let exhausted = (events.len() as i64) < limit;
-                    let new = next_cursor(&from, &upto, events.last(), exhausted);
-                    self.projector.apply(self.conn, &events).await?;
                     runs::advance_cursor(
                         self.conn,
                         self.run_id,
                         self.names,
                         &from,
-                        &new,
-                        events.len() as i64,
+                        &step.to,
+                        step.events,
                     )
                     .await?;
-                    Ok((new, events.len() as i64, exhausted))
+                    Ok((step.to, step.events, step.exhausted))
                 }
                 .await;
                 let result = if commit_each {

@@ -17,6 +17,7 @@ mod live;
 mod live_restart;
 mod lockhold;
 mod ordering;
+mod per_batch;
 mod presets;
 mod rollback;
 mod server_loop;
