@@ -24,6 +24,9 @@
 #    reproject rebuild --yes, end to end (clone, replay, catch-up, checks, swap), release build,
 #        with examples/postings/reproject.toml (plain per-event handlers)
 #    the same with `build_unlogged = true` (UNLOGGED rebuild table, SET LOGGED before the swap)
+#    reproject rebuild --yes with the SET-BASED handlers (examples/postings/
+#        reproject-per-batch.toml: one `-- per batch` statement, each row written once per
+#        batch; the way the README recommends for speed), and the same with build_unlogged
 #  W1 swaps under readers: on W1 with min(N, 2000) postings, 16 pgbench clients read the live
 #    table in a loop while reproject rebuilds and swaps it K times: reader errors, reader
 #    latency percentiles, and the swaps' lock wait and hold (p50, p99, max) from reproject.runs
@@ -357,8 +360,34 @@ record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENT
     "$(time_cpu "$LOG_DIR/w1-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/w1-reproject.log.time")" "$WAIT" "$HOLD"
 W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
+# The set-based handlers (the README's recommendation for speed): one INSERT ... SELECT ...
+# GROUP BY per batch of up to --set-batch-size events (default 1,000,000).
+W1_SET_CONFIG=examples/postings/reproject-per-batch.toml
+begin_method "W1: reproject rebuild (set-based handlers, examples/postings/reproject-per-batch.toml)"
+run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set.log" "${REBUILD_ARGS[@]}"
+end_method
+c=$(compare_w1 posting_state_projection)
+read -r WAIT HOLD < <(lock_times "$W1_SET_CONFIG")
+record W1 "reproject rebuild, set-based handlers (examples/postings/reproject-per-batch.toml)" "$W1_EVENTS" "$c" \
+    "$(time_cpu "$LOG_DIR/w1-set.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set.log.time")" "$WAIT" "$HOLD"
+W1_SET_PROFILE=$(cat "$LOG_DIR/w1-set.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-set.log.waits")
+
 W1_UNLOGGED_PROFILE=""
 if ((RUN_UNLOGGED)); then
+    W1_SET_UNLOGGED_CONFIG=$LOG_DIR/postings-per-batch-unlogged.toml
+    sed "s|^handlers = \"handlers/|handlers = \"$PWD/examples/postings/handlers/|" "$W1_SET_CONFIG" >"$W1_SET_UNLOGGED_CONFIG"
+    printf 'build_unlogged = true\n' >>"$W1_SET_UNLOGGED_CONFIG"
+    begin_method "W1: reproject rebuild, set-based handlers, build_unlogged = true"
+    run_reproject "$W1_SET_UNLOGGED_CONFIG" "$LOG_DIR/w1-set-unlogged.log" "${REBUILD_ARGS[@]}"
+    end_method
+    c=$(compare_w1 posting_state_projection)
+    p=$(q1 -c "select relpersistence from pg_class where oid = 'posting_state_projection'::regclass")
+    [[ $p == p ]] || c="live table not LOGGED ($p)"
+    read -r WAIT HOLD < <(lock_times "$W1_SET_UNLOGGED_CONFIG")
+    record W1 "reproject rebuild, set-based handlers, build_unlogged = true" "$W1_EVENTS" "$c" \
+        "$(time_cpu "$LOG_DIR/w1-set-unlogged.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set-unlogged.log.time")" "$WAIT" "$HOLD"
+
+
     # The same config with `build_unlogged = true` in its (only) projection; the handlers by
     # absolute path, since the copy lives elsewhere.
     W1_UNLOGGED_CONFIG=$LOG_DIR/postings-unlogged.toml
@@ -575,6 +604,12 @@ if [[ -n $SHOP_PROFILE ]]; then
     SHOP_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), shop</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$SHOP_PROFILE" "$fence")
 fi
 
+SET_DETAILS=""
+if [[ -n $W1_SET_PROFILE ]]; then
+    fence='```'
+    SET_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 with set-based handlers</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$W1_SET_PROFILE" "$fence")
+fi
+
 UNLOGGED_DETAILS=""
 if [[ -n $W1_UNLOGGED_PROFILE ]]; then
     fence='```'
@@ -605,6 +640,7 @@ $W1_PROFILE
 \`\`\`
 </details>
 $SHOP_DETAILS
+$SET_DETAILS
 $UNLOGGED_DETAILS
 $READERS_REPORT
 <!-- /bench:postings=$POSTINGS -->
