@@ -420,7 +420,7 @@ if ((SWAP_ROUNDS > 0)); then
     q -f examples/postings/reference.sql
     # One round alone first: it sizes the readers' run (and is not counted).
     t0=$(now)
-    DATABASE_URL=$URL "$BIN" --config "$W1_CONFIG" "${REBUILD_ARGS[@]}" </dev/null >/dev/null 2>"$LOG_DIR/readers-warmup.log" ||
+    DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${REBUILD_ARGS[@]}" </dev/null >/dev/null 2>"$LOG_DIR/readers-warmup.log" ||
         { cat "$LOG_DIR/readers-warmup.log" >&2; die "the warm-up rebuild failed"; }
     ROUND_S=$(elapsed "$t0" "$(now)")
     FIRST_RUN=$(q1 -c "select max(id) + 1 from reproject.runs")
@@ -436,7 +436,7 @@ if ((SWAP_ROUNDS > 0)); then
     ROUNDS_DONE=0
     for ((i = 1; i <= SWAP_ROUNDS; i++)); do
         [[ -e $LOG_DIR/pgbench.rc ]] && break
-        DATABASE_URL=$URL "$BIN" --config "$W1_CONFIG" "${REBUILD_ARGS[@]}" \
+        DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${REBUILD_ARGS[@]}" \
             </dev/null >/dev/null 2>>"$LOG_DIR/readers-rounds.log" ||
             { cat "$LOG_DIR/readers-rounds.log" >&2; die "rebuild round $i under readers failed"; }
         ROUNDS_DONE=$i
@@ -483,6 +483,13 @@ if ((SWAP_ROUNDS > 0)); then
                             coalesce(percentile_disc(0.99) within group (order by c)::text, '–') || ' ' ||
                             coalesce(max(c)::text, '–') from c")
     read -r C50 C99 CMAX <<<"$COMMITS"
+    # Where the hold went: the swapping attempt's steps (src/laps.rs), p50 and max per step.
+    STEPS=$(q1 -c "with s as (select e.key, e.value::numeric v
+                                from reproject.runs r, jsonb_each(r.lock_attempts -> -1 -> 'steps') e
+                               where r.id >= $FIRST_RUN and r.status = 'swapped')
+                   select coalesce(string_agg(key || ' ' || p50 || ' / ' || mx, '; ' order by p50 desc), '–')
+                     from (select key, percentile_disc(0.5) within group (order by v) p50, max(v) mx
+                             from s group by key) x")
     RC=$(check_zero "$(q1 -v a=posting_state_projection -v b=posting_state_reference -f scripts/bench/w1-compare.sql)")
     if awk -v a="$ROUNDS_END" -v b="$READERS_END" 'BEGIN { exit !(a < b) }'; then
         OVERLAP="every round ran while the readers read"
@@ -500,7 +507,7 @@ if ((SWAP_ROUNDS > 0)); then
         cat <<EOF
 #### Swaps under 16 concurrent readers (W1 with $RP postings)
 
-$SWAPS swaps of \`posting_state_projection\` ($SWAP_ROUNDS rounds of \`reproject rebuild --yes\` asked, $ROUNDS_DONE run; one round alone took ${ROUND_S} s; $OVERLAP), while \`pgbench -n -c 16 -j 2 -T $READ_S\` ran \`SELECT current_step, current_status, outputs FROM posting_state_projection WHERE posting_id = <random>\` in a loop. Rows after the last swap: $RC.
+$SWAPS swaps of \`posting_state_projection\` ($SWAP_ROUNDS rounds of \`reproject rebuild --yes\` with the set-based handlers asked, $ROUNDS_DONE run; one round alone took ${ROUND_S} s; $OVERLAP), while \`pgbench -n -c 16 -j 2 -T $READ_S\` ran \`SELECT current_step, current_status, outputs FROM posting_state_projection WHERE posting_id = <random>\` in a loop. Rows after the last swap: $RC.
 
 | | p50 | p99 | p99.9 | max |
 |---|---:|---:|---:|---:|
@@ -511,6 +518,8 @@ $SWAPS swaps of \`posting_state_projection\` ($SWAP_ROUNDS rounds of \`reproject
 | … of which the COMMIT, ms | $C50 | $C99 | – | $CMAX |
 
 Reader errors: ${FAILED_TX:-0} failed queries, $ABORTED aborted clients (pgbench exit status $PGBENCH_RC). Lock attempts recorded: $ATTEMPTS for $SWAPS swaps.
+
+Steps of the hold (ms, p50 / max over the swaps, from each swapping attempt's \`steps\`): $STEPS.
 EOF
     )
     "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $W1_DB WITH (FORCE)" </dev/null || true

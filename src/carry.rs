@@ -89,6 +89,8 @@ pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<Strin
 pub struct Prepared {
     pub fingerprints: fingerprint::Fingerprinter,
     unsupported: tokio_postgres::Statement,
+    /// How long each step of the exchange took, for the lock attempt's record.
+    pub laps: crate::laps::Laps,
 }
 
 impl Prepared {
@@ -101,6 +103,7 @@ impl Prepared {
         let prepared = Prepared {
             fingerprints,
             unsupported,
+            laps: Default::default(),
         };
         for t in tables {
             prepared.fingerprints.of(client, t).await?;
@@ -267,11 +270,49 @@ pub async fn lock_targets(client: &Client, table: &TableName) -> Result<Vec<Tabl
         .collect())
 }
 
-async fn exec(client: &Client, sql: &str) -> Result<()> {
-    client.batch_execute(sql).await.map_err(|e| {
-        Error::runtime("the swap could not carry the table's properties over")
-            .caused_by(format!("`{sql}`: {}", describe_pg(&e)))
-    })
+/// The exchange's connection: statements are queued and sent together, in one round trip,
+/// when something must be read or the exchange ends. Every statement runs under the swap's
+/// locks, and on a busy server each round trip can wait milliseconds for the CPU: fewer round
+/// trips are a shorter hold (docs/benchmarks.md).
+pub(crate) struct Session<'a> {
+    client: &'a Client,
+    queue: std::sync::Mutex<Vec<String>>,
+}
+
+impl<'a> Session<'a> {
+    fn new(client: &'a Client) -> Session<'a> {
+        Session {
+            client,
+            queue: Default::default(),
+        }
+    }
+
+    /// Sends the queued statements (one simple-query message, inside the caller's
+    /// transaction) and returns the connection for a read.
+    async fn flushed(&self) -> Result<&'a Client> {
+        let queued = std::mem::take(&mut *self.queue.lock().unwrap());
+        if !queued.is_empty() {
+            let script = queued.join(";\n");
+            if let Err(e) = self.client.batch_execute(&script).await {
+                let mut shown: String = script.chars().take(2000).collect();
+                if shown.len() < script.len() {
+                    shown.push('…');
+                }
+                return Err(
+                    Error::runtime("the swap could not carry the table's properties over")
+                        .caused_by(describe_pg(&e))
+                        .caused_by(format!("in the statements: {shown}")),
+                );
+            }
+        }
+        Ok(self.client)
+    }
+}
+
+/// Queues a statement of the exchange (sent by [`Session::flushed`]).
+async fn exec(client: &Session<'_>, sql: &str) -> Result<()> {
+    client.queue.lock().unwrap().push(sql.to_string());
+    Ok(())
 }
 
 fn items(v: &Value, key: &str) -> Vec<Value> {
@@ -299,9 +340,11 @@ struct MatView {
     comment: Option<String>,
 }
 
-async fn capture_matview(client: &Client, view: &Value) -> Result<MatView> {
+async fn capture_matview(client: &Session<'_>, view: &Value) -> Result<MatView> {
     let name = s(view, "name");
     let row = client
+        .flushed()
+        .await?
         .query_one(
             "SELECT pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class'),
                     (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace), c.reloptions,
@@ -395,14 +438,22 @@ fn grantees(acl: &[Value]) -> Vec<String> {
 /// Performs the exchange (see the module comment). Returns the foreign keys to validate after
 /// the transaction commits.
 pub async fn exchange(
-    client: &Client,
+    conn: &Client,
     prepared: &Prepared,
     ex: &Exchange<'_>,
 ) -> Result<Vec<Validation>> {
+    let client = &Session::new(conn);
     let fingerprints = &prepared.fingerprints;
+    let laps = &prepared.laps;
     // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
-    // since (a `--no-swap` run may wait for days) would be left behind on the old table.
-    let problems = prepared.unsupported(client, ex.live).await?;
+    // since (a `--no-swap` run may wait for days) would be left behind on the old table. The
+    // three reads go out together (pipelined): one round trip under the lock, not three.
+    let (problems, out, inc) = tokio::try_join!(
+        prepared.unsupported(conn, ex.live),
+        fingerprints.of(conn, ex.live),
+        fingerprints.of(conn, ex.incoming),
+    )?;
+    laps.lap("catalog reads");
     if !problems.is_empty() {
         let mut err = Error::fidelity(format!(
             "refusing to swap `{}`: it gained dependents reproject cannot carry over",
@@ -413,7 +464,6 @@ pub async fn exchange(
         }
         return Err(err.with_hint("nothing was swapped; remove them, or rebuild another way"));
     }
-    let out = fingerprints.of(client, ex.live).await?;
     if let Some((run_id, before)) = &ex.cloned_from {
         let d = fingerprint::diff(
             &fingerprint::subset(before, fingerprint::STRUCTURAL),
@@ -430,7 +480,6 @@ pub async fn exchange(
             return Err(err.with_hint("nothing was swapped; run `reproject rebuild` again"));
         }
     }
-    let inc = fingerprints.of(client, ex.incoming).await?;
     let live = ex.live.quoted();
     let mut validations = Vec::new();
 
@@ -476,9 +525,12 @@ pub async fn exchange(
     validations.extend(move_foreign_keys(client, ex, &out, &inc).await?);
     // 6. Views and materialized views read the new live table.
     repoint_views(client, &out, &matviews).await?;
+    laps.lap("exchange statements built");
 
     // 7. The proof: the new live table must be indistinguishable from the old one.
-    let now = fingerprints.of(client, ex.live).await?;
+    // Sent together with the queued statements: they run first, in order.
+    let (_, now) = tokio::try_join!(client.flushed(), fingerprints.of(conn, ex.live))?;
+    laps.lap("exchange statements and proof");
     let differences = fingerprint::diff(&out, &now);
     if !differences.is_empty() {
         let mut err = Error::fidelity(format!(
@@ -499,7 +551,7 @@ pub async fn exchange(
 /// identity sequences of the incoming table take the names the outgoing ones had, which get
 /// derived names; serial sequences move to the incoming table.
 async fn canonical_names(
-    client: &Client,
+    client: &Session<'_>,
     ex: &Exchange<'_>,
     out: &Value,
     inc: &Value,
@@ -540,7 +592,10 @@ async fn canonical_names(
         )
         .await?;
     }
-    rename_statistics(client, ex).await?;
+    if !items(out, "statistics").is_empty() {
+        // Reads the catalog (after the queued renames): only when there is something to name.
+        rename_statistics(client, ex).await?;
+    }
     let inc_seqs = items(inc, "sequences");
     for o in items(out, "sequences") {
         let column = s(&o, "column");
@@ -604,7 +659,7 @@ async fn canonical_names(
 /// security and policies, triggers, comment, storage parameters, replica identity and
 /// publication membership of the incoming table become the outgoing table's.
 async fn sync_properties(
-    client: &Client,
+    client: &Session<'_>,
     fingerprints: &fingerprint::Fingerprinter,
     ex: &Exchange<'_>,
     out: &Value,
@@ -621,7 +676,7 @@ async fn sync_properties(
     }
     // Changing the owner rewrites the ACL; otherwise the incoming table's is still current.
     let current = if out["owner"] != inc["owner"] {
-        fingerprints.of(client, ex.live).await?
+        fingerprints.of(client.flushed().await?, ex.live).await?
     } else {
         inc.clone()
     };
@@ -829,7 +884,7 @@ async fn sync_properties(
 /// one keeps none: a stale table must not block deletes of parent rows), and other tables'
 /// foreign keys are re-created against it, all `NOT VALID` until validated after the commit.
 async fn move_foreign_keys(
-    client: &Client,
+    client: &Session<'_>,
     ex: &Exchange<'_>,
     out: &Value,
     inc: &Value,
@@ -898,7 +953,7 @@ async fn move_foreign_keys(
 
 /// Step 6 of [`exchange`]: views are re-pointed at the live name (their definitions were read
 /// while it named the outgoing table); materialized views are re-created from it.
-async fn repoint_views(client: &Client, out: &Value, matviews: &[MatView]) -> Result<()> {
+async fn repoint_views(client: &Session<'_>, out: &Value, matviews: &[MatView]) -> Result<()> {
     for v in items(out, "views").iter().filter(|v| v["kind"] == "v") {
         let options = v["options"]
             .as_array()
@@ -966,15 +1021,19 @@ async fn repoint_views(client: &Client, out: &Value, matviews: &[MatView]) -> Re
     Ok(())
 }
 
-async fn rename_statistics(client: &Client, ex: &Exchange<'_>) -> Result<()> {
+async fn rename_statistics(client: &Session<'_>, ex: &Exchange<'_>) -> Result<()> {
     let query = "SELECT n.nspname, s.stxname, pg_get_statisticsobjdef_columns(s.oid) || ' ' || s.stxkind::text
                  FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
                  WHERE s.stxrelid = to_regclass($1) ORDER BY s.stxname";
     let parked = client
+        .flushed()
+        .await?
         .query(query, &[&ex.parked.quoted()])
         .await
         .context("cannot read extended statistics")?;
     let mut incoming = client
+        .flushed()
+        .await?
         .query(query, &[&ex.live.quoted()])
         .await
         .context("cannot read extended statistics")?;

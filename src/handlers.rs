@@ -696,12 +696,21 @@ DELETE FROM {{t}} WHERE k IN (SELECT stream FROM :Events x WHERE x.type = 'gone'
         let st = &sections[0].statements[0];
         assert!(st.reads_events() && !st.uses_params());
         let pieces = st.render_pieces(|r| format!("<{}>", r.written));
-        assert_eq!(pieces.len(), 2, "split at the one :events outside the string");
+        assert_eq!(
+            pieces.len(),
+            2,
+            "split at the one :events outside the string"
+        );
         assert!(pieces[0].ends_with("count(*) FROM "));
         assert!(pieces[1].starts_with(" AS e WHERE e.type = ':events'"));
         assert!(st.tables[0].writes);
         assert!(render(st).contains(EMPTY_EVENTS));
-        assert_eq!(sections[0].statements[1].render_pieces(|_| "x".into()).len(), 2);
+        assert_eq!(
+            sections[0].statements[1]
+                .render_pieces(|_| "x".into())
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod handlers;
 pub mod handover;
 pub mod ident;
+pub mod laps;
 pub mod ordering;
 pub mod plan;
 pub mod progress;

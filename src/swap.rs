@@ -319,22 +319,31 @@ pub async fn old_tables_to_retire(
 /// Inside the swap transaction, with the locks held: moves earlier `_old` tables to their
 /// retired names (a leftover of an earlier failed drop under that name is dropped first).
 pub async fn retire_old_tables(client: &Client, retire: &[(TableName, TableName)]) -> Result<()> {
+    // Under the swap's locks: the statements of each table go out together (pipelined, run in
+    // order), one round trip instead of one each.
     for (old, retired) in retire {
-        if let Ownership::Ours(_) = helpers::ownership(client, retired).await? {
+        let drop_sql = format!("DROP TABLE {}", retired.quoted());
+        let drop_stale = async {
+            if let Ownership::Ours(_) = helpers::ownership(client, retired).await? {
+                client
+                    .batch_execute(&drop_sql)
+                    .await
+                    .with_context(|| format!("cannot drop `{retired}`"))?;
+                helpers::unregister(client, retired).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        drop_stale.await?;
+        let record = async {
             client
-                .batch_execute(&format!("DROP TABLE {}", retired.quoted()))
+                .execute(
+                    "UPDATE reproject.helper_tables SET table_name = $3 WHERE table_schema = $1 AND table_name = $2",
+                    &[&old.schema, &old.name, &retired.name],
+                )
                 .await
-                .with_context(|| format!("cannot drop `{retired}`"))?;
-            helpers::unregister(client, retired).await?;
-        }
-        rename(client, old, &retired.name).await?;
-        client
-            .execute(
-                "UPDATE reproject.helper_tables SET table_name = $3 WHERE table_schema = $1 AND table_name = $2",
-                &[&old.schema, &old.name, &retired.name],
-            )
-            .await
-            .context("cannot update reproject's helper tables")?;
+                .context("cannot update reproject's helper tables")
+        };
+        tokio::try_join!(rename(client, old, &retired.name), record)?;
     }
     Ok(())
 }
@@ -388,16 +397,17 @@ pub async fn swap_generation(
             )
             .await?,
         );
-        helpers::unregister(client, &t.rebuild).await?;
-        helpers::register(
-            client,
-            &t.old,
-            "old",
-            &t.live.name,
-            &t.projection,
-            Some(run_id),
-        )
-        .await?;
+        tokio::try_join!(
+            helpers::unregister(client, &t.rebuild),
+            helpers::register(
+                client,
+                &t.old,
+                "old",
+                &t.live.name,
+                &t.projection,
+                Some(run_id),
+            )
+        )?;
     }
     Ok(validations)
 }

@@ -709,6 +709,8 @@ async fn finish_run(
             }
         };
         let held = Instant::now();
+        let laps = &prepared.laps;
+        laps.start();
         let attempt = async {
             // The final tail: events committed since the last catch-up, applied while the live
             // tables are locked, so the new tables hold every event up to the swap. Too long a
@@ -722,25 +724,30 @@ async fn finish_run(
             if pending > opts.lock.max_tail_events {
                 return Ok(Err(pending));
             }
+            laps.lap("tail bound");
             let tail = match bound {
                 Some(bound) => replay.range(at, bound, &mut None, None, false).await?,
                 None => 0,
             };
+            laps.lap("tail");
             swap::check_hold(held, &opts.lock, "the final tail was applied")?;
             let swapped_at = runs::cursor(conn, run_id).await?;
             let position = swapped_at.position;
             swap::retire_old_tables(conn, &retire).await?;
+            laps.lap("retire old tables");
             let validations = swap::swap_generation(conn, &prepared, run_id, tables).await?;
+            laps.lap("registry");
             crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
             // `reproject run` continues on the new tables from exactly here (engine/live.rs).
             crate::state::live::hand_over(conn, run_id, names, position).await?;
+            laps.lap("hand-over");
             swap::check_hold(held, &opts.lock, "the tables were exchanged")?;
             let hold_ms = held.elapsed().as_millis() as i64;
             runs::add_lock_attempt(
                 conn,
                 run_id,
                 &json!({ "outcome": "swapped", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                         "lock_hold_ms": hold_ms, "tail_events": tail }),
+                         "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
             )
             .await?;
             runs::set_swapped(conn, run_id, position, wait.as_millis() as i64, hold_ms).await?;

@@ -1,6 +1,10 @@
 //! Session advisory locks that keep commands apart, held on a connection of their own for as
 //! long as the command runs; if the process dies, the server releases them.
 //!
+//! Beside each lock, a claim row (`reproject.claims`, sql/011_claims.sql) with a heartbeat:
+//! behind a transaction-pooling pooler an advisory lock can outlive its client on a pooled
+//! server connection and be taken again through it; a fresh claim of another process cannot.
+//!
 //! Two classes: one active rebuild/swap/rollback per projection ([`LockClass::Projection`]),
 //! and one live runner per projection ([`LockClass::Runner`]). They are separate so that
 //! `reproject run` keeps the live tables current while `rebuild` builds the next generation.
@@ -32,8 +36,102 @@ fn name_key(projection: &str) -> String {
 
 /// The held locks; dropping this closes the session and releases them.
 pub struct ProjectionLocks {
-    client: Client,
+    client: std::sync::Arc<Client>,
     pub projections: Vec<String>,
+    token: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ProjectionLocks {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        // Best effort: a claim left behind is taken over once its session's lock is gone
+        // (at once on a direct connection) or its heartbeat is 60 s old.
+        let client = self.client.clone();
+        let token = std::mem::take(&mut self.token);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = client
+                    .execute("DELETE FROM reproject.claims WHERE token = $1", &[&token])
+                    .await;
+            });
+        }
+    }
+}
+
+/// How often a holder refreshes its claims, and how old a claim's heartbeat may be before
+/// another process takes it over.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+const CLAIM_STALE_SECS: f64 = 60.0;
+
+/// A token that tells this process's claims from any other's.
+fn new_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}-{nanos:x}", std::process::id())
+}
+
+/// Claims `projection` for `class` with `token`, on the session that holds the advisory lock.
+/// Returns None when claimed, or a description of the live claim of another process. A claim
+/// is taken over when its heartbeat is older than 60 s or its server session no longer holds
+/// the advisory lock (its process is gone).
+pub async fn claim(
+    client: &Client,
+    class: LockClass,
+    projection: &str,
+    token: &str,
+) -> Result<Option<String>> {
+    let host = crate::state::runs::hostname().unwrap_or_default();
+    let taken = client
+        .query_opt(
+            "INSERT INTO reproject.claims AS c (lock_class, projection, token, backend_pid, host, pid) \
+             VALUES ($1, $2, $3, pg_backend_pid(), $4, $5) \
+             ON CONFLICT (lock_class, projection) DO UPDATE \
+                SET token = EXCLUDED.token, backend_pid = EXCLUDED.backend_pid, host = EXCLUDED.host, \
+                    pid = EXCLUDED.pid, claimed_at = now(), heartbeat_at = now() \
+              WHERE c.token = EXCLUDED.token \
+                 OR c.heartbeat_at < now() - make_interval(secs => $7) \
+                 OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+                                   AND l.pid = c.backend_pid AND l.classid = $1::int::oid AND l.objsubid = 2 \
+                                   AND l.objid = (hashtext($6)::bigint & 4294967295)::oid \
+                                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+             RETURNING c.token",
+            &[
+                &class.key(),
+                &projection,
+                &token,
+                &host,
+                &(std::process::id() as i32),
+                &name_key(projection),
+                &CLAIM_STALE_SECS,
+            ],
+        )
+        .await
+        .context("cannot claim the projection in reproject.claims")?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT host, pid, backend_pid, to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
+                    extract(epoch FROM now() - heartbeat_at)::float8 \
+             FROM reproject.claims WHERE lock_class = $1 AND projection = $2",
+            &[&class.key(), &projection],
+        )
+        .await
+        .context("cannot read reproject.claims")?;
+    Ok(Some(match row {
+        None => String::new(),
+        Some(r) => {
+            let (host, pid, backend, since, age): (String, i32, i32, String, f64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            format!(
+                " (claimed by reproject process {pid} on {host} since {since}, server session {backend}, last heartbeat {age:.0} s ago)"
+            )
+        }
+    }))
 }
 
 impl ProjectionLocks {
@@ -51,7 +149,7 @@ pub async fn try_lock(
     class: LockClass,
     projections: &[String],
 ) -> Result<std::result::Result<ProjectionLocks, (String, String)>> {
-    let client = db.dedicated().await?;
+    let mut client = db.dedicated().await?;
     for name in projections {
         let got: bool = client
             .query_one(
@@ -68,9 +166,41 @@ pub async fn try_lock(
             return Ok(Err((name.clone(), holder)));
         }
     }
+    // The claims live in the state schema; commands that lock also write state.
+    crate::state::migrate::migrate(&mut client).await?;
+    let token = new_token();
+    for name in projections {
+        if let Some(holder) = claim(&client, class, name, &token).await? {
+            let _ = client
+                .execute("DELETE FROM reproject.claims WHERE token = $1", &[&token])
+                .await;
+            return Ok(Err((name.clone(), holder)));
+        }
+    }
+    let client = std::sync::Arc::new(client);
+    let heartbeat = tokio::spawn({
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let beat = client
+                    .execute(
+                        "UPDATE reproject.claims SET heartbeat_at = now() WHERE token = $1",
+                        &[&token],
+                    )
+                    .await;
+                if beat.is_err() {
+                    break;
+                }
+            }
+        }
+    });
     Ok(Ok(ProjectionLocks {
         client,
         projections: projections.to_vec(),
+        token,
+        heartbeat,
     }))
 }
 

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/006_lock_attempts.sql"),
     ),
     (7, "cancel", include_str!("../../sql/007_cancel.sql")),
+    (11, "claims", include_str!("../../sql/011_claims.sql")),
 ];
 
 /// Advisory lock key that serialises concurrent migrations.

@@ -333,6 +333,78 @@ async fn second_run_of_the_same_projection_is_busy() {
     db.drop().await;
 }
 
+/// The claim row guards where the advisory lock cannot: behind a transaction-pooling pooler a
+/// second client can reach the server session that already holds the lock and take it again
+/// (advisory locks are re-entrant per session). Simulated with two claims on one session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
+    use reproject::state::locks::{claim, LockClass};
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let session = db.client().await;
+    session
+        .batch_execute("SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&session, LockClass::Projection, "tally", "first")
+            .await
+            .unwrap(),
+        None
+    );
+    // Another client through the same pooled session gets the advisory lock again...
+    let again: bool = session
+        .query_one(
+            "SELECT pg_try_advisory_lock(727002, hashtext('reproject:tally'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(again, "advisory locks are re-entrant within a session");
+    // ...but not the claim, which names its holder.
+    let refused = claim(&session, LockClass::Projection, "tally", "second")
+        .await
+        .unwrap()
+        .expect("a live claim of another process refuses");
+    assert!(
+        refused.contains("claimed by reproject process"),
+        "{refused}"
+    );
+    assert!(refused.contains("last heartbeat"), "{refused}");
+    // A claim whose heartbeat is older than 60 s is taken over.
+    session
+        .batch_execute("UPDATE reproject.claims SET heartbeat_at = now() - interval '61 seconds'")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&session, LockClass::Projection, "tally", "second")
+            .await
+            .unwrap(),
+        None
+    );
+    // A claim whose session no longer holds the lock (its process died) is taken over at once.
+    session
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_ne!(
+        db.text("SELECT token FROM reproject.claims WHERE projection = 'tally'")
+            .await
+            .as_deref(),
+        Some("second"),
+        "the dead claim was taken over (or released)"
+    );
+    db.drop().await;
+}
+
 /// The busy message names the holder in this database, not a run of the same projection
 /// name in another database on the server (advisory locks are per database; pg_locks is not).
 #[tokio::test(flavor = "multi_thread")]

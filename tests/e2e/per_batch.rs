@@ -137,8 +137,10 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
         "every event once"
     );
     assert_eq!(
-        db.int("SELECT current_step::bigint FROM posting_state_projection WHERE posting_id = 100001")
-            .await,
+        db.int(
+            "SELECT current_step::bigint FROM posting_state_projection WHERE posting_id = 100001"
+        )
+        .await,
         4
     );
     db.drop().await;
