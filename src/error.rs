@@ -113,6 +113,28 @@ impl Error {
         matches!(self.sqlstate.as_deref(), Some("40001" | "40P01" | "55P03"))
     }
 
+    /// Whether the connection to the server was lost (closed, terminated by an administrator,
+    /// a server shutdown or crash, a failed reconnect): the work can continue on a new
+    /// connection from its last commit. By the text, because the error may have been rebuilt
+    /// with more context on its way up.
+    pub fn is_connection_loss(&self) -> bool {
+        if matches!(self.kind, ErrorKind::Busy | ErrorKind::Interrupted) {
+            return false;
+        }
+        const LOST: &[&str] = &[
+            "[SQLSTATE 57P01]", // admin_shutdown (pg_terminate_backend, smart/fast shutdown)
+            "[SQLSTATE 57P02]", // crash_shutdown
+            "[SQLSTATE 57P03]", // cannot_connect_now (starting up, shutting down)
+            "[SQLSTATE 08",     // connection exceptions
+            "connection closed",
+            "error communicating with the server",
+        ];
+        self.message.starts_with("cannot connect to PostgreSQL")
+            || std::iter::once(&self.message)
+                .chain(self.causes.iter())
+                .any(|t| LOST.iter().any(|pattern| t.contains(pattern)))
+    }
+
     /// The message and its causes without the `error:` prefix, for storing in the state schema.
     pub fn plain(&self) -> String {
         let mut text = self.message.clone();

@@ -106,9 +106,58 @@ struct Finish {
     wait_for_window: bool,
 }
 
+/// How often a rebuild that lost its connection resumes by itself before it gives up.
+const RECONNECTS: u32 = 5;
+
 /// Rebuilds the selected projections into `_rebuild` tables and (unless told otherwise)
-/// swaps them in.
+/// swaps them in. A lost connection (a restart, a failover, a terminated session) does not end
+/// the run: it resumes from its last committed batch on a new connection, like `--resume`,
+/// after a pause that grows with each attempt, up to [`RECONNECTS`] times.
 pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+    let mut result = rebuild_once(engine, opts).await;
+    let mut attempt = 0;
+    loop {
+        let lost = match &result {
+            Err(e) if e.is_connection_loss() && !opts.dry_run => e.clone(),
+            _ => return result,
+        };
+        if attempt == RECONNECTS || engine.cancel.is_cancelled() {
+            return result;
+        }
+        attempt += 1;
+        let pause = std::time::Duration::from_millis(
+            500 * (1 << attempt) + u64::from(std::process::id() % 250),
+        );
+        engine.reporter.warn(&format!(
+            "lost the connection to PostgreSQL ({}); resuming from the last committed batch in {:.1} s (attempt {attempt} of {RECONNECTS})",
+            lost.causes.last().unwrap_or(&lost.message),
+            pause.as_secs_f64()
+        ));
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until {
+            if engine.cancel.is_cancelled() {
+                return Err(Error::interrupted(
+                    "interrupted while waiting to reconnect; the run stays resumable",
+                )
+                .with_hint("`reproject rebuild --resume` continues it"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let again = RebuildOptions {
+            resume: true,
+            ..opts.clone()
+        };
+        result = match rebuild_once(engine, &again).await {
+            // Nothing was recorded before the connection went: report the loss itself.
+            Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
+                return Err(lost)
+            }
+            other => other,
+        };
+    }
+}
+
+async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
     let config = engine.config;
     if opts.batch_size < 1 {
         return Err(Error::config("--batch-size must be at least 1"));

@@ -683,6 +683,60 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     db.drop().await;
 }
 
+/// A lost connection in the middle of the replay (here every reproject session is terminated,
+/// as in a restart or failover) does not end the rebuild: it resumes from its last committed
+/// batch by itself, and the result is that of an uninterrupted run, every event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_connection_resumes_by_itself() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let slow = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
+    let child = command(
+        &db,
+        &slow.config(),
+        &["rebuild", "--yes", "--batch-size", "100", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    crate::harness::wait_for_checkpoint(&db, 300).await;
+    let terminated = db
+        .int(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(
+        terminated >= 2,
+        "the replay and the lock sessions: {terminated}"
+    );
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to PostgreSQL") && stderr.contains("resuming run 1"),
+        "{stderr}"
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["status"], "swapped");
+    assert_eq!(outcome["run_id"], 1, "the same run continues");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
+            .await,
+        3000,
+        "every event once"
+    );
+    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    db.drop().await;
+}
+
 /// `reproject cancel` from another terminal stops a running rebuild after its current batch:
 /// exit 130, recorded as cancelled with who asked, and resumable.
 #[tokio::test(flavor = "multi_thread")]
