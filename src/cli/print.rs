@@ -43,11 +43,24 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 format!(", reads {}", proj.depends_on.join(", "))
             }
         );
-        println!(
-            "  handlers: {} (on {})",
-            proj.handlers,
-            proj.event_types.join(", ")
-        );
+        match &proj.command {
+            Some(command) => {
+                println!("  rebuilt by the external projector `{command}` (no handlers)");
+                match &proj.handover {
+                    Some(h) => println!(
+                        "  events after its last range at the swap: left to the live projector (hand-over in `{h}`)"
+                    ),
+                    None => println!(
+                        "  no hand-over: swaps only when no event arrived after its last range"
+                    ),
+                }
+            }
+            None => println!(
+                "  handlers: {} (on {})",
+                proj.handlers,
+                proj.event_types.join(", ")
+            ),
+        }
         for t in &proj.tables {
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",

@@ -31,6 +31,12 @@ pub struct PlannedProjection {
     pub depends_on: Vec<String>,
     pub event_types: Vec<String>,
     pub handlers: String,
+    /// Set when an external projector (`command`) rebuilds the projection instead of handlers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// With a command: the hand-over table that takes over after the swap position, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
     pub row_count_tolerance: f64,
     pub checks: Vec<String>,
     pub tables: Vec<PlannedTable>,
@@ -118,6 +124,8 @@ pub(super) async fn plan_report(
                 depends_on: p.depends_on.iter().cloned().collect(),
                 event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
                 handlers: p.handlers.path.display().to_string(),
+                command: p.command.as_ref().map(|c| c.display()),
+                handover: p.handover.as_ref().map(|h| h.table.to_string()),
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),
                 tables,

@@ -220,6 +220,18 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
     }
     let plan = crate::plan::plan(config, &opts.projections)?;
+    if let Some(&i) = plan
+        .order
+        .iter()
+        .find(|&&i| config.projections[i].command.is_some())
+    {
+        // It has no handlers: the runner would move its checkpoint without applying anything.
+        return Err(Error::config(format!(
+            "`reproject run` cannot keep projection `{}` live: it is rebuilt by an external projector (`command`), whose own live projector keeps it up to date",
+            config.projections[i].name
+        ))
+        .with_hint("name the handler projections to run: `reproject run NAME...`"));
+    }
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;
