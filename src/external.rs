@@ -82,13 +82,16 @@ pub fn check_continuable(run: &runs::Run) -> Result<()> {
     let Some(flight) = run.options.get(IN_FLIGHT).filter(|v| !v.is_null()) else {
         return Ok(());
     };
-    let what = |k: &str| flight.get(k).map(|v| v.to_string()).unwrap_or_default();
+    let at = |k: &str| flight.get(k).and_then(|v| v.as_i64()).unwrap_or(START);
+    let range = Range {
+        from: at("from"),
+        to: at("to"),
+    };
     Err(Error::config(format!(
-        "run {}: the external projector of `{}` stopped while applying events after position {} up to {}; its rebuild tables hold an unknown part of that range",
+        "run {}: the external projector of `{}` stopped while applying {}; its rebuild tables hold an unknown part of that range",
         run.id,
         flight.get("projection").and_then(|v| v.as_str()).unwrap_or("?"),
-        what("from"),
-        what("to"),
+        range.describe()
     ))
     .with_hint("start over with `reproject rebuild` (a new run replaces this one's tables)"))
 }

@@ -789,20 +789,32 @@ fn external_command(
             )))
         }
     };
+    // `reproject.toml` given as a bare name has the empty path as its parent.
+    let dir = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base.to_path_buf()
+    };
     Ok(ExternalCommand {
         argv,
         program,
-        dir: base.to_path_buf(),
+        dir,
         timeout,
         line: loc.line,
     })
 }
 
+/// How the recorded handler source of an external projection starts.
+pub const EXTERNAL_SOURCE_PREFIX: &str = "external projector (no handlers): ";
+
 /// The stand-in handler file of an external projection: no sections, and as its `source` the
 /// command and the text of every file its arguments name next to the config (the script), so
 /// the run's recorded digest changes when the projector does.
 fn describe_command(command: &ExternalCommand) -> HandlerFile {
-    let mut source = format!("-- external projector: {}\n", command.display());
+    // Deliberately not a valid handler file (text before any `-- on` line): a rollback, which
+    // replays the events since the swap into the old tables with the recorded handlers, must
+    // find none here rather than an empty file that would skip those events.
+    let mut source = format!("{EXTERNAL_SOURCE_PREFIX}{}\n", command.display());
     for arg in &command.argv {
         let path = command.dir.join(arg);
         if path.is_file() {

@@ -253,7 +253,7 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
     run(&db, &p, &["rebuild", "--yes", "--resume"])
         .await
         .code(2)
-        .stderr_has("stopped while applying events after position -9223372036854775808 up to 100")
+        .stderr_has("stopped while applying events from the start up to position 100")
         .stderr_has("start over with `reproject rebuild`");
 
     run(&db, &p, &["rebuild", "--yes"]).await.ok();
@@ -363,5 +363,33 @@ async fn config_mistakes_name_the_line() {
         .code(2)
         .stderr_has("14: projection `tally`: the command's program")
         .stderr_has("nope.sh` does not exist");
+    db.drop().await;
+}
+
+/// `--no-swap`, then events, then `swap`: the swap runs the projector for the new range first.
+#[tokio::test]
+async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 30).await;
+    let p = project("");
+    run(&db, &p, &["rebuild", "--yes", "--no-swap"]).await.ok();
+    assert!(!db.exists("tally_old").await);
+    tally::append(&db, 12).await;
+    let o = run(&db, &p, &["swap", "--yes", "--json"]).await.ok().json();
+    assert_eq!(o["swap_position"], 42, "{o}");
+    assert_eq!(
+        read(&p, "ranges.log"),
+        "-9223372036854775808 30 30\n30 42 12\n"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    // reproject cannot replay the events since the swap into the generation an external
+    // projector built: a rollback that would need to is refused rather than losing them.
+    run(&db, &p, &["rebuild", "--yes"]).await.ok();
+    tally::append(&db, 3).await;
+    let out = run(&db, &p, &["rollback", "--yes"]).await;
+    out.code(2)
+        .stderr_has("refusing to roll back run 2: 3 event(s) arrived since the swap")
+        .stderr_has("were built by an external projector (run 1), which a rollback cannot run");
+    assert!(db.exists("tally_old").await, "nothing was rolled back");
     db.drop().await;
 }
