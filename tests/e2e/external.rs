@@ -393,3 +393,33 @@ async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
     assert!(db.exists("tally_old").await, "nothing was rolled back");
     db.drop().await;
 }
+
+/// `reproject cancel` from another terminal stops the projector too, and the cancelled run,
+/// whose range was in flight, cannot be resumed.
+#[tokio::test]
+async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 20).await;
+    let p = project("");
+    p.write("pause", "");
+    let child = with_password(&db, &p, &["rebuild", "--yes"])
+        .spawn()
+        .unwrap();
+    wait_for_file(&p.dir.path().join("paused")).await;
+    run(&db, &p, &["cancel", "--initiated-by", "ops"])
+        .await
+        .ok();
+    let out = finish(child).await;
+    out.code(130)
+        .stderr_has("cancellation requested by ops")
+        .stderr_has(
+            "cancelled while the external projector `sh projector.sh` of `tally` was applying",
+        );
+    std::fs::remove_file(p.dir.path().join("pause")).unwrap();
+    run(&db, &p, &["rebuild", "--yes", "--resume"])
+        .await
+        .code(2)
+        .stderr_has("stopped while applying events from the start up to position 20");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
