@@ -175,6 +175,15 @@ impl<'a> External<'a> {
         if upto.reached_by(&from) {
             return Ok(0);
         }
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            // Between ranges: nothing is in flight, so the run can be resumed.
+            return Err(Error::interrupted(format!(
+                "run {}: cancelled; checkpoint at {}",
+                self.run_id,
+                from.describe()
+            ))
+            .with_hint("`reproject rebuild --resume` continues it"));
+        }
         let events = source.count(conn, &from, &upto).await?.events;
         let from_position = from.position.unwrap_or(START);
         for &i in &self.order {
