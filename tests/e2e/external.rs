@@ -11,7 +11,7 @@ const PASSWORD: &str = "s3cret-ext-pw";
 
 /// The projector: records its range and environment, waits while a `pause` file exists (so a
 /// test can append events or cancel meanwhile), fails with status 3 while a `fail` file exists,
-/// and applies the events in (FROM, TO] to the rebuild table named by `REPROJECT_TABLE_TALLY`.
+/// appends an event of its own while an `append` file exists, and applies the events in (FROM, TO] to the rebuild table named by `REPROJECT_TABLE_TALLY`.
 const PROJECTOR: &str = r#"#!/bin/sh
 set -eu
 echo "$REPROJECT_FROM_POSITION $REPROJECT_TO_POSITION $REPROJECT_EVENT_COUNT" >> ranges.log
@@ -20,6 +20,10 @@ echo $$ > projector.pid
 if [ -f fail ]; then
     echo "cannot apply the range (connected with $PGPASSWORD)" >&2
     exit 3
+fi
+if [ -f append ]; then
+    # An application still writing: every run of the projector sees one more event arrive.
+    "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO events (stream, type, data) VALUES ('s0', 'added', '{\"amount\": 1}')"
 fi
 if [ -f pause ]; then
     touch paused
@@ -421,5 +425,82 @@ async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
         .code(2)
         .stderr_has("stopped while applying events from the start up to position 20");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// Events keep arriving after every range. Without a hand-over nothing would apply those after
+/// the last range to the new table, so the swap is refused (exit 75, the run awaiting its
+/// swap, the live table untouched); with one, the swap goes ahead at the last applied range
+/// and the hand-over checkpoint says where the live projector continues.
+#[tokio::test]
+async fn events_after_the_last_range_need_a_handover() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
+        .await;
+    let snapshot =
+        "SELECT string_agg(format('%s %s %s', stream, n, total), ',' ORDER BY stream) FROM tally";
+    let before = db.text(snapshot).await;
+    let p = project("");
+    p.write("append", "");
+    let out = run(&db, &p, &["rebuild", "--yes"]).await;
+    out.code(75)
+        .stderr_has("event(s) arrived after the external projector's last range and no `handover` would apply them")
+        .stderr_has("had arrived after the external projector's last range each time the locks were taken")
+        .stderr_has("add the `handover` of your live projector");
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
+            .await
+            .as_deref(),
+        Some("awaiting_swap")
+    );
+    assert_eq!(
+        db.text(snapshot).await,
+        before,
+        "the live table is untouched"
+    );
+    assert!(!db.exists("tally_old").await, "nothing was swapped");
+
+    db.exec(
+        "CREATE TABLE projector_checkpoints (name text PRIMARY KEY, position bigint NOT NULL);
+         INSERT INTO projector_checkpoints VALUES ('tally', 0);",
+    )
+    .await;
+    let p = project(
+        r#"handover = { table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#,
+    );
+    p.write("append", "");
+    let o = run(&db, &p, &["rebuild", "--yes", "--json"])
+        .await
+        .ok()
+        .json();
+    let swapped = o["swap_position"].as_i64().unwrap();
+    let last_to: i64 = read(&p, "ranges.log")
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(swapped, last_to, "the swap is at the last applied range");
+    assert!(
+        db.int("SELECT max(id) FROM events").await > swapped,
+        "an event arrived after it"
+    );
+    assert_eq!(
+        db.int("SELECT position FROM projector_checkpoints").await,
+        swapped
+    );
+    assert_eq!(
+        db.int(&format!(
+            "SELECT count(*) FROM (SELECT stream, count(*)::int n, sum((data->>'amount')::bigint) t FROM events WHERE id <= {swapped} GROUP BY stream \
+             EXCEPT SELECT stream, n, total FROM tally) x"
+        ))
+        .await,
+        0,
+        "the new table holds every event up to the swap position"
+    );
     db.drop().await;
 }
