@@ -382,6 +382,18 @@ async fn run_command(
     // command itself and records the run as cancelled.
     #[cfg(unix)]
     cmd.process_group(0);
+    // If reproject itself dies (kill -9, a second Ctrl-C exits at once), the command must not
+    // go on writing into rebuild tables that a later run may recreate under the same name.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| {
         failed("could not be started".into())
             .caused_by(format!("{}: {e}", command.program.display()))
