@@ -44,6 +44,8 @@ pub struct Db {
     config: Config,
     tls: MakeRustlsConnect,
     sslmode: SslMode,
+    /// The TLS files as libpq names them, for [`Db::libpq_env`].
+    tls_settings: conninfo::TlsSettings,
     establish_timeout: Duration,
     pool: Pool,
 }
@@ -95,6 +97,7 @@ impl Db {
             * addresses
             + HANDSHAKE_TIMEOUT;
         let tls = tls::connector(&info.tls)?;
+        let tls_settings = info.tls.clone();
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -115,6 +118,7 @@ impl Db {
             config,
             tls,
             sslmode: info.tls.mode,
+            tls_settings,
             establish_timeout,
             pool,
         })
@@ -128,6 +132,14 @@ impl Db {
     /// The TLS mode in effect (libpq's `sslmode`).
     pub fn sslmode(&self) -> SslMode {
         self.sslmode
+    }
+
+    /// This connection as libpq programs take it from the environment: `PGHOST`, `PGPORT`,
+    /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, ... and `DATABASE_URL`, for an
+    /// external projector (external.rs). Holds the password: for a child's environment only,
+    /// never for a message.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        libpq_env(&self.config, &self.tls_settings)
     }
 
     /// A pooled connection for short work.
@@ -263,9 +275,166 @@ fn describe(config: &Config) -> String {
     format!("{user}@{host}:{port}/{db}")
 }
 
+/// See [`Db::libpq_env`].
+fn libpq_env(config: &Config, tls: &conninfo::TlsSettings) -> Vec<(&'static str, String)> {
+    use tokio_postgres::config::Host;
+    let mut env = Vec::new();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(|p| p.to_string()).collect();
+    if !hosts.is_empty() {
+        env.push(("PGHOST", hosts.join(",")));
+    }
+    if !config.get_hostaddrs().is_empty() {
+        let addrs: Vec<String> = config
+            .get_hostaddrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        env.push(("PGHOSTADDR", addrs.join(",")));
+    }
+    if !ports.is_empty() {
+        env.push(("PGPORT", ports.join(",")));
+    }
+    if let Some(user) = config.get_user() {
+        env.push(("PGUSER", user.to_string()));
+    }
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    if let Some(p) = &password {
+        env.push(("PGPASSWORD", p.clone()));
+    }
+    if let Some(db) = config.get_dbname() {
+        env.push(("PGDATABASE", db.to_string()));
+    }
+    env.push(("PGSSLMODE", tls.mode.as_str().to_string()));
+    let root = tls.root_cert.as_ref().map(|r| match r {
+        conninfo::RootCert::File(f) => f.display().to_string(),
+        conninfo::RootCert::System => "system".to_string(),
+    });
+    if let Some(root) = &root {
+        env.push(("PGSSLROOTCERT", root.clone()));
+    }
+    if let Some((cert, key)) = &tls.client_cert {
+        env.push(("PGSSLCERT", cert.display().to_string()));
+        env.push(("PGSSLKEY", key.display().to_string()));
+    }
+    if let Some(t) = config.get_connect_timeout() {
+        env.push(("PGCONNECT_TIMEOUT", t.as_secs().max(1).to_string()));
+    }
+    if let Some(o) = config.get_options() {
+        env.push(("PGOPTIONS", o.to_string()));
+    }
+    // The same as one URL, for libraries that take `DATABASE_URL`: TCP hosts in the authority
+    // (`h1:p1,h2:p2`), socket directories as `?host=` (libpq's URL form for them).
+    let enc = percent_encode;
+    let mut url = String::from("postgresql://");
+    if let Some(user) = config.get_user() {
+        url.push_str(&enc(user));
+        if let Some(p) = &password {
+            url.push(':');
+            url.push_str(&enc(p));
+        }
+        url.push('@');
+    }
+    let mut query = Vec::new();
+    let tcp: Vec<(usize, &String)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(config.get_hosts()[*i], Host::Tcp(_)))
+        .collect();
+    if tcp.len() == hosts.len() {
+        let parts: Vec<String> = tcp
+            .iter()
+            .map(|(i, h)| {
+                let host = if h.contains(':') {
+                    format!("[{h}]")
+                } else {
+                    enc(h)
+                };
+                match ports.get(*i).or(ports.first()) {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }
+            })
+            .collect();
+        url.push_str(&parts.join(","));
+    } else {
+        query.push(format!("host={}", enc(&hosts.join(","))));
+        if !ports.is_empty() {
+            query.push(format!("port={}", ports.join(",")));
+        }
+    }
+    url.push('/');
+    if let Some(db) = config.get_dbname() {
+        url.push_str(&enc(db));
+    }
+    query.push(format!("sslmode={}", tls.mode.as_str()));
+    if let Some(root) = &root {
+        query.push(format!("sslrootcert={}", enc(root)));
+    }
+    if let Some((cert, key)) = &tls.client_cert {
+        query.push(format!("sslcert={}", enc(&cert.display().to_string())));
+        query.push(format!("sslkey={}", enc(&key.display().to_string())));
+    }
+    url.push('?');
+    url.push_str(&query.join("&"));
+    env.push(("DATABASE_URL", url));
+    env
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libpq_env_names_the_same_connection_and_encodes_the_url() {
+        let info = conninfo::parse(
+            "postgres://app%40x:p%20w%2Fd@db.example:6432/my%20db?sslmode=require",
+            &|_| None,
+        )
+        .unwrap();
+        let env = libpq_env(&info.config, &info.tls);
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PGHOST"), Some("db.example"));
+        assert_eq!(get("PGPORT"), Some("6432"));
+        assert_eq!(get("PGUSER"), Some("app@x"));
+        assert_eq!(get("PGPASSWORD"), Some("p w/d"));
+        assert_eq!(get("PGDATABASE"), Some("my db"));
+        assert_eq!(get("PGSSLMODE"), Some("require"));
+        assert_eq!(
+            get("DATABASE_URL"),
+            Some("postgresql://app%40x:p%20w%2Fd@db.example:6432/my%20db?sslmode=require")
+        );
+        let sockets = conninfo::parse("host=/run/pg port=5433 user=u dbname=d", &|_| None).unwrap();
+        let env = libpq_env(&sockets.config, &sockets.tls);
+        let url = env.iter().find(|(n, _)| *n == "DATABASE_URL").unwrap();
+        assert_eq!(
+            url.1,
+            "postgresql://u@/d?host=%2Frun%2Fpg&port=5433&sslmode=prefer"
+        );
+    }
 
     #[tokio::test]
     async fn describe_hides_the_password() {

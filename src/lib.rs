@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod external;
 pub mod handlers;
 pub mod handover;
 pub mod ident;

@@ -43,17 +43,27 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 format!(", reads {}", proj.depends_on.join(", "))
             }
         );
-        if proj.per_batch {
-            println!(
+        match &proj.command {
+            Some(command) => {
+                println!("  rebuilt by the external projector `{command}` (no handlers)");
+                match &proj.handover {
+                    Some(h) => println!(
+                        "  events after its last range at the swap: left to the live projector (hand-over in `{h}`)"
+                    ),
+                    None => println!(
+                        "  no hand-over: swaps only when no event arrived after its last range"
+                    ),
+                }
+            }
+            None if proj.per_batch => println!(
                 "  handlers: {} (set-based: once per batch over :events)",
                 proj.handlers
-            );
-        } else {
-            println!(
+            ),
+            None => println!(
                 "  handlers: {} (on {})",
                 proj.handlers,
                 proj.event_types.join(", ")
-            );
+            ),
         }
         for t in &proj.tables {
             println!(

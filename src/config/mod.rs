@@ -89,6 +89,44 @@ pub struct Handover {
     pub line: usize,
 }
 
+/// An external projector (`command = [...]`): a program of the user's that applies a range of
+/// events to the rebuild tables; reproject runs it instead of handlers (external.rs, README
+/// "External projectors").
+#[derive(Debug, Clone)]
+pub struct ExternalCommand {
+    /// The argv as written.
+    pub argv: Vec<String>,
+    /// `argv[0]` to start: resolved against the config file's directory when it names a path
+    /// (contains `/`), else looked up in `PATH` as a shell would.
+    pub program: PathBuf,
+    /// The config file's directory: the command's working directory, so relative arguments
+    /// (`replay.py`) mean what they mean next to the config.
+    pub dir: PathBuf,
+    /// `command_timeout`: one run of the command is killed after this long.
+    pub timeout: Option<std::time::Duration>,
+    pub line: usize,
+}
+
+impl ExternalCommand {
+    /// The argv for messages, each argument quoted only when it needs it.
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| {
+                if !a.is_empty()
+                    && a.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+                {
+                    a.clone()
+                } else {
+                    format!("'{}'", a.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// A custom health check: SQL returning one boolean, run against the rebuilt tables.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -109,7 +147,12 @@ pub struct ProjectionConfig {
     pub name: String,
     pub line: usize,
     pub tables: Vec<OwnedTable>,
+    /// The handler file; for an external projection an empty one whose `source` describes the
+    /// command and the files it names, so a run still records (and a resume compares) what
+    /// built its tables.
     pub handlers: HandlerFile,
+    /// Set when a command the user provides rebuilds this projection instead of handlers.
+    pub command: Option<ExternalCommand>,
     /// Declared and inferred dependencies: names of projections this one reads.
     pub depends_on: BTreeSet<String>,
     /// Only the dependencies written under `depends_on` (for messages).
@@ -190,6 +233,17 @@ impl Config {
                 .as_ref()
                 .map(|h| handover(h, &name, &events.ordering, &at))
                 .transpose()?;
+            if let (Some(c), Ordering::Xid8 { .. }) = (&projection.command, &events.ordering) {
+                // The range an external projector is given is a pair of positions; in xid8
+                // mode the cut is a transaction id and "after the checkpoint" a (transaction
+                // id, position) pair, which no `position > X AND position <= Y` can express.
+                return Err(Error::config(format!(
+                    "{}:{}: projection `{name}`: an external projector (`command`) cannot be used with `events.ordering = \"xid8\"`",
+                    path.display(),
+                    c.line
+                ))
+                .with_hint("external projectors are given a position range: use `gap-aware` (the default) or `serialized` ordering, or handlers"));
+            }
             projections.push(projection);
         }
         if projections.is_empty() {
@@ -630,13 +684,38 @@ fn convert_projection(
     if tables.is_empty() {
         return Err(at(p.tables.span()).err(format!("projection `{name}` lists no tables")));
     }
-    let handlers_path = base.join(p.handlers.get_ref());
-    let handlers = HandlerFile::load(&handlers_path).map_err(|e| {
-        e.context(format!(
-            "{}: projection `{name}`: bad handlers",
-            at(p.handlers.span()).file_line()
-        ))
-    })?;
+    let (handlers, command) = match (&p.handlers, &p.command) {
+        (Some(h), None) => {
+            if let Some(t) = &p.command_timeout {
+                return Err(at(t.span()).err(format!(
+                    "projection `{name}`: `command_timeout` is only used with `command`"
+                )));
+            }
+            let handlers = HandlerFile::load(&base.join(h.get_ref())).map_err(|e| {
+                e.context(format!(
+                    "{}: projection `{name}`: bad handlers",
+                    at(h.span()).file_line()
+                ))
+            })?;
+            (handlers, None)
+        }
+        (None, Some(c)) => {
+            let command = external_command(c, p.command_timeout.as_ref(), name, base, at)?;
+            (describe_command(&command), Some(command))
+        }
+        (Some(h), Some(_)) => {
+            return Err(at(h.span()).err(format!(
+                "projection `{name}` has both `handlers` and `command`; it is rebuilt by one of them"
+            ))
+            .with_hint("keep `handlers` to let reproject replay the events, or `command` to run your own projector"))
+        }
+        (None, None) => {
+            return Err(at(p.name.span()).err(format!(
+                "projection `{name}` has neither `handlers` nor `command`"
+            ))
+            .with_hint("add `handlers = \"FILE.sql\"`, or `command = [\"PROGRAM\", \"ARG\"...]` for an external projector"))
+        }
+    };
     let tolerance = match &p.row_count_tolerance {
         Some(t) => {
             let v = *t.get_ref();
@@ -667,6 +746,7 @@ fn convert_projection(
         line,
         tables,
         handlers,
+        command,
         depends_on: BTreeSet::new(),
         declared_depends_on: BTreeSet::new(),
         row_count_tolerance: tolerance,
@@ -675,6 +755,101 @@ fn convert_projection(
         replay_triggers: p.replay_triggers.unwrap_or(false),
         build_unlogged: p.build_unlogged.unwrap_or(false),
     })
+}
+
+/// Checks `command` and `command_timeout` of a projection.
+fn external_command(
+    raw: &toml::Spanned<Vec<toml::Spanned<String>>>,
+    timeout: Option<&toml::Spanned<i64>>,
+    name: &str,
+    base: &Path,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<ExternalCommand> {
+    let loc = at(raw.span());
+    let argv: Vec<String> = raw.get_ref().iter().map(|a| a.get_ref().clone()).collect();
+    let Some(first) = argv.first() else {
+        return Err(loc
+            .err(format!("projection `{name}`: `command` is empty"))
+            .with_hint(
+            "write the program and its arguments, e.g. `command = [\"python3\", \"replay.py\"]`",
+        ));
+    };
+    if first.trim().is_empty() {
+        return Err(loc.err(format!("projection `{name}`: `command` names no program")));
+    }
+    // Run without a shell, so `$VAR`, pipes and `~` mean nothing: say so instead of failing
+    // later with "no such file".
+    if raw.get_ref().len() == 1 && first.contains(' ') && !base.join(first).exists() {
+        return Err(loc.err(format!(
+            "projection `{name}`: `command = [\"{first}\"]` is one program name with spaces; the command runs without a shell"
+        ))
+        .with_hint("write each argument as its own string: `command = [\"python3\", \"replay.py\"]`"));
+    }
+    let program = if first.contains('/') {
+        let path = base.join(first);
+        if !path.is_file() {
+            return Err(loc
+                .err(format!(
+                    "projection `{name}`: the command's program `{}` does not exist",
+                    path.display()
+                ))
+                .with_hint("a program path is relative to the config file's directory"));
+        }
+        path
+    } else {
+        PathBuf::from(first)
+    };
+    let timeout = match timeout {
+        None => None,
+        Some(t) if *t.get_ref() >= 1 => Some(std::time::Duration::from_secs(*t.get_ref() as u64)),
+        Some(t) => {
+            return Err(at(t.span()).err(format!(
+                "projection `{name}`: `command_timeout` is a number of seconds, at least 1; got {}",
+                t.get_ref()
+            )))
+        }
+    };
+    // `reproject.toml` given as a bare name has the empty path as its parent.
+    let dir = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base.to_path_buf()
+    };
+    Ok(ExternalCommand {
+        argv,
+        program,
+        dir,
+        timeout,
+        line: loc.line,
+    })
+}
+
+/// How the recorded handler source of an external projection starts.
+pub const EXTERNAL_SOURCE_PREFIX: &str = "external projector (no handlers): ";
+
+/// The stand-in handler file of an external projection: no sections, and as its `source` the
+/// command and the text of every file its arguments name next to the config (the script), so
+/// the run's recorded digest changes when the projector does.
+fn describe_command(command: &ExternalCommand) -> HandlerFile {
+    // Deliberately not a valid handler file (text before any `-- on` line): a rollback, which
+    // replays the events since the swap into the old tables with the recorded handlers, must
+    // find none here rather than an empty file that would skip those events.
+    let mut source = format!("{EXTERNAL_SOURCE_PREFIX}{}\n", command.display());
+    for arg in &command.argv {
+        let path = command.dir.join(arg);
+        if path.is_file() {
+            if let Ok(text) = std::fs::read(&path) {
+                source.push_str(&format!("-- file {arg}\n"));
+                source.push_str(&String::from_utf8_lossy(&text));
+                source.push('\n');
+            }
+        }
+    }
+    HandlerFile {
+        path: command.program.clone(),
+        sections: Vec::new(),
+        source,
+    }
 }
 
 impl Location {

@@ -39,7 +39,12 @@ pub struct RawEvents {
 pub struct RawProjection {
     pub name: Spanned<String>,
     pub tables: Spanned<Vec<Spanned<String>>>,
-    pub handlers: Spanned<String>,
+    /// A handler file, or else `command`: exactly one of the two.
+    pub handlers: Option<Spanned<String>>,
+    /// An external projector: argv of a program that applies a range of events (external.rs).
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Seconds one run of `command` may take before it is killed.
+    pub command_timeout: Option<Spanned<i64>>,
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub row_count_tolerance: Option<Spanned<f64>>,
     pub replay_triggers: Option<bool>,

@@ -283,7 +283,102 @@ fn missing_event_type_key_is_named() {
 fn missing_required_projection_key_is_named() {
     let dir = Dir::new();
     let text = format!("{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\n");
-    contains(&dir.fail(&text), "missing field `handlers`");
+    contains(
+        &dir.fail(&text),
+        &format!(
+            "{}: projection `p` has neither `handlers` nor `command`",
+            dir.at(9)
+        ),
+    );
+}
+
+/// `[events]` on lines 1-6, then a projection `p` owning `t` from line 8 with `extra` lines.
+fn external(extra: &str) -> String {
+    format!("{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\n{extra}\n")
+}
+
+#[test]
+fn a_command_projection_has_no_handlers_and_resolves_its_program() {
+    let dir = Dir::new();
+    dir.file("bin/replay.sh", "#!/bin/sh\n");
+    dir.file("replay.py", "print('v1')\n");
+    let config = dir.ok(&external(
+        "command = [\"python3\", \"replay.py\", \"--fast\"]\ncommand_timeout = 60",
+    ));
+    let p = &config.projections[0];
+    let c = p.command.as_ref().expect("a command");
+    assert_eq!(c.argv, vec!["python3", "replay.py", "--fast"]);
+    assert_eq!(
+        c.program,
+        PathBuf::from("python3"),
+        "a bare name is looked up in PATH"
+    );
+    assert_eq!(c.dir, dir.0.path());
+    assert_eq!(c.timeout, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(c.line, 11);
+    assert!(p.handlers.sections.is_empty());
+    // The recorded "handler source" holds the script, so a changed projector changes the digest.
+    assert!(
+        p.handlers.source.contains("print('v1')"),
+        "{}",
+        p.handlers.source
+    );
+    let config = dir.ok(&external("command = [\"bin/replay.sh\"]"));
+    assert_eq!(
+        config.projections[0].command.as_ref().unwrap().program,
+        dir.0.path().join("bin/replay.sh"),
+        "a path is relative to the config file's directory"
+    );
+    assert_eq!(
+        config.projections[0].command.as_ref().unwrap().display(),
+        "bin/replay.sh"
+    );
+}
+
+#[test]
+fn command_mistakes_are_named_with_their_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    contains(
+        &dir.fail(&external("handlers = \"h.sql\"\ncommand = [\"sh\"]")),
+        &format!(
+            "{}: projection `p` has both `handlers` and `command`",
+            dir.at(11)
+        ),
+    );
+    contains(
+        &dir.fail(&external("command = []")),
+        &format!("{}: projection `p`: `command` is empty", dir.at(11)),
+    );
+    contains(
+        &dir.fail(&external("command = [\"python3 replay.py\"]")),
+        "is one program name with spaces; the command runs without a shell",
+    );
+    contains(
+        &dir.fail(&external("command = [\"./missing.sh\"]")),
+        "missing.sh` does not exist",
+    );
+    contains(
+        &dir.fail(&external("command = [\"sh\"]\ncommand_timeout = 0")),
+        &format!(
+            "{}: projection `p`: `command_timeout` is a number of seconds",
+            dir.at(12)
+        ),
+    );
+    contains(
+        &dir.fail(&external("handlers = \"h.sql\"\ncommand_timeout = 5")),
+        "`command_timeout` is only used with `command`",
+    );
+    let xid8 = EVENTS.replace(
+        "data = \"body\"\n",
+        "data = \"body\"\nordering = \"xid8\"\ntransaction_id = \"tx\"\n",
+    );
+    let text =
+        format!("{xid8}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\ncommand = [\"sh\"]\n");
+    contains(
+        &dir.fail(&text),
+        &format!("{}: projection `p`: an external projector (`command`) cannot be used with `events.ordering = \"xid8\"`", dir.at(13)),
+    );
 }
 
 #[test]

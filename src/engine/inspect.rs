@@ -33,6 +33,12 @@ pub struct PlannedProjection {
     /// Set-based handlers (`-- per batch`): run once per batch over `:events`.
     pub per_batch: bool,
     pub handlers: String,
+    /// Set when an external projector (`command`) rebuilds the projection instead of handlers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// With a command: the hand-over table that takes over after the swap position, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
     pub row_count_tolerance: f64,
     pub checks: Vec<String>,
     pub tables: Vec<PlannedTable>,
@@ -121,6 +127,8 @@ pub(super) async fn plan_report(
                 event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
                 per_batch: p.handlers.per_batch(),
                 handlers: p.handlers.path.display().to_string(),
+                command: p.command.as_ref().map(|c| c.display()),
+                handover: p.handover.as_ref().map(|h| h.table.to_string()),
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),
                 tables,

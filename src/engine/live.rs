@@ -235,6 +235,18 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         ))
         .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
     }
+    if let Some(&i) = plan
+        .order
+        .iter()
+        .find(|&&i| config.projections[i].command.is_some())
+    {
+        // It has no handlers: the runner would move its checkpoint without applying anything.
+        return Err(Error::config(format!(
+            "`reproject run` cannot keep projection `{}` live: it is rebuilt by an external projector (`command`), whose own live projector keeps it up to date",
+            config.projections[i].name
+        ))
+        .with_hint("name the handler projections to run: `reproject run NAME...`"));
+    }
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;

@@ -239,6 +239,11 @@ async fn recorded_handlers(
                 "the previous tables of projection `{name}` were not built by reproject, so the handlers that built them are not recorded"
             )));
         };
+        if text.starts_with(crate::config::EXTERNAL_SOURCE_PREFIX) {
+            return Ok(Err(format!(
+                "the previous tables of projection `{name}` were built by an external projector (run {source_run}), which a rollback cannot run"
+            )));
+        }
         let label = format!("handlers of `{name}` recorded by run {source_run}");
         let sections = match handlers::parse(&text) {
             Ok(s) => s,

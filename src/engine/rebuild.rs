@@ -166,6 +166,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
     for w in &plan.warnings {
         engine.reporter.warn(w);
     }
+    crate::external::check_selection(config, &plan.order, opts.max_events)?;
     if opts.dry_run {
         let report = plan_report(engine, &plan, true).await?;
         return Ok(RebuildOutcome {
@@ -463,6 +464,8 @@ async fn continue_run(
         }
     }
     let plan = crate::plan::plan(config, &names)?;
+    crate::external::check_selection(config, &plan.order, None)?;
+    crate::external::check_continuable(run)?;
     let resolved = engine.validate().await?;
     let _locks = lock_projections(&engine.db, &names).await?;
     let conn = engine.db.dedicated().await?;
@@ -557,9 +560,18 @@ async fn finish_run(
         lock_hold_ms: None,
         tables: tables.to_vec(),
     };
+    let external = crate::external::External::for_run(
+        engine.config,
+        order,
+        &engine.db,
+        &source,
+        tables,
+        run_id,
+    );
     let replay = Replay {
         conn,
         projector,
+        external: external.as_ref(),
         source: &source,
         run_id,
         names,
@@ -770,13 +782,20 @@ async fn finish_run(
                 Some(b) => source.count(conn, &at, b).await?.events,
                 None => 0,
             };
-            if pending > opts.lock.max_tail_events {
+            // An external projection's swap position is its last applied range: no command
+            // runs under the lock; the tail is left to its hand-over, or must be empty.
+            let limit = external
+                .as_ref()
+                .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
+            if pending > limit {
                 return Ok(Err(pending));
             }
             laps.lap("tail bound");
             let tail = match bound {
-                Some(bound) => replay.range(at, bound, &mut None, None, false).await?,
-                None => 0,
+                Some(bound) if external.is_none() => {
+                    replay.range(at, bound, &mut None, None, false).await?
+                }
+                _ => 0,
             };
             laps.lap("tail");
             swap::check_hold(held, &opts.lock, "the final tail was applied")?;
@@ -829,6 +848,11 @@ async fn finish_run(
                 )
                 .await?;
                 retries += 1;
+                if retries > swap::TAIL_RETRIES && external.is_some() {
+                    let e = crate::external::tail_refused(run_id, pending, retries);
+                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                    return Err(e);
+                }
                 if retries > swap::TAIL_RETRIES {
                     let e = Error::busy(format!(
                         "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
@@ -838,11 +862,18 @@ async fn finish_run(
                     runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
                     return Err(e);
                 }
-                reporter.warn(&format!(
-                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
-                    opts.lock.max_tail_events,
-                    swap::TAIL_RETRIES
-                ));
+                if external.is_some() {
+                    reporter.warn(&format!(
+                        "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
+                        swap::TAIL_RETRIES
+                    ));
+                } else {
+                    reporter.warn(&format!(
+                        "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
+                        opts.lock.max_tail_events,
+                        swap::TAIL_RETRIES
+                    ));
+                }
                 outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
             }
             Err(e) => {
@@ -918,6 +949,8 @@ const WINDOW_CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_sec
 struct Replay<'a> {
     conn: &'a Client,
     projector: &'a Projector,
+    /// Set when the run's projections are rebuilt by their commands (external.rs).
+    external: Option<&'a crate::external::External<'a>>,
     source: &'a EventSource,
     run_id: i64,
     names: &'a [String],
@@ -968,6 +1001,11 @@ impl Replay<'_> {
         cancel: Option<&Cancel>,
         commit_each: bool,
     ) -> Result<i64> {
+        if let Some(external) = self.external {
+            return external
+                .apply(self.conn, self.source, from, upto, cancel, self.reporter)
+                .await;
+        }
         let mut total = 0i64;
         loop {
             if let Some(cancel) = cancel {

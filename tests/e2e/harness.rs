@@ -160,7 +160,7 @@ impl TestDb {
 }
 
 /// psql: `$PSQL`, else on PATH, else beside the server binaries.
-fn psql_bin() -> PathBuf {
+pub fn psql_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PSQL") {
         return PathBuf::from(p);
     }
