@@ -22,6 +22,7 @@ pub mod ident;
 pub mod ordering;
 pub mod plan;
 pub mod progress;
+pub mod projection;
 pub mod replay;
 pub mod shadow;
 pub mod source;

@@ -74,6 +74,9 @@ pub struct Projector {
     /// `SELECT pg_temp.<loop>($1..$6)` over the arrays of a batch, when every statement can run
     /// inside PL/pgSQL (see [`server_loop_eligible`]).
     server_loop: Option<Statement>,
+    /// Set when the projections include Rust ones (projection.rs): it applies the batch
+    /// instead, with a projector of its own for the SQL projections.
+    rust: Option<crate::projection::Steps>,
 }
 
 impl Projector {
@@ -87,6 +90,13 @@ impl Projector {
         target: &Target<'_>,
         order: &[usize],
     ) -> Result<Projector> {
+        if let Some(steps) = crate::projection::prepare(client, target, order).await? {
+            return Ok(Projector {
+                projections: Vec::new(),
+                server_loop: None,
+                rust: Some(steps),
+            });
+        }
         let handlers: Vec<(String, String, &[Section])> = order
             .iter()
             .map(|&i| {
@@ -188,12 +198,16 @@ impl Projector {
         Ok(Projector {
             projections,
             server_loop,
+            rust: None,
         })
     }
 
     /// Applies `events` in order, inside the caller's transaction on the preparing connection.
     /// On failure, names the projection, the event and the statement; the caller rolls back.
     pub async fn apply(&self, tx: &Client, events: &[Event]) -> Result<()> {
+        if let Some(steps) = &self.rust {
+            return steps.apply(tx, events).await;
+        }
         if let (Some(statement), false) = (&self.server_loop, events.is_empty()) {
             if self.apply_in_server(tx, statement, events).await? {
                 return Ok(());
@@ -349,6 +363,9 @@ impl Projector {
 
     /// Projection names in application order.
     pub fn names(&self) -> Vec<&str> {
+        if let Some(steps) = &self.rust {
+            return steps.names();
+        }
         self.projections.iter().map(|p| p.name.as_str()).collect()
     }
 }

@@ -46,6 +46,12 @@ impl RawJsonb {
     pub fn text(&self) -> &str {
         std::str::from_utf8(self.0.get(1..).unwrap_or_default()).unwrap_or("")
     }
+
+    /// The value parsed into any serde type (`serde_json::Value`, or a struct of your own), for
+    /// Rust projections.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.text())
+    }
 }
 
 /// Where reading stands. Stored as a run's checkpoint.

@@ -43,11 +43,16 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 format!(", reads {}", proj.depends_on.join(", "))
             }
         );
-        println!(
-            "  handlers: {} (on {})",
-            proj.handlers,
-            proj.event_types.join(", ")
-        );
+        if proj.event_types.is_empty() {
+            // A Rust projection: its code, not the config, decides which events it handles.
+            println!("  handlers: {}", proj.handlers);
+        } else {
+            println!(
+                "  handlers: {} (on {})",
+                proj.handlers,
+                proj.event_types.join(", ")
+            );
+        }
         for t in &proj.tables {
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",

@@ -109,7 +109,11 @@ pub struct ProjectionConfig {
     pub name: String,
     pub line: usize,
     pub tables: Vec<OwnedTable>,
+    /// The SQL handlers; empty (no sections, no path) for a Rust projection.
     pub handlers: HandlerFile,
+    /// No `handlers` in the config: the events are applied by a Rust projection that the
+    /// program registers under this name ([`Config::register`]).
+    pub rust: bool,
     /// Declared and inferred dependencies: names of projections this one reads.
     pub depends_on: BTreeSet<String>,
     /// Only the dependencies written under `depends_on` (for messages).
@@ -131,6 +135,8 @@ pub struct Config {
     pub path: PathBuf,
     pub events: EventsConfig,
     pub projections: Vec<ProjectionConfig>,
+    /// The Rust projections registered by the program ([`Config::register`]).
+    pub(crate) registered: crate::projection::Registry,
 }
 
 /// Where a `{{table}}` reference points.
@@ -202,6 +208,7 @@ impl Config {
             path: path.to_path_buf(),
             events,
             projections,
+            registered: Default::default(),
         };
         config.resolve_references(&raw, text)?;
         Ok(config)
@@ -610,13 +617,13 @@ fn convert_projection(
     if tables.is_empty() {
         return Err(at(p.tables.span()).err(format!("projection `{name}` lists no tables")));
     }
-    let handlers_path = base.join(p.handlers.get_ref());
-    let handlers = HandlerFile::load(&handlers_path).map_err(|e| {
-        e.context(format!(
-            "{}: projection `{name}`: bad handlers",
-            at(p.handlers.span()).file_line()
-        ))
-    })?;
+    let handlers = handler_source(p, name, base, at)?;
+    let rust = handlers.is_none();
+    let handlers = handlers.unwrap_or_else(|| HandlerFile {
+        path: PathBuf::new(),
+        sections: Vec::new(),
+        source: String::new(),
+    });
     let tolerance = match &p.row_count_tolerance {
         Some(t) => {
             let v = *t.get_ref();
@@ -647,6 +654,7 @@ fn convert_projection(
         line,
         tables,
         handlers,
+        rust,
         depends_on: BTreeSet::new(),
         declared_depends_on: BTreeSet::new(),
         row_count_tolerance: tolerance,
@@ -655,6 +663,27 @@ fn convert_projection(
         replay_triggers: p.replay_triggers.unwrap_or(false),
         build_unlogged: p.build_unlogged.unwrap_or(false),
     })
+}
+
+/// Where a projection's events are applied: its SQL handler file, or (None) a Rust projection
+/// the program registers under its name, checked when a run needs it
+/// ([`crate::projection::require_registered`]). The one place that decides between them.
+fn handler_source(
+    p: &raw::RawProjection,
+    name: &str,
+    base: &Path,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<Option<HandlerFile>> {
+    let Some(file) = &p.handlers else {
+        return Ok(None);
+    };
+    let handlers = HandlerFile::load(&base.join(file.get_ref())).map_err(|e| {
+        e.context(format!(
+            "{}: projection `{name}`: bad handlers",
+            at(file.span()).file_line()
+        ))
+    })?;
+    Ok(Some(handlers))
 }
 
 impl Location {

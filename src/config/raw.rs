@@ -39,7 +39,8 @@ pub struct RawEvents {
 pub struct RawProjection {
     pub name: Spanned<String>,
     pub tables: Spanned<Vec<Spanned<String>>>,
-    pub handlers: Spanned<String>,
+    /// Absent for a projection written in Rust (`Config::register`).
+    pub handlers: Option<Spanned<String>>,
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub row_count_tolerance: Option<Spanned<f64>>,
     pub replay_triggers: Option<bool>,

@@ -117,7 +117,11 @@ pub(super) async fn plan_report(
                 wave: w + 1,
                 depends_on: p.depends_on.iter().cloned().collect(),
                 event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
-                handlers: p.handlers.path.display().to_string(),
+                handlers: if p.rust {
+                    "(Rust projection)".to_string()
+                } else {
+                    p.handlers.path.display().to_string()
+                },
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),
                 tables,

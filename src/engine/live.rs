@@ -220,6 +220,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
     }
     let plan = crate::plan::plan(config, &opts.projections)?;
+    crate::projection::require_registered(config, &plan.order)?;
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;

@@ -128,6 +128,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
     if opts.resume {
         return resume(engine, &plan, opts).await;
     }
+    crate::projection::require_registered(config, &plan.order)?;
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
     let _locks = lock_projections(&engine.db, &names).await?;
@@ -171,7 +172,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         .map(|&i| {
             (
                 config.projections[i].name.clone(),
-                json!(config.projections[i].handlers.source),
+                super::handler_source(config, i),
             )
         })
         .collect();
@@ -402,6 +403,7 @@ async fn continue_run(
         }
     }
     let plan = crate::plan::plan(config, &names)?;
+    crate::projection::require_registered(config, &plan.order)?;
     let resolved = engine.validate().await?;
     let _locks = lock_projections(&engine.db, &names).await?;
     let conn = engine.db.dedicated().await?;

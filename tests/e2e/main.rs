@@ -19,6 +19,7 @@ mod lockhold;
 mod ordering;
 mod presets;
 mod rollback;
+mod rust_projection;
 mod server_loop;
 mod tls;
 mod unlogged;
