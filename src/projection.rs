@@ -84,41 +84,60 @@ pub struct Batch<'a> {
     /// The events of the batch in global order (never empty).
     pub events: &'a [Event],
     projection: &'a str,
-    /// The projection's tables: (as written in the config, the table to write now).
-    tables: &'a [(String, TableName)],
+    tables: &'a Tables,
 }
 
+/// Every projection's tables for one generation: (projection, as written in the config, the
+/// physical table now).
+type Tables = Vec<(String, String, TableName)>;
+
 impl Batch<'_> {
-    /// The physical table to write for one of the projection's `tables`, named as in the
-    /// config, optionally qualified with the schema it resolved to (`"postings"` or
-    /// `"public.postings"`): the `_rebuild` clone during a rebuild, the live table otherwise. Quote it with
-    /// [`TableName::quoted`] in SQL.
+    /// The physical table for a table of a projection, named as in its config `tables`,
+    /// optionally qualified with the schema it resolved to (`"postings"` or
+    /// `"public.postings"`), as a `{{table}}` reference in SQL handlers resolves: the
+    /// `_rebuild` clone for a projection this run rebuilds, the live table otherwise. The
+    /// projection's own tables win over another projection's of the same name. Write only your
+    /// own; read another's only if the config says `depends_on` (that orders the two). Quote
+    /// it with [`TableName::quoted`] in SQL.
     pub fn table(&self, name: &str) -> Result<&TableName> {
         let wanted = parse_table_ref(name)?;
-        self.tables
+        let matches = |(_, written, physical): &&(String, String, TableName)| {
+            // The schema is the one the table resolved to (the clone lives beside it).
+            parse_table_ref(written).is_ok_and(|t| {
+                t.name == wanted.name
+                    && wanted.schema.as_ref().is_none_or(|s| *s == physical.schema)
+            })
+        };
+        let own = self
+            .tables
             .iter()
-            .find(|(written, physical)| {
-                // The schema is the one the table resolved to (the clone lives beside it).
-                parse_table_ref(written).is_ok_and(|t| {
-                    t.name == wanted.name
-                        && wanted.schema.as_ref().is_none_or(|s| *s == physical.schema)
-                })
-            })
-            .map(|(_, physical)| physical)
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "projection `{}` has no table `{name}`",
-                    self.projection
-                ))
-                .with_hint(format!(
-                    "its tables in the config: {}",
-                    self.tables
-                        .iter()
-                        .map(|(w, _)| format!("`{w}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+            .filter(|t| t.0 == self.projection)
+            .find(matches);
+        let found: Vec<_> = match own {
+            Some(t) => vec![t],
+            None => self.tables.iter().filter(matches).collect(),
+        };
+        match found.as_slice() {
+            [(_, _, physical)] => Ok(physical),
+            [] => Err(Error::config(format!(
+                "projection `{}` asked for table `{name}`, which no projection of the config owns",
+                self.projection
+            ))
+            .with_hint(format!(
+                "its own tables in the config: {}",
+                self.tables
+                    .iter()
+                    .filter(|t| t.0 == self.projection)
+                    .map(|(_, w, _)| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            _ => Err(Error::config(format!(
+                "projection `{}` asked for table `{name}`, which several projections own",
+                self.projection
+            ))
+            .with_hint("qualify it with its schema")),
+        }
     }
 
     /// The name of the projection being applied.
@@ -216,7 +235,7 @@ enum Step {
     Rust {
         name: String,
         code: Arc<dyn RustProjection>,
-        tables: Vec<(String, TableName)>,
+        tables: Arc<Tables>,
     },
 }
 
@@ -273,6 +292,19 @@ pub(crate) async fn prepare(
         }
     }
     groups.extend(rust);
+    let mut tables: Tables = Vec::new();
+    for (i, p) in config.projections.iter().enumerate() {
+        for (k, t) in p.tables.iter().enumerate() {
+            let live = &target.resolved.tables[i][k];
+            let physical = if target.rebuilding.contains(&i) {
+                crate::ident::rebuild_table(live)
+            } else {
+                live.clone()
+            };
+            tables.push((p.name.clone(), t.table.to_string(), physical));
+        }
+    }
+    let tables = Arc::new(tables);
     let mut steps = Vec::new();
     for group in groups {
         let p = &config.projections[group[0]];
@@ -281,24 +313,10 @@ pub(crate) async fn prepare(
                 .rust_projection(&p.name)
                 .expect("checked by require_registered")
                 .clone();
-            let tables = p
-                .tables
-                .iter()
-                .enumerate()
-                .map(|(k, t)| {
-                    let live = &target.resolved.tables[group[0]][k];
-                    let physical = if target.rebuilding.contains(&group[0]) {
-                        crate::ident::rebuild_table(live)
-                    } else {
-                        live.clone()
-                    };
-                    (t.table.to_string(), physical)
-                })
-                .collect();
             steps.push(Step::Rust {
                 name: p.name.clone(),
                 code,
-                tables,
+                tables: tables.clone(),
             });
         } else {
             // Boxed: Projector::prepare is what called us.
@@ -358,7 +376,7 @@ async fn apply_rust(
     client: &Client,
     name: &str,
     code: &dyn RustProjection,
-    tables: &[(String, TableName)],
+    tables: &Tables,
     events: &[Event],
 ) -> Result<()> {
     let first = events[0].position;
