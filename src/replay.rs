@@ -35,7 +35,9 @@ const PIPELINE_DEPTH: usize = 1024;
 
 /// Which physical table each `{{table}}` reference means for this generation.
 pub struct Target<'a> {
+    /// The config the references come from.
     pub config: &'a Config,
+    /// The config's tables resolved against the database.
     pub resolved: &'a Resolved,
     /// Projections being rebuilt: their tables resolve to the rebuild clones.
     pub rebuilding: &'a BTreeSet<usize>,

@@ -23,7 +23,9 @@ pub const DEFAULT_ROW_COUNT_TOLERANCE: f64 = 10.0;
 /// An SQL expression from the config with the line it came from.
 #[derive(Debug, Clone)]
 pub struct Expr {
+    /// The SQL text as written.
     pub sql: String,
+    /// Line in the config file (1-based).
     pub line: usize,
 }
 
@@ -33,15 +35,23 @@ pub struct EventsConfig {
     /// The event table; with `source`, the table each append inserts into (`lock_table`):
     /// gap-aware ordering watches its writers and `reproject run` wakes on its inserts.
     pub table: ConfigTableRef,
+    /// Line of `table` (or `lock_table`) in the config file.
     pub table_line: usize,
     /// `events.source`: a query read as `(source) AS events` instead of the table.
     pub source: Option<Expr>,
+    /// `events.position`: the global order, castable to bigint.
     pub position: Expr,
+    /// `events.stream`: the stream (aggregate) an event belongs to, read as text.
     pub stream: Expr,
+    /// `events.type`: picks the handler section.
     pub event_type: Expr,
+    /// `events.data`: the payload.
     pub data: Expr,
+    /// `events.metadata`, if mapped.
     pub metadata: Option<Expr>,
+    /// `events.timestamp`, if mapped.
     pub timestamp: Option<Expr>,
+    /// `events.filter`: only events matching this predicate are replayed.
     pub filter: Option<Expr>,
     /// How reading stays gap-safe; `events.ordering`.
     pub ordering: Ordering,
@@ -58,7 +68,10 @@ pub enum Ordering {
     GapAware,
     /// The event rows carry their writing transaction id (`xid8`): read only transactions below
     /// `pg_snapshot_xmin(pg_current_snapshot())`, in (transaction id, position) order.
-    Xid8 { transaction_id: Expr },
+    Xid8 {
+        /// `events.transaction_id`: the writing transaction's id (`xid8`).
+        transaction_id: Expr,
+    },
     /// Writers are serialized (one appender at a time, or a global lock per append): positions
     /// commit in order, so the highest position is a safe bound.
     Serialized,
@@ -80,34 +93,48 @@ impl Ordering {
 /// [, transaction_id_column = <its transaction id>] WHERE key_column = key`.
 #[derive(Debug, Clone)]
 pub struct Handover {
+    /// The external projector's checkpoint table.
     pub table: ConfigTableRef,
+    /// The column that identifies the checkpoint row.
     pub key_column: String,
+    /// The value of `key_column` in that row (compared as text).
     pub key: String,
+    /// The column that receives the swap position.
     pub position_column: String,
     /// Required in `xid8` mode (a position alone is no cut there), refused otherwise.
     pub transaction_id_column: Option<String>,
+    /// Line of `handover` in the config file.
     pub line: usize,
 }
 
 /// A custom health check: SQL returning one boolean, run against the rebuilt tables.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// The check's name (`check N` when the config gives none).
     pub name: String,
+    /// Line of the check's SQL in the config file.
     pub line: usize,
+    /// The SQL, with `{{table}}` references.
     pub sql: Statement,
 }
 
 /// A table owned by a projection, as written in the config.
 #[derive(Debug, Clone)]
 pub struct OwnedTable {
+    /// The table as written.
     pub table: ConfigTableRef,
+    /// Line in the config file.
     pub line: usize,
 }
 
+/// One `[[projection]]`, checked.
 #[derive(Debug, Clone)]
 pub struct ProjectionConfig {
+    /// Unique name, used on the command line and in the state schema.
     pub name: String,
+    /// Line of `name` in the config file.
     pub line: usize,
+    /// The tables it owns: cloned, rebuilt and swapped together.
     pub tables: Vec<OwnedTable>,
     /// The SQL handlers; empty (no sections, no path) for a Rust projection.
     pub handlers: HandlerFile,
@@ -118,8 +145,11 @@ pub struct ProjectionConfig {
     pub depends_on: BTreeSet<String>,
     /// Only the dependencies written under `depends_on` (for messages).
     pub declared_depends_on: BTreeSet<String>,
+    /// Largest allowed change of a table's row count by the rebuild, in percent.
     pub row_count_tolerance: f64,
+    /// Custom health checks, run against the rebuilt tables before the swap.
     pub checks: Vec<Check>,
+    /// The checkpoint of an external projector that the swap sets (`handover`).
     pub handover: Option<Handover>,
     /// Create the live tables' triggers on the rebuild tables, so they fire during the replay.
     /// Off by default: an audit trigger would fire once per replayed event.
@@ -132,8 +162,11 @@ pub struct ProjectionConfig {
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The config file; relative paths in it are relative to its directory.
     pub path: PathBuf,
+    /// `[events]`: where the events are.
     pub events: EventsConfig,
+    /// The projections, in config order.
     pub projections: Vec<ProjectionConfig>,
     /// The Rust projections registered by the program ([`Config::register`]).
     pub(crate) registered: crate::projection::Registry,
@@ -142,7 +175,9 @@ pub struct Config {
 /// Where a `{{table}}` reference points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableOwner {
+    /// Index into [`Config::projections`].
     pub projection: usize,
+    /// Index into that projection's `tables`.
     pub table: usize,
 }
 

@@ -30,9 +30,13 @@ use sha2::{Digest, Sha256};
 
 /// Everything a command needs.
 pub struct Engine<'a> {
+    /// The loaded config, with any Rust projections registered on it.
     pub config: &'a Config,
+    /// The connection pool.
     pub db: Db,
+    /// Receives progress; the engine itself never prints.
     pub reporter: &'a dyn Reporter,
+    /// Set it (e.g. on Ctrl-C) to stop after the current batch.
     pub cancel: Cancel,
 }
 

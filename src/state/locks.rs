@@ -13,7 +13,9 @@ use tokio_postgres::{Client, GenericClient};
 /// `hashtext('reproject:' || projection)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockClass {
+    /// Held by a rebuild, swap or rollback of the projection.
     Projection,
+    /// Held by the live runner of the projection.
     Runner,
 }
 
@@ -33,6 +35,7 @@ fn name_key(projection: &str) -> String {
 /// The held locks; dropping this closes the session and releases them.
 pub struct ProjectionLocks {
     client: Client,
+    /// The projections locked.
     pub projections: Vec<String>,
 }
 
