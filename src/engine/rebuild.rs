@@ -398,6 +398,12 @@ async fn continue_run(
 ) -> Result<RebuildOutcome> {
     let config = engine.config;
     let names = run.projections.clone();
+    // Before the digests: missing code is not changed code.
+    let known: Vec<usize> = names
+        .iter()
+        .filter_map(|n| config.projection_index(n))
+        .collect();
+    crate::projection::require_registered(config, &known)?;
     for name in &names {
         let Some(i) = config.projection_index(name) else {
             return Err(Error::config(format!(
@@ -420,7 +426,6 @@ async fn continue_run(
         }
     }
     let plan = crate::plan::plan(config, &names)?;
-    crate::projection::require_registered(config, &plan.order)?;
     let resolved = engine.validate().await?;
     let _locks = lock_projections(&engine.db, &names).await?;
     let conn = engine.db.dedicated().await?;

@@ -375,3 +375,70 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
     );
     db.drop().await;
 }
+
+/// `Counts` with a version.
+struct CountsVersion(&'static str);
+
+impl RustProjection for CountsVersion {
+    fn apply<'a>(&'a self, batch: &'a Batch<'a>) -> BoxFuture<'a, reproject::Result<()>> {
+        Counts.apply(batch)
+    }
+    fn version(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// `--resume` refuses to continue a run with another version of the Rust code, continues it
+/// with the same one; the binary refuses to `swap` or `run` a Rust projection.
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_needs_the_same_version_of_the_rust_code() {
+    let db = TestDb::new().await;
+    mixed_setup(&db).await;
+    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let rebuild = |version: &'static str, resume: bool| {
+        let url = db.url.clone();
+        let path = p.config();
+        async move {
+            let mut config = Config::load(&path).unwrap();
+            config.register("counts", CountsVersion(version)).unwrap();
+            let engine = Engine {
+                config: &config,
+                db: Db::new(&url).unwrap(),
+                reporter: &Silent,
+                cancel: Cancel::new(),
+            };
+            engine::rebuild(
+                &engine,
+                &RebuildOptions {
+                    batch_size: 10,
+                    max_events: (!resume).then_some(60),
+                    resume,
+                    ..RebuildOptions::default()
+                },
+            )
+            .await
+        }
+    };
+    assert_eq!(rebuild("v1", false).await.unwrap().status, "paused");
+    let err = rebuild("v2", true).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config, "{err}");
+    assert!(
+        err.message
+            .contains("the handlers of projection `counts` changed since run 1"),
+        "{err}"
+    );
+    let config = p.config();
+    reproject(&db, &config, &["rebuild", "--resume", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("projection `counts` has no `handlers`, and no Rust projection is registered");
+    reproject(&db, &config, &["run", "--once"])
+        .await
+        .code(2)
+        .stderr_has("projection `counts` has no `handlers`, and no Rust projection is registered");
+    let done = rebuild("v1", true).await.unwrap();
+    assert_eq!(done.status, "swapped");
+    assert_eq!(done.events_applied, 140);
+    assert_eq!(mixed_differences(&db).await, 0);
+    db.drop().await;
+}
