@@ -96,6 +96,27 @@ async fn the_rust_projector_example_pauses_resumes_and_swaps() {
             .as_deref(),
         Some("swapped rust-projector-example null")
     );
+
+    // Rebuilt again by Rust code: nothing records handlers that could bring `x_old` up to
+    // date, so once an event arrived the binary's rollback refuses rather than restore a
+    // table that misses it (a null recorded source is never taken for empty SQL handlers).
+    let out = run(&[]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db.exec("INSERT INTO execution_events (aggregate_type, aggregate_id, aggregate_version, event_type, event_data) VALUES ('posting', '1', 99, 'posting_created', '{}')")
+        .await;
+    reproject(&db, &config, &["rollback", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("refusing to roll back run 2: 1 event(s) arrived since the swap")
+        .stderr_has("were not built by reproject from SQL handlers");
+    // Nothing changed: the swapped tables stay live (missing only the new event of posting 1,
+    // which nothing keeps live here) and the previous ones are still kept.
+    assert_eq!(mismatches(&db).await, "1");
+    assert!(db.exists("posting_state_projection_old").await);
     db.drop().await;
 }
 
