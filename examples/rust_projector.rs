@@ -9,9 +9,10 @@
 //! Options after the two arguments: `--max-events N` stops after N events (the run is
 //! `paused`), `--resume` continues the unfinished run from its checkpoint.
 //!
-//! The SQL handlers write each posting's row once per event. This code writes it once per
-//! batch: it reads the rows of the batch's postings in one query, folds the batch's events into
-//! them in memory, and upserts them all in one statement. The engine does the rest (batches,
+//! The SQL handlers write each posting's row once per event. This code folds a batch's events
+//! per posting in memory and writes each row once per batch, in one statement per batch (an
+//! insert of the postings that have no row yet, an update that appends to the others), without
+//! reading the rows back. The engine does the rest (batches,
 //! the checkpoint in the batch's transaction, catch-up, checks, the final tail under the swap
 //! lock, the swap), so the result is exactly once like for SQL handlers.
 //!
@@ -29,13 +30,21 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// A posting's row, as the handlers in examples/postings/handlers/posting_state.sql build it.
-#[derive(Debug, Clone)]
-struct Posting {
+/// What one batch does to one posting, folded in memory from the batch's events. It is both
+/// the row to insert when the posting has none yet (`step`, `conversation`, `outputs`,
+/// `history` as the handlers would leave a new row) and the change to an existing row.
+#[derive(Debug, Default)]
+struct Change {
+    /// The step after the batch: every handled event sets it.
     step: Option<i32>,
+    /// The conversation after the batch; on an existing row only if `conversation_set`.
     conversation: Option<i32>,
-    status: Option<String>,
+    conversation_set: bool,
+    /// A `posting_created` in the batch: an existing row goes back to `pending`.
+    created: bool,
+    /// Outputs added by the batch (`outputs || this`: later keys win, as in the handlers).
     outputs: Map<String, Value>,
+    /// History entries appended by the batch, in order.
     history: Vec<Value>,
 }
 
@@ -46,142 +55,101 @@ impl RustProjection for PostingState {
     fn apply<'a>(&'a self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let table = batch.table("posting_state_projection")?.quoted();
-            // The batch's postings, in the order they first appear.
+            // Fold the batch per posting, in the order postings first appear.
             let mut ids: Vec<i32> = Vec::new();
-            let mut events: Vec<(i32, &Event)> = Vec::new();
+            let mut changes: HashMap<i32, Change> = HashMap::new();
             for event in batch.events {
+                let ty = event.event_type.as_deref().unwrap_or("");
                 if !matches!(
-                    event.event_type.as_deref(),
-                    Some(
-                        "posting_created" | "conversation_completed" | "script_execution_completed"
-                    )
+                    ty,
+                    "posting_created" | "conversation_completed" | "script_execution_completed"
                 ) {
                     continue;
                 }
                 let id = posting_id(event)?;
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-                events.push((id, event));
-            }
-            if ids.is_empty() {
-                return Ok(());
-            }
-            // Their rows as they are now (written by earlier batches, in this generation).
-            let mut rows: HashMap<i32, Posting> = HashMap::new();
-            for row in batch
-                .client
-                .query(
-                    &format!(
-                        "SELECT posting_id, current_step, current_conversation_id, current_status, \
-                                outputs, conversation_history FROM {table} WHERE posting_id = ANY($1)"
-                    ),
-                    &[&ids],
-                )
-                .await?
-            {
-                let outputs: Option<Value> = row.get(4);
-                let history: Option<Value> = row.get(5);
-                rows.insert(
-                    row.get(0),
-                    Posting {
-                        step: row.get(1),
-                        conversation: row.get(2),
-                        status: row.get(3),
-                        outputs: match outputs {
-                            Some(Value::Object(m)) => m,
-                            _ => Map::new(),
-                        },
-                        history: match history {
-                            Some(Value::Array(a)) => a,
-                            _ => Vec::new(),
-                        },
-                    },
-                );
-            }
-            for (id, event) in events {
                 let data: Value = match &event.data {
                     Some(d) => d.parse().map_err(|e| bad_event(event, e))?,
                     None => Value::Null,
                 };
-                let row = rows.get_mut(&id);
-                if event.event_type.as_deref() == Some("posting_created") {
-                    let step = Some(int(&data["initial_step"]).unwrap_or(1));
-                    match row {
-                        Some(r) => {
-                            r.step = step;
-                            r.status = Some("pending".into());
-                        }
-                        None => {
-                            rows.insert(
-                                id,
-                                Posting {
-                                    step,
-                                    conversation: Some(9144),
-                                    status: Some("pending".into()),
-                                    outputs: Map::new(),
-                                    history: Vec::new(),
-                                },
-                            );
-                        }
+                let change = changes.entry(id).or_insert_with(|| {
+                    ids.push(id);
+                    Change {
+                        // A posting first created by this batch starts in conversation 9144.
+                        conversation: Some(9144),
+                        ..Change::default()
                     }
+                });
+                if ty == "posting_created" {
+                    change.step = Some(int(&data["initial_step"]).unwrap_or(1));
+                    change.created = true;
                     continue;
                 }
-                // conversation_completed, script_execution_completed
                 let Some(conversation_id) = text(&data["conversation_id"]) else {
                     return Err(bad_event(event, "no `conversation_id`"));
                 };
                 let output = text(&data["output"]);
-                let entry = json!({
+                change.history.push(json!({
                     "conversation_id": conversation_id,
                     "timestamp": event.timestamp.map(|t| pg_json_utc(&t)),
                     "output_preview": output.as_ref().map(|o| o.chars().take(100).collect::<String>()),
-                });
-                let next_step = int(&data["next_execution_order"]);
-                let next_conversation = int(&data["next_conversation_id"]);
-                let row = rows.entry(id).or_insert_with(|| Posting {
-                    step: None,
-                    conversation: None,
-                    // A posting first seen here starts pending; an existing one keeps its status.
-                    status: Some("pending".into()),
-                    outputs: Map::new(),
-                    history: Vec::new(),
-                });
-                row.outputs.insert(conversation_id, json!(output));
-                row.step = next_step;
-                row.conversation = next_conversation;
-                row.history.push(entry);
+                }));
+                change.outputs.insert(conversation_id, json!(output));
+                change.step = int(&data["next_execution_order"]);
+                change.conversation = int(&data["next_conversation_id"]);
+                change.conversation_set = true;
             }
-            // One upsert for the whole batch, each posting once.
+            if ids.is_empty() {
+                return Ok(());
+            }
             let mut step = Vec::new();
             let mut conversation = Vec::new();
-            let mut status = Vec::new();
+            let mut conversation_set = Vec::new();
+            let mut created = Vec::new();
             let mut outputs = Vec::new();
             let mut history = Vec::new();
             for id in &ids {
-                let r = rows[id].clone();
-                step.push(r.step);
-                conversation.push(r.conversation);
-                status.push(r.status);
-                outputs.push(Value::Object(r.outputs));
-                history.push(Value::Array(r.history));
+                let c = changes.remove(id).expect("every id has a change");
+                step.push(c.step);
+                conversation.push(c.conversation);
+                conversation_set.push(c.conversation_set);
+                created.push(c.created);
+                outputs.push(Value::Object(c.outputs));
+                history.push(Value::Array(c.history));
             }
+            // One statement per batch, whatever its size, and nothing read back: postings
+            // without a row get the folded row (the INSERT); the others get the change applied
+            // in place (the UPDATE, which does not see the rows the INSERT adds: a statement
+            // reads the table as it was when it started).
             batch
                 .client
                 .execute(
                     &format!(
-                        "INSERT INTO {table} (posting_id, current_step, current_conversation_id, \
-                                current_status, outputs, conversation_history, last_updated) \
-                         SELECT *, now() FROM unnest($1::int[], $2::int[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[]) \
-                         ON CONFLICT (posting_id) DO UPDATE SET \
-                           current_step = EXCLUDED.current_step, \
-                           current_conversation_id = EXCLUDED.current_conversation_id, \
-                           current_status = EXCLUDED.current_status, \
-                           outputs = EXCLUDED.outputs, \
-                           conversation_history = EXCLUDED.conversation_history, \
-                           last_updated = now()"
+                        "WITH b AS ( \
+                           SELECT * FROM unnest($1::int[], $2::int[], $3::int[], $4::bool[], $5::bool[], $6::jsonb[], $7::jsonb[]) \
+                             AS b(id, step, conversation, conversation_set, created, outputs, history)), \
+                         inserted AS ( \
+                           INSERT INTO {table} (posting_id, current_step, current_conversation_id, \
+                                  current_status, outputs, conversation_history, last_updated) \
+                           SELECT id, step, conversation, 'pending', outputs, history, now() FROM b \
+                           ON CONFLICT (posting_id) DO NOTHING) \
+                         UPDATE {table} AS p SET \
+                           current_step = b.step, \
+                           current_conversation_id = CASE WHEN b.conversation_set THEN b.conversation ELSE p.current_conversation_id END, \
+                           current_status = CASE WHEN b.created THEN 'pending' ELSE p.current_status END, \
+                           outputs = p.outputs || b.outputs, \
+                           conversation_history = p.conversation_history || b.history, \
+                           last_updated = now() \
+                         FROM b WHERE p.posting_id = b.id"
                     ),
-                    &[&ids, &step, &conversation, &status, &outputs, &history],
+                    &[
+                        &ids,
+                        &step,
+                        &conversation,
+                        &conversation_set,
+                        &created,
+                        &outputs,
+                        &history,
+                    ],
                 )
                 .await?;
             Ok(())
