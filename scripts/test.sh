@@ -24,8 +24,8 @@ pg_start
 
 printf '==> cargo test --all-targets%s against %s\n' "${*:+ $*}" "$(pg_redact_url "$DATABASE_URL")"
 rc=0
-# The library example is run by a test as an ordinary binary; `cargo test` builds examples
-# only as test harnesses.
+# The examples (library, rust_projector) are run by tests as ordinary binaries; `cargo test`
+# builds examples only as test harnesses.
 cargo build --quiet --examples
 cargo test --all-targets "$@" || rc=$?
 if ((rc != 0)); then

@@ -20,8 +20,11 @@ use tokio_postgres::Client;
 
 /// One generation change: `live` (outgoing) becomes `parked`, `incoming` becomes `live`.
 pub struct Exchange<'a> {
+    /// The table that is live now and goes out.
     pub live: &'a TableName,
+    /// The table that becomes live (a `_rebuild` clone, or `_old` on rollback).
     pub incoming: &'a TableName,
+    /// The name the outgoing table is kept under (`_old`, or a rolled-back name).
     pub parked: &'a TableName,
     /// Suffix for the outgoing table's object names (`old7` after run 7's swap, `rb7` after
     /// its rollback): derived names that cannot collide with canonical ones.
@@ -36,6 +39,7 @@ pub struct Exchange<'a> {
 pub struct Validation {
     /// The table holding the constraint, as SQL (already quoted).
     pub table_sql: String,
+    /// The constraint's name.
     pub constraint: String,
 }
 
@@ -87,6 +91,7 @@ pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<Strin
 /// caches cost more than running them, and every millisecond under the lock is one the
 /// application waits.
 pub struct Prepared {
+    /// The fingerprint query, prepared.
     pub fingerprints: fingerprint::Fingerprinter,
     unsupported: tokio_postgres::Statement,
     /// How long each step of the exchange took, for the lock attempt's record.
@@ -94,6 +99,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Prepares the queries for `tables` and warms the catalog caches they read.
     pub async fn prepare(client: &Client, tables: &[TableName]) -> Result<Prepared> {
         let fingerprints = fingerprint::Fingerprinter::prepare(client).await?;
         let unsupported = client

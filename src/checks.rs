@@ -11,9 +11,13 @@ use tokio_postgres::Client;
 /// The outcome of one check, as recorded in the run's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
+    /// The projection whose tables were checked.
     pub projection: String,
+    /// The check's name (`row count within 10%`, or as named in the config).
     pub name: String,
+    /// True when the check passed.
     pub passed: bool,
+    /// What was found (counts, or the error that failed the check).
     pub detail: String,
 }
 

@@ -41,9 +41,13 @@ impl ErrorKind {
 /// An error with its context chain and an optional hint.
 #[derive(Debug, Clone)]
 pub struct Error {
+    /// Decides the exit code.
     pub kind: ErrorKind,
+    /// What went wrong.
     pub message: String,
+    /// Why, outermost first.
     pub causes: Vec<String>,
+    /// What to do about it, when known.
     pub hint: Option<String>,
     /// The database's SQLSTATE, when the error came from the database: decides retries.
     pub sqlstate: Option<String>,
@@ -53,6 +57,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -63,26 +68,32 @@ impl Error {
         }
     }
 
+    /// A usage or config error (exit 2).
     pub fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, message)
     }
 
+    /// A runtime failure (exit 1).
     pub fn runtime(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Runtime, message)
     }
 
+    /// Busy: locks not obtained or another run active (exit 75).
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Busy, message)
     }
 
+    /// Stopped on request (exit 130).
     pub fn interrupted(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Interrupted, message)
     }
 
+    /// A health check refused the swap (exit 3).
     pub fn health_check(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::HealthCheck, message)
     }
 
+    /// The swap would not keep the table intact (exit 4).
     pub fn fidelity(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Fidelity, message)
     }
@@ -93,6 +104,7 @@ impl Error {
         self
     }
 
+    /// Sets the hint: what to do about it.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -207,7 +219,9 @@ impl From<tokio_postgres::Error> for Error {
 
 /// Attaches context to database results without a closure at every call site.
 pub trait Context<T> {
+    /// Replaces the message, keeping the original as the first cause.
     fn context(self, message: impl Into<String>) -> Result<T>;
+    /// As [`Context::context`], with the message built only on error.
     fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T>;
 }
 

@@ -28,15 +28,22 @@ use tokio_postgres::types::Type;
 /// The values bound to every handler statement, in positional order `$1..$6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
+    /// `:position` (`$1`, bigint).
     Position,
+    /// `:stream` (`$2`, text).
     Stream,
+    /// `:type` (`$3`, text).
     Type,
+    /// `:data` (`$4`, jsonb).
     Data,
+    /// `:metadata` (`$5`, jsonb).
     Metadata,
+    /// `:timestamp` (`$6`, timestamptz).
     Timestamp,
 }
 
 impl Param {
+    /// Every parameter, in positional order.
     pub const ALL: [Param; 6] = [
         Param::Position,
         Param::Stream,
@@ -50,6 +57,7 @@ impl Param {
         Param::ALL.into_iter().find(|p| p.name() == name)
     }
 
+    /// The name handlers write after the colon.
     pub fn name(self) -> &'static str {
         match self {
             Param::Position => "position",
@@ -84,6 +92,7 @@ pub fn param_types() -> [Type; 6] {
 pub struct TableRef {
     /// As written between the braces, trimmed.
     pub written: String,
+    /// Line in the handler file.
     pub line: usize,
     /// True when the statement writes to it (INSERT INTO, UPDATE, DELETE FROM, …).
     pub writes: bool,
@@ -103,6 +112,7 @@ pub struct Statement {
     /// Line in the handler file where the statement starts (1-based).
     pub line: usize,
     parts: Vec<Part>,
+    /// The `{{table}}` references, in order.
     pub tables: Vec<TableRef>,
     /// Uses a per-event `:param`.
     params: bool,
@@ -151,24 +161,29 @@ pub const EMPTY_EVENTS: &str =
 /// The statements run for one or more event types, or (`per_batch`) once per batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
-    /// Empty for a `-- per batch` section.
+    /// The event types the section handles; empty for a `-- per batch` section.
     pub event_types: Vec<String>,
     /// A `-- per batch` section: set-based statements over `:events`.
     pub per_batch: bool,
+    /// Line of the section's header.
     pub line: usize,
+    /// The statements, run in order for each event.
     pub statements: Vec<Statement>,
 }
 
 /// A parsed handler file.
 #[derive(Debug, Clone)]
 pub struct HandlerFile {
+    /// The file (empty for a Rust projection).
     pub path: PathBuf,
+    /// The sections, in file order.
     pub sections: Vec<Section>,
     /// The file's text, kept so each run can record exactly which handlers built a table.
     pub source: String,
 }
 
 impl HandlerFile {
+    /// Reads and parses a handler file; errors name the file and line.
     pub fn load(path: &Path) -> Result<HandlerFile> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!("cannot read handler file `{}`", path.display())).caused_by(e)

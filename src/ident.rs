@@ -24,11 +24,14 @@ pub fn literal(value: &str) -> String {
 /// A table name, schema-qualified once resolved against the database.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct TableName {
+    /// The schema.
     pub schema: String,
+    /// The table name, unquoted.
     pub name: String,
 }
 
 impl TableName {
+    /// A table name from its unquoted parts.
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
         TableName {
             schema: schema.into(),
@@ -65,7 +68,9 @@ impl fmt::Display for TableName {
 /// A table reference as written in the config: `orders`, `shop.orders`, `"Odd Name"`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigTableRef {
+    /// The schema, if written.
     pub schema: Option<String>,
+    /// The table name, unquoted.
     pub name: String,
 }
 

@@ -72,11 +72,13 @@ const SETTLE_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The highest visible position and the transactions open right after it was read.
 #[derive(Debug, Clone)]
 pub struct Observation {
+    /// The highest position visible then.
     pub head: i64,
     /// `pid/virtual transaction id` of the writing transactions, `prepared/...` for prepared ones.
     pub open: BTreeSet<String>,
     /// The same transactions described (pid, application, state, start), keyed by `id`.
     pub details: Vec<Value>,
+    /// When it was observed.
     pub observed_at: DateTime<Utc>,
 }
 
@@ -131,14 +133,17 @@ impl Pending {
         self.list.push(obs);
     }
 
+    /// The oldest pending observation.
     pub fn oldest(&self) -> Option<&Observation> {
         self.list.first()
     }
 
+    /// How many observations are pending.
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
+    /// True when none is pending.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -173,6 +178,7 @@ pub struct Cut<'a> {
 }
 
 impl<'a> Cut<'a> {
+    /// A cut for reading `source`, recording gaps under `run_id`.
     pub fn new(source: &'a EventSource, run_id: i64) -> Cut<'a> {
         Cut {
             source,

@@ -29,12 +29,15 @@ impl Reporter for Silent {}
 pub struct Cancel(Arc<AtomicBool>);
 
 impl Cancel {
+    /// A flag that is not set.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Sets the flag: the engine stops after the current batch.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+    /// Whether the flag is set.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }

@@ -42,7 +42,9 @@ const PIPELINE_DEPTH: usize = 1024;
 
 /// Which physical table each `{{table}}` reference means for this generation.
 pub struct Target<'a> {
+    /// The config the references come from.
     pub config: &'a Config,
+    /// The config's tables resolved against the database.
     pub resolved: &'a Resolved,
     /// Projections being rebuilt: their tables resolve to the rebuild clones.
     pub rebuilding: &'a BTreeSet<usize>,
@@ -97,8 +99,11 @@ pub const DEFAULT_SET_BATCH_SIZE: i64 = 1_000_000;
 /// was exhausted (fewer events than asked for).
 #[derive(Debug, Clone, Copy)]
 pub struct Step {
+    /// Where the checkpoint goes: the batch's last event, or the bound once exhausted.
     pub to: Cursor,
+    /// Events the batch applied.
     pub events: i64,
+    /// Fewer events than asked for: nothing more up to the bound.
     pub exhausted: bool,
 }
 
@@ -113,6 +118,9 @@ pub struct Projector {
     /// ones does not matter).
     per_batch: Vec<BatchProjection>,
     set_batch_size: i64,
+    /// Set when the projections include Rust ones (projection.rs): it applies the batch
+    /// instead, with a projector of its own for the SQL projections.
+    rust: Option<crate::projection::Steps>,
 }
 
 impl Projector {
@@ -126,6 +134,32 @@ impl Projector {
         target: &Target<'_>,
         order: &[usize],
     ) -> Result<Projector> {
+        let set_based = order
+            .iter()
+            .map(|&i| &target.config.projections[i])
+            .find(|p| p.handlers.per_batch());
+        let rust = order
+            .iter()
+            .map(|&i| &target.config.projections[i])
+            .find(|p| p.rust);
+        if let (Some(set), Some(rust)) = (set_based, rust) {
+            // A Rust projection's steps apply batches event list by event list; a set-based
+            // projection needs the batch's bounds instead (apply_next), which they do not give.
+            return Err(Error::config(format!(
+                "projection `{}` is set-based (`-- per batch`) and `{}` is a Rust projection: they cannot be rebuilt in one run",
+                set.name, rust.name
+            ))
+            .with_hint("rebuild them in separate runs (`reproject rebuild NAME`)"));
+        }
+        if let Some(steps) = crate::projection::prepare(client, target, order).await? {
+            return Ok(Projector {
+                projections: Vec::new(),
+                server_loop: None,
+                per_batch: Vec::new(),
+                set_batch_size: DEFAULT_SET_BATCH_SIZE,
+                rust: Some(steps),
+            });
+        }
         let handlers: Vec<(String, String, &[Section])> = order
             .iter()
             .map(|&i| {
@@ -257,6 +291,7 @@ impl Projector {
             server_loop,
             per_batch,
             set_batch_size: DEFAULT_SET_BATCH_SIZE,
+            rust: None,
         })
     }
 
@@ -354,6 +389,9 @@ impl Projector {
     /// Applies `events` in order, inside the caller's transaction on the preparing connection.
     /// On failure, names the projection, the event and the statement; the caller rolls back.
     pub async fn apply(&self, tx: &Client, events: &[Event]) -> Result<()> {
+        if let Some(steps) = &self.rust {
+            return steps.apply(tx, events).await;
+        }
         if let (Some(statement), false) = (&self.server_loop, events.is_empty()) {
             if self.apply_in_server(tx, statement, events).await? {
                 return Ok(());
@@ -509,6 +547,9 @@ impl Projector {
 
     /// Projection names in application order (per-event ones, then set-based ones).
     pub fn names(&self) -> Vec<&str> {
+        if let Some(steps) = &self.rust {
+            return steps.names();
+        }
         self.projections
             .iter()
             .map(|p| p.name.as_str())

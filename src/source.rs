@@ -46,6 +46,12 @@ impl RawJsonb {
     pub fn text(&self) -> &str {
         std::str::from_utf8(self.0.get(1..).unwrap_or_default()).unwrap_or("")
     }
+
+    /// The value parsed into any serde type (`serde_json::Value`, or a struct of your own), for
+    /// Rust projections.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.text())
+    }
 }
 
 /// Where reading stands. Stored as a run's checkpoint.
@@ -129,11 +135,17 @@ pub fn next_cursor(from: &Cursor, upto: &Bound, last: Option<&Event>, exhausted:
 pub struct Event {
     /// `xid8` mode: the writing transaction's id.
     pub tx: Option<u64>,
+    /// `events.position`.
     pub position: i64,
+    /// `events.stream`, as text.
     pub stream: Option<String>,
+    /// `events.type`.
     pub event_type: Option<String>,
+    /// `events.data`, jsonb in binary form ([`RawJsonb::parse`] reads it).
     pub data: Option<RawJsonb>,
+    /// `events.metadata`, if mapped.
     pub metadata: Option<RawJsonb>,
+    /// `events.timestamp`, if mapped.
     pub timestamp: Option<DateTime<Utc>>,
 }
 
@@ -144,7 +156,9 @@ pub struct Counts {
     pub events: i64,
     /// Events the filter excludes (e.g. invalidated ones).
     pub excluded: i64,
+    /// Lowest position in the range.
     pub first_position: Option<i64>,
+    /// Highest position in the range.
     pub last_position: Option<i64>,
 }
 
@@ -205,6 +219,7 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The storage of a column of type `ty`.
     pub fn of(ty: &Type) -> Payload {
         if *ty == Type::BYTEA {
             Payload::Bytea
@@ -251,6 +266,7 @@ pub enum TimeKind {
 }
 
 impl TimeKind {
+    /// The storage of a column of type `ty`.
     pub fn of(ty: &Type) -> TimeKind {
         if *ty == Type::TIMESTAMP {
             TimeKind::Timestamp
@@ -278,8 +294,11 @@ impl TimeKind {
 /// an unmapped role reads as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Encodings {
+    /// How `data` is stored.
     pub data: Payload,
+    /// How `metadata` is stored.
     pub metadata: Payload,
+    /// How `timestamp` is stored.
     pub timestamp: TimeKind,
 }
 
@@ -313,13 +332,18 @@ fn json_from_bytes(
 /// A role of the `[events]` mapping, the SQL type reproject reads it as and the expression
 /// that reads it.
 pub struct Role<'a> {
+    /// The config key (`position`, `data`, …).
     pub key: &'static str,
+    /// The expression as configured.
     pub expr: &'a Expr,
+    /// The SQL type it is read as.
     pub sql_type: &'static str,
+    /// The SQL that reads it.
     pub read: String,
 }
 
 impl EventSource {
+    /// Reads the events `events` describes from the resolved tables.
     pub fn new(events: &EventsConfig, resolved: &Resolved) -> EventSource {
         let table = &resolved.events_table;
         let enc = resolved.encodings;

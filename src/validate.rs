@@ -14,6 +14,7 @@ use tokio_postgres::GenericClient;
 /// The config's names resolved against the database.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The event table (or `lock_table`), schema-qualified.
     pub events_table: TableName,
     /// How the payload and time roles are stored (bytea, timestamp without time zone, text).
     pub encodings: Encodings,
@@ -22,6 +23,7 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// The live table of a projection's table.
     pub fn live(&self, owner: TableOwner) -> &TableName {
         &self.tables[owner.projection][owner.table]
     }

@@ -9,12 +9,18 @@ use crate::error::{Error, Result};
 use chrono::{DateTime, Duration, Local, NaiveTime, TimeZone};
 use std::fmt;
 
+/// When a swap may happen (`--swap-window`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwapWindow {
     /// From this moment on.
     At(DateTime<Local>),
     /// Every day from `start` (inclusive) to `end` (exclusive), local time.
-    Daily { start: NaiveTime, end: NaiveTime },
+    Daily {
+        /// First moment of the window.
+        start: NaiveTime,
+        /// End of the window (not included).
+        end: NaiveTime,
+    },
 }
 
 impl fmt::Display for SwapWindow {

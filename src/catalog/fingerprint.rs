@@ -39,6 +39,7 @@ pub struct Fingerprinter {
 }
 
 impl Fingerprinter {
+    /// Prepares the fingerprint query on `client` (valid on that connection only).
     pub async fn prepare(client: &tokio_postgres::Client) -> Result<Fingerprinter> {
         let statement = client
             .prepare(FINGERPRINT_SQL)

@@ -10,13 +10,16 @@ use tokio_postgres::GenericClient;
 /// A table found in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
+    /// The schema-qualified name.
     pub name: TableName,
+    /// `pg_class.oid`: tells a table from another one created later under the same name.
     pub oid: u32,
     /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, …
     pub relkind: char,
 }
 
 impl TableInfo {
+    /// `relkind` in words, for messages (`table`, `view`, …).
     pub fn kind_name(&self) -> &'static str {
         match self.relkind {
             'r' => "table",

@@ -59,6 +59,8 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 "  handlers: {} (set-based: once per batch over :events)",
                 proj.handlers
             ),
+            // A Rust projection: its code, not the config, decides which events it handles.
+            None if proj.event_types.is_empty() => println!("  handlers: {}", proj.handlers),
             None => println!(
                 "  handlers: {} (on {})",
                 proj.handlers,

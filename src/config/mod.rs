@@ -23,7 +23,9 @@ pub const DEFAULT_ROW_COUNT_TOLERANCE: f64 = 10.0;
 /// An SQL expression from the config with the line it came from.
 #[derive(Debug, Clone)]
 pub struct Expr {
+    /// The SQL text as written.
     pub sql: String,
+    /// Line in the config file (1-based).
     pub line: usize,
 }
 
@@ -33,15 +35,23 @@ pub struct EventsConfig {
     /// The event table; with `source`, the table each append inserts into (`lock_table`):
     /// gap-aware ordering watches its writers and `reproject run` wakes on its inserts.
     pub table: ConfigTableRef,
+    /// Line of `table` (or `lock_table`) in the config file.
     pub table_line: usize,
     /// `events.source`: a query read as `(source) AS events` instead of the table.
     pub source: Option<Expr>,
+    /// `events.position`: the global order, castable to bigint.
     pub position: Expr,
+    /// `events.stream`: the stream (aggregate) an event belongs to, read as text.
     pub stream: Expr,
+    /// `events.type`: picks the handler section.
     pub event_type: Expr,
+    /// `events.data`: the payload.
     pub data: Expr,
+    /// `events.metadata`, if mapped.
     pub metadata: Option<Expr>,
+    /// `events.timestamp`, if mapped.
     pub timestamp: Option<Expr>,
+    /// `events.filter`: only events matching this predicate are replayed.
     pub filter: Option<Expr>,
     /// How reading stays gap-safe; `events.ordering`.
     pub ordering: Ordering,
@@ -58,7 +68,10 @@ pub enum Ordering {
     GapAware,
     /// The event rows carry their writing transaction id (`xid8`): read only transactions below
     /// `pg_snapshot_xmin(pg_current_snapshot())`, in (transaction id, position) order.
-    Xid8 { transaction_id: Expr },
+    Xid8 {
+        /// `events.transaction_id`: the writing transaction's id (`xid8`).
+        transaction_id: Expr,
+    },
     /// Writers are serialized (one appender at a time, or a global lock per append): positions
     /// commit in order, so the highest position is a safe bound.
     Serialized,
@@ -80,12 +93,17 @@ impl Ordering {
 /// [, transaction_id_column = <its transaction id>] WHERE key_column = key`.
 #[derive(Debug, Clone)]
 pub struct Handover {
+    /// The external projector's checkpoint table.
     pub table: ConfigTableRef,
+    /// The column that identifies the checkpoint row.
     pub key_column: String,
+    /// The value of `key_column` in that row (compared as text).
     pub key: String,
+    /// The column that receives the swap position.
     pub position_column: String,
     /// Required in `xid8` mode (a position alone is no cut there), refused otherwise.
     pub transaction_id_column: Option<String>,
+    /// Line of `handover` in the config file.
     pub line: usize,
 }
 
@@ -104,6 +122,7 @@ pub struct ExternalCommand {
     pub dir: PathBuf,
     /// `command_timeout`: one run of the command is killed after this long.
     pub timeout: Option<std::time::Duration>,
+    /// Line of `command` in the config file.
     pub line: usize,
 }
 
@@ -130,35 +149,50 @@ impl ExternalCommand {
 /// A custom health check: SQL returning one boolean, run against the rebuilt tables.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// The check's name (`check N` when the config gives none).
     pub name: String,
+    /// Line of the check's SQL in the config file.
     pub line: usize,
+    /// The SQL, with `{{table}}` references.
     pub sql: Statement,
 }
 
 /// A table owned by a projection, as written in the config.
 #[derive(Debug, Clone)]
 pub struct OwnedTable {
+    /// The table as written.
     pub table: ConfigTableRef,
+    /// Line in the config file.
     pub line: usize,
 }
 
+/// One `[[projection]]`, checked.
 #[derive(Debug, Clone)]
 pub struct ProjectionConfig {
+    /// Unique name, used on the command line and in the state schema.
     pub name: String,
+    /// Line of `name` in the config file.
     pub line: usize,
+    /// The tables it owns: cloned, rebuilt and swapped together.
     pub tables: Vec<OwnedTable>,
     /// The handler file; for an external projection an empty one whose `source` describes the
     /// command and the files it names, so a run still records (and a resume compares) what
-    /// built its tables.
+    /// built its tables; empty (no sections, no path) for a Rust projection.
     pub handlers: HandlerFile,
     /// Set when a command the user provides rebuilds this projection instead of handlers.
     pub command: Option<ExternalCommand>,
+    /// Neither `handlers` nor `command` in the config: the events are applied by a Rust
+    /// projection that the program registers under this name ([`Config::register`]).
+    pub rust: bool,
     /// Declared and inferred dependencies: names of projections this one reads.
     pub depends_on: BTreeSet<String>,
     /// Only the dependencies written under `depends_on` (for messages).
     pub declared_depends_on: BTreeSet<String>,
+    /// Largest allowed change of a table's row count by the rebuild, in percent.
     pub row_count_tolerance: f64,
+    /// Custom health checks, run against the rebuilt tables before the swap.
     pub checks: Vec<Check>,
+    /// The checkpoint of an external projector that the swap sets (`handover`).
     pub handover: Option<Handover>,
     /// Create the live tables' triggers on the rebuild tables, so they fire during the replay.
     /// Off by default: an audit trigger would fire once per replayed event.
@@ -171,15 +205,22 @@ pub struct ProjectionConfig {
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The config file; relative paths in it are relative to its directory.
     pub path: PathBuf,
+    /// `[events]`: where the events are.
     pub events: EventsConfig,
+    /// The projections, in config order.
     pub projections: Vec<ProjectionConfig>,
+    /// The Rust projections registered by the program ([`Config::register`]).
+    pub(crate) registered: crate::projection::Registry,
 }
 
 /// Where a `{{table}}` reference points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableOwner {
+    /// Index into [`Config::projections`].
     pub projection: usize,
+    /// Index into that projection's `tables`.
     pub table: usize,
 }
 
@@ -256,6 +297,7 @@ impl Config {
             path: path.to_path_buf(),
             events,
             projections,
+            registered: Default::default(),
         };
         config.resolve_references(&raw, text)?;
         Ok(config)
@@ -691,13 +733,7 @@ fn convert_projection(
                     "projection `{name}`: `command_timeout` is only used with `command`"
                 )));
             }
-            let handlers = HandlerFile::load(&base.join(h.get_ref())).map_err(|e| {
-                e.context(format!(
-                    "{}: projection `{name}`: bad handlers",
-                    at(h.span()).file_line()
-                ))
-            })?;
-            (handlers, None)
+            (handler_source(h, name, base, at)?, None)
         }
         (None, Some(c)) => {
             let command = external_command(c, p.command_timeout.as_ref(), name, base, at)?;
@@ -709,13 +745,18 @@ fn convert_projection(
             ))
             .with_hint("keep `handlers` to let reproject replay the events, or `command` to run your own projector"))
         }
-        (None, None) => {
-            return Err(at(p.name.span()).err(format!(
-                "projection `{name}` has neither `handlers` nor `command`"
-            ))
-            .with_hint("add `handlers = \"FILE.sql\"`, or `command = [\"PROGRAM\", \"ARG\"...]` for an external projector"))
-        }
+        // A Rust projection: whether the program registered it is checked when a run needs it
+        // ([`crate::projection::require_registered`]).
+        (None, None) => (
+            HandlerFile {
+                path: PathBuf::new(),
+                sections: Vec::new(),
+                source: String::new(),
+            },
+            None,
+        ),
     };
+    let rust = p.handlers.is_none() && p.command.is_none();
     let tolerance = match &p.row_count_tolerance {
         Some(t) => {
             let v = *t.get_ref();
@@ -747,6 +788,7 @@ fn convert_projection(
         tables,
         handlers,
         command,
+        rust,
         depends_on: BTreeSet::new(),
         declared_depends_on: BTreeSet::new(),
         row_count_tolerance: tolerance,
@@ -850,6 +892,21 @@ fn describe_command(command: &ExternalCommand) -> HandlerFile {
         sections: Vec::new(),
         source,
     }
+}
+
+/// Loads a projection's SQL handler file.
+fn handler_source(
+    file: &toml::Spanned<String>,
+    name: &str,
+    base: &Path,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<HandlerFile> {
+    HandlerFile::load(&base.join(file.get_ref())).map_err(|e| {
+        e.context(format!(
+            "{}: projection `{name}`: bad handlers",
+            at(file.span()).file_line()
+        ))
+    })
 }
 
 impl Location {

@@ -39,7 +39,8 @@ pub struct RawEvents {
 pub struct RawProjection {
     pub name: Spanned<String>,
     pub tables: Spanned<Vec<Spanned<String>>>,
-    /// A handler file, or else `command`: exactly one of the two.
+    /// A handler file, or else `command`, or neither for a projection written in Rust
+    /// (`Config::register`).
     pub handlers: Option<Spanned<String>>,
     /// An external projector: argv of a program that applies a range of events (external.rs).
     pub command: Option<Spanned<Vec<Spanned<String>>>>,

@@ -282,14 +282,18 @@ fn missing_event_type_key_is_named() {
 #[test]
 fn missing_required_projection_key_is_named() {
     let dir = Dir::new();
+    let text = format!("{EVENTS}\n[[projection]]\nname = \"p\"\nhandlers = \"h.sql\"\n");
+    contains(&dir.fail(&text), "missing field `tables`");
+}
+
+#[test]
+fn a_projection_without_handlers_is_a_rust_projection() {
+    let dir = Dir::new();
     let text = format!("{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\n");
-    contains(
-        &dir.fail(&text),
-        &format!(
-            "{}: projection `p` has neither `handlers` nor `command`",
-            dir.at(9)
-        ),
-    );
+    let config = dir.ok(&text);
+    assert!(config.projections[0].rust);
+    assert!(config.projections[0].handlers.sections.is_empty());
+    assert!(config.rust_projection("p").is_none());
 }
 
 /// `[events]` on lines 1-6, then a projection `p` owning `t` from line 8 with `extra` lines.

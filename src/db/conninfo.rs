@@ -24,12 +24,17 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// verifies anything itself: verification is configured in `db::tls` from this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SslMode {
+    /// No TLS.
     Disable,
     /// Treated as `prefer` (tokio-postgres cannot try plaintext first); neither verifies.
     Allow,
+    /// TLS if the server offers it, without verification (the default).
     Prefer,
+    /// TLS required; the certificate is verified only if `sslrootcert` is given (as libpq does).
     Require,
+    /// TLS with the server certificate verified against the root certificates.
     VerifyCa,
+    /// As `VerifyCa`, and the host name must match the certificate.
     VerifyFull,
 }
 
@@ -49,6 +54,7 @@ impl SslMode {
         })
     }
 
+    /// The name as written in a connection string.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",

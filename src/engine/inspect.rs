@@ -47,21 +47,31 @@ pub struct PlannedProjection {
 /// The plan, as `plan` and `rebuild --dry-run` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
+    /// The config file.
     pub config: String,
+    /// Where the plan was made (`user@host:port/db`, no password).
     pub database: String,
+    /// The resolved event table.
     pub events_table: String,
+    /// Projection names in application (topological) order.
     pub order: Vec<String>,
+    /// Projections grouped by dependency depth: a wave reads only earlier waves.
     pub waves: Vec<Vec<String>>,
+    /// Each selected projection, by wave.
     pub projections: Vec<PlannedProjection>,
     /// Events that pass the filter: what a rebuild replays now.
     pub events_to_replay: i64,
     /// Events the filter excludes.
     pub events_excluded: i64,
+    /// Lowest position of the events to replay.
     pub first_position: Option<i64>,
+    /// Highest position of the events to replay.
     pub last_position: Option<i64>,
     /// Estimated replay time from the speed of the last completed run, if there is one.
     pub estimate_seconds: Option<f64>,
+    /// Which run the estimate is based on.
     pub estimate_basis: Option<String>,
+    /// Things to know before rebuilding (e.g. dependents that are rebuilt too).
     pub warnings: Vec<String>,
     /// What a rebuild would do, step by step.
     pub steps: Vec<String>,
@@ -126,7 +136,11 @@ pub(super) async fn plan_report(
                 depends_on: p.depends_on.iter().cloned().collect(),
                 event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
                 per_batch: p.handlers.per_batch(),
-                handlers: p.handlers.path.display().to_string(),
+                handlers: if p.rust {
+                    "(Rust projection)".to_string()
+                } else {
+                    p.handlers.path.display().to_string()
+                },
                 command: p.command.as_ref().map(|c| c.display()),
                 handover: p.handover.as_ref().map(|h| h.table.to_string()),
                 row_count_tolerance: p.row_count_tolerance,
@@ -238,23 +252,31 @@ async fn estimate(
 /// One projection's state, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionStatus {
+    /// The projection.
     pub name: String,
     /// `live` (never rebuilt), `rebuilding`, `interrupted`, `paused`, `awaiting swap`,
     /// `checks failed`, `failed`, `cancelled`, `swapped`, `rolled back`.
     pub state: String,
+    /// Its newest run, if any.
     pub run_id: Option<i64>,
+    /// That run's phase (`replay`, `catch_up`, `checks`, `swap`, …).
     pub phase: Option<String>,
+    /// That run's checkpoint position.
     pub checkpoint: Option<i64>,
     /// Events between the checkpoint and the head of the event table (for unfinished runs).
     pub lag: Option<i64>,
     /// While rebuilding: events applied so far, the average speed since the run started and
     /// the time left for the current lag at that speed.
     pub events_applied: Option<i64>,
+    /// Average events per second since the run started.
     pub events_per_second: Option<f64>,
+    /// Seconds left for the current lag at that speed.
     pub eta_seconds: Option<f64>,
+    /// Its live tables.
     pub tables: Vec<String>,
     /// reproject's helper tables of this projection that exist now.
     pub helper_tables: Vec<String>,
+    /// The newest run's error, if it failed.
     pub error: Option<String>,
     /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
     /// handed it a live checkpoint.
@@ -274,19 +296,28 @@ pub struct RunnerStatus {
     pub lag_seconds: Option<f64>,
     /// A handler error stopped it.
     pub stopped: bool,
+    /// The handler error that stopped it, if any.
     pub last_error: Option<String>,
+    /// Position of the event that failed.
     pub last_error_position: Option<i64>,
     /// How the checkpoint was set last: `run`, `swap`, `rollback`, `start`.
     pub set_by: Option<String>,
+    /// Host of the runner that holds the lock (or held it last).
     pub host: Option<String>,
+    /// Its process id.
     pub pid: Option<i32>,
+    /// When it started.
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What `status` shows: every projection of the config.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// Where (`user@host:port/db`, no password).
     pub database: String,
+    /// Highest position in the event table.
     pub head: Option<i64>,
+    /// Each projection, in config order.
     pub projections: Vec<ProjectionStatus>,
 }
 

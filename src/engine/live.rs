@@ -76,17 +76,22 @@ pub enum StopOnError {
     All,
 }
 
+/// How `reproject run` keeps projections live ([`run`]).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Projections to keep live; empty means all.
     pub projections: Vec<String>,
     /// Catch up to the head as it is when the runner starts, then return.
     pub once: bool,
+    /// Events per transaction (with their checkpoint).
     pub batch_size: i64,
     /// First pause when there is nothing to do; it doubles up to `max_poll_interval`.
     pub poll_interval: Duration,
+    /// The longest pause between polls.
     pub max_poll_interval: Duration,
+    /// Where to start a projection that has no live checkpoint yet.
     pub from: Option<StartAt>,
+    /// What a handler error stops: its group of projections, or all.
     pub stop_on_error: StopOnError,
     /// How long the runner keeps retrying while the database is unreachable or keeps failing
     /// with transient errors (a restart, a failover) before it gives up with exit 1.
@@ -115,7 +120,9 @@ impl Default for RunOptions {
 /// One group of projections, as the runner left it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupOutcome {
+    /// The projections of the group, in application order.
     pub projections: Vec<String>,
+    /// Its checkpoint when the runner stopped.
     pub position: Option<i64>,
     /// Set when a handler error stopped the group.
     pub error: Option<String>,
@@ -124,13 +131,17 @@ pub struct GroupOutcome {
 /// What a runner did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOutcome {
+    /// Events applied in all.
     pub events_applied: i64,
+    /// Batches committed.
     pub batches: i64,
     /// Batches rolled back because a swap (or another process) moved the checkpoint.
     pub handovers: i64,
+    /// Times the connection was re-established.
     pub reconnects: i64,
     /// True when SIGINT/SIGTERM stopped it.
     pub interrupted: bool,
+    /// Each group of projections applied independently.
     pub groups: Vec<GroupOutcome>,
 }
 
@@ -247,6 +258,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         ))
         .with_hint("name the handler projections to run: `reproject run NAME...`"));
     }
+    crate::projection::require_registered(config, &plan.order)?;
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;

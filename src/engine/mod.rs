@@ -30,9 +30,13 @@ use sha2::{Digest, Sha256};
 
 /// Everything a command needs.
 pub struct Engine<'a> {
+    /// The loaded config, with any Rust projections registered on it.
     pub config: &'a Config,
+    /// The connection pool.
     pub db: Db,
+    /// Receives progress; the engine itself never prints.
     pub reporter: &'a dyn Reporter,
+    /// Set it (e.g. on Ctrl-C) to stop after the current batch.
     pub cancel: Cancel,
 }
 
@@ -60,11 +64,28 @@ pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<
     tables
 }
 
-/// sha256 of a projection's handler file, so a later `swap` can tell whether the handlers that
-/// would catch up are the ones that built the tables.
+/// sha256 of a projection's handler file (of a Rust projection's version), so a later `swap`
+/// can tell whether the handlers that would catch up are the ones that built the tables.
 pub fn handler_digest(config: &Config, projection: usize) -> String {
-    let digest = Sha256::digest(config.projections[projection].handlers.source.as_bytes());
+    let p = &config.projections[projection];
+    let digest = if p.rust {
+        Sha256::digest(crate::projection::version_tag(config, projection).as_bytes())
+    } else {
+        Sha256::digest(p.handlers.source.as_bytes())
+    };
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a run records as the handlers that built a projection's tables: the SQL handler file,
+/// or null for a Rust projection, so that a rollback never takes "no handlers" for handlers
+/// that apply nothing (engine/old_generation.rs).
+pub fn handler_source(config: &Config, projection: usize) -> serde_json::Value {
+    let p = &config.projections[projection];
+    if p.rust {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::String(p.handlers.source.clone())
+    }
 }
 
 /// Who started a command: `--initiated-by`, else the OS user.

@@ -26,16 +26,22 @@ use tokio_postgres::Client;
 /// How many catch-up rounds before the swap; the final tail is replayed under the lock.
 const CATCH_UP_ROUNDS: usize = 10;
 
+/// How to [`rebuild`]; `Default` is what `reproject rebuild --yes` does.
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
     /// Projections to rebuild; empty means all.
     pub projections: Vec<String>,
+    /// Events per transaction (with their checkpoint); default 1000.
     pub batch_size: i64,
     /// Events per batch of a run with set-based (`-- per batch`) projections.
     pub set_batch_size: i64,
+    /// Stop before the swap (status `awaiting_swap`); `swap` finishes it.
     pub no_swap: bool,
+    /// Only report the plan and the steps; write nothing.
     pub dry_run: bool,
+    /// Why, recorded with the run.
     pub reason: Option<String>,
+    /// Who, recorded with the run (default: the OS user).
     pub initiated_by: String,
     /// Stop after this many events and leave the run unswapped.
     pub max_events: Option<i64>,
@@ -43,6 +49,7 @@ pub struct RebuildOptions {
     pub resume: bool,
     /// Swap only inside this window; the rebuild waits for it, catching up meanwhile.
     pub window: Option<SwapWindow>,
+    /// How the swap asks for and holds its locks.
     pub lock: LockPolicy,
 }
 
@@ -64,10 +71,12 @@ impl Default for RebuildOptions {
     }
 }
 
+/// How to [`swap()`] a rebuild that is awaiting its swap.
 #[derive(Debug, Clone)]
 pub struct SwapOptions {
     /// Projections whose pending run to swap; empty means the only pending run.
     pub projections: Vec<String>,
+    /// Events per transaction while catching up.
     pub batch_size: i64,
     /// Events per batch while catching up set-based (`-- per batch`) projections.
     pub set_batch_size: i64,
@@ -75,6 +84,7 @@ pub struct SwapOptions {
     pub skip_checks: bool,
     /// Refuse (exit 75) outside this window.
     pub window: Option<SwapWindow>,
+    /// How the swap asks for and holds its locks.
     pub lock: LockPolicy,
 }
 
@@ -83,14 +93,21 @@ pub struct SwapOptions {
 pub struct RebuildOutcome {
     /// Set for a dry run: the plan and the steps a rebuild would take.
     pub dry_run: Option<PlanReport>,
+    /// The run's id in `reproject.runs` (None for a dry run).
     pub run_id: Option<i64>,
     /// `swapped`, `awaiting_swap` or `paused` (`--max-events`).
     pub status: String,
+    /// Events applied by this call (replay, catch-up and final tail).
     pub events_applied: i64,
+    /// The health checks and their results.
     pub checks: Vec<CheckResult>,
+    /// The position the swapped tables hold every event up to.
     pub swap_position: Option<i64>,
+    /// How long the swap waited for its locks.
     pub lock_wait_ms: Option<i64>,
+    /// How long the swap held them.
     pub lock_hold_ms: Option<i64>,
+    /// The run's tables and their helper names.
     pub tables: Vec<RunTable>,
 }
 
@@ -184,6 +201,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
     if opts.resume {
         return resume(engine, &plan, opts).await;
     }
+    crate::projection::require_registered(config, &plan.order)?;
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
     let _locks = lock_projections(&engine.db, &names).await?;
@@ -227,7 +245,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         .map(|&i| {
             (
                 config.projections[i].name.clone(),
-                json!(config.projections[i].handlers.source),
+                super::handler_source(config, i),
             )
         })
         .collect();
@@ -442,6 +460,12 @@ async fn continue_run(
 ) -> Result<RebuildOutcome> {
     let config = engine.config;
     let names = run.projections.clone();
+    // Before the digests: missing code is not changed code.
+    let known: Vec<usize> = names
+        .iter()
+        .filter_map(|n| config.projection_index(n))
+        .collect();
+    crate::projection::require_registered(config, &known)?;
     for name in &names {
         let Some(i) = config.projection_index(name) else {
             return Err(Error::config(format!(

@@ -12,13 +12,18 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// What a [`rollback`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
+    /// The run whose swap was undone.
     pub run_id: i64,
+    /// Its projections.
     pub projections: Vec<String>,
     /// (live table, where the replaced table is kept now)
     pub kept: Vec<(String, String)>,
+    /// How long the rollback waited for its locks.
     pub lock_wait_ms: i64,
+    /// How long it held them.
     pub lock_hold_ms: i64,
     /// Events applied to the restored tables since the swap, before they went back in.
     pub events_applied: i64,
@@ -26,8 +31,10 @@ pub struct RollbackReport {
     pub position: Option<i64>,
 }
 
+/// How to [`rollback`].
 #[derive(Debug, Clone, Copy)]
 pub struct RollbackOptions {
+    /// How to ask for and hold the locks, as for a swap.
     pub lock: LockPolicy,
     /// Events per transaction while catching the previous tables up.
     pub batch_size: i64,
@@ -300,6 +307,7 @@ pub async fn rollback(
     })
 }
 
+/// Which helper tables [`cleanup`] considers, and whether it drops them.
 #[derive(Debug, Clone, Default)]
 pub struct CleanupOptions {
     /// Only tables created longer ago than this.
@@ -308,12 +316,14 @@ pub struct CleanupOptions {
     pub drop: bool,
 }
 
+/// What [`cleanup`] found (and did).
 #[derive(Debug, Clone, Serialize)]
 pub struct CleanupReport {
     /// Tables that are (or, without `--yes`, would be) dropped.
     pub candidates: Vec<HelperTable>,
     /// Helper tables kept, with the reason.
     pub kept: Vec<(HelperTable, String)>,
+    /// True when the candidates were dropped.
     pub dropped: bool,
 }
 

@@ -9,15 +9,22 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
+/// A table reproject created, as registered in `reproject.helper_tables`.
 #[derive(Debug, Clone, Serialize)]
 pub struct HelperTable {
+    /// The table.
     pub table: TableName,
+    /// Its oid when registered: a table of that name created by someone else has another.
     pub oid: u32,
     /// `rebuild`, `old` or `rolled_back`.
     pub kind: String,
+    /// The live table it belongs to.
     pub live_name: String,
+    /// The projection that owns it.
     pub projection: String,
+    /// The run that created it.
     pub run_id: Option<i64>,
+    /// When it was registered.
     pub created_at: DateTime<Utc>,
 }
 
@@ -32,6 +39,7 @@ pub enum Ownership {
     Foreign,
 }
 
+/// Records a table reproject created, so `cleanup` and later runs know it is reproject's.
 pub async fn register(
     client: &impl GenericClient,
     table: &TableName,
@@ -53,6 +61,7 @@ pub async fn register(
     Ok(())
 }
 
+/// Forgets a helper table (after it was dropped or became live).
 pub async fn unregister(client: &impl GenericClient, table: &TableName) -> Result<()> {
     client
         .execute(

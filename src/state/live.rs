@@ -18,19 +18,31 @@ use tokio_postgres::{Client, GenericClient, Row};
 /// A projection's live checkpoint, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveCheckpoint {
+    /// The projection.
     pub projection: String,
     /// Last event applied to the live tables; None: none yet.
     pub position: Option<i64>,
+    /// Events the runners applied to the live tables (a counter).
     pub events: i64,
+    /// When it last moved.
     pub updated_at: DateTime<Utc>,
+    /// Who set it last: `run`, `swap`, `rollback`, `start`.
     pub set_by: String,
+    /// The run that set it (a swap or rollback).
     pub set_by_run: Option<i64>,
+    /// Host of the runner that holds (or held last) the projection.
     pub runner_host: Option<String>,
+    /// Its process id.
     pub runner_pid: Option<i32>,
+    /// When it started.
     pub runner_started_at: Option<DateTime<Utc>>,
+    /// A handler error stopped the runner for this projection.
     pub stopped: bool,
+    /// That error.
     pub last_error: Option<String>,
+    /// Position of the event that failed.
     pub last_error_position: Option<i64>,
+    /// When it failed.
     pub last_error_at: Option<DateTime<Utc>>,
 }
 

@@ -17,7 +17,9 @@ use tokio_postgres::{Client, GenericClient};
 /// `hashtext('reproject:' || projection)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockClass {
+    /// Held by a rebuild, swap or rollback of the projection.
     Projection,
+    /// Held by the live runner of the projection.
     Runner,
 }
 
@@ -37,6 +39,7 @@ fn name_key(projection: &str) -> String {
 /// The held locks; dropping this closes the session and releases them.
 pub struct ProjectionLocks {
     client: std::sync::Arc<Client>,
+    /// The projections locked.
     pub projections: Vec<String>,
     token: String,
     heartbeat: tokio::task::JoinHandle<()>,

@@ -16,30 +16,55 @@ pub const SWAPPABLE_STATUSES: &[&str] = &["paused", "awaiting_swap", "checks_fai
 /// One run, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
+    /// The run's id.
     pub id: i64,
+    /// What kind of run (`rebuild`).
     pub kind: String,
+    /// The projections it rebuilds, in application order.
     pub projections: Vec<String>,
+    /// Why (`--reason`).
     pub reason: Option<String>,
+    /// Who (`--initiated-by`, else the OS user).
     pub initiated_by: String,
+    /// Host of the process that ran it.
     pub host: Option<String>,
+    /// Its process id.
     pub pid: Option<i32>,
+    /// `running`, `paused`, `awaiting_swap`, `checks_failed`, `failed`, `cancelled`, `swapped`, `rolled_back`, `superseded`.
     pub status: String,
+    /// Where it is or stopped: `replay`, `catch_up`, `waiting`, `checks`, `swap`.
     pub phase: String,
+    /// The options it was started with (batch size, `--no-swap`, …).
     pub options: Value,
+    /// Per projection, the digest of the handlers that built its tables.
     pub handler_digests: Value,
+    /// Where the replay started.
     pub start_position: Option<i64>,
+    /// The head the replay aimed for.
     pub target_position: Option<i64>,
+    /// The position the swapped tables hold every event up to.
     pub swap_position: Option<i64>,
+    /// Events applied.
     pub events_applied: i64,
+    /// Per live table, its row count before the rebuild.
     pub rows_before: Value,
+    /// Per live table, the rebuilt row count.
     pub rows_after: Value,
+    /// The health checks and their results.
     pub checks: Value,
+    /// How long the swap waited for its locks.
     pub lock_wait_ms: Option<i64>,
+    /// How long it held them.
     pub lock_hold_ms: Option<i64>,
+    /// Why it failed or stopped.
     pub error: Option<String>,
+    /// When it started.
     pub started_at: DateTime<Utc>,
+    /// When it swapped.
     pub swapped_at: Option<DateTime<Utc>>,
+    /// When its swap was rolled back.
     pub rolled_back_at: Option<DateTime<Utc>>,
+    /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
     /// Foreign keys the swap re-created `NOT VALID` and could not validate afterwards.
     pub unvalidated_foreign_keys: Vec<String>,
@@ -82,14 +107,21 @@ fn from_row(r: &Row) -> Run {
 
 /// What a new run records up front.
 pub struct NewRun<'a> {
+    /// The projections, in application order.
     pub projections: &'a [String],
+    /// Why.
     pub reason: Option<&'a str>,
+    /// Who.
     pub initiated_by: &'a str,
+    /// The options, as JSON.
     pub options: Value,
+    /// Per projection, the digest of its handlers (or Rust projection version).
     pub handler_digests: Value,
+    /// Per projection, the handler file's text (null for a Rust projection).
     pub handler_sources: Value,
 }
 
+/// Records a new run; returns its id.
 pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64> {
     let host = hostname();
     let pid = std::process::id() as i32;
@@ -122,6 +154,7 @@ pub(crate) fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// The run `id`, if recorded.
 pub async fn get(client: &impl GenericClient, id: i64) -> Result<Option<Run>> {
     let row = client
         .query_opt(
@@ -245,6 +278,7 @@ pub async fn supersede(
         .context("cannot update earlier runs")
 }
 
+/// Records the phase a run is in.
 pub async fn set_phase(client: &impl GenericClient, id: i64, phase: &str) -> Result<()> {
     client
         .execute(
@@ -296,10 +330,14 @@ pub async fn set_json(
     Ok(())
 }
 
+/// The JSON columns of a run written as a whole.
 #[derive(Debug, Clone, Copy)]
 pub enum JsonColumn {
+    /// `rows_before`.
     RowsBefore,
+    /// `rows_after`.
     RowsAfter,
+    /// `checks`.
     Checks,
 }
 
@@ -359,6 +397,7 @@ pub async fn add_lock_attempt(client: &impl GenericClient, id: i64, attempt: &Va
     Ok(())
 }
 
+/// Records that the run's swap was rolled back.
 pub async fn set_rolled_back(client: &impl GenericClient, id: i64) -> Result<()> {
     client
         .execute(
@@ -384,6 +423,7 @@ pub async fn add_events(client: &impl GenericClient, id: i64, events: i64) -> Re
 
 // ---- checkpoints ----
 
+/// Creates the checkpoints of a new run's projections at `position`.
 pub async fn init_checkpoints(
     client: &impl GenericClient,
     run: i64,
@@ -510,12 +550,17 @@ pub async fn advance_cursor(
 /// A live table of a run and the helper names derived for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunTable {
+    /// The projection that owns it.
     pub projection: String,
+    /// The live table.
     pub live: TableName,
+    /// Its rebuild clone (`x_rebuild`).
     pub rebuild: TableName,
+    /// Where the swap keeps the replaced table (`x_old`).
     pub old: TableName,
 }
 
+/// Records a table of the run with its fingerprint at the clone.
 pub async fn add_table(
     client: &impl GenericClient,
     run: i64,
@@ -549,6 +594,7 @@ pub async fn table_fingerprint(
     Ok(row.and_then(|r| r.get(0)))
 }
 
+/// The tables of run `run`.
 pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTable>> {
     let rows = client
         .query(

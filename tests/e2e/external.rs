@@ -335,11 +335,12 @@ async fn config_mistakes_name_the_line() {
         &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\n"),
         &[],
     );
-    reproject(&db, &neither.config(), &["plan"])
+    // Without either it is a Rust projection, which only a program of the user's can run.
+    reproject(&db, &neither.config(), &["rebuild", "--yes"])
         .await
         .code(2)
         .stderr_has(&format!(
-            "{}:12: projection `tally` has neither `handlers` nor `command`",
+            "{}:12: projection `tally` has neither `handlers` nor `command`, and no Rust projection is registered",
             neither.config().display()
         ));
     let mixed = Project::new(

@@ -21,6 +21,7 @@ mod ordering;
 mod per_batch;
 mod presets;
 mod rollback;
+mod rust_projection;
 mod server_loop;
 mod tls;
 mod unlogged;
