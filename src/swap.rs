@@ -142,6 +142,32 @@ pub async fn lock_tables(
                         format!("blocked by {blockers}")
                     }
                 ));
+                // Autovacuum gives way to a lock request only after the request has waited
+                // `deadlock_timeout` (1 s by default), longer than our early attempts: after a big
+                // rebuild it vacuums the new and old tables and would hold the swap off for
+                // minutes. Cancel it (what the server itself would do; it runs again later), or
+                // where we may not, wait long enough once for the server to.
+                let mut outwait_autovacuum = None;
+                for (pid, what) in autovacuum_blockers(client, tables)
+                    .await
+                    .unwrap_or_default()
+                {
+                    let cancelled = client
+                        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+                        .await
+                        .is_ok_and(|r| r.get::<_, bool>(0));
+                    if cancelled {
+                        reporter.warn(&format!(
+                            "cancelled autovacuum pid {pid} ({what}) that held the tables"
+                        ));
+                        actions.push(serde_json::json!({
+                            "action": "cancelled autovacuum", "pid": pid, "session": what,
+                            "after_ms": elapsed.as_millis() as i64,
+                        }));
+                    } else {
+                        outwait_autovacuum = Some(deadlock_timeout(client).await);
+                    }
+                }
                 for (after, function, verb) in [
                     (
                         policy.terminate_blockers_after,
@@ -178,6 +204,9 @@ pub async fn lock_tables(
                 let pause = (slice + jitter).min(policy.budget.saturating_sub(elapsed));
                 tokio::time::sleep(pause).await;
                 next_slice = (next_slice * 2).min(policy.max_timeout);
+                if let Some(wait) = outwait_autovacuum {
+                    next_slice = next_slice.max(wait + Duration::from_millis(250));
+                }
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -246,6 +275,37 @@ async fn signal_blockers(
         .filter(|r| r.get::<_, Option<bool>>(2) == Some(true))
         .map(|r| (r.get(0), r.get(1)))
         .collect())
+}
+
+/// Autovacuum workers holding locks on these tables that the server would cancel for a lock
+/// request (not those preventing transaction id wraparound): (pid, what they do).
+async fn autovacuum_blockers(client: &Client, tables: &[TableName]) -> Result<Vec<(i32, String)>> {
+    let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let rows = client
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(left(a.query, 120), '') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.granted AND a.backend_type = 'autovacuum worker' \
+               AND a.query NOT LIKE '%to prevent wraparound%' \
+               AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)",
+            &[&quoted],
+        )
+        .await
+        .context("cannot look for autovacuum workers")?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The server's `deadlock_timeout`: how long a lock request waits before the server cancels an
+/// autovacuum worker in its way.
+async fn deadlock_timeout(client: &Client) -> Duration {
+    client
+        .query_one(
+            "SELECT (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)::bigint",
+            &[],
+        )
+        .await
+        .map(|r| Duration::from_millis(r.get::<_, i64>(0).max(0) as u64))
+        .unwrap_or(Duration::from_secs(1))
 }
 
 /// Who holds locks on these tables right now: pid, application, state, age of the query.

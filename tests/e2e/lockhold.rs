@@ -486,3 +486,50 @@ async fn cancel_blockers_after_cancels_a_long_statement() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// After a big rebuild autovacuum vacuums the new and old tables, and it gives way to a lock
+/// request only after `deadlock_timeout` (1 s), longer than the swap's first attempts: left
+/// alone it held swaps off for a minute in the benchmark. The swap cancels it (as the server
+/// itself would; autovacuum comes back later) and swaps at once. On a server of the test's own,
+/// where autovacuum wakes every second.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_swap_cancels_autovacuum_in_its_way() {
+    let Some(server) = crate::pgserver::PgServer::start_plain_with("autovacuum_naptime = 1\n")
+    else {
+        eprintln!("SKIPPED: no PostgreSQL server binaries (initdb, pg_ctl) on this machine");
+        return;
+    };
+    let db = TestDb::new_on(server.admin()).await;
+    tally::setup(&db, 100).await;
+    // Many dead row versions, and a vacuum that sleeps after every page: it stays busy with
+    // `tally` far longer than this test.
+    db.exec(
+        "ALTER TABLE tally SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, \
+             autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1);
+         DO $$ BEGIN FOR i IN 1..3000 LOOP UPDATE tally SET n = n; END LOOP; END $$;",
+    )
+    .await;
+    crate::harness::wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' \
+         AND query LIKE '%tally%')",
+    )
+    .await;
+    let started = Instant::now();
+    let out =
+        crate::harness::reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    out.ok().stderr_has("cancelled autovacuum pid");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the swap waited {:?}",
+        started.elapsed()
+    );
+    let attempts = db
+        .text("SELECT lock_attempts::text FROM reproject.runs WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(attempts.contains("cancelled autovacuum"), "{attempts}");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+    drop(server);
+}

@@ -77,11 +77,16 @@ impl PgServer {
     /// Starts a plain cluster on 127.0.0.1 (no TLS; `postgres` connects without a password),
     /// for tests that stop and start the server. None if there are no server binaries.
     pub fn start_plain() -> Option<PgServer> {
+        Self::start_plain_with("")
+    }
+
+    /// [`PgServer::start_plain`] with more postgresql.conf lines.
+    pub fn start_plain_with(conf: &str) -> Option<PgServer> {
         let server = PgServer::init("reproject-pg-")?;
         // Prepared transactions: a writer that can outlive its session (and a restart).
         server.configure(
             "host all postgres 127.0.0.1/32 trust\n",
-            "max_prepared_transactions = 10\n",
+            &format!("max_prepared_transactions = 10\n{conf}"),
         );
         Some(server.launch())
     }
