@@ -26,7 +26,8 @@
 #    the same with `build_unlogged = true` (UNLOGGED rebuild table, SET LOGGED before the swap)
 #    reproject rebuild --yes with the SET-BASED handlers (examples/postings/
 #        reproject-per-batch.toml: one `-- per batch` statement, each row written once per
-#        batch; the way the README recommends for speed), and the same with build_unlogged
+#        batch; the way the README recommends for speed), the same with all events in one
+#        batch (each row written once), and the same with build_unlogged
 #  W1 swaps under readers: on W1 with min(N, 2000) postings, 16 pgbench clients read the live
 #    table in a loop while reproject rebuilds and swaps it K times: reader errors, reader
 #    latency percentiles, and the swaps' lock wait and hold (p50, p99, max) from reproject.runs
@@ -47,6 +48,10 @@
 #   --no-unlogged         skip the second reproject run with build_unlogged = true
 #   --swap-rounds K       rebuild + swap rounds under 16 readers (default 5; 0 skips)
 #   --batch-size B        passed to `reproject rebuild --batch-size` (default: reproject's own)
+#   --set-batch-size S    passed to the set-based runs' `--set-batch-size` (default: reproject's)
+#   --only-set-based      W1 only: (b) (the reference rows), (c) and reproject with the set-based
+#                         handlers; for large N (e.g. --postings 1000000 = 15 M events), where
+#                         the per-event methods would take hours
 #   --output FILE         write the results section into FILE instead of docs/benchmarks.md
 #   --no-write            print only
 #   --debug               use the debug build (for a quick smoke test, e.g. in CI, where the
@@ -84,6 +89,8 @@ RUN_SHOP=1
 RUN_UNLOGGED=1
 SWAP_ROUNDS=5
 BATCH_SIZE=""
+SET_BATCH_SIZE=""
+ONLY_SET_BASED=0
 PROFILE=release
 OUTPUT=docs/benchmarks.md
 while (($#)); do
@@ -95,6 +102,8 @@ while (($#)); do
         --no-unlogged) RUN_UNLOGGED=0; shift ;;
         --swap-rounds) SWAP_ROUNDS=${2:-}; shift 2 ;;
         --batch-size) BATCH_SIZE=${2:-}; shift 2 ;;
+        --set-batch-size) SET_BATCH_SIZE=${2:-}; shift 2 ;;
+        --only-set-based) ONLY_SET_BASED=1; CLIENT_LOOP=0; RUN_SHOP=0; RUN_UNLOGGED=0; SWAP_ROUNDS=0; shift ;;
         --output) OUTPUT=${2:-}; shift 2 ;;
         --no-write) OUTPUT=""; shift ;;
         --debug) PROFILE=debug; shift ;;
@@ -107,8 +116,11 @@ SHOP=${SHOP:-$((POSTINGS * 4 / 3 > 0 ? POSTINGS * 4 / 3 : 1))}
 [[ $SHOP =~ ^[1-9][0-9]*$ ]] || die "--shop-customers must be a positive integer, got '$SHOP'"
 [[ $SWAP_ROUNDS =~ ^[0-9]+$ ]] || die "--swap-rounds must be a number, got '$SWAP_ROUNDS'"
 [[ -z $BATCH_SIZE || $BATCH_SIZE =~ ^[1-9][0-9]*$ ]] || die "--batch-size must be a positive integer"
+[[ -z $SET_BATCH_SIZE || $SET_BATCH_SIZE =~ ^[1-9][0-9]*$ ]] || die "--set-batch-size must be a positive integer"
 # The command line as run, for the report.
 ARGS_SHOWN="--postings $POSTINGS --shop-customers $SHOP${BATCH_SIZE:+ --batch-size $BATCH_SIZE}"
+[[ -z $SET_BATCH_SIZE ]] || ARGS_SHOWN="$ARGS_SHOWN --set-batch-size $SET_BATCH_SIZE"
+((ONLY_SET_BASED)) && ARGS_SHOWN="$ARGS_SHOWN --only-set-based"
 ((CLIENT_LOOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-client-loop"
 ((RUN_SHOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-shop"
 ((RUN_UNLOGGED)) || ARGS_SHOWN="$ARGS_SHOWN --no-unlogged"
@@ -297,6 +309,10 @@ REBUILD_ARGS=(rebuild --yes --reason "scripts/bench.sh")
 if [[ -n $BATCH_SIZE ]]; then
     REBUILD_ARGS+=(--batch-size "$BATCH_SIZE")
 fi
+SET_ARGS=("${REBUILD_ARGS[@]}")
+if [[ -n $SET_BATCH_SIZE ]]; then
+    SET_ARGS+=(--set-batch-size "$SET_BATCH_SIZE")
+fi
 
 
 # --- W1 ------------------------------------------------------------------------------------
@@ -344,6 +360,8 @@ end_method
 record W1 "(c) hand-written set-based INSERT ... SELECT ... GROUP BY" "$W1_EVENTS" "$(compare_w1 bench_w1_set_based)"
 q -c "DROP TABLE bench_w1_set_based"
 
+W1_PROFILE=""
+if ((!ONLY_SET_BASED)); then
 begin_method "W1 (d): per-event PL/pgSQL loop in the server"
 q -f scripts/bench/w1-event-loop.sql
 end_method
@@ -360,11 +378,13 @@ record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENT
     "$(time_cpu "$LOG_DIR/w1-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/w1-reproject.log.time")" "$WAIT" "$HOLD"
 W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
+fi
+
 # The set-based handlers (the README's recommendation for speed): one INSERT ... SELECT ...
 # GROUP BY per batch of up to --set-batch-size events (default 1,000,000).
 W1_SET_CONFIG=examples/postings/reproject-per-batch.toml
 begin_method "W1: reproject rebuild (set-based handlers, examples/postings/reproject-per-batch.toml)"
-run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set.log" "${REBUILD_ARGS[@]}"
+run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set.log" "${SET_ARGS[@]}"
 end_method
 c=$(compare_w1 posting_state_projection)
 read -r WAIT HOLD < <(lock_times "$W1_SET_CONFIG")
@@ -372,13 +392,26 @@ record W1 "reproject rebuild, set-based handlers (examples/postings/reproject-pe
     "$(time_cpu "$LOG_DIR/w1-set.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set.log.time")" "$WAIT" "$HOLD"
 W1_SET_PROFILE=$(cat "$LOG_DIR/w1-set.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-set.log.waits")
 
+# The same with every event in one batch (--set-batch-size above the number of events): each
+# row is written once, as by the hand-written set-based SQL, at the price of one long
+# transaction (README, "Set-based handlers").
+ONE_BATCH=$((W1_EVENTS + 1))
+begin_method "W1: reproject rebuild, set-based handlers, one batch (--set-batch-size $ONE_BATCH)"
+run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set-one.log" "${REBUILD_ARGS[@]}" --set-batch-size "$ONE_BATCH"
+end_method
+c=$(compare_w1 posting_state_projection)
+read -r WAIT HOLD < <(lock_times "$W1_SET_CONFIG")
+record W1 "reproject rebuild, set-based handlers, all events in one batch" "$W1_EVENTS" "$c" \
+    "$(time_cpu "$LOG_DIR/w1-set-one.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set-one.log.time")" "$WAIT" "$HOLD"
+W1_SET_ONE_PROFILE=$(cat "$LOG_DIR/w1-set-one.log")
+
 W1_UNLOGGED_PROFILE=""
 if ((RUN_UNLOGGED)); then
     W1_SET_UNLOGGED_CONFIG=$LOG_DIR/postings-per-batch-unlogged.toml
     sed "s|^handlers = \"handlers/|handlers = \"$PWD/examples/postings/handlers/|" "$W1_SET_CONFIG" >"$W1_SET_UNLOGGED_CONFIG"
     printf 'build_unlogged = true\n' >>"$W1_SET_UNLOGGED_CONFIG"
     begin_method "W1: reproject rebuild, set-based handlers, build_unlogged = true"
-    run_reproject "$W1_SET_UNLOGGED_CONFIG" "$LOG_DIR/w1-set-unlogged.log" "${REBUILD_ARGS[@]}"
+    run_reproject "$W1_SET_UNLOGGED_CONFIG" "$LOG_DIR/w1-set-unlogged.log" "${SET_ARGS[@]}"
     end_method
     c=$(compare_w1 posting_state_projection)
     p=$(q1 -c "select relpersistence from pg_class where oid = 'posting_state_projection'::regclass")
@@ -420,7 +453,7 @@ if ((SWAP_ROUNDS > 0)); then
     q -f examples/postings/reference.sql
     # One round alone first: it sizes the readers' run (and is not counted).
     t0=$(now)
-    DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${REBUILD_ARGS[@]}" </dev/null >/dev/null 2>"$LOG_DIR/readers-warmup.log" ||
+    DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${SET_ARGS[@]}" </dev/null >/dev/null 2>"$LOG_DIR/readers-warmup.log" ||
         { cat "$LOG_DIR/readers-warmup.log" >&2; die "the warm-up rebuild failed"; }
     ROUND_S=$(elapsed "$t0" "$(now)")
     FIRST_RUN=$(q1 -c "select max(id) + 1 from reproject.runs")
@@ -436,7 +469,7 @@ if ((SWAP_ROUNDS > 0)); then
     ROUNDS_DONE=0
     for ((i = 1; i <= SWAP_ROUNDS; i++)); do
         [[ -e $LOG_DIR/pgbench.rc ]] && break
-        DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${REBUILD_ARGS[@]}" \
+        DATABASE_URL=$URL "$BIN" --config "$W1_SET_CONFIG" "${SET_ARGS[@]}" \
             </dev/null >/dev/null 2>>"$LOG_DIR/readers-rounds.log" ||
             { cat "$LOG_DIR/readers-rounds.log" >&2; die "rebuild round $i under readers failed"; }
         ROUNDS_DONE=$i
@@ -616,7 +649,7 @@ fi
 SET_DETAILS=""
 if [[ -n $W1_SET_PROFILE ]]; then
     fence='```'
-    SET_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 with set-based handlers</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$W1_SET_PROFILE" "$fence")
+    SET_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 with set-based handlers</summary>\n\n%s\n%s\n%s\n</details>\n\n<details><summary>reproject's log, W1 with set-based handlers, one batch</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$W1_SET_PROFILE" "$fence" "$fence" "$W1_SET_ONE_PROFILE" "$fence")
 fi
 
 UNLOGGED_DETAILS=""
