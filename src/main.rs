@@ -122,7 +122,9 @@ async fn run(cli: Cli) -> Result<()> {
                     args.yes,
                 )?;
             }
+            let partial = args.partial();
             let opts = RebuildOptions {
+                partial,
                 projections: args.projections,
                 batch_size: args.batch_size,
                 no_swap: args.no_swap,

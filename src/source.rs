@@ -163,6 +163,18 @@ pub struct EventSource {
     encodings: Encodings,
     select: String,
     filter: String,
+    /// The `stream` role, for [`StreamFilter`].
+    stream: String,
+    /// A partial rebuild reads only (or all but) some streams (engine/partial.rs).
+    streams: Option<StreamFilter>,
+}
+
+/// Restricts reading to the events of some streams, or to the events of all other streams.
+#[derive(Debug, Clone)]
+pub struct StreamFilter {
+    pub streams: Vec<String>,
+    /// Read the events of every stream *not* in `streams` instead.
+    pub exclude: bool,
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -345,7 +357,20 @@ impl EventSource {
                 .as_ref()
                 .map(|f| format!("({})", f.sql))
                 .unwrap_or_else(|| "true".into()),
+            stream: format!("({})", events.stream.sql),
+            streams: None,
         }
+    }
+
+    /// The same source, reading only the events `filter` selects (None: every event).
+    pub fn with_streams(mut self, filter: Option<StreamFilter>) -> EventSource {
+        self.streams = filter;
+        self
+    }
+
+    /// The `stream` role as an SQL expression over the event rows.
+    pub fn stream_expr(&self) -> &str {
+        &self.stream
     }
 
     /// Every mapped role with the type it is read as, for validation.
@@ -399,6 +424,22 @@ impl EventSource {
     /// The events after `after` up to `upto`, as a WHERE clause and its parameters ($1..), and
     /// the ORDER BY of reading order.
     fn range(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {
+        let (mut clause, order, mut params) = self.window(after, upto);
+        if let Some(f) = &self.streams {
+            // A NULL stream is in no list: excluded by a stream list, kept by its complement.
+            clause = format!(
+                "{clause} AND {}coalesce({}::text = ANY(${}::text[]), false)",
+                if f.exclude { "NOT " } else { "" },
+                self.stream,
+                params.len() + 1
+            );
+            params.push(Box::new(f.streams.clone()));
+        }
+        (clause, order, params)
+    }
+
+    /// The position (or transaction id) window of [`Self::range`].
+    fn window(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {
         let pos = &self.position;
         match (upto, &self.tx) {
             (Bound::BelowTx(below), Some(tx)) => (

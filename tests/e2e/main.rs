@@ -17,6 +17,7 @@ mod live;
 mod live_restart;
 mod lockhold;
 mod ordering;
+mod partial;
 mod presets;
 mod rollback;
 mod server_loop;
