@@ -732,7 +732,7 @@ pub async fn at_swap(
         if at.position.is_some_and(|p| from.is_some_and(|f| f > p))
             || (at.position.is_none() && from.is_some())
         {
-            return Err(Error::busy(format!(
+            return Err(Error::runtime(format!(
                 "run {run_id}: the live tables are ahead of the rebuild ({what} is at {}, the rebuild at {}); nothing was swapped",
                 Cursor::at(from).describe(),
                 at.describe()
@@ -748,7 +748,7 @@ pub async fn at_swap(
             let upto = Bound::UpTo(to);
             let pending = others_source.count(client, &after, &upto).await?.events;
             if pending > max_events {
-                return Err(Error::busy(format!(
+                return Err(Error::runtime(format!(
                     "run {run_id}: the live tables are at {} ({what}), {pending} event(s) of the other streams behind the rebuild, more than --max-tail-events {max_events}; nothing was swapped",
                     after.describe()
                 ))
@@ -838,7 +838,7 @@ async fn live_position(
         [] => Ok(None),
         [(_, p, what), rest @ ..] => {
             if found.len() < names.len() || rest.iter().any(|(_, q, _)| q != p) {
-                return Err(Error::busy(format!(
+                return Err(Error::runtime(format!(
                     "the live positions of the projections of this run differ ({}); a partial swap needs one",
                     found
                         .iter()

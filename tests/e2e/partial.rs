@@ -464,3 +464,134 @@ async fn bad_partial_requests_are_config_errors() {
     assert!(!db.exists("reproject.runs").await, "nothing was written");
     db.drop().await;
 }
+
+/// With `reproject run` keeping the projection live, the copied rows are at the runner's
+/// checkpoint, behind the swap position: the events of the other streams in between are
+/// applied to them under the lock, so every row is at the position the swap hands over and the
+/// runner neither skips nor repeats an event.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    let project = Project::new(
+        &tally::CONFIG.replace(
+            "handlers = \"tally.sql\"",
+            "handlers = \"tally.sql\"\nstream_key = \"stream\"",
+        ),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(
+        &db,
+        &project.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok();
+    // Events the runner has not applied yet (its checkpoint stays at 300), and a live row that
+    // differs from what the handlers build (copied as it is).
+    db.exec(
+        "INSERT INTO events (stream, type, data) SELECT s, 'added', jsonb_build_object('amount', i) \
+           FROM generate_series(1, 20) i, unnest(ARRAY['s1', 's5']) s;
+         UPDATE tally SET n = 999 WHERE stream = 's6';
+         UPDATE tally SET n = 0 WHERE stream = 's1';",
+    )
+    .await;
+    reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--yes", "--streams", "s1"],
+    )
+    .await
+    .ok()
+    .stderr_has("and applied the 20 event(s) of those streams the live tables had not yet applied");
+    assert_eq!(
+        db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
+            .await,
+        340
+    );
+    assert_eq!(
+        differing_rows(
+            &db,
+            "(SELECT * FROM tally WHERE stream <> 's6') t",
+            &format!("(SELECT * FROM {RIGHT} r WHERE stream <> 's6') r"),
+            "stream, n, total"
+        )
+        .await,
+        0,
+        "s1 rebuilt, s5 brought from the runner's checkpoint to the swap position"
+    );
+    assert_eq!(
+        db.int("SELECT n::bigint FROM tally WHERE stream = 's6'")
+            .await,
+        999
+    );
+    reproject(&db, &project.config(), &["run", "--once", "--json"])
+        .await
+        .ok()
+        .stdout_has("\"events_applied\": 0");
+    db.drop().await;
+}
+
+/// `--resume` (and `swap`) continue a partial run with the selection it recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_continues_with_the_recorded_selection() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's3')")
+        .await;
+    db.exec("CREATE TABLE live_before AS SELECT * FROM tally")
+        .await;
+    let project = doubling_with_stream_key();
+    reproject(
+        &db,
+        &project.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--batch-size",
+            "5",
+            "--max-events",
+            "10",
+            "--streams",
+            "s1,s2",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs")
+            .await
+            .as_deref(),
+        Some("paused")
+    );
+    reproject(&db, &project.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .ok()
+        .stderr_has("copied 8 row(s) of the streams that were not rebuilt");
+    assert_eq!(
+        differing_rows(
+            &db,
+            "(SELECT * FROM tally WHERE stream IN ('s1', 's2')) t",
+            &format!("(SELECT * FROM {DOUBLED} d WHERE stream IN ('s1', 's2')) d"),
+            "stream, n, total"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        differing_rows(
+            &db,
+            "(SELECT * FROM tally WHERE stream NOT IN ('s1', 's2')) t",
+            "(SELECT * FROM live_before WHERE stream NOT IN ('s1', 's2')) b",
+            "stream, n, total"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs").await,
+        60,
+        "only the selected streams' events were replayed"
+    );
+    db.drop().await;
+}
