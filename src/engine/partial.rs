@@ -12,6 +12,7 @@ use super::Engine;
 use crate::config::{Config, Ordering};
 use crate::error::{Context, Error, Result};
 use crate::ident::{quote, TableName};
+use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::replay::Projector;
@@ -267,6 +268,25 @@ pub async fn resolve(
             }
             for &i in &plan.order {
                 live_reached(client, config, &resolved, i, &columns, position).await?;
+            }
+            // The rebuild starts after N and never reads below it again: every event up to N
+            // must be final (gap-aware: no transaction can still commit a position ≤ N).
+            let mut cut = Cut::for_runner(&source);
+            let bound = cut
+                .settle(
+                    client,
+                    &Cursor::default(),
+                    &engine.cancel,
+                    engine.reporter,
+                    SETTLE_WAIT,
+                )
+                .await?;
+            if !matches!(bound, Some(Bound::UpTo(b)) if b >= position) {
+                return Err(Error::busy(format!(
+                    "{flag}: events at or below position {position} may still be committed by open transactions (proven final: {})",
+                    bound.map_or("none".to_string(), |b| b.describe())
+                ))
+                .with_hint("try again when the writing transactions have ended"));
             }
             Ok(Partial::FromPosition {
                 position,
