@@ -175,6 +175,8 @@ pub struct StreamFilter {
     pub streams: Vec<String>,
     /// Read the events of every stream *not* in `streams` instead.
     pub exclude: bool,
+    /// Only up to this position: every event after it is read, whatever its stream.
+    pub since: Option<i64>,
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -427,13 +429,24 @@ impl EventSource {
         let (mut clause, order, mut params) = self.window(after, upto);
         if let Some(f) = &self.streams {
             // A NULL stream is in no list: excluded by a stream list, kept by its complement.
-            clause = format!(
-                "{clause} AND {}coalesce({}::text = ANY(${}::text[]), false)",
+            let selected = format!(
+                "{}coalesce({}::text = ANY(${}::text[]), false)",
                 if f.exclude { "NOT " } else { "" },
                 self.stream,
                 params.len() + 1
             );
             params.push(Box::new(f.streams.clone()));
+            clause = match f.since {
+                None => format!("{clause} AND {selected}"),
+                Some(since) => {
+                    params.push(Box::new(since));
+                    format!(
+                        "{clause} AND ({} > ${}::bigint OR {selected})",
+                        self.position,
+                        params.len()
+                    )
+                }
+            };
         }
         (clause, order, params)
     }

@@ -50,6 +50,11 @@ pub enum Partial {
         streams_where: Option<String>,
         /// Projection → its `stream_key` column.
         keys: BTreeMap<String, String>,
+        /// Set when the rows of the other streams were copied in one snapshot with the live
+        /// position (this): the rebuild then replays the selected streams' events up to it and
+        /// every event after it, and nothing is copied at the swap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
     },
     /// The live rows inserted by events up to `position` are kept; later events are replayed.
     FromPosition {
@@ -133,9 +138,10 @@ impl Partial {
     /// The filter on the events a stream rebuild replays.
     fn selected(&self) -> Option<StreamFilter> {
         match self {
-            Partial::Streams { streams, .. } => Some(StreamFilter {
+            Partial::Streams { streams, since, .. } => Some(StreamFilter {
                 streams: streams.clone(),
                 exclude: false,
+                since: *since,
             }),
             Partial::FromPosition { .. } => None,
         }
@@ -222,6 +228,7 @@ pub async fn resolve(
                 streams,
                 streams_where,
                 keys,
+                since: None,
             })
         }
         PartialRequest::FromPosition(_) | PartialRequest::FromTime(_) => {
@@ -633,46 +640,79 @@ async fn copy_kept(client: &Client, partial: &Partial, t: &RunTable) -> Result<u
 /// also marks the run as seeded (so a resume after a crash seeds exactly once). With
 /// `--from-position` these are the final rows up to the position; with `--streams` they are
 /// an early copy, so that the health checks see whole tables, and are replaced at the swap.
+///
+/// With `--streams`, when every projection of the run has the same recorded live position
+/// (`reproject run`, `handover`), whose writers commit it with their rows, the copy and that
+/// position are read in one REPEATABLE READ snapshot: the copied rows are then exactly the
+/// state at that position, the run records it (`since`), and replays the selected streams'
+/// events up to it and every event after it, so nothing is copied under the swap's locks.
+/// Returns the partial rebuild as recorded.
 pub async fn seed(
     client: &Client,
+    config: &Config,
     run_id: i64,
     partial: &Partial,
     tables: &[RunTable],
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Partial> {
     client
-        .batch_execute("BEGIN")
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
         .context("cannot begin")?;
     let result = async {
+        let mut partial = partial.clone();
+        if let Partial::Streams { since, .. } = &mut partial {
+            if !matches!(config.events.ordering, Ordering::Xid8 { .. }) {
+                let (found, projections) = live_positions(client, config, tables).await?;
+                let first = found.first().and_then(|f| f.1);
+                if found.len() == projections && found.iter().all(|f| f.1 == first) {
+                    *since = first;
+                }
+            }
+        }
         let mut copied = 0;
         for t in tables {
-            copied += copy_kept(client, partial, t).await?;
+            copied += copy_kept(client, &partial, t).await?;
         }
-        runs::merge_options(client, run_id, &json!({ SEEDED: true })).await?;
-        Ok(copied)
+        let mut options = partial.to_option();
+        options[SEEDED] = json!(true);
+        runs::merge_options(client, run_id, &options).await?;
+        Ok((copied, partial))
     }
     .await;
-    let copied = crate::shadow::finish(client, result).await?;
+    let (copied, partial) = crate::shadow::finish(client, result).await?;
+    let how = match &partial {
+        Partial::Streams {
+            since: Some(since), ..
+        } => format!(
+            " at the live position {since}; the selected streams' events up to it and every event after it are replayed"
+        ),
+        Partial::Streams { .. } => {
+            " (an early copy: it is compared with the live rows again under the swap's locks)"
+                .to_string()
+        }
+        Partial::FromPosition { .. } => String::new(),
+    };
     reporter.step(&format!(
-        "{}; copied {copied} row(s) that are not rebuilt from the live tables",
+        "{}; copied {copied} row(s) that are not rebuilt from the live tables{how}",
         partial.describe()
     ));
-    Ok(())
+    Ok(partial)
 }
 
 /// For `swap` and `--resume`: seeds a run whose seeding did not commit.
 pub async fn ensure_seeded(
     client: &Client,
+    config: &Config,
     run: &runs::Run,
-    partial: &Partial,
+    partial: Partial,
     tables: &[RunTable],
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Partial> {
     if run.options.get(SEEDED).and_then(|v| v.as_bool()) == Some(true) {
-        return Ok(());
+        return Ok(partial);
     }
-    seed(client, run.id, partial, tables, reporter).await
+    seed(client, config, run.id, &partial, tables, reporter).await
 }
 
 /// Before the swap's locks: says how many rows will be copied while they are held.
@@ -682,7 +722,7 @@ pub async fn before_lock(
     tables: &[RunTable],
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let Some(partial @ Partial::Streams { .. }) = partial else {
+    let Some(partial @ Partial::Streams { since: None, .. }) = partial else {
         return Ok(());
     };
     let mut rows = 0i64;
@@ -727,9 +767,17 @@ pub async fn at_swap(
     max_events: i64,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let Some(partial @ Partial::Streams { streams, .. }) = partial else {
+    let Some(partial @ Partial::Streams { streams, since, .. }) = partial else {
         return Ok(());
     };
+    if let Some(since) = since {
+        // Copied with the live position and brought to the swap position by the replay.
+        reporter.step(&format!(
+            "the rows of the streams that were not rebuilt are the live ones at position {since}, brought to {} by the replay",
+            at.describe()
+        ));
+        return Ok(());
+    }
     let started = Instant::now();
     let live = live_position(client, config, tables).await?;
     let mut kept = Kept::default();
@@ -752,6 +800,7 @@ pub async fn at_swap(
             let others_source = source.clone().with_streams(Some(StreamFilter {
                 streams: streams.clone(),
                 exclude: true,
+                since: None,
             }));
             let after = Cursor::at(from);
             let upto = Bound::UpTo(to);
@@ -883,13 +932,14 @@ async fn sync_kept(client: &Client, partial: &Partial, t: &RunTable) -> Result<K
     })
 }
 
-/// The live position of the run's projections, read under the swap's locks, if recorded (and
-/// what recorded it): they must agree, as one run has one position.
-async fn live_position(
+/// The live position of each of the run's projections that has one recorded (`reproject
+/// run`'s checkpoint, or the `handover` row), with what recorded it, and how many projections
+/// the run has.
+async fn live_positions(
     client: &Client,
     config: &Config,
     tables: &[RunTable],
-) -> Result<Option<(Option<i64>, String)>> {
+) -> Result<(Vec<(String, Option<i64>, String)>, usize)> {
     let mut names: Vec<String> = tables.iter().map(|t| t.projection.clone()).collect();
     names.dedup();
     let mut found: Vec<(String, Option<i64>, String)> = Vec::new();
@@ -935,10 +985,21 @@ async fn live_position(
             format!("the hand-over checkpoint in `{}`", h.table),
         ));
     }
+    Ok((found, names.len()))
+}
+
+/// The one live position of the run's projections (and what recorded it), None when none is
+/// recorded; an error when only some are, or they differ (one run has one position).
+async fn live_position(
+    client: &Client,
+    config: &Config,
+    tables: &[RunTable],
+) -> Result<Option<(Option<i64>, String)>> {
+    let (found, projections) = live_positions(client, config, tables).await?;
     match found.as_slice() {
         [] => Ok(None),
         [(_, p, what), rest @ ..] => {
-            if found.len() < names.len() || rest.iter().any(|(_, q, _)| q != p) {
+            if found.len() < projections || rest.iter().any(|(_, q, _)| q != p) {
                 return Err(Error::runtime(format!(
                     "the live positions of the projections of this run differ ({}); a partial swap needs one",
                     found
@@ -995,9 +1056,11 @@ mod tests {
             streams: vec!["a".into(), "b".into()],
             streams_where: None,
             keys: BTreeMap::from([("tally".to_string(), "stream".to_string())]),
+            since: Some(300),
         };
         let options = p.to_option();
         assert_eq!(options["partial"]["mode"], "streams");
+        assert_eq!(options["partial"]["since"], 300);
         assert_eq!(Partial::of_run(&options).unwrap(), Some(p));
         assert_eq!(Partial::of_run(&json!({})).unwrap(), None);
     }
@@ -1016,6 +1079,7 @@ mod tests {
             streams: vec!["a".into()],
             streams_where: None,
             keys: BTreeMap::from([("p".to_string(), "k".to_string())]),
+            since: None,
         };
         assert_eq!(
             kept_rows(&s, "p"),

@@ -259,9 +259,12 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             .map(|p| p.name.clone())
             .collect();
         shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers, &unlogged).await?;
-        if let Some(p) = &partial {
-            super::partial::seed(&conn, run_id, p, &tables, engine.reporter).await?;
-        }
+        let partial = match &partial {
+            Some(p) => Some(
+                super::partial::seed(&conn, config, run_id, p, &tables, engine.reporter).await?,
+            ),
+            None => None,
+        };
         let mut before = serde_json::Map::new();
         for t in &tables {
             before.insert(
@@ -457,10 +460,12 @@ async fn continue_run(
     )
     .await?;
     // A partial run continues with the selection it recorded.
-    let partial = Partial::of_run(&run.options)?;
-    if let Some(p) = &partial {
-        super::partial::ensure_seeded(&conn, run, p, &tables, engine.reporter).await?;
-    }
+    let partial = match Partial::of_run(&run.options)? {
+        Some(p) => Some(
+            super::partial::ensure_seeded(&conn, config, run, p, &tables, engine.reporter).await?,
+        ),
+        None => None,
+    };
     let finish = &Finish {
         partial,
         ..finish.clone()

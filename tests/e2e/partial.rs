@@ -466,30 +466,19 @@ async fn bad_partial_requests_are_config_errors() {
     db.drop().await;
 }
 
-/// With `reproject run` keeping the projection live, the copied rows are at the runner's
-/// checkpoint, behind the swap position: the events of the other streams in between are
-/// applied to them under the lock, so every row is at the position the swap hands over and the
-/// runner neither skips nor repeats an event.
-#[tokio::test(flavor = "multi_thread")]
-async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    let project = Project::new(
+fn right_with_stream_key() -> Project {
+    Project::new(
         &tally::CONFIG.replace(
             "handlers = \"tally.sql\"",
             "handlers = \"tally.sql\"\nstream_key = \"stream\"",
         ),
         &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(
-        &db,
-        &project.config(),
-        &["run", "--once", "--from-position", "head"],
     )
-    .await
-    .ok();
-    // Events the runner has not applied yet (its checkpoint stays at 300), and a live row that
-    // differs from what the handlers build (copied as it is).
+}
+
+/// Events the live runner has not applied yet (20 each for s1 and s5), and live rows that
+/// differ from what the handlers build.
+async fn runner_behind(db: &TestDb) {
     db.exec(
         "INSERT INTO events (stream, type, data) SELECT s, 'added', jsonb_build_object('amount', i) \
            FROM generate_series(1, 20) i, unnest(ARRAY['s1', 's5']) s;
@@ -497,14 +486,11 @@ async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
          UPDATE tally SET n = 0 WHERE stream = 's1';",
     )
     .await;
-    reproject(
-        &db,
-        &project.config(),
-        &["rebuild", "--yes", "--streams", "s1"],
-    )
-    .await
-    .ok()
-    .stderr_has("and applied the 20 event(s) of those streams the live tables had not yet applied");
+}
+
+/// After the swap: s1 rebuilt, s5 brought from the runner's checkpoint to the swap position,
+/// s6 copied as it was; the runner continues from the swap position with nothing left to do.
+async fn assert_every_row_at_the_swap_position(db: &TestDb, project: &Project) {
     assert_eq!(
         db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
             .await,
@@ -512,24 +498,94 @@ async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
     );
     assert_eq!(
         differing_rows(
-            &db,
+            db,
             "(SELECT * FROM tally WHERE stream <> 's6') t",
             &format!("(SELECT * FROM {RIGHT} r WHERE stream <> 's6') r"),
             "stream, n, total"
         )
         .await,
         0,
-        "s1 rebuilt, s5 brought from the runner's checkpoint to the swap position"
+        "s1 rebuilt, s5 at the swap position"
     );
     assert_eq!(
         db.int("SELECT n::bigint FROM tally WHERE stream = 's6'")
             .await,
         999
     );
-    reproject(&db, &project.config(), &["run", "--once", "--json"])
+    reproject(db, &project.config(), &["run", "--once", "--json"])
         .await
         .ok()
         .stdout_has("\"events_applied\": 0");
+}
+
+/// With `reproject run` keeping the projection live, its checkpoint is committed with its rows:
+/// the other streams' rows are copied in one snapshot with it, the rebuild replays s1's events
+/// up to it and every event after it, and nothing is copied under the swap's locks.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_live_checkpoint_the_copy_is_taken_at_its_position() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    let project = right_with_stream_key();
+    reproject(
+        &db,
+        &project.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok();
+    runner_behind(&db).await;
+    let out = reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--yes", "--streams", "s1"],
+    )
+    .await;
+    out.ok()
+        .stderr_has(
+            "copied 9 row(s) that are not rebuilt from the live tables at the live position 300",
+        )
+        .stderr_has("replaying 70 event(s)")
+        .stderr_has("are the live ones at position 300, brought to position 340 by the replay");
+    assert!(
+        !out.stderr.contains("under the lock"),
+        "nothing copied under the lock:\n{}",
+        out.stderr
+    );
+    assert_every_row_at_the_swap_position(&db, &project).await;
+    db.drop().await;
+}
+
+/// A runner started after the rebuild's early copy: its checkpoint, read under the swap's
+/// locks, is behind the swap position, so the other streams' events in between are applied to
+/// the rows copied there, and the runner neither skips nor repeats an event.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    let project = right_with_stream_key();
+    reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--yes", "--no-swap", "--streams", "s1"],
+    )
+    .await
+    .ok()
+    .stderr_has("(an early copy");
+    reproject(
+        &db,
+        &project.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok();
+    runner_behind(&db).await;
+    reproject(&db, &project.config(), &["swap", "--yes"])
+        .await
+        .ok()
+        .stderr_has(
+            "and applied the 20 event(s) of those streams the live tables had not yet applied",
+        );
+    assert_every_row_at_the_swap_position(&db, &project).await;
     db.drop().await;
 }
 
@@ -681,6 +737,79 @@ stream_key = "stream"
         db.int("SELECT count(*) FROM notes WHERE stream = 's1' AND note = 'v2' AND len = 2")
             .await,
         10
+    );
+    db.drop().await;
+}
+
+/// `reproject run` keeps the table live and appenders write all streams (out of position order,
+/// some rolling back) throughout a `--streams` rebuild and its swap: afterwards every row is
+/// exact — the selected streams rebuilt, the others carried on from the runner's checkpoint
+/// without losing or repeating an event (their live corruption kept, as copied rows).
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_rebuild_under_a_live_runner_and_appenders_loses_nothing() {
+    use crate::live::{finish, signal, wait_for, CAUGHT_UP};
+    let db = TestDb::new().await;
+    tally::setup(&db, 1500).await;
+    let project = Project::new(
+        &tally::CONFIG.replace(
+            "handlers = \"tally.sql\"",
+            "handlers = \"tally.sql\"\nstream_key = \"stream\"",
+        ),
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    );
+    let runner = crate::harness::command(
+        &db,
+        &project.config(),
+        &["run", "--from-position", "head", "--batch-size", "20"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = crate::ordering::writers(&db, &stop);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    db.exec("UPDATE tally SET total = total + 1000000 WHERE stream IN ('s1', 's3')")
+        .await;
+    let out = reproject(
+        &db,
+        &project.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--batch-size",
+            "50",
+            "--streams",
+            "s1,s2",
+        ],
+    )
+    .await;
+    out.ok().stderr_has("at the live position");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    assert!(written > 20, "the writers wrote throughout ({written})");
+    wait_for(&db, CAUGHT_UP, 60).await;
+    signal(&runner, "TERM");
+    finish(runner).await.ok();
+    assert_eq!(
+        db.int("SELECT total FROM tally WHERE stream = 's3'").await
+            - db.int("SELECT sum((data->>'amount')::bigint)::bigint FROM events WHERE stream = 's3' AND NOT bad")
+                .await,
+        1000000,
+        "s3 was copied (its live corruption kept) and carried on by the runner"
+    );
+    db.exec("UPDATE tally SET total = total - 1000000 WHERE stream = 's3'")
+        .await;
+    assert_eq!(
+        tally::expected_differences(&db, "tally").await,
+        0,
+        "every row exact: s1, s2 rebuilt; the others neither lost nor repeated an event"
     );
     db.drop().await;
 }
