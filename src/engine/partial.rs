@@ -1016,31 +1016,54 @@ async fn live_position(
 }
 
 /// `--dry-run`: how many events the partial rebuild would replay.
-pub async fn dry_run_steps(engine: &Engine<'_>, partial: &Partial) -> Result<Vec<String>> {
+pub async fn dry_run_steps(
+    engine: &Engine<'_>,
+    plan: &Plan,
+    partial: &Partial,
+) -> Result<Vec<String>> {
     let resolved = engine.validate().await?;
     let client = engine.db.get().await?;
+    let client: &Client = &client;
     let base = EventSource::new(&engine.config.events, &resolved);
-    let Some(head) = base.head(&**client).await? else {
+    // What `seed` would find: one recorded live position for every projection of the run.
+    let mut partial = partial.clone();
+    if let Partial::Streams { since, .. } = &mut partial {
+        if !matches!(engine.config.events.ordering, Ordering::Xid8 { .. }) {
+            let tables = super::run_tables(engine.config, &resolved, &plan.order);
+            let (found, projections) = live_positions(client, engine.config, &tables).await?;
+            let first = found.first().and_then(|f| f.1);
+            if found.len() == projections && found.iter().all(|f| f.1 == first) {
+                *since = first;
+            }
+        }
+    }
+    let Some(head) = base.head(client).await? else {
         return Ok(vec![partial.describe()]);
     };
     let all = base
-        .count(&**client, &Cursor::default(), &Bound::UpTo(head))
+        .count(client, &Cursor::default(), &Bound::UpTo(head))
         .await?;
-    let filtered = source(base, Some(partial));
+    let filtered = source(base, Some(&partial));
     let from = Cursor::at(partial.start_position());
-    let selected = filtered.count(&**client, &from, &Bound::UpTo(head)).await?;
+    let selected = filtered.count(client, &from, &Bound::UpTo(head)).await?;
     let mut steps = vec![partial.describe()];
     steps.push(format!(
         "replays {} of the {} event(s) up to position {head}{}",
         selected.events,
         all.events,
-        match partial {
-            Partial::Streams { .. } => " (the selected streams' events)".to_string(),
+        match &partial {
+            Partial::Streams { since: None, .. } => " (the selected streams' events)".to_string(),
+            Partial::Streams {
+                since: Some(since), ..
+            } => format!(
+                " (the selected streams' events up to the live position {since}, and every event after it)"
+            ),
             Partial::FromPosition { position, .. } => format!(" (those after position {position})"),
         }
     ));
-    steps.push(match partial {
-        Partial::Streams { .. } => "copies every row of the other streams from the live tables into the rebuild tables now (for the checks), and again under the swap's locks, after the final tail".to_string(),
+    steps.push(match &partial {
+        Partial::Streams { since: None, .. } => "copies every row of the other streams from the live tables into the rebuild tables now (for the checks), and compares them with the live rows again under the swap's locks, after the final tail, writing the difference".to_string(),
+        Partial::Streams { since: Some(since), .. } => format!("copies every row of the other streams from the live tables in one snapshot with their live position {since}; nothing is copied under the swap's locks"),
         Partial::FromPosition { .. } => "copies the live rows up to the position into the rebuild tables before the replay".to_string(),
     });
     Ok(steps)

@@ -129,7 +129,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
     if opts.dry_run {
         let mut report = plan_report(engine, &plan, true).await?;
         if let Some(p) = &partial {
-            let steps = super::partial::dry_run_steps(engine, p).await?;
+            let steps = super::partial::dry_run_steps(engine, &plan, p).await?;
             report.steps.splice(0..0, steps);
         }
         return Ok(RebuildOutcome {

@@ -534,6 +534,19 @@ async fn with_a_live_checkpoint_the_copy_is_taken_at_its_position() {
     .await
     .ok();
     runner_behind(&db).await;
+    let steps = reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--dry-run", "--json", "--streams", "s1"],
+    )
+    .await
+    .ok()
+    .json()["steps"]
+        .to_string();
+    assert!(
+        steps.contains("replays 70 of the 340 event(s) up to position 340 (the selected streams' events up to the live position 300, and every event after it)"),
+        "{steps}"
+    );
     let out = reproject(
         &db,
         &project.config(),
