@@ -428,16 +428,32 @@ async fn live_position_source(
     i: usize,
 ) -> Result<Option<String>> {
     let p = &config.projections[i];
-    if crate::state::live::exists(client).await?
-        && !crate::state::live::read(client, std::slice::from_ref(&p.name))
+    if crate::state::live::exists(client).await? {
+        if let Some(cp) = crate::state::live::read(client, std::slice::from_ref(&p.name))
             .await?
-            .is_empty()
-    {
-        return Ok(Some("`reproject run`".into()));
+            .first()
+        {
+            if runner_keeps(client, cp).await? {
+                return Ok(Some("`reproject run`".into()));
+            }
+        }
     }
     Ok(p.handover
         .as_ref()
         .map(|h| format!("handover `{}`", h.table)))
+}
+
+/// Whether a live checkpoint says where the live tables are: a runner holds the projection
+/// now, or a runner (or its start) set it last. One the swap set that no runner has moved
+/// since only says where the tables were at that swap: the application's own projector may
+/// have changed them since, so it is not taken as the live position.
+async fn runner_keeps(
+    client: &impl GenericClient,
+    cp: &crate::state::live::LiveCheckpoint,
+) -> Result<bool> {
+    Ok(cp.set_by == "run"
+        || cp.set_by == "start"
+        || crate::state::live::runner_up(client, &cp.projection).await?)
 }
 
 /// Refuses a projection whose handlers can change a row after inserting it: only then are the
@@ -950,12 +966,14 @@ async fn live_positions(
     };
     for name in &names {
         if let Some(cp) = checkpoints.iter().find(|c| &c.projection == name) {
-            found.push((
-                name.clone(),
-                cp.position,
-                "`reproject run`'s checkpoint".into(),
-            ));
-            continue;
+            if runner_keeps(client, cp).await? {
+                found.push((
+                    name.clone(),
+                    cp.position,
+                    "`reproject run`'s checkpoint".into(),
+                ));
+                continue;
+            }
         }
         let Some(h) = config
             .projection_index(name)
