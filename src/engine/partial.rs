@@ -102,6 +102,7 @@ impl Partial {
             Partial::Streams {
                 streams,
                 streams_where,
+                since,
                 ..
             } => {
                 let shown: Vec<&str> = streams.iter().take(5).map(String::as_str).collect();
@@ -114,8 +115,12 @@ impl Partial {
                     .as_ref()
                     .map(|w| format!(" (selected by `{w}`)"))
                     .unwrap_or_default();
+                let since = match since {
+                    Some(p) => format!(" (the other streams' rows taken at the live position {p})"),
+                    None => String::new(),
+                };
                 format!(
-                    "partial rebuild of {} stream(s){from}: {}{more}",
+                    "partial rebuild of {} stream(s){from}: {}{more}{since}",
                     streams.len(),
                     shown.join(", ")
                 )
@@ -554,10 +559,14 @@ async fn live_reached(
 ) -> Result<()> {
     let p = &config.projections[i];
     if crate::state::live::exists(client).await? {
-        if let Some(cp) = crate::state::live::read(client, std::slice::from_ref(&p.name))
-            .await?
-            .first()
-        {
+        let checkpoints = crate::state::live::read(client, std::slice::from_ref(&p.name)).await?;
+        let mut trusted = None;
+        for cp in &checkpoints {
+            if runner_keeps(client, cp).await? {
+                trusted = Some(cp);
+            }
+        }
+        if let Some(cp) = trusted {
             if cp.position.is_some_and(|at| at >= position) {
                 return Ok(());
             }
@@ -738,29 +747,44 @@ pub async fn before_lock(
     tables: &[RunTable],
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let Some(partial @ Partial::Streams { since: None, .. }) = partial else {
+    let Some(partial @ Partial::Streams { since, .. }) = partial else {
         return Ok(());
     };
-    let mut rows = 0i64;
+    let mut kept = 0i64;
+    let mut rebuilt = 0i64;
     for t in tables {
+        let kept_sql = kept_rows(partial, &t.projection);
         let row = client
             .query_one(
                 &format!(
-                    "SELECT count(*) FROM {} WHERE {}",
+                    "SELECT (SELECT count(*) FROM {} WHERE {kept_sql}), (SELECT count(*) FROM {} WHERE NOT ({kept_sql}))",
                     t.live.quoted(),
-                    kept_rows(partial, &t.projection)
+                    t.rebuild.quoted(),
                 ),
                 &[&stream_param(partial)],
             )
             .await
-            .with_context(|| {
-                format!("cannot count the rows of `{}` that are not rebuilt", t.live)
-            })?;
-        rows += row.get::<_, i64>(0);
+            .with_context(|| format!("cannot count the rows of `{}` by stream", t.live))?;
+        kept += row.get::<_, i64>(0);
+        rebuilt += row.get::<_, i64>(1);
     }
-    reporter.warn(&format!(
-        "partial rebuild: {rows} row(s) of the streams that are not rebuilt will be compared with the live tables while their locks are held, and those that changed copied (the hold grows with them; --lock-hold-max bounds it)"
-    ));
+    if rebuilt == 0 {
+        // Either the selected streams' events write no row, or `stream_key` does not hold the
+        // event's stream as text (then the swap would replace the rebuilt rows by live ones).
+        reporter.warn(&format!(
+            "partial rebuild: no row of {} has a selected stream in its `stream_key` column; check that the column's text equals the events' stream",
+            tables
+                .iter()
+                .map(|t| format!("`{}`", t.rebuild))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if since.is_none() {
+        reporter.warn(&format!(
+            "partial rebuild: {kept} row(s) of the streams that are not rebuilt will be compared with the live tables while their locks are held, and those that changed copied (the hold grows with them; --lock-hold-max bounds it)"
+        ));
+    }
     Ok(())
 }
 

@@ -438,6 +438,26 @@ async fn bad_partial_requests_are_config_errors() {
     .await
     .code(2)
     .stderr_has("reproject.toml:15: projection `tally`: `stream_key = \"posting_id\"` is not a column of table `tally`");
+    assert!(!db.exists("reproject.runs").await, "nothing was written");
+    // A column that exists but does not hold the stream: warned before the swap.
+    let wrong = Project::new(
+        &tally::CONFIG.replace(
+            "handlers = \"tally.sql\"",
+            "handlers = \"tally.sql\"\nstream_key = \"n\"",
+        ),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(
+        &db,
+        &wrong.config(),
+        &["rebuild", "--yes", "--no-swap", "--streams", "s1"],
+    )
+    .await
+    .ok();
+    reproject(&db, &wrong.config(), &["swap", "--yes"])
+        .await
+        .ok()
+        .stderr_has("no row of `tally_rebuild` has a selected stream in its `stream_key` column");
     let project = doubling_with_stream_key();
     reproject(
         &db,
@@ -462,7 +482,6 @@ async fn bad_partial_requests_are_config_errors() {
     )
     .await
     .code(2);
-    assert!(!db.exists("reproject.runs").await, "nothing was written");
     db.drop().await;
 }
 
