@@ -871,9 +871,8 @@ pub async fn at_swap(
     )
     .await?;
     reporter.step(&format!(
-        "copied {} row(s) of the streams that were not rebuilt from the live tables under the lock in {ms} ms ({} changed since the early copy: {} removed, {} added){}",
+        "the {} row(s) of the streams that were not rebuilt now equal the live ones: compared under the lock in {ms} ms, {} removed and {} added since the early copy{}",
         kept.rows,
-        kept.deleted.max(kept.inserted),
         kept.deleted,
         kept.inserted,
         if others > 0 {

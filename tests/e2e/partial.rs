@@ -69,7 +69,7 @@ async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     .await;
     out.ok()
         .stderr_has("partial rebuild of 2 stream(s)")
-        .stderr_has("copied 8 row(s) of the streams that were not rebuilt");
+        .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
     assert_eq!(db.int("SELECT count(*) FROM tally").await, 10);
     // The selected streams: exactly what the new handlers build from all their events.
     assert_eq!(
@@ -159,8 +159,8 @@ async fn the_copy_is_taken_at_the_swap_whatever_changed_in_live_meanwhile() {
     reproject(&db, &project.config(), &["swap", "--yes"])
         .await
         .ok()
-        .stderr_has("copied 9 row(s) of the streams that were not rebuilt")
-        .stderr_has("(3 changed since the early copy: 3 removed, 3 added)");
+        .stderr_has("the 9 row(s) of the streams that were not rebuilt now equal the live ones")
+        .stderr_has("3 removed and 3 added since the early copy");
     assert_eq!(
         differing_rows(
             &db,
@@ -182,6 +182,14 @@ async fn the_copy_is_taken_at_the_swap_whatever_changed_in_live_meanwhile() {
             "stream, n, total"
         )
         .await,
+        0
+    );
+    // Rollback brings back the live table as it was at the swap, every row.
+    reproject(&db, &project.config(), &["rollback", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        differing_rows(&db, "tally", "live_at_swap", "stream, n, total").await,
         0
     );
     db.drop().await;
@@ -656,7 +664,7 @@ async fn resume_continues_with_the_recorded_selection() {
     reproject(&db, &project.config(), &["rebuild", "--yes", "--resume"])
         .await
         .ok()
-        .stderr_has("copied 8 row(s) of the streams that were not rebuilt");
+        .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
     assert_eq!(
         differing_rows(
             &db,
