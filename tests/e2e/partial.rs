@@ -891,3 +891,86 @@ async fn a_checkpoint_left_by_a_swap_is_not_taken_as_the_live_position() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// `ordering = "xid8"`: `--streams` reads the selected streams in (transaction id, position)
+/// order like any rebuild; with a hand-over checkpoint (one position is no cut there) it is
+/// refused, and so is `--from-position`.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_in_xid8_mode() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    db.exec(
+        "ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+         UPDATE tally SET total = -1 WHERE stream IN ('s1', 's3');
+         CREATE TABLE live_before AS SELECT * FROM tally;
+         CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint, tx xid8);
+         INSERT INTO ext_checkpoints VALUES ('tally', 300, NULL);",
+    )
+    .await;
+    let xid8 = |extra: &str| {
+        Project::new(
+            &tally::CONFIG
+                .replace(
+                    "filter = \"NOT bad\"",
+                    "filter = \"NOT bad\"\nordering = \"xid8\"\ntransaction_id = \"tx\"",
+                )
+                .replace(
+                    "handlers = \"tally.sql\"",
+                    &format!("handlers = \"tally.sql\"\nstream_key = \"stream\"\n{extra}"),
+                ),
+            &[(
+                "tally.sql",
+                &tally::HANDLERS.replace(
+                    "(:data->>'amount')::bigint)",
+                    "2 * (:data->>'amount')::bigint)",
+                ),
+            )],
+        )
+    };
+    let with_handover = xid8("handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\", transaction_id_column = \"tx\" }");
+    reproject(
+        &db,
+        &with_handover.config(),
+        &["rebuild", "--yes", "--streams", "s1"],
+    )
+    .await
+    .code(2)
+    .stderr_has("`--streams` with `ordering = \"xid8\"` is refused for a projection whose live tables are kept by `reproject run` or a `handover` projector");
+    let project = xid8("");
+    reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--yes", "--from-position", "100"],
+    )
+    .await
+    .code(2)
+    .stderr_has("--from-position is refused with `ordering = \"xid8\"`");
+    reproject(
+        &db,
+        &project.config(),
+        &["rebuild", "--yes", "--streams", "s1,s2"],
+    )
+    .await
+    .ok();
+    assert_eq!(
+        differing_rows(
+            &db,
+            "(SELECT * FROM tally WHERE stream IN ('s1', 's2')) t",
+            &format!("(SELECT * FROM {DOUBLED} d WHERE stream IN ('s1', 's2')) d"),
+            "stream, n, total"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        differing_rows(
+            &db,
+            "(SELECT * FROM tally WHERE stream NOT IN ('s1', 's2')) t",
+            "(SELECT * FROM live_before WHERE stream NOT IN ('s1', 's2')) b",
+            "stream, n, total"
+        )
+        .await,
+        0
+    );
+    db.drop().await;
+}
