@@ -122,7 +122,9 @@ async fn run(cli: Cli) -> Result<()> {
                     args.yes,
                 )?;
             }
+            let partial = args.partial();
             let opts = RebuildOptions {
+                partial,
                 projections: args.projections,
                 batch_size: args.batch_size,
                 set_batch_size: args.set_batch_size,

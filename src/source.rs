@@ -179,6 +179,21 @@ pub struct EventSource {
     filter: String,
     /// The columns of `:events` (position, stream, type, data, metadata, timestamp).
     events_columns: String,
+    /// The `stream` role, for [`StreamFilter`].
+    stream: String,
+    /// A partial rebuild reads only (or all but) some streams (engine/partial.rs).
+    streams: Option<StreamFilter>,
+}
+
+/// Restricts reading to the events of some streams, or to the events of all other streams.
+#[derive(Debug, Clone)]
+pub struct StreamFilter {
+    /// The streams (as text, the `stream` role's value).
+    pub streams: Vec<String>,
+    /// Read the events of every stream *not* in `streams` instead.
+    pub exclude: bool,
+    /// Only up to this position: every event after it is read, whatever its stream.
+    pub since: Option<i64>,
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -396,7 +411,20 @@ impl EventSource {
                 .as_ref()
                 .map(|f| format!("({})", f.sql))
                 .unwrap_or_else(|| "true".into()),
+            stream: format!("({})", events.stream.sql),
+            streams: None,
         }
+    }
+
+    /// The same source, reading only the events `filter` selects (None: every event).
+    pub fn with_streams(mut self, filter: Option<StreamFilter>) -> EventSource {
+        self.streams = filter;
+        self
+    }
+
+    /// The `stream` role as an SQL expression over the event rows.
+    pub fn stream_expr(&self) -> &str {
+        &self.stream
     }
 
     /// Every mapped role with the type it is read as, for validation.
@@ -450,6 +478,33 @@ impl EventSource {
     /// The events after `after` up to `upto`, as a WHERE clause and its parameters ($1..), and
     /// the ORDER BY of reading order.
     fn range(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {
+        let (mut clause, order, mut params) = self.window(after, upto);
+        if let Some(f) = &self.streams {
+            // A NULL stream is in no list: excluded by a stream list, kept by its complement.
+            let selected = format!(
+                "{}coalesce({}::text = ANY(${}::text[]), false)",
+                if f.exclude { "NOT " } else { "" },
+                self.stream,
+                params.len() + 1
+            );
+            params.push(Box::new(f.streams.clone()));
+            clause = match f.since {
+                None => format!("{clause} AND {selected}"),
+                Some(since) => {
+                    params.push(Box::new(since));
+                    format!(
+                        "{clause} AND ({} > ${}::bigint OR {selected})",
+                        self.position,
+                        params.len()
+                    )
+                }
+            };
+        }
+        (clause, order, params)
+    }
+
+    /// The position (or transaction id) window of [`Self::range`].
+    fn window(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {
         let pos = &self.position;
         match (upto, &self.tx) {
             (Bound::BelowTx(below), Some(tx)) => (
@@ -573,8 +628,8 @@ impl EventSource {
 
     /// `:events` for the events after `after` up to and including `to` (both cursors of this
     /// source) that pass the filter: a subquery with the values inlined, so the set-based
-    /// statement is planned with them. Positions and transaction ids are numbers, never text
-    /// from the events.
+    /// statement is planned with them. Positions and transaction ids are numbers; the streams
+    /// of a partial rebuild ([`StreamFilter`]) are quoted literals.
     pub fn events_between(&self, after: &Cursor, to: &Cursor) -> String {
         let pos = &self.position;
         let window = match &self.tx {
@@ -604,8 +659,28 @@ impl EventSource {
                 }
             }
         };
+        // The same stream selection as `range` (a partial rebuild), with the values inlined.
+        let streams = match &self.streams {
+            None => String::new(),
+            Some(f) => {
+                let list: Vec<String> =
+                    f.streams.iter().map(|s| crate::ident::literal(s)).collect();
+                let selected = format!(
+                    "{}coalesce({}::text = ANY(ARRAY[{}]::text[]), false)",
+                    if f.exclude { "NOT " } else { "" },
+                    self.stream,
+                    list.join(", ")
+                );
+                match f.since {
+                    None => format!(" AND {selected}"),
+                    Some(since) => {
+                        format!(" AND ({} > ({since})::bigint OR {selected})", self.position)
+                    }
+                }
+            }
+        };
         format!(
-            "(SELECT {} FROM {} WHERE {window} AND {})",
+            "(SELECT {} FROM {} WHERE {window} AND {}{streams})",
             self.events_columns, self.from, self.filter
         )
     }

@@ -144,6 +144,23 @@ pub struct RebuildArgs {
     /// or a lost connection) from its last committed batch instead of starting a new run.
     #[arg(long)]
     pub resume: bool,
+    /// Rebuild only the rows of these streams (the projection's `stream_key`); every other row
+    /// is copied from the live table at the swap.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "ID,...",
+          conflicts_with_all = ["streams_where", "from_position", "from_time", "resume"])]
+    pub streams: Option<Vec<String>>,
+    /// Rebuild only the rows of the streams of the events this SQL predicate selects (over
+    /// the event table's columns, as the `[events]` expressions), resolved once at the start.
+    #[arg(long, value_name = "SQL", conflicts_with_all = ["from_position", "from_time", "resume"])]
+    pub streams_where: Option<String>,
+    /// Keep the live rows written by events up to position N and replay only the later events
+    /// (append-only projections with `position_column`).
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_time", "resume"])]
+    pub from_position: Option<i64>,
+    /// As --from-position, from the last event before this RFC 3339 time
+    /// (e.g. `2026-11-01T00:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339, conflicts_with = "resume")]
+    pub from_time: Option<chrono::DateTime<chrono::Utc>>,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -154,6 +171,28 @@ pub struct RebuildArgs {
     pub window: WindowArgs,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-01T00:00:00Z ({e})"))
+}
+
+impl RebuildArgs {
+    /// The partial-rebuild flags, if any (clap keeps them mutually exclusive).
+    pub fn partial(&self) -> Option<reproject::engine::PartialRequest> {
+        use reproject::engine::PartialRequest;
+        if let Some(s) = &self.streams {
+            Some(PartialRequest::Streams(s.clone()))
+        } else if let Some(w) = &self.streams_where {
+            Some(PartialRequest::StreamsWhere(w.clone()))
+        } else if let Some(n) = self.from_position {
+            Some(PartialRequest::FromPosition(n))
+        } else {
+            self.from_time.map(PartialRequest::FromTime)
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -298,6 +298,9 @@ pub fn history(runs: &[Run]) {
         if let Some(reason) = &r.reason {
             println!("    reason: {reason}");
         }
+        if let Ok(Some(partial)) = reproject::engine::Partial::of_run(&r.options) {
+            println!("    {}", partial.describe());
+        }
         println!(
             "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
             r.events_applied,

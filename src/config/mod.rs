@@ -200,6 +200,22 @@ pub struct ProjectionConfig {
     /// Build the rebuild tables UNLOGGED (no WAL per row version during the replay) and make
     /// them LOGGED once the checks pass, before the swap (shadow.rs).
     pub build_unlogged: bool,
+    /// `stream_key`: the column holding the stream of the events that write each row
+    /// (`rebuild --streams`, engine/partial.rs).
+    pub stream_key: Option<DeclaredColumn>,
+    /// `position_column`: the column holding the position of the event that inserted each row
+    /// of append-only tables (`rebuild --from-position`, engine/partial.rs).
+    pub position_column: Option<DeclaredColumn>,
+}
+
+/// A column name declared on a projection, with the line it came from (checked against the
+/// catalog when a partial rebuild uses it).
+#[derive(Debug, Clone)]
+pub struct DeclaredColumn {
+    /// The column name, unquoted.
+    pub name: String,
+    /// Line of the key in the config file.
+    pub line: usize,
 }
 
 /// The whole, checked configuration.
@@ -782,6 +798,19 @@ fn convert_projection(
             sql: statement,
         });
     }
+    let column = |v: &Option<toml::Spanned<String>>, key: &str| -> Result<Option<DeclaredColumn>> {
+        let Some(v) = v else { return Ok(None) };
+        let text = v.get_ref().trim();
+        if text.is_empty() {
+            return Err(at(v.span()).err(format!("projection `{name}`: `{key}` is empty")));
+        }
+        Ok(Some(DeclaredColumn {
+            name: text.to_string(),
+            line: at(v.span()).line,
+        }))
+    };
+    let stream_key = column(&p.stream_key, "stream_key")?;
+    let position_column = column(&p.position_column, "position_column")?;
     Ok(ProjectionConfig {
         name: name.to_string(),
         line,
@@ -796,6 +825,8 @@ fn convert_projection(
         handover: None,
         replay_triggers: p.replay_triggers.unwrap_or(false),
         build_unlogged: p.build_unlogged.unwrap_or(false),
+        stream_key,
+        position_column,
     })
 }
 

@@ -52,6 +52,12 @@ pub struct RawProjection {
     pub build_unlogged: Option<bool>,
     pub checks: Option<Vec<RawCheck>>,
     pub handover: Option<Spanned<RawHandover>>,
+    /// The column of every table of the projection that holds the stream of the events that
+    /// write the row (partial rebuilds by stream).
+    pub stream_key: Option<Spanned<String>>,
+    /// The column of every table of the projection that holds the position of the event that
+    /// inserted the row, in append-only tables (partial rebuilds from a position).
+    pub position_column: Option<Spanned<String>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

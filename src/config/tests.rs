@@ -1444,3 +1444,26 @@ fn a_written_table_or_source_replaces_the_presets_as_a_whole() {
         .sql
         .contains("JOIN eventuous.streams"));
 }
+
+#[test]
+fn partial_rebuild_declarations_parse_with_their_lines() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    // Lines 8-11 are the projection; the extra keys are lines 12 and 13.
+    let config = dir.ok(&one_projection(
+        "stream_key = \" posting_id \"\nposition_column = \"event_position\"\n",
+    ));
+    let p = &config.projections[0];
+    let key = p.stream_key.as_ref().unwrap();
+    assert_eq!((key.name.as_str(), key.line), ("posting_id", 12));
+    let pos = p.position_column.as_ref().unwrap();
+    assert_eq!((pos.name.as_str(), pos.line), ("event_position", 13));
+    assert!(dir.ok(&one_projection("")).projections[0]
+        .stream_key
+        .is_none());
+    let err = dir.fail(&one_projection("stream_key = \"  \"\n"));
+    contains(
+        &err,
+        &format!("{}: projection `p`: `stream_key` is empty", dir.at(12)),
+    );
+}

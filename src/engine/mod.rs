@@ -5,6 +5,7 @@
 mod inspect;
 mod live;
 mod old_generation;
+mod partial;
 mod rebuild;
 mod restore;
 
@@ -15,6 +16,7 @@ pub use live::{
     notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
     NOTIFY_CHANNEL,
 };
+pub use partial::{Partial, PartialRequest};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{
     cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackOptions, RollbackReport,

@@ -1,6 +1,7 @@
 //! `rebuild` and `swap`: clone, replay, catch up, check, swap.
 
 use super::inspect::{plan_report, PlanReport};
+use super::partial::{Partial, PartialRequest};
 use super::{handler_digest, run_tables, Engine};
 use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
@@ -51,6 +52,8 @@ pub struct RebuildOptions {
     pub window: Option<SwapWindow>,
     /// How the swap asks for and holds its locks.
     pub lock: LockPolicy,
+    /// `--streams`, `--streams-where`, `--from-position`, `--from-time` (engine/partial.rs).
+    pub partial: Option<PartialRequest>,
 }
 
 impl Default for RebuildOptions {
@@ -67,6 +70,7 @@ impl Default for RebuildOptions {
             resume: false,
             window: None,
             lock: LockPolicy::default(),
+            partial: None,
         }
     }
 }
@@ -111,6 +115,7 @@ pub struct RebuildOutcome {
     pub tables: Vec<RunTable>,
 }
 
+#[derive(Clone)]
 struct Finish {
     batch_size: i64,
     set_batch_size: i64,
@@ -121,6 +126,7 @@ struct Finish {
     window: Option<SwapWindow>,
     /// Wait (catching up) for the window to open; without, refuse to swap outside it.
     wait_for_window: bool,
+    partial: Option<Partial>,
 }
 
 /// How often a rebuild that lost its connection resumes by itself before it gives up.
@@ -160,8 +166,10 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // A resumed run continues with the partial-rebuild selection it recorded.
         let again = RebuildOptions {
             resume: true,
+            partial: None,
             ..opts.clone()
         };
         result = match rebuild_once(engine, &again).await {
@@ -184,8 +192,21 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         engine.reporter.warn(w);
     }
     crate::external::check_selection(config, &plan.order, opts.max_events)?;
+    if opts.resume && opts.partial.is_some() {
+        return Err(Error::config(
+            "--resume continues a run with the partial-rebuild options it recorded; --streams, --streams-where, --from-position and --from-time cannot be given with it",
+        ));
+    }
+    let partial = match &opts.partial {
+        Some(request) => Some(super::partial::resolve(engine, &plan, request).await?),
+        None => None,
+    };
     if opts.dry_run {
-        let report = plan_report(engine, &plan, true).await?;
+        let mut report = plan_report(engine, &plan, true).await?;
+        if let Some(p) = &partial {
+            let steps = super::partial::dry_run_steps(engine, &plan, p).await?;
+            report.steps.splice(0..0, steps);
+        }
         return Ok(RebuildOutcome {
             dry_run: Some(report),
             run_id: None,
@@ -268,6 +289,9 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         options["build_unlogged"] = json!(unlogged);
         options[shadow::UNLOGGED_SINCE] = json!(shadow::server_start(&conn).await?);
     }
+    if let Some(p) = &partial {
+        options["partial"] = p.to_option()["partial"].clone();
+    }
     conn.batch_execute("BEGIN").await.context("cannot begin")?;
     let created = async {
         let run_id = runs::insert(
@@ -291,7 +315,8 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         for (t, fp) in tables.iter().zip(&fingerprints) {
             runs::add_table(&conn, run_id, t, fp).await?;
         }
-        runs::init_checkpoints(&conn, run_id, &names, None).await?;
+        let start = partial.as_ref().and_then(Partial::start_position);
+        runs::init_checkpoints(&conn, run_id, &names, start).await?;
         Ok(run_id)
     }
     .await;
@@ -311,6 +336,12 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
             .map(|p| p.name.clone())
             .collect();
         shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers, &unlogged).await?;
+        let partial = match &partial {
+            Some(p) => Some(
+                super::partial::seed(&conn, config, run_id, p, &tables, engine.reporter).await?,
+            ),
+            None => None,
+        };
         let mut before = serde_json::Map::new();
         for t in &tables {
             before.insert(
@@ -338,6 +369,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
             lock: opts.lock,
             window: opts.window.clone(),
             wait_for_window: true,
+            partial: partial.clone(),
         };
         finish_run(
             engine,
@@ -406,6 +438,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         lock: opts.lock,
         window: opts.window.clone(),
         wait_for_window: false,
+        partial: None,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -447,6 +480,7 @@ async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Resu
         lock: opts.lock,
         window: opts.window.clone(),
         wait_for_window: true,
+        partial: None,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -515,6 +549,17 @@ async fn continue_run(
         &tables,
     )
     .await?;
+    // A partial run continues with the selection it recorded.
+    let partial = match Partial::of_run(&run.options)? {
+        Some(p) => Some(
+            super::partial::ensure_seeded(&conn, config, run, p, &tables, engine.reporter).await?,
+        ),
+        None => None,
+    };
+    let finish = &Finish {
+        partial,
+        ..finish.clone()
+    };
     runs::set_status(&conn, run.id, "running", None).await?;
     if finish.skip_checks {
         runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
@@ -569,7 +614,10 @@ async fn finish_run(
     opts: &Finish,
 ) -> Result<RebuildOutcome> {
     let reporter = engine.reporter;
-    let source = EventSource::new(&engine.config.events, target.resolved);
+    let source = super::partial::source(
+        EventSource::new(&engine.config.events, target.resolved),
+        opts.partial.as_ref(),
+    );
     // Every window read below ends at a bound from the cut: never past an event that an open
     // transaction can still commit (see ordering.rs).
     let mut cut = Cut::new(&source, run_id);
@@ -766,6 +814,7 @@ async fn finish_run(
     lock_list.extend(swap::dependents_to_lock(conn, tables).await?);
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
+    super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let mut retries = 0u32;
     let (wait, hold, tail, position, validations) = loop {
@@ -824,6 +873,19 @@ async fn finish_run(
             laps.lap("tail");
             swap::check_hold(held, &opts.lock, "the final tail was applied")?;
             let swapped_at = runs::cursor(conn, run_id).await?;
+            super::partial::at_swap(
+                conn,
+                engine.config,
+                run_id,
+                opts.partial.as_ref(),
+                tables,
+                &source,
+                projector,
+                &swapped_at,
+                opts.lock.max_tail_events,
+                reporter,
+            )
+            .await?;
             let position = swapped_at.position;
             swap::retire_old_tables(conn, &retire).await?;
             laps.lap("retire old tables");

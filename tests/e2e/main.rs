@@ -18,6 +18,7 @@ mod live;
 mod live_restart;
 mod lockhold;
 mod ordering;
+mod partial;
 mod per_batch;
 mod presets;
 mod rollback;
