@@ -28,6 +28,12 @@ rc=0
 # builds examples only as test harnesses.
 cargo build --quiet --examples
 cargo test --all-targets "$@" || rc=$?
+# The doc tests (the library example in src/lib.rs) and the docs themselves, once, when the
+# whole suite runs: `--all-targets` leaves doc tests out.
+if ((rc == 0 && $# == 0)); then
+    cargo test --doc --quiet || rc=$?
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet || rc=$?
+fi
 if ((rc != 0)); then
     printf 'test.sh: cargo test failed (exit %s)\n' "$rc" >&2
 fi

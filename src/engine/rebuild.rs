@@ -135,7 +135,7 @@ const RECONNECTS: u32 = 5;
 /// Rebuilds the selected projections into `_rebuild` tables and (unless told otherwise)
 /// swaps them in. A lost connection (a restart, a failover, a terminated session) does not end
 /// the run: it resumes from its last committed batch on a new connection, like `--resume`,
-/// after a pause that grows with each attempt, up to [`RECONNECTS`] times.
+/// after a pause that grows with each attempt, up to 5 times.
 pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
     let mut result = rebuild_once(engine, opts).await;
     let mut attempt = 0;
