@@ -323,6 +323,24 @@ impl Projector {
         batch_size: i64,
         budget: Option<i64>,
     ) -> Result<Step> {
+        self.apply_next_counted(conn, source, from, upto, batch_size, budget, None)
+            .await
+    }
+
+    /// [`Projector::apply_next`] when the caller knows how many events (`known`) the range
+    /// after `from` up to `upto` holds: a set-based batch that takes them all then needs no
+    /// count of its own (which would read every event of the range once more).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_next_counted(
+        &self,
+        conn: &Client,
+        source: &EventSource,
+        from: &Cursor,
+        upto: &Bound,
+        batch_size: i64,
+        budget: Option<i64>,
+        known: Option<i64>,
+    ) -> Result<Step> {
         let cap = |n: i64| budget.map_or(n, |b| b.min(n));
         if self.per_batch.is_empty() {
             let limit = cap(batch_size);
@@ -338,8 +356,17 @@ impl Projector {
             });
         }
         let limit = cap(self.set_batch_size);
-        let (count, last) = source.batch_end(conn, from, upto, limit).await?;
-        let exhausted = count < limit;
+        let (count, last, exhausted) = match (known, upto) {
+            // The whole counted range fits in this batch: it ends at the bound (final: no
+            // event can still appear up to it).
+            (Some(n), Bound::UpTo(p)) if n <= limit => {
+                (n, (n > 0).then(|| Cursor::at(Some(*p))), true)
+            }
+            _ => {
+                let (count, last) = source.batch_end(conn, from, upto, limit).await?;
+                (count, last, count < limit)
+            }
+        };
         let last_event = last.map(|c| Event {
             tx: c.tx,
             position: c.position.unwrap_or_default(),

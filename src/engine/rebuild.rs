@@ -678,7 +678,14 @@ async fn finish_run(
         ));
         reporter.replay_started("replay", counts.events.max(0) as u64);
         let applied = replay
-            .range(start, bound, &mut budget, Some(&engine.cancel), true)
+            .range(
+                start,
+                bound,
+                &mut budget,
+                Some(&engine.cancel),
+                true,
+                Some(counts.events),
+            )
             .await;
         reporter.replay_finished();
         outcome.events_applied += applied?;
@@ -866,7 +873,9 @@ async fn finish_run(
             laps.lap("tail bound");
             let tail = match bound {
                 Some(bound) if external.is_none() => {
-                    replay.range(at, bound, &mut None, None, false).await?
+                    replay
+                        .range(at, bound, &mut None, None, false, Some(pending))
+                        .await?
                 }
                 _ => 0,
             };
@@ -1071,7 +1080,9 @@ impl Replay<'_> {
             }
             self.reporter
                 .step(&format!("catching up with {} new event(s)", counts.events));
-            applied += self.range(at, bound, &mut None, Some(cancel), true).await?;
+            applied += self
+                .range(at, bound, &mut None, Some(cancel), true, Some(counts.events))
+                .await?;
         }
         Ok(applied)
     }
@@ -1086,7 +1097,11 @@ impl Replay<'_> {
         budget: &mut Option<i64>,
         cancel: Option<&Cancel>,
         commit_each: bool,
+        known: Option<i64>,
     ) -> Result<i64> {
+        // How many events are left up to `upto`, when the caller counted them (the bound is
+        // final, so applying n of them leaves exactly known - n).
+        let mut known = known;
         if let Some(external) = self.external {
             return external
                 .apply(self.conn, self.source, from, upto, cancel, self.reporter)
@@ -1130,13 +1145,14 @@ impl Replay<'_> {
                 let batch = async {
                     let step = self
                         .projector
-                        .apply_next(
+                        .apply_next_counted(
                             self.conn,
                             self.source,
                             &from,
                             &upto,
                             self.batch_size,
                             *budget,
+                            known,
                         )
                         .await?;
                     runs::advance_cursor(
@@ -1175,6 +1191,7 @@ impl Replay<'_> {
             };
             from = new;
             total += n;
+            known = known.map(|k| k - n);
             if let Some(b) = budget.as_mut() {
                 *b -= n;
             }
