@@ -111,10 +111,26 @@ impl Prepared {
             unsupported,
             laps: Default::default(),
         };
-        for t in tables {
-            prepared.fingerprints.of(client, t).await?;
-            prepared.unsupported(client, t).await?;
+        // Generic plans, built now: under the lock the queries then skip planning (by default
+        // a statement is planned again for each of its first executions; these run only a few
+        // times per connection, so they would always be).
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .context("cannot set plan_cache_mode")?;
+        let warmed = async {
+            for t in tables {
+                prepared.fingerprints.of(client, t).await?;
+                prepared.unsupported(client, t).await?;
+            }
+            Ok::<_, Error>(())
         }
+        .await;
+        client
+            .batch_execute("RESET plan_cache_mode")
+            .await
+            .context("cannot reset plan_cache_mode")?;
+        warmed?;
         Ok(prepared)
     }
 
@@ -454,7 +470,13 @@ pub async fn exchange(
     // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
     // since (a `--no-swap` run may wait for days) would be left behind on the old table. The
     // three reads go out together (pipelined): one round trip under the lock, not three.
-    let (problems, out, inc) = tokio::try_join!(
+    let generic = async {
+        conn.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await
+            .context("cannot set plan_cache_mode")
+    };
+    let (_, problems, out, inc) = tokio::try_join!(
+        generic,
         prepared.unsupported(conn, ex.live),
         fingerprints.of(conn, ex.live),
         fingerprints.of(conn, ex.incoming),

@@ -137,6 +137,8 @@ impl Error {
             "[SQLSTATE 57P01]", // admin_shutdown (pg_terminate_backend, smart/fast shutdown)
             "[SQLSTATE 57P02]", // crash_shutdown
             "[SQLSTATE 57P03]", // cannot_connect_now (starting up, shutting down)
+            "[SQLSTATE 25P03]", // idle_in_transaction_session_timeout ended the session
+            "[SQLSTATE 25P04]", // transaction_timeout (PostgreSQL 17) ended the session
             "[SQLSTATE 08",     // connection exceptions
             "connection closed",
             "error communicating with the server",
@@ -254,6 +256,30 @@ impl<T> Context<T> for Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_loss_is_told_by_its_text_whatever_the_context() {
+        let lost = |cause: &str| Error::runtime("cannot read events").caused_by(cause);
+        assert!(lost("connection closed").is_connection_loss());
+        assert!(lost(
+            "FATAL: terminating connection due to administrator command [SQLSTATE 57P01]"
+        )
+        .is_connection_loss());
+        assert!(lost(
+            "FATAL: terminating connection due to idle-in-transaction timeout [SQLSTATE 25P03]"
+        )
+        .is_connection_loss());
+        assert!(Error::runtime("cannot connect to PostgreSQL at u@h:5432/d").is_connection_loss());
+        assert!(!lost("ERROR: division by zero [SQLSTATE 22012]").is_connection_loss());
+        assert!(!lost("ERROR: deadlock detected [SQLSTATE 40P01]").is_connection_loss());
+        // Our own Ctrl-C and a busy projection are never "lost connections".
+        assert!(!Error::interrupted("stopped")
+            .caused_by("connection closed")
+            .is_connection_loss());
+        assert!(!Error::busy("locked")
+            .caused_by("connection closed")
+            .is_connection_loss());
+    }
 
     #[test]
     fn display_has_causes_and_hint() {

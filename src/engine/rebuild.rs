@@ -1081,7 +1081,14 @@ impl Replay<'_> {
             self.reporter
                 .step(&format!("catching up with {} new event(s)", counts.events));
             applied += self
-                .range(at, bound, &mut None, Some(cancel), true, Some(counts.events))
+                .range(
+                    at,
+                    bound,
+                    &mut None,
+                    Some(cancel),
+                    true,
+                    Some(counts.events),
+                )
                 .await?;
         }
         Ok(applied)
