@@ -23,10 +23,36 @@ pub const STRUCTURAL: &[&str] = &[
     "tablespace",
 ];
 
+/// Publication column lists and row filters (`pg_publication_rel.prattrs`, `prqual`) came
+/// with PostgreSQL 15; before, a publication holds the whole table.
+const COLUMN_LIST: &str = "(SELECT jsonb_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a\n                                   WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs))";
+const ROW_FILTER: &str = "pg_get_expr(pr.prqual, pr.prrelid)";
+
+/// The fingerprint query for the connected server's version.
+async fn fingerprint_sql(client: &impl GenericClient) -> Result<String> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .context("cannot read the server version")?
+        .get(0);
+    Ok(for_version(version))
+}
+
+fn for_version(version: i32) -> String {
+    if version >= 150000 {
+        FINGERPRINT_SQL.to_string()
+    } else {
+        FINGERPRINT_SQL
+            .replace(COLUMN_LIST, "NULL::jsonb")
+            .replace(ROW_FILTER, "NULL::text")
+    }
+}
+
 /// Computes the fingerprint of `table` (which must exist).
 pub async fn fingerprint(client: &impl GenericClient, table: &TableName) -> Result<Value> {
+    let sql = fingerprint_sql(client).await?;
     let row = client
-        .query_one(FINGERPRINT_SQL, &[&table.quoted()])
+        .query_one(&sql, &[&table.quoted()])
         .await
         .with_context(|| format!("cannot read the catalog fingerprint of `{table}`"))?;
     Ok(row.get(0))
@@ -41,8 +67,9 @@ pub struct Fingerprinter {
 impl Fingerprinter {
     /// Prepares the fingerprint query on `client` (valid on that connection only).
     pub async fn prepare(client: &tokio_postgres::Client) -> Result<Fingerprinter> {
+        let sql = fingerprint_sql(client).await?;
         let statement = client
-            .prepare(FINGERPRINT_SQL)
+            .prepare(&sql)
             .await
             .context("cannot prepare the catalog fingerprint query")?;
         Ok(Fingerprinter { statement })
@@ -146,6 +173,14 @@ fn diff_at(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn before_15_the_query_reads_no_publication_column_lists_or_row_filters() {
+        let old = for_version(140011);
+        assert!(!old.contains("prattrs") && !old.contains("prqual"), "{old}");
+        assert!(old.contains("'columns', NULL::jsonb") && old.contains("'where', NULL::text"));
+        assert_eq!(for_version(150004), FINGERPRINT_SQL);
+    }
     use serde_json::json;
 
     #[test]
