@@ -28,8 +28,9 @@ pub const STRUCTURAL: &[&str] = &[
 const COLUMN_LIST: &str = "(SELECT jsonb_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a\n                                   WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs))";
 const ROW_FILTER: &str = "pg_get_expr(pr.prqual, pr.prrelid)";
 
-/// The fingerprint query for the connected server's version.
-async fn fingerprint_sql(client: &impl GenericClient) -> Result<String> {
+/// The fingerprint query (sql/fingerprint.sql, `$1` the table as regclass text) for the
+/// connected server's version.
+pub async fn fingerprint_sql(client: &impl GenericClient) -> Result<String> {
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await

@@ -5,8 +5,6 @@
 use crate::harness::{reproject, Project, TestDb};
 use serde_json::Value;
 
-const FINGERPRINT_SQL: &str = include_str!("../../sql/fingerprint.sql");
-
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
 const T: &str = "account_balances_by_region_and_currency_for_the_ledger_views";
 
@@ -39,7 +37,10 @@ fn handlers() -> String {
 
 async fn fingerprint(db: &TestDb, table: &str) -> Value {
     let client = db.client().await;
-    let row = client.query_one(FINGERPRINT_SQL, &[&table]).await.unwrap();
+    let sql = reproject::catalog::fingerprint::fingerprint_sql(&client)
+        .await
+        .unwrap();
+    let row = client.query_one(&sql, &[&table]).await.unwrap();
     row.get(0)
 }
 
@@ -398,6 +399,9 @@ async fn fingerprint_notices_every_lost_property() {
         ),
     ];
     let client = db.client().await;
+    let fingerprint_sql = reproject::catalog::fingerprint::fingerprint_sql(&client)
+        .await
+        .unwrap();
     for (key, sql) in &losses {
         client.batch_execute("BEGIN").await.unwrap();
         // Long generated names are truncated by PostgreSQL (with a notice): that is fine here.
@@ -405,7 +409,7 @@ async fn fingerprint_notices_every_lost_property() {
             .batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        let row = client.query_one(FINGERPRINT_SQL, &[&T]).await.unwrap();
+        let row = client.query_one(&fingerprint_sql, &[&T]).await.unwrap();
         client.batch_execute("ROLLBACK").await.unwrap();
         let d = reproject::catalog::fingerprint::diff(&original, &row.get::<_, Value>(0));
         assert!(
