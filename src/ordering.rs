@@ -312,14 +312,18 @@ impl<'a> Cut<'a> {
         let Some(tx) = self.source.tx.clone() else {
             return self.bound(client, at).await;
         };
+        // ORDER BY, not max(): PostgreSQL 14 has no max(xid8).
         let newest: Option<String> = client
-            .query_one(
-                &format!("SELECT max({tx})::text FROM {}", self.source.from),
+            .query_opt(
+                &format!(
+                    "SELECT ({tx})::text FROM {} WHERE {tx} IS NOT NULL ORDER BY {tx} DESC LIMIT 1",
+                    self.source.from
+                ),
                 &[],
             )
             .await
             .context("cannot read the newest transaction id of the event table")?
-            .get(0);
+            .and_then(|r| r.get(0));
         let newest = newest.and_then(|t| t.parse::<u64>().ok());
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
