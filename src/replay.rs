@@ -194,16 +194,7 @@ impl Projector {
             if sections.iter().any(|s| s.per_batch) {
                 let mut statements = Vec::new();
                 for st in sections.iter().flat_map(|s| &s.statements) {
-                    let mut failed = None;
-                    let pieces = st.render_pieces(|r| {
-                        resolve(r).unwrap_or_else(|e| {
-                            failed.get_or_insert(e);
-                            String::new()
-                        })
-                    });
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+                    let pieces = render_pieces(st, &resolve)?;
                     statements.push(BatchStatement {
                         pieces,
                         line: st.line,
@@ -221,16 +212,7 @@ impl Projector {
                 let mut prepared = Vec::new();
                 let mut loop_ids = Vec::new();
                 for st in &section.statements {
-                    let mut failed = None;
-                    let sql = st.render(|r| {
-                        resolve(r).unwrap_or_else(|e| {
-                            failed.get_or_insert(e);
-                            String::new()
-                        })
-                    });
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+                    let sql = render_pieces(st, &resolve)?.join(crate::handlers::EMPTY_EVENTS);
                     loop_ids.push(loop_sql.len());
                     loop_sql.push(sql.clone());
                     let statement = client
@@ -582,6 +564,25 @@ impl Projector {
             .map(|p| p.name.as_str())
             .chain(self.per_batch.iter().map(|p| p.name.as_str()))
             .collect()
+    }
+}
+
+/// A statement's text split at `:events` (one piece outside `-- per batch` sections), with
+/// every `{{table}}` resolved; the first resolution error, if any.
+fn render_pieces(
+    st: &crate::handlers::Statement,
+    resolve: &impl Fn(&TableRef) -> Result<String>,
+) -> Result<Vec<String>> {
+    let mut failed = None;
+    let pieces = st.render_pieces(|r| {
+        resolve(r).unwrap_or_else(|e| {
+            failed.get_or_insert(e);
+            String::new()
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(pieces),
     }
 }
 
