@@ -177,6 +177,11 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
                 return Err(lost)
             }
+            // The run cannot be continued (e.g. an external projector's range was cut off):
+            // report the loss, with why it was not resumed.
+            Err(e) if e.kind == ErrorKind::Config => {
+                return Err(lost.caused_by(format!("resuming was refused: {}", e.message)))
+            }
             other => other,
         };
     }
