@@ -49,6 +49,8 @@
 #   --swap-rounds K       rebuild + swap rounds under 16 readers (default 5; 0 skips)
 #   --batch-size B        passed to `reproject rebuild --batch-size` (default: reproject's own)
 #   --set-batch-size S    passed to the set-based runs' `--set-batch-size` (default: reproject's)
+#   --jobs J              stream lanes at a time in the extra set-based run with `--jobs`
+#                         (default 2, the machine's cores here; 1 skips that run)
 #   --only-set-based      W1 only: (b) (the reference rows), (c) and reproject with the set-based
 #                         handlers; for large N (e.g. --postings 1000000 = 15 M events), where
 #                         the per-event methods would take hours
@@ -103,6 +105,7 @@ while (($#)); do
         --swap-rounds) SWAP_ROUNDS=${2:-}; shift 2 ;;
         --batch-size) BATCH_SIZE=${2:-}; shift 2 ;;
         --set-batch-size) SET_BATCH_SIZE=${2:-}; shift 2 ;;
+        --jobs) JOBS=${2:-}; shift 2 ;;
         --only-set-based) ONLY_SET_BASED=1; CLIENT_LOOP=0; RUN_SHOP=0; RUN_UNLOGGED=0; SWAP_ROUNDS=0; shift ;;
         --output) OUTPUT=${2:-}; shift 2 ;;
         --no-write) OUTPUT=""; shift ;;
@@ -117,9 +120,12 @@ SHOP=${SHOP:-$((POSTINGS * 4 / 3 > 0 ? POSTINGS * 4 / 3 : 1))}
 [[ $SWAP_ROUNDS =~ ^[0-9]+$ ]] || die "--swap-rounds must be a number, got '$SWAP_ROUNDS'"
 [[ -z $BATCH_SIZE || $BATCH_SIZE =~ ^[1-9][0-9]*$ ]] || die "--batch-size must be a positive integer"
 [[ -z $SET_BATCH_SIZE || $SET_BATCH_SIZE =~ ^[1-9][0-9]*$ ]] || die "--set-batch-size must be a positive integer"
+JOBS=${JOBS:-2}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer, got '$JOBS'"
 # The command line as run, for the report.
 ARGS_SHOWN="--postings $POSTINGS --shop-customers $SHOP${BATCH_SIZE:+ --batch-size $BATCH_SIZE}"
 [[ -z $SET_BATCH_SIZE ]] || ARGS_SHOWN="$ARGS_SHOWN --set-batch-size $SET_BATCH_SIZE"
+ARGS_SHOWN="$ARGS_SHOWN --jobs $JOBS"
 ((ONLY_SET_BASED)) && ARGS_SHOWN="$ARGS_SHOWN --only-set-based"
 ((CLIENT_LOOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-client-loop"
 ((RUN_SHOP)) || ARGS_SHOWN="$ARGS_SHOWN --no-shop"
@@ -392,6 +398,21 @@ record W1 "reproject rebuild, set-based handlers (examples/postings/reproject-pe
     "$(time_cpu "$LOG_DIR/w1-set.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set.log.time")" "$WAIT" "$HOLD"
 W1_SET_PROFILE=$(cat "$LOG_DIR/w1-set.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-set.log.waits")
 
+# The same with several stream lanes at a time (README "Stream lanes"): the example declares
+# `stream_key`, so its replay is split by posting; `--jobs` lanes run at once on their own
+# connections.
+W1_SET_JOBS_PROFILE=""
+if ((JOBS > 1)); then
+    begin_method "W1: reproject rebuild, set-based handlers, --jobs $JOBS"
+    run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set-jobs.log" "${SET_ARGS[@]}" --jobs "$JOBS"
+    end_method
+    c=$(compare_w1 posting_state_projection)
+    read -r WAIT HOLD < <(lock_times "$W1_SET_CONFIG")
+    record W1 "reproject rebuild, set-based handlers, --jobs $JOBS (stream lanes at a time)" "$W1_EVENTS" "$c" \
+        "$(time_cpu "$LOG_DIR/w1-set-jobs.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set-jobs.log.time")" "$WAIT" "$HOLD"
+    W1_SET_JOBS_PROFILE=$(cat "$LOG_DIR/w1-set-jobs.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-set-jobs.log.waits")
+fi
+
 # The same with every event in one batch (--set-batch-size above the number of events): each
 # row is written once, as by the hand-written set-based SQL, at the price of one long
 # transaction (README, "Set-based handlers").
@@ -650,6 +671,9 @@ SET_DETAILS=""
 if [[ -n $W1_SET_PROFILE ]]; then
     fence='```'
     SET_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 with set-based handlers</summary>\n\n%s\n%s\n%s\n</details>\n\n<details><summary>reproject's log, W1 with set-based handlers, one batch</summary>\n\n%s\n%s\n%s\n</details>\n" "$fence" "$W1_SET_PROFILE" "$fence" "$fence" "$W1_SET_ONE_PROFILE" "$fence")
+    if [[ -n $W1_SET_JOBS_PROFILE ]]; then
+        SET_DETAILS+=$(printf "\n\n<details><summary>reproject's log, W1 with set-based handlers, --jobs %s</summary>\n\n%s\n%s\n%s\n</details>\n" "$JOBS" "$fence" "$W1_SET_JOBS_PROFILE" "$fence")
+    fi
 fi
 
 UNLOGGED_DETAILS=""

@@ -128,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
                 projections: args.projections,
                 batch_size: args.batch_size,
                 set_batch_size: args.set_batch_size,
+                jobs: usize::from(args.jobs),
                 no_swap: args.no_swap,
                 dry_run: args.dry_run,
                 reason: args.reason,

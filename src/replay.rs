@@ -395,6 +395,56 @@ impl Projector {
         })
     }
 
+    /// Whether this projector is set-based only: every projection runs `-- per batch`
+    /// statements, none per event or in Rust.
+    pub fn set_based_only(&self) -> bool {
+        !self.per_batch.is_empty() && self.projections.is_empty() && self.rust.is_none()
+    }
+
+    /// Whether this projector is per-event only: every projection has SQL handlers run per
+    /// event, none set-based or in Rust.
+    pub fn per_event_only(&self) -> bool {
+        self.per_batch.is_empty() && !self.projections.is_empty() && self.rust.is_none()
+    }
+
+    /// Runs the set-based statements once over one stream lane of the events after `after`
+    /// up to `to` (engine/lanes.rs), inside the caller's transaction on `conn` (any
+    /// connection: the statements are plain text). On failure, names the projection, the
+    /// statement's line, the lane and the range.
+    pub async fn apply_lane(
+        &self,
+        conn: &Client,
+        source: &EventSource,
+        after: &Cursor,
+        to: &Cursor,
+        lane: i32,
+        lanes: i32,
+    ) -> Result<()> {
+        let events = source.in_lane(lane, lanes).events_between(after, to);
+        for p in &self.per_batch {
+            for st in &p.statements {
+                let sql = st.pieces.join(&events);
+                if let Err(err) = conn.execute(sql.as_str(), &[]).await {
+                    let kind_err = Error::from(clone_pg(&err));
+                    let mut out = Error::new(
+                        kind_err.kind,
+                        format!(
+                            "projection `{}` failed on stream lane {} of {lanes} (the events after {} up to {} whose stream hashes to it)",
+                            p.name,
+                            lane + 1,
+                            after.describe(),
+                            to.describe()
+                        ),
+                    )
+                    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(&err)));
+                    out.sqlstate = err.as_db_error().map(|d| d.code().code().to_string());
+                    return Err(out.with_hint("nothing of the failed lane was kept (the lanes done before it are): after fixing the event, `reproject rebuild --resume` continues with the lanes left; after fixing the handler, run `reproject rebuild` again"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Applies `events` in order, inside the caller's transaction on the preparing connection.
     /// On failure, names the projection, the event and the statement; the caller rolls back.
     pub async fn apply(&self, tx: &Client, events: &[Event]) -> Result<()> {

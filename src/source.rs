@@ -183,6 +183,9 @@ pub struct EventSource {
     stream: String,
     /// A partial rebuild reads only (or all but) some streams (engine/partial.rs).
     streams: Option<StreamFilter>,
+    /// A stream lane (engine/lanes.rs): only the events whose stream hashes to lane `.0` of
+    /// `.1`.
+    lane: Option<(i32, i32)>,
 }
 
 /// Restricts reading to the events of some streams, or to the events of all other streams.
@@ -413,6 +416,29 @@ impl EventSource {
                 .unwrap_or_else(|| "true".into()),
             stream: format!("({})", events.stream.sql),
             streams: None,
+            lane: None,
+        }
+    }
+
+    /// The same source, reading only the events of stream lane `lane` of `lanes`: those
+    /// whose stream hashes to it. Every event falls in exactly one lane (a NULL stream hashes
+    /// as the empty string), so the lanes of a range partition it. `hashtext` has been the
+    /// same function since PostgreSQL 8.4; the stream is hashed as text in the "C" collation,
+    /// so no collation changes the split.
+    pub fn in_lane(&self, lane: i32, lanes: i32) -> EventSource {
+        let mut source = self.clone();
+        source.lane = Some((lane, lanes));
+        source
+    }
+
+    /// ` AND <the lane predicate>`, or nothing outside a lane. Numbers only: no parameters.
+    fn lane_clause(&self) -> String {
+        match self.lane {
+            None => String::new(),
+            Some((lane, lanes)) => format!(
+                " AND mod(hashtext(coalesce(({})::text COLLATE \"C\", ''))::bigint + 2147483648, {lanes}) = {lane}",
+                self.stream
+            ),
         }
     }
 
@@ -500,7 +526,7 @@ impl EventSource {
                 }
             };
         }
-        (clause, order, params)
+        (format!("{clause}{}", self.lane_clause()), order, params)
     }
 
     /// The position (or transaction id) window of [`Self::range`].
@@ -680,9 +706,18 @@ impl EventSource {
             }
         };
         format!(
-            "(SELECT {} FROM {} WHERE {window} AND {}{streams})",
-            self.events_columns, self.from, self.filter
+            "(SELECT {} FROM {} WHERE {window} AND {}{streams}{})",
+            self.events_columns,
+            self.from,
+            self.filter,
+            self.lane_clause()
         )
+    }
+
+    /// Whether this source can be read in stream lanes: positions only (not `xid8`, whose
+    /// cursors are pairs) and no partial rebuild's stream selection.
+    pub fn lanes_possible(&self) -> bool {
+        self.tx.is_none() && self.streams.is_none()
     }
 
     /// Counts the events of a range, and those the filter excludes.

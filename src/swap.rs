@@ -79,6 +79,11 @@ pub async fn lock_tables(
                 names(tables)
             )));
         }
+        if attempt == 0 {
+            // An autovacuum worker on these tables (after a rebuild it vacuums the new and the
+            // old ones) would make the first attempt wait a whole slice: cancel it up front.
+            cancel_autovacuum(client, tables, reporter, actions, Duration::ZERO).await;
+        }
         attempt += 1;
         // Never let one attempt run past the budget.
         let remaining = policy.budget.saturating_sub(started.elapsed());
@@ -87,11 +92,15 @@ pub async fn lock_tables(
             .batch_execute("BEGIN")
             .await
             .context("cannot begin the swap transaction")?;
-        // The replay session commits its batches without waiting for the WAL flush (a lost
-        // batch is replayed again); the swap's commit is what users are told succeeded, so it
-        // waits like any other.
+        // The commit must not wait for its WAL flush while it holds the locks: with a busy
+        // disk that wait was most of the hold's p99 (75 of 122 ms, docs/benchmarks.md). A
+        // synchronous commit releases its locks only after the flush; an asynchronous one
+        // right after writing its commit record. Losing it in a crash loses the whole swap
+        // (rename, registry, hand-over: one transaction), never half of it, and anything
+        // durable written later on the new tables flushes the WAL past it first. Before
+        // anyone is told the swap succeeded, `confirm_durable` waits for the flush.
         let set = format!(
-            "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '{}ms'",
+            "SET LOCAL synchronous_commit = off; SET LOCAL lock_timeout = '{}ms'",
             slice.as_millis().max(1)
         );
         client
@@ -147,27 +156,8 @@ pub async fn lock_tables(
                 // rebuild it vacuums the new and old tables and would hold the swap off for
                 // minutes. Cancel it (what the server itself would do; it runs again later), or
                 // where we may not, wait long enough once for the server to.
-                let mut outwait_autovacuum = None;
-                for (pid, what) in autovacuum_blockers(client, tables)
-                    .await
-                    .unwrap_or_default()
-                {
-                    let cancelled = client
-                        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
-                        .await
-                        .is_ok_and(|r| r.get::<_, bool>(0));
-                    if cancelled {
-                        reporter.warn(&format!(
-                            "cancelled autovacuum pid {pid} ({what}) that held the tables"
-                        ));
-                        actions.push(serde_json::json!({
-                            "action": "cancelled autovacuum", "pid": pid, "session": what,
-                            "after_ms": elapsed.as_millis() as i64,
-                        }));
-                    } else {
-                        outwait_autovacuum = Some(deadlock_timeout(client).await);
-                    }
-                }
+                let outwait_autovacuum =
+                    cancel_autovacuum(client, tables, reporter, actions, elapsed).await;
                 for (after, function, verb) in [
                     (
                         policy.terminate_blockers_after,
@@ -214,6 +204,33 @@ pub async fn lock_tables(
             }
         }
     }
+}
+
+/// After a swap or rollback transaction committed without waiting for its WAL flush (see
+/// [`lock_tables`]): records the lock hold of `run` (a swap's; `None` for a rollback, which
+/// keeps the swap's figure) in a transaction that does wait, which flushes the WAL up to and
+/// past the swap's commit record. Call it before reporting success.
+pub async fn confirm_durable(client: &Client, run: i64, lock_hold_ms: Option<i64>) -> Result<()> {
+    let confirmed = async {
+        client
+            .batch_execute("BEGIN; SET LOCAL synchronous_commit = on")
+            .await?;
+        client
+            .execute(
+                "UPDATE reproject.runs SET lock_hold_ms = coalesce($2, lock_hold_ms) WHERE id = $1",
+                &[&run, &lock_hold_ms],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    confirmed.map_err(|e| {
+        Error::from(e)
+            .context(format!(
+                "run {run}: the exchange committed, but waiting for it to reach the disk failed"
+            ))
+            .with_hint("unless the server crashed right now, it is durable: `reproject status` shows whether it took effect")
+    })
 }
 
 /// Between the steps of a swap transaction: fails (Busy) once the locks have been held for
@@ -279,6 +296,41 @@ async fn signal_blockers(
 
 /// Autovacuum workers holding locks on these tables that the server would cancel for a lock
 /// request (not those preventing transaction id wraparound): (pid, what they do).
+/// Cancels the autovacuum workers that hold locks on `tables` (what the server itself does
+/// once a lock request has waited `deadlock_timeout`; they run again later), each one logged
+/// and appended to `actions`. Returns `deadlock_timeout` when one could not be cancelled (no
+/// permission): the next lock attempt should wait longer than that, for the server to.
+async fn cancel_autovacuum(
+    client: &Client,
+    tables: &[TableName],
+    reporter: &dyn Reporter,
+    actions: &mut Vec<serde_json::Value>,
+    elapsed: Duration,
+) -> Option<Duration> {
+    let mut outwait = None;
+    for (pid, what) in autovacuum_blockers(client, tables)
+        .await
+        .unwrap_or_default()
+    {
+        let cancelled = client
+            .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+            .await
+            .is_ok_and(|r| r.get::<_, bool>(0));
+        if cancelled {
+            reporter.warn(&format!(
+                "cancelled autovacuum pid {pid} ({what}) that held the tables"
+            ));
+            actions.push(serde_json::json!({
+                "action": "cancelled autovacuum", "pid": pid, "session": what,
+                "after_ms": elapsed.as_millis() as i64,
+            }));
+        } else {
+            outwait = Some(deadlock_timeout(client).await);
+        }
+    }
+    outwait
+}
+
 async fn autovacuum_blockers(client: &Client, tables: &[TableName]) -> Result<Vec<(i32, String)>> {
     let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
     let rows = client

@@ -175,10 +175,21 @@ pub(super) async fn plan_report(
                 ));
             }
         }
+        // engine/lanes.rs decides with the run's batch size; the dry run says whether it can.
+        let lanes = source.lanes_possible()
+            && plan.order.iter().all(|&i| {
+                let p = &config.projections[i];
+                p.handlers.per_batch() && p.stream_key.is_some()
+            });
         steps.push(format!(
-            "replay {} event(s) up to position {} in batches, applying {} in this order",
+            "replay {} event(s) up to position {} {}, applying {} in this order",
             counts.events,
             head.map_or("-".into(), |h| h.to_string()),
+            if lanes {
+                "in stream lanes (split by a hash of the stream: one lane per --set-batch-size events, --jobs at a time)"
+            } else {
+                "in batches"
+            },
             plan.order.iter().map(name).collect::<Vec<_>>().join(" → ")
         ));
         steps.push("catch up with events that arrived meanwhile".to_string());

@@ -3,6 +3,7 @@
 //! the [`Reporter`]. Nothing here prints or exits.
 
 mod inspect;
+mod lanes;
 mod live;
 mod old_generation;
 mod partial;

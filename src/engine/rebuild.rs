@@ -13,6 +13,7 @@ use crate::replay::{session_setup, Projector, Target};
 use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::helpers::{self, Ownership};
+use crate::state::lanes;
 use crate::state::locks::lock_projections;
 use crate::state::migrate::migrate;
 use crate::state::runs::{self, JsonColumn, RunTable};
@@ -36,6 +37,9 @@ pub struct RebuildOptions {
     pub batch_size: i64,
     /// Events per batch of a run with set-based (`-- per batch`) projections.
     pub set_batch_size: i64,
+    /// Stream lanes applied at once by the bulk replay of set-based, stream-scoped
+    /// projections (engine/lanes.rs), each on its own connection; default 1.
+    pub jobs: usize,
     /// Stop before the swap (status `awaiting_swap`); `swap` finishes it.
     pub no_swap: bool,
     /// Only report the plan and the steps; write nothing.
@@ -62,6 +66,7 @@ impl Default for RebuildOptions {
             projections: Vec::new(),
             batch_size: 1000,
             set_batch_size: crate::replay::DEFAULT_SET_BATCH_SIZE,
+            jobs: 1,
             no_swap: false,
             dry_run: false,
             reason: None,
@@ -119,6 +124,7 @@ pub struct RebuildOutcome {
 struct Finish {
     batch_size: i64,
     set_batch_size: i64,
+    jobs: usize,
     max_events: Option<i64>,
     no_swap: bool,
     skip_checks: bool,
@@ -285,6 +291,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
     let mut options = json!({
         "batch_size": opts.batch_size,
         "set_batch_size": opts.set_batch_size,
+        "jobs": opts.jobs,
         "no_swap": opts.no_swap,
         "max_events": opts.max_events,
         "lock_budget_ms": opts.lock.budget.as_millis() as u64,
@@ -368,6 +375,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         let finish = Finish {
             batch_size: opts.batch_size,
             set_batch_size: opts.set_batch_size,
+            jobs: opts.jobs,
             max_events: opts.max_events,
             no_swap: opts.no_swap,
             skip_checks: false,
@@ -437,6 +445,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
     let finish = Finish {
         batch_size: opts.batch_size,
         set_batch_size: opts.set_batch_size,
+        jobs: 1,
         max_events: None,
         no_swap: false,
         skip_checks: opts.skip_checks,
@@ -479,6 +488,7 @@ async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Resu
     let finish = Finish {
         batch_size: opts.batch_size,
         set_batch_size: opts.set_batch_size,
+        jobs: opts.jobs,
         max_events: opts.max_events,
         no_swap: opts.no_swap,
         skip_checks: false,
@@ -655,6 +665,7 @@ async fn finish_run(
         batch_size: opts.batch_size,
         reporter,
         cancel_checked: std::sync::Mutex::new(std::time::Instant::now()),
+        progress_base: std::sync::atomic::AtomicU64::new(0),
     };
 
     runs::set_phase(conn, run_id, "replay").await?;
@@ -682,16 +693,65 @@ async fn finish_run(
                 .join(", ")
         ));
         reporter.replay_started("replay", counts.events.max(0) as u64);
-        let applied = replay
-            .range(
-                start,
-                bound,
-                &mut budget,
-                Some(&engine.cancel),
-                true,
-                Some(counts.events),
-            )
-            .await;
+        let lanes = super::lanes::Lanes {
+            engine,
+            conn,
+            run_id,
+            names,
+            projector,
+            target,
+            order,
+            source: &source,
+            batch_size: opts.batch_size,
+            jobs: opts.jobs,
+        };
+        let applied = async {
+            // An unfinished plan of stream lanes at the checkpoint is continued whatever the
+            // options now say: the tables hold its applied lanes, which the checkpoint does not.
+            let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
+            let why_not = super::lanes::why_not(engine.config, order, projector, &source);
+            if plan.is_none() && budget.is_none() {
+                // Set-based lanes also bound their transactions (one set batch each);
+                // per-event lanes commit every batch, so they need only one per job.
+                let per_lane = projector.set_based_only().then_some(opts.set_batch_size);
+                let n = super::lanes::lane_count(counts.events, per_lane, opts.jobs);
+                match (&why_not, bound) {
+                    (None, Bound::UpTo(upto)) if n > 1 => {
+                        plan = Some(
+                            lanes::create(conn, run_id, start.position, upto, n, counts.events)
+                                .await?,
+                        );
+                    }
+                    (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
+                        "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
+                        opts.jobs
+                    )),
+                    _ => {}
+                }
+            }
+            let (from, done) = match plan {
+                Some(plan) => (lanes.apply(&plan, 0).await?, plan.events),
+                None => (start, 0),
+            };
+            replay
+                .progress_base
+                .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+            let rest = replay
+                .range(
+                    from,
+                    bound,
+                    &mut budget,
+                    Some(&engine.cancel),
+                    true,
+                    Some((counts.events - done).max(0)),
+                )
+                .await;
+            replay
+                .progress_base
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, Error>(done + rest?)
+        }
+        .await;
         reporter.replay_finished();
         outcome.events_applied += applied?;
     }
@@ -991,12 +1051,7 @@ async fn finish_run(
             }
         }
     };
-    conn.execute(
-        "UPDATE reproject.runs SET lock_hold_ms = $2 WHERE id = $1",
-        &[&run_id, &(hold.as_millis() as i64)],
-    )
-    .await
-    .context("cannot record the lock hold time")?;
+    swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await?;
     validate_foreign_keys(conn, run_id, &validations, reporter).await?;
     // The retired tables were the rollback point until the commit; now they can go.
     for (_, retired) in &retire {
@@ -1058,6 +1113,8 @@ struct Replay<'a> {
     reporter: &'a dyn Reporter,
     /// When `reproject cancel` requests were last looked for.
     cancel_checked: std::sync::Mutex<std::time::Instant>,
+    /// What the progress bar showed before this range (the stream lanes of the bulk replay).
+    progress_base: std::sync::atomic::AtomicU64,
 }
 
 /// How many times a batch is retried after a transient error before the run fails.
@@ -1207,7 +1264,11 @@ impl Replay<'_> {
             if let Some(b) = budget.as_mut() {
                 *b -= n;
             }
-            self.reporter.replay_progress(total as u64);
+            self.reporter.replay_progress(
+                self.progress_base
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    + total as u64,
+            );
             if exhausted {
                 return Ok(total);
             }

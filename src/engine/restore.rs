@@ -284,6 +284,7 @@ pub async fn rollback(
             Err(e) => return Err(e),
         }
     };
+    swap::confirm_durable(&conn, run.id, None).await?;
     super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await?;
     Ok(RollbackReport {
         run_id: run.id,

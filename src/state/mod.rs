@@ -2,6 +2,7 @@
 //! registry of tables it created, and the advisory locks that keep two runs apart.
 
 pub mod helpers;
+pub mod lanes;
 pub mod live;
 pub mod locks;
 pub mod migrate;

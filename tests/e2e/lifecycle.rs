@@ -878,15 +878,20 @@ async fn swap_windows_are_honoured() {
     db.drop().await;
 }
 
-/// The replay session skips the WAL-flush wait (a lost batch is replayed again), but the swap
-/// transaction, whose success is reported, must commit synchronously.
+/// The swap transaction commits without waiting for its WAL flush, so it releases its locks
+/// sooner; `confirm_durable` then waits for the flush before anyone is told it succeeded.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_swap_transaction_commits_synchronously() {
+async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
     let db = TestDb::new().await;
     tally::setup(&db, 1).await;
+    // A run row for confirm_durable to write (and the state schema).
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(0);
     let engine_db = reproject::db::Db::new(&db.url).unwrap();
     let conn = engine_db.dedicated().await.unwrap();
-    conn.batch_execute("SET synchronous_commit = off")
+    conn.batch_execute("SET synchronous_commit = on")
         .await
         .unwrap();
     let table = reproject::ident::TableName::new("public", "tally");
@@ -905,7 +910,37 @@ async fn the_swap_transaction_commits_synchronously() {
         .await
         .unwrap()
         .get(0);
-    conn.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(setting, "on");
+    assert_eq!(setting, "off", "under the swap's locks");
+    // A write under the locks, committed asynchronously: its commit record is at or before
+    // the insert position read right after.
+    conn.batch_execute("COMMENT ON TABLE tally IS 'swapped'; COMMIT")
+        .await
+        .unwrap();
+    let committed: String = conn
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    reproject::swap::confirm_durable(&conn, 1, Some(7))
+        .await
+        .unwrap();
+    let flushed: bool = conn
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&committed],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        flushed,
+        "the WAL is flushed past the swap's commit ({committed})"
+    );
+    let hold: i64 = conn
+        .query_one("SELECT lock_hold_ms FROM reproject.runs WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hold, 7);
     db.drop().await;
 }

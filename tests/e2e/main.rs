@@ -13,6 +13,7 @@ mod external;
 mod failures;
 mod fidelity;
 mod inspect;
+mod lanes;
 mod lifecycle;
 mod live;
 mod live_restart;
