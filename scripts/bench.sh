@@ -384,6 +384,19 @@ record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENT
     "$(time_cpu "$LOG_DIR/w1-reproject.log.time")" "$(time_rss_mb "$LOG_DIR/w1-reproject.log.time")" "$WAIT" "$HOLD"
 W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
+# The same handlers in --jobs stream lanes at a time (the example declares `stream_key`).
+W1_JOBS_PROFILE=""
+if ((JOBS > 1)); then
+    begin_method "W1: reproject rebuild, per-event handlers, --jobs $JOBS"
+    run_reproject "$W1_CONFIG" "$LOG_DIR/w1-jobs.log" "${REBUILD_ARGS[@]}" --jobs "$JOBS"
+    end_method
+    c=$(compare_w1 posting_state_projection)
+    read -r WAIT HOLD < <(lock_times "$W1_CONFIG")
+    record W1 "reproject rebuild, per-event handlers, --jobs $JOBS (stream lanes at a time)" "$W1_EVENTS" "$c" \
+        "$(time_cpu "$LOG_DIR/w1-jobs.log.time")" "$(time_rss_mb "$LOG_DIR/w1-jobs.log.time")" "$WAIT" "$HOLD"
+    W1_JOBS_PROFILE=$(cat "$LOG_DIR/w1-jobs.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-jobs.log.waits")
+fi
+
 fi
 
 # The set-based handlers (the README's recommendation for speed): one INSERT ... SELECT ...
@@ -457,6 +470,18 @@ if ((RUN_UNLOGGED)); then
     record W1 "reproject rebuild, per-event handlers, build_unlogged = true" "$W1_EVENTS" "$c" \
         "$(time_cpu "$LOG_DIR/w1-unlogged.log.time")" "$(time_rss_mb "$LOG_DIR/w1-unlogged.log.time")" "$WAIT" "$HOLD"
     W1_UNLOGGED_PROFILE=$(cat "$LOG_DIR/w1-unlogged.log")
+
+    if ((JOBS > 1)); then
+        begin_method "W1: reproject rebuild with build_unlogged = true, --jobs $JOBS"
+        run_reproject "$W1_UNLOGGED_CONFIG" "$LOG_DIR/w1-unlogged-jobs.log" "${REBUILD_ARGS[@]}" --jobs "$JOBS"
+        end_method
+        c=$(compare_w1 posting_state_projection)
+        p=$(q1 -c "select relpersistence from pg_class where oid = 'posting_state_projection'::regclass")
+        [[ $p == p ]] || c="live table not LOGGED ($p)"
+        read -r WAIT HOLD < <(lock_times "$W1_UNLOGGED_CONFIG")
+        record W1 "reproject rebuild, per-event handlers, build_unlogged = true, --jobs $JOBS" "$W1_EVENTS" "$c" \
+            "$(time_cpu "$LOG_DIR/w1-unlogged-jobs.log.time")" "$(time_rss_mb "$LOG_DIR/w1-unlogged-jobs.log.time")" "$WAIT" "$HOLD"
+    fi
 fi
 
 "$PSQL" -X -q -d "$SERVER_URL" -c "DROP DATABASE IF EXISTS $W1_DB WITH (FORCE)" </dev/null || true
@@ -676,6 +701,12 @@ if [[ -n $W1_SET_PROFILE ]]; then
     fi
 fi
 
+JOBS_DETAILS=""
+if [[ -n $W1_JOBS_PROFILE ]]; then
+    fence='```'
+    JOBS_DETAILS=$(printf "\n<details><summary>reproject's log (seconds since start), W1 per-event handlers, --jobs %s</summary>\n\n%s\n%s\n%s\n</details>\n" "$JOBS" "$fence" "$W1_JOBS_PROFILE" "$fence")
+fi
+
 UNLOGGED_DETAILS=""
 if [[ -n $W1_UNLOGGED_PROFILE ]]; then
     fence='```'
@@ -706,6 +737,7 @@ $W1_PROFILE
 \`\`\`
 </details>
 $SHOP_DETAILS
+$JOBS_DETAILS
 $SET_DETAILS
 $UNLOGGED_DETAILS
 $READERS_REPORT

@@ -19,6 +19,10 @@ pub struct CheckResult {
     pub passed: bool,
     /// What was found (counts, or the error that failed the check).
     pub detail: String,
+    /// A row-count check's live table and the rows of its rebuilt table, so the run's
+    /// `rows_after` need not count them again (not part of the recorded result).
+    #[serde(skip)]
+    pub rebuilt_rows: Option<(String, i64)>,
 }
 
 /// Runs every check of the projections in `order` against the tables of `target`.
@@ -42,6 +46,7 @@ pub async fn run(
                 name: format!("row count of {}", live.name),
                 passed,
                 detail,
+                rebuilt_rows: Some((live.to_string(), new_rows)),
             });
         }
         for check in &p.checks {
@@ -59,6 +64,7 @@ pub async fn run(
                 name: check.name.clone(),
                 passed,
                 detail,
+                rebuilt_rows: None,
             });
         }
     }

@@ -501,6 +501,16 @@ impl EventSource {
         Ok(row.get(0))
     }
 
+    /// The lowest position in the event table, or None when it is empty.
+    pub async fn first(&self, client: &impl GenericClient) -> Result<Option<i64>> {
+        let sql = format!("SELECT min({})::bigint FROM {}", self.position, self.from);
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .with_context(|| format!("cannot read the first event position of `{}`", self.table))?;
+        Ok(row.get(0))
+    }
+
     /// The events after `after` up to `upto`, as a WHERE clause and its parameters ($1..), and
     /// the ORDER BY of reading order.
     fn range(&self, after: &Cursor, upto: &Bound) -> (String, String, Params) {

@@ -181,3 +181,15 @@ pub async fn pending(client: &impl GenericClient, run: i64, plan: i32) -> Result
         .context("cannot read the run's stream lanes")?;
     Ok(row.get(0))
 }
+
+/// The events the per-event lanes of `plan` counted (set-based lanes count none).
+pub async fn counted(client: &impl GenericClient, run: i64, plan: i32) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(events), 0)::bigint FROM reproject.lanes WHERE run_id = $1 AND plan = $2",
+            &[&run, &plan],
+        )
+        .await
+        .context("cannot read the run's stream lanes")?;
+    Ok(row.get(0))
+}

@@ -291,6 +291,16 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
         failing_lane_position > 0,
         "the failing lane's batches before the event are kept"
     );
+    // `status` sees the lanes' progress although the checkpoint waits for the whole plan.
+    let counted = db
+        .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
+        .await;
+    assert!(counted > 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
+            .await,
+        counted
+    );
     db.exec(&format!(
         "UPDATE execution_events SET event_data = event_data || '{{\"next_execution_order\": 11}}' WHERE event_id = {position}"
     ))
