@@ -367,6 +367,7 @@ record W1 "(c) hand-written set-based INSERT ... SELECT ... GROUP BY" "$W1_EVENT
 q -c "DROP TABLE bench_w1_set_based"
 
 W1_PROFILE=""
+W1_JOBS_PROFILE=""
 if ((!ONLY_SET_BASED)); then
 begin_method "W1 (d): per-event PL/pgSQL loop in the server"
 q -f scripts/bench/w1-event-loop.sql
@@ -385,7 +386,6 @@ record W1 "reproject rebuild, per-event handlers (examples/postings)" "$W1_EVENT
 W1_PROFILE=$(cat "$LOG_DIR/w1-reproject.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-reproject.log.waits")
 
 # The same handlers in --jobs stream lanes at a time (the example declares `stream_key`).
-W1_JOBS_PROFILE=""
 if ((JOBS > 1)); then
     begin_method "W1: reproject rebuild, per-event handlers, --jobs $JOBS"
     run_reproject "$W1_CONFIG" "$LOG_DIR/w1-jobs.log" "${REBUILD_ARGS[@]}" --jobs "$JOBS"

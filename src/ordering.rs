@@ -507,6 +507,34 @@ impl<'a> Cut<'a> {
         let Some(run_id) = self.run_id else {
             return Ok(());
         };
+        // Positions are unique (an assumption of this mode), so as many positions as the
+        // range is wide means no gap. Counting reads the position index once; looking for the
+        // gaps sorts every position through a window function (0.55 s of a 5 s W1 rebuild at
+        // 1.5 M events, where positions are contiguous).
+        let count_sql = format!(
+            "SELECT count(*), min(({pos})::bigint) FROM {table} \
+              WHERE ($1::bigint IS NULL OR {pos} > $1::bigint) AND {pos} <= $2::bigint",
+            pos = self.source.position,
+            table = self.source.from,
+        );
+        let row = client
+            .query_one(&count_sql, &[&after, &upto])
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot count the positions of `{}` up to {upto}",
+                    self.source.table
+                )
+            })?;
+        let (count, first): (i64, Option<i64>) = (row.get(0), row.get(1));
+        let width = match (after, first) {
+            (Some(a), _) => Some(upto - a),
+            (None, Some(f)) => Some(upto - f + 1),
+            (None, None) => None,
+        };
+        if width.is_none_or(|w| w == count) {
+            return Ok(());
+        }
         let sql = format!(
             "INSERT INTO reproject.gaps (run_id, from_position, to_position, evidence) \
              SELECT $3, gap_from, gap_to, $4::jsonb FROM ({}) r \
