@@ -215,6 +215,12 @@ pub fn status(s: &StatusReport) {
                     .map_or("-".to_string(), |s| format!("{s:.0}s"))
             );
         }
+        if let Some(l) = &p.lanes {
+            println!(
+                "{:<24} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
+                "", l.done, l.lanes, l.plan, l.events, l.upto
+            );
+        }
         if !p.helper_tables.is_empty() {
             println!("{:<24} helper tables: {}", "", p.helper_tables.join(", "));
         }

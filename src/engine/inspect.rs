@@ -289,9 +289,26 @@ pub struct ProjectionStatus {
     pub helper_tables: Vec<String>,
     /// The newest run's error, if it failed.
     pub error: Option<String>,
+    /// An unfinished run's stream lanes (engine/lanes.rs) at its checkpoint, if it has some.
+    pub lanes: Option<LaneStatus>,
     /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
     /// handed it a live checkpoint.
     pub runner: Option<RunnerStatus>,
+}
+
+/// The stream lanes of a run that has not moved its checkpoint past them yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaneStatus {
+    /// The plan's number within the run.
+    pub plan: i32,
+    /// Lanes of the plan.
+    pub lanes: i32,
+    /// Lanes done.
+    pub done: i32,
+    /// The plan's last position.
+    pub upto: i64,
+    /// Events the plan holds.
+    pub events: i64,
 }
 
 /// A projection's live runner, as `status` shows it.
@@ -385,8 +402,28 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
         let unfinished = run
             .as_ref()
             .is_some_and(|r| !runs::FINAL_STATUSES.contains(&r.status.as_str()));
+        // A run replaying in stream lanes keeps its checkpoint at the plan's start until every
+        // lane is done; the lanes' own progress is in `reproject.lanes` (not in a state schema
+        // from before migration 012, which `status` does not migrate).
+        let plan = match &run {
+            Some(r) if unfinished && lanes_table_exists(&client).await? => {
+                crate::state::lanes::at_checkpoint(&client, r.id, checkpoint).await?
+            }
+            _ => None,
+        };
+        // Events the per-event lanes applied past the checkpoint are not lag.
+        let applied_in_lanes: i64 = plan
+            .as_ref()
+            .map_or(0, |plan| plan.pending.iter().map(|l| l.events).sum());
+        let lanes = plan.map(|plan| LaneStatus {
+            plan: plan.plan,
+            lanes: plan.lanes,
+            done: plan.lanes - plan.pending.len() as i32,
+            upto: plan.upto,
+            events: plan.events,
+        });
         let lag = match (unfinished, head) {
-            (true, Some(h)) => Some(h - checkpoint.unwrap_or(0).min(h)),
+            (true, Some(h)) => Some((h - checkpoint.unwrap_or(0).min(h) - applied_in_lanes).max(0)),
             _ => None,
         };
         let rebuilding = state == "rebuilding";
@@ -421,6 +458,7 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
                 .as_ref()
                 .filter(|_| unfinished)
                 .and_then(|r| r.error.clone()),
+            lanes,
             runner,
         });
     }
@@ -429,6 +467,14 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
         head,
         projections,
     })
+}
+
+async fn lanes_table_exists(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass('reproject.lanes') IS NOT NULL", &[])
+        .await
+        .context("cannot look for reproject.lanes")?;
+    Ok(row.get(0))
 }
 
 async fn runner_status(

@@ -11,7 +11,7 @@ mod rebuild;
 mod restore;
 
 pub use inspect::{
-    history, plan, status, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
+    history, plan, status, LaneStatus, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
 };
 pub use live::{
     notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,

@@ -122,6 +122,18 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
         .int("SELECT count(*) FROM posting_state_projection_rebuild")
         .await;
     assert!(kept > 0 && kept < 600, "{kept} rows from the lanes kept");
+    // `status` says how far the lanes got, since the checkpoint does not.
+    let status = reproject(&db, &config, &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    let lanes = &status["projections"][0]["lanes"];
+    assert_eq!(lanes["done"], 5, "{status}");
+    assert_eq!(lanes["lanes"], 10, "{status}");
+    reproject(&db, &config, &["status"])
+        .await
+        .ok()
+        .stdout_has("stream lanes: 5 of 10 done (plan 1: 8994 event(s) up to position 9000");
 
     db.exec(&format!(
         "UPDATE execution_events SET event_data = event_data || '{{\"next_execution_order\": 4}}' \
