@@ -1,19 +1,9 @@
-//! Stream lanes (src/engine/lanes.rs): the bulk replay of set-based projections that declare
-//! `stream_key`, split by a hash of the stream, each lane in its own transaction.
+//! Stream lanes (src/engine/lanes.rs): the bulk replay of projections that declare
+//! `stream_key`, split by a hash of the stream, `--jobs` lanes at once.
 
 use crate::harness::{example, reproject, Project, TestDb};
+use crate::per_batch::{w1, w1_mismatches};
 use crate::tally;
-
-async fn w1(db: &TestDb, postings: &str) {
-    db.psql(&example("postings/schema.sql"), &[]).await;
-    db.psql(&example("postings/generate.sql"), &[("n", postings)])
-        .await;
-}
-
-async fn w1_mismatches(db: &TestDb) -> String {
-    let out = db.psql(&example("postings/compare.sql"), &[]).await;
-    out.trim().lines().last().unwrap_or_default().to_string()
-}
 
 /// The events a W1 rebuild replays.
 const REPLAYABLE: &str = "SELECT count(*) FROM execution_events \

@@ -14,13 +14,13 @@ SELECT e.stream, count(*), sum((e.data->>'amount')::bigint)
 ON CONFLICT (stream) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLUDED.total;
 ";
 
-async fn w1(db: &TestDb, postings: &str) {
+pub(crate) async fn w1(db: &TestDb, postings: &str) {
     db.psql(&example("postings/schema.sql"), &[]).await;
     db.psql(&example("postings/generate.sql"), &[("n", postings)])
         .await;
 }
 
-async fn w1_mismatches(db: &TestDb) -> String {
+pub(crate) async fn w1_mismatches(db: &TestDb) -> String {
     let out = db.psql(&example("postings/compare.sql"), &[]).await;
     out.trim().lines().last().unwrap_or_default().to_string()
 }
@@ -55,19 +55,36 @@ async fn w1_per_batch_handlers_equal_the_seed_reference_at_any_batch_size() {
     assert_eq!(history[0]["options"]["set_batch_size"], 1_000_000);
 
     // Corrupt the live table again, then rebuild with batches of 997 events (postings' events
-    // interleave, so every batch merges into rows earlier batches wrote).
+    // interleave, so every batch merges into rows earlier batches wrote). Without `stream_key`:
+    // with it, the replay would go by stream lanes (tests/e2e/lanes.rs) instead of batches.
     db.exec("UPDATE posting_state_projection SET outputs = '{}' WHERE posting_id % 7 = 0")
         .await;
     assert_ne!(w1_mismatches(&db).await, "0");
+    let handlers = example("postings/handlers");
+    let undeclared = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("stream_key = \"posting_id\"\n", "")
+        .replace(
+            "handlers = \"handlers/",
+            &format!("handlers = \"{}/", handlers.display()),
+        );
+    assert!(!undeclared.contains("stream_key"));
+    let positional = Project::new(&undeclared, &[]);
     reproject(
         &db,
-        &config,
+        &positional.config(),
         &["rebuild", "--yes", "--set-batch-size", "997"],
     )
     .await
     .ok()
     .stdout_has("run 2: swapped. 8994 events applied");
     assert_eq!(w1_mismatches(&db).await, "0", "batches of 997 events");
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2")
+            .await,
+        0,
+        "batches, not lanes"
+    );
     db.drop().await;
 }
 
