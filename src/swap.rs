@@ -81,8 +81,13 @@ pub async fn lock_tables(
         }
         if attempt == 0 {
             // An autovacuum worker on these tables (after a rebuild it vacuums the new and the
-            // old ones) would make the first attempt wait a whole slice: cancel it up front.
-            cancel_autovacuum(client, tables, reporter, actions, Duration::ZERO).await;
+            // old ones) would make the first attempt wait a whole slice: cancel it up front, or
+            // where we may not, let the first attempt wait long enough for the server to.
+            if let Some(wait) =
+                cancel_autovacuum(client, tables, reporter, actions, Duration::ZERO).await
+            {
+                next_slice = next_slice.max(wait + Duration::from_millis(250));
+            }
         }
         attempt += 1;
         // Never let one attempt run past the budget.

@@ -125,8 +125,8 @@ pub struct RebuildArgs {
     /// fewer batches, the fewer times each row is written.
     #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
-    /// Stream lanes applied at once, each on its own connection (set-based projections that
-    /// declare `stream_key`); each uses one server CPU.
+    /// Stream lanes applied at once, each on its own connection (projections that declare
+    /// `stream_key`); each uses one server CPU.
     #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Stop after the health checks; `reproject swap` swaps later.

@@ -175,18 +175,27 @@ pub(super) async fn plan_report(
                 ));
             }
         }
-        // engine/lanes.rs decides with the run's batch size; the dry run says whether it can.
-        let lanes = source.lanes_possible()
-            && plan.order.iter().all(|&i| {
-                let p = &config.projections[i];
-                p.handlers.per_batch() && p.stream_key.is_some()
+        // engine/lanes.rs decides with the run's options; the dry run says whether it can.
+        let selected: Vec<_> = plan.order.iter().map(|&i| &config.projections[i]).collect();
+        let stream_scoped = source.lanes_possible()
+            && selected.iter().all(|p| {
+                p.stream_key.is_some()
+                    && p.command.is_none()
+                    && !p.rust
+                    && !selected
+                        .iter()
+                        .any(|o| o.name != p.name && p.depends_on.contains(&o.name))
             });
+        let set_based = selected.iter().all(|p| p.handlers.per_batch());
+        let per_event = selected.iter().all(|p| !p.handlers.per_batch());
         steps.push(format!(
             "replay {} event(s) up to position {} {}, applying {} in this order",
             counts.events,
             head.map_or("-".into(), |h| h.to_string()),
-            if lanes {
+            if stream_scoped && set_based {
                 "in stream lanes (split by a hash of the stream: one lane per --set-batch-size events, --jobs at a time)"
+            } else if stream_scoped && per_event {
+                "in batches (with --jobs N: in N stream lanes at once, split by a hash of the stream)"
             } else {
                 "in batches"
             },
@@ -411,10 +420,11 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             }
             _ => None,
         };
-        // Events the per-event lanes applied past the checkpoint are not lag.
-        let applied_in_lanes: i64 = plan
-            .as_ref()
-            .map_or(0, |plan| plan.pending.iter().map(|l| l.events).sum());
+        // Events the per-event lanes (done or not) applied past the checkpoint are not lag.
+        let applied_in_lanes = match (&run, &plan) {
+            (Some(r), Some(plan)) => crate::state::lanes::counted(&client, r.id, plan.plan).await?,
+            _ => 0,
+        };
         let lanes = plan.map(|plan| LaneStatus {
             plan: plan.plan,
             lanes: plan.lanes,

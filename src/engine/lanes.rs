@@ -25,6 +25,7 @@
 //! that finds every lane done. Until then the checkpoint stays where the plan starts, and a
 //! resumed run continues the same plan, each lane from its own cursor.
 
+use super::rebuild::{transient_pause, TRANSIENT_RETRIES};
 use super::Engine;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
@@ -41,10 +42,6 @@ use tokio_postgres::Client;
 /// (and keeps only its streams), so a plan of more lanes reads the events more often. Above
 /// it, lanes hold more than one set batch of events each.
 pub const MAX_LANES: i64 = 64;
-
-/// How many times a lane's transaction is retried after a transient error before the run
-/// fails.
-const TRANSIENT_RETRIES: u32 = 5;
 
 /// How often the lanes look for a `reproject cancel` request.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -124,8 +121,9 @@ impl Lanes<'_> {
     /// Applies the lanes of `plan` that are not done yet, then moves the checkpoint from the
     /// plan's start to its end. `progress_base` is what the progress bar showed before; a
     /// set-based lane advances it by its share of the plan's events (its own count is not
-    /// known), a per-event lane by the events of each batch. Returns the new checkpoint.
-    pub async fn apply(&self, plan: &LanePlan, progress_base: u64) -> Result<Cursor> {
+    /// known), a per-event lane by the events of each batch. Returns the new checkpoint and
+    /// the events this call applied (less than the plan's when it continued a plan).
+    pub async fn apply(&self, plan: &LanePlan, progress_base: u64) -> Result<(Cursor, i64)> {
         let reporter = self.engine.reporter;
         let cancel = &self.engine.cancel;
         let after = Cursor::at(plan.after);
@@ -133,6 +131,8 @@ impl Lanes<'_> {
         let set_based = self.projector.set_based_only();
         let queue = Mutex::new(plan.pending.iter().copied().collect::<VecDeque<_>>());
         let stop = AtomicBool::new(false);
+        // Events the per-event lanes of this call applied.
+        let applied_now = AtomicU64::new(0);
         let per_lane = plan.events.max(0) as u64 / plan.lanes.max(1) as u64;
         let done_lanes = (plan.lanes as usize - plan.pending.len()) as u64;
         let shown = AtomicU64::new(
@@ -148,7 +148,11 @@ impl Lanes<'_> {
         reporter.step(&format!(
             "replaying in {} stream lane(s){}, {} at a time (each lane: the events of the streams that hash to it, up to position {})",
             plan.lanes,
-            if (plan.pending.len() as i32) < plan.lanes {
+            // A plan continued (after a failure, Ctrl-C or a lost connection): some lanes are
+            // done, or a per-event lane is part-way.
+            if (plan.pending.len() as i32) < plan.lanes
+                || plan.pending.iter().any(|l| l.position.is_some())
+            {
                 format!(" ({} left of plan {})", plan.pending.len(), plan.plan)
             } else {
                 String::new()
@@ -186,8 +190,15 @@ impl Lanes<'_> {
                             reporter.replay_progress(n);
                         }
                         Some(projector) => {
-                            self.per_event_lane(&conn, projector, plan, lane, &shown, &stop)
-                                .await?;
+                            self.per_event_lane(
+                                &conn,
+                                projector,
+                                plan,
+                                lane,
+                                (&shown, &applied_now),
+                                &stop,
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -252,7 +263,26 @@ impl Lanes<'_> {
             });
         }
         reporter.replay_progress(progress_base + plan.events.max(0) as u64);
-        Ok(to)
+        // What this call applied: a fresh plan is all of it. A continued one: the per-event
+        // lanes' batches of this call, or the set-based lanes it ran, counted (one scan each).
+        let resumed = (plan.pending.len() as i32) < plan.lanes
+            || plan.pending.iter().any(|l| l.position.is_some());
+        let applied = if !resumed {
+            plan.events
+        } else if set_based {
+            let mut n = 0;
+            for l in &plan.pending {
+                let lane = self.source.in_lane(l.lane, plan.lanes);
+                n += lane
+                    .count(self.conn, &after, &Bound::UpTo(plan.upto))
+                    .await?
+                    .events;
+            }
+            n
+        } else {
+            applied_now.load(Ordering::Relaxed) as i64
+        };
+        Ok((to, applied))
     }
 
     /// A set-based lane: one transaction over all of its events, with its done mark.
@@ -288,7 +318,7 @@ impl Lanes<'_> {
         projector: &Projector,
         plan: &LanePlan,
         lane: PendingLane,
-        shown: &AtomicU64,
+        (shown, applied_now): (&AtomicU64, &AtomicU64),
         stop: &AtomicBool,
     ) -> Result<()> {
         let source = self.source.in_lane(lane.lane, plan.lanes);
@@ -347,6 +377,7 @@ impl Lanes<'_> {
             } else if n < self.batch_size / 2 {
                 width = width.saturating_mul(2);
             }
+            applied_now.fetch_add(n as u64, Ordering::Relaxed);
             let shown_now = shown.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             self.engine.reporter.replay_progress(shown_now);
             if done {
@@ -377,9 +408,7 @@ impl Lanes<'_> {
             match crate::shadow::finish(conn, result).await {
                 Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
                     attempt += 1;
-                    let pause = std::time::Duration::from_millis(
-                        50 * (1 << attempt) + u64::from(std::process::id() % 50),
-                    );
+                    let pause = transient_pause(attempt);
                     self.engine.reporter.warn(&format!(
                         "stream lane {} of {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
                         lane + 1,

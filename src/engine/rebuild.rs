@@ -37,8 +37,8 @@ pub struct RebuildOptions {
     pub batch_size: i64,
     /// Events per batch of a run with set-based (`-- per batch`) projections.
     pub set_batch_size: i64,
-    /// Stream lanes applied at once by the bulk replay of set-based, stream-scoped
-    /// projections (engine/lanes.rs), each on its own connection; default 1.
+    /// Stream lanes applied at once by the bulk replay of projections that declare
+    /// `stream_key` (engine/lanes.rs), each on its own connection; default 1.
     pub jobs: usize,
     /// Stop before the swap (status `awaiting_swap`); `swap` finishes it.
     pub no_swap: bool,
@@ -722,6 +722,12 @@ async fn finish_run(
             // options now say: the tables hold its applied lanes, which the checkpoint does not.
             let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
             let why_not = super::lanes::why_not(engine.config, order, projector, &source);
+            if plan.is_none() && budget.is_some() && opts.jobs > 1 {
+                reporter.warn(&format!(
+                    "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
+                    opts.jobs
+                ));
+            }
             if plan.is_none() && budget.is_none() {
                 // Set-based lanes also bound their transactions (one set batch each);
                 // per-event lanes commit every batch, so they need only one per job.
@@ -741,9 +747,14 @@ async fn finish_run(
                     _ => {}
                 }
             }
-            let (from, done) = match plan {
-                Some(plan) => (lanes.apply(&plan, 0).await?, plan.events),
-                None => (start, 0),
+            // `done`: the plan's events, which the checkpoint moved past; `applied`: those this
+            // call applied (all of them, unless it continued a plan).
+            let (from, done, applied) = match plan {
+                Some(plan) => {
+                    let (to, applied) = lanes.apply(&plan, 0).await?;
+                    (to, plan.events, applied)
+                }
+                None => (start, 0, 0),
             };
             replay
                 .progress_base
@@ -761,7 +772,7 @@ async fn finish_run(
             replay
                 .progress_base
                 .store(0, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, Error>(done + rest?)
+            Ok::<_, Error>(applied + rest?)
         }
         .await;
         reporter.replay_finished();
@@ -1136,7 +1147,13 @@ struct Replay<'a> {
 }
 
 /// How many times a batch is retried after a transient error before the run fails.
-const TRANSIENT_RETRIES: u32 = 5;
+pub(super) const TRANSIENT_RETRIES: u32 = 5;
+
+/// The pause before retry `attempt` (1-based) of a batch after a transient error: growing,
+/// with a per-process offset so two processes do not retry in lockstep.
+pub(super) fn transient_pause(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(50 * (1 << attempt) + u64::from(std::process::id() % 50))
+}
 
 /// How often a replay looks for a `reproject cancel` request.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -1262,9 +1279,7 @@ impl Replay<'_> {
                 match result {
                     Err(e) if commit_each && e.is_transient() && attempt < TRANSIENT_RETRIES => {
                         attempt += 1;
-                        let pause = std::time::Duration::from_millis(
-                            50 * (1 << attempt) + u64::from(std::process::id() % 50),
-                        );
+                        let pause = transient_pause(attempt);
                         self.reporter.warn(&format!(
                             "batch after {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
                             from.describe(),

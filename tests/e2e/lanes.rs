@@ -1,7 +1,7 @@
 //! Stream lanes (src/engine/lanes.rs): the bulk replay of projections that declare
 //! `stream_key`, split by a hash of the stream, `--jobs` lanes at once.
 
-use crate::harness::{example, reproject, Project, TestDb};
+use crate::harness::{command, example, reproject, wait_until, Project, TestDb};
 use crate::per_batch::{w1, w1_mismatches};
 use crate::tally;
 
@@ -130,6 +130,14 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
           WHERE aggregate_id = '{posting}' AND aggregate_version = 3"
     ))
     .await;
+    // What the resume applies: the events of lanes 6-10, nothing of lanes 1-5 again.
+    let left_events = db
+        .int(
+            "SELECT count(*) FROM execution_events \
+              WHERE coalesce(invalidated, false) = false AND aggregate_type = 'posting' \
+                AND mod(hashtext(aggregate_id::text COLLATE \"C\")::bigint + 2147483648, 10) >= 5",
+        )
+        .await;
     // A different batch size must not change the plan that is half applied.
     reproject(
         &db,
@@ -146,7 +154,7 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
     )
     .await
     .ok()
-    .stdout_has("run 1: swapped")
+    .stdout_has(&format!("run 1: swapped. {left_events} events applied"))
     .stderr_has("(5 left of plan 1)");
     assert_eq!(w1_mismatches(&db).await, "0");
     assert_eq!(
@@ -201,6 +209,20 @@ async fn jobs_without_stream_lanes_warns_and_replays_on_one_connection() {
     .ok()
     .stderr_has("replaying in 7 stream lane(s), 2 at a time");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    // A budget of events stops at an exact event: no lanes, and it says so.
+    reproject(
+        &db,
+        &p2.config(),
+        &["rebuild", "--yes", "--max-events", "40", "--jobs", "2"],
+    )
+    .await
+    .ok()
+    .stderr_has("a run with --max-events cannot use them");
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3")
+            .await,
+        0
+    );
     db.drop().await;
 }
 
@@ -211,6 +233,10 @@ async fn w1_per_event_handlers_in_two_lanes_equal_the_seed_reference() {
     let db = TestDb::new().await;
     w1(&db, "400").await;
     let config = example("postings/reproject.toml");
+    reproject(&db, &config, &["rebuild", "--dry-run"])
+        .await
+        .ok()
+        .stdout_has("in batches (with --jobs N: in N stream lanes at once");
     reproject(
         &db,
         &config,
@@ -328,6 +354,138 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
         db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
             .await,
         db.int(REPLAYABLE).await,
+        "every event once"
+    );
+    db.drop().await;
+}
+
+/// The tally projection, declared stream-scoped, with a handler slow enough to be caught
+/// between batches.
+fn slow_declared_tally() -> Project {
+    Project::new(
+        &tally::CONFIG.replace(
+            "handlers = \"tally.sql\"",
+            "handlers = \"tally.sql\"\nstream_key = \"stream\"",
+        ),
+        &[(
+            "tally.sql",
+            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
+        )],
+    )
+}
+
+/// Waits until the lanes of run 1 applied at least `n` events.
+async fn wait_for_lane_events(db: &TestDb, n: i64) {
+    wait_until(
+        db,
+        &format!(
+            "SELECT coalesce((SELECT sum(events) FROM reproject.lanes WHERE run_id = 1), 0) >= {n}"
+        ),
+    )
+    .await;
+}
+
+/// Every reproject session terminated while two per-event lanes run (a restart, a failover):
+/// the rebuild resumes by itself, the lanes continue from their cursors, every event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_connection_during_lanes_resumes_by_itself() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let p = slow_declared_tally();
+    let child = command(
+        &db,
+        &p.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--jobs",
+            "2",
+            "--batch-size",
+            "100",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for_lane_events(&db, 300).await;
+    let terminated = db
+        .int(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(
+        terminated >= 3,
+        "the run's, the lanes' and the lock sessions: {terminated}"
+    );
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("left of plan 1"),
+        "the same plan continued: {stderr}"
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
+            .await,
+        3000,
+        "every event once"
+    );
+    db.drop().await;
+}
+
+/// `reproject cancel` while lanes run: they stop after their current batch (exit 130, the
+/// checkpoint still before the plan), and `--resume` finishes the same plan.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 3000).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let p = slow_declared_tally();
+    let child = command(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--jobs", "2", "--batch-size", "100"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for_lane_events(&db, 200).await;
+    reproject(&db, &p.config(), &["cancel"]).await.ok();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stream lane(s) not done"), "{stderr}");
+    let applied = db
+        .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
+        .await;
+    assert!(applied > 0 && applied < 3000, "{applied}");
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL")
+            .await,
+        1
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--resume", "--jobs", "2"],
+    )
+    .await
+    .ok()
+    .stdout_has(&format!(
+        "run 1: swapped. {} events applied",
+        3000 - applied
+    ));
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    assert_eq!(
+        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
+            .await,
+        3000,
         "every event once"
     );
     db.drop().await;
