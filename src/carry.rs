@@ -43,7 +43,7 @@ pub struct Validation {
     pub constraint: String,
 }
 
-const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHERE oid = to_regclass($1))
+pub(crate) const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHERE oid = to_regclass($1))
              SELECT 'it is a partition of ' || (SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = t.oid LIMIT 1)
                FROM t WHERE t.relispartition
              UNION ALL

@@ -213,7 +213,9 @@ impl From<tokio_postgres::Error> for Error {
                 _ => ErrorKind::Runtime,
             }
         };
-        let mut out = Error::new(kind, "database error").caused_by(describe_pg(&err));
+        // The server's own words (message, detail, hint, SQLSTATE) are the message: a context
+        // added on the way up pushes them down as the first cause, never an empty layer.
+        let mut out = Error::new(kind, describe_pg(&err));
         out.sqlstate = sqlstate(&err).map(String::from);
         out
     }
@@ -229,18 +231,10 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, tokio_postgres::Error> {
     fn context(self, message: impl Into<String>) -> Result<T> {
-        self.map_err(|e| {
-            let mut err = Error::from(e);
-            err.message = message.into();
-            err
-        })
+        self.map_err(|e| Error::from(e).context(message))
     }
     fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|e| {
-            let mut err = Error::from(e);
-            err.message = f();
-            err
-        })
+        self.map_err(|e| Error::from(e).context(f()))
     }
 }
 

@@ -85,6 +85,7 @@ pub mod ident;
 pub mod laps;
 pub mod ordering;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod projection;
 pub mod replay;

@@ -215,6 +215,13 @@ pub fn status(s: &StatusReport) {
                     .map_or("-".to_string(), |s| format!("{s:.0}s"))
             );
         }
+        if let (Some(run), Some(by)) = (p.run_id, &p.initiated_by) {
+            println!(
+                "{:<24} run {run} by {}",
+                "",
+                who(by, &p.db_session_user, &p.db_current_user)
+            );
+        }
         if let Some(l) = &p.lanes {
             println!(
                 "{:<24} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
@@ -277,6 +284,16 @@ pub fn run(o: &RunOutcome) {
     }
 }
 
+/// Who started a run, with the database role(s) it ran as when recorded:
+/// `alice (role app)`, or `alice (role bob as app)` after a `SET ROLE`.
+fn who(by: &str, session: &Option<String>, current: &Option<String>) -> String {
+    match (session, current) {
+        (Some(s), Some(c)) if s != c => format!("{by} (role {s} as {c})"),
+        (Some(s), _) => format!("{by} (role {s})"),
+        _ => by.to_string(),
+    }
+}
+
 pub fn history(runs: &[Run]) {
     if runs.is_empty() {
         println!("no runs recorded");
@@ -297,7 +314,7 @@ pub fn history(runs: &[Run]) {
             r.id,
             r.status,
             r.projections.join(", "),
-            r.initiated_by,
+            who(&r.initiated_by, &r.db_session_user, &r.db_current_user),
             r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
             duration
         );

@@ -92,17 +92,35 @@ async fn read_only(engine: &Engine<'_>) -> Result<Client> {
 /// `reproject plan`: validate, then describe what a rebuild of the selection would do.
 pub async fn plan(engine: &Engine<'_>, selection: &[String]) -> Result<PlanReport> {
     let plan = crate::plan::plan(engine.config, selection)?;
-    plan_report(engine, &plan, false).await
+    plan_report(engine, &plan, false, 1).await
 }
 
+/// The plan of `rebuild` (`dry_run`: with its steps) of `plan`'s projections with `--jobs`
+/// `jobs`. Refuses (exit 2) exactly what `rebuild` would refuse before writing anything: both
+/// run preflight.rs on the same request.
 pub(super) async fn plan_report(
     engine: &Engine<'_>,
     plan: &Plan,
     dry_run: bool,
+    jobs: usize,
 ) -> Result<PlanReport> {
     let config = engine.config;
     let client = read_only(engine).await?;
     let resolved = crate::validate::validate(&client, config).await?;
+    let run_tables = super::run_tables(config, &resolved, &plan.order);
+    crate::preflight::refuse(
+        "rebuild",
+        crate::preflight::check(
+            &client,
+            &crate::preflight::Request {
+                config,
+                order: &plan.order,
+                tables: &run_tables,
+                jobs,
+            },
+        )
+        .await?,
+    )?;
     let source = EventSource::new(&config.events, &resolved);
     let head = source.head(&client).await?;
     let counts = match head {
@@ -298,6 +316,12 @@ pub struct ProjectionStatus {
     pub helper_tables: Vec<String>,
     /// The newest run's error, if it failed.
     pub error: Option<String>,
+    /// Who started the newest run (`--initiated-by`, `$USER`, else the OS account).
+    pub initiated_by: Option<String>,
+    /// The database role the newest run logged in as (`session_user`).
+    pub db_session_user: Option<String>,
+    /// The database role its statements ran as (`current_user`).
+    pub db_current_user: Option<String>,
     /// An unfinished run's stream lanes (engine/lanes.rs) at its checkpoint, if it has some.
     pub lanes: Option<LaneStatus>,
     /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
@@ -468,6 +492,9 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
                 .as_ref()
                 .filter(|_| unfinished)
                 .and_then(|r| r.error.clone()),
+            initiated_by: run.as_ref().map(|r| r.initiated_by.clone()),
+            db_session_user: run.as_ref().and_then(|r| r.db_session_user.clone()),
+            db_current_user: run.as_ref().and_then(|r| r.db_current_user.clone()),
             lanes,
             runner,
         });

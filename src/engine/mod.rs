@@ -91,10 +91,57 @@ pub fn handler_source(config: &Config, projection: usize) -> serde_json::Value {
     }
 }
 
-/// Who started a command: `--initiated-by`, else the OS user.
+/// Who started a command (when `--initiated-by` is not given): `$USER` / `$LOGNAME`, else the
+/// operating-system account of the process. Containers, systemd units and tmux often set
+/// neither variable, so the account comes from the password database (the numeric uid when
+/// the uid has no entry, as in many containers): never "unknown".
 pub fn os_user() -> String {
     ["USER", "LOGNAME", "USERNAME"]
         .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(os_account)
+}
+
+/// The name of the process's effective uid in the password database, else `uid N`.
+pub fn os_account() -> String {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `pwd` and `result` are out-parameters; `buf` outlives the call and its
+        // length is passed, so getpwuid_r writes only inside it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
+            let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+            let name = name.to_string_lossy().trim().to_string();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+        return format!("uid {uid}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_os_account_is_never_unknown() {
+        let account = super::os_account();
+        assert!(!account.is_empty() && account != "unknown", "{account}");
+    }
 }

@@ -213,7 +213,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         None => None,
     };
     if opts.dry_run {
-        let mut report = plan_report(engine, &plan, true).await?;
+        let mut report = plan_report(engine, &plan, true, opts.jobs).await?;
         if let Some(p) = &partial {
             let steps = super::partial::dry_run_steps(engine, &plan, p).await?;
             report.steps.splice(0..0, steps);
@@ -233,32 +233,32 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
     if opts.resume {
         return resume(engine, &plan, opts).await;
     }
-    crate::projection::require_registered(config, &plan.order)?;
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
+    let tables = run_tables(config, &resolved, &plan.order);
+    // Everything the run will need, before anything is written: the same checks as `plan`
+    // and the dry run (preflight.rs).
+    {
+        let pooled = engine.db.get().await?;
+        let request = crate::preflight::Request {
+            config,
+            order: &plan.order,
+            tables: &tables,
+            jobs: opts.jobs,
+        };
+        crate::preflight::refuse(
+            "rebuild",
+            crate::preflight::check(&**pooled, &request).await?,
+        )?;
+    }
     let _locks = lock_projections(&engine.db, &names).await?;
     let mut conn = engine.db.dedicated().await?;
     migrate(&mut conn).await?;
-    let tables = run_tables(config, &resolved, &plan.order);
+    // Again under the projections' lock: a run that finished meanwhile may have left helpers.
     shadow::preflight(&conn, &tables).await?;
-    let mut problems = Vec::new();
     let mut fingerprints = Vec::new();
     for t in &tables {
-        for why in crate::carry::unsupported(&conn, &t.live).await? {
-            problems.push(format!("`{}`: {why}", t.live));
-        }
         fingerprints.push(fingerprint::fingerprint(&conn, &t.live).await?);
-    }
-    if !problems.is_empty() {
-        let mut err = Error::config(
-            "refusing to rebuild: a swap could not keep everything that depends on these tables intact",
-        );
-        for p in problems {
-            err = err.caused_by(p);
-        }
-        return Err(err.with_hint(
-            "`reproject plan` lists what each table carries over and what is not supported",
-        ));
     }
 
     let digests: serde_json::Map<String, serde_json::Value> = plan
@@ -552,6 +552,23 @@ async fn continue_run(
     crate::external::check_selection(config, &plan.order, None)?;
     crate::external::check_continuable(run)?;
     let resolved = engine.validate().await?;
+    // What the swap will alter, before any lock is taken and any event applied (preflight.rs).
+    {
+        let pooled = engine.db.get().await?;
+        let tables = runs::tables(&**pooled, run.id).await?;
+        let mut refusals = crate::preflight::jobs(config, &plan.order, finish.jobs);
+        refusals.extend(crate::preflight::state_schema(&**pooled).await?);
+        refusals.extend(
+            crate::preflight::exchange(
+                &**pooled,
+                &tables,
+                |t| &t.rebuild,
+                "the swap puts it in place of the live table",
+            )
+            .await?,
+        );
+        crate::preflight::refuse(&format!("continue run {}", run.id), refusals)?;
+    }
     let _locks = lock_projections(&engine.db, &names).await?;
     let conn = engine.db.dedicated().await?;
     let tables = runs::tables(&conn, run.id).await?;

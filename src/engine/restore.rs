@@ -109,6 +109,22 @@ pub async fn rollback(
             .with_hint(format!("run `reproject rollback {}`", run.projections.join(" "))));
         }
     }
+    // What the rollback will alter, before any lock is taken (preflight.rs).
+    {
+        let pooled = engine.db.get().await?;
+        let tables = runs::tables(&**pooled, run.id).await?;
+        let mut refusals = crate::preflight::state_schema(&**pooled).await?;
+        refusals.extend(
+            crate::preflight::exchange(
+                &**pooled,
+                &tables,
+                |t| &t.old,
+                "the rollback puts it back in place of the live table",
+            )
+            .await?,
+        );
+        crate::preflight::refuse(&format!("roll back run {}", run.id), refusals)?;
+    }
     let _locks = lock_projections(&engine.db, &run.projections).await?;
     let conn = engine.db.dedicated().await?;
     let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;

@@ -26,6 +26,11 @@ pub struct Run {
     pub reason: Option<String>,
     /// Who (`--initiated-by`, else the OS user).
     pub initiated_by: String,
+    /// The database role it logged in as (`session_user`; None for runs recorded before
+    /// reproject recorded it).
+    pub db_session_user: Option<String>,
+    /// The database role its statements ran as (`current_user`: differs after `SET ROLE`).
+    pub db_current_user: Option<String>,
     /// Host of the process that ran it.
     pub host: Option<String>,
     /// Its process id.
@@ -72,7 +77,10 @@ pub struct Run {
 
 const COLUMNS: &str = "id, kind, projections, reason, initiated_by, host, pid, status, phase, options, \
     handler_digests, start_position, target_position, swap_position, events_applied, rows_before, \
-    rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at, unvalidated_foreign_keys";
+    rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at, unvalidated_foreign_keys, \
+    to_jsonb(runs) ->> 'db_session_user', to_jsonb(runs) ->> 'db_current_user'";
+// The roles (migration 014) are read through the row's JSON so that `status` and `history`,
+// which never migrate, still read a state schema from before it.
 
 fn from_row(r: &Row) -> Run {
     Run {
@@ -102,6 +110,8 @@ fn from_row(r: &Row) -> Run {
         rolled_back_at: r.get(23),
         finished_at: r.get(24),
         unvalidated_foreign_keys: r.get(25),
+        db_session_user: r.get(26),
+        db_current_user: r.get(27),
     }
 }
 
@@ -128,8 +138,8 @@ pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64
     let row = client
         .query_one(
             "INSERT INTO reproject.runs (projections, reason, initiated_by, host, pid, status, phase, \
-                 options, handler_digests, handler_sources) \
-             VALUES ($1, $2, $3, $4, $5, 'running', 'clone', $6, $7, $8) RETURNING id",
+                 options, handler_digests, handler_sources, db_session_user, db_current_user) \
+             VALUES ($1, $2, $3, $4, $5, 'running', 'clone', $6, $7, $8, session_user, current_user) RETURNING id",
             &[
                 &new.projections,
                 &new.reason,
