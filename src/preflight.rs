@@ -56,10 +56,15 @@ pub struct Request<'a> {
 /// Every refusal for a new rebuild of `req` (plan, dry run and rebuild alike).
 pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec<Refusal>> {
     let mut out = options(req);
-    out.extend(state_schema(client).await?);
+    let state = state_schema(client).await?;
+    // Which helper tables are reproject's is in the state schema: unreadable, it cannot say.
+    let registry_readable = state.is_empty();
+    out.extend(state);
     let lives: Vec<TableName> = req.tables.iter().map(|t| t.live.clone()).collect();
     out.extend(ownership(client, &lives).await?);
-    out.extend(helper_names(client, req.tables).await?);
+    if registry_readable {
+        out.extend(helper_names(client, req.tables).await?);
+    }
     for live in &lives {
         for why in unsupported(client, live).await? {
             out.push(Refusal::new(
@@ -84,19 +89,9 @@ async fn unsupported(client: &impl GenericClient, table: &TableName) -> Result<V
 fn options(req: &Request<'_>) -> Vec<Refusal> {
     let config = req.config;
     let mut out = Vec::new();
-    for &i in req.order {
-        let p = &config.projections[i];
-        if p.rust && config.rust_projection(&p.name).is_none() {
-            out.push(Refusal::new(
-                format!(
-                    "{}:{}: projection `{}` has neither `handlers` nor `command`, and no Rust projection is registered under that name",
-                    config.path.display(),
-                    p.line,
-                    p.name
-                ),
-                "give it `handlers = \"FILE.sql\"` (or `command = [...]` for an external projector); a projection without either is a library projection, rebuilt from a Rust program that calls `Config::register` (the `reproject` binary cannot run Rust code)",
-            ));
-        }
+    // The binary has no Rust code: a projection with neither handlers nor command cannot run.
+    if let Err(e) = crate::projection::require_registered(config, req.order) {
+        out.push(Refusal::new(e.message, e.hint.unwrap_or_default()));
     }
     out.extend(jobs(config, req.order, req.jobs));
     out

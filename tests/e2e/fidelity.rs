@@ -291,11 +291,15 @@ async fn unsupported_dependents_are_refused_up_front() {
         .stderr_has("refusing to rebuild")
         .stderr_has("table balances_child inherits from it")
         .stderr_has("it has rule no_deletes");
-    reproject(&db, &p.config(), &["plan"])
-        .await
-        .ok()
-        .stdout_has("not supported");
+    // `plan` refuses exactly what `rebuild` refuses, and nothing was written by either.
+    let plan = reproject(&db, &p.config(), &["plan"]).await;
+    plan.code(2);
+    assert_eq!(
+        plan.stderr[plan.stderr.find("error:").unwrap()..],
+        out.stderr[out.stderr.find("error:").unwrap()..]
+    );
     assert!(!db.exists("balances_rebuild").await);
+    assert!(!db.exists("reproject.runs").await);
     db.drop().await;
 }
 

@@ -173,9 +173,10 @@ SELECT e.stream, count(*), sum((e.data->>'amount')::bigint) FROM :events AS e GR
 ON CONFLICT (stream) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLUDED.total;
 ";
 
-/// `--jobs` on a run that cannot use lanes says so and replays as before.
+/// `--jobs` on projections without `stream_key` is refused up front (tests/e2e/preflight.rs
+/// has the dry run); without it, the run replays on one connection, as before.
 #[tokio::test(flavor = "multi_thread")]
-async fn jobs_without_stream_lanes_warns_and_replays_on_one_connection() {
+async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_without_jobs() {
     let db = TestDb::new().await;
     tally::setup(&db, 300).await;
     let p = Project::new(tally::CONFIG, &[("tally.sql", TALLY_PER_BATCH)]);
@@ -185,8 +186,15 @@ async fn jobs_without_stream_lanes_warns_and_replays_on_one_connection() {
         &["rebuild", "--yes", "--set-batch-size", "50", "--jobs", "2"],
     )
     .await
-    .ok()
-    .stderr_has("--jobs 2 applies to stream lanes only, and this run cannot use them: projection `tally` declares no `stream_key`");
+    .code(2)
+    .stderr_has("--jobs 2 needs stream lanes, and projection `tally`");
+    reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--set-batch-size", "50"],
+    )
+    .await
+    .ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         db.int("SELECT count(*) FROM reproject.lanes").await,

@@ -21,6 +21,7 @@ mod lockhold;
 mod ordering;
 mod partial;
 mod per_batch;
+mod preflight;
 mod presets;
 mod rollback;
 mod rust_projection;
