@@ -288,6 +288,23 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_error_under_context_is_one_layer_with_its_own_words() {
+        let pg = "port=notanumber"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
+        let words = describe_pg(&pg);
+        let err = Error::from(pg).context("cannot connect");
+        assert_eq!(err.message, "cannot connect");
+        assert_eq!(err.causes, vec![words.clone()]);
+        assert!(!words.is_empty() && words != "database error", "{words}");
+        // A `?` first (the error as it is), a context later: still one layer.
+        let pg = "port=y".parse::<tokio_postgres::Config>().unwrap_err();
+        let err: Result<()> = Err(Error::from(pg));
+        let err = err.context("outer").unwrap_err();
+        assert_eq!(err.causes.len(), 1, "{err}");
+    }
+
+    #[test]
     fn context_pushes_message_down() {
         let err = Error::runtime("inner").context("outer");
         assert_eq!(err.message, "outer");

@@ -406,6 +406,12 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
+        db.text("SELECT initiated_by FROM reproject.runs WHERE id = 1")
+            .await,
+        Some(account.clone()),
+        "not the OS account"
+    );
+    assert_eq!(
         db.text("SELECT initiated_by || ' / ' || db_session_user || ' / ' || db_current_user FROM reproject.runs WHERE id = 1")
             .await,
         Some(format!("{account} / postgres / postgres"))
@@ -424,4 +430,76 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
         "postgres"
     );
     db.drop().await;
+}
+
+/// `rollback` checks what it alters before it locks: a role that cannot act as the owner is
+/// refused (exit 2) and the swap stays in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 50).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let r = roles(&db, &["undoer"], true).await;
+    let role = &r[0];
+    db.exec(&format!(
+        "GRANT USAGE, CREATE ON SCHEMA reproject TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA reproject TO {role};
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA reproject TO {role};
+         GRANT SELECT ON events TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON tally, tally_old TO {role};"
+    ))
+    .await;
+    run_as(&db, &p, &as_role(&db, role), &["rollback", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("refusing to roll back run 1")
+        .stderr_has("table `tally` is owned by role `postgres`")
+        .stderr_has("hint: run reproject as `postgres`");
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("swapped")
+    );
+    assert_eq!(
+        db.int("SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1")
+            .await,
+        1,
+        "only the swap's lock attempt"
+    );
+    drop_roles(db, &r).await;
+}
+
+/// A database error reaches the user with the server's words under the step that failed,
+/// not under an empty "database error" layer: here the owner revoked its own UPDATE, DELETE
+/// and TRUNCATE, so the swap's ACCESS EXCLUSIVE lock is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_error_shows_the_servers_message_under_the_step() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 30).await;
+    let r = roles(&db, &["selfrevoked"], true).await;
+    let role = &r[0];
+    db.exec(&format!(
+        "ALTER TABLE tally OWNER TO {role};
+         GRANT CREATE ON SCHEMA public TO {role};
+         GRANT CREATE ON DATABASE \"{}\" TO {role};
+         GRANT SELECT ON events TO {role};
+         SET ROLE {role}; REVOKE UPDATE, DELETE, TRUNCATE ON tally FROM {role}; RESET ROLE;",
+        db.name
+    ))
+    .await;
+    let p = tally::project();
+    let out = run_as(&db, &p, &as_role(&db, role), &["rebuild", "--yes"]).await;
+    out.code(1)
+        .stderr_has("error: cannot lock `tally`")
+        .stderr_has("caused by: ERROR: permission denied for table tally [SQLSTATE 42501]");
+    assert!(
+        !out.stderr.contains("caused by: database error"),
+        "{}",
+        out.stderr
+    );
+    drop_roles(db, &r).await;
 }
