@@ -82,7 +82,7 @@ pub enum Command {
     Cancel {
         /// The run (default: the only running rebuild).
         run: Option<i64>,
-        /// Who asks (default: the OS user); recorded.
+        /// Who asks (default: $USER, else the OS account); recorded.
         #[arg(long)]
         initiated_by: Option<String>,
     },
@@ -126,7 +126,7 @@ pub struct RebuildArgs {
     #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
     /// Stream lanes applied at once, each on its own connection (projections that declare
-    /// `stream_key`); each uses one server CPU.
+    /// `stream_key`; refused when one does not); each uses one server CPU.
     #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Stop after the health checks; `reproject swap` swaps later.
@@ -138,7 +138,7 @@ pub struct RebuildArgs {
     /// Why this rebuild is run (recorded in the history).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Who started it (default: the OS user).
+    /// Who started it (default: $USER, else the OS account); recorded with the database role.
     #[arg(long)]
     pub initiated_by: Option<String>,
     /// Stop after this many events and leave the run unswapped (`reproject swap` continues).
