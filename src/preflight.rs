@@ -56,7 +56,7 @@ pub struct Request<'a> {
 /// Every refusal for a new rebuild of `req` (plan, dry run and rebuild alike).
 pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec<Refusal>> {
     let mut out = options(req);
-    let state = state_schema(client).await?;
+    let state = state_schema(client, true).await?;
     // Which helper tables are reproject's is in the state schema: unreadable, it cannot say.
     let registry_readable = state.is_empty();
     out.extend(state);
@@ -124,8 +124,11 @@ pub fn jobs(config: &Config, order: &[usize], jobs: usize) -> Vec<Refusal> {
     out
 }
 
-/// The state schema `reproject`: creatable, or usable and writable.
-pub async fn state_schema(client: &impl GenericClient) -> Result<Vec<Refusal>> {
+/// The state schema `reproject`: creatable, or usable and writable. `migrates`: the command
+/// creates or migrates it (a new rebuild), which needs CREATE on it even when it is current
+/// (`CREATE TABLE IF NOT EXISTS` checks the privilege first); `swap`, `--resume` and
+/// `rollback` only write its rows.
+pub async fn state_schema(client: &impl GenericClient, migrates: bool) -> Result<Vec<Refusal>> {
     let row = client
         .query_one(
             "SELECT n.oid IS NOT NULL, current_user::text, current_database()::text,
@@ -153,15 +156,16 @@ pub async fn state_schema(client: &impl GenericClient) -> Result<Vec<Refusal>> {
         }
         return Ok(out);
     }
+    let create = create || !migrates;
     if !usage || !create {
-        let missing = match (usage, create) {
-            (false, false) => "USAGE and CREATE",
-            (false, true) => "USAGE",
-            _ => "CREATE",
+        let (missing, grant) = match (usage, create) {
+            (false, false) => ("USAGE and CREATE", "USAGE, CREATE"),
+            (false, true) => ("USAGE", "USAGE"),
+            _ => ("CREATE", "CREATE"),
         };
         out.push(Refusal::new(
             format!("role `{me}` has no {missing} privilege on reproject's state schema `reproject`"),
-            format!("have its owner run `GRANT USAGE, CREATE ON SCHEMA reproject TO \"{me}\"`, or run reproject as the role that owns it"),
+            format!("have its owner run `GRANT {grant} ON SCHEMA reproject TO \"{me}\"`, or run reproject as the role that owns it"),
         ));
         return Ok(out);
     }

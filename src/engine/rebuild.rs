@@ -557,7 +557,7 @@ async fn continue_run(
         let pooled = engine.db.get().await?;
         let tables = runs::tables(&**pooled, run.id).await?;
         let mut refusals = crate::preflight::jobs(config, &plan.order, finish.jobs);
-        refusals.extend(crate::preflight::state_schema(&**pooled).await?);
+        refusals.extend(crate::preflight::state_schema(&**pooled, false).await?);
         refusals.extend(
             crate::preflight::exchange(
                 &**pooled,

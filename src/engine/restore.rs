@@ -113,7 +113,7 @@ pub async fn rollback(
     {
         let pooled = engine.db.get().await?;
         let tables = runs::tables(&**pooled, run.id).await?;
-        let mut refusals = crate::preflight::state_schema(&**pooled).await?;
+        let mut refusals = crate::preflight::state_schema(&**pooled, false).await?;
         refusals.extend(
             crate::preflight::exchange(
                 &**pooled,
