@@ -187,7 +187,49 @@ pub async fn state_schema(client: &impl GenericClient, migrates: bool) -> Result
             format!("have its owner run `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA reproject TO \"{me}\"`, or run reproject as the role that owns them"),
         ));
     }
+    if migrates && out.is_empty() {
+        out.extend(migrations(client, &me).await?);
+    }
     Ok(out)
+}
+
+/// A migration the schema still needs alters reproject's tables, which needs their owner.
+async fn migrations(client: &impl GenericClient, me: &str) -> Result<Vec<Refusal>> {
+    let applied: Vec<i32> = if crate::state::exists(client).await? {
+        client
+            .query("SELECT version FROM reproject.schema_migrations", &[])
+            .await
+            .context("cannot read the state schema version")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if crate::state::migrate::pending(&applied).is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT string_agg('reproject.' || quote_ident(c.relname), ', ' ORDER BY c.relname),
+                    pg_get_userbyid(c.relowner)::text FROM pg_class c
+             WHERE c.relnamespace = to_regnamespace('reproject') AND c.relkind IN ('r', 'p')
+               AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
+             GROUP BY c.relowner ORDER BY 2",
+            &[],
+        )
+        .await
+        .context("cannot read the owners of reproject's state tables")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (tables, owner): (String, String) = (r.get(0), r.get(1));
+            Refusal::new(
+                format!("the state schema needs migrating, which alters its tables owned by role `{owner}` ({tables}); role `{me}` is neither `{owner}` nor a member of it"),
+                format!("run this rebuild once as `{owner}` (it migrates the schema), or `GRANT \"{owner}\" TO \"{me}\"`"),
+            )
+        })
+        .collect())
 }
 
 /// Everything the swap or rollback of these live tables alters, whose owning role the

@@ -24,6 +24,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (14, "run_role", include_str!("../../sql/014_run_role.sql")),
 ];
 
+/// The versions of the migrations this reproject knows that are not in `applied`.
+pub fn pending(applied: &[i32]) -> Vec<i32> {
+    MIGRATIONS
+        .iter()
+        .map(|m| m.0)
+        .filter(|v| !applied.contains(v))
+        .collect()
+}
+
 /// Advisory lock key that serialises concurrent migrations.
 const MIGRATION_LOCK: (i32, i32) = (727_001, 1);
 

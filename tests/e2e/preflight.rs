@@ -514,3 +514,51 @@ async fn a_database_error_shows_the_servers_message_under_the_step() {
     );
     drop_roles(db, &r).await;
 }
+
+/// A state schema from an older reproject needs migrating, which alters its tables: a role
+/// that cannot act as their owner is refused up front, not halfway into the migration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 20).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    reproject(&db, &p.config(), &["cleanup", "--yes"])
+        .await
+        .ok();
+    let r = roles(&db, &["migrator"], true).await;
+    let role = &r[0];
+    // The schema as an older reproject left it: without the newest migration.
+    db.exec(&format!(
+        "ALTER TABLE reproject.runs DROP COLUMN db_session_user, DROP COLUMN db_current_user;
+         DELETE FROM reproject.schema_migrations WHERE version = 14;
+         ALTER TABLE tally OWNER TO {role};
+         GRANT CREATE ON SCHEMA public TO {role};
+         GRANT SELECT ON events TO {role};
+         GRANT USAGE, CREATE ON SCHEMA reproject TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA reproject TO {role};
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA reproject TO {role};"
+    ))
+    .await;
+    refused_by_all(
+        &db,
+        &p,
+        &as_role(&db, role),
+        &[],
+        &[
+            "the state schema needs migrating, which alters its tables owned by role `postgres` (",
+            "reproject.runs",
+            "hint: run this rebuild once as `postgres` (it migrates the schema)",
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(
+        db.int("SELECT count(*) FROM reproject.schema_migrations WHERE version = 14")
+            .await,
+        0
+    );
+    drop_roles(db, &r).await;
+}
