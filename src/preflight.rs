@@ -362,6 +362,26 @@ pub async fn helper_names(
     Ok(out)
 }
 
+/// Where a rollback of run `run_id` keeps the tables it replaces (`x_rolled_back_N`): the
+/// names must be free, since a rollback never replaces a table.
+pub async fn parked_names(
+    client: &impl GenericClient,
+    tables: &[RunTable],
+    run_id: i64,
+) -> Result<Vec<Refusal>> {
+    let mut out = Vec::new();
+    for t in tables {
+        let parked = crate::ident::rolled_back_table(&t.live, run_id);
+        if crate::catalog::lookup(client, &parked).await?.is_some() {
+            out.push(Refusal::new(
+                format!("table `{parked}` exists; the rollback of run {run_id} would keep the replaced `{}` under that name", t.live),
+                format!("rename or drop `{parked}` if it is not needed"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `table`'s owner, if the connecting role cannot act as it.
 async fn table_owner(
     client: &impl GenericClient,

@@ -567,6 +567,7 @@ async fn continue_run(
             )
             .await?,
         );
+        refusals.extend(crate::preflight::helper_names(&**pooled, &tables).await?);
         crate::preflight::refuse(&format!("continue run {}", run.id), refusals)?;
     }
     let _locks = lock_projections(&engine.db, &names).await?;

@@ -123,6 +123,7 @@ pub async fn rollback(
             )
             .await?,
         );
+        refusals.extend(crate::preflight::parked_names(&**pooled, &tables, run.id).await?);
         crate::preflight::refuse(&format!("roll back run {}", run.id), refusals)?;
     }
     let _locks = lock_projections(&engine.db, &run.projections).await?;

@@ -562,3 +562,33 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
     );
     drop_roles(db, &r).await;
 }
+
+/// The name a rollback keeps the replaced table under is checked before it locks: taken by
+/// a table of the user's, the rollback is refused (exit 2) and that table is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 30).await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    db.exec("CREATE TABLE tally_rolled_back_1 (mine text)")
+        .await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .code(2)
+        .stderr_has("refusing to roll back run 1: table `tally_rolled_back_1` exists")
+        .stderr_has("hint: rename or drop `tally_rolled_back_1`");
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("swapped")
+    );
+    db.exec("DROP TABLE tally_rolled_back_1").await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .ok();
+    db.drop().await;
+}
