@@ -198,19 +198,25 @@ async fn run(cli: Cli) -> Result<()> {
             projections,
             yes,
             batch_size,
+            with_current_handlers,
+            all_projections,
             lock,
         } => {
             confirm("roll back the newest swap", yes)?;
             let opts = engine::RollbackOptions {
                 lock: lock.policy(),
                 batch_size,
+                with_current_handlers,
+                all_projections,
             };
             let report = engine::rollback(&engine, &projections, opts).await?;
             print::rollback(&report);
         }
         Command::Cleanup {
+            projections,
             older_than,
             yes,
+            all_projections,
             json,
         } => {
             let report = engine::cleanup(
@@ -218,6 +224,8 @@ async fn run(cli: Cli) -> Result<()> {
                 &CleanupOptions {
                     older_than,
                     drop: yes,
+                    projections,
+                    all_projections,
                 },
             )
             .await?;
@@ -243,12 +251,26 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled in main before anything connects")
         }
-        Command::History { json, limit } => {
-            let runs = engine::history(&engine, limit).await?;
+        Command::History {
+            projections,
+            json,
+            limit,
+            all_projections,
+        } => {
+            let report = engine::history(
+                &engine,
+                &engine::HistoryOptions {
+                    limit,
+                    projections,
+                    all_projections,
+                },
+            )
+            .await?;
             if json {
-                print::json(&runs)
+                // The runs only, as before scopes existed: scripts read an array.
+                print::json(&report.runs)
             } else {
-                print::history(&runs)
+                print::history(&report)
             }
         }
     }

@@ -11,7 +11,8 @@ mod rebuild;
 mod restore;
 
 pub use inspect::{
-    history, plan, status, LaneStatus, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
+    history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
+    RunnerStatus, StatusReport,
 };
 pub use live::{
     notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
@@ -20,7 +21,8 @@ pub use live::{
 pub use partial::{Partial, PartialRequest};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{
-    cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackOptions, RollbackReport,
+    cancel, cleanup, rollback, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry,
+    RollbackOptions, RollbackReport,
 };
 
 use crate::config::Config;

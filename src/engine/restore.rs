@@ -1,11 +1,11 @@
 //! `rollback` (put the previous tables back) and `cleanup` (drop helper tables).
 
-use super::old_generation::{Keeper, OldGeneration};
+use super::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::EventSource;
 use crate::state::helpers::{self, HelperTable, Ownership};
-use crate::state::locks::lock_projections;
+use crate::state::locks::{lock_projections, LockClass};
 use crate::state::runs::{self, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
@@ -38,23 +38,43 @@ pub struct RollbackOptions {
     pub lock: LockPolicy,
     /// Events per transaction while catching the previous tables up.
     pub batch_size: i64,
+    /// Consent to catch the previous tables up with the config's handlers when the handlers
+    /// that built them are not recorded or no longer apply (`--with-current-handlers`).
+    pub with_current_handlers: bool,
+    /// Consider the swaps of every projection recorded in the database, not only the config's
+    /// (`--all-projections`): named projections may then be any recorded one.
+    pub all_projections: bool,
 }
 
 /// Refuses (before locking) when events arrived since the swap and nobody can apply them.
-async fn refuse_if_stale(old: &mut OldGeneration<'_>, run_id: i64, why: &str) -> Result<()> {
+async fn refuse_if_stale(
+    old: &mut OldGeneration<'_>,
+    run: &runs::Run,
+    unkept: &Unkept,
+) -> Result<()> {
     let (_, pending) = old.pending().await?;
     if pending > 0 {
-        return Err(stale(run_id, pending, why));
+        return Err(stale(run, pending, unkept));
     }
     Ok(())
 }
 
-fn stale(run_id: i64, pending: i64, why: &str) -> Error {
+fn stale(run: &runs::Run, pending: i64, unkept: &Unkept) -> Error {
+    let names = run.projections.join(" ");
+    let hint = match &unkept.current {
+        Ok(files) => format!(
+            "nothing was changed; `reproject rollback --with-current-handlers {names}` applies those events to the previous tables with this config's handlers ({files}) first, then puts them back (they may differ from whatever built those tables); or keep the current tables"
+        ),
+        Err(why) => format!(
+            "nothing was changed; this config's handlers cannot be applied to them either ({why}); keep the current tables (to change them, fix the projection and run `reproject rebuild {names}`)"
+        ),
+    };
     Error::config(format!(
-        "refusing to roll back run {run_id}: {pending} event(s) arrived since the swap and cannot be applied to the previous tables; they would come back stale"
+        "refusing to roll back run {}: {pending} event(s) arrived since the swap and cannot be applied to the previous tables; they would come back stale",
+        run.id
     ))
-    .caused_by(why)
-    .with_hint("nothing was changed; rebuild with the previous handlers instead (`reproject rebuild`), or keep the current tables")
+    .caused_by(&unkept.why)
+    .with_hint(hint)
 }
 
 /// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
@@ -70,30 +90,39 @@ pub async fn rollback(
             "nothing to roll back: no swap has been recorded in this database",
         ));
     }
-    for name in selection {
-        if engine.config.projection_index(name).is_none() {
-            return Err(Error::config(format!("unknown projection `{name}`")));
-        }
-    }
-    // The newest swap that touched any selected projection (any at all, if none selected).
-    let names: Vec<String> = if selection.is_empty() {
-        engine
-            .config
-            .projections
-            .iter()
-            .map(|p| p.name.clone())
-            .collect()
-    } else {
-        selection.to_vec()
-    };
-    let mut newest: Option<runs::Run> = None;
-    for name in &names {
-        if let Some(r) = runs::latest_swapped_for(&**pooled, name).await? {
-            if newest.as_ref().is_none_or(|n| r.swapped_at > n.swapped_at) {
-                newest = Some(r);
+    if !opts.all_projections {
+        for name in selection {
+            if engine.config.projection_index(name).is_none() {
+                return Err(Error::config(format!("unknown projection `{name}`"))
+                    .with_hint("name projections of this config, or pass `--all-projections` to roll back projections that only other configs have"));
             }
         }
     }
+    // The newest swap that touched any selected projection (any of the config's, if none
+    // selected; any at all with --all-projections).
+    let newest: Option<runs::Run> = if selection.is_empty() && opts.all_projections {
+        runs::latest_swapped(&**pooled).await?
+    } else {
+        let names: Vec<String> = if selection.is_empty() {
+            engine
+                .config
+                .projections
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        } else {
+            selection.to_vec()
+        };
+        let mut newest: Option<runs::Run> = None;
+        for name in &names {
+            if let Some(r) = runs::latest_swapped_for(&**pooled, name).await? {
+                if newest.as_ref().is_none_or(|n| r.swapped_at > n.swapped_at) {
+                    newest = Some(r);
+                }
+            }
+        }
+        newest
+    };
     drop(pooled);
     let Some(run) = newest.filter(|r| r.status == "swapped") else {
         return Err(Error::config("nothing to roll back: the newest swap of these projections was already rolled back (or there was none)")
@@ -106,15 +135,52 @@ pub async fn rollback(
                 run.id,
                 run.projections.join(", ")
             ))
-            .with_hint(format!("run `reproject rollback {}`", run.projections.join(" "))));
+            .with_hint(format!(
+                "run `reproject rollback{} {}`",
+                if opts.all_projections {
+                    " --all-projections"
+                } else {
+                    ""
+                },
+                run.projections.join(" ")
+            )));
         }
+    }
+    // A run that also swapped projections other configs own: rolling it back from this one
+    // would change their tables behind their back, so only with the explicit flag.
+    let foreign: Vec<&String> = run
+        .projections
+        .iter()
+        .filter(|p| engine.config.projection_index(p).is_none())
+        .collect();
+    if !foreign.is_empty() && !opts.all_projections {
+        return Err(Error::config(format!(
+            "run {} swapped {} together, and {} {} not in this config; rolling it back would change tables this config does not own, and rolling back only some would mix generations",
+            run.id,
+            run.projections.join(", "),
+            foreign.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+            if foreign.len() == 1 { "is" } else { "are" }
+        ))
+        .with_hint(format!(
+            "nothing was changed; use the config that has all of them, or run `reproject rollback --all-projections {}` to roll the whole run back from this one",
+            run.projections.join(" ")
+        )));
     }
     let _locks = lock_projections(&engine.db, &run.projections).await?;
     let conn = engine.db.dedicated().await?;
     let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;
     for t in &tables {
         match helpers::ownership(&conn, &t.old).await? {
-            Ownership::Ours(h) if h.kind == "old" => {}
+            Ownership::Ours(h) if h.kind == "old" && h.run_id == Some(run.id) => {}
+            Ownership::Ours(h) if h.kind == "old" => {
+                return Err(Error::runtime(format!(
+                    "cannot roll back run {}: `{}` is no longer the table its swap replaced, but the rollback point of a later swap (run {})",
+                    run.id,
+                    t.old,
+                    h.run_id.map_or_else(|| "?".to_string(), |r| r.to_string())
+                ))
+                .with_hint("nothing was changed; there is one level of rollback: see `reproject history`"))
+            }
             _ => {
                 return Err(Error::runtime(format!(
                     "cannot roll back run {}: the previous table `{}` is gone (dropped by `cleanup`, or replaced)",
@@ -136,6 +202,8 @@ pub async fn rollback(
         run.id,
         run.projections.join(", ")
     ));
+    // Retired tables an earlier swap could not drop: nothing depends on them.
+    swap::drop_retired(&conn, &run.projections, engine.reporter).await?;
     // The previous tables first get the events that arrived since the swap (old_generation.rs).
     let resolved = engine.validate().await?;
     let source = EventSource::new(&engine.config.events, &resolved);
@@ -148,15 +216,20 @@ pub async fn rollback(
         &run,
         &tables,
         opts.batch_size,
+        opts.with_current_handlers,
     )
     .await?;
     match &old.keeper {
-        Keeper::Handlers(_, from) => engine.reporter.step(&format!(
+        Keeper::Handlers(_, Origin::Recorded(from)) => engine.reporter.step(&format!(
             "the previous tables are caught up with the handlers recorded by run(s) {}",
             from.iter()
                 .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
+        )),
+        Keeper::Handlers(_, Origin::Current { files, why }) => engine.reporter.warn(&format!(
+            "{why}: as --with-current-handlers allows, the previous tables are caught up with this config's handlers ({files}) from {}",
+            old.at.describe()
         )),
         Keeper::Runner(why) => engine.reporter.warn(&format!(
             "{why}: `reproject run` re-applies the events since the swap to the restored tables"
@@ -171,9 +244,9 @@ pub async fn rollback(
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
     let mut retries = 0u32;
     let (wait, held_ms, validations) = loop {
-        if let Keeper::Nobody(why) = &old.keeper {
-            let why = why.clone();
-            refuse_if_stale(&mut old, run.id, &why).await?;
+        if let Keeper::Nobody(unkept) = &old.keeper {
+            let unkept = unkept.clone();
+            refuse_if_stale(&mut old, &run, &unkept).await?;
         }
         let mut blockers = Vec::new();
         let wait = match swap::lock_tables(
@@ -202,7 +275,7 @@ pub async fn rollback(
             // The final tail, under the lock, as in a swap.
             let (bound, pending) = old.pending().await?;
             let nobody = match &old.keeper {
-                Keeper::Nobody(why) => Some(why.clone()),
+                Keeper::Nobody(unkept) => Some(unkept.clone()),
                 _ => None,
             };
             let caught_up = match &old.keeper {
@@ -216,12 +289,10 @@ pub async fn rollback(
                     Some(old.at)
                 }
                 Keeper::Runner(_) => None,
-                Keeper::Nobody(_) => {
-                    if pending > 0 {
-                        return Err(stale(run.id, pending, nobody.as_deref().unwrap_or("")));
-                    }
-                    None
-                }
+                Keeper::Nobody(_) => match &nobody {
+                    Some(unkept) if pending > 0 => return Err(stale(&run, pending, unkept)),
+                    _ => None,
+                },
             };
             swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
             let validations = swap::swap_back(&conn, &prepared, run.id, &tables).await?;
@@ -315,67 +386,143 @@ pub struct CleanupOptions {
     pub older_than: Option<Duration>,
     /// Drop them; without it, only list.
     pub drop: bool,
+    /// Only the helper tables of these projections (default: the config's).
+    pub projections: Vec<String>,
+    /// The helper tables of every projection recorded in the database, not only the config's
+    /// (`--all-projections`): named projections may then be any recorded one.
+    pub all_projections: bool,
+}
+
+/// A helper table [`cleanup`] drops (or would drop), and what dropping it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct CleanupEntry {
+    /// The table.
+    #[serde(flatten)]
+    pub table: HelperTable,
+    /// What dropping it ends ("ends the rollback of run 12 …", "nothing depends on it").
+    pub ends: String,
+}
+
+/// A helper table [`cleanup`] keeps, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptEntry {
+    /// The table.
+    #[serde(flatten)]
+    pub table: HelperTable,
+    /// Why it is kept.
+    pub reason: String,
 }
 
 /// What [`cleanup`] found (and did).
 #[derive(Debug, Clone, Serialize)]
 pub struct CleanupReport {
     /// Tables that are (or, without `--yes`, would be) dropped.
-    pub candidates: Vec<HelperTable>,
+    pub candidates: Vec<CleanupEntry>,
     /// Helper tables kept, with the reason.
-    pub kept: Vec<(HelperTable, String)>,
+    pub kept: Vec<KeptEntry>,
     /// True when the candidates were dropped.
     pub dropped: bool,
+    /// Projections outside the scope (not in the config, or not named) that have helper
+    /// tables, which were not considered; `--all-projections` includes them.
+    pub other_projections: Vec<String>,
+    /// How many helper tables those have.
+    pub other_tables: usize,
 }
 
-/// Lists (and with `drop`, drops) the helper tables reproject created and no longer needs:
-/// old tables of swaps, rebuild tables of failed/cancelled/superseded runs, rolled-back tables.
-/// Rebuild tables of a run that is running or awaiting its swap are kept.
+/// Which projections a command acts on: the named ones, else the config's; every recorded
+/// one with `all` (named ones then need not be in the config).
+fn scope_check(engine: &Engine<'_>, named: &[String], all: bool) -> Result<()> {
+    if all {
+        return Ok(());
+    }
+    for name in named {
+        if engine.config.projection_index(name).is_none() {
+            return Err(Error::config(format!(
+                "unknown projection `{name}`: it is not in {}",
+                engine.config.path.display()
+            ))
+            .with_hint(
+                "name projections of this config, or add `--all-projections` to name projections that only other configs have",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `projection` is in the scope of a command (see [`scope_check`]).
+fn in_scope(engine: &Engine<'_>, named: &[String], all: bool, projection: &str) -> bool {
+    if !named.is_empty() {
+        named.iter().any(|n| n == projection)
+    } else {
+        all || engine.config.projection_index(projection).is_some()
+    }
+}
+
+/// Lists (and with `drop`, drops) the helper tables of the config's projections (or the named
+/// ones, or all with `all_projections`) that reproject created and no longer needs, each with
+/// what dropping it ends. Rebuild tables of a run that is running, paused, awaiting its swap or
+/// refused by checks are kept.
 pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<CleanupReport> {
+    scope_check(engine, &opts.projections, opts.all_projections)?;
+    let mut report = CleanupReport {
+        candidates: Vec::new(),
+        kept: Vec::new(),
+        dropped: opts.drop,
+        other_projections: Vec::new(),
+        other_tables: 0,
+    };
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {
-        return Ok(CleanupReport {
-            candidates: Vec::new(),
-            kept: Vec::new(),
-            dropped: opts.drop,
-        });
+        return Ok(report);
     }
     drop(pooled);
-    let conn = engine.db.dedicated().await?;
+    let mut conn = engine.db.dedicated().await?;
+    // The registry's `retired` kind and who retired a table (sql/013) are needed to say what
+    // each table is; cleanup writes the registry anyway (pruning rows of dropped tables).
+    crate::state::migrate::migrate(&mut conn).await?;
     let all = helpers::list(&conn).await?;
     let now = chrono::Utc::now();
-    let mut candidates = Vec::new();
-    let mut kept = Vec::new();
     for h in all {
+        if !in_scope(
+            engine,
+            &opts.projections,
+            opts.all_projections,
+            &h.projection,
+        ) {
+            if !report.other_projections.contains(&h.projection) {
+                report.other_projections.push(h.projection.clone());
+            }
+            report.other_tables += 1;
+            continue;
+        }
         if let Some(age) = opts.older_than {
             let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
             if now - h.created_at < age {
-                kept.push((h, "newer than --older-than".to_string()));
+                report.kept.push(KeptEntry {
+                    table: h,
+                    reason: "newer than --older-than".to_string(),
+                });
                 continue;
             }
         }
-        if h.kind == "rebuild" {
-            let status = match h.run_id {
-                Some(id) => runs::get(&conn, id).await?.map(|r| r.status),
-                None => None,
-            };
-            if let Some(s) =
-                status.filter(|s| s == "running" || runs::SWAPPABLE_STATUSES.contains(&s.as_str()))
-            {
-                kept.push((h, format!("its run is {s}")));
-                continue;
-            }
+        match what_it_is(&conn, &h).await? {
+            Meaning::Drop(ends) => report.candidates.push(CleanupEntry { table: h, ends }),
+            Meaning::Keep(reason) => report.kept.push(KeptEntry { table: h, reason }),
         }
-        candidates.push(h);
     }
-    if opts.drop && !candidates.is_empty() {
+    report.other_projections.sort();
+    if opts.drop && !report.candidates.is_empty() {
         // Never drop a table under a run that is working on its projection right now.
-        let mut projections: Vec<String> =
-            candidates.iter().map(|h| h.projection.clone()).collect();
+        let mut projections: Vec<String> = report
+            .candidates
+            .iter()
+            .map(|e| e.table.projection.clone())
+            .collect();
         projections.sort();
         projections.dedup();
         let _locks = lock_projections(&engine.db, &projections).await?;
-        for h in &candidates {
+        for e in &report.candidates {
+            let h = &e.table;
             engine
                 .reporter
                 .step(&format!("dropping `{}` ({})", h.table, h.kind));
@@ -385,10 +532,106 @@ pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<Clean
             }
         }
     }
-    Ok(CleanupReport {
-        candidates,
-        kept,
-        dropped: opts.drop,
+    Ok(report)
+}
+
+/// Whether cleanup drops a helper table, with what that ends, or keeps it, with why.
+enum Meaning {
+    Drop(String),
+    Keep(String),
+}
+
+fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or_else(
+        || "at an unknown time".to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Meaning> {
+    let run = match h.run_id {
+        Some(id) => runs::get(conn, id).await?,
+        None => None,
+    };
+    let Some(run) = run else {
+        return Ok(Meaning::Drop(
+            "leftover of a run that is no longer recorded: nothing depends on it".to_string(),
+        ));
+    };
+    let id = run.id;
+    let status = run.status.as_str();
+    Ok(match h.kind.as_str() {
+        "rebuild" => match status {
+            "running" => {
+                if crate::state::locks::is_locked(conn, LockClass::Projection, &h.projection)
+                    .await?
+                {
+                    Meaning::Keep(format!(
+                        "run {id} is building it right now (dropping it would end that run)"
+                    ))
+                } else {
+                    Meaning::Drop(format!(
+                        "ends the resume of run {id} (interrupted in phase {}: recorded as running, but no process holds it; `reproject rebuild --resume` would continue it)",
+                        run.phase
+                    ))
+                }
+            }
+            s if runs::SWAPPABLE_STATUSES.contains(&s) => Meaning::Keep(format!(
+                "run {id} is {s}: this is what `reproject swap` would swap in"
+            )),
+            "failed" | "cancelled" => Meaning::Drop(format!(
+                "ends the resume of run {id} ({status}{}; `reproject rebuild --resume` would continue it)",
+                run.error
+                    .as_deref()
+                    .and_then(|e| e.lines().next())
+                    .map_or_else(String::new, |e| format!(": {e}"))
+            )),
+            _ => Meaning::Drop(format!(
+                "leftover of run {id} ({status}): nothing depends on it"
+            )),
+        },
+        "old" if status == "swapped" => {
+            // The rollback needs the `_old` table of every table of the run.
+            let mut broken = None;
+            for t in runs::tables(conn, id).await? {
+                match helpers::ownership(conn, &t.old).await? {
+                    Ownership::Ours(o) if o.kind == "old" && o.run_id == Some(id) => {}
+                    Ownership::Ours(o) if o.kind == "old" => {
+                        broken = Some(format!(
+                            "`{}` is now the rollback point of run {}",
+                            t.old,
+                            o.run_id.map_or_else(|| "?".to_string(), |r| r.to_string())
+                        ))
+                    }
+                    _ => broken = Some(format!("`{}` is gone", t.old)),
+                }
+            }
+            match broken {
+                None => Meaning::Drop(format!(
+                    "ends the rollback of run {id} (swapped {})",
+                    when(run.swapped_at)
+                )),
+                Some(why) => Meaning::Drop(format!(
+                    "run {id} (swapped {}) can no longer be rolled back ({why}): nothing depends on it",
+                    when(run.swapped_at)
+                )),
+            }
+        }
+        "old" => Meaning::Drop(format!(
+            "replaced by run {id}, which is now {status}: nothing depends on it"
+        )),
+        "rolled_back" => Meaning::Drop(format!(
+            "the table run {id} swapped in, taken out by its rollback ({}): nothing depends on it (reproject never swaps it back in)",
+            when(run.rolled_back_at)
+        )),
+        "retired" => Meaning::Drop(format!(
+            "the former rollback point of run {id}, retired by the swap of run {}, whose drop right after that swap did not happen (interrupted or failed): nothing depends on it",
+            h.retired_by
+                .map_or_else(|| "?".to_string(), |r| r.to_string())
+        )),
+        other => Meaning::Drop(format!(
+            "a helper table of kind `{other}` left by run {id}: nothing depends on it"
+        )),
     })
 }
 

@@ -24,6 +24,7 @@ mod per_batch;
 mod presets;
 mod rollback;
 mod rust_projection;
+mod scope;
 mod server_loop;
 mod tls;
 mod unlogged;
