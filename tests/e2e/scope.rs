@@ -216,9 +216,7 @@ async fn cleanup_says_what_each_drop_ends() {
     let listed = reproject(&db, &everything.config(), &["cleanup"]).await;
     listed
         .ok()
-        .stdout_has(&format!(
-            "would drop `tally_old` (previous table of `tally`, projection tally, run 1"
-        ))
+        .stdout_has("would drop `tally_old` (previous table of `tally`, projection tally, run 1")
         .stdout_has(&format!(
             "ends the rollback of run 1 (swapped {swapped_at} UTC)"
         ))
