@@ -219,6 +219,16 @@ async fn run(cli: Cli) -> Result<()> {
             all_projections,
             json,
         } => {
+            // The command that drops exactly what this one listed.
+            let mut again = vec!["reproject cleanup".to_string()];
+            again.extend(projections.iter().cloned());
+            if all_projections {
+                again.push("--all-projections".into());
+            }
+            if let Some(d) = older_than {
+                again.push(format!("--older-than {}", humantime::format_duration(d)));
+            }
+            again.push("--yes".into());
             let report = engine::cleanup(
                 &engine,
                 &CleanupOptions {
@@ -232,7 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
             if json {
                 print::json(&report)
             } else {
-                print::cleanup(&report)
+                print::cleanup(&report, &again.join(" "))
             }
         }
         Command::Cancel { run, initiated_by } => {

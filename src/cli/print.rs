@@ -162,7 +162,7 @@ pub fn rollback(r: &RollbackReport) {
     }
 }
 
-pub fn cleanup(r: &CleanupReport) {
+pub fn cleanup(r: &CleanupReport, drop_command: &str) {
     if r.candidates.is_empty() {
         println!("nothing to clean up");
     }
@@ -191,13 +191,18 @@ pub fn cleanup(r: &CleanupReport) {
     }
     if !r.other_projections.is_empty() {
         println!(
-            "not considered: {} helper table(s) of {}, not in this config (`--all-projections` includes them)",
+            "not considered: {} helper table(s) of {} ({})",
             r.other_tables,
-            r.other_projections.join(", ")
+            r.other_projections.join(", "),
+            if r.named {
+                "not named"
+            } else {
+                "not in this config; `--all-projections` includes them"
+            }
         );
     }
     if !r.dropped && !r.candidates.is_empty() {
-        println!("run `reproject cleanup --yes` to drop them");
+        println!("run `{drop_command}` to drop them");
     }
 }
 
@@ -314,8 +319,18 @@ pub fn history(report: &HistoryReport) {
     }
     if report.other_runs > 0 {
         println!(
-            "({} run(s) of projections not in this config are not shown; `--all-projections` shows them)",
-            report.other_runs
+            "({} run(s) of projections {} are not shown{})",
+            report.other_runs,
+            if report.named {
+                "not named"
+            } else {
+                "not in this config"
+            },
+            if report.named {
+                ""
+            } else {
+                "; `--all-projections` shows them"
+            }
         );
     }
     for r in &report.runs {

@@ -592,6 +592,8 @@ pub struct HistoryReport {
     /// Runs recorded in the database that touch no projection in scope (other configs'),
     /// not shown; `--all-projections` shows them.
     pub other_runs: i64,
+    /// True when projections were named (the scope is those, not the config's).
+    pub named: bool,
 }
 
 /// `reproject history`: the runs of the config's projections (or the named ones, or every
@@ -614,6 +616,7 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
         return Ok(HistoryReport {
             runs: Vec::new(),
             other_runs: 0,
+            named: !opts.projections.is_empty(),
         });
     }
     // None: no filter.
@@ -643,5 +646,9 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
             .get(0),
         None => 0,
     };
-    Ok(HistoryReport { runs, other_runs })
+    Ok(HistoryReport {
+        runs,
+        other_runs,
+        named: !opts.projections.is_empty(),
+    })
 }

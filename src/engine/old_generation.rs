@@ -277,7 +277,7 @@ async fn recorded_handlers(
         let Some((source_run, text)) = runs::previous_handler_source(conn, run.id, name).await?
         else {
             return Ok(Err(format!(
-                "the previous tables of projection `{name}` were not built by reproject from SQL handlers (but by another projector, or by a Rust projection), so no handlers that built them are recorded"
+                "the previous tables of projection `{name}` were not built by reproject from SQL handlers (the application, another projector or a Rust projection built them), so no handlers that built them are recorded"
             )));
         };
         if text.starts_with(crate::config::EXTERNAL_SOURCE_PREFIX) {

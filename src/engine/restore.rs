@@ -427,6 +427,8 @@ pub struct CleanupReport {
     pub other_projections: Vec<String>,
     /// How many helper tables those have.
     pub other_tables: usize,
+    /// True when projections were named (the scope is those, not the config's).
+    pub named: bool,
 }
 
 /// Which projections a command acts on: the named ones, else the config's; every recorded
@@ -470,6 +472,7 @@ pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<Clean
         dropped: opts.drop,
         other_projections: Vec::new(),
         other_tables: 0,
+        named: !opts.projections.is_empty(),
     };
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {

@@ -121,7 +121,7 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
     listed
         .ok()
         .stdout_has("would drop `tally_rolled_back_1`")
-        .stdout_has("not considered: 1 helper table(s) of counts, not in this config");
+        .stdout_has("not considered: 1 helper table(s) of counts (not in this config; `--all-projections` includes them)");
     assert!(!listed.stdout.contains("counts_old"), "{}", listed.stdout);
     let dropped = reproject(&db, &a.config(), &["cleanup", "--yes"]).await;
     dropped.ok().stdout_has("dropped `tally_rolled_back_1`");
