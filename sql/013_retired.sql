@@ -12,6 +12,6 @@ ALTER TABLE reproject.helper_tables ADD COLUMN retired_by bigint;
 -- Retired tables left by earlier versions: registered as `old` under a name that is not the
 -- `_old` name their run recorded.
 UPDATE reproject.helper_tables h SET kind = 'retired'
-WHERE h.kind = 'old' AND NOT EXISTS (
+WHERE h.kind = 'old' AND h.run_id IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM reproject.run_tables t
     WHERE t.run_id = h.run_id AND t.table_schema = h.table_schema AND t.old_name = h.table_name);
