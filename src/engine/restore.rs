@@ -128,24 +128,6 @@ pub async fn rollback(
         return Err(Error::config("nothing to roll back: the newest swap of these projections was already rolled back (or there was none)")
             .with_hint("see `reproject history`"));
     };
-    if !selection.is_empty() {
-        if let Some(extra) = run.projections.iter().find(|p| !selection.contains(p)) {
-            return Err(Error::config(format!(
-                "run {} swapped {} together; rolling back only some of them would mix generations (`{extra}` is not named)",
-                run.id,
-                run.projections.join(", ")
-            ))
-            .with_hint(format!(
-                "run `reproject rollback{} {}`",
-                if opts.all_projections {
-                    " --all-projections"
-                } else {
-                    ""
-                },
-                run.projections.join(" ")
-            )));
-        }
-    }
     // A run that also swapped projections other configs own: rolling it back from this one
     // would change their tables behind their back, so only with the explicit flag.
     let foreign: Vec<&String> = run
@@ -165,6 +147,24 @@ pub async fn rollback(
             "nothing was changed; use the config that has all of them, or run `reproject rollback --all-projections {}` to roll the whole run back from this one",
             run.projections.join(" ")
         )));
+    }
+    if !selection.is_empty() {
+        if let Some(extra) = run.projections.iter().find(|p| !selection.contains(p)) {
+            return Err(Error::config(format!(
+                "run {} swapped {} together; rolling back only some of them would mix generations (`{extra}` is not named)",
+                run.id,
+                run.projections.join(", ")
+            ))
+            .with_hint(format!(
+                "run `reproject rollback{} {}`",
+                if opts.all_projections || !foreign.is_empty() {
+                    " --all-projections"
+                } else {
+                    ""
+                },
+                run.projections.join(" ")
+            )));
+        }
     }
     let _locks = lock_projections(&engine.db, &run.projections).await?;
     let conn = engine.db.dedicated().await?;
