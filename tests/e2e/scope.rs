@@ -427,3 +427,28 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
     );
     db.drop().await;
 }
+
+/// Run 1 swapped `tally` and `counts` together, run 2 only `tally`: run 1 can no longer be
+/// rolled back (its `tally_old` was retired by run 2), so `counts_old` is listed as what it is
+/// now, a table nothing depends on, not as a rollback point.
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_tells_a_rollback_point_from_a_table_no_rollback_can_use() {
+    let db = TestDb::new().await;
+    setup(&db, 100).await;
+    let p = both();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    reproject(&db, &p.config(), &["rebuild", "--yes", "tally"])
+        .await
+        .ok();
+    reproject(&db, &p.config(), &["cleanup"])
+        .await
+        .ok()
+        .stdout_has("would drop `counts_old` (previous table of `counts`, projection counts, run 1")
+        .stdout_has("run 1 (swapped ")
+        .stdout_has("can no longer be rolled back (`tally_old` is now the rollback point of run 2): nothing depends on it")
+        .stdout_has("would drop `tally_old` (previous table of `tally`, projection tally, run 2")
+        .stdout_has("ends the rollback of run 2 (swapped ");
+    db.drop().await;
+}
