@@ -600,17 +600,7 @@ pub struct HistoryReport {
 /// run with `all_projections`), newest first. A run that touched a projection in scope is
 /// shown whole, other projections included.
 pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<HistoryReport> {
-    if !opts.all_projections {
-        for name in &opts.projections {
-            if engine.config.projection_index(name).is_none() {
-                return Err(crate::error::Error::config(format!(
-                    "unknown projection `{name}`: it is not in {}",
-                    engine.config.path.display()
-                ))
-                .with_hint("name projections of this config, or add `--all-projections` to name projections that only other configs have"));
-            }
-        }
-    }
+    super::scope::check(engine, &opts.projections, opts.all_projections)?;
     let client = read_only(engine).await?;
     if !crate::state::exists(&client).await? {
         return Ok(HistoryReport {

@@ -2,6 +2,7 @@
 //! takes its locks, records what it does in the state schema, and reports progress through
 //! the [`Reporter`]. Nothing here prints or exits.
 
+mod cleanup;
 mod inspect;
 mod lanes;
 mod live;
@@ -9,7 +10,9 @@ mod old_generation;
 mod partial;
 mod rebuild;
 mod restore;
+mod scope;
 
+pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
 pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
     RunnerStatus, StatusReport,
@@ -20,10 +23,7 @@ pub use live::{
 };
 pub use partial::{Partial, PartialRequest};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
-pub use restore::{
-    cancel, cleanup, rollback, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry,
-    RollbackOptions, RollbackReport,
-};
+pub use restore::{cancel, rollback, RollbackOptions, RollbackReport};
 
 use crate::config::Config;
 use crate::db::Db;
