@@ -485,10 +485,10 @@ pub async fn drop_retired(
             continue;
         }
         reporter.step(&format!(
-            "dropping `{}`, left by an interrupted drop after the swap of run {}",
+            "dropping `{}`, left by an interrupted drop after the swap of {}",
             h.table,
             h.retired_by
-                .map_or_else(|| "?".to_string(), |r| r.to_string())
+                .map_or_else(|| "a later run".to_string(), |r| format!("run {r}"))
         ));
         if let Err(e) = drop_helper(client, &h.table).await {
             reporter.warn(&format!(

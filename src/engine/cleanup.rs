@@ -230,9 +230,11 @@ async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Me
             when(run.rolled_back_at)
         )),
         "retired" => Meaning::Drop(format!(
-            "the former rollback point of run {id}, retired by the swap of run {}, whose drop right after that swap did not happen (interrupted or failed): nothing depends on it",
-            h.retired_by
-                .map_or_else(|| "?".to_string(), |r| r.to_string())
+            "the former rollback point of run {id}, retired by {}, whose drop right after that swap did not happen (interrupted or failed): nothing depends on it",
+            h.retired_by.map_or_else(
+                || "a later swap".to_string(),
+                |r| format!("the swap of run {r}")
+            )
         )),
         other => Meaning::Drop(format!(
             "a helper table of kind `{other}` left by run {id}: nothing depends on it"

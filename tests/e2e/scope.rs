@@ -409,6 +409,22 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
         .stdout_has("retired by the swap of run 2")
         .stdout_has("nothing depends on it")
         .stdout_has("ends the rollback of run 2");
+    // A registry written before retired tables had a kind of their own (as `old`) is
+    // reclassified by the migration that introduced it.
+    db.exec(
+        "UPDATE reproject.helper_tables SET kind = 'old' WHERE table_name = 'tally_retired_1';
+         ALTER TABLE reproject.helper_tables DROP COLUMN retired_by;
+         ALTER TABLE reproject.helper_tables DROP CONSTRAINT helper_tables_kind_check;
+         ALTER TABLE reproject.helper_tables ADD CONSTRAINT helper_tables_kind_check
+             CHECK (kind IN ('rebuild', 'old', 'rolled_back'));
+         DELETE FROM reproject.schema_migrations WHERE version = 13;",
+    )
+    .await;
+    reproject(&db, &p.config(), &["cleanup"])
+        .await
+        .ok()
+        .stdout_has("would drop `tally_retired_1` (retired previous table of `tally`, projection tally, run 1")
+        .stdout_has("retired by the swap of run 2");
     db.exec("DROP EVENT TRIGGER refuse_retired_drop").await;
     reproject(&db, &p.config(), &["rebuild", "--yes"])
         .await
