@@ -198,33 +198,51 @@ async fn run(cli: Cli) -> Result<()> {
             projections,
             yes,
             batch_size,
+            with_current_handlers,
+            all_projections,
             lock,
         } => {
             confirm("roll back the newest swap", yes)?;
             let opts = engine::RollbackOptions {
                 lock: lock.policy(),
                 batch_size,
+                with_current_handlers,
+                all_projections,
             };
             let report = engine::rollback(&engine, &projections, opts).await?;
             print::rollback(&report);
         }
         Command::Cleanup {
+            projections,
             older_than,
             yes,
+            all_projections,
             json,
         } => {
+            // The command that drops exactly what this one listed.
+            let mut again = vec!["reproject cleanup".to_string()];
+            again.extend(projections.iter().cloned());
+            if all_projections {
+                again.push("--all-projections".into());
+            }
+            if let Some(d) = older_than {
+                again.push(format!("--older-than {}", humantime::format_duration(d)));
+            }
+            again.push("--yes".into());
             let report = engine::cleanup(
                 &engine,
                 &CleanupOptions {
                     older_than,
                     drop: yes,
+                    projections,
+                    all_projections,
                 },
             )
             .await?;
             if json {
                 print::json(&report)
             } else {
-                print::cleanup(&report)
+                print::cleanup(&report, &again.join(" "))
             }
         }
         Command::Cancel { run, initiated_by } => {
@@ -243,12 +261,26 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled in main before anything connects")
         }
-        Command::History { json, limit } => {
-            let runs = engine::history(&engine, limit).await?;
+        Command::History {
+            projections,
+            json,
+            limit,
+            all_projections,
+        } => {
+            let report = engine::history(
+                &engine,
+                &engine::HistoryOptions {
+                    limit,
+                    projections,
+                    all_projections,
+                },
+            )
+            .await?;
             if json {
-                print::json(&runs)
+                // The runs only, as before scopes existed: scripts read an array.
+                print::json(&report.runs)
             } else {
-                print::history(&runs)
+                print::history(&report)
             }
         }
     }

@@ -433,9 +433,14 @@ pub async fn old_tables_to_retire(
     Ok(retire)
 }
 
-/// Inside the swap transaction, with the locks held: moves earlier `_old` tables to their
-/// retired names (a leftover of an earlier failed drop under that name is dropped first).
-pub async fn retire_old_tables(client: &Client, retire: &[(TableName, TableName)]) -> Result<()> {
+/// Inside the swap transaction of run `run_id`, with the locks held: moves earlier `_old`
+/// tables to their retired names, registered as `retired` by this run (a leftover of an earlier
+/// failed drop under that name is dropped first).
+pub async fn retire_old_tables(
+    client: &Client,
+    run_id: i64,
+    retire: &[(TableName, TableName)],
+) -> Result<()> {
     // Under the swap's locks: the statements of each table go out together (pipelined, run in
     // order), one round trip instead of one each.
     for (old, retired) in retire {
@@ -454,13 +459,44 @@ pub async fn retire_old_tables(client: &Client, retire: &[(TableName, TableName)
         let record = async {
             client
                 .execute(
-                    "UPDATE reproject.helper_tables SET table_name = $3 WHERE table_schema = $1 AND table_name = $2",
-                    &[&old.schema, &old.name, &retired.name],
+                    "UPDATE reproject.helper_tables SET table_name = $3, kind = 'retired', retired_by = $4 \
+                     WHERE table_schema = $1 AND table_name = $2",
+                    &[&old.schema, &old.name, &retired.name, &run_id],
                 )
                 .await
                 .context("cannot update reproject's helper tables")
         };
         tokio::try_join!(rename(client, old, &retired.name), record)?;
+    }
+    Ok(())
+}
+
+/// Drops the `retired` tables of these projections: `_old` tables that a swap replaced and
+/// that its drop after the commit did not reach (the process died, or the drop failed). Nothing
+/// depends on them: they are no rollback point (the `_old` table that replaced them is). Called
+/// under the projections' advisory lock by the next swap and rollback; a failure is a warning.
+pub async fn drop_retired(
+    client: &Client,
+    projections: &[String],
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    for h in helpers::list(client).await? {
+        if h.kind != "retired" || !projections.contains(&h.projection) {
+            continue;
+        }
+        reporter.step(&format!(
+            "dropping `{}`, left by an interrupted drop after the swap of {}",
+            h.table,
+            h.retired_by
+                .map_or_else(|| "a later run".to_string(), |r| format!("run {r}"))
+        ));
+        if let Err(e) = drop_helper(client, &h.table).await {
+            reporter.warn(&format!(
+                "could not drop `{}` (`reproject cleanup --yes` will): {}",
+                h.table,
+                e.plain()
+            ));
+        }
     }
     Ok(())
 }

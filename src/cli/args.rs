@@ -52,9 +52,10 @@ pub enum Command {
     /// Keep projections' live tables current: apply new events as they arrive, with the same
     /// handlers and order as a rebuild. Stops on SIGINT/SIGTERM after the current batch (exit 0).
     Run(RunArgs),
-    /// Put back the tables the newest swap replaced (they were kept as `x_old`).
+    /// Put back the tables the newest swap of the config's projections replaced (they were
+    /// kept as `x_old`).
     Rollback {
-        /// Projections whose newest swap to undo (default: the newest swap of any).
+        /// Projections whose newest swap to undo (default: the newest swap of any of the config's).
         projections: Vec<String>,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
@@ -62,17 +63,33 @@ pub enum Command {
         /// Events per transaction while catching the previous tables up with the events since the swap.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
         batch_size: i64,
+        /// When the handlers that built the previous tables are not recorded (the application
+        /// built them) or no longer apply: catch them up with the events since the swap using
+        /// this config's handlers, which may differ from whatever built them.
+        #[arg(long)]
+        with_current_handlers: bool,
+        /// Consider the swaps of every projection recorded in the database, not only the
+        /// config's (and allow a run that also swapped projections of other configs).
+        #[arg(long)]
+        all_projections: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
-    /// List, and with --yes drop, helper tables reproject created and no longer needs.
+    /// List, and with --yes drop, the helper tables of the config's projections that reproject
+    /// created and no longer needs, each with what dropping it ends.
     Cleanup {
+        /// Only the helper tables of these projections (default: the config's).
+        projections: Vec<String>,
         /// Only tables created longer ago than this (e.g. `7d`, `12h`).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<std::time::Duration>,
         /// Drop them (without it, only list).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// The helper tables of every projection recorded in the database, not only the
+        /// config's (other configs' too).
+        #[arg(long)]
+        all_projections: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -92,14 +109,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show every recorded run.
+    /// Show the recorded runs of the config's projections.
     History {
+        /// Only runs of these projections (default: the config's).
+        projections: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
         /// How many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// The runs of every projection recorded in the database, not only the config's.
+        #[arg(long)]
+        all_projections: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

@@ -2,9 +2,9 @@
 //! prints the same structures as JSON instead.
 
 use reproject::engine::{
-    CleanupReport, PlanReport, RebuildOutcome, RollbackReport, RunOutcome, StatusReport,
+    CleanupReport, HistoryReport, PlanReport, RebuildOutcome, RollbackReport, RunOutcome,
+    StatusReport,
 };
-use reproject::state::runs::Run;
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".to_string(), |v| v.to_string())
@@ -121,6 +121,9 @@ pub fn outcome(o: &RebuildOutcome) {
                 );
             }
             println!("undo with `reproject rollback`; drop the old tables with `reproject cleanup --yes`");
+            if let Some(caveat) = &o.rollback_caveat {
+                println!("{caveat}");
+            }
         }
         "awaiting_swap" => {
             println!(
@@ -159,27 +162,58 @@ pub fn rollback(r: &RollbackReport) {
     }
 }
 
-pub fn cleanup(r: &CleanupReport) {
+pub fn cleanup(r: &CleanupReport, drop_command: &str) {
     if r.candidates.is_empty() {
         println!("nothing to clean up");
     }
-    for h in &r.candidates {
+    for e in &r.candidates {
+        let h = &e.table;
         println!(
-            "{} `{}` ({} of `{}`, projection {}, run {}, created {})",
+            "{} `{}` ({} of `{}`, projection {}, run {}, created {}): {}",
             if r.dropped { "dropped" } else { "would drop" },
             h.table,
-            h.kind,
+            kind(&h.kind),
             h.live_name,
             h.projection,
             opt(&h.run_id),
-            h.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            h.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.ends
         );
     }
-    for (h, why) in &r.kept {
-        println!("kept `{}` ({}): {why}", h.table, h.kind);
+    for e in &r.kept {
+        println!(
+            "kept `{}` ({} of `{}`): {}",
+            e.table.table,
+            kind(&e.table.kind),
+            e.table.live_name,
+            e.reason
+        );
+    }
+    if !r.other_projections.is_empty() {
+        println!(
+            "not considered: {} helper table(s) of {} ({})",
+            r.other_tables,
+            r.other_projections.join(", "),
+            if r.named {
+                "not named"
+            } else {
+                "not in this config; `--all-projections` includes them"
+            }
+        );
     }
     if !r.dropped && !r.candidates.is_empty() {
-        println!("run `reproject cleanup --yes` to drop them");
+        println!("run `{drop_command}` to drop them");
+    }
+}
+
+/// A helper table's kind, in words.
+fn kind(kind: &str) -> &str {
+    match kind {
+        "old" => "previous table",
+        "rebuild" => "rebuild table",
+        "rolled_back" => "rolled-back table",
+        "retired" => "retired previous table",
+        other => other,
     }
 }
 
@@ -294,12 +328,29 @@ fn who(by: &str, session: &Option<String>, current: &Option<String>) -> String {
     }
 }
 
-pub fn history(runs: &[Run]) {
-    if runs.is_empty() {
+pub fn history(report: &HistoryReport) {
+    if report.runs.is_empty() && report.other_runs == 0 {
         println!("no runs recorded");
-        return;
+    } else if report.runs.is_empty() {
+        println!("no runs of the projections in scope");
     }
-    for r in runs {
+    if report.other_runs > 0 {
+        println!(
+            "({} run(s) of projections {} are not shown{})",
+            report.other_runs,
+            if report.named {
+                "not named"
+            } else {
+                "not in this config"
+            },
+            if report.named {
+                ""
+            } else {
+                "; `--all-projections` shows them"
+            }
+        );
+    }
+    for r in &report.runs {
         let duration = r
             .finished_at
             .map(|f| {

@@ -593,15 +593,79 @@ async fn helpers_read_only(client: &Client) -> Result<Vec<helpers::HelperTable>>
             projection: r.get(5),
             run_id: r.get(6),
             created_at: r.get(7),
+            // Read-only: the column may not exist yet (status does not show it).
+            retired_by: None,
         })
         .collect())
 }
 
-/// `reproject history`: runs, newest first.
-pub async fn history(engine: &Engine<'_>, limit: i64) -> Result<Vec<Run>> {
+/// Which runs [`history`] shows.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryOptions {
+    /// How many runs, newest first.
+    pub limit: i64,
+    /// Only runs of these projections (default: the config's).
+    pub projections: Vec<String>,
+    /// Runs of every projection recorded in the database, not only the config's
+    /// (`--all-projections`): named projections may then be any recorded one.
+    pub all_projections: bool,
+}
+
+/// What [`history`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReport {
+    /// The runs that touch a projection in scope, newest first.
+    pub runs: Vec<Run>,
+    /// Runs recorded in the database that touch no projection in scope (other configs'),
+    /// not shown; `--all-projections` shows them.
+    pub other_runs: i64,
+    /// True when projections were named (the scope is those, not the config's).
+    pub named: bool,
+}
+
+/// `reproject history`: the runs of the config's projections (or the named ones, or every
+/// run with `all_projections`), newest first. A run that touched a projection in scope is
+/// shown whole, other projections included.
+pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<HistoryReport> {
+    super::scope::check(engine, &opts.projections, opts.all_projections)?;
     let client = read_only(engine).await?;
     if !crate::state::exists(&client).await? {
-        return Ok(Vec::new());
+        return Ok(HistoryReport {
+            runs: Vec::new(),
+            other_runs: 0,
+            named: !opts.projections.is_empty(),
+        });
     }
-    runs::list(&client, limit).await
+    // None: no filter.
+    let scope: Option<Vec<String>> = if !opts.projections.is_empty() {
+        Some(opts.projections.clone())
+    } else if opts.all_projections {
+        None
+    } else {
+        Some(
+            engine
+                .config
+                .projections
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+        )
+    };
+    let runs = runs::list_touching(&client, scope.as_deref(), opts.limit).await?;
+    let other_runs = match &scope {
+        Some(names) => client
+            .query_one(
+                "SELECT count(*) FROM reproject.runs WHERE NOT (projections && $1::text[])",
+                &[names],
+            )
+            .await
+            .context("cannot read the run history")?
+            .get(0),
+        None => 0,
+    };
+    Ok(HistoryReport {
+        runs,
+        other_runs,
+        named: !opts.projections.is_empty(),
+    })
 }

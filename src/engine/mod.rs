@@ -2,6 +2,7 @@
 //! takes its locks, records what it does in the state schema, and reports progress through
 //! the [`Reporter`]. Nothing here prints or exits.
 
+mod cleanup;
 mod inspect;
 mod lanes;
 mod live;
@@ -9,9 +10,12 @@ mod old_generation;
 mod partial;
 mod rebuild;
 mod restore;
+mod scope;
 
+pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
 pub use inspect::{
-    history, plan, status, LaneStatus, PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
+    history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
+    RunnerStatus, StatusReport,
 };
 pub use live::{
     notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
@@ -19,9 +23,7 @@ pub use live::{
 };
 pub use partial::{Partial, PartialRequest};
 pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
-pub use restore::{
-    cancel, cleanup, rollback, CleanupOptions, CleanupReport, RollbackOptions, RollbackReport,
-};
+pub use restore::{cancel, rollback, RollbackOptions, RollbackReport};
 
 use crate::config::Config;
 use crate::db::Db;

@@ -5,10 +5,13 @@
 //! - the handlers that built that generation, as recorded by the run that swapped it in (the
 //!   newest earlier swap still in effect): the rollback applies them itself, in committed
 //!   batches outside the lock and the final tail under it, as a swap does;
+//! - else, with the user's consent (`rollback --with-current-handlers`), the handlers of the
+//!   config now: the only way after the first rebuild of tables the application built, whose
+//!   handlers reproject never saw; they may differ from whatever built `x_old`, hence the flag;
 //! - else, when `reproject run` keeps these projections live right now, the runner: the
 //!   rollback hands its checkpoint back to where `x_old` stood and it re-applies the rest;
 //! - else nobody: a rollback is refused as soon as any event arrived since the swap, rather
-//!   than restoring a stale table.
+//!   than restoring a stale table; the refusal says whether the flag would do.
 //!
 //! Where `x_old` stands: where a previous rollback attempt left it (`runs.old_position`), else
 //! the live checkpoint that the swap replaced (set by the runner that kept it, or by the swap
@@ -32,13 +35,30 @@ use tokio_postgres::Client;
 const CATCH_UP_ROUNDS: usize = 10;
 
 pub(super) enum Keeper {
-    /// The recorded handlers of that generation, prepared against the `_old` tables; the runs
-    /// they were recorded by, for messages.
-    Handlers(Projector, Vec<i64>),
+    /// Handlers prepared against the `_old` tables, and where they come from.
+    Handlers(Projector, Origin),
     /// The live runner re-applies what `x_old` missed (why the handlers could not be used).
     Runner(String),
-    /// Nobody can: why.
-    Nobody(String),
+    /// Nobody can.
+    Nobody(Unkept),
+}
+
+/// Where the handlers that catch `x_old` up come from.
+pub(super) enum Origin {
+    /// Recorded by these runs: the ones that built that generation.
+    Recorded(Vec<i64>),
+    /// The config's (`--with-current-handlers`): their files, and why the recorded ones could
+    /// not be used.
+    Current { files: String, why: String },
+}
+
+/// Why nobody can catch `x_old` up.
+#[derive(Clone)]
+pub(super) struct Unkept {
+    /// Why the recorded handlers cannot.
+    pub why: String,
+    /// Whether the config's handlers could (`--with-current-handlers`): their files, or why not.
+    pub current: std::result::Result<String, String>,
 }
 
 pub(super) struct OldGeneration<'a> {
@@ -53,6 +73,7 @@ pub(super) struct OldGeneration<'a> {
 }
 
 impl<'a> OldGeneration<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub async fn prepare(
         conn: &'a Client,
         config: &Config,
@@ -61,6 +82,7 @@ impl<'a> OldGeneration<'a> {
         run: &Run,
         tables: &[RunTable],
         batch_size: i64,
+        with_current: bool,
     ) -> Result<OldGeneration<'a>> {
         let runner = crate::state::live::replaced_position(conn, run.id, &run.projections).await?;
         let swap_cursor = runs::cursor(conn, run.id).await?;
@@ -78,27 +100,46 @@ impl<'a> OldGeneration<'a> {
             }
             (None, Some(_)) => None,
         };
+        let no_tx = "the live runner's checkpoint carries no transaction id to resume the `xid8` order from";
         let handlers = match &at {
             Some(_) => recorded_handlers(conn, config, resolved, run, tables).await?,
-            None => Err("the live runner's checkpoint carries no transaction id to resume the `xid8` order from".to_string()),
+            None => Err(no_tx.to_string()),
         };
         // Handlers that no longer prepare against the tables (a column gone) cannot be used
         // either; that only matters if there are events to apply.
         let handlers = match handlers {
-            Ok((list, from)) => match prepare_old(conn, config, resolved, tables, &list).await {
-                Ok(projector) => Ok((projector, from)),
-                Err(e) => Err(e.plain().replace('\n', " ")),
-            },
+            Ok((list, from)) => prepared(conn, config, resolved, tables, &list)
+                .await
+                .map(|p| (p, from)),
             Err(why) => Err(why),
         };
         let keeper = match handlers {
-            Ok((projector, from)) => Keeper::Handlers(projector, from),
-            // The swap's hand-over left the position the old tables had in the live
-            // checkpoint; a runner that is up re-applies from there once it is handed back.
-            Err(why) if runner.is_some() && runners_up(conn, &run.projections).await? => {
-                Keeper::Runner(why)
+            Ok((projector, from)) => Keeper::Handlers(projector, Origin::Recorded(from)),
+            Err(why) => {
+                let current = match &at {
+                    Some(_) => match current_handlers(config, resolved, run, tables) {
+                        Ok((list, files)) => prepared(conn, config, resolved, tables, &list)
+                            .await
+                            .map(|p| (p, files)),
+                        Err(why) => Err(why),
+                    },
+                    None => Err(no_tx.to_string()),
+                };
+                match current {
+                    Ok((projector, files)) if with_current => {
+                        Keeper::Handlers(projector, Origin::Current { files, why })
+                    }
+                    // The swap's hand-over left the position the old tables had in the live
+                    // checkpoint; a runner that is up re-applies from there once handed back.
+                    _ if runner.is_some() && runners_up(conn, &run.projections).await? => {
+                        Keeper::Runner(why)
+                    }
+                    current => Keeper::Nobody(Unkept {
+                        why,
+                        current: current.map(|(_, files)| files),
+                    }),
+                }
             }
-            Err(why) => Keeper::Nobody(why),
         };
         Ok(OldGeneration {
             conn,
@@ -236,7 +277,7 @@ async fn recorded_handlers(
         let Some((source_run, text)) = runs::previous_handler_source(conn, run.id, name).await?
         else {
             return Ok(Err(format!(
-                "the previous tables of projection `{name}` were not built by reproject from SQL handlers (but by another projector, or by a Rust projection), so no handlers that built them are recorded"
+                "the previous tables of projection `{name}` were not built by reproject from SQL handlers (the application, another projector or a Rust projection built them), so no handlers that built them are recorded"
             )));
         };
         if text.starts_with(crate::config::EXTERNAL_SOURCE_PREFIX) {
@@ -283,6 +324,117 @@ fn old_table(
         )),
         None => Ok(live.quoted()),
     }
+}
+
+/// The handler files of the config for every projection of the run, in application order,
+/// and their names for messages (`--with-current-handlers`); Err(why) when a projection has
+/// none that a rollback can apply.
+fn current_handlers(
+    config: &Config,
+    resolved: &Resolved,
+    run: &Run,
+    tables: &[RunTable],
+) -> std::result::Result<(Vec<Sections>, String), String> {
+    let order = crate::plan::plan(config, &run.projections)
+        .map_err(|e| e.plain())?
+        .order;
+    let mut list = Vec::new();
+    let mut files = Vec::new();
+    for i in order {
+        let p = &config.projections[i];
+        if p.rust {
+            return Err(format!(
+                "projection `{}` is a Rust projection, which a rollback cannot apply to other tables",
+                p.name
+            ));
+        }
+        if p.command.is_some() {
+            return Err(format!(
+                "projection `{}` is rebuilt by an external command, which a rollback cannot run",
+                p.name
+            ));
+        }
+        let label = p.handlers.path.display().to_string();
+        for st in p.handlers.sections.iter().flat_map(|s| &s.statements) {
+            for r in &st.tables {
+                old_table(config, resolved, tables, &r.written)
+                    .map_err(|why| format!("{label}:{}: {why}", r.line))?;
+            }
+        }
+        files.push(format!("`{label}`"));
+        list.push((p.name.clone(), label, p.handlers.sections.clone()));
+    }
+    Ok((list, files.join(", ")))
+}
+
+/// After the swap of run `run_id`: when the tables it replaced have no recorded handlers
+/// (the application built them, or an external projector, or a Rust projection), what a
+/// rollback will need once events arrive, for the final message of the rebuild.
+pub(super) async fn rollback_caveat(
+    conn: &Client,
+    config: &Config,
+    run_id: i64,
+    projections: &[String],
+) -> Result<Option<String>> {
+    let mut unrecorded = Vec::new();
+    for name in projections {
+        match runs::previous_handler_source(conn, run_id, name).await? {
+            Some((_, text)) if !text.starts_with(crate::config::EXTERNAL_SOURCE_PREFIX) => {}
+            _ => unrecorded.push(name.clone()),
+        }
+    }
+    if unrecorded.is_empty() {
+        return Ok(None);
+    }
+    let list = unrecorded
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The config's handlers can be applied to the replaced tables only when every projection
+    // of the run has SQL handlers.
+    let sql_only = projections.iter().all(|n| {
+        config
+            .projection_index(n)
+            .is_some_and(|i| !config.projections[i].rust && config.projections[i].command.is_none())
+    });
+    let runner = crate::state::live::replaced_position(conn, run_id, projections)
+        .await?
+        .is_some();
+    let after = if sql_only {
+        format!(
+            "once an event arrives, `reproject rollback --with-current-handlers` first applies the events since the swap to them with this config's handlers (which may differ from whatever built them){}",
+            if runner {
+                ", or a plain rollback while `reproject run` keeps them live"
+            } else {
+                ""
+            }
+        )
+    } else if runner {
+        "once an event arrives, a rollback is possible only while `reproject run` keeps them live (it re-applies the events since the swap)".to_string()
+    } else {
+        "once an event arrives, nothing can apply the events since the swap to them, and a rollback is refused".to_string()
+    };
+    Ok(Some(format!(
+        "note: the tables replaced for {list} were not built by reproject's handlers, so none are recorded to catch them up: `reproject rollback` restores them as they are as long as no event arrives after the swap position ({}); {after}",
+        runs::cursor(conn, run_id)
+            .await?
+            .position
+            .map_or_else(|| "none yet".to_string(), |p| p.to_string())
+    )))
+}
+
+/// [`prepare_old`], with a failure as a one-line reason.
+async fn prepared(
+    conn: &Client,
+    config: &Config,
+    resolved: &Resolved,
+    tables: &[RunTable],
+    list: &[Sections],
+) -> std::result::Result<Projector, String> {
+    prepare_old(conn, config, resolved, tables, list)
+        .await
+        .map_err(|e| e.plain().replace('\n', " "))
 }
 
 async fn prepare_old(

@@ -118,6 +118,9 @@ pub struct RebuildOutcome {
     pub lock_hold_ms: Option<i64>,
     /// The run's tables and their helper names.
     pub tables: Vec<RunTable>,
+    /// After a swap whose replaced tables were not built by reproject from recorded SQL
+    /// handlers (the application built them): until when, and how, `rollback` stays possible.
+    pub rollback_caveat: Option<String>,
 }
 
 #[derive(Clone)]
@@ -228,6 +231,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
             lock_wait_ms: None,
             lock_hold_ms: None,
             tables: Vec::new(),
+            rollback_caveat: None,
         });
     }
     if opts.resume {
@@ -676,6 +680,7 @@ async fn finish_run(
         lock_wait_ms: None,
         lock_hold_ms: None,
         tables: tables.to_vec(),
+        rollback_caveat: None,
     };
     let external = crate::external::External::for_run(
         engine.config,
@@ -925,6 +930,8 @@ async fn finish_run(
             .await
             .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
     }
+    // Retired tables an earlier swap could not drop go first: nothing depends on them.
+    swap::drop_retired(conn, names, reporter).await?;
     let retire = swap::old_tables_to_retire(conn, tables).await?;
     let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     lock_list.extend(tables.iter().map(|t| t.rebuild.clone()));
@@ -1008,7 +1015,7 @@ async fn finish_run(
             )
             .await?;
             let position = swapped_at.position;
-            swap::retire_old_tables(conn, &retire).await?;
+            swap::retire_old_tables(conn, run_id, &retire).await?;
             laps.lap("retire old tables");
             let validations = swap::swap_generation(conn, &prepared, run_id, tables).await?;
             laps.lap("registry");
@@ -1109,6 +1116,8 @@ async fn finish_run(
             ));
         }
     }
+    outcome.rollback_caveat =
+        super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await?;
     outcome.events_applied += tail;
     outcome.status = "swapped".into();
     outcome.swap_position = position;

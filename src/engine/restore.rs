@@ -1,16 +1,16 @@
-//! `rollback` (put the previous tables back) and `cleanup` (drop helper tables).
+//! `rollback` (put the previous tables back) and `cancel` (ask a running rebuild to stop).
 
-use super::old_generation::{Keeper, OldGeneration};
+use super::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::EventSource;
-use crate::state::helpers::{self, HelperTable, Ownership};
+use crate::state::helpers::{self, Ownership};
 use crate::state::locks::lock_projections;
 use crate::state::runs::{self, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What a [`rollback`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -38,23 +38,43 @@ pub struct RollbackOptions {
     pub lock: LockPolicy,
     /// Events per transaction while catching the previous tables up.
     pub batch_size: i64,
+    /// Consent to catch the previous tables up with the config's handlers when the handlers
+    /// that built them are not recorded or no longer apply (`--with-current-handlers`).
+    pub with_current_handlers: bool,
+    /// Consider the swaps of every projection recorded in the database, not only the config's
+    /// (`--all-projections`): named projections may then be any recorded one.
+    pub all_projections: bool,
 }
 
 /// Refuses (before locking) when events arrived since the swap and nobody can apply them.
-async fn refuse_if_stale(old: &mut OldGeneration<'_>, run_id: i64, why: &str) -> Result<()> {
+async fn refuse_if_stale(
+    old: &mut OldGeneration<'_>,
+    run: &runs::Run,
+    unkept: &Unkept,
+) -> Result<()> {
     let (_, pending) = old.pending().await?;
     if pending > 0 {
-        return Err(stale(run_id, pending, why));
+        return Err(stale(run, pending, unkept));
     }
     Ok(())
 }
 
-fn stale(run_id: i64, pending: i64, why: &str) -> Error {
+fn stale(run: &runs::Run, pending: i64, unkept: &Unkept) -> Error {
+    let names = run.projections.join(" ");
+    let hint = match &unkept.current {
+        Ok(files) => format!(
+            "nothing was changed; `reproject rollback --with-current-handlers {names}` applies those events to the previous tables with this config's handlers ({files}) first, then puts them back (they may differ from whatever built those tables); or keep the current tables"
+        ),
+        Err(why) => format!(
+            "nothing was changed; this config's handlers cannot be applied to them either ({why}); keep the current tables (to change them, fix the projection and run `reproject rebuild {names}`)"
+        ),
+    };
     Error::config(format!(
-        "refusing to roll back run {run_id}: {pending} event(s) arrived since the swap and cannot be applied to the previous tables; they would come back stale"
+        "refusing to roll back run {}: {pending} event(s) arrived since the swap and cannot be applied to the previous tables; they would come back stale",
+        run.id
     ))
-    .caused_by(why)
-    .with_hint("nothing was changed; rebuild with the previous handlers instead (`reproject rebuild`), or keep the current tables")
+    .caused_by(&unkept.why)
+    .with_hint(hint)
 }
 
 /// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
@@ -70,35 +90,57 @@ pub async fn rollback(
             "nothing to roll back: no swap has been recorded in this database",
         ));
     }
-    for name in selection {
-        if engine.config.projection_index(name).is_none() {
-            return Err(Error::config(format!("unknown projection `{name}`")));
-        }
-    }
-    // The newest swap that touched any selected projection (any at all, if none selected).
-    let names: Vec<String> = if selection.is_empty() {
-        engine
-            .config
-            .projections
-            .iter()
-            .map(|p| p.name.clone())
-            .collect()
+    super::scope::check(engine, selection, opts.all_projections)?;
+    // The newest swap that touched any selected projection (any of the config's, if none
+    // selected; any at all with --all-projections).
+    let newest: Option<runs::Run> = if selection.is_empty() && opts.all_projections {
+        runs::latest_swapped(&**pooled).await?
     } else {
-        selection.to_vec()
-    };
-    let mut newest: Option<runs::Run> = None;
-    for name in &names {
-        if let Some(r) = runs::latest_swapped_for(&**pooled, name).await? {
-            if newest.as_ref().is_none_or(|n| r.swapped_at > n.swapped_at) {
-                newest = Some(r);
+        let names: Vec<String> = if selection.is_empty() {
+            engine
+                .config
+                .projections
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        } else {
+            selection.to_vec()
+        };
+        let mut newest: Option<runs::Run> = None;
+        for name in &names {
+            if let Some(r) = runs::latest_swapped_for(&**pooled, name).await? {
+                if newest.as_ref().is_none_or(|n| r.swapped_at > n.swapped_at) {
+                    newest = Some(r);
+                }
             }
         }
-    }
+        newest
+    };
     drop(pooled);
     let Some(run) = newest.filter(|r| r.status == "swapped") else {
         return Err(Error::config("nothing to roll back: the newest swap of these projections was already rolled back (or there was none)")
             .with_hint("see `reproject history`"));
     };
+    // A run that also swapped projections other configs own: rolling it back from this one
+    // would change their tables behind their back, so only with the explicit flag.
+    let foreign: Vec<&String> = run
+        .projections
+        .iter()
+        .filter(|p| engine.config.projection_index(p).is_none())
+        .collect();
+    if !foreign.is_empty() && !opts.all_projections {
+        return Err(Error::config(format!(
+            "run {} swapped {} together, and {} {} not in this config; rolling it back would change tables this config does not own, and rolling back only some would mix generations",
+            run.id,
+            run.projections.join(", "),
+            foreign.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+            if foreign.len() == 1 { "is" } else { "are" }
+        ))
+        .with_hint(format!(
+            "nothing was changed; use the config that has all of them, or run `reproject rollback --all-projections {}` to roll the whole run back from this one",
+            run.projections.join(" ")
+        )));
+    }
     if !selection.is_empty() {
         if let Some(extra) = run.projections.iter().find(|p| !selection.contains(p)) {
             return Err(Error::config(format!(
@@ -106,7 +148,15 @@ pub async fn rollback(
                 run.id,
                 run.projections.join(", ")
             ))
-            .with_hint(format!("run `reproject rollback {}`", run.projections.join(" "))));
+            .with_hint(format!(
+                "run `reproject rollback{} {}`",
+                if opts.all_projections || !foreign.is_empty() {
+                    " --all-projections"
+                } else {
+                    ""
+                },
+                run.projections.join(" ")
+            )));
         }
     }
     // What the rollback will alter, before any lock is taken (preflight.rs).
@@ -131,7 +181,16 @@ pub async fn rollback(
     let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;
     for t in &tables {
         match helpers::ownership(&conn, &t.old).await? {
-            Ownership::Ours(h) if h.kind == "old" => {}
+            Ownership::Ours(h) if h.kind == "old" && h.run_id == Some(run.id) => {}
+            Ownership::Ours(h) if h.kind == "old" => {
+                return Err(Error::runtime(format!(
+                    "cannot roll back run {}: `{}` is no longer the table its swap replaced, but the rollback point of a later swap (run {})",
+                    run.id,
+                    t.old,
+                    h.run_id.map_or_else(|| "?".to_string(), |r| r.to_string())
+                ))
+                .with_hint("nothing was changed; there is one level of rollback: see `reproject history`"))
+            }
             _ => {
                 return Err(Error::runtime(format!(
                     "cannot roll back run {}: the previous table `{}` is gone (dropped by `cleanup`, or replaced)",
@@ -153,6 +212,8 @@ pub async fn rollback(
         run.id,
         run.projections.join(", ")
     ));
+    // Retired tables an earlier swap could not drop: nothing depends on them.
+    swap::drop_retired(&conn, &run.projections, engine.reporter).await?;
     // The previous tables first get the events that arrived since the swap (old_generation.rs).
     let resolved = engine.validate().await?;
     let source = EventSource::new(&engine.config.events, &resolved);
@@ -165,15 +226,20 @@ pub async fn rollback(
         &run,
         &tables,
         opts.batch_size,
+        opts.with_current_handlers,
     )
     .await?;
     match &old.keeper {
-        Keeper::Handlers(_, from) => engine.reporter.step(&format!(
+        Keeper::Handlers(_, Origin::Recorded(from)) => engine.reporter.step(&format!(
             "the previous tables are caught up with the handlers recorded by run(s) {}",
             from.iter()
                 .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
+        )),
+        Keeper::Handlers(_, Origin::Current { files, why }) => engine.reporter.warn(&format!(
+            "{why}: as --with-current-handlers allows, the previous tables are caught up with this config's handlers ({files}) from {}",
+            old.at.describe()
         )),
         Keeper::Runner(why) => engine.reporter.warn(&format!(
             "{why}: `reproject run` re-applies the events since the swap to the restored tables"
@@ -188,9 +254,9 @@ pub async fn rollback(
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
     let mut retries = 0u32;
     let (wait, held_ms, validations) = loop {
-        if let Keeper::Nobody(why) = &old.keeper {
-            let why = why.clone();
-            refuse_if_stale(&mut old, run.id, &why).await?;
+        if let Keeper::Nobody(unkept) = &old.keeper {
+            let unkept = unkept.clone();
+            refuse_if_stale(&mut old, &run, &unkept).await?;
         }
         let mut blockers = Vec::new();
         let wait = match swap::lock_tables(
@@ -219,7 +285,7 @@ pub async fn rollback(
             // The final tail, under the lock, as in a swap.
             let (bound, pending) = old.pending().await?;
             let nobody = match &old.keeper {
-                Keeper::Nobody(why) => Some(why.clone()),
+                Keeper::Nobody(unkept) => Some(unkept.clone()),
                 _ => None,
             };
             let caught_up = match &old.keeper {
@@ -233,12 +299,10 @@ pub async fn rollback(
                     Some(old.at)
                 }
                 Keeper::Runner(_) => None,
-                Keeper::Nobody(_) => {
-                    if pending > 0 {
-                        return Err(stale(run.id, pending, nobody.as_deref().unwrap_or("")));
-                    }
-                    None
-                }
+                Keeper::Nobody(_) => match &nobody {
+                    Some(unkept) if pending > 0 => return Err(stale(&run, pending, unkept)),
+                    _ => None,
+                },
             };
             swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
             let validations = swap::swap_back(&conn, &prepared, run.id, &tables).await?;
@@ -322,90 +386,6 @@ pub async fn rollback(
             .at
             .position
             .filter(|_| matches!(old.keeper, Keeper::Handlers(..))),
-    })
-}
-
-/// Which helper tables [`cleanup`] considers, and whether it drops them.
-#[derive(Debug, Clone, Default)]
-pub struct CleanupOptions {
-    /// Only tables created longer ago than this.
-    pub older_than: Option<Duration>,
-    /// Drop them; without it, only list.
-    pub drop: bool,
-}
-
-/// What [`cleanup`] found (and did).
-#[derive(Debug, Clone, Serialize)]
-pub struct CleanupReport {
-    /// Tables that are (or, without `--yes`, would be) dropped.
-    pub candidates: Vec<HelperTable>,
-    /// Helper tables kept, with the reason.
-    pub kept: Vec<(HelperTable, String)>,
-    /// True when the candidates were dropped.
-    pub dropped: bool,
-}
-
-/// Lists (and with `drop`, drops) the helper tables reproject created and no longer needs:
-/// old tables of swaps, rebuild tables of failed/cancelled/superseded runs, rolled-back tables.
-/// Rebuild tables of a run that is running or awaiting its swap are kept.
-pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<CleanupReport> {
-    let pooled = engine.db.get().await?;
-    if !crate::state::exists(&**pooled).await? {
-        return Ok(CleanupReport {
-            candidates: Vec::new(),
-            kept: Vec::new(),
-            dropped: opts.drop,
-        });
-    }
-    drop(pooled);
-    let conn = engine.db.dedicated().await?;
-    let all = helpers::list(&conn).await?;
-    let now = chrono::Utc::now();
-    let mut candidates = Vec::new();
-    let mut kept = Vec::new();
-    for h in all {
-        if let Some(age) = opts.older_than {
-            let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-            if now - h.created_at < age {
-                kept.push((h, "newer than --older-than".to_string()));
-                continue;
-            }
-        }
-        if h.kind == "rebuild" {
-            let status = match h.run_id {
-                Some(id) => runs::get(&conn, id).await?.map(|r| r.status),
-                None => None,
-            };
-            if let Some(s) =
-                status.filter(|s| s == "running" || runs::SWAPPABLE_STATUSES.contains(&s.as_str()))
-            {
-                kept.push((h, format!("its run is {s}")));
-                continue;
-            }
-        }
-        candidates.push(h);
-    }
-    if opts.drop && !candidates.is_empty() {
-        // Never drop a table under a run that is working on its projection right now.
-        let mut projections: Vec<String> =
-            candidates.iter().map(|h| h.projection.clone()).collect();
-        projections.sort();
-        projections.dedup();
-        let _locks = lock_projections(&engine.db, &projections).await?;
-        for h in &candidates {
-            engine
-                .reporter
-                .step(&format!("dropping `{}` ({})", h.table, h.kind));
-            // Check again under the lock: the registry is the proof of ownership.
-            if let Ownership::Ours(_) = helpers::ownership(&conn, &h.table).await? {
-                swap::drop_helper(&conn, &h.table).await?;
-            }
-        }
-    }
-    Ok(CleanupReport {
-        candidates,
-        kept,
-        dropped: opts.drop,
     })
 }
 

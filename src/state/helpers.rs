@@ -16,7 +16,8 @@ pub struct HelperTable {
     pub table: TableName,
     /// Its oid when registered: a table of that name created by someone else has another.
     pub oid: u32,
-    /// `rebuild`, `old` or `rolled_back`.
+    /// `rebuild`, `old`, `rolled_back` or `retired` (an `_old` table a later swap replaced,
+    /// left when the drop after that swap did not happen).
     pub kind: String,
     /// The live table it belongs to.
     pub live_name: String,
@@ -26,6 +27,8 @@ pub struct HelperTable {
     pub run_id: Option<i64>,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
+    /// For a `retired` table: the run whose swap retired it.
+    pub retired_by: Option<i64>,
 }
 
 /// Who a table name belongs to.
@@ -80,7 +83,7 @@ pub async fn ownership(client: &impl GenericClient, table: &TableName) -> Result
     };
     let row = client
         .query_opt(
-            "SELECT table_oid, kind, live_name, projection, run_id, created_at FROM reproject.helper_tables \
+            "SELECT table_oid, kind, live_name, projection, run_id, created_at, retired_by FROM reproject.helper_tables \
              WHERE table_schema = $1 AND table_name = $2",
             &[&table.schema, &table.name],
         )
@@ -95,6 +98,7 @@ pub async fn ownership(client: &impl GenericClient, table: &TableName) -> Result
             projection: r.get(3),
             run_id: r.get(4),
             created_at: r.get(5),
+            retired_by: r.get(6),
         })),
         _ => Ok(Ownership::Foreign),
     }
@@ -114,7 +118,7 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<HelperTable>> {
         .context("cannot prune reproject's helper tables")?;
     let rows = client
         .query(
-            "SELECT table_schema, table_name, table_oid, kind, live_name, projection, run_id, created_at \
+            "SELECT table_schema, table_name, table_oid, kind, live_name, projection, run_id, created_at, retired_by \
              FROM reproject.helper_tables ORDER BY created_at, table_schema, table_name",
             &[],
         )
@@ -130,6 +134,7 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<HelperTable>> {
             projection: r.get(5),
             run_id: r.get(6),
             created_at: r.get(7),
+            retired_by: r.get(8),
         })
         .collect())
 }

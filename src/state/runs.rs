@@ -188,6 +188,25 @@ pub async fn list(client: &impl GenericClient, limit: i64) -> Result<Vec<Run>> {
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// Runs that touch any of `projections` (every run with None), newest first.
+pub async fn list_touching(
+    client: &impl GenericClient,
+    projections: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<Run>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM reproject.runs \
+                 WHERE $1::text[] IS NULL OR projections && $1::text[] ORDER BY id DESC LIMIT $2"
+            ),
+            &[&projections, &limit],
+        )
+        .await
+        .context("cannot read the run history")?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 /// The newest run that includes a projection.
 pub async fn latest_for(client: &impl GenericClient, projection: &str) -> Result<Option<Run>> {
     let row = client
@@ -263,6 +282,21 @@ pub async fn latest_swapped_for(
                  ORDER BY coalesce(swapped_at, started_at) DESC, id DESC LIMIT 1"
             ),
             &[&projection],
+        )
+        .await
+        .context("cannot read the runs")?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// The newest swapped (or rolled back) run of any projection.
+pub async fn latest_swapped(client: &impl GenericClient) -> Result<Option<Run>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM reproject.runs WHERE status IN ('swapped', 'rolled_back') \
+                 ORDER BY coalesce(swapped_at, started_at) DESC, id DESC LIMIT 1"
+            ),
+            &[],
         )
         .await
         .context("cannot read the runs")?;

@@ -25,6 +25,7 @@ mod preflight;
 mod presets;
 mod rollback;
 mod rust_projection;
+mod scope;
 mod server_loop;
 mod tls;
 mod unlogged;

@@ -75,9 +75,9 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
     db.drop().await;
 }
 
-/// The table the first swap replaced was not built by reproject: nobody can apply the events
-/// that arrived since, so the rollback refuses and changes nothing; with no new events it
-/// goes ahead.
+/// The table the first swap replaced was not built by reproject: without consent to use the
+/// config's handlers, nobody can apply the events that arrived since, so the rollback refuses,
+/// changes nothing and names the flag that would do; with no new events it goes ahead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_to_restore_a_stale_table() {
     let db = TestDb::new().await;
@@ -92,7 +92,10 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
         .await
         .code(2)
         .stderr_has("refusing to roll back run 1: 10 event(s) arrived since the swap")
-        .stderr_has("were not built by reproject");
+        .stderr_has("were not built by reproject")
+        .stderr_has(
+            "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
+        );
     assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
     assert_eq!(
         db.text("SELECT status FROM reproject.runs WHERE id = 1")
@@ -188,8 +191,21 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
         .code(2)
         .stderr_has("refusing to roll back run 2: 5 event(s) arrived since the swap")
         .stderr_has("recorded by run 1")
-        .stderr_has("`{{tally_log}}` is no longer a table of a projection");
+        .stderr_has("`{{tally_log}}` is no longer a table of a projection")
+        .stderr_has("`reproject rollback --with-current-handlers tally`");
     assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    // The hint works: the config's handlers catch the previous table up.
+    let previous = oid(&db, "tally_old").await;
+    reproject(
+        &db,
+        &p.config(),
+        &["rollback", "--yes", "--with-current-handlers", "tally"],
+    )
+    .await
+    .ok()
+    .stdout_has("caught up with 5 event(s) since the swap");
+    assert_eq!(oid(&db, "tally").await, previous);
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
 
