@@ -94,5 +94,6 @@ pub mod state;
 pub mod swap;
 pub mod validate;
 pub mod window;
+pub mod write_guard;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,116 @@
+//! A replay writes only its own generation's tables: validation refuses handler and check
+//! statements whose write target the server resolves to another table, and a run-time guard
+//! stops (and rolls back) a batch whose transaction wrote one anyway, through a function or a
+//! trigger.
+
+use crate::harness::{reproject, Project, TestDb};
+use crate::tally;
+
+/// The tally handlers with one more statement (line 4 of the file).
+fn with_statement(extra: &str) -> Project {
+    Project::new(
+        tally::CONFIG,
+        &[("tally.sql", &format!("{}{extra}\n", tally::HANDLERS))],
+    )
+}
+
+/// What the live `tally` holds, to prove it was not touched.
+async fn live_sum(db: &TestDb) -> i64 {
+    db.int("SELECT coalesce(sum(n) * 1000000 + sum(total), 0)::bigint FROM tally")
+        .await
+}
+
+/// A handler calling a function that writes the live table: no planner can see it; the guard
+/// stops the first batch, which is rolled back, the run is recorded failed naming the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 50).await;
+    db.exec(
+        "CREATE FUNCTION bump(s text) RETURNS void LANGUAGE plpgsql AS
+           $f$ BEGIN UPDATE tally SET n = n + 1 WHERE stream = s; END $f$;",
+    )
+    .await;
+    let before = live_sum(&db).await;
+    let p = with_statement("SELECT bump(:stream);");
+    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    out.code(1)
+        .stderr_has("wrote `public.tally`, which is not one of the rebuild tables")
+        .stderr_has("projection `tally`")
+        .stderr_has("the batch was rolled back")
+        .stderr_has("{{tally}}");
+    assert_eq!(live_sum(&db).await, before, "the live table is untouched");
+    assert_eq!(
+        db.int("SELECT count(*) FROM tally_rebuild").await,
+        0,
+        "the batch was rolled back"
+    );
+    assert_eq!(
+        db.text("SELECT status || ': ' || error FROM reproject.runs ORDER BY id DESC LIMIT 1")
+            .await
+            .unwrap_or_default()
+            .split(':')
+            .next()
+            .unwrap(),
+        "failed"
+    );
+    assert!(db
+        .text("SELECT error FROM reproject.runs ORDER BY id DESC LIMIT 1")
+        .await
+        .unwrap_or_default()
+        .contains("public.tally"));
+    db.drop().await;
+}
+
+/// A function writing a table of no projection is stopped too; a zero-row write counts (the
+/// lock is the proof), and TRUNCATE does.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_to_unrelated_tables_through_functions_are_stopped() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 20).await;
+    db.exec(
+        "CREATE TABLE side (k text);
+         CREATE FUNCTION touch(s text) RETURNS void LANGUAGE plpgsql AS
+           $f$ BEGIN DELETE FROM side WHERE k = s; END $f$;
+         CREATE FUNCTION wipe() RETURNS void LANGUAGE plpgsql AS
+           $f$ BEGIN TRUNCATE side; END $f$;",
+    )
+    .await;
+    for call in [
+        "SELECT touch(:stream);",
+        "SELECT wipe() WHERE :stream IS NOT NULL;",
+    ] {
+        let p = with_statement(call);
+        reproject(&db, &p.config(), &["rebuild", "--yes"])
+            .await
+            .code(1)
+            .stderr_has("wrote `public.side`");
+    }
+    db.drop().await;
+}
+
+/// With `replay_triggers = true` the live table's triggers fire on the rebuild table; one that
+/// writes the live table itself is stopped (one that keeps its own audit table is not: see
+/// fidelity.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 20).await;
+    db.exec(
+        "CREATE FUNCTION mirror() RETURNS trigger LANGUAGE plpgsql AS
+           $f$ BEGIN IF TG_TABLE_NAME <> 'tally' THEN UPDATE tally SET total = total WHERE stream = NEW.stream; END IF; RETURN NEW; END $f$;
+         CREATE TRIGGER mirror AFTER INSERT OR UPDATE ON tally FOR EACH ROW EXECUTE FUNCTION mirror();",
+    )
+    .await;
+    let before = live_sum(&db).await;
+    let p = Project::new(
+        &format!("{}replay_triggers = true\n", tally::CONFIG),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(1)
+        .stderr_has("wrote `public.tally`");
+    assert_eq!(live_sum(&db).await, before);
+    db.drop().await;
+}
