@@ -114,3 +114,113 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
     assert_eq!(live_sum(&db).await, before);
     db.drop().await;
 }
+
+/// A projector pasted as it was, the live table named without braces: refused by `plan`,
+/// `rebuild --dry-run` and `rebuild` (exit 2) naming the file, line and table and the fix,
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 30).await;
+    let before = live_sum(&db).await;
+    let p = Project::new(
+        tally::CONFIG,
+        &[(
+            "tally.sql",
+            "-- on added\n\
+             INSERT INTO tally AS t (stream, n, total) VALUES (:stream, 1, (:data->>'amount')::bigint)\n\
+             ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;\n",
+        )],
+    );
+    for args in [
+        &["plan"][..],
+        &["rebuild", "--dry-run"],
+        &["rebuild", "--yes"],
+    ] {
+        reproject(&db, &p.config(), args)
+            .await
+            .code(2)
+            .stderr_has("tally.sql:2: projection `tally`, section `-- on added`")
+            .stderr_has("writes `public.tally` (INSERT), the live table")
+            .stderr_has("write {{tally}} (in braces)");
+    }
+    assert_eq!(live_sum(&db).await, before, "the live table is untouched");
+    assert!(!db.exists("tally_rebuild").await, "nothing was created");
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'")
+            .await,
+        0
+    );
+    db.drop().await;
+}
+
+/// The server resolves the name: schema-qualified, quoted, through the search_path, in a
+/// writable CTE, through an updatable view; and a table of no projection.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_spelling_of_a_foreign_write_target_is_refused() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec(
+        "CREATE TABLE side (k text);
+         CREATE VIEW tally_view AS SELECT * FROM tally;
+         CREATE SCHEMA app; CREATE TABLE app.\"Mixed Case\" (k text);",
+    )
+    .await;
+    for (statement, table) in [
+        ("UPDATE public.tally SET n = n WHERE stream = :stream;", "public.tally"),
+        ("DELETE FROM \"public\".\"tally\" WHERE stream = :stream;", "public.tally"),
+        ("WITH gone AS (DELETE FROM tally WHERE stream = :stream RETURNING 1) SELECT count(*) FROM gone;", "public.tally"),
+        ("UPDATE tally_view SET n = n WHERE stream = :stream;", "public.tally"),
+        ("INSERT INTO side VALUES (:stream);", "public.side"),
+        ("INSERT INTO app.\"Mixed Case\" VALUES (:stream);", "app.\"Mixed Case\""),
+    ] {
+        let p = with_statement(statement);
+        reproject(&db, &p.config(), &["plan"])
+            .await
+            .code(2)
+            .stderr_has("tally.sql:4: projection `tally`")
+            .stderr_has(&format!("writes `{table}`"));
+    }
+    // Reading any table is fine; so is a function that only reads.
+    let p = with_statement("SELECT count(*) FROM side WHERE k = :stream;");
+    reproject(&db, &p.config(), &["plan"]).await.ok();
+    db.drop().await;
+}
+
+/// A check that writes is refused up front, and one that writes through a function fails at
+/// the checks (read-only transaction), never touching the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn checks_only_read() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    let config = |sql: &str| {
+        format!(
+            "{}checks = [{{ name = \"sneaky\", sql = \"{sql}\" }}]\n",
+            tally::CONFIG
+        )
+    };
+    let p = Project::new(
+        &config("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x"),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .code(2)
+        .stderr_has("check `sneaky`: the check writes `public.tally` (DELETE)");
+    db.exec(
+        "CREATE FUNCTION wipe_tally() RETURNS boolean LANGUAGE plpgsql AS
+           $f$ BEGIN DELETE FROM tally; RETURN true; END $f$;",
+    )
+    .await;
+    let before = live_sum(&db).await;
+    let p = Project::new(
+        &config("SELECT wipe_tally()"),
+        &[("tally.sql", tally::HANDLERS)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .code(3)
+        .stderr_has("read-only transaction");
+    assert_eq!(live_sum(&db).await, before);
+    db.drop().await;
+}
