@@ -6,15 +6,19 @@
 //! resolves to a foreign table; it cannot see what functions and triggers called by handlers
 //! write, nor statements the planner does not plan (TRUNCATE, DDL, DO blocks). The server can:
 //!
-//! * every INSERT, UPDATE, DELETE, MERGE or COPY takes a ROW EXCLUSIVE lock on its target, and
-//!   TRUNCATE, ALTER, LOCK stronger ones, held until the transaction ends, even when no row was
-//!   touched (`pg_locks`, this backend's own rows);
-//! * the transaction's own row counters (`pg_stat_xact_user_tables`).
+//! every INSERT, UPDATE, DELETE, MERGE or COPY takes a ROW EXCLUSIVE lock on its target, and
+//! TRUNCATE, ALTER, LOCK stronger ones, held until the transaction ends, even when no row was
+//! touched; `pg_locks` lists this backend's own. (The transaction's row counters,
+//! `pg_stat_xact_user_tables`, are not used: on PostgreSQL 15 they also report the rows of the
+//! session's earlier transactions until its statistics are flushed, which made a group of the
+//! live runner see the writes of the group before it on the same connection. A row written
+//! always leaves a lock, so the locks prove at least as much.)
 //!
 //! Inside a transaction the caller has locked tables in on purpose (the swap and the rollback
 //! take ACCESS EXCLUSIVE on the live tables before applying the last events), only ROW
-//! EXCLUSIVE locks and the counters count: the lock manager records each mode a transaction
-//! holds separately, so a write still shows as its own ROW EXCLUSIVE row.
+//! EXCLUSIVE locks count: the lock manager records each mode a transaction holds separately,
+//! so a write still shows as its own ROW EXCLUSIVE row (a TRUNCATE of a table the caller
+//! locked is not seen there).
 //!
 //! What a batch may write: its own generation's tables, reproject's state schema, temporary
 //! tables and sequences. Other tables of the config are never allowed (a projection's live
@@ -81,10 +85,6 @@ written AS (
       AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock',
                      'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
       AND ($3 OR l.mode = 'RowExclusiveLock')
-    UNION ALL
-    SELECT s.relid, format('%s row(s) inserted, %s updated, %s deleted', s.n_tup_ins, s.n_tup_upd, s.n_tup_del)
-    FROM pg_stat_xact_user_tables s
-    WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0
 ),
 triggers AS (
     SELECT EXISTS (SELECT 1 FROM pg_trigger t
@@ -137,7 +137,7 @@ pub async fn check(
         to.describe(),
         writes.generation,
     ))
-    .caused_by(format!("`{table}`: {how}"));
+    .caused_by(format!("this transaction holds {how} on `{table}`"));
     if !others.is_empty() {
         err = err.caused_by(format!("also written: {}", others.join(", ")));
     }
