@@ -224,3 +224,42 @@ async fn checks_only_read() {
     assert_eq!(live_sum(&db).await, before);
     db.drop().await;
 }
+
+/// `reproject run` may write its projections' live tables and nothing else: a handler whose
+/// function writes a table of no projection stops the runner (exit 1) with the batch rolled
+/// back and the live checkpoint where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_runner_writes_only_its_live_tables() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec(
+        "CREATE TABLE side (k text);
+         CREATE FUNCTION note(s text) RETURNS void LANGUAGE plpgsql AS
+           $f$ BEGIN INSERT INTO side VALUES (s); END $f$;",
+    )
+    .await;
+    let p = tally::project();
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .ok();
+    let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
+    assert_eq!(db.int(checkpoint).await, 10);
+    tally::append(&db, 5).await;
+    let before = live_sum(&db).await;
+    p.write(
+        "tally.sql",
+        &format!("{}SELECT note(:stream);\n", tally::HANDLERS),
+    );
+    reproject(&db, &p.config(), &["run", "--once"])
+        .await
+        .code(1)
+        .stderr_has("projection `tally`: the batch of the events after position 10 up to position 15 wrote `public.side`, which is not one of the live tables it builds");
+    assert_eq!(db.int("SELECT count(*) FROM side").await, 0, "rolled back");
+    assert_eq!(live_sum(&db).await, before);
+    assert_eq!(db.int(checkpoint).await, 10, "the checkpoint did not move");
+    db.drop().await;
+}
