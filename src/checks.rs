@@ -3,7 +3,7 @@
 
 use crate::catalog::count_rows;
 use crate::config::Config;
-use crate::error::{describe_pg, Result};
+use crate::error::{describe_pg, Context, Result};
 use crate::replay::Target;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -51,7 +51,18 @@ pub async fn run(
         }
         for check in &p.checks {
             let sql = check.sql.render(|r| target.physical(&r.written).quoted());
-            let (passed, detail) = match client.query_one(&sql, &[]).await {
+            // In a read-only transaction, rolled back: the server refuses any write a check
+            // (or a function it calls) attempts; the check then fails.
+            client
+                .batch_execute("START TRANSACTION READ ONLY")
+                .await
+                .context("cannot begin a check")?;
+            let outcome = client.query_one(&sql, &[]).await;
+            client
+                .batch_execute("ROLLBACK")
+                .await
+                .context("cannot end a check")?;
+            let (passed, detail) = match outcome {
                 Ok(row) => match row.get::<_, Option<bool>>(0) {
                     Some(true) => (true, "true".to_string()),
                     Some(false) => (false, "returned false".to_string()),

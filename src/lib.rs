@@ -95,5 +95,7 @@ pub mod state;
 pub mod swap;
 pub mod validate;
 pub mod window;
+pub mod write_guard;
+pub mod write_targets;
 
 pub use error::{Error, ErrorKind, Result};

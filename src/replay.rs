@@ -64,6 +64,34 @@ impl Target<'_> {
             live.clone()
         }
     }
+
+    /// What a batch of the projections `order` may write: their tables of this generation;
+    /// never another table of the config.
+    pub fn writes(&self, order: &[usize]) -> crate::write_guard::Writes {
+        let own = order.iter().flat_map(|&p| {
+            self.resolved.tables[p].iter().map(move |live| {
+                if self.rebuilding.contains(&p) {
+                    crate::ident::rebuild_table(live)
+                } else {
+                    live.clone()
+                }
+            })
+        });
+        let generation = if order.iter().all(|p| self.rebuilding.contains(p)) {
+            "rebuild tables"
+        } else {
+            "live tables"
+        };
+        crate::write_guard::Writes::new(
+            own.collect::<Vec<_>>(),
+            self.resolved.tables.iter().flatten().cloned(),
+            order
+                .iter()
+                .map(|&p| self.config.projections[p].name.clone())
+                .collect(),
+            generation,
+        )
+    }
 }
 
 struct PreparedStatement {
@@ -121,6 +149,8 @@ pub struct Projector {
     /// Set when the projections include Rust ones (projection.rs): it applies the batch
     /// instead, with a projector of its own for the SQL projections.
     rust: Option<crate::projection::Steps>,
+    /// The tables its batches may write (write_guard.rs checks before each commit).
+    writes: crate::write_guard::Writes,
 }
 
 impl Projector {
@@ -158,6 +188,7 @@ impl Projector {
                 per_batch: Vec::new(),
                 set_batch_size: DEFAULT_SET_BATCH_SIZE,
                 rust: Some(steps),
+                writes: target.writes(order),
             });
         }
         let handlers: Vec<(String, String, &[Section])> = order
@@ -171,10 +202,11 @@ impl Projector {
                 )
             })
             .collect();
-        Projector::prepare_sections(client, &handlers, |r| {
+        Ok(Projector::prepare_sections(client, &handlers, |r| {
             Ok(target.physical(&r.written).quoted())
         })
-        .await
+        .await?
+        .with_writes(target.writes(order)))
     }
 
     /// Prepares handler sections that need not be the config's (e.g. the recorded handlers of
@@ -274,7 +306,20 @@ impl Projector {
             per_batch,
             set_batch_size: DEFAULT_SET_BATCH_SIZE,
             rust: None,
+            // Nothing may be written until the caller says which tables are the batch's own.
+            writes: Default::default(),
         })
+    }
+
+    /// Sets the tables its batches may write (prepare_sections leaves none allowed).
+    pub fn with_writes(mut self, writes: crate::write_guard::Writes) -> Projector {
+        self.writes = writes;
+        self
+    }
+
+    /// The tables its batches may write, for [`crate::write_guard::check`].
+    pub fn writes(&self) -> &crate::write_guard::Writes {
+        &self.writes
     }
 
     /// Sets the events per batch of a run with set-based projections (`--set-batch-size`).

@@ -230,6 +230,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             }
         }
     }
+    // What each statement writes, resolved by the server.
+    crate::write_targets::check(client, config, &resolved).await?;
     Ok(resolved)
 }
 

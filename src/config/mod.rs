@@ -344,7 +344,7 @@ impl Config {
         match found.as_slice() {
             [one] => Ok(*one),
             [] => Err(format!(
-                "`{{{{{written}}}}}` names no table of any projection; write a table that no projection owns without braces"
+                "`{{{{{written}}}}}` names no table of any projection; braces name a projection's table (list it under `tables` of the projection that writes it), a table read from elsewhere is named without braces"
             )),
             _ => Err(format!(
                 "`{{{{{written}}}}}` is ambiguous: several projections own a table of that name; qualify it with its schema"

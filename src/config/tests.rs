@@ -1096,7 +1096,7 @@ fn owner_of_unknown_table_says_it_names_no_table() {
     let why = config.owner_of("nobody").unwrap_err();
     assert_eq!(
         why,
-        "`{{nobody}}` names no table of any projection; write a table that no projection owns without braces"
+        "`{{nobody}}` names no table of any projection; braces name a projection's table (list it under `tables` of the projection that writes it), a table read from elsewhere is named without braces"
     );
     contains(&config.owner_of("c.t").unwrap_err(), "names no table");
 }

@@ -33,6 +33,7 @@ use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::lanes::{self, LanePlan, PendingLane};
 use crate::state::runs;
+use crate::write_guard;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -298,6 +299,7 @@ impl Lanes<'_> {
             self.projector
                 .apply_lane(conn, self.source, after, to, lane, plan.lanes)
                 .await?;
+            write_guard::check(conn, self.projector.writes(), after, to, true).await?;
             lanes::mark_done(conn, self.run_id, plan.plan, lane).await
         })
         .await
@@ -367,6 +369,14 @@ impl Lanes<'_> {
                     // For `reproject status`, while the checkpoint waits for the whole plan;
                     // last, so the other lanes wait for this row only until the commit.
                     runs::add_events(conn, self.run_id, n).await?;
+                    write_guard::check(
+                        conn,
+                        projector.writes(),
+                        &from,
+                        &Cursor::at(Some(new)),
+                        true,
+                    )
+                    .await?;
                     Ok((new, n, done))
                 })
                 .await?;

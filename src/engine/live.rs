@@ -35,6 +35,7 @@ use crate::source::{Bound, Cursor, Event, EventSource};
 use crate::state::live::{self, LiveCheckpoint};
 use crate::state::migrate::migrate;
 use crate::state::runs;
+use crate::write_guard;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -912,6 +913,14 @@ async fn batch(
     if !live::advance(conn, &names, from, new, events.len() as i64).await? {
         return Ok(Attempt::Done(Step::Moved));
     }
+    write_guard::check(
+        conn,
+        projector.writes(),
+        &Cursor::at(from),
+        &Cursor::at(Some(new)),
+        true,
+    )
+    .await?;
     if whole {
         g.position = Some(new);
     }
@@ -954,6 +963,14 @@ async fn careful(
                 }
             }
         }
+        write_guard::check(
+            conn,
+            projector.writes(),
+            &Cursor::at(f.from),
+            &Cursor::at(Some(f.upto)),
+            true,
+        )
+        .await?;
         let Some((k, error)) = failing else {
             let n = f.events.len() as i64;
             if !live::advance(conn, &f.names, f.from, f.upto, n).await? {

@@ -29,6 +29,7 @@ use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Run, RunTable};
 use crate::validate::Resolved;
+use crate::write_guard;
 use tokio_postgres::Client;
 
 /// How many catch-up rounds before the rollback takes its locks.
@@ -229,6 +230,14 @@ impl<'a> OldGeneration<'a> {
                     .await?;
                 runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to)
                     .await?;
+                write_guard::check(
+                    self.conn,
+                    projector.writes(),
+                    &self.at,
+                    &step.to,
+                    commit_each,
+                )
+                .await?;
                 Ok((step.to, step.events, step.exhausted))
             }
             .await;
@@ -448,8 +457,15 @@ async fn prepare_old(
         .iter()
         .map(|(n, l, s)| (n.clone(), l.clone(), s.as_slice()))
         .collect();
-    Projector::prepare_sections(conn, &borrowed, |r| {
+    let writes = crate::write_guard::Writes::new(
+        tables.iter().map(|t| t.old.clone()),
+        resolved.tables.iter().flatten().cloned(),
+        list.iter().map(|(name, _, _)| name.clone()).collect(),
+        "swapped-out tables",
+    );
+    Ok(Projector::prepare_sections(conn, &borrowed, |r| {
         old_table(config, resolved, tables, &r.written).map_err(Error::config)
     })
-    .await
+    .await?
+    .with_writes(writes))
 }

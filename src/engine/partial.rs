@@ -861,6 +861,9 @@ pub async fn at_swap(
                 let step = projector
                     .apply_next(client, &others_source, &from, &upto, 1000, None)
                     .await?;
+                // Inside the swap's transaction, which locked the live tables on purpose.
+                crate::write_guard::check(client, projector.writes(), &from, &step.to, false)
+                    .await?;
                 from = step.to;
                 others += step.events;
                 if step.exhausted || step.events == 0 {

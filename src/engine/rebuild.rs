@@ -19,6 +19,7 @@ use crate::state::migrate::migrate;
 use crate::state::runs::{self, JsonColumn, RunTable};
 use crate::swap::{self, LockPolicy};
 use crate::window::SwapWindow;
+use crate::write_guard;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -1293,6 +1294,14 @@ impl Replay<'_> {
                         &from,
                         &step.to,
                         step.events,
+                    )
+                    .await?;
+                    write_guard::check(
+                        self.conn,
+                        self.projector.writes(),
+                        &from,
+                        &step.to,
+                        commit_each,
                     )
                     .await?;
                     Ok((step.to, step.events, step.exhausted))

@@ -30,3 +30,4 @@ mod server_loop;
 mod tls;
 mod unlogged;
 mod workloads;
+mod write_guard;
