@@ -4,8 +4,9 @@ use super::old_generation::{Keeper, OldGeneration};
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::EventSource;
+use crate::state::fence;
 use crate::state::helpers::{self, HelperTable, Ownership};
-use crate::state::locks::lock_projections;
+use crate::state::locks::{lock_projections, LockClass};
 use crate::state::runs::{self, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
@@ -234,6 +235,7 @@ pub async fn rollback(
             // With the tables caught up, `reproject run` continues right after them; else it
             // re-applies what the restored tables missed (engine/live.rs).
             crate::state::live::hand_back(&conn, run.id, &run.projections, position).await?;
+            fence::prove(&conn, LockClass::Projection, &run.projections).await?;
             runs::set_rolled_back(&conn, run.id).await?;
             runs::add_lock_attempt(
                 &conn,
