@@ -287,33 +287,57 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         let delay = 100 + rng.below(2500);
         let guard_only = rng.below(3) == 0;
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        if guard_only {
+        // With only the guard gone, a second process takes the run over at once, as an
+        // operator or a cron job would: the two must never both write.
+        let taker = if guard_only {
             terminate_guard(&db).await;
+            Some(
+                command(
+                    &db,
+                    &p.config(),
+                    &["rebuild", "--yes", "--resume", "--batch-size", "100"],
+                )
+                .spawn()
+                .unwrap(),
+            )
         } else {
             terminate_all(&db).await;
-        }
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            child.wait_with_output(),
-        )
-        .await
-        .expect("a round ends")
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let code = out.status.code();
-        let what = format!(
-            "round {round} (seed {seed}, {delay} ms, {}{}): exit {code:?}: {stderr}",
-            if guard_only { "guard" } else { "all sessions" },
-            if resume { ", --resume" } else { "" }
-        );
-        eprintln!("{}", what.lines().next().unwrap_or_default());
-        assert!(matches!(code, Some(0 | 1)), "{what}");
-        if code != Some(0) {
-            assert!(
-                stderr.contains("reproject rebuild --resume")
-                    || stderr.contains("reproject status"),
-                "a failure names the next command: {what}"
+            None
+        };
+        let limit = std::time::Duration::from_secs(120);
+        let mut outs = vec![tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .expect("a round ends")
+            .unwrap()];
+        if let Some(taker) = taker {
+            outs.push(
+                tokio::time::timeout(limit, taker.wait_with_output())
+                    .await
+                    .expect("a round ends")
+                    .unwrap(),
             );
+        }
+        for (k, out) in outs.into_iter().enumerate() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let code = out.status.code();
+            let what = format!(
+                "round {round} (seed {seed}, {delay} ms, {}{}): exit {code:?}: {stderr}",
+                if guard_only { "guard" } else { "all sessions" },
+                match (k, resume) {
+                    (1, _) => ", the process taking over",
+                    (_, true) => ", --resume",
+                    _ => "",
+                }
+            );
+            eprintln!("{}", what.lines().next().unwrap_or_default());
+            assert!(matches!(code, Some(0 | 1)), "{what}");
+            if code != Some(0) {
+                assert!(
+                    stderr.contains("reproject rebuild --resume")
+                        || stderr.contains("reproject status"),
+                    "a failure names the next command: {what}"
+                );
+            }
         }
         if let Some(swapped) = db
             .text("SELECT (SELECT swap_position::text FROM reproject.runs WHERE status = 'swapped' ORDER BY swapped_at DESC LIMIT 1)")
@@ -324,7 +348,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         assert_eq!(
             differences_at(&db, "tally", live_position).await,
             0,
-            "the live table is the truth at {live_position}: {what}"
+            "the live table is the truth at {live_position} (round {round}, seed {seed})"
         );
         tally::append(&db, 150).await;
     }
