@@ -5,7 +5,8 @@
 //! generation tables, checkpoints, lanes, a run's status, the swap or the rollback proves,
 //! inside that transaction, that this process still holds the guard: [`prove`].
 //!
-//! The proof reads this process's claim rows `FOR KEY SHARE` and requires that each claim's
+//! The proof (`reproject.fence()`, sql/015_fence.sql) reads this process's claim rows
+//! `FOR KEY SHARE` and requires that each claim's
 //! server session still holds the advisory lock (`pg_locks`). A take-over changes the claim's
 //! token, a key column (sql/015_fence.sql), so it waits for the proving transaction to end:
 //! there is no window between proof and commit. The holder's heartbeat changes no key column
@@ -83,7 +84,8 @@ pub fn lost(class: LockClass, projection: &str) -> Error {
 /// transaction ends. On failure the caller rolls back and stops (no retry: another process
 /// may own the run now).
 pub async fn prove(client: &Client, class: LockClass, projections: &[String]) -> Result<()> {
-    let mut pairs = Vec::with_capacity(projections.len());
+    let mut names = Vec::with_capacity(projections.len());
+    let mut tokens = Vec::with_capacity(projections.len());
     {
         let held = HELD.lock().unwrap();
         for p in projections {
@@ -95,25 +97,22 @@ pub async fn prove(client: &Client, class: LockClass, projections: &[String]) ->
                 .find(|h| h.class == class && &h.projection == p)
             {
                 Some(h) if !h.lost => {
-                    pairs.push(format!("({}, {})", literal(p), literal(&h.token)))
+                    names.push(literal(p));
+                    tokens.push(literal(&h.token));
                 }
                 _ => return Err(lost(class, p)),
             }
         }
     }
-    if pairs.is_empty() {
+    if names.is_empty() {
         return Ok(());
     }
-    let key = class.key();
+    // A simple query (one round trip, no prepare) of the function of sql/015_fence.sql.
     let sql = format!(
-        "SELECT c.projection FROM reproject.claims c \
-         WHERE c.lock_class = {key} AND (c.projection, c.token) IN (VALUES {}) \
-           AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
-                         AND l.pid = c.backend_pid AND l.classid = {key}::oid AND l.objsubid = 2 \
-                         AND l.objid = (hashtext('reproject:' || c.projection)::bigint & 4294967295)::oid \
-                         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
-         FOR KEY SHARE OF c",
-        pairs.join(", ")
+        "SELECT reproject.fence({}, ARRAY[{}]::text[], ARRAY[{}]::text[])",
+        class.key(),
+        names.join(", "),
+        tokens.join(", ")
     );
     let rows = client
         .simple_query(&sql)

@@ -365,3 +365,53 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
+
+/// The live runner proves its guard in every batch: when its lock session is terminated (only
+/// that one), it stops writing, takes its locks again through the claim and goes on, exactly
+/// once, while a rebuild of the same projection swaps beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_takes_its_guard_again() {
+    use crate::live::{finish, signal, wait_for, CAUGHT_UP};
+    let db = TestDb::new().await;
+    tally::setup(&db, 200).await;
+    let p = tally::project();
+    let runner = command(
+        &db,
+        &p.config(),
+        &["run", "--from-position", "head", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for(&db, CAUGHT_UP, 30).await;
+    for round in 0..3 {
+        tally::append(&db, 100).await;
+        let ended = db
+            .int(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted AND classid = 727003 \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await;
+        assert_eq!(ended, 1, "the runner's guard session, round {round}");
+        tally::append(&db, 100).await;
+        if round == 1 {
+            reproject(&db, &p.config(), &["rebuild", "--yes"])
+                .await
+                .ok();
+        }
+        wait_for(&db, CAUGHT_UP, 30).await;
+        assert_eq!(
+            tally::expected_differences(&db, "tally").await,
+            0,
+            "round {round}"
+        );
+    }
+    let status = reproject(&db, &p.config(), &["status", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["projections"][0]["runner"]["up"], true);
+    signal(&runner, "TERM");
+    finish(runner).await.ok();
+    db.drop().await;
+}
