@@ -65,8 +65,8 @@ pub(crate) fn mark_lost(token: &str) {
 pub fn lost(class: LockClass, projection: &str) -> Error {
     let (what, hint) = match class {
         LockClass::Projection => (
-            "its rebuild",
-            "run `reproject status` to see which process holds it now and where the run stands; once none does, `reproject rebuild --resume` continues the run from its last committed batch",
+            "its rebuild, swap or rollback",
+            "run `reproject status` to see which process holds it now and where the run stands; once none does, `reproject rebuild --resume` continues a rebuild from its last committed batch (`reproject swap` or `reproject rollback` can simply be run again)",
         ),
         LockClass::Runner => (
             "its live runner",
@@ -84,23 +84,26 @@ pub fn lost(class: LockClass, projection: &str) -> Error {
 /// transaction ends. On failure the caller rolls back and stops (no retry: another process
 /// may own the run now).
 pub async fn prove(client: &Client, class: LockClass, projections: &[String]) -> Result<()> {
+    // Every claim this process holds for each projection goes to the server, which keeps
+    // the one of its database: a process (a test binary, an application using the library)
+    // can hold the same projection name in several databases, and a runner that took its
+    // locks again holds the old claim until it drops it (a claim marked lost is left out).
     let mut names = Vec::with_capacity(projections.len());
     let mut tokens = Vec::with_capacity(projections.len());
     {
         let held = HELD.lock().unwrap();
         for p in projections {
-            // The newest claim: a runner that took its locks again holds the old ones until
-            // it swaps them for the new.
-            match held
+            let mut any = false;
+            for h in held
                 .iter()
-                .rev()
-                .find(|h| h.class == class && &h.projection == p)
+                .filter(|h| h.class == class && &h.projection == p && !h.lost)
             {
-                Some(h) if !h.lost => {
-                    names.push(literal(p));
-                    tokens.push(literal(&h.token));
-                }
-                _ => return Err(lost(class, p)),
+                names.push(literal(p));
+                tokens.push(literal(&h.token));
+                any = true;
+            }
+            if !any {
+                return Err(lost(class, p));
             }
         }
     }
@@ -126,36 +129,7 @@ pub async fn prove(client: &Client, class: LockClass, projections: &[String]) ->
         })
         .collect();
     if let Some(missing) = projections.iter().find(|p| !proven.contains(&p.as_str())) {
-        let token = HELD
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|h| h.class == class && &h.projection == missing)
-            .map(|h| h.token.clone());
-        if let Some(token) = token {
-            mark_lost(&token);
-        }
         return Err(lost(class, missing));
     }
     Ok(())
-}
-
-/// Whether this process holds the guard of `class` for `projection` as far as it knows (no
-/// round trip): false once the heartbeat saw it go. For loops that wait without writing.
-pub fn still_held(class: LockClass, projection: &str) -> bool {
-    HELD.lock()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|h| h.class == class && h.projection == projection)
-        .is_some_and(|h| !h.lost)
-}
-
-/// [`still_held`] for every projection, as an error naming the first one lost.
-pub fn check_held(class: LockClass, projections: &[String]) -> Result<()> {
-    match projections.iter().find(|p| !still_held(class, p)) {
-        Some(p) => Err(lost(class, p)),
-        None => Ok(()),
-    }
 }
