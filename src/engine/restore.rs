@@ -286,8 +286,21 @@ pub async fn rollback(
             Err(e) => return Err(e),
         }
     };
-    swap::confirm_durable(&conn, run.id, None).await?;
-    super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await?;
+    // The rollback has committed: what fails from here is a warning, never a failure.
+    if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its durability could not be confirmed: {}",
+            e.plain()
+        ));
+    }
+    if let Err(e) =
+        super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await
+    {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its foreign keys could not be validated (they still guard new rows): {}",
+            e.plain()
+        ));
+    }
     Ok(RollbackReport {
         run_id: run.id,
         projections: run.projections.clone(),
