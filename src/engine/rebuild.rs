@@ -1476,9 +1476,25 @@ async fn record_outcome(
         Some(r) if r.phase == "swap" && err.kind != ErrorKind::Interrupted => "awaiting_swap",
         _ => status,
     };
-    if current.as_ref().map(|r| r.status.as_str()) == Some("running") {
-        if let Err(e) = runs::set_status(&client, run_id, status, Some(&err.plain())).await {
-            tracing::warn!("could not record run {run_id} as {status}: {e}");
+    if let Some(run) = current.filter(|r| r.status == "running") {
+        if runs::set_status(&client, run_id, status, Some(&err.plain()))
+            .await
+            .is_err()
+        {
+            // The guard went with the connection (status changes are fenced): take it again
+            // to record the outcome, unless another process holds it now, and only while the
+            // run is still as this process left it.
+            let recorded = async {
+                let _locks = lock_projections(&engine.db, &run.projections).await?;
+                if runs::get(&**client, run_id).await?.map(|r| r.status) == Some("running".into()) {
+                    runs::set_status(&client, run_id, status, Some(&err.plain())).await?;
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!("could not record run {run_id} as {status}: {e}");
+            }
         }
     }
     Err(err)

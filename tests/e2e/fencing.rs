@@ -89,12 +89,14 @@ async fn losing_the_guard_stops_the_replay() {
         "at most the batch in flight commits after the guard went: {at_termination} -> {stopped_at}"
     );
     assert!(stopped_at < 3000, "it did not replay on");
+    // Nobody took the guard over: the process took it again (through the claim) to record
+    // its failure, as a resume would.
     assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
+        db.text("SELECT status || ': ' || error FROM reproject.runs WHERE id = 1")
             .await
-            .as_deref(),
-        Some("running"),
-        "the process that lost the guard may not set the status either"
+            .as_deref()
+            .map(|s| s.starts_with("failed: lost the guard of projection `tally`")),
+        Some(true)
     );
     reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
         .await
@@ -152,9 +154,9 @@ async fn resume_of_a_running_run_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_process_cannot_change_the_run() {
     let db = TestDb::new().await;
-    tally::setup(&db, 1200).await;
-    // Batches of about a second: the stale process is mid-batch when the other takes over.
-    let p = slow("0.005");
+    tally::setup(&db, 800).await;
+    // Batches of about two seconds: the stale process is mid-batch when the other takes over.
+    let p = slow("0.01");
     let stale = command(
         &db,
         &p.config(),
@@ -196,7 +198,7 @@ async fn a_stale_process_cannot_change_the_run() {
     assert_eq!(
         db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
             .await,
-        1200,
+        800,
         "every event once"
     );
     db.drop().await;
@@ -287,7 +289,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
     crate::live::wait_for(&db, crate::live::CAUGHT_UP, 30).await;
     let live_position =
         "(SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally')";
-    let unfinished = "SELECT count(*) FROM reproject.runs WHERE status NOT IN ('swapped', 'rolled_back', 'superseded', 'failed')";
+    let unfinished = "SELECT count(*) FROM reproject.runs WHERE status NOT IN ('swapped', 'rolled_back', 'superseded')";
     for round in 0..ROUNDS {
         let resume = db.exists("reproject.runs").await && db.int(unfinished).await > 0;
         let mut args = vec!["rebuild", "--yes", "--batch-size", "100"];
@@ -342,7 +344,12 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
                 }
             );
             eprintln!("{}", what.lines().next().unwrap_or_default());
-            assert!(matches!(code, Some(0 | 1)), "{what}");
+            // The process taking over may find the guard held again for a moment: the one
+            // that lost it takes it back to record its failure when nobody else has it.
+            assert!(
+                matches!(code, Some(0 | 1)) || (k == 1 && code == Some(75)),
+                "{what}"
+            );
             if code != Some(0) {
                 assert!(
                     stderr.contains("reproject rebuild --resume")
@@ -422,5 +429,55 @@ async fn the_runner_takes_its_guard_again() {
     assert_eq!(status["projections"][0]["runner"]["up"], true);
     signal(&runner, "TERM");
     finish(runner).await.ok();
+    db.drop().await;
+}
+
+/// Sessions terminated while the swap's COMMIT is being processed: the swap did not commit,
+/// and the error says so (the run's status is read back on a new connection) and names the
+/// command that finishes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 300).await;
+    db.exec("UPDATE tally SET total = 0").await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
+        .await
+        .ok();
+    // The swap's commit runs this deferred trigger: 3 s in which its session is terminated.
+    db.exec(
+        "CREATE FUNCTION test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER test_sleep AFTER UPDATE ON reproject.runs DEFERRABLE INITIALLY DEFERRED \
+           FOR EACH ROW WHEN (NEW.status = 'swapped' AND OLD.status <> 'swapped') EXECUTE FUNCTION test_sleep();",
+    )
+    .await;
+    let child = command(&db, &p.config(), &["swap", "--yes"])
+        .spawn()
+        .unwrap();
+    wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+           AND application_name = 'reproject' AND query = 'COMMIT' AND wait_event = 'PgSleep')",
+    )
+    .await;
+    assert!(terminate_all(&db).await >= 1);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the connection was lost before the swap committed; nothing was swapped")
+            && stderr.contains("`reproject swap`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.text("SELECT status FROM reproject.runs WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("awaiting_swap")
+    );
+    assert!(!db.exists("tally_old").await, "nothing was swapped");
+    db.exec("DROP TRIGGER test_sleep ON reproject.runs").await;
+    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
