@@ -16,6 +16,8 @@ use crate::config::{Config, ExternalCommand};
 use crate::error::{Context, Error, Result};
 use crate::progress::{Cancel, Reporter};
 use crate::source::{Bound, Cursor, EventSource};
+use crate::state::fence;
+use crate::state::locks::LockClass;
 use crate::state::runs::{self, RunTable};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -224,6 +226,7 @@ impl<'a> External<'a> {
             .await
             .context("cannot begin recording the range")?;
         let recorded = async {
+            fence::prove(conn, LockClass::Projection, &self.names).await?;
             runs::advance_cursor(
                 conn,
                 self.run_id,

@@ -36,7 +36,13 @@ fn main() {
     let code = runtime.block_on(async {
         match run(cli).await {
             Ok(()) => 0,
-            Err(err) => {
+            Err(mut err) => {
+                // Whatever step lost the connection, the user needs to know what to run next.
+                if err.is_connection_loss() && err.hint.is_none() {
+                    err = err.with_hint(
+                        "the connection to PostgreSQL was lost, and nothing after the last commit was kept: `reproject status` shows where each run stands; `reproject rebuild --resume` continues an unfinished rebuild, `reproject swap` a rebuild awaiting its swap",
+                    );
+                }
                 eprintln!("{err}");
                 err.kind.exit_code()
             }

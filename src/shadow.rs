@@ -15,6 +15,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::state::helpers::{self, Ownership};
+use crate::state::locks::LockClass;
 use crate::state::runs::RunTable;
 use tokio_postgres::Client;
 
@@ -54,6 +55,8 @@ pub async fn create_rebuild_tables(
             .batch_execute("SET LOCAL lock_timeout = '10s'")
             .await
             .context("cannot set lock_timeout")?;
+        let projections: Vec<String> = tables.iter().map(|t| t.projection.clone()).collect();
+        crate::state::fence::prove(client, LockClass::Projection, &projections).await?;
         for t in tables {
             if let Ownership::Ours(_) = helpers::ownership(client, &t.rebuild).await? {
                 client

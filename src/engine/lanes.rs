@@ -31,7 +31,9 @@ use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
+use crate::state::fence;
 use crate::state::lanes::{self, LanePlan, PendingLane};
+use crate::state::locks::LockClass;
 use crate::state::runs;
 use crate::write_guard;
 use std::collections::VecDeque;
@@ -237,6 +239,7 @@ impl Lanes<'_> {
             .await
             .context("cannot begin")?;
         let moved = async {
+            fence::prove(self.conn, LockClass::Projection, self.names).await?;
             let left = lanes::pending(self.conn, self.run_id, plan.plan).await?;
             if left > 0 {
                 return Ok(Some(left));
@@ -414,7 +417,10 @@ impl Lanes<'_> {
             conn.batch_execute("BEGIN")
                 .await
                 .context("cannot begin a stream lane's transaction")?;
-            let result = work().await;
+            let result = match fence::prove(conn, LockClass::Projection, self.names).await {
+                Ok(()) => work().await,
+                Err(e) => Err(e),
+            };
             match crate::shadow::finish(conn, result).await {
                 Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
                     attempt += 1;

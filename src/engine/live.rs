@@ -32,7 +32,9 @@ use crate::ident::TableName;
 use crate::ordering::Cut;
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, Event, EventSource};
+use crate::state::fence;
 use crate::state::live::{self, LiveCheckpoint};
+use crate::state::locks::LockClass;
 use crate::state::migrate::migrate;
 use crate::state::runs;
 use crate::write_guard;
@@ -408,6 +410,15 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             Ok(r) => {
                 outage = None;
                 r
+            }
+            // The lock session ended under the batch (which proved it and rolled back): the
+            // next round takes the locks again, or gives way to the runner that has them now.
+            Err(err) if !locks.is_held() && !conn.is_closed() => {
+                engine
+                    .reporter
+                    .warn(&format!("{}; taking the runner locks again", err.message));
+                let _ = conn.batch_execute("ROLLBACK").await;
+                continue;
             }
             Err(err) if is_transient(&err, &conn) => {
                 let since = *outage.get_or_insert_with(Instant::now);
@@ -785,7 +796,10 @@ async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group)
     conn.batch_execute("BEGIN")
         .await
         .context("cannot begin a batch")?;
-    let attempt = batch(engine, conn, at, g).await;
+    let attempt = match fence::prove(conn, LockClass::Runner, &g.names).await {
+        Ok(()) => batch(engine, conn, at, g).await,
+        Err(e) => Err(e),
+    };
     match attempt {
         Ok(Attempt::Done(step)) => {
             let finish = if matches!(step, Step::Applied(_)) {
@@ -940,6 +954,7 @@ async fn careful(
         .await
         .context("cannot begin a batch")?;
     let result = async {
+        fence::prove(conn, LockClass::Runner, &g.names).await?;
         let projector = Projector::prepare(conn, target, &f.subset).await?;
         let mut failing = None;
         for (k, ev) in f.events.iter().enumerate() {

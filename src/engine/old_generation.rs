@@ -27,6 +27,8 @@ use crate::progress::{Cancel, Reporter};
 use crate::replay::Projector;
 use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
+use crate::state::fence;
+use crate::state::locks::LockClass;
 use crate::state::runs::{self, Run, RunTable};
 use crate::validate::Resolved;
 use crate::write_guard;
@@ -67,6 +69,8 @@ pub(super) struct OldGeneration<'a> {
     run_id: i64,
     source: &'a EventSource,
     cut: Cut<'a>,
+    /// The run's projections, whose guard every batch proves (state/fence.rs).
+    projections: Vec<String>,
     /// Where `x_old` stands.
     pub at: Cursor,
     pub keeper: Keeper,
@@ -147,6 +151,7 @@ impl<'a> OldGeneration<'a> {
             run_id: run.id,
             source,
             cut: Cut::new(source, run.id),
+            projections: run.projections.clone(),
             at: at.unwrap_or(swap_cursor),
             keeper,
             batch_size,
@@ -228,6 +233,7 @@ impl<'a> OldGeneration<'a> {
                         None,
                     )
                     .await?;
+                fence::prove(self.conn, LockClass::Projection, &self.projections).await?;
                 runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to)
                     .await?;
                 write_guard::check(

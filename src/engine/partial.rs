@@ -17,6 +17,8 @@ use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::replay::Projector;
 use crate::source::{Bound, Cursor, EventSource, StreamFilter};
+use crate::state::fence;
+use crate::state::locks::LockClass;
 use crate::state::runs::{self, RunTable};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -688,6 +690,8 @@ pub async fn seed(
         .await
         .context("cannot begin")?;
     let result = async {
+        // First, so the snapshot is taken after it (see state/fence.rs).
+        fence::prove(client, LockClass::Projection, &run_projections(tables)).await?;
         let mut partial = partial.clone();
         if let Partial::Streams { since, .. } = &mut partial {
             if !matches!(config.events.ordering, Ordering::Xid8 { .. }) {
@@ -1118,6 +1122,14 @@ pub async fn dry_run_steps(
         Partial::FromPosition { .. } => "copies the live rows up to the position into the rebuild tables before the replay".to_string(),
     });
     Ok(steps)
+}
+
+/// The projections of a run's tables, once each.
+fn run_projections(tables: &[RunTable]) -> Vec<String> {
+    let mut names: Vec<String> = tables.iter().map(|t| t.projection.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use crate::progress::{Cancel, Reporter};
 use crate::replay::{session_setup, Projector, Target};
 use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
+use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
 use crate::state::lanes;
-use crate::state::locks::lock_projections;
+use crate::state::locks::{lock_projections, LockClass};
 use crate::state::migrate::migrate;
 use crate::state::runs::{self, JsonColumn, RunTable};
 use crate::swap::{self, LockPolicy};
@@ -147,6 +148,7 @@ const RECONNECTS: u32 = 5;
 /// the run: it resumes from its last committed batch on a new connection, like `--resume`,
 /// after a pause that grows with each attempt, up to 5 times.
 pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+    let began = chrono::Utc::now();
     let mut result = rebuild_once(engine, opts).await;
     let mut attempt = 0;
     loop {
@@ -155,7 +157,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             _ => return result,
         };
         if attempt == RECONNECTS || engine.cancel.is_cancelled() {
-            return result;
+            return Err(gave_up(lost, attempt));
         }
         attempt += 1;
         let pause = std::time::Duration::from_millis(
@@ -185,7 +187,11 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         result = match rebuild_once(engine, &again).await {
             // Nothing was recorded before the connection went: report the loss itself.
             Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
-                return Err(lost)
+                // The run may have been swapped by the attempt that lost its connection.
+                return match swapped_since(engine, opts, began).await {
+                    Some(outcome) => Ok(outcome),
+                    None => Err(gave_up(lost, attempt)),
+                };
             }
             // The run cannot be continued (e.g. an external projector's range was cut off):
             // report the loss, with why it was not resumed.
@@ -195,6 +201,75 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             other => other,
         };
     }
+}
+
+/// The error of a rebuild that lost its connection and could not go on: what happened and
+/// what to run next.
+fn gave_up(lost: Error, attempt: u32) -> Error {
+    let how = if attempt == 0 {
+        "lost the connection to PostgreSQL".to_string()
+    } else {
+        format!(
+            "lost the connection to PostgreSQL and could not continue after {attempt} reconnect(s)"
+        )
+    };
+    lost.context(format!("{how}; the run keeps everything up to its last committed batch"))
+        .with_hint("`reproject rebuild --resume` continues it once the server is reachable; `reproject status` shows where it stands")
+}
+
+/// After a connection loss, when no run is left to resume: the run of these projections
+/// swapped since this command began, as this command's outcome (its swap committed as the
+/// connection went).
+async fn swapped_since(
+    engine: &Engine<'_>,
+    opts: &RebuildOptions,
+    began: chrono::DateTime<chrono::Utc>,
+) -> Option<RebuildOutcome> {
+    let plan = crate::plan::plan(engine.config, &opts.projections).ok()?;
+    let names = names(engine, &plan);
+    let client = engine.db.get().await.ok()?;
+    let run = runs::latest_swapped_for(&**client, names.first()?)
+        .await
+        .ok()
+        .flatten()?;
+    let mut have = run.projections.clone();
+    have.sort();
+    let mut wanted = names.clone();
+    wanted.sort();
+    if have != wanted || run.swapped_at.is_none_or(|at| at < began) {
+        return None;
+    }
+    engine.reporter.warn(&format!(
+        "run {}: the connection was lost as its swap committed; the run is recorded swapped, so the swap took effect (its durability and foreign-key validation could not be waited for)",
+        run.id
+    ));
+    Some(RebuildOutcome {
+        dry_run: None,
+        run_id: Some(run.id),
+        status: "swapped".into(),
+        events_applied: 0,
+        checks: Vec::new(),
+        swap_position: run.swap_position,
+        lock_wait_ms: run.lock_wait_ms,
+        lock_hold_ms: run.lock_hold_ms,
+        tables: runs::tables(&**client, run.id).await.unwrap_or_default(),
+        rollback_caveat: None,
+    })
+}
+
+/// After the swap's COMMIT failed with a lost connection: whether it committed, from the
+/// run's recorded status read on a new connection (waiting a little for a restarting server).
+/// None when the server could not be reached.
+async fn committed_despite_loss(engine: &Engine<'_>, run_id: i64) -> Option<bool> {
+    for attempt in 1..=RECONNECTS {
+        if let Ok(client) = engine.db.dedicated().await {
+            if let Ok(Some(run)) = runs::get(&client, run_id).await {
+                return Some(run.status == "swapped");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500 * (1 << attempt))).await;
+    }
+    None
 }
 
 async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
@@ -944,6 +1019,8 @@ async fn finish_run(
     super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let mut retries = 0u32;
+    // The connection went as the swap committed, and the swap did commit (read back).
+    let mut lost_at_commit = false;
     let (wait, hold, tail, position, validations) = loop {
         let mut blockers = Vec::new();
         let locked = swap::lock_tables(
@@ -1033,6 +1110,7 @@ async fn finish_run(
                          "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
             )
             .await?;
+            fence::prove(conn, LockClass::Projection, names).await?;
             runs::set_swapped(conn, run_id, position, wait.as_millis() as i64, hold_ms).await?;
             Ok(Ok((tail, position, validations)))
         }
@@ -1042,6 +1120,26 @@ async fn finish_run(
                 let _ = conn.batch_execute("ROLLBACK").await;
                 Ok(Err(pending))
             }
+            Ok(Ok(done)) => match shadow::finish(conn, Ok(Ok(done.clone()))).await {
+                // The COMMIT was sent, its answer lost: the run's status says whether it took.
+                Err(e) if e.is_connection_loss() => {
+                    match committed_despite_loss(engine, run_id).await {
+                        Some(true) => {
+                            lost_at_commit = true;
+                            Ok(Ok(done))
+                        }
+                        Some(false) => Err(e.context(format!(
+                            "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
+                        ))),
+                        None => Err(e
+                            .context(format!(
+                                "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
+                            ))
+                            .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
+                    }
+                }
+                other => other,
+            },
             other => shadow::finish(conn, other).await,
         };
         let attempt = match attempt {
@@ -1106,8 +1204,34 @@ async fn finish_run(
             }
         }
     };
-    swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await?;
-    validate_foreign_keys(conn, run_id, &validations, reporter).await?;
+    // From here the swap has committed: whatever fails is a warning, never a failure.
+    let fresh;
+    let conn = if lost_at_commit {
+        reporter.warn(&format!(
+            "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
+        ));
+        match engine.db.dedicated().await {
+            Ok(c) => {
+                fresh = c;
+                &fresh
+            }
+            Err(e) => {
+                reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
+                return Ok(swapped(outcome, wait, hold, tail, position));
+            }
+        }
+    } else {
+        conn
+    };
+    if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
+        reporter.warn(&format!(
+            "the swap committed, but its durability could not be confirmed: {}",
+            e.plain()
+        ));
+    }
+    if let Err(e) = validate_foreign_keys(conn, run_id, &validations, reporter).await {
+        reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
+    }
     // The retired tables were the rollback point until the commit; now they can go.
     for (_, retired) in &retire {
         if let Err(e) = swap::drop_helper(conn, retired).await {
@@ -1117,14 +1241,30 @@ async fn finish_run(
             ));
         }
     }
-    outcome.rollback_caveat =
-        super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await?;
+    // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
+    match super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
+        Ok(caveat) => outcome.rollback_caveat = caveat,
+        Err(e) => reporter.warn(&format!(
+            "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
+            e.plain()
+        )),
+    }
+    Ok(swapped(outcome, wait, hold, tail, position))
+}
+
+fn swapped(
+    mut outcome: RebuildOutcome,
+    wait: std::time::Duration,
+    hold: std::time::Duration,
+    tail: i64,
+    position: Option<i64>,
+) -> RebuildOutcome {
     outcome.events_applied += tail;
     outcome.status = "swapped".into();
     outcome.swap_position = position;
     outcome.lock_wait_ms = Some(wait.as_millis() as i64);
     outcome.lock_hold_ms = Some(hold.as_millis() as i64);
-    Ok(outcome)
+    outcome
 }
 
 /// Validates the foreign keys the swap re-created `NOT VALID`; failures are reported and
@@ -1287,6 +1427,7 @@ impl Replay<'_> {
                             known,
                         )
                         .await?;
+                    fence::prove(self.conn, LockClass::Projection, self.names).await?;
                     runs::advance_cursor(
                         self.conn,
                         self.run_id,
@@ -1378,9 +1519,25 @@ async fn record_outcome(
         Some(r) if r.phase == "swap" && err.kind != ErrorKind::Interrupted => "awaiting_swap",
         _ => status,
     };
-    if current.as_ref().map(|r| r.status.as_str()) == Some("running") {
-        if let Err(e) = runs::set_status(&**client, run_id, status, Some(&err.plain())).await {
-            tracing::warn!("could not record run {run_id} as {status}: {e}");
+    if let Some(run) = current.filter(|r| r.status == "running") {
+        if runs::set_status(&client, run_id, status, Some(&err.plain()))
+            .await
+            .is_err()
+        {
+            // The guard went with the connection (status changes are fenced): take it again
+            // to record the outcome, unless another process holds it now, and only while the
+            // run is still as this process left it.
+            let recorded = async {
+                let _locks = lock_projections(&engine.db, &run.projections).await?;
+                if runs::get(&**client, run_id).await?.map(|r| r.status) == Some("running".into()) {
+                    runs::set_status(&client, run_id, status, Some(&err.plain())).await?;
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!("could not record run {run_id} as {status}: {e}");
+            }
         }
     }
     Err(err)

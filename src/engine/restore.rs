@@ -4,8 +4,9 @@ use super::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::EventSource;
+use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
-use crate::state::locks::lock_projections;
+use crate::state::locks::{lock_projections, LockClass};
 use crate::state::runs::{self, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
@@ -315,6 +316,7 @@ pub async fn rollback(
             // With the tables caught up, `reproject run` continues right after them; else it
             // re-applies what the restored tables missed (engine/live.rs).
             crate::state::live::hand_back(&conn, run.id, &run.projections, position).await?;
+            fence::prove(&conn, LockClass::Projection, &run.projections).await?;
             runs::set_rolled_back(&conn, run.id).await?;
             runs::add_lock_attempt(
                 &conn,
@@ -365,8 +367,21 @@ pub async fn rollback(
             Err(e) => return Err(e),
         }
     };
-    swap::confirm_durable(&conn, run.id, None).await?;
-    super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await?;
+    // The rollback has committed: what fails from here is a warning, never a failure.
+    if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its durability could not be confirmed: {}",
+            e.plain()
+        ));
+    }
+    if let Err(e) =
+        super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await
+    {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its foreign keys could not be validated (they still guard new rows): {}",
+            e.plain()
+        ));
+    }
     Ok(RollbackReport {
         run_id: run.id,
         projections: run.projections.clone(),

@@ -5,6 +5,9 @@
 //! behind a transaction-pooling pooler an advisory lock can outlive its client on a pooled
 //! server connection and be taken again through it; a fresh claim of another process cannot.
 //!
+//! Every write of a holder proves in its transaction that it still holds both
+//! (state/fence.rs).
+//!
 //! Two classes: one active rebuild/swap/rollback per projection ([`LockClass::Projection`]),
 //! and one live runner per projection ([`LockClass::Runner`]). They are separate so that
 //! `reproject run` keeps the live tables current while `rebuild` builds the next generation.
@@ -24,7 +27,7 @@ pub enum LockClass {
 }
 
 impl LockClass {
-    fn key(self) -> i32 {
+    pub(crate) fn key(self) -> i32 {
         match self {
             LockClass::Projection => 727_002,
             LockClass::Runner => 727_003,
@@ -48,6 +51,7 @@ pub struct ProjectionLocks {
 impl Drop for ProjectionLocks {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        super::fence::unregister(&self.token);
         // Best effort: a claim left behind is taken over once its session's lock is gone
         // (at once on a direct connection) or its heartbeat is 60 s old.
         let client = self.client.clone();
@@ -66,6 +70,8 @@ impl Drop for ProjectionLocks {
 /// another process takes it over.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 const CLAIM_STALE_SECS: f64 = 60.0;
+/// How often the heartbeat task looks whether the lock session is still open.
+const SESSION_WATCH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A token that tells this process's claims from any other's.
 fn new_token() -> String {
@@ -116,6 +122,12 @@ pub async fn claim(
     if taken.is_some() {
         return Ok(None);
     }
+    Ok(Some(describe_claim(client, class, projection).await?))
+}
+
+/// ` (claimed by reproject process … on … since …, server session …, last heartbeat …)` for
+/// the claim row of `projection`, or an empty string.
+async fn describe_claim(client: &Client, class: LockClass, projection: &str) -> Result<String> {
     let row = client
         .query_opt(
             "SELECT host, pid, backend_pid, to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
@@ -125,7 +137,7 @@ pub async fn claim(
         )
         .await
         .context("cannot read reproject.claims")?;
-    Ok(Some(match row {
+    Ok(match row {
         None => String::new(),
         Some(r) => {
             let (host, pid, backend, since, age): (String, i32, i32, String, f64) =
@@ -134,7 +146,7 @@ pub async fn claim(
                 " (claimed by reproject process {pid} on {host} since {since}, server session {backend}, last heartbeat {age:.0} s ago)"
             )
         }
-    }))
+    })
 }
 
 impl ProjectionLocks {
@@ -163,9 +175,18 @@ pub async fn try_lock(
             .context("cannot take an advisory lock")?
             .get(0);
         if !got {
-            let holder = describe_holder(&client, class, name)
-                .await
-                .unwrap_or_default();
+            // The claim names the process (host, pid, since); the lock, the server session.
+            let mut holder = String::new();
+            if crate::state::exists(&client).await.unwrap_or(false) {
+                holder = describe_claim(&client, class, name)
+                    .await
+                    .unwrap_or_default();
+            }
+            if holder.is_empty() {
+                holder = describe_holder(&client, class, name)
+                    .await
+                    .unwrap_or_default();
+            }
             return Ok(Err((name.clone(), holder)));
         }
     }
@@ -181,19 +202,35 @@ pub async fn try_lock(
         }
     }
     let client = std::sync::Arc::new(client);
+    super::fence::register(class, projections, &token);
     let heartbeat = tokio::spawn({
         let client = client.clone();
         let token = token.clone();
+        let claims = projections.len() as u64;
         async move {
+            // Watches the lock session between beats, so that a process whose session ended
+            // stops at its next write without a round trip (state/fence.rs), and a waiting
+            // one notices within a fraction of a second.
+            let mut last_beat = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(SESSION_WATCH).await;
+                if client.is_closed() {
+                    super::fence::mark_lost(&token);
+                    break;
+                }
+                if last_beat.elapsed() < HEARTBEAT {
+                    continue;
+                }
+                last_beat = tokio::time::Instant::now();
                 let beat = client
                     .execute(
                         "UPDATE reproject.claims SET heartbeat_at = now() WHERE token = $1",
                         &[&token],
                     )
                     .await;
-                if beat.is_err() {
+                // A claim that is no longer ours was taken over (our heartbeat went stale).
+                if !matches!(beat, Ok(n) if n == claims) {
+                    super::fence::mark_lost(&token);
                     break;
                 }
             }

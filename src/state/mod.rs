@@ -1,6 +1,7 @@
 //! reproject's own state, in the `reproject` schema: migrations, runs and checkpoints, the
 //! registry of tables it created, and the advisory locks that keep two runs apart.
 
+pub mod fence;
 pub mod helpers;
 pub mod lanes;
 pub mod live;

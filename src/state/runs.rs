@@ -334,22 +334,47 @@ pub async fn set_phase(client: &impl GenericClient, id: i64, phase: &str) -> Res
     Ok(())
 }
 
-/// Records a status; statuses other than `running` stamp `finished_at`.
+/// Records a status; statuses other than `running` stamp `finished_at`. Fenced: only the
+/// process that holds the run's guard may change its status (state/fence.rs), so a stale
+/// process can never set a run another process went on with (e.g. swapped) back.
 pub async fn set_status(
-    client: &impl GenericClient,
+    client: &tokio_postgres::Client,
     id: i64,
     status: &str,
     error: Option<&str>,
 ) -> Result<()> {
     client
-        .execute(
-            "UPDATE reproject.runs SET status = $2, error = coalesce($3, error), \
-                 finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE id = $1",
-            &[&id, &status, &error],
-        )
+        .batch_execute("BEGIN")
         .await
         .context("cannot record the run's status")?;
-    Ok(())
+    let updated = async {
+        let projections: Vec<String> = client
+            .query_opt(
+                "SELECT projections FROM reproject.runs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .context("cannot read the run")?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        crate::state::fence::prove(
+            client,
+            crate::state::locks::LockClass::Projection,
+            &projections,
+        )
+        .await?;
+        client
+            .execute(
+                "UPDATE reproject.runs SET status = $2, error = coalesce($3, error), \
+                     finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE id = $1",
+                &[&id, &status, &error],
+            )
+            .await
+            .context("cannot record the run's status")?;
+        Ok(())
+    }
+    .await;
+    crate::shadow::finish(client, updated).await
 }
 
 /// Sets one of the JSON figure columns (`rows_before`, `rows_after`, `checks`).

@@ -11,6 +11,7 @@ mod conventions;
 mod dependencies;
 mod external;
 mod failures;
+mod fencing;
 mod fidelity;
 mod inspect;
 mod lanes;
