@@ -407,6 +407,17 @@ pub fn history(report: &HistoryReport) {
         for fk in &r.unvalidated_foreign_keys {
             println!("    foreign key left NOT VALID after the swap: {fk}");
         }
+        for f in r.faults.as_array().into_iter().flatten() {
+            println!(
+                "    survived {}: {}{}",
+                f["kind"].as_str().unwrap_or("fault").replace('_', " "),
+                f["detail"].as_str().unwrap_or(""),
+                f["at"]
+                    .as_str()
+                    .map(|at| format!(" (at {at})"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(e) = &r.error {
             println!("    error: {}", e.lines().next().unwrap_or(""));
         }

@@ -25,7 +25,7 @@
 //! that finds every lane done. Until then the checkpoint stays where the plan starts, and a
 //! resumed run continues the same plan, each lane from its own cursor.
 
-use super::rebuild::{transient_pause, TRANSIENT_RETRIES};
+use super::rebuild::{record_transient, transient_pause, TRANSIENT_RETRIES};
 use super::Engine;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
@@ -425,13 +425,15 @@ impl Lanes<'_> {
                 Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
                     attempt += 1;
                     let pause = transient_pause(attempt);
-                    self.engine.reporter.warn(&format!(
+                    let detail = format!(
                         "stream lane {} of {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
                         lane + 1,
                         plan.lanes,
                         pause.as_millis(),
                         e.causes.first().unwrap_or(&e.message)
-                    ));
+                    );
+                    self.engine.reporter.warn(&detail);
+                    record_transient(conn, self.run_id, &detail).await;
                     tokio::time::sleep(pause).await;
                 }
                 other => return other,

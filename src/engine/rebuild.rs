@@ -149,8 +149,10 @@ const RECONNECTS: u32 = 5;
 /// after a pause that grows with each attempt, up to 5 times.
 pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
     let began = chrono::Utc::now();
-    let mut result = rebuild_once(engine, opts).await;
+    let mut result = rebuild_once(engine, opts, &[]).await;
     let mut attempt = 0;
+    // The lost connections resumed after, recorded with the run they resumed (`history`).
+    let mut survived: Vec<Survived> = Vec::new();
     loop {
         let lost = match &result {
             Err(e) if e.is_connection_loss() && !opts.dry_run => e.clone(),
@@ -168,6 +170,17 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             lost.causes.last().unwrap_or(&lost.message),
             pause.as_secs_f64()
         ));
+        survived.push(Survived {
+            id: format!(
+                "reconnect:{}:{}:{attempt}",
+                std::process::id(),
+                began.timestamp_millis()
+            ),
+            detail: format!(
+                "lost the connection ({}); resumed from the last committed batch (attempt {attempt} of {RECONNECTS})",
+                lost.causes.last().unwrap_or(&lost.message)
+            ),
+        });
         let until = std::time::Instant::now() + pause;
         while std::time::Instant::now() < until {
             if engine.cancel.is_cancelled() {
@@ -184,7 +197,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             partial: None,
             ..opts.clone()
         };
-        result = match rebuild_once(engine, &again).await {
+        result = match rebuild_once(engine, &again, &survived).await {
             // Nothing was recorded before the connection went: report the loss itself.
             Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
                 // The run may have been swapped by the attempt that lost its connection.
@@ -272,7 +285,18 @@ async fn committed_despite_loss(engine: &Engine<'_>, run_id: i64) -> Option<bool
     None
 }
 
-async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+/// A lost connection a rebuild resumed after, to record with the run it resumed.
+struct Survived {
+    /// Unique within the process: a later attempt records it again without a duplicate.
+    id: String,
+    detail: String,
+}
+
+async fn rebuild_once(
+    engine: &Engine<'_>,
+    opts: &RebuildOptions,
+    survived: &[Survived],
+) -> Result<RebuildOutcome> {
     let config = engine.config;
     if opts.batch_size < 1 {
         return Err(Error::config("--batch-size must be at least 1"));
@@ -311,7 +335,7 @@ async fn rebuild_once(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebu
         });
     }
     if opts.resume {
-        return resume(engine, &plan, opts).await;
+        return resume(engine, &plan, opts, survived).await;
     }
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
@@ -552,7 +576,12 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
 /// `rebuild --resume`: continues the newest unfinished run of exactly these projections from
 /// its last committed batch (after a crash, SIGKILL, Ctrl-C or a lost connection), with the
 /// same result as an uninterrupted run.
-async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Result<RebuildOutcome> {
+async fn resume(
+    engine: &Engine<'_>,
+    plan: &Plan,
+    opts: &RebuildOptions,
+    survived: &[Survived],
+) -> Result<RebuildOutcome> {
     let mut wanted = names(engine, plan);
     wanted.sort();
     let pooled = engine.db.get().await?;
@@ -565,6 +594,11 @@ async fn resume(engine: &Engine<'_>, plan: &Plan, opts: &RebuildOptions) -> Resu
     } else {
         None
     };
+    if let Some(run) = &run {
+        for s in survived {
+            runs::add_fault(&**pooled, run.id, &s.id, "reconnect", &s.detail).await?;
+        }
+    }
     drop(pooled);
     let Some(run) = run else {
         return Err(Error::config(format!(
@@ -1323,6 +1357,25 @@ pub(super) fn transient_pause(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(50 * (1 << attempt) + u64::from(std::process::id() % 50))
 }
 
+/// Records a transient error a batch or lane is retried after, as a fault the run survived.
+/// Best effort: the retry itself matters more than its record, so a failure is only logged.
+pub(super) async fn record_transient(conn: &Client, run_id: i64, detail: &str) {
+    let id = format!(
+        "transient:{}:{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    if let Err(e) = runs::add_fault(conn, run_id, &id, "transient_retry", detail).await {
+        tracing::debug!(
+            "could not record a transient retry of run {run_id}: {}",
+            e.plain()
+        );
+    }
+}
+
 /// How often a replay looks for a `reproject cancel` request.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -1457,12 +1510,14 @@ impl Replay<'_> {
                     Err(e) if commit_each && e.is_transient() && attempt < TRANSIENT_RETRIES => {
                         attempt += 1;
                         let pause = transient_pause(attempt);
-                        self.reporter.warn(&format!(
+                        let detail = format!(
                             "batch after {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
                             from.describe(),
                             pause.as_millis(),
                             e.causes.first().unwrap_or(&e.message)
-                        ));
+                        );
+                        self.reporter.warn(&detail);
+                        record_transient(self.conn, self.run_id, &detail).await;
                         tokio::time::sleep(pause).await;
                     }
                     other => break other?,

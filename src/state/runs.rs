@@ -73,13 +73,18 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     /// Foreign keys the swap re-created `NOT VALID` and could not validate afterwards.
     pub unvalidated_foreign_keys: Vec<String>,
+    /// The faults the run survived (lost connections it resumed after, batches retried after
+    /// a transient error): JSON objects with `kind`, `at` and `detail`; empty for runs
+    /// recorded before reproject recorded them.
+    pub faults: Value,
 }
 
 const COLUMNS: &str = "id, kind, projections, reason, initiated_by, host, pid, status, phase, options, \
     handler_digests, start_position, target_position, swap_position, events_applied, rows_before, \
     rows_after, checks, lock_wait_ms, lock_hold_ms, error, started_at, swapped_at, rolled_back_at, finished_at, unvalidated_foreign_keys, \
-    to_jsonb(runs) ->> 'db_session_user', to_jsonb(runs) ->> 'db_current_user'";
-// The roles (migration 014) are read through the row's JSON so that `status` and `history`,
+    to_jsonb(runs) ->> 'db_session_user', to_jsonb(runs) ->> 'db_current_user', \
+    COALESCE(to_jsonb(runs) -> 'faults', '[]'::jsonb)";
+// The roles (migration 014) and faults (017) are read through the row's JSON so that `status` and `history`,
 // which never migrate, still read a state schema from before it.
 
 fn from_row(r: &Row) -> Run {
@@ -112,6 +117,7 @@ fn from_row(r: &Row) -> Run {
         unvalidated_foreign_keys: r.get(25),
         db_session_user: r.get(26),
         db_current_user: r.get(27),
+        faults: r.get(28),
     }
 }
 
@@ -755,4 +761,26 @@ pub async fn previous_handler_source(
         .await
         .context("cannot read the earlier runs")?;
     Ok(row.and_then(|r| r.get::<_, Option<String>>(1).map(|s| (r.get(0), s))))
+}
+
+/// Records a fault the run survived (see [`Run::faults`]). `id` names the fault within this
+/// process, so a fault recorded again (by a later attempt of the same process) counts once.
+pub async fn add_fault(
+    client: &impl GenericClient,
+    run: i64,
+    id: &str,
+    kind: &str,
+    detail: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.runs \
+                SET faults = faults || jsonb_build_array(jsonb_build_object( \
+                    'id', $2::text, 'kind', $3::text, 'at', now(), 'detail', $4::text)) \
+              WHERE id = $1 AND NOT faults @> jsonb_build_array(jsonb_build_object('id', $2::text))",
+            &[&run, &id, &kind, &detail],
+        )
+        .await
+        .context("cannot record a fault the run survived in reproject.runs")?;
+    Ok(())
 }

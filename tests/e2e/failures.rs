@@ -243,5 +243,19 @@ async fn transient_errors_are_retried() {
         db.int("SELECT events_applied FROM reproject.runs").await,
         300
     );
+    // The run records the retries it survived, and `history` shows them.
+    assert_eq!(
+        db.int(
+            "SELECT count(*) FROM reproject.runs, jsonb_array_elements(faults) f \
+             WHERE f->>'kind' = 'transient_retry'"
+        )
+        .await,
+        2
+    );
+    reproject(&db, &p.config(), &["history"])
+        .await
+        .ok()
+        .stdout_has("survived transient retry: batch after")
+        .stdout_has("attempt 2 of 5");
     db.drop().await;
 }

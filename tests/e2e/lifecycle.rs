@@ -734,6 +734,20 @@ async fn a_lost_connection_resumes_by_itself() {
         "every event once"
     );
     assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    // The run records the lost connection it resumed after, and `history` shows it.
+    assert_eq!(
+        db.int(
+            "SELECT count(*) FROM reproject.runs, jsonb_array_elements(faults) f \
+             WHERE f->>'kind' = 'reconnect'"
+        )
+        .await,
+        1
+    );
+    reproject(&db, &slow.config(), &["history"])
+        .await
+        .ok()
+        .stdout_has("survived reconnect: lost the connection")
+        .stdout_has("resumed from the last committed batch (attempt 1 of 5)");
     db.drop().await;
 }
 
