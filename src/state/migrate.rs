@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "cancel", include_str!("../../sql/007_cancel.sql")),
     (11, "claims", include_str!("../../sql/011_claims.sql")),
     (12, "lanes", include_str!("../../sql/012_lanes.sql")),
+    (16, "standbys", include_str!("../../sql/016_standbys.sql")),
 ];
 
 /// Advisory lock key that serialises concurrent migrations.

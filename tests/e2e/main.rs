@@ -25,6 +25,7 @@ mod presets;
 mod rollback;
 mod rust_projection;
 mod server_loop;
+mod standby;
 mod tls;
 mod unlogged;
 mod workloads;
