@@ -208,6 +208,7 @@ async fn swaps_with_standby_readers(
     swaps: usize,
     paused: Duration,
     extra: &[&str],
+    binary: Option<&str>,
 ) -> StandbyRun {
     let db = TestDb::new_on(primary.admin()).await;
     tally::setup(&db, events).await;
@@ -270,16 +271,18 @@ async fn swaps_with_standby_readers(
             .await
             .unwrap()
             .get(0);
-        while on_primary
-            .query_one(
-                "SELECT coalesce(bool_and(replay_lsn >= $1::text::pg_lsn), true) FROM pg_stat_replication",
-                &[&target],
-            )
-            .await
-            .unwrap()
-            .get::<_, bool>(0)
-            == false
-        {
+        loop {
+            let caught_up: bool = on_primary
+                .query_one(
+                    "SELECT coalesce(bool_and(replay_lsn >= $1::text::pg_lsn), true) FROM pg_stat_replication",
+                    &[&target],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if caught_up {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The standby falls behind: its replay stops while the rebuild writes (as behind a long
@@ -304,7 +307,30 @@ async fn swaps_with_standby_readers(
         };
         let mut args = vec!["rebuild", "--yes"];
         args.extend_from_slice(extra);
-        reproject(&db, &project.config(), &args).await.ok();
+        match binary {
+            None => {
+                reproject(&db, &project.config(), &args).await.ok();
+            }
+            Some(bin) => {
+                // Another build (the measurement's "before"), with the harness's environment.
+                let mut cmd = crate::harness::command(&db, &project.config(), &args);
+                let cmd = cmd.as_std_mut();
+                let mut other = std::process::Command::new(bin);
+                other.args(cmd.get_args());
+                for (k, v) in cmd.get_envs() {
+                    match v {
+                        Some(v) => other.env(k, v),
+                        None => other.env_remove(k),
+                    };
+                }
+                let out = other.output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         resume.await.unwrap();
     }
     stop.store(true, Ordering::Relaxed);
@@ -377,9 +403,16 @@ async fn hot_standby_readers_get_no_errors_during_swaps() {
         eprintln!("SKIPPED: no PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) on this machine");
         return;
     };
-    let run =
-        swaps_with_standby_readers(&primary, &standby, 20_000, 5, Duration::from_secs(5), &[])
-            .await;
+    let run = swaps_with_standby_readers(
+        &primary,
+        &standby,
+        20_000,
+        5,
+        Duration::from_secs(5),
+        &[],
+        None,
+    )
+    .await;
     print("standby readers", &run);
     assert!(run.seen.transactions > 0);
     assert!(
@@ -421,7 +454,21 @@ async fn measure_swaps_with_hot_standby_readers() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let paused = Duration::from_secs(3);
+    let paused = Duration::from_secs(5);
+    // BEFORE_BIN: a reproject binary built before these changes, measured first.
+    if let Ok(before) = std::env::var("BEFORE_BIN") {
+        let run = swaps_with_standby_readers(
+            &primary,
+            &standby,
+            events,
+            swaps,
+            paused,
+            &[],
+            Some(&before),
+        )
+        .await;
+        print("before (old lock order, no wait for standbys)", &run);
+    }
     let without = swaps_with_standby_readers(
         &primary,
         &standby,
@@ -429,9 +476,11 @@ async fn measure_swaps_with_hot_standby_readers() {
         swaps,
         paused,
         &["--standby-wait", "0"],
+        None,
     )
     .await;
-    let with = swaps_with_standby_readers(&primary, &standby, events, swaps, paused, &[]).await;
     print("--standby-wait 0", &without);
+    let with =
+        swaps_with_standby_readers(&primary, &standby, events, swaps, paused, &[], None).await;
     print("--standby-wait 30s (default)", &with);
 }
