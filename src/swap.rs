@@ -672,3 +672,29 @@ async fn rename(client: &Client, from: &TableName, to: &str) -> Result<()> {
         .await
         .with_context(|| format!("cannot rename `{from}` to `{to}`"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependents_are_locked_before_the_tables_each_once() {
+        let t = |n: &str| TableName::new("public", n);
+        let order = lock_order(
+            vec![t("v_outer"), t("v"), t("lines")],
+            [t("orders"), t("v")],
+            [t("orders_rebuild"), t("orders_old")],
+        );
+        assert_eq!(
+            order,
+            vec![
+                t("v_outer"),
+                t("v"),
+                t("lines"),
+                t("orders"),
+                t("orders_rebuild"),
+                t("orders_old")
+            ]
+        );
+    }
+}

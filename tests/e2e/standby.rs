@@ -128,11 +128,14 @@ async fn readers_through_views_never_deadlock_with_the_swap() {
         stop.clone(),
     );
     let project = tally::project();
-    for _ in 0..5 {
+    // Swaps, and rollbacks (which lock the same relations), each waiting behind the long
+    // reader.
+    for i in 0..6 {
+        let command = if i % 3 == 2 { "rollback" } else { "rebuild" };
         reproject(
             &db,
             &project.config(),
-            &["rebuild", "--yes", "--lock-timeout", "1s"],
+            &[command, "--yes", "--lock-timeout", "1s"],
         )
         .await
         .ok();
