@@ -64,6 +64,16 @@ impl Waited {
         self.standbys.iter().all(|(_, _, ms)| ms.is_some())
     }
 
+    /// Standbys whose replay position this role cannot see.
+    fn unseen(&self) -> String {
+        self.standbys
+            .iter()
+            .filter(|(_, behind, _)| behind.is_none())
+            .map(|(name, _, _)| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::Value::Array(
             self.standbys
@@ -78,10 +88,9 @@ impl Waited {
     fn laggards(&self) -> String {
         self.standbys
             .iter()
-            .filter(|(_, _, ms)| ms.is_none())
-            .map(|(name, behind, _)| match behind {
-                Some(b) => format!("`{name}` ({b} bytes behind)"),
-                None => format!("`{name}` (its replay position is not visible to this role)"),
+            .filter_map(|(name, behind, ms)| match (behind, ms) {
+                (Some(b), None) => Some(format!("`{name}` ({b} bytes behind)")),
+                _ => None,
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -166,10 +175,17 @@ pub async fn before_lock(
             return None;
         }
     };
-    if !waited.all_caught_up() {
+    let unseen = waited.unseen();
+    if !unseen.is_empty() {
+        reporter.warn(&format!(
+            "cannot see how far standby {unseen} has replayed (that needs superuser or the pg_monitor role): not waiting for it; its readers of the tables may be cancelled by the swap"
+        ));
+    }
+    let laggards = waited.laggards();
+    if !laggards.is_empty() {
         reporter.warn(&format!(
             "standby {} had not replayed the primary's WAL after {:.1}s (--standby-wait): locking anyway; its readers of the tables may be cancelled",
-            waited.laggards(),
+            laggards,
             waited.waited.as_secs_f64()
         ));
     } else if waited.waited >= Duration::from_millis(500) {
@@ -222,11 +238,19 @@ pub async fn after_commit(
                 waited.standbys.len()
             ));
         } else {
-            reporter.warn(&format!(
-                "standby {} had not replayed the {what} {:.1}s after its commit (--standby-wait): its readers of the tables wait until it does",
-                waited.laggards(),
-                waited.waited.as_secs_f64()
-            ));
+            let laggards = waited.laggards();
+            if !laggards.is_empty() {
+                reporter.warn(&format!(
+                    "standby {laggards} had not replayed the {what} {:.1}s after its commit (--standby-wait): its readers of the tables wait until it does",
+                    waited.waited.as_secs_f64()
+                ));
+            }
+            let unseen = waited.unseen();
+            if !unseen.is_empty() {
+                reporter.warn(&format!(
+                    "cannot see how far standby {unseen} has replayed the {what} (that needs superuser or the pg_monitor role)"
+                ));
+            }
         }
         let entry = serde_json::json!({
             "at": what,
