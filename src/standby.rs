@@ -28,14 +28,15 @@ const POLL: Duration = Duration::from_millis(10);
 /// address), bytes of WAL between `target` (an LSN, as text) and what the standby replayed
 /// (NULL when the role may not see replay positions: `pg_monitor` or superuser can).
 const BEHIND_SQL: &str = "SELECT coalesce(nullif(r.application_name, ''), host(r.client_addr), 'local') AS name,
-        pg_wal_lsn_diff($1::text::pg_lsn, r.replay_lsn)::bigint AS behind
+        pg_wal_lsn_diff(coalesce($1::text::pg_lsn, pg_current_wal_flush_lsn()), r.replay_lsn)::bigint AS behind
    FROM pg_stat_replication r
   WHERE r.state = 'streaming'
     AND r.pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND datid IS NULL)
   ORDER BY 1";
 
-/// (standby, bytes behind `target`; None when it cannot be seen).
-async fn behind(client: &Client, target: &str) -> Result<Vec<(String, Option<i64>)>> {
+/// (standby, bytes behind `target`, or behind what the primary has flushed right now when
+/// `target` is None; None when it cannot be seen).
+async fn behind(client: &Client, target: Option<&str>) -> Result<Vec<(String, Option<i64>)>> {
     let rows = client
         .query(BEHIND_SQL, &[&target])
         .await
@@ -97,11 +98,12 @@ impl Waited {
     }
 }
 
-/// Waits until every streaming standby has replayed the WAL up to `target`, at most `limit`
-/// (or until `cancel`). A standby whose position this role cannot see is not waited for.
+/// Waits until every streaming standby has replayed the WAL up to `target` (None: everything
+/// the primary has flushed at the moment of each look), at most `limit` (or until `cancel`). A
+/// standby whose position this role cannot see is not waited for.
 async fn wait_for_replay(
     client: &Client,
-    target: &str,
+    target: Option<&str>,
     limit: Duration,
     cancel: Option<&Cancel>,
 ) -> Result<Option<Waited>> {
@@ -159,11 +161,11 @@ pub async fn before_lock(
     if limit.is_zero() {
         return None;
     }
-    let waited = async {
-        let target = current_lsn(client).await?;
-        wait_for_replay(client, &target, limit, cancel).await
-    }
-    .await;
+    // Caught up with the present, not with a position read when the wait began: a standby
+    // counts the grace period of a record from when its replay last found nothing more to
+    // replay and waited for WAL. Replaying at a small lag past an earlier position, it may not
+    // have waited since it fell behind, and would still cancel its readers at once.
+    let waited = wait_for_replay(client, None, limit, cancel).await;
     let waited = match waited {
         Ok(Some(w)) => w,
         Ok(None) => return None,
@@ -222,7 +224,7 @@ pub async fn after_commit(
     }
     let measured = async {
         let target = current_lsn(client).await?;
-        let Some(waited) = wait_for_replay(client, &target, limit, None).await? else {
+        let Some(waited) = wait_for_replay(client, Some(&target), limit, None).await? else {
             return Ok(());
         };
         let slowest = waited
