@@ -268,30 +268,6 @@ pub fn describe(fp: &Value) -> Vec<String> {
     out
 }
 
-/// Relations the exchange of `table` alters besides the table itself: tables whose foreign keys
-/// point at it, and views that read it. They are locked with the tables. (`LOCK TABLE` does not
-/// take materialized views: their `DROP` locks them, bounded by the swap's `lock_timeout`.)
-pub async fn lock_targets(client: &Client, table: &TableName) -> Result<Vec<TableName>> {
-    let rows = client
-        .query(
-            "SELECT DISTINCT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p', 'v') AND c.oid IN (
-                 SELECT conrelid FROM pg_constraint WHERE confrelid = to_regclass($1) AND conrelid <> confrelid
-                 UNION
-                 SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-                    AND d.refobjid = to_regclass($1) AND r.ev_class <> to_regclass($1))
-             ORDER BY 1, 2",
-            &[&table.quoted()],
-        )
-        .await
-        .with_context(|| format!("cannot list the dependents of `{table}`"))?;
-    Ok(rows
-        .iter()
-        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect())
-}
-
 /// The exchange's connection: statements are queued and sent together, in one round trip,
 /// when something must be read or the exchange ends. Every statement runs under the swap's
 /// locks, and on a busy server each round trip can wait milliseconds for the CPU: fewer round

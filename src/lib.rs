@@ -91,6 +91,7 @@ pub mod projection;
 pub mod replay;
 pub mod shadow;
 pub mod source;
+pub mod standby;
 pub mod state;
 pub mod swap;
 pub mod validate;

@@ -35,6 +35,10 @@ pub struct LockPolicy {
     pub cancel_blockers_after: Option<Duration>,
     /// Opt-in: once locking has taken this long, `pg_terminate_backend` them.
     pub terminate_blockers_after: Option<Duration>,
+    /// Before locking, wait at most this long (in all) for the streaming standbys to replay
+    /// the primary's WAL, and after the commit as long for them to replay it (src/standby.rs).
+    /// Zero: do not wait for or measure standbys. Not part of `budget`.
+    pub standby_wait: Duration,
 }
 
 /// How many times a swap releases its locks because the final tail was too long, catches up
@@ -51,6 +55,7 @@ impl Default for LockPolicy {
             max_tail_events: 10_000,
             cancel_blockers_after: None,
             terminate_blockers_after: None,
+            standby_wait: Duration::from_secs(30),
         }
     }
 }
@@ -67,7 +72,8 @@ pub async fn lock_tables(
     cancel: Option<&Cancel>,
     actions: &mut Vec<serde_json::Value>,
 ) -> Result<Duration> {
-    let started = Instant::now();
+    let mut started = Instant::now();
+    let mut standby_left = policy.standby_wait;
     let list: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
     let lock_sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
     let mut next_slice = policy.first_timeout;
@@ -87,6 +93,21 @@ pub async fn lock_tables(
                 cancel_autovacuum(client, tables, reporter, actions, Duration::ZERO).await
             {
                 next_slice = next_slice.max(wait + Duration::from_millis(250));
+            }
+        }
+        // Hot standbys replay the lock: let it reach them while they are caught up, so they
+        // wait for their readers instead of cancelling them (src/standby.rs). Not counted in
+        // the lock budget: nothing is locked while waiting.
+        if !standby_left.is_zero() {
+            let t = Instant::now();
+            let waited = crate::standby::before_lock(client, standby_left, reporter, cancel).await;
+            let spent = t.elapsed();
+            standby_left = standby_left.saturating_sub(spent);
+            started += spent;
+            if let Some(entry) = waited {
+                if attempt == 0 || entry["waited_ms"].as_i64().unwrap_or(0) >= 10 {
+                    actions.push(entry);
+                }
             }
         }
         attempt += 1;
@@ -130,7 +151,11 @@ pub async fn lock_tables(
                 }
                 return Ok(started.elapsed());
             }
-            Err(e) if sqlstate(&e) == Some("55P03") => {
+            // 40P01: the lock order (dependents_to_lock) rules out deadlocks with readers of
+            // the tables and their views; one with anything else (a refresh of a materialized
+            // view that reads the table, say) makes our request the victim, holding nothing:
+            // it is retried like a timed-out slice.
+            Err(e) if matches!(sqlstate(&e), Some("55P03" | "40P01")) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 let blockers = describe_blockers(client, tables).await.unwrap_or_default();
                 let elapsed = started.elapsed();
@@ -604,18 +629,73 @@ pub async fn swap_back(
     Ok(validations)
 }
 
-/// The relations to lock for swapping `tables`: the live tables, and everything that points at
-/// them and that the exchange alters (tables with foreign keys to them, views).
+/// The relations to lock besides the tables of the swap, in the order to lock them, before
+/// those tables: the tables whose foreign keys point at a live table (the exchange re-creates
+/// those keys), and every view that reads a live table or one of those relations, directly or
+/// through other views (the exchange re-points the views; the outer ones are locked so that a
+/// reader of an outer view cannot hold it while the swap waits for it).
+///
+/// The order is the order readers take them: a query on a view locks the view, then what it
+/// reads (a view of a view: the outer one first); a write to a referencing table locks that
+/// table, then the referenced one for the key check. Requesting the locks the same way round,
+/// every relation before the relations it reads (deepest first), means no reader can hold one
+/// of them while waiting for one the swap already holds: taken the other way round, a reader
+/// of a view deadlocked with the swap on the primary (as soon as a lock attempt waited
+/// `deadlock_timeout` behind a long query) and on hot standbys, which replay the locks in
+/// the order they were taken. Materialized views are not included: reading one never reads
+/// the table (and `LOCK TABLE` cannot name them).
 pub async fn dependents_to_lock(client: &Client, tables: &[RunTable]) -> Result<Vec<TableName>> {
-    let mut list = Vec::new();
-    for t in tables {
-        for d in crate::carry::lock_targets(client, &t.live).await? {
-            if !list.contains(&d) && !tables.iter().any(|t| t.live == d) {
-                list.push(d);
-            }
+    let live: Vec<String> = tables.iter().map(|t| t.live.quoted()).collect();
+    let rows = client
+        .query(
+            "WITH RECURSIVE live AS (SELECT to_regclass(x)::oid AS oid FROM unnest($1::text[]) x),
+             reads(reader, rel) AS (
+                 SELECT DISTINCT r.ev_class, d.refobjid FROM pg_depend d
+                   JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                    AND v.relkind = 'v' AND r.ev_class <> d.refobjid),
+             referencing(oid) AS (
+                 SELECT conrelid FROM pg_constraint
+                  WHERE contype = 'f' AND confrelid IN (SELECT oid FROM live)
+                    AND conrelid NOT IN (SELECT oid FROM live)),
+             walk(oid, depth, path) AS (
+                 SELECT oid, 0, ARRAY[oid] FROM live
+                 UNION ALL
+                 SELECT oid, 1, ARRAY[oid] FROM referencing
+                 UNION ALL
+                 SELECT r.reader, w.depth + 1, w.path || r.reader
+                   FROM walk w JOIN reads r ON r.rel = w.oid
+                  WHERE r.reader <> ALL (w.path) AND w.depth < 50)
+             SELECT n.nspname, c.relname, max(w.depth) AS depth
+               FROM walk w JOIN pg_class c ON c.oid = w.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE w.oid NOT IN (SELECT oid FROM live) AND c.relkind IN ('r', 'p', 'v')
+              GROUP BY 1, 2
+              ORDER BY depth DESC, 1, 2",
+            &[&live],
+        )
+        .await
+        .context("cannot list the views and tables that depend on the swapped tables")?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// The relations a swap or rollback locks, in the order it locks them: `dependents` (from
+/// [`dependents_to_lock`], already in order) first, then the live tables, then the helper
+/// tables only reproject reads. See [`dependents_to_lock`] for why this order.
+pub fn lock_order(
+    dependents: Vec<TableName>,
+    live: impl IntoIterator<Item = TableName>,
+    helpers: impl IntoIterator<Item = TableName>,
+) -> Vec<TableName> {
+    let mut list = dependents;
+    for t in live.into_iter().chain(helpers) {
+        if !list.contains(&t) {
+            list.push(t);
         }
     }
-    Ok(list)
+    list
 }
 
 async fn rename(client: &Client, from: &TableName, to: &str) -> Result<()> {
@@ -627,4 +707,30 @@ async fn rename(client: &Client, from: &TableName, to: &str) -> Result<()> {
         ))
         .await
         .with_context(|| format!("cannot rename `{from}` to `{to}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependents_are_locked_before_the_tables_each_once() {
+        let t = |n: &str| TableName::new("public", n);
+        let order = lock_order(
+            vec![t("v_outer"), t("v"), t("lines")],
+            [t("orders"), t("v")],
+            [t("orders_rebuild"), t("orders_old")],
+        );
+        assert_eq!(
+            order,
+            vec![
+                t("v_outer"),
+                t("v"),
+                t("lines"),
+                t("orders"),
+                t("orders_rebuild"),
+                t("orders_old")
+            ]
+        );
+    }
 }

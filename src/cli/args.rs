@@ -331,6 +331,9 @@ pub struct LockArgs {
     /// Opt-in: after locking has taken this long, terminate sessions holding locks on the tables (pg_terminate_backend).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub terminate_blockers_after: Option<std::time::Duration>,
+    /// Before locking, wait at most this long for streaming standbys to replay the primary's WAL (so their readers are waited for, not cancelled), and as long after the commit to measure their replay; 0 turns it off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub standby_wait: std::time::Duration,
 }
 
 impl LockArgs {
@@ -343,6 +346,7 @@ impl LockArgs {
             max_tail_events: self.max_tail_events,
             cancel_blockers_after: self.cancel_blockers_after,
             terminate_blockers_after: self.terminate_blockers_after,
+            standby_wait: self.standby_wait,
         }
     }
 }

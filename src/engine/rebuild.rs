@@ -1043,11 +1043,13 @@ async fn finish_run(
     // Retired tables an earlier swap could not drop go first: nothing depends on them.
     swap::drop_retired(conn, names, reporter).await?;
     let retire = swap::old_tables_to_retire(conn, tables).await?;
-    let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
-    lock_list.extend(tables.iter().map(|t| t.rebuild.clone()));
-    lock_list.extend(retire.iter().map(|(old, _)| old.clone()));
-    // Tables whose foreign keys point at ours, and views reading them, are altered too.
-    lock_list.extend(swap::dependents_to_lock(conn, tables).await?);
+    // Tables whose foreign keys point at ours, and views reading them, are altered too; they
+    // are locked first, in the order readers lock them (no deadlock with a reader of a view).
+    let lock_list = swap::lock_order(
+        swap::dependents_to_lock(conn, tables).await?,
+        tables.iter().map(|t| t.live.clone()),
+        (tables.iter().map(|t| t.rebuild.clone())).chain(retire.iter().map(|(old, _)| old.clone())),
+    );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
     super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
@@ -1263,6 +1265,8 @@ async fn finish_run(
             e.plain()
         ));
     }
+    crate::standby::after_commit(conn, run_id, "swap", hold, opts.lock.standby_wait, reporter)
+        .await;
     if let Err(e) = validate_foreign_keys(conn, run_id, &validations, reporter).await {
         reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
     }

@@ -248,9 +248,12 @@ pub async fn rollback(
         Keeper::Nobody(_) => {}
     }
     let mut events_applied = old.catch_up(&engine.cancel, engine.reporter).await?;
-    let mut lock_list: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
-    lock_list.extend(tables.iter().map(|t| t.old.clone()));
-    lock_list.extend(swap::dependents_to_lock(&conn, &tables).await?);
+    // Dependents first, in the order readers lock them (see swap::dependents_to_lock).
+    let lock_list = swap::lock_order(
+        swap::dependents_to_lock(&conn, &tables).await?,
+        tables.iter().map(|t| t.live.clone()),
+        tables.iter().map(|t| t.old.clone()),
+    );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
     let mut retries = 0u32;
@@ -374,6 +377,15 @@ pub async fn rollback(
             e.plain()
         ));
     }
+    crate::standby::after_commit(
+        &conn,
+        run.id,
+        "rollback",
+        std::time::Duration::from_millis(held_ms.max(0) as u64),
+        opts.lock.standby_wait,
+        engine.reporter,
+    )
+    .await;
     if let Err(e) =
         super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await
     {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (13, "retired", include_str!("../../sql/013_retired.sql")),
     (14, "run_role", include_str!("../../sql/014_run_role.sql")),
     (15, "fence", include_str!("../../sql/015_fence.sql")),
+    (16, "standbys", include_str!("../../sql/016_standbys.sql")),
     (17, "faults", include_str!("../../sql/017_faults.sql")),
 ];
 

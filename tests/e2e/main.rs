@@ -28,6 +28,7 @@ mod rollback;
 mod rust_projection;
 mod scope;
 mod server_loop;
+mod standby;
 mod tls;
 mod unlogged;
 mod workloads;

@@ -91,6 +91,67 @@ impl PgServer {
         Some(server.launch())
     }
 
+    /// A plain cluster (as [`PgServer::start_plain_with`]) that streaming standbys may
+    /// replicate from ([`PgServer::start_standby`]). None if there are no server binaries.
+    pub fn start_primary(conf: &str) -> Option<PgServer> {
+        let server = PgServer::init("reproject-primary-")?;
+        if !server.bin.join("pg_basebackup").is_file() {
+            return None;
+        }
+        server.configure(
+            "host all postgres 127.0.0.1/32 trust\nhost replication postgres 127.0.0.1/32 trust\n",
+            &format!("wal_level = replica\nmax_wal_senders = 5\n{conf}"),
+        );
+        Some(server.launch())
+    }
+
+    /// A hot standby of `primary` (started with [`PgServer::start_primary`]), streaming from it:
+    /// `pg_basebackup -R -X stream`, `hot_standby = on`, `cluster_name` `name` (the
+    /// `application_name` the primary shows in `pg_stat_replication`), and `conf`.
+    pub fn start_standby(primary: &PgServer, name: &str, conf: &str) -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("reproject-standby-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap();
+        let server = PgServer {
+            dir,
+            port: 0,
+            bin: primary.bin.clone(),
+            run_as: primary.run_as.clone(),
+        };
+        server.chown(server.dir.path());
+        server.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &server.data().display().to_string(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        // The copied postgresql.conf names the primary's socket directory: later lines win.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(server.data().join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            file,
+            "hot_standby = on\ncluster_name = '{name}'\nunix_socket_directories = '{}'\n{conf}",
+            server.dir.path().display()
+        )
+        .unwrap();
+        server.launch()
+    }
+
     /// A new, initialised (not yet started) cluster in a temporary directory.
     fn init(prefix: &str) -> Option<PgServer> {
         let bin = server_bin()?;
