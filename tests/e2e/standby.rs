@@ -380,8 +380,11 @@ async fn swaps_with_standby_readers(
     }
 }
 
-/// A primary and a hot standby of it. The standby waits 1 s for its readers before cancelling
-/// them (the default 30 s would make the test long), and sends feedback so that the pruning of
+/// A primary and a hot standby of it. The standby waits 3 s for its readers before cancelling
+/// them (the default 30 s would make the test long; 1 s was too short on a loaded 2-core
+/// machine, where replaying the WAL that arrived with the swap's lock alone took that long),
+/// still below the 5 s the tests pause the standby's replay for, so a lock that reaches a
+/// standby that is behind still finds its grace period spent; and sends feedback so that the pruning of
 /// the rebuild's dead rows does not cancel its readers (snapshot conflicts): what is left are
 /// the conflicts of the swap's locks, which feedback does not prevent.
 fn start_pair() -> Option<(PgServer, PgServer)> {
@@ -389,7 +392,7 @@ fn start_pair() -> Option<(PgServer, PgServer)> {
     let standby = PgServer::start_standby(
         &primary,
         "standby1",
-        "max_standby_streaming_delay = 1s\nhot_standby_feedback = on\n",
+        "max_standby_streaming_delay = 3s\nhot_standby_feedback = on\n",
     );
     Some((primary, standby))
 }
