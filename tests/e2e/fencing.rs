@@ -331,6 +331,9 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
                     .unwrap(),
             );
         }
+        // The first process may have swapped before its guard was terminated: the process
+        // taking over then rightly finds nothing to resume (exit 2).
+        let first_swapped = outs[0].status.code() == Some(0);
         for (k, out) in outs.into_iter().enumerate() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code();
@@ -346,11 +349,13 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
             eprintln!("{}", what.lines().next().unwrap_or_default());
             // The process taking over may find the guard held again for a moment: the one
             // that lost it takes it back to record its failure when nobody else has it.
+            let nothing_left =
+                k == 1 && first_swapped && code == Some(2) && stderr.contains("nothing to resume");
             assert!(
-                matches!(code, Some(0 | 1)) || (k == 1 && code == Some(75)),
+                matches!(code, Some(0 | 1)) || (k == 1 && code == Some(75)) || nothing_left,
                 "{what}"
             );
-            if code != Some(0) {
+            if code != Some(0) && !nothing_left {
                 assert!(
                     stderr.contains("reproject rebuild --resume")
                         || stderr.contains("reproject status"),
