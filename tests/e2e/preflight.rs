@@ -493,12 +493,23 @@ async fn a_database_error_shows_the_servers_message_under_the_step() {
     tally::setup(&db, 30).await;
     let r = roles(&db, &["selfrevoked"], true).await;
     let role = &r[0];
+    // ACCESS EXCLUSIVE needs UPDATE, DELETE or TRUNCATE, and from PostgreSQL 17 on MAINTAIN
+    // also grants it.
+    let maintain = if db
+        .int("SELECT current_setting('server_version_num')::bigint")
+        .await
+        >= 170000
+    {
+        ", MAINTAIN"
+    } else {
+        ""
+    };
     db.exec(&format!(
         "ALTER TABLE tally OWNER TO {role};
          GRANT CREATE ON SCHEMA public TO {role};
          GRANT CREATE ON DATABASE \"{}\" TO {role};
          GRANT SELECT ON events TO {role};
-         SET ROLE {role}; REVOKE UPDATE, DELETE, TRUNCATE ON tally FROM {role}; RESET ROLE;",
+         SET ROLE {role}; REVOKE UPDATE, DELETE, TRUNCATE{maintain} ON tally FROM {role}; RESET ROLE;",
         db.name
     ))
     .await;
