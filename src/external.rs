@@ -239,7 +239,7 @@ impl<'a> External<'a> {
             runs::merge_options(conn, self.run_id, &json!({ IN_FLIGHT: null })).await
         }
         .await;
-        crate::shadow::finish(conn, recorded).await?;
+        crate::db::tx::finish(conn, recorded).await?;
         reporter.replay_progress(events.max(0) as u64);
         Ok(events)
     }

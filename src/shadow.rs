@@ -101,7 +101,7 @@ pub async fn create_rebuild_tables(
         Ok(())
     }
     .await;
-    finish(client, result).await
+    crate::db::tx::finish(client, result).await
 }
 
 /// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED,
@@ -277,21 +277,4 @@ async fn statistics_targets(
         .await
         .with_context(|| format!("cannot read the statistics targets of `{table}`"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Commits on success, rolls back on failure (keeping the first error).
-pub async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(v) => {
-            client
-                .batch_execute("COMMIT")
-                .await
-                .context("cannot commit")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
 }

@@ -544,7 +544,7 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
         helpers::unregister(client, table).await
     }
     .await;
-    crate::shadow::finish(client, result).await
+    crate::db::tx::finish(client, result).await
 }
 
 /// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`, with

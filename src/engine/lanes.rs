@@ -25,9 +25,9 @@
 //! that finds every lane done. Until then the checkpoint stays where the plan starts, and a
 //! resumed run continues the same plan, each lane from its own cursor.
 
-use super::rebuild::{record_transient, transient_pause, TRANSIENT_RETRIES};
 use super::Engine;
 use crate::config::Config;
+use crate::db::tx;
 use crate::error::{Context, Error, Result};
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
@@ -252,7 +252,7 @@ impl Lanes<'_> {
             Ok(None)
         }
         .await;
-        if let Some(left) = crate::shadow::finish(self.conn, moved).await? {
+        if let Some(left) = crate::db::tx::finish(self.conn, moved).await? {
             let message = format!(
                 "run {}: {left} of {} stream lane(s) not done; checkpoint at {}",
                 self.run_id,
@@ -400,7 +400,7 @@ impl Lanes<'_> {
     }
 
     /// Runs `work` in a transaction on `conn`, again after a transient error (serialization
-    /// failure, deadlock, lock timeout), up to [`TRANSIENT_RETRIES`] times.
+    /// failure, deadlock, lock timeout), up to [`tx::TRANSIENT_RETRIES`] times.
     async fn retrying<T, F, Fut>(
         &self,
         conn: &Client,
@@ -412,33 +412,24 @@ impl Lanes<'_> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            conn.batch_execute("BEGIN")
-                .await
-                .context("cannot begin a stream lane's transaction")?;
-            let result = match fence::prove(conn, LockClass::Projection, self.names).await {
-                Ok(()) => work().await,
-                Err(e) => Err(e),
-            };
-            match crate::shadow::finish(conn, result).await {
-                Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
-                    attempt += 1;
-                    let pause = transient_pause(attempt);
-                    let detail = format!(
-                        "stream lane {} of {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
-                        lane + 1,
-                        plan.lanes,
-                        pause.as_millis(),
-                        e.causes.first().unwrap_or(&e.message)
-                    );
-                    self.engine.reporter.warn(&detail);
-                    record_transient(conn, self.run_id, &detail).await;
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
-            }
-        }
+        let retry = tx::Retry {
+            client: conn,
+            run_id: self.run_id,
+            reporter: self.engine.reporter,
+        };
+        retry
+            .transient(
+                || format!("stream lane {} of {}", lane + 1, plan.lanes),
+                || {
+                    tx::run(
+                        conn,
+                        "cannot begin a stream lane's transaction",
+                        Some(tx::Fence::projections(self.names)),
+                        &work,
+                    )
+                },
+            )
+            .await
     }
 }
 

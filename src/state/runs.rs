@@ -380,7 +380,7 @@ pub async fn set_status(
         Ok(())
     }
     .await;
-    crate::shadow::finish(client, updated).await
+    crate::db::tx::finish(client, updated).await
 }
 
 /// Sets one of the JSON figure columns (`rows_before`, `rows_after`, `checks`).
