@@ -39,15 +39,35 @@ pub(crate) async fn begin(client: &Client, context: &str) -> Result<()> {
         .with_context(|| context.to_string())
 }
 
+/// How a transaction that did its work ends: the work decides whether what it wrote stays
+/// (a live batch that found its checkpoint moved writes nothing).
+pub(crate) enum End<T> {
+    Commit(T),
+    RollBack(T),
+}
+
 /// Ends the transaction the result came from: commits on success, rolls back on failure
 /// (keeping the first error).
 pub async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
+    end(client, result.map(End::Commit)).await
+}
+
+/// Ends the transaction the result came from as the work decided; rolls back on failure
+/// (keeping the first error).
+pub(crate) async fn end<T>(client: &Client, result: Result<End<T>>) -> Result<T> {
     match result {
-        Ok(v) => {
+        Ok(End::Commit(v)) => {
             client
                 .batch_execute("COMMIT")
                 .await
                 .context("cannot commit")?;
+            Ok(v)
+        }
+        Ok(End::RollBack(v)) => {
+            client
+                .batch_execute("ROLLBACK")
+                .await
+                .context("cannot roll back")?;
             Ok(v)
         }
         Err(e) => {
@@ -68,6 +88,22 @@ pub(crate) async fn run<T, Fut>(
 where
     Fut: Future<Output = Result<T>>,
 {
+    run_ending(client, context, fence, || async {
+        work().await.map(End::Commit)
+    })
+    .await
+}
+
+/// [`run`] for work that decides whether its transaction commits or rolls back.
+pub(crate) async fn run_ending<T, Fut>(
+    client: &Client,
+    context: &str,
+    fence: Option<Fence<'_>>,
+    work: impl FnOnce() -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<End<T>>>,
+{
     begin(client, context).await?;
     let result = match fence {
         Some(f) => match crate::state::fence::prove(client, f.class, f.projections).await {
@@ -76,7 +112,7 @@ where
         },
         None => work().await,
     };
-    finish(client, result).await
+    end(client, result).await
 }
 
 /// How many times a transaction is tried again after a transient error before the run fails.

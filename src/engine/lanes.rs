@@ -28,12 +28,10 @@
 use super::Engine;
 use crate::config::Config;
 use crate::db::tx;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
-use crate::state::fence;
 use crate::state::lanes::{self, LanePlan, PendingLane};
-use crate::state::locks::LockClass;
 use crate::state::runs;
 use crate::write_guard;
 use std::collections::VecDeque;
@@ -234,25 +232,25 @@ impl Lanes<'_> {
         }
         // Every lane done: the checkpoint moves past the plan, in one transaction with the
         // proof that none is left.
-        self.conn
-            .batch_execute("BEGIN")
-            .await
-            .context("cannot begin")?;
-        let moved = async {
-            fence::prove(self.conn, LockClass::Projection, self.names).await?;
-            let left = lanes::pending(self.conn, self.run_id, plan.plan).await?;
-            if left > 0 {
-                return Ok(Some(left));
-            }
-            runs::advance_cursor(self.conn, self.run_id, self.names, &after, &to, plan.events)
-                .await?;
-            // The per-event lanes already counted their events in the run's total.
-            let counted = lanes::counted(self.conn, self.run_id, plan.plan).await?;
-            runs::add_events(self.conn, self.run_id, -counted).await?;
-            Ok(None)
-        }
-        .await;
-        if let Some(left) = crate::db::tx::finish(self.conn, moved).await? {
+        let moved = tx::run(
+            self.conn,
+            "cannot begin",
+            Some(tx::Fence::projections(self.names)),
+            || async {
+                let left = lanes::pending(self.conn, self.run_id, plan.plan).await?;
+                if left > 0 {
+                    return Ok(Some(left));
+                }
+                runs::advance_cursor(self.conn, self.run_id, self.names, &after, &to, plan.events)
+                    .await?;
+                // The per-event lanes already counted their events in the run's total.
+                let counted = lanes::counted(self.conn, self.run_id, plan.plan).await?;
+                runs::add_events(self.conn, self.run_id, -counted).await?;
+                Ok(None)
+            },
+        )
+        .await?;
+        if let Some(left) = moved {
             let message = format!(
                 "run {}: {left} of {} stream lane(s) not done; checkpoint at {}",
                 self.run_id,

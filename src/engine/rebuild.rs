@@ -409,8 +409,7 @@ async fn rebuild_once(
     if let Some(p) = &partial {
         options["partial"] = p.to_option()["partial"].clone();
     }
-    conn.batch_execute("BEGIN").await.context("cannot begin")?;
-    let created = async {
+    let run_id = tx::run(&conn, "cannot begin", None, || async {
         let run_id = runs::insert(
             &conn,
             &runs::NewRun {
@@ -435,9 +434,8 @@ async fn rebuild_once(
         let start = partial.as_ref().and_then(Partial::start_position);
         runs::init_checkpoints(&conn, run_id, &names, start).await?;
         Ok(run_id)
-    }
-    .await;
-    let run_id = crate::db::tx::finish(&conn, created).await?;
+    })
+    .await?;
 
     let result = async {
         engine.reporter.step(&format!(
@@ -1157,7 +1155,7 @@ async fn finish_run(
                 let _ = conn.batch_execute("ROLLBACK").await;
                 Ok(Err(pending))
             }
-            Ok(Ok(done)) => match crate::db::tx::finish(conn, Ok(Ok(done.clone()))).await {
+            Ok(Ok(done)) => match tx::finish(conn, Ok(Ok(done.clone()))).await {
                 // The COMMIT was sent, its answer lost: the run's status says whether it took.
                 Err(e) if e.is_connection_loss() => {
                     match committed_despite_loss(engine, run_id).await {
@@ -1177,7 +1175,7 @@ async fn finish_run(
                 }
                 other => other,
             },
-            other => crate::db::tx::finish(conn, other).await,
+            other => tx::finish(conn, other).await,
         };
         let attempt = match attempt {
             Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
