@@ -88,22 +88,6 @@ pub(crate) async fn run<T, Fut>(
 where
     Fut: Future<Output = Result<T>>,
 {
-    run_ending(client, context, fence, || async {
-        work().await.map(End::Commit)
-    })
-    .await
-}
-
-/// [`run`] for work that decides whether its transaction commits or rolls back.
-pub(crate) async fn run_ending<T, Fut>(
-    client: &Client,
-    context: &str,
-    fence: Option<Fence<'_>>,
-    work: impl FnOnce() -> Fut,
-) -> Result<T>
-where
-    Fut: Future<Output = Result<End<T>>>,
-{
     begin(client, context).await?;
     let result = match fence {
         Some(f) => match crate::state::fence::prove(client, f.class, f.projections).await {
@@ -112,7 +96,7 @@ where
         },
         None => work().await,
     };
-    end(client, result).await
+    finish(client, result).await
 }
 
 /// How many times a transaction is tried again after a transient error before the run fails.

@@ -794,20 +794,19 @@ struct Batch<'a> {
 
 /// One batch of one group, in one transaction with its checkpoint.
 async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
-    let names = g.names.clone();
-    let fence = tx::Fence {
-        class: LockClass::Runner,
-        projections: &names,
-    };
-    // Only an applied batch commits; one that found nothing to do or its checkpoint moved,
-    // or whose handlers failed, rolls back (and the failed one is tried event by event).
-    let attempt = tx::run_ending(conn, "cannot begin a batch", Some(fence), || async {
+    tx::begin(conn, "cannot begin a batch").await?;
+    let attempt = async {
+        fence::prove(conn, LockClass::Runner, &g.names).await?;
+        // Only an applied batch commits; one that found nothing to do or its checkpoint
+        // moved, or whose handlers failed, rolls back (the failed one is then tried event by
+        // event).
         Ok(match batch(engine, conn, at, g).await? {
             done @ Attempt::Done(Step::Applied(_)) => tx::End::Commit(done),
             other => tx::End::RollBack(other),
         })
-    })
-    .await?;
+    }
+    .await;
+    let attempt = tx::end(conn, attempt).await?;
     match attempt {
         Attempt::Done(step) => Ok(step),
         Attempt::HandlerFailed(failed) => careful(conn, at.target, g, failed).await,
