@@ -99,6 +99,31 @@ where
     finish(client, result).await
 }
 
+/// One batch of a replay: `work` in its own transaction (tried again after a transient error
+/// when `retry` is given; `what` names the batch in the warning) when `own_transaction`, else
+/// in the caller's transaction, which commits or rolls back everything at once.
+pub(crate) async fn batch<T, Fut>(
+    client: &Client,
+    own_transaction: bool,
+    retry: Option<&Retry<'_>>,
+    what: impl Fn() -> String,
+    work: impl Fn() -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    const BEGIN: &str = "cannot begin a batch";
+    match retry {
+        _ if !own_transaction => work().await,
+        Some(retry) => {
+            retry
+                .transient(what, || run(client, BEGIN, None, &work))
+                .await
+        }
+        None => run(client, BEGIN, None, work).await,
+    }
+}
+
 /// How many times a transaction is tried again after a transient error before the run fails.
 pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 

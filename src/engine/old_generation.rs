@@ -215,14 +215,12 @@ impl<'a> OldGeneration<'a> {
             if upto.reached_by(&self.at) {
                 return Ok(total);
             }
-            let (new, n, exhausted) = if commit_each {
-                tx::run(self.conn, "cannot begin a batch", None, || {
-                    self.batch(projector, &upto, true)
-                })
-                .await?
-            } else {
-                self.batch(projector, &upto, false).await?
-            };
+            // Not retried after a transient error: the rollback then stops before exchanging
+            // any table and, run again, continues from the position of the last batch.
+            let (new, n, exhausted) = tx::batch(self.conn, commit_each, None, String::new, || {
+                self.batch(projector, &upto, commit_each)
+            })
+            .await?;
             self.at = new;
             total += n;
             if exhausted {

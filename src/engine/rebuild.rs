@@ -1435,25 +1435,19 @@ impl Replay<'_> {
             // A serialization failure, deadlock or lock timeout rolls the batch back; the same
             // batch is tried again (with its checkpoint, so still exactly once).
             let cap = *budget;
-            let (new, n, exhausted) = if commit_each {
-                let retry = tx::Retry {
-                    client: self.conn,
-                    run_id: self.run_id,
-                    reporter: self.reporter,
-                };
-                retry
-                    .transient(
-                        || format!("batch after {}", from.describe()),
-                        || {
-                            tx::run(self.conn, "cannot begin a batch", None, || {
-                                self.batch(&from, &upto, cap, known, true)
-                            })
-                        },
-                    )
-                    .await?
-            } else {
-                self.batch(&from, &upto, cap, known, false).await?
+            let retry = tx::Retry {
+                client: self.conn,
+                run_id: self.run_id,
+                reporter: self.reporter,
             };
+            let (new, n, exhausted) = tx::batch(
+                self.conn,
+                commit_each,
+                Some(&retry),
+                || format!("batch after {}", from.describe()),
+                || self.batch(&from, &upto, cap, known, commit_each),
+            )
+            .await?;
             from = new;
             total += n;
             known = known.map(|k| k - n);
