@@ -48,7 +48,7 @@ pub(crate) enum End<T> {
 
 /// Ends the transaction the result came from: commits on success, rolls back on failure
 /// (keeping the first error).
-pub async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
+pub(crate) async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
     end(client, result.map(End::Commit)).await
 }
 
@@ -56,18 +56,12 @@ pub async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
 /// (keeping the first error).
 pub(crate) async fn end<T>(client: &Client, result: Result<End<T>>) -> Result<T> {
     match result {
-        Ok(End::Commit(v)) => {
-            client
-                .batch_execute("COMMIT")
-                .await
-                .context("cannot commit")?;
-            Ok(v)
-        }
-        Ok(End::RollBack(v)) => {
-            client
-                .batch_execute("ROLLBACK")
-                .await
-                .context("cannot roll back")?;
+        Ok(end) => {
+            let (statement, failed, v) = match end {
+                End::Commit(v) => ("COMMIT", "cannot commit", v),
+                End::RollBack(v) => ("ROLLBACK", "cannot roll back", v),
+            };
+            client.batch_execute(statement).await.context(failed)?;
             Ok(v)
         }
         Err(e) => {
