@@ -7,6 +7,7 @@
 
 mod conninfo;
 mod tls;
+pub(crate) mod tx;
 
 pub use conninfo::SslMode;
 

@@ -13,11 +13,9 @@
 //! swap then happens only when no event is pending beyond that range (see [`External::tail_limit`]).
 
 use crate::config::{Config, ExternalCommand};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::progress::{Cancel, Reporter};
 use crate::source::{Bound, Cursor, EventSource};
-use crate::state::fence;
-use crate::state::locks::LockClass;
 use crate::state::runs::{self, RunTable};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -222,24 +220,24 @@ impl<'a> External<'a> {
         }
         // The range and the end of the flight in one transaction: a crash in between leaves
         // the marker, never a checkpoint past what was applied.
-        conn.batch_execute("BEGIN")
-            .await
-            .context("cannot begin recording the range")?;
-        let recorded = async {
-            fence::prove(conn, LockClass::Projection, &self.names).await?;
-            runs::advance_cursor(
-                conn,
-                self.run_id,
-                &self.names,
-                &from,
-                &Cursor::at(Some(to)),
-                events,
-            )
-            .await?;
-            runs::merge_options(conn, self.run_id, &json!({ IN_FLIGHT: null })).await
-        }
-        .await;
-        crate::shadow::finish(conn, recorded).await?;
+        crate::db::tx::run(
+            conn,
+            "cannot begin recording the range",
+            Some(crate::db::tx::Fence::projections(&self.names)),
+            || async {
+                runs::advance_cursor(
+                    conn,
+                    self.run_id,
+                    &self.names,
+                    &from,
+                    &Cursor::at(Some(to)),
+                    events,
+                )
+                .await?;
+                runs::merge_options(conn, self.run_id, &json!({ IN_FLIGHT: null })).await
+            },
+        )
+        .await?;
         reporter.replay_progress(events.max(0) as u64);
         Ok(events)
     }

@@ -45,63 +45,65 @@ pub async fn create_rebuild_tables(
     replay_triggers: &std::collections::BTreeSet<String>,
     unlogged: &std::collections::BTreeSet<String>,
 ) -> Result<()> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .context("cannot start the clone transaction")?;
-    let result = async {
-        // Nobody but reproject uses rebuild tables; a long wait here means something is wrong.
-        client
-            .batch_execute("SET LOCAL lock_timeout = '10s'")
-            .await
-            .context("cannot set lock_timeout")?;
-        let projections: Vec<String> = tables.iter().map(|t| t.projection.clone()).collect();
-        crate::state::fence::prove(client, LockClass::Projection, &projections).await?;
-        for t in tables {
-            if let Ownership::Ours(_) = helpers::ownership(client, &t.rebuild).await? {
+    crate::db::tx::run(
+        client,
+        "cannot start the clone transaction",
+        None,
+        || async {
+            // Nobody but reproject uses rebuild tables; a long wait here means something is wrong.
+            client
+                .batch_execute("SET LOCAL lock_timeout = '10s'")
+                .await
+                .context("cannot set lock_timeout")?;
+            let projections: Vec<String> = tables.iter().map(|t| t.projection.clone()).collect();
+            crate::state::fence::prove(client, LockClass::Projection, &projections).await?;
+            for t in tables {
+                if let Ownership::Ours(_) = helpers::ownership(client, &t.rebuild).await? {
+                    client
+                        .batch_execute(&format!("DROP TABLE {}", t.rebuild.quoted()))
+                        .await
+                        .with_context(|| {
+                            format!("cannot drop the leftover rebuild table `{}`", t.rebuild)
+                        })?;
+                    helpers::unregister(client, &t.rebuild).await?;
+                }
                 client
-                    .batch_execute(&format!("DROP TABLE {}", t.rebuild.quoted()))
+                    .batch_execute(
+                        &create_clone_sql(client, t, unlogged.contains(&t.projection)).await?,
+                    )
                     .await
                     .with_context(|| {
-                        format!("cannot drop the leftover rebuild table `{}`", t.rebuild)
+                        format!("cannot create `{}` as a copy of `{}`", t.rebuild, t.live)
                     })?;
-                helpers::unregister(client, &t.rebuild).await?;
-            }
-            client
-                .batch_execute(
-                    &create_clone_sql(client, t, unlogged.contains(&t.projection)).await?,
+                for (column, target) in statistics_targets(client, &t.live).await? {
+                    client
+                        .batch_execute(&format!(
+                            "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {target}",
+                            t.rebuild.quoted(),
+                            crate::ident::quote(&column)
+                        ))
+                        .await
+                        .with_context(|| {
+                            format!("cannot set statistics targets on `{}`", t.rebuild)
+                        })?;
+                }
+                if replay_triggers.contains(&t.projection) {
+                    copy_triggers(client, t).await?;
+                }
+                helpers::register(
+                    client,
+                    &t.rebuild,
+                    "rebuild",
+                    &t.live.name,
+                    &t.projection,
+                    Some(run_id),
                 )
-                .await
-                .with_context(|| {
-                    format!("cannot create `{}` as a copy of `{}`", t.rebuild, t.live)
-                })?;
-            for (column, target) in statistics_targets(client, &t.live).await? {
-                client
-                    .batch_execute(&format!(
-                        "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {target}",
-                        t.rebuild.quoted(),
-                        crate::ident::quote(&column)
-                    ))
-                    .await
-                    .with_context(|| format!("cannot set statistics targets on `{}`", t.rebuild))?;
+                .await?;
             }
-            if replay_triggers.contains(&t.projection) {
-                copy_triggers(client, t).await?;
-            }
-            helpers::register(
-                client,
-                &t.rebuild,
-                "rebuild",
-                &t.live.name,
-                &t.projection,
-                Some(run_id),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-    .await;
-    finish(client, result).await
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED,
@@ -277,21 +279,4 @@ async fn statistics_targets(
         .await
         .with_context(|| format!("cannot read the statistics targets of `{table}`"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Commits on success, rolls back on failure (keeping the first error).
-pub async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
-    match result {
-        Ok(v) => {
-            client
-                .batch_execute("COMMIT")
-                .await
-                .context("cannot commit")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
 }

@@ -528,11 +528,7 @@ pub async fn drop_retired(
 
 /// Drops a registered helper table and its registry row, in one short transaction.
 pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .context("cannot begin")?;
-    let result = async {
+    crate::db::tx::run(client, "cannot begin", None, || async {
         client
             .batch_execute("SET LOCAL lock_timeout = '5s'")
             .await
@@ -542,9 +538,8 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
             .await
             .with_context(|| format!("cannot drop `{table}`"))?;
         helpers::unregister(client, table).await
-    }
-    .await;
-    crate::shadow::finish(client, result).await
+    })
+    .await
 }
 
 /// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`, with

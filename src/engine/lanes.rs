@@ -25,15 +25,13 @@
 //! that finds every lane done. Until then the checkpoint stays where the plan starts, and a
 //! resumed run continues the same plan, each lane from its own cursor.
 
-use super::rebuild::{record_transient, transient_pause, TRANSIENT_RETRIES};
 use super::Engine;
 use crate::config::Config;
-use crate::error::{Context, Error, Result};
+use crate::db::tx;
+use crate::error::{Error, Result};
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
-use crate::state::fence;
 use crate::state::lanes::{self, LanePlan, PendingLane};
-use crate::state::locks::LockClass;
 use crate::state::runs;
 use crate::write_guard;
 use std::collections::VecDeque;
@@ -234,25 +232,25 @@ impl Lanes<'_> {
         }
         // Every lane done: the checkpoint moves past the plan, in one transaction with the
         // proof that none is left.
-        self.conn
-            .batch_execute("BEGIN")
-            .await
-            .context("cannot begin")?;
-        let moved = async {
-            fence::prove(self.conn, LockClass::Projection, self.names).await?;
-            let left = lanes::pending(self.conn, self.run_id, plan.plan).await?;
-            if left > 0 {
-                return Ok(Some(left));
-            }
-            runs::advance_cursor(self.conn, self.run_id, self.names, &after, &to, plan.events)
-                .await?;
-            // The per-event lanes already counted their events in the run's total.
-            let counted = lanes::counted(self.conn, self.run_id, plan.plan).await?;
-            runs::add_events(self.conn, self.run_id, -counted).await?;
-            Ok(None)
-        }
-        .await;
-        if let Some(left) = crate::shadow::finish(self.conn, moved).await? {
+        let moved = tx::run(
+            self.conn,
+            "cannot begin",
+            Some(tx::Fence::projections(self.names)),
+            || async {
+                let left = lanes::pending(self.conn, self.run_id, plan.plan).await?;
+                if left > 0 {
+                    return Ok(Some(left));
+                }
+                runs::advance_cursor(self.conn, self.run_id, self.names, &after, &to, plan.events)
+                    .await?;
+                // The per-event lanes already counted their events in the run's total.
+                let counted = lanes::counted(self.conn, self.run_id, plan.plan).await?;
+                runs::add_events(self.conn, self.run_id, -counted).await?;
+                Ok(None)
+            },
+        )
+        .await?;
+        if let Some(left) = moved {
             let message = format!(
                 "run {}: {left} of {} stream lane(s) not done; checkpoint at {}",
                 self.run_id,
@@ -400,7 +398,7 @@ impl Lanes<'_> {
     }
 
     /// Runs `work` in a transaction on `conn`, again after a transient error (serialization
-    /// failure, deadlock, lock timeout), up to [`TRANSIENT_RETRIES`] times.
+    /// failure, deadlock, lock timeout), up to [`tx::TRANSIENT_RETRIES`] times.
     async fn retrying<T, F, Fut>(
         &self,
         conn: &Client,
@@ -412,33 +410,24 @@ impl Lanes<'_> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            conn.batch_execute("BEGIN")
-                .await
-                .context("cannot begin a stream lane's transaction")?;
-            let result = match fence::prove(conn, LockClass::Projection, self.names).await {
-                Ok(()) => work().await,
-                Err(e) => Err(e),
-            };
-            match crate::shadow::finish(conn, result).await {
-                Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
-                    attempt += 1;
-                    let pause = transient_pause(attempt);
-                    let detail = format!(
-                        "stream lane {} of {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
-                        lane + 1,
-                        plan.lanes,
-                        pause.as_millis(),
-                        e.causes.first().unwrap_or(&e.message)
-                    );
-                    self.engine.reporter.warn(&detail);
-                    record_transient(conn, self.run_id, &detail).await;
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
-            }
-        }
+        let retry = tx::Retry {
+            client: conn,
+            run_id: self.run_id,
+            reporter: self.engine.reporter,
+        };
+        retry
+            .transient(
+                || format!("stream lane {} of {}", lane + 1, plan.lanes),
+                || {
+                    tx::run(
+                        conn,
+                        "cannot begin a stream lane's transaction",
+                        Some(tx::Fence::projections(self.names)),
+                        &work,
+                    )
+                },
+            )
+            .await
     }
 }
 

@@ -27,6 +27,7 @@
 
 use super::Engine;
 use crate::config::Config;
+use crate::db::tx;
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
 use crate::ordering::Cut;
@@ -793,35 +794,22 @@ struct Batch<'a> {
 
 /// One batch of one group, in one transaction with its checkpoint.
 async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
-    conn.batch_execute("BEGIN")
-        .await
-        .context("cannot begin a batch")?;
-    let attempt = match fence::prove(conn, LockClass::Runner, &g.names).await {
-        Ok(()) => batch(engine, conn, at, g).await,
-        Err(e) => Err(e),
-    };
+    tx::begin(conn, "cannot begin a batch").await?;
+    let attempt = async {
+        fence::prove(conn, LockClass::Runner, &g.names).await?;
+        // Only an applied batch commits; one that found nothing to do or its checkpoint
+        // moved, or whose handlers failed, rolls back (the failed one is then tried event by
+        // event).
+        Ok(match batch(engine, conn, at, g).await? {
+            done @ Attempt::Done(Step::Applied(_)) => tx::End::Commit(done),
+            other => tx::End::RollBack(other),
+        })
+    }
+    .await;
+    let attempt = tx::end(conn, attempt).await?;
     match attempt {
-        Ok(Attempt::Done(step)) => {
-            let finish = if matches!(step, Step::Applied(_)) {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
-            };
-            conn.batch_execute(finish)
-                .await
-                .context("cannot commit the batch")?;
-            Ok(step)
-        }
-        Ok(Attempt::HandlerFailed(failed)) => {
-            conn.batch_execute("ROLLBACK")
-                .await
-                .context("cannot roll back the failed batch")?;
-            careful(conn, at.target, g, failed).await
-        }
-        Err(e) => {
-            let _ = conn.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
+        Attempt::Done(step) => Ok(step),
+        Attempt::HandlerFailed(failed) => careful(conn, at.target, g, failed).await,
     }
 }
 
@@ -950,9 +938,7 @@ async fn careful(
     g: &mut Group,
     f: FailedBatch,
 ) -> Result<Step> {
-    conn.batch_execute("BEGIN")
-        .await
-        .context("cannot begin a batch")?;
+    tx::begin(conn, "cannot begin a batch").await?;
     let result = async {
         fence::prove(conn, LockClass::Runner, &g.names).await?;
         let projector = Projector::prepare(conn, target, &f.subset).await?;
@@ -1010,18 +996,8 @@ async fn careful(
     }
     .await;
     match result {
-        Ok(Step::Moved) => {
-            conn.batch_execute("ROLLBACK")
-                .await
-                .context("cannot roll back")?;
-            Ok(Step::Moved)
-        }
-        Ok(step) => {
-            conn.batch_execute("COMMIT")
-                .await
-                .context("cannot commit the batch")?;
-            Ok(step)
-        }
+        Ok(Step::Moved) => tx::end(conn, Ok(tx::End::RollBack(Step::Moved))).await,
+        Ok(step) => tx::end(conn, Ok(tx::End::Commit(step))).await,
         Err(e) => {
             let _ = conn.batch_execute("ROLLBACK").await;
             // The handler error says what went wrong; the careful pass only located it.

@@ -20,12 +20,12 @@
 //! not run).
 
 use crate::config::Config;
-use crate::error::{Context, Error, Result};
+use crate::db::tx;
+use crate::error::{Error, Result};
 use crate::handlers;
 use crate::ordering::Cut;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::Projector;
-use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
 use crate::state::locks::LockClass;
@@ -215,49 +215,52 @@ impl<'a> OldGeneration<'a> {
             if upto.reached_by(&self.at) {
                 return Ok(total);
             }
-            if commit_each {
-                self.conn
-                    .batch_execute("BEGIN")
-                    .await
-                    .context("cannot begin a batch")?;
-            }
-            let recorded = runs::old_cursor(self.conn, self.run_id).await?;
-            let batch = async {
-                let step = projector
-                    .apply_next(
-                        self.conn,
-                        self.source,
-                        &self.at,
-                        &upto,
-                        self.batch_size,
-                        None,
-                    )
-                    .await?;
-                fence::prove(self.conn, LockClass::Projection, &self.projections).await?;
-                runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to)
-                    .await?;
-                write_guard::check(
-                    self.conn,
-                    projector.writes(),
-                    &self.at,
-                    &step.to,
-                    commit_each,
-                )
-                .await?;
-                Ok((step.to, step.events, step.exhausted))
-            }
-            .await;
-            let (new, n, exhausted) = if commit_each {
-                shadow::finish(self.conn, batch).await?
-            } else {
-                batch?
-            };
+            // Not retried after a transient error: the rollback then stops before exchanging
+            // any table and, run again, continues from the position of the last batch.
+            let (new, n, exhausted) = tx::batch(self.conn, commit_each, None, String::new, || {
+                self.batch(projector, &upto, commit_each)
+            })
+            .await?;
             self.at = new;
             total += n;
             if exhausted {
                 return Ok(total);
             }
         }
+    }
+}
+
+impl OldGeneration<'_> {
+    /// One batch to the `_old` tables: the events after `self.at`, the proof of the guard,
+    /// the position moved (compared and set) and the write guard; in the caller's transaction.
+    async fn batch(
+        &self,
+        projector: &Projector,
+        upto: &Bound,
+        own_transaction: bool,
+    ) -> Result<(Cursor, i64, bool)> {
+        let recorded = runs::old_cursor(self.conn, self.run_id).await?;
+        let step = projector
+            .apply_next(
+                self.conn,
+                self.source,
+                &self.at,
+                upto,
+                self.batch_size,
+                None,
+            )
+            .await?;
+        fence::prove(self.conn, LockClass::Projection, &self.projections).await?;
+        runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to).await?;
+        write_guard::check(
+            self.conn,
+            projector.writes(),
+            &self.at,
+            &step.to,
+            own_transaction,
+        )
+        .await?;
+        Ok((step.to, step.events, step.exhausted))
     }
 }
 

@@ -712,7 +712,7 @@ pub async fn seed(
         Ok((copied, partial))
     }
     .await;
-    let (copied, partial) = crate::shadow::finish(client, result).await?;
+    let (copied, partial) = crate::db::tx::finish(client, result).await?;
     let how = match &partial {
         Partial::Streams {
             since: Some(since), ..

@@ -5,6 +5,7 @@ use super::partial::{Partial, PartialRequest};
 use super::{handler_digest, run_tables, Engine};
 use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
+use crate::db::tx;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
@@ -408,8 +409,7 @@ async fn rebuild_once(
     if let Some(p) = &partial {
         options["partial"] = p.to_option()["partial"].clone();
     }
-    conn.batch_execute("BEGIN").await.context("cannot begin")?;
-    let created = async {
+    let run_id = tx::run(&conn, "cannot begin", None, || async {
         let run_id = runs::insert(
             &conn,
             &runs::NewRun {
@@ -434,9 +434,8 @@ async fn rebuild_once(
         let start = partial.as_ref().and_then(Partial::start_position);
         runs::init_checkpoints(&conn, run_id, &names, start).await?;
         Ok(run_id)
-    }
-    .await;
-    let run_id = shadow::finish(&conn, created).await?;
+    })
+    .await?;
 
     let result = async {
         engine.reporter.step(&format!(
@@ -1156,7 +1155,7 @@ async fn finish_run(
                 let _ = conn.batch_execute("ROLLBACK").await;
                 Ok(Err(pending))
             }
-            Ok(Ok(done)) => match shadow::finish(conn, Ok(Ok(done.clone()))).await {
+            Ok(Ok(done)) => match tx::finish(conn, Ok(Ok(done.clone()))).await {
                 // The COMMIT was sent, its answer lost: the run's status says whether it took.
                 Err(e) if e.is_connection_loss() => {
                     match committed_despite_loss(engine, run_id).await {
@@ -1176,7 +1175,7 @@ async fn finish_run(
                 }
                 other => other,
             },
-            other => shadow::finish(conn, other).await,
+            other => tx::finish(conn, other).await,
         };
         let attempt = match attempt {
             Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
@@ -1352,34 +1351,6 @@ struct Replay<'a> {
     progress_base: std::sync::atomic::AtomicU64,
 }
 
-/// How many times a batch is retried after a transient error before the run fails.
-pub(super) const TRANSIENT_RETRIES: u32 = 5;
-
-/// The pause before retry `attempt` (1-based) of a batch after a transient error: growing,
-/// with a per-process offset so two processes do not retry in lockstep.
-pub(super) fn transient_pause(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(50 * (1 << attempt) + u64::from(std::process::id() % 50))
-}
-
-/// Records a transient error a batch or lane is retried after, as a fault the run survived.
-/// Best effort: the retry itself matters more than its record, so a failure is only logged.
-pub(super) async fn record_transient(conn: &Client, run_id: i64, detail: &str) {
-    let id = format!(
-        "transient:{}:{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
-    if let Err(e) = runs::add_fault(conn, run_id, &id, "transient_retry", detail).await {
-        tracing::debug!(
-            "could not record a transient retry of run {run_id}: {}",
-            e.plain()
-        );
-    }
-}
-
 /// How often a replay looks for a `reproject cancel` request.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -1463,70 +1434,20 @@ impl Replay<'_> {
             }
             // A serialization failure, deadlock or lock timeout rolls the batch back; the same
             // batch is tried again (with its checkpoint, so still exactly once).
-            let mut attempt = 0u32;
-            let (new, n, exhausted) = loop {
-                if commit_each {
-                    self.conn
-                        .batch_execute("BEGIN")
-                        .await
-                        .context("cannot begin a batch")?;
-                }
-                let batch = async {
-                    let step = self
-                        .projector
-                        .apply_next_counted(
-                            self.conn,
-                            self.source,
-                            &from,
-                            &upto,
-                            self.batch_size,
-                            *budget,
-                            known,
-                        )
-                        .await?;
-                    fence::prove(self.conn, LockClass::Projection, self.names).await?;
-                    runs::advance_cursor(
-                        self.conn,
-                        self.run_id,
-                        self.names,
-                        &from,
-                        &step.to,
-                        step.events,
-                    )
-                    .await?;
-                    write_guard::check(
-                        self.conn,
-                        self.projector.writes(),
-                        &from,
-                        &step.to,
-                        commit_each,
-                    )
-                    .await?;
-                    Ok((step.to, step.events, step.exhausted))
-                }
-                .await;
-                let result = if commit_each {
-                    shadow::finish(self.conn, batch).await
-                } else {
-                    batch
-                };
-                match result {
-                    Err(e) if commit_each && e.is_transient() && attempt < TRANSIENT_RETRIES => {
-                        attempt += 1;
-                        let pause = transient_pause(attempt);
-                        let detail = format!(
-                            "batch after {} hit a transient error (attempt {attempt} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
-                            from.describe(),
-                            pause.as_millis(),
-                            e.causes.first().unwrap_or(&e.message)
-                        );
-                        self.reporter.warn(&detail);
-                        record_transient(self.conn, self.run_id, &detail).await;
-                        tokio::time::sleep(pause).await;
-                    }
-                    other => break other?,
-                }
+            let cap = *budget;
+            let retry = tx::Retry {
+                client: self.conn,
+                run_id: self.run_id,
+                reporter: self.reporter,
             };
+            let (new, n, exhausted) = tx::batch(
+                self.conn,
+                commit_each,
+                Some(&retry),
+                || format!("batch after {}", from.describe()),
+                || self.batch(&from, &upto, cap, known, commit_each),
+            )
+            .await?;
             from = new;
             total += n;
             known = known.map(|k| k - n);
@@ -1542,6 +1463,53 @@ impl Replay<'_> {
                 return Ok(total);
             }
         }
+    }
+}
+
+impl Replay<'_> {
+    /// One batch: the events after `from` (at most `batch_size`, within `budget`), the proof of
+    /// the guard, the checkpoint moved from `from` to where the batch ended, and the write
+    /// guard; in the caller's transaction. Returns where it ended, the events and whether the
+    /// range is exhausted.
+    async fn batch(
+        &self,
+        from: &Cursor,
+        upto: &Bound,
+        budget: Option<i64>,
+        known: Option<i64>,
+        own_transaction: bool,
+    ) -> Result<(Cursor, i64, bool)> {
+        let step = self
+            .projector
+            .apply_next_counted(
+                self.conn,
+                self.source,
+                from,
+                upto,
+                self.batch_size,
+                budget,
+                known,
+            )
+            .await?;
+        fence::prove(self.conn, LockClass::Projection, self.names).await?;
+        runs::advance_cursor(
+            self.conn,
+            self.run_id,
+            self.names,
+            from,
+            &step.to,
+            step.events,
+        )
+        .await?;
+        write_guard::check(
+            self.conn,
+            self.projector.writes(),
+            from,
+            &step.to,
+            own_transaction,
+        )
+        .await?;
+        Ok((step.to, step.events, step.exhausted))
     }
 }
 

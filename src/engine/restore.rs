@@ -337,7 +337,7 @@ pub async fn rollback(
                 let _ = conn.batch_execute("ROLLBACK").await;
                 Ok(Err(pending))
             }
-            other => crate::shadow::finish(&conn, other).await,
+            other => crate::db::tx::finish(&conn, other).await,
         };
         let attempt = match attempt {
             Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {

@@ -349,11 +349,7 @@ pub async fn set_status(
     status: &str,
     error: Option<&str>,
 ) -> Result<()> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .context("cannot record the run's status")?;
-    let updated = async {
+    crate::db::tx::run(client, "cannot record the run's status", None, || async {
         let projections: Vec<String> = client
             .query_opt(
                 "SELECT projections FROM reproject.runs WHERE id = $1",
@@ -378,9 +374,8 @@ pub async fn set_status(
             .await
             .context("cannot record the run's status")?;
         Ok(())
-    }
-    .await;
-    crate::shadow::finish(client, updated).await
+    })
+    .await
 }
 
 /// Sets one of the JSON figure columns (`rows_before`, `rows_after`, `checks`).

@@ -1,0 +1,194 @@
+//! Transactions: begin, prove the guard, do the work, commit or roll back, and try the whole
+//! transaction again after a transient error. Every batch, lane, checkpoint move and status
+//! change runs through here, so the exactly-once rule (a batch commits with its checkpoint or
+//! not at all) and the retry policy live in one place.
+//!
+//! The guard's proof (state/fence.rs) is taken right after BEGIN when the work names a
+//! [`Fence`]; work that proves later in its transaction (a batch proves after applying, so a
+//! take-over waits for the proof only briefly) calls `fence::prove` itself.
+
+use crate::error::{Context, Result};
+use crate::progress::Reporter;
+use crate::state::locks::LockClass;
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// The guard a transaction proves right after BEGIN: the claims of `projections` in `class`.
+#[derive(Clone, Copy)]
+pub(crate) struct Fence<'a> {
+    pub class: LockClass,
+    pub projections: &'a [String],
+}
+
+impl<'a> Fence<'a> {
+    /// The guard of a rebuild, swap or rollback of `projections`.
+    pub(crate) fn projections(projections: &'a [String]) -> Self {
+        Fence {
+            class: LockClass::Projection,
+            projections,
+        }
+    }
+}
+
+/// Starts a transaction; `context` says which one when BEGIN fails.
+pub(crate) async fn begin(client: &Client, context: &str) -> Result<()> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .with_context(|| context.to_string())
+}
+
+/// How a transaction that did its work ends: the work decides whether what it wrote stays
+/// (a live batch that found its checkpoint moved writes nothing).
+pub(crate) enum End<T> {
+    Commit(T),
+    RollBack(T),
+}
+
+/// Ends the transaction the result came from: commits on success, rolls back on failure
+/// (keeping the first error).
+pub(crate) async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
+    end(client, result.map(End::Commit)).await
+}
+
+/// Ends the transaction the result came from as the work decided; rolls back on failure
+/// (keeping the first error).
+pub(crate) async fn end<T>(client: &Client, result: Result<End<T>>) -> Result<T> {
+    match result {
+        Ok(end) => {
+            let (statement, failed, v) = match end {
+                End::Commit(v) => ("COMMIT", "cannot commit", v),
+                End::RollBack(v) => ("ROLLBACK", "cannot roll back", v),
+            };
+            client.batch_execute(statement).await.context(failed)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs `work` in one transaction: BEGIN (`context` names it if that fails), the proof of
+/// `fence` if any, the work, then COMMIT, or ROLLBACK when the proof or the work failed.
+pub(crate) async fn run<T, Fut>(
+    client: &Client,
+    context: &str,
+    fence: Option<Fence<'_>>,
+    work: impl FnOnce() -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    begin(client, context).await?;
+    let result = match fence {
+        Some(f) => match crate::state::fence::prove(client, f.class, f.projections).await {
+            Ok(()) => work().await,
+            Err(e) => Err(e),
+        },
+        None => work().await,
+    };
+    finish(client, result).await
+}
+
+/// One batch of a replay: `work` in its own transaction (tried again after a transient error
+/// when `retry` is given; `what` names the batch in the warning) when `own_transaction`, else
+/// in the caller's transaction, which commits or rolls back everything at once.
+pub(crate) async fn batch<T, Fut>(
+    client: &Client,
+    own_transaction: bool,
+    retry: Option<&Retry<'_>>,
+    what: impl Fn() -> String,
+    work: impl Fn() -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    const BEGIN: &str = "cannot begin a batch";
+    match retry {
+        _ if !own_transaction => work().await,
+        Some(retry) => {
+            retry
+                .transient(what, || run(client, BEGIN, None, &work))
+                .await
+        }
+        None => run(client, BEGIN, None, work).await,
+    }
+}
+
+/// How many times a transaction is tried again after a transient error before the run fails.
+pub(crate) const TRANSIENT_RETRIES: u32 = 5;
+
+/// The pause before retry `attempt` (1-based) after a transient error: growing, with a
+/// per-process offset so two processes do not retry in lockstep.
+fn transient_pause(attempt: u32) -> Duration {
+    Duration::from_millis(50 * (1 << attempt) + u64::from(std::process::id() % 50))
+}
+
+/// Who hears of a retry: the user (a warning) and the run's history (a fault it survived).
+pub(crate) struct Retry<'a> {
+    pub client: &'a Client,
+    pub run_id: i64,
+    pub reporter: &'a dyn Reporter,
+}
+
+impl Retry<'_> {
+    /// Runs `attempt` (one whole transaction, e.g. [`run`]) and runs it again after a transient
+    /// error (serialization failure, deadlock, lock timeout: `Error::is_transient`, by
+    /// SQLSTATE), up to [`TRANSIENT_RETRIES`] times, with a growing pause. A rolled-back
+    /// transaction wrote nothing, its checkpoint included, so the retry is still exactly once.
+    /// `what` names the work in the warning ("batch after position 12").
+    pub(crate) async fn transient<T, Fut>(
+        &self,
+        what: impl Fn() -> String,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_transient() && tries < TRANSIENT_RETRIES => {
+                    tries += 1;
+                    let pause = transient_pause(tries);
+                    let detail = format!(
+                        "{} hit a transient error (attempt {tries} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
+                        what(),
+                        pause.as_millis(),
+                        e.causes.first().unwrap_or(&e.message)
+                    );
+                    self.reporter.warn(&detail);
+                    self.record(&detail).await;
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Records a transient error the work is retried after, as a fault the run survived.
+    /// Best effort: the retry itself matters more than its record, so a failure is only logged.
+    async fn record(&self, detail: &str) {
+        let id = format!(
+            "transient:{}:{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        if let Err(e) =
+            crate::state::runs::add_fault(self.client, self.run_id, &id, "transient_retry", detail)
+                .await
+        {
+            tracing::debug!(
+                "could not record a transient retry of run {}: {}",
+                self.run_id,
+                e.plain()
+            );
+        }
+    }
+}
