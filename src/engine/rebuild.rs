@@ -5,7 +5,7 @@ use super::partial::{Partial, PartialRequest};
 use super::{handler_digest, run_tables, Engine};
 use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{Context, Error, ErrorKind, Reason, Result};
 use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
@@ -199,7 +199,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         };
         result = match rebuild_once(engine, &again, &survived).await {
             // Nothing was recorded before the connection went: report the loss itself.
-            Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
+            Err(e) if e.reason == Some(Reason::NothingToResume) => {
                 // The run may have been swapped by the attempt that lost its connection.
                 return match swapped_since(engine, opts, began).await {
                     Some(outcome) => Ok(outcome),
@@ -605,6 +605,7 @@ async fn resume(
             "nothing to resume: no unfinished rebuild of exactly {}",
             wanted.join(", ")
         ))
+        .with_reason(Reason::NothingToResume)
         .with_hint("see `reproject history`; without --resume, `rebuild` starts a new run"));
     };
     engine.reporter.step(&format!(
