@@ -740,7 +740,7 @@ async fn start_positions(
         }
         let swapped = runs::latest_swapped_for(conn, name)
             .await?
-            .filter(|r| r.status == "swapped");
+            .filter(|r| r.status == runs::RunStatus::Swapped);
         match (from, swapped) {
             (Some(at), _) => {
                 let position = match at {
