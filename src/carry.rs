@@ -299,7 +299,8 @@ impl<'a> Session<'a> {
                 return Err(
                     Error::runtime("the swap could not carry the table's properties over")
                         .caused_by(describe_pg(&e))
-                        .caused_by(format!("in the statements: {shown}")),
+                        .caused_by(format!("in the statements: {shown}"))
+                        .with_db_state(&e),
                 );
             }
         }

@@ -253,7 +253,8 @@ impl Db {
             self.describe(),
             self.sslmode.as_str()
         ))
-        .caused_by(cause);
+        .caused_by(cause)
+        .with_reason(crate::error::Reason::CannotConnect);
         match explained {
             Some(words) => err.caused_by(words),
             None => err,

@@ -38,6 +38,20 @@ impl ErrorKind {
     }
 }
 
+/// Why an error happened, where the caller decides what to do next by it. Set where the error
+/// is made, so no caller has to read the message to tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// `rebuild --resume` found no unfinished run of the selection to continue.
+    NothingToResume,
+    /// No connection to the server could be made (refused, timed out, TLS or authentication
+    /// failed, the pool stayed busy).
+    CannotConnect,
+    /// An established connection was closed or broke under a statement.
+    ConnectionLost,
+}
+
 /// An error with its context chain and an optional hint.
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -51,6 +65,8 @@ pub struct Error {
     pub hint: Option<String>,
     /// The database's SQLSTATE, when the error came from the database: decides retries.
     pub sqlstate: Option<String>,
+    /// Why, when a caller acts on it (see [`Reason`]).
+    pub reason: Option<Reason>,
 }
 
 /// The library's result type.
@@ -65,6 +81,7 @@ impl Error {
             causes: Vec::new(),
             hint: None,
             sqlstate: None,
+            reason: None,
         }
     }
 
@@ -110,6 +127,34 @@ impl Error {
         self
     }
 
+    /// Sets why this error happened (see [`Reason`]).
+    pub fn with_reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Takes the SQLSTATE and connection state of the database error this error reports, for
+    /// the sites that describe `err` in their own words rather than converting it.
+    pub fn with_db_state(mut self, err: &tokio_postgres::Error) -> Self {
+        self.sqlstate = sqlstate(err).map(String::from);
+        if connection_lost(err) {
+            self.reason = Some(Reason::ConnectionLost);
+        }
+        self
+    }
+
+    /// Takes the SQLSTATE and reason of `inner`, an error this one reports in its own words.
+    pub fn with_state_of(mut self, inner: &Error) -> Self {
+        self.sqlstate = inner.sqlstate.clone();
+        self.reason = inner.reason;
+        self
+    }
+
+    /// The database's SQLSTATE, when the error came from the database.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.sqlstate.as_deref()
+    }
+
     /// Wraps this error in a higher-level message; the old message becomes the first cause.
     pub fn context(mut self, message: impl Into<String>) -> Self {
         let inner = std::mem::replace(&mut self.message, message.into());
@@ -127,26 +172,25 @@ impl Error {
 
     /// Whether the connection to the server was lost (closed, terminated by an administrator,
     /// a server shutdown or crash, a failed reconnect): the work can continue on a new
-    /// connection from its last commit. By the text, because the error may have been rebuilt
-    /// with more context on its way up.
+    /// connection from its last commit. By the SQLSTATE and the connection state recorded
+    /// where the error was made, which survive any context added on the way up.
     pub fn is_connection_loss(&self) -> bool {
         if matches!(self.kind, ErrorKind::Busy | ErrorKind::Interrupted) {
             return false;
         }
-        const LOST: &[&str] = &[
-            "[SQLSTATE 57P01]", // admin_shutdown (pg_terminate_backend, smart/fast shutdown)
-            "[SQLSTATE 57P02]", // crash_shutdown
-            "[SQLSTATE 57P03]", // cannot_connect_now (starting up, shutting down)
-            "[SQLSTATE 25P03]", // idle_in_transaction_session_timeout ended the session
-            "[SQLSTATE 25P04]", // transaction_timeout (PostgreSQL 17) ended the session
-            "[SQLSTATE 08",     // connection exceptions
-            "connection closed",
-            "error communicating with the server",
-        ];
-        self.message.starts_with("cannot connect to PostgreSQL")
-            || std::iter::once(&self.message)
-                .chain(self.causes.iter())
-                .any(|t| LOST.iter().any(|pattern| t.contains(pattern)))
+        matches!(
+            self.reason,
+            Some(Reason::CannotConnect | Reason::ConnectionLost)
+        ) || self.sqlstate().is_some_and(|code| {
+            matches!(
+                code,
+                "57P01" // admin_shutdown (pg_terminate_backend, smart/fast shutdown)
+                    | "57P02" // crash_shutdown
+                    | "57P03" // cannot_connect_now (starting up, shutting down)
+                    | "25P03" // idle_in_transaction_session_timeout ended the session
+                    | "25P04" // transaction_timeout (PostgreSQL 17) ended the session
+            ) || code.starts_with("08") // connection exceptions
+        })
     }
 
     /// The message and its causes without the `error:` prefix, for storing in the state schema.
@@ -197,6 +241,14 @@ pub fn describe_pg(err: &tokio_postgres::Error) -> String {
     text
 }
 
+/// Whether `err` means the connection is gone: tokio-postgres closed it, or reading or writing
+/// the socket failed (its source is then the I/O error).
+pub fn connection_lost(err: &tokio_postgres::Error) -> bool {
+    err.is_closed()
+        || (err.as_db_error().is_none()
+            && std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 /// The SQLSTATE of a database error, if it is one.
 pub fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
     err.as_db_error().map(|db| db.code().code())
@@ -215,9 +267,7 @@ impl From<tokio_postgres::Error> for Error {
         };
         // The server's own words (message, detail, hint, SQLSTATE) are the message: a context
         // added on the way up pushes them down as the first cause, never an empty layer.
-        let mut out = Error::new(kind, describe_pg(&err));
-        out.sqlstate = sqlstate(&err).map(String::from);
-        out
+        Error::new(kind, describe_pg(&err)).with_db_state(&err)
     }
 }
 
@@ -251,28 +301,82 @@ impl<T> Context<T> for Result<T> {
 mod tests {
     use super::*;
 
+    fn coded(code: &str) -> Error {
+        let mut e = Error::runtime("cannot read events");
+        e.sqlstate = Some(code.to_string());
+        e
+    }
+
     #[test]
-    fn connection_loss_is_told_by_its_text_whatever_the_context() {
-        let lost = |cause: &str| Error::runtime("cannot read events").caused_by(cause);
-        assert!(lost("connection closed").is_connection_loss());
-        assert!(lost(
-            "FATAL: terminating connection due to administrator command [SQLSTATE 57P01]"
-        )
-        .is_connection_loss());
-        assert!(lost(
-            "FATAL: terminating connection due to idle-in-transaction timeout [SQLSTATE 25P03]"
-        )
-        .is_connection_loss());
-        assert!(Error::runtime("cannot connect to PostgreSQL at u@h:5432/d").is_connection_loss());
-        assert!(!lost("ERROR: division by zero [SQLSTATE 22012]").is_connection_loss());
-        assert!(!lost("ERROR: deadlock detected [SQLSTATE 40P01]").is_connection_loss());
+    fn connection_loss_is_told_by_sqlstate_and_reason_whatever_the_context() {
+        for code in [
+            "57P01", "57P02", "57P03", "25P03", "25P04", "08006", "08003",
+        ] {
+            assert!(coded(code).is_connection_loss(), "{code}");
+            assert!(
+                coded(code)
+                    .context("outer")
+                    .context("outermost")
+                    .is_connection_loss(),
+                "{code}"
+            );
+        }
+        for code in ["22012", "40P01", "40001", "57014", "23505"] {
+            assert!(!coded(code).is_connection_loss(), "{code}");
+        }
+        let lost = Error::runtime("x").with_reason(Reason::ConnectionLost);
+        assert!(lost.clone().context("outer").is_connection_loss());
+        assert!(Error::runtime("x")
+            .with_reason(Reason::CannotConnect)
+            .is_connection_loss());
+        assert!(!Error::config("x")
+            .with_reason(Reason::NothingToResume)
+            .is_connection_loss());
+        // Rebuilt in other words, the state is carried over explicitly.
+        assert!(Error::runtime("y")
+            .with_state_of(&lost)
+            .is_connection_loss());
+        assert!(Error::runtime("y")
+            .with_state_of(&coded("57P01"))
+            .is_connection_loss());
+        // The text decides nothing: a handler's error quoting these words is not a lost
+        // connection, and a lost one says so whatever its words.
+        let words = Error::runtime("cannot connect to PostgreSQL at u@h:5432/d")
+            .caused_by("connection closed")
+            .caused_by("FATAL: terminating connection [SQLSTATE 57P01]");
+        assert!(!words.is_connection_loss());
         // Our own Ctrl-C and a busy projection are never "lost connections".
-        assert!(!Error::interrupted("stopped")
-            .caused_by("connection closed")
-            .is_connection_loss());
+        let mut stopped = Error::interrupted("stopped").with_reason(Reason::ConnectionLost);
+        assert!(!stopped.is_connection_loss());
+        stopped.sqlstate = Some("57P01".into());
+        assert!(!stopped.is_connection_loss());
         assert!(!Error::busy("locked")
-            .caused_by("connection closed")
+            .with_reason(Reason::ConnectionLost)
             .is_connection_loss());
+    }
+
+    #[test]
+    fn transient_is_told_by_sqlstate() {
+        for code in ["40001", "40P01", "55P03"] {
+            assert!(coded(code).context("outer").is_transient(), "{code}");
+        }
+        assert!(!coded("22012").is_transient());
+        assert!(!Error::runtime("x")
+            .caused_by("ERROR: deadlock detected [SQLSTATE 40P01]")
+            .is_transient());
+    }
+
+    #[test]
+    fn a_database_error_keeps_its_sqlstate_and_connection_state() {
+        // A client error (not from the server): no SQLSTATE, connection not lost.
+        let pg = "port=notanumber"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
+        assert!(!connection_lost(&pg));
+        let err = Error::runtime("x").with_db_state(&pg);
+        assert_eq!(err.sqlstate(), None);
+        assert_eq!(err.reason, None);
+        assert!(!Error::from(pg).is_connection_loss());
     }
 
     #[test]

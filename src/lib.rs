@@ -99,4 +99,4 @@ pub mod window;
 pub mod write_guard;
 pub mod write_targets;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Reason, Result};

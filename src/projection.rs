@@ -411,6 +411,7 @@ async fn apply_rust(
                 "projection `{name}` (Rust) ended the engine's transaction while applying the events at positions {first}..{last}"
             ))
             .caused_by(crate::error::describe_pg(&e))
+            .with_db_state(&e)
             .with_hint("a Rust projection must not COMMIT, ROLLBACK or BEGIN: the engine commits each batch together with its checkpoint; the writes of this batch may have been committed without it, so rebuild from scratch (not `--resume`)")
         })
 }

@@ -471,7 +471,7 @@ impl Projector {
                 let sql = st.pieces.join(&events);
                 if let Err(err) = conn.execute(sql.as_str(), &[]).await {
                     let kind_err = Error::from(clone_pg(&err));
-                    let mut out = Error::new(
+                    let out = Error::new(
                         kind_err.kind,
                         format!(
                             "projection `{}` failed on stream lane {} of {lanes} (the events after {} up to {} whose stream hashes to it)",
@@ -481,8 +481,8 @@ impl Projector {
                             to.describe()
                         ),
                     )
-                    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(&err)));
-                    out.sqlstate = err.as_db_error().map(|d| d.code().code().to_string());
+                    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(&err)))
+                    .with_db_state(&err);
                     return Err(out.with_hint("nothing of the failed lane was kept (the lanes done before it are): after fixing the event, `reproject rebuild --resume` continues with the lanes left; after fixing the handler, run `reproject rebuild` again"));
                 }
             }
@@ -622,7 +622,6 @@ impl Projector {
         let ty = ev.event_type.as_deref().unwrap_or("");
         let line = proj.by_type[ty][s].line;
         let kind_err = Error::from(clone_pg(err));
-        let code = err.as_db_error().map(|d| d.code().code().to_string());
         let mut out = Error::new(
             kind_err.kind,
             format!(
@@ -645,8 +644,7 @@ impl Projector {
                 }
             ));
         }
-        out.sqlstate = code;
-        out.with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
+        out.with_db_state(err).with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
     }
 
     /// Projection names in application order (per-event ones, then set-based ones).
@@ -692,7 +690,7 @@ fn batch_error(
     err: &tokio_postgres::Error,
 ) -> Error {
     let kind_err = Error::from(clone_pg(err));
-    let mut out = Error::new(
+    let out = Error::new(
         kind_err.kind,
         format!(
             "projection `{}` failed on the batch of {count} event(s) after {} up to {}",
@@ -701,8 +699,8 @@ fn batch_error(
             last.describe()
         ),
     )
-    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(err)));
-    out.sqlstate = err.as_db_error().map(|d| d.code().code().to_string());
+    .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(err)))
+    .with_db_state(err);
     out.with_hint("nothing of the failed batch was kept; fix the handler (or the event) and run the rebuild again; `rebuild --resume --set-batch-size N` with a small N narrows down the failing events")
 }
 
@@ -844,22 +842,30 @@ async fn create_server_loop(
 fn clone_pg(err: &tokio_postgres::Error) -> PgKind {
     PgKind {
         closed: err.is_closed(),
+        lost: crate::error::connection_lost(err),
         code: err.as_db_error().map(|d| d.code().code().to_string()),
     }
 }
 
 struct PgKind {
     closed: bool,
+    /// The connection is gone (closed, or its socket failed).
+    lost: bool,
     code: Option<String>,
 }
 
 impl From<PgKind> for Error {
     fn from(k: PgKind) -> Error {
-        if !k.closed && k.code.as_deref() == Some("57014") {
+        let mut out = if !k.closed && k.code.as_deref() == Some("57014") {
             Error::interrupted("interrupted")
         } else {
             Error::runtime("handler failed")
+        };
+        if k.lost {
+            out = out.with_reason(crate::error::Reason::ConnectionLost);
         }
+        out.sqlstate = k.code;
+        out
     }
 }
 

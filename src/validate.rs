@@ -57,7 +57,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                 "{file}:{}: `events.source` does not prepare",
                 source.line
             ))
-            .caused_by(describe_pg(&e))
+            .caused_by(describe_pg(&e)).with_db_state(&e)
             .with_hint("`source` is one SELECT query; it is read as `(source) AS events`, so the role keys name its output columns"));
         }
     }
@@ -126,7 +126,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     "{file}:{}: `events.{} = \"{}\"` does not work on {shown} as {}",
                     role.expr.line, role.key, role.expr.sql, role.sql_type
                 ))
-                .caused_by(describe_pg(&e)),
+                .caused_by(describe_pg(&e))
+                .with_db_state(&e),
             ));
         }
     }
@@ -170,7 +171,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     "{file}:{}: projection `{}`: the hand-over checkpoint in `{}` cannot be set",
                     h.line, p.name, h.table
                 ))
-                .caused_by(describe_pg(&e))
+                .caused_by(describe_pg(&e)).with_db_state(&e)
                 .with_hint("`handover` names a table, its key column and value, a bigint position column and (xid8 mode) an xid8 transaction id column"));
             }
         }
@@ -194,7 +195,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                             p.name,
                             crate::handlers::HandlerFile::header(section)
                         ))
-                        .caused_by(describe_pg(&e)),
+                        .caused_by(describe_pg(&e)).with_db_state(&e),
                     ));
                 }
             }
@@ -213,7 +214,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     return Err(locked_or(
                         &e,
                         Error::config(format!("{where_}: the SQL does not prepare"))
-                            .caused_by(describe_pg(&e)),
+                            .caused_by(describe_pg(&e))
+                            .with_db_state(&e),
                     ))
                 }
                 Ok(stmt) => {
@@ -240,7 +242,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
 fn locked_or(e: &tokio_postgres::Error, otherwise: Error) -> Error {
     if crate::error::sqlstate(e) == Some("55P03") {
         Error::busy("a table of this config is locked by another session; a swap or rollback may be in progress")
-            .caused_by(describe_pg(e))
+            .caused_by(describe_pg(e)).with_db_state(e)
             .with_hint("try again in a moment; `reproject status` shows what runs")
     } else {
         otherwise

@@ -2,8 +2,8 @@
 //! prints the same structures as JSON instead.
 
 use reproject::engine::{
-    CleanupReport, HistoryReport, PlanReport, RebuildOutcome, RollbackReport, RunOutcome,
-    StatusReport,
+    CleanupReport, HistoryReport, OutcomeStatus, PlanReport, RebuildOutcome, RollbackReport,
+    RunOutcome, RunStatus, StatusReport,
 };
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -104,8 +104,8 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
 pub fn outcome(o: &RebuildOutcome) {
     let Some(run) = o.run_id else { return };
     let checks_passed = o.checks.iter().filter(|c| c.passed).count();
-    match o.status.as_str() {
-        "swapped" => {
+    match &o.status {
+        OutcomeStatus::Run(RunStatus::Swapped) => {
             println!(
                 "run {run}: swapped. {} events applied, {checks_passed}/{} checks passed, swap position {}, lock wait {} ms, lock hold {} ms",
                 o.events_applied,
@@ -125,7 +125,7 @@ pub fn outcome(o: &RebuildOutcome) {
                 println!("{caveat}");
             }
         }
-        "awaiting_swap" => {
+        OutcomeStatus::Run(RunStatus::AwaitingSwap) => {
             println!(
                 "run {run}: rebuilt and checked ({} events, {checks_passed}/{} checks passed), not swapped",
                 o.events_applied,
@@ -133,7 +133,7 @@ pub fn outcome(o: &RebuildOutcome) {
             );
             println!("swap with `reproject swap`");
         }
-        "paused" => {
+        OutcomeStatus::Run(RunStatus::Paused) => {
             println!(
                 "run {run}: stopped after {} events (--max-events), not swapped; `reproject swap` catches up, checks and swaps",
                 o.events_applied

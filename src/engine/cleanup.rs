@@ -5,7 +5,7 @@ use super::Engine;
 use crate::error::Result;
 use crate::state::helpers::{self, HelperTable, Ownership};
 use crate::state::locks::{lock_projections, LockClass};
-use crate::state::runs;
+use crate::state::runs::{self, RunStatus};
 use crate::swap;
 use serde::Serialize;
 use std::time::Duration;
@@ -164,10 +164,10 @@ async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Me
         ));
     };
     let id = run.id;
-    let status = run.status.as_str();
+    let status = &run.status;
     Ok(match h.kind.as_str() {
         "rebuild" => match status {
-            "running" => {
+            RunStatus::Running => {
                 if crate::state::locks::is_locked(conn, LockClass::Projection, &h.projection)
                     .await?
                 {
@@ -181,10 +181,10 @@ async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Me
                     ))
                 }
             }
-            s if runs::SWAPPABLE_STATUSES.contains(&s) => Meaning::Keep(format!(
+            s if s.is_swappable() => Meaning::Keep(format!(
                 "run {id} is {s}: this is what `reproject swap` would swap in"
             )),
-            "failed" | "cancelled" => Meaning::Drop(format!(
+            RunStatus::Failed | RunStatus::Cancelled => Meaning::Drop(format!(
                 "ends the resume of run {id} ({status}{}; `reproject rebuild --resume` would continue it)",
                 run.error
                     .as_deref()
@@ -195,7 +195,7 @@ async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Me
                 "leftover of run {id} ({status}): nothing depends on it"
             )),
         },
-        "old" if status == "swapped" => {
+        "old" if *status == RunStatus::Swapped => {
             // The rollback needs the `_old` table of every table of the run.
             let mut broken = None;
             for t in runs::tables(conn, id).await? {

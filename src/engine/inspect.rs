@@ -6,7 +6,7 @@ use crate::catalog::count_rows;
 use crate::error::{Context, Result};
 use crate::plan::Plan;
 use crate::source::{Bound, Cursor, EventSource};
-use crate::state::runs::{self, Run};
+use crate::state::runs::{self, Phase, Run, RunStatus};
 use crate::state::{helpers, live, locks};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -298,7 +298,7 @@ pub struct ProjectionStatus {
     /// Its newest run, if any.
     pub run_id: Option<i64>,
     /// That run's phase (`replay`, `catch_up`, `checks`, `swap`, …).
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// That run's checkpoint position.
     pub checkpoint: Option<i64>,
     /// Events between the checkpoint and the head of the event table (for unfinished runs).
@@ -415,26 +415,24 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             None => ("live".to_string(), None),
             Some(r) => {
                 let cp = runs::checkpoint(&client, r.id).await?;
-                let state = match r.status.as_str() {
-                    "running"
+                let state = match &r.status {
+                    RunStatus::Running
                         if locks::is_locked(&client, locks::LockClass::Projection, &p.name)
                             .await? =>
                     {
                         "rebuilding"
                     }
-                    "running" => "interrupted",
-                    "paused" => "paused",
-                    "awaiting_swap" => "awaiting swap",
-                    "checks_failed" => "checks failed",
-                    "rolled_back" => "rolled back",
-                    other => other,
+                    RunStatus::Running => "interrupted",
+                    RunStatus::Paused => "paused",
+                    RunStatus::AwaitingSwap => "awaiting swap",
+                    RunStatus::ChecksFailed => "checks failed",
+                    RunStatus::RolledBack => "rolled back",
+                    other => other.as_str(),
                 };
                 (state.to_string(), cp)
             }
         };
-        let unfinished = run
-            .as_ref()
-            .is_some_and(|r| !runs::FINAL_STATUSES.contains(&r.status.as_str()));
+        let unfinished = run.as_ref().is_some_and(|r| !r.status.is_final());
         // A run replaying in stream lanes keeps its checkpoint at the plan's start until every
         // lane is done; the lanes' own progress is in `reproject.lanes` (not in a state schema
         // from before migration 012, which `status` does not migrate).

@@ -548,25 +548,24 @@ fn is_transient(err: &Error, conn: &Client) -> bool {
     err.kind != crate::error::ErrorKind::Busy && (conn.is_closed() || retryable(err))
 }
 
-/// Whether an error's text says it is worth retrying (SQLSTATE, or a failed connect).
+/// Whether an error is worth retrying by its SQLSTATE, or because no connection could be made.
 fn retryable(err: &Error) -> bool {
     if err.kind == crate::error::ErrorKind::Busy {
         return false;
     }
-    if err.message.starts_with("cannot connect to PostgreSQL") {
+    if err.reason == Some(crate::error::Reason::CannotConnect) {
         return true;
     }
-    const RETRY: &[&str] = &[
-        "[SQLSTATE 40001]", // serialization_failure
-        "[SQLSTATE 40P01]", // deadlock_detected
-        "[SQLSTATE 57P01]", // admin_shutdown
-        "[SQLSTATE 57P02]", // crash_shutdown
-        "[SQLSTATE 57P03]", // cannot_connect_now
-        "[SQLSTATE 08",     // connection exceptions
-    ];
-    std::iter::once(&err.message)
-        .chain(err.causes.iter())
-        .any(|t| RETRY.iter().any(|code| t.contains(code)))
+    err.sqlstate().is_some_and(|code| {
+        matches!(
+            code,
+            "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+        ) || code.starts_with("08") // connection exceptions
+    })
 }
 
 /// Takes the runner locks; with `wait`, while another runner holds one, tries again every
@@ -742,7 +741,7 @@ async fn start_positions(
         }
         let swapped = runs::latest_swapped_for(conn, name)
             .await?
-            .filter(|r| r.status == "swapped");
+            .filter(|r| r.status == runs::RunStatus::Swapped);
         match (from, swapped) {
             (Some(at), _) => {
                 let position = match at {
@@ -1142,13 +1141,26 @@ mod tests {
 
     #[test]
     fn what_is_retried() {
-        let busy = Error::busy("held").caused_by("[SQLSTATE 40001]");
-        let deadlock = Error::runtime("x").caused_by("ERROR: deadlock detected [SQLSTATE 40P01]");
-        let handler = Error::runtime("x").caused_by("ERROR: invalid input [SQLSTATE 22P02]");
-        let connect = Error::runtime("cannot connect to PostgreSQL at u@h:5432/d");
+        let coded = |e: Error, code: &str| {
+            let mut e = e;
+            e.sqlstate = Some(code.to_string());
+            e
+        };
+        let busy = coded(Error::busy("held"), "40001");
+        let deadlock = coded(Error::runtime("x"), "40P01").context("applying a batch");
+        let handler = coded(Error::runtime("x"), "22P02");
+        let connect = Error::runtime("x").with_reason(crate::error::Reason::CannotConnect);
         assert!(!retryable(&busy));
         assert!(retryable(&deadlock));
+        assert!(retryable(&coded(Error::runtime("x"), "08006")));
+        assert!(retryable(&coded(Error::runtime("x"), "57P01")));
         assert!(!retryable(&handler));
         assert!(retryable(&connect));
+        // The words alone decide nothing: only the SQLSTATE and the reason set where the
+        // error was made.
+        assert!(!retryable(
+            &Error::runtime("cannot connect to PostgreSQL at u@h:5432/d")
+                .caused_by("ERROR: deadlock detected [SQLSTATE 40P01]")
+        ));
     }
 }

@@ -12,6 +12,8 @@ mod rebuild;
 mod restore;
 mod scope;
 
+/// Where a run stands and the phase it is in, as the outcomes and reports carry them.
+pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
 pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
@@ -22,7 +24,7 @@ pub use live::{
     NOTIFY_CHANNEL,
 };
 pub use partial::{Partial, PartialRequest};
-pub use rebuild::{rebuild, swap, RebuildOptions, RebuildOutcome, SwapOptions};
+pub use rebuild::{rebuild, swap, OutcomeStatus, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use restore::{cancel, rollback, RollbackOptions, RollbackReport};
 
 use crate::config::Config;

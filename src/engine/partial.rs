@@ -418,6 +418,7 @@ async fn streams_where(
     let row = client.query_one(&query, &[]).await.map_err(|e| {
         Error::config(format!("--streams-where `{sql}` cannot be evaluated on the events"))
             .caused_by(crate::error::describe_pg(&e))
+            .with_db_state(&e)
             .with_hint("the predicate may use the columns of `events.table` (or of the `events.source` query's output), as the `[events]` expressions do")
     })?;
     let streams: Vec<String> = row.get(0);

@@ -6,7 +6,7 @@ use super::{handler_digest, run_tables, Engine};
 use crate::catalog::fingerprint;
 use crate::checks::{self, CheckResult};
 use crate::db::tx;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{Context, Error, ErrorKind, Reason, Result};
 use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
@@ -18,7 +18,7 @@ use crate::state::helpers::{self, Ownership};
 use crate::state::lanes;
 use crate::state::locks::{lock_projections, LockClass};
 use crate::state::migrate::migrate;
-use crate::state::runs::{self, JsonColumn, RunTable};
+use crate::state::runs::{self, JsonColumn, Phase, RunStatus, RunTable};
 use crate::swap::{self, LockPolicy};
 use crate::window::SwapWindow;
 use crate::write_guard;
@@ -100,6 +100,45 @@ pub struct SwapOptions {
     pub lock: LockPolicy,
 }
 
+/// How a rebuild or swap call ended: a dry run, or the status it left its run in. Shown (and
+/// serialized) as the same words as the run's status, or `dry_run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeStatus {
+    /// `--dry-run`: nothing was written.
+    DryRun,
+    /// The status the run was left in: `swapped`, `awaiting_swap` or `paused`.
+    Run(RunStatus),
+}
+
+impl OutcomeStatus {
+    /// The word shown for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            OutcomeStatus::DryRun => "dry_run",
+            OutcomeStatus::Run(status) => status.as_str(),
+        }
+    }
+}
+
+/// Compares with the word, as code written when the status was a string does.
+impl PartialEq<&str> for OutcomeStatus {
+    fn eq(&self, word: &&str) -> bool {
+        self.as_str() == *word
+    }
+}
+
+impl std::fmt::Display for OutcomeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OutcomeStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What a rebuild or swap did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RebuildOutcome {
@@ -107,8 +146,8 @@ pub struct RebuildOutcome {
     pub dry_run: Option<PlanReport>,
     /// The run's id in `reproject.runs` (None for a dry run).
     pub run_id: Option<i64>,
-    /// `swapped`, `awaiting_swap` or `paused` (`--max-events`).
-    pub status: String,
+    /// `swapped`, `awaiting_swap`, `paused` (`--max-events`) or `dry_run`.
+    pub status: OutcomeStatus,
     /// Events applied by this call (replay, catch-up and final tail).
     pub events_applied: i64,
     /// The health checks and their results.
@@ -200,7 +239,7 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         };
         result = match rebuild_once(engine, &again, &survived).await {
             // Nothing was recorded before the connection went: report the loss itself.
-            Err(e) if e.kind == ErrorKind::Config && e.message.starts_with("nothing to resume") => {
+            Err(e) if e.reason == Some(Reason::NothingToResume) => {
                 // The run may have been swapped by the attempt that lost its connection.
                 return match swapped_since(engine, opts, began).await {
                     Some(outcome) => Ok(outcome),
@@ -260,7 +299,7 @@ async fn swapped_since(
     Some(RebuildOutcome {
         dry_run: None,
         run_id: Some(run.id),
-        status: "swapped".into(),
+        status: OutcomeStatus::Run(RunStatus::Swapped),
         events_applied: 0,
         checks: Vec::new(),
         swap_position: run.swap_position,
@@ -278,7 +317,7 @@ async fn committed_despite_loss(engine: &Engine<'_>, run_id: i64) -> Option<bool
     for attempt in 1..=RECONNECTS {
         if let Ok(client) = engine.db.dedicated().await {
             if let Ok(Some(run)) = runs::get(&client, run_id).await {
-                return Some(run.status == "swapped");
+                return Some(run.status == RunStatus::Swapped);
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(500 * (1 << attempt))).await;
@@ -325,7 +364,7 @@ async fn rebuild_once(
         return Ok(RebuildOutcome {
             dry_run: Some(report),
             run_id: None,
-            status: "dry_run".into(),
+            status: OutcomeStatus::DryRun,
             events_applied: 0,
             checks: Vec::new(),
             swap_position: None,
@@ -604,6 +643,7 @@ async fn resume(
             "nothing to resume: no unfinished rebuild of exactly {}",
             wanted.join(", ")
         ))
+        .with_reason(Reason::NothingToResume)
         .with_hint("see `reproject history`; without --resume, `rebuild` starts a new run"));
     };
     engine.reporter.step(&format!(
@@ -718,7 +758,7 @@ async fn continue_run(
         partial,
         ..finish.clone()
     };
-    runs::set_status(&conn, run.id, "running", None).await?;
+    runs::set_status(&conn, run.id, RunStatus::Running, None).await?;
     if finish.skip_checks {
         runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
     }
@@ -782,7 +822,8 @@ async fn finish_run(
     let mut outcome = RebuildOutcome {
         dry_run: None,
         run_id: Some(run_id),
-        status: String::new(),
+        // Set on each way out below.
+        status: OutcomeStatus::Run(RunStatus::Running),
         events_applied: 0,
         checks: Vec::new(),
         swap_position: None,
@@ -812,7 +853,7 @@ async fn finish_run(
         progress_base: std::sync::atomic::AtomicU64::new(0),
     };
 
-    runs::set_phase(conn, run_id, "replay").await?;
+    runs::set_phase(conn, run_id, Phase::Replay).await?;
     source.check_transaction_ids(conn).await?;
     let start = runs::cursor(conn, run_id).await?;
     let bound = cut
@@ -911,12 +952,12 @@ async fn finish_run(
         outcome.events_applied += applied?;
     }
     if budget == Some(0) {
-        runs::set_status(conn, run_id, "paused", None).await?;
-        outcome.status = "paused".into();
+        runs::set_status(conn, run_id, RunStatus::Paused, None).await?;
+        outcome.status = OutcomeStatus::Run(RunStatus::Paused);
         return Ok(outcome);
     }
 
-    runs::set_phase(conn, run_id, "catch_up").await?;
+    runs::set_phase(conn, run_id, Phase::CatchUp).await?;
     outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
 
     // A maintenance window: keep catching up until it opens, then check and swap inside it.
@@ -924,7 +965,7 @@ async fn finish_run(
         let mut announced = false;
         while let Some(opens) = window.next_open(chrono::Local::now()) {
             if !opts.wait_for_window {
-                runs::set_status(conn, run_id, "awaiting_swap", None).await?;
+                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
                 return Err(Error::busy(format!(
                     "run {run_id}: outside the swap window ({window}); it next opens at {}",
                     opens.format("%Y-%m-%d %H:%M:%S %Z")
@@ -932,7 +973,7 @@ async fn finish_run(
                 .with_hint("nothing was swapped; run `reproject swap` inside the window"));
             }
             if !announced {
-                runs::set_phase(conn, run_id, "waiting").await?;
+                runs::set_phase(conn, run_id, Phase::Waiting).await?;
                 reporter.step(&format!(
                     "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
                     opens.format("%Y-%m-%d %H:%M:%S %Z")
@@ -943,7 +984,7 @@ async fn finish_run(
             let mut slept = std::time::Duration::ZERO;
             while slept < until.min(WINDOW_CATCH_UP_EVERY) {
                 if engine.cancel.is_cancelled() {
-                    runs::set_status(conn, run_id, "awaiting_swap", None).await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
                     return Err(Error::interrupted(format!(
                         "run {run_id}: cancelled while waiting for the swap window"
                     ))
@@ -957,7 +998,7 @@ async fn finish_run(
         }
     }
 
-    runs::set_phase(conn, run_id, "checks").await?;
+    runs::set_phase(conn, run_id, Phase::Checks).await?;
     reporter.step("running health checks");
     let results = checks::run(conn, target, order).await?;
     runs::set_json(
@@ -990,7 +1031,13 @@ async fn finish_run(
                 failed.len()
             ));
         } else {
-            runs::set_status(conn, run_id, "checks_failed", Some("health checks failed")).await?;
+            runs::set_status(
+                conn,
+                run_id,
+                RunStatus::ChecksFailed,
+                Some("health checks failed"),
+            )
+            .await?;
             let mut err = Error::health_check(format!(
                 "run {run_id}: {} health check(s) failed; nothing was swapped",
                 failed.len()
@@ -1022,8 +1069,8 @@ async fn finish_run(
     }
 
     if opts.no_swap {
-        runs::set_status(conn, run_id, "awaiting_swap", None).await?;
-        outcome.status = "awaiting_swap".into();
+        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
+        outcome.status = OutcomeStatus::Run(RunStatus::AwaitingSwap);
         return Ok(outcome);
     }
     if engine.cancel.is_cancelled() {
@@ -1032,7 +1079,7 @@ async fn finish_run(
         )));
     }
 
-    runs::set_phase(conn, run_id, "swap").await?;
+    runs::set_phase(conn, run_id, Phase::Swap).await?;
     reporter.step("analyzing the rebuilt tables");
     for t in tables {
         conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
@@ -1077,7 +1124,7 @@ async fn finish_run(
                     &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
                 )
                 .await?;
-                runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
                 return Err(e);
             }
         };
@@ -1198,7 +1245,8 @@ async fn finish_run(
                 retries += 1;
                 if retries > swap::TAIL_RETRIES && external.is_some() {
                     let e = crate::external::tail_refused(run_id, pending, retries);
-                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                        .await?;
                     return Err(e);
                 }
                 if retries > swap::TAIL_RETRIES {
@@ -1207,7 +1255,8 @@ async fn finish_run(
                         opts.lock.max_tail_events
                     ))
                     .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
-                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                        .await?;
                     return Err(e);
                 }
                 if external.is_some() {
@@ -1233,7 +1282,8 @@ async fn finish_run(
                                  "lock_hold_ms": held.elapsed().as_millis() as i64 }),
                     )
                     .await?;
-                    runs::set_status(conn, run_id, "awaiting_swap", Some(&e.plain())).await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                        .await?;
                 }
                 return Err(e);
             }
@@ -1297,7 +1347,7 @@ fn swapped(
     position: Option<i64>,
 ) -> RebuildOutcome {
     outcome.events_applied += tail;
-    outcome.status = "swapped".into();
+    outcome.status = OutcomeStatus::Run(RunStatus::Swapped);
     outcome.swap_position = position;
     outcome.lock_wait_ms = Some(wait.as_millis() as i64);
     outcome.lock_hold_ms = Some(hold.as_millis() as i64);
@@ -1524,10 +1574,10 @@ async fn record_outcome(
         Err(e) => e,
     };
     let status = match err.kind {
-        ErrorKind::Interrupted => "cancelled",
+        ErrorKind::Interrupted => RunStatus::Cancelled,
         // The rebuild is complete; once the cause is fixed, `swap` can try again.
-        ErrorKind::Fidelity => "awaiting_swap",
-        _ => "failed",
+        ErrorKind::Fidelity => RunStatus::AwaitingSwap,
+        _ => RunStatus::Failed,
     };
     // A fresh pooled connection: the run's own connection may be what failed.
     let client = match engine.db.get().await {
@@ -1543,11 +1593,13 @@ async fn record_outcome(
     // A failure during the swap phase rolled the swap transaction back as a whole (e.g. the
     // server ended a frozen swap session): the rebuild is complete, a later swap can finish it.
     let status = match &current {
-        Some(r) if r.phase == "swap" && err.kind != ErrorKind::Interrupted => "awaiting_swap",
+        Some(r) if r.phase == Phase::Swap && err.kind != ErrorKind::Interrupted => {
+            RunStatus::AwaitingSwap
+        }
         _ => status,
     };
-    if let Some(run) = current.filter(|r| r.status == "running") {
-        if runs::set_status(&client, run_id, status, Some(&err.plain()))
+    if let Some(run) = current.filter(|r| r.status == RunStatus::Running) {
+        if runs::set_status(&client, run_id, status.clone(), Some(&err.plain()))
             .await
             .is_err()
         {
@@ -1556,8 +1608,9 @@ async fn record_outcome(
             // run is still as this process left it.
             let recorded = async {
                 let _locks = lock_projections(&engine.db, &run.projections).await?;
-                if runs::get(&**client, run_id).await?.map(|r| r.status) == Some("running".into()) {
-                    runs::set_status(&client, run_id, status, Some(&err.plain())).await?;
+                if runs::get(&**client, run_id).await?.map(|r| r.status) == Some(RunStatus::Running)
+                {
+                    runs::set_status(&client, run_id, status.clone(), Some(&err.plain())).await?;
                 }
                 Ok::<_, Error>(())
             }

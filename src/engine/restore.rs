@@ -7,7 +7,7 @@ use crate::source::EventSource;
 use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
 use crate::state::locks::{lock_projections, LockClass};
-use crate::state::runs::{self, RunTable};
+use crate::state::runs::{self, RunStatus, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
 use serde_json::json;
@@ -118,7 +118,7 @@ pub async fn rollback(
         newest
     };
     drop(pooled);
-    let Some(run) = newest.filter(|r| r.status == "swapped") else {
+    let Some(run) = newest.filter(|r| r.status == RunStatus::Swapped) else {
         return Err(Error::config("nothing to roll back: the newest swap of these projections was already rolled back (or there was none)")
             .with_hint("see `reproject history`"));
     };
@@ -429,7 +429,7 @@ pub async fn cancel(engine: &Engine<'_>, run: Option<i64>, by: &str) -> Result<i
     let running: Vec<runs::Run> = runs::list(&**client, 1000)
         .await?
         .into_iter()
-        .filter(|r| r.status == "running")
+        .filter(|r| r.status == RunStatus::Running)
         .collect();
     let target = match run {
         Some(id) => running

@@ -8,10 +8,183 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Row};
 
+/// Where a run stands, stored in `reproject.runs.status` and shown in JSON output as the same
+/// lowercase words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Being rebuilt (or its process died: `status` tells by the run's guard).
+    Running,
+    /// Stopped by `--max-events`; `rebuild --resume` continues it.
+    Paused,
+    /// Rebuilt and caught up; `reproject swap` swaps it in.
+    AwaitingSwap,
+    /// The health checks refused the swap; the rebuilt tables are kept.
+    ChecksFailed,
+    /// Failed; `rebuild --resume` may continue it.
+    Failed,
+    /// Stopped on request (Ctrl-C, SIGTERM, `reproject cancel`).
+    Cancelled,
+    /// Swapped in.
+    Swapped,
+    /// Swapped in, then rolled back.
+    RolledBack,
+    /// Replaced by a later run of the same projections.
+    Superseded,
+    /// A status this version does not know (written by a newer reproject): kept as read, so
+    /// `status` and `history` still show it.
+    Other(String),
+}
+
 /// Statuses after which a run is finished with for good.
-pub const FINAL_STATUSES: &[&str] = &["swapped", "rolled_back", "superseded"];
+pub const FINAL_STATUSES: &[RunStatus] = &[
+    RunStatus::Swapped,
+    RunStatus::RolledBack,
+    RunStatus::Superseded,
+];
 /// Statuses of a run whose rebuild tables wait for `reproject swap`.
-pub const SWAPPABLE_STATUSES: &[&str] = &["paused", "awaiting_swap", "checks_failed"];
+pub const SWAPPABLE_STATUSES: &[RunStatus] = &[
+    RunStatus::Paused,
+    RunStatus::AwaitingSwap,
+    RunStatus::ChecksFailed,
+];
+
+impl RunStatus {
+    /// The word stored in the state schema and shown in JSON output.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::AwaitingSwap => "awaiting_swap",
+            RunStatus::ChecksFailed => "checks_failed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Swapped => "swapped",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::Superseded => "superseded",
+            RunStatus::Other(s) => s,
+        }
+    }
+
+    /// Whether the run is finished with for good.
+    pub fn is_final(&self) -> bool {
+        FINAL_STATUSES.contains(self)
+    }
+
+    /// Whether the run's rebuild tables wait for `reproject swap`.
+    pub fn is_swappable(&self) -> bool {
+        SWAPPABLE_STATUSES.contains(self)
+    }
+}
+
+/// The stored words of `statuses`, for a query parameter.
+fn words(statuses: &[RunStatus]) -> Vec<&str> {
+    statuses.iter().map(RunStatus::as_str).collect()
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = std::convert::Infallible;
+
+    /// Never fails: an unknown word becomes [`RunStatus::Other`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "paused" => RunStatus::Paused,
+            "awaiting_swap" => RunStatus::AwaitingSwap,
+            "checks_failed" => RunStatus::ChecksFailed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "swapped" => RunStatus::Swapped,
+            "rolled_back" => RunStatus::RolledBack,
+            "superseded" => RunStatus::Superseded,
+            other => RunStatus::Other(other.to_string()),
+        })
+    }
+}
+
+/// Where a run is or stopped, stored in `reproject.runs.phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Creating the `_rebuild` tables.
+    Clone,
+    /// Replaying the events up to the target.
+    Replay,
+    /// Catching up with the events written since.
+    CatchUp,
+    /// Waiting (`--no-swap`, `--swap-at`) before the swap.
+    Waiting,
+    /// Running the health checks.
+    Checks,
+    /// Swapping.
+    Swap,
+    /// Swapped.
+    Done,
+    /// A phase this version does not know (written by a newer reproject), kept as read.
+    Other(String),
+}
+
+impl Phase {
+    /// The word stored in the state schema and shown in JSON output.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Phase::Clone => "clone",
+            Phase::Replay => "replay",
+            Phase::CatchUp => "catch_up",
+            Phase::Waiting => "waiting",
+            Phase::Checks => "checks",
+            Phase::Swap => "swap",
+            Phase::Done => "done",
+            Phase::Other(s) => s,
+        }
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = std::convert::Infallible;
+
+    /// Never fails: an unknown word becomes [`Phase::Other`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "clone" => Phase::Clone,
+            "replay" => Phase::Replay,
+            "catch_up" => Phase::CatchUp,
+            "waiting" => Phase::Waiting,
+            "checks" => Phase::Checks,
+            "swap" => Phase::Swap,
+            "done" => Phase::Done,
+            other => Phase::Other(other.to_string()),
+        })
+    }
+}
+
+/// Both serialize as their stored word, so JSON output reads as it always did.
+macro_rules! as_word {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        /// Compares with the stored word.
+        impl PartialEq<&str> for $t {
+            fn eq(&self, word: &&str) -> bool {
+                self.as_str() == *word
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let word = String::deserialize(d)?;
+                Ok(word.parse().unwrap_or_else(|never| match never {}))
+            }
+        }
+    };
+}
+as_word!(RunStatus);
+as_word!(Phase);
 
 /// One run, as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -36,9 +209,9 @@ pub struct Run {
     /// Its process id.
     pub pid: Option<i32>,
     /// `running`, `paused`, `awaiting_swap`, `checks_failed`, `failed`, `cancelled`, `swapped`, `rolled_back`, `superseded`.
-    pub status: String,
+    pub status: RunStatus,
     /// Where it is or stopped: `replay`, `catch_up`, `waiting`, `checks`, `swap`.
-    pub phase: String,
+    pub phase: Phase,
     /// The options it was started with (batch size, `--no-swap`, …).
     pub options: Value,
     /// Per projection, the digest of the handlers that built its tables.
@@ -87,6 +260,12 @@ const COLUMNS: &str = "id, kind, projections, reason, initiated_by, host, pid, s
 // The roles (migration 014) and faults (017) are read through the row's JSON so that `status` and `history`,
 // which never migrate, still read a state schema from before it.
 
+/// A status or phase column: an unknown word is kept as read, never a panic.
+fn word<T: std::str::FromStr<Err = std::convert::Infallible>>(r: &Row, i: usize) -> T {
+    let text: String = r.get(i);
+    text.parse().unwrap_or_else(|never| match never {})
+}
+
 fn from_row(r: &Row) -> Run {
     Run {
         id: r.get(0),
@@ -96,8 +275,8 @@ fn from_row(r: &Row) -> Run {
         initiated_by: r.get(4),
         host: r.get(5),
         pid: r.get(6),
-        status: r.get(7),
-        phase: r.get(8),
+        status: word(r, 7),
+        phase: word(r, 8),
         options: r.get(9),
         handler_digests: r.get(10),
         start_position: r.get(11),
@@ -232,7 +411,7 @@ pub async fn swappable(client: &impl GenericClient) -> Result<Vec<Run>> {
             &format!(
                 "SELECT {COLUMNS} FROM reproject.runs WHERE status = ANY ($1) ORDER BY id DESC"
             ),
-            &[&SWAPPABLE_STATUSES],
+            &[&words(SWAPPABLE_STATUSES)],
         )
         .await
         .context("cannot read the runs")?;
@@ -269,7 +448,7 @@ pub async fn resumable(client: &impl GenericClient) -> Result<Vec<Run>> {
     let rows = client
         .query(
             &format!("SELECT {COLUMNS} FROM reproject.runs WHERE NOT (status = ANY ($1)) ORDER BY id DESC"),
-            &[&FINAL_STATUSES],
+            &[&words(FINAL_STATUSES)],
         )
         .await
         .context("cannot read the runs")?;
@@ -322,18 +501,18 @@ pub async fn supersede(
             "UPDATE reproject.runs SET status = 'superseded', finished_at = coalesce(finished_at, now()), \
                  error = coalesce(error || '; ', '') || 'superseded by run ' || $2 \
              WHERE id <> $2 AND projections && $1 AND NOT (status = ANY ($3))",
-            &[&projections, &by, &FINAL_STATUSES],
+            &[&projections, &by, &words(FINAL_STATUSES)],
         )
         .await
         .context("cannot update earlier runs")
 }
 
 /// Records the phase a run is in.
-pub async fn set_phase(client: &impl GenericClient, id: i64, phase: &str) -> Result<()> {
+pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase) -> Result<()> {
     client
         .execute(
             "UPDATE reproject.runs SET phase = $2 WHERE id = $1",
-            &[&id, &phase],
+            &[&id, &phase.as_str()],
         )
         .await
         .context("cannot record the run's phase")?;
@@ -346,7 +525,7 @@ pub async fn set_phase(client: &impl GenericClient, id: i64, phase: &str) -> Res
 pub async fn set_status(
     client: &tokio_postgres::Client,
     id: i64,
-    status: &str,
+    status: RunStatus,
     error: Option<&str>,
 ) -> Result<()> {
     crate::db::tx::run(client, "cannot record the run's status", None, || async {
@@ -369,7 +548,7 @@ pub async fn set_status(
             .execute(
                 "UPDATE reproject.runs SET status = $2, error = coalesce($3, error), \
                      finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE id = $1",
-                &[&id, &status, &error],
+                &[&id, &status.as_str(), &error],
             )
             .await
             .context("cannot record the run's status")?;
@@ -778,4 +957,86 @@ pub async fn add_fault(
         .await
         .context("cannot record a fault the run survived in reproject.runs")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUSES: &[&str] = &[
+        "running",
+        "paused",
+        "awaiting_swap",
+        "checks_failed",
+        "failed",
+        "cancelled",
+        "swapped",
+        "rolled_back",
+        "superseded",
+    ];
+
+    #[test]
+    fn statuses_read_and_write_the_stored_words() {
+        for word in STATUSES {
+            let status: RunStatus = word.parse().unwrap();
+            assert!(!matches!(status, RunStatus::Other(_)), "{word}");
+            assert_eq!(status.as_str(), *word);
+            assert_eq!(status.to_string(), *word);
+            assert_eq!(serde_json::to_value(&status).unwrap(), json_word(word));
+            let back: RunStatus = serde_json::from_value(json_word(word)).unwrap();
+            assert_eq!(back, status);
+        }
+        // The words the state schema allows (sql/001_init.sql) are exactly these.
+        let init = include_str!("../../sql/001_init.sql");
+        for word in STATUSES {
+            assert!(init.contains(&format!("'{word}'")), "{word}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_status_or_phase_is_kept_as_read() {
+        let status: RunStatus = "archived".parse().unwrap();
+        assert_eq!(status, RunStatus::Other("archived".into()));
+        assert_eq!(status.as_str(), "archived");
+        assert!(!status.is_final() && !status.is_swappable());
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            json_word("archived")
+        );
+        let phase: Phase = "compact".parse().unwrap();
+        assert_eq!(phase, Phase::Other("compact".into()));
+        assert_eq!(phase.to_string(), "compact");
+    }
+
+    #[test]
+    fn phases_read_and_write_the_stored_words() {
+        for word in [
+            "clone", "replay", "catch_up", "waiting", "checks", "swap", "done",
+        ] {
+            let phase: Phase = word.parse().unwrap();
+            assert!(!matches!(phase, Phase::Other(_)), "{word}");
+            assert_eq!(phase.as_str(), word);
+            assert_eq!(serde_json::to_value(&phase).unwrap(), json_word(word));
+        }
+    }
+
+    #[test]
+    fn final_and_swappable_statuses() {
+        let of = |w: &str| w.parse::<RunStatus>().unwrap();
+        assert_eq!(
+            words(FINAL_STATUSES),
+            ["swapped", "rolled_back", "superseded"]
+        );
+        assert_eq!(
+            words(SWAPPABLE_STATUSES),
+            ["paused", "awaiting_swap", "checks_failed"]
+        );
+        assert!(of("rolled_back").is_final() && !of("running").is_final());
+        assert!(of("checks_failed").is_swappable() && !of("failed").is_swappable());
+        assert!(of("swapped") == "swapped" && of("swapped") != "paused");
+    }
+
+    fn json_word(word: &str) -> Value {
+        Value::String(word.to_string())
+    }
 }
