@@ -431,11 +431,17 @@ pub async fn request_cancel(client: &impl GenericClient, id: i64, by: &str) -> R
 }
 
 /// Whether someone asked this run to stop; the request is consumed (a resumed run starts clean).
+/// It never waits for the run's row: a stream lane of this same process may hold it in an open
+/// transaction that only commits once the caller, polling here, lets the lanes go on (the two
+/// would wait for each other forever); a locked row is looked at again at the next poll.
 pub async fn take_cancel_request(client: &impl GenericClient, id: i64) -> Result<Option<String>> {
     let row = client
         .query_opt(
             "UPDATE reproject.runs SET cancel_requested_at = NULL \
-             WHERE id = $1 AND cancel_requested_at IS NOT NULL RETURNING coalesce(cancel_requested_by, '?')",
+             WHERE id = (SELECT id FROM reproject.runs \
+                          WHERE id = $1 AND cancel_requested_at IS NOT NULL \
+                          FOR UPDATE SKIP LOCKED) \
+             RETURNING coalesce(cancel_requested_by, '?')",
             &[&id],
         )
         .await
