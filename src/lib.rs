@@ -90,6 +90,7 @@ pub mod progress;
 pub mod projection;
 pub mod replay;
 pub mod shadow;
+pub mod shape;
 pub mod source;
 pub mod standby;
 pub mod state;
