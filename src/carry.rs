@@ -32,6 +32,10 @@ pub struct Exchange<'a> {
     /// The live table's fingerprint when the incoming table was cloned from it, if known: its
     /// structure (columns, constraints, indexes) must not have changed since.
     pub cloned_from: Option<(i64, Value)>,
+    /// Dependents of changed columns that are dropped and re-created from the user's
+    /// statements instead of carried over (shape/dependents.rs); on a rollback, the recorded
+    /// original definitions.
+    pub redefined: &'a [crate::shape::dependents::Redefined],
 }
 
 /// A foreign key re-created `NOT VALID` inside the swap; validated after the commit.
@@ -487,6 +491,8 @@ pub async fn exchange(
     }
     let live = ex.live.quoted();
     let mut validations = Vec::new();
+    // 0. Redefined dependents: captured and dropped; the steps below never see them.
+    let (captured, out) = detach_redefined(client, ex, out).await?;
 
     // 1. Dependents that hold the outgoing table by OID are detached before the renames.
     for fk in items(&out, "referenced_by") {
@@ -530,13 +536,20 @@ pub async fn exchange(
     validations.extend(move_foreign_keys(client, ex, &out, &inc).await?);
     // 6. Views and materialized views read the new live table.
     repoint_views(client, &out, &matviews).await?;
+    // 6b. Redefined dependents: the user's statements, then their owner, grants and comment.
+    validations.extend(redefine(client, ex, &captured).await?);
     laps.lap("exchange statements built");
 
-    // 7. The proof: the new live table must be indistinguishable from the old one.
+    // 7. The proof: the new live table must be indistinguishable from the old one (but for
+    // the redefined dependents, proven on their own).
     // Sent together with the queued statements: they run first, in order.
     let (_, now) = tokio::try_join!(client.flushed(), fingerprints.of(conn, ex.live))?;
     laps.lap("exchange statements and proof");
-    let differences = fingerprint::diff(&out, &now);
+    crate::shape::dependents::prove_kept(conn, ex.live, &captured).await?;
+    let differences = fingerprint::diff(
+        &out,
+        &crate::shape::dependents::without(&now, ex.live, &captured),
+    );
     if !differences.is_empty() {
         let mut err = Error::fidelity(format!(
             "refusing to swap `{}`: the new table would differ from the live one",
@@ -548,6 +561,52 @@ pub async fn exchange(
         return Err(err.with_hint(
             "nothing was swapped (the transaction was rolled back); please report this with the differences above",
         ));
+    }
+    Ok(validations)
+}
+
+/// Step 0 of [`exchange`]: what the swap keeps of each redefined dependent is read, and the
+/// dependents are detached from the outgoing table. Returns the captures and the outgoing
+/// fingerprint without the redefined dependents (what the other steps carry over and the
+/// proof expects).
+async fn detach_redefined(
+    client: &Session<'_>,
+    ex: &Exchange<'_>,
+    out: Value,
+) -> Result<(Vec<crate::shape::dependents::Captured>, Value)> {
+    use crate::shape::dependents;
+    if ex.redefined.is_empty() {
+        return Ok((Vec::new(), out));
+    }
+    let captured = dependents::capture(client.flushed().await?, ex.redefined).await?;
+    for sql in dependents::detach_sql(ex.redefined, ex.live) {
+        exec(client, &sql).await?;
+    }
+    let kept = dependents::without(&out, ex.live, &captured);
+    Ok((captured, kept))
+}
+
+/// Step 6b of [`exchange`]: the redefined dependents are created by the user's statements
+/// (after the renames, so the live name is the incoming table's), proven to exist (one round
+/// trip, only when there are any), then given their owner, privileges and comment back.
+/// Returns the redefined foreign keys to validate after the commit.
+async fn redefine(
+    client: &Session<'_>,
+    ex: &Exchange<'_>,
+    captured: &[crate::shape::dependents::Captured],
+) -> Result<Vec<Validation>> {
+    if ex.redefined.is_empty() {
+        return Ok(Vec::new());
+    }
+    for r in ex.redefined {
+        for sql in &r.sql {
+            exec(client, sql).await?;
+        }
+    }
+    let conn = client.flushed().await?;
+    let validations = crate::shape::dependents::prove_created(conn, ex.live, ex.redefined).await?;
+    for sql in crate::shape::dependents::restore_sql(ex.redefined, captured) {
+        exec(client, &sql).await?;
     }
     Ok(validations)
 }
@@ -1074,7 +1133,7 @@ async fn rename_statistics(client: &Session<'_>, ex: &Exchange<'_>) -> Result<()
     Ok(())
 }
 
-fn create_policy(p: &Value, table: &str) -> String {
+pub(crate) fn create_policy(p: &Value, table: &str) -> String {
     let command = match s(p, "command").as_str() {
         "r" => "SELECT",
         "a" => "INSERT",

@@ -247,6 +247,12 @@ pub fn parse_single(sql: &str) -> std::result::Result<Statement, String> {
     }
 }
 
+/// Parses SQL text of one or more statements with `{{table}}` references (a `redefine`
+/// file): the statements, or the line and reason of the first problem.
+pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, (usize, String)> {
+    split_statements(sql, 1)
+}
+
 type ParseError = (usize, String);
 
 /// A section header line.

@@ -51,6 +51,8 @@ pub struct Request<'a> {
     pub tables: &'a [RunTable],
     /// `--jobs`.
     pub jobs: usize,
+    /// The new shapes of the tables (`reshape`): the dependents they break must be redefined.
+    pub changes: &'a [crate::shape::ShapeChange],
 }
 
 /// Every refusal for a new rebuild of `req` (plan, dry run and rebuild alike).
@@ -73,6 +75,14 @@ pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec
             ));
         }
     }
+    out.extend(
+        crate::shape::dependents::refusals(
+            client,
+            req.changes,
+            &crate::shape::dependents::of_projections(req.config, req.order),
+        )
+        .await?,
+    );
     Ok(out)
 }
 

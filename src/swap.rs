@@ -542,6 +542,10 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
     .await
 }
 
+/// Per live table, the dependents its swap redefines (shape/dependents.rs).
+pub type Redefinitions =
+    std::collections::BTreeMap<TableName, Vec<crate::shape::dependents::Redefined>>;
+
 /// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`, with
 /// everything the live table carries moved to the new one (carry.rs), and the registry
 /// updated. Returns the foreign keys to validate after the commit.
@@ -550,12 +554,20 @@ pub async fn swap_generation(
     prepared: &crate::carry::Prepared,
     run_id: i64,
     tables: &[RunTable],
+    redefinitions: &Redefinitions,
 ) -> Result<Vec<crate::carry::Validation>> {
+    use crate::shape::dependents;
     let mut validations = Vec::new();
     for t in tables {
         let cloned_from = crate::state::runs::table_fingerprint(client, run_id, &t.live)
             .await?
             .map(|fp| (run_id, fp));
+        let redefined = redefinitions.get(&t.live).map_or(&[][..], Vec::as_slice);
+        if !redefined.is_empty() {
+            // What a rollback of this run re-creates, read before anything changes.
+            let originals = dependents::originals(client, &t.live, redefined).await?;
+            dependents::record(client, run_id, &t.live, &originals).await?;
+        }
         validations.extend(
             crate::carry::exchange(
                 client,
@@ -566,6 +578,7 @@ pub async fn swap_generation(
                     parked: &t.old,
                     suffix: format!("old{run_id}"),
                     cloned_from,
+                    redefined,
                 },
             )
             .await?,
@@ -596,6 +609,8 @@ pub async fn swap_back(
     let mut validations = Vec::new();
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
+        // What the swap redefined comes back as it was.
+        let redefined = crate::shape::dependents::recorded(client, run_id, &t.live).await?;
         validations.extend(
             crate::carry::exchange(
                 client,
@@ -606,6 +621,7 @@ pub async fn swap_back(
                     parked: &parked,
                     suffix: format!("rb{run_id}"),
                     cloned_from: None,
+                    redefined: &redefined,
                 },
             )
             .await?,

@@ -206,6 +206,9 @@ pub struct ProjectionConfig {
     /// `position_column`: the column holding the position of the event that inserted each row
     /// of append-only tables (`rebuild --from-position`, engine/partial.rs).
     pub position_column: Option<DeclaredColumn>,
+    /// `redefine`: dependents of columns the new shape changes, with the statements that
+    /// define them against it (shape/dependents.rs), in key order.
+    pub redefine: Vec<crate::shape::dependents::Redefinition>,
 }
 
 /// A column name declared on a projection, with the line it came from (checked against the
@@ -395,6 +398,21 @@ impl Config {
                         .with_hint("a projection may read other projections' tables but only write its own"));
                     }
                     inferred.insert(other.clone());
+                }
+            }
+            for r in &self.projections[pi].redefine {
+                for st in &r.statements {
+                    for t in &st.tables {
+                        self.owner_of(&t.written).map_err(|why| {
+                            Error::config(format!(
+                                "{}:{}: projection `{}`: redefinition of `{}`: {why}",
+                                r.path.display(),
+                                t.line,
+                                self.projections[pi].name,
+                                r.key
+                            ))
+                        })?;
+                    }
                 }
             }
             for check in &self.projections[pi].checks {
@@ -812,6 +830,7 @@ fn convert_projection(
     };
     let stream_key = column(&p.stream_key, "stream_key")?;
     let position_column = column(&p.position_column, "position_column")?;
+    let redefine = redefinitions(p, name, base, at)?;
     Ok(ProjectionConfig {
         name: name.to_string(),
         line,
@@ -828,7 +847,69 @@ fn convert_projection(
         build_unlogged: p.build_unlogged.unwrap_or(false),
         stream_key,
         position_column,
+        redefine,
     })
+}
+
+/// Loads `redefine = { KEY = FILE }`: each key names one dependent (`schema.view`,
+/// `name on schema.table`, `publication name`), each file holds the statements that define it
+/// against the new shape, with `{{table}}` references (resolved with the handlers').
+fn redefinitions(
+    p: &raw::RawProjection,
+    name: &str,
+    base: &Path,
+    at: &impl Fn(std::ops::Range<usize>) -> Location,
+) -> Result<Vec<crate::shape::dependents::Redefinition>> {
+    let mut out: Vec<crate::shape::dependents::Redefinition> = Vec::new();
+    for (key, file) in p.redefine.iter().flatten() {
+        let loc = at(file.span());
+        let dependent = crate::shape::dependents::parse_key(key).map_err(|why| {
+            loc.err(format!("projection `{name}`: `redefine` key `{key}`: {why}"))
+                .with_hint("a key is `schema.view`, `name on schema.table` (a policy, trigger, rule or foreign key) or `publication name`")
+        })?;
+        if let Some(first) = out.iter().find(|r| r.dependent == dependent) {
+            return Err(loc.err(format!(
+                "projection `{name}`: `redefine` names `{dependent}` twice (`{}` at line {}, and `{key}`)",
+                first.key, first.line
+            )));
+        }
+        let path = base.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            loc.err(format!(
+                "projection `{name}`: cannot read `{}`, the redefinition of `{key}`",
+                path.display()
+            ))
+            .caused_by(e)
+            .with_hint("a `redefine` file is relative to the config file's directory")
+        })?;
+        let in_file = |line: usize, why: String| {
+            Error::config(format!(
+                "{}:{line}: projection `{name}`: redefinition of `{key}`: {why}",
+                path.display()
+            ))
+        };
+        let statements = handlers::parse_statements(&text).map_err(|(l, why)| in_file(l, why))?;
+        if statements.is_empty() {
+            return Err(in_file(1, "no SQL statement".into()));
+        }
+        if let Some(st) = statements
+            .iter()
+            .find(|st| st.uses_params() || st.reads_events())
+        {
+            return Err(in_file(
+                st.line,
+                "a redefinition runs once, at the swap: it cannot use event parameters such as `:stream` or `:events`".into(),
+            ));
+        }
+        out.push(crate::shape::dependents::Redefinition {
+            key: key.clone(),
+            dependent,
+            path,
+            line: loc.line,
+            statements,
+        });
+    }
+    Ok(out)
 }
 
 /// Checks `command` and `command_timeout` of a projection.

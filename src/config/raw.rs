@@ -58,6 +58,9 @@ pub struct RawProjection {
     /// The column of every table of the projection that holds the position of the event that
     /// inserted the row, in append-only tables (partial rebuilds from a position).
     pub position_column: Option<Spanned<String>>,
+    /// `{ "schema.view" = "file.sql", "policy on schema.table" = "file.sql" }`: dependents of
+    /// columns a new shape changes, defined against the new shape (shape/dependents.rs).
+    pub redefine: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

@@ -117,6 +117,8 @@ pub(super) async fn plan_report(
                 order: &plan.order,
                 tables: &run_tables,
                 jobs,
+                // WIRING: the changes of the projections' `reshape` (none yet).
+                changes: &[],
             },
         )
         .await?,

@@ -178,6 +178,8 @@ struct Finish {
     /// Wait (catching up) for the window to open; without, refuse to swap outside it.
     wait_for_window: bool,
     partial: Option<Partial>,
+    /// The new shapes of the tables (`reshape`), whose broken dependents the swap redefines.
+    shape_changes: Vec<crate::shape::ShapeChange>,
 }
 
 /// How often a rebuild that lost its connection resumes by itself before it gives up.
@@ -389,6 +391,8 @@ async fn rebuild_once(
             order: &plan.order,
             tables: &tables,
             jobs: opts.jobs,
+            // WIRING: the changes of the projections' `reshape` (none yet).
+            changes: &[],
         };
         crate::preflight::refuse(
             "rebuild",
@@ -537,6 +541,8 @@ async fn rebuild_once(
             window: opts.window.clone(),
             wait_for_window: true,
             partial: partial.clone(),
+            // WIRING: the changes of the projections' `reshape` (none yet).
+            shape_changes: Vec::new(),
         };
         finish_run(
             engine,
@@ -607,6 +613,8 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         window: opts.window.clone(),
         wait_for_window: false,
         partial: None,
+        // WIRING: the changes of the projections' `reshape` (none yet).
+        shape_changes: Vec::new(),
     };
     continue_run(engine, &run, &finish).await
 }
@@ -661,6 +669,8 @@ async fn resume(
         window: opts.window.clone(),
         wait_for_window: true,
         partial: None,
+        // WIRING: the changes of the projections' `reshape` (none yet).
+        shape_changes: Vec::new(),
     };
     continue_run(engine, &run, &finish).await
 }
@@ -1098,6 +1108,13 @@ async fn finish_run(
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
+    let redefinitions = crate::shape::dependents::for_swap(
+        conn,
+        engine.config,
+        target.resolved,
+        &opts.shape_changes,
+    )
+    .await?;
     super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
     reporter.step(&format!("swapping {} table(s)", tables.len()));
     let mut retries = 0u32;
@@ -1177,7 +1194,7 @@ async fn finish_run(
             let position = swapped_at.position;
             swap::retire_old_tables(conn, run_id, &retire).await?;
             laps.lap("retire old tables");
-            let validations = swap::swap_generation(conn, &prepared, run_id, tables).await?;
+            let validations = swap::swap_generation(conn, &prepared, run_id, tables, &redefinitions).await?;
             laps.lap("registry");
             crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
             // `reproject run` continues on the new tables from exactly here (engine/live.rs).

@@ -7,6 +7,8 @@
 //! (same attribute number, new name), retypes (same number, new type), drops (number gone) or
 //! adds (new number) columns.
 
+pub mod dependents;
+
 use crate::ident::TableName;
 
 /// One column as the shape change sees it.

@@ -9,6 +9,7 @@ mod config_errors;
 mod connect_env;
 mod conventions;
 mod dependencies;
+mod dependents;
 mod external;
 mod failures;
 mod fencing;

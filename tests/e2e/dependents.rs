@@ -1,0 +1,494 @@
+//! Dependents of a column that a new shape drops, renames or retypes: found from the catalog,
+//! refused unless redefined, and at the swap replaced by the user's definition (kept owner,
+//! grants and comment), restored by a rollback.
+
+use crate::harness::{reproject, Project, TestDb};
+use crate::tally;
+use reproject::ident::TableName;
+use reproject::shape::dependents::{self, Dependent, Kind, Redefined};
+use reproject::shape::{Column, ColumnChange, ShapeChange};
+
+fn column(name: &str, ty: &str) -> Option<Column> {
+    Some(Column {
+        name: name.into(),
+        type_name: ty.into(),
+    })
+}
+
+fn balances() -> TableName {
+    TableName::new("public", "balances")
+}
+
+/// `amt` renamed to `amount`, `legacy` dropped, `qty` retyped, `extra` added.
+fn change() -> ShapeChange {
+    ShapeChange {
+        projection: "balances".into(),
+        table: balances(),
+        columns: vec![
+            ColumnChange {
+                before: column("amt", "integer"),
+                after: column("amount", "integer"),
+            },
+            ColumnChange {
+                before: column("legacy", "text"),
+                after: None,
+            },
+            ColumnChange {
+                before: column("qty", "integer"),
+                after: column("qty", "bigint"),
+            },
+            ColumnChange {
+                before: None,
+                after: column("extra", "text"),
+            },
+        ],
+    }
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE ledgers (code text PRIMARY KEY);
+    CREATE TABLE balances (id int PRIMARY KEY, amt int UNIQUE, legacy text REFERENCES ledgers, qty int, note text);
+    CREATE TABLE lines (id int PRIMARY KEY, amt int REFERENCES balances (amt), balance_id int REFERENCES balances (id));
+    CREATE VIEW v_legacy AS SELECT id, legacy FROM balances;
+    CREATE VIEW v_outer AS SELECT id FROM v_legacy;
+    CREATE VIEW v_qty AS SELECT id, qty FROM balances;
+    CREATE VIEW v_note AS SELECT id, note FROM balances;
+    CREATE MATERIALIZED VIEW mv_legacy AS SELECT id, legacy FROM balances;
+    ALTER TABLE balances ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY p_amt ON balances USING (amt > 0);
+    CREATE POLICY p_note ON balances USING (note IS NOT NULL);
+    CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+    CREATE TRIGGER t_legacy BEFORE UPDATE OF legacy ON balances FOR EACH ROW EXECUTE FUNCTION touch();
+    CREATE TRIGGER t_qty BEFORE UPDATE ON balances FOR EACH ROW WHEN (OLD.qty IS DISTINCT FROM NEW.qty) EXECUTE FUNCTION touch();
+    CREATE TRIGGER t_note BEFORE UPDATE OF note ON balances FOR EACH ROW EXECUTE FUNCTION touch();
+    CREATE PUBLICATION pub_cols FOR TABLE balances (id, amt);
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_broken_dependent_is_found_by_column() {
+    let db = TestDb::new().await;
+    db.exec(SCHEMA).await;
+    let client = db.client().await;
+    let found = dependents::broken(&client, &change()).await.unwrap();
+    let mut seen: Vec<(String, String, String)> = found
+        .iter()
+        .map(|b| {
+            (
+                b.kind.name().to_string(),
+                b.dependent.to_string(),
+                b.column.clone(),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    let want = |k: &str, d: &str, c: &str| (k.to_string(), d.to_string(), c.to_string());
+    let mut expected = vec![
+        want("view", "public.v_legacy", "legacy"),
+        want("view", "public.v_outer", "legacy"),
+        want("view", "public.v_qty", "qty"),
+        want("materialized view", "public.mv_legacy", "legacy"),
+        want("policy", "p_amt on public.balances", "amt"),
+        want(
+            "foreign key",
+            "balances_legacy_fkey on public.balances",
+            "legacy",
+        ),
+        want("foreign key", "lines_amt_fkey on public.lines", "amt"),
+        want("trigger", "t_legacy on public.balances", "legacy"),
+        want("trigger", "t_qty on public.balances", "qty"),
+        want("publication", "publication pub_cols", "amt"),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "{found:#?}");
+
+    // What each message says.
+    let text = |d: &str| {
+        found
+            .iter()
+            .find(|b| b.dependent.to_string() == d)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        text("public.v_legacy"),
+        "view public.v_legacy uses column `legacy` of public.balances, and the new shape drops column legacy"
+    );
+    assert!(
+        text("public.v_qty")
+            .contains("changes qty from integer to bigint (the view's column would change type)"),
+        "{}",
+        text("public.v_qty")
+    );
+    assert!(
+        text("public.v_outer").contains("reads view public.v_legacy"),
+        "{}",
+        text("public.v_outer")
+    );
+    assert!(text("p_amt on public.balances").contains("renames amt to amount"));
+
+    // An added column breaks nothing.
+    let added = ShapeChange {
+        columns: vec![ColumnChange {
+            before: None,
+            after: column("extra", "text"),
+        }],
+        ..change()
+    };
+    assert!(dependents::broken(&client, &added)
+        .await
+        .unwrap()
+        .is_empty());
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_dependents_are_refused_unless_redefined() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE balances (id int PRIMARY KEY, amt int, legacy text, qty int, note text);
+         CREATE VIEW v_legacy AS SELECT id, legacy FROM balances;
+         CREATE VIEW v_note AS SELECT id, note FROM balances;",
+    )
+    .await;
+    let client = db.client().await;
+    let refusals = dependents::refusals(&client, &[change()], &[("balances", &[])])
+        .await
+        .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0]
+            .what
+            .contains("view public.v_legacy uses column `legacy`"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[0]
+            .hint
+            .contains("redefine = { \"public.v_legacy\" = \"shapes/v_legacy.sql\" }"),
+        "{refusals:?}"
+    );
+
+    let redefinition = |key: &str| dependents::Redefinition {
+        key: key.into(),
+        dependent: dependents::parse_key(key).unwrap(),
+        path: "shapes/x.sql".into(),
+        line: 20,
+        statements: reproject::handlers::parse_statements(
+            "CREATE VIEW public.v_legacy AS SELECT id FROM {{balances}}",
+        )
+        .unwrap(),
+    };
+    // Redefined: no refusal. A redefinition of a view the change leaves alone: refused.
+    let redefs = [
+        redefinition("public.v_legacy"),
+        redefinition("public.v_note"),
+    ];
+    let refusals = dependents::refusals(&client, &[change()], &[("balances", &redefs)])
+        .await
+        .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0].what.contains(
+            "projection `balances` redefines `public.v_note` (line 20), which is not a dependent that the new shape of its tables breaks"
+        ),
+        "{refusals:?}"
+    );
+    db.drop().await;
+}
+
+const REDEFINE_CONFIG: &str = r#"
+[events]
+table = "events"
+position = "id"
+stream = "stream"
+type = "type"
+data = "data"
+timestamp = "at"
+filter = "NOT bad"
+
+[[projection]]
+name = "tally"
+tables = ["tally"]
+handlers = "tally.sql"
+redefine = { "public.tally_view" = "shapes/tally_view.sql" }
+"#;
+
+async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
+    let out = reproject(db, &p.config(), &["rebuild", "--yes"]).await;
+    out.code(2);
+    for n in needles {
+        out.stderr_has(n);
+    }
+    assert!(!db.exists("reproject.runs").await, "nothing may be written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redefine_entries_are_checked_with_the_config() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
+        .await;
+    let view = "CREATE VIEW public.tally_view AS SELECT stream, total FROM {{tally}};\n";
+
+    // The file is missing.
+    let p = Project::new(REDEFINE_CONFIG, &[("tally.sql", tally::HANDLERS)]);
+    refused(
+        &db,
+        &p,
+        &[
+            "reproject.toml:15: projection `tally`: cannot read",
+            "shapes/tally_view.sql",
+        ],
+    )
+    .await;
+
+    // A key without its schema.
+    let p = Project::new(
+        &REDEFINE_CONFIG.replace("\"public.tally_view\"", "\"tally_view\""),
+        &[
+            ("tally.sql", tally::HANDLERS),
+            ("shapes/tally_view.sql", view),
+        ],
+    );
+    refused(
+        &db,
+        &p,
+        &[
+            "reproject.toml:15: projection `tally`: `redefine` key `tally_view`",
+            "write `public.tally_view`",
+        ],
+    )
+    .await;
+
+    // The same dependent twice.
+    let p = Project::new(
+        &REDEFINE_CONFIG.replace(
+            "\"public.tally_view\" = \"shapes/tally_view.sql\"",
+            "\"public.tally_view\" = \"shapes/tally_view.sql\", 'public.\"tally_view\"' = \"shapes/tally_view.sql\"",
+        ),
+        &[("tally.sql", tally::HANDLERS), ("shapes/tally_view.sql", view)],
+    );
+    refused(
+        &db,
+        &p,
+        &["reproject.toml:15", "names `public.tally_view` twice"],
+    )
+    .await;
+
+    // A misspelt key.
+    let p = Project::new(
+        &REDEFINE_CONFIG.replace("redefine =", "redefines ="),
+        &[
+            ("tally.sql", tally::HANDLERS),
+            ("shapes/tally_view.sql", view),
+        ],
+    );
+    refused(&db, &p, &["unknown field `redefines`"]).await;
+
+    // A table reference that names no table of the config, with the file's line.
+    let p = Project::new(
+        REDEFINE_CONFIG,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            (
+                "shapes/tally_view.sql",
+                &format!("\n{}", view.replace("{{tally}}", "{{talley}}")),
+            ),
+        ],
+    );
+    refused(
+        &db,
+        &p,
+        &[
+            "shapes/tally_view.sql:2: projection `tally`: redefinition of `public.tally_view`",
+            "{{talley}}",
+        ],
+    )
+    .await;
+
+    // Well-formed, but nothing in the new shape breaks the view: refused, not ignored.
+    let p = Project::new(
+        REDEFINE_CONFIG,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            ("shapes/tally_view.sql", view),
+        ],
+    );
+    refused(
+        &db,
+        &p,
+        &["projection `tally` redefines `public.tally_view` (line 15), which is not a dependent that the new shape of its tables breaks"],
+    )
+    .await;
+    db.drop().await;
+}
+
+async fn exchange(
+    client: &tokio_postgres::Client,
+    incoming: &TableName,
+    parked: &TableName,
+    suffix: &str,
+    redefined: &[Redefined],
+) -> reproject::Result<()> {
+    let live = balances();
+    let prepared = reproject::carry::Prepared::prepare(client, std::slice::from_ref(&live)).await?;
+    client.batch_execute("BEGIN").await.unwrap();
+    let result = reproject::carry::exchange(
+        client,
+        &prepared,
+        &reproject::carry::Exchange {
+            live: &live,
+            incoming,
+            parked,
+            suffix: suffix.into(),
+            cloned_from: None,
+            redefined,
+        },
+    )
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client.batch_execute(end).await.unwrap();
+    result.map(|_| ())
+}
+
+/// The swap hook on its own (the new shape itself comes from `reshape`): the view is replaced
+/// by the given definition with its owner, grants and comment, a view of it with it; the
+/// recorded original definitions put both back when the exchange runs the other way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
+    let db = TestDb::new().await;
+    db.exec(
+        "DO $$ BEGIN CREATE ROLE reproject_dep_owner; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         DO $$ BEGIN CREATE ROLE reproject_dep_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         CREATE TABLE balances (id int PRIMARY KEY, amt int NOT NULL);
+         INSERT INTO balances VALUES (1, 5), (2, 7);
+         CREATE VIEW summary AS SELECT id, amt FROM balances;
+         CREATE VIEW outer_summary AS SELECT id FROM summary;
+         GRANT SELECT ON balances TO reproject_dep_owner;
+         ALTER VIEW summary OWNER TO reproject_dep_owner;
+         GRANT SELECT ON summary TO reproject_dep_reader;
+         COMMENT ON VIEW summary IS 'per balance';
+         CREATE VIEW untouched AS SELECT id FROM balances;
+         CREATE TABLE balances_rebuild (LIKE balances INCLUDING ALL);
+         INSERT INTO balances_rebuild VALUES (1, 50), (2, 70);",
+    )
+    .await;
+    let mut client = db.client().await;
+    reproject::state::migrate::migrate(&mut client)
+        .await
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            "INSERT INTO reproject.runs (projections, initiated_by, status, phase) VALUES ('{balances}', 'test', 'swapped', 'done') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let view = |name: &str, sql: &str| Redefined {
+        kind: Kind::View,
+        dependent: Dependent::Relation(TableName::new("public", name)),
+        sql: vec![sql.to_string()],
+    };
+    let redefined = vec![
+        view(
+            "summary",
+            "CREATE VIEW public.summary AS SELECT id, amt * 100 AS cents FROM public.balances",
+        ),
+        view(
+            "outer_summary",
+            "CREATE VIEW public.outer_summary AS SELECT id, cents FROM public.summary",
+        ),
+    ];
+    let live = balances();
+    let (rebuild, old, rolled_back) = (
+        live.sibling("balances_rebuild"),
+        live.sibling("balances_old"),
+        live.sibling("balances_rolled_back"),
+    );
+
+    // A redefinition that does not create what it names is refused; nothing changes.
+    let wrong = vec![
+        view(
+            "summary",
+            "CREATE VIEW public.summary_typo AS SELECT id FROM public.balances",
+        ),
+        view(
+            "outer_summary",
+            "CREATE VIEW public.outer_summary AS SELECT id FROM public.summary_typo",
+        ),
+    ];
+    let err = exchange(&client, &rebuild, &old, "old1", &wrong)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err}").contains("did not create view `public.summary`"),
+        "{err}"
+    );
+    assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
+
+    // The originals are recorded in the swap's transaction (here: before it).
+    let originals = dependents::originals(&client, &live, &redefined)
+        .await
+        .unwrap();
+    dependents::record(&client, run_id, &live, &originals)
+        .await
+        .unwrap();
+    exchange(&client, &rebuild, &old, "old1", &redefined)
+        .await
+        .unwrap();
+
+    // The new definitions read the new table, with the view's owner, grants and comment.
+    assert_eq!(
+        db.int("SELECT sum(cents)::bigint FROM summary").await,
+        12000
+    );
+    assert_eq!(
+        db.int("SELECT sum(cents)::bigint FROM outer_summary").await,
+        12000
+    );
+    assert_eq!(db.int("SELECT count(*) FROM untouched").await, 2);
+    assert_eq!(
+        db.text(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'summary'::regclass"
+        )
+        .await
+        .as_deref(),
+        Some("reproject_dep_owner")
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM aclexplode((SELECT relacl FROM pg_class WHERE oid = 'summary'::regclass)) a WHERE pg_get_userbyid(a.grantee) = 'reproject_dep_reader' AND a.privilege_type = 'SELECT'").await,
+        1
+    );
+    assert_eq!(
+        db.text("SELECT obj_description('summary'::regclass, 'pg_class')")
+            .await
+            .as_deref(),
+        Some("per balance")
+    );
+
+    // The rollback: the recorded definitions are its redefinitions.
+    let recorded = dependents::recorded(&client, run_id, &live).await.unwrap();
+    assert_eq!(recorded, originals);
+    exchange(&client, &old, &rolled_back, "rb1", &recorded)
+        .await
+        .unwrap();
+    assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
+    assert_eq!(db.int("SELECT count(*) FROM outer_summary").await, 2);
+    assert_eq!(
+        db.text(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'summary'::regclass"
+        )
+        .await
+        .as_deref(),
+        Some("reproject_dep_owner")
+    );
+    assert_eq!(
+        db.text("SELECT obj_description('summary'::regclass, 'pg_class')")
+            .await
+            .as_deref(),
+        Some("per balance")
+    );
+    db.drop().await;
+}
