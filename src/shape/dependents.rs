@@ -385,7 +385,7 @@ pub async fn refusals(
             continue;
         }
         out.push(Refusal {
-            what: format!("the new shape of `{}` breaks {b}", b.table),
+            what: b.to_string(),
             hint: format!(
                 "define it against the new shape: on projection `{projection}`, `redefine = {{ \"{}\" = \"shapes/{}.sql\" }}`, a file whose statements create it (tables as `{{{{{}}}}}`)",
                 b.dependent,

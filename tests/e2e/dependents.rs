@@ -492,3 +492,126 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     );
     db.drop().await;
 }
+
+/// The same for a policy and a trigger of the table, another table's foreign key to it and a
+/// publication's column list: replaced at the swap, the originals back at the rollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE balances (id int PRIMARY KEY, amt int NOT NULL UNIQUE);
+         INSERT INTO balances VALUES (1, 5), (2, 7);
+         CREATE TABLE lines (id int PRIMARY KEY, amt int REFERENCES balances (amt));
+         INSERT INTO lines VALUES (1, 5);
+         CREATE POLICY p_amt ON balances USING (amt > 0);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER t_amt BEFORE UPDATE OF amt ON balances FOR EACH ROW EXECUTE FUNCTION touch();
+         CREATE PUBLICATION pub_cols FOR TABLE balances (id, amt);
+         CREATE TABLE balances_rebuild (LIKE balances INCLUDING ALL);
+         INSERT INTO balances_rebuild VALUES (1, 5), (2, 7);",
+    )
+    .await;
+    let mut client = db.client().await;
+    reproject::state::migrate::migrate(&mut client)
+        .await
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            "INSERT INTO reproject.runs (projections, initiated_by, status, phase) VALUES ('{balances}', 'test', 'swapped', 'done') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let live = balances();
+    let on = |kind: Kind, key: &str, sql: &str| Redefined {
+        kind,
+        dependent: dependents::parse_key(key).unwrap(),
+        sql: vec![sql.to_string()],
+    };
+    let redefined = vec![
+        on(Kind::Policy, "p_amt on public.balances", "CREATE POLICY p_amt ON public.balances USING (amt > 1)"),
+        on(Kind::Trigger, "t_amt on public.balances", "CREATE TRIGGER t_amt BEFORE UPDATE OF amt, id ON public.balances FOR EACH ROW EXECUTE FUNCTION touch()"),
+        on(Kind::ForeignKey, "lines_amt_fkey on public.lines", "ALTER TABLE public.lines ADD CONSTRAINT lines_amt_fkey FOREIGN KEY (amt) REFERENCES public.balances (amt) NOT VALID"),
+        on(Kind::Publication, "publication pub_cols", "ALTER PUBLICATION pub_cols ADD TABLE public.balances (id)"),
+    ];
+    let before = dependent_state(&db).await;
+    assert!(
+        before.1.as_deref().unwrap().contains("UPDATE OF amt ON"),
+        "{before:?}"
+    );
+
+    let originals = dependents::originals(&client, &live, &redefined)
+        .await
+        .unwrap();
+    dependents::record(&client, run_id, &live, &originals)
+        .await
+        .unwrap();
+    let (rebuild, old, rolled_back) = (
+        live.sibling("balances_rebuild"),
+        live.sibling("balances_old"),
+        live.sibling("balances_rolled_back"),
+    );
+    exchange(&client, &rebuild, &old, "old1", &redefined)
+        .await
+        .unwrap();
+    let after = dependent_state(&db).await;
+    assert_eq!(after.0.as_deref(), Some("(amt > 1)"));
+    assert!(
+        after
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("UPDATE OF amt, id ON public.balances"),
+        "{after:?}"
+    );
+    assert!(
+        after.2.as_deref().unwrap().contains("NOT VALID"),
+        "{after:?}"
+    );
+    assert_eq!(after.3.as_deref(), Some("id"));
+    // The old table keeps no foreign key and no publication membership.
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_constraint WHERE confrelid = 'balances_old'::regclass")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_publication_tables WHERE tablename = 'balances_old'")
+            .await,
+        0
+    );
+
+    let recorded = dependents::recorded(&client, run_id, &live).await.unwrap();
+    exchange(&client, &old, &rolled_back, "rb1", &recorded)
+        .await
+        .unwrap();
+    let restored = dependent_state(&db).await;
+    assert_eq!(restored.0, before.0);
+    assert_eq!(restored.1, before.1);
+    // Re-created NOT VALID, validated after the commit by the rollback.
+    assert_eq!(
+        restored.2.as_deref().map(|d| d.replace(" NOT VALID", "")),
+        before.2
+    );
+    assert_eq!(restored.3, before.3);
+    db.drop().await;
+}
+
+type State = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Policy `p_amt`, trigger `t_amt`, foreign key `lines_amt_fkey` and the columns `pub_cols`
+/// publishes of the table named `balances`.
+async fn dependent_state(db: &TestDb) -> State {
+    (
+        db.text("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'p_amt' AND polrelid = 'balances'::regclass").await,
+        db.text("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 't_amt' AND tgrelid = 'balances'::regclass").await,
+        db.text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'lines_amt_fkey' AND confrelid = 'balances'::regclass").await,
+        db.text("SELECT array_to_string(attnames, ',') FROM pg_publication_tables WHERE pubname = 'pub_cols' AND tablename = 'balances'").await,
+    )
+}
