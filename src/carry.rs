@@ -545,10 +545,10 @@ pub async fn exchange(
     // Sent together with the queued statements: they run first, in order.
     let (_, now) = tokio::try_join!(client.flushed(), fingerprints.of(conn, ex.live))?;
     laps.lap("exchange statements and proof");
-    crate::shape::dependents::prove_kept(conn, ex.live, &captured).await?;
+    crate::shape::redefine::prove_kept(conn, ex.live, &captured).await?;
     let differences = fingerprint::diff(
         &out,
-        &crate::shape::dependents::without(&now, ex.live, &captured),
+        &crate::shape::redefine::without(&now, ex.live, &captured),
     );
     if !differences.is_empty() {
         let mut err = Error::fidelity(format!(
@@ -573,16 +573,16 @@ async fn detach_redefined(
     client: &Session<'_>,
     ex: &Exchange<'_>,
     out: Value,
-) -> Result<(Vec<crate::shape::dependents::Captured>, Value)> {
-    use crate::shape::dependents;
+) -> Result<(Vec<crate::shape::redefine::Captured>, Value)> {
+    use crate::shape::redefine;
     if ex.redefined.is_empty() {
         return Ok((Vec::new(), out));
     }
-    let captured = dependents::capture(client.flushed().await?, ex.redefined).await?;
-    for sql in dependents::detach_sql(ex.redefined, ex.live) {
+    let captured = redefine::capture(client.flushed().await?, ex.redefined).await?;
+    for sql in redefine::detach_sql(ex.redefined, ex.live) {
         exec(client, &sql).await?;
     }
-    let kept = dependents::without(&out, ex.live, &captured);
+    let kept = redefine::without(&out, ex.live, &captured);
     Ok((captured, kept))
 }
 
@@ -593,7 +593,7 @@ async fn detach_redefined(
 async fn redefine(
     client: &Session<'_>,
     ex: &Exchange<'_>,
-    captured: &[crate::shape::dependents::Captured],
+    captured: &[crate::shape::redefine::Captured],
 ) -> Result<Vec<Validation>> {
     if ex.redefined.is_empty() {
         return Ok(Vec::new());
@@ -604,8 +604,8 @@ async fn redefine(
         }
     }
     let conn = client.flushed().await?;
-    let validations = crate::shape::dependents::prove_created(conn, ex.live, ex.redefined).await?;
-    for sql in crate::shape::dependents::restore_sql(ex.redefined, captured) {
+    let validations = crate::shape::redefine::prove_created(conn, ex.live, ex.redefined).await?;
+    for sql in crate::shape::redefine::restore_sql(ex.redefined, captured) {
         exec(client, &sql).await?;
     }
     Ok(validations)

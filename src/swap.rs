@@ -556,7 +556,7 @@ pub async fn swap_generation(
     tables: &[RunTable],
     redefinitions: &Redefinitions,
 ) -> Result<Vec<crate::carry::Validation>> {
-    use crate::shape::dependents;
+    use crate::shape::redefine;
     let mut validations = Vec::new();
     for t in tables {
         let cloned_from = crate::state::runs::table_fingerprint(client, run_id, &t.live)
@@ -565,8 +565,8 @@ pub async fn swap_generation(
         let redefined = redefinitions.get(&t.live).map_or(&[][..], Vec::as_slice);
         if !redefined.is_empty() {
             // What a rollback of this run re-creates, read before anything changes.
-            let originals = dependents::originals(client, &t.live, redefined).await?;
-            dependents::record(client, run_id, &t.live, &originals).await?;
+            let originals = redefine::originals(client, &t.live, redefined).await?;
+            redefine::record(client, run_id, &t.live, &originals).await?;
         }
         validations.extend(
             crate::carry::exchange(
@@ -610,7 +610,7 @@ pub async fn swap_back(
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
         // What the swap redefined comes back as it was.
-        let redefined = crate::shape::dependents::recorded(client, run_id, &t.live).await?;
+        let redefined = crate::shape::redefine::recorded(client, run_id, &t.live).await?;
         validations.extend(
             crate::carry::exchange(
                 client,

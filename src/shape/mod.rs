@@ -8,6 +8,7 @@
 //! adds (new number) columns.
 
 pub mod dependents;
+pub mod redefine;
 
 use crate::ident::TableName;
 

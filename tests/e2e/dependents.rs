@@ -6,6 +6,7 @@ use crate::harness::{reproject, Project, TestDb};
 use crate::tally;
 use reproject::ident::TableName;
 use reproject::shape::dependents::{self, Dependent, Kind, Redefined};
+use reproject::shape::redefine;
 use reproject::shape::{Column, ColumnChange, ShapeChange};
 
 fn column(name: &str, ty: &str) -> Option<Column> {
@@ -429,10 +430,10 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
 
     // The originals are recorded in the swap's transaction (here: before it).
-    let originals = dependents::originals(&client, &live, &redefined)
+    let originals = redefine::originals(&client, &live, &redefined)
         .await
         .unwrap();
-    dependents::record(&client, run_id, &live, &originals)
+    redefine::record(&client, run_id, &live, &originals)
         .await
         .unwrap();
     exchange(&client, &rebuild, &old, "old1", &redefined)
@@ -469,7 +470,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     );
 
     // The rollback: the recorded definitions are its redefinitions.
-    let recorded = dependents::recorded(&client, run_id, &live).await.unwrap();
+    let recorded = redefine::recorded(&client, run_id, &live).await.unwrap();
     assert_eq!(recorded, originals);
     exchange(&client, &old, &rolled_back, "rb1", &recorded)
         .await
@@ -541,10 +542,10 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
         "{before:?}"
     );
 
-    let originals = dependents::originals(&client, &live, &redefined)
+    let originals = redefine::originals(&client, &live, &redefined)
         .await
         .unwrap();
-    dependents::record(&client, run_id, &live, &originals)
+    redefine::record(&client, run_id, &live, &originals)
         .await
         .unwrap();
     let (rebuild, old, rolled_back) = (
@@ -582,7 +583,7 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
         0
     );
 
-    let recorded = dependents::recorded(&client, run_id, &live).await.unwrap();
+    let recorded = redefine::recorded(&client, run_id, &live).await.unwrap();
     exchange(&client, &old, &rolled_back, "rb1", &recorded)
         .await
         .unwrap();
