@@ -1467,3 +1467,44 @@ fn partial_rebuild_declarations_parse_with_their_lines() {
         &format!("{}: projection `p`: `stream_key` is empty", dir.at(12)),
     );
 }
+
+#[test]
+fn redefine_entries_name_a_dependent_and_load_its_statements() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T).file(
+        "shapes/v.sql",
+        "CREATE VIEW public.v AS SELECT * FROM {{t}};\nGRANT SELECT ON public.v TO PUBLIC;\n",
+    );
+    let config = dir
+        .parse(&format!(
+            "{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\nhandlers = \"h.sql\"\n\
+             redefine = {{ \"public.v\" = \"shapes/v.sql\" }}\n"
+        ))
+        .unwrap();
+    let r = &config.projections[0].redefine;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].key, "public.v");
+    assert_eq!(r[0].line, 12);
+    assert_eq!(r[0].statements.len(), 2);
+    assert_eq!(r[0].statements[0].tables[0].written, "t");
+    assert!(r[0].path.ends_with("shapes/v.sql"));
+
+    // Event parameters mean nothing at the swap.
+    dir.file(
+        "shapes/v.sql",
+        "CREATE VIEW public.v AS SELECT :stream AS s;\n",
+    );
+    let err = dir
+        .parse(&format!(
+            "{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\nhandlers = \"h.sql\"\n\
+             redefine = {{ \"public.v\" = \"shapes/v.sql\" }}\n"
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(
+        err.message
+            .contains("shapes/v.sql:1: projection `p`: redefinition of `public.v`"),
+        "{}",
+        err.message
+    );
+}

@@ -616,3 +616,56 @@ async fn dependent_state(db: &TestDb) -> State {
         db.text("SELECT array_to_string(attnames, ',') FROM pg_publication_tables WHERE pubname = 'pub_cols' AND tablename = 'balances'").await,
     )
 }
+
+/// From the config to the swap: the `redefine` file of a broken view, rendered with the live
+/// table's name, is what the swap of that table runs; with it, nothing is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_redefinition_reaches_the_swap_rendered() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
+        .await;
+    let p = Project::new(
+        REDEFINE_CONFIG,
+        &[
+            ("tally.sql", tally::HANDLERS),
+            (
+                "shapes/tally_view.sql",
+                "-- the total, in cents\nCREATE VIEW public.tally_view AS SELECT stream, total * 100 AS cents FROM {{tally}};\n",
+            ),
+        ],
+    );
+    let config = reproject::config::Config::load(&p.config()).unwrap();
+    let client = db.client().await;
+    let resolved = reproject::validate::validate(&client, &config)
+        .await
+        .unwrap();
+    let retyped = ShapeChange {
+        projection: "tally".into(),
+        table: TableName::new("public", "tally"),
+        columns: vec![ColumnChange {
+            before: column("total", "bigint"),
+            after: column("total", "numeric"),
+        }],
+    };
+    let redefinitions = dependents::of_projections(&config, &[0]);
+    let refusals = dependents::refusals(&client, std::slice::from_ref(&retyped), &redefinitions)
+        .await
+        .unwrap();
+    assert!(refusals.is_empty(), "{refusals:?}");
+    let for_swap = dependents::for_swap(&client, &config, &resolved, &[retyped])
+        .await
+        .unwrap();
+    assert_eq!(
+        for_swap.get(&TableName::new("public", "tally")).unwrap(),
+        &vec![Redefined {
+            kind: Kind::View,
+            dependent: Dependent::Relation(TableName::new("public", "tally_view")),
+            sql: vec![
+                "CREATE VIEW public.tally_view AS SELECT stream, total * 100 AS cents FROM \"public\".\"tally\""
+                    .to_string()
+            ],
+        }]
+    );
+    db.drop().await;
+}
