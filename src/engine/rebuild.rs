@@ -386,17 +386,24 @@ async fn rebuild_once(
     // and the dry run (preflight.rs).
     {
         let pooled = engine.db.get().await?;
+        // WIRING: the changes of the projections' `reshape` (none yet).
+        let shape_changes: &[crate::shape::ShapeChange] = &[];
         let request = crate::preflight::Request {
             config,
             order: &plan.order,
             tables: &tables,
             jobs: opts.jobs,
-            // WIRING: the changes of the projections' `reshape` (none yet).
-            changes: &[],
+            changes: shape_changes,
         };
         crate::preflight::refuse(
             "rebuild",
             crate::preflight::check(&**pooled, &request).await?,
+        )?;
+        // Not in `check`, which `plan` runs read-only: the trial creates (and drops) tables.
+        crate::preflight::refuse(
+            "rebuild",
+            crate::shape::stand_in::try_redefinitions(&**pooled, config, &resolved, shape_changes)
+                .await?,
         )?;
     }
     let _locks = lock_projections(&engine.db, &names).await?;

@@ -9,6 +9,7 @@
 
 pub mod dependents;
 pub mod redefine;
+pub mod stand_in;
 
 use crate::ident::TableName;
 

@@ -669,3 +669,81 @@ async fn a_configured_redefinition_reaches_the_swap_rendered() {
     );
     db.drop().await;
 }
+
+/// Before the replay, the redefinitions are tried against an empty table of the new shape: a
+/// view that still names the old column is refused, with the file and line; a correct one,
+/// and a correct policy, pass; nothing is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 10).await;
+    db.exec(
+        "CREATE VIEW tally_view AS SELECT stream, total FROM tally;
+         CREATE POLICY big ON tally USING (total > 10);",
+    )
+    .await;
+    let config_text = REDEFINE_CONFIG.replace(
+        "redefine = { \"public.tally_view\" = \"shapes/tally_view.sql\" }",
+        "redefine = { \"public.tally_view\" = \"shapes/tally_view.sql\", \"big on public.tally\" = \"shapes/big.sql\" }",
+    );
+    let renamed = ShapeChange {
+        projection: "tally".into(),
+        table: TableName::new("public", "tally"),
+        columns: vec![ColumnChange {
+            before: column("total", "bigint"),
+            after: column("sum", "bigint"),
+        }],
+    };
+    let trial = |view: &'static str| {
+        let p = Project::new(
+            &config_text,
+            &[
+                ("tally.sql", tally::HANDLERS),
+                ("shapes/tally_view.sql", view),
+                (
+                    "shapes/big.sql",
+                    "CREATE POLICY big ON {{tally}} USING (sum > 10);\n",
+                ),
+            ],
+        );
+        let renamed = renamed.clone();
+        let url = db.url.clone();
+        async move {
+            let config = reproject::config::Config::load(&p.config()).unwrap();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let resolved = reproject::validate::validate(&client, &config)
+                .await
+                .unwrap();
+            reproject::shape::stand_in::try_redefinitions(&client, &config, &resolved, &[renamed])
+                .await
+                .unwrap()
+        }
+    };
+    let refusals =
+        trial("\nCREATE VIEW public.tally_view AS SELECT stream, total FROM {{tally}};\n").await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0]
+            .what
+            .contains("the redefinition of `public.tally_view` (")
+            && refusals[0]
+                .what
+                .contains("shapes/tally_view.sql:2) does not fit the new shape of `tally`")
+            && refusals[0].what.contains("column \"total\" does not exist"),
+        "{refusals:?}"
+    );
+    let refusals =
+        trial("CREATE VIEW public.tally_view AS SELECT stream, sum AS total FROM {{tally}};\n")
+            .await;
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert!(!db.exists("tally_shape_check").await);
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_policy WHERE polname = 'big'")
+            .await,
+        1
+    );
+    db.drop().await;
+}
