@@ -598,19 +598,38 @@ pub async fn swap_generation(
     Ok(validations)
 }
 
+/// What run `run_id`'s swap redefined, as it was before, per live table: the rollback's
+/// redefinitions (read before the rollback takes its locks).
+pub async fn recorded_redefinitions(
+    client: &Client,
+    run_id: i64,
+    tables: &[RunTable],
+) -> Result<Redefinitions> {
+    let mut out = Redefinitions::new();
+    for t in tables {
+        let recorded = crate::shape::redefine::recorded(client, run_id, &t.live).await?;
+        if !recorded.is_empty() {
+            out.insert(t.live.clone(), recorded);
+        }
+    }
+    Ok(out)
+}
+
 /// Inside the rollback transaction: `x` → `x_rolled_back_N`, `x_old` → `x`, by the same
-/// machinery as the swap. Returns the foreign keys to validate after the commit.
+/// machinery as the swap, with `redefinitions` ([`recorded_redefinitions`]) put back. Returns
+/// the foreign keys to validate after the commit.
 pub async fn swap_back(
     client: &Client,
     prepared: &crate::carry::Prepared,
     run_id: i64,
     tables: &[RunTable],
+    redefinitions: &Redefinitions,
 ) -> Result<Vec<crate::carry::Validation>> {
     let mut validations = Vec::new();
     for t in tables {
         let parked = crate::ident::rolled_back_table(&t.live, run_id);
         // What the swap redefined comes back as it was.
-        let redefined = crate::shape::redefine::recorded(client, run_id, &t.live).await?;
+        let redefined = redefinitions.get(&t.live).map_or(&[][..], Vec::as_slice);
         validations.extend(
             crate::carry::exchange(
                 client,
@@ -621,7 +640,7 @@ pub async fn swap_back(
                     parked: &parked,
                     suffix: format!("rb{run_id}"),
                     cloned_from: None,
-                    redefined: &redefined,
+                    redefined,
                 },
             )
             .await?,

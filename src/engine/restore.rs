@@ -256,6 +256,7 @@ pub async fn rollback(
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
+    let redefinitions = swap::recorded_redefinitions(&conn, run.id, &tables).await?;
     let mut retries = 0u32;
     let (wait, held_ms, validations) = loop {
         if let Keeper::Nobody(unkept) = &old.keeper {
@@ -309,7 +310,7 @@ pub async fn rollback(
                 },
             };
             swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
-            let validations = swap::swap_back(&conn, &prepared, run.id, &tables).await?;
+            let validations = swap::swap_back(&conn, &prepared, run.id, &tables, &redefinitions).await?;
             let position = caught_up.as_ref().and_then(|c| c.position);
             if let Some(at) = &caught_up {
                 // External projectors continue on the restored tables from where they stand.

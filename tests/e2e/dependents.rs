@@ -747,3 +747,53 @@ async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
     );
     db.drop().await;
 }
+
+/// `reproject rollback` puts back what the swap of the run redefined, from the record: here
+/// a record written by hand for a swap that redefined `tally_view` (the new shape itself
+/// comes from `reshape`).
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_restores_the_recorded_definitions() {
+    let db = TestDb::new().await;
+    tally::setup(&db, 20).await;
+    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
+        .await;
+    let p = tally::project();
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    // As if the swap had replaced the view by the new definition and recorded the original.
+    db.exec(
+        "DROP VIEW tally_view;
+         CREATE VIEW tally_view AS SELECT stream, total * 100 AS cents FROM tally;
+         INSERT INTO reproject.redefined_dependents
+                (run_id, table_schema, live_name, position, kind, relation_schema, relation_name, object_name, statements)
+         SELECT max(id), 'public', 'tally', 0, 'view', 'public', 'tally_view', NULL,
+                ARRAY['CREATE VIEW public.tally_view AS SELECT stream, total FROM public.tally']
+           FROM reproject.runs;",
+    )
+    .await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        db.int("SELECT count(*) FROM information_schema.columns WHERE table_name = 'tally_view' AND column_name = 'total'").await,
+        1
+    );
+    // It reads the restored table.
+    assert_eq!(
+        db.int(
+            "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                WHERE r.ev_class = 'tally_view'::regclass AND d.refobjid = 'tally'::regclass"
+        )
+        .await
+        .min(1),
+        1
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                WHERE r.ev_class = 'tally_view'::regclass AND d.refobjid = to_regclass('tally_rolled_back_1')")
+            .await,
+        0
+    );
+    db.drop().await;
+}
