@@ -173,11 +173,11 @@ impl Config {
             .with_hint("declare it as a `[[projection]]` with `name`, `tables` and no `handlers`"));
         };
         let p = &self.projections[i];
-        if !p.rust {
+        if !p.is_rust() {
             return Err(Error::config(format!(
                 "{file}:{}: projection `{name}` has SQL handlers (`{}`); cannot also register Rust code for it",
                 p.line,
-                p.handlers.path.display()
+                p.handler_path().display()
             ))
             .with_hint("remove `handlers` from the projection to apply it with the Rust code"));
         }
@@ -204,7 +204,7 @@ impl Config {
 pub fn require_registered(config: &Config, order: &[usize]) -> Result<()> {
     for &i in order {
         let p = &config.projections[i];
-        if p.rust && config.rust_projection(&p.name).is_none() {
+        if p.is_rust() && config.rust_projection(&p.name).is_none() {
             return Err(Error::config(format!(
                 "{}:{}: projection `{}` has neither `handlers` nor `command`, and no Rust projection is registered under that name",
                 config.path.display(),
@@ -257,7 +257,7 @@ pub(crate) async fn prepare(
     order: &[usize],
 ) -> Result<Option<Steps>> {
     let config = target.config;
-    if !order.iter().any(|&i| config.projections[i].rust) {
+    if !order.iter().any(|&i| config.projections[i].is_rust()) {
         return Ok(None);
     }
     require_registered(config, order)?;
@@ -267,7 +267,7 @@ pub(crate) async fn prepare(
         .collect();
     let per_event = order.iter().any(|&i| {
         let p = &config.projections[i];
-        p.rust
+        p.is_rust()
             && order.iter().any(|&j| {
                 let q = &config.projections[j];
                 i != j && (p.depends_on.contains(&q.name) || q.depends_on.contains(&p.name))
@@ -278,7 +278,7 @@ pub(crate) async fn prepare(
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut rust = Vec::new();
     for &i in order {
-        if config.projections[i].rust {
+        if config.projections[i].is_rust() {
             if per_event {
                 groups.push(vec![i]);
             } else {
@@ -286,7 +286,7 @@ pub(crate) async fn prepare(
             }
         } else {
             match groups.last_mut() {
-                Some(g) if !config.projections[g[0]].rust => g.push(i),
+                Some(g) if !config.projections[g[0]].is_rust() => g.push(i),
                 _ => groups.push(vec![i]),
             }
         }
@@ -308,7 +308,7 @@ pub(crate) async fn prepare(
     let mut steps = Vec::new();
     for group in groups {
         let p = &config.projections[group[0]];
-        if p.rust {
+        if p.is_rust() {
             let code = config
                 .rust_projection(&p.name)
                 .expect("checked by require_registered")

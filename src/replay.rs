@@ -167,11 +167,11 @@ impl Projector {
         let set_based = order
             .iter()
             .map(|&i| &target.config.projections[i])
-            .find(|p| p.handlers.per_batch());
+            .find(|p| p.per_batch());
         let rust = order
             .iter()
             .map(|&i| &target.config.projections[i])
-            .find(|p| p.rust);
+            .find(|p| p.is_rust());
         if let (Some(set), Some(rust)) = (set_based, rust) {
             // A Rust projection's steps apply batches event list by event list; a set-based
             // projection needs the batch's bounds instead (apply_next), which they do not give.
@@ -197,8 +197,8 @@ impl Projector {
                 let p = &target.config.projections[i];
                 (
                     p.name.clone(),
-                    p.handlers.path.display().to_string(),
-                    p.handlers.sections.as_slice(),
+                    p.handler_path().display().to_string(),
+                    p.sections(),
                 )
             })
             .collect();

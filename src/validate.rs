@@ -179,8 +179,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
 
     // Prepare every handler statement against the live tables.
     for p in &config.projections {
-        let handler_file = p.handlers.path.display().to_string();
-        for section in &p.handlers.sections {
+        let handler_file = p.handler_path().display().to_string();
+        for section in p.sections() {
             for st in &section.statements {
                 let sql = st.render(|r| {
                     let owner = config.owner_of(&r.written).expect("resolved at load");
