@@ -437,7 +437,7 @@ async fn run_command(
             },
             status = child.wait(), if !out_open && !err_open => {
                 break status.map_err(|e| {
-                    Error::runtime("cannot wait for the external projector").caused_by(e)
+                    Error::runtime("cannot wait for the external projector").caused_by_error(e)
                 })?;
             }
             _ = tick.tick(), if stop.is_none() => {

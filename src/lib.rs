@@ -83,6 +83,7 @@ pub mod handlers;
 pub mod handover;
 pub mod ident;
 pub mod laps;
+pub mod model;
 pub mod ordering;
 pub mod plan;
 pub mod preflight;

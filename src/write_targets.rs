@@ -22,7 +22,7 @@ use crate::config::{Config, TableOwner};
 use crate::error::{Error, Result};
 use crate::handlers::{HandlerFile, Statement};
 use crate::ident::quote as quote_ident;
-use crate::validate::Resolved;
+use crate::model::Resolved;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;

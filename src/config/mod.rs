@@ -12,6 +12,7 @@ mod raw;
 use crate::error::{Error, Result};
 use crate::handlers::{self, HandlerFile, Statement};
 use crate::ident::{parse_table_ref, ConfigTableRef};
+pub use crate::model::TableOwner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -298,16 +299,7 @@ pub struct Config {
     /// The projections, in config order.
     pub projections: Vec<ProjectionConfig>,
     /// The Rust projections registered by the program ([`Config::register`]).
-    pub(crate) registered: crate::projection::Registry,
-}
-
-/// Where a `{{table}}` reference points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableOwner {
-    /// Index into [`Config::projections`].
-    pub projection: usize,
-    /// Index into that projection's `tables`.
-    pub table: usize,
+    pub(crate) registered: crate::model::Registry,
 }
 
 impl Config {
@@ -315,7 +307,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!("cannot read config file `{}`", path.display()))
-                .caused_by(e)
+                .caused_by_error(e)
                 .with_hint(
                     "pass `--config PATH`, or run from the directory holding `reproject.toml`",
                 )
@@ -328,6 +320,7 @@ impl Config {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             Error::config(format!("invalid config file `{}`", path.display()))
                 .caused_by(e.to_string().trim_end())
+                .with_source(e)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let at = |span: std::ops::Range<usize>| Location {

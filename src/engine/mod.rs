@@ -30,9 +30,9 @@ pub use restore::{cancel, rollback, RollbackOptions, RollbackReport};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Result;
+use crate::model::Resolved;
 use crate::progress::{Cancel, Reporter};
 use crate::state::runs::RunTable;
-use crate::validate::Resolved;
 use sha2::{Digest, Sha256};
 
 /// Everything a command needs.

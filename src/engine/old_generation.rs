@@ -23,6 +23,7 @@ use crate::config::{Config, ProjectionKind};
 use crate::db::tx;
 use crate::error::{Error, Result};
 use crate::handlers;
+use crate::model::Resolved;
 use crate::ordering::Cut;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::Projector;
@@ -30,7 +31,6 @@ use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
 use crate::state::locks::LockClass;
 use crate::state::runs::{self, Run, RunTable};
-use crate::validate::Resolved;
 use crate::write_guard;
 use tokio_postgres::Client;
 

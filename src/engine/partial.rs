@@ -77,7 +77,7 @@ impl Partial {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
                 Error::runtime("the run's recorded partial-rebuild options cannot be read")
-                    .caused_by(e)
+                    .caused_by_error(e)
                     .with_hint("run `reproject rebuild` again")
             }),
         }
@@ -330,7 +330,7 @@ impl Declared {
 /// Each projection's declared column, checked to be a column of every one of its tables.
 async fn declared(
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     plan: &Plan,
     client: &impl GenericClient,
     what: Declared,
@@ -417,6 +417,7 @@ async fn streams_where(
         Error::config(format!("--streams-where `{sql}` cannot be evaluated on the events"))
             .caused_by(crate::error::describe_pg(&e))
             .with_db_state(&e)
+            .with_source(e)
             .with_hint("the predicate may use the columns of `events.table` (or of the `events.source` query's output), as the `[events]` expressions do")
     })?;
     let streams: Vec<String> = row.get(0);
@@ -521,7 +522,7 @@ fn strip_comments(sql: &str) -> String {
 async fn resolve_time(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     source: &EventSource,
     t: &DateTime<Utc>,
 ) -> Result<i64> {
@@ -556,7 +557,7 @@ async fn resolve_time(
 async fn live_reached(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     i: usize,
     columns: &BTreeMap<String, String>,
     position: i64,

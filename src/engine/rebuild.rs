@@ -1486,9 +1486,12 @@ impl Replay<'_> {
             // A serialization failure, deadlock or lock timeout rolls the batch back; the same
             // batch is tried again (with its checkpoint, so still exactly once).
             let cap = *budget;
-            let retry = tx::Retry {
+            let faults = runs::RunFaults {
                 client: self.conn,
                 run_id: self.run_id,
+            };
+            let retry = tx::Retry {
+                faults: &faults,
                 reporter: self.reporter,
             };
             let (new, n, exhausted) = tx::batch(

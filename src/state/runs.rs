@@ -1064,6 +1064,36 @@ pub async fn previous_handler_source(
     Ok(row.and_then(|r| r.get::<_, Option<String>>(1).map(|s| (r.get(0), s))))
 }
 
+/// The faults of run `run_id`, for [`crate::db::tx::Retry`]: each retry is recorded with an id
+/// unique in the process.
+pub(crate) struct RunFaults<'a> {
+    pub client: &'a tokio_postgres::Client,
+    pub run_id: i64,
+}
+
+impl crate::db::tx::Faults for RunFaults<'_> {
+    fn record<'a>(&'a self, kind: &'a str, detail: &'a str) -> crate::model::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let id = format!(
+                "transient:{}:{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            );
+            // Best effort: the retry itself matters more than its record.
+            if let Err(e) = add_fault(self.client, self.run_id, &id, kind, detail).await {
+                tracing::debug!(
+                    "could not record a transient retry of run {}: {}",
+                    self.run_id,
+                    e.plain()
+                );
+            }
+        })
+    }
+}
+
 /// Records a fault the run survived (see [`Run::faults`]). `id` names the fault within this
 /// process, so a fault recorded again (by a later attempt of the same process) counts once.
 pub async fn add_fault(
