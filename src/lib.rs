@@ -8,7 +8,8 @@
 //! [`handlers`], checkpointing in [`state`]; [`checks`] gate the swap; [`swap`] renames the
 //! generations. [`engine`] runs these steps for each command and reports through
 //! [`progress::Reporter`]. A projection can also be Rust code instead of SQL handlers
-//! ([`projection::RustProjection`]).
+//! ([`projection::RustProjection`]). [`model`] holds what these layers share (events, the
+//! resolved names, the Rust projection trait) and imports none of them.
 //!
 //! # Using the library
 //!

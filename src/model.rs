@@ -82,7 +82,7 @@ pub struct Event {
 /// Where a `{{table}}` reference points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableOwner {
-    /// Index into [`Config::projections`].
+    /// Index into [`crate::config::Config::projections`].
     pub projection: usize,
     /// Index into that projection's `tables`.
     pub table: usize,

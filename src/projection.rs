@@ -1,5 +1,5 @@
-//! Projections written in Rust: the [`RustProjection`] trait, and how the engine applies them
-//! alongside the SQL handlers of the same run.
+//! Projections written in Rust: the [`RustProjection`] trait, registering its code
+//! ([`Config::register`]) and the checks a run of them needs.
 //!
 //! The config still declares such a projection (`name`, `tables`, `depends_on`, `checks`),
 //! only without `handlers`; the program registers the code under the projection's name with
