@@ -114,7 +114,7 @@ impl Db {
             .create_timeout(Some(establish_timeout))
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
-            .map_err(|e| Error::runtime("cannot create the connection pool").caused_by(e))?;
+            .map_err(|e| Error::runtime("cannot create the connection pool").caused_by_error(e))?;
         Ok(Db {
             config,
             tls,
@@ -146,8 +146,8 @@ impl Db {
     /// A pooled connection for short work.
     pub async fn get(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            let cause = match e {
-                deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(&pg),
+            let cause = match &e {
+                deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(pg),
                 deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                     format!(
                         "all {POOL_SIZE} pooled connections stayed busy for {}s",
@@ -157,7 +157,7 @@ impl Db {
                 deadpool_postgres::PoolError::Timeout(_) => self.timed_out(),
                 other => other.to_string(),
             };
-            self.connect_error(cause)
+            self.connect_error(cause).with_source(e)
         })
     }
 
@@ -168,7 +168,11 @@ impl Db {
         let (client, connection) = match tokio::time::timeout(self.establish_timeout, connect).await
         {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(self.connect_error(crate::error::describe_pg(&e))),
+            Ok(Err(e)) => {
+                return Err(self
+                    .connect_error(crate::error::describe_pg(&e))
+                    .with_source(e))
+            }
             Err(_) => return Err(self.connect_error(self.timed_out())),
         };
         tokio::spawn(async move {
@@ -187,7 +191,11 @@ impl Db {
         let (client, mut connection) =
             match tokio::time::timeout(self.establish_timeout, connect).await {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(self.connect_error(crate::error::describe_pg(&e))),
+                Ok(Err(e)) => {
+                    return Err(self
+                        .connect_error(crate::error::describe_pg(&e))
+                        .with_source(e))
+                }
                 Err(_) => return Err(self.connect_error(self.timed_out())),
             };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

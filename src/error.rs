@@ -3,11 +3,36 @@
 //! An on-call engineer reads these at night, so every error says what went wrong (`message`),
 //! why (`causes`, outermost first) and, where we know it, what to do (`hint`). The `kind`
 //! decides the process exit code; the binary maps it, the library never exits.
+//!
+//! A library user decides by what is typed, never by the words: [`Error::kind`] (an
+//! [`ErrorKind`], one per exit code), [`Error::reason`] (a [`Reason`], where a caller acts on
+//! it), [`Error::sqlstate`]. Where the error came from another library's error (a
+//! `tokio_postgres::Error`, an `std::io::Error`, …) that error is kept as the
+//! [`source`](std::error::Error::source), so the chain can be walked and downcast:
+//!
+//! ```
+//! use std::error::Error as _;
+//!
+//! let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+//! let err = reproject::Error::config("cannot read config file `x.toml`").caused_by_error(io);
+//! let source = err.source().expect("the io::Error");
+//! let io = source.downcast_ref::<std::io::Error>().expect("kept as it was");
+//! assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+//! // Display is unchanged: the source's words are the cause.
+//! assert_eq!(err.to_string(), "error: cannot read config file `x.toml`\n  caused by: no such file");
+//! ```
 
 use std::fmt;
+use std::sync::Arc;
 
-/// What class of failure this is. Each kind has one documented exit code.
+/// The original error kept as [`Error`]'s source (shared, so an `Error` stays `Clone`).
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What class of failure this is. Each kind has one documented exit code
+/// ([`ErrorKind::exit_code`]). Non-exhaustive: a later version may add a kind (and its exit
+/// code), so a `match` needs a `_` arm (treat an unknown kind as a runtime failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Unexpected failure at run time: a handler error, a lost connection. Exit 1.
     Runtime,
@@ -39,7 +64,8 @@ impl ErrorKind {
 }
 
 /// Why an error happened, where the caller decides what to do next by it. Set where the error
-/// is made, so no caller has to read the message to tell.
+/// is made, so no caller has to read the message to tell; [`Error::is_connection_loss`] reads
+/// it. Non-exhaustive: a later version may add reasons, so a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reason {
@@ -53,6 +79,10 @@ pub enum Reason {
 }
 
 /// An error with its context chain and an optional hint.
+///
+/// Its `Display` is what the binary prints: `error: MESSAGE`, one `caused by: …` line per
+/// cause, then `hint: …`. [`source`](std::error::Error::source) is the original error it was
+/// made from, when there is one (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct Error {
     /// Decides the exit code.
@@ -67,6 +97,8 @@ pub struct Error {
     pub sqlstate: Option<String>,
     /// Why, when a caller acts on it (see [`Reason`]).
     pub reason: Option<Reason>,
+    /// The error this one was made from, if any: [`std::error::Error::source`].
+    source: Option<Source>,
 }
 
 /// The library's result type.
@@ -82,6 +114,7 @@ impl Error {
             hint: None,
             sqlstate: None,
             reason: None,
+            source: None,
         }
     }
 
@@ -121,6 +154,20 @@ impl Error {
         self
     }
 
+    /// Adds `err`'s words as a cause (as [`Error::caused_by`]) and keeps `err` itself as the
+    /// [`source`](std::error::Error::source).
+    pub fn caused_by_error(self, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let cause = err.to_string();
+        self.caused_by(cause).with_source(err)
+    }
+
+    /// Keeps `err`, the error this one reports, as its [`source`](std::error::Error::source);
+    /// the message and causes are left as they are.
+    pub fn with_source(mut self, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(err));
+        self
+    }
+
     /// Sets the hint: what to do about it.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -143,10 +190,14 @@ impl Error {
         self
     }
 
-    /// Takes the SQLSTATE and reason of `inner`, an error this one reports in its own words.
+    /// Takes the SQLSTATE, reason and source of `inner`, an error this one reports in its own
+    /// words.
     pub fn with_state_of(mut self, inner: &Error) -> Self {
         self.sqlstate = inner.sqlstate.clone();
         self.reason = inner.reason;
+        if inner.source.is_some() {
+            self.source = inner.source.clone();
+        }
         self
     }
 
@@ -216,7 +267,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Renders a database error with the server's detail, hint and position when it has them:
 /// the bare `Display` of tokio-postgres says only "db error".
@@ -267,7 +324,9 @@ impl From<tokio_postgres::Error> for Error {
         };
         // The server's own words (message, detail, hint, SQLSTATE) are the message: a context
         // added on the way up pushes them down as the first cause, never an empty layer.
-        Error::new(kind, describe_pg(&err)).with_db_state(&err)
+        Error::new(kind, describe_pg(&err))
+            .with_db_state(&err)
+            .with_source(err)
     }
 }
 
@@ -406,6 +465,40 @@ mod tests {
         let err: Result<()> = Err(Error::from(pg));
         let err = err.context("outer").unwrap_err();
         assert_eq!(err.causes.len(), 1, "{err}");
+    }
+
+    #[test]
+    fn the_original_error_is_the_source_under_any_context() {
+        use std::error::Error as _;
+        let pg = "port=notanumber"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
+        let words = pg.to_string();
+        let err = Error::from(pg).context("cannot connect").context("outer");
+        let source = err.source().expect("a source");
+        let pg = source
+            .downcast_ref::<tokio_postgres::Error>()
+            .expect("the tokio_postgres::Error");
+        assert_eq!(pg.to_string(), words);
+        // Carried over to an error that reports it in other words.
+        let other = Error::runtime("x").with_state_of(&err);
+        assert!(other
+            .source()
+            .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+            .is_some());
+        // None where there was no other error.
+        assert!(Error::runtime("x").caused_by("words").source().is_none());
+        // The words of a kept error are a cause, as with caused_by: Display is unchanged.
+        let io = std::io::Error::other("disk on fire");
+        let err = Error::runtime("cannot write").caused_by_error(io);
+        assert_eq!(
+            err.to_string(),
+            "error: cannot write\n  caused by: disk on fire"
+        );
+        assert!(err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::{Config, ExternalCommand};
 use crate::error::{Error, Result};
 use crate::progress::{Cancel, Reporter};
 use crate::source::{Bound, Cursor, EventSource};
-use crate::state::runs::{self, RunTable};
+use crate::state::runs::{self, InFlight, RunOptions, RunTable};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -24,10 +24,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::Client;
 
-/// The run option that marks a command in flight: set before the command starts, cleared in
-/// the transaction that records its range. Still set means the rebuild tables hold an unknown
-/// part of a range, so the run cannot be continued.
-pub const IN_FLIGHT: &str = "external_in_flight";
+/// The options patch that marks a range in flight, or clears the mark (recorded as null).
+fn in_flight(flight: Option<InFlight>) -> RunOptions {
+    RunOptions {
+        external_in_flight: Some(flight),
+        ..RunOptions::default()
+    }
+}
 
 /// `REPROJECT_FROM_POSITION` before any event was applied: every position is after it.
 pub const START: i64 = i64::MIN;
@@ -48,7 +51,7 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 pub fn check_selection(config: &Config, order: &[usize], max_events: Option<i64>) -> Result<bool> {
     let (external, handlers): (Vec<usize>, Vec<usize>) = order
         .iter()
-        .partition(|&&i| config.projections[i].command.is_some());
+        .partition(|&&i| config.projections[i].command().is_some());
     let names = |v: &[usize]| {
         v.iter()
             .map(|&i| format!("`{}`", config.projections[i].name))
@@ -79,18 +82,17 @@ pub fn check_selection(config: &Config, order: &[usize], max_events: Option<i64>
 /// Refuses to continue (`--resume`, `swap`) a run whose command did not finish a range: what
 /// it wrote of that range is unknown, so only a new run gives a correct table.
 pub fn check_continuable(run: &runs::Run) -> Result<()> {
-    let Some(flight) = run.options.get(IN_FLIGHT).filter(|v| !v.is_null()) else {
+    let Some(Some(flight)) = &run.options.external_in_flight else {
         return Ok(());
     };
-    let at = |k: &str| flight.get(k).and_then(|v| v.as_i64()).unwrap_or(START);
     let range = Range {
-        from: at("from"),
-        to: at("to"),
+        from: flight.from,
+        to: flight.to,
     };
     Err(Error::config(format!(
         "run {}: the external projector of `{}` stopped while applying {}; its rebuild tables hold an unknown part of that range",
         run.id,
-        flight.get("projection").and_then(|v| v.as_str()).unwrap_or("?"),
+        flight.projection,
         range.describe()
     ))
     .with_hint("start over with `reproject rebuild` (a new run replaces this one's tables)"))
@@ -121,7 +123,7 @@ impl<'a> External<'a> {
         let order: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|&i| config.projections[i].command.is_some())
+            .filter(|&i| config.projections[i].command().is_some())
             .collect();
         if order.is_empty() {
             return None;
@@ -188,11 +190,15 @@ impl<'a> External<'a> {
         let from_position = from.position.unwrap_or(START);
         for &i in &self.order {
             let p = &self.config.projections[i];
-            let command = p.command.as_ref().expect("external projections only");
+            let command = p.command().expect("external projections only");
             runs::merge_options(
                 conn,
                 self.run_id,
-                &json!({ IN_FLIGHT: { "projection": p.name, "from": from_position, "to": to } }),
+                &in_flight(Some(InFlight {
+                    projection: p.name.clone(),
+                    from: from_position,
+                    to,
+                })),
             )
             .await?;
             reporter.step(&format!(
@@ -234,7 +240,7 @@ impl<'a> External<'a> {
                     events,
                 )
                 .await?;
-                runs::merge_options(conn, self.run_id, &json!({ IN_FLIGHT: null })).await
+                runs::merge_options(conn, self.run_id, &in_flight(None)).await
             },
         )
         .await?;
@@ -431,7 +437,7 @@ async fn run_command(
             },
             status = child.wait(), if !out_open && !err_open => {
                 break status.map_err(|e| {
-                    Error::runtime("cannot wait for the external projector").caused_by(e)
+                    Error::runtime("cannot wait for the external projector").caused_by_error(e)
                 })?;
             }
             _ = tick.tick(), if stop.is_none() => {

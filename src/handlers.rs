@@ -186,7 +186,8 @@ impl HandlerFile {
     /// Reads and parses a handler file; errors name the file and line.
     pub fn load(path: &Path) -> Result<HandlerFile> {
         let source = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read handler file `{}`", path.display())).caused_by(e)
+            Error::config(format!("cannot read handler file `{}`", path.display()))
+                .caused_by_error(e)
         })?;
         let sections = parse(&source).map_err(|(line, why)| {
             let err = Error::config(format!("{}:{line}: {why}", path.display()));

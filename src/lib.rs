@@ -8,7 +8,8 @@
 //! [`handlers`], checkpointing in [`state`]; [`checks`] gate the swap; [`swap`] renames the
 //! generations. [`engine`] runs these steps for each command and reports through
 //! [`progress::Reporter`]. A projection can also be Rust code instead of SQL handlers
-//! ([`projection::RustProjection`]).
+//! ([`projection::RustProjection`]). [`model`] holds what these layers share (events, the
+//! resolved names, the Rust projection trait) and imports none of them.
 //!
 //! # Using the library
 //!
@@ -83,6 +84,7 @@ pub mod handlers;
 pub mod handover;
 pub mod ident;
 pub mod laps;
+pub mod model;
 pub mod ordering;
 pub mod plan;
 pub mod preflight;

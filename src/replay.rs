@@ -24,12 +24,14 @@
 //! [`DEFAULT_SET_BATCH_SIZE`]): the fewer batches, the fewer times each row is written, which
 //! is what makes a rebuild as fast as hand-written set-based SQL (docs/benchmarks.md).
 
+mod rust;
+
 use crate::config::Config;
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::handlers::{param_types, Section, TableRef};
 use crate::ident::TableName;
+use crate::model::Resolved;
 use crate::source::{next_cursor, Bound, Cursor, Event, EventSource, RawJsonb};
-use crate::validate::Resolved;
 use chrono::{DateTime, Utc};
 use futures_util::future::maybe_done;
 use std::collections::{BTreeSet, HashMap};
@@ -148,7 +150,7 @@ pub struct Projector {
     set_batch_size: i64,
     /// Set when the projections include Rust ones (projection.rs): it applies the batch
     /// instead, with a projector of its own for the SQL projections.
-    rust: Option<crate::projection::Steps>,
+    rust: Option<rust::Steps>,
     /// The tables its batches may write (write_guard.rs checks before each commit).
     writes: crate::write_guard::Writes,
 }
@@ -167,11 +169,11 @@ impl Projector {
         let set_based = order
             .iter()
             .map(|&i| &target.config.projections[i])
-            .find(|p| p.handlers.per_batch());
+            .find(|p| p.per_batch());
         let rust = order
             .iter()
             .map(|&i| &target.config.projections[i])
-            .find(|p| p.rust);
+            .find(|p| p.is_rust());
         if let (Some(set), Some(rust)) = (set_based, rust) {
             // A Rust projection's steps apply batches event list by event list; a set-based
             // projection needs the batch's bounds instead (apply_next), which they do not give.
@@ -181,7 +183,7 @@ impl Projector {
             ))
             .with_hint("rebuild them in separate runs (`reproject rebuild NAME`)"));
         }
-        if let Some(steps) = crate::projection::prepare(client, target, order).await? {
+        if let Some(steps) = rust::prepare(client, target, order).await? {
             return Ok(Projector {
                 projections: Vec::new(),
                 server_loop: None,
@@ -197,8 +199,8 @@ impl Projector {
                 let p = &target.config.projections[i];
                 (
                     p.name.clone(),
-                    p.handlers.path.display().to_string(),
-                    p.handlers.sections.as_slice(),
+                    p.handler_path().display().to_string(),
+                    p.sections(),
                 )
             })
             .collect();
@@ -482,7 +484,8 @@ impl Projector {
                         ),
                     )
                     .caused_by(format!("{}:{}: {}", p.file, st.line, describe_pg(&err)))
-                    .with_db_state(&err);
+                    .with_db_state(&err)
+                    .with_source(err);
                     return Err(out.with_hint("nothing of the failed lane was kept (the lanes done before it are): after fixing the event, `reproject rebuild --resume` continues with the lanes left; after fixing the handler, run `reproject rebuild` again"));
                 }
             }

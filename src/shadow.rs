@@ -149,10 +149,6 @@ async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Resu
     ))
 }
 
-/// The key in a run's `options` that records `pg_postmaster_start_time()` when it created
-/// unlogged rebuild tables of logged live tables.
-pub const UNLOGGED_SINCE: &str = "unlogged_build_server_start";
-
 /// The server's start time, as text (compared for equality only).
 pub async fn server_start(client: &Client) -> Result<String> {
     let row = client

@@ -5,54 +5,10 @@
 use crate::config::{EventsConfig, Expr, Ordering};
 use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
-use crate::validate::Resolved;
-use bytes::BytesMut;
-use chrono::{DateTime, Utc};
-use std::error::Error as StdError;
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use crate::model::{Encodings, Payload, Resolved};
+pub use crate::model::{Event, RawJsonb};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
-
-/// A jsonb value kept in PostgreSQL's binary form: read from the event table and bound to
-/// handler statements without parsing or re-serialising it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawJsonb(pub Vec<u8>);
-
-impl<'a> FromSql<'a> for RawJsonb {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
-        Ok(RawJsonb(raw.to_vec()))
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-}
-
-impl ToSql for RawJsonb {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-    tokio_postgres::types::to_sql_checked!();
-}
-
-impl RawJsonb {
-    /// The JSON text (binary jsonb is a version byte followed by the text).
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(self.0.get(1..).unwrap_or_default()).unwrap_or("")
-    }
-
-    /// The value parsed into any serde type (`serde_json::Value`, or a struct of your own), for
-    /// Rust projections.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
-        serde_json::from_str(self.text())
-    }
-}
 
 /// Where reading stands. Stored as a run's checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -130,25 +86,6 @@ pub fn next_cursor(from: &Cursor, upto: &Bound, last: Option<&Event>, exhausted:
     }
 }
 
-/// One event as handlers see it.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// `xid8` mode: the writing transaction's id.
-    pub tx: Option<u64>,
-    /// `events.position`.
-    pub position: i64,
-    /// `events.stream`, as text.
-    pub stream: Option<String>,
-    /// `events.type`.
-    pub event_type: Option<String>,
-    /// `events.data`, jsonb in binary form ([`RawJsonb::parse`] reads it).
-    pub data: Option<RawJsonb>,
-    /// `events.metadata`, if mapped.
-    pub metadata: Option<RawJsonb>,
-    /// `events.timestamp`, if mapped.
-    pub timestamp: Option<DateTime<Utc>>,
-}
-
 /// How many events a range holds.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Counts {
@@ -223,101 +160,6 @@ pub fn from_clause(events: &EventsConfig, table: &TableName) -> String {
         Some(source) => format!("({}\n) AS events", source.sql),
         None => table.quoted(),
     }
-}
-
-/// How `data` or `metadata` is stored, detected at validation from the expression's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Payload {
-    /// jsonb, or anything PostgreSQL casts to it (json, text holding JSON).
-    #[default]
-    Jsonb,
-    /// bytea holding UTF-8 JSON: read as bytes and checked here, so bytes that are not JSON
-    /// fail naming the event's position rather than failing a whole batch in the server.
-    Bytea,
-}
-
-impl Payload {
-    /// The storage of a column of type `ty`.
-    pub fn of(ty: &Type) -> Payload {
-        if *ty == Type::BYTEA {
-            Payload::Bytea
-        } else {
-            Payload::Jsonb
-        }
-    }
-
-    fn read(self, sql: &str) -> String {
-        match self {
-            Payload::Jsonb => format!("({sql})::jsonb"),
-            Payload::Bytea => format!("({sql})::bytea"),
-        }
-    }
-
-    fn sql_type(self) -> &'static str {
-        match self {
-            Payload::Jsonb => "jsonb",
-            Payload::Bytea => "bytea",
-        }
-    }
-
-    /// The payload as jsonb in SQL, for `:events` (bytes that are not UTF-8 JSON fail the
-    /// batch's statement in the server).
-    fn read_json(self, sql: &str) -> String {
-        match self {
-            Payload::Jsonb => format!("({sql})::jsonb"),
-            Payload::Bytea => format!("convert_from(({sql})::bytea, 'UTF8')::jsonb"),
-        }
-    }
-}
-
-/// How `timestamp` is stored, detected at validation from the expression's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimeKind {
-    /// timestamptz, or anything else PostgreSQL casts to it.
-    #[default]
-    Timestamptz,
-    /// timestamp without time zone: the stores that use it write UTC, so it is read as UTC
-    /// whatever the session's TimeZone.
-    Timestamp,
-    /// ISO-8601 text: with an offset (`Z`, `+02:00`) as written, without one as UTC.
-    Text,
-}
-
-impl TimeKind {
-    /// The storage of a column of type `ty`.
-    pub fn of(ty: &Type) -> TimeKind {
-        if *ty == Type::TIMESTAMP {
-            TimeKind::Timestamp
-        } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR].contains(ty) {
-            TimeKind::Text
-        } else {
-            TimeKind::Timestamptz
-        }
-    }
-
-    fn read(self, sql: &str) -> String {
-        match self {
-            TimeKind::Timestamptz => format!("({sql})::timestamptz"),
-            TimeKind::Timestamp => format!("(({sql})::timestamp AT TIME ZONE 'UTC')"),
-            // The offset must follow a time of day: a bare date's `-01` is not an offset.
-            TimeKind::Text => format!(
-                "(CASE WHEN ({sql})::text ~ '[0-9]:[0-9]{{2}}(:[0-9]{{2}}([.,][0-9]+)?)? *([Zz]|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$' \
-                 THEN ({sql})::text::timestamptz ELSE (({sql})::text::timestamp AT TIME ZONE 'UTC') END)"
-            ),
-        }
-    }
-}
-
-/// The storage of the payload and time roles, detected by `validate` (the defaults are what
-/// an unmapped role reads as).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Encodings {
-    /// How `data` is stored.
-    pub data: Payload,
-    /// How `metadata` is stored.
-    pub metadata: Payload,
-    /// How `timestamp` is stored.
-    pub timestamp: TimeKind,
 }
 
 /// Bytes of a bytea payload as jsonb in binary form (version 1, then the text), after checking
@@ -787,6 +629,8 @@ impl EventSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TimeKind;
+    use tokio_postgres::types::Type;
 
     fn event(tx: Option<u64>, position: i64) -> Event {
         Event {

@@ -3,31 +3,13 @@
 //! (each prepared, never executed). Errors name the file, line, projection and table.
 
 use crate::catalog::{self, require_plain_table};
-use crate::config::{Config, TableOwner};
+use crate::config::Config;
 use crate::error::{describe_pg, Error, Result};
 use crate::handlers::param_types;
-use crate::ident::TableName;
-use crate::source::{Encodings, EventSource, Payload, TimeKind};
+use crate::model::{Encodings, Payload, Resolved, TimeKind};
+use crate::source::EventSource;
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
-
-/// The config's names resolved against the database.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The event table (or `lock_table`), schema-qualified.
-    pub events_table: TableName,
-    /// How the payload and time roles are stored (bytea, timestamp without time zone, text).
-    pub encodings: Encodings,
-    /// Per projection, its tables in config order, schema-qualified.
-    pub tables: Vec<Vec<TableName>>,
-}
-
-impl Resolved {
-    /// The live table of a projection's table.
-    pub fn live(&self, owner: TableOwner) -> &TableName {
-        &self.tables[owner.projection][owner.table]
-    }
-}
 
 /// Validates everything and returns the resolved names.
 pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Resolved> {
@@ -57,7 +39,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                 "{file}:{}: `events.source` does not prepare",
                 source.line
             ))
-            .caused_by(describe_pg(&e)).with_db_state(&e)
+            .caused_by(describe_pg(&e)).with_db_state(&e).with_source(e)
             .with_hint("`source` is one SELECT query; it is read as `(source) AS events`, so the role keys name its output columns"));
         }
     }
@@ -171,7 +153,7 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
                     "{file}:{}: projection `{}`: the hand-over checkpoint in `{}` cannot be set",
                     h.line, p.name, h.table
                 ))
-                .caused_by(describe_pg(&e)).with_db_state(&e)
+                .caused_by(describe_pg(&e)).with_db_state(&e).with_source(e)
                 .with_hint("`handover` names a table, its key column and value, a bigint position column and (xid8 mode) an xid8 transaction id column"));
             }
         }
@@ -179,8 +161,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
 
     // Prepare every handler statement against the live tables.
     for p in &config.projections {
-        let handler_file = p.handlers.path.display().to_string();
-        for section in &p.handlers.sections {
+        let handler_file = p.handler_path().display().to_string();
+        for section in p.sections() {
             for st in &section.statements {
                 let sql = st.render(|r| {
                     let owner = config.owner_of(&r.written).expect("resolved at load");

@@ -22,7 +22,7 @@ use crate::config::{Config, TableOwner};
 use crate::error::{Error, Result};
 use crate::handlers::{HandlerFile, Statement};
 use crate::ident::quote as quote_ident;
-use crate::validate::Resolved;
+use crate::model::Resolved;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
@@ -80,7 +80,7 @@ pub async fn check(
     let any = config
         .projections
         .iter()
-        .any(|p| !p.handlers.sections.is_empty() || !p.checks.is_empty());
+        .any(|p| !p.sections().is_empty() || !p.checks.is_empty());
     if !any {
         return Ok(());
     }
@@ -125,8 +125,8 @@ async fn check_in(client: &impl GenericClient, config: &Config, resolved: &Resol
     };
     let file = config.path.display().to_string();
     for (pi, p) in config.projections.iter().enumerate() {
-        let handler_file = p.handlers.path.display().to_string();
-        for section in &p.handlers.sections {
+        let handler_file = p.handler_path().display().to_string();
+        for section in p.sections() {
             for st in &section.statements {
                 let where_ = format!(
                     "{handler_file}:{}: projection `{}`, section `{}`",

@@ -12,6 +12,7 @@ mod raw;
 use crate::error::{Error, Result};
 use crate::handlers::{self, HandlerFile, Statement};
 use crate::ident::{parse_table_ref, ConfigTableRef};
+pub use crate::model::TableOwner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -124,26 +125,37 @@ pub struct ExternalCommand {
     pub timeout: Option<std::time::Duration>,
     /// Line of `command` in the config file.
     pub line: usize,
+    /// What a run records as the handlers that built the tables: the command and the text of
+    /// every file its arguments name next to the config (the script), so the recorded digest
+    /// changes when the projector does. Deliberately not a valid handler file (it starts with
+    /// [`EXTERNAL_SOURCE_PREFIX`]): a rollback, which replays the events since the swap into the
+    /// old tables with the recorded handlers, must find none here rather than an empty file
+    /// that would skip those events.
+    pub source: String,
 }
 
 impl ExternalCommand {
     /// The argv for messages, each argument quoted only when it needs it.
     pub fn display(&self) -> String {
-        self.argv
-            .iter()
-            .map(|a| {
-                if !a.is_empty()
-                    && a.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
-                {
-                    a.clone()
-                } else {
-                    format!("'{}'", a.replace('\'', "'\\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        display_argv(&self.argv)
     }
+}
+
+/// An argv for messages, each argument quoted only when it needs it.
+fn display_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A custom health check: SQL returning one boolean, run against the rebuilt tables.
@@ -175,15 +187,8 @@ pub struct ProjectionConfig {
     pub line: usize,
     /// The tables it owns: cloned, rebuilt and swapped together.
     pub tables: Vec<OwnedTable>,
-    /// The handler file; for an external projection an empty one whose `source` describes the
-    /// command and the files it names, so a run still records (and a resume compares) what
-    /// built its tables; empty (no sections, no path) for a Rust projection.
-    pub handlers: HandlerFile,
-    /// Set when a command the user provides rebuilds this projection instead of handlers.
-    pub command: Option<ExternalCommand>,
-    /// Neither `handlers` nor `command` in the config: the events are applied by a Rust
-    /// projection that the program registers under this name ([`Config::register`]).
-    pub rust: bool,
+    /// How its events are applied: SQL handlers, an external command or Rust code.
+    pub kind: ProjectionKind,
     /// Declared and inferred dependencies: names of projections this one reads.
     pub depends_on: BTreeSet<String>,
     /// Only the dependencies written under `depends_on` (for messages).
@@ -211,6 +216,72 @@ pub struct ProjectionConfig {
     pub redefine: Vec<crate::shape::dependents::Redefinition>,
 }
 
+/// How a projection's events are applied: the config gives `handlers`, `command` or neither.
+#[derive(Debug, Clone)]
+pub enum ProjectionKind {
+    /// `handlers = "FILE.sql"`: reproject replays the events with these SQL handlers.
+    Sql(HandlerFile),
+    /// `command = [...]`: a command the user provides rebuilds the projection.
+    External(ExternalCommand),
+    /// Neither `handlers` nor `command`: the events are applied by a Rust projection that the
+    /// program registers under the projection's name ([`Config::register`]).
+    Rust,
+}
+
+impl ProjectionConfig {
+    /// The SQL handler file, for a projection with `handlers`.
+    pub fn handlers(&self) -> Option<&HandlerFile> {
+        match &self.kind {
+            ProjectionKind::Sql(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The external projector, for a projection with `command`.
+    pub fn command(&self) -> Option<&ExternalCommand> {
+        match &self.kind {
+            ProjectionKind::External(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether a registered Rust projection applies the events.
+    pub fn is_rust(&self) -> bool {
+        matches!(self.kind, ProjectionKind::Rust)
+    }
+
+    /// The sections of the SQL handlers; none for an external or Rust projection.
+    pub fn sections(&self) -> &[handlers::Section] {
+        self.handlers().map_or(&[], |h| h.sections.as_slice())
+    }
+
+    /// Whether the SQL handlers are set-based (`-- per batch`).
+    pub fn per_batch(&self) -> bool {
+        self.handlers().is_some_and(|h| h.per_batch())
+    }
+
+    /// The file messages name for its handlers: the handler file, an external projector's
+    /// program; empty for a Rust projection.
+    pub fn handler_path(&self) -> &Path {
+        match &self.kind {
+            ProjectionKind::Sql(h) => &h.path,
+            ProjectionKind::External(c) => &c.program,
+            ProjectionKind::Rust => Path::new(""),
+        }
+    }
+
+    /// What a run records (and a resume compares) as the code that built its tables: the
+    /// handler file's text, an external projector's description ([`ExternalCommand::source`]);
+    /// None for a Rust projection, whose code is identified by its version instead.
+    pub fn recorded_source(&self) -> Option<&str> {
+        match &self.kind {
+            ProjectionKind::Sql(h) => Some(&h.source),
+            ProjectionKind::External(c) => Some(&c.source),
+            ProjectionKind::Rust => None,
+        }
+    }
+}
+
 /// A column name declared on a projection, with the line it came from (checked against the
 /// catalog when a partial rebuild uses it).
 #[derive(Debug, Clone)]
@@ -231,16 +302,7 @@ pub struct Config {
     /// The projections, in config order.
     pub projections: Vec<ProjectionConfig>,
     /// The Rust projections registered by the program ([`Config::register`]).
-    pub(crate) registered: crate::projection::Registry,
-}
-
-/// Where a `{{table}}` reference points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableOwner {
-    /// Index into [`Config::projections`].
-    pub projection: usize,
-    /// Index into that projection's `tables`.
-    pub table: usize,
+    pub(crate) registered: crate::model::Registry,
 }
 
 impl Config {
@@ -248,7 +310,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!("cannot read config file `{}`", path.display()))
-                .caused_by(e)
+                .caused_by_error(e)
                 .with_hint(
                     "pass `--config PATH`, or run from the directory holding `reproject.toml`",
                 )
@@ -261,6 +323,7 @@ impl Config {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             Error::config(format!("invalid config file `{}`", path.display()))
                 .caused_by(e.to_string().trim_end())
+                .with_source(e)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let at = |span: std::ops::Range<usize>| Location {
@@ -293,7 +356,7 @@ impl Config {
                 .as_ref()
                 .map(|h| handover(h, &name, &events.ordering, &at))
                 .transpose()?;
-            if let (Some(c), Ordering::Xid8 { .. }) = (&projection.command, &events.ordering) {
+            if let (Some(c), Ordering::Xid8 { .. }) = (projection.command(), &events.ordering) {
                 // The range an external projector is given is a pair of positions; in xid8
                 // mode the cut is a transaction id and "after the checkpoint" a (transaction
                 // id, position) pair, which no `position > X AND position <= Y` can express.
@@ -380,8 +443,9 @@ impl Config {
         }
         for (pi, rawp) in raw.projections.iter().enumerate() {
             let mut inferred = BTreeSet::new();
-            for r in self.projections[pi].handlers.table_refs() {
-                let handler_file = self.projections[pi].handlers.path.display().to_string();
+            let refs = self.projections[pi].handlers().map(|h| h.table_refs());
+            for r in refs.into_iter().flatten() {
+                let handler_file = self.projections[pi].handler_path().display().to_string();
                 let owner = self.owner_of(&r.written).map_err(|why| {
                     Error::config(format!(
                         "{handler_file}:{}: projection `{}`: {why}",
@@ -455,14 +519,14 @@ impl Config {
         for p in &self.projections {
             for dep in &p.depends_on {
                 let other = &self.projections[self.projection_index(dep).expect("checked")];
-                if p.handlers.per_batch() || other.handlers.per_batch() {
-                    let set_based = if p.handlers.per_batch() { p } else { other };
+                if p.per_batch() || other.per_batch() {
+                    let set_based = if p.per_batch() { p } else { other };
                     return Err(Error::config(format!(
                         "{file}:{}: projection `{}` depends on `{dep}`, and `{}` is set-based (`-- per batch` in {}): a set-based projection may neither read nor be read by another projection",
                         p.line,
                         p.name,
                         set_based.name,
-                        set_based.handlers.path.display()
+                        set_based.handler_path().display()
                     ))
                     .with_hint("write the reading projection's handlers per event (`-- on TYPE` sections) for both, or let the set-based projection read only the events"));
                 }
@@ -761,19 +825,22 @@ fn convert_projection(
     if tables.is_empty() {
         return Err(at(p.tables.span()).err(format!("projection `{name}` lists no tables")));
     }
-    let (handlers, command) = match (&p.handlers, &p.command) {
+    let kind = match (&p.handlers, &p.command) {
         (Some(h), None) => {
             if let Some(t) = &p.command_timeout {
                 return Err(at(t.span()).err(format!(
                     "projection `{name}`: `command_timeout` is only used with `command`"
                 )));
             }
-            (handler_source(h, name, base, at)?, None)
+            ProjectionKind::Sql(handler_source(h, name, base, at)?)
         }
-        (None, Some(c)) => {
-            let command = external_command(c, p.command_timeout.as_ref(), name, base, at)?;
-            (describe_command(&command), Some(command))
-        }
+        (None, Some(c)) => ProjectionKind::External(external_command(
+            c,
+            p.command_timeout.as_ref(),
+            name,
+            base,
+            at,
+        )?),
         (Some(h), Some(_)) => {
             return Err(at(h.span()).err(format!(
                 "projection `{name}` has both `handlers` and `command`; it is rebuilt by one of them"
@@ -782,16 +849,8 @@ fn convert_projection(
         }
         // A Rust projection: whether the program registered it is checked when a run needs it
         // ([`crate::projection::require_registered`]).
-        (None, None) => (
-            HandlerFile {
-                path: PathBuf::new(),
-                sections: Vec::new(),
-                source: String::new(),
-            },
-            None,
-        ),
+        (None, None) => ProjectionKind::Rust,
     };
-    let rust = p.handlers.is_none() && p.command.is_none();
     let tolerance = match &p.row_count_tolerance {
         Some(t) => {
             let v = *t.get_ref();
@@ -835,9 +894,7 @@ fn convert_projection(
         name: name.to_string(),
         line,
         tables,
-        handlers,
-        command,
-        rust,
+        kind,
         depends_on: BTreeSet::new(),
         declared_depends_on: BTreeSet::new(),
         row_count_tolerance: tolerance,
@@ -970,28 +1027,26 @@ fn external_command(
     } else {
         base.to_path_buf()
     };
+    let source = describe_command(&argv, &dir);
     Ok(ExternalCommand {
         argv,
         program,
         dir,
         timeout,
         line: loc.line,
+        source,
     })
 }
 
 /// How the recorded handler source of an external projection starts.
 pub const EXTERNAL_SOURCE_PREFIX: &str = "external projector (no handlers): ";
 
-/// The stand-in handler file of an external projection: no sections, and as its `source` the
-/// command and the text of every file its arguments name next to the config (the script), so
-/// the run's recorded digest changes when the projector does.
-fn describe_command(command: &ExternalCommand) -> HandlerFile {
-    // Deliberately not a valid handler file (text before any `-- on` line): a rollback, which
-    // replays the events since the swap into the old tables with the recorded handlers, must
-    // find none here rather than an empty file that would skip those events.
-    let mut source = format!("{EXTERNAL_SOURCE_PREFIX}{}\n", command.display());
-    for arg in &command.argv {
-        let path = command.dir.join(arg);
+/// The recorded source of an external projection ([`ExternalCommand::source`]): the command
+/// and the text of every file its arguments name next to the config.
+fn describe_command(argv: &[String], dir: &Path) -> String {
+    let mut source = format!("{EXTERNAL_SOURCE_PREFIX}{}\n", display_argv(argv));
+    for arg in argv {
+        let path = dir.join(arg);
         if path.is_file() {
             if let Ok(text) = std::fs::read(&path) {
                 source.push_str(&format!("-- file {arg}\n"));
@@ -1000,11 +1055,7 @@ fn describe_command(command: &ExternalCommand) -> HandlerFile {
             }
         }
     }
-    HandlerFile {
-        path: command.program.clone(),
-        sections: Vec::new(),
-        source,
-    }
+    source
 }
 
 /// Loads a projection's SQL handler file.

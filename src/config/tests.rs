@@ -163,10 +163,12 @@ fn minimal_projection_has_tables_handlers_and_default_tolerance() {
     assert_eq!(p.tables[0].table.schema, None);
     assert_eq!(p.tables[0].table.name, "t");
     assert_eq!(p.tables[0].line, 10);
-    assert_eq!(p.handlers.path, dir.0.path().join("h.sql"));
-    assert_eq!(p.handlers.source, WRITES_T);
-    assert_eq!(p.handlers.sections.len(), 1);
-    assert_eq!(p.handlers.sections[0].event_types, vec!["e"]);
+    let handlers = p.handlers().expect("SQL handlers");
+    assert_eq!(handlers.path, dir.0.path().join("h.sql"));
+    assert_eq!(handlers.source, WRITES_T);
+    assert_eq!(handlers.sections.len(), 1);
+    assert_eq!(handlers.sections[0].event_types, vec!["e"]);
+    assert_eq!(p.recorded_source(), Some(WRITES_T));
     assert!(p.depends_on.is_empty());
     assert!(p.declared_depends_on.is_empty());
     assert!(p.checks.is_empty());
@@ -199,7 +201,7 @@ fn handler_paths_are_relative_to_the_config_directory() {
         projection("p", &["t"], "handlers/p.sql")
     ));
     assert_eq!(
-        config.projections[0].handlers.path,
+        config.projections[0].handlers().unwrap().path,
         dir.0.path().join("handlers").join("p.sql")
     );
 }
@@ -291,8 +293,9 @@ fn a_projection_without_handlers_is_a_rust_projection() {
     let dir = Dir::new();
     let text = format!("{EVENTS}\n[[projection]]\nname = \"p\"\ntables = [\"t\"]\n");
     let config = dir.ok(&text);
-    assert!(config.projections[0].rust);
-    assert!(config.projections[0].handlers.sections.is_empty());
+    assert!(matches!(config.projections[0].kind, ProjectionKind::Rust));
+    assert!(config.projections[0].sections().is_empty());
+    assert_eq!(config.projections[0].recorded_source(), None);
     assert!(config.rust_projection("p").is_none());
 }
 
@@ -310,7 +313,7 @@ fn a_command_projection_has_no_handlers_and_resolves_its_program() {
         "command = [\"python3\", \"replay.py\", \"--fast\"]\ncommand_timeout = 60",
     ));
     let p = &config.projections[0];
-    let c = p.command.as_ref().expect("a command");
+    let c = p.command().expect("a command");
     assert_eq!(c.argv, vec!["python3", "replay.py", "--fast"]);
     assert_eq!(
         c.program,
@@ -320,21 +323,19 @@ fn a_command_projection_has_no_handlers_and_resolves_its_program() {
     assert_eq!(c.dir, dir.0.path());
     assert_eq!(c.timeout, Some(std::time::Duration::from_secs(60)));
     assert_eq!(c.line, 11);
-    assert!(p.handlers.sections.is_empty());
+    assert!(p.handlers().is_none() && p.sections().is_empty());
     // The recorded "handler source" holds the script, so a changed projector changes the digest.
-    assert!(
-        p.handlers.source.contains("print('v1')"),
-        "{}",
-        p.handlers.source
-    );
+    assert!(c.source.contains("print('v1')"), "{}", c.source);
+    assert_eq!(p.recorded_source(), Some(c.source.as_str()));
+    assert_eq!(p.handler_path(), c.program);
     let config = dir.ok(&external("command = [\"bin/replay.sh\"]"));
     assert_eq!(
-        config.projections[0].command.as_ref().unwrap().program,
+        config.projections[0].command().unwrap().program,
         dir.0.path().join("bin/replay.sh"),
         "a path is relative to the config file's directory"
     );
     assert_eq!(
-        config.projections[0].command.as_ref().unwrap().display(),
+        config.projections[0].command().unwrap().display(),
         "bin/replay.sh"
     );
 }

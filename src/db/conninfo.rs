@@ -137,7 +137,7 @@ pub fn parse(conn: &str, env: Env<'_>) -> Result<ConnInfo> {
         Config::from_str(&rest).map_err(|e| {
             // tokio-postgres' parse errors name the option, never its value.
             Error::config("invalid database URL")
-                .caused_by(e)
+                .caused_by_error(e)
                 .with_hint("expected `postgres://user@host:port/database` or `host=... dbname=...`")
         })?
     };

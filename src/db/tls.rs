@@ -51,7 +51,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| {
-                        Error::config("cannot use the sslrootcert certificates").caused_by(e)
+                        Error::config("cannot use the sslrootcert certificates").caused_by_error(e)
                     })?;
             Verifier {
                 chain: Some(Chain {
@@ -65,7 +65,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
     };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::runtime("cannot set up TLS").caused_by(e))?
+        .map_err(|e| Error::runtime("cannot set up TLS").caused_by_error(e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match &settings.client_cert {
@@ -77,12 +77,12 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
                     "cannot read the private key in sslkey {}",
                     key.display()
                 ))
-                .caused_by(e)
+                .caused_by_error(e)
                 .with_hint("sslkey must be an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)")
             })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 Error::config("sslcert and sslkey do not make a usable client certificate")
-                    .caused_by(e)
+                    .caused_by_error(e)
             })?
         }
     };
@@ -91,7 +91,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
 
 fn read_certs(param: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let read_error = |e: rustls::pki_types::pem::Error| {
-        Error::config(format!("cannot read {param} file {}", path.display())).caused_by(e)
+        Error::config(format!("cannot read {param} file {}", path.display())).caused_by_error(e)
     };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(read_error)?

@@ -6,29 +6,32 @@
 //! The guard's proof (state/fence.rs) is taken right after BEGIN when the work names a
 //! [`Fence`]; work that proves later in its transaction (a batch proves after applying, so a
 //! take-over waits for the proof only briefly) calls `fence::prove` itself.
+//!
+//! This module knows neither the guard nor the run's record: the state schema, which uses
+//! these transactions, gives the proof ([`Fence`], made by `Fence::projections` in
+//! state/fence.rs) and the fault record ([`Faults`], `runs::RunFaults`), so imports point
+//! from `state` to `db` only.
 
 use crate::error::{Context, Result};
+use crate::model::BoxFuture;
 use crate::progress::Reporter;
-use crate::state::locks::LockClass;
 use std::future::Future;
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// The guard a transaction proves right after BEGIN: the claims of `projections` in `class`.
+/// The guard a transaction proves right after BEGIN: `prove` over the claims of
+/// `projections` (state/fence.rs makes these).
 #[derive(Clone, Copy)]
 pub(crate) struct Fence<'a> {
-    pub class: LockClass,
+    /// Fails unless this process still holds the guard of every projection.
+    pub prove: for<'c> fn(&'c Client, &'c [String]) -> BoxFuture<'c, Result<()>>,
     pub projections: &'a [String],
 }
 
-impl<'a> Fence<'a> {
-    /// The guard of a rebuild, swap or rollback of `projections`.
-    pub(crate) fn projections(projections: &'a [String]) -> Self {
-        Fence {
-            class: LockClass::Projection,
-            projections,
-        }
-    }
+/// Where a retry is recorded, as a fault the run survived (state/runs.rs: `RunFaults`).
+pub(crate) trait Faults: Sync {
+    /// Records the fault `detail` of `kind`; best effort (a failure is only logged).
+    fn record<'a>(&'a self, kind: &'a str, detail: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// Starts a transaction; `context` says which one when BEGIN fails.
@@ -84,7 +87,7 @@ where
 {
     begin(client, context).await?;
     let result = match fence {
-        Some(f) => match crate::state::fence::prove(client, f.class, f.projections).await {
+        Some(f) => match (f.prove)(client, f.projections).await {
             Ok(()) => work().await,
             Err(e) => Err(e),
         },
@@ -129,8 +132,7 @@ fn transient_pause(attempt: u32) -> Duration {
 
 /// Who hears of a retry: the user (a warning) and the run's history (a fault it survived).
 pub(crate) struct Retry<'a> {
-    pub client: &'a Client,
-    pub run_id: i64,
+    pub faults: &'a dyn Faults,
     pub reporter: &'a dyn Reporter,
 }
 
@@ -161,34 +163,11 @@ impl Retry<'_> {
                         e.causes.first().unwrap_or(&e.message)
                     );
                     self.reporter.warn(&detail);
-                    self.record(&detail).await;
+                    self.faults.record("transient_retry", &detail).await;
                     tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }
-        }
-    }
-
-    /// Records a transient error the work is retried after, as a fault the run survived.
-    /// Best effort: the retry itself matters more than its record, so a failure is only logged.
-    async fn record(&self, detail: &str) {
-        let id = format!(
-            "transient:{}:{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        );
-        if let Err(e) =
-            crate::state::runs::add_fault(self.client, self.run_id, &id, "transient_retry", detail)
-                .await
-        {
-            tracing::debug!(
-                "could not record a transient retry of run {}: {}",
-                self.run_id,
-                e.plain()
-            );
         }
     }
 }

@@ -154,14 +154,17 @@ pub(super) async fn plan_report(
                 name: p.name.clone(),
                 wave: w + 1,
                 depends_on: p.depends_on.iter().cloned().collect(),
-                event_types: p.handlers.by_type().keys().map(|s| s.to_string()).collect(),
-                per_batch: p.handlers.per_batch(),
-                handlers: if p.rust {
+                event_types: p
+                    .handlers()
+                    .map(|h| h.by_type().keys().map(|s| s.to_string()).collect())
+                    .unwrap_or_default(),
+                per_batch: p.per_batch(),
+                handlers: if p.is_rust() {
                     "(Rust projection)".to_string()
                 } else {
-                    p.handlers.path.display().to_string()
+                    p.handler_path().display().to_string()
                 },
-                command: p.command.as_ref().map(|c| c.display()),
+                command: p.command().map(|c| c.display()),
                 handover: p.handover.as_ref().map(|h| h.table.to_string()),
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),
@@ -200,14 +203,13 @@ pub(super) async fn plan_report(
         let stream_scoped = source.lanes_possible()
             && selected.iter().all(|p| {
                 p.stream_key.is_some()
-                    && p.command.is_none()
-                    && !p.rust
+                    && p.handlers().is_some()
                     && !selected
                         .iter()
                         .any(|o| o.name != p.name && p.depends_on.contains(&o.name))
             });
-        let set_based = selected.iter().all(|p| p.handlers.per_batch());
-        let per_event = selected.iter().all(|p| !p.handlers.per_batch());
+        let set_based = selected.iter().all(|p| p.per_batch());
+        let per_event = selected.iter().all(|p| !p.per_batch());
         steps.push(format!(
             "replay {} event(s) up to position {} {}, applying {} in this order",
             counts.events,

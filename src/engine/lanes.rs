@@ -410,9 +410,12 @@ impl Lanes<'_> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let retry = tx::Retry {
+        let faults = runs::RunFaults {
             client: conn,
             run_id: self.run_id,
+        };
+        let retry = tx::Retry {
+            faults: &faults,
             reporter: self.engine.reporter,
         };
         retry

@@ -239,21 +239,21 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .order
         .iter()
         .map(|&i| &config.projections[i])
-        .find(|p| p.handlers.per_batch())
+        .find(|p| p.per_batch())
     {
         // The runner narrows a failing batch down to its event and stops there; a set-based
         // statement fails for a whole batch, so there is no event to stop at yet.
         return Err(Error::config(format!(
             "`reproject run` does not run set-based projections: `{}` has `-- per batch` handlers ({})",
             p.name,
-            p.handlers.path.display()
+            p.handler_path().display()
         ))
         .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
     }
     if let Some(&i) = plan
         .order
         .iter()
-        .find(|&&i| config.projections[i].command.is_some())
+        .find(|&&i| config.projections[i].command().is_some())
     {
         // It has no handlers: the runner would move its checkpoint without applying anything.
         return Err(Error::config(format!(

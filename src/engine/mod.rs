@@ -30,9 +30,9 @@ pub use restore::{cancel, rollback, RollbackOptions, RollbackReport};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Result;
+use crate::model::Resolved;
 use crate::progress::{Cancel, Reporter};
 use crate::state::runs::RunTable;
-use crate::validate::Resolved;
 use sha2::{Digest, Sha256};
 
 /// Everything a command needs.
@@ -75,10 +75,9 @@ pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<
 /// can tell whether the handlers that would catch up are the ones that built the tables.
 pub fn handler_digest(config: &Config, projection: usize) -> String {
     let p = &config.projections[projection];
-    let digest = if p.rust {
-        Sha256::digest(crate::projection::version_tag(config, projection).as_bytes())
-    } else {
-        Sha256::digest(p.handlers.source.as_bytes())
+    let digest = match p.recorded_source() {
+        Some(source) => Sha256::digest(source.as_bytes()),
+        None => Sha256::digest(crate::projection::version_tag(config, projection).as_bytes()),
     };
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -88,10 +87,9 @@ pub fn handler_digest(config: &Config, projection: usize) -> String {
 /// that apply nothing (engine/old_generation.rs).
 pub fn handler_source(config: &Config, projection: usize) -> serde_json::Value {
     let p = &config.projections[projection];
-    if p.rust {
-        serde_json::Value::Null
-    } else {
-        serde_json::Value::String(p.handlers.source.clone())
+    match p.recorded_source() {
+        Some(source) => serde_json::Value::String(source.to_string()),
+        None => serde_json::Value::Null,
     }
 }
 

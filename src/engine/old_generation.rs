@@ -19,10 +19,11 @@
 //! lock with everything up to the swap applied; an assumption for projectors reproject does
 //! not run).
 
-use crate::config::Config;
+use crate::config::{Config, ProjectionKind};
 use crate::db::tx;
 use crate::error::{Error, Result};
 use crate::handlers;
+use crate::model::Resolved;
 use crate::ordering::Cut;
 use crate::progress::{Cancel, Reporter};
 use crate::replay::Projector;
@@ -30,7 +31,6 @@ use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
 use crate::state::locks::LockClass;
 use crate::state::runs::{self, Run, RunTable};
-use crate::validate::Resolved;
 use crate::write_guard;
 use tokio_postgres::Client;
 
@@ -360,27 +360,30 @@ fn current_handlers(
     let mut files = Vec::new();
     for i in order {
         let p = &config.projections[i];
-        if p.rust {
-            return Err(format!(
-                "projection `{}` is a Rust projection, which a rollback cannot apply to other tables",
-                p.name
-            ));
-        }
-        if p.command.is_some() {
-            return Err(format!(
-                "projection `{}` is rebuilt by an external command, which a rollback cannot run",
-                p.name
-            ));
-        }
-        let label = p.handlers.path.display().to_string();
-        for st in p.handlers.sections.iter().flat_map(|s| &s.statements) {
+        let handlers = match &p.kind {
+            ProjectionKind::Sql(handlers) => handlers,
+            ProjectionKind::Rust => {
+                return Err(format!(
+                    "projection `{}` is a Rust projection, which a rollback cannot apply to other tables",
+                    p.name
+                ))
+            }
+            ProjectionKind::External(_) => {
+                return Err(format!(
+                    "projection `{}` is rebuilt by an external command, which a rollback cannot run",
+                    p.name
+                ))
+            }
+        };
+        let label = handlers.path.display().to_string();
+        for st in handlers.sections.iter().flat_map(|s| &s.statements) {
             for r in &st.tables {
                 old_table(config, resolved, tables, &r.written)
                     .map_err(|why| format!("{label}:{}: {why}", r.line))?;
             }
         }
         files.push(format!("`{label}`"));
-        list.push((p.name.clone(), label, p.handlers.sections.clone()));
+        list.push((p.name.clone(), label, handlers.sections.clone()));
     }
     Ok((list, files.join(", ")))
 }
@@ -414,7 +417,7 @@ pub(super) async fn rollback_caveat(
     let sql_only = projections.iter().all(|n| {
         config
             .projection_index(n)
-            .is_some_and(|i| !config.projections[i].rust && config.projections[i].command.is_none())
+            .is_some_and(|i| config.projections[i].handlers().is_some())
     });
     let runner = crate::state::live::replaced_position(conn, run_id, projections)
         .await?

@@ -19,10 +19,10 @@ use crate::replay::Projector;
 use crate::source::{Bound, Cursor, EventSource, StreamFilter};
 use crate::state::fence;
 use crate::state::locks::LockClass;
-use crate::state::runs::{self, RunTable};
+use crate::state::runs::{self, PartialSwap, RunOptions, RunTable};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio_postgres::{Client, GenericClient};
@@ -70,27 +70,25 @@ pub enum Partial {
     },
 }
 
-/// The key in `runs.options` that holds the [`Partial`].
-const OPTION: &str = "partial";
-/// Set in `runs.options`, in the transaction that copied the rows [`seed`] copies.
-const SEEDED: &str = "partial_seeded";
-
 impl Partial {
     /// The partial rebuild a run records, if it is one.
-    pub fn of_run(options: &serde_json::Value) -> Result<Option<Partial>> {
-        match options.get(OPTION) {
+    pub fn of_run(options: &RunOptions) -> Result<Option<Partial>> {
+        match &options.partial {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
                 Error::runtime("the run's recorded partial-rebuild options cannot be read")
-                    .caused_by(e)
+                    .caused_by_error(e)
                     .with_hint("run `reproject rebuild` again")
             }),
         }
     }
 
     /// Recorded in the run's options (and so shown by `history`).
-    pub fn to_option(&self) -> serde_json::Value {
-        json!({ OPTION: self })
+    pub fn to_option(&self) -> RunOptions {
+        RunOptions {
+            partial: Some(serde_json::to_value(self).expect("a partial rebuild serializes")),
+            ..RunOptions::default()
+        }
     }
 
     /// Where the run's checkpoint starts: `--from-position` skips what the copied rows hold.
@@ -332,7 +330,7 @@ impl Declared {
 /// Each projection's declared column, checked to be a column of every one of its tables.
 async fn declared(
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     plan: &Plan,
     client: &impl GenericClient,
     what: Declared,
@@ -419,6 +417,7 @@ async fn streams_where(
         Error::config(format!("--streams-where `{sql}` cannot be evaluated on the events"))
             .caused_by(crate::error::describe_pg(&e))
             .with_db_state(&e)
+            .with_source(e)
             .with_hint("the predicate may use the columns of `events.table` (or of the `events.source` query's output), as the `[events]` expressions do")
     })?;
     let streams: Vec<String> = row.get(0);
@@ -471,7 +470,7 @@ async fn runner_keeps(
 /// live rows up to a position exactly the tables' state at that position.
 fn append_only(config: &Config, i: usize) -> Result<()> {
     let p = &config.projections[i];
-    for section in &p.handlers.sections {
+    for section in p.sections() {
         for st in &section.statements {
             if !st.tables.iter().any(|t| t.writes) {
                 continue;
@@ -486,7 +485,7 @@ fn append_only(config: &Config, i: usize) -> Result<()> {
             if !insert || upsert {
                 return Err(Error::config(format!(
                     "{}:{}: projection `{}`: --from-position needs append-only tables, and this statement {}",
-                    p.handlers.path.display(),
+                    p.handler_path().display(),
                     st.line,
                     p.name,
                     if upsert { "updates rows it conflicts with (ON CONFLICT … DO UPDATE)" } else { "is not an INSERT" }
@@ -523,7 +522,7 @@ fn strip_comments(sql: &str) -> String {
 async fn resolve_time(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     source: &EventSource,
     t: &DateTime<Utc>,
 ) -> Result<i64> {
@@ -558,7 +557,7 @@ async fn resolve_time(
 async fn live_reached(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     i: usize,
     columns: &BTreeMap<String, String>,
     position: i64,
@@ -707,8 +706,10 @@ pub async fn seed(
         for t in tables {
             copied += copy_kept(client, &partial, t).await?;
         }
-        let mut options = partial.to_option();
-        options[SEEDED] = json!(true);
+        let options = RunOptions {
+            partial_seeded: Some(true),
+            ..partial.to_option()
+        };
         runs::merge_options(client, run_id, &options).await?;
         Ok((copied, partial))
     }
@@ -742,7 +743,7 @@ pub async fn ensure_seeded(
     tables: &[RunTable],
     reporter: &dyn Reporter,
 ) -> Result<Partial> {
-    if run.options.get(SEEDED).and_then(|v| v.as_bool()) == Some(true) {
+    if run.options.partial_seeded == Some(true) {
         return Ok(partial);
     }
     seed(client, config, run.id, &partial, tables, reporter).await
@@ -881,8 +882,16 @@ pub async fn at_swap(
     runs::merge_options(
         client,
         run_id,
-        &json!({ "partial_swap": { "rows_kept": kept.rows, "rows_deleted": kept.deleted, "rows_inserted": kept.inserted,
-                                   "copy_ms": ms, "other_stream_events": others } }),
+        &RunOptions {
+            partial_swap: Some(PartialSwap {
+                rows_kept: kept.rows,
+                rows_deleted: kept.deleted,
+                rows_inserted: kept.inserted,
+                copy_ms: ms,
+                other_stream_events: others,
+            }),
+            ..RunOptions::default()
+        },
     )
     .await?;
     reporter.step(&format!(
@@ -1136,6 +1145,7 @@ fn run_projections(tables: &[RunTable]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn recorded_options_round_trip() {
@@ -1145,11 +1155,15 @@ mod tests {
             keys: BTreeMap::from([("tally".to_string(), "stream".to_string())]),
             since: Some(300),
         };
-        let options = p.to_option();
+        let options = p.to_option().to_json();
         assert_eq!(options["partial"]["mode"], "streams");
         assert_eq!(options["partial"]["since"], 300);
-        assert_eq!(Partial::of_run(&options).unwrap(), Some(p));
-        assert_eq!(Partial::of_run(&json!({})).unwrap(), None);
+        let read = RunOptions::from_json(options);
+        assert_eq!(Partial::of_run(&read).unwrap(), Some(p));
+        assert_eq!(
+            Partial::of_run(&RunOptions::from_json(json!({}))).unwrap(),
+            None
+        );
     }
 
     #[test]

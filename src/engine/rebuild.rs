@@ -443,21 +443,20 @@ async fn rebuild_once(
         .filter(|p| p.build_unlogged)
         .map(|p| p.name.clone())
         .collect();
-    let mut options = json!({
-        "batch_size": opts.batch_size,
-        "set_batch_size": opts.set_batch_size,
-        "jobs": opts.jobs,
-        "no_swap": opts.no_swap,
-        "max_events": opts.max_events,
-        "lock_budget_ms": opts.lock.budget.as_millis() as u64,
-    });
+    let mut options = runs::RunOptions {
+        batch_size: Some(opts.batch_size),
+        set_batch_size: Some(opts.set_batch_size),
+        jobs: Some(opts.jobs),
+        no_swap: Some(opts.no_swap),
+        max_events: Some(opts.max_events),
+        lock_budget_ms: Some(opts.lock.budget.as_millis() as u64),
+        partial: partial.as_ref().and_then(|p| p.to_option().partial),
+        ..runs::RunOptions::default()
+    };
     if !unlogged.is_empty() {
         // A resume must know whether the server restarted under the unlogged tables (shadow.rs).
-        options["build_unlogged"] = json!(unlogged);
-        options[shadow::UNLOGGED_SINCE] = json!(shadow::server_start(&conn).await?);
-    }
-    if let Some(p) = &partial {
-        options["partial"] = p.to_option()["partial"].clone();
+        options.build_unlogged = Some(unlogged.clone());
+        options.unlogged_since = Some(shadow::server_start(&conn).await?);
     }
     let run_id = tx::run(&conn, "cannot begin", None, || async {
         let run_id = runs::insert(
@@ -758,9 +757,7 @@ async fn continue_run(
     shadow::check_unlogged_intact(
         &conn,
         run.id,
-        run.options
-            .get(shadow::UNLOGGED_SINCE)
-            .and_then(|v| v.as_str()),
+        run.options.unlogged_since.as_deref(),
         &tables,
     )
     .await?;
@@ -777,7 +774,11 @@ async fn continue_run(
     };
     runs::set_status(&conn, run.id, RunStatus::Running, None).await?;
     if finish.skip_checks {
-        runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
+        let skip = runs::RunOptions {
+            skip_checks: Some(true),
+            ..runs::RunOptions::default()
+        };
+        runs::merge_options(&conn, run.id, &skip).await?;
     }
     let run_id = run.id;
     let result = async {
@@ -1509,9 +1510,12 @@ impl Replay<'_> {
             // A serialization failure, deadlock or lock timeout rolls the batch back; the same
             // batch is tried again (with its checkpoint, so still exactly once).
             let cap = *budget;
-            let retry = tx::Retry {
+            let faults = runs::RunFaults {
                 client: self.conn,
                 run_id: self.run_id,
+            };
+            let retry = tx::Retry {
+                faults: &faults,
                 reporter: self.reporter,
             };
             let (new, n, exhausted) = tx::batch(

@@ -19,6 +19,7 @@
 //! writes for, so it needs nothing else passed down.
 
 use super::locks::LockClass;
+use crate::db::tx::Fence;
 use crate::error::{Context, Error, Result};
 use crate::ident::literal;
 use std::sync::Mutex;
@@ -132,4 +133,16 @@ pub async fn prove(client: &Client, class: LockClass, projections: &[String]) ->
         return Err(lost(class, missing));
     }
     Ok(())
+}
+
+impl<'a> Fence<'a> {
+    /// The guard of a rebuild, swap or rollback of `projections`, for [`crate::db::tx::run`].
+    pub(crate) fn projections(projections: &'a [String]) -> Self {
+        Fence {
+            prove: |client, projections| {
+                Box::pin(prove(client, LockClass::Projection, projections))
+            },
+            projections,
+        }
+    }
 }

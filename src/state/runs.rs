@@ -4,8 +4,9 @@ use crate::error::{Context, Error, Result};
 use crate::ident::TableName;
 use crate::source::Cursor;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use tokio_postgres::{GenericClient, Row};
 
 /// Where a run stands, stored in `reproject.runs.status` and shown in JSON output as the same
@@ -186,6 +187,124 @@ macro_rules! as_word {
 as_word!(RunStatus);
 as_word!(Phase);
 
+/// A run's `options` column: what it was started with and what it recorded on the way. Every
+/// field is optional, so a run recorded by an older version reads, and a value with only some
+/// fields set is the patch [`merge_options`] applies; keys this version does not know are
+/// kept as read (`other`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// `--batch-size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<i64>,
+    /// The projections built UNLOGGED (`build_unlogged`), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_unlogged: Option<BTreeSet<String>>,
+    /// The external projector's range in flight: set (`Some(Some)`) before its command
+    /// starts, cleared (`Some(None)`, recorded as null) with the range's checkpoint
+    /// (external.rs).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_in_flight: Option<Option<InFlight>>,
+    /// `--jobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
+    /// The swap's lock budget, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_budget_ms: Option<u64>,
+    /// `--max-events` (`Some(None)`, recorded as null, when not given).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_events: Option<Option<i64>>,
+    /// `--no-swap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_swap: Option<bool>,
+    /// The partial rebuild (`--streams`, `--from-position`), as `engine::Partial` records it
+    /// (read with `Partial::of_run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Value>,
+    /// Set in the transaction that copied the rows a partial rebuild keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_seeded: Option<bool>,
+    /// What the swap of a `--streams` rebuild did with the rows of the other streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_swap: Option<PartialSwap>,
+    /// `--set-batch-size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_batch_size: Option<i64>,
+    /// Set when a swap went ahead although checks failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_checks: Option<bool>,
+    /// `pg_postmaster_start_time()` when the run created UNLOGGED rebuild tables: a resume
+    /// refuses them after a server restart (shadow.rs).
+    #[serde(
+        rename = "unlogged_build_server_start",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unlogged_since: Option<String>,
+    /// Keys this version does not know, kept as read.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// An external projector's range that started and has not been recorded yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The projection whose command runs.
+    pub projection: String,
+    /// The range's start (exclusive).
+    pub from: i64,
+    /// The range's end (inclusive).
+    pub to: i64,
+}
+
+/// How the swap of a `--streams` rebuild brought the other streams' rows up to date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialSwap {
+    /// Rows of the other streams kept from the live tables.
+    pub rows_kept: i64,
+    /// Rows removed since the early copy.
+    pub rows_deleted: i64,
+    /// Rows added since the early copy.
+    pub rows_inserted: i64,
+    /// How long the comparison under the lock took.
+    pub copy_ms: i64,
+    /// Events of the other streams applied under the lock.
+    pub other_stream_events: i64,
+}
+
+/// A key that is present (even as null) is `Some`, so a patch can clear a field.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl RunOptions {
+    /// Reads the column; a value whose known keys do not have the expected types is kept
+    /// whole in `other` (shown by `history`, used by nothing).
+    pub fn from_json(value: Value) -> RunOptions {
+        serde_json::from_value(value.clone()).unwrap_or_else(|_| RunOptions {
+            other: match value {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            },
+            ..RunOptions::default()
+        })
+    }
+
+    /// The column's JSON (only the fields that are set).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("run options serialize")
+    }
+}
+
 /// One run, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -212,8 +331,9 @@ pub struct Run {
     pub status: RunStatus,
     /// Where it is or stopped: `replay`, `catch_up`, `waiting`, `checks`, `swap`.
     pub phase: Phase,
-    /// The options it was started with (batch size, `--no-swap`, …).
-    pub options: Value,
+    /// The options it was started with (batch size, `--no-swap`, …) and what it recorded on
+    /// the way.
+    pub options: RunOptions,
     /// Per projection, the digest of the handlers that built its tables.
     pub handler_digests: Value,
     /// Where the replay started.
@@ -277,7 +397,7 @@ fn from_row(r: &Row) -> Run {
         pid: r.get(6),
         status: word(r, 7),
         phase: word(r, 8),
-        options: r.get(9),
+        options: RunOptions::from_json(r.get(9)),
         handler_digests: r.get(10),
         start_position: r.get(11),
         target_position: r.get(12),
@@ -308,8 +428,8 @@ pub struct NewRun<'a> {
     pub reason: Option<&'a str>,
     /// Who.
     pub initiated_by: &'a str,
-    /// The options, as JSON.
-    pub options: Value,
+    /// The options it is started with.
+    pub options: RunOptions,
     /// Per projection, the digest of its handlers (or Rust projection version).
     pub handler_digests: Value,
     /// Per projection, the handler file's text (null for a Rust projection).
@@ -331,7 +451,7 @@ pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64
                 &new.initiated_by,
                 &host,
                 &pid,
-                &new.options,
+                &new.options.to_json(),
                 &new.handler_digests,
                 &new.handler_sources,
             ],
@@ -608,12 +728,13 @@ pub async fn set_target(client: &impl GenericClient, id: i64, target: Option<i64
     Ok(())
 }
 
-/// Adds keys to the run's recorded options (e.g. `skip_checks` when a swap overrides checks).
-pub async fn merge_options(client: &impl GenericClient, id: i64, options: &Value) -> Result<()> {
+/// Sets the fields `patch` has (the others are kept) in the run's recorded options, e.g.
+/// `skip_checks` when a swap overrides checks.
+pub async fn merge_options(client: &impl GenericClient, id: i64, patch: &RunOptions) -> Result<()> {
     client
         .execute(
             "UPDATE reproject.runs SET options = options || $2 WHERE id = $1",
-            &[&id, options],
+            &[&id, &patch.to_json()],
         )
         .await
         .context("cannot record the run's options")?;
@@ -943,6 +1064,36 @@ pub async fn previous_handler_source(
     Ok(row.and_then(|r| r.get::<_, Option<String>>(1).map(|s| (r.get(0), s))))
 }
 
+/// The faults of run `run_id`, for [`crate::db::tx::Retry`]: each retry is recorded with an id
+/// unique in the process.
+pub(crate) struct RunFaults<'a> {
+    pub client: &'a tokio_postgres::Client,
+    pub run_id: i64,
+}
+
+impl crate::db::tx::Faults for RunFaults<'_> {
+    fn record<'a>(&'a self, kind: &'a str, detail: &'a str) -> crate::model::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let id = format!(
+                "transient:{}:{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            );
+            // Best effort: the retry itself matters more than its record.
+            if let Err(e) = add_fault(self.client, self.run_id, &id, kind, detail).await {
+                tracing::debug!(
+                    "could not record a transient retry of run {}: {}",
+                    self.run_id,
+                    e.plain()
+                );
+            }
+        })
+    }
+}
+
 /// Records a fault the run survived (see [`Run::faults`]). `id` names the fault within this
 /// process, so a fault recorded again (by a later attempt of the same process) counts once.
 pub async fn add_fault(
@@ -968,6 +1119,56 @@ pub async fn add_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A row as a rebuild records it, then as the run patches it: read back and written out
+    /// with the same keys and values (nulls included), unknown keys kept.
+    #[test]
+    fn run_options_keep_the_stored_shape() {
+        let stored = json!({
+            "batch_size": 1000, "set_batch_size": 1000000, "jobs": 1, "no_swap": false,
+            "max_events": null, "lock_budget_ms": 5000,
+            "build_unlogged": ["p"], "unlogged_build_server_start": "2026-01-01 00:00:00+00",
+            "partial": {"mode": "from_position", "position": 3, "from_time": null, "columns": {}},
+            "partial_seeded": true, "skip_checks": true, "external_in_flight": null,
+            "partial_swap": {"rows_kept": 1, "rows_deleted": 2, "rows_inserted": 3, "copy_ms": 4,
+                             "other_stream_events": 5},
+            "from_a_later_version": {"x": 1}
+        });
+        let read = RunOptions::from_json(stored.clone());
+        assert_eq!(read.max_events, Some(None));
+        assert_eq!(read.external_in_flight, Some(None));
+        assert_eq!(
+            read.unlogged_since.as_deref(),
+            Some("2026-01-01 00:00:00+00")
+        );
+        assert_eq!(read.to_json(), stored);
+        // An older row lacks keys: they stay absent.
+        let old = json!({"batch_size": 10, "no_swap": true, "max_events": 5, "lock_budget_ms": 1});
+        assert_eq!(RunOptions::from_json(old.clone()).to_json(), old);
+        // A patch sets only its fields; clearing the flight writes null.
+        let flight = InFlight {
+            projection: "p".into(),
+            from: 1,
+            to: 2,
+        };
+        let set = RunOptions {
+            external_in_flight: Some(Some(flight)),
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            set.to_json(),
+            json!({"external_in_flight": {"projection": "p", "from": 1, "to": 2}})
+        );
+        let clear = RunOptions {
+            external_in_flight: Some(None),
+            ..RunOptions::default()
+        };
+        assert_eq!(clear.to_json(), json!({"external_in_flight": null}));
+        // Known keys of an unexpected type: kept whole rather than lost.
+        let odd = json!({"jobs": "many"});
+        assert_eq!(RunOptions::from_json(odd.clone()).to_json(), odd);
+    }
 
     const STATUSES: &[&str] = &[
         "running",

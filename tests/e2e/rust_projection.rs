@@ -390,6 +390,12 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
             .contains("must not COMMIT"),
         "{err}"
     );
+    // The server's error is kept as the source: a library user can walk to it and downcast.
+    let pg = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.as_db_error())
+        .unwrap_or_else(|| panic!("no database error as the source of {err}"));
+    assert_eq!(Some(pg.code().code()), err.sqlstate(), "{err}");
     assert_eq!(
         db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
             .await,
