@@ -515,7 +515,7 @@ pub async fn to_redefine(
 pub async fn for_swap(
     client: &impl GenericClient,
     config: &crate::config::Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     changes: &[ShapeChange],
 ) -> Result<crate::swap::Redefinitions> {
     let mut out = crate::swap::Redefinitions::new();

@@ -65,7 +65,7 @@ pub fn shape_sql(stand_in: &TableName, change: &ShapeChange) -> Vec<String> {
 pub async fn try_redefinitions(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     changes: &[ShapeChange],
 ) -> Result<Vec<Refusal>> {
     let mut out = Vec::new();
@@ -107,7 +107,7 @@ pub async fn try_redefinitions(
 async fn try_in_transaction(
     client: &impl GenericClient,
     config: &Config,
-    resolved: &crate::validate::Resolved,
+    resolved: &crate::model::Resolved,
     change: &ShapeChange,
     tried: &[&Redefinition],
 ) -> Result<Vec<Refusal>> {
