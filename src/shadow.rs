@@ -44,6 +44,7 @@ pub async fn create_rebuild_tables(
     tables: &[RunTable],
     replay_triggers: &std::collections::BTreeSet<String>,
     unlogged: &std::collections::BTreeSet<String>,
+    reshape: Option<(&crate::config::Config, &std::collections::BTreeSet<String>)>,
 ) -> Result<()> {
     crate::db::tx::run(
         client,
@@ -99,6 +100,12 @@ pub async fn create_rebuild_tables(
                     Some(run_id),
                 )
                 .await?;
+            }
+            // The new shapes, once every clone exists (a reshape may name several tables of
+            // its projection): after LIKE and the statistics targets, so everything the
+            // clone copied stays unless the DDL changes it.
+            if let Some((config, skip)) = reshape {
+                crate::shape::apply_to_clones(client, config, run_id, tables, skip).await?;
             }
             Ok(())
         },

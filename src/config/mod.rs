@@ -206,6 +206,9 @@ pub struct ProjectionConfig {
     /// `position_column`: the column holding the position of the event that inserted each row
     /// of append-only tables (`rebuild --from-position`, engine/partial.rs).
     pub position_column: Option<DeclaredColumn>,
+    /// `reshape`: DDL run on the clones right after they are created, so the next generation
+    /// has a new shape (shape/).
+    pub reshape: Option<crate::shape::file::ReshapeFile>,
 }
 
 /// A column name declared on a projection, with the line it came from (checked against the
@@ -405,6 +408,29 @@ impl Config {
                             check.line, check.name, self.projections[pi].name
                         ))
                     })?;
+                }
+            }
+            if let Some(reshape) = &self.projections[pi].reshape {
+                for st in &reshape.statements {
+                    for r in &st.tables {
+                        // A name that is no projection's table may be an index of one of this
+                        // projection's tables (`DROP INDEX {{balances_by_owner}}`): the
+                        // catalog decides when the reshape runs (shape/apply.rs).
+                        let Ok(owner) = self.owner_of(&r.written) else {
+                            continue;
+                        };
+                        if owner.projection != pi {
+                            return Err(Error::config(format!(
+                                "{}:{}: projection `{}`: the reshape names `{{{{{}}}}}`, a table of projection `{}`",
+                                reshape.path.display(),
+                                r.line,
+                                self.projections[pi].name,
+                                r.written,
+                                self.projections[owner.projection].name
+                            ))
+                            .with_hint("a reshape changes only the projection's own tables"));
+                        }
+                    }
                 }
             }
             let name = self.projections[pi].name.clone();
@@ -812,6 +838,18 @@ fn convert_projection(
     };
     let stream_key = column(&p.stream_key, "stream_key")?;
     let position_column = column(&p.position_column, "position_column")?;
+    let reshape = p
+        .reshape
+        .as_ref()
+        .map(|f| {
+            crate::shape::file::ReshapeFile::load(&base.join(f.get_ref())).map_err(|e| {
+                e.context(format!(
+                    "{}: projection `{name}`: bad reshape file",
+                    at(f.span()).file_line()
+                ))
+            })
+        })
+        .transpose()?;
     Ok(ProjectionConfig {
         name: name.to_string(),
         line,
@@ -828,6 +866,7 @@ fn convert_projection(
         build_unlogged: p.build_unlogged.unwrap_or(false),
         stream_key,
         position_column,
+        reshape,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct RawProjection {
     /// The column of every table of the projection that holds the position of the event that
     /// inserted the row, in append-only tables (partial rebuilds from a position).
     pub position_column: Option<Spanned<String>>,
+    /// A file of DDL run on the projection's `_rebuild` clones right after they are created:
+    /// the next generation's new shape (shape/).
+    pub reshape: Option<Spanned<String>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

@@ -24,6 +24,7 @@ mod partial;
 mod per_batch;
 mod preflight;
 mod presets;
+mod reshape;
 mod rollback;
 mod rust_projection;
 mod scope;
