@@ -727,6 +727,7 @@ async fn continue_run(
     // What the swap will alter, before any lock is taken and any event applied (preflight.rs).
     {
         let pooled = engine.db.get().await?;
+        crate::shape::check_resume(&**pooled, config, &resolved, run.id, &names).await?;
         let tables = runs::tables(&**pooled, run.id).await?;
         let mut refusals = crate::preflight::jobs(config, &plan.order, finish.jobs);
         refusals.extend(crate::preflight::state_schema(&**pooled, false).await?);

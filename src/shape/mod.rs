@@ -189,3 +189,42 @@ pub fn refuse_partial(config: &crate::config::Config, order: &[usize]) -> crate:
     }
     Ok(())
 }
+
+/// Refuses to resume run `run_id` when a projection's `reshape` is no longer the one the run
+/// applied to its clones (changed, added or removed since): catching up would write tables of
+/// one shape with handlers written for another.
+pub async fn check_resume(
+    client: &impl tokio_postgres::GenericClient,
+    config: &crate::config::Config,
+    resolved: &crate::validate::Resolved,
+    run_id: i64,
+    names: &[String],
+) -> crate::error::Result<()> {
+    let recorded = crate::state::shapes::of_run(client, run_id).await?;
+    for name in names {
+        let Some(i) = config.projection_index(name) else {
+            continue;
+        };
+        let was = recorded
+            .iter()
+            .find(|r| &r.projection == name)
+            .map(|r| r.ddl_hash.clone());
+        let now = match (&config.projections[i].reshape, &resolved.shapes[i]) {
+            // Already in place before the run: its clones kept the live shape.
+            (Some(_), Some(Planned::AlreadyApplied(_))) | (None, _) => None,
+            (Some(file), _) => Some(file.hash()),
+        };
+        if was != now {
+            return Err(crate::error::Error::config(format!(
+                "the `reshape` of projection `{name}` changed since run {run_id} built its tables ({}); catching up would write tables of one shape with handlers of another",
+                match (&was, &now) {
+                    (Some(_), Some(_)) => "the file's text differs",
+                    (Some(_), None) => "the config no longer declares it",
+                    _ => "the run built them without it",
+                }
+            ))
+            .with_hint("run `reproject rebuild` again (without --resume)"));
+        }
+    }
+    Ok(())
+}

@@ -380,3 +380,288 @@ async fn changes_the_primary_key() {
     )
     .await;
 }
+
+const V2: &str = "ALTER TABLE {{balances}} ADD COLUMN currency text NOT NULL;\n\
+                  ALTER TABLE {{balances}} RENAME COLUMN owner TO owner_id;\n\
+                  CREATE INDEX balances_by_currency ON {{balances}} (currency);\n";
+
+fn v2_handlers() -> String {
+    handler(
+        "owner_id, balance, region, currency",
+        &format!("{OLD_VALUES}, :data->>'currency'"),
+        "account",
+    )
+}
+
+async fn state_runs(db: &TestDb) -> i64 {
+    if db.exists("reproject.runs").await {
+        db.int("SELECT count(*) FROM reproject.runs").await
+    } else {
+        0
+    }
+}
+
+/// `plan` shows the change, `history` and `status` record it, and a second rebuild with the
+/// shape already live keeps it instead of applying the DDL again.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let p = Project::new(
+        &config(),
+        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
+    );
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .ok()
+        .stdout_has("new shape (")
+        .stdout_has("      added column currency text\n")
+        .stdout_has("      renamed column owner → owner_id\n")
+        .stdout_has("      added index balances_by_currency: btree (currency)\n");
+    let json = reproject(&db, &p.config(), &["plan", "--json"])
+        .await
+        .ok()
+        .json();
+    let shape = &json["projections"][0]["tables"][0]["shape"];
+    assert_eq!(
+        shape["columns"][1]["after"]["name"], "currency",
+        "{shape:#}"
+    );
+    assert_eq!(
+        shape["objects"][0]["name"], "balances_by_currency",
+        "{shape:#}"
+    );
+    reproject(&db, &p.config(), &["rebuild", "--dry-run"])
+        .await
+        .ok()
+        .stdout_has("renamed column owner → owner_id")
+        .stdout_has("on the rebuild tables of `balances` (their new shape)");
+    assert!(!db.exists("balances_rebuild").await);
+    assert_eq!(state_runs(&db).await, 0, "plan and dry run write nothing");
+
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let shaped = fingerprint(&db, "balances").await;
+    assert_eq!(
+        names(&shaped, "columns"),
+        ["account", "owner_id", "balance", "note", "region", "currency"]
+    );
+    reproject(&db, &p.config(), &["history"])
+        .await
+        .ok()
+        .stdout_has("new shape of `balances`: renamed column owner → owner_id; added column currency text; added index balances_by_currency");
+    let history = reproject(&db, &p.config(), &["history", "--json"])
+        .await
+        .ok()
+        .json();
+    let shapes = &history[0]["shapes"];
+    assert_eq!(shapes[0]["run_id"], 1, "{history:#}");
+    assert_eq!(shapes[0]["ddl"], V2);
+    assert_eq!(shapes[0]["columns"][0]["after"]["name"], "owner_id");
+    reproject(&db, &p.config(), &["status"])
+        .await
+        .ok()
+        .stdout_has("new shape of `balances` (run 1): renamed column owner → owner_id");
+
+    // Again, the config unchanged: the shape is live already.
+    let already = "reshape already applied by run 1; the clone keeps the live shape; remove `reshape` from the config";
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .ok()
+        .stdout_has(already);
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok()
+        .stderr_has(already);
+    let again = fingerprint(&db, "balances").await;
+    let d = reproject::catalog::fingerprint::diff(&shaped, &again);
+    assert!(d.is_empty(), "the second rebuild keeps the shape: {d:#?}");
+    assert_eq!(
+        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
+            .await,
+        40
+    );
+
+    // The shape in place another way (not by the last swapped run): the DDL fails on the copy.
+    db.exec("ALTER TABLE balances RENAME COLUMN owner_id TO owner_ref")
+        .await;
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .code(2)
+        .stderr_has("shapes/v2.sql:1: projection `balances`: the reshape statement fails on the rebuilt copy of `balances`")
+        .stderr_has("already exists");
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
+
+/// A DDL that fails on the copy is refused by `plan` and `rebuild` alike, naming the file, the
+/// statement and the table, before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_statement_is_refused_before_anything_is_written() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let p = Project::new(
+        &config(),
+        &[
+            ("balances.sql", &handler(OLD_COLUMNS, OLD_VALUES, "account")),
+            (
+                "shapes/v2.sql",
+                "ALTER TABLE {{balances}} ADD COLUMN currency text;\n\nALTER TABLE {{balances}} ADD COLUMN owner text;\n",
+            ),
+        ],
+    );
+    for args in [
+        &["plan"][..],
+        &["rebuild", "--dry-run"],
+        &["rebuild", "--yes"],
+    ] {
+        reproject(&db, &p.config(), args)
+            .await
+            .code(2)
+            .stderr_has("shapes/v2.sql:3: projection `balances`: the reshape statement fails on the rebuilt copy of `balances`")
+            .stderr_has("column \"owner\" of relation");
+    }
+    assert!(!db.exists("balances_rebuild").await);
+    assert_eq!(state_runs(&db).await, 0);
+    assert!(
+        fingerprint(&db, "balances").await["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "currency"),
+        "the live table is untouched"
+    );
+
+    // Handlers that write a column the new shape does not have are refused the same way.
+    p.write(
+        "shapes/v2.sql",
+        "ALTER TABLE {{balances}} DROP COLUMN region;\n",
+    );
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .code(2)
+        .stderr_has("balances.sql:2: projection `balances`, section `-- on credited`: the statement does not prepare");
+
+    // A partial rebuild copies rows of the old shape: refused.
+    p.write(
+        "shapes/v2.sql",
+        "ALTER TABLE {{balances}} ADD COLUMN tier int;\n",
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &["rebuild", "--yes", "--streams", "acct-1"],
+    )
+    .await
+    .code(2)
+    .stderr_has("a partial rebuild");
+    assert_eq!(state_runs(&db).await, 0);
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
+
+/// A reshape changes the projection's own tables only: another projection's table in braces,
+/// or a table written without braces, is refused naming the file and line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reshape_changes_only_the_projections_tables() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    db.exec("CREATE TABLE other_table (id int PRIMARY KEY)")
+        .await;
+    let config = format!(
+        "{}\n[[projection]]\nname = \"other\"\ntables = [\"other_table\"]\nhandlers = \"other.sql\"\n",
+        config()
+    );
+    let p = Project::new(
+        &config,
+        &[
+            ("balances.sql", &handler(OLD_COLUMNS, OLD_VALUES, "account")),
+            ("other.sql", "-- on nothing\nSELECT 1 FROM {{other_table}};\n"),
+            (
+                "shapes/v2.sql",
+                "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE {{other_table}} ADD COLUMN x int;\n",
+            ),
+        ],
+    );
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .code(2)
+        .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape names `{{other_table}}`, a table of projection `other`");
+    p.write(
+        "shapes/v2.sql",
+        "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE balances ADD COLUMN x int;\n",
+    );
+    reproject(&db, &p.config(), &["plan", "balances"])
+        .await
+        .code(2)
+        .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape statement changes `balances`, which is not a rebuilt copy");
+    p.write("shapes/v2.sql", "DROP INDEX {{no_such_index}};\n");
+    reproject(&db, &p.config(), &["plan", "balances"])
+        .await
+        .code(2)
+        .stderr_has("shapes/v2.sql:1: projection `balances`: the reshape names `{{no_such_index}}`, which is neither a table of the projection nor an index of one");
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'balances'::regclass AND attname = 'x'")
+            .await,
+        0
+    );
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
+
+/// A resumed run continues with the shape it applied; a changed reshape file is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_refuses_a_changed_reshape() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let p = Project::new(
+        &config(),
+        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
+    );
+    reproject(
+        &db,
+        &p.config(),
+        &[
+            "rebuild",
+            "--yes",
+            "--max-events",
+            "100",
+            "--batch-size",
+            "50",
+        ],
+    )
+    .await
+    .ok();
+    p.write(
+        "shapes/v2.sql",
+        &format!("{V2}ALTER TABLE {{{{balances}}}} ADD COLUMN tier int;\n"),
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .code(2)
+        .stderr_has("the `reshape` of projection `balances` changed since run 1 built its tables");
+    p.write("shapes/v2.sql", V2);
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+        .await
+        .ok();
+    assert_eq!(
+        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
+            .await,
+        40
+    );
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
