@@ -665,3 +665,49 @@ async fn a_resume_refuses_a_changed_reshape() {
     .await;
     db.drop().await;
 }
+
+/// After a rebuild into a new shape, a rollback restores the old generation (built by the
+/// handlers of the old shape) and catches it up with the events since the swap with those
+/// handlers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_catches_the_old_shape_up_with_the_old_handlers() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let old = handler(OLD_COLUMNS, OLD_VALUES, "account");
+    let plain = config().replace("reshape = \"shapes/v2.sql\"\n", "");
+    let p = Project::new(&plain, &[("balances.sql", &old), ("shapes/v2.sql", V2)]);
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let original = fingerprint(&db, "balances").await;
+
+    p.write("reproject.toml", &config());
+    p.write("balances.sql", &v2_handlers());
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    assert_eq!(
+        column(&fingerprint(&db, "balances").await, "currency")["type"],
+        "text"
+    );
+    db.exec(
+        "INSERT INTO events (stream, type, data)
+         SELECT 'acct-' || (i % 40), 'credited', jsonb_build_object('amount', i, 'currency', 'EUR',
+                'region', CASE WHEN i % 40 = 7 THEN 'secret' WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END)
+         FROM generate_series(401, 480) i",
+    )
+    .await;
+    reproject(&db, &p.config(), &["rollback", "--yes"])
+        .await
+        .ok()
+        .stdout_has("caught up with 80 event(s) since the swap");
+    let back = fingerprint(&db, "balances").await;
+    let d = reproject::catalog::fingerprint::diff(&original, &back);
+    assert!(d.is_empty(), "the old shape is back: {d:#?}");
+    assert_carried(&db, &reader, &original, &back, "after the rollback").await;
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
