@@ -2,7 +2,8 @@
 //!
 //! `CREATE TABLE x_rebuild (LIKE x INCLUDING ALL)` copies columns, defaults, constraints,
 //! indexes, identity, generated columns, storage and comments. The clone is also built with the
-//! live table's persistence, storage parameters, tablespace and statistics targets. Grants,
+//! live table's persistence, storage parameters, tablespace and statistics targets; a
+//! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). Grants,
 //! RLS, triggers, foreign keys and dependents are carried over at the swap (carry.rs), so none
 //! of them acts during the replay.
 //!
