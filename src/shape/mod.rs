@@ -228,3 +228,24 @@ pub async fn check_resume(
     }
     Ok(())
 }
+
+/// Refuses to keep live (`reproject run`) a projection whose declared shape is not live yet:
+/// its handlers write the new shape, and the live tables still have the old one.
+pub fn refuse_pending(
+    config: &crate::config::Config,
+    resolved: &crate::validate::Resolved,
+    order: &[usize],
+) -> crate::error::Result<()> {
+    for &i in order {
+        if let Some(Some(Planned::Applies(_))) = resolved.shapes.get(i) {
+            let p = &config.projections[i];
+            return Err(crate::error::Error::config(format!(
+                "projection `{}` declares `reshape` (`{}`), and its live tables do not have that shape yet: its handlers write the new shape",
+                p.name,
+                p.reshape.as_ref().map_or(String::new(), |f| f.path.display().to_string())
+            ))
+            .with_hint("rebuild the projection (`reproject rebuild`) to put the new shape in place, then run it"));
+        }
+    }
+    Ok(())
+}

@@ -438,6 +438,15 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
         .stdout_has("on the rebuild tables of `balances` (their new shape)");
     assert!(!db.exists("balances_rebuild").await);
     assert_eq!(state_runs(&db).await, 0, "plan and dry run write nothing");
+    // The live runner writes the live tables, which do not have the new shape yet.
+    reproject(
+        &db,
+        &p.config(),
+        &["run", "--once", "--from-position", "head"],
+    )
+    .await
+    .code(2)
+    .stderr_has("projection `balances` declares `reshape`");
 
     reproject(&db, &p.config(), &["rebuild", "--yes"])
         .await
