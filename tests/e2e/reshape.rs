@@ -720,3 +720,43 @@ async fn a_rollback_catches_the_old_shape_up_with_the_old_handlers() {
     .await;
     db.drop().await;
 }
+
+/// The swap proves "old table + declared change": anything else that differs on the rebuilt
+/// table (here a column added by hand after the clone) refuses the swap, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_that_was_not_declared_refuses_the_swap() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let p = Project::new(
+        &config(),
+        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
+        .await
+        .ok();
+    db.exec("ALTER TABLE balances_rebuild ADD COLUMN extra int")
+        .await;
+    reproject(&db, &p.config(), &["swap", "--yes"])
+        .await
+        .code(4)
+        .stderr_has("refusing to swap `balances`: the new table would differ from the live one with the declared shape change")
+        .stderr_has("columns `extra` is new");
+    let live = fingerprint(&db, "balances").await;
+    assert_eq!(
+        names(&live, "columns"),
+        ["account", "owner", "balance", "note", "region"],
+        "nothing was swapped"
+    );
+    db.exec("ALTER TABLE balances_rebuild DROP COLUMN extra")
+        .await;
+    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    assert_eq!(
+        names(&fingerprint(&db, "balances").await, "columns"),
+        ["account", "owner_id", "balance", "note", "region", "currency"]
+    );
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
