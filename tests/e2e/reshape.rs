@@ -760,3 +760,49 @@ async fn a_change_that_was_not_declared_refuses_the_swap() {
     .await;
     db.drop().await;
 }
+
+/// An external projector (`command`) writes the new shape the same way: the DDL runs on the
+/// rebuild table it is handed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_projector_builds_the_new_shape() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let projector = format!(
+        "#!/bin/sh\nset -eu\n\"{}\" -X -q -v ON_ERROR_STOP=1 -v from=\"$REPROJECT_FROM_POSITION\" -v to=\"$REPROJECT_TO_POSITION\" <<SQL\n\
+         INSERT INTO $REPROJECT_TABLE_BALANCES AS b (account, owner_id, balance, region, currency)\n\
+         SELECT stream, 'owner-' || stream, sum((data->>'amount')::bigint), min(data->>'region'), min(data->>'currency')\n\
+         FROM events WHERE id > :from AND id <= :to GROUP BY stream\n\
+         ON CONFLICT (account) DO UPDATE SET balance = b.balance + EXCLUDED.balance;\nSQL\n",
+        crate::harness::psql_bin().display()
+    );
+    let config = config().replace(
+        "handlers = \"balances.sql\"",
+        "command = [\"sh\", \"projector.sh\"]",
+    );
+    let p = Project::new(
+        &config,
+        &[("projector.sh", &projector), ("shapes/v2.sql", V2)],
+    );
+    reproject(&db, &p.config(), &["plan"])
+        .await
+        .ok()
+        .stdout_has("      added column currency text\n");
+    reproject(&db, &p.config(), &["rebuild", "--yes"])
+        .await
+        .ok();
+    let now = fingerprint(&db, "balances").await;
+    assert_eq!(
+        names(&now, "columns"),
+        ["account", "owner_id", "balance", "note", "region", "currency"]
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
+            .await,
+        40
+    );
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
