@@ -611,11 +611,17 @@ async fn unshaped(
     let Some(rec) = crate::state::shapes::of_table(client, run_id, live).await? else {
         return Ok(None);
     };
-    let Some(structure) = crate::state::runs::table_fingerprint(client, run_id, live).await? else {
+    let Some(mut structure) = crate::state::runs::table_fingerprint(client, run_id, live).await?
+    else {
         return Err(Error::runtime(format!(
             "run {run_id} changed the shape of `{live}` but recorded no fingerprint of the table it swapped out"
         )));
     };
+    // What the DDL set on kept columns goes back to what the table had.
+    structure[crate::shape::diff::SET_BY_DDL] = crate::shape::diff::set_by_ddl_reversed(
+        &rec.shaped[crate::shape::diff::SET_BY_DDL],
+        &rec.map,
+    );
     Ok(Some(crate::carry::ShapeProof {
         structure,
         map: crate::shape::diff::reversed(&rec.map),

@@ -158,7 +158,7 @@ pub async fn apply(
             ))
             .with_hint("add the foreign key to the live table after the swap"));
         }
-        let shaped = diff::canonicalize(
+        let mut shaped = diff::canonicalize(
             &live_fp,
             &fp_before,
             &after,
@@ -166,9 +166,11 @@ pub async fn apply(
             &c.live.schema,
             &c.live.name,
         );
+        let map = diff::column_map(&attrs, &attributes(client, &c.copy).await?);
+        shaped[diff::SET_BY_DDL] = diff::set_by_ddl(&fp_before, &after, &map);
         out.push(Applied {
             live: c.live.clone(),
-            map: diff::column_map(&attrs, &attributes(client, &c.copy).await?),
+            map,
             shaped,
             live_fingerprint: live_fp,
         });

@@ -218,6 +218,55 @@ pub fn canonicalize(
     out
 }
 
+/// The key of a shaped fingerprint that lists, per kept column (by its new name), the column
+/// properties the DDL itself changed (`comment`, `statistics`, `acl`): those are not carried
+/// from the outgoing table.
+pub const SET_BY_DDL: &str = "set_by_reshape";
+
+/// The column properties the DDL changed on kept columns: `before` and `after` are the copy's
+/// fingerprints around the DDL.
+pub fn set_by_ddl(before: &Value, after: &Value, map: &[ColumnChange]) -> Value {
+    let mut out = serde_json::Map::new();
+    for m in map {
+        let (Some(b), Some(a)) = (&m.before, &m.after) else {
+            continue;
+        };
+        let find = |fp: &Value, name: &str| {
+            items(fp, "columns")
+                .into_iter()
+                .find(|c| s(c, "name") == name)
+        };
+        let (Some(cb), Some(ca)) = (find(before, &b.name), find(after, &a.name)) else {
+            continue;
+        };
+        let keys: Vec<Value> = ["acl", "comment", "statistics"]
+            .into_iter()
+            .filter(|k| cb[*k] != ca[*k])
+            .map(|k| json!(k))
+            .collect();
+        if !keys.is_empty() {
+            out.insert(a.name.clone(), Value::Array(keys));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The same list for the way back (a rollback): keyed by the old names, read through `map`
+/// (the forward column map).
+pub fn set_by_ddl_reversed(set: &Value, map: &[ColumnChange]) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, keys) in set.as_object().into_iter().flatten() {
+        if let Some(old) = map
+            .iter()
+            .find(|m| m.after.as_ref().is_some_and(|a| &a.name == name))
+            .and_then(|m| m.before.as_ref())
+        {
+            out.insert(old.name.clone(), keys.clone());
+        }
+    }
+    Value::Object(out)
+}
+
 /// What the target fingerprint of an exchange is when the incoming table has another shape:
 /// the outgoing table's fingerprint (`out`) with the structure of `shaped` (columns,
 /// constraints but foreign keys, indexes) and everything carried mapped through `map`
@@ -245,9 +294,16 @@ pub fn target(out: &Value, shaped: &Value, map: &[ColumnChange]) -> Value {
                 }
                 None => None,
             };
+            // What the DDL itself set on a kept column stays; the rest is carried.
+            let set_by_ddl = &shaped[SET_BY_DDL][&name];
             if let Some(o) = old {
                 for key in ["acl", "comment", "statistics"] {
-                    c[key] = o[key].clone();
+                    let set = set_by_ddl
+                        .as_array()
+                        .is_some_and(|keys| keys.iter().any(|k| k == key));
+                    if !set {
+                        c[key] = o[key].clone();
+                    }
                 }
             }
             c

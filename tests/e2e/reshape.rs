@@ -262,12 +262,15 @@ async fn changes_a_type_keeping_comment_statistics_and_checks() {
         "account",
     );
     reshape_round_trip(
-        "ALTER TABLE {{balances}} ALTER COLUMN balance TYPE numeric(14,2);",
+        "ALTER TABLE {{balances}} ALTER COLUMN balance TYPE numeric(14,2);\n\
+         COMMENT ON COLUMN {{balances}}.balance IS 'in euros';\n",
         &h,
         |original, now| {
             let (b, a) = (column(original, "balance"), column(now, "balance"));
             assert_eq!(a["type"], "numeric(14,2)");
-            assert_eq!(a["comment"], b["comment"]);
+            // The comment the reshape set stays; the grants are carried.
+            assert_eq!(a["comment"], "in euros");
+            assert_eq!(a["acl"], b["acl"]);
             assert_eq!(a["statistics"], 500);
             // The check is kept; PostgreSQL prints it for the new type.
             assert_eq!(names(now, "constraints"), names(original, "constraints"));

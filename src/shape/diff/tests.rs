@@ -171,7 +171,8 @@ fn the_target_carries_kept_columns_through_renames() {
             {"name": "currency", "type": "text", "acl": [], "comment": "ISO", "statistics": 100}
         ],
         "constraints": [{"name": "balances_pkey", "type": "p", "definition": "PRIMARY KEY (id)"}],
-        "indexes": [{"name": "balances_pkey", "replica_identity": false, "clustered": false}]
+        "indexes": [{"name": "balances_pkey", "replica_identity": false, "clustered": false}],
+        "set_by_reshape": {"id": ["comment"]}
     });
     let map = column_map(
         &[
@@ -185,8 +186,17 @@ fn the_target_carries_kept_columns_through_renames() {
             attr(4, "currency", "text"),
         ],
     );
+    let mut out = out;
+    out["columns"][0]["comment"] = json!("the old comment");
+    let mut shaped = shaped;
+    shaped["columns"][0]["comment"] = json!("set by the reshape");
     let t = target(&out, &shaped, &map);
     assert_eq!(t["owner"], "app");
+    assert_eq!(t["columns"][0]["comment"], "set by the reshape");
+    assert_eq!(
+        set_by_ddl_reversed(&shaped[SET_BY_DDL], &map),
+        json!({"id": ["comment"]})
+    );
     assert_eq!(t["columns"][1]["acl"], out["columns"][1]["acl"]);
     assert_eq!(t["columns"][1]["name"], "owner_id");
     assert_eq!(t["columns"][2]["comment"], "ISO");
