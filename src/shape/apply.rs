@@ -34,6 +34,15 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The columns this table's shape change adds, drops, renames or retypes.
+    pub fn shape_change(&self, projection: &str) -> super::ShapeChange {
+        super::ShapeChange {
+            projection: projection.to_string(),
+            table: self.live.clone(),
+            columns: diff::changed(&self.map),
+        }
+    }
+
     /// Whether the DDL changed nothing of this table's structure.
     pub fn is_unchanged(&self) -> bool {
         diff::changed(&self.map).is_empty()

@@ -6,6 +6,13 @@
 //! LIKE clone its columns are the live table's, in the same order; the DDL then renames
 //! (same attribute number, new name), retypes (same number, new type), drops (number gone) or
 //! adds (new number) columns.
+//!
+//! `file.rs` reads the reshape file; `apply.rs` runs it on copies of the tables (the clones in
+//! the clone transaction, the temporary stand-ins of validation) and reads what it did;
+//! `diff.rs` is the pure logic (the column map, canonical names, the target a swap proves,
+//! what `plan` shows). The functions below decide, per projection, what a command does about
+//! its `reshape` (apply it, or keep a shape that is already live) and refuse what cannot work
+//! with one (partial rebuilds, a resume after the file changed, a live runner before the swap).
 
 use crate::ident::TableName;
 

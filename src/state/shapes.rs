@@ -33,6 +33,17 @@ pub struct Recorded {
     pub shaped: Value,
 }
 
+impl Recorded {
+    /// The columns the recorded change adds, drops, renames or retypes.
+    pub fn shape_change(&self) -> crate::shape::ShapeChange {
+        crate::shape::ShapeChange {
+            projection: self.projection.clone(),
+            table: self.live.clone(),
+            columns: diff::changed(&self.map),
+        }
+    }
+}
+
 /// The changes of one applied shape in words (columns, then indexes and constraints).
 pub fn changes(applied: &Applied) -> Vec<String> {
     diff::changed(&applied.map)
