@@ -809,3 +809,38 @@ async fn an_external_projector_builds_the_new_shape() {
     .await;
     db.drop().await;
 }
+
+/// Stream lanes (`--jobs`) replay into the new shape like a single lane.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_lanes_replay_into_the_new_shape() {
+    let db = TestDb::new().await;
+    let (reader, owner) = setup(&db).await;
+    let config = config().replace(
+        "reshape = \"shapes/v2.sql\"",
+        "reshape = \"shapes/v2.sql\"\nstream_key = \"account\"",
+    );
+    let p = Project::new(
+        &config,
+        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
+    );
+    reproject(&db, &p.config(), &["rebuild", "--yes", "--jobs", "2"])
+        .await
+        .ok();
+    let now = fingerprint(&db, "balances").await;
+    assert_eq!(
+        names(&now, "columns"),
+        ["account", "owner_id", "balance", "note", "region", "currency"]
+    );
+    let original_like = db
+        .int(
+            "SELECT count(*) FROM (SELECT stream, sum((data->>'amount')::bigint) FROM events GROUP BY stream
+             EXCEPT SELECT account, balance FROM balances) x",
+        )
+        .await;
+    assert_eq!(original_like, 0);
+    db.exec(&format!(
+        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
+    ))
+    .await;
+    db.drop().await;
+}
