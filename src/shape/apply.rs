@@ -42,12 +42,6 @@ impl Applied {
             columns: diff::changed(&self.map),
         }
     }
-
-    /// Whether the DDL changed nothing of this table's structure.
-    pub fn is_unchanged(&self) -> bool {
-        diff::changed(&self.map).is_empty()
-            && diff::object_changes(&self.live_fingerprint, &self.shaped).is_empty()
-    }
 }
 
 /// The columns of `table`, with their attribute numbers.
