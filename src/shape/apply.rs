@@ -138,7 +138,7 @@ pub async fn apply(
                 file.at(st),
                 if tables.is_empty() { "its tables".to_string() } else { tables.join(", ") }
             ))
-            .caused_by(describe_pg(&e))
+            .caused_by(as_rebuild_tables(&describe_pg(&e), copies))
             .with_db_state(&e)
             .with_hint("the statement runs on an empty copy of the live table as it is now (LIKE … INCLUDING ALL); nothing was written"));
         }
@@ -179,6 +179,20 @@ pub async fn apply(
         });
     }
     Ok(out)
+}
+
+/// The server's message with the temporary stand-ins of validation named as the rebuild
+/// tables they stand for, so `plan` says what `rebuild` would say.
+fn as_rebuild_tables(message: &str, copies: &[Copy]) -> String {
+    copies
+        .iter()
+        .filter(|c| c.copy.schema == "pg_temp")
+        .fold(message.to_string(), |m, c| {
+            m.replace(
+                &format!("\"{}\"", c.copy.name),
+                &format!("\"{}\"", crate::ident::rebuild_table(&c.live).name),
+            )
+        })
 }
 
 /// Refuses a statement that took a lock for changing a relation other than the copies and

@@ -535,7 +535,7 @@ async fn a_failing_statement_is_refused_before_anything_is_written() {
             .await
             .code(2)
             .stderr_has("shapes/v2.sql:3: projection `balances`: the reshape statement fails on the rebuilt copy of `balances`")
-            .stderr_has("column \"owner\" of relation");
+            .stderr_has("column \"owner\" of relation \"balances_rebuild\" already exists");
     }
     assert!(!db.exists("balances_rebuild").await);
     assert_eq!(state_runs(&db).await, 0);
