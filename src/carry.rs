@@ -36,6 +36,19 @@ pub struct Exchange<'a> {
     /// statements instead of carried over (shape/dependents.rs); on a rollback, the recorded
     /// original definitions.
     pub redefined: &'a [crate::shape::dependents::Redefined],
+    /// The incoming table has another shape than the outgoing one (a `reshape`, or the
+    /// rollback of one): what it must be.
+    pub shape: Option<ShapeProof>,
+}
+
+/// The declared shape change an exchange proves: the new live table is the outgoing one with
+/// `structure`'s columns, constraints and indexes, and everything carried mapped through `map`.
+pub struct ShapeProof {
+    /// A fingerprint whose `columns`, `constraints` (foreign keys aside) and `indexes` are the
+    /// incoming table's structure under its names once live (recorded when it was shaped).
+    pub structure: Value,
+    /// Every column of the outgoing table and what it is in the incoming one.
+    pub map: Vec<crate::shape::ColumnChange>,
 }
 
 /// A foreign key re-created `NOT VALID` inside the swap; validated after the commit.
@@ -489,10 +502,16 @@ pub async fn exchange(
             return Err(err.with_hint("nothing was swapped; run `reproject rebuild` again"));
         }
     }
+    // What the new live table must be: the outgoing one, or with a shape change, the outgoing
+    // one with the declared structure and everything carried mapped through the column map.
     let live = ex.live.quoted();
     let mut validations = Vec::new();
     // 0. Redefined dependents: captured and dropped; the steps below never see them.
     let (captured, out) = detach_redefined(client, ex, out).await?;
+    let target = match &ex.shape {
+        Some(shape) => crate::shape::diff::target(&out, &shape.structure, &shape.map),
+        None => out.clone(),
+    };
 
     // 1. Dependents that hold the outgoing table by OID are detached before the renames.
     for fk in items(&out, "referenced_by") {
@@ -529,13 +548,13 @@ pub async fn exchange(
     .await?;
 
     // 3. Canonical names: the incoming table's objects take the outgoing ones' names.
-    canonical_names(client, ex, &out, &inc).await?;
+    canonical_names(client, ex, &out, &inc, &target).await?;
     // 4. Table properties: the incoming table's catalog state becomes the outgoing's.
-    sync_properties(client, fingerprints, ex, &out, &inc).await?;
+    sync_properties(client, fingerprints, ex, &target, &inc).await?;
     // 5. Foreign keys, both ways.
-    validations.extend(move_foreign_keys(client, ex, &out, &inc).await?);
+    validations.extend(move_foreign_keys(client, ex, &target, &inc).await?);
     // 6. Views and materialized views read the new live table.
-    repoint_views(client, &out, &matviews).await?;
+    repoint_views(client, &target, &matviews).await?;
     // 6b. Redefined dependents: the user's statements, then their owner, grants and comment.
     validations.extend(redefine(client, ex, &captured).await?);
     laps.lap("exchange statements built");
@@ -547,14 +566,21 @@ pub async fn exchange(
     laps.lap("exchange statements and proof");
     crate::shape::redefine::prove_kept(conn, ex.live, &captured).await?;
     let differences = fingerprint::diff(
-        &out,
+        &target,
         &crate::shape::redefine::without(&now, ex.live, &captured),
     );
     if !differences.is_empty() {
-        let mut err = Error::fidelity(format!(
-            "refusing to swap `{}`: the new table would differ from the live one",
-            ex.live
-        ));
+        let mut err = Error::fidelity(if ex.shape.is_some() {
+            format!(
+                "refusing to swap `{}`: the new table would differ from the live one with the declared shape change",
+                ex.live
+            )
+        } else {
+            format!(
+                "refusing to swap `{}`: the new table would differ from the live one",
+                ex.live
+            )
+        });
         for d in differences.iter().take(20) {
             err = err.caused_by(d);
         }
@@ -612,31 +638,38 @@ async fn redefine(
 }
 
 /// Step 3 of [`exchange`]: indexes (and with them their constraints), extended statistics and
-/// identity sequences of the incoming table take the names the outgoing ones had, which get
-/// derived names; serial sequences move to the incoming table.
+/// identity sequences of the incoming table take the names `target` gives them (the outgoing
+/// ones', or with a shape change the names recorded for the new shape); every outgoing index
+/// gets a derived name, so none of the outgoing table's names blocks a later generation; check
+/// constraints the shape change added take their recorded names; serial sequences move to the
+/// incoming table.
 async fn canonical_names(
     client: &Session<'_>,
     ex: &Exchange<'_>,
     out: &Value,
     inc: &Value,
+    target: &Value,
 ) -> Result<()> {
     let live = ex.live.quoted();
     let schema = quote(&ex.live.schema);
     let mut inc_indexes = items(inc, "indexes");
-    for o in items(out, "indexes") {
-        let key = index_key(&s(&o, "definition"));
+    let mut renames = Vec::new();
+    for t in items(target, "indexes") {
+        let key = index_key(&s(&t, "definition"));
         let Some(pos) = inc_indexes
             .iter()
             .position(|i| index_key(&s(i, "definition")) == key)
         else {
             return Err(Error::fidelity(format!(
                 "the rebuilt table has no index matching `{}` of `{}`",
-                s(&o, "name"),
+                s(&t, "name"),
                 ex.live
             )));
         };
-        let i = inc_indexes.remove(pos);
-        let (oname, iname) = (s(&o, "name"), s(&i, "name"));
+        renames.push((s(&inc_indexes.remove(pos), "name"), s(&t, "name")));
+    }
+    for o in items(out, "indexes") {
+        let oname = s(&o, "name");
         exec(
             client,
             &format!(
@@ -646,22 +679,28 @@ async fn canonical_names(
             ),
         )
         .await?;
+    }
+    for (iname, tname) in renames.iter().filter(|(i, t)| i != t) {
         exec(
             client,
             &format!(
                 "ALTER INDEX {schema}.{} RENAME TO {}",
-                quote(&iname),
-                quote(&oname)
+                quote(iname),
+                quote(tname)
             ),
         )
         .await?;
+    }
+    if ex.shape.is_some() {
+        rename_checks(client, &live, inc, target).await?;
     }
     if !items(out, "statistics").is_empty() {
         // Reads the catalog (after the queued renames): only when there is something to name.
         rename_statistics(client, ex).await?;
     }
     let inc_seqs = items(inc, "sequences");
-    for o in items(out, "sequences") {
+    // The target's sequences are the outgoing ones, their columns named as in the new shape.
+    for o in items(target, "sequences") {
         let column = s(&o, "column");
         if o["kind"] == "i" {
             let Some(i) = inc_seqs
@@ -716,6 +755,44 @@ async fn canonical_names(
         }
     }
 
+    Ok(())
+}
+
+/// With a shape change: the incoming table's check constraints take the names the target gives
+/// constraints of the same definition (those the DDL added were named after the clone).
+async fn rename_checks(
+    client: &Session<'_>,
+    live: &str,
+    inc: &Value,
+    target: &Value,
+) -> Result<()> {
+    let checks = |v: &Value| -> Vec<Value> {
+        items(v, "constraints")
+            .into_iter()
+            .filter(|c| c["type"] == "c")
+            .collect()
+    };
+    let wanted = checks(target);
+    let mut have = checks(inc);
+    have.retain(|h| !wanted.iter().any(|w| w["name"] == h["name"]));
+    for w in &wanted {
+        if checks(inc).iter().any(|h| h["name"] == w["name"]) {
+            continue;
+        }
+        let Some(pos) = have.iter().position(|h| h["definition"] == w["definition"]) else {
+            continue;
+        };
+        let h = have.remove(pos);
+        exec(
+            client,
+            &format!(
+                "ALTER TABLE {live} RENAME CONSTRAINT {} TO {}",
+                quote(&s(&h, "name")),
+                quote(&s(w, "name"))
+            ),
+        )
+        .await?;
+    }
     Ok(())
 }
 

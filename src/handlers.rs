@@ -391,7 +391,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Section>, ParseError> {
 
 /// Splits a section body into statements, lexing just enough SQL to find `;`, `:param` and
 /// `{{table}}` outside strings, quoted identifiers, dollar quotes and comments.
-fn split_statements(
+pub(crate) fn split_statements(
     body: &str,
     first_line: usize,
 ) -> std::result::Result<Vec<Statement>, ParseError> {

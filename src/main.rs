@@ -283,8 +283,20 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             if json {
-                // The runs only, as before scopes existed: scripts read an array.
-                print::json(&report.runs)
+                // The runs only, as before scopes existed: scripts read an array; each run
+                // with the shape changes it made.
+                let runs: Vec<serde_json::Value> = report
+                    .runs
+                    .iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(r).unwrap_or_default();
+                        let shapes: Vec<_> =
+                            report.shapes.iter().filter(|s| s.run_id == r.id).collect();
+                        v["shapes"] = serde_json::json!(shapes);
+                        v
+                    })
+                    .collect();
+                print::json(&runs)
             } else {
                 print::history(&report)
             }

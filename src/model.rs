@@ -97,6 +97,9 @@ pub struct Resolved {
     pub encodings: Encodings,
     /// Per projection, its tables in config order, schema-qualified.
     pub tables: Vec<Vec<TableName>>,
+    /// Per projection, what a rebuild does about its declared `reshape` (shape/), with the
+    /// changes read on the reshaped stand-ins.
+    pub shapes: Vec<Option<crate::shape::Planned>>,
 }
 
 impl Resolved {

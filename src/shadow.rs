@@ -2,7 +2,8 @@
 //!
 //! `CREATE TABLE x_rebuild (LIKE x INCLUDING ALL)` copies columns, defaults, constraints,
 //! indexes, identity, generated columns, storage and comments. The clone is also built with the
-//! live table's persistence, storage parameters, tablespace and statistics targets. Grants,
+//! live table's persistence, storage parameters, tablespace and statistics targets; a
+//! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). Grants,
 //! RLS, triggers, foreign keys and dependents are carried over at the swap (carry.rs), so none
 //! of them acts during the replay.
 //!
@@ -44,6 +45,7 @@ pub async fn create_rebuild_tables(
     tables: &[RunTable],
     replay_triggers: &std::collections::BTreeSet<String>,
     unlogged: &std::collections::BTreeSet<String>,
+    reshape: Option<(&crate::config::Config, &std::collections::BTreeSet<String>)>,
 ) -> Result<()> {
     crate::db::tx::run(
         client,
@@ -99,6 +101,12 @@ pub async fn create_rebuild_tables(
                     Some(run_id),
                 )
                 .await?;
+            }
+            // The new shapes, once every clone exists (a reshape may name several tables of
+            // its projection): after LIKE and the statistics targets, so everything the
+            // clone copied stays unless the DDL changes it.
+            if let Some((config, skip)) = reshape {
+                crate::shape::apply_to_clones(client, config, run_id, tables, skip).await?;
             }
             Ok(())
         },

@@ -579,6 +579,7 @@ pub async fn swap_generation(
                     suffix: format!("old{run_id}"),
                     cloned_from,
                     redefined,
+                    shape: shaped(client, run_id, &t.live).await?,
                 },
             )
             .await?,
@@ -615,6 +616,48 @@ pub async fn recorded_redefinitions(
     Ok(out)
 }
 
+/// The shape change run `run_id` applied to `live`'s clone, as the swap proves it.
+async fn shaped(
+    client: &Client,
+    run_id: i64,
+    live: &TableName,
+) -> Result<Option<crate::carry::ShapeProof>> {
+    Ok(crate::state::shapes::of_table(client, run_id, live)
+        .await?
+        .map(|rec| crate::carry::ShapeProof {
+            structure: rec.shaped,
+            map: rec.map,
+        }))
+}
+
+/// The way back from run `run_id`'s shape change of `live`: the restored table must be the
+/// table as it was swapped out (its structure as recorded when the run cloned it), with what
+/// is carried mapped back through the reversed column map.
+async fn unshaped(
+    client: &Client,
+    run_id: i64,
+    live: &TableName,
+) -> Result<Option<crate::carry::ShapeProof>> {
+    let Some(rec) = crate::state::shapes::of_table(client, run_id, live).await? else {
+        return Ok(None);
+    };
+    let Some(mut structure) = crate::state::runs::table_fingerprint(client, run_id, live).await?
+    else {
+        return Err(Error::runtime(format!(
+            "run {run_id} changed the shape of `{live}` but recorded no fingerprint of the table it swapped out"
+        )));
+    };
+    // What the DDL set on kept columns goes back to what the table had.
+    structure[crate::shape::diff::SET_BY_DDL] = crate::shape::diff::set_by_ddl_reversed(
+        &rec.shaped[crate::shape::diff::SET_BY_DDL],
+        &rec.map,
+    );
+    Ok(Some(crate::carry::ShapeProof {
+        structure,
+        map: crate::shape::diff::reversed(&rec.map),
+    }))
+}
+
 /// Inside the rollback transaction: `x` → `x_rolled_back_N`, `x_old` → `x`, by the same
 /// machinery as the swap, with `redefinitions` ([`recorded_redefinitions`]) put back. Returns
 /// the foreign keys to validate after the commit.
@@ -641,6 +684,7 @@ pub async fn swap_back(
                     suffix: format!("rb{run_id}"),
                     cloned_from: None,
                     redefined,
+                    shape: unshaped(client, run_id, &t.live).await?,
                 },
             )
             .await?,

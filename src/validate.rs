@@ -6,7 +6,7 @@ use crate::catalog::{self, require_plain_table};
 use crate::config::Config;
 use crate::error::{describe_pg, Error, Result};
 use crate::handlers::param_types;
-use crate::model::{Encodings, Payload, Resolved, TimeKind};
+use crate::model::{Encodings, Payload, Resolved, TableOwner, TimeKind};
 use crate::source::EventSource;
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
@@ -139,10 +139,12 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         }
         tables.push(resolved);
     }
-    let resolved = Resolved {
+    let shapes = crate::shape::plan(client, config, &tables).await?;
+    let mut resolved = Resolved {
         events_table,
         encodings,
         tables,
+        shapes,
     };
 
     // The hand-over checkpoints of external projectors: the statement the swap will run.
@@ -159,64 +161,77 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         }
     }
 
-    // Prepare every handler statement against the live tables.
-    for p in &config.projections {
-        let handler_file = p.handler_path().display().to_string();
-        for section in p.sections() {
-            for st in &section.statements {
-                let sql = st.render(|r| {
-                    let owner = config.owner_of(&r.written).expect("resolved at load");
-                    resolved.live(owner).quoted()
-                });
-                if let Err(e) = client.prepare_typed(&sql, &param_types()).await {
-                    return Err(locked_or(
-                        &e,
-                        Error::config(format!(
-                            "{handler_file}:{}: projection `{}`, section `{}`: the statement does not prepare",
-                            st.line,
-                            p.name,
-                            crate::handlers::HandlerFile::header(section)
-                        ))
-                        .caused_by(describe_pg(&e)).with_db_state(&e),
-                    ));
-                }
+    // Prepare every handler statement against the live tables; a projection that changes its
+    // shape is prepared against its reshaped stand-ins instead (write_targets.rs).
+    for (pi, _) in config.projections.iter().enumerate() {
+        if matches!(resolved.shapes[pi], Some(crate::shape::Planned::Applies(_))) {
+            continue;
+        }
+        prepare_statements(client, config, pi, |owner| resolved.live(owner).quoted()).await?;
+    }
+    // What each statement writes, resolved by the server.
+    for (pi, applied) in crate::write_targets::check(client, config, &resolved).await? {
+        resolved.shapes[pi] = Some(crate::shape::Planned::Applies(applied));
+    }
+    Ok(resolved)
+}
+
+/// Prepares (never runs) every handler statement and check of projection `pi`, each
+/// `{{table}}` standing for `table_sql(owner)`: errors name the file, line and section.
+pub(crate) async fn prepare_statements(
+    client: &impl GenericClient,
+    config: &Config,
+    pi: usize,
+    table_sql: impl Fn(TableOwner) -> String,
+) -> Result<()> {
+    let file = config.path.display().to_string();
+    let p = &config.projections[pi];
+    let render = |st: &crate::handlers::Statement| {
+        st.render(|r| table_sql(config.owner_of(&r.written).expect("resolved at load")))
+    };
+    let handler_file = p.handler_path().display().to_string();
+    for section in p.sections() {
+        for st in &section.statements {
+            if let Err(e) = client.prepare_typed(&render(st), &param_types()).await {
+                return Err(locked_or(
+                    &e,
+                    Error::config(format!(
+                        "{handler_file}:{}: projection `{}`, section `{}`: the statement does not prepare",
+                        st.line,
+                        p.name,
+                        crate::handlers::HandlerFile::header(section)
+                    ))
+                    .caused_by(describe_pg(&e))
+                    .with_db_state(&e),
+                ));
             }
         }
-        for check in &p.checks {
-            let sql = check.sql.render(|r| {
-                let owner = config.owner_of(&r.written).expect("resolved at load");
-                resolved.live(owner).quoted()
-            });
-            let where_ = format!(
-                "{file}:{}: projection `{}`, check `{}`",
-                check.line, p.name, check.name
-            );
-            match client.prepare(&sql).await {
-                Err(e) => {
-                    return Err(locked_or(
-                        &e,
-                        Error::config(format!("{where_}: the SQL does not prepare"))
-                            .caused_by(describe_pg(&e))
-                            .with_db_state(&e),
-                    ))
-                }
-                Ok(stmt) => {
-                    let cols = stmt.columns();
-                    if cols.len() != 1
-                        || *cols[0].type_() != Type::BOOL
-                        || !stmt.params().is_empty()
-                    {
-                        return Err(Error::config(format!(
-                            "{where_}: a check must return exactly one boolean column and take no parameters"
-                        )));
-                    }
+    }
+    for check in &p.checks {
+        let where_ = format!(
+            "{file}:{}: projection `{}`, check `{}`",
+            check.line, p.name, check.name
+        );
+        match client.prepare(&render(&check.sql)).await {
+            Err(e) => {
+                return Err(locked_or(
+                    &e,
+                    Error::config(format!("{where_}: the SQL does not prepare"))
+                        .caused_by(describe_pg(&e))
+                        .with_db_state(&e),
+                ))
+            }
+            Ok(stmt) => {
+                let cols = stmt.columns();
+                if cols.len() != 1 || *cols[0].type_() != Type::BOOL || !stmt.params().is_empty() {
+                    return Err(Error::config(format!(
+                        "{where_}: a check must return exactly one boolean column and take no parameters"
+                    )));
                 }
             }
         }
     }
-    // What each statement writes, resolved by the server.
-    crate::write_targets::check(client, config, &resolved).await?;
-    Ok(resolved)
+    Ok(())
 }
 
 /// A statement that could not be prepared because a table is locked (a swap or rollback holds

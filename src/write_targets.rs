@@ -22,7 +22,9 @@ use crate::config::{Config, TableOwner};
 use crate::error::{Error, Result};
 use crate::handlers::{HandlerFile, Statement};
 use crate::ident::quote as quote_ident;
+use crate::ident::TableName;
 use crate::model::Resolved;
+use crate::shape::apply::{Applied, Copy};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
@@ -72,37 +74,89 @@ pub fn modified_tables(explain: &Value) -> Vec<Modified> {
 
 /// Refuses (exit 2) a handler or check statement of `config` whose plan modifies a table
 /// other than a temporary one: the stand-in of its own `{{table}}`, or a table it created.
+///
+/// A projection that changes its shape (`reshape`) has the DDL run on its stand-ins first, so
+/// its statements are planned (and prepared, validate.rs) against the new shape while the live
+/// table keeps the old one; returns what the DDL did, per such projection.
 pub async fn check(
     client: &impl GenericClient,
     config: &Config,
     resolved: &Resolved,
-) -> Result<()> {
+) -> Result<Vec<(usize, Vec<Applied>)>> {
     let any = config
         .projections
         .iter()
-        .any(|p| !p.sections().is_empty() || !p.checks.is_empty());
+        .any(|p| !p.sections().is_empty() || !p.checks.is_empty() || p.reshape.is_some());
     if !any {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // READ WRITE: plan and status run in read-only sessions; temporary tables need a
     // transaction that may create them. It is rolled back whatever happens.
     if let Err(e) = client.batch_execute("BEGIN READ WRITE").await {
         tracing::warn!("handler write targets not checked before the run (cannot begin: {e}); the run-time guard still checks every batch");
-        return Ok(());
+        return Ok(Vec::new());
     }
     let result = check_in(client, config, resolved).await;
     let _ = client.batch_execute("ROLLBACK").await;
     result
 }
 
-async fn check_in(client: &impl GenericClient, config: &Config, resolved: &Resolved) -> Result<()> {
+/// Runs each projection's pending reshape on its stand-ins (`standins[p][t]`, SQL names) and
+/// prepares its statements against them.
+async fn reshape_standins(
+    client: &impl GenericClient,
+    config: &Config,
+    resolved: &Resolved,
+    standins: &[Vec<String>],
+) -> Result<Vec<(usize, Vec<Applied>)>> {
+    let mut out = Vec::new();
+    for (pi, p) in config.projections.iter().enumerate() {
+        let (Some(file), Some(crate::shape::Planned::Applies(_))) =
+            (&p.reshape, &resolved.shapes[pi])
+        else {
+            continue;
+        };
+        let copies: Vec<Copy> = resolved.tables[pi]
+            .iter()
+            .enumerate()
+            .map(|(t, live)| Copy {
+                live: live.clone(),
+                copy: TableName::new("pg_temp", standin_name(pi, t)),
+            })
+            .collect();
+        let applied = crate::shape::apply::apply(client, &p.name, file, &copies, &[], |w| {
+            config
+                .owner_of(w)
+                .ok()
+                .filter(|o| o.projection == pi)
+                .map(|o| o.table)
+        })
+        .await?;
+        crate::validate::prepare_statements(client, config, pi, |o| {
+            standins[o.projection][o.table].clone()
+        })
+        .await?;
+        out.push((pi, applied));
+    }
+    Ok(out)
+}
+
+fn standin_name(projection: usize, table: usize) -> String {
+    format!("reproject_standin_{projection}_{table}")
+}
+
+async fn check_in(
+    client: &impl GenericClient,
+    config: &Config,
+    resolved: &Resolved,
+) -> Result<Vec<(usize, Vec<Applied>)>> {
     // One stand-in per table of the config, named by its position (never a user's name, so
     // no unqualified name in a handler can resolve to it by accident).
     let mut standins: Vec<Vec<String>> = Vec::new();
     for (p, tables) in resolved.tables.iter().enumerate() {
         let mut names = Vec::new();
         for (t, live) in tables.iter().enumerate() {
-            let name = format!("reproject_standin_{p}_{t}");
+            let name = standin_name(p, t);
             let sql = format!(
                 "SAVEPOINT standin; CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL); RELEASE SAVEPOINT standin",
                 quote_ident(&name),
@@ -110,12 +164,13 @@ async fn check_in(client: &impl GenericClient, config: &Config, resolved: &Resol
             );
             if let Err(e) = client.batch_execute(&sql).await {
                 tracing::warn!("handler write targets not checked before the run (cannot create a temporary stand-in for `{live}`: {e}); the run-time guard still checks every batch");
-                return Ok(());
+                return Ok(Vec::new());
             }
             names.push(format!("pg_temp.{}", quote_ident(&name)));
         }
         standins.push(names);
     }
+    let shaped = reshape_standins(client, config, resolved, &standins).await?;
     let render = |st: &Statement| {
         st.render(|r| {
             let TableOwner { projection, table } =
@@ -163,7 +218,7 @@ async fn check_in(client: &impl GenericClient, config: &Config, resolved: &Resol
             }
         }
     }
-    Ok(())
+    Ok(shaped)
 }
 
 /// The statement's plan, or None when the server does not plan it (a utility statement such

@@ -79,6 +79,23 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
             for why in &t.not_supported {
                 println!("    not supported: {why}");
             }
+            if let Some(shape) = &t.shape {
+                match shape.already_applied_by {
+                    Some(run) => println!(
+                        "    new shape ({}): reshape already applied by run {run}; the clone keeps the live shape; remove `reshape` from the config",
+                        shape.file
+                    ),
+                    None if shape.changes.is_empty() => {
+                        println!("    new shape ({}): no change to this table", shape.file)
+                    }
+                    None => {
+                        println!("    new shape ({}):", shape.file);
+                        for c in &shape.changes {
+                            println!("      {c}");
+                        }
+                    }
+                }
+            }
         }
         let mut checks = vec![format!("row count within {}%", proj.row_count_tolerance)];
         checks.extend(proj.checks.iter().cloned());
@@ -256,6 +273,15 @@ pub fn status(s: &StatusReport) {
                 who(by, &p.db_session_user, &p.db_current_user)
             );
         }
+        for shape in &p.shape {
+            println!(
+                "{:<24} new shape of `{}` (run {}): {}",
+                "",
+                shape.table,
+                shape.run_id,
+                shape.changes.join("; ")
+            );
+        }
         if let Some(l) = &p.lanes {
             println!(
                 "{:<24} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
@@ -406,6 +432,13 @@ pub fn history(report: &HistoryReport) {
         }
         for fk in &r.unvalidated_foreign_keys {
             println!("    foreign key left NOT VALID after the swap: {fk}");
+        }
+        for shape in report.shapes.iter().filter(|s| s.run_id == r.id) {
+            println!(
+                "    new shape of `{}`: {}",
+                shape.table,
+                shape.changes.join("; ")
+            );
         }
         for f in r.faults.as_array().into_iter().flatten() {
             println!(

@@ -214,6 +214,9 @@ pub struct ProjectionConfig {
     /// `redefine`: dependents of columns the new shape changes, with the statements that
     /// define them against it (shape/dependents.rs), in key order.
     pub redefine: Vec<crate::shape::dependents::Redefinition>,
+    /// `reshape`: DDL run on the clones right after they are created, so the next generation
+    /// has a new shape (shape/).
+    pub reshape: Option<crate::shape::file::ReshapeFile>,
 }
 
 /// How a projection's events are applied: the config gives `handlers`, `command` or neither.
@@ -487,6 +490,29 @@ impl Config {
                             check.line, check.name, self.projections[pi].name
                         ))
                     })?;
+                }
+            }
+            if let Some(reshape) = &self.projections[pi].reshape {
+                for st in &reshape.statements {
+                    for r in &st.tables {
+                        // A name that is no projection's table may be an index of one of this
+                        // projection's tables (`DROP INDEX {{balances_by_owner}}`): the
+                        // catalog decides when the reshape runs (shape/apply.rs).
+                        let Ok(owner) = self.owner_of(&r.written) else {
+                            continue;
+                        };
+                        if owner.projection != pi {
+                            return Err(Error::config(format!(
+                                "{}:{}: projection `{}`: the reshape names `{{{{{}}}}}`, a table of projection `{}`",
+                                reshape.path.display(),
+                                r.line,
+                                self.projections[pi].name,
+                                r.written,
+                                self.projections[owner.projection].name
+                            ))
+                            .with_hint("a reshape changes only the projection's own tables"));
+                        }
+                    }
                 }
             }
             let name = self.projections[pi].name.clone();
@@ -890,6 +916,18 @@ fn convert_projection(
     let stream_key = column(&p.stream_key, "stream_key")?;
     let position_column = column(&p.position_column, "position_column")?;
     let redefine = redefinitions(p, name, base, at)?;
+    let reshape = p
+        .reshape
+        .as_ref()
+        .map(|f| {
+            crate::shape::file::ReshapeFile::load(&base.join(f.get_ref())).map_err(|e| {
+                e.context(format!(
+                    "{}: projection `{name}`: bad reshape file",
+                    at(f.span()).file_line()
+                ))
+            })
+        })
+        .transpose()?;
     Ok(ProjectionConfig {
         name: name.to_string(),
         line,
@@ -905,6 +943,7 @@ fn convert_projection(
         stream_key,
         position_column,
         redefine,
+        reshape,
     })
 }
 

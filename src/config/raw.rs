@@ -61,6 +61,9 @@ pub struct RawProjection {
     /// `{ "schema.view" = "file.sql", "policy on schema.table" = "file.sql" }`: dependents of
     /// columns a new shape changes, defined against the new shape (shape/dependents.rs).
     pub redefine: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    /// A file of DDL run on the projection's `_rebuild` clones right after they are created:
+    /// the next generation's new shape (shape/).
+    pub reshape: Option<Spanned<String>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

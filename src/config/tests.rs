@@ -1509,3 +1509,47 @@ fn redefine_entries_name_a_dependent_and_load_its_statements() {
         err.message
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// reshape
+
+#[test]
+fn reshape_is_read_relative_to_the_config_and_its_typos_are_unknown_keys() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T).file(
+        "shapes/v2.sql",
+        "ALTER TABLE {{t}} ADD COLUMN c text;\nDROP INDEX {{t_by_c}};\n",
+    );
+    let config = dir.ok(&one_projection("reshape = \"shapes/v2.sql\"\n"));
+    let reshape = config.projections[0].reshape.as_ref().unwrap();
+    assert_eq!(reshape.statements.len(), 2);
+    assert!(reshape.path.ends_with("shapes/v2.sql"));
+    let shown = dir.fail(&one_projection("reshap = \"shapes/v2.sql\"\n"));
+    contains(&shown, "unknown field `reshap`");
+    let shown = dir.fail(&one_projection("reshape = \"shapes/missing.sql\"\n"));
+    contains(
+        &shown,
+        &format!("{}: projection `p`: bad reshape file", dir.at(12)),
+    );
+}
+
+#[test]
+fn reshape_refuses_another_projections_table_naming_file_and_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T)
+        .file("o.sql", "-- on e\nINSERT INTO {{o}} VALUES (:stream);\n")
+        .file(
+            "v2.sql",
+            "ALTER TABLE {{t}} ADD COLUMN c text;\n\nALTER TABLE {{o}} ADD COLUMN c text;\n",
+        );
+    let text = format!(
+        "{}reshape = \"v2.sql\"\n{}",
+        one_projection(""),
+        projection("other", &["o"], "o.sql")
+    );
+    let shown = dir.fail(&text);
+    contains(
+        &shown,
+        "v2.sql:3: projection `p`: the reshape names `{{o}}`, a table of projection `other`",
+    );
+}

@@ -21,6 +21,60 @@ pub struct PlannedTable {
     pub carried_over: Vec<String>,
     /// What reproject cannot carry over yet: a rebuild refuses while this is not empty.
     pub not_supported: Vec<String>,
+    /// The shape change the projection's `reshape` makes to this table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<PlannedShape>,
+}
+
+/// A table's shape change, as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedShape {
+    /// The reshape file.
+    pub file: String,
+    /// The run that already put this shape in place: the clone then keeps the live shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_applied_by: Option<i64>,
+    /// The columns that change: `[{"before": {name, type}|null, "after": …}]`.
+    pub columns: serde_json::Value,
+    /// The indexes and constraints that change (and the primary key).
+    pub objects: Vec<crate::shape::diff::ObjectChange>,
+    /// All of it in words.
+    pub changes: Vec<String>,
+}
+
+/// The shape change of `live` (a table of projection `i`) that `resolved` read on the stand-ins.
+pub(crate) fn planned_shape(
+    config: &crate::config::Config,
+    resolved: &crate::model::Resolved,
+    i: usize,
+    live: &crate::ident::TableName,
+) -> Option<PlannedShape> {
+    use crate::shape::{diff, Planned};
+    let file = config.projections[i]
+        .reshape
+        .as_ref()?
+        .path
+        .display()
+        .to_string();
+    match resolved.shapes.get(i)?.as_ref()? {
+        Planned::AlreadyApplied(run) => Some(PlannedShape {
+            file,
+            already_applied_by: Some(*run),
+            columns: serde_json::json!([]),
+            objects: Vec::new(),
+            changes: Vec::new(),
+        }),
+        Planned::Applies(applied) => {
+            let a = applied.iter().find(|a| &a.live == live)?;
+            Some(PlannedShape {
+                file,
+                already_applied_by: None,
+                columns: diff::map_to_json(&diff::changed(&a.map)),
+                objects: diff::object_changes(&a.live_fingerprint, &a.shaped),
+                changes: crate::state::shapes::changes(a),
+            })
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +202,7 @@ pub(super) async fn plan_report(
                         &crate::catalog::fingerprint::fingerprint(&client, live).await?,
                     ),
                     not_supported: crate::carry::unsupported(&client, live).await?,
+                    shape: planned_shape(config, &resolved, i, live),
                 });
             }
             projections.push(PlannedProjection {
@@ -196,6 +251,14 @@ pub(super) async fn plan_report(
                     "create `{}` (LIKE `{}` INCLUDING ALL)",
                     t.rebuild, t.live
                 ));
+            }
+            if let Some(shape) = p.tables.iter().find_map(|t| t.shape.as_ref()) {
+                if shape.already_applied_by.is_none() {
+                    steps.push(format!(
+                        "run `{}` on the rebuild tables of `{}` (their new shape)",
+                        shape.file, p.name
+                    ));
+                }
             }
         }
         // engine/lanes.rs decides with the run's options; the dry run says whether it can.
@@ -331,6 +394,55 @@ pub struct ProjectionStatus {
     /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
     /// handed it a live checkpoint.
     pub runner: Option<RunnerStatus>,
+    /// The shape changes (`reshape`) of its newest run, per table.
+    pub shape: Vec<ShapeRecord>,
+}
+
+/// A shape change a run recorded for one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShapeRecord {
+    /// The run.
+    pub run_id: i64,
+    /// The projection.
+    pub projection: String,
+    /// The live table.
+    pub table: String,
+    /// SHA-256 of the DDL that ran.
+    pub ddl_hash: String,
+    /// The DDL that ran.
+    pub ddl: String,
+    /// The columns that changed: `[{"before": {name, type}|null, "after": …}]`.
+    pub columns: serde_json::Value,
+    /// The changes in words.
+    pub changes: Vec<String>,
+}
+
+impl ShapeRecord {
+    fn from(r: crate::state::shapes::Recorded) -> ShapeRecord {
+        ShapeRecord {
+            run_id: r.run_id,
+            projection: r.projection,
+            table: r.live.to_string(),
+            ddl_hash: r.ddl_hash,
+            ddl: r.ddl,
+            columns: crate::shape::diff::map_to_json(&crate::shape::diff::changed(&r.map)),
+            changes: r.changes,
+        }
+    }
+}
+
+/// The shape changes run `run_id` recorded (of `projection` only, if given).
+async fn shape_records(
+    client: &Client,
+    run_id: i64,
+    projection: Option<&str>,
+) -> Result<Vec<ShapeRecord>> {
+    Ok(crate::state::shapes::of_run(client, run_id)
+        .await?
+        .into_iter()
+        .filter(|r| projection.is_none_or(|p| r.projection == p))
+        .map(ShapeRecord::from)
+        .collect())
 }
 
 /// The stream lanes of a run that has not moved its checkpoint past them yet.
@@ -499,6 +611,10 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             db_current_user: run.as_ref().and_then(|r| r.db_current_user.clone()),
             lanes,
             runner,
+            shape: match &run {
+                Some(r) => shape_records(&client, r.id, Some(&p.name)).await?,
+                None => Vec::new(),
+            },
         });
     }
     Ok(StatusReport {
@@ -623,6 +739,8 @@ pub struct HistoryReport {
     pub other_runs: i64,
     /// True when projections were named (the scope is those, not the config's).
     pub named: bool,
+    /// The shape changes (`reshape`) of the runs shown.
+    pub shapes: Vec<ShapeRecord>,
 }
 
 /// `reproject history`: the runs of the config's projections (or the named ones, or every
@@ -636,6 +754,7 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
             runs: Vec::new(),
             other_runs: 0,
             named: !opts.projections.is_empty(),
+            shapes: Vec::new(),
         });
     }
     // None: no filter.
@@ -665,9 +784,14 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
             .get(0),
         None => 0,
     };
+    let mut shapes = Vec::new();
+    for r in &runs {
+        shapes.extend(shape_records(&client, r.id, None).await?);
+    }
     Ok(HistoryReport {
         runs,
         other_runs,
         named: !opts.projections.is_empty(),
+        shapes,
     })
 }

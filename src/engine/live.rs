@@ -266,6 +266,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
     let resolved = engine.validate().await?;
+    crate::shape::refuse_pending(config, &resolved, &plan.order)?;
     let names: Vec<String> = plan
         .order
         .iter()

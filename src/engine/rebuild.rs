@@ -353,6 +353,9 @@ async fn rebuild_once(
             "--resume continues a run with the partial-rebuild options it recorded; --streams, --streams-where, --from-position and --from-time cannot be given with it",
         ));
     }
+    if opts.partial.is_some() {
+        crate::shape::refuse_partial(config, &plan.order)?;
+    }
     let partial = match &opts.partial {
         Some(request) => Some(super::partial::resolve(engine, &plan, request).await?),
         None => None,
@@ -382,6 +385,15 @@ async fn rebuild_once(
     let resolved = engine.validate().await?;
     let names = names(engine, &plan);
     let tables = run_tables(config, &resolved, &plan.order);
+    let reshaped_already = crate::shape::already_applied(config, &resolved, &plan.order);
+    for (projection, run) in &reshaped_already {
+        engine
+            .reporter
+            .warn(&crate::shape::Planned::already_applied_message(
+                projection, *run,
+            ));
+    }
+    let reshaped_already: BTreeSet<String> = reshaped_already.into_keys().collect();
     // Everything the run will need, before anything is written: the same checks as `plan`
     // and the dry run (preflight.rs).
     {
@@ -513,8 +525,15 @@ async fn rebuild_once(
             Ok::<_, Error>(before)
         };
         let clone = async {
-            shadow::create_rebuild_tables(&conn, run_id, &tables, &replay_triggers, &unlogged)
-                .await?;
+            shadow::create_rebuild_tables(
+                &conn,
+                run_id,
+                &tables,
+                &replay_triggers,
+                &unlogged,
+                Some((config, &reshaped_already)),
+            )
+            .await?;
             match &partial {
                 Some(p) => Ok(Some(
                     super::partial::seed(&conn, config, run_id, p, &tables, engine.reporter)
@@ -724,6 +743,7 @@ async fn continue_run(
     // What the swap will alter, before any lock is taken and any event applied (preflight.rs).
     {
         let pooled = engine.db.get().await?;
+        crate::shape::check_resume(&**pooled, config, &resolved, run.id, &names).await?;
         let tables = runs::tables(&**pooled, run.id).await?;
         let mut refusals = crate::preflight::jobs(config, &plan.order, finish.jobs);
         refusals.extend(crate::preflight::state_schema(&**pooled, false).await?);

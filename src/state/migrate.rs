@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (15, "fence", include_str!("../../sql/015_fence.sql")),
     (16, "standbys", include_str!("../../sql/016_standbys.sql")),
     (17, "faults", include_str!("../../sql/017_faults.sql")),
+    (18, "shapes", include_str!("../../sql/018_shapes.sql")),
     (
         19,
         "redefined_dependents",

@@ -8,6 +8,7 @@ pub mod live;
 pub mod locks;
 pub mod migrate;
 pub mod runs;
+pub mod shapes;
 
 use crate::error::{Context, Result};
 use tokio_postgres::GenericClient;

@@ -345,6 +345,7 @@ async fn exchange(
             suffix: suffix.into(),
             cloned_from: None,
             redefined,
+            shape: None,
         },
     )
     .await;

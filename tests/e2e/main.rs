@@ -25,6 +25,7 @@ mod partial;
 mod per_batch;
 mod preflight;
 mod presets;
+mod reshape;
 mod rollback;
 mod rust_projection;
 mod scope;
