@@ -520,27 +520,26 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
 
 /// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
 async fn sleep(engine: &Engine<'_>, pause: Duration, listener: &mut Listener) -> bool {
-    let until = Instant::now() + pause;
-    while Instant::now() < until && !engine.cancel.is_cancelled() {
-        let slice = tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-        match listener {
-            Some((_, rx)) => tokio::select! {
-                _ = slice => {}
-                got = rx.recv() => match got {
-                    Some(_) => {
-                        while rx.try_recv().is_ok() {}
-                        return true;
-                    }
-                    None => {
-                        // The listening connection is gone; poll until it is back.
-                        *listener = None;
-                    }
-                },
+    let until = tokio::time::sleep(pause);
+    tokio::pin!(until);
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some((_, rx)) => rx.recv().await.map(|_| while rx.try_recv().is_ok() {}),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = engine.cancel.cancelled() => return false,
+            _ = &mut until => return false,
+            got = notified => match got {
+                Some(()) => return true,
+                // The listening connection is gone; poll until it is back.
+                None => *listener = None,
             },
-            None => slice.await,
         }
     }
-    false
 }
 
 /// Errors worth retrying: the connection is gone, or the server asked us to try again.

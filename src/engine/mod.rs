@@ -2,6 +2,8 @@
 //! takes its locks, records what it does in the state schema, and reports progress through
 //! the [`Reporter`]. Nothing here prints or exits.
 
+mod batches;
+mod cancel_requests;
 mod cleanup;
 mod inspect;
 mod lanes;

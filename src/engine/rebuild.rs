@@ -1,5 +1,6 @@
 //! `rebuild` and `swap`: clone, replay, catch up, check, swap.
 
+use super::batches::{Batches, CatchUp, Ended, Policy};
 use super::inspect::{plan_report, PlanReport};
 use super::partial::{Partial, PartialRequest};
 use super::{handler_digest, run_tables, Engine};
@@ -10,7 +11,7 @@ use crate::error::{Context, Error, ErrorKind, Reason, Result};
 use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
-use crate::replay::{session_setup, Projector, Target};
+use crate::replay::{session_setup, Projector, Step, Target};
 use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
@@ -25,11 +26,8 @@ use crate::write_guard;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio_postgres::Client;
-
-/// How many catch-up rounds before the swap; the final tail is replayed under the lock.
-const CATCH_UP_ROUNDS: usize = 10;
 
 /// How to [`rebuild`]; `Default` is what `reproject rebuild --yes` does.
 #[derive(Debug, Clone)]
@@ -221,15 +219,15 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
                 lost.causes.last().unwrap_or(&lost.message)
             ),
         });
-        let until = std::time::Instant::now() + pause;
-        while std::time::Instant::now() < until {
-            if engine.cancel.is_cancelled() {
+        tokio::select! {
+            biased;
+            _ = engine.cancel.cancelled() => {
                 return Err(Error::interrupted(
                     "interrupted while waiting to reconnect; the run stays resumable",
                 )
                 .with_hint("`reproject rebuild --resume` continues it"));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            _ = tokio::time::sleep(pause) => {}
         }
         // A resumed run continues with the partial-rebuild selection it recorded.
         let again = RebuildOptions {
@@ -538,7 +536,7 @@ async fn rebuild_once(
             wait_for_window: true,
             partial: partial.clone(),
         };
-        finish_run(
+        let run = finish_run(
             engine,
             &conn,
             run_id,
@@ -548,8 +546,8 @@ async fn rebuild_once(
             &projector,
             &tables,
             &finish,
-        )
-        .await
+        );
+        super::cancel_requests::watching(engine, run_id, run).await
     }
     .await;
     record_outcome(engine, run_id, result).await
@@ -774,7 +772,7 @@ async fn continue_run(
             .await?
             .with_set_batch_size(finish.set_batch_size);
         session_setup(&conn).await?;
-        finish_run(
+        let run = finish_run(
             engine,
             &conn,
             run_id,
@@ -784,8 +782,8 @@ async fn continue_run(
             &projector,
             &tables,
             finish,
-        )
-        .await
+        );
+        super::cancel_requests::watching(engine, run_id, run).await
     }
     .await;
     record_outcome(engine, run_id, result).await
@@ -849,7 +847,6 @@ async fn finish_run(
         names,
         batch_size: opts.batch_size,
         reporter,
-        cancel_checked: std::sync::Mutex::new(std::time::Instant::now()),
         progress_base: std::sync::atomic::AtomicU64::new(0),
     };
 
@@ -981,18 +978,16 @@ async fn finish_run(
                 announced = true;
             }
             let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
-            let mut slept = std::time::Duration::ZERO;
-            while slept < until.min(WINDOW_CATCH_UP_EVERY) {
-                if engine.cancel.is_cancelled() {
+            tokio::select! {
+                biased;
+                _ = engine.cancel.cancelled() => {
                     runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
                     return Err(Error::interrupted(format!(
                         "run {run_id}: cancelled while waiting for the swap window"
                     ))
                     .with_hint("`reproject swap` swaps it later"));
                 }
-                let step = std::time::Duration::from_millis(200);
-                tokio::time::sleep(step).await;
-                slept += step;
+                _ = tokio::time::sleep(until.min(WINDOW_CATCH_UP_EVERY)) => {}
             }
             outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
         }
@@ -1104,19 +1099,117 @@ async fn finish_run(
     // The connection went as the swap committed, and the swap did commit (read back).
     let mut lost_at_commit = false;
     let (wait, hold, tail, position, validations) = loop {
-        let mut blockers = Vec::new();
-        let locked = swap::lock_tables(
+        // What the locks looked like, for the record of an attempt that failed under them.
+        let mut under: Option<swap::Held> = None;
+        let section = swap::locked(
             conn,
             &lock_list,
             opts.lock,
             reporter,
-            Some(&engine.cancel),
-            &mut blockers,
+            &engine.cancel,
+            |held| {
+                under = Some(held.clone());
+                let cut = &mut cut;
+                let (source, external, prepared, replay, retire) =
+                    (&source, &external, &prepared, &replay, &retire);
+                async move {
+                    let laps = &prepared.laps;
+                    laps.start();
+                    // The final tail: events committed since the last catch-up, applied while
+                    // the live tables are locked, so the new tables hold every event up to the
+                    // swap. Too long a tail would keep readers waiting: then release, catch up
+                    // outside, try again.
+                    let at = runs::cursor(conn, run_id).await?;
+                    let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
+                    let pending = match &bound {
+                        Some(b) => source.count(conn, &at, b).await?.events,
+                        None => 0,
+                    };
+                    // An external projection's swap position is its last applied range: no
+                    // command runs under the lock; the tail is left to its hand-over, or must
+                    // be empty.
+                    let limit = external
+                        .as_ref()
+                        .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
+                    if pending > limit {
+                        return Ok(swap::Under::Release(pending));
+                    }
+                    laps.lap("tail bound");
+                    let tail = match bound {
+                        Some(bound) if external.is_none() => {
+                            replay
+                                .range(at, bound, &mut None, None, false, Some(pending))
+                                .await?
+                        }
+                        _ => 0,
+                    };
+                    laps.lap("tail");
+                    swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
+                    let swapped_at = runs::cursor(conn, run_id).await?;
+                    super::partial::at_swap(
+                        conn,
+                        engine.config,
+                        run_id,
+                        opts.partial.as_ref(),
+                        tables,
+                        source,
+                        projector,
+                        &swapped_at,
+                        opts.lock.max_tail_events,
+                        reporter,
+                    )
+                    .await?;
+                    let position = swapped_at.position;
+                    swap::retire_old_tables(conn, run_id, retire).await?;
+                    laps.lap("retire old tables");
+                    let validations =
+                        swap::swap_generation(conn, prepared, run_id, tables).await?;
+                    laps.lap("registry");
+                    crate::handover::apply(conn, engine.config, names, &swapped_at, reporter)
+                        .await?;
+                    // `reproject run` continues on the new tables from exactly here
+                    // (engine/live.rs).
+                    crate::state::live::hand_over(conn, run_id, names, position).await?;
+                    laps.lap("hand-over");
+                    swap::check_hold(held.since, &opts.lock, "the tables were exchanged")?;
+                    let hold_ms = held.since.elapsed().as_millis() as i64;
+                    runs::add_lock_attempt(
+                        conn,
+                        run_id,
+                        &json!({ "outcome": "swapped", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                                 "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
+                    )
+                    .await?;
+                    fence::prove(conn, LockClass::Projection, names).await?;
+                    runs::set_swapped(conn, run_id, position, held.wait.as_millis() as i64, hold_ms)
+                        .await?;
+                    Ok(swap::Under::Commit((tail, position, validations)))
+                }
+            },
         )
         .await;
-        let wait = match locked {
-            Ok(wait) => wait,
-            Err(e) => {
+        match section {
+            Ok(swap::Section::Committed(held, hold, (tail, position, validations))) => {
+                break (held.wait, hold, tail, position, validations)
+            }
+            // The COMMIT was sent, its answer lost: the run's status says whether it took.
+            Ok(swap::Section::CommitLost(held, (tail, position, validations), e)) => {
+                match committed_despite_loss(engine, run_id).await {
+                    Some(true) => {
+                        lost_at_commit = true;
+                        break (held.wait, held.since.elapsed(), tail, position, validations);
+                    }
+                    Some(false) => return Err(e.context(format!(
+                        "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
+                    ))),
+                    None => return Err(e
+                        .context(format!(
+                            "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
+                        ))
+                        .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
+                }
+            }
+            Ok(swap::Section::NotLocked(e, blockers)) => {
                 // The rebuild itself is complete and checked: it can be swapped later.
                 runs::add_lock_attempt(
                     conn,
@@ -1127,118 +1220,12 @@ async fn finish_run(
                 runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
                 return Err(e);
             }
-        };
-        let held = Instant::now();
-        let laps = &prepared.laps;
-        laps.start();
-        let attempt = async {
-            // The final tail: events committed since the last catch-up, applied while the live
-            // tables are locked, so the new tables hold every event up to the swap. Too long a
-            // tail would keep readers waiting: then release, catch up outside, try again.
-            let at = runs::cursor(conn, run_id).await?;
-            let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
-            let pending = match &bound {
-                Some(b) => source.count(conn, &at, b).await?.events,
-                None => 0,
-            };
-            // An external projection's swap position is its last applied range: no command
-            // runs under the lock; the tail is left to its hand-over, or must be empty.
-            let limit = external
-                .as_ref()
-                .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
-            if pending > limit {
-                return Ok(Err(pending));
-            }
-            laps.lap("tail bound");
-            let tail = match bound {
-                Some(bound) if external.is_none() => {
-                    replay
-                        .range(at, bound, &mut None, None, false, Some(pending))
-                        .await?
-                }
-                _ => 0,
-            };
-            laps.lap("tail");
-            swap::check_hold(held, &opts.lock, "the final tail was applied")?;
-            let swapped_at = runs::cursor(conn, run_id).await?;
-            super::partial::at_swap(
-                conn,
-                engine.config,
-                run_id,
-                opts.partial.as_ref(),
-                tables,
-                &source,
-                projector,
-                &swapped_at,
-                opts.lock.max_tail_events,
-                reporter,
-            )
-            .await?;
-            let position = swapped_at.position;
-            swap::retire_old_tables(conn, run_id, &retire).await?;
-            laps.lap("retire old tables");
-            let validations = swap::swap_generation(conn, &prepared, run_id, tables).await?;
-            laps.lap("registry");
-            crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
-            // `reproject run` continues on the new tables from exactly here (engine/live.rs).
-            crate::state::live::hand_over(conn, run_id, names, position).await?;
-            laps.lap("hand-over");
-            swap::check_hold(held, &opts.lock, "the tables were exchanged")?;
-            let hold_ms = held.elapsed().as_millis() as i64;
-            runs::add_lock_attempt(
-                conn,
-                run_id,
-                &json!({ "outcome": "swapped", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                         "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
-            )
-            .await?;
-            fence::prove(conn, LockClass::Projection, names).await?;
-            runs::set_swapped(conn, run_id, position, wait.as_millis() as i64, hold_ms).await?;
-            Ok(Ok((tail, position, validations)))
-        }
-        .await;
-        let attempt = match attempt {
-            Ok(Err(pending)) => {
-                let _ = conn.batch_execute("ROLLBACK").await;
-                Ok(Err(pending))
-            }
-            Ok(Ok(done)) => match tx::finish(conn, Ok(Ok(done.clone()))).await {
-                // The COMMIT was sent, its answer lost: the run's status says whether it took.
-                Err(e) if e.is_connection_loss() => {
-                    match committed_despite_loss(engine, run_id).await {
-                        Some(true) => {
-                            lost_at_commit = true;
-                            Ok(Ok(done))
-                        }
-                        Some(false) => Err(e.context(format!(
-                            "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
-                        ))),
-                        None => Err(e
-                            .context(format!(
-                                "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
-                            ))
-                            .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
-                    }
-                }
-                other => other,
-            },
-            other => tx::finish(conn, other).await,
-        };
-        let attempt = match attempt {
-            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
-                // Not our Ctrl-C: the statement_timeout set under the lock.
-                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
-            }
-            other => other,
-        };
-        match attempt {
-            Ok(Ok(done)) => break (wait, held.elapsed(), done.0, done.1, done.2),
-            Ok(Err(pending)) => {
-                let hold_ms = held.elapsed().as_millis() as i64;
+            Ok(swap::Section::Released(held, hold, pending)) => {
+                let hold_ms = hold.as_millis() as i64;
                 runs::add_lock_attempt(
                     conn,
                     run_id,
-                    &json!({ "outcome": "tail_too_long", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
+                    &json!({ "outcome": "tail_too_long", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
                              "lock_hold_ms": hold_ms, "tail_events": pending }),
                 )
                 .await?;
@@ -1274,12 +1261,12 @@ async fn finish_run(
                 outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
             }
             Err(e) => {
-                if e.kind == ErrorKind::Busy {
+                if let (ErrorKind::Busy, Some(held)) = (e.kind, &under) {
                     runs::add_lock_attempt(
                         conn,
                         run_id,
-                        &json!({ "outcome": "hold_exceeded", "lock_wait_ms": wait.as_millis() as i64,
-                                 "lock_hold_ms": held.elapsed().as_millis() as i64 }),
+                        &json!({ "outcome": "hold_exceeded", "lock_wait_ms": held.wait.as_millis() as i64,
+                                 "lock_hold_ms": held.since.elapsed().as_millis() as i64 }),
                     )
                     .await?;
                     runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
@@ -1395,46 +1382,22 @@ struct Replay<'a> {
     names: &'a [String],
     batch_size: i64,
     reporter: &'a dyn Reporter,
-    /// When `reproject cancel` requests were last looked for.
-    cancel_checked: std::sync::Mutex<std::time::Instant>,
     /// What the progress bar showed before this range (the stream lanes of the bulk replay).
     progress_base: std::sync::atomic::AtomicU64,
 }
 
-/// How often a replay looks for a `reproject cancel` request.
-const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl Replay<'_> {
-    /// Catches up until nothing new can be read (at most [`CATCH_UP_ROUNDS`] rounds), outside
-    /// any swap lock; every window ends at a bound from `cut`. Returns the events applied.
+    /// Catches up until nothing new can be read (batches.rs: [`super::batches::catch_up`]),
+    /// outside any swap lock; every window ends at a bound from `cut`. Returns the events
+    /// applied.
     async fn catch_up(&self, cut: &mut Cut<'_>, cancel: &Cancel) -> Result<i64> {
-        let mut applied = 0;
-        for _ in 0..CATCH_UP_ROUNDS {
-            let at = runs::cursor(self.conn, self.run_id).await?;
-            let Some(bound) = cut.bound(self.conn, &at).await? else {
-                break;
-            };
-            if bound.reached_by(&at) {
-                break;
-            }
-            let counts = self.source.count(self.conn, &at, &bound).await?;
-            if counts.events == 0 {
-                break;
-            }
-            self.reporter
-                .step(&format!("catching up with {} new event(s)", counts.events));
-            applied += self
-                .range(
-                    at,
-                    bound,
-                    &mut None,
-                    Some(cancel),
-                    true,
-                    Some(counts.events),
-                )
-                .await?;
-        }
-        Ok(applied)
+        let mut rounds = RunCatchUp {
+            replay: self,
+            cut,
+            cancel,
+            at: None,
+        };
+        super::batches::catch_up(&mut rounds, self.reporter).await
     }
 
     /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
@@ -1442,124 +1405,131 @@ impl Replay<'_> {
     /// `budget` caps the number of events and is decreased by what was applied.
     async fn range(
         &self,
-        mut from: Cursor,
+        from: Cursor,
         upto: Bound,
         budget: &mut Option<i64>,
         cancel: Option<&Cancel>,
         commit_each: bool,
         known: Option<i64>,
     ) -> Result<i64> {
-        // How many events are left up to `upto`, when the caller counted them (the bound is
-        // final, so applying n of them leaves exactly known - n).
-        let mut known = known;
         if let Some(external) = self.external {
             return external
                 .apply(self.conn, self.source, from, upto, cancel, self.reporter)
                 .await;
         }
-        let mut total = 0i64;
-        loop {
-            if let Some(cancel) = cancel {
-                // `reproject cancel` from another terminal: checked once a second, not per batch.
-                let due = self.cancel_checked.lock().unwrap().elapsed() >= CANCEL_POLL;
-                if due && !cancel.is_cancelled() {
-                    *self.cancel_checked.lock().unwrap() = std::time::Instant::now();
-                    if let Some(by) = runs::take_cancel_request(self.conn, self.run_id).await? {
-                        self.reporter
-                            .warn(&format!("cancellation requested by {by}"));
-                        cancel.cancel();
-                    }
-                }
-            }
-            if cancel.is_some_and(|c| c.is_cancelled()) {
-                return Err(Error::interrupted(format!(
-                    "run {}: cancelled after {total} event(s); checkpoint at {}",
-                    self.run_id,
-                    from.describe()
-                ))
-                .with_hint("`reproject rebuild --resume` continues it"));
-            }
-            if *budget == Some(0) || upto.reached_by(&from) {
-                return Ok(total);
-            }
-            // A serialization failure, deadlock or lock timeout rolls the batch back; the same
-            // batch is tried again (with its checkpoint, so still exactly once).
-            let cap = *budget;
-            let retry = tx::Retry {
-                client: self.conn,
-                run_id: self.run_id,
-                reporter: self.reporter,
-            };
-            let (new, n, exhausted) = tx::batch(
-                self.conn,
-                commit_each,
-                Some(&retry),
-                || format!("batch after {}", from.describe()),
-                || self.batch(&from, &upto, cap, known, commit_each),
-            )
-            .await?;
-            from = new;
-            total += n;
-            known = known.map(|k| k - n);
-            if let Some(b) = budget.as_mut() {
-                *b -= n;
-            }
-            self.reporter.replay_progress(
-                self.progress_base
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    + total as u64,
-            );
-            if exhausted {
-                return Ok(total);
-            }
+        let mut policy = if commit_each {
+            Policy::committed(self.conn, self.run_id, self.reporter, cancel)
+        } else {
+            Policy::in_caller_transaction()
+        };
+        policy.cancel = cancel;
+        policy.budget = *budget;
+        let batches = RunBatches {
+            replay: self,
+            known: std::sync::Mutex::new(known),
+            total: std::sync::atomic::AtomicI64::new(0),
+            own_transaction: commit_each,
+        };
+        let driven = super::batches::drive(self.conn, &batches, from, upto, &policy).await?;
+        if let Some(b) = budget.as_mut() {
+            *b -= driven.events;
         }
+        if driven.ended == Ended::Stopped {
+            return Err(Error::interrupted(format!(
+                "run {}: cancelled after {} event(s); checkpoint at {}",
+                self.run_id,
+                driven.events,
+                driven.to.describe()
+            ))
+            .with_hint("`reproject rebuild --resume` continues it"));
+        }
+        Ok(driven.events)
     }
 }
 
-impl Replay<'_> {
+/// The catch-up rounds of a run: the run's checkpoint, bounds from its cut.
+struct RunCatchUp<'r, 'a, 'c> {
+    replay: &'r Replay<'a>,
+    cut: &'r mut Cut<'c>,
+    cancel: &'r Cancel,
+    /// The checkpoint the last `pending` counted from.
+    at: Option<Cursor>,
+}
+
+impl CatchUp for RunCatchUp<'_, '_, '_> {
+    async fn pending(&mut self) -> Result<(Option<Bound>, i64)> {
+        let r = self.replay;
+        let at = runs::cursor(r.conn, r.run_id).await?;
+        self.at = Some(at);
+        let bound = self
+            .cut
+            .bound(r.conn, &at)
+            .await?
+            .filter(|b| !b.reached_by(&at));
+        let n = match &bound {
+            Some(b) => r.source.count(r.conn, &at, b).await?.events,
+            None => 0,
+        };
+        Ok((bound, n))
+    }
+
+    async fn apply(&mut self, bound: Bound, pending: i64) -> Result<i64> {
+        let r = self.replay;
+        let at = match self.at {
+            Some(at) => at,
+            None => runs::cursor(r.conn, r.run_id).await?,
+        };
+        r.range(at, bound, &mut None, Some(self.cancel), true, Some(pending))
+            .await
+    }
+
+    fn announce(&self, pending: i64) -> String {
+        format!("catching up with {pending} new event(s)")
+    }
+}
+
+/// The batches of a run's range: into its rebuild tables, with the run's checkpoint.
+struct RunBatches<'r, 'a> {
+    replay: &'r Replay<'a>,
+    /// How many events are left up to the bound, when the caller counted them (the bound is
+    /// final, so applying n of them leaves exactly known - n).
+    known: std::sync::Mutex<Option<i64>>,
+    /// Events applied so far, for the progress bar.
+    total: std::sync::atomic::AtomicI64,
+    own_transaction: bool,
+}
+
+impl Batches for RunBatches<'_, '_> {
     /// One batch: the events after `from` (at most `batch_size`, within `budget`), the proof of
     /// the guard, the checkpoint moved from `from` to where the batch ended, and the write
-    /// guard; in the caller's transaction. Returns where it ended, the events and whether the
-    /// range is exhausted.
-    async fn batch(
-        &self,
-        from: &Cursor,
-        upto: &Bound,
-        budget: Option<i64>,
-        known: Option<i64>,
-        own_transaction: bool,
-    ) -> Result<(Cursor, i64, bool)> {
-        let step = self
+    /// guard; in the caller's transaction.
+    async fn batch(&self, from: &Cursor, upto: &Bound, budget: Option<i64>) -> Result<Step> {
+        let r = self.replay;
+        let known = *self.known.lock().unwrap();
+        let step = r
             .projector
-            .apply_next_counted(
-                self.conn,
-                self.source,
-                from,
-                upto,
-                self.batch_size,
-                budget,
-                known,
-            )
+            .apply_next_counted(r.conn, r.source, from, upto, r.batch_size, budget, known)
             .await?;
-        fence::prove(self.conn, LockClass::Projection, self.names).await?;
-        runs::advance_cursor(
-            self.conn,
-            self.run_id,
-            self.names,
-            from,
-            &step.to,
-            step.events,
-        )
-        .await?;
+        fence::prove(r.conn, LockClass::Projection, r.names).await?;
+        runs::advance_cursor(r.conn, r.run_id, r.names, from, &step.to, step.events).await?;
         write_guard::check(
-            self.conn,
-            self.projector.writes(),
+            r.conn,
+            r.projector.writes(),
             from,
             &step.to,
-            own_transaction,
+            self.own_transaction,
         )
         .await?;
-        Ok((step.to, step.events, step.exhausted))
+        Ok(step)
+    }
+
+    fn committed(&self, step: &Step) {
+        if let Some(k) = self.known.lock().unwrap().as_mut() {
+            *k -= step.events;
+        }
+        let total = self.total.fetch_add(step.events, Relaxed) + step.events;
+        let base = self.replay.progress_base.load(Relaxed);
+        self.replay.reporter.replay_progress(base + total as u64);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use super::Engine;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::source::EventSource;
 use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
@@ -11,7 +11,6 @@ use crate::state::runs::{self, RunStatus, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
 use serde_json::json;
-use std::time::Instant;
 
 /// What a [`rollback`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -262,97 +261,77 @@ pub async fn rollback(
             let unkept = unkept.clone();
             refuse_if_stale(&mut old, &run, &unkept).await?;
         }
-        let mut blockers = Vec::new();
-        let wait = match swap::lock_tables(
-            &conn,
+        let old_ref = &mut old;
+        let (conn, prepared, tables, run) = (&conn, &prepared, &tables, &run);
+        let section = swap::locked(
+            conn,
             &lock_list,
             opts.lock,
             engine.reporter,
-            Some(&engine.cancel),
-            &mut blockers,
-        )
-        .await
-        {
-            Ok(wait) => wait,
-            Err(e) => {
+            &engine.cancel,
+            |held| async move {
+                let old = old_ref;
+                // The final tail, under the lock, as in a swap.
+                let (bound, pending) = old.pending().await?;
+                let caught_up = match &old.keeper {
+                    Keeper::Handlers(..) => {
+                        if pending > opts.lock.max_tail_events {
+                            return Ok(swap::Under::Release(pending));
+                        }
+                        if let Some(bound) = bound {
+                            old.apply(bound, false, None, engine.reporter).await?;
+                        }
+                        Some(old.at)
+                    }
+                    Keeper::Runner(_) => None,
+                    Keeper::Nobody(unkept) if pending > 0 => {
+                        return Err(stale(run, pending, unkept))
+                    }
+                    Keeper::Nobody(_) => None,
+                };
+                swap::check_hold(held.since, &opts.lock, "the previous tables were caught up")?;
+                let validations = swap::swap_back(conn, prepared, run.id, tables).await?;
+                let position = caught_up.as_ref().and_then(|c| c.position);
+                if let Some(at) = &caught_up {
+                    // External projectors continue on the restored tables from where they stand.
+                    crate::handover::apply(conn, engine.config, &run.projections, at, engine.reporter)
+                        .await?;
+                }
+                // With the tables caught up, `reproject run` continues right after them; else it
+                // re-applies what the restored tables missed (engine/live.rs).
+                crate::state::live::hand_back(conn, run.id, &run.projections, position).await?;
+                fence::prove(conn, LockClass::Projection, &run.projections).await?;
+                runs::set_rolled_back(conn, run.id).await?;
                 runs::add_lock_attempt(
-                    &conn,
+                    conn,
+                    run.id,
+                    &json!({ "rollback": true, "outcome": "rolled_back", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                             "lock_hold_ms": held.since.elapsed().as_millis() as i64, "tail_events": pending,
+                             "position": position }),
+                )
+                .await?;
+                Ok(swap::Under::Commit((validations, pending)))
+            },
+        )
+        .await?;
+        match section {
+            swap::Section::Committed(held, hold, (validations, tail)) => {
+                if matches!(old.keeper, Keeper::Handlers(..)) {
+                    events_applied += tail;
+                }
+                break (held.wait, hold.as_millis() as i64, validations);
+            }
+            swap::Section::CommitLost(_, _, e) => return Err(e),
+            swap::Section::NotLocked(e, blockers) => {
+                runs::add_lock_attempt(
+                    conn,
                     run.id,
                     &json!({ "rollback": true, "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
                 )
                 .await?;
                 return Err(e);
             }
-        };
-        let held = Instant::now();
-        let attempt = async {
-            // The final tail, under the lock, as in a swap.
-            let (bound, pending) = old.pending().await?;
-            let nobody = match &old.keeper {
-                Keeper::Nobody(unkept) => Some(unkept.clone()),
-                _ => None,
-            };
-            let caught_up = match &old.keeper {
-                Keeper::Handlers(..) => {
-                    if pending > opts.lock.max_tail_events {
-                        return Ok(Err(pending));
-                    }
-                    if let Some(bound) = bound {
-                        old.apply(bound, false, None).await?;
-                    }
-                    Some(old.at)
-                }
-                Keeper::Runner(_) => None,
-                Keeper::Nobody(_) => match &nobody {
-                    Some(unkept) if pending > 0 => return Err(stale(&run, pending, unkept)),
-                    _ => None,
-                },
-            };
-            swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
-            let validations = swap::swap_back(&conn, &prepared, run.id, &tables).await?;
-            let position = caught_up.as_ref().and_then(|c| c.position);
-            if let Some(at) = &caught_up {
-                // External projectors continue on the restored tables from where they stand.
-                crate::handover::apply(&conn, engine.config, &run.projections, at, engine.reporter)
-                    .await?;
-            }
-            // With the tables caught up, `reproject run` continues right after them; else it
-            // re-applies what the restored tables missed (engine/live.rs).
-            crate::state::live::hand_back(&conn, run.id, &run.projections, position).await?;
-            fence::prove(&conn, LockClass::Projection, &run.projections).await?;
-            runs::set_rolled_back(&conn, run.id).await?;
-            runs::add_lock_attempt(
-                &conn,
-                run.id,
-                &json!({ "rollback": true, "outcome": "rolled_back", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                         "lock_hold_ms": held.elapsed().as_millis() as i64, "tail_events": pending,
-                         "position": position }),
-            )
-            .await?;
-            Ok(Ok((validations, pending)))
-        }
-        .await;
-        let attempt = match attempt {
-            Ok(Err(pending)) => {
-                let _ = conn.batch_execute("ROLLBACK").await;
-                Ok(Err(pending))
-            }
-            other => crate::db::tx::finish(&conn, other).await,
-        };
-        let attempt = match attempt {
-            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
-                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
-            }
-            other => other,
-        };
-        match attempt {
-            Ok(Ok((validations, tail))) => {
-                if matches!(old.keeper, Keeper::Handlers(..)) {
-                    events_applied += tail;
-                }
-                break (wait, held.elapsed().as_millis() as i64, validations);
-            }
-            Ok(Err(pending)) => {
+            swap::Section::Released(_, _, pending) => {
                 retries += 1;
                 if retries > swap::TAIL_RETRIES {
                     return Err(Error::busy(format!(
@@ -367,7 +346,6 @@ pub async fn rollback(
                 ));
                 events_applied += old.catch_up(&engine.cancel, engine.reporter).await?;
             }
-            Err(e) => return Err(e),
         }
     };
     // The rollback has committed: what fails from here is a warning, never a failure.
