@@ -838,6 +838,17 @@ async fn finish_run(
         tables,
         run_id,
     );
+    let steps = Steps {
+        engine,
+        conn,
+        run_id,
+        names,
+        target,
+        order,
+        projector,
+        tables,
+        opts,
+    };
     let replay = Replay {
         conn,
         projector,
@@ -850,104 +861,8 @@ async fn finish_run(
         progress_base: std::sync::atomic::AtomicU64::new(0),
     };
 
-    runs::set_phase(conn, run_id, Phase::Replay).await?;
-    source.check_transaction_ids(conn).await?;
-    let start = runs::cursor(conn, run_id).await?;
-    let bound = cut
-        .settle(conn, &start, &engine.cancel, reporter, SETTLE_WAIT)
-        .await?;
-    let target_position = match bound {
-        Some(Bound::UpTo(p)) => Some(p),
-        _ => source.head(conn).await?,
-    };
-    runs::set_target(conn, run_id, target_position).await?;
     let mut budget = opts.max_events;
-    if let Some(bound) = bound {
-        let counts = source.count(conn, &start, &bound).await?;
-        reporter.step(&format!(
-            "replaying {} event(s) up to {} into {}",
-            counts.events,
-            bound.describe(),
-            tables
-                .iter()
-                .map(|t| format!("`{}`", t.rebuild))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        reporter.replay_started("replay", counts.events.max(0) as u64);
-        let lanes = super::lanes::Lanes {
-            engine,
-            conn,
-            run_id,
-            names,
-            projector,
-            target,
-            order,
-            source: &source,
-            batch_size: opts.batch_size,
-            jobs: opts.jobs,
-        };
-        let applied = async {
-            // An unfinished plan of stream lanes at the checkpoint is continued whatever the
-            // options now say: the tables hold its applied lanes, which the checkpoint does not.
-            let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
-            let why_not = super::lanes::why_not(engine.config, order, projector, &source);
-            if plan.is_none() && budget.is_some() && opts.jobs > 1 {
-                reporter.warn(&format!(
-                    "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
-                    opts.jobs
-                ));
-            }
-            if plan.is_none() && budget.is_none() {
-                // Set-based lanes also bound their transactions (one set batch each);
-                // per-event lanes commit every batch, so they need only one per job.
-                let per_lane = projector.set_based_only().then_some(opts.set_batch_size);
-                let n = super::lanes::lane_count(counts.events, per_lane, opts.jobs);
-                match (&why_not, bound) {
-                    (None, Bound::UpTo(upto)) if n > 1 => {
-                        plan = Some(
-                            lanes::create(conn, run_id, start.position, upto, n, counts.events)
-                                .await?,
-                        );
-                    }
-                    (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
-                        "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
-                        opts.jobs
-                    )),
-                    _ => {}
-                }
-            }
-            // `done`: the plan's events, which the checkpoint moved past; `applied`: those this
-            // call applied (all of them, unless it continued a plan).
-            let (from, done, applied) = match plan {
-                Some(plan) => {
-                    let (to, applied) = lanes.apply(&plan, 0).await?;
-                    (to, plan.events, applied)
-                }
-                None => (start, 0, 0),
-            };
-            replay
-                .progress_base
-                .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
-            let rest = replay
-                .range(
-                    from,
-                    bound,
-                    &mut budget,
-                    Some(&engine.cancel),
-                    true,
-                    Some((counts.events - done).max(0)),
-                )
-                .await;
-            replay
-                .progress_base
-                .store(0, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, Error>(applied + rest?)
-        }
-        .await;
-        reporter.replay_finished();
-        outcome.events_applied += applied?;
-    }
+    outcome.events_applied += steps.bulk_replay(&replay, &mut cut, &mut budget).await?;
     if budget == Some(0) {
         runs::set_status(conn, run_id, RunStatus::Paused, None).await?;
         outcome.status = OutcomeStatus::Run(RunStatus::Paused);
@@ -957,97 +872,9 @@ async fn finish_run(
     runs::set_phase(conn, run_id, Phase::CatchUp).await?;
     outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
 
-    // A maintenance window: keep catching up until it opens, then check and swap inside it.
-    if let (false, Some(window)) = (opts.no_swap, &opts.window) {
-        let mut announced = false;
-        while let Some(opens) = window.next_open(chrono::Local::now()) {
-            if !opts.wait_for_window {
-                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
-                return Err(Error::busy(format!(
-                    "run {run_id}: outside the swap window ({window}); it next opens at {}",
-                    opens.format("%Y-%m-%d %H:%M:%S %Z")
-                ))
-                .with_hint("nothing was swapped; run `reproject swap` inside the window"));
-            }
-            if !announced {
-                runs::set_phase(conn, run_id, Phase::Waiting).await?;
-                reporter.step(&format!(
-                    "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
-                    opens.format("%Y-%m-%d %H:%M:%S %Z")
-                ));
-                announced = true;
-            }
-            let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
-            tokio::select! {
-                biased;
-                _ = engine.cancel.cancelled() => {
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
-                    return Err(Error::interrupted(format!(
-                        "run {run_id}: cancelled while waiting for the swap window"
-                    ))
-                    .with_hint("`reproject swap` swaps it later"));
-                }
-                _ = tokio::time::sleep(until.min(WINDOW_CATCH_UP_EVERY)) => {}
-            }
-            outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
-        }
-    }
+    outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
 
-    runs::set_phase(conn, run_id, Phase::Checks).await?;
-    reporter.step("running health checks");
-    let results = checks::run(conn, target, order).await?;
-    runs::set_json(
-        conn,
-        run_id,
-        JsonColumn::Checks,
-        &serde_json::to_value(&results).unwrap_or_default(),
-    )
-    .await?;
-    let mut after = serde_json::Map::new();
-    for t in tables {
-        let live = t.live.to_string();
-        // The row-count checks just counted them.
-        let counted = results
-            .iter()
-            .find_map(|c| c.rebuilt_rows.as_ref().filter(|(l, _)| *l == live));
-        let rows = match counted {
-            Some((_, n)) => *n,
-            None => crate::catalog::count_rows(conn, &t.rebuild).await?,
-        };
-        after.insert(live, json!(rows));
-    }
-    runs::set_json(conn, run_id, JsonColumn::RowsAfter, &after.into()).await?;
-    outcome.checks = results.clone();
-    let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
-    if !failed.is_empty() {
-        if opts.skip_checks {
-            reporter.warn(&format!(
-                "{} check(s) failed; swapping anyway (--skip-checks)",
-                failed.len()
-            ));
-        } else {
-            runs::set_status(
-                conn,
-                run_id,
-                RunStatus::ChecksFailed,
-                Some("health checks failed"),
-            )
-            .await?;
-            let mut err = Error::health_check(format!(
-                "run {run_id}: {} health check(s) failed; nothing was swapped",
-                failed.len()
-            ));
-            for c in failed {
-                err = err.caused_by(format!(
-                    "projection `{}`: {}: {}",
-                    c.projection, c.name, c.detail
-                ));
-            }
-            return Err(err.with_hint(
-                "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
-            ));
-        }
-    }
+    outcome.checks = steps.checks().await?;
 
     // After the checks, so a failed rebuild never pays for the rewrite; before `--no-swap`
     // returns, so a run that waits for its swap does not wait unlogged.
@@ -1074,256 +901,590 @@ async fn finish_run(
         )));
     }
 
-    runs::set_phase(conn, run_id, Phase::Swap).await?;
-    reporter.step("analyzing the rebuilt tables");
-    for t in tables {
-        conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
-            .await
-            .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
-    }
-    // Retired tables an earlier swap could not drop go first: nothing depends on them.
-    swap::drop_retired(conn, names, reporter).await?;
-    let retire = swap::old_tables_to_retire(conn, tables).await?;
-    // Tables whose foreign keys point at ours, and views reading them, are altered too; they
-    // are locked first, in the order readers lock them (no deadlock with a reader of a view).
-    let lock_list = swap::lock_order(
-        swap::dependents_to_lock(conn, tables).await?,
-        tables.iter().map(|t| t.live.clone()),
-        (tables.iter().map(|t| t.rebuild.clone())).chain(retire.iter().map(|(old, _)| old.clone())),
-    );
-    let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
-    let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
-    super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
-    reporter.step(&format!("swapping {} table(s)", tables.len()));
-    let mut retries = 0u32;
-    // The connection went as the swap committed, and the swap did commit (read back).
-    let mut lost_at_commit = false;
-    let (wait, hold, tail, position, validations) = loop {
-        // What the locks looked like, for the record of an attempt that failed under them.
-        let mut under: Option<swap::Held> = None;
-        let section = swap::locked(
+    steps
+        .swap(&replay, &mut cut, external.as_ref(), outcome)
+        .await
+}
+
+/// What every step of [`finish_run`] works on.
+#[derive(Clone, Copy)]
+struct Steps<'a> {
+    engine: &'a Engine<'a>,
+    conn: &'a Client,
+    run_id: i64,
+    names: &'a [String],
+    target: &'a Target<'a>,
+    order: &'a [usize],
+    projector: &'a Projector,
+    tables: &'a [RunTable],
+    opts: &'a Finish,
+}
+
+impl Steps<'_> {
+    /// The bulk replay up to the bound settled now, in stream lanes where they apply, within
+    /// `budget` (`--max-events`). Returns the events applied.
+    async fn bulk_replay(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        budget: &mut Option<i64>,
+    ) -> Result<i64> {
+        let Steps {
+            engine,
             conn,
-            &lock_list,
-            opts.lock,
-            reporter,
-            &engine.cancel,
-            |held| {
-                under = Some(held.clone());
-                let cut = &mut cut;
-                let (source, external, prepared, replay, retire) =
-                    (&source, &external, &prepared, &replay, &retire);
-                async move {
-                    let laps = &prepared.laps;
-                    laps.start();
-                    // The final tail: events committed since the last catch-up, applied while
-                    // the live tables are locked, so the new tables hold every event up to the
-                    // swap. Too long a tail would keep readers waiting: then release, catch up
-                    // outside, try again.
-                    let at = runs::cursor(conn, run_id).await?;
-                    let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
-                    let pending = match &bound {
-                        Some(b) => source.count(conn, &at, b).await?.events,
-                        None => 0,
-                    };
-                    // An external projection's swap position is its last applied range: no
-                    // command runs under the lock; the tail is left to its hand-over, or must
-                    // be empty.
-                    let limit = external
-                        .as_ref()
-                        .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
-                    if pending > limit {
-                        return Ok(swap::Under::Release(pending));
-                    }
-                    laps.lap("tail bound");
-                    let tail = match bound {
-                        Some(bound) if external.is_none() => {
-                            replay
-                                .range(at, bound, &mut None, None, false, Some(pending))
-                                .await?
+            run_id,
+            names,
+            target,
+            order,
+            projector,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        let source = replay.source;
+        runs::set_phase(conn, run_id, Phase::Replay).await?;
+        source.check_transaction_ids(conn).await?;
+        let start = runs::cursor(conn, run_id).await?;
+        let bound = cut
+            .settle(conn, &start, &engine.cancel, reporter, SETTLE_WAIT)
+            .await?;
+        let target_position = match bound {
+            Some(Bound::UpTo(p)) => Some(p),
+            _ => source.head(conn).await?,
+        };
+        runs::set_target(conn, run_id, target_position).await?;
+        if let Some(bound) = bound {
+            let counts = source.count(conn, &start, &bound).await?;
+            reporter.step(&format!(
+                "replaying {} event(s) up to {} into {}",
+                counts.events,
+                bound.describe(),
+                tables
+                    .iter()
+                    .map(|t| format!("`{}`", t.rebuild))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            reporter.replay_started("replay", counts.events.max(0) as u64);
+            let lanes = super::lanes::Lanes {
+                engine,
+                conn,
+                run_id,
+                names,
+                projector,
+                target,
+                order,
+                source,
+                batch_size: opts.batch_size,
+                jobs: opts.jobs,
+            };
+            let applied = async {
+                // An unfinished plan of stream lanes at the checkpoint is continued whatever the
+                // options now say: the tables hold its applied lanes, which the checkpoint does not.
+                let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
+                let why_not = super::lanes::why_not(engine.config, order, projector, source);
+                if plan.is_none() && budget.is_some() && opts.jobs > 1 {
+                    reporter.warn(&format!(
+                        "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
+                        opts.jobs
+                    ));
+                }
+                if plan.is_none() && budget.is_none() {
+                    // Set-based lanes also bound their transactions (one set batch each);
+                    // per-event lanes commit every batch, so they need only one per job.
+                    let per_lane = projector.set_based_only().then_some(opts.set_batch_size);
+                    let n = super::lanes::lane_count(counts.events, per_lane, opts.jobs);
+                    match (&why_not, bound) {
+                        (None, Bound::UpTo(upto)) if n > 1 => {
+                            plan = Some(
+                                lanes::create(conn, run_id, start.position, upto, n, counts.events)
+                                    .await?,
+                            );
                         }
-                        _ => 0,
-                    };
-                    laps.lap("tail");
-                    swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
-                    let swapped_at = runs::cursor(conn, run_id).await?;
-                    super::partial::at_swap(
-                        conn,
-                        engine.config,
-                        run_id,
-                        opts.partial.as_ref(),
-                        tables,
-                        source,
-                        projector,
-                        &swapped_at,
-                        opts.lock.max_tail_events,
-                        reporter,
-                    )
-                    .await?;
-                    let position = swapped_at.position;
-                    swap::retire_old_tables(conn, run_id, retire).await?;
-                    laps.lap("retire old tables");
-                    let validations =
-                        swap::swap_generation(conn, prepared, run_id, tables).await?;
-                    laps.lap("registry");
-                    crate::handover::apply(conn, engine.config, names, &swapped_at, reporter)
-                        .await?;
-                    // `reproject run` continues on the new tables from exactly here
-                    // (engine/live.rs).
-                    crate::state::live::hand_over(conn, run_id, names, position).await?;
-                    laps.lap("hand-over");
-                    swap::check_hold(held.since, &opts.lock, "the tables were exchanged")?;
-                    let hold_ms = held.since.elapsed().as_millis() as i64;
-                    runs::add_lock_attempt(
-                        conn,
-                        run_id,
-                        &json!({ "outcome": "swapped", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
-                                 "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
-                    )
-                    .await?;
-                    fence::prove(conn, LockClass::Projection, names).await?;
-                    runs::set_swapped(conn, run_id, position, held.wait.as_millis() as i64, hold_ms)
-                        .await?;
-                    Ok(swap::Under::Commit((tail, position, validations)))
-                }
-            },
-        )
-        .await;
-        match section {
-            Ok(swap::Section::Committed(held, hold, (tail, position, validations))) => {
-                break (held.wait, hold, tail, position, validations)
-            }
-            // The COMMIT was sent, its answer lost: the run's status says whether it took.
-            Ok(swap::Section::CommitLost(held, (tail, position, validations), e)) => {
-                match committed_despite_loss(engine, run_id).await {
-                    Some(true) => {
-                        lost_at_commit = true;
-                        break (held.wait, held.since.elapsed(), tail, position, validations);
+                        (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
+                            "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
+                            opts.jobs
+                        )),
+                        _ => {}
                     }
-                    Some(false) => return Err(e.context(format!(
-                        "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
-                    ))),
-                    None => return Err(e
-                        .context(format!(
-                            "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
-                        ))
-                        .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
                 }
+                // `done`: the plan's events, which the checkpoint moved past; `applied`: those this
+                // call applied (all of them, unless it continued a plan).
+                let (from, done, applied) = match plan {
+                    Some(plan) => {
+                        let (to, applied) = lanes.apply(&plan, 0).await?;
+                        (to, plan.events, applied)
+                    }
+                    None => (start, 0, 0),
+                };
+                replay
+                    .progress_base
+                    .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                let rest = replay
+                    .range(
+                        from,
+                        bound,
+                        budget,
+                        Some(&engine.cancel),
+                        true,
+                        Some((counts.events - done).max(0)),
+                    )
+                    .await;
+                replay
+                    .progress_base
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, Error>(applied + rest?)
             }
-            Ok(swap::Section::NotLocked(e, blockers)) => {
-                // The rebuild itself is complete and checked: it can be swapped later.
-                runs::add_lock_attempt(
-                    conn,
-                    run_id,
-                    &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
-                )
-                .await?;
-                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
-                return Err(e);
-            }
-            Ok(swap::Section::Released(held, hold, pending)) => {
-                let hold_ms = hold.as_millis() as i64;
-                runs::add_lock_attempt(
-                    conn,
-                    run_id,
-                    &json!({ "outcome": "tail_too_long", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
-                             "lock_hold_ms": hold_ms, "tail_events": pending }),
-                )
-                .await?;
-                retries += 1;
-                if retries > swap::TAIL_RETRIES && external.is_some() {
-                    let e = crate::external::tail_refused(run_id, pending, retries);
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
-                    return Err(e);
-                }
-                if retries > swap::TAIL_RETRIES {
-                    let e = Error::busy(format!(
-                        "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
-                        opts.lock.max_tail_events
+            .await;
+            reporter.replay_finished();
+            return applied;
+        }
+        Ok(0)
+    }
+
+    /// A maintenance window: keep catching up until it opens (or refuse outside it, for
+    /// `swap`). Returns the events applied meanwhile.
+    async fn wait_for_window(&self, replay: &Replay<'_>, cut: &mut Cut<'_>) -> Result<i64> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        let mut applied = 0;
+        // A maintenance window: keep catching up until it opens, then check and swap inside it.
+        if let (false, Some(window)) = (opts.no_swap, &opts.window) {
+            let mut announced = false;
+            while let Some(opens) = window.next_open(chrono::Local::now()) {
+                if !opts.wait_for_window {
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
+                    return Err(Error::busy(format!(
+                        "run {run_id}: outside the swap window ({window}); it next opens at {}",
+                        opens.format("%Y-%m-%d %H:%M:%S %Z")
                     ))
-                    .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
-                    return Err(e);
+                    .with_hint("nothing was swapped; run `reproject swap` inside the window"));
                 }
-                if external.is_some() {
-                    reporter.warn(&format!(
-                        "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
-                        swap::TAIL_RETRIES
+                if !announced {
+                    runs::set_phase(conn, run_id, Phase::Waiting).await?;
+                    reporter.step(&format!(
+                        "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
+                        opens.format("%Y-%m-%d %H:%M:%S %Z")
                     ));
-                } else {
-                    reporter.warn(&format!(
-                        "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
-                        opts.lock.max_tail_events,
-                        swap::TAIL_RETRIES
-                    ));
+                    announced = true;
                 }
-                outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
+                let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    biased;
+                    _ = engine.cancel.cancelled() => {
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
+                        return Err(Error::interrupted(format!(
+                            "run {run_id}: cancelled while waiting for the swap window"
+                        ))
+                        .with_hint("`reproject swap` swaps it later"));
+                    }
+                    _ = tokio::time::sleep(until.min(WINDOW_CATCH_UP_EVERY)) => {}
+                }
+                applied += replay.catch_up(cut, &engine.cancel).await?;
             }
-            Err(e) => {
-                if let (ErrorKind::Busy, Some(held)) = (e.kind, &under) {
+        }
+        Ok(applied)
+    }
+
+    /// The health checks and the row counts after; a failed check ends the run here (status
+    /// `checks_failed`) unless `--skip-checks`.
+    async fn checks(&self) -> Result<Vec<CheckResult>> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            target,
+            order,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        runs::set_phase(conn, run_id, Phase::Checks).await?;
+        reporter.step("running health checks");
+        let results = checks::run(conn, target, order).await?;
+        runs::set_json(
+            conn,
+            run_id,
+            JsonColumn::Checks,
+            &serde_json::to_value(&results).unwrap_or_default(),
+        )
+        .await?;
+        let mut after = serde_json::Map::new();
+        for t in tables {
+            let live = t.live.to_string();
+            // The row-count checks just counted them.
+            let counted = results
+                .iter()
+                .find_map(|c| c.rebuilt_rows.as_ref().filter(|(l, _)| *l == live));
+            let rows = match counted {
+                Some((_, n)) => *n,
+                None => crate::catalog::count_rows(conn, &t.rebuild).await?,
+            };
+            after.insert(live, json!(rows));
+        }
+        runs::set_json(conn, run_id, JsonColumn::RowsAfter, &after.into()).await?;
+        let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
+        if !failed.is_empty() {
+            if opts.skip_checks {
+                reporter.warn(&format!(
+                    "{} check(s) failed; swapping anyway (--skip-checks)",
+                    failed.len()
+                ));
+            } else {
+                runs::set_status(
+                    conn,
+                    run_id,
+                    RunStatus::ChecksFailed,
+                    Some("health checks failed"),
+                )
+                .await?;
+                let mut err = Error::health_check(format!(
+                    "run {run_id}: {} health check(s) failed; nothing was swapped",
+                    failed.len()
+                ));
+                for c in failed {
+                    err = err.caused_by(format!(
+                        "projection `{}`: {}: {}",
+                        c.projection, c.name, c.detail
+                    ));
+                }
+                return Err(err.with_hint(
+                    "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
+                ));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Under the swap's locks: the final tail (or the release when it is too long), the
+    /// partial copy, the exchange of the tables, the hand-overs and the record of the swap.
+    async fn under_locks(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        external: Option<&crate::external::External<'_>>,
+        prepared: &crate::carry::Prepared,
+        retire: &[(crate::ident::TableName, crate::ident::TableName)],
+        held: swap::Held,
+    ) -> Result<swap::Under<(i64, Option<i64>, Vec<crate::carry::Validation>)>> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            projector,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let (reporter, source) = (engine.reporter, replay.source);
+        let laps = &prepared.laps;
+        laps.start();
+        // The final tail: events committed since the last catch-up, applied while
+        // the live tables are locked, so the new tables hold every event up to the
+        // swap. Too long a tail would keep readers waiting: then release, catch up
+        // outside, try again.
+        let at = runs::cursor(conn, run_id).await?;
+        let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
+        let pending = match &bound {
+            Some(b) => source.count(conn, &at, b).await?.events,
+            None => 0,
+        };
+        // An external projection's swap position is its last applied range: no
+        // command runs under the lock; the tail is left to its hand-over, or must
+        // be empty.
+        let limit = external
+            .as_ref()
+            .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
+        if pending > limit {
+            return Ok(swap::Under::Release(pending));
+        }
+        laps.lap("tail bound");
+        let tail = match bound {
+            Some(bound) if external.is_none() => {
+                replay
+                    .range(at, bound, &mut None, None, false, Some(pending))
+                    .await?
+            }
+            _ => 0,
+        };
+        laps.lap("tail");
+        swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
+        let swapped_at = runs::cursor(conn, run_id).await?;
+        super::partial::at_swap(
+            conn,
+            engine.config,
+            run_id,
+            opts.partial.as_ref(),
+            tables,
+            source,
+            projector,
+            &swapped_at,
+            opts.lock.max_tail_events,
+            reporter,
+        )
+        .await?;
+        let position = swapped_at.position;
+        swap::retire_old_tables(conn, run_id, retire).await?;
+        laps.lap("retire old tables");
+        let validations = swap::swap_generation(conn, prepared, run_id, tables).await?;
+        laps.lap("registry");
+        crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
+        // `reproject run` continues on the new tables from exactly here
+        // (engine/live.rs).
+        crate::state::live::hand_over(conn, run_id, names, position).await?;
+        laps.lap("hand-over");
+        swap::check_hold(held.since, &opts.lock, "the tables were exchanged")?;
+        let hold_ms = held.since.elapsed().as_millis() as i64;
+        runs::add_lock_attempt(
+            conn,
+            run_id,
+            &json!({ "outcome": "swapped", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                     "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
+        )
+        .await?;
+        fence::prove(conn, LockClass::Projection, names).await?;
+        runs::set_swapped(
+            conn,
+            run_id,
+            position,
+            held.wait.as_millis() as i64,
+            hold_ms,
+        )
+        .await?;
+        Ok(swap::Under::Commit((tail, position, validations)))
+    }
+
+    /// Analyze, then the locked section (final tail, exchange, hand-over) until it commits,
+    /// then what follows a committed swap (durability, standbys, foreign keys, retired tables).
+    async fn swap(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        external: Option<&crate::external::External<'_>>,
+        mut outcome: RebuildOutcome,
+    ) -> Result<RebuildOutcome> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        runs::set_phase(conn, run_id, Phase::Swap).await?;
+        reporter.step("analyzing the rebuilt tables");
+        for t in tables {
+            conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
+                .await
+                .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
+        }
+        // Retired tables an earlier swap could not drop go first: nothing depends on them.
+        swap::drop_retired(conn, names, reporter).await?;
+        let retire = swap::old_tables_to_retire(conn, tables).await?;
+        // Tables whose foreign keys point at ours, and views reading them, are altered too; they
+        // are locked first, in the order readers lock them (no deadlock with a reader of a view).
+        let lock_list = swap::lock_order(
+            swap::dependents_to_lock(conn, tables).await?,
+            tables.iter().map(|t| t.live.clone()),
+            (tables.iter().map(|t| t.rebuild.clone()))
+                .chain(retire.iter().map(|(old, _)| old.clone())),
+        );
+        let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+        let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
+        super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
+        reporter.step(&format!("swapping {} table(s)", tables.len()));
+        let mut retries = 0u32;
+        // The connection went as the swap committed, and the swap did commit (read back).
+        let mut lost_at_commit = false;
+        let (wait, hold, tail, position, validations) = loop {
+            // What the locks looked like, for the record of an attempt that failed under them.
+            let mut under: Option<swap::Held> = None;
+            let section = swap::locked(
+                conn,
+                &lock_list,
+                opts.lock,
+                reporter,
+                &engine.cancel,
+                |held| {
+                    under = Some(held.clone());
+                    self.under_locks(replay, &mut *cut, external, &prepared, &retire, held)
+                },
+            )
+            .await;
+            match section {
+                Ok(swap::Section::Committed(held, hold, (tail, position, validations))) => {
+                    break (held.wait, hold, tail, position, validations)
+                }
+                // The COMMIT was sent, its answer lost: the run's status says whether it took.
+                Ok(swap::Section::CommitLost(held, (tail, position, validations), e)) => {
+                    match committed_despite_loss(engine, run_id).await {
+                        Some(true) => {
+                            lost_at_commit = true;
+                            break (held.wait, held.since.elapsed(), tail, position, validations);
+                        }
+                        Some(false) => return Err(e.context(format!(
+                            "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
+                        ))),
+                        None => return Err(e
+                            .context(format!(
+                                "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
+                            ))
+                            .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
+                    }
+                }
+                Ok(swap::Section::NotLocked(e, blockers)) => {
+                    // The rebuild itself is complete and checked: it can be swapped later.
                     runs::add_lock_attempt(
                         conn,
                         run_id,
-                        &json!({ "outcome": "hold_exceeded", "lock_wait_ms": held.wait.as_millis() as i64,
-                                 "lock_hold_ms": held.since.elapsed().as_millis() as i64 }),
+                        &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
                     )
                     .await?;
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
+                    return Err(e);
                 }
-                return Err(e);
+                Ok(swap::Section::Released(held, hold, pending)) => {
+                    let hold_ms = hold.as_millis() as i64;
+                    runs::add_lock_attempt(
+                        conn,
+                        run_id,
+                        &json!({ "outcome": "tail_too_long", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                                 "lock_hold_ms": hold_ms, "tail_events": pending }),
+                    )
+                    .await?;
+                    retries += 1;
+                    if retries > swap::TAIL_RETRIES && external.is_some() {
+                        let e = crate::external::tail_refused(run_id, pending, retries);
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                        return Err(e);
+                    }
+                    if retries > swap::TAIL_RETRIES {
+                        let e = Error::busy(format!(
+                            "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
+                            opts.lock.max_tail_events
+                        ))
+                        .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                        return Err(e);
+                    }
+                    if external.is_some() {
+                        reporter.warn(&format!(
+                            "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
+                            swap::TAIL_RETRIES
+                        ));
+                    } else {
+                        reporter.warn(&format!(
+                            "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
+                            opts.lock.max_tail_events,
+                            swap::TAIL_RETRIES
+                        ));
+                    }
+                    outcome.events_applied += replay.catch_up(cut, &engine.cancel).await?;
+                }
+                Err(e) => {
+                    if let (ErrorKind::Busy, Some(held)) = (e.kind, &under) {
+                        runs::add_lock_attempt(
+                            conn,
+                            run_id,
+                            &json!({ "outcome": "hold_exceeded", "lock_wait_ms": held.wait.as_millis() as i64,
+                                     "lock_hold_ms": held.since.elapsed().as_millis() as i64 }),
+                        )
+                        .await?;
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                    }
+                    return Err(e);
+                }
             }
-        }
-    };
-    // From here the swap has committed: whatever fails is a warning, never a failure.
-    let fresh;
-    let conn = if lost_at_commit {
-        reporter.warn(&format!(
-            "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
-        ));
-        match engine.db.dedicated().await {
-            Ok(c) => {
-                fresh = c;
-                &fresh
-            }
-            Err(e) => {
-                reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
-                return Ok(swapped(outcome, wait, hold, tail, position));
-            }
-        }
-    } else {
-        conn
-    };
-    if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
-        reporter.warn(&format!(
-            "the swap committed, but its durability could not be confirmed: {}",
-            e.plain()
-        ));
+        };
+        let outcome = swapped(outcome, wait, hold, tail, position);
+        Ok(self
+            .after_commit(outcome, lost_at_commit, hold, &validations, &retire)
+            .await)
     }
-    crate::standby::after_commit(conn, run_id, "swap", hold, opts.lock.standby_wait, reporter)
-        .await;
-    if let Err(e) = validate_foreign_keys(conn, run_id, &validations, reporter).await {
-        reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
-    }
-    // The retired tables were the rollback point until the commit; now they can go.
-    for (_, retired) in &retire {
-        if let Err(e) = swap::drop_helper(conn, retired).await {
+
+    /// After the swap committed (also when only the run's status shows it did, the connection
+    /// lost at the commit): its durability, the standbys, the foreign keys, the retired tables,
+    /// the rollback caveat. What fails here is a warning, never a failure.
+    async fn after_commit(
+        &self,
+        mut outcome: RebuildOutcome,
+        lost_at_commit: bool,
+        hold: std::time::Duration,
+        validations: &[crate::carry::Validation],
+        retire: &[(crate::ident::TableName, crate::ident::TableName)],
+    ) -> RebuildOutcome {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        // From here the swap has committed: whatever fails is a warning, never a failure.
+        let fresh;
+        let conn = if lost_at_commit {
             reporter.warn(&format!(
-                "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
+                "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
+            ));
+            match engine.db.dedicated().await {
+                Ok(c) => {
+                    fresh = c;
+                    &fresh
+                }
+                Err(e) => {
+                    reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
+                    return outcome;
+                }
+            }
+        } else {
+            conn
+        };
+        if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
+            reporter.warn(&format!(
+                "the swap committed, but its durability could not be confirmed: {}",
                 e.plain()
             ));
         }
+        crate::standby::after_commit(conn, run_id, "swap", hold, opts.lock.standby_wait, reporter)
+            .await;
+        if let Err(e) = validate_foreign_keys(conn, run_id, validations, reporter).await {
+            reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
+        }
+        // The retired tables were the rollback point until the commit; now they can go.
+        for (_, retired) in retire {
+            if let Err(e) = swap::drop_helper(conn, retired).await {
+                reporter.warn(&format!(
+                    "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
+                    e.plain()
+                ));
+            }
+        }
+        // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
+        match super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
+            Ok(caveat) => outcome.rollback_caveat = caveat,
+            Err(e) => reporter.warn(&format!(
+                "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
+                e.plain()
+            )),
+        }
+        outcome
     }
-    // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
-    match super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
-        Ok(caveat) => outcome.rollback_caveat = caveat,
-        Err(e) => reporter.warn(&format!(
-            "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
-            e.plain()
-        )),
-    }
-    Ok(swapped(outcome, wait, hold, tail, position))
 }
 
 fn swapped(
