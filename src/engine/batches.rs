@@ -19,9 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What one batch does, inside its transaction: apply the events after `from` (up to `upto`,
 /// at most `budget`), prove the guard, move the checkpoint from `from` to where the batch
-/// ended and run the write guard before the commit. Returns the [`Step`].
+/// ended and run the write guard before the commit. Returns the [`Step`], to commit, or to
+/// roll back when the batch decided to keep nothing (the live runner's batch that found its
+/// checkpoint moved, or nothing to do, or a handler failing): that ends the drive.
 pub(super) trait Batches {
-    async fn batch(&self, from: &Cursor, upto: &Bound, budget: Option<i64>) -> Result<Step>;
+    async fn batch(
+        &self,
+        from: &Cursor,
+        upto: &Bound,
+        budget: Option<i64>,
+    ) -> Result<tx::End<Step>>;
 
     /// Names the batch in the warning of a transient retry.
     fn what(&self, from: &Cursor) -> String {
@@ -52,6 +59,9 @@ pub(super) struct Policy<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// At most this many events in all.
     pub budget: Option<i64>,
+    /// At most this many batches (the live runner: one per group and round, so independent
+    /// groups take turns).
+    pub batches: Option<u32>,
 }
 
 impl<'a> Policy<'a> {
@@ -72,6 +82,7 @@ impl<'a> Policy<'a> {
             cancel,
             stop: None,
             budget: None,
+            batches: None,
         }
     }
 
@@ -83,6 +94,7 @@ impl<'a> Policy<'a> {
             cancel: None,
             stop: None,
             budget: None,
+            batches: None,
         }
     }
 }
@@ -92,8 +104,10 @@ impl<'a> Policy<'a> {
 pub(super) enum Ended {
     /// Nothing left up to the bound.
     Reached,
-    /// The budget is spent.
+    /// The budget (of events or batches) is spent.
     Budget,
+    /// The batch decided to roll back (it wrote nothing, moved no checkpoint).
+    RolledBack,
     /// Cancelled or stopped between batches.
     Stopped,
 }
@@ -117,28 +131,38 @@ pub(super) async fn drive(
 ) -> Result<Driven> {
     let mut events = 0i64;
     let mut budget = policy.budget;
+    let mut batches_left = policy.batches;
     let ended = loop {
         if policy.cancel.is_some_and(|c| c.is_cancelled())
             || policy.stop.is_some_and(|s| s.load(Ordering::Relaxed))
         {
             break Ended::Stopped;
         }
-        if budget == Some(0) {
+        if budget == Some(0) || batches_left == Some(0) {
             break Ended::Budget;
         }
         if batches.reached(&from, &upto) {
             break Ended::Reached;
         }
+        batches_left = batches_left.map(|n| n - 1);
         // A serialization failure, deadlock or lock timeout rolls the batch back; the same
         // batch is tried again (with its checkpoint, so still exactly once).
-        let step = tx::batch(
+        let (committed, step) = tx::batch(
             conn,
             policy.own_transaction,
             policy.retry.as_ref(),
             || batches.what(&from),
-            || batches.batch(&from, &upto, budget),
+            || async {
+                Ok(match batches.batch(&from, &upto, budget).await? {
+                    tx::End::Commit(step) => tx::End::Commit((true, step)),
+                    tx::End::RollBack(step) => tx::End::RollBack((false, step)),
+                })
+            },
         )
         .await?;
+        if !committed {
+            break Ended::RolledBack;
+        }
         from = step.to;
         events += step.events;
         if let Some(b) = budget.as_mut() {

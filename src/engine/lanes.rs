@@ -403,7 +403,12 @@ struct LaneBatches<'r, 'a> {
 }
 
 impl Batches for LaneBatches<'_, '_> {
-    async fn batch(&self, from: &Cursor, _upto: &Bound, _budget: Option<i64>) -> Result<Step> {
+    async fn batch(
+        &self,
+        from: &Cursor,
+        _upto: &Bound,
+        _budget: Option<i64>,
+    ) -> Result<tx::End<Step>> {
         let (conn, plan, batch_size) = (self.conn, self.plan, self.lanes.batch_size);
         // Right after BEGIN, as every lane transaction (state/fence.rs).
         crate::state::fence::prove(conn, LockClass::Projection, self.lanes.names).await?;
@@ -432,11 +437,11 @@ impl Batches for LaneBatches<'_, '_> {
         runs::add_events(conn, run_id, n).await?;
         let to = Cursor::at(Some(new));
         write_guard::check(conn, self.projector.writes(), from, &to, true).await?;
-        Ok(Step {
+        Ok(tx::End::Commit(Step {
             to,
             events: n,
             exhausted: done,
-        })
+        }))
     }
 
     fn what(&self, _from: &Cursor) -> String {

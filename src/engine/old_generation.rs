@@ -21,6 +21,7 @@
 
 use super::batches::{Batches, CatchUp, Ended, Policy};
 use crate::config::Config;
+use crate::db::tx;
 use crate::error::{Error, Result};
 use crate::handlers;
 use crate::ordering::Cut;
@@ -252,7 +253,12 @@ struct OldBatches<'r, 'a> {
 impl Batches for OldBatches<'_, '_> {
     /// One batch to the `_old` tables: the events after `from`, the proof of the guard, the
     /// position moved (compared and set) and the write guard; in the caller's transaction.
-    async fn batch(&self, from: &Cursor, upto: &Bound, _budget: Option<i64>) -> Result<Step> {
+    async fn batch(
+        &self,
+        from: &Cursor,
+        upto: &Bound,
+        _budget: Option<i64>,
+    ) -> Result<tx::End<Step>> {
         let old = self.old;
         let recorded = runs::old_cursor(old.conn, old.run_id).await?;
         let step = self
@@ -269,7 +275,7 @@ impl Batches for OldBatches<'_, '_> {
             self.own_transaction,
         )
         .await?;
-        Ok(step)
+        Ok(tx::End::Commit(step))
     }
 
     fn what(&self, _from: &Cursor) -> String {

@@ -1664,7 +1664,12 @@ impl Batches for RunBatches<'_, '_> {
     /// One batch: the events after `from` (at most `batch_size`, within `budget`), the proof of
     /// the guard, the checkpoint moved from `from` to where the batch ended, and the write
     /// guard; in the caller's transaction.
-    async fn batch(&self, from: &Cursor, upto: &Bound, budget: Option<i64>) -> Result<Step> {
+    async fn batch(
+        &self,
+        from: &Cursor,
+        upto: &Bound,
+        budget: Option<i64>,
+    ) -> Result<tx::End<Step>> {
         let r = self.replay;
         let known = *self.known.lock().unwrap();
         let step = r
@@ -1681,7 +1686,7 @@ impl Batches for RunBatches<'_, '_> {
             self.own_transaction,
         )
         .await?;
-        Ok(step)
+        Ok(tx::End::Commit(step))
     }
 
     fn committed(&self, step: &Step) {
