@@ -47,6 +47,20 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         *self.0.borrow()
     }
+    /// Sleeps `pause`, or less: until the token is set. For loops that must look at the
+    /// database again after a pause anyway; they check [`Cancel::is_cancelled`] next.
+    pub async fn sleep(cancel: Option<&Cancel>, pause: std::time::Duration) {
+        match cancel {
+            Some(cancel) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
     /// Completes once the token is set (at once if it is).
     pub async fn cancelled(&self) {
         let mut rx = self.0.subscribe();

@@ -222,7 +222,7 @@ pub async fn lock_tables(
                 let jitter =
                     Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
                 let pause = (slice + jitter).min(policy.budget.saturating_sub(elapsed));
-                tokio::time::sleep(pause).await;
+                Cancel::sleep(cancel, pause).await;
                 next_slice = (next_slice * 2).min(policy.max_timeout);
                 if let Some(wait) = outwait_autovacuum {
                     next_slice = next_slice.max(wait + Duration::from_millis(250));

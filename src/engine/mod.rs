@@ -57,6 +57,14 @@ impl Engine<'_> {
     }
 }
 
+/// `run 3 (a, b); run 4 (c)`: runs named in a message that asks to pick one.
+fn run_list(runs: &[crate::state::runs::Run]) -> String {
+    runs.iter()
+        .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The tables of the given projections with their helper names.
 pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<RunTable> {
     let mut tables = Vec::new();

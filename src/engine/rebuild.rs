@@ -178,6 +178,25 @@ struct Finish {
     partial: Option<Partial>,
 }
 
+impl Finish {
+    /// How `rebuild` (and `--resume`) finishes a run: waiting for its window; no partial
+    /// selection (a new run sets its own, a resumed one reads what it recorded).
+    fn rebuild(opts: &RebuildOptions) -> Finish {
+        Finish {
+            batch_size: opts.batch_size,
+            set_batch_size: opts.set_batch_size,
+            jobs: opts.jobs,
+            max_events: opts.max_events,
+            no_swap: opts.no_swap,
+            skip_checks: false,
+            lock: opts.lock,
+            window: opts.window.clone(),
+            wait_for_window: true,
+            partial: None,
+        }
+    }
+}
+
 /// How often a rebuild that lost its connection resumes by itself before it gives up.
 const RECONNECTS: u32 = 5;
 
@@ -525,16 +544,8 @@ async fn rebuild_once(
             .with_set_batch_size(opts.set_batch_size);
         session_setup(&conn).await?;
         let finish = Finish {
-            batch_size: opts.batch_size,
-            set_batch_size: opts.set_batch_size,
-            jobs: opts.jobs,
-            max_events: opts.max_events,
-            no_swap: opts.no_swap,
-            skip_checks: false,
-            lock: opts.lock,
-            window: opts.window.clone(),
-            wait_for_window: true,
             partial: partial.clone(),
+            ..Finish::rebuild(opts)
         };
         let run = finish_run(
             engine,
@@ -583,13 +594,9 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
             .with_hint("see `reproject status`"))
         }
         many => {
-            let list: Vec<String> = many
-                .iter()
-                .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
-                .collect();
             return Err(Error::config(format!(
                 "several rebuilds await a swap: {}",
-                list.join("; ")
+                super::run_list(many)
             ))
             .with_hint("name the projections of the run to swap: `reproject swap PROJECTION...`"));
         }
@@ -648,19 +655,7 @@ async fn resume(
         "resuming run {} ({}) from its checkpoint",
         run.id, run.status
     ));
-    let finish = Finish {
-        batch_size: opts.batch_size,
-        set_batch_size: opts.set_batch_size,
-        jobs: opts.jobs,
-        max_events: opts.max_events,
-        no_swap: opts.no_swap,
-        skip_checks: false,
-        lock: opts.lock,
-        window: opts.window.clone(),
-        wait_for_window: true,
-        partial: None,
-    };
-    continue_run(engine, &run, &finish).await
+    continue_run(engine, &run, &Finish::rebuild(opts)).await
 }
 
 /// Continues a recorded run from its checkpoint: the handlers must be the ones that built its

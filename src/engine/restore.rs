@@ -422,13 +422,9 @@ pub async fn cancel(engine: &Engine<'_>, run: Option<i64>, by: &str) -> Result<i
             [one] => one.clone(),
             [] => return Err(Error::config("nothing to cancel: no rebuild is running")),
             many => {
-                let list: Vec<String> = many
-                    .iter()
-                    .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
-                    .collect();
                 return Err(Error::config(format!(
                     "several rebuilds are running: {}",
-                    list.join("; ")
+                    super::run_list(many)
                 ))
                 .with_hint("name the run: `reproject cancel RUN`"));
             }
