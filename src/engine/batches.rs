@@ -2,10 +2,14 @@
 //!
 //! Every replay of reproject goes through [`drive`]: the rebuild's bulk replay, catch-up
 //! rounds and final tail (rebuild.rs), a rollback's catch-up of the swapped-out tables
-//! (old_generation.rs), and each per-event stream lane (lanes.rs). What differs between them
-//! is what one batch does (the [`Batches`] they implement: which tables, which checkpoint) and
-//! when to stop ([`Policy`]); the loop itself (read, apply, prove, checkpoint, guard, commit,
-//! retry after a transient error, progress, cancellation between batches) is written once.
+//! (old_generation.rs), each per-event stream lane (lanes.rs) and each batch of the live
+//! runner (live.rs, one per group and round). What differs between them is what one batch
+//! does (the [`Batches`] they implement: which tables, which checkpoint, whether to keep it)
+//! and when to stop ([`Policy`]); the loop itself (transaction, apply, prove, checkpoint,
+//! guard, commit, retry after a transient error, progress, cancellation between batches) is
+//! written once. Not on it: a set-based lane (one transaction, no batches), an external
+//! projector's range (a command, then one transaction) and the live runner's careful pass
+//! after a handler error (event by event under savepoints, in one transaction).
 //!
 //! Exactly once: a batch and its checkpoint share one transaction ([`tx::batch`]); a batch
 //! rolled back (an error, a retried transient error) moved no checkpoint either.

@@ -77,13 +77,13 @@ fn stale(run: &runs::Run, pending: i64, unkept: &Unkept) -> Error {
     .with_hint(hint)
 }
 
-/// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
-/// transaction; the tables they replace are kept as `x_rolled_back_<run>`. Nothing is dropped.
-pub async fn rollback(
+/// The run `rollback` undoes: the newest swap of the selected projections, refused when
+/// rolling it back would change projections the selection or the config does not cover.
+async fn swap_to_roll_back(
     engine: &Engine<'_>,
     selection: &[String],
     opts: RollbackOptions,
-) -> Result<RollbackReport> {
+) -> Result<runs::Run> {
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {
         return Err(Error::config(
@@ -159,6 +159,17 @@ pub async fn rollback(
             )));
         }
     }
+    Ok(run)
+}
+
+/// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
+/// transaction; the tables they replace are kept as `x_rolled_back_<run>`. Nothing is dropped.
+pub async fn rollback(
+    engine: &Engine<'_>,
+    selection: &[String],
+    opts: RollbackOptions,
+) -> Result<RollbackReport> {
+    let run = swap_to_roll_back(engine, selection, opts).await?;
     // What the rollback will alter, before any lock is taken (preflight.rs).
     {
         let pooled = engine.db.get().await?;
@@ -255,17 +266,83 @@ pub async fn rollback(
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
+    let (wait, held_ms, validations, applied) = put_back(
+        engine, &conn, &run, &tables, &mut old, &lock_list, &prepared, opts,
+    )
+    .await?;
+    events_applied += applied;
+    // The rollback has committed: what fails from here is a warning, never a failure.
+    if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its durability could not be confirmed: {}",
+            e.plain()
+        ));
+    }
+    crate::standby::after_commit(
+        &conn,
+        run.id,
+        "rollback",
+        std::time::Duration::from_millis(held_ms.max(0) as u64),
+        opts.lock.standby_wait,
+        engine.reporter,
+    )
+    .await;
+    if let Err(e) =
+        super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await
+    {
+        engine.reporter.warn(&format!(
+            "the rollback committed, but its foreign keys could not be validated (they still guard new rows): {}",
+            e.plain()
+        ));
+    }
+    Ok(RollbackReport {
+        run_id: run.id,
+        projections: run.projections.clone(),
+        kept: tables
+            .iter()
+            .map(|t| {
+                (
+                    t.live.to_string(),
+                    crate::ident::rolled_back_table(&t.live, run.id).to_string(),
+                )
+            })
+            .collect(),
+        lock_wait_ms: wait.as_millis() as i64,
+        lock_hold_ms: held_ms,
+        events_applied,
+        position: old
+            .at
+            .position
+            .filter(|_| matches!(old.keeper, Keeper::Handlers(..))),
+    })
+}
+
+/// The rollback's locked section, until it commits: the final tail to the `_old` tables (or
+/// the release when it is too long, then a catch-up and another attempt), the exchange back,
+/// the hand-overs and the record. Returns the lock wait, the hold, the foreign keys to
+/// validate and the events applied to the `_old` tables meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn put_back(
+    engine: &Engine<'_>,
+    conn: &tokio_postgres::Client,
+    run: &runs::Run,
+    tables: &[RunTable],
+    old: &mut OldGeneration<'_>,
+    lock_list: &[crate::ident::TableName],
+    prepared: &crate::carry::Prepared,
+    opts: RollbackOptions,
+) -> Result<(std::time::Duration, i64, Vec<crate::carry::Validation>, i64)> {
     let mut retries = 0u32;
+    let mut events_applied = 0;
     let (wait, held_ms, validations) = loop {
         if let Keeper::Nobody(unkept) = &old.keeper {
             let unkept = unkept.clone();
-            refuse_if_stale(&mut old, &run, &unkept).await?;
+            refuse_if_stale(old, run, &unkept).await?;
         }
-        let old_ref = &mut old;
-        let (conn, prepared, tables, run) = (&conn, &prepared, &tables, &run);
+        let old_ref = &mut *old;
         let section = swap::locked(
             conn,
-            &lock_list,
+            lock_list,
             opts.lock,
             engine.reporter,
             &engine.cancel,
@@ -348,50 +425,7 @@ pub async fn rollback(
             }
         }
     };
-    // The rollback has committed: what fails from here is a warning, never a failure.
-    if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
-        engine.reporter.warn(&format!(
-            "the rollback committed, but its durability could not be confirmed: {}",
-            e.plain()
-        ));
-    }
-    crate::standby::after_commit(
-        &conn,
-        run.id,
-        "rollback",
-        std::time::Duration::from_millis(held_ms.max(0) as u64),
-        opts.lock.standby_wait,
-        engine.reporter,
-    )
-    .await;
-    if let Err(e) =
-        super::rebuild::validate_foreign_keys(&conn, run.id, &validations, engine.reporter).await
-    {
-        engine.reporter.warn(&format!(
-            "the rollback committed, but its foreign keys could not be validated (they still guard new rows): {}",
-            e.plain()
-        ));
-    }
-    Ok(RollbackReport {
-        run_id: run.id,
-        projections: run.projections.clone(),
-        kept: tables
-            .iter()
-            .map(|t| {
-                (
-                    t.live.to_string(),
-                    crate::ident::rolled_back_table(&t.live, run.id).to_string(),
-                )
-            })
-            .collect(),
-        lock_wait_ms: wait.as_millis() as i64,
-        lock_hold_ms: held_ms,
-        events_applied,
-        position: old
-            .at
-            .position
-            .filter(|_| matches!(old.keeper, Keeper::Handlers(..))),
-    })
+    Ok((wait, held_ms, validations, events_applied))
 }
 
 /// `reproject cancel [RUN]`: asks a running rebuild, from any terminal or machine, to stop
