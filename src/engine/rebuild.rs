@@ -533,32 +533,19 @@ async fn rebuild_once(
         let (partial, before) = futures_util::future::join(clone, count_before).await;
         let (partial, before) = (partial?, before?);
         runs::set_json(&conn, run_id, JsonColumn::RowsBefore, &before.into()).await?;
-        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
-        let target = Target {
-            config,
-            resolved: &resolved,
-            rebuilding: &rebuilding,
-        };
-        let projector = Projector::prepare(&conn, &target, &plan.order)
-            .await?
-            .with_set_batch_size(opts.set_batch_size);
-        session_setup(&conn).await?;
         let finish = Finish {
             partial: partial.clone(),
             ..Finish::rebuild(opts)
         };
-        let run = finish_run(
-            engine,
-            &conn,
+        let run = ReadyRun {
+            conn: &conn,
             run_id,
-            &names,
-            &target,
-            &plan.order,
-            &projector,
-            &tables,
-            &finish,
-        );
-        super::cancel_requests::watching(engine, run_id, run).await
+            names: &names,
+            resolved: &resolved,
+            order: &plan.order,
+            tables: &tables,
+        };
+        run.finish(engine, &finish).await
     }
     .await;
     record_outcome(engine, run_id, result).await
@@ -756,32 +743,55 @@ async fn continue_run(
         runs::merge_options(&conn, run.id, &json!({ "skip_checks": true })).await?;
     }
     let run_id = run.id;
-    let result = async {
-        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
+    let run = ReadyRun {
+        conn: &conn,
+        run_id,
+        names: &names,
+        resolved: &resolved,
+        order: &plan.order,
+        tables: &tables,
+    };
+    let result = run.finish(engine, finish).await;
+    record_outcome(engine, run_id, result).await
+}
+
+/// A recorded run ready to replay into its rebuild tables, on its own connection.
+struct ReadyRun<'a> {
+    conn: &'a Client,
+    run_id: i64,
+    names: &'a [String],
+    resolved: &'a crate::validate::Resolved,
+    order: &'a [usize],
+    tables: &'a [RunTable],
+}
+
+impl ReadyRun<'_> {
+    /// Prepares the handlers on the run's connection and finishes the run ([`finish_run`]),
+    /// with its `reproject cancel` requests watched meanwhile.
+    async fn finish(&self, engine: &Engine<'_>, finish: &Finish) -> Result<RebuildOutcome> {
+        let rebuilding: BTreeSet<usize> = self.order.iter().copied().collect();
         let target = Target {
-            config,
-            resolved: &resolved,
+            config: engine.config,
+            resolved: self.resolved,
             rebuilding: &rebuilding,
         };
-        let projector = Projector::prepare(&conn, &target, &plan.order)
+        let projector = Projector::prepare(self.conn, &target, self.order)
             .await?
             .with_set_batch_size(finish.set_batch_size);
-        session_setup(&conn).await?;
+        session_setup(self.conn).await?;
         let run = finish_run(
             engine,
-            &conn,
-            run_id,
-            &names,
+            self.conn,
+            self.run_id,
+            self.names,
             &target,
-            &plan.order,
+            self.order,
             &projector,
-            &tables,
+            self.tables,
             finish,
         );
-        super::cancel_requests::watching(engine, run_id, run).await
+        super::cancel_requests::watching(engine, self.run_id, run).await
     }
-    .await;
-    record_outcome(engine, run_id, result).await
 }
 
 fn names(engine: &Engine<'_>, plan: &Plan) -> Vec<String> {
