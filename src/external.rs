@@ -41,9 +41,6 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// How many of the command's last stderr lines an error quotes.
 const STDERR_KEPT: usize = 10;
 
-/// How often a running command's run is looked at for `reproject cancel` requests.
-const CANCEL_POLL: Duration = Duration::from_secs(1);
-
 /// Refuses selections an external run cannot keep consistent: a run rebuilds either only
 /// external projections or only handler projections, so that every projection of the run is
 /// swapped at the same position (handler projections apply a final tail under the lock, which
@@ -209,7 +206,6 @@ impl<'a> External<'a> {
             ));
             let env = self.env(&p.name, from_position, to, events);
             run_command(
-                conn,
                 self.run_id,
                 &p.name,
                 command,
@@ -341,7 +337,6 @@ enum Stop {
 /// everything it started) on cancel or timeout.
 #[allow(clippy::too_many_arguments)]
 async fn run_command(
-    conn: &Client,
     run_id: i64,
     projection: &str,
     command: &ExternalCommand,
@@ -415,7 +410,6 @@ async fn run_command(
     let (mut out_open, mut err_open) = (true, true);
     let mut last_stderr: VecDeque<String> = VecDeque::new();
     let started = Instant::now();
-    let mut polled = Instant::now();
     let mut stop = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let status = loop {
@@ -440,19 +434,12 @@ async fn run_command(
                     Error::runtime("cannot wait for the external projector").caused_by_error(e)
                 })?;
             }
+            // Ctrl-C or a `reproject cancel` request (engine/cancel_requests.rs).
+            _ = cancelled(cancel), if stop.is_none() => {
+                stop = Some(Stop::Cancelled);
+                terminate(pid, &mut child).await;
+            }
             _ = tick.tick(), if stop.is_none() => {
-                if let Some(cancel) = cancel {
-                    if polled.elapsed() >= CANCEL_POLL && !cancel.is_cancelled() {
-                        polled = Instant::now();
-                        if let Some(by) = runs::take_cancel_request(conn, run_id).await? {
-                            reporter.warn(&format!("cancellation requested by {by}"));
-                            cancel.cancel();
-                        }
-                    }
-                    if cancel.is_cancelled() {
-                        stop = Some(Stop::Cancelled);
-                    }
-                }
                 if let Some(limit) = command.timeout {
                     if started.elapsed() >= limit {
                         stop = Some(Stop::TimedOut(limit));
@@ -540,6 +527,14 @@ async fn terminate(pid: Option<u32>, child: &mut tokio::process::Child) {
     }
     let _ = pid;
     let _ = child.start_kill();
+}
+
+/// Completes once `cancel` is set; never without one.
+async fn cancelled(cancel: Option<&Cancel>) {
+    match cancel {
+        Some(cancel) => cancel.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -292,7 +292,7 @@ impl<'a> Cut<'a> {
                     describe_open(&hold.waiting_for)
                 ));
             }
-            tokio::time::sleep(pause).await;
+            Cancel::sleep(Some(cancel), pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
@@ -363,7 +363,7 @@ impl<'a> Cut<'a> {
                 ));
                 return Ok(bound);
             }
-            tokio::time::sleep(pause).await;
+            Cancel::sleep(Some(cancel), pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }

@@ -2,7 +2,6 @@
 //! The library never prints: the binary implements [`Reporter`] with progress bars on a
 //! terminal and log lines elsewhere; tests and library users can implement it as they like.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Receives progress from the engine. Every method has a default that does nothing.
@@ -23,22 +22,49 @@ pub trait Reporter: Send + Sync {
 pub struct Silent;
 impl Reporter for Silent {}
 
-/// A cancellation flag shared between the signal handler and the engine. The engine checks it
-/// between batches, so a batch is either committed whole or not at all.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+/// A cancellation token shared between the signal handler, the poller of `reproject cancel`
+/// requests and the engine. The engine stops between batches, so a batch is either committed
+/// whole or not at all; a wait (for a lock, a window, new events) ends as soon as it is set.
+#[derive(Clone)]
+pub struct Cancel(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
 
 impl Cancel {
-    /// A flag that is not set.
+    /// A token that is not set.
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets the flag: the engine stops after the current batch.
+    /// Sets the token: the engine stops after the current batch.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.send_replace(true);
     }
-    /// Whether the flag is set.
+    /// Whether the token is set.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+    /// Sleeps `pause`, or less: until the token is set. For loops that must look at the
+    /// database again after a pause anyway; they check [`Cancel::is_cancelled`] next.
+    pub async fn sleep(cancel: Option<&Cancel>, pause: std::time::Duration) {
+        match cancel {
+            Some(cancel) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+    /// Completes once the token is set (at once if it is).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|set| *set).await;
     }
 }

@@ -135,7 +135,7 @@ async fn wait_for_replay(
         if pending == 0 || started.elapsed() >= limit || cancel.is_some_and(|c| c.is_cancelled()) {
             break;
         }
-        tokio::time::sleep(POLL).await;
+        Cancel::sleep(cancel, POLL).await;
     }
     Ok(Some(Waited {
         standbys: first

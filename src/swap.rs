@@ -222,7 +222,7 @@ pub async fn lock_tables(
                 let jitter =
                     Duration::from_millis(u64::from(std::process::id() % 7 + attempt % 5) * 10);
                 let pause = (slice + jitter).min(policy.budget.saturating_sub(elapsed));
-                tokio::time::sleep(pause).await;
+                Cancel::sleep(cancel, pause).await;
                 next_slice = (next_slice * 2).min(policy.max_timeout);
                 if let Some(wait) = outwait_autovacuum {
                     next_slice = next_slice.max(wait + Duration::from_millis(250));
@@ -283,6 +283,104 @@ pub fn hold_exceeded(policy: &LockPolicy) -> Error {
         policy.hold_max.as_millis()
     ))
     .with_hint("the rebuilt tables are kept: run `reproject swap` again (when the event rate is lower), or raise --lock-hold-max / lower --max-tail-events")
+}
+
+/// What the work under the locks decided.
+pub(crate) enum Under<T> {
+    /// Done: commit.
+    Commit(T),
+    /// More events pending than the policy allows under the lock (the count): roll back,
+    /// release the locks, catch up outside and try again.
+    Release(i64),
+}
+
+/// The locks as the work under them sees them.
+#[derive(Clone)]
+pub(crate) struct Held {
+    /// How long they took to get.
+    pub wait: Duration,
+    /// Since when they are held (for [`check_hold`]).
+    pub since: Instant,
+    /// Blockers cancelled or terminated and waits for standbys while locking, to record.
+    pub blockers: Vec<serde_json::Value>,
+}
+
+/// How one locked section ended; errors (the work's, a lost COMMIT that is not a lost
+/// connection, the hold exceeded) are the `Err` of [`locked`].
+pub(crate) enum Section<T> {
+    /// The locks could not be had (budget spent, cancelled): nothing is held; the blockers met.
+    NotLocked(Error, Vec<serde_json::Value>),
+    /// The work was committed; the hold includes the commit.
+    Committed(Held, Duration, T),
+    /// The work asked to release (the pending count): rolled back.
+    Released(Held, Duration, i64),
+    /// The work was done and COMMIT sent, but the connection went before its answer: whether
+    /// it took is for the caller to find out.
+    CommitLost(Held, T, Error),
+}
+
+/// The locked section of a swap or rollback: locks `tables` in one transaction as `policy`
+/// says ([`lock_tables`]), runs `work` under the locks, and commits, or rolls back when the
+/// work failed or asked to release. A statement cancelled by the hold's `statement_timeout`
+/// (an interruption that is not the user's) is reported as [`hold_exceeded`].
+pub(crate) async fn locked<T, Fut>(
+    conn: &Client,
+    tables: &[TableName],
+    policy: LockPolicy,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+    work: impl FnOnce(Held) -> Fut,
+) -> Result<Section<T>>
+where
+    Fut: std::future::Future<Output = Result<Under<T>>>,
+{
+    let mut blockers = Vec::new();
+    let wait = match lock_tables(conn, tables, policy, reporter, Some(cancel), &mut blockers).await
+    {
+        Ok(wait) => wait,
+        Err(e) => return Ok(Section::NotLocked(e, blockers)),
+    };
+    let held = Held {
+        wait,
+        since: Instant::now(),
+        blockers,
+    };
+    let ended = match work(held.clone()).await {
+        Ok(Under::Commit(value)) => match conn.batch_execute("COMMIT").await {
+            Ok(()) => Ok(Section::Committed(
+                held.clone(),
+                held.since.elapsed(),
+                value,
+            )),
+            Err(e) => {
+                let e = Error::from(e).context("cannot commit");
+                if e.is_connection_loss() {
+                    Ok(Section::CommitLost(held, value, e))
+                } else {
+                    Err(e)
+                }
+            }
+        },
+        Ok(Under::Release(pending)) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            Ok(Section::Released(
+                held.clone(),
+                held.since.elapsed(),
+                pending,
+            ))
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    };
+    match ended {
+        // Not our Ctrl-C: the statement_timeout set under the lock.
+        Err(e) if e.kind == crate::error::ErrorKind::Interrupted && !cancel.is_cancelled() => {
+            Err(hold_exceeded(&policy).caused_by(e.plain()))
+        }
+        other => other,
+    }
 }
 
 fn names(tables: &[TableName]) -> String {

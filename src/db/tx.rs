@@ -49,6 +49,15 @@ pub(crate) enum End<T> {
     RollBack(T),
 }
 
+impl<T> End<T> {
+    /// What the work returned, however its transaction ends.
+    pub(crate) fn into_inner(self) -> T {
+        match self {
+            End::Commit(v) | End::RollBack(v) => v,
+        }
+    }
+}
+
 /// Ends the transaction the result came from: commits on success, rolls back on failure
 /// (keeping the first error).
 pub(crate) async fn finish<T>(client: &Client, result: Result<T>) -> Result<T> {
@@ -96,9 +105,10 @@ where
     finish(client, result).await
 }
 
-/// One batch of a replay: `work` in its own transaction (tried again after a transient error
-/// when `retry` is given; `what` names the batch in the warning) when `own_transaction`, else
-/// in the caller's transaction, which commits or rolls back everything at once.
+/// One batch of a replay: `work` in its own transaction, which ends as the work decides
+/// ([`End`]; tried again after a transient error when `retry` is given; `what` names the batch
+/// in the warning) when `own_transaction`, else in the caller's transaction, which commits or
+/// rolls back everything at once (the work's decision is then the caller's to act on).
 pub(crate) async fn batch<T, Fut>(
     client: &Client,
     own_transaction: bool,
@@ -107,17 +117,16 @@ pub(crate) async fn batch<T, Fut>(
     work: impl Fn() -> Fut,
 ) -> Result<T>
 where
-    Fut: Future<Output = Result<T>>,
+    Fut: Future<Output = Result<End<T>>>,
 {
-    const BEGIN: &str = "cannot begin a batch";
+    let once = || async {
+        begin(client, "cannot begin a batch").await?;
+        end(client, work().await).await
+    };
     match retry {
-        _ if !own_transaction => work().await,
-        Some(retry) => {
-            retry
-                .transient(what, || run(client, BEGIN, None, &work))
-                .await
-        }
-        None => run(client, BEGIN, None, work).await,
+        _ if !own_transaction => work().await.map(End::into_inner),
+        Some(retry) => retry.transient(what, once).await,
+        None => once().await,
     }
 }
 

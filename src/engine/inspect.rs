@@ -171,8 +171,7 @@ pub(super) async fn plan_report(
                 order: &plan.order,
                 tables: &run_tables,
                 jobs,
-                // WIRING: the changes of the projections' `reshape` (none yet).
-                changes: &[],
+                changes: &crate::shape::planned_changes(config, &resolved, &plan.order),
             },
         )
         .await?,

@@ -25,17 +25,20 @@
 //! that finds every lane done. Until then the checkpoint stays where the plan starts, and a
 //! resumed run continues the same plan, each lane from its own cursor.
 
+use super::batches::{Batches, Policy};
 use super::Engine;
 use crate::config::Config;
 use crate::db::tx;
 use crate::error::{Error, Result};
+use crate::replay::Step;
 use crate::replay::{Projector, Target};
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::lanes::{self, LanePlan, PendingLane};
+use crate::state::locks::LockClass;
 use crate::state::runs;
 use crate::write_guard;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio_postgres::Client;
 
@@ -43,9 +46,6 @@ use tokio_postgres::Client;
 /// (and keeps only its streams), so a plan of more lanes reads the events more often. Above
 /// it, lanes hold more than one set batch of events each.
 pub const MAX_LANES: i64 = 64;
-
-/// How often the lanes look for a `reproject cancel` request.
-const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the run's projections cannot replay in stream lanes, or None when they can.
 pub(super) fn why_not(
@@ -212,21 +212,9 @@ impl Lanes<'_> {
             }
             result
         };
-        let work = futures_util::future::join_all((0..workers).map(|_| worker()));
-        tokio::pin!(work);
-        let results = loop {
-            tokio::select! {
-                results = &mut work => break results,
-                _ = tokio::time::sleep(CANCEL_POLL) => {
-                    if !cancel.is_cancelled() {
-                        if let Some(by) = runs::take_cancel_request(self.conn, self.run_id).await? {
-                            reporter.warn(&format!("cancellation requested by {by}"));
-                            cancel.cancel();
-                        }
-                    }
-                }
-            }
-        };
+        // A `reproject cancel` request sets the engine's token (engine/cancel_requests.rs):
+        // each lane stops between its batches.
+        let results = futures_util::future::join_all((0..workers).map(|_| worker())).await;
         if let Some(err) = results.into_iter().find_map(|r| r.err()) {
             return Err(err);
         }
@@ -309,12 +297,6 @@ impl Lanes<'_> {
     /// A per-event lane: batches of about `batch_size` of its events in order, each in one
     /// transaction that moves the lane's cursor; the last one marks the lane done. Stops
     /// between batches when cancelled or when another lane failed (`stop`).
-    ///
-    /// Each batch reads a window of positions, not "the next N events of the lane": the
-    /// planner cannot estimate the hash predicate, and for `ORDER BY position LIMIT N` under
-    /// it chose parallel sequential scans of the whole range for every batch (half the
-    /// lanes' time in the benchmark). A window of positions is an index range scan. It starts
-    /// `batch_size × lanes` positions wide and adapts to how many of its events are there.
     async fn per_event_lane(
         &self,
         conn: &Client,
@@ -324,9 +306,7 @@ impl Lanes<'_> {
         (shown, applied_now): (&AtomicU64, &AtomicU64),
         stop: &AtomicBool,
     ) -> Result<()> {
-        let source = self.source.in_lane(lane.lane, plan.lanes);
-        let mut position = lane.position;
-        let start = match position.or(plan.after) {
+        let start = match lane.position.or(plan.after) {
             Some(p) => p,
             // Before the first event: the window starts just below it.
             None => match self.source.first(conn).await? {
@@ -334,67 +314,34 @@ impl Lanes<'_> {
                 None => plan.upto,
             },
         };
-        let mut at = start;
-        let mut width = self.batch_size.saturating_mul(i64::from(plan.lanes)).max(1);
-        loop {
-            if stop.load(Ordering::Relaxed) || self.engine.cancel.is_cancelled() {
-                return Ok(());
-            }
-            let window_end = at.saturating_add(width).min(plan.upto);
-            let from = Cursor::at(Some(at));
-            let (new, n, done) = self
-                .retrying(conn, plan, lane.lane, || async {
-                    let events = source
-                        .read_batch(conn, &from, &Bound::UpTo(window_end), self.batch_size)
-                        .await?;
-                    let n = events.len() as i64;
-                    // A full batch may have left events in the window: continue after its
-                    // last one; else the window is read to its end.
-                    let new = match events.last() {
-                        Some(last) if n >= self.batch_size => last.position,
-                        _ => window_end,
-                    };
-                    let done = new >= plan.upto;
-                    projector.apply(conn, &events).await?;
-                    lanes::advance(
-                        conn,
-                        self.run_id,
-                        plan.plan,
-                        lane.lane,
-                        position,
-                        new,
-                        n,
-                        done,
-                    )
-                    .await?;
-                    // For `reproject status`, while the checkpoint waits for the whole plan;
-                    // last, so the other lanes wait for this row only until the commit.
-                    runs::add_events(conn, self.run_id, n).await?;
-                    write_guard::check(
-                        conn,
-                        projector.writes(),
-                        &from,
-                        &Cursor::at(Some(new)),
-                        true,
-                    )
-                    .await?;
-                    Ok((new, n, done))
-                })
-                .await?;
-            position = Some(new);
-            at = new;
-            if n >= self.batch_size {
-                width = (width / 2).max(self.batch_size);
-            } else if n < self.batch_size / 2 {
-                width = width.saturating_mul(2);
-            }
-            applied_now.fetch_add(n as u64, Ordering::Relaxed);
-            let shown_now = shown.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            self.engine.reporter.replay_progress(shown_now);
-            if done {
-                return Ok(());
-            }
-        }
+        let batches = LaneBatches {
+            lanes: self,
+            conn,
+            projector,
+            plan,
+            lane: lane.lane,
+            source: self.source.in_lane(lane.lane, plan.lanes),
+            recorded: Mutex::new(lane.position),
+            width: AtomicI64::new(self.batch_size.saturating_mul(i64::from(plan.lanes)).max(1)),
+            shown,
+            applied_now,
+        };
+        let mut policy = Policy::committed(
+            conn,
+            self.run_id,
+            self.engine.reporter,
+            Some(&self.engine.cancel),
+        );
+        policy.stop = Some(stop);
+        super::batches::drive(
+            conn,
+            &batches,
+            Cursor::at(Some(start)),
+            Bound::UpTo(plan.upto),
+            &policy,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Runs `work` in a transaction on `conn`, again after a transient error (serialization
@@ -431,6 +378,100 @@ impl Lanes<'_> {
                 },
             )
             .await
+    }
+}
+
+/// The batches of one per-event lane.
+///
+/// Each batch reads a window of positions, not "the next N events of the lane": the planner
+/// cannot estimate the hash predicate, and for `ORDER BY position LIMIT N` under it chose
+/// parallel sequential scans of the whole range for every batch (half the lanes' time in the
+/// benchmark). A window of positions is an index range scan. It starts `batch_size × lanes`
+/// positions wide and adapts to how many of its events are there.
+struct LaneBatches<'r, 'a> {
+    lanes: &'r Lanes<'a>,
+    conn: &'r Client,
+    projector: &'r Projector,
+    plan: &'r LanePlan,
+    lane: i32,
+    /// The run's event source, narrowed to the lane's streams.
+    source: EventSource,
+    /// The lane's recorded cursor, which each batch compares and sets.
+    recorded: Mutex<Option<i64>>,
+    /// The width of the next window, in positions.
+    width: AtomicI64,
+    /// The progress bar, and the events the lanes of this call applied.
+    shown: &'r AtomicU64,
+    applied_now: &'r AtomicU64,
+}
+
+impl Batches for LaneBatches<'_, '_> {
+    async fn batch(
+        &self,
+        from: &Cursor,
+        _upto: &Bound,
+        _budget: Option<i64>,
+    ) -> Result<tx::End<Step>> {
+        let (conn, plan, batch_size) = (self.conn, self.plan, self.lanes.batch_size);
+        // Right after BEGIN, as every lane transaction (state/fence.rs).
+        crate::state::fence::prove(conn, LockClass::Projection, self.lanes.names).await?;
+        let at = from.position.unwrap_or(plan.upto);
+        let window_end = at
+            .saturating_add(self.width.load(Ordering::Relaxed))
+            .min(plan.upto);
+        let events = self
+            .source
+            .read_batch(conn, from, &Bound::UpTo(window_end), batch_size)
+            .await?;
+        let n = events.len() as i64;
+        // A full batch may have left events in the window: continue after its last one; else
+        // the window is read to its end.
+        let new = match events.last() {
+            Some(last) if n >= batch_size => last.position,
+            _ => window_end,
+        };
+        let done = new >= plan.upto;
+        self.projector.apply(conn, &events).await?;
+        let recorded = *self.recorded.lock().unwrap();
+        let run_id = self.lanes.run_id;
+        lanes::advance(conn, run_id, plan.plan, self.lane, recorded, new, n, done).await?;
+        // For `reproject status`, while the checkpoint waits for the whole plan; last, so the
+        // other lanes wait for this row only until the commit.
+        runs::add_events(conn, run_id, n).await?;
+        let to = Cursor::at(Some(new));
+        write_guard::check(conn, self.projector.writes(), from, &to, true).await?;
+        Ok(tx::End::Commit(Step {
+            to,
+            events: n,
+            exhausted: done,
+        }))
+    }
+
+    fn what(&self, _from: &Cursor) -> String {
+        format!("stream lane {} of {}", self.lane + 1, self.plan.lanes)
+    }
+
+    /// A lane ends with the batch that marks it done, even an empty one.
+    fn reached(&self, _from: &Cursor, _upto: &Bound) -> bool {
+        false
+    }
+
+    fn committed(&self, step: &Step) {
+        *self.recorded.lock().unwrap() = step.to.position;
+        let batch_size = self.lanes.batch_size;
+        let width = self.width.load(Ordering::Relaxed);
+        let width = if step.events >= batch_size {
+            (width / 2).max(batch_size)
+        } else if step.events < batch_size / 2 {
+            width.saturating_mul(2)
+        } else {
+            width
+        };
+        self.width.store(width, Ordering::Relaxed);
+        let n = step.events as u64;
+        self.applied_now.fetch_add(n, Ordering::Relaxed);
+        let shown = self.shown.fetch_add(n, Ordering::Relaxed) + n;
+        self.lanes.engine.reporter.replay_progress(shown);
     }
 }
 

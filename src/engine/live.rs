@@ -25,6 +25,7 @@
 //! - Stop. SIGINT/SIGTERM is checked between batches; the current batch is committed or rolled
 //!   back whole, and `run` returns normally (exit 0): stopping a service on request is success.
 
+use super::batches::{Batches, Policy};
 use super::Engine;
 use crate::config::Config;
 use crate::db::tx;
@@ -521,27 +522,26 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
 
 /// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
 async fn sleep(engine: &Engine<'_>, pause: Duration, listener: &mut Listener) -> bool {
-    let until = Instant::now() + pause;
-    while Instant::now() < until && !engine.cancel.is_cancelled() {
-        let slice = tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-        match listener {
-            Some((_, rx)) => tokio::select! {
-                _ = slice => {}
-                got = rx.recv() => match got {
-                    Some(_) => {
-                        while rx.try_recv().is_ok() {}
-                        return true;
-                    }
-                    None => {
-                        // The listening connection is gone; poll until it is back.
-                        *listener = None;
-                    }
-                },
+    let until = tokio::time::sleep(pause);
+    tokio::pin!(until);
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some((_, rx)) => rx.recv().await.map(|_| while rx.try_recv().is_ok() {}),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = engine.cancel.cancelled() => return false,
+            _ = &mut until => return false,
+            got = notified => match got {
+                Some(()) => return true,
+                // The listening connection is gone; poll until it is back.
+                None => *listener = None,
             },
-            None => slice.await,
         }
     }
-    false
 }
 
 /// Errors worth retrying: the connection is gone, or the server asked us to try again.
@@ -792,24 +792,100 @@ struct Batch<'a> {
     started: DateTime<Utc>,
 }
 
-/// One batch of one group, in one transaction with its checkpoint.
+/// One batch of one group, in one transaction with its checkpoint: one batch of the batch
+/// loop (engine/batches.rs) per group and round, so independent groups take turns.
 async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
-    tx::begin(conn, "cannot begin a batch").await?;
-    let attempt = async {
-        fence::prove(conn, LockClass::Runner, &g.names).await?;
-        // Only an applied batch commits; one that found nothing to do or its checkpoint
-        // moved, or whose handlers failed, rolls back (the failed one is then tried event by
-        // event).
-        Ok(match batch(engine, conn, at, g).await? {
-            done @ Attempt::Done(Step::Applied(_)) => tx::End::Commit(done),
-            other => tx::End::RollBack(other),
-        })
+    // Outside the batch's transaction: a rolled-back batch must not take the server loop's
+    // temporary functions with it.
+    if g.projector.is_none() {
+        g.projector = Some(Projector::prepare(conn, at.target, &g.order).await?);
     }
-    .await;
-    let attempt = tx::end(conn, attempt).await?;
+    let batches = GroupBatch {
+        engine,
+        conn,
+        at,
+        g,
+        out: std::sync::Mutex::new(None),
+    };
+    let policy = Policy {
+        own_transaction: true,
+        // A transient error ends the round; the runner's round loop retries it, reconnecting.
+        retry: None,
+        // Checked by the round loop between groups.
+        cancel: None,
+        stop: None,
+        budget: None,
+        batches: Some(1),
+    };
+    super::batches::drive(
+        conn,
+        &batches,
+        Cursor::at(None),
+        Bound::UpTo(at.bound),
+        &policy,
+    )
+    .await?;
+    let (attempt, position) = batches
+        .out
+        .into_inner()
+        .unwrap()
+        .expect("the batch ran or failed");
+    if let Some(position) = position {
+        g.position = position;
+    }
     match attempt {
         Attempt::Done(step) => Ok(step),
         Attempt::HandlerFailed(failed) => careful(conn, at.target, g, failed).await,
+    }
+}
+
+/// The batch of one group: its checkpoints are read in the transaction, so the cursor the
+/// batch loop passes is not used.
+struct GroupBatch<'r, 'a> {
+    engine: &'r Engine<'a>,
+    conn: &'r Client,
+    at: &'r Batch<'a>,
+    g: &'r Group,
+    /// What the batch found, and the group's position after it (if known).
+    out: std::sync::Mutex<Option<(Attempt, Option<Option<i64>>)>>,
+}
+
+impl Batches for GroupBatch<'_, '_> {
+    async fn batch(
+        &self,
+        _from: &Cursor,
+        _upto: &Bound,
+        _budget: Option<i64>,
+    ) -> Result<tx::End<crate::replay::Step>> {
+        fence::prove(self.conn, LockClass::Runner, &self.g.names).await?;
+        let mut position = None;
+        let attempt = batch(self.engine, self.conn, self.at, self.g, &mut position).await?;
+        // Only an applied batch commits; one that found nothing to do or its checkpoint
+        // moved, or whose handlers failed, rolls back (the failed one is then tried event by
+        // event).
+        let step = crate::replay::Step {
+            to: Cursor::at(position.flatten()),
+            events: match &attempt {
+                Attempt::Done(Step::Applied(n)) => *n,
+                _ => 0,
+            },
+            exhausted: true,
+        };
+        let end = match &attempt {
+            Attempt::Done(Step::Applied(_)) => tx::End::Commit(step),
+            _ => tx::End::RollBack(step),
+        };
+        *self.out.lock().unwrap() = Some((attempt, position));
+        Ok(end)
+    }
+
+    fn what(&self, _from: &Cursor) -> String {
+        format!("batch of {}", self.g.names.join(", "))
+    }
+
+    /// The group's checkpoints decide (read in the batch), not the loop's cursor.
+    fn reached(&self, _from: &Cursor, _upto: &Bound) -> bool {
+        false
     }
 }
 
@@ -828,11 +904,15 @@ enum Attempt {
     HandlerFailed(FailedBatch),
 }
 
+/// One batch of group `g` in the open transaction; `position` gets the group's position when
+/// the batch learns it (the furthest of its checkpoints, or where an applied batch of the
+/// whole group ended).
 async fn batch(
     engine: &Engine<'_>,
     conn: &Client,
     at: &Batch<'_>,
-    g: &mut Group,
+    g: &Group,
+    position_out: &mut Option<Option<i64>>,
 ) -> Result<Attempt> {
     let (source, target, bound, batch_size) = (at.source, at.target, at.bound, at.batch_size);
     let cps = live::read(conn, &g.names).await?;
@@ -856,7 +936,7 @@ async fn batch(
     // The group's projections that are furthest behind go first, alone, up to the next one.
     let position = |name: &str| cps.iter().find(|c| c.projection == name).unwrap().position;
     let from = g.names.iter().map(|n| position(n)).min().unwrap();
-    g.position = g.names.iter().map(|n| position(n)).max().unwrap();
+    *position_out = Some(g.names.iter().map(|n| position(n)).max().unwrap());
     let next = g
         .names
         .iter()
@@ -889,12 +969,9 @@ async fn batch(
         events.last().map_or(upto, |e| e.position)
     };
     let whole = subset.len() == g.order.len();
-    if whole && g.projector.is_none() {
-        g.projector = Some(Projector::prepare(conn, target, &g.order).await?);
-    }
     let partial;
-    let projector = if whole {
-        g.projector.as_ref().unwrap()
+    let projector = if let (true, Some(projector)) = (whole, &g.projector) {
+        projector
     } else {
         partial = Projector::prepare(conn, target, &subset).await?;
         &partial
@@ -924,7 +1001,7 @@ async fn batch(
     )
     .await?;
     if whole {
-        g.position = Some(new);
+        *position_out = Some(Some(new));
     }
     Ok(Attempt::Done(Step::Applied(events.len() as i64)))
 }

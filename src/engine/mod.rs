@@ -2,6 +2,8 @@
 //! takes its locks, records what it does in the state schema, and reports progress through
 //! the [`Reporter`]. Nothing here prints or exits.
 
+mod batches;
+mod cancel_requests;
 mod cleanup;
 mod inspect;
 mod lanes;
@@ -53,6 +55,14 @@ impl Engine<'_> {
         let client = self.db.get().await?;
         crate::validate::validate(&**client, self.config).await
     }
+}
+
+/// `run 3 (a, b); run 4 (c)`: runs named in a message that asks to pick one.
+fn run_list(runs: &[crate::state::runs::Run]) -> String {
+    runs.iter()
+        .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The tables of the given projections with their helper names.

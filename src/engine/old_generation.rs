@@ -19,6 +19,7 @@
 //! lock with everything up to the swap applied; an assumption for projectors reproject does
 //! not run).
 
+use super::batches::{Batches, CatchUp, Ended, Policy};
 use crate::config::{Config, ProjectionKind};
 use crate::db::tx;
 use crate::error::{Error, Result};
@@ -26,16 +27,13 @@ use crate::handlers;
 use crate::model::Resolved;
 use crate::ordering::Cut;
 use crate::progress::{Cancel, Reporter};
-use crate::replay::Projector;
+use crate::replay::{Projector, Step};
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
 use crate::state::locks::LockClass;
 use crate::state::runs::{self, Run, RunTable};
 use crate::write_guard;
 use tokio_postgres::Client;
-
-/// How many catch-up rounds before the rollback takes its locks.
-const CATCH_UP_ROUNDS: usize = 10;
 
 pub(super) enum Keeper {
     /// Handlers prepared against the `_old` tables, and where they come from.
@@ -172,23 +170,18 @@ impl<'a> OldGeneration<'a> {
         Ok((bound, n))
     }
 
-    /// Outside the lock: catch up in committed batches (only with the recorded handlers).
+    /// Outside the lock: catch up in committed batches (only with the recorded handlers),
+    /// in the rounds of [`super::batches::catch_up`].
     pub async fn catch_up(&mut self, cancel: &Cancel, reporter: &dyn Reporter) -> Result<i64> {
         if !matches!(self.keeper, Keeper::Handlers(..)) {
             return Ok(0);
         }
-        let mut applied = 0;
-        for _ in 0..CATCH_UP_ROUNDS {
-            let (bound, n) = self.pending().await?;
-            let Some(bound) = bound.filter(|_| n > 0) else {
-                break;
-            };
-            reporter.step(&format!(
-                "catching the previous tables up with {n} event(s) since the swap"
-            ));
-            applied += self.apply(bound, true, Some(cancel)).await?;
-        }
-        Ok(applied)
+        let mut rounds = OldCatchUp {
+            old: self,
+            cancel,
+            reporter,
+        };
+        super::batches::catch_up(&mut rounds, reporter).await
     }
 
     /// Applies the events after `at` up to `upto` to the `_old` tables with the recorded
@@ -199,68 +192,94 @@ impl<'a> OldGeneration<'a> {
         upto: Bound,
         commit_each: bool,
         cancel: Option<&Cancel>,
+        reporter: &dyn Reporter,
     ) -> Result<i64> {
         let Keeper::Handlers(projector, _) = &self.keeper else {
             return Ok(0);
         };
-        let mut total = 0;
-        loop {
-            if cancel.is_some_and(|c| c.is_cancelled()) {
-                return Err(Error::interrupted(format!(
-                    "run {}: cancelled while catching the previous tables up, at {}; nothing was rolled back",
-                    self.run_id,
-                    self.at.describe()
-                )));
-            }
-            if upto.reached_by(&self.at) {
-                return Ok(total);
-            }
-            // Not retried after a transient error: the rollback then stops before exchanging
-            // any table and, run again, continues from the position of the last batch.
-            let (new, n, exhausted) = tx::batch(self.conn, commit_each, None, String::new, || {
-                self.batch(projector, &upto, commit_each)
-            })
-            .await?;
-            self.at = new;
-            total += n;
-            if exhausted {
-                return Ok(total);
-            }
+        // Not retried after a transient error: the rollback then stops before exchanging
+        // any table and, run again, continues from the position of the last batch.
+        let mut policy = Policy::committed(self.conn, self.run_id, reporter, cancel);
+        policy.retry = None;
+        policy.own_transaction = commit_each;
+        let batches = OldBatches {
+            old: self,
+            projector,
+            own_transaction: commit_each,
+        };
+        let driven = super::batches::drive(self.conn, &batches, self.at, upto, &policy).await?;
+        self.at = driven.to;
+        if driven.ended == Ended::Stopped {
+            return Err(Error::interrupted(format!(
+                "run {}: cancelled while catching the previous tables up, at {}; nothing was rolled back",
+                self.run_id,
+                self.at.describe()
+            )));
         }
+        Ok(driven.events)
     }
 }
 
-impl OldGeneration<'_> {
-    /// One batch to the `_old` tables: the events after `self.at`, the proof of the guard,
-    /// the position moved (compared and set) and the write guard; in the caller's transaction.
+/// The catch-up rounds of the `_old` tables.
+struct OldCatchUp<'r, 'a> {
+    old: &'r mut OldGeneration<'a>,
+    cancel: &'r Cancel,
+    reporter: &'r dyn Reporter,
+}
+
+impl CatchUp for OldCatchUp<'_, '_> {
+    async fn pending(&mut self) -> Result<(Option<Bound>, i64)> {
+        self.old.pending().await
+    }
+
+    async fn apply(&mut self, bound: Bound, _pending: i64) -> Result<i64> {
+        self.old
+            .apply(bound, true, Some(self.cancel), self.reporter)
+            .await
+    }
+
+    fn announce(&self, pending: i64) -> String {
+        format!("catching the previous tables up with {pending} event(s) since the swap")
+    }
+}
+
+/// The batches of the `_old` tables, with the position recorded in `runs.old_position`.
+struct OldBatches<'r, 'a> {
+    old: &'r OldGeneration<'a>,
+    projector: &'r Projector,
+    own_transaction: bool,
+}
+
+impl Batches for OldBatches<'_, '_> {
+    /// One batch to the `_old` tables: the events after `from`, the proof of the guard, the
+    /// position moved (compared and set) and the write guard; in the caller's transaction.
     async fn batch(
         &self,
-        projector: &Projector,
+        from: &Cursor,
         upto: &Bound,
-        own_transaction: bool,
-    ) -> Result<(Cursor, i64, bool)> {
-        let recorded = runs::old_cursor(self.conn, self.run_id).await?;
-        let step = projector
-            .apply_next(
-                self.conn,
-                self.source,
-                &self.at,
-                upto,
-                self.batch_size,
-                None,
-            )
+        _budget: Option<i64>,
+    ) -> Result<tx::End<Step>> {
+        let old = self.old;
+        let recorded = runs::old_cursor(old.conn, old.run_id).await?;
+        let step = self
+            .projector
+            .apply_next(old.conn, old.source, from, upto, old.batch_size, None)
             .await?;
-        fence::prove(self.conn, LockClass::Projection, &self.projections).await?;
-        runs::advance_old_cursor(self.conn, self.run_id, recorded.as_ref(), &step.to).await?;
+        fence::prove(old.conn, LockClass::Projection, &old.projections).await?;
+        runs::advance_old_cursor(old.conn, old.run_id, recorded.as_ref(), &step.to).await?;
         write_guard::check(
-            self.conn,
-            projector.writes(),
-            &self.at,
+            old.conn,
+            self.projector.writes(),
+            from,
             &step.to,
-            own_transaction,
+            self.own_transaction,
         )
         .await?;
-        Ok((step.to, step.events, step.exhausted))
+        Ok(tx::End::Commit(step))
+    }
+
+    fn what(&self, _from: &Cursor) -> String {
+        String::new()
     }
 }
 

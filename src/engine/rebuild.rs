@@ -1,5 +1,6 @@
 //! `rebuild` and `swap`: clone, replay, catch up, check, swap.
 
+use super::batches::{Batches, CatchUp, Ended, Policy};
 use super::inspect::{plan_report, PlanReport};
 use super::partial::{Partial, PartialRequest};
 use super::{handler_digest, run_tables, Engine};
@@ -10,7 +11,7 @@ use crate::error::{Context, Error, ErrorKind, Reason, Result};
 use crate::ordering::{Cut, SETTLE_WAIT};
 use crate::plan::Plan;
 use crate::progress::{Cancel, Reporter};
-use crate::replay::{session_setup, Projector, Target};
+use crate::replay::{session_setup, Projector, Step, Target};
 use crate::shadow;
 use crate::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
@@ -25,11 +26,8 @@ use crate::write_guard;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio_postgres::Client;
-
-/// How many catch-up rounds before the swap; the final tail is replayed under the lock.
-const CATCH_UP_ROUNDS: usize = 10;
 
 /// How to [`rebuild`]; `Default` is what `reproject rebuild --yes` does.
 #[derive(Debug, Clone)]
@@ -178,8 +176,25 @@ struct Finish {
     /// Wait (catching up) for the window to open; without, refuse to swap outside it.
     wait_for_window: bool,
     partial: Option<Partial>,
-    /// The new shapes of the tables (`reshape`), whose broken dependents the swap redefines.
-    shape_changes: Vec<crate::shape::ShapeChange>,
+}
+
+impl Finish {
+    /// How `rebuild` (and `--resume`) finishes a run: waiting for its window; no partial
+    /// selection (a new run sets its own, a resumed one reads what it recorded).
+    fn rebuild(opts: &RebuildOptions) -> Finish {
+        Finish {
+            batch_size: opts.batch_size,
+            set_batch_size: opts.set_batch_size,
+            jobs: opts.jobs,
+            max_events: opts.max_events,
+            no_swap: opts.no_swap,
+            skip_checks: false,
+            lock: opts.lock,
+            window: opts.window.clone(),
+            wait_for_window: true,
+            partial: None,
+        }
+    }
 }
 
 /// How often a rebuild that lost its connection resumes by itself before it gives up.
@@ -223,15 +238,15 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
                 lost.causes.last().unwrap_or(&lost.message)
             ),
         });
-        let until = std::time::Instant::now() + pause;
-        while std::time::Instant::now() < until {
-            if engine.cancel.is_cancelled() {
+        tokio::select! {
+            biased;
+            _ = engine.cancel.cancelled() => {
                 return Err(Error::interrupted(
                     "interrupted while waiting to reconnect; the run stays resumable",
                 )
                 .with_hint("`reproject rebuild --resume` continues it"));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            _ = tokio::time::sleep(pause) => {}
         }
         // A resumed run continues with the partial-rebuild selection it recorded.
         let again = RebuildOptions {
@@ -398,8 +413,7 @@ async fn rebuild_once(
     // and the dry run (preflight.rs).
     {
         let pooled = engine.db.get().await?;
-        // WIRING: the changes of the projections' `reshape` (none yet).
-        let shape_changes: &[crate::shape::ShapeChange] = &[];
+        let shape_changes = &crate::shape::planned_changes(config, &resolved, &plan.order);
         let request = crate::preflight::Request {
             config,
             order: &plan.order,
@@ -545,42 +559,19 @@ async fn rebuild_once(
         let (partial, before) = futures_util::future::join(clone, count_before).await;
         let (partial, before) = (partial?, before?);
         runs::set_json(&conn, run_id, JsonColumn::RowsBefore, &before.into()).await?;
-        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
-        let target = Target {
-            config,
-            resolved: &resolved,
-            rebuilding: &rebuilding,
-        };
-        let projector = Projector::prepare(&conn, &target, &plan.order)
-            .await?
-            .with_set_batch_size(opts.set_batch_size);
-        session_setup(&conn).await?;
         let finish = Finish {
-            batch_size: opts.batch_size,
-            set_batch_size: opts.set_batch_size,
-            jobs: opts.jobs,
-            max_events: opts.max_events,
-            no_swap: opts.no_swap,
-            skip_checks: false,
-            lock: opts.lock,
-            window: opts.window.clone(),
-            wait_for_window: true,
             partial: partial.clone(),
-            // WIRING: the changes of the projections' `reshape` (none yet).
-            shape_changes: Vec::new(),
+            ..Finish::rebuild(opts)
         };
-        finish_run(
-            engine,
-            &conn,
+        let run = ReadyRun {
+            conn: &conn,
             run_id,
-            &names,
-            &target,
-            &plan.order,
-            &projector,
-            &tables,
-            &finish,
-        )
-        .await
+            names: &names,
+            resolved: &resolved,
+            order: &plan.order,
+            tables: &tables,
+        };
+        run.finish(engine, &finish).await
     }
     .await;
     record_outcome(engine, run_id, result).await
@@ -616,13 +607,9 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
             .with_hint("see `reproject status`"))
         }
         many => {
-            let list: Vec<String> = many
-                .iter()
-                .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
-                .collect();
             return Err(Error::config(format!(
                 "several rebuilds await a swap: {}",
-                list.join("; ")
+                super::run_list(many)
             ))
             .with_hint("name the projections of the run to swap: `reproject swap PROJECTION...`"));
         }
@@ -638,8 +625,6 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         window: opts.window.clone(),
         wait_for_window: false,
         partial: None,
-        // WIRING: the changes of the projections' `reshape` (none yet).
-        shape_changes: Vec::new(),
     };
     continue_run(engine, &run, &finish).await
 }
@@ -683,21 +668,7 @@ async fn resume(
         "resuming run {} ({}) from its checkpoint",
         run.id, run.status
     ));
-    let finish = Finish {
-        batch_size: opts.batch_size,
-        set_batch_size: opts.set_batch_size,
-        jobs: opts.jobs,
-        max_events: opts.max_events,
-        no_swap: opts.no_swap,
-        skip_checks: false,
-        lock: opts.lock,
-        window: opts.window.clone(),
-        wait_for_window: true,
-        partial: None,
-        // WIRING: the changes of the projections' `reshape` (none yet).
-        shape_changes: Vec::new(),
-    };
-    continue_run(engine, &run, &finish).await
+    continue_run(engine, &run, &Finish::rebuild(opts)).await
 }
 
 /// Continues a recorded run from its checkpoint: the handlers must be the ones that built its
@@ -801,32 +772,55 @@ async fn continue_run(
         runs::merge_options(&conn, run.id, &skip).await?;
     }
     let run_id = run.id;
-    let result = async {
-        let rebuilding: BTreeSet<usize> = plan.order.iter().copied().collect();
+    let run = ReadyRun {
+        conn: &conn,
+        run_id,
+        names: &names,
+        resolved: &resolved,
+        order: &plan.order,
+        tables: &tables,
+    };
+    let result = run.finish(engine, finish).await;
+    record_outcome(engine, run_id, result).await
+}
+
+/// A recorded run ready to replay into its rebuild tables, on its own connection.
+struct ReadyRun<'a> {
+    conn: &'a Client,
+    run_id: i64,
+    names: &'a [String],
+    resolved: &'a crate::model::Resolved,
+    order: &'a [usize],
+    tables: &'a [RunTable],
+}
+
+impl ReadyRun<'_> {
+    /// Prepares the handlers on the run's connection and finishes the run ([`finish_run`]),
+    /// with its `reproject cancel` requests watched meanwhile.
+    async fn finish(&self, engine: &Engine<'_>, finish: &Finish) -> Result<RebuildOutcome> {
+        let rebuilding: BTreeSet<usize> = self.order.iter().copied().collect();
         let target = Target {
-            config,
-            resolved: &resolved,
+            config: engine.config,
+            resolved: self.resolved,
             rebuilding: &rebuilding,
         };
-        let projector = Projector::prepare(&conn, &target, &plan.order)
+        let projector = Projector::prepare(self.conn, &target, self.order)
             .await?
             .with_set_batch_size(finish.set_batch_size);
-        session_setup(&conn).await?;
-        finish_run(
+        session_setup(self.conn).await?;
+        let run = finish_run(
             engine,
-            &conn,
-            run_id,
-            &names,
+            self.conn,
+            self.run_id,
+            self.names,
             &target,
-            &plan.order,
+            self.order,
             &projector,
-            &tables,
+            self.tables,
             finish,
-        )
-        .await
+        );
+        super::cancel_requests::watching(engine, self.run_id, run).await
     }
-    .await;
-    record_outcome(engine, run_id, result).await
 }
 
 fn names(engine: &Engine<'_>, plan: &Plan) -> Vec<String> {
@@ -878,6 +872,17 @@ async fn finish_run(
         tables,
         run_id,
     );
+    let steps = Steps {
+        engine,
+        conn,
+        run_id,
+        names,
+        target,
+        order,
+        projector,
+        tables,
+        opts,
+    };
     let replay = Replay {
         conn,
         projector,
@@ -887,108 +892,11 @@ async fn finish_run(
         names,
         batch_size: opts.batch_size,
         reporter,
-        cancel_checked: std::sync::Mutex::new(std::time::Instant::now()),
         progress_base: std::sync::atomic::AtomicU64::new(0),
     };
 
-    runs::set_phase(conn, run_id, Phase::Replay).await?;
-    source.check_transaction_ids(conn).await?;
-    let start = runs::cursor(conn, run_id).await?;
-    let bound = cut
-        .settle(conn, &start, &engine.cancel, reporter, SETTLE_WAIT)
-        .await?;
-    let target_position = match bound {
-        Some(Bound::UpTo(p)) => Some(p),
-        _ => source.head(conn).await?,
-    };
-    runs::set_target(conn, run_id, target_position).await?;
     let mut budget = opts.max_events;
-    if let Some(bound) = bound {
-        let counts = source.count(conn, &start, &bound).await?;
-        reporter.step(&format!(
-            "replaying {} event(s) up to {} into {}",
-            counts.events,
-            bound.describe(),
-            tables
-                .iter()
-                .map(|t| format!("`{}`", t.rebuild))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        reporter.replay_started("replay", counts.events.max(0) as u64);
-        let lanes = super::lanes::Lanes {
-            engine,
-            conn,
-            run_id,
-            names,
-            projector,
-            target,
-            order,
-            source: &source,
-            batch_size: opts.batch_size,
-            jobs: opts.jobs,
-        };
-        let applied = async {
-            // An unfinished plan of stream lanes at the checkpoint is continued whatever the
-            // options now say: the tables hold its applied lanes, which the checkpoint does not.
-            let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
-            let why_not = super::lanes::why_not(engine.config, order, projector, &source);
-            if plan.is_none() && budget.is_some() && opts.jobs > 1 {
-                reporter.warn(&format!(
-                    "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
-                    opts.jobs
-                ));
-            }
-            if plan.is_none() && budget.is_none() {
-                // Set-based lanes also bound their transactions (one set batch each);
-                // per-event lanes commit every batch, so they need only one per job.
-                let per_lane = projector.set_based_only().then_some(opts.set_batch_size);
-                let n = super::lanes::lane_count(counts.events, per_lane, opts.jobs);
-                match (&why_not, bound) {
-                    (None, Bound::UpTo(upto)) if n > 1 => {
-                        plan = Some(
-                            lanes::create(conn, run_id, start.position, upto, n, counts.events)
-                                .await?,
-                        );
-                    }
-                    (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
-                        "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
-                        opts.jobs
-                    )),
-                    _ => {}
-                }
-            }
-            // `done`: the plan's events, which the checkpoint moved past; `applied`: those this
-            // call applied (all of them, unless it continued a plan).
-            let (from, done, applied) = match plan {
-                Some(plan) => {
-                    let (to, applied) = lanes.apply(&plan, 0).await?;
-                    (to, plan.events, applied)
-                }
-                None => (start, 0, 0),
-            };
-            replay
-                .progress_base
-                .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
-            let rest = replay
-                .range(
-                    from,
-                    bound,
-                    &mut budget,
-                    Some(&engine.cancel),
-                    true,
-                    Some((counts.events - done).max(0)),
-                )
-                .await;
-            replay
-                .progress_base
-                .store(0, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, Error>(applied + rest?)
-        }
-        .await;
-        reporter.replay_finished();
-        outcome.events_applied += applied?;
-    }
+    outcome.events_applied += steps.bulk_replay(&replay, &mut cut, &mut budget).await?;
     if budget == Some(0) {
         runs::set_status(conn, run_id, RunStatus::Paused, None).await?;
         outcome.status = OutcomeStatus::Run(RunStatus::Paused);
@@ -998,99 +906,9 @@ async fn finish_run(
     runs::set_phase(conn, run_id, Phase::CatchUp).await?;
     outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
 
-    // A maintenance window: keep catching up until it opens, then check and swap inside it.
-    if let (false, Some(window)) = (opts.no_swap, &opts.window) {
-        let mut announced = false;
-        while let Some(opens) = window.next_open(chrono::Local::now()) {
-            if !opts.wait_for_window {
-                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
-                return Err(Error::busy(format!(
-                    "run {run_id}: outside the swap window ({window}); it next opens at {}",
-                    opens.format("%Y-%m-%d %H:%M:%S %Z")
-                ))
-                .with_hint("nothing was swapped; run `reproject swap` inside the window"));
-            }
-            if !announced {
-                runs::set_phase(conn, run_id, Phase::Waiting).await?;
-                reporter.step(&format!(
-                    "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
-                    opens.format("%Y-%m-%d %H:%M:%S %Z")
-                ));
-                announced = true;
-            }
-            let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
-            let mut slept = std::time::Duration::ZERO;
-            while slept < until.min(WINDOW_CATCH_UP_EVERY) {
-                if engine.cancel.is_cancelled() {
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
-                    return Err(Error::interrupted(format!(
-                        "run {run_id}: cancelled while waiting for the swap window"
-                    ))
-                    .with_hint("`reproject swap` swaps it later"));
-                }
-                let step = std::time::Duration::from_millis(200);
-                tokio::time::sleep(step).await;
-                slept += step;
-            }
-            outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
-        }
-    }
+    outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
 
-    runs::set_phase(conn, run_id, Phase::Checks).await?;
-    reporter.step("running health checks");
-    let results = checks::run(conn, target, order).await?;
-    runs::set_json(
-        conn,
-        run_id,
-        JsonColumn::Checks,
-        &serde_json::to_value(&results).unwrap_or_default(),
-    )
-    .await?;
-    let mut after = serde_json::Map::new();
-    for t in tables {
-        let live = t.live.to_string();
-        // The row-count checks just counted them.
-        let counted = results
-            .iter()
-            .find_map(|c| c.rebuilt_rows.as_ref().filter(|(l, _)| *l == live));
-        let rows = match counted {
-            Some((_, n)) => *n,
-            None => crate::catalog::count_rows(conn, &t.rebuild).await?,
-        };
-        after.insert(live, json!(rows));
-    }
-    runs::set_json(conn, run_id, JsonColumn::RowsAfter, &after.into()).await?;
-    outcome.checks = results.clone();
-    let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
-    if !failed.is_empty() {
-        if opts.skip_checks {
-            reporter.warn(&format!(
-                "{} check(s) failed; swapping anyway (--skip-checks)",
-                failed.len()
-            ));
-        } else {
-            runs::set_status(
-                conn,
-                run_id,
-                RunStatus::ChecksFailed,
-                Some("health checks failed"),
-            )
-            .await?;
-            let mut err = Error::health_check(format!(
-                "run {run_id}: {} health check(s) failed; nothing was swapped",
-                failed.len()
-            ));
-            for c in failed {
-                err = err.caused_by(format!(
-                    "projection `{}`: {}: {}",
-                    c.projection, c.name, c.detail
-                ));
-            }
-            return Err(err.with_hint(
-                "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
-            ));
-        }
-    }
+    outcome.checks = steps.checks().await?;
 
     // After the checks, so a failed rebuild never pays for the rewrite; before `--no-swap`
     // returns, so a run that waits for its swap does not wait unlogged.
@@ -1117,271 +935,622 @@ async fn finish_run(
         )));
     }
 
-    runs::set_phase(conn, run_id, Phase::Swap).await?;
-    reporter.step("analyzing the rebuilt tables");
-    for t in tables {
-        conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
-            .await
-            .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
-    }
-    // Retired tables an earlier swap could not drop go first: nothing depends on them.
-    swap::drop_retired(conn, names, reporter).await?;
-    let retire = swap::old_tables_to_retire(conn, tables).await?;
-    // Tables whose foreign keys point at ours, and views reading them, are altered too; they
-    // are locked first, in the order readers lock them (no deadlock with a reader of a view).
-    let lock_list = swap::lock_order(
-        swap::dependents_to_lock(conn, tables).await?,
-        tables.iter().map(|t| t.live.clone()),
-        (tables.iter().map(|t| t.rebuild.clone())).chain(retire.iter().map(|(old, _)| old.clone())),
-    );
-    let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
-    let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
-    let redefinitions = crate::shape::dependents::for_swap(
-        conn,
-        engine.config,
-        target.resolved,
-        &opts.shape_changes,
-    )
-    .await?;
-    super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
-    reporter.step(&format!("swapping {} table(s)", tables.len()));
-    let mut retries = 0u32;
-    // The connection went as the swap committed, and the swap did commit (read back).
-    let mut lost_at_commit = false;
-    let (wait, hold, tail, position, validations) = loop {
-        let mut blockers = Vec::new();
-        let locked = swap::lock_tables(
+    steps
+        .swap(&replay, &mut cut, external.as_ref(), outcome)
+        .await
+}
+
+/// What the swap's exchange needs, prepared before the locks are taken.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    prepared: &'a crate::carry::Prepared,
+    /// Old tables of earlier runs, retired (renamed) in the swap transaction.
+    retire: &'a [(crate::ident::TableName, crate::ident::TableName)],
+    /// Dependents broken by the run's shape changes, with the user's definitions.
+    redefinitions: &'a swap::Redefinitions,
+}
+
+/// What every step of [`finish_run`] works on.
+#[derive(Clone, Copy)]
+struct Steps<'a> {
+    engine: &'a Engine<'a>,
+    conn: &'a Client,
+    run_id: i64,
+    names: &'a [String],
+    target: &'a Target<'a>,
+    order: &'a [usize],
+    projector: &'a Projector,
+    tables: &'a [RunTable],
+    opts: &'a Finish,
+}
+
+impl Steps<'_> {
+    /// The bulk replay up to the bound settled now, in stream lanes where they apply, within
+    /// `budget` (`--max-events`). Returns the events applied.
+    async fn bulk_replay(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        budget: &mut Option<i64>,
+    ) -> Result<i64> {
+        let Steps {
+            engine,
             conn,
-            &lock_list,
-            opts.lock,
-            reporter,
-            Some(&engine.cancel),
-            &mut blockers,
+            run_id,
+            names,
+            target,
+            order,
+            projector,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        let source = replay.source;
+        runs::set_phase(conn, run_id, Phase::Replay).await?;
+        source.check_transaction_ids(conn).await?;
+        let start = runs::cursor(conn, run_id).await?;
+        let bound = cut
+            .settle(conn, &start, &engine.cancel, reporter, SETTLE_WAIT)
+            .await?;
+        let target_position = match bound {
+            Some(Bound::UpTo(p)) => Some(p),
+            _ => source.head(conn).await?,
+        };
+        runs::set_target(conn, run_id, target_position).await?;
+        if let Some(bound) = bound {
+            let counts = source.count(conn, &start, &bound).await?;
+            reporter.step(&format!(
+                "replaying {} event(s) up to {} into {}",
+                counts.events,
+                bound.describe(),
+                tables
+                    .iter()
+                    .map(|t| format!("`{}`", t.rebuild))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            reporter.replay_started("replay", counts.events.max(0) as u64);
+            let lanes = super::lanes::Lanes {
+                engine,
+                conn,
+                run_id,
+                names,
+                projector,
+                target,
+                order,
+                source,
+                batch_size: opts.batch_size,
+                jobs: opts.jobs,
+            };
+            let applied = async {
+                // An unfinished plan of stream lanes at the checkpoint is continued whatever the
+                // options now say: the tables hold its applied lanes, which the checkpoint does not.
+                let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
+                let why_not = super::lanes::why_not(engine.config, order, projector, source);
+                if plan.is_none() && budget.is_some() && opts.jobs > 1 {
+                    reporter.warn(&format!(
+                        "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
+                        opts.jobs
+                    ));
+                }
+                if plan.is_none() && budget.is_none() {
+                    // Set-based lanes also bound their transactions (one set batch each);
+                    // per-event lanes commit every batch, so they need only one per job.
+                    let per_lane = projector.set_based_only().then_some(opts.set_batch_size);
+                    let n = super::lanes::lane_count(counts.events, per_lane, opts.jobs);
+                    match (&why_not, bound) {
+                        (None, Bound::UpTo(upto)) if n > 1 => {
+                            plan = Some(
+                                lanes::create(conn, run_id, start.position, upto, n, counts.events)
+                                    .await?,
+                            );
+                        }
+                        (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
+                            "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
+                            opts.jobs
+                        )),
+                        _ => {}
+                    }
+                }
+                // `done`: the plan's events, which the checkpoint moved past; `applied`: those this
+                // call applied (all of them, unless it continued a plan).
+                let (from, done, applied) = match plan {
+                    Some(plan) => {
+                        let (to, applied) = lanes.apply(&plan, 0).await?;
+                        (to, plan.events, applied)
+                    }
+                    None => (start, 0, 0),
+                };
+                replay
+                    .progress_base
+                    .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                let rest = replay
+                    .range(
+                        from,
+                        bound,
+                        budget,
+                        Some(&engine.cancel),
+                        true,
+                        Some((counts.events - done).max(0)),
+                    )
+                    .await;
+                replay
+                    .progress_base
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, Error>(applied + rest?)
+            }
+            .await;
+            reporter.replay_finished();
+            return applied;
+        }
+        Ok(0)
+    }
+
+    /// A maintenance window: keep catching up until it opens (or refuse outside it, for
+    /// `swap`). Returns the events applied meanwhile.
+    async fn wait_for_window(&self, replay: &Replay<'_>, cut: &mut Cut<'_>) -> Result<i64> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        let mut applied = 0;
+        // A maintenance window: keep catching up until it opens, then check and swap inside it.
+        if let (false, Some(window)) = (opts.no_swap, &opts.window) {
+            let mut announced = false;
+            while let Some(opens) = window.next_open(chrono::Local::now()) {
+                if !opts.wait_for_window {
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
+                    return Err(Error::busy(format!(
+                        "run {run_id}: outside the swap window ({window}); it next opens at {}",
+                        opens.format("%Y-%m-%d %H:%M:%S %Z")
+                    ))
+                    .with_hint("nothing was swapped; run `reproject swap` inside the window"));
+                }
+                if !announced {
+                    runs::set_phase(conn, run_id, Phase::Waiting).await?;
+                    reporter.step(&format!(
+                        "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
+                        opens.format("%Y-%m-%d %H:%M:%S %Z")
+                    ));
+                    announced = true;
+                }
+                let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    biased;
+                    _ = engine.cancel.cancelled() => {
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
+                        return Err(Error::interrupted(format!(
+                            "run {run_id}: cancelled while waiting for the swap window"
+                        ))
+                        .with_hint("`reproject swap` swaps it later"));
+                    }
+                    _ = tokio::time::sleep(until.min(WINDOW_CATCH_UP_EVERY)) => {}
+                }
+                applied += replay.catch_up(cut, &engine.cancel).await?;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The health checks and the row counts after; a failed check ends the run here (status
+    /// `checks_failed`) unless `--skip-checks`.
+    async fn checks(&self) -> Result<Vec<CheckResult>> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            target,
+            order,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        runs::set_phase(conn, run_id, Phase::Checks).await?;
+        reporter.step("running health checks");
+        let results = checks::run(conn, target, order).await?;
+        runs::set_json(
+            conn,
+            run_id,
+            JsonColumn::Checks,
+            &serde_json::to_value(&results).unwrap_or_default(),
         )
-        .await;
-        let wait = match locked {
-            Ok(wait) => wait,
-            Err(e) => {
-                // The rebuild itself is complete and checked: it can be swapped later.
-                runs::add_lock_attempt(
+        .await?;
+        let mut after = serde_json::Map::new();
+        for t in tables {
+            let live = t.live.to_string();
+            // The row-count checks just counted them.
+            let counted = results
+                .iter()
+                .find_map(|c| c.rebuilt_rows.as_ref().filter(|(l, _)| *l == live));
+            let rows = match counted {
+                Some((_, n)) => *n,
+                None => crate::catalog::count_rows(conn, &t.rebuild).await?,
+            };
+            after.insert(live, json!(rows));
+        }
+        runs::set_json(conn, run_id, JsonColumn::RowsAfter, &after.into()).await?;
+        let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
+        if !failed.is_empty() {
+            if opts.skip_checks {
+                reporter.warn(&format!(
+                    "{} check(s) failed; swapping anyway (--skip-checks)",
+                    failed.len()
+                ));
+            } else {
+                runs::set_status(
                     conn,
                     run_id,
-                    &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
+                    RunStatus::ChecksFailed,
+                    Some("health checks failed"),
                 )
                 .await?;
-                runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
-                return Err(e);
+                let mut err = Error::health_check(format!(
+                    "run {run_id}: {} health check(s) failed; nothing was swapped",
+                    failed.len()
+                ));
+                for c in failed {
+                    err = err.caused_by(format!(
+                        "projection `{}`: {}: {}",
+                        c.projection, c.name, c.detail
+                    ));
+                }
+                return Err(err.with_hint(
+                    "the rebuilt tables are kept for inspection; fix the cause and rebuild, or `reproject swap --skip-checks` if the difference is expected",
+                ));
             }
-        };
-        let held = Instant::now();
+        }
+        Ok(results)
+    }
+
+    /// Under the swap's locks: the final tail (or the release when it is too long), the
+    /// partial copy, the exchange of the tables, the hand-overs and the record of the swap.
+    async fn under_locks(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        external: Option<&crate::external::External<'_>>,
+        exchange: Exchange<'_>,
+        held: swap::Held,
+    ) -> Result<swap::Under<(i64, Option<i64>, Vec<crate::carry::Validation>)>> {
+        let Exchange {
+            prepared,
+            retire,
+            redefinitions,
+        } = exchange;
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            projector,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let (reporter, source) = (engine.reporter, replay.source);
         let laps = &prepared.laps;
         laps.start();
-        let attempt = async {
-            // The final tail: events committed since the last catch-up, applied while the live
-            // tables are locked, so the new tables hold every event up to the swap. Too long a
-            // tail would keep readers waiting: then release, catch up outside, try again.
-            let at = runs::cursor(conn, run_id).await?;
-            let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
-            let pending = match &bound {
-                Some(b) => source.count(conn, &at, b).await?.events,
-                None => 0,
-            };
-            // An external projection's swap position is its last applied range: no command
-            // runs under the lock; the tail is left to its hand-over, or must be empty.
-            let limit = external
-                .as_ref()
-                .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
-            if pending > limit {
-                return Ok(Err(pending));
-            }
-            laps.lap("tail bound");
-            let tail = match bound {
-                Some(bound) if external.is_none() => {
-                    replay
-                        .range(at, bound, &mut None, None, false, Some(pending))
-                        .await?
-                }
-                _ => 0,
-            };
-            laps.lap("tail");
-            swap::check_hold(held, &opts.lock, "the final tail was applied")?;
-            let swapped_at = runs::cursor(conn, run_id).await?;
-            super::partial::at_swap(
-                conn,
-                engine.config,
-                run_id,
-                opts.partial.as_ref(),
-                tables,
-                &source,
-                projector,
-                &swapped_at,
-                opts.lock.max_tail_events,
-                reporter,
-            )
-            .await?;
-            let position = swapped_at.position;
-            swap::retire_old_tables(conn, run_id, &retire).await?;
-            laps.lap("retire old tables");
-            let validations = swap::swap_generation(conn, &prepared, run_id, tables, &redefinitions).await?;
-            laps.lap("registry");
-            crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
-            // `reproject run` continues on the new tables from exactly here (engine/live.rs).
-            crate::state::live::hand_over(conn, run_id, names, position).await?;
-            laps.lap("hand-over");
-            swap::check_hold(held, &opts.lock, "the tables were exchanged")?;
-            let hold_ms = held.elapsed().as_millis() as i64;
-            runs::add_lock_attempt(
-                conn,
-                run_id,
-                &json!({ "outcome": "swapped", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                         "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
-            )
-            .await?;
-            fence::prove(conn, LockClass::Projection, names).await?;
-            runs::set_swapped(conn, run_id, position, wait.as_millis() as i64, hold_ms).await?;
-            Ok(Ok((tail, position, validations)))
+        // The final tail: events committed since the last catch-up, applied while
+        // the live tables are locked, so the new tables hold every event up to the
+        // swap. Too long a tail would keep readers waiting: then release, catch up
+        // outside, try again.
+        let at = runs::cursor(conn, run_id).await?;
+        let bound = cut.bound(conn, &at).await?.filter(|b| !b.reached_by(&at));
+        let pending = match &bound {
+            Some(b) => source.count(conn, &at, b).await?.events,
+            None => 0,
+        };
+        // An external projection's swap position is its last applied range: no
+        // command runs under the lock; the tail is left to its hand-over, or must
+        // be empty.
+        let limit = external
+            .as_ref()
+            .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
+        if pending > limit {
+            return Ok(swap::Under::Release(pending));
         }
-        .await;
-        let attempt = match attempt {
-            Ok(Err(pending)) => {
-                let _ = conn.batch_execute("ROLLBACK").await;
-                Ok(Err(pending))
+        laps.lap("tail bound");
+        let tail = match bound {
+            Some(bound) if external.is_none() => {
+                replay
+                    .range(at, bound, &mut None, None, false, Some(pending))
+                    .await?
             }
-            Ok(Ok(done)) => match tx::finish(conn, Ok(Ok(done.clone()))).await {
+            _ => 0,
+        };
+        laps.lap("tail");
+        swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
+        let swapped_at = runs::cursor(conn, run_id).await?;
+        super::partial::at_swap(
+            conn,
+            engine.config,
+            run_id,
+            opts.partial.as_ref(),
+            tables,
+            source,
+            projector,
+            &swapped_at,
+            opts.lock.max_tail_events,
+            reporter,
+        )
+        .await?;
+        let position = swapped_at.position;
+        swap::retire_old_tables(conn, run_id, retire).await?;
+        laps.lap("retire old tables");
+        let validations =
+            swap::swap_generation(conn, prepared, run_id, tables, redefinitions).await?;
+        laps.lap("registry");
+        crate::handover::apply(conn, engine.config, names, &swapped_at, reporter).await?;
+        // `reproject run` continues on the new tables from exactly here
+        // (engine/live.rs).
+        crate::state::live::hand_over(conn, run_id, names, position).await?;
+        laps.lap("hand-over");
+        swap::check_hold(held.since, &opts.lock, "the tables were exchanged")?;
+        let hold_ms = held.since.elapsed().as_millis() as i64;
+        runs::add_lock_attempt(
+            conn,
+            run_id,
+            &json!({ "outcome": "swapped", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                     "lock_hold_ms": hold_ms, "tail_events": tail, "steps": laps.to_json() }),
+        )
+        .await?;
+        fence::prove(conn, LockClass::Projection, names).await?;
+        runs::set_swapped(
+            conn,
+            run_id,
+            position,
+            held.wait.as_millis() as i64,
+            hold_ms,
+        )
+        .await?;
+        Ok(swap::Under::Commit((tail, position, validations)))
+    }
+
+    /// Analyze, then the locked section (final tail, exchange, hand-over) until it commits,
+    /// then what follows a committed swap (durability, standbys, foreign keys, retired tables).
+    async fn swap(
+        &self,
+        replay: &Replay<'_>,
+        cut: &mut Cut<'_>,
+        external: Option<&crate::external::External<'_>>,
+        mut outcome: RebuildOutcome,
+    ) -> Result<RebuildOutcome> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            target,
+            tables,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        runs::set_phase(conn, run_id, Phase::Swap).await?;
+        reporter.step("analyzing the rebuilt tables");
+        for t in tables {
+            conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
+                .await
+                .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
+        }
+        // Retired tables an earlier swap could not drop go first: nothing depends on them.
+        swap::drop_retired(conn, names, reporter).await?;
+        let retire = swap::old_tables_to_retire(conn, tables).await?;
+        // Tables whose foreign keys point at ours, and views reading them, are altered too; they
+        // are locked first, in the order readers lock them (no deadlock with a reader of a view).
+        let lock_list = swap::lock_order(
+            swap::dependents_to_lock(conn, tables).await?,
+            tables.iter().map(|t| t.live.clone()),
+            (tables.iter().map(|t| t.rebuild.clone()))
+                .chain(retire.iter().map(|(old, _)| old.clone())),
+        );
+        let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+        let prepared = crate::carry::Prepared::prepare(conn, &live).await?;
+        // The dependents the run's recorded shape changes break, with the user's definitions
+        // (checked up front by preflight; read from the run's record, so `swap` and `--resume`
+        // redefine exactly what the clone was shaped for).
+        let changes: Vec<_> = crate::state::shapes::of_run(conn, run_id)
+            .await?
+            .iter()
+            .map(|r| r.shape_change())
+            .collect();
+        let redefinitions =
+            crate::shape::dependents::for_swap(conn, engine.config, target.resolved, &changes)
+                .await?;
+        super::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter).await?;
+        reporter.step(&format!("swapping {} table(s)", tables.len()));
+        let exchange = Exchange {
+            prepared: &prepared,
+            retire: &retire,
+            redefinitions: &redefinitions,
+        };
+        let mut retries = 0u32;
+        // The connection went as the swap committed, and the swap did commit (read back).
+        let mut lost_at_commit = false;
+        let (wait, hold, tail, position, validations) = loop {
+            // What the locks looked like, for the record of an attempt that failed under them.
+            let mut under: Option<swap::Held> = None;
+            let section = swap::locked(
+                conn,
+                &lock_list,
+                opts.lock,
+                reporter,
+                &engine.cancel,
+                |held| {
+                    under = Some(held.clone());
+                    self.under_locks(replay, &mut *cut, external, exchange, held)
+                },
+            )
+            .await;
+            match section {
+                Ok(swap::Section::Committed(held, hold, (tail, position, validations))) => {
+                    break (held.wait, hold, tail, position, validations)
+                }
                 // The COMMIT was sent, its answer lost: the run's status says whether it took.
-                Err(e) if e.is_connection_loss() => {
+                Ok(swap::Section::CommitLost(held, (tail, position, validations), e)) => {
                     match committed_despite_loss(engine, run_id).await {
                         Some(true) => {
                             lost_at_commit = true;
-                            Ok(Ok(done))
+                            break (held.wait, held.since.elapsed(), tail, position, validations);
                         }
-                        Some(false) => Err(e.context(format!(
+                        Some(false) => return Err(e.context(format!(
                             "run {run_id}: the connection was lost before the swap committed; nothing was swapped"
                         ))),
-                        None => Err(e
+                        None => return Err(e
                             .context(format!(
                                 "run {run_id}: the connection was lost as the swap committed, and the server could not be reached to learn whether it did"
                             ))
                             .with_hint("`reproject status` shows whether the run is swapped; if it is not, `reproject rebuild --resume` finishes it")),
                     }
                 }
-                other => other,
-            },
-            other => tx::finish(conn, other).await,
-        };
-        let attempt = match attempt {
-            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
-                // Not our Ctrl-C: the statement_timeout set under the lock.
-                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
-            }
-            other => other,
-        };
-        match attempt {
-            Ok(Ok(done)) => break (wait, held.elapsed(), done.0, done.1, done.2),
-            Ok(Err(pending)) => {
-                let hold_ms = held.elapsed().as_millis() as i64;
-                runs::add_lock_attempt(
-                    conn,
-                    run_id,
-                    &json!({ "outcome": "tail_too_long", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                             "lock_hold_ms": hold_ms, "tail_events": pending }),
-                )
-                .await?;
-                retries += 1;
-                if retries > swap::TAIL_RETRIES && external.is_some() {
-                    let e = crate::external::tail_refused(run_id, pending, retries);
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
-                    return Err(e);
-                }
-                if retries > swap::TAIL_RETRIES {
-                    let e = Error::busy(format!(
-                        "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
-                        opts.lock.max_tail_events
-                    ))
-                    .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
-                    return Err(e);
-                }
-                if external.is_some() {
-                    reporter.warn(&format!(
-                        "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
-                        swap::TAIL_RETRIES
-                    ));
-                } else {
-                    reporter.warn(&format!(
-                        "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
-                        opts.lock.max_tail_events,
-                        swap::TAIL_RETRIES
-                    ));
-                }
-                outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
-            }
-            Err(e) => {
-                if e.kind == ErrorKind::Busy {
+                Ok(swap::Section::NotLocked(e, blockers)) => {
+                    // The rebuild itself is complete and checked: it can be swapped later.
                     runs::add_lock_attempt(
                         conn,
                         run_id,
-                        &json!({ "outcome": "hold_exceeded", "lock_wait_ms": wait.as_millis() as i64,
-                                 "lock_hold_ms": held.elapsed().as_millis() as i64 }),
+                        &json!({ "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
                     )
                     .await?;
-                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                        .await?;
+                    runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain())).await?;
+                    return Err(e);
                 }
-                return Err(e);
+                Ok(swap::Section::Released(held, hold, pending)) => {
+                    let hold_ms = hold.as_millis() as i64;
+                    runs::add_lock_attempt(
+                        conn,
+                        run_id,
+                        &json!({ "outcome": "tail_too_long", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                                 "lock_hold_ms": hold_ms, "tail_events": pending }),
+                    )
+                    .await?;
+                    retries += 1;
+                    if retries > swap::TAIL_RETRIES && external.is_some() {
+                        let e = crate::external::tail_refused(run_id, pending, retries);
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                        return Err(e);
+                    }
+                    if retries > swap::TAIL_RETRIES {
+                        let e = Error::busy(format!(
+                            "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
+                            opts.lock.max_tail_events
+                        ))
+                        .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                        return Err(e);
+                    }
+                    if external.is_some() {
+                        reporter.warn(&format!(
+                            "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
+                            swap::TAIL_RETRIES
+                        ));
+                    } else {
+                        reporter.warn(&format!(
+                            "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
+                            opts.lock.max_tail_events,
+                            swap::TAIL_RETRIES
+                        ));
+                    }
+                    outcome.events_applied += replay.catch_up(cut, &engine.cancel).await?;
+                }
+                Err(e) => {
+                    if let (ErrorKind::Busy, Some(held)) = (e.kind, &under) {
+                        runs::add_lock_attempt(
+                            conn,
+                            run_id,
+                            &json!({ "outcome": "hold_exceeded", "lock_wait_ms": held.wait.as_millis() as i64,
+                                     "lock_hold_ms": held.since.elapsed().as_millis() as i64 }),
+                        )
+                        .await?;
+                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
+                            .await?;
+                    }
+                    return Err(e);
+                }
             }
-        }
-    };
-    // From here the swap has committed: whatever fails is a warning, never a failure.
-    let fresh;
-    let conn = if lost_at_commit {
-        reporter.warn(&format!(
-            "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
-        ));
-        match engine.db.dedicated().await {
-            Ok(c) => {
-                fresh = c;
-                &fresh
-            }
-            Err(e) => {
-                reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
-                return Ok(swapped(outcome, wait, hold, tail, position));
-            }
-        }
-    } else {
-        conn
-    };
-    if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
-        reporter.warn(&format!(
-            "the swap committed, but its durability could not be confirmed: {}",
-            e.plain()
-        ));
+        };
+        let outcome = swapped(outcome, wait, hold, tail, position);
+        Ok(self
+            .after_commit(outcome, lost_at_commit, hold, &validations, &retire)
+            .await)
     }
-    crate::standby::after_commit(conn, run_id, "swap", hold, opts.lock.standby_wait, reporter)
-        .await;
-    if let Err(e) = validate_foreign_keys(conn, run_id, &validations, reporter).await {
-        reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
-    }
-    // The retired tables were the rollback point until the commit; now they can go.
-    for (_, retired) in &retire {
-        if let Err(e) = swap::drop_helper(conn, retired).await {
+
+    /// After the swap committed (also when only the run's status shows it did, the connection
+    /// lost at the commit): its durability, the standbys, the foreign keys, the retired tables,
+    /// the rollback caveat. What fails here is a warning, never a failure.
+    async fn after_commit(
+        &self,
+        mut outcome: RebuildOutcome,
+        lost_at_commit: bool,
+        hold: std::time::Duration,
+        validations: &[crate::carry::Validation],
+        retire: &[(crate::ident::TableName, crate::ident::TableName)],
+    ) -> RebuildOutcome {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            names,
+            opts,
+            ..
+        } = *self;
+        let reporter = engine.reporter;
+        // From here the swap has committed: whatever fails is a warning, never a failure.
+        let fresh;
+        let conn = if lost_at_commit {
             reporter.warn(&format!(
-                "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
+                "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
+            ));
+            match engine.db.dedicated().await {
+                Ok(c) => {
+                    fresh = c;
+                    &fresh
+                }
+                Err(e) => {
+                    reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
+                    return outcome;
+                }
+            }
+        } else {
+            conn
+        };
+        if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
+            reporter.warn(&format!(
+                "the swap committed, but its durability could not be confirmed: {}",
                 e.plain()
             ));
         }
+        crate::standby::after_commit(conn, run_id, "swap", hold, opts.lock.standby_wait, reporter)
+            .await;
+        if let Err(e) = validate_foreign_keys(conn, run_id, validations, reporter).await {
+            reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
+        }
+        // The retired tables were the rollback point until the commit; now they can go.
+        for (_, retired) in retire {
+            if let Err(e) = swap::drop_helper(conn, retired).await {
+                reporter.warn(&format!(
+                    "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
+                    e.plain()
+                ));
+            }
+        }
+        // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
+        match super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
+            Ok(caveat) => outcome.rollback_caveat = caveat,
+            Err(e) => reporter.warn(&format!(
+                "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
+                e.plain()
+            )),
+        }
+        outcome
     }
-    // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
-    match super::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
-        Ok(caveat) => outcome.rollback_caveat = caveat,
-        Err(e) => reporter.warn(&format!(
-            "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
-            e.plain()
-        )),
-    }
-    Ok(swapped(outcome, wait, hold, tail, position))
 }
 
 fn swapped(
@@ -1440,46 +1609,22 @@ struct Replay<'a> {
     names: &'a [String],
     batch_size: i64,
     reporter: &'a dyn Reporter,
-    /// When `reproject cancel` requests were last looked for.
-    cancel_checked: std::sync::Mutex<std::time::Instant>,
     /// What the progress bar showed before this range (the stream lanes of the bulk replay).
     progress_base: std::sync::atomic::AtomicU64,
 }
 
-/// How often a replay looks for a `reproject cancel` request.
-const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl Replay<'_> {
-    /// Catches up until nothing new can be read (at most [`CATCH_UP_ROUNDS`] rounds), outside
-    /// any swap lock; every window ends at a bound from `cut`. Returns the events applied.
+    /// Catches up until nothing new can be read (batches.rs: [`super::batches::catch_up`]),
+    /// outside any swap lock; every window ends at a bound from `cut`. Returns the events
+    /// applied.
     async fn catch_up(&self, cut: &mut Cut<'_>, cancel: &Cancel) -> Result<i64> {
-        let mut applied = 0;
-        for _ in 0..CATCH_UP_ROUNDS {
-            let at = runs::cursor(self.conn, self.run_id).await?;
-            let Some(bound) = cut.bound(self.conn, &at).await? else {
-                break;
-            };
-            if bound.reached_by(&at) {
-                break;
-            }
-            let counts = self.source.count(self.conn, &at, &bound).await?;
-            if counts.events == 0 {
-                break;
-            }
-            self.reporter
-                .step(&format!("catching up with {} new event(s)", counts.events));
-            applied += self
-                .range(
-                    at,
-                    bound,
-                    &mut None,
-                    Some(cancel),
-                    true,
-                    Some(counts.events),
-                )
-                .await?;
-        }
-        Ok(applied)
+        let mut rounds = RunCatchUp {
+            replay: self,
+            cut,
+            cancel,
+            at: None,
+        };
+        super::batches::catch_up(&mut rounds, self.reporter).await
     }
 
     /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
@@ -1487,127 +1632,136 @@ impl Replay<'_> {
     /// `budget` caps the number of events and is decreased by what was applied.
     async fn range(
         &self,
-        mut from: Cursor,
+        from: Cursor,
         upto: Bound,
         budget: &mut Option<i64>,
         cancel: Option<&Cancel>,
         commit_each: bool,
         known: Option<i64>,
     ) -> Result<i64> {
-        // How many events are left up to `upto`, when the caller counted them (the bound is
-        // final, so applying n of them leaves exactly known - n).
-        let mut known = known;
         if let Some(external) = self.external {
             return external
                 .apply(self.conn, self.source, from, upto, cancel, self.reporter)
                 .await;
         }
-        let mut total = 0i64;
-        loop {
-            if let Some(cancel) = cancel {
-                // `reproject cancel` from another terminal: checked once a second, not per batch.
-                let due = self.cancel_checked.lock().unwrap().elapsed() >= CANCEL_POLL;
-                if due && !cancel.is_cancelled() {
-                    *self.cancel_checked.lock().unwrap() = std::time::Instant::now();
-                    if let Some(by) = runs::take_cancel_request(self.conn, self.run_id).await? {
-                        self.reporter
-                            .warn(&format!("cancellation requested by {by}"));
-                        cancel.cancel();
-                    }
-                }
-            }
-            if cancel.is_some_and(|c| c.is_cancelled()) {
-                return Err(Error::interrupted(format!(
-                    "run {}: cancelled after {total} event(s); checkpoint at {}",
-                    self.run_id,
-                    from.describe()
-                ))
-                .with_hint("`reproject rebuild --resume` continues it"));
-            }
-            if *budget == Some(0) || upto.reached_by(&from) {
-                return Ok(total);
-            }
-            // A serialization failure, deadlock or lock timeout rolls the batch back; the same
-            // batch is tried again (with its checkpoint, so still exactly once).
-            let cap = *budget;
-            let faults = runs::RunFaults {
-                client: self.conn,
-                run_id: self.run_id,
-            };
-            let retry = tx::Retry {
-                faults: &faults,
-                reporter: self.reporter,
-            };
-            let (new, n, exhausted) = tx::batch(
-                self.conn,
-                commit_each,
-                Some(&retry),
-                || format!("batch after {}", from.describe()),
-                || self.batch(&from, &upto, cap, known, commit_each),
-            )
-            .await?;
-            from = new;
-            total += n;
-            known = known.map(|k| k - n);
-            if let Some(b) = budget.as_mut() {
-                *b -= n;
-            }
-            self.reporter.replay_progress(
-                self.progress_base
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    + total as u64,
-            );
-            if exhausted {
-                return Ok(total);
-            }
+        let mut policy = if commit_each {
+            Policy::committed(self.conn, self.run_id, self.reporter, cancel)
+        } else {
+            Policy::in_caller_transaction()
+        };
+        policy.cancel = cancel;
+        policy.budget = *budget;
+        let batches = RunBatches {
+            replay: self,
+            known: std::sync::Mutex::new(known),
+            total: std::sync::atomic::AtomicI64::new(0),
+            own_transaction: commit_each,
+        };
+        let driven = super::batches::drive(self.conn, &batches, from, upto, &policy).await?;
+        if let Some(b) = budget.as_mut() {
+            *b -= driven.events;
         }
+        if driven.ended == Ended::Stopped {
+            return Err(Error::interrupted(format!(
+                "run {}: cancelled after {} event(s); checkpoint at {}",
+                self.run_id,
+                driven.events,
+                driven.to.describe()
+            ))
+            .with_hint("`reproject rebuild --resume` continues it"));
+        }
+        Ok(driven.events)
     }
 }
 
-impl Replay<'_> {
+/// The catch-up rounds of a run: the run's checkpoint, bounds from its cut.
+struct RunCatchUp<'r, 'a, 'c> {
+    replay: &'r Replay<'a>,
+    cut: &'r mut Cut<'c>,
+    cancel: &'r Cancel,
+    /// The checkpoint the last `pending` counted from.
+    at: Option<Cursor>,
+}
+
+impl CatchUp for RunCatchUp<'_, '_, '_> {
+    async fn pending(&mut self) -> Result<(Option<Bound>, i64)> {
+        let r = self.replay;
+        let at = runs::cursor(r.conn, r.run_id).await?;
+        self.at = Some(at);
+        let bound = self
+            .cut
+            .bound(r.conn, &at)
+            .await?
+            .filter(|b| !b.reached_by(&at));
+        let n = match &bound {
+            Some(b) => r.source.count(r.conn, &at, b).await?.events,
+            None => 0,
+        };
+        Ok((bound, n))
+    }
+
+    async fn apply(&mut self, bound: Bound, pending: i64) -> Result<i64> {
+        let r = self.replay;
+        let at = match self.at {
+            Some(at) => at,
+            None => runs::cursor(r.conn, r.run_id).await?,
+        };
+        r.range(at, bound, &mut None, Some(self.cancel), true, Some(pending))
+            .await
+    }
+
+    fn announce(&self, pending: i64) -> String {
+        format!("catching up with {pending} new event(s)")
+    }
+}
+
+/// The batches of a run's range: into its rebuild tables, with the run's checkpoint.
+struct RunBatches<'r, 'a> {
+    replay: &'r Replay<'a>,
+    /// How many events are left up to the bound, when the caller counted them (the bound is
+    /// final, so applying n of them leaves exactly known - n).
+    known: std::sync::Mutex<Option<i64>>,
+    /// Events applied so far, for the progress bar.
+    total: std::sync::atomic::AtomicI64,
+    own_transaction: bool,
+}
+
+impl Batches for RunBatches<'_, '_> {
     /// One batch: the events after `from` (at most `batch_size`, within `budget`), the proof of
     /// the guard, the checkpoint moved from `from` to where the batch ended, and the write
-    /// guard; in the caller's transaction. Returns where it ended, the events and whether the
-    /// range is exhausted.
+    /// guard; in the caller's transaction.
     async fn batch(
         &self,
         from: &Cursor,
         upto: &Bound,
         budget: Option<i64>,
-        known: Option<i64>,
-        own_transaction: bool,
-    ) -> Result<(Cursor, i64, bool)> {
-        let step = self
+    ) -> Result<tx::End<Step>> {
+        let r = self.replay;
+        let known = *self.known.lock().unwrap();
+        let step = r
             .projector
-            .apply_next_counted(
-                self.conn,
-                self.source,
-                from,
-                upto,
-                self.batch_size,
-                budget,
-                known,
-            )
+            .apply_next_counted(r.conn, r.source, from, upto, r.batch_size, budget, known)
             .await?;
-        fence::prove(self.conn, LockClass::Projection, self.names).await?;
-        runs::advance_cursor(
-            self.conn,
-            self.run_id,
-            self.names,
-            from,
-            &step.to,
-            step.events,
-        )
-        .await?;
+        fence::prove(r.conn, LockClass::Projection, r.names).await?;
+        runs::advance_cursor(r.conn, r.run_id, r.names, from, &step.to, step.events).await?;
         write_guard::check(
-            self.conn,
-            self.projector.writes(),
+            r.conn,
+            r.projector.writes(),
             from,
             &step.to,
-            own_transaction,
+            self.own_transaction,
         )
         .await?;
-        Ok((step.to, step.events, step.exhausted))
+        Ok(tx::End::Commit(step))
+    }
+
+    fn committed(&self, step: &Step) {
+        if let Some(k) = self.known.lock().unwrap().as_mut() {
+            *k -= step.events;
+        }
+        let total = self.total.fetch_add(step.events, Relaxed) + step.events;
+        let base = self.replay.progress_base.load(Relaxed);
+        self.replay.reporter.replay_progress(base + total as u64);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use super::Engine;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::source::EventSource;
 use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
@@ -11,7 +11,6 @@ use crate::state::runs::{self, RunStatus, RunTable};
 use crate::swap::{self, LockPolicy};
 use serde::Serialize;
 use serde_json::json;
-use std::time::Instant;
 
 /// What a [`rollback`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -78,13 +77,13 @@ fn stale(run: &runs::Run, pending: i64, unkept: &Unkept) -> Error {
     .with_hint(hint)
 }
 
-/// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
-/// transaction; the tables they replace are kept as `x_rolled_back_<run>`. Nothing is dropped.
-pub async fn rollback(
+/// The run `rollback` undoes: the newest swap of the selected projections, refused when
+/// rolling it back would change projections the selection or the config does not cover.
+async fn swap_to_roll_back(
     engine: &Engine<'_>,
     selection: &[String],
     opts: RollbackOptions,
-) -> Result<RollbackReport> {
+) -> Result<runs::Run> {
     let pooled = engine.db.get().await?;
     if !crate::state::exists(&**pooled).await? {
         return Err(Error::config(
@@ -160,6 +159,17 @@ pub async fn rollback(
             )));
         }
     }
+    Ok(run)
+}
+
+/// Swaps the `_old` tables of the newest swap of the selected projections back in, in one
+/// transaction; the tables they replace are kept as `x_rolled_back_<run>`. Nothing is dropped.
+pub async fn rollback(
+    engine: &Engine<'_>,
+    selection: &[String],
+    opts: RollbackOptions,
+) -> Result<RollbackReport> {
+    let run = swap_to_roll_back(engine, selection, opts).await?;
     // What the rollback will alter, before any lock is taken (preflight.rs).
     {
         let pooled = engine.db.get().await?;
@@ -257,120 +267,19 @@ pub async fn rollback(
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
     let redefinitions = swap::recorded_redefinitions(&conn, run.id, &tables).await?;
-    let mut retries = 0u32;
-    let (wait, held_ms, validations) = loop {
-        if let Keeper::Nobody(unkept) = &old.keeper {
-            let unkept = unkept.clone();
-            refuse_if_stale(&mut old, &run, &unkept).await?;
-        }
-        let mut blockers = Vec::new();
-        let wait = match swap::lock_tables(
-            &conn,
-            &lock_list,
-            opts.lock,
-            engine.reporter,
-            Some(&engine.cancel),
-            &mut blockers,
-        )
-        .await
-        {
-            Ok(wait) => wait,
-            Err(e) => {
-                runs::add_lock_attempt(
-                    &conn,
-                    run.id,
-                    &json!({ "rollback": true, "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
-                )
-                .await?;
-                return Err(e);
-            }
-        };
-        let held = Instant::now();
-        let attempt = async {
-            // The final tail, under the lock, as in a swap.
-            let (bound, pending) = old.pending().await?;
-            let nobody = match &old.keeper {
-                Keeper::Nobody(unkept) => Some(unkept.clone()),
-                _ => None,
-            };
-            let caught_up = match &old.keeper {
-                Keeper::Handlers(..) => {
-                    if pending > opts.lock.max_tail_events {
-                        return Ok(Err(pending));
-                    }
-                    if let Some(bound) = bound {
-                        old.apply(bound, false, None).await?;
-                    }
-                    Some(old.at)
-                }
-                Keeper::Runner(_) => None,
-                Keeper::Nobody(_) => match &nobody {
-                    Some(unkept) if pending > 0 => return Err(stale(&run, pending, unkept)),
-                    _ => None,
-                },
-            };
-            swap::check_hold(held, &opts.lock, "the previous tables were caught up")?;
-            let validations = swap::swap_back(&conn, &prepared, run.id, &tables, &redefinitions).await?;
-            let position = caught_up.as_ref().and_then(|c| c.position);
-            if let Some(at) = &caught_up {
-                // External projectors continue on the restored tables from where they stand.
-                crate::handover::apply(&conn, engine.config, &run.projections, at, engine.reporter)
-                    .await?;
-            }
-            // With the tables caught up, `reproject run` continues right after them; else it
-            // re-applies what the restored tables missed (engine/live.rs).
-            crate::state::live::hand_back(&conn, run.id, &run.projections, position).await?;
-            fence::prove(&conn, LockClass::Projection, &run.projections).await?;
-            runs::set_rolled_back(&conn, run.id).await?;
-            runs::add_lock_attempt(
-                &conn,
-                run.id,
-                &json!({ "rollback": true, "outcome": "rolled_back", "blockers": blockers, "lock_wait_ms": wait.as_millis() as i64,
-                         "lock_hold_ms": held.elapsed().as_millis() as i64, "tail_events": pending,
-                         "position": position }),
-            )
-            .await?;
-            Ok(Ok((validations, pending)))
-        }
-        .await;
-        let attempt = match attempt {
-            Ok(Err(pending)) => {
-                let _ = conn.batch_execute("ROLLBACK").await;
-                Ok(Err(pending))
-            }
-            other => crate::db::tx::finish(&conn, other).await,
-        };
-        let attempt = match attempt {
-            Err(e) if e.kind == ErrorKind::Interrupted && !engine.cancel.is_cancelled() => {
-                Err(swap::hold_exceeded(&opts.lock).caused_by(e.plain()))
-            }
-            other => other,
-        };
-        match attempt {
-            Ok(Ok((validations, tail))) => {
-                if matches!(old.keeper, Keeper::Handlers(..)) {
-                    events_applied += tail;
-                }
-                break (wait, held.elapsed().as_millis() as i64, validations);
-            }
-            Ok(Err(pending)) => {
-                retries += 1;
-                if retries > swap::TAIL_RETRIES {
-                    return Err(Error::busy(format!(
-                        "run {}: {pending} event(s) were pending each time the locks were taken, more than --max-tail-events {}; nothing was rolled back",
-                        run.id, opts.lock.max_tail_events
-                    ))
-                    .with_hint("run `reproject rollback` again when the event rate is lower, or raise --max-tail-events"));
-                }
-                engine.reporter.warn(&format!(
-                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks to catch up first",
-                    opts.lock.max_tail_events
-                ));
-                events_applied += old.catch_up(&engine.cancel, engine.reporter).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let (wait, held_ms, validations, applied) = put_back(
+        engine,
+        &conn,
+        &run,
+        &tables,
+        &mut old,
+        &lock_list,
+        &prepared,
+        &redefinitions,
+        opts,
+    )
+    .await?;
+    events_applied += applied;
     // The rollback has committed: what fails from here is a warning, never a failure.
     if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
         engine.reporter.warn(&format!(
@@ -417,6 +326,118 @@ pub async fn rollback(
     })
 }
 
+/// The rollback's locked section, until it commits: the final tail to the `_old` tables (or
+/// the release when it is too long, then a catch-up and another attempt), the exchange back,
+/// the hand-overs and the record. Returns the lock wait, the hold, the foreign keys to
+/// validate and the events applied to the `_old` tables meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn put_back(
+    engine: &Engine<'_>,
+    conn: &tokio_postgres::Client,
+    run: &runs::Run,
+    tables: &[RunTable],
+    old: &mut OldGeneration<'_>,
+    lock_list: &[crate::ident::TableName],
+    prepared: &crate::carry::Prepared,
+    redefinitions: &swap::Redefinitions,
+    opts: RollbackOptions,
+) -> Result<(std::time::Duration, i64, Vec<crate::carry::Validation>, i64)> {
+    let mut retries = 0u32;
+    let mut events_applied = 0;
+    let (wait, held_ms, validations) = loop {
+        if let Keeper::Nobody(unkept) = &old.keeper {
+            let unkept = unkept.clone();
+            refuse_if_stale(old, run, &unkept).await?;
+        }
+        let old_ref = &mut *old;
+        let section = swap::locked(
+            conn,
+            lock_list,
+            opts.lock,
+            engine.reporter,
+            &engine.cancel,
+            |held| async move {
+                let old = old_ref;
+                // The final tail, under the lock, as in a swap.
+                let (bound, pending) = old.pending().await?;
+                let caught_up = match &old.keeper {
+                    Keeper::Handlers(..) => {
+                        if pending > opts.lock.max_tail_events {
+                            return Ok(swap::Under::Release(pending));
+                        }
+                        if let Some(bound) = bound {
+                            old.apply(bound, false, None, engine.reporter).await?;
+                        }
+                        Some(old.at)
+                    }
+                    Keeper::Runner(_) => None,
+                    Keeper::Nobody(unkept) if pending > 0 => {
+                        return Err(stale(run, pending, unkept))
+                    }
+                    Keeper::Nobody(_) => None,
+                };
+                swap::check_hold(held.since, &opts.lock, "the previous tables were caught up")?;
+                let validations = swap::swap_back(conn, prepared, run.id, tables, redefinitions).await?;
+                let position = caught_up.as_ref().and_then(|c| c.position);
+                if let Some(at) = &caught_up {
+                    // External projectors continue on the restored tables from where they stand.
+                    crate::handover::apply(conn, engine.config, &run.projections, at, engine.reporter)
+                        .await?;
+                }
+                // With the tables caught up, `reproject run` continues right after them; else it
+                // re-applies what the restored tables missed (engine/live.rs).
+                crate::state::live::hand_back(conn, run.id, &run.projections, position).await?;
+                fence::prove(conn, LockClass::Projection, &run.projections).await?;
+                runs::set_rolled_back(conn, run.id).await?;
+                runs::add_lock_attempt(
+                    conn,
+                    run.id,
+                    &json!({ "rollback": true, "outcome": "rolled_back", "blockers": held.blockers, "lock_wait_ms": held.wait.as_millis() as i64,
+                             "lock_hold_ms": held.since.elapsed().as_millis() as i64, "tail_events": pending,
+                             "position": position }),
+                )
+                .await?;
+                Ok(swap::Under::Commit((validations, pending)))
+            },
+        )
+        .await?;
+        match section {
+            swap::Section::Committed(held, hold, (validations, tail)) => {
+                if matches!(old.keeper, Keeper::Handlers(..)) {
+                    events_applied += tail;
+                }
+                break (held.wait, hold.as_millis() as i64, validations);
+            }
+            swap::Section::CommitLost(_, _, e) => return Err(e),
+            swap::Section::NotLocked(e, blockers) => {
+                runs::add_lock_attempt(
+                    conn,
+                    run.id,
+                    &json!({ "rollback": true, "outcome": "not_locked", "error": e.plain(), "blockers": blockers }),
+                )
+                .await?;
+                return Err(e);
+            }
+            swap::Section::Released(_, _, pending) => {
+                retries += 1;
+                if retries > swap::TAIL_RETRIES {
+                    return Err(Error::busy(format!(
+                        "run {}: {pending} event(s) were pending each time the locks were taken, more than --max-tail-events {}; nothing was rolled back",
+                        run.id, opts.lock.max_tail_events
+                    ))
+                    .with_hint("run `reproject rollback` again when the event rate is lower, or raise --max-tail-events"));
+                }
+                engine.reporter.warn(&format!(
+                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks to catch up first",
+                    opts.lock.max_tail_events
+                ));
+                events_applied += old.catch_up(&engine.cancel, engine.reporter).await?;
+            }
+        }
+    };
+    Ok((wait, held_ms, validations, events_applied))
+}
+
 /// `reproject cancel [RUN]`: asks a running rebuild, from any terminal or machine, to stop
 /// after its current batch. It then exits 130 and stays resumable (`rebuild --resume`).
 /// Without a run id, the only running rebuild. Returns the run asked.
@@ -445,13 +466,9 @@ pub async fn cancel(engine: &Engine<'_>, run: Option<i64>, by: &str) -> Result<i
             [one] => one.clone(),
             [] => return Err(Error::config("nothing to cancel: no rebuild is running")),
             many => {
-                let list: Vec<String> = many
-                    .iter()
-                    .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
-                    .collect();
                 return Err(Error::config(format!(
                     "several rebuilds are running: {}",
-                    list.join("; ")
+                    super::run_list(many)
                 ))
                 .with_hint("name the run: `reproject cancel RUN`"));
             }

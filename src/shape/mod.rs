@@ -260,3 +260,26 @@ pub fn refuse_pending(
     }
     Ok(())
 }
+
+/// The column changes the projections in `order` declare and will apply (not those already
+/// live), as read on the reshaped stand-ins during validation.
+pub fn planned_changes(
+    config: &crate::config::Config,
+    resolved: &crate::model::Resolved,
+    order: &[usize],
+) -> Vec<ShapeChange> {
+    order
+        .iter()
+        .filter_map(|&pi| match &resolved.shapes[pi] {
+            Some(Planned::Applies(applied)) => Some(
+                applied
+                    .iter()
+                    .map(|a| a.shape_change(&config.projections[pi].name))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .filter(|c| !c.columns.is_empty())
+        .collect()
+}
