@@ -1,11 +1,12 @@
 //! Bad configuration is refused before anything is written, with exit 2 and a message that
 //! names the file, line, projection and table.
 
+use crate::config::Projection;
 use crate::harness::{reproject, Project, TestDb};
 use crate::tally;
 
 async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
-    let out = reproject(db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(db, "rebuild --yes").await;
     out.code(2);
     for n in needles {
         out.stderr_has(n);
@@ -15,8 +16,7 @@ async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_name_what_is_wrong() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
 
     // A misspelt key, with its line.
     let p = Project::new(
@@ -122,18 +122,13 @@ async fn config_errors_name_what_is_wrong() {
     refused(&db, &p, &["cannot read handler file", "tally.sql"]).await;
 
     // A check that returns no boolean.
-    let p = Project::new(
-        &format!(
-            "{}checks = [{{ name = \"count\", sql = \"SELECT count(*) FROM {{{{tally}}}}\" }}]\n",
-            tally::CONFIG
-        ),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::with(Projection::new("tally").check("count", "SELECT count(*) FROM {{tally}}"))
+        .write();
     refused(&db, &p, &["check `count`", "exactly one boolean column"]).await;
 
     // An unknown projection on the command line.
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "tallly"])
+    p.reproject(&db, "rebuild --yes tallly")
         .await
         .code(2)
         .stderr_has("unknown projection `tallly`")
@@ -185,14 +180,14 @@ handlers = "c.sql"
         ],
     );
     for cmd in [&["plan"][..], &["rebuild", "--yes"][..]] {
-        reproject(&db, &p.config(), cmd)
+        p.reproject(&db, cmd)
             .await
             .code(2)
             .stderr_has("dependency cycle between projections: alpha → beta → gamma → alpha");
     }
     // Writing another projection's table is refused too.
     p.write("b.sql", "-- on e\nINSERT INTO {{a}} VALUES (1);\n");
-    reproject(&db, &p.config(), &["plan"])
+    p.reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("projection `beta` writes to `a`, which belongs to projection `alpha`");

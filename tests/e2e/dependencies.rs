@@ -1,6 +1,6 @@
 //! Projections that read other projections see them exactly as they were at each event.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 
 const CONFIG: &str = r#"
 [events]
@@ -57,19 +57,14 @@ async fn readers_see_dependencies_as_of_each_event() {
         CONFIG,
         &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
     );
-    let plan = reproject(&db, &p.config(), &["plan", "--json"])
-        .await
-        .ok()
-        .json();
+    let plan = p.reproject(&db, "plan --json").await.ok().json();
     assert_eq!(
         plan["waves"],
         serde_json::json!([["customers"], ["receipts"]])
     );
 
     // Batches smaller than the dependency span, to show order holds across batches too.
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--batch-size", "2"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 2").await.ok();
     let rows: Vec<(String, String)> = db
         .client()
         .await
@@ -115,17 +110,12 @@ async fn partial_rebuild_warns_about_readers() {
         CONFIG,
         &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
     );
-    let out = reproject(&db, &p.config(), &["plan", "customers"]).await;
+    let out = p.reproject(&db, "plan customers").await;
     out.ok().stdout_has(
         "warning: projection `receipts` reads `customers` but is not part of this rebuild",
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "receipts"])
-        .await
-        .ok();
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    p.reproject(&db, "rebuild --yes receipts").await.ok();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(runs[0]["projections"], serde_json::json!(["receipts"]));
     assert!(db.exists("receipts_old").await && !db.exists("customers_old").await);
     db.drop().await;

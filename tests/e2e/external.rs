@@ -1,7 +1,7 @@
 //! External projectors (README "External projectors"): a shell script using psql rebuilds the
 //! tally projection from the range and tables reproject names in its environment.
 
-use crate::harness::{command, psql_bin, reproject, Out, Project, TestDb};
+use crate::harness::{command, psql_bin, Out, Project, TestDb};
 use crate::live::{finish, signal};
 use crate::tally;
 use std::path::Path;
@@ -109,8 +109,7 @@ async fn history_text(db: &TestDb) -> String {
 /// environment.
 #[tokio::test]
 async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     // A wrong live row the rebuild must fix.
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
@@ -224,8 +223,7 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
 /// cannot be resumed (its tables hold an unknown part of the range), and a new run succeeds.
 #[tokio::test]
 async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
     let wrong = tally::expected_differences(&db, "tally").await;
@@ -269,8 +267,7 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
 /// as cancelled, exit 130, and the live table is untouched.
 #[tokio::test]
 async fn cancelling_stops_the_projector() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = project("");
     p.write("pause", "");
     let child = with_password(&db, &p, &["rebuild", "--yes"])
@@ -303,8 +300,7 @@ async fn cancelling_stops_the_projector() {
 /// `command_timeout`: a projector that takes longer is stopped and the run fails.
 #[tokio::test]
 async fn a_projector_over_its_timeout_is_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = project("command_timeout = 1");
     p.write("pause", "");
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
@@ -318,14 +314,13 @@ async fn a_projector_over_its_timeout_is_stopped() {
 /// Config mistakes are refused before anything is written, naming the file and line.
 #[tokio::test]
 async fn config_mistakes_name_the_line() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 5).await;
+    let db = tally::db(5).await;
     let both = Project::new(
         &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\nhandlers = \"tally.sql\"\ncommand = [\"sh\", \"projector.sh\"]\n"),
         &[("tally.sql", tally::HANDLERS), ("projector.sh", PROJECTOR)],
     );
     let config = both.config().display().to_string();
-    reproject(&db, &both.config(), &["rebuild", "--yes"])
+    both.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has(&format!(
@@ -336,7 +331,7 @@ async fn config_mistakes_name_the_line() {
         &[],
     );
     // Without either it is a Rust projection, which only a program of the user's can run.
-    reproject(&db, &neither.config(), &["rebuild", "--yes"])
+    neither.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has(&format!(
@@ -354,7 +349,7 @@ async fn config_mistakes_name_the_line() {
     );
     db.exec("CREATE TABLE tally_copy (LIKE tally INCLUDING ALL)")
         .await;
-    reproject(&db, &mixed.config(), &["rebuild", "--yes"])
+    mixed.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("one run cannot rebuild external projections (`tally`) together with handler projections (`copy`)");
@@ -363,7 +358,8 @@ async fn config_mistakes_name_the_line() {
         &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"./nope.sh\"]\n"),
         &[],
     );
-    reproject(&db, &missing.config(), &["plan"])
+    missing
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("14: projection `tally`: the command's program")
@@ -374,8 +370,7 @@ async fn config_mistakes_name_the_line() {
 /// `--no-swap`, then events, then `swap`: the swap runs the projector for the new range first.
 #[tokio::test]
 async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let p = project("");
     run(&db, &p, &["rebuild", "--yes", "--no-swap"]).await.ok();
     assert!(!db.exists("tally_old").await);
@@ -403,8 +398,7 @@ async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
 /// whose range was in flight, cannot be resumed.
 #[tokio::test]
 async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = project("");
     p.write("pause", "");
     let child = with_password(&db, &p, &["rebuild", "--yes"])
@@ -435,8 +429,7 @@ async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
 /// and the hand-over checkpoint says where the live projector continues.
 #[tokio::test]
 async fn events_after_the_last_range_need_a_handover() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
     let snapshot =

@@ -1,7 +1,8 @@
 //! What goes wrong, and what reproject does then: nothing lost, the failure named, the exit
 //! code documented.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 /// A handler that fails on one event: exit 1, the error names the projection, the event's
@@ -9,18 +10,12 @@ use crate::tally;
 /// stays at the last committed batch, the live table is untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_failure_names_the_event() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
+    let db = tally::db(1000).await;
     db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 417")
         .await;
     let p = tally::project();
     let live_before = db.int("SELECT sum(total)::bigint FROM tally").await;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
     out.code(1)
         .stderr_has(
             "projection `tally` failed on event at position 417 (type `added`, stream `s7`)",
@@ -42,16 +37,10 @@ async fn handler_failure_names_the_event() {
         live_before
     );
     assert!(!db.exists("tally_old").await);
-    let run = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let run = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(run[0]["status"], "failed");
     assert!(run[0]["error"].as_str().unwrap().contains("position 417"));
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "failed");
     assert_eq!(status["projections"][0]["checkpoint"], 400);
     db.drop().await;
@@ -62,23 +51,19 @@ async fn handler_failure_names_the_event() {
 /// then swaps deliberately.
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_check_refuses_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    let config = format!(
-        "{}checks = [{{ name = \"no stream above 5 events\", sql = \"SELECT max(n) <= 5 FROM {{{{tally}}}}\" }}]\n",
-        tally::CONFIG
-    );
-    let p = Project::new(&config, &[("tally.sql", tally::HANDLERS)]);
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let db = tally::db(300).await;
+    let p = tally::with(Projection::new("tally").check(
+        "no stream above 5 events",
+        "SELECT max(n) <= 5 FROM {{tally}}",
+    ))
+    .write();
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(3)
         .stderr_has("no stream above 5 events: returned false")
         .stderr_has("nothing was swapped");
     assert!(db.exists("tally_rebuild").await, "kept for inspection");
     assert!(!db.exists("tally_old").await);
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(runs[0]["status"], "checks_failed");
     let checks = runs[0]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
@@ -86,15 +71,12 @@ async fn failing_check_refuses_the_swap() {
     assert_eq!(checks[1]["passed"], false);
     assert_eq!(runs[0]["rows_after"]["tally"], 10);
 
-    reproject(&db, &p.config(), &["swap", "--yes", "--skip-checks"])
+    p.reproject(&db, "swap --yes --skip-checks")
         .await
         .ok()
         .stdout_has("swapped");
     assert!(db.exists("tally_old").await);
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(
         runs[0]["options"]["skip_checks"], true,
         "the override is recorded"
@@ -106,13 +88,12 @@ async fn failing_check_refuses_the_swap() {
 /// The row-count check: a rebuild that produces far fewer rows than live is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn row_count_outside_tolerance_refuses_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     // The live table has rows for 10 streams; events of 8 of them are now filtered out.
     db.exec("UPDATE events SET bad = true WHERE stream NOT IN ('s1', 's2')")
         .await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(3)
         .stderr_has("row count of tally: live 10, rebuilt 2, difference 80.00% (tolerance 10%)");
@@ -121,9 +102,7 @@ async fn row_count_outside_tolerance_refuses_the_swap() {
         &format!("{}row_count_tolerance = 80\n", tally::CONFIG),
         &[("tally.sql", tally::HANDLERS)],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(db.int("SELECT count(*) FROM tally").await, 2);
     db.drop().await;
 }
@@ -139,21 +118,17 @@ async fn catalog_snapshot(db: &TestDb) -> (i64, i64) {
 /// `rebuild --dry-run` and `plan` write nothing, not even the state schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_and_plan_write_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
     let before = catalog_snapshot(&db).await;
-    let out = reproject(&db, &p.config(), &["rebuild", "--dry-run"]).await;
+    let out = p.reproject(&db, "rebuild --dry-run").await;
     out.ok()
         .stdout_has("create `tally_rebuild` (LIKE `tally` INCLUDING ALL)")
         .stdout_has("100 to replay")
         .stdout_has("dry run: nothing was written");
-    reproject(&db, &p.config(), &["plan"]).await.ok();
-    reproject(&db, &p.config(), &["status"])
-        .await
-        .ok()
-        .stdout_has("live");
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "plan").await.ok();
+    p.reproject(&db, "status").await.ok().stdout_has("live");
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("no runs recorded");
@@ -165,14 +140,13 @@ async fn dry_run_and_plan_write_nothing() {
 /// Without a terminal, a rebuild that would swap needs `--yes`: refused at once, never hangs.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_confirmation_without_a_terminal() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild"])
+    p.reproject(&db, "rebuild")
         .await
         .code(2)
         .stderr_has("pass `--yes`");
-    reproject(&db, &p.config(), &["rollback"])
+    p.reproject(&db, "rollback")
         .await
         .code(2)
         .stderr_has("pass `--yes`");
@@ -208,8 +182,7 @@ async fn unreachable_database_is_named_without_password() {
 /// retry it; the result is exact. A handler's own error is not retried.
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_errors_are_retried() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     // A sequence survives the rollback of the batch, so it counts attempts: the 150th and
     // 151st calls fail as a serialization failure would.
     db.exec(
@@ -229,12 +202,7 @@ async fn transient_errors_are_retried() {
             &format!("{}SELECT flaky();\n", tally::HANDLERS),
         )],
     );
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
     out.ok()
         .stderr_has("hit a transient error (attempt 1 of 5")
         .stderr_has("attempt 2 of 5");
@@ -252,7 +220,7 @@ async fn transient_errors_are_retried() {
         .await,
         2
     );
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("survived transient retry: batch after")

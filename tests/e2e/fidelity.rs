@@ -2,7 +2,7 @@
 //! before, except for its rows: grants, RLS, triggers, comment, storage parameters, views,
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use serde_json::Value;
 
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
@@ -227,7 +227,7 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
     let p = Project::new(&config(), &[("balances.sql", &handlers())]);
 
     // The plan says what is carried over.
-    let plan = reproject(&db, &p.config(), &["plan"]).await;
+    let plan = p.reproject(&db, "plan").await;
     plan.ok()
         .stdout_has("row-level security (enabled), policies: no_secrets, small_only")
         .stdout_has("triggers: audit_updates")
@@ -237,9 +237,7 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
     for round in 1..=3 {
         append(&db, round * 1000, round * 1000 + 150).await;
         let audit_before = db.int("SELECT count(*) FROM audit").await;
-        reproject(&db, &p.config(), &["rebuild", "--yes"])
-            .await
-            .ok();
+        p.reproject(&db, "rebuild --yes").await.ok();
         // The replay upserts every account many times; the audit trigger must not fire.
         let audited = db.int("SELECT count(*) FROM audit").await;
         assert_eq!(
@@ -251,13 +249,13 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
 
     // The restored generation (run 2's) is caught up with the events since, by the handlers
     // that built it: it holds every event, as the live table did.
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("caught up with 151 event(s) since the swap");
     assert_intact(&db, &reader, &original, "after rollback").await;
 
-    let out = reproject(&db, &p.config(), &["cleanup", "--yes"]).await;
+    let out = p.reproject(&db, "cleanup --yes").await;
     out.ok();
     assert_eq!(
         db.int("SELECT count(*) FROM reproject.helper_tables").await,
@@ -286,13 +284,13 @@ async fn unsupported_dependents_are_refused_up_front() {
         &config().replace(T, "balances"),
         &[("balances.sql", &handlers().replace(T, "balances"))],
     );
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(2)
         .stderr_has("refusing to rebuild")
         .stderr_has("table balances_child inherits from it")
         .stderr_has("it has rule no_deletes");
     // `plan` refuses exactly what `rebuild` refuses, and nothing was written by either.
-    let plan = reproject(&db, &p.config(), &["plan"]).await;
+    let plan = p.reproject(&db, "plan").await;
     plan.code(2);
     assert_eq!(
         plan.stderr[plan.stderr.find("error:").unwrap()..],
@@ -307,14 +305,11 @@ async fn unsupported_dependents_are_refused_up_front() {
 /// refused (exit 4) and nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn structure_changed_during_the_rebuild_refuses_the_swap() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 100).await;
+    let db = crate::tally::db(100).await;
     let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let out = reproject(&db, &p.config(), &["swap", "--yes"]).await;
+    let out = p.reproject(&db, "swap --yes").await;
     out.code(4)
         .stderr_has("the structure of `tally` changed")
         .stderr_has("columns");
@@ -435,8 +430,7 @@ async fn fingerprint_notices_every_lost_property() {
 /// `replay_triggers = true`; after the swap the live table has exactly its triggers either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn triggers_fire_during_the_replay_only_when_asked() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
+    let db = crate::tally::db(50).await;
     db.exec(
         "CREATE TABLE audit (stream text);
          CREATE FUNCTION audit_tally() RETURNS trigger LANGUAGE plpgsql AS
@@ -446,9 +440,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     .await;
     let before = fingerprint(&db, "tally").await;
     let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(
         db.int("SELECT count(*) FROM audit").await,
         0,
@@ -462,9 +454,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
         &format!("{}replay_triggers = true\n", crate::tally::CONFIG),
         &[("tally.sql", crate::tally::HANDLERS)],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(
         db.int("SELECT count(*) FROM audit").await,
         50,
@@ -486,15 +476,12 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
 /// the swap (exit 4), not left behind on the old table.
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_added_before_the_swap_are_refused_then() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
+    let db = crate::tally::db(50).await;
     let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("CREATE RULE keep_rows AS ON DELETE TO tally DO INSTEAD NOTHING")
         .await;
-    reproject(&db, &p.config(), &["swap", "--yes"])
+    p.reproject(&db, "swap --yes")
         .await
         .code(4)
         .stderr_has("gained dependents")
@@ -507,8 +494,7 @@ async fn dependents_added_before_the_swap_are_refused_then() {
 /// `reproject` schema for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn state_schema_created_by_a_dba_is_enough() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
+    let db = crate::tally::db(50).await;
     let role = format!("limited_{}", db.name);
     db.exec(&format!(
         "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;

@@ -1,7 +1,7 @@
 //! Stream lanes (src/engine/lanes.rs): the bulk replay of projections that declare
 //! `stream_key`, split by a hash of the stream, `--jobs` lanes at once.
 
-use crate::harness::{command, example, reproject, wait_until, Project, TestDb};
+use crate::harness::{example, reproject, wait_until, Project, TestDb};
 use crate::per_batch::{w1, w1_mismatches};
 use crate::tally;
 
@@ -177,24 +177,15 @@ ON CONFLICT (stream) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLU
 /// has the dry run); without it, the run replays on one connection, as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_without_jobs() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     let p = Project::new(tally::CONFIG, &[("tally.sql", TALLY_PER_BATCH)]);
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50", "--jobs", "2"],
-    )
-    .await
-    .code(2)
-    .stderr_has("--jobs 2 needs stream lanes, and projection `tally`");
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
+        .await
+        .code(2)
+        .stderr_has("--jobs 2 needs stream lanes, and projection `tally`");
+    p.reproject(&db, "rebuild --yes --set-batch-size 50")
+        .await
+        .ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         db.int("SELECT count(*) FROM reproject.lanes").await,
@@ -208,24 +199,16 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
     );
     let p2 = Project::new(&declared, &[("tally.sql", TALLY_PER_BATCH)]);
     tally::append(&db, 20).await;
-    reproject(
-        &db,
-        &p2.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50", "--jobs", "2"],
-    )
-    .await
-    .ok()
-    .stderr_has("replaying in 7 stream lane(s), 2 at a time");
+    p2.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
+        .await
+        .ok()
+        .stderr_has("replaying in 7 stream lane(s), 2 at a time");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // A budget of events stops at an exact event: no lanes, and it says so.
-    reproject(
-        &db,
-        &p2.config(),
-        &["rebuild", "--yes", "--max-events", "40", "--jobs", "2"],
-    )
-    .await
-    .ok()
-    .stderr_has("a run with --max-events cannot use them");
+    p2.reproject(&db, "rebuild --yes --max-events 40 --jobs 2")
+        .await
+        .ok()
+        .stderr_has("a run with --max-events cannot use them");
     assert_eq!(
         db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3")
             .await,
@@ -397,25 +380,10 @@ async fn wait_for_lane_events(db: &TestDb, n: i64) {
 /// the rebuild resumes by itself, the lanes continue from their cursors, every event once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_connection_during_lanes_resumes_by_itself() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = slow_declared_tally();
-    let child = command(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--jobs",
-            "2",
-            "--batch-size",
-            "100",
-            "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --jobs 2 --batch-size 100 --json");
     wait_for_lane_events(&db, 300).await;
     let terminated = db
         .int(
@@ -452,19 +420,12 @@ async fn a_lost_connection_during_lanes_resumes_by_itself() {
 /// checkpoint still before the plan), and `--resume` finishes the same plan.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = slow_declared_tally();
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--jobs", "2", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --jobs 2 --batch-size 100");
     wait_for_lane_events(&db, 200).await;
-    reproject(&db, &p.config(), &["cancel"]).await.ok();
+    p.reproject(&db, "cancel").await.ok();
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -478,17 +439,13 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
             .await,
         1
     );
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--jobs", "2"],
-    )
-    .await
-    .ok()
-    .stdout_has(&format!(
-        "run 1: swapped. {} events applied",
-        3000 - applied
-    ));
+    p.reproject(&db, "rebuild --yes --resume --jobs 2")
+        .await
+        .ok()
+        .stdout_has(&format!(
+            "run 1: swapped. {} events applied",
+            3000 - applied
+        ));
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")

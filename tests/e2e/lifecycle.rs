@@ -1,6 +1,6 @@
 //! Rebuild, swap, rollback, cleanup and the states in between.
 
-use crate::harness::{command, reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 async fn oid(db: &TestDb, table: &str) -> i64 {
@@ -14,17 +14,14 @@ async fn oid(db: &TestDb, table: &str) -> i64 {
 /// and then drops only reproject's helper tables.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_rollback_and_cleanup() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     // Corrupt the live table so the rebuild visibly repairs it.
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
     let original = oid(&db, "tally").await;
     let p = tally::project();
 
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         oid(&db, "tally_old").await,
@@ -33,7 +30,7 @@ async fn swap_rollback_and_cleanup() {
     );
     assert!(!db.exists("tally_rebuild").await);
 
-    let out = reproject(&db, &p.config(), &["rollback", "--yes"]).await;
+    let out = p.reproject(&db, "rollback --yes").await;
     out.ok().stdout_has("tally_rolled_back_1");
     assert_eq!(
         oid(&db, "tally").await,
@@ -49,27 +46,24 @@ async fn swap_rollback_and_cleanup() {
         tally::expected_differences(&db, "tally_rolled_back_1").await,
         0
     );
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "rolled back");
 
     // A second rollback has nothing to roll back to.
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("nothing to roll back");
 
     // A user table that merely looks like a helper is never listed or dropped.
     db.exec("CREATE TABLE tally_old_notes (x int)").await;
-    let listed = reproject(&db, &p.config(), &["cleanup"]).await;
+    let listed = p.reproject(&db, "cleanup").await;
     listed.ok().stdout_has("would drop `tally_rolled_back_1`");
     assert!(
         db.exists("tally_rolled_back_1").await,
         "cleanup without --yes drops nothing"
     );
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
+    p.reproject(&db, "cleanup --yes")
         .await
         .ok()
         .stdout_has("dropped `tally_rolled_back_1`");
@@ -79,7 +73,7 @@ async fn swap_rollback_and_cleanup() {
         db.int("SELECT count(*) FROM reproject.helper_tables").await,
         0
     );
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
+    p.reproject(&db, "cleanup --yes")
         .await
         .ok()
         .stdout_has("nothing to clean up");
@@ -90,17 +84,12 @@ async fn swap_rollback_and_cleanup() {
 /// table keeps working through both.
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_rebuilds_replace_the_old_table() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let first_generation = oid(&db, "tally").await;
     tally::append(&db, 50).await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(oid(&db, "tally_old").await, first_generation);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // Only one old table exists, registered as reproject's.
@@ -116,11 +105,10 @@ async fn repeated_rebuilds_replace_the_old_table() {
 /// `swap`, which then swaps.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_swap_then_swap_catches_up() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 400).await;
+    let db = tally::db(400).await;
     let p = tally::project();
     let original = oid(&db, "tally").await;
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+    p.reproject(&db, "rebuild --no-swap")
         .await
         .ok()
         .stdout_has("not swapped");
@@ -130,19 +118,13 @@ async fn no_swap_then_swap_catches_up() {
         "--no-swap leaves the live table alone"
     );
     assert!(db.exists("tally_rebuild").await);
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "awaiting swap");
 
     tally::append(&db, 123).await;
     // Without a terminal and without --yes, swap refuses rather than waiting for an answer.
-    reproject(&db, &p.config(), &["swap"])
-        .await
-        .code(2)
-        .stderr_has("--yes");
-    let out = reproject(&db, &p.config(), &["swap", "--yes", "--json"]).await;
+    p.reproject(&db, "swap").await.code(2).stderr_has("--yes");
+    let out = p.reproject(&db, "swap --yes --json").await;
     let outcome = out.ok().json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(
@@ -157,22 +139,11 @@ async fn no_swap_then_swap_catches_up() {
 /// `--max-events` stops early and leaves a paused run; `swap` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_events_pauses_and_swap_finishes() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
+    let db = tally::db(1000).await;
     let p = tally::project();
-    let out = reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--max-events",
-            "250",
-            "--batch-size",
-            "100",
-        ],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --max-events 250 --batch-size 100")
+        .await;
     out.ok().stdout_has("stopped after 250 events");
     assert_eq!(
         db.int("SELECT position FROM reproject.checkpoints").await,
@@ -187,10 +158,7 @@ async fn max_events_pauses_and_swap_finishes() {
         db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
         250
     );
-    let outcome = reproject(&db, &p.config(), &["swap", "--yes", "--json"])
-        .await
-        .ok()
-        .json();
+    let outcome = p.reproject(&db, "swap --yes --json").await.ok().json();
     assert_eq!(outcome["events_applied"], 750);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -200,14 +168,11 @@ async fn max_events_pauses_and_swap_finishes() {
 /// that made it is marked superseded.
 #[tokio::test(flavor = "multi_thread")]
 async fn leftover_rebuild_table_is_replaced() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     let leftover = oid(&db, "tally_rebuild").await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .ok()
         .stderr_has("superseded by run 2");
@@ -230,12 +195,11 @@ async fn leftover_rebuild_table_is_replaced() {
 /// A table named like a helper that reproject did not create is the user's: refused, untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn user_owned_helper_names_are_refused() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("CREATE TABLE tally_rebuild (keep text); INSERT INTO tally_rebuild VALUES ('mine')")
         .await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("`tally_rebuild` exists and was not created by reproject");
@@ -246,7 +210,7 @@ async fn user_owned_helper_names_are_refused() {
 
     db.exec("DROP TABLE tally_rebuild; CREATE TABLE tally_old (keep text)")
         .await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("`tally_old` exists and was not created by reproject");
@@ -262,8 +226,7 @@ async fn user_owned_helper_names_are_refused() {
 /// at most 63 bytes, and swap, rollback and cleanup work with them.
 #[tokio::test(flavor = "multi_thread")]
 async fn sixty_character_table_names_work() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let long = format!("tally_{}", "x".repeat(54));
     assert_eq!(long.len(), 60);
     db.exec(&format!("ALTER TABLE tally RENAME TO {long}"))
@@ -275,9 +238,7 @@ async fn sixty_character_table_names_work() {
             &tally::HANDLERS.replace("{{tally}}", &format!("{{{{{long}}}}}")),
         )],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let helpers: Vec<String> = db
         .client()
         .await
@@ -293,12 +254,8 @@ async fn sixty_character_table_names_work() {
         "{helpers:?}"
     );
     assert_eq!(tally::expected_differences(&db, &long).await, 0);
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rollback --yes").await.ok();
+    p.reproject(&db, "cleanup --yes").await.ok();
     assert_eq!(
         db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
             .await,
@@ -311,24 +268,21 @@ async fn sixty_character_table_names_work() {
 /// rebuild exits 75 and names the holder.
 #[tokio::test(flavor = "multi_thread")]
 async fn second_run_of_the_same_projection_is_busy() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
     let holder = db.client().await;
     holder
         .batch_execute("SET application_name = 'other-reproject'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
         .await
         .unwrap();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(75)
         .stderr_has("projection `tally` is busy")
         .stderr_has("other-reproject");
     drop(holder);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     db.drop().await;
 }
 
@@ -338,12 +292,9 @@ async fn second_run_of_the_same_projection_is_busy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
     use reproject::state::locks::{claim, LockClass};
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let session = db.client().await;
     session
         .batch_execute("SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
@@ -391,9 +342,7 @@ async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session(
         .batch_execute("SELECT pg_advisory_unlock_all()")
         .await
         .unwrap();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_ne!(
         // A scalar subquery: one row even when the claim was released (no row left).
         db.text("SELECT (SELECT token FROM reproject.claims WHERE projection = 'tally')")
@@ -419,14 +368,13 @@ async fn busy_names_the_holder_in_its_own_database() {
             .unwrap();
         others.push((other, holder));
     }
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let holder = db.client().await;
     holder
         .batch_execute("SET application_name = 'right-here'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
         .await
         .unwrap();
-    let out = reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    let out = tally::project().reproject(&db, "rebuild --yes").await;
     out.code(75).stderr_has("application `right-here`");
     drop(holder);
     db.drop().await;
@@ -440,32 +388,19 @@ async fn busy_names_the_holder_in_its_own_database() {
 /// 75 leaving a complete rebuild awaiting its swap; once the lock is gone, `swap` succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     let p = tally::project();
     // A first swap, so there is a rollback point (`tally_old`) that a failed swap must keep.
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let rollback_point = oid(&db, "tally_old").await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'long-report'; BEGIN; SELECT count(*) FROM tally")
         .await
         .unwrap();
-    let out = reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--lock-timeout",
-            "50ms",
-            "--lock-budget",
-            "1s",
-        ],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --lock-timeout 50ms --lock-budget 1s")
+        .await;
     out.code(75)
         .stderr_has("could not lock")
         .stderr_has("long-report");
@@ -483,7 +418,7 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     );
     blocker.batch_execute("COMMIT").await.unwrap();
     let live_before = oid(&db, "tally").await;
-    reproject(&db, &p.config(), &["swap", "--yes"])
+    p.reproject(&db, "swap --yes")
         .await
         .ok()
         .stdout_has("swapped");
@@ -505,23 +440,10 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
 /// checkpoint at the last committed batch, and the rebuild table holding exactly those events.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_cancels_after_the_current_batch() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     // Slow handlers so there is time to interrupt.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let p = tally::slow("0.001");
+    let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     let pid = child.id().unwrap();
     // Wait until at least one batch is committed.
     crate::harness::wait_for_checkpoint(&db, 1).await;
@@ -562,21 +484,14 @@ async fn sigint_cancels_after_the_current_batch() {
 /// the complete rebuild stays swappable.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_while_waiting_for_locks_stops_waiting() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
     let blocker = db.client().await;
     blocker
         .batch_execute("BEGIN; SELECT count(*) FROM tally")
         .await
         .unwrap();
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-budget", "60s"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
     let pid = child.id().unwrap();
     crate::harness::wait_until(
         &db,
@@ -609,7 +524,7 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
     );
     assert!(!db.exists("tally_old").await);
     blocker.batch_execute("COMMIT").await.unwrap();
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    p.reproject(&db, "swap --yes").await.ok();
     db.drop().await;
 }
 
@@ -617,23 +532,10 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
 /// committed batch and ends with exactly the tables of an uninterrupted run.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_then_resume_gives_the_uninterrupted_result() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let mut child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let slow = tally::slow("0.001");
+    let mut child = slow.spawn(&db, "rebuild --yes --batch-size 100");
     crate::harness::wait_for_checkpoint(&db, 300).await;
     child.kill().await.unwrap();
     child.wait().await.unwrap();
@@ -643,27 +545,19 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
         db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
         killed_at
     );
-    let status = reproject(&db, &slow.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = slow.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "interrupted");
 
     // More events arrive meanwhile; the resumed run takes them too.
     tally::append(&db, 77).await;
     // Resuming with other handlers would mix two versions: refused.
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(&db, "rebuild --yes --resume")
         .await
         .code(2)
         .stderr_has("the handlers of projection `tally` changed since run 1");
     let p = slow;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--json"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --resume --json").await;
     let outcome = out.ok().stderr_has("resuming run 1").json();
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(outcome["events_applied"], 3077 - killed_at);
@@ -676,7 +570,7 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
 
     // Nothing left to resume now.
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(&db, "rebuild --yes --resume")
         .await
         .code(2)
         .stderr_has("nothing to resume");
@@ -688,23 +582,10 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
 /// batch by itself, and the result is that of an uninterrupted run, every event once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_connection_resumes_by_itself() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100", "--json"],
-    )
-    .spawn()
-    .unwrap();
+    let slow = tally::slow("0.001");
+    let child = slow.spawn(&db, "rebuild --yes --batch-size 100 --json");
     crate::harness::wait_for_checkpoint(&db, 300).await;
     let terminated = db
         .int(
@@ -743,7 +624,7 @@ async fn a_lost_connection_resumes_by_itself() {
         .await,
         1
     );
-    reproject(&db, &slow.config(), &["history"])
+    slow.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("survived reconnect: lost the connection")
@@ -755,46 +636,26 @@ async fn a_lost_connection_resumes_by_itself() {
 /// exit 130, recorded as cancelled with who asked, and resumable.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_from_another_terminal() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    reproject(&db, &slow.config(), &["cancel"])
+    let db = tally::db(3000).await;
+    let slow = tally::slow("0.001");
+    slow.reproject(&db, "cancel")
         .await
         .code(2)
         .stderr_has("nothing to cancel");
-    let child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = slow.spawn(&db, "rebuild --yes --batch-size 100");
     crate::harness::wait_for_checkpoint(&db, 1).await;
     // While it runs, `status` shows the phase, speed and ETA.
-    let s = reproject(&db, &slow.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let s = slow.reproject(&db, "status --json").await.ok().json();
     let t = &s["projections"][0];
     assert_eq!(t["state"], "rebuilding");
     assert_eq!(t["phase"], "replay");
     assert!(t["events_applied"].as_i64().unwrap() > 0, "{t}");
     assert!(t["events_per_second"].as_f64().unwrap() > 0.0, "{t}");
     assert!(t["eta_seconds"].as_f64().is_some(), "{t}");
-    reproject(
-        &db,
-        &slow.config(),
-        &["cancel", "--initiated-by", "oncall-bob"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 1: cancellation requested");
+    slow.reproject(&db, "cancel --initiated-by oncall-bob")
+        .await
+        .ok()
+        .stdout_has("run 1: cancellation requested");
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -813,9 +674,7 @@ async fn cancel_from_another_terminal() {
         at < 3000 && at % 100 == 0,
         "stopped after a whole batch: {at}"
     );
-    reproject(&db, &slow.config(), &["rebuild", "--yes", "--resume"])
-        .await
-        .ok();
+    slow.reproject(&db, "rebuild --yes --resume").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -826,24 +685,17 @@ async fn cancel_from_another_terminal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_windows_are_honoured() {
     use chrono::{Duration, Local};
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     let p = tally::project();
     let now = Local::now();
     let hhmm = |d: Duration| (now + d).format("%H:%M").to_string();
 
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     let outside = format!("{}-{}", hhmm(Duration::hours(2)), hhmm(Duration::hours(3)));
-    reproject(
-        &db,
-        &p.config(),
-        &["swap", "--yes", "--swap-window", &outside],
-    )
-    .await
-    .code(75)
-    .stderr_has("outside the swap window");
+    p.reproject(&db, &["swap", "--yes", "--swap-window", &outside])
+        .await
+        .code(75)
+        .stderr_has("outside the swap window");
     assert!(!db.exists("tally_old").await);
     assert_eq!(
         db.text("SELECT status FROM reproject.runs")
@@ -852,21 +704,15 @@ async fn swap_windows_are_honoured() {
         Some("awaiting_swap")
     );
     let inside = format!("{}-{}", hhmm(Duration::hours(-1)), hhmm(Duration::hours(1)));
-    reproject(
-        &db,
-        &p.config(),
-        &["swap", "--yes", "--swap-window", &inside],
-    )
-    .await
-    .ok()
-    .stdout_has("swapped");
+    p.reproject(&db, &["swap", "--yes", "--swap-window", &inside])
+        .await
+        .ok()
+        .stdout_has("swapped");
 
     // A moment three seconds ahead: the rebuild waits for it, and takes what arrives meanwhile.
     let at = (Local::now() + Duration::seconds(3)).to_rfc3339();
     let started = std::time::Instant::now();
-    let child = crate::harness::command(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &at])
-        .spawn()
-        .unwrap();
+    let child = p.spawn(&db, &["rebuild", "--yes", "--swap-at", &at]);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     tally::append(&db, 25).await;
     let out = child.wait_with_output().await.unwrap();
@@ -878,17 +724,15 @@ async fn swap_windows_are_honoured() {
 
     // A moment in the past: swap now.
     let past = (Local::now() - Duration::hours(1)).to_rfc3339();
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &past]).await;
+    let out = p
+        .reproject(&db, &["rebuild", "--yes", "--swap-at", &past])
+        .await;
     out.ok().stdout_has("swapped");
     assert!(!out.stderr.contains("waiting for the swap window"));
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--swap-window", "25:00-26:00"],
-    )
-    .await
-    .code(2)
-    .stderr_has("--swap-window");
+    p.reproject(&db, "rebuild --yes --swap-window 25:00-26:00")
+        .await
+        .code(2)
+        .stderr_has("--swap-window");
     db.drop().await;
 }
 
@@ -896,13 +740,10 @@ async fn swap_windows_are_honoured() {
 /// sooner; `confirm_durable` then waits for the flush before anyone is told it succeeded.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1).await;
+    let db = tally::db(1).await;
     // A run row for confirm_durable to write (and the state schema).
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .code(0);
+    p.reproject(&db, "rebuild --yes").await.code(0);
     let engine_db = reproject::db::Db::new(&db.url).unwrap();
     let conn = engine_db.dedicated().await.unwrap();
     conn.batch_execute("SET synchronous_commit = on")

@@ -3,7 +3,7 @@
 //! held is bounded (a long final tail is caught up outside the lock, a slow statement or a
 //! frozen reproject process loses the locks).
 
-use crate::harness::{command, Out, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::tally;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,15 +14,6 @@ async fn oid(db: &TestDb, table: &str) -> i64 {
         "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
     ))
     .await
-}
-
-async fn finish(child: tokio::process::Child) -> Out {
-    let out = child.wait_with_output().await.unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
 }
 
 /// Waits until the newest run reaches phase `swap` (it is about to lock, or locking).
@@ -146,16 +137,10 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
         })
     };
     let readers = Readers::start(&db, 4).await;
-    let out = finish(
-        command(
-            &db,
-            &p.config(),
-            &["rebuild", "--yes", "--batch-size", "500"],
-        )
-        .spawn()
-        .unwrap(),
-    )
-    .await;
+    let out = p
+        .spawn(&db, "rebuild --yes --batch-size 500")
+        .output()
+        .await;
     // Keep reading a little after the swap: the new table must serve at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (queries, errors, worst) = readers.stop().await;
@@ -193,25 +178,18 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
 /// ends, the swap succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     let p = tally::project();
     let blocker = hold_share_lock(&db).await;
     let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-budget", "60s"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
     wait_for_swap_phase(&db).await;
     let readers = Readers::start(&db, 4).await;
     // Several attempts: 100, 200, 400, 800, 1000 ms slices.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(oid(&db, "tally").await, live_before, "not swapped yet");
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     let (queries, errors, worst) = readers.stop().await;
     out.ok()
         .stderr_has("lock attempt 3 timed out")
@@ -237,23 +215,16 @@ async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
 /// locks, catches up outside them and tries again; every attempt is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_final_tail_is_caught_up_outside_the_lock() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     let p = tally::project();
     let blocker = hold_share_lock(&db).await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--max-tail-events", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --max-tail-events 100");
     wait_for_swap_phase(&db).await;
     // These arrive while the swap waits for its locks: its final tail.
     tally::append(&db, 500).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     out.ok().stderr_has("more than --max-tail-events 100");
     let attempts = db
         .text("SELECT lock_attempts::text FROM reproject.runs WHERE id = 1")
@@ -277,8 +248,7 @@ async fn a_long_final_tail_is_caught_up_outside_the_lock() {
 /// statement_timeout: the swap is rolled back (exit 75), the run stays swappable.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     let p = Project::new(
         tally::CONFIG,
         &[(
@@ -288,19 +258,13 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     );
     let blocker = hold_share_lock(&db).await;
     let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-hold-max", "300ms"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --lock-hold-max 300ms");
     wait_for_swap_phase(&db).await;
     db.exec("INSERT INTO events (stream, type, data) VALUES ('s1', 'slow', '{}')")
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     out.code(75).stderr_has("--lock-hold-max (300 ms)");
     assert_eq!(oid(&db, "tally").await, live_before, "nothing was swapped");
     assert_eq!(
@@ -331,25 +295,12 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
 /// itself (a lost connection), catching up and swapping.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_swap_loses_its_locks() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     // Slow handlers make the final tail take a while, so the freeze lands under the lock.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.005);\n", tally::HANDLERS),
-        )],
-    );
+    let p = tally::slow("0.005");
     let blocker = hold_share_lock(&db).await;
     let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-hold-max", "2s"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --lock-hold-max 2s");
     let pid = child.id().unwrap().to_string();
     wait_for_swap_phase(&db).await;
     tally::append(&db, 300).await;
@@ -396,7 +347,7 @@ async fn a_frozen_swap_loses_its_locks() {
         .args(["-CONT", &pid])
         .status()
         .unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("lost the connection to PostgreSQL")
@@ -423,17 +374,13 @@ async fn a_frozen_swap_loses_its_locks() {
 /// a lock on the live table, once locking has taken that long; logged and recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
     let blocker = hold_share_lock(&db).await;
     let started = Instant::now();
-    let out = crate::harness::reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--terminate-blockers-after", "500ms"],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --terminate-blockers-after 500ms")
+        .await;
     out.ok()
         .stderr_has("terminated blocking session pid")
         .stderr_has("long-report");
@@ -454,8 +401,7 @@ async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
 /// table; the session itself survives.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_blockers_after_cancels_a_long_statement() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
     let blocker = db.client().await;
     blocker
@@ -472,12 +418,9 @@ async fn cancel_blockers_after_cancels_a_long_statement() {
         )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = crate::harness::reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--cancel-blockers-after", "500ms"],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --cancel-blockers-after 500ms")
+        .await;
     out.ok()
         .stderr_has("cancelled blocking session pid")
         .stderr_has("slow-report");
@@ -524,8 +467,7 @@ async fn the_swap_cancels_autovacuum_in_its_way() {
     )
     .await;
     let started = Instant::now();
-    let out =
-        crate::harness::reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    let out = tally::project().reproject(&db, "rebuild --yes").await;
     out.ok().stderr_has("cancelled autovacuum pid");
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -70,14 +70,11 @@ async fn w1_per_batch_handlers_equal_the_seed_reference_at_any_batch_size() {
         );
     assert!(!undeclared.contains("stream_key"));
     let positional = Project::new(&undeclared, &[]);
-    reproject(
-        &db,
-        &positional.config(),
-        &["rebuild", "--yes", "--set-batch-size", "997"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 2: swapped. 8994 events applied");
+    positional
+        .reproject(&db, "rebuild --yes --set-batch-size 997")
+        .await
+        .ok()
+        .stdout_has("run 2: swapped. 8994 events applied");
     assert_eq!(w1_mismatches(&db).await, "0", "batches of 997 events");
     assert_eq!(
         db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2")
@@ -168,8 +165,7 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_batch_and_per_event_projections_share_a_run() {
     for xid8 in [false, true] {
-        let db = TestDb::new().await;
-        tally::setup(&db, 1234).await;
+        let db = tally::db(1234).await;
         db.exec(
             "UPDATE events SET bad = true WHERE id % 97 = 0;
              CREATE TABLE tally2 (LIKE tally INCLUDING ALL);
@@ -195,23 +191,23 @@ async fn per_batch_and_per_event_projections_share_a_run() {
                 ),
             ],
         );
-        reproject(
-            &db,
-            &project.config(),
-            &[
-                "rebuild",
-                "--yes",
-                "--set-batch-size",
-                "301",
-                "--batch-size",
-                "17",
-                "--reason",
-                if xid8 { "xid8" } else { "gap-aware" },
-            ],
-        )
-        .await
-        .ok()
-        .stdout_has("swapped");
+        project
+            .reproject(
+                &db,
+                &[
+                    "rebuild",
+                    "--yes",
+                    "--set-batch-size",
+                    "301",
+                    "--batch-size",
+                    "17",
+                    "--reason",
+                    if xid8 { "xid8" } else { "gap-aware" },
+                ],
+            )
+            .await
+            .ok()
+            .stdout_has("swapped");
         assert_eq!(
             tally::expected_differences(&db, "tally").await,
             0,
@@ -235,8 +231,7 @@ async fn per_batch_and_per_event_projections_share_a_run() {
 /// batch and the handler line; nothing of the batch is kept, the live table is untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_batch_names_its_range_and_keeps_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     db.exec(
         "INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": \"oops\"}')",
     )
@@ -244,12 +239,9 @@ async fn a_failing_batch_names_its_range_and_keeps_nothing() {
     let live_before = db.int("SELECT sum(total)::bigint FROM tally").await;
     let project = tally::project();
     project.write("tally.sql", TALLY_PER_BATCH);
-    let out = reproject(
-        &db,
-        &project.config(),
-        &["rebuild", "--yes", "--set-batch-size", "200"],
-    )
-    .await;
+    let out = project
+        .reproject(&db, "rebuild --yes --set-batch-size 200")
+        .await;
     out.code(1)
         .stderr_has("projection `tally` failed on the batch of 101 event(s) after position 400 up to position 501")
         .stderr_has("tally.sql:2:")
@@ -277,15 +269,15 @@ async fn a_failing_batch_names_its_range_and_keeps_nothing() {
 /// file and line or the projection.
 #[tokio::test(flavor = "multi_thread")]
 async fn per_batch_mistakes_are_config_errors() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let project = tally::project();
 
     project.write(
         "tally.sql",
         "-- per batch\nINSERT INTO {{tally}} (stream, n, total) VALUES (:stream, 1, 1);\n",
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("tally.sql:2: a `-- per batch` statement runs once per batch");
@@ -294,7 +286,8 @@ async fn per_batch_mistakes_are_config_errors() {
         "tally.sql",
         &format!("{}\n-- on added\nSELECT 1;\n", TALLY_PER_BATCH),
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("must be the only section of its file");
@@ -303,14 +296,16 @@ async fn per_batch_mistakes_are_config_errors() {
         "tally.sql",
         "-- on added\nINSERT INTO {{tally}} SELECT * FROM :events;\n",
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("tally.sql:2: `:events` is the batch of a `-- per batch` section");
 
     // A statement that does not prepare against the live table names its section.
     project.write("tally.sql", "-- per batch\nINSERT INTO {{tally}} (stream, n, total) SELECT e.nope, 1, 1 FROM :events e;\n");
-    reproject(&db, &project.config(), &["rebuild", "--yes"])
+    project
+        .reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("section `-- per batch`: the statement does not prepare")
@@ -331,13 +326,15 @@ async fn per_batch_mistakes_are_config_errors() {
             ("reader.sql", "-- on added\nINSERT INTO {{reader}} SELECT stream, n FROM {{tally}} WHERE stream = :stream ON CONFLICT DO NOTHING;\n"),
         ],
     );
-    reproject(&db, &reading.config(), &["plan"])
+    reading
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("projection `reader` depends on `tally`, and `tally` is set-based");
 
     // `run` keeps per-event projections live only.
-    reproject(&db, &project.config(), &["run", "--once"])
+    project
+        .reproject(&db, "run --once")
         .await
         .code(2)
         .stderr_has("`reproject run` does not run set-based projections: `tally`");
@@ -348,8 +345,7 @@ async fn per_batch_mistakes_are_config_errors() {
 /// selected streams' events, so their rows are rebuilt and every other row is the live one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_rebuild_of_a_set_based_projection_reads_only_its_streams() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's2')")
         .await;
     let project = Project::new(
@@ -359,21 +355,11 @@ async fn a_partial_rebuild_of_a_set_based_projection_reads_only_its_streams() {
         ),
         &[("tally.sql", TALLY_PER_BATCH)],
     );
-    reproject(
-        &db,
-        &project.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--streams",
-            "s1",
-            "--set-batch-size",
-            "77",
-        ],
-    )
-    .await
-    .ok()
-    .stdout_has("swapped");
+    project
+        .reproject(&db, "rebuild --yes --streams s1 --set-batch-size 77")
+        .await
+        .ok()
+        .stdout_has("swapped");
     // s1 is rebuilt, s2 keeps its (corrupted) live row, the rest are unchanged.
     // (s2's wrong row and its missing right one: the only difference, counted both ways)
     assert_eq!(tally::expected_differences(&db, "tally").await, 2);

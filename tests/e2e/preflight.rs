@@ -2,7 +2,7 @@
 //! `rebuild --dry-run` and `rebuild` alike (one code path: src/preflight.rs), and nothing is
 //! written; and who ran a rebuild is recorded even without `$USER`.
 
-use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::harness::{command, Out, Project, TestDb};
 use crate::tally;
 
 /// A connection string for `db` as `role` (the test server trusts every local role).
@@ -135,8 +135,7 @@ async fn drop_roles(db: TestDb, roles: &[String]) {
 /// before any event, naming the table and the owner; a member of the owner passes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_that_cannot_act_as_the_owner_is_refused_before_any_event() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let r = roles(&db, &["app", "ops"], false).await;
     let (app, ops) = (&r[0], &r[1]);
     db.exec(&format!(
@@ -184,8 +183,7 @@ async fn a_role_that_cannot_act_as_the_owner_is_refused_before_any_event() {
 /// by someone else are refused up front, both named.
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_owned_by_another_role_are_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     let r = roles(&db, &["builder", "reporting"], false).await;
     let (builder, reporting) = (&r[0], &r[1]);
     db.exec(&format!(
@@ -225,8 +223,7 @@ async fn dependents_owned_by_another_role_are_refused_up_front() {
 /// so too, before the state schema exists.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec("CREATE TABLE tally_rebuild (mine text); INSERT INTO tally_rebuild VALUES ('keep me')")
         .await;
     let p = tally::project();
@@ -253,8 +250,7 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
 /// three say so, naming the file and line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_projection_without_handlers_or_command_is_refused_by_all() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = Project::new(
         &tally::CONFIG.replace("handlers = \"tally.sql\"\n", ""),
         &[("tally.sql", tally::HANDLERS)],
@@ -275,8 +271,7 @@ async fn a_projection_without_handlers_or_command_is_refused_by_all() {
 /// dry run refuses it like the rebuild.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_by_the_dry_run_and_the_rebuild() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = tally::project();
     refused_by_all(
         &db,
@@ -298,8 +293,7 @@ async fn jobs_without_stream_key_is_refused_by_the_dry_run_and_the_rebuild() {
 /// all three, before anything is replayed.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_privilege_on_the_state_schema_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let r = roles(&db, &["nostate"], true).await;
     let role = &r[0];
     db.exec(&format!(
@@ -352,12 +346,9 @@ async fn no_privilege_on_the_state_schema_is_refused_up_front() {
 /// `swap` of a run awaiting its swap checks what the swap alters before it locks anything.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     let r = roles(&db, &["swapper"], true).await;
     let role = &r[0];
     // A swap writes the state schema's rows but creates nothing in it: USAGE is enough.
@@ -393,8 +384,7 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
 /// system account, and the database roles it ran as; `history` and `status` show them.
 #[tokio::test(flavor = "multi_thread")]
 async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = tally::project();
     let account = std::process::Command::new("id")
         .arg("-un")
@@ -427,15 +417,15 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
             .await,
         Some(format!("{account} / postgres / postgres"))
     );
-    let history = reproject(&db, &p.config(), &["history", "--json"]).await;
+    let history = p.reproject(&db, "history --json").await;
     let runs = history.ok().json();
     assert_eq!(runs[0]["db_session_user"], "postgres");
     assert_eq!(runs[0]["initiated_by"], account.as_str());
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has(&format!("by {account} (role postgres)"));
-    let status = reproject(&db, &p.config(), &["status", "--json"]).await;
+    let status = p.reproject(&db, "status --json").await;
     assert_eq!(
         status.ok().json()["projections"][0]["db_current_user"],
         "postgres"
@@ -447,12 +437,9 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
 /// refused (exit 2) and the swap stays in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let r = roles(&db, &["undoer"], true).await;
     let role = &r[0];
     db.exec(&format!(
@@ -489,8 +476,7 @@ async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locki
 /// and TRUNCATE, so the swap's ACCESS EXCLUSIVE lock is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_error_shows_the_servers_message_under_the_step() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let r = roles(&db, &["selfrevoked"], true).await;
     let role = &r[0];
     // ACCESS EXCLUSIVE needs UPDATE, DELETE or TRUNCATE, and from PostgreSQL 17 on MAINTAIN
@@ -530,15 +516,10 @@ async fn a_database_error_shows_the_servers_message_under_the_step() {
 /// that cannot act as their owner is refused up front, not halfway into the migration.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
+    p.reproject(&db, "cleanup --yes").await.ok();
     let r = roles(&db, &["migrator"], true).await;
     let role = &r[0];
     // The schema as an older reproject left it: without the newest migration.
@@ -578,15 +559,12 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
 /// a table of the user's, the rollback is refused (exit 2) and that table is left alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     db.exec("CREATE TABLE tally_rolled_back_1 (mine text)")
         .await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 1: table `tally_rolled_back_1` exists")
@@ -598,8 +576,6 @@ async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
         Some("swapped")
     );
     db.exec("DROP TABLE tally_rolled_back_1").await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rollback --yes").await.ok();
     db.drop().await;
 }

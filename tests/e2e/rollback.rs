@@ -2,7 +2,7 @@
 //! since the swap, applied with the handlers that built them; when that is impossible it refuses
 //! rather than restoring a stale table.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 async fn oid(db: &TestDb, table: &str) -> i64 {
@@ -31,27 +31,17 @@ fn doubling() -> Project {
 /// run 1's tables caught up with those events by run 1's recorded handlers: exact, none lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    reproject(&db, &tally::project().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let db = tally::db(300).await;
+    tally::project().reproject(&db, "rebuild --yes").await.ok();
     let bad = doubling();
-    reproject(&db, &bad.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    bad.reproject(&db, "rebuild --yes").await.ok();
     assert!(
         tally::expected_differences(&db, "tally").await > 0,
         "doubled"
     );
     let first_generation = oid(&db, "tally_old").await;
     tally::append(&db, 250).await;
-    let out = reproject(
-        &db,
-        &bad.config(),
-        &["rollback", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let out = bad.reproject(&db, "rollback --yes --batch-size 100").await;
     out.ok()
         .stdout_has("caught up with 250 event(s) since the swap")
         .stderr_has("handlers recorded by run(s) 1");
@@ -80,15 +70,12 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
 /// changes nothing and names the flag that would do; with no new events it goes ahead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_to_restore_a_stale_table() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let current = oid(&db, "tally").await;
     tally::append(&db, 10).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 1: 10 event(s) arrived since the swap")
@@ -111,24 +98,17 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
 /// twice (a rewind to where the tables stood at the swap would apply those events again).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     let good = tally::project();
-    reproject(&db, &good.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &doubling().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let runner = crate::harness::command(&db, &good.config(), &["run", "--batch-size", "20"])
-        .spawn()
-        .unwrap();
+    good.reproject(&db, "rebuild --yes").await.ok();
+    doubling().reproject(&db, "rebuild --yes").await.ok();
+    let runner = good.spawn(&db, "run --batch-size 20");
     let caught_up =
         "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') \
                      = (SELECT max(id) FROM events)";
     tally::append(&db, 100).await;
     crate::harness::wait_until(&db, caught_up).await;
-    reproject(&db, &good.config(), &["rollback", "--yes"])
+    good.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("caught up with 100 event(s) since the swap");
@@ -163,8 +143,7 @@ async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
 /// cannot be applied, so with events since the swap the rollback refuses and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("CREATE TABLE tally_log (stream text, amount bigint)")
         .await;
     let with_log = Project::new(
@@ -177,16 +156,12 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
             ),
         )],
     );
-    reproject(&db, &with_log.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    with_log.reproject(&db, "rebuild --yes").await.ok();
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let current = oid(&db, "tally").await;
     tally::append(&db, 5).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 2: 5 event(s) arrived since the swap")
@@ -196,14 +171,10 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
     assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
     // The hint works: the config's handlers catch the previous table up.
     let previous = oid(&db, "tally_old").await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rollback", "--yes", "--with-current-handlers", "tally"],
-    )
-    .await
-    .ok()
-    .stdout_has("caught up with 5 event(s) since the swap");
+    p.reproject(&db, "rollback --yes --with-current-handlers tally")
+        .await
+        .ok()
+        .stdout_has("caught up with 5 event(s) since the swap");
     assert_eq!(oid(&db, "tally").await, previous);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -213,8 +184,7 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
 /// write was dropped since): with events since the swap the rollback refuses and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
     let with_note = Project::new(
         tally::CONFIG,
@@ -226,17 +196,13 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
             ),
         )],
     );
-    reproject(&db, &with_note.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    with_note.reproject(&db, "rebuild --yes").await.ok();
     db.exec("ALTER TABLE tally DROP COLUMN note").await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let current = oid(&db, "tally").await;
     tally::append(&db, 3).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 2: 3 event(s) arrived since the swap")

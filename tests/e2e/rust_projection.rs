@@ -2,6 +2,7 @@
 //! in-process: mixed with SQL handlers in dependency order, kept live by `run`, and failing
 //! cleanly.
 
+use crate::config::{Config as TestConfig, Projection};
 use crate::harness::{example, reproject, Project, TestDb};
 use reproject::config::Config;
 use reproject::db::Db;
@@ -126,25 +127,19 @@ async fn mismatches(db: &TestDb) -> String {
     out.trim().lines().last().unwrap_or("").to_string()
 }
 
-const MIXED: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-filter = "NOT bad"
-
-[[projection]]
-name = "counts"
-tables = ["counts"]
-checks = [{ name = "no zero counts", sql = "SELECT NOT EXISTS (SELECT 1 FROM {{counts}} WHERE n < 1)" }]
-
-[[projection]]
-name = "seen"
-tables = ["seen"]
-handlers = "seen.sql"
-"#;
+/// `counts` built by Rust code (no handlers file), `seen` by SQL handlers that read it.
+fn mixed() -> Project {
+    let counts = Projection::new("counts").handlers(None).check(
+        "no zero counts",
+        "SELECT NOT EXISTS (SELECT 1 FROM {{counts}} WHERE n < 1)",
+    );
+    TestConfig::events("events")
+        .event("filter", "NOT bad")
+        .projection(counts)
+        .projection(Projection::new("seen"))
+        .file("seen.sql", SEEN)
+        .write()
+}
 
 /// Reads the Rust projection's table per event: only right if `counts` is applied before it,
 /// event by event.
@@ -212,7 +207,7 @@ async fn mixed_differences(db: &TestDb) -> i64 {
 async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
     let mut config = Config::load(&p.config()).unwrap();
 
     // Not registered: refused before anything is written.
@@ -326,7 +321,7 @@ impl RustProjection for Committing {
 async fn a_failing_or_committing_rust_projection_fails_the_run() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
 
     let mut config = Config::load(&p.config()).unwrap();
     config.register("counts", Failing).unwrap();
@@ -416,7 +411,7 @@ impl RustProjection for CountsVersion {
 async fn resume_needs_the_same_version_of_the_rust_code() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
     let rebuild = |version: &'static str, resume: bool| {
         let url = db.url.clone();
         let path = p.config();

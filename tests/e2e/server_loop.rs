@@ -2,7 +2,7 @@
 //! (src/replay.rs), statement by statement otherwise, with the same rows either way. A handler
 //! sees which way it ran through `current_query()`: the loop's call, or its own statement.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 const CONFIG: &str = r#"
@@ -47,13 +47,9 @@ async fn check_rows(db: &TestDb, events: i64) {
 async fn plain_statements_run_as_one_server_call_per_batch() {
     let db = TestDb::new().await;
     let p = setup(&db, 1000).await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .ok();
     check_rows(&db, 1000).await;
     assert_eq!(
         db.int("SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'")
@@ -76,13 +72,9 @@ async fn a_statement_plpgsql_cannot_run_keeps_every_statement_separate() {
             "WITH x AS (SELECT 1) INSERT INTO {{calls}}",
         ),
     );
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .ok();
     check_rows(&db, 1000).await;
     assert_eq!(
         db.int("SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'")
@@ -102,16 +94,14 @@ async fn a_failure_in_the_server_loop_names_the_event() {
     let p = setup(&db, 1000).await;
     db.exec("UPDATE events SET data = '{\"amount\": \"x\"}' WHERE id = 555")
         .await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .code(1)
-    .stderr_has("projection `tally` failed on event at position 555 (type `added`, stream `s5`)")
-    .stderr_has("tally.sql:2")
-    .stderr_has("invalid input syntax for type bigint");
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .code(1)
+        .stderr_has(
+            "projection `tally` failed on event at position 555 (type `added`, stream `s5`)",
+        )
+        .stderr_has("tally.sql:2")
+        .stderr_has("invalid input syntax for type bigint");
     // Five batches of 100 events (positions 1..501, 150 filtered out) were committed.
     assert_eq!(db.int("SELECT count(*) FROM calls_rebuild").await, 500);
     assert_eq!(

@@ -3,7 +3,7 @@
 //! table stays unlogged, and a run whose server crashed under its unlogged tables (which crash
 //! recovery empties) is refused rather than resumed into a wrong result.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::pgserver::PgServer;
 use crate::tally;
 
@@ -39,10 +39,9 @@ const PAUSE: [&str; 6] = [
 /// the swap's fingerprint check passed, and the rows are exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
+    let db = tally::db(1000).await;
     let p = project(true);
-    reproject(&db, &p.config(), &PAUSE)
+    p.reproject(&db, &PAUSE)
         .await
         .ok()
         .stdout_has("stopped after 250 events");
@@ -54,12 +53,7 @@ async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() 
         250
     );
     tally::append(&db, 100).await;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--json"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --resume --json").await;
     out.ok().stderr_has("made `tally_rebuild` logged");
     assert_eq!(out.json()["status"], "swapped");
     assert_eq!(persistence(&db, "tally").await, "p");
@@ -76,17 +70,16 @@ async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() 
 /// `--no-swap` leaves a logged table waiting (it may wait for days), and `swap` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn default_is_logged_and_no_swap_waits_logged() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    reproject(&db, &project(false).config(), &PAUSE).await.ok();
+    let db = tally::db(300).await;
+    project(false).reproject(&db, &PAUSE).await.ok();
     assert_eq!(persistence(&db, "tally_rebuild").await, "p");
     let p = project(true);
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
+    p.reproject(&db, "rebuild --yes --no-swap")
         .await
         .ok()
         .stderr_has("made `tally_rebuild` logged");
     assert_eq!(persistence(&db, "tally_rebuild").await, "p");
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    p.reproject(&db, "swap --yes").await.ok();
     assert_eq!(persistence(&db, "tally").await, "p");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -96,11 +89,10 @@ async fn default_is_logged_and_no_swap_waits_logged() {
 /// swapped-in table is unlogged like the one it replaces.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unlogged_live_table_stays_unlogged() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     db.exec("ALTER TABLE tally SET UNLOGGED").await;
     let p = project(true);
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.ok();
     assert!(
         !out.stderr.contains("logged (build_unlogged)"),
@@ -124,7 +116,7 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
     let db = TestDb::new_on(server.admin()).await;
     tally::setup(&db, 1000).await;
     let p = project(true);
-    reproject(&db, &p.config(), &PAUSE).await.ok();
+    p.reproject(&db, &PAUSE).await.ok();
     assert_eq!(
         db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
         250
@@ -144,16 +136,14 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
         &["rebuild", "--yes", "--resume"][..],
         &["swap", "--yes"][..],
     ] {
-        reproject(&db, &p.config(), args)
+        p.reproject(&db, args)
             .await
             .code(1)
             .stderr_has("`tally_rebuild` is UNLOGGED")
             .stderr_has("server has restarted");
     }
     assert_eq!(db.int("SELECT count(*) FROM tally").await, 10);
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(persistence(&db, "tally").await, "p");
     db.drop().await;

@@ -3,7 +3,7 @@
 //! stops (and rolls back) a batch whose transaction wrote one anyway, through a function or a
 //! trigger.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 /// The tally handlers with one more statement (line 4 of the file).
@@ -24,8 +24,7 @@ async fn live_sum(db: &TestDb) -> i64 {
 /// stops the first batch, which is rolled back, the run is recorded failed naming the table.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     db.exec(
         "CREATE FUNCTION bump(s text) RETURNS void LANGUAGE plpgsql AS
            $f$ BEGIN UPDATE tally SET n = n + 1 WHERE stream = s; END $f$;",
@@ -33,7 +32,7 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
     .await;
     let before = live_sum(&db).await;
     let p = with_statement("SELECT bump(:stream);");
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(1)
         .stderr_has("wrote `public.tally`, which is not one of the rebuild tables")
         .stderr_has("projection `tally`")
@@ -66,8 +65,7 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
 /// lock is the proof), and TRUNCATE does.
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_to_unrelated_tables_through_functions_are_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE FUNCTION touch(s text) RETURNS void LANGUAGE plpgsql AS
@@ -81,7 +79,7 @@ async fn writes_to_unrelated_tables_through_functions_are_stopped() {
         "SELECT wipe() WHERE :stream IS NOT NULL;",
     ] {
         let p = with_statement(call);
-        reproject(&db, &p.config(), &["rebuild", "--yes"])
+        p.reproject(&db, "rebuild --yes")
             .await
             .code(1)
             .stderr_has("wrote `public.side`");
@@ -94,8 +92,7 @@ async fn writes_to_unrelated_tables_through_functions_are_stopped() {
 /// fidelity.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec(
         "CREATE FUNCTION mirror() RETURNS trigger LANGUAGE plpgsql AS
            $f$ BEGIN IF TG_TABLE_NAME <> 'tally' THEN UPDATE tally SET total = total WHERE stream = NEW.stream; END IF; RETURN NEW; END $f$;
@@ -107,7 +104,7 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
         &format!("{}replay_triggers = true\n", tally::CONFIG),
         &[("tally.sql", tally::HANDLERS)],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(1)
         .stderr_has("wrote `public.tally`");
@@ -120,8 +117,7 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
 /// before anything is written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let before = live_sum(&db).await;
     let p = Project::new(
         tally::CONFIG,
@@ -137,7 +133,7 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
         &["rebuild", "--dry-run"],
         &["rebuild", "--yes"],
     ] {
-        reproject(&db, &p.config(), args)
+        p.reproject(&db, args)
             .await
             .code(2)
             .stderr_has("tally.sql:2: projection `tally`, section `-- on added`")
@@ -158,8 +154,7 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
 /// writable CTE, through an updatable view; and a table of no projection.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_spelling_of_a_foreign_write_target_is_refused() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE VIEW tally_view AS SELECT * FROM tally;
@@ -175,7 +170,7 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
         ("INSERT INTO app.\"Mixed Case\" VALUES (:stream);", "app.\"Mixed Case\""),
     ] {
         let p = with_statement(statement);
-        reproject(&db, &p.config(), &["plan"])
+        p.reproject(&db, "plan")
             .await
             .code(2)
             .stderr_has("tally.sql:4: projection `tally`")
@@ -183,7 +178,7 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
     }
     // Reading any table is fine; so is a function that only reads.
     let p = with_statement("SELECT count(*) FROM side WHERE k = :stream;");
-    reproject(&db, &p.config(), &["plan"]).await.ok();
+    p.reproject(&db, "plan").await.ok();
     db.drop().await;
 }
 
@@ -191,8 +186,7 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
 /// the checks (read-only transaction), never touching the table.
 #[tokio::test(flavor = "multi_thread")]
 async fn checks_only_read() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let config = |sql: &str| {
         format!(
             "{}checks = [{{ name = \"sneaky\", sql = \"{sql}\" }}]\n",
@@ -203,7 +197,7 @@ async fn checks_only_read() {
         &config("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x"),
         &[("tally.sql", tally::HANDLERS)],
     );
-    reproject(&db, &p.config(), &["plan"])
+    p.reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("check `sneaky`: the check writes `public.tally` (DELETE)");
@@ -217,7 +211,7 @@ async fn checks_only_read() {
         &config("SELECT wipe_tally()"),
         &[("tally.sql", tally::HANDLERS)],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(3)
         .stderr_has("read-only transaction");
@@ -230,8 +224,7 @@ async fn checks_only_read() {
 /// back and the live checkpoint where it was.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_runner_writes_only_its_live_tables() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE FUNCTION note(s text) RETURNS void LANGUAGE plpgsql AS
@@ -239,13 +232,9 @@ async fn the_live_runner_writes_only_its_live_tables() {
     )
     .await;
     let p = tally::project();
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .ok();
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
     assert_eq!(db.int(checkpoint).await, 10);
     tally::append(&db, 5).await;
@@ -254,7 +243,7 @@ async fn the_live_runner_writes_only_its_live_tables() {
         "tally.sql",
         &format!("{}SELECT note(:stream);\n", tally::HANDLERS),
     );
-    reproject(&db, &p.config(), &["run", "--once"])
+    p.reproject(&db, "run --once")
         .await
         .code(1)
         .stderr_has("projection `tally`: the batch of the events after position 10 up to position 15 wrote `public.side`, which is not one of the live tables it builds");
