@@ -99,7 +99,7 @@ async fn config_errors_name_what_is_wrong() {
         "{}\n-- on removed\nDELETE FROM {{{{tally}}}} WHERE strem = :stream;\n",
         tally::HANDLERS
     );
-    let p = Project::new(tally::CONFIG, &[("tally.sql", &bad)]);
+    let p = tally::handlers(&bad);
     refused(
         &db,
         &p,
@@ -111,10 +111,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // An unknown parameter.
-    let p = Project::new(
-        tally::CONFIG,
-        &[("tally.sql", "-- on added\nSELECT :amount;\n")],
-    );
+    let p = tally::handlers("-- on added\nSELECT :amount;\n");
     refused(&db, &p, &["tally.sql:2", "unknown parameter `:amount`"]).await;
 
     // A handler file that is missing.

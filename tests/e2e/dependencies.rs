@@ -85,12 +85,12 @@ async fn readers_see_dependencies_as_of_each_event() {
             ("o3".to_string(), "Grace".to_string()),
         ]
     );
-    assert_eq!(
-        db.text("SELECT name FROM customers WHERE id = 'c2'")
-            .await
-            .as_deref(),
-        Some("Grace Hopper")
-    );
+    db.assert_text(
+        "SELECT name FROM customers WHERE id = 'c2'",
+        Some("Grace Hopper"),
+        "",
+    )
+    .await;
     db.drop().await;
 }
 

@@ -146,12 +146,12 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
         "-9223372036854775808 100 100\n100 150 50\n",
         "one range from the start to the bound, one for the catch-up"
     );
-    assert_eq!(
-        db.int("SELECT position FROM projector_checkpoints WHERE name = 'tally'")
-            .await,
+    db.assert_int(
+        "SELECT position FROM projector_checkpoints WHERE name = 'tally'",
         150,
-        "the live projector continues after the swap position"
-    );
+        "the live projector continues after the swap position",
+    )
+    .await;
     assert!(
         out.stderr.contains("tally: applied 100 event(s)"),
         "the projector's output is passed on:\n{}",
@@ -241,12 +241,12 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
         wrong,
         "the live table is untouched"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("failed")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("failed"),
+        "",
+    )
+    .await;
     let history = history_text(&db).await;
     assert!(history.contains("exited with status 3"), "{history}");
     assert!(!history.contains(PASSWORD), "{history}");
@@ -279,12 +279,12 @@ async fn cancelling_stops_the_projector() {
     let out = finish(child).await;
     out.code(130)
         .stderr_has("cancelled while the external projector `sh projector.sh` of `tally` was applying events from the start up to position 20");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("cancelled"),
+        "",
+    )
+    .await;
     let alive = std::process::Command::new("kill")
         .args(["-0", &pid])
         .stderr(std::process::Stdio::null())
@@ -442,12 +442,12 @@ async fn events_after_the_last_range_need_a_handover() {
         .stderr_has("event(s) arrived after the external projector's last range and no `handover` would apply them")
         .stderr_has("had arrived after the external projector's last range each time the locks were taken")
         .stderr_has("add the `handover` of your live projector");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     assert_eq!(
         db.text(snapshot).await,
         before,
@@ -483,18 +483,11 @@ async fn events_after_the_last_range_need_a_handover() {
         db.int("SELECT max(id) FROM events").await > swapped,
         "an event arrived after it"
     );
-    assert_eq!(
-        db.int("SELECT position FROM projector_checkpoints").await,
-        swapped
-    );
-    assert_eq!(
-        db.int(&format!(
+    db.assert_int("SELECT position FROM projector_checkpoints", swapped, "")
+        .await;
+    db.assert_int(&format!(
             "SELECT count(*) FROM (SELECT stream, count(*)::int n, sum((data->>'amount')::bigint) t FROM events WHERE id <= {swapped} GROUP BY stream \
              EXCEPT SELECT stream, n, total FROM tally) x"
-        ))
-        .await,
-        0,
-        "the new table holds every event up to the swap position"
-    );
+        ), 0, "the new table holds every event up to the swap position").await;
     db.drop().await;
 }

@@ -23,19 +23,16 @@ async fn handler_failure_names_the_event() {
         .stderr_has("invalid input syntax for type bigint")
         .stderr_has("tally.sql:2")
         .stderr_has("forty-two");
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints").await,
-        400
-    );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+    db.assert_int("SELECT position FROM reproject.checkpoints", 400, "")
+        .await;
+    db.assert_int(
+        "SELECT sum(n)::bigint FROM tally_rebuild",
         400,
-        "the failed batch left nothing"
-    );
-    assert_eq!(
-        db.int("SELECT sum(total)::bigint FROM tally").await,
-        live_before
-    );
+        "the failed batch left nothing",
+    )
+    .await;
+    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before, "")
+        .await;
     assert!(!db.exists("tally_old").await);
     let run = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(run[0]["status"], "failed");
@@ -103,7 +100,7 @@ async fn row_count_outside_tolerance_refuses_the_swap() {
         &[("tally.sql", tally::HANDLERS)],
     );
     p.reproject(&db, "rebuild --yes").await.ok();
-    assert_eq!(db.int("SELECT count(*) FROM tally").await, 2);
+    db.assert_int("SELECT count(*) FROM tally", 2, "").await;
     db.drop().await;
 }
 
@@ -118,8 +115,7 @@ async fn catalog_snapshot(db: &TestDb) -> (i64, i64) {
 /// `rebuild --dry-run` and `plan` write nothing, not even the state schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_and_plan_write_nothing() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let before = catalog_snapshot(&db).await;
     let out = p.reproject(&db, "rebuild --dry-run").await;
     out.ok()
@@ -140,8 +136,7 @@ async fn dry_run_and_plan_write_nothing() {
 /// Without a terminal, a rebuild that would swap needs `--yes`: refused at once, never hangs.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_confirmation_without_a_terminal() {
-    let db = tally::db(10).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(10).await;
     p.reproject(&db, "rebuild")
         .await
         .code(2)
@@ -195,22 +190,14 @@ async fn transient_errors_are_retried() {
          END $f$;",
     )
     .await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT flaky();\n", tally::HANDLERS),
-        )],
-    );
+    let p = tally::handlers_then("SELECT flaky();\n");
     let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
     out.ok()
         .stderr_has("hit a transient error (attempt 1 of 5")
         .stderr_has("attempt 2 of 5");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs").await,
-        300
-    );
+    db.assert_int("SELECT events_applied FROM reproject.runs", 300, "")
+        .await;
     // The run records the retries it survived, and `history` shows them.
     assert_eq!(
         db.int(

@@ -3,19 +3,8 @@
 //! committed; and, under terminated sessions at random moments, the live table is always the
 //! truth at its recorded position.
 
-use crate::harness::{wait_for_checkpoint, wait_until, Project, TestDb};
+use crate::harness::{wait_for_checkpoint, wait_until, TestDb};
 use crate::tally;
-
-/// The tally fixture with handlers slowed down by `sleep` seconds per event.
-fn slow(sleep: &str) -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep({sleep});\n", tally::HANDLERS),
-        )],
-    )
-}
 
 /// Terminates the server session that holds the rebuild guard (its advisory lock); returns
 /// how many were terminated.
@@ -61,7 +50,7 @@ async fn differences_at(db: &TestDb, table: &str, position: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_the_guard_stops_the_replay() {
     let db = tally::db(3000).await;
-    let p = slow("0.002");
+    let p = tally::slow("0.002");
     let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     wait_for_checkpoint(&db, 300).await;
     assert_eq!(terminate_guard(&db).await, 1, "the guard session");
@@ -93,12 +82,12 @@ async fn losing_the_guard_stops_the_replay() {
     );
     p.reproject(&db, "rebuild --yes --resume").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
-        "every event once"
-    );
+        "every event once",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -107,7 +96,7 @@ async fn losing_the_guard_stops_the_replay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_of_a_running_run_is_refused() {
     let db = tally::db(2000).await;
-    let p = slow("0.001");
+    let p = tally::slow("0.001");
     let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     let pid = child.id().unwrap();
     wait_for_checkpoint(&db, 200).await;
@@ -125,11 +114,12 @@ async fn resume_of_a_running_run_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        2000
-    );
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        2000,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -139,7 +129,7 @@ async fn resume_of_a_running_run_is_refused() {
 async fn a_stale_process_cannot_change_the_run() {
     let db = tally::db(800).await;
     // Batches of about two seconds: the stale process is mid-batch when the other takes over.
-    let p = slow("0.01");
+    let p = tally::slow("0.01");
     let stale = p.spawn(&db, "rebuild --yes --batch-size 200");
     wait_for_checkpoint(&db, 200).await;
     assert_eq!(terminate_guard(&db).await, 1);
@@ -163,19 +153,19 @@ async fn a_stale_process_cannot_change_the_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+        "",
+    )
+    .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         800,
-        "every event once"
-    );
+        "every event once",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -247,7 +237,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         .unwrap_or(0x5eed_f00d_u64);
     let mut rng = Rng(seed);
     let db = tally::db(1500).await;
-    let p = slow("0.0005");
+    let p = tally::slow("0.0005");
     let runner = p.spawn(&db, "run --from-position head --json");
     crate::live::wait_for(&db, crate::live::CAUGHT_UP, 30).await;
     let live_position =
@@ -347,8 +337,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_runner_takes_its_guard_again() {
     use crate::live::{wait_for, CAUGHT_UP};
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let runner = p.spawn(&db, "run --from-position head --json");
     wait_for(&db, CAUGHT_UP, 30).await;
     for round in 0..3 {
@@ -410,12 +399,12 @@ async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
             && stderr.contains("`reproject swap`"),
         "{stderr}"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");
     db.exec("DROP TRIGGER test_sleep ON reproject.runs").await;
     p.reproject(&db, "swap --yes").await.ok();

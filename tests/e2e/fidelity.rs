@@ -149,19 +149,21 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) 
     client.batch_execute("RESET ROLE").await.unwrap();
 
     // The view and the materialized view read the live table.
-    assert_eq!(
-        db.int("SELECT count(*) FROM balances_view").await,
+    db.assert_int(
+        "SELECT count(*) FROM balances_view",
         40,
-        "{step}: view"
-    );
+        &format!("{step}: view"),
+    )
+    .await;
     let live_total = db
         .int(&format!("SELECT sum(balance)::bigint FROM {T}"))
         .await;
-    assert_eq!(
-        db.int("SELECT total::bigint FROM balances_total").await,
+    db.assert_int(
+        "SELECT total::bigint FROM balances_total",
         live_total,
-        "{step}: matview refreshed from the new table"
-    );
+        &format!("{step}: matview refreshed from the new table"),
+    )
+    .await;
 
     // The foreign key from transfers reaches the live table; the one to regions guards it.
     db.exec("INSERT INTO transfers (account) VALUES ('acct-2')")
@@ -257,10 +259,8 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
 
     let out = p.reproject(&db, "cleanup --yes").await;
     out.ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+        .await;
     assert_intact(&db, &reader, &original, "after cleanup").await;
     db.exec(&format!(
         "DROP PUBLICATION balances_pub; DROP OWNED BY {reader}; DROP ROLE {reader}"
@@ -305,8 +305,7 @@ async fn unsupported_dependents_are_refused_up_front() {
 /// refused (exit 4) and nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn structure_changed_during_the_rebuild_refuses_the_swap() {
-    let db = crate::tally::db(100).await;
-    let p = crate::tally::project();
+    let (db, p) = crate::tally::fixture(100).await;
     p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
     let out = p.reproject(&db, "swap --yes").await;
@@ -314,12 +313,12 @@ async fn structure_changed_during_the_rebuild_refuses_the_swap() {
         .stderr_has("the structure of `tally` changed")
         .stderr_has("columns");
     assert!(db.exists("tally_rebuild").await && !db.exists("tally_old").await);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -441,11 +440,8 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     let before = fingerprint(&db, "tally").await;
     let p = crate::tally::project();
     p.reproject(&db, "rebuild --yes").await.ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
-        0,
-        "silent by default"
-    );
+    db.assert_int("SELECT count(*) FROM audit", 0, "silent by default")
+        .await;
     assert!(
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
@@ -455,20 +451,22 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
         &[("tally.sql", crate::tally::HANDLERS)],
     );
     p.reproject(&db, "rebuild --yes").await.ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
+    db.assert_int(
+        "SELECT count(*) FROM audit",
         50,
-        "one audit row per replayed event when asked"
-    );
+        "one audit row per replayed event when asked",
+    )
+    .await;
     assert!(
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
     db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
+    db.assert_int(
+        "SELECT count(*) FROM audit",
         51,
-        "the live trigger fires after the swap"
-    );
+        "the live trigger fires after the swap",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -476,8 +474,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
 /// the swap (exit 4), not left behind on the old table.
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_added_before_the_swap_are_refused_then() {
-    let db = crate::tally::db(50).await;
-    let p = crate::tally::project();
+    let (db, p) = crate::tally::fixture(50).await;
     p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("CREATE RULE keep_rows AS ON DELETE TO tally DO INSTEAD NOTHING")
         .await;

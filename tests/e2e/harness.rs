@@ -118,6 +118,16 @@ impl TestDb {
         row.get::<_, Option<String>>(0)
     }
 
+    /// Fails the test unless `sql` (one bigint) returns `want`.
+    pub async fn assert_int(&self, sql: &str, want: i64, why: &str) {
+        assert_eq!(self.int(sql).await, want, "{why}\n{sql}");
+    }
+
+    /// Fails the test unless `sql` (one text) returns `want`.
+    pub async fn assert_text(&self, sql: &str, want: Option<&str>, why: &str) {
+        assert_eq!(self.text(sql).await.as_deref(), want, "{why}\n{sql}");
+    }
+
     pub async fn exists(&self, table: &str) -> bool {
         self.text(&format!("SELECT to_regclass('{table}')::text"))
             .await

@@ -4,8 +4,7 @@ use crate::tally;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_shows_state_checkpoint_and_lag() {
-    let db = tally::db(500).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(500).await;
     let s = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(s["head"], 500);
     assert_eq!(s["projections"][0]["state"], "live");
@@ -37,8 +36,7 @@ async fn status_shows_state_checkpoint_and_lag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_records_who_why_and_outcome() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     p.reproject(
         &db,
         &[
@@ -60,13 +58,13 @@ async fn history_records_who_why_and_outcome() {
         .stdout_has("events 100, positions start..100")
         .stdout_has("checks 1/1 passed");
     // The same figures are queryable in SQL.
-    assert_eq!(
-        db.text("SELECT initiated_by FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("oncall-anna")
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL").await, 1);
+    db.assert_text(
+        "SELECT initiated_by FROM reproject.runs",
+        Some("oncall-anna"),
+        "",
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL", 1, "").await;
     db.drop().await;
 }
 
@@ -74,8 +72,7 @@ async fn history_records_who_why_and_outcome() {
 /// exit 75 saying a table is locked.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_does_not_wait_behind_a_swap_lock() {
-    let db = tally::db(10).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(10).await;
     let holder = db.client().await;
     holder
         .batch_execute("BEGIN; LOCK TABLE tally IN ACCESS EXCLUSIVE MODE")

@@ -35,17 +35,19 @@ async fn w1_in_stream_lanes_equals_the_seed_reference() {
         .stdout_has("run 1: swapped. 8994 events applied")
         .stderr_has("replaying in 10 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    assert_eq!(db.int(REPLAYABLE).await, 8994);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        8994
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
-        10
-    );
+    db.assert_int(REPLAYABLE, 8994, "").await;
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        8994,
+        "",
+    )
+    .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
+        10,
+        "",
+    )
+    .await;
     // The lanes partition the events: each replayable event in exactly one lane, and every
     // lane has some (600 postings over 10 lanes).
     assert_eq!(
@@ -96,18 +98,18 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
     .stderr_has("projection `posting_state` failed on stream lane 6 of 10")
     .stderr_has("posting_state_per_batch.sql:")
     .stderr_has("invalid input syntax for type integer");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
+    db.assert_int(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
         5,
-        "lanes 1-5 kept"
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL")
-            .await,
+        "lanes 1-5 kept",
+    )
+    .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
         1,
-        "the checkpoint stays before the plan"
-    );
+        "the checkpoint stays before the plan",
+    )
+    .await;
     let kept = db
         .int("SELECT count(*) FROM posting_state_projection_rebuild")
         .await;
@@ -178,7 +180,7 @@ ON CONFLICT (stream) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLU
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_without_jobs() {
     let db = tally::db(300).await;
-    let p = Project::new(tally::CONFIG, &[("tally.sql", TALLY_PER_BATCH)]);
+    let p = tally::handlers(TALLY_PER_BATCH);
     p.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
         .await
         .code(2)
@@ -187,11 +189,8 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
         .await
         .ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes").await,
-        0,
-        "no lanes"
-    );
+    db.assert_int("SELECT count(*) FROM reproject.lanes", 0, "no lanes")
+        .await;
     // With the declaration, the same handlers replay in lanes (one per 50 events).
     let declared = tally::CONFIG.replace(
         "handlers = \"tally.sql\"",
@@ -209,11 +208,12 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
         .await
         .ok()
         .stderr_has("a run with --max-events cannot use them");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 3",
+        0,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -238,28 +238,31 @@ async fn w1_per_event_handlers_in_two_lanes_equal_the_seed_reference() {
     .stdout_has("run 1: swapped. 5996 events applied")
     .stderr_has("replaying in 2 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    assert_eq!(db.int(REPLAYABLE).await, 5996);
+    db.assert_int(REPLAYABLE, 5996, "").await;
     // Each lane counted its own events; together, the plan's.
-    assert_eq!(
-        db.int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
-        5996
-    );
-    assert_eq!(
-        db.int("SELECT min(plan_events) FROM reproject.lanes WHERE run_id = 1")
-            .await,
-        5996
-    );
+    db.assert_int(
+        "SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
+        5996,
+        "",
+    )
+    .await;
+    db.assert_int(
+        "SELECT min(plan_events) FROM reproject.lanes WHERE run_id = 1",
+        5996,
+        "",
+    )
+    .await;
     // Without --jobs, one lane is no split: the replay of before.
     reproject(&db, &config, &["rebuild", "--yes"])
         .await
         .ok()
         .stdout_has("run 2: swapped. 5996 events applied");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 2",
+        0,
+        "",
+    )
+    .await;
     assert_eq!(w1_mismatches(&db).await, "0");
     db.drop().await;
 }
@@ -315,11 +318,12 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
         .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
         .await;
     assert!(counted > 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        counted
-    );
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        counted,
+        "",
+    )
+    .await;
     db.exec(&format!(
         "UPDATE execution_events SET event_data = event_data || '{{\"next_execution_order\": 11}}' WHERE event_id = {position}"
     ))
@@ -407,12 +411,12 @@ async fn a_lost_connection_during_lanes_resumes_by_itself() {
         "the same plan continued: {stderr}"
     );
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
-        "every event once"
-    );
+        "every event once",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -434,11 +438,12 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
         .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
         .await;
     assert!(applied > 0 && applied < 3000, "{applied}");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL")
-            .await,
-        1
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
+        1,
+        "",
+    )
+    .await;
     p.reproject(&db, "rebuild --yes --resume --jobs 2")
         .await
         .ok()
@@ -447,11 +452,11 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
             3000 - applied
         ));
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
-        "every event once"
-    );
+        "every event once",
+    )
+    .await;
     db.drop().await;
 }

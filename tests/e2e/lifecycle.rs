@@ -37,10 +37,8 @@ async fn swap_rollback_and_cleanup() {
         original,
         "rollback restores the very same table"
     );
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
-        0
-    );
+    db.assert_int("SELECT total FROM tally WHERE stream = 's1'", 0, "")
+        .await;
     assert!(db.exists("tally_rolled_back_1").await);
     assert_eq!(
         tally::expected_differences(&db, "tally_rolled_back_1").await,
@@ -69,10 +67,8 @@ async fn swap_rollback_and_cleanup() {
         .stdout_has("dropped `tally_rolled_back_1`");
     assert!(!db.exists("tally_rolled_back_1").await);
     assert!(db.exists("tally_old_notes").await);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+        .await;
     p.reproject(&db, "cleanup --yes")
         .await
         .ok()
@@ -84,8 +80,7 @@ async fn swap_rollback_and_cleanup() {
 /// table keeps working through both.
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_rebuilds_replace_the_old_table() {
-    let db = tally::db(300).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(300).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     let first_generation = oid(&db, "tally").await;
     tally::append(&db, 50).await;
@@ -93,11 +88,12 @@ async fn repeated_rebuilds_replace_the_old_table() {
     assert_eq!(oid(&db, "tally_old").await, first_generation);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // Only one old table exists, registered as reproject's.
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'")
-            .await,
-        1
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'",
+        1,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -105,8 +101,7 @@ async fn repeated_rebuilds_replace_the_old_table() {
 /// `swap`, which then swaps.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_swap_then_swap_catches_up() {
-    let db = tally::db(400).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(400).await;
     let original = oid(&db, "tally").await;
     p.reproject(&db, "rebuild --no-swap")
         .await
@@ -139,25 +134,21 @@ async fn no_swap_then_swap_catches_up() {
 /// `--max-events` stops early and leaves a paused run; `swap` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_events_pauses_and_swap_finishes() {
-    let db = tally::db(1000).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(1000).await;
     let out = p
         .reproject(&db, "rebuild --yes --max-events 250 --batch-size 100")
         .await;
     out.ok().stdout_has("stopped after 250 events");
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints").await,
-        250
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.runs WHERE status = 'paused'")
-            .await,
-        1
-    );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        250
-    );
+    db.assert_int("SELECT position FROM reproject.checkpoints", 250, "")
+        .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.runs WHERE status = 'paused'",
+        1,
+        "",
+    )
+    .await;
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250, "")
+        .await;
     let outcome = p.reproject(&db, "swap --yes --json").await.ok().json();
     assert_eq!(outcome["events_applied"], 750);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
@@ -168,8 +159,7 @@ async fn max_events_pauses_and_swap_finishes() {
 /// that made it is marked superseded.
 #[tokio::test(flavor = "multi_thread")]
 async fn leftover_rebuild_table_is_replaced() {
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     p.reproject(&db, "rebuild --no-swap").await.ok();
     let leftover = oid(&db, "tally_rebuild").await;
     p.reproject(&db, "rebuild --yes")
@@ -177,18 +167,18 @@ async fn leftover_rebuild_table_is_replaced() {
         .ok()
         .stderr_has("superseded by run 2");
     assert_ne!(oid(&db, "tally_old").await, leftover);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("superseded")
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("superseded"),
+        "",
+    )
+    .await;
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 2",
+        Some("swapped"),
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -203,10 +193,8 @@ async fn user_owned_helper_names_are_refused() {
         .await
         .code(2)
         .stderr_has("`tally_rebuild` exists and was not created by reproject");
-    assert_eq!(
-        db.text("SELECT keep FROM tally_rebuild").await.as_deref(),
-        Some("mine")
-    );
+    db.assert_text("SELECT keep FROM tally_rebuild", Some("mine"), "")
+        .await;
 
     db.exec("DROP TABLE tally_rebuild; CREATE TABLE tally_old (keep text)")
         .await;
@@ -256,11 +244,12 @@ async fn sixty_character_table_names_work() {
     assert_eq!(tally::expected_differences(&db, &long).await, 0);
     p.reproject(&db, "rollback --yes").await.ok();
     p.reproject(&db, "cleanup --yes").await.ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-            .await,
-        2
-    );
+    db.assert_int(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        2,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -268,8 +257,7 @@ async fn sixty_character_table_names_work() {
 /// rebuild exits 75 and names the holder.
 #[tokio::test(flavor = "multi_thread")]
 async fn second_run_of_the_same_projection_is_busy() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let holder = db.client().await;
     holder
         .batch_execute("SET application_name = 'other-reproject'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
@@ -292,8 +280,7 @@ async fn second_run_of_the_same_projection_is_busy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
     use reproject::state::locks::{claim, LockClass};
-    let db = tally::db(10).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(10).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     let session = db.client().await;
     session
@@ -388,8 +375,7 @@ async fn busy_names_the_holder_in_its_own_database() {
 /// 75 leaving a complete rebuild awaiting its swap; once the lock is gone, `swap` succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     // A first swap, so there is a rollback point (`tally_old`) that a failed swap must keep.
     p.reproject(&db, "rebuild --yes").await.ok();
     let rollback_point = oid(&db, "tally_old").await;
@@ -404,12 +390,12 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     out.code(75)
         .stderr_has("could not lock")
         .stderr_has("long-report");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 2",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     assert!(db.exists("tally_rebuild").await);
     assert_eq!(
         oid(&db, "tally_old").await,
@@ -429,10 +415,8 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
         0,
         "the retired table is dropped after the commit"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        1
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 1, "")
+        .await;
     db.drop().await;
 }
 
@@ -456,26 +440,21 @@ async fn sigint_cancels_after_the_current_batch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("cancelled after"), "{stderr}");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
+        .await;
     let checkpoint = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
         checkpoint > 0 && checkpoint < 3000 && checkpoint % 100 == 0,
         "checkpoint {checkpoint}"
     );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+    db.assert_int(
+        "SELECT sum(n)::bigint FROM tally_rebuild",
         checkpoint,
-        "exactly the committed batches"
-    );
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs").await,
-        checkpoint
-    );
+        "exactly the committed batches",
+    )
+    .await;
+    db.assert_int("SELECT events_applied FROM reproject.runs", checkpoint, "")
+        .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");
     db.drop().await;
 }
@@ -484,8 +463,7 @@ async fn sigint_cancels_after_the_current_batch() {
 /// the complete rebuild stays swappable.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_while_waiting_for_locks_stops_waiting() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = db.client().await;
     blocker
         .batch_execute("BEGIN; SELECT count(*) FROM tally")
@@ -516,12 +494,12 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
         stderr.contains("cancelled while waiting to lock"),
         "{stderr}"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     assert!(!db.exists("tally_old").await);
     blocker.batch_execute("COMMIT").await.unwrap();
     p.reproject(&db, "swap --yes").await.ok();
@@ -541,10 +519,8 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     child.wait().await.unwrap();
     let killed_at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!((300..3000).contains(&killed_at), "killed at {killed_at}");
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        killed_at
-    );
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", killed_at, "")
+        .await;
     let status = slow.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "interrupted");
 
@@ -562,12 +538,14 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(outcome["events_applied"], 3077 - killed_at);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3077
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        3077,
+        "",
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1, "")
+        .await;
 
     // Nothing left to resume now.
     p.reproject(&db, "rebuild --yes --resume")
@@ -608,13 +586,14 @@ async fn a_lost_connection_resumes_by_itself() {
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
-        "every event once"
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+        "every event once",
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1, "")
+        .await;
     // The run records the lost connection it resumed after, and `history` shows it.
     assert_eq!(
         db.int(
@@ -663,12 +642,8 @@ async fn cancel_from_another_terminal() {
         stderr.contains("cancellation requested by oncall-bob"),
         "{stderr}"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
+        .await;
     let at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
         at < 3000 && at % 100 == 0,
@@ -685,8 +660,7 @@ async fn cancel_from_another_terminal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_windows_are_honoured() {
     use chrono::{Duration, Local};
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let now = Local::now();
     let hhmm = |d: Duration| (now + d).format("%H:%M").to_string();
 
@@ -697,12 +671,12 @@ async fn swap_windows_are_honoured() {
         .code(75)
         .stderr_has("outside the swap window");
     assert!(!db.exists("tally_old").await);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
     let inside = format!("{}-{}", hhmm(Duration::hours(-1)), hhmm(Duration::hours(1)));
     p.reproject(&db, &["swap", "--yes", "--swap-window", &inside])
         .await

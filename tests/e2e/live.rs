@@ -31,8 +31,7 @@ pub const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS
 /// the new events exactly once, and leaves the checkpoint at the head.
 #[tokio::test(flavor = "multi_thread")]
 async fn once_catches_up_from_where_it_is_told() {
-    let db = tally::db(1000).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(1000).await;
     p.reproject(&db, "run --once")
         .await
         .code(2)
@@ -50,11 +49,12 @@ async fn once_catches_up_from_where_it_is_told() {
     assert_eq!(o["events_applied"], 498, "500 new events less 2 filtered");
     assert_eq!(o["groups"][0]["position"], 1500);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
-            .await,
-        1500
-    );
+    db.assert_int(
+        "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'",
+        1500,
+        "",
+    )
+    .await;
     // Nothing new: nothing applied, nothing changes.
     let o = p.reproject(&db, "run --once --json").await.ok().json();
     assert_eq!(o["events_applied"], 0);
@@ -68,8 +68,7 @@ async fn once_catches_up_from_where_it_is_told() {
 /// stops it with exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn appended_events_appear_while_running() {
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let runner = p.spawn(&db, "run --from-position head --json --batch-size 50");
     wait_for(&db, CAUGHT_UP, 30).await;
 
@@ -136,12 +135,10 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     db.exec("BEGIN; ALTER TABLE t RENAME TO t_prev; ALTER TABLE t_next RENAME TO t; COMMIT")
         .await;
     a.execute(&insert, &[&2i32]).await.unwrap();
-    assert_eq!(
-        db.int("SELECT sum(x)::bigint FROM t").await,
-        2,
-        "went to the new `t`"
-    );
-    assert_eq!(db.int("SELECT sum(x)::bigint FROM t_prev").await, 1);
+    db.assert_int("SELECT sum(x)::bigint FROM t", 2, "went to the new `t`")
+        .await;
+    db.assert_int("SELECT sum(x)::bigint FROM t_prev", 1, "")
+        .await;
 
     tally::setup(&db, 100).await;
     let p = tally::project();
@@ -184,11 +181,12 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     assert_eq!(o["handovers"], 1, "{o}");
     assert_eq!(o["events_applied"], 30, "121..150 on the new table");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_prev").await,
+    db.assert_int(
+        "SELECT sum(n)::bigint FROM tally_prev",
         100,
-        "nothing applied to the table swapped out"
-    );
+        "nothing applied to the table swapped out",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -225,13 +223,12 @@ async fn run_and_rebuild_together_with_appenders() {
     );
     wait_for(&db, CAUGHT_UP, 60).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.text("SELECT set_by_run::text FROM reproject.live_checkpoints")
-            .await
-            .as_deref(),
+    db.assert_text(
+        "SELECT set_by_run::text FROM reproject.live_checkpoints",
         Some("1"),
-        "the current tables are those of run 1's swap"
-    );
+        "the current tables are those of run 1's swap",
+    )
+    .await;
 
     // Rollback under writers: the old table (corrupted, and as of the swap) is back; the
     // runner re-applies every event since the swap to it.
@@ -287,12 +284,12 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 6000, "killed before the end ({at})");
-    assert_eq!(
-        db.int("SELECT coalesce(sum(n), 0)::bigint FROM tally")
-            .await,
+    db.assert_int(
+        "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
-        "the table holds exactly the committed batches"
-    );
+        "the table holds exactly the committed batches",
+    )
+    .await;
     // The server notices the dead client; until then its lock is held.
     wait_for(
         &db,
@@ -354,8 +351,9 @@ async fn failing_handler_stops_only_its_group() {
     assert_eq!(db.int(&cp("tally")).await, 149, "up to the failing event");
     assert_eq!(db.int(&cp("big")).await, 149, "stopped with what it reads");
     assert_eq!(db.int(&cp("kinds")).await, 200, "independent: kept going");
-    assert_eq!(db.int("SELECT n::bigint FROM kinds").await, 100);
-    assert_eq!(db.int("SELECT sum(n)::bigint FROM tally").await, 149);
+    db.assert_int("SELECT n::bigint FROM kinds", 100, "").await;
+    db.assert_int("SELECT sum(n)::bigint FROM tally", 149, "")
+        .await;
 
     let status = p.reproject(&db, "status --json").await.ok().json();
     let runner = |name: &str| {
@@ -403,8 +401,7 @@ async fn failing_handler_stops_only_its_group() {
 /// runner reconnects, takes its lock again and goes on, exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn runner_survives_lost_connections() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let runner = p.spawn(&db, "run --from-position head --json");
     wait_for(&db, CAUGHT_UP, 30).await;
     for round in 0..3 {
@@ -434,8 +431,7 @@ async fn runner_survives_lost_connections() {
 /// runner that would otherwise sleep 20 s between looks wakes as soon as events commit.
 #[tokio::test(flavor = "multi_thread")]
 async fn notifications_wake_the_runner() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let out = p.reproject(&db, "run --print-notify-sql").await;
     let sql = out.ok().stdout.clone();
     assert!(
@@ -446,11 +442,12 @@ async fn notifications_wake_the_runner() {
         !db.exists("reproject.live_checkpoints").await,
         "printing writes nothing"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'",
+        0,
+        "",
+    )
+    .await;
     db.exec(&sql).await;
     let runner = p.spawn(
         &db,
@@ -505,8 +502,7 @@ async fn run_refuses_xid8_ordering() {
 /// then applies it; nothing is skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_position_drawn_before_its_insert_is_not_skipped() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let runner = p.spawn(
         &db,
         &[
@@ -561,8 +557,7 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
 /// stopped on request exits 0 having done nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_runner_takes_over() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let first = p.spawn(&db, "run --from-position head --json");
     wait_for(&db, CAUGHT_UP, 30).await;
     let standby = p.spawn(&db, "run --wait --json");

@@ -157,12 +157,12 @@ async fn once_gives_up_after_the_reconnect_timeout() {
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 4000, "stopped before the end ({at})");
-    assert_eq!(
-        db.int("SELECT coalesce(sum(n), 0)::bigint FROM tally")
-            .await,
+    db.assert_int(
+        "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
-        "the table holds exactly the committed batches"
-    );
+        "the table holds exactly the committed batches",
+    )
+    .await;
     slow.reproject(&db, "run --once").await.ok();
     exactly_once(&db, "after the second --once").await;
     db.drop().await;
@@ -185,19 +185,17 @@ async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
     tally::append(&db, 10).await;
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        db.int(checkpoint).await,
-        100,
-        "held below the prepared position"
-    );
+    db.assert_int(checkpoint, 100, "held below the prepared position")
+        .await;
     server.stop();
     server.start_again();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        db.int(checkpoint).await,
+    db.assert_int(
+        checkpoint,
         100,
-        "still held after the restart: the prepared transaction survived it"
-    );
+        "still held after the restart: the prepared transaction survived it",
+    )
+    .await;
     db.exec("COMMIT PREPARED 'reproject_live_test'").await;
     wait_for(&db, CAUGHT_UP, 30).await;
     exactly_once(&db, "after COMMIT PREPARED").await;

@@ -3,7 +3,7 @@
 //! held is bounded (a long final tail is caught up outside the lock, a slow statement or a
 //! frozen reproject process loses the locks).
 
-use crate::harness::{Project, TestDb};
+use crate::harness::TestDb;
 use crate::tally;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -178,8 +178,7 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
 /// ends, the swap succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
-    let db = tally::db(500).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(500).await;
     let blocker = hold_share_lock(&db).await;
     let live_before = oid(&db, "tally").await;
     let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
@@ -215,8 +214,7 @@ async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
 /// locks, catches up outside them and tries again; every attempt is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_final_tail_is_caught_up_outside_the_lock() {
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let blocker = hold_share_lock(&db).await;
     let child = p.spawn(&db, "rebuild --yes --max-tail-events 100");
     wait_for_swap_phase(&db).await;
@@ -249,13 +247,7 @@ async fn a_long_final_tail_is_caught_up_outside_the_lock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     let db = tally::db(200).await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}\n-- on slow\nSELECT pg_sleep(2);\n", tally::HANDLERS),
-        )],
-    );
+    let p = tally::handlers_then("\n-- on slow\nSELECT pg_sleep(2);\n");
     let blocker = hold_share_lock(&db).await;
     let live_before = oid(&db, "tally").await;
     let child = p.spawn(&db, "rebuild --yes --lock-hold-max 300ms");
@@ -267,18 +259,18 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     let out = child.output().await;
     out.code(75).stderr_has("--lock-hold-max (300 ms)");
     assert_eq!(oid(&db, "tally").await, live_before, "nothing was swapped");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
-    assert_eq!(
-        db.text("SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("hold_exceeded")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
+    db.assert_text(
+        "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 1",
+        Some("hold_exceeded"),
+        "",
+    )
+    .await;
     let hold = db
         .int("SELECT (lock_attempts->-1->>'lock_hold_ms')::bigint FROM reproject.runs WHERE id = 1")
         .await;
@@ -360,12 +352,12 @@ async fn a_frozen_swap_loses_its_locks() {
         live_before,
         "swapped on the resumed attempt"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+        "",
+    )
+    .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -374,8 +366,7 @@ async fn a_frozen_swap_loses_its_locks() {
 /// a lock on the live table, once locking has taken that long; logged and recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = hold_share_lock(&db).await;
     let started = Instant::now();
     let out = p
@@ -401,8 +392,7 @@ async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
 /// table; the session itself survives.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_blockers_after_cancels_a_long_statement() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'slow-report'")

@@ -184,11 +184,12 @@ async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
         "the rolled-back writer left holes below the swap position"
     );
     // The external projector continues exactly where the swapped table ends.
-    assert_eq!(
-        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
-            .await,
-        swap
-    );
+    db.assert_int(
+        "SELECT pos FROM ext_checkpoints WHERE name = 'tally'",
+        swap,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -228,11 +229,12 @@ async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
             .await
             >= 300
     );
-    assert_eq!(
-        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
-            .await,
-        position
-    );
+    db.assert_int(
+        "SELECT pos FROM ext_checkpoints WHERE name = 'tally'",
+        position,
+        "",
+    )
+    .await;
     assert_eq!(
         db.text("SELECT tx::text FROM ext_checkpoints WHERE name = 'tally'")
             .await
@@ -282,12 +284,9 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
     let run = run.ok().json()[0].clone();
     assert_eq!(run["swap_position"], 111);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101")
-            .await,
-        1
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 1);
+    db.assert_int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101", 1, "").await;
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 1, "")
+        .await;
     let evidence = db
         .text("SELECT evidence::text FROM reproject.gaps WHERE from_position = 101")
         .await
@@ -312,7 +311,8 @@ async fn a_position_committed_late_is_not_skipped() {
     rebuild.output().await.ok();
     // The late event (amount 1000 on s1) is in the swapped table: it equals all events.
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 0);
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 0, "")
+        .await;
     db.drop().await;
 }
 
@@ -347,18 +347,18 @@ async fn a_broken_handover_refuses_to_swap() {
         .await
         .code(1)
         .stderr_has("matched 0 rows, not 1; nothing was swapped");
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
+    db.assert_int(
+        "SELECT total FROM tally WHERE stream = 's1'",
         -1,
-        "the live table was not swapped"
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
+        "the live table was not swapped",
+    )
+    .await;
+    db.assert_text(
+        "SELECT status FROM reproject.runs",
         Some("awaiting_swap"),
-        "the swap transaction rolled back as a whole: the rebuilt tables can still be swapped"
-    );
+        "the swap transaction rolled back as a whole: the rebuilt tables can still be swapped",
+    )
+    .await;
     // As the hint says: create the row, then swap.
     db.exec("INSERT INTO ext_checkpoints VALUES ('tally', 0)")
         .await;

@@ -67,7 +67,7 @@ async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     out.ok()
         .stderr_has("partial rebuild of 2 stream(s)")
         .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
-    assert_eq!(db.int("SELECT count(*) FROM tally").await, 10);
+    db.assert_int("SELECT count(*) FROM tally", 10, "").await;
     // The selected streams: exactly what the new handlers build from all their events.
     tally::assert_rows(
         &db,
@@ -78,10 +78,8 @@ async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     .await;
     // Every other row: identical to live, its corruption included (copied, not rebuilt).
     tally::assert_rows(&db, "stream NOT IN ('s1', 's2')", "live_before", "").await;
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's3'").await,
-        -1
-    );
+    db.assert_int("SELECT total FROM tally WHERE stream = 's3'", -1, "")
+        .await;
     // The selected rows equal a full rebuild's with the same handlers.
     db.exec("CREATE TABLE partial_result AS SELECT * FROM tally")
         .await;
@@ -264,12 +262,12 @@ async fn from_position_keeps_the_rows_up_to_it_and_replays_the_rest() {
         .ok()
         .stderr_has("copied 149 row(s) that are not rebuilt");
     assert_eq!(ledger_differences(&db, 150).await, 0);
-    assert_eq!(
-        db.int("SELECT amount FROM ledger WHERE event_position = 200")
-            .await,
+    db.assert_int(
+        "SELECT amount FROM ledger WHERE event_position = 200",
         200,
-        "the wrong row after the position was rebuilt"
-    );
+        "the wrong row after the position was rebuilt",
+    )
+    .await;
 
     // --from-time: the last event before 02:00:30 is the one at 02:00 (position 120).
     let out = p
@@ -377,11 +375,12 @@ async fn runner_behind(db: &TestDb) {
 /// After the swap: s1 rebuilt, s5 brought from the runner's checkpoint to the swap position,
 /// s6 copied as it was; the runner continues from the swap position with nothing left to do.
 async fn assert_every_row_at_the_swap_position(db: &TestDb, p: &Project) {
-    assert_eq!(
-        db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
-            .await,
-        340
-    );
+    db.assert_int(
+        "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'",
+        340,
+        "",
+    )
+    .await;
     tally::assert_rows(
         db,
         "stream <> 's6'",
@@ -389,11 +388,8 @@ async fn assert_every_row_at_the_swap_position(db: &TestDb, p: &Project) {
         "s1 rebuilt, s5 at the swap position",
     )
     .await;
-    assert_eq!(
-        db.int("SELECT n::bigint FROM tally WHERE stream = 's6'")
-            .await,
-        999
-    );
+    db.assert_int("SELECT n::bigint FROM tally WHERE stream = 's6'", 999, "")
+        .await;
     p.reproject(db, "run --once --json")
         .await
         .ok()
@@ -474,22 +470,19 @@ async fn resume_continues_with_the_recorded_selection() {
     )
     .await
     .ok();
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("paused")
-    );
+    db.assert_text("SELECT status FROM reproject.runs", Some("paused"), "")
+        .await;
     p.reproject(&db, "rebuild --yes --resume")
         .await
         .ok()
         .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
     assert_s1_s2_rebuilt_and_others_copied(&db).await;
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs").await,
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs",
         60,
-        "only the selected streams' events were replayed"
-    );
+        "only the selected streams' events were replayed",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -546,21 +539,20 @@ async fn the_copy_keeps_duplicates_identities_and_generated_columns() {
             "`{table}`: every other row, duplicates counted, is the live one at the swap"
         );
     }
-    assert_eq!(
-        db.int("SELECT count(*) FROM dups WHERE stream = 's1' AND note = 'v2'")
-            .await,
-        10
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM dups WHERE stream = 's1'")
-            .await,
-        10
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM notes WHERE stream = 's1' AND note = 'v2' AND len = 2")
-            .await,
-        10
-    );
+    db.assert_int(
+        "SELECT count(*) FROM dups WHERE stream = 's1' AND note = 'v2'",
+        10,
+        "",
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM dups WHERE stream = 's1'", 10, "")
+        .await;
+    db.assert_int(
+        "SELECT count(*) FROM notes WHERE stream = 's1' AND note = 'v2' AND len = 2",
+        10,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -616,12 +608,12 @@ async fn a_checkpoint_left_by_a_swap_is_not_taken_as_the_live_position() {
     let db = tally::db(300).await;
     let p = tally::with_stream_key().write();
     p.reproject(&db, "rebuild --yes").await.ok();
-    assert_eq!(
-        db.text("SELECT set_by FROM reproject.live_checkpoints")
-            .await
-            .as_deref(),
-        Some("swap")
-    );
+    db.assert_text(
+        "SELECT set_by FROM reproject.live_checkpoints",
+        Some("swap"),
+        "",
+    )
+    .await;
     // The application appends and projects 20 events of s5 itself.
     db.exec(
         "BEGIN;

@@ -94,17 +94,11 @@ async fn refused_by_all(
             "the state schema was created"
         );
     } else {
-        assert_eq!(
-            db.int(state_now).await,
-            state_before,
-            "the state schema was written"
-        );
+        db.assert_int(state_now, state_before, "the state schema was written")
+            .await;
     }
-    assert_eq!(
-        db.int(rebuild_tables).await,
-        before,
-        "a _rebuild table was created"
-    );
+    db.assert_int(rebuild_tables, before, "a _rebuild table was created")
+        .await;
 }
 
 /// Creates the roles (cluster-wide, so named after the database) and returns their names.
@@ -239,10 +233,8 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
         true,
     )
     .await;
-    assert_eq!(
-        db.text("SELECT mine FROM tally_rebuild").await.as_deref(),
-        Some("keep me")
-    );
+    db.assert_text("SELECT mine FROM tally_rebuild", Some("keep me"), "")
+        .await;
     db.drop().await;
 }
 
@@ -271,8 +263,7 @@ async fn a_projection_without_handlers_or_command_is_refused_by_all() {
 /// dry run refuses it like the rebuild.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_by_the_dry_run_and_the_rebuild() {
-    let db = tally::db(20).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(20).await;
     refused_by_all(
         &db,
         &p,
@@ -346,8 +337,7 @@ async fn no_privilege_on_the_state_schema_is_refused_up_front() {
 /// `swap` of a run awaiting its swap checks what the swap alters before it locks anything.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = tally::db(50).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(50).await;
     p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     let r = roles(&db, &["swapper"], true).await;
     let role = &r[0];
@@ -365,18 +355,18 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
         .code(2)
         .stderr_has("refusing to continue run 1")
         .stderr_has("table `tally` is owned by role `postgres`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.runs WHERE jsonb_array_length(lock_attempts) > 0")
-            .await,
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+        "",
+    )
+    .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.runs WHERE jsonb_array_length(lock_attempts) > 0",
         0,
-        "no lock was attempted"
-    );
+        "no lock was attempted",
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -384,8 +374,7 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
 /// system account, and the database roles it ran as; `history` and `status` show them.
 #[tokio::test(flavor = "multi_thread")]
 async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
-    let db = tally::db(20).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(20).await;
     let account = std::process::Command::new("id")
         .arg("-un")
         .output()
@@ -437,8 +426,7 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
 /// refused (exit 2) and the swap stays in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = tally::db(50).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(50).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     let r = roles(&db, &["undoer"], true).await;
     let role = &r[0];
@@ -456,18 +444,18 @@ async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locki
         .stderr_has("refusing to roll back run 1")
         .stderr_has("table `tally` is owned by role `postgres`")
         .stderr_has("hint: run reproject as `postgres`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
-    assert_eq!(
-        db.int("SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+        "",
+    )
+    .await;
+    db.assert_int(
+        "SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1",
         1,
-        "only the swap's lock attempt"
-    );
+        "only the swap's lock attempt",
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -516,8 +504,7 @@ async fn a_database_error_shows_the_servers_message_under_the_step() {
 /// that cannot act as their owner is refused up front, not halfway into the migration.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
-    let db = tally::db(20).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(20).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     p.reproject(&db, "cleanup --yes").await.ok();
     let r = roles(&db, &["migrator"], true).await;
@@ -547,11 +534,12 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
         true,
     )
     .await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.schema_migrations WHERE version = 14")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.schema_migrations WHERE version = 14",
+        0,
+        "",
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -559,8 +547,7 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
 /// a table of the user's, the rollback is refused (exit 2) and that table is left alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
-    let db = tally::db(30).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(30).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     db.exec("CREATE TABLE tally_rolled_back_1 (mine text)")
         .await;
@@ -569,12 +556,12 @@ async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
         .code(2)
         .stderr_has("refusing to roll back run 1: table `tally_rolled_back_1` exists")
         .stderr_has("hint: rename or drop `tally_rolled_back_1`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+        "",
+    )
+    .await;
     db.exec("DROP TABLE tally_rolled_back_1").await;
     p.reproject(&db, "rollback --yes").await.ok();
     db.drop().await;

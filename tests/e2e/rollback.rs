@@ -14,16 +14,10 @@ async fn oid(db: &TestDb, table: &str) -> i64 {
 
 /// Handlers that count every amount twice: a "bad deploy" to roll back.
 fn doubling() -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &tally::HANDLERS.replace(
-                "(:data->>'amount')::bigint)",
-                "2 * (:data->>'amount')::bigint)",
-            ),
-        )],
-    )
+    tally::handlers(&tally::HANDLERS.replace(
+        "(:data->>'amount')::bigint)",
+        "2 * (:data->>'amount')::bigint)",
+    ))
 }
 
 /// Run 1 builds `tally` with the right handlers, run 2 with doubling ones; events arrive after
@@ -56,12 +50,12 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
             .await,
         db.int("SELECT max(id) FROM events").await
     );
-    assert_eq!(
-        db.text("SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("rolled_back")
-    );
+    db.assert_text(
+        "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 2",
+        Some("rolled_back"),
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -70,8 +64,7 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
 /// changes nothing and names the flag that would do; with no new events it goes ahead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_to_restore_a_stale_table() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     let current = oid(&db, "tally").await;
     tally::append(&db, 10).await;
@@ -84,12 +77,12 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
             "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
         );
     assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -186,16 +179,8 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
 async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
     let db = tally::db(100).await;
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let with_note = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!(
-                "{}UPDATE {{{{tally}}}} SET note = 'seen' WHERE stream = :stream;\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
+    let with_note =
+        tally::handlers_then("UPDATE {{tally}} SET note = 'seen' WHERE stream = :stream;\n");
     with_note.reproject(&db, "rebuild --yes").await.ok();
     db.exec("ALTER TABLE tally DROP COLUMN note").await;
     let p = tally::project();

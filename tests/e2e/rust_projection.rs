@@ -86,17 +86,13 @@ async fn the_rust_projector_example_pauses_resumes_and_swaps() {
     assert!(stdout.contains("run 1: swapped"), "{stdout}");
     assert!(stderr.contains("resuming run 1 (paused)"), "{stderr}");
     assert_eq!(mismatches(&db).await, "0");
-    assert_eq!(
-        db.int("SELECT count(*) FROM posting_state_projection WHERE current_step = 17")
-            .await,
-        43
-    );
-    assert_eq!(
-        db.text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("swapped rust-projector-example null")
-    );
+    db.assert_int(
+        "SELECT count(*) FROM posting_state_projection WHERE current_step = 17",
+        43,
+        "",
+    )
+    .await;
+    db.assert_text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs", Some("swapped rust-projector-example null"), "").await;
 
     // Rebuilt again by Rust code: nothing records handlers that could bring `x_old` up to
     // date, so once an event arrived the binary's rollback refuses rather than restore a
@@ -263,11 +259,8 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     assert_eq!(outcome.status, "swapped");
     assert_eq!(outcome.events_applied, 200);
     assert_eq!(mixed_differences(&db).await, 0);
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        29
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 29, "")
+        .await;
 
     // Live: new events (one filtered out) applied by the same code to the live tables.
     db.exec("INSERT INTO events (stream, type, bad) SELECT 's' || (i % 5), 'added', i = 3 FROM generate_series(1, 40) i")
@@ -347,22 +340,12 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         err.causes.first().map(String::as_str),
         Some("event 150 is not welcome")
     );
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        999
-    );
-    assert_eq!(
-        db.text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id")
-            .await
-            .as_deref(),
-        Some("failed 100")
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999, "")
+        .await;
+    db.assert_text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id", Some("failed 100"), "").await;
     // The batches before the failing one are kept: 100 events counted in the rebuild table.
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM counts_rebuild").await,
-        100
-    );
+    db.assert_int("SELECT sum(n)::bigint FROM counts_rebuild", 100, "")
+        .await;
 
     let mut config = Config::load(&p.config()).unwrap();
     config.register("counts", Committing).unwrap();
@@ -385,11 +368,8 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
             .contains("must not COMMIT"),
         "{err}"
     );
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        999
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999, "")
+        .await;
     db.drop().await;
 }
 

@@ -130,10 +130,8 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
         .await
         .ok()
         .stdout_has("dropped `counts_rolled_back_2`");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+        .await;
     db.drop().await;
 }
 
@@ -246,8 +244,7 @@ async fn cleanup_says_what_each_drop_ends() {
 /// with the config's handlers, from the swap position, and restores it holding every event.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
-    let db = tally::db(200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let app_built = oid(&db, "tally").await;
     p.reproject(&db, "rebuild --yes")
         .await
@@ -305,16 +302,8 @@ async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
 async fn a_refusal_never_suggests_handlers_that_cannot_apply() {
     let db = tally::db(50).await;
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let with_note = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!(
-                "{}UPDATE {{{{tally}}}} SET note = 'seen' WHERE stream = :stream;\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
+    let with_note =
+        tally::handlers_then("UPDATE {{tally}} SET note = 'seen' WHERE stream = :stream;\n");
     with_note.reproject(&db, "rebuild --yes").await.ok();
     // The application's table (now `tally_old`) loses the column the handlers write.
     db.exec("ALTER TABLE tally_old DROP COLUMN note").await;
@@ -337,8 +326,7 @@ async fn a_refusal_never_suggests_handlers_that_cannot_apply() {
 /// `cleanup` says what it is and that nothing depends on it, and the next swap drops it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap() {
-    let db = tally::db(100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     db.exec(
         "CREATE FUNCTION refuse_retired_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
@@ -385,13 +373,12 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
     );
     assert!(!db.exists("tally_retired_1").await);
     assert!(!db.exists("tally_retired_2").await);
-    assert_eq!(
-        db.text("SELECT string_agg(table_name || ' ' || kind, ', ') FROM reproject.helper_tables")
-            .await
-            .as_deref(),
+    db.assert_text(
+        "SELECT string_agg(table_name || ' ' || kind, ', ') FROM reproject.helper_tables",
         Some("tally_old old"),
-        "only the rollback point of the newest swap is left"
-    );
+        "only the rollback point of the newest swap is left",
+    )
+    .await;
     db.drop().await;
 }
 

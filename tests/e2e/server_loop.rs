@@ -51,12 +51,12 @@ async fn plain_statements_run_as_one_server_call_per_batch() {
         .await
         .ok();
     check_rows(&db, 1000).await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'")
-            .await,
+    db.assert_int(
+        "SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'",
         999,
-        "every event was applied by the server loop"
-    );
+        "every event was applied by the server loop",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -76,12 +76,12 @@ async fn a_statement_plpgsql_cannot_run_keeps_every_statement_separate() {
         .await
         .ok();
     check_rows(&db, 1000).await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'")
-            .await,
+    db.assert_int(
+        "SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'",
         999,
-        "every event was applied by its own statement"
-    );
+        "every event was applied by its own statement",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -103,17 +103,21 @@ async fn a_failure_in_the_server_loop_names_the_event() {
         .stderr_has("tally.sql:2")
         .stderr_has("invalid input syntax for type bigint");
     // Five batches of 100 events (positions 1..501, 150 filtered out) were committed.
-    assert_eq!(db.int("SELECT count(*) FROM calls_rebuild").await, 500);
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls_rebuild WHERE q LIKE 'SELECT pg_temp.reproject_g%'")
-            .await,
-        500
-    );
-    assert_eq!(db.int("SELECT max(position) FROM calls_rebuild").await, 501);
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints WHERE projection = 'calls'")
-            .await,
-        501
-    );
+    db.assert_int("SELECT count(*) FROM calls_rebuild", 500, "")
+        .await;
+    db.assert_int(
+        "SELECT count(*) FROM calls_rebuild WHERE q LIKE 'SELECT pg_temp.reproject_g%'",
+        500,
+        "",
+    )
+    .await;
+    db.assert_int("SELECT max(position) FROM calls_rebuild", 501, "")
+        .await;
+    db.assert_int(
+        "SELECT position FROM reproject.checkpoints WHERE projection = 'calls'",
+        501,
+        "",
+    )
+    .await;
     db.drop().await;
 }

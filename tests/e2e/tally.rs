@@ -79,6 +79,16 @@ pub fn with_stream_key() -> Config {
     with(Projection::new("tally").option("stream_key", "stream"))
 }
 
+/// The tally project with other handlers.
+pub fn handlers(text: &str) -> Project {
+    config().file("tally.sql", text).write()
+}
+
+/// The tally project whose handlers, after the tally's own statement, run `sql` on each event.
+pub fn handlers_then(sql: &str) -> Project {
+    handlers(&format!("{HANDLERS}{sql}"))
+}
+
 /// The handlers, each event also sleeping `seconds` (so a run can be caught in the middle).
 pub fn slow_handlers(seconds: &str) -> String {
     format!("{HANDLERS}SELECT pg_sleep({seconds});\n")
@@ -86,7 +96,7 @@ pub fn slow_handlers(seconds: &str) -> String {
 
 /// The tally project with handlers that sleep `seconds` per event.
 pub fn slow(seconds: &str) -> Project {
-    config().file("tally.sql", &slow_handlers(seconds)).write()
+    handlers(&slow_handlers(seconds))
 }
 
 /// Handlers that double every amount: the rows they build differ from the live ones (built by
@@ -103,6 +113,11 @@ pub async fn db(events: i64) -> TestDb {
     let db = TestDb::new().await;
     setup(&db, events).await;
     db
+}
+
+/// A fresh database with the fixture, and the tally project.
+pub async fn fixture(events: i64) -> (TestDb, Project) {
+    (db(events).await, project())
 }
 
 /// The same on another server (one a test started itself).

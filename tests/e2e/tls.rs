@@ -273,7 +273,8 @@ async fn rebuild_over_verified_tls_keeps_the_password_out_of_output_and_history(
         ))
         .await;
     assert_eq!(leaks, 0, "the password was recorded in reproject.runs");
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1, "")
+        .await;
 
     // A wrong password: an authentication error naming the user, no password of either kind.
     let wrong_url = url.replace(ALICE_PASSWORD, "wrong-Pw-7731");

@@ -127,11 +127,11 @@ async fn the_library_example_rebuilds_and_swaps() {
     );
     assert!(stderr.contains("step: running health checks"), "{stderr}");
     assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.text("SELECT initiated_by FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("library-example")
-    );
+    db.assert_text(
+        "SELECT initiated_by FROM reproject.runs",
+        Some("library-example"),
+        "",
+    )
+    .await;
     db.drop().await;
 }

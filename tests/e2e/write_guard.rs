@@ -8,10 +8,7 @@ use crate::tally;
 
 /// The tally handlers with one more statement (line 4 of the file).
 fn with_statement(extra: &str) -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[("tally.sql", &format!("{}{extra}\n", tally::HANDLERS))],
-    )
+    tally::handlers(&format!("{}{extra}\n", tally::HANDLERS))
 }
 
 /// What the live `tally` holds, to prove it was not touched.
@@ -39,11 +36,12 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
         .stderr_has("the batch was rolled back")
         .stderr_has("{{tally}}");
     assert_eq!(live_sum(&db).await, before, "the live table is untouched");
-    assert_eq!(
-        db.int("SELECT count(*) FROM tally_rebuild").await,
+    db.assert_int(
+        "SELECT count(*) FROM tally_rebuild",
         0,
-        "the batch was rolled back"
-    );
+        "the batch was rolled back",
+    )
+    .await;
     assert_eq!(
         db.text("SELECT status || ': ' || error FROM reproject.runs ORDER BY id DESC LIMIT 1")
             .await
@@ -119,15 +117,9 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
 async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
     let db = tally::db(30).await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            "-- on added\n\
+    let p = tally::handlers("-- on added\n\
              INSERT INTO tally AS t (stream, n, total) VALUES (:stream, 1, (:data->>'amount')::bigint)\n\
-             ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;\n",
-        )],
-    );
+             ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;\n");
     for args in [
         &["plan"][..],
         &["rebuild", "--dry-run"],
@@ -142,11 +134,12 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
     }
     assert_eq!(live_sum(&db).await, before, "the live table is untouched");
     assert!(!db.exists("tally_rebuild").await, "nothing was created");
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'",
+        0,
+        "",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -236,7 +229,7 @@ async fn the_live_runner_writes_only_its_live_tables() {
         .await
         .ok();
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
-    assert_eq!(db.int(checkpoint).await, 10);
+    db.assert_int(checkpoint, 10, "").await;
     tally::append(&db, 5).await;
     let before = live_sum(&db).await;
     p.write(
@@ -247,8 +240,10 @@ async fn the_live_runner_writes_only_its_live_tables() {
         .await
         .code(1)
         .stderr_has("projection `tally`: the batch of the events after position 10 up to position 15 wrote `public.side`, which is not one of the live tables it builds");
-    assert_eq!(db.int("SELECT count(*) FROM side").await, 0, "rolled back");
+    db.assert_int("SELECT count(*) FROM side", 0, "rolled back")
+        .await;
     assert_eq!(live_sum(&db).await, before);
-    assert_eq!(db.int(checkpoint).await, 10, "the checkpoint did not move");
+    db.assert_int(checkpoint, 10, "the checkpoint did not move")
+        .await;
     db.drop().await;
 }
