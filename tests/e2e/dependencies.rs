@@ -1,25 +1,17 @@
 //! Projections that read other projections see them exactly as they were at each event.
 
+use crate::config::{Config, Projection};
 use crate::harness::{Project, TestDb};
 
-const CONFIG: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-
-[[projection]]
-name = "customers"
-tables = ["customers"]
-handlers = "customers.sql"
-
-[[projection]]
-name = "receipts"
-tables = ["receipts"]
-handlers = "receipts.sql"
-"#;
+/// `customers`, and `receipts` that read them.
+fn project() -> Project {
+    Config::events("events")
+        .projection(Projection::new("customers"))
+        .projection(Projection::new("receipts"))
+        .file("customers.sql", CUSTOMERS)
+        .file("receipts.sql", RECEIPTS)
+        .write()
+}
 
 const CUSTOMERS: &str = "\
 -- on named
@@ -53,10 +45,7 @@ async fn readers_see_dependencies_as_of_each_event() {
            ('c2', 'named', '{\"name\": \"Grace Hopper\"}');",
     )
     .await;
-    let p = Project::new(
-        CONFIG,
-        &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
-    );
+    let p = project();
     let plan = p.reproject(&db, "plan --json").await.ok().json();
     assert_eq!(
         plan["waves"],
@@ -106,10 +95,7 @@ async fn partial_rebuild_warns_about_readers() {
          INSERT INTO events (stream, type, data) VALUES ('c1', 'named', '{\"name\": \"Ada\"}');",
     )
     .await;
-    let p = Project::new(
-        CONFIG,
-        &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
-    );
+    let p = project();
     let out = p.reproject(&db, "plan customers").await;
     out.ok().stdout_has(
         "warning: projection `receipts` reads `customers` but is not part of this rebuild",

@@ -1,6 +1,7 @@
 //! External projectors (README "External projectors"): a shell script using psql rebuilds the
 //! tally projection from the range and tables reproject names in its environment.
 
+use crate::config::{Config, Projection};
 use crate::harness::{command, psql_bin, Out, Project, TestDb};
 use crate::live::{finish, signal};
 use crate::tally;
@@ -39,23 +40,33 @@ SQL
 echo "applied $REPROJECT_EVENT_COUNT event(s)"
 "#;
 
-const EVENTS: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-timestamp = "at"
-filter = "NOT bad"
-"#;
-
-fn project(extra: &str) -> Project {
-    let config = format!(
-        "{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"sh\", \"projector.sh\"]\n{extra}"
-    );
-    Project::new(&config, &[("projector.sh", PROJECTOR)])
+/// Projection `tally` rebuilt by `command` (no handlers).
+fn external(command: &str) -> Projection {
+    Projection::new("tally")
+        .handlers(None)
+        .option_toml("command", command)
 }
+
+/// The tally events and `projection`, with the projector script beside them.
+fn with_projector(projection: Projection) -> Config {
+    Config::tally_events()
+        .projection(projection)
+        .file("projector.sh", PROJECTOR)
+}
+
+/// `tally` rebuilt by projector.sh, with one more option (`KEY = VALUE`) if given.
+fn project(option: Option<(&str, &str)>) -> Project {
+    let mut tally = external(SH);
+    if let Some((key, value)) = option {
+        tally = tally.option_toml(key, value);
+    }
+    with_projector(tally).write()
+}
+
+const SH: &str = r#"["sh", "projector.sh"]"#;
+
+/// The projector's own checkpoint, which the swap hands over.
+const HANDOVER: &str = r#"{ table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#;
 
 /// `reproject ARGS` connecting with a password (the test server trusts, so any password
 /// connects; reproject must still hand it to the projector and show it nowhere else).
@@ -118,9 +129,7 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
          INSERT INTO projector_checkpoints VALUES ('tally', 100);",
     )
     .await;
-    let p = project(
-        r#"handover = { table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#,
-    );
+    let p = project(Some(("handover", HANDOVER)));
     let plan = run(&db, &p, &["plan"]).await;
     plan.ok()
         .stdout_has("rebuilt by the external projector `sh projector.sh`")
@@ -228,7 +237,7 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
         .await;
     let wrong = tally::expected_differences(&db, "tally").await;
     assert!(wrong > 0);
-    let p = project("");
+    let p = project(None);
     p.write("fail", "");
 
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
@@ -268,7 +277,7 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
 #[tokio::test]
 async fn cancelling_stops_the_projector() {
     let db = tally::db(20).await;
-    let p = project("");
+    let p = project(None);
     p.write("pause", "");
     let child = with_password(&db, &p, &["rebuild", "--yes"])
         .spawn()
@@ -301,7 +310,7 @@ async fn cancelling_stops_the_projector() {
 #[tokio::test]
 async fn a_projector_over_its_timeout_is_stopped() {
     let db = tally::db(20).await;
-    let p = project("command_timeout = 1");
+    let p = project(Some(("command_timeout", "1")));
     p.write("pause", "");
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
     out.code(1).stderr_has(
@@ -315,10 +324,9 @@ async fn a_projector_over_its_timeout_is_stopped() {
 #[tokio::test]
 async fn config_mistakes_name_the_line() {
     let db = tally::db(5).await;
-    let both = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\nhandlers = \"tally.sql\"\ncommand = [\"sh\", \"projector.sh\"]\n"),
-        &[("tally.sql", tally::HANDLERS), ("projector.sh", PROJECTOR)],
-    );
+    let both = with_projector(Projection::new("tally").option_toml("command", SH))
+        .file("tally.sql", tally::HANDLERS)
+        .write();
     let config = both.config().display().to_string();
     both.reproject(&db, "rebuild --yes")
         .await
@@ -326,10 +334,9 @@ async fn config_mistakes_name_the_line() {
         .stderr_has(&format!(
             "{config}:14: projection `tally` has both `handlers` and `command`"
         ));
-    let neither = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\n"),
-        &[],
-    );
+    let neither = Config::tally_events()
+        .projection(Projection::new("tally").handlers(None))
+        .write();
     // Without either it is a Rust projection, which only a program of the user's can run.
     neither.reproject(&db, "rebuild --yes")
         .await
@@ -338,15 +345,16 @@ async fn config_mistakes_name_the_line() {
             "{}:12: projection `tally` has neither `handlers` nor `command`, and no Rust projection is registered",
             neither.config().display()
         ));
-    let mixed = Project::new(
-        &format!(
-            "{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"sh\", \"projector.sh\"]\n\n[[projection]]\nname = \"copy\"\ntables = [\"tally_copy\"]\nhandlers = \"tally.sql\"\n"
-        ),
-        &[
-            ("tally.sql", &tally::HANDLERS.replace("{{tally}}", "{{tally_copy}}")),
-            ("projector.sh", PROJECTOR),
-        ],
-    );
+    let copy = Projection::new("copy")
+        .tables(&["tally_copy"])
+        .handlers(Some("tally.sql"));
+    let mixed = with_projector(external(SH))
+        .projection(copy)
+        .file(
+            "tally.sql",
+            &tally::HANDLERS.replace("{{tally}}", "{{tally_copy}}"),
+        )
+        .write();
     db.exec("CREATE TABLE tally_copy (LIKE tally INCLUDING ALL)")
         .await;
     mixed.reproject(&db, "rebuild --yes")
@@ -354,10 +362,9 @@ async fn config_mistakes_name_the_line() {
         .code(2)
         .stderr_has("one run cannot rebuild external projections (`tally`) together with handler projections (`copy`)");
     assert!(!db.exists("reproject.runs").await, "nothing was written");
-    let missing = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"./nope.sh\"]\n"),
-        &[],
-    );
+    let missing = Config::tally_events()
+        .projection(external(r#"["./nope.sh"]"#))
+        .write();
     missing
         .reproject(&db, "plan")
         .await
@@ -371,7 +378,7 @@ async fn config_mistakes_name_the_line() {
 #[tokio::test]
 async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
     let db = tally::db(30).await;
-    let p = project("");
+    let p = project(None);
     run(&db, &p, &["rebuild", "--yes", "--no-swap"]).await.ok();
     assert!(!db.exists("tally_old").await);
     tally::append(&db, 12).await;
@@ -399,7 +406,7 @@ async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
 #[tokio::test]
 async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
     let db = tally::db(20).await;
-    let p = project("");
+    let p = project(None);
     p.write("pause", "");
     let child = with_password(&db, &p, &["rebuild", "--yes"])
         .spawn()
@@ -435,7 +442,7 @@ async fn events_after_the_last_range_need_a_handover() {
     let snapshot =
         "SELECT string_agg(format('%s %s %s', stream, n, total), ',' ORDER BY stream) FROM tally";
     let before = db.text(snapshot).await;
-    let p = project("");
+    let p = project(None);
     p.write("append", "");
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
     out.code(75)
@@ -460,9 +467,7 @@ async fn events_after_the_last_range_need_a_handover() {
          INSERT INTO projector_checkpoints VALUES ('tally', 0);",
     )
     .await;
-    let p = project(
-        r#"handover = { table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#,
-    );
+    let p = project(Some(("handover", HANDOVER)));
     p.write("append", "");
     let o = run(&db, &p, &["rebuild", "--yes", "--json"])
         .await

@@ -55,9 +55,9 @@ async fn losing_the_guard_stops_the_replay() {
     wait_for_checkpoint(&db, 300).await;
     assert_eq!(terminate_guard(&db).await, 1, "the guard session");
     let at_termination = checkpoint(&db).await;
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = child.output().await;
+    out.code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("lost the guard of projection `tally`")
             && stderr.contains("nothing was written after that")
@@ -134,10 +134,9 @@ async fn a_stale_process_cannot_change_the_run() {
     wait_for_checkpoint(&db, 200).await;
     assert_eq!(terminate_guard(&db).await, 1);
     let taker = p.spawn(&db, "rebuild --yes --resume");
-    let out = stale.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("lost the guard"), "{stderr}");
+    let out = stale.output().await;
+    out.code(1);
+    out.stderr_has("lost the guard");
     let status = db
         .text("SELECT status FROM reproject.runs WHERE id = 1")
         .await
@@ -197,14 +196,10 @@ async fn a_swap_that_committed_is_reported_committed() {
     )
     .await;
     assert!(terminate_all(&db).await >= 1);
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("the swap committed, but its durability could not be confirmed"),
-        "{stderr}"
-    );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = child.output().await;
+    out.code(0);
+    out.stderr_has("the swap committed, but its durability could not be confirmed");
+    let outcome = out.json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -391,9 +386,9 @@ async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
     )
     .await;
     assert!(terminate_all(&db).await >= 1);
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = child.output().await;
+    out.code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("the connection was lost before the swap committed; nothing was swapped")
             && stderr.contains("`reproject swap`"),

@@ -2,28 +2,19 @@
 //! before, except for its rows: grants, RLS, triggers, comment, storage parameters, views,
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
+use crate::config::{Config, Projection};
 use crate::harness::{Project, TestDb};
 use serde_json::Value;
 
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
 const T: &str = "account_balances_by_region_and_currency_for_the_ledger_views";
 
-fn config() -> String {
-    format!(
-        r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-
-[[projection]]
-name = "balances"
-tables = ["{T}"]
-handlers = "balances.sql"
-"#
-    )
+/// Projection `balances` writing table `table`.
+fn balances(table: &str) -> Project {
+    Config::events("events")
+        .projection(Projection::new("balances").tables(&[table]))
+        .file("balances.sql", &handlers().replace(T, table))
+        .write()
 }
 
 fn handlers() -> String {
@@ -226,7 +217,7 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
         original["views"].as_array().unwrap().len() == 2,
         "{original:#}"
     );
-    let p = Project::new(&config(), &[("balances.sql", &handlers())]);
+    let p = balances(T);
 
     // The plan says what is carried over.
     let plan = p.reproject(&db, "plan").await;
@@ -280,10 +271,7 @@ async fn unsupported_dependents_are_refused_up_front() {
          CREATE RULE no_deletes AS ON DELETE TO balances DO INSTEAD NOTHING;",
     )
     .await;
-    let p = Project::new(
-        &config().replace(T, "balances"),
-        &[("balances.sql", &handlers().replace(T, "balances"))],
-    );
+    let p = balances("balances");
     let out = p.reproject(&db, "rebuild --yes").await;
     out.code(2)
         .stderr_has("refusing to rebuild")
@@ -446,10 +434,8 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
 
-    let p = Project::new(
-        &format!("{}replay_triggers = true\n", crate::tally::CONFIG),
-        &[("tally.sql", crate::tally::HANDLERS)],
-    );
+    let p =
+        crate::tally::with(Projection::new("tally").option_toml("replay_triggers", "true")).write();
     p.reproject(&db, "rebuild --yes").await.ok();
     db.assert_int(
         "SELECT count(*) FROM audit",

@@ -399,13 +399,10 @@ async fn a_lost_connection_during_lanes_resumes_by_itself() {
         terminated >= 3,
         "the run's, the lanes' and the lock sessions: {terminated}"
     );
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("lost the connection to PostgreSQL"),
-        "{stderr}"
-    );
+    let out = child.output().await;
+    out.code(0);
+    let stderr = &out.stderr;
+    out.stderr_has("lost the connection to PostgreSQL");
     assert!(
         stderr.contains("left of plan 1"),
         "the same plan continued: {stderr}"
@@ -430,10 +427,9 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
     let child = p.spawn(&db, "rebuild --yes --jobs 2 --batch-size 100");
     wait_for_lane_events(&db, 200).await;
     p.reproject(&db, "cancel").await.ok();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("stream lane(s) not done"), "{stderr}");
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("stream lane(s) not done");
     let applied = db
         .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
         .await;

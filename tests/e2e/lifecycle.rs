@@ -436,10 +436,9 @@ async fn sigint_cancels_after_the_current_batch() {
         .arg(pid.to_string())
         .status()
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("cancelled after"), "{stderr}");
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("cancelled after");
     db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
         .await;
     let checkpoint = db.int("SELECT position FROM reproject.checkpoints").await;
@@ -483,17 +482,13 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
         .arg(pid.to_string())
         .status()
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let out = child.output().await;
+    out.code(130);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "it stopped waiting"
     );
-    assert!(
-        stderr.contains("cancelled while waiting to lock"),
-        "{stderr}"
-    );
+    out.stderr_has("cancelled while waiting to lock");
     db.assert_text(
         "SELECT status FROM reproject.runs",
         Some("awaiting_swap"),
@@ -575,14 +570,14 @@ async fn a_lost_connection_resumes_by_itself() {
         terminated >= 2,
         "the replay and the lock sessions: {terminated}"
     );
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = child.output().await;
+    out.code(0);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("lost the connection to PostgreSQL") && stderr.contains("resuming run 1"),
         "{stderr}"
     );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = out.json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
@@ -635,13 +630,9 @@ async fn cancel_from_another_terminal() {
         .await
         .ok()
         .stdout_has("run 1: cancellation requested");
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("cancellation requested by oncall-bob"),
-        "{stderr}"
-    );
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("cancellation requested by oncall-bob");
     db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
         .await;
     let at = db.int("SELECT position FROM reproject.checkpoints").await;
@@ -689,10 +680,9 @@ async fn swap_windows_are_honoured() {
     let child = p.spawn(&db, &["rebuild", "--yes", "--swap-at", &at]);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     tally::append(&db, 25).await;
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("waiting for the swap window"), "{stderr}");
+    let out = child.output().await;
+    out.code(0);
+    out.stderr_has("waiting for the swap window");
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
 

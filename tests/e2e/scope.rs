@@ -3,50 +3,36 @@
 //! of tables the application built works with `--with-current-handlers`; what interrupted runs
 //! leave is explained and cleared.
 
+use crate::config::{Config, Projection};
 use crate::harness::{wait_until, Project, TestDb};
 use crate::tally;
 
 /// A second projection over the same events, in a config of its own: `counts` (events per
 /// stream), which shares no table with `tally`.
-const COUNTS_CONFIG: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-timestamp = "at"
-filter = "NOT bad"
-
-[[projection]]
-name = "counts"
-tables = ["counts"]
-handlers = "counts.sql"
-"#;
-
 const COUNTS_HANDLERS: &str = "\
 -- on added
 INSERT INTO {{counts}} AS c (stream, n) VALUES (:stream, 1)
 ON CONFLICT (stream) DO UPDATE SET n = c.n + 1;
 ";
 
+/// Projection `counts` (events per stream) with the handlers given.
+fn counts_with(handlers: &str) -> Project {
+    Config::tally_events()
+        .projection(Projection::new("counts"))
+        .file("counts.sql", handlers)
+        .write()
+}
+
 fn counts() -> Project {
-    Project::new(COUNTS_CONFIG, &[("counts.sql", COUNTS_HANDLERS)])
+    counts_with(COUNTS_HANDLERS)
 }
 
 /// One config with both projections.
 fn both() -> Project {
-    let config = format!(
-        "{}\n[[projection]]\nname = \"counts\"\ntables = [\"counts\"]\nhandlers = \"counts.sql\"\n",
-        tally::CONFIG
-    );
-    Project::new(
-        &config,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            ("counts.sql", COUNTS_HANDLERS),
-        ],
-    )
+    tally::config()
+        .projection(Projection::new("counts"))
+        .file("counts.sql", COUNTS_HANDLERS)
+        .write()
 }
 
 /// `tally` as the tally fixture sets it up, and `counts` built by "the application".
@@ -174,16 +160,10 @@ async fn cleanup_says_what_each_drop_ends() {
         .await
         .unwrap();
     // Run 2 of `counts` fails on its 50th event: its table is the resume point.
-    let failing = Project::new(
-        COUNTS_CONFIG,
-        &[(
-            "counts.sql",
-            &COUNTS_HANDLERS.replace(
-                "VALUES (:stream, 1)",
-                "VALUES (:stream, 1 / (50 - :position)::int)",
-            ),
-        )],
-    );
+    let failing = counts_with(&COUNTS_HANDLERS.replace(
+        "VALUES (:stream, 1)",
+        "VALUES (:stream, 1 / (50 - :position)::int)",
+    ));
     failing
         .reproject(&db, "rebuild --yes --batch-size 10")
         .await
@@ -202,13 +182,7 @@ async fn cleanup_says_what_each_drop_ends() {
         .stdout_has("ends the resume of run 2 (failed");
 
     // Run 3 of `counts` is killed mid-replay: recorded as running, held by nobody.
-    let slow = Project::new(
-        COUNTS_CONFIG,
-        &[(
-            "counts.sql",
-            &format!("{COUNTS_HANDLERS}SELECT pg_sleep(0.01);\n"),
-        )],
-    );
+    let slow = counts_with(&format!("{COUNTS_HANDLERS}SELECT pg_sleep(0.01);\n"));
     let mut child = slow.spawn(&db, "rebuild --yes --batch-size 5");
     wait_until(
         &db,

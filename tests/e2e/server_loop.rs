@@ -2,15 +2,9 @@
 //! (src/replay.rs), statement by statement otherwise, with the same rows either way. A handler
 //! sees which way it ran through `current_query()`: the loop's call, or its own statement.
 
+use crate::config::Projection;
 use crate::harness::{Project, TestDb};
 use crate::tally;
-
-const CONFIG: &str = r#"
-[[projection]]
-name = "calls"
-tables = ["calls"]
-handlers = "calls.sql"
-"#;
 
 /// Two statements per event. The UPDATE reads and writes a column named `found`, which is
 /// also the name of a PL/pgSQL variable: inside the loop it must still mean the column.
@@ -26,10 +20,10 @@ async fn setup(db: &TestDb, events: i64) -> Project {
         .await;
     // A bad event in the middle of a batch: skipped by the filter, must not shift anything.
     db.exec("UPDATE events SET bad = true WHERE id = 150").await;
-    Project::new(
-        &format!("{}{CONFIG}", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS), ("calls.sql", PLAIN)],
-    )
+    tally::config()
+        .projection(Projection::new("calls"))
+        .file("calls.sql", PLAIN)
+        .write()
 }
 
 async fn check_rows(db: &TestDb, events: i64) {
