@@ -77,7 +77,6 @@ async fn readers_see_dependencies_as_of_each_event() {
     db.assert_text(
         "SELECT name FROM customers WHERE id = 'c2'",
         Some("Grace Hopper"),
-        "",
     )
     .await;
     db.drop().await;

@@ -2,7 +2,7 @@
 //! code documented.
 
 use crate::config::Projection;
-use crate::harness::{Project, TestDb};
+use crate::harness::{Out, Project, TestDb};
 use crate::tally;
 
 /// A handler that fails on one event: exit 1, the error names the projection, the event's
@@ -23,15 +23,15 @@ async fn handler_failure_names_the_event() {
         .stderr_has("invalid input syntax for type bigint")
         .stderr_has("tally.sql:2")
         .stderr_has("forty-two");
-    db.assert_int("SELECT position FROM reproject.checkpoints", 400, "")
+    db.assert_int("SELECT position FROM reproject.checkpoints", 400)
         .await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT sum(n)::bigint FROM tally_rebuild",
         400,
         "the failed batch left nothing",
     )
     .await;
-    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before, "")
+    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before)
         .await;
     assert!(!db.exists("tally_old").await);
     let run = p.reproject(&db, "history --json").await.ok().json();
@@ -100,7 +100,7 @@ async fn row_count_outside_tolerance_refuses_the_swap() {
         &[("tally.sql", tally::HANDLERS)],
     );
     p.reproject(&db, "rebuild --yes").await.ok();
-    db.assert_int("SELECT count(*) FROM tally", 2, "").await;
+    db.assert_int("SELECT count(*) FROM tally", 2).await;
     db.drop().await;
 }
 
@@ -164,12 +164,10 @@ async fn unreachable_database_is_named_without_password() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot connect to PostgreSQL at alice@127.0.0.1:1/nowhere"),
-        "{stderr}"
-    );
+    let out = Out::from(out);
+    out.code(1);
+    let stderr = &out.stderr;
+    out.stderr_has("cannot connect to PostgreSQL at alice@127.0.0.1:1/nowhere");
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
@@ -196,7 +194,7 @@ async fn transient_errors_are_retried() {
         .stderr_has("hit a transient error (attempt 1 of 5")
         .stderr_has("attempt 2 of 5");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int("SELECT events_applied FROM reproject.runs", 300, "")
+    db.assert_int("SELECT events_applied FROM reproject.runs", 300)
         .await;
     // The run records the retries it survived, and `history` shows them.
     assert_eq!(

@@ -82,7 +82,7 @@ async fn losing_the_guard_stops_the_replay() {
     );
     p.reproject(&db, "rebuild --yes --resume").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
         "every event once",
@@ -117,7 +117,6 @@ async fn resume_of_a_running_run_is_refused() {
     db.assert_int(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         2000,
-        "",
     )
     .await;
     db.drop().await;
@@ -155,11 +154,10 @@ async fn a_stale_process_cannot_change_the_run() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
-        "",
     )
     .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         800,
         "every event once",
@@ -233,8 +231,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
     let mut rng = Rng(seed);
     let db = tally::db(1500).await;
     let p = tally::slow("0.0005");
-    let runner = p.spawn(&db, "run --from-position head --json");
-    crate::live::wait_for(&db, crate::live::CAUGHT_UP, 30).await;
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     let live_position =
         "(SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally')";
     let unfinished = "SELECT count(*) FROM reproject.runs WHERE status NOT IN ('swapped', 'rolled_back', 'superseded')";
@@ -333,8 +330,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
 async fn the_runner_takes_its_guard_again() {
     use crate::live::{wait_for, CAUGHT_UP};
     let (db, p) = tally::fixture(200).await;
-    let runner = p.spawn(&db, "run --from-position head --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     for round in 0..3 {
         tally::append(&db, 100).await;
         let ended = db
@@ -397,7 +393,6 @@ async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("awaiting_swap"),
-        "",
     )
     .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");

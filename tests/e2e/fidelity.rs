@@ -3,7 +3,7 @@
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
 use crate::config::{Config, Projection};
-use crate::harness::{Project, TestDb};
+use crate::harness::{Out, Project, TestDb};
 use serde_json::Value;
 
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
@@ -140,7 +140,7 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) 
     client.batch_execute("RESET ROLE").await.unwrap();
 
     // The view and the materialized view read the live table.
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM balances_view",
         40,
         &format!("{step}: view"),
@@ -149,7 +149,7 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) 
     let live_total = db
         .int(&format!("SELECT sum(balance)::bigint FROM {T}"))
         .await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT total::bigint FROM balances_total",
         live_total,
         &format!("{step}: matview refreshed from the new table"),
@@ -250,7 +250,7 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
 
     let out = p.reproject(&db, "cleanup --yes").await;
     out.ok();
-    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
         .await;
     assert_intact(&db, &reader, &original, "after cleanup").await;
     db.exec(&format!(
@@ -301,12 +301,8 @@ async fn structure_changed_during_the_rebuild_refuses_the_swap() {
         .stderr_has("the structure of `tally` changed")
         .stderr_has("columns");
     assert!(db.exists("tally_rebuild").await && !db.exists("tally_old").await);
-    db.assert_text(
-        "SELECT status FROM reproject.runs",
-        Some("awaiting_swap"),
-        "",
-    )
-    .await;
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     db.drop().await;
 }
 
@@ -428,7 +424,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     let before = fingerprint(&db, "tally").await;
     let p = crate::tally::project();
     p.reproject(&db, "rebuild --yes").await.ok();
-    db.assert_int("SELECT count(*) FROM audit", 0, "silent by default")
+    db.assert_int_because("SELECT count(*) FROM audit", 0, "silent by default")
         .await;
     assert!(
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
@@ -437,7 +433,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     let p =
         crate::tally::with(Projection::new("tally").option_toml("replay_triggers", "true")).write();
     p.reproject(&db, "rebuild --yes").await.ok();
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM audit",
         50,
         "one audit row per replayed event when asked",
@@ -447,7 +443,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
     db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM audit",
         51,
         "the live trigger fires after the swap",
@@ -500,8 +496,8 @@ async fn state_schema_created_by_a_dba_is_enough() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = Out::from(out);
+    out.code(0);
     assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
     db.exec(&format!(
         "DROP SCHEMA reproject CASCADE; DROP TABLE tally, tally_old; DROP OWNED BY {role}; DROP ROLE {role}"

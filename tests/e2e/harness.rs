@@ -119,12 +119,22 @@ impl TestDb {
     }
 
     /// Fails the test unless `sql` (one bigint) returns `want`.
-    pub async fn assert_int(&self, sql: &str, want: i64, why: &str) {
+    pub async fn assert_int(&self, sql: &str, want: i64) {
+        self.assert_int_because(sql, want, "").await;
+    }
+
+    /// `assert_int`, saying why the value must be that.
+    pub async fn assert_int_because(&self, sql: &str, want: i64, why: &str) {
         assert_eq!(self.int(sql).await, want, "{why}\n{sql}");
     }
 
     /// Fails the test unless `sql` (one text) returns `want`.
-    pub async fn assert_text(&self, sql: &str, want: Option<&str>, why: &str) {
+    pub async fn assert_text(&self, sql: &str, want: Option<&str>) {
+        self.assert_text_because(sql, want, "").await;
+    }
+
+    /// `assert_text`, saying why the value must be that.
+    pub async fn assert_text_because(&self, sql: &str, want: Option<&str>, why: &str) {
         assert_eq!(self.text(sql).await.as_deref(), want, "{why}\n{sql}");
     }
 

@@ -61,10 +61,9 @@ async fn history_records_who_why_and_outcome() {
     db.assert_text(
         "SELECT initiated_by FROM reproject.runs",
         Some("oncall-anna"),
-        "",
     )
     .await;
-    db.assert_int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL", 1, "").await;
+    db.assert_int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL", 1).await;
     db.drop().await;
 }
 

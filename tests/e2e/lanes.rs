@@ -35,17 +35,15 @@ async fn w1_in_stream_lanes_equals_the_seed_reference() {
         .stdout_has("run 1: swapped. 8994 events applied")
         .stderr_has("replaying in 10 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    db.assert_int(REPLAYABLE, 8994, "").await;
+    db.assert_int(REPLAYABLE, 8994).await;
     db.assert_int(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         8994,
-        "",
     )
     .await;
     db.assert_int(
         "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
         10,
-        "",
     )
     .await;
     // The lanes partition the events: each replayable event in exactly one lane, and every
@@ -98,13 +96,13 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
     .stderr_has("projection `posting_state` failed on stream lane 6 of 10")
     .stderr_has("posting_state_per_batch.sql:")
     .stderr_has("invalid input syntax for type integer");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
         5,
         "lanes 1-5 kept",
     )
     .await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
         1,
         "the checkpoint stays before the plan",
@@ -189,7 +187,7 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
         .await
         .ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int("SELECT count(*) FROM reproject.lanes", 0, "no lanes")
+    db.assert_int_because("SELECT count(*) FROM reproject.lanes", 0, "no lanes")
         .await;
     // With the declaration, the same handlers replay in lanes (one per 50 events).
     let declared = tally::CONFIG.replace(
@@ -208,12 +206,8 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
         .await
         .ok()
         .stderr_has("a run with --max-events cannot use them");
-    db.assert_int(
-        "SELECT count(*) FROM reproject.lanes WHERE run_id = 3",
-        0,
-        "",
-    )
-    .await;
+    db.assert_int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3", 0)
+        .await;
     db.drop().await;
 }
 
@@ -238,18 +232,16 @@ async fn w1_per_event_handlers_in_two_lanes_equal_the_seed_reference() {
     .stdout_has("run 1: swapped. 5996 events applied")
     .stderr_has("replaying in 2 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    db.assert_int(REPLAYABLE, 5996, "").await;
+    db.assert_int(REPLAYABLE, 5996).await;
     // Each lane counted its own events; together, the plan's.
     db.assert_int(
         "SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
         5996,
-        "",
     )
     .await;
     db.assert_int(
         "SELECT min(plan_events) FROM reproject.lanes WHERE run_id = 1",
         5996,
-        "",
     )
     .await;
     // Without --jobs, one lane is no split: the replay of before.
@@ -257,12 +249,8 @@ async fn w1_per_event_handlers_in_two_lanes_equal_the_seed_reference() {
         .await
         .ok()
         .stdout_has("run 2: swapped. 5996 events applied");
-    db.assert_int(
-        "SELECT count(*) FROM reproject.lanes WHERE run_id = 2",
-        0,
-        "",
-    )
-    .await;
+    db.assert_int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2", 0)
+        .await;
     assert_eq!(w1_mismatches(&db).await, "0");
     db.drop().await;
 }
@@ -321,7 +309,6 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
     db.assert_int(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         counted,
-        "",
     )
     .await;
     db.exec(&format!(
@@ -408,7 +395,7 @@ async fn a_lost_connection_during_lanes_resumes_by_itself() {
         "the same plan continued: {stderr}"
     );
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
         "every event once",
@@ -437,7 +424,6 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
     db.assert_int(
         "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
         1,
-        "",
     )
     .await;
     p.reproject(&db, "rebuild --yes --resume --jobs 2")
@@ -448,7 +434,7 @@ async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
             3000 - applied
         ));
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
         "every event once",

@@ -37,7 +37,7 @@ async fn swap_rollback_and_cleanup() {
         original,
         "rollback restores the very same table"
     );
-    db.assert_int("SELECT total FROM tally WHERE stream = 's1'", 0, "")
+    db.assert_int("SELECT total FROM tally WHERE stream = 's1'", 0)
         .await;
     assert!(db.exists("tally_rolled_back_1").await);
     assert_eq!(
@@ -67,7 +67,7 @@ async fn swap_rollback_and_cleanup() {
         .stdout_has("dropped `tally_rolled_back_1`");
     assert!(!db.exists("tally_rolled_back_1").await);
     assert!(db.exists("tally_old_notes").await);
-    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
         .await;
     p.reproject(&db, "cleanup --yes")
         .await
@@ -91,7 +91,6 @@ async fn repeated_rebuilds_replace_the_old_table() {
     db.assert_int(
         "SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'",
         1,
-        "",
     )
     .await;
     db.drop().await;
@@ -139,15 +138,14 @@ async fn max_events_pauses_and_swap_finishes() {
         .reproject(&db, "rebuild --yes --max-events 250 --batch-size 100")
         .await;
     out.ok().stdout_has("stopped after 250 events");
-    db.assert_int("SELECT position FROM reproject.checkpoints", 250, "")
+    db.assert_int("SELECT position FROM reproject.checkpoints", 250)
         .await;
     db.assert_int(
         "SELECT count(*) FROM reproject.runs WHERE status = 'paused'",
         1,
-        "",
     )
     .await;
-    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250, "")
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
         .await;
     let outcome = p.reproject(&db, "swap --yes --json").await.ok().json();
     assert_eq!(outcome["events_applied"], 750);
@@ -170,13 +168,11 @@ async fn leftover_rebuild_table_is_replaced() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("superseded"),
-        "",
     )
     .await;
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 2",
         Some("swapped"),
-        "",
     )
     .await;
     db.drop().await;
@@ -193,7 +189,7 @@ async fn user_owned_helper_names_are_refused() {
         .await
         .code(2)
         .stderr_has("`tally_rebuild` exists and was not created by reproject");
-    db.assert_text("SELECT keep FROM tally_rebuild", Some("mine"), "")
+    db.assert_text("SELECT keep FROM tally_rebuild", Some("mine"))
         .await;
 
     db.exec("DROP TABLE tally_rebuild; CREATE TABLE tally_old (keep text)")
@@ -247,7 +243,6 @@ async fn sixty_character_table_names_work() {
     db.assert_int(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
         2,
-        "",
     )
     .await;
     db.drop().await;
@@ -393,7 +388,6 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 2",
         Some("awaiting_swap"),
-        "",
     )
     .await;
     assert!(db.exists("tally_rebuild").await);
@@ -415,7 +409,7 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
         0,
         "the retired table is dropped after the commit"
     );
-    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 1, "")
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 1)
         .await;
     db.drop().await;
 }
@@ -439,20 +433,20 @@ async fn sigint_cancels_after_the_current_batch() {
     let out = child.output().await;
     out.code(130);
     out.stderr_has("cancelled after");
-    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"))
         .await;
     let checkpoint = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
         checkpoint > 0 && checkpoint < 3000 && checkpoint % 100 == 0,
         "checkpoint {checkpoint}"
     );
-    db.assert_int(
+    db.assert_int_because(
         "SELECT sum(n)::bigint FROM tally_rebuild",
         checkpoint,
         "exactly the committed batches",
     )
     .await;
-    db.assert_int("SELECT events_applied FROM reproject.runs", checkpoint, "")
+    db.assert_int("SELECT events_applied FROM reproject.runs", checkpoint)
         .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");
     db.drop().await;
@@ -489,12 +483,8 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
         "it stopped waiting"
     );
     out.stderr_has("cancelled while waiting to lock");
-    db.assert_text(
-        "SELECT status FROM reproject.runs",
-        Some("awaiting_swap"),
-        "",
-    )
-    .await;
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     assert!(!db.exists("tally_old").await);
     blocker.batch_execute("COMMIT").await.unwrap();
     p.reproject(&db, "swap --yes").await.ok();
@@ -514,7 +504,7 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     child.wait().await.unwrap();
     let killed_at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!((300..3000).contains(&killed_at), "killed at {killed_at}");
-    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", killed_at, "")
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", killed_at)
         .await;
     let status = slow.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "interrupted");
@@ -536,10 +526,9 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
     db.assert_int(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3077,
-        "",
     )
     .await;
-    db.assert_int("SELECT count(*) FROM reproject.runs", 1, "")
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1)
         .await;
 
     // Nothing left to resume now.
@@ -581,13 +570,13 @@ async fn a_lost_connection_resumes_by_itself() {
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         3000,
         "every event once",
     )
     .await;
-    db.assert_int("SELECT count(*) FROM reproject.runs", 1, "")
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1)
         .await;
     // The run records the lost connection it resumed after, and `history` shows it.
     assert_eq!(
@@ -633,7 +622,7 @@ async fn cancel_from_another_terminal() {
     let out = child.output().await;
     out.code(130);
     out.stderr_has("cancellation requested by oncall-bob");
-    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"), "")
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"))
         .await;
     let at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
@@ -662,12 +651,8 @@ async fn swap_windows_are_honoured() {
         .code(75)
         .stderr_has("outside the swap window");
     assert!(!db.exists("tally_old").await);
-    db.assert_text(
-        "SELECT status FROM reproject.runs",
-        Some("awaiting_swap"),
-        "",
-    )
-    .await;
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     let inside = format!("{}-{}", hhmm(Duration::hours(-1)), hhmm(Duration::hours(1)));
     p.reproject(&db, &["swap", "--yes", "--swap-window", &inside])
         .await

@@ -2,7 +2,7 @@
 //! errors and lost connections.
 
 use crate::config::{Config, Projection};
-use crate::harness::{Project, TestDb};
+use crate::harness::{Project, Runner, TestDb};
 use crate::ordering::background_writers;
 use crate::tally;
 use std::time::{Duration, Instant};
@@ -26,6 +26,13 @@ pub async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
 
 pub const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
     AND (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') = (SELECT max(id) FROM events)";
+
+/// Starts `reproject ARGS` (a `run`) in the background and waits until it has caught up.
+pub async fn start_runner(db: &TestDb, p: &Project, args: &str) -> Runner {
+    let runner = p.spawn(db, args);
+    wait_for(db, CAUGHT_UP, 30).await;
+    runner
+}
 
 /// `--once` refuses to guess where never-rebuilt tables stand, starts where it is told, applies
 /// the new events exactly once, and leaves the checkpoint at the head.
@@ -52,7 +59,6 @@ async fn once_catches_up_from_where_it_is_told() {
     db.assert_int(
         "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'",
         1500,
-        "",
     )
     .await;
     // Nothing new: nothing applied, nothing changes.
@@ -69,8 +75,7 @@ async fn once_catches_up_from_where_it_is_told() {
 #[tokio::test(flavor = "multi_thread")]
 async fn appended_events_appear_while_running() {
     let (db, p) = tally::fixture(200).await;
-    let runner = p.spawn(&db, "run --from-position head --json --batch-size 50");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json --batch-size 50").await;
 
     let second = p.reproject(&db, "run --once").await;
     second
@@ -135,16 +140,14 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     db.exec("BEGIN; ALTER TABLE t RENAME TO t_prev; ALTER TABLE t_next RENAME TO t; COMMIT")
         .await;
     a.execute(&insert, &[&2i32]).await.unwrap();
-    db.assert_int("SELECT sum(x)::bigint FROM t", 2, "went to the new `t`")
+    db.assert_int_because("SELECT sum(x)::bigint FROM t", 2, "went to the new `t`")
         .await;
-    db.assert_int("SELECT sum(x)::bigint FROM t_prev", 1, "")
-        .await;
+    db.assert_int("SELECT sum(x)::bigint FROM t_prev", 1).await;
 
     tally::setup(&db, 100).await;
     let p = tally::project();
     // A runner that has prepared its statements on the live table.
-    let runner = p.spawn(&db, "run --from-position head --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json").await;
     // A swap in progress: it holds the live table and builds the next generation up to 120.
     let swap = db.client().await;
     swap.batch_execute(
@@ -181,7 +184,7 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     assert_eq!(o["handovers"], 1, "{o}");
     assert_eq!(o["events_applied"], 30, "121..150 on the new table");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT sum(n)::bigint FROM tally_prev",
         100,
         "nothing applied to the table swapped out",
@@ -200,8 +203,7 @@ async fn run_and_rebuild_together_with_appenders() {
     let db = tally::db(1500).await;
     // A little slow per event, so the rebuild's catch-up and swap overlap the writers.
     let p = tally::slow("0.001");
-    let runner = p.spawn(&db, "run --from-position head --json --batch-size 20");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json --batch-size 20").await;
     let writers = background_writers(&db);
     // Let the writers open transactions before the rebuild starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -223,7 +225,7 @@ async fn run_and_rebuild_together_with_appenders() {
     );
     wait_for(&db, CAUGHT_UP, 60).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_text(
+    db.assert_text_because(
         "SELECT set_by_run::text FROM reproject.live_checkpoints",
         Some("1"),
         "the current tables are those of run 1's swap",
@@ -284,7 +286,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 6000, "killed before the end ({at})");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
         "the table holds exactly the committed batches",
@@ -351,9 +353,8 @@ async fn failing_handler_stops_only_its_group() {
     assert_eq!(db.int(&cp("tally")).await, 149, "up to the failing event");
     assert_eq!(db.int(&cp("big")).await, 149, "stopped with what it reads");
     assert_eq!(db.int(&cp("kinds")).await, 200, "independent: kept going");
-    db.assert_int("SELECT n::bigint FROM kinds", 100, "").await;
-    db.assert_int("SELECT sum(n)::bigint FROM tally", 149, "")
-        .await;
+    db.assert_int("SELECT n::bigint FROM kinds", 100).await;
+    db.assert_int("SELECT sum(n)::bigint FROM tally", 149).await;
 
     let status = p.reproject(&db, "status --json").await.ok().json();
     let runner = |name: &str| {
@@ -402,8 +403,7 @@ async fn failing_handler_stops_only_its_group() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runner_survives_lost_connections() {
     let (db, p) = tally::fixture(100).await;
-    let runner = p.spawn(&db, "run --from-position head --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json").await;
     for round in 0..3 {
         tally::append(&db, 100).await;
         db.exec(
@@ -445,7 +445,6 @@ async fn notifications_wake_the_runner() {
     db.assert_int(
         "SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'",
         0,
-        "",
     )
     .await;
     db.exec(&sql).await;
@@ -558,8 +557,7 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_runner_takes_over() {
     let (db, p) = tally::fixture(100).await;
-    let first = p.spawn(&db, "run --from-position head --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let first = start_runner(&db, &p, "run --from-position head --json").await;
     let standby = p.spawn(&db, "run --wait --json");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     tally::append(&db, 50).await;
@@ -602,8 +600,7 @@ async fn a_group_far_behind_does_not_hold_back_the_others() {
     // `kinds` is empty: it starts from the first event.
     db.exec("UPDATE reproject.live_checkpoints SET position = NULL WHERE projection = 'kinds'")
         .await;
-    let runner = p.spawn(&db, "run --from-position head --batch-size 50 --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --batch-size 50 --json").await;
     tally::append(&db, 10).await;
     wait_for(&db, CAUGHT_UP, 10).await;
     let kinds =

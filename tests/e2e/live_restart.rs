@@ -157,7 +157,7 @@ async fn once_gives_up_after_the_reconnect_timeout() {
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 4000, "stopped before the end ({at})");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
         "the table holds exactly the committed batches",
@@ -175,8 +175,7 @@ async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
     let Some(server) = start() else { return };
     let db = tally::db_on(server.admin(), 100).await;
     let p = tally::project();
-    let runner = p.spawn(&db, "run --from-position head --json");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     db.exec(
         "BEGIN; INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": 7}'); \
          PREPARE TRANSACTION 'reproject_live_test'",
@@ -185,12 +184,12 @@ async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
     tally::append(&db, 10).await;
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    db.assert_int(checkpoint, 100, "held below the prepared position")
+    db.assert_int_because(checkpoint, 100, "held below the prepared position")
         .await;
     server.stop();
     server.start_again();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    db.assert_int(
+    db.assert_int_because(
         checkpoint,
         100,
         "still held after the restart: the prepared transaction survived it",

@@ -262,13 +262,11 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("awaiting_swap"),
-        "",
     )
     .await;
     db.assert_text(
         "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 1",
         Some("hold_exceeded"),
-        "",
     )
     .await;
     let hold = db
@@ -355,7 +353,6 @@ async fn a_frozen_swap_loses_its_locks() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
-        "",
     )
     .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);

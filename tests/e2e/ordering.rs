@@ -184,12 +184,8 @@ async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
         "the rolled-back writer left holes below the swap position"
     );
     // The external projector continues exactly where the swapped table ends.
-    db.assert_int(
-        "SELECT pos FROM ext_checkpoints WHERE name = 'tally'",
-        swap,
-        "",
-    )
-    .await;
+    db.assert_int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'", swap)
+        .await;
     db.drop().await;
 }
 
@@ -232,7 +228,6 @@ async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
     db.assert_int(
         "SELECT pos FROM ext_checkpoints WHERE name = 'tally'",
         position,
-        "",
     )
     .await;
     assert_eq!(
@@ -284,8 +279,8 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
     let run = run.ok().json()[0].clone();
     assert_eq!(run["swap_position"], 111);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101", 1, "").await;
-    db.assert_int("SELECT count(*) FROM reproject.gaps", 1, "")
+    db.assert_int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101", 1).await;
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 1)
         .await;
     let evidence = db
         .text("SELECT evidence::text FROM reproject.gaps WHERE from_position = 101")
@@ -311,7 +306,7 @@ async fn a_position_committed_late_is_not_skipped() {
     rebuild.output().await.ok();
     // The late event (amount 1000 on s1) is in the swapped table: it equals all events.
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int("SELECT count(*) FROM reproject.gaps", 0, "")
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 0)
         .await;
     db.drop().await;
 }
@@ -347,13 +342,13 @@ async fn a_broken_handover_refuses_to_swap() {
         .await
         .code(1)
         .stderr_has("matched 0 rows, not 1; nothing was swapped");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT total FROM tally WHERE stream = 's1'",
         -1,
         "the live table was not swapped",
     )
     .await;
-    db.assert_text(
+    db.assert_text_because(
         "SELECT status FROM reproject.runs",
         Some("awaiting_swap"),
         "the swap transaction rolled back as a whole: the rebuilt tables can still be swapped",

@@ -67,7 +67,7 @@ async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     out.ok()
         .stderr_has("partial rebuild of 2 stream(s)")
         .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
-    db.assert_int("SELECT count(*) FROM tally", 10, "").await;
+    db.assert_int("SELECT count(*) FROM tally", 10).await;
     // The selected streams: exactly what the new handlers build from all their events.
     tally::assert_rows(
         &db,
@@ -78,7 +78,7 @@ async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     .await;
     // Every other row: identical to live, its corruption included (copied, not rebuilt).
     tally::assert_rows(&db, "stream NOT IN ('s1', 's2')", "live_before", "").await;
-    db.assert_int("SELECT total FROM tally WHERE stream = 's3'", -1, "")
+    db.assert_int("SELECT total FROM tally WHERE stream = 's3'", -1)
         .await;
     // The selected rows equal a full rebuild's with the same handlers.
     db.exec("CREATE TABLE partial_result AS SELECT * FROM tally")
@@ -262,7 +262,7 @@ async fn from_position_keeps_the_rows_up_to_it_and_replays_the_rest() {
         .ok()
         .stderr_has("copied 149 row(s) that are not rebuilt");
     assert_eq!(ledger_differences(&db, 150).await, 0);
-    db.assert_int(
+    db.assert_int_because(
         "SELECT amount FROM ledger WHERE event_position = 200",
         200,
         "the wrong row after the position was rebuilt",
@@ -378,7 +378,6 @@ async fn assert_every_row_at_the_swap_position(db: &TestDb, p: &Project) {
     db.assert_int(
         "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'",
         340,
-        "",
     )
     .await;
     tally::assert_rows(
@@ -388,7 +387,7 @@ async fn assert_every_row_at_the_swap_position(db: &TestDb, p: &Project) {
         "s1 rebuilt, s5 at the swap position",
     )
     .await;
-    db.assert_int("SELECT n::bigint FROM tally WHERE stream = 's6'", 999, "")
+    db.assert_int("SELECT n::bigint FROM tally WHERE stream = 's6'", 999)
         .await;
     p.reproject(db, "run --once --json")
         .await
@@ -470,14 +469,14 @@ async fn resume_continues_with_the_recorded_selection() {
     )
     .await
     .ok();
-    db.assert_text("SELECT status FROM reproject.runs", Some("paused"), "")
+    db.assert_text("SELECT status FROM reproject.runs", Some("paused"))
         .await;
     p.reproject(&db, "rebuild --yes --resume")
         .await
         .ok()
         .stderr_has("the 8 row(s) of the streams that were not rebuilt now equal the live ones");
     assert_s1_s2_rebuilt_and_others_copied(&db).await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs",
         60,
         "only the selected streams' events were replayed",
@@ -542,15 +541,13 @@ async fn the_copy_keeps_duplicates_identities_and_generated_columns() {
     db.assert_int(
         "SELECT count(*) FROM dups WHERE stream = 's1' AND note = 'v2'",
         10,
-        "",
     )
     .await;
-    db.assert_int("SELECT count(*) FROM dups WHERE stream = 's1'", 10, "")
+    db.assert_int("SELECT count(*) FROM dups WHERE stream = 's1'", 10)
         .await;
     db.assert_int(
         "SELECT count(*) FROM notes WHERE stream = 's1' AND note = 'v2' AND len = 2",
         10,
-        "",
     )
     .await;
     db.drop().await;
@@ -567,8 +564,8 @@ async fn streams_rebuild_under_a_live_runner_and_appenders_loses_nothing() {
     let p = tally::with_stream_key()
         .file("tally.sql", &tally::slow_handlers("0.001"))
         .write();
-    let runner = p.spawn(&db, "run --from-position head --batch-size 20");
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner =
+        crate::live::start_runner(&db, &p, "run --from-position head --batch-size 20").await;
     let writers = crate::ordering::background_writers(&db);
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.exec("UPDATE tally SET total = total + 1000000 WHERE stream IN ('s1', 's3')")
@@ -611,7 +608,6 @@ async fn a_checkpoint_left_by_a_swap_is_not_taken_as_the_live_position() {
     db.assert_text(
         "SELECT set_by FROM reproject.live_checkpoints",
         Some("swap"),
-        "",
     )
     .await;
     // The application appends and projects 20 events of s5 itself.

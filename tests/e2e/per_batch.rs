@@ -76,7 +76,7 @@ async fn w1_per_batch_handlers_equal_the_seed_reference_at_any_batch_size() {
         .ok()
         .stdout_has("run 2: swapped. 8994 events applied");
     assert_eq!(w1_mismatches(&db).await, "0", "batches of 997 events");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM reproject.lanes WHERE run_id = 2",
         0,
         "batches, not lanes",
@@ -114,7 +114,7 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
     let position = db
         .int("SELECT position FROM reproject.checkpoints WHERE run_id = 1")
         .await;
-    db.assert_int(
+    db.assert_int_because(
         &format!(
             "SELECT count(*) FROM execution_events WHERE event_id <= {position} \
              AND coalesce(invalidated, false) = false AND aggregate_type = 'posting'"
@@ -144,7 +144,7 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
         .int("SELECT count(*) FROM execution_events WHERE coalesce(invalidated, false) = false AND aggregate_type = 'posting'")
         .await;
     assert_eq!(replayable, 4500 - 3 + 3, "3 invalidated, 3 new");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
         replayable,
         "every event once",
@@ -246,19 +246,17 @@ async fn a_failing_batch_names_its_range_and_keeps_nothing() {
         .stderr_has("projection `tally` failed on the batch of 101 event(s) after position 400 up to position 501")
         .stderr_has("tally.sql:2:")
         .stderr_has("invalid input syntax for type bigint");
-    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before, "")
+    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before)
         .await;
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("failed"),
-        "",
     )
     .await;
     // The batches before it were committed: the checkpoint stands at their end.
     db.assert_int(
         "SELECT position FROM reproject.checkpoints WHERE run_id = 1",
         400,
-        "",
     )
     .await;
     db.drop().await;
@@ -362,7 +360,7 @@ async fn a_partial_rebuild_of_a_set_based_projection_reads_only_its_streams() {
     // s1 is rebuilt, s2 keeps its (corrupted) live row, the rest are unchanged.
     // (s2's wrong row and its missing right one: the only difference, counted both ways)
     assert_eq!(tally::expected_differences(&db, "tally").await, 2);
-    db.assert_int("SELECT total FROM tally WHERE stream = 's2'", -1, "")
+    db.assert_int("SELECT total FROM tally WHERE stream = 's2'", -1)
         .await;
     assert_eq!(
         db.int("SELECT total FROM tally WHERE stream = 's1'").await,

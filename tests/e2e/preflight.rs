@@ -94,10 +94,10 @@ async fn refused_by_all(
             "the state schema was created"
         );
     } else {
-        db.assert_int(state_now, state_before, "the state schema was written")
+        db.assert_int_because(state_now, state_before, "the state schema was written")
             .await;
     }
-    db.assert_int(rebuild_tables, before, "a _rebuild table was created")
+    db.assert_int_because(rebuild_tables, before, "a _rebuild table was created")
         .await;
 }
 
@@ -233,7 +233,7 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
         true,
     )
     .await;
-    db.assert_text("SELECT mine FROM tally_rebuild", Some("keep me"), "")
+    db.assert_text("SELECT mine FROM tally_rebuild", Some("keep me"))
         .await;
     db.drop().await;
 }
@@ -358,10 +358,9 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("awaiting_swap"),
-        "",
     )
     .await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM reproject.runs WHERE jsonb_array_length(lock_attempts) > 0",
         0,
         "no lock was attempted",
@@ -447,10 +446,9 @@ async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locki
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
-        "",
     )
     .await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1",
         1,
         "only the swap's lock attempt",
@@ -537,7 +535,6 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
     db.assert_int(
         "SELECT count(*) FROM reproject.schema_migrations WHERE version = 14",
         0,
-        "",
     )
     .await;
     drop_roles(db, &r).await;
@@ -559,7 +556,6 @@ async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
-        "",
     )
     .await;
     db.exec("DROP TABLE tally_rolled_back_1").await;

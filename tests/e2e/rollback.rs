@@ -53,7 +53,6 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
     db.assert_text(
         "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 2",
         Some("rolled_back"),
-        "",
     )
     .await;
     db.drop().await;
@@ -80,7 +79,6 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
-        "",
     )
     .await;
     db.drop().await;

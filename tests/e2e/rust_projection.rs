@@ -89,10 +89,9 @@ async fn the_rust_projector_example_pauses_resumes_and_swaps() {
     db.assert_int(
         "SELECT count(*) FROM posting_state_projection WHERE current_step = 17",
         43,
-        "",
     )
     .await;
-    db.assert_text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs", Some("swapped rust-projector-example null"), "").await;
+    db.assert_text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs", Some("swapped rust-projector-example null")).await;
 
     // Rebuilt again by Rust code: nothing records handlers that could bring `x_old` up to
     // date, so once an event arrived the binary's rollback refuses rather than restore a
@@ -259,7 +258,7 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     assert_eq!(outcome.status, "swapped");
     assert_eq!(outcome.events_applied, 200);
     assert_eq!(mixed_differences(&db).await, 0);
-    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 29, "")
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 29)
         .await;
 
     // Live: new events (one filtered out) applied by the same code to the live tables.
@@ -340,11 +339,11 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         err.causes.first().map(String::as_str),
         Some("event 150 is not welcome")
     );
-    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999, "")
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999)
         .await;
-    db.assert_text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id", Some("failed 100"), "").await;
+    db.assert_text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id", Some("failed 100")).await;
     // The batches before the failing one are kept: 100 events counted in the rebuild table.
-    db.assert_int("SELECT sum(n)::bigint FROM counts_rebuild", 100, "")
+    db.assert_int("SELECT sum(n)::bigint FROM counts_rebuild", 100)
         .await;
 
     let mut config = Config::load(&p.config()).unwrap();
@@ -368,7 +367,7 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
             .contains("must not COMMIT"),
         "{err}"
     );
-    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999, "")
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999)
         .await;
     db.drop().await;
 }

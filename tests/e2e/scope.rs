@@ -116,7 +116,7 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
         .await
         .ok()
         .stdout_has("dropped `counts_rolled_back_2`");
-    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0, "")
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
         .await;
     db.drop().await;
 }
@@ -347,7 +347,7 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
     );
     assert!(!db.exists("tally_retired_1").await);
     assert!(!db.exists("tally_retired_2").await);
-    db.assert_text(
+    db.assert_text_because(
         "SELECT string_agg(table_name || ' ' || kind, ', ') FROM reproject.helper_tables",
         Some("tally_old old"),
         "only the rollback point of the newest swap is left",

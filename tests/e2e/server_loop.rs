@@ -45,7 +45,7 @@ async fn plain_statements_run_as_one_server_call_per_batch() {
         .await
         .ok();
     check_rows(&db, 1000).await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'",
         999,
         "every event was applied by the server loop",
@@ -70,7 +70,7 @@ async fn a_statement_plpgsql_cannot_run_keeps_every_statement_separate() {
         .await
         .ok();
     check_rows(&db, 1000).await;
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'",
         999,
         "every event was applied by its own statement",
@@ -97,20 +97,18 @@ async fn a_failure_in_the_server_loop_names_the_event() {
         .stderr_has("tally.sql:2")
         .stderr_has("invalid input syntax for type bigint");
     // Five batches of 100 events (positions 1..501, 150 filtered out) were committed.
-    db.assert_int("SELECT count(*) FROM calls_rebuild", 500, "")
+    db.assert_int("SELECT count(*) FROM calls_rebuild", 500)
         .await;
     db.assert_int(
         "SELECT count(*) FROM calls_rebuild WHERE q LIKE 'SELECT pg_temp.reproject_g%'",
         500,
-        "",
     )
     .await;
-    db.assert_int("SELECT max(position) FROM calls_rebuild", 501, "")
+    db.assert_int("SELECT max(position) FROM calls_rebuild", 501)
         .await;
     db.assert_int(
         "SELECT position FROM reproject.checkpoints WHERE projection = 'calls'",
         501,
-        "",
     )
     .await;
     db.drop().await;

@@ -48,7 +48,7 @@ async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() 
     assert_eq!(persistence(&db, "tally_rebuild").await, "u");
     assert_eq!(persistence(&db, "tally_rebuild_pkey").await, "u");
     assert_eq!(persistence(&db, "tally").await, "p");
-    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250, "")
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
         .await;
     tally::append(&db, 100).await;
     let out = p.reproject(&db, "rebuild --yes --resume --json").await;
@@ -115,7 +115,7 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
     tally::setup(&db, 1000).await;
     let p = project(true);
     p.reproject(&db, &PAUSE).await.ok();
-    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250, "")
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
         .await;
     // The replay commits asynchronously; make its checkpoint durable, as the WAL writer would
     // within a fraction of a second.
@@ -123,9 +123,8 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
     server.crash();
     server.start_again();
     // The hazard is real: crash recovery emptied the table, the checkpoint still says 250.
-    db.assert_int("SELECT count(*) FROM tally_rebuild", 0, "")
-        .await;
-    db.assert_int("SELECT position FROM reproject.checkpoints", 250, "")
+    db.assert_int("SELECT count(*) FROM tally_rebuild", 0).await;
+    db.assert_int("SELECT position FROM reproject.checkpoints", 250)
         .await;
     for args in [
         &["rebuild", "--yes", "--resume"][..],
@@ -137,7 +136,7 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
             .stderr_has("`tally_rebuild` is UNLOGGED")
             .stderr_has("server has restarted");
     }
-    db.assert_int("SELECT count(*) FROM tally", 10, "").await;
+    db.assert_int("SELECT count(*) FROM tally", 10).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(persistence(&db, "tally").await, "p");

@@ -130,7 +130,6 @@ async fn the_library_example_rebuilds_and_swaps() {
     db.assert_text(
         "SELECT initiated_by FROM reproject.runs",
         Some("library-example"),
-        "",
     )
     .await;
     db.drop().await;

@@ -36,7 +36,7 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
         .stderr_has("the batch was rolled back")
         .stderr_has("{{tally}}");
     assert_eq!(live_sum(&db).await, before, "the live table is untouched");
-    db.assert_int(
+    db.assert_int_because(
         "SELECT count(*) FROM tally_rebuild",
         0,
         "the batch was rolled back",
@@ -137,7 +137,6 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
     db.assert_int(
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'",
         0,
-        "",
     )
     .await;
     db.drop().await;
@@ -229,7 +228,7 @@ async fn the_live_runner_writes_only_its_live_tables() {
         .await
         .ok();
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
-    db.assert_int(checkpoint, 10, "").await;
+    db.assert_int(checkpoint, 10).await;
     tally::append(&db, 5).await;
     let before = live_sum(&db).await;
     p.write(
@@ -240,10 +239,10 @@ async fn the_live_runner_writes_only_its_live_tables() {
         .await
         .code(1)
         .stderr_has("projection `tally`: the batch of the events after position 10 up to position 15 wrote `public.side`, which is not one of the live tables it builds");
-    db.assert_int("SELECT count(*) FROM side", 0, "rolled back")
+    db.assert_int_because("SELECT count(*) FROM side", 0, "rolled back")
         .await;
     assert_eq!(live_sum(&db).await, before);
-    db.assert_int(checkpoint, 10, "the checkpoint did not move")
+    db.assert_int_because(checkpoint, 10, "the checkpoint did not move")
         .await;
     db.drop().await;
 }
