@@ -88,11 +88,7 @@ fn with_password(db: &TestDb, p: &Project, args: &[&str]) -> tokio::process::Com
 
 async fn run(db: &TestDb, p: &Project, args: &[&str]) -> Out {
     let out = with_password(db, p, args).output().await.unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    Out::from(out)
 }
 
 async fn wait_for_file(path: &Path) {

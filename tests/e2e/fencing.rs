@@ -17,15 +17,6 @@ async fn terminate_guard(db: &TestDb) -> i64 {
     .await
 }
 
-/// Terminates every session of reproject in the test database.
-async fn terminate_all(db: &TestDb) -> i64 {
-    db.int(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
-    )
-    .await
-}
-
 async fn checkpoint(db: &TestDb) -> i64 {
     db.int("SELECT coalesce(max(position), 0) FROM reproject.checkpoints")
         .await
@@ -81,13 +72,7 @@ async fn losing_the_guard_stops_the_replay() {
         Some(true)
     );
     p.reproject(&db, "rebuild --yes --resume").await.ok();
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int_because(
-        "SELECT events_applied FROM reproject.runs WHERE id = 1",
-        3000,
-        "every event once",
-    )
-    .await;
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
     db.drop().await;
 }
 
@@ -106,13 +91,8 @@ async fn resume_of_a_running_run_is_refused() {
         .stderr_has("projection `tally` is busy")
         .stderr_has(&format!("claimed by reproject process {pid} on "))
         .stderr_has(" since ");
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child.output().await;
+    out.code(0);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.assert_int(
         "SELECT events_applied FROM reproject.runs WHERE id = 1",
@@ -144,25 +124,14 @@ async fn a_stale_process_cannot_change_the_run() {
         status == "running" || status == "swapped",
         "the stale process set the run to {status}"
     );
-    let out = taker.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = taker.output().await;
+    out.code(0);
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
     )
     .await;
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int_because(
-        "SELECT events_applied FROM reproject.runs WHERE id = 1",
-        800,
-        "every event once",
-    )
-    .await;
+    tally::assert_run_applied_each_event_once(&db, 800).await;
     db.drop().await;
 }
 
@@ -193,7 +162,7 @@ async fn a_swap_that_committed_is_reported_committed() {
            AND application_name = 'reproject' AND query LIKE '%lock_hold_ms = coalesce%' AND state = 'active')",
     )
     .await;
-    assert!(terminate_all(&db).await >= 1);
+    assert!(db.terminate_reproject_sessions().await >= 1);
     let out = child.output().await;
     out.code(0);
     out.stderr_has("the swap committed, but its durability could not be confirmed");
@@ -251,7 +220,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
             terminate_guard(&db).await;
             Some(p.spawn(&db, "rebuild --yes --resume --batch-size 100"))
         } else {
-            terminate_all(&db).await;
+            db.terminate_reproject_sessions().await;
             None
         };
         tally::append(&db, 50).await;
@@ -381,7 +350,7 @@ async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
            AND application_name = 'reproject' AND query = 'COMMIT' AND wait_event = 'PgSleep')",
     )
     .await;
-    assert!(terminate_all(&db).await >= 1);
+    assert!(db.terminate_reproject_sessions().await >= 1);
     let out = child.output().await;
     out.code(1);
     let stderr = &out.stderr;

@@ -138,6 +138,16 @@ impl TestDb {
         assert_eq!(self.text(sql).await.as_deref(), want, "{why}\n{sql}");
     }
 
+    /// Terminates every session of reproject in this database (as a server restart would);
+    /// returns how many there were.
+    pub async fn terminate_reproject_sessions(&self) -> i64 {
+        self.int(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
+        )
+        .await
+    }
+
     pub async fn exists(&self, table: &str) -> bool {
         self.text(&format!("SELECT to_regclass('{table}')::text"))
             .await

@@ -549,12 +549,7 @@ async fn a_lost_connection_resumes_by_itself() {
     let slow = tally::slow("0.001");
     let child = slow.spawn(&db, "rebuild --yes --batch-size 100 --json");
     crate::harness::wait_for_checkpoint(&db, 300).await;
-    let terminated = db
-        .int(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
-        )
-        .await;
+    let terminated = db.terminate_reproject_sessions().await;
     assert!(
         terminated >= 2,
         "the replay and the lock sessions: {terminated}"
@@ -569,13 +564,7 @@ async fn a_lost_connection_resumes_by_itself() {
     let outcome = out.json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(outcome["run_id"], 1, "the same run continues");
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    db.assert_int_because(
-        "SELECT events_applied FROM reproject.runs WHERE id = 1",
-        3000,
-        "every event once",
-    )
-    .await;
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
     db.assert_int("SELECT count(*) FROM reproject.runs", 1)
         .await;
     // The run records the lost connection it resumed after, and `history` shows it.

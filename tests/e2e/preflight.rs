@@ -21,11 +21,7 @@ async fn run_as(db: &TestDb, p: &Project, url: &str, args: &[&str]) -> Out {
         .output()
         .await
         .expect("cannot run reproject");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    Out::from(out)
 }
 
 /// The error as printed, from `error:` on (a rebuild may print warnings before it).

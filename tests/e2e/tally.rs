@@ -139,3 +139,15 @@ pub async fn assert_rows(db: &TestDb, filter: &str, want: &str, why: &str) {
     )
     .await;
 }
+
+/// After run 1 (a rebuild that swapped): `tally` is exact and the run applied `events` events,
+/// each once.
+pub async fn assert_run_applied_each_event_once(db: &TestDb, events: i64) {
+    assert_eq!(expected_differences(db, "tally").await, 0);
+    db.assert_int_because(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        events,
+        "every event once",
+    )
+    .await;
+}
