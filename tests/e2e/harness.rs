@@ -251,25 +251,22 @@ impl Out {
         self
     }
     pub fn stderr_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr
-        );
+        contains("stderr", &self.stderr, needle);
         self
     }
     pub fn stdout_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}",
-            self.stdout
-        );
+        contains("stdout", &self.stdout, needle);
         self
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
+}
+
+/// Fails the test unless `text` (the process's `what`) contains `needle`.
+fn contains(what: &str, text: &str, needle: &str) {
+    assert!(text.contains(needle), "{what} lacks {needle:?}:\n{text}");
 }
 
 pub fn binary() -> &'static str {

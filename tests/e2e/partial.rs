@@ -30,6 +30,13 @@ const DOUBLED: &str =
 const RIGHT: &str = "(SELECT stream, count(*)::int AS n, sum((data->>'amount')::bigint) AS total \
                      FROM events WHERE NOT bad GROUP BY stream)";
 
+/// Changes live rows with `changes` (SQL), then keeps a copy of `tally` as `live_before`.
+async fn keep_live_before(db: &TestDb, changes: &str) {
+    db.exec(changes).await;
+    db.exec("CREATE TABLE live_before AS SELECT * FROM tally")
+        .await;
+}
+
 /// After a `--streams s1,s2` run of the doubling handlers: s1 and s2 as those build them, every
 /// other row as `live_before` held it.
 async fn assert_s1_s2_rebuilt_and_others_copied(db: &TestDb) {
@@ -43,10 +50,7 @@ async fn assert_s1_s2_rebuilt_and_others_copied(db: &TestDb) {
 async fn streams_rebuilds_only_those_rows_and_copies_every_other_row() {
     let db = tally::db(300).await;
     // Live rows that a rebuild would change, in selected and in other streams.
-    db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's2', 's3'); UPDATE tally SET n = 999 WHERE stream = 's7'")
-        .await;
-    db.exec("CREATE TABLE live_before AS SELECT * FROM tally")
-        .await;
+    keep_live_before(&db, "UPDATE tally SET total = -1 WHERE stream IN ('s1', 's2', 's3'); UPDATE tally SET n = 999 WHERE stream = 's7'").await;
     let p = doubling_with_stream_key();
 
     let dry = p
@@ -458,10 +462,11 @@ async fn rows_copied_behind_the_swap_position_are_brought_up_to_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_continues_with_the_recorded_selection() {
     let db = tally::db(300).await;
-    db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's3')")
-        .await;
-    db.exec("CREATE TABLE live_before AS SELECT * FROM tally")
-        .await;
+    keep_live_before(
+        &db,
+        "UPDATE tally SET total = -1 WHERE stream IN ('s1', 's3')",
+    )
+    .await;
     let p = doubling_with_stream_key();
     p.reproject(
         &db,
