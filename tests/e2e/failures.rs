@@ -2,7 +2,7 @@
 //! code documented.
 
 use crate::config::Projection;
-use crate::harness::{Out, Project, TestDb};
+use crate::harness::{Out, TestDb};
 use crate::tally;
 
 /// A handler that fails on one event: exit 1, the error names the projection, the event's
@@ -95,10 +95,7 @@ async fn row_count_outside_tolerance_refuses_the_swap() {
         .code(3)
         .stderr_has("row count of tally: live 10, rebuilt 2, difference 80.00% (tolerance 10%)");
     // With a tolerance that allows it, the same rebuild swaps.
-    let p = Project::new(
-        &format!("{}row_count_tolerance = 80\n", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::option("row_count_tolerance", "80");
     p.reproject(&db, "rebuild --yes").await.ok();
     db.assert_int("SELECT count(*) FROM tally", 2).await;
     db.drop().await;

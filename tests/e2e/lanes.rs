@@ -190,11 +190,9 @@ async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_withou
     db.assert_int_because("SELECT count(*) FROM reproject.lanes", 0, "no lanes")
         .await;
     // With the declaration, the same handlers replay in lanes (one per 50 events).
-    let declared = tally::CONFIG.replace(
-        "handlers = \"tally.sql\"",
-        "handlers = \"tally.sql\"\nstream_key = \"stream\"",
-    );
-    let p2 = Project::new(&declared, &[("tally.sql", TALLY_PER_BATCH)]);
+    let p2 = tally::with_stream_key()
+        .file("tally.sql", TALLY_PER_BATCH)
+        .write();
     tally::append(&db, 20).await;
     p2.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
         .await
@@ -344,16 +342,9 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
 /// The tally projection, declared stream-scoped, with a handler slow enough to be caught
 /// between batches.
 fn slow_declared_tally() -> Project {
-    Project::new(
-        &tally::CONFIG.replace(
-            "handlers = \"tally.sql\"",
-            "handlers = \"tally.sql\"\nstream_key = \"stream\"",
-        ),
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    )
+    tally::with_stream_key()
+        .file("tally.sql", &tally::slow_handlers("0.001"))
+        .write()
 }
 
 /// Waits until the lanes of run 1 applied at least `n` events.

@@ -1,6 +1,7 @@
 //! Rebuild, swap, rollback, cleanup and the states in between.
 
-use crate::harness::{Project, TestDb};
+use crate::config::Projection;
+use crate::harness::TestDb;
 use crate::tally;
 
 async fn oid(db: &TestDb, table: &str) -> i64 {
@@ -215,13 +216,12 @@ async fn sixty_character_table_names_work() {
     assert_eq!(long.len(), 60);
     db.exec(&format!("ALTER TABLE tally RENAME TO {long}"))
         .await;
-    let p = Project::new(
-        &tally::CONFIG.replace("tables = [\"tally\"]", &format!("tables = [\"{long}\"]")),
-        &[(
+    let p = tally::with(Projection::new("tally").tables(&[&long]))
+        .file(
             "tally.sql",
             &tally::HANDLERS.replace("{{tally}}", &format!("{{{{{long}}}}}")),
-        )],
-    );
+        )
+        .write();
     p.reproject(&db, "rebuild --yes").await.ok();
     let helpers: Vec<String> = db
         .client()

@@ -2,6 +2,7 @@
 //! skipped, rolled-back positions do not stall a rebuild and are recorded, and the hand-over
 //! checkpoint of an external projector is set to the swap position.
 
+use crate::config::{Config, Projection};
 use crate::harness::{Background, Project, TestDb};
 use crate::tally;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -21,17 +22,23 @@ const HANDOVER_TABLE: &str =
     "CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint, tx xid8);
      INSERT INTO ext_checkpoints VALUES ('tally', 0, NULL);";
 
-/// The tally config with extra `[events]` lines and a hand-over line for the projection.
-fn config(events_extra: &str, handover: &str) -> String {
-    tally::CONFIG
-        .replace(
-            "filter = \"NOT bad\"\n",
-            &format!("filter = \"NOT bad\"\n{events_extra}"),
-        )
-        .replace(
-            "handlers = \"tally.sql\"\n",
-            &format!("handlers = \"tally.sql\"\n{handover}"),
-        )
+/// The tally project (in `xid8` order if asked) handing over to `ext_checkpoints` at column
+/// `position_column` (and `tx` in `xid8` order), with the handlers given.
+fn project(xid8: bool, position_column: &str, handlers: &str) -> Project {
+    let mut events = Config::tally_events();
+    let mut handover = format!(
+        "{{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{position_column}\""
+    );
+    if xid8 {
+        events = events
+            .event("ordering", "xid8")
+            .event("transaction_id", "tx");
+        handover.push_str(", transaction_id_column = \"tx\"");
+    }
+    events
+        .projection(Projection::new("tally").option_toml("handover", &format!("{handover} }}")))
+        .file("tally.sql", handlers)
+        .write()
 }
 
 /// What `tally` must hold for the committed events that `cut` (an SQL condition on `events`)
@@ -140,13 +147,7 @@ async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Va
 async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
     let db = tally::db(300).await;
     db.exec(HANDOVER_TABLE).await;
-    let project = Project::new(
-        &config(
-            "",
-            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\" }\n",
-        ),
-        &[("tally.sql", SLOW_HANDLERS)],
-    );
+    let project = project(false, "pos", SLOW_HANDLERS);
     let run = rebuild_under_writers(&db, &project).await;
     assert_eq!(run["status"], "swapped", "{run}");
     let swap = run["swap_position"].as_i64().expect("a swap position");
@@ -197,13 +198,7 @@ async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
     db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
         .await;
     db.exec(HANDOVER_TABLE).await;
-    let project = Project::new(
-        &config(
-            "ordering = \"xid8\"\ntransaction_id = \"tx\"\n",
-            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\", transaction_id_column = \"tx\" }\n",
-        ),
-        &[("tally.sql", SLOW_HANDLERS)],
-    );
+    let project = project(true, "pos", SLOW_HANDLERS);
     let run = rebuild_under_writers(&db, &project).await;
     assert_eq!(run["status"], "swapped", "{run}");
     let position = db
@@ -318,23 +313,14 @@ async fn a_broken_handover_refuses_to_swap() {
     let db = tally::db(50).await;
     db.exec("CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint)")
         .await;
-    let handover = |column: &str| {
-        format!("handover = {{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{column}\" }}\n")
-    };
-    let wrong = Project::new(
-        &config("", &handover("position")),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let wrong = project(false, "position", tally::HANDLERS);
     wrong.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("reproject.toml:15: projection `tally`: the hand-over checkpoint in `ext_checkpoints` cannot be set");
     assert!(!db.exists("reproject.runs").await, "nothing was written");
 
-    let missing_row = Project::new(
-        &config("", &handover("pos")),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let missing_row = project(false, "pos", tally::HANDLERS);
     db.exec("UPDATE tally SET total = -1 WHERE stream = 's1'")
         .await;
     missing_row

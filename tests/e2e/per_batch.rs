@@ -1,5 +1,6 @@
 //! Set-based handlers (`-- per batch`): statements that run once per batch over `:events`.
 
+use crate::config::Projection;
 use crate::harness::{example, reproject, Project, TestDb};
 use crate::tally;
 
@@ -312,17 +313,11 @@ async fn per_batch_mistakes_are_config_errors() {
     project.write("tally.sql", TALLY_PER_BATCH);
     db.exec("CREATE TABLE reader (stream text PRIMARY KEY, n int)")
         .await;
-    let config = format!(
-        "{}\n[[projection]]\nname = \"reader\"\ntables = [\"reader\"]\nhandlers = \"reader.sql\"\n",
-        tally::CONFIG
-    );
-    let reading = Project::new(
-        &config,
-        &[
-            ("tally.sql", TALLY_PER_BATCH),
-            ("reader.sql", "-- on added\nINSERT INTO {{reader}} SELECT stream, n FROM {{tally}} WHERE stream = :stream ON CONFLICT DO NOTHING;\n"),
-        ],
-    );
+    let reading = tally::config()
+        .projection(Projection::new("reader"))
+        .file("tally.sql", TALLY_PER_BATCH)
+        .file("reader.sql", "-- on added\nINSERT INTO {{reader}} SELECT stream, n FROM {{tally}} WHERE stream = :stream ON CONFLICT DO NOTHING;\n")
+        .write();
     reading
         .reproject(&db, "plan")
         .await
@@ -345,13 +340,9 @@ async fn a_partial_rebuild_of_a_set_based_projection_reads_only_its_streams() {
     let db = tally::db(500).await;
     db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's2')")
         .await;
-    let project = Project::new(
-        &tally::CONFIG.replace(
-            "handlers = \"tally.sql\"\n",
-            "handlers = \"tally.sql\"\nstream_key = \"stream\"\n",
-        ),
-        &[("tally.sql", TALLY_PER_BATCH)],
-    );
+    let project = tally::with_stream_key()
+        .file("tally.sql", TALLY_PER_BATCH)
+        .write();
     project
         .reproject(&db, "rebuild --yes --streams s1 --set-batch-size 77")
         .await

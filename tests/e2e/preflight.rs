@@ -2,6 +2,7 @@
 //! `rebuild --dry-run` and `rebuild` alike (one code path: src/preflight.rs), and nothing is
 //! written; and who ran a rebuild is recorded even without `$USER`.
 
+use crate::config::Projection;
 use crate::harness::{command, Out, Project, TestDb};
 use crate::tally;
 
@@ -239,10 +240,7 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_projection_without_handlers_or_command_is_refused_by_all() {
     let db = tally::db(20).await;
-    let p = Project::new(
-        &tally::CONFIG.replace("handlers = \"tally.sql\"\n", ""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::with(Projection::new("tally").handlers(None)).write();
     refused_by_all(
         &db,
         &p,

@@ -2,6 +2,7 @@
 //! since the swap, applied with the handlers that built them; when that is impossible it refuses
 //! rather than restoring a stale table.
 
+use crate::config::Projection;
 use crate::harness::{Project, TestDb};
 use crate::tally;
 
@@ -137,16 +138,12 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
     let db = tally::db(100).await;
     db.exec("CREATE TABLE tally_log (stream text, amount bigint)")
         .await;
-    let with_log = Project::new(
-        &tally::CONFIG.replace(r#"tables = ["tally"]"#, r#"tables = ["tally", "tally_log"]"#),
-        &[(
+    let with_log = tally::with(Projection::new("tally").tables(&["tally", "tally_log"]))
+        .file(
             "tally.sql",
-            &format!(
-                "{}INSERT INTO {{{{tally_log}}}} (stream, amount) VALUES (:stream, (:data->>'amount')::bigint);\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
+            &format!("{}INSERT INTO {{{{tally_log}}}} (stream, amount) VALUES (:stream, (:data->>'amount')::bigint);\n", tally::HANDLERS),
+        )
+        .write();
     with_log.reproject(&db, "rebuild --yes").await.ok();
     let p = tally::project();
     p.reproject(&db, "rebuild --yes").await.ok();

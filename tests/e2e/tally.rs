@@ -74,6 +74,11 @@ pub fn project() -> Project {
     config().write()
 }
 
+/// The tally project with one more option, `KEY = VALUE` (the value as TOML).
+pub fn option(key: &str, value: &str) -> Project {
+    with(Projection::new("tally").option_toml(key, value)).write()
+}
+
 /// The tally projection with `stream_key = "stream"` (what `--streams` and lanes need).
 pub fn with_stream_key() -> Config {
     with(Projection::new("tally").option("stream_key", "stream"))

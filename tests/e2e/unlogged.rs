@@ -8,12 +8,11 @@ use crate::pgserver::PgServer;
 use crate::tally;
 
 fn project(unlogged: bool) -> Project {
-    let config = if unlogged {
-        format!("{}build_unlogged = true\n", tally::CONFIG)
+    if unlogged {
+        tally::option("build_unlogged", "true")
     } else {
-        tally::CONFIG.to_string()
-    };
-    Project::new(&config, &[("tally.sql", tally::HANDLERS)])
+        tally::project()
+    }
 }
 
 /// `relpersistence` of a relation: `p` logged, `u` unlogged.

@@ -3,6 +3,7 @@
 //! stops (and rolls back) a batch whose transaction wrote one anyway, through a function or a
 //! trigger.
 
+use crate::config::Projection;
 use crate::harness::{Project, TestDb};
 use crate::tally;
 
@@ -98,10 +99,7 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
     )
     .await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        &format!("{}replay_triggers = true\n", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::option("replay_triggers", "true");
     p.reproject(&db, "rebuild --yes")
         .await
         .code(1)
@@ -179,16 +177,8 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn checks_only_read() {
     let db = tally::db(10).await;
-    let config = |sql: &str| {
-        format!(
-            "{}checks = [{{ name = \"sneaky\", sql = \"{sql}\" }}]\n",
-            tally::CONFIG
-        )
-    };
-    let p = Project::new(
-        &config("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x"),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let sneaky = |sql: &str| tally::with(Projection::new("tally").check("sneaky", sql)).write();
+    let p = sneaky("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x");
     p.reproject(&db, "plan")
         .await
         .code(2)
@@ -199,10 +189,7 @@ async fn checks_only_read() {
     )
     .await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        &config("SELECT wipe_tally()"),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = sneaky("SELECT wipe_tally()");
     p.reproject(&db, "rebuild --yes")
         .await
         .code(3)
