@@ -19,10 +19,7 @@ async fn config_errors_name_what_is_wrong() {
     let db = tally::db(10).await;
 
     // A misspelt key, with its line.
-    let p = Project::new(
-        &tally::CONFIG.replace("handlers =", "handler ="),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("handlers =", "handler =");
     refused(
         &db,
         &p,
@@ -46,10 +43,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // An event column that does not exist.
-    let p = Project::new(
-        &tally::CONFIG.replace("position = \"id\"", "position = \"event_id\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("position = \"id\"", "position = \"event_id\"");
     refused(
         &db,
         &p,
@@ -61,20 +55,14 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // A position that is not an integer would sort as text.
-    let p = Project::new(
-        &tally::CONFIG.replace("position = \"id\"", "position = \"id::text\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("position = \"id\"", "position = \"id::text\"");
     refused(
         &db,
         &p,
         &["`events.position = \"id::text\"` is of type text; it must be an integer"],
     )
     .await;
-    let p = Project::new(
-        &tally::CONFIG.replace("filter = \"NOT bad\"", "filter = \"stream\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("filter = \"NOT bad\"", "filter = \"stream\"");
     refused(
         &db,
         &p,
@@ -83,10 +71,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // The event table itself.
-    let p = Project::new(
-        &tally::CONFIG.replace("table = \"events\"", "table = \"evnts\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("table = \"events\"", "table = \"evnts\"");
     refused(
         &db,
         &p,

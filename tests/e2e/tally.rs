@@ -74,6 +74,12 @@ pub fn project() -> Project {
     config().write()
 }
 
+/// The tally project with `from` replaced by `to` in its config text: for what the builder
+/// does not write (a misspelt key, a value of the wrong kind).
+pub fn replaced(from: &str, to: &str) -> Project {
+    Project::new(&CONFIG.replace(from, to), &[("tally.sql", HANDLERS)])
+}
+
 /// The tally project with one more option, `KEY = VALUE` (the value as TOML).
 pub fn option(key: &str, value: &str) -> Project {
     with(Projection::new("tally").option_toml(key, value)).write()
