@@ -97,25 +97,22 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
     }
 
-    /// First column of the first row, as i64.
-    pub async fn int(&self, sql: &str) -> i64 {
-        let row = self
-            .client()
+    /// The one row `sql` returns; anything else fails the test.
+    async fn one_row(&self, sql: &str) -> tokio_postgres::Row {
+        self.client()
             .await
             .query_one(sql, &[])
             .await
-            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
-        row.get::<_, i64>(0)
+            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"))
+    }
+
+    /// First column of the first row, as i64.
+    pub async fn int(&self, sql: &str) -> i64 {
+        self.one_row(sql).await.get::<_, i64>(0)
     }
 
     pub async fn text(&self, sql: &str) -> Option<String> {
-        let row = self
-            .client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
-        row.get::<_, Option<String>>(0)
+        self.one_row(sql).await.get::<_, Option<String>>(0)
     }
 
     /// Fails the test unless `sql` (one bigint) returns `want`.
