@@ -145,6 +145,14 @@ impl TestDb {
         .await
     }
 
+    /// The oid of `table` (0 when there is none): tells one table from another of the same name.
+    pub async fn oid(&self, table: &str) -> i64 {
+        self.int(&format!(
+            "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
+        ))
+        .await
+    }
+
     pub async fn exists(&self, table: &str) -> bool {
         self.text(&format!("SELECT to_regclass('{table}')::text"))
             .await

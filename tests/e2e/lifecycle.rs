@@ -4,13 +4,6 @@ use crate::config::Projection;
 use crate::harness::TestDb;
 use crate::tally;
 
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
-
 /// Swap keeps the old table, rollback puts it back and keeps the replaced one, cleanup lists
 /// and then drops only reproject's helper tables.
 #[tokio::test(flavor = "multi_thread")]
@@ -19,13 +12,13 @@ async fn swap_rollback_and_cleanup() {
     // Corrupt the live table so the rebuild visibly repairs it.
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
-    let original = oid(&db, "tally").await;
+    let original = db.oid("tally").await;
     let p = tally::project();
 
     p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
-        oid(&db, "tally_old").await,
+        db.oid("tally_old").await,
         original,
         "the old live table is kept as tally_old"
     );
@@ -34,7 +27,7 @@ async fn swap_rollback_and_cleanup() {
     let out = p.reproject(&db, "rollback --yes").await;
     out.ok().stdout_has("tally_rolled_back_1");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         original,
         "rollback restores the very same table"
     );
@@ -83,10 +76,10 @@ async fn swap_rollback_and_cleanup() {
 async fn repeated_rebuilds_replace_the_old_table() {
     let (db, p) = tally::fixture(300).await;
     p.reproject(&db, "rebuild --yes").await.ok();
-    let first_generation = oid(&db, "tally").await;
+    let first_generation = db.oid("tally").await;
     tally::append(&db, 50).await;
     p.reproject(&db, "rebuild --yes").await.ok();
-    assert_eq!(oid(&db, "tally_old").await, first_generation);
+    assert_eq!(db.oid("tally_old").await, first_generation);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // Only one old table exists, registered as reproject's.
     db.assert_int(
@@ -102,13 +95,13 @@ async fn repeated_rebuilds_replace_the_old_table() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_swap_then_swap_catches_up() {
     let (db, p) = tally::fixture(400).await;
-    let original = oid(&db, "tally").await;
+    let original = db.oid("tally").await;
     p.reproject(&db, "rebuild --no-swap")
         .await
         .ok()
         .stdout_has("not swapped");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         original,
         "--no-swap leaves the live table alone"
     );
@@ -160,12 +153,12 @@ async fn max_events_pauses_and_swap_finishes() {
 async fn leftover_rebuild_table_is_replaced() {
     let (db, p) = tally::fixture(200).await;
     p.reproject(&db, "rebuild --no-swap").await.ok();
-    let leftover = oid(&db, "tally_rebuild").await;
+    let leftover = db.oid("tally_rebuild").await;
     p.reproject(&db, "rebuild --yes")
         .await
         .ok()
         .stderr_has("superseded by run 2");
-    assert_ne!(oid(&db, "tally_old").await, leftover);
+    assert_ne!(db.oid("tally_old").await, leftover);
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("superseded"),
@@ -373,7 +366,7 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     let (db, p) = tally::fixture(200).await;
     // A first swap, so there is a rollback point (`tally_old`) that a failed swap must keep.
     p.reproject(&db, "rebuild --yes").await.ok();
-    let rollback_point = oid(&db, "tally_old").await;
+    let rollback_point = db.oid("tally_old").await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'long-report'; BEGIN; SELECT count(*) FROM tally")
@@ -392,20 +385,20 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
     .await;
     assert!(db.exists("tally_rebuild").await);
     assert_eq!(
-        oid(&db, "tally_old").await,
+        db.oid("tally_old").await,
         rollback_point,
         "the failed swap kept the rollback point"
     );
     blocker.batch_execute("COMMIT").await.unwrap();
-    let live_before = oid(&db, "tally").await;
+    let live_before = db.oid("tally").await;
     p.reproject(&db, "swap --yes")
         .await
         .ok()
         .stdout_has("swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(oid(&db, "tally_old").await, live_before);
+    assert_eq!(db.oid("tally_old").await, live_before);
     assert_eq!(
-        oid(&db, "tally_retired_1").await,
+        db.oid("tally_retired_1").await,
         0,
         "the retired table is dropped after the commit"
     );

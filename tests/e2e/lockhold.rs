@@ -9,13 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
-
 /// Waits until the newest run reaches phase `swap` (it is about to lock, or locking).
 async fn wait_for_swap_phase(db: &TestDb) {
     let client = db.client().await;
@@ -180,13 +173,13 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
 async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
     let (db, p) = tally::fixture(500).await;
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
+    let live_before = db.oid("tally").await;
     let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
     wait_for_swap_phase(&db).await;
     let readers = Readers::start(&db, 4).await;
     // Several attempts: 100, 200, 400, 800, 1000 ms slices.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(oid(&db, "tally").await, live_before, "not swapped yet");
+    assert_eq!(db.oid("tally").await, live_before, "not swapped yet");
     blocker.batch_execute("COMMIT").await.unwrap();
     let out = child.output().await;
     let (queries, errors, worst) = readers.stop().await;
@@ -205,7 +198,7 @@ async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
         worst < Duration::from_secs(2),
         "worst read latency {worst:?}"
     );
-    assert_ne!(oid(&db, "tally").await, live_before, "swapped");
+    assert_ne!(db.oid("tally").await, live_before, "swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -249,7 +242,7 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     let db = tally::db(200).await;
     let p = tally::handlers_then("\n-- on slow\nSELECT pg_sleep(2);\n");
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
+    let live_before = db.oid("tally").await;
     let child = p.spawn(&db, "rebuild --yes --lock-hold-max 300ms");
     wait_for_swap_phase(&db).await;
     db.exec("INSERT INTO events (stream, type, data) VALUES ('s1', 'slow', '{}')")
@@ -258,7 +251,7 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
     blocker.batch_execute("COMMIT").await.unwrap();
     let out = child.output().await;
     out.code(75).stderr_has("--lock-hold-max (300 ms)");
-    assert_eq!(oid(&db, "tally").await, live_before, "nothing was swapped");
+    assert_eq!(db.oid("tally").await, live_before, "nothing was swapped");
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("awaiting_swap"),
@@ -289,7 +282,7 @@ async fn a_frozen_swap_loses_its_locks() {
     // Slow handlers make the final tail take a while, so the freeze lands under the lock.
     let p = tally::slow("0.005");
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
+    let live_before = db.oid("tally").await;
     let child = p.spawn(&db, "rebuild --yes --lock-hold-max 2s");
     let pid = child.id().unwrap().to_string();
     wait_for_swap_phase(&db).await;
@@ -346,7 +339,7 @@ async fn a_frozen_swap_loses_its_locks() {
         out.stderr
     );
     assert_ne!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         live_before,
         "swapped on the resumed attempt"
     );

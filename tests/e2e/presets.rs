@@ -3,6 +3,7 @@
 //! the preset must skip), and a projection rebuilt with nothing but the preset under
 //! `[events]`. The rebuilt rows are compared exactly.
 
+use crate::config::{Config, Projection};
 use crate::harness::{Project, TestDb};
 
 /// One row per stream: balance, event count, the last event's `user` metadata and time. The
@@ -29,11 +30,11 @@ fn handlers(deposited: &str, withdrawn: &str) -> String {
 
 /// A project whose `[events]` holds only `preset = "{preset}"`, with one projection `accounts`.
 fn preset_project(preset: &str, handlers: &str) -> Project {
-    let config = format!(
-        "[events]\npreset = \"{preset}\"\n\n[[projection]]\nname = \"accounts\"\n\
-         tables = [\"accounts\"]\nhandlers = \"accounts.sql\"\nrow_count_tolerance = 100\n"
-    );
-    Project::new(&config, &[("accounts.sql", handlers)])
+    Config::default()
+        .event("preset", preset)
+        .projection(Projection::new("accounts").option_toml("row_count_tolerance", "100"))
+        .file("accounts.sql", handlers)
+        .write()
 }
 
 /// The rows of `accounts` as `stream|balance|events|user|time(UTC)`, in stream order.

@@ -3,15 +3,8 @@
 //! rather than restoring a stale table.
 
 use crate::config::Projection;
-use crate::harness::{Project, TestDb};
+use crate::harness::Project;
 use crate::tally;
-
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
 
 /// Handlers that count every amount twice: a "bad deploy" to roll back.
 fn doubling() -> Project {
@@ -34,13 +27,13 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
         tally::expected_differences(&db, "tally").await > 0,
         "doubled"
     );
-    let first_generation = oid(&db, "tally_old").await;
+    let first_generation = db.oid("tally_old").await;
     tally::append(&db, 250).await;
     let out = bad.reproject(&db, "rollback --yes --batch-size 100").await;
     out.ok()
         .stdout_has("caught up with 250 event(s) since the swap")
         .stderr_has("handlers recorded by run(s) 1");
-    assert_eq!(oid(&db, "tally").await, first_generation);
+    assert_eq!(db.oid("tally").await, first_generation);
     assert_eq!(
         tally::expected_differences(&db, "tally").await,
         0,
@@ -66,7 +59,7 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
 async fn a_rollback_refuses_to_restore_a_stale_table() {
     let (db, p) = tally::fixture(100).await;
     p.reproject(&db, "rebuild --yes").await.ok();
-    let current = oid(&db, "tally").await;
+    let current = db.oid("tally").await;
     tally::append(&db, 10).await;
     p.reproject(&db, "rollback --yes")
         .await
@@ -76,7 +69,7 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
         .stderr_has(
             "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
         );
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
     db.assert_text(
         "SELECT status FROM reproject.runs WHERE id = 1",
         Some("swapped"),
@@ -147,7 +140,7 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
     with_log.reproject(&db, "rebuild --yes").await.ok();
     let p = tally::project();
     p.reproject(&db, "rebuild --yes").await.ok();
-    let current = oid(&db, "tally").await;
+    let current = db.oid("tally").await;
     tally::append(&db, 5).await;
     p.reproject(&db, "rollback --yes")
         .await
@@ -156,14 +149,14 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
         .stderr_has("recorded by run 1")
         .stderr_has("`{{tally_log}}` is no longer a table of a projection")
         .stderr_has("`reproject rollback --with-current-handlers tally`");
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
     // The hint works: the config's handlers catch the previous table up.
-    let previous = oid(&db, "tally_old").await;
+    let previous = db.oid("tally_old").await;
     p.reproject(&db, "rollback --yes --with-current-handlers tally")
         .await
         .ok()
         .stdout_has("caught up with 5 event(s) since the swap");
-    assert_eq!(oid(&db, "tally").await, previous);
+    assert_eq!(db.oid("tally").await, previous);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -180,13 +173,13 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
     db.exec("ALTER TABLE tally DROP COLUMN note").await;
     let p = tally::project();
     p.reproject(&db, "rebuild --yes").await.ok();
-    let current = oid(&db, "tally").await;
+    let current = db.oid("tally").await;
     tally::append(&db, 3).await;
     p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 2: 3 event(s) arrived since the swap")
         .stderr_has("cannot prepare the handler");
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
     db.drop().await;
 }

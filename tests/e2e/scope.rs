@@ -45,13 +45,6 @@ async fn setup(db: &TestDb, events: i64) {
     .await;
 }
 
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
-
 /// Two configs in one database that share no projection: with config A, `history` shows only
 /// A's runs, `cleanup --yes` drops only A's helper tables (B's rollback still works after it),
 /// and `--all-projections` widens both to the whole database.
@@ -104,12 +97,12 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
     assert!(db.exists("counts_old").await, "B's rollback point is kept");
 
     // B's rollback still works.
-    let counts_before = oid(&db, "counts_old").await;
+    let counts_before = db.oid("counts_old").await;
     b.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("run 2: rolled back (counts)");
-    assert_eq!(oid(&db, "counts").await, counts_before);
+    assert_eq!(db.oid("counts").await, counts_before);
 
     // Database-wide only when asked.
     a.reproject(&db, "cleanup --all-projections --yes")
@@ -130,21 +123,21 @@ async fn a_run_partly_outside_the_config_is_rolled_back_only_with_the_flag() {
     setup(&db, 100).await;
     both().reproject(&db, "rebuild --yes").await.ok();
     let a = tally::project();
-    let live = oid(&db, "tally").await;
+    let live = db.oid("tally").await;
     a.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("run 1 swapped tally, counts together, and `counts` is not in this config")
         .stderr_has("`reproject rollback --all-projections tally counts`");
-    assert_eq!(oid(&db, "tally").await, live, "nothing was changed");
-    let old_tally = oid(&db, "tally_old").await;
-    let old_counts = oid(&db, "counts_old").await;
+    assert_eq!(db.oid("tally").await, live, "nothing was changed");
+    let old_tally = db.oid("tally_old").await;
+    let old_counts = db.oid("counts_old").await;
     a.reproject(&db, "rollback --yes --all-projections tally counts")
         .await
         .ok()
         .stdout_has("run 1: rolled back (");
-    assert_eq!(oid(&db, "tally").await, old_tally);
-    assert_eq!(oid(&db, "counts").await, old_counts);
+    assert_eq!(db.oid("tally").await, old_tally);
+    assert_eq!(db.oid("counts").await, old_counts);
     db.drop().await;
 }
 
@@ -219,7 +212,7 @@ async fn cleanup_says_what_each_drop_ends() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
     let (db, p) = tally::fixture(200).await;
-    let app_built = oid(&db, "tally").await;
+    let app_built = db.oid("tally").await;
     p.reproject(&db, "rebuild --yes")
         .await
         .ok()
@@ -241,14 +234,14 @@ async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
         .stderr_has(
             "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
         );
-    assert_ne!(oid(&db, "tally").await, app_built, "nothing was changed");
+    assert_ne!(db.oid("tally").await, app_built, "nothing was changed");
     p.reproject(&db, "rollback --yes --with-current-handlers tally")
     .await
     .ok()
     .stderr_has("as --with-current-handlers allows, the previous tables are caught up with this config's handlers")
     .stdout_has("caught up with 30 event(s) since the swap, to position 230");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         app_built,
         "the application's table is back"
     );
