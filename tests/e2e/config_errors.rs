@@ -1,11 +1,12 @@
 //! Bad configuration is refused before anything is written, with exit 2 and a message that
 //! names the file, line, projection and table.
 
+use crate::config::Projection;
 use crate::harness::{reproject, Project, TestDb};
 use crate::tally;
 
 async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
-    let out = reproject(db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(db, "rebuild --yes").await;
     out.code(2);
     for n in needles {
         out.stderr_has(n);
@@ -15,14 +16,10 @@ async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_name_what_is_wrong() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
 
     // A misspelt key, with its line.
-    let p = Project::new(
-        &tally::CONFIG.replace("handlers =", "handler ="),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("handlers =", "handler =");
     refused(
         &db,
         &p,
@@ -46,10 +43,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // An event column that does not exist.
-    let p = Project::new(
-        &tally::CONFIG.replace("position = \"id\"", "position = \"event_id\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("position = \"id\"", "position = \"event_id\"");
     refused(
         &db,
         &p,
@@ -61,20 +55,14 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // A position that is not an integer would sort as text.
-    let p = Project::new(
-        &tally::CONFIG.replace("position = \"id\"", "position = \"id::text\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("position = \"id\"", "position = \"id::text\"");
     refused(
         &db,
         &p,
         &["`events.position = \"id::text\"` is of type text; it must be an integer"],
     )
     .await;
-    let p = Project::new(
-        &tally::CONFIG.replace("filter = \"NOT bad\"", "filter = \"stream\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("filter = \"NOT bad\"", "filter = \"stream\"");
     refused(
         &db,
         &p,
@@ -83,10 +71,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // The event table itself.
-    let p = Project::new(
-        &tally::CONFIG.replace("table = \"events\"", "table = \"evnts\""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::replaced("table = \"events\"", "table = \"evnts\"");
     refused(
         &db,
         &p,
@@ -99,7 +84,7 @@ async fn config_errors_name_what_is_wrong() {
         "{}\n-- on removed\nDELETE FROM {{{{tally}}}} WHERE strem = :stream;\n",
         tally::HANDLERS
     );
-    let p = Project::new(tally::CONFIG, &[("tally.sql", &bad)]);
+    let p = tally::handlers(&bad);
     refused(
         &db,
         &p,
@@ -111,10 +96,7 @@ async fn config_errors_name_what_is_wrong() {
     .await;
 
     // An unknown parameter.
-    let p = Project::new(
-        tally::CONFIG,
-        &[("tally.sql", "-- on added\nSELECT :amount;\n")],
-    );
+    let p = tally::handlers("-- on added\nSELECT :amount;\n");
     refused(&db, &p, &["tally.sql:2", "unknown parameter `:amount`"]).await;
 
     // A handler file that is missing.
@@ -122,18 +104,13 @@ async fn config_errors_name_what_is_wrong() {
     refused(&db, &p, &["cannot read handler file", "tally.sql"]).await;
 
     // A check that returns no boolean.
-    let p = Project::new(
-        &format!(
-            "{}checks = [{{ name = \"count\", sql = \"SELECT count(*) FROM {{{{tally}}}}\" }}]\n",
-            tally::CONFIG
-        ),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let p = tally::with(Projection::new("tally").check("count", "SELECT count(*) FROM {{tally}}"))
+        .write();
     refused(&db, &p, &["check `count`", "exactly one boolean column"]).await;
 
     // An unknown projection on the command line.
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "tallly"])
+    p.reproject(&db, "rebuild --yes tallly")
         .await
         .code(2)
         .stderr_has("unknown projection `tallly`")
@@ -185,14 +162,14 @@ handlers = "c.sql"
         ],
     );
     for cmd in [&["plan"][..], &["rebuild", "--yes"][..]] {
-        reproject(&db, &p.config(), cmd)
+        p.reproject(&db, cmd)
             .await
             .code(2)
             .stderr_has("dependency cycle between projections: alpha → beta → gamma → alpha");
     }
     // Writing another projection's table is refused too.
     p.write("b.sql", "-- on e\nINSERT INTO {{a}} VALUES (1);\n");
-    reproject(&db, &p.config(), &["plan"])
+    p.reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("projection `beta` writes to `a`, which belongs to projection `alpha`");

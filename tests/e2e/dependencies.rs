@@ -1,25 +1,17 @@
 //! Projections that read other projections see them exactly as they were at each event.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{Project, TestDb};
 
-const CONFIG: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-
-[[projection]]
-name = "customers"
-tables = ["customers"]
-handlers = "customers.sql"
-
-[[projection]]
-name = "receipts"
-tables = ["receipts"]
-handlers = "receipts.sql"
-"#;
+/// `customers`, and `receipts` that read them.
+fn project() -> Project {
+    Config::events("events")
+        .projection(Projection::new("customers"))
+        .projection(Projection::new("receipts"))
+        .file("customers.sql", CUSTOMERS)
+        .file("receipts.sql", RECEIPTS)
+        .write()
+}
 
 const CUSTOMERS: &str = "\
 -- on named
@@ -53,23 +45,15 @@ async fn readers_see_dependencies_as_of_each_event() {
            ('c2', 'named', '{\"name\": \"Grace Hopper\"}');",
     )
     .await;
-    let p = Project::new(
-        CONFIG,
-        &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
-    );
-    let plan = reproject(&db, &p.config(), &["plan", "--json"])
-        .await
-        .ok()
-        .json();
+    let p = project();
+    let plan = p.reproject(&db, "plan --json").await.ok().json();
     assert_eq!(
         plan["waves"],
         serde_json::json!([["customers"], ["receipts"]])
     );
 
     // Batches smaller than the dependency span, to show order holds across batches too.
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--batch-size", "2"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 2").await.ok();
     let rows: Vec<(String, String)> = db
         .client()
         .await
@@ -90,12 +74,11 @@ async fn readers_see_dependencies_as_of_each_event() {
             ("o3".to_string(), "Grace".to_string()),
         ]
     );
-    assert_eq!(
-        db.text("SELECT name FROM customers WHERE id = 'c2'")
-            .await
-            .as_deref(),
-        Some("Grace Hopper")
-    );
+    db.assert_text(
+        "SELECT name FROM customers WHERE id = 'c2'",
+        Some("Grace Hopper"),
+    )
+    .await;
     db.drop().await;
 }
 
@@ -111,21 +94,13 @@ async fn partial_rebuild_warns_about_readers() {
          INSERT INTO events (stream, type, data) VALUES ('c1', 'named', '{\"name\": \"Ada\"}');",
     )
     .await;
-    let p = Project::new(
-        CONFIG,
-        &[("customers.sql", CUSTOMERS), ("receipts.sql", RECEIPTS)],
-    );
-    let out = reproject(&db, &p.config(), &["plan", "customers"]).await;
+    let p = project();
+    let out = p.reproject(&db, "plan customers").await;
     out.ok().stdout_has(
         "warning: projection `receipts` reads `customers` but is not part of this rebuild",
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "receipts"])
-        .await
-        .ok();
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    p.reproject(&db, "rebuild --yes receipts").await.ok();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(runs[0]["projections"], serde_json::json!(["receipts"]));
     assert!(db.exists("receipts_old").await && !db.exists("customers_old").await);
     db.drop().await;

@@ -1,7 +1,8 @@
 //! External projectors (README "External projectors"): a shell script using psql rebuilds the
 //! tally projection from the range and tables reproject names in its environment.
 
-use crate::harness::{command, psql_bin, reproject, Out, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{command, psql_bin, Out, Project, TestDb};
 use crate::live::{finish, signal};
 use crate::tally;
 use std::path::Path;
@@ -39,22 +40,41 @@ SQL
 echo "applied $REPROJECT_EVENT_COUNT event(s)"
 "#;
 
-const EVENTS: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-timestamp = "at"
-filter = "NOT bad"
-"#;
+/// Projection `tally` rebuilt by `command` (no handlers).
+fn external(command: &str) -> Projection {
+    Projection::new("tally")
+        .handlers(None)
+        .option_toml("command", command)
+}
 
-fn project(extra: &str) -> Project {
-    let config = format!(
-        "{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"sh\", \"projector.sh\"]\n{extra}"
-    );
-    Project::new(&config, &[("projector.sh", PROJECTOR)])
+/// The tally events and `projection`, with the projector script beside them.
+fn with_projector(projection: Projection) -> Config {
+    Config::tally_events()
+        .projection(projection)
+        .file("projector.sh", PROJECTOR)
+}
+
+/// `tally` rebuilt by projector.sh, with one more option (`KEY = VALUE`) if given.
+fn project(option: Option<(&str, &str)>) -> Project {
+    let mut tally = external(SH);
+    if let Some((key, value)) = option {
+        tally = tally.option_toml(key, value);
+    }
+    with_projector(tally).write()
+}
+
+const SH: &str = r#"["sh", "projector.sh"]"#;
+
+/// The projector's own checkpoint, which the swap hands over.
+const HANDOVER: &str = r#"{ table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#;
+
+/// Starts `reproject ARGS` (with a password) and waits until its projector has paused on the
+/// `pause` file, which the test removes to let it go on.
+async fn paused(db: &TestDb, p: &Project, args: &[&str]) -> tokio::process::Child {
+    p.write("pause", "");
+    let child = with_password(db, p, args).spawn().unwrap();
+    wait_for_file(&p.dir.path().join("paused")).await;
+    child
 }
 
 /// `reproject ARGS` connecting with a password (the test server trusts, so any password
@@ -68,11 +88,7 @@ fn with_password(db: &TestDb, p: &Project, args: &[&str]) -> tokio::process::Com
 
 async fn run(db: &TestDb, p: &Project, args: &[&str]) -> Out {
     let out = with_password(db, p, args).output().await.unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    Out::from(out)
 }
 
 async fn wait_for_file(path: &Path) {
@@ -109,8 +125,7 @@ async fn history_text(db: &TestDb) -> String {
 /// environment.
 #[tokio::test]
 async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     // A wrong live row the rebuild must fix.
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
@@ -119,19 +134,13 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
          INSERT INTO projector_checkpoints VALUES ('tally', 100);",
     )
     .await;
-    let p = project(
-        r#"handover = { table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#,
-    );
+    let p = project(Some(("handover", HANDOVER)));
     let plan = run(&db, &p, &["plan"]).await;
     plan.ok()
         .stdout_has("rebuilt by the external projector `sh projector.sh`")
         .stdout_has("hand-over in `projector_checkpoints`");
 
-    p.write("pause", "");
-    let child = with_password(&db, &p, &["rebuild", "--yes", "--json"])
-        .spawn()
-        .unwrap();
-    wait_for_file(&p.dir.path().join("paused")).await;
+    let child = paused(&db, &p, &["rebuild", "--yes", "--json"]).await;
     // Arrive while the first range is being applied: the catch-up round must bring them.
     tally::append(&db, 50).await;
     std::fs::remove_file(p.dir.path().join("pause")).unwrap();
@@ -147,12 +156,12 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
         "-9223372036854775808 100 100\n100 150 50\n",
         "one range from the start to the bound, one for the catch-up"
     );
-    assert_eq!(
-        db.int("SELECT position FROM projector_checkpoints WHERE name = 'tally'")
-            .await,
+    db.assert_int_because(
+        "SELECT position FROM projector_checkpoints WHERE name = 'tally'",
         150,
-        "the live projector continues after the swap position"
-    );
+        "the live projector continues after the swap position",
+    )
+    .await;
     assert!(
         out.stderr.contains("tally: applied 100 event(s)"),
         "the projector's output is passed on:\n{}",
@@ -224,13 +233,12 @@ async fn a_script_rebuilds_the_projection_catches_up_and_hands_over() {
 /// cannot be resumed (its tables hold an unknown part of the range), and a new run succeeds.
 #[tokio::test]
 async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
     let wrong = tally::expected_differences(&db, "tally").await;
     assert!(wrong > 0);
-    let p = project("");
+    let p = project(None);
     p.write("fail", "");
 
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
@@ -243,12 +251,11 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
         wrong,
         "the live table is untouched"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("failed")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("failed"),
+    )
+    .await;
     let history = history_text(&db).await;
     assert!(history.contains("exited with status 3"), "{history}");
     assert!(!history.contains(PASSWORD), "{history}");
@@ -269,25 +276,19 @@ async fn a_failing_projector_fails_the_run_and_leaves_the_live_table_alone() {
 /// as cancelled, exit 130, and the live table is untouched.
 #[tokio::test]
 async fn cancelling_stops_the_projector() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = project("");
-    p.write("pause", "");
-    let child = with_password(&db, &p, &["rebuild", "--yes"])
-        .spawn()
-        .unwrap();
-    wait_for_file(&p.dir.path().join("paused")).await;
+    let db = tally::db(20).await;
+    let p = project(None);
+    let child = paused(&db, &p, &["rebuild", "--yes"]).await;
     let pid = read(&p, "projector.pid").trim().to_string();
     signal(&child, "INT");
     let out = finish(child).await;
     out.code(130)
         .stderr_has("cancelled while the external projector `sh projector.sh` of `tally` was applying events from the start up to position 20");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("cancelled"),
+    )
+    .await;
     let alive = std::process::Command::new("kill")
         .args(["-0", &pid])
         .stderr(std::process::Stdio::null())
@@ -303,9 +304,8 @@ async fn cancelling_stops_the_projector() {
 /// `command_timeout`: a projector that takes longer is stopped and the run fails.
 #[tokio::test]
 async fn a_projector_over_its_timeout_is_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = project("command_timeout = 1");
+    let db = tally::db(20).await;
+    let p = project(Some(("command_timeout", "1")));
     p.write("pause", "");
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
     out.code(1).stderr_has(
@@ -318,52 +318,50 @@ async fn a_projector_over_its_timeout_is_stopped() {
 /// Config mistakes are refused before anything is written, naming the file and line.
 #[tokio::test]
 async fn config_mistakes_name_the_line() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 5).await;
-    let both = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\nhandlers = \"tally.sql\"\ncommand = [\"sh\", \"projector.sh\"]\n"),
-        &[("tally.sql", tally::HANDLERS), ("projector.sh", PROJECTOR)],
-    );
+    let db = tally::db(5).await;
+    let both = with_projector(Projection::new("tally").option_toml("command", SH))
+        .file("tally.sql", tally::HANDLERS)
+        .write();
     let config = both.config().display().to_string();
-    reproject(&db, &both.config(), &["rebuild", "--yes"])
+    both.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has(&format!(
             "{config}:14: projection `tally` has both `handlers` and `command`"
         ));
-    let neither = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\n"),
-        &[],
-    );
+    let neither = Config::tally_events()
+        .projection(Projection::new("tally").handlers(None))
+        .write();
     // Without either it is a Rust projection, which only a program of the user's can run.
-    reproject(&db, &neither.config(), &["rebuild", "--yes"])
+    neither.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has(&format!(
             "{}:12: projection `tally` has neither `handlers` nor `command`, and no Rust projection is registered",
             neither.config().display()
         ));
-    let mixed = Project::new(
-        &format!(
-            "{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"sh\", \"projector.sh\"]\n\n[[projection]]\nname = \"copy\"\ntables = [\"tally_copy\"]\nhandlers = \"tally.sql\"\n"
-        ),
-        &[
-            ("tally.sql", &tally::HANDLERS.replace("{{tally}}", "{{tally_copy}}")),
-            ("projector.sh", PROJECTOR),
-        ],
-    );
+    let copy = Projection::new("copy")
+        .tables(&["tally_copy"])
+        .handlers(Some("tally.sql"));
+    let mixed = with_projector(external(SH))
+        .projection(copy)
+        .file(
+            "tally.sql",
+            &tally::HANDLERS.replace("{{tally}}", "{{tally_copy}}"),
+        )
+        .write();
     db.exec("CREATE TABLE tally_copy (LIKE tally INCLUDING ALL)")
         .await;
-    reproject(&db, &mixed.config(), &["rebuild", "--yes"])
+    mixed.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("one run cannot rebuild external projections (`tally`) together with handler projections (`copy`)");
     assert!(!db.exists("reproject.runs").await, "nothing was written");
-    let missing = Project::new(
-        &format!("{EVENTS}\n[[projection]]\nname = \"tally\"\ntables = [\"tally\"]\ncommand = [\"./nope.sh\"]\n"),
-        &[],
-    );
-    reproject(&db, &missing.config(), &["plan"])
+    let missing = Config::tally_events()
+        .projection(external(r#"["./nope.sh"]"#))
+        .write();
+    missing
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("14: projection `tally`: the command's program")
@@ -374,9 +372,8 @@ async fn config_mistakes_name_the_line() {
 /// `--no-swap`, then events, then `swap`: the swap runs the projector for the new range first.
 #[tokio::test]
 async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
-    let p = project("");
+    let db = tally::db(30).await;
+    let p = project(None);
     run(&db, &p, &["rebuild", "--yes", "--no-swap"]).await.ok();
     assert!(!db.exists("tally_old").await);
     tally::append(&db, 12).await;
@@ -403,14 +400,9 @@ async fn swap_after_no_swap_runs_the_projector_for_the_new_events() {
 /// whose range was in flight, cannot be resumed.
 #[tokio::test]
 async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = project("");
-    p.write("pause", "");
-    let child = with_password(&db, &p, &["rebuild", "--yes"])
-        .spawn()
-        .unwrap();
-    wait_for_file(&p.dir.path().join("paused")).await;
+    let db = tally::db(20).await;
+    let p = project(None);
+    let child = paused(&db, &p, &["rebuild", "--yes"]).await;
     run(&db, &p, &["cancel", "--initiated-by", "ops"])
         .await
         .ok();
@@ -435,26 +427,24 @@ async fn reproject_cancel_stops_the_projector_and_the_run_cannot_be_resumed() {
 /// and the hand-over checkpoint says where the live projector continues.
 #[tokio::test]
 async fn events_after_the_last_range_need_a_handover() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
     let snapshot =
         "SELECT string_agg(format('%s %s %s', stream, n, total), ',' ORDER BY stream) FROM tally";
     let before = db.text(snapshot).await;
-    let p = project("");
+    let p = project(None);
     p.write("append", "");
     let out = run(&db, &p, &["rebuild", "--yes"]).await;
     out.code(75)
         .stderr_has("event(s) arrived after the external projector's last range and no `handover` would apply them")
         .stderr_has("had arrived after the external projector's last range each time the locks were taken")
         .stderr_has("add the `handover` of your live projector");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs ORDER BY id DESC LIMIT 1",
+        Some("awaiting_swap"),
+    )
+    .await;
     assert_eq!(
         db.text(snapshot).await,
         before,
@@ -467,9 +457,7 @@ async fn events_after_the_last_range_need_a_handover() {
          INSERT INTO projector_checkpoints VALUES ('tally', 0);",
     )
     .await;
-    let p = project(
-        r#"handover = { table = "projector_checkpoints", key_column = "name", key = "tally", position_column = "position" }"#,
-    );
+    let p = project(Some(("handover", HANDOVER)));
     p.write("append", "");
     let o = run(&db, &p, &["rebuild", "--yes", "--json"])
         .await
@@ -490,18 +478,11 @@ async fn events_after_the_last_range_need_a_handover() {
         db.int("SELECT max(id) FROM events").await > swapped,
         "an event arrived after it"
     );
-    assert_eq!(
-        db.int("SELECT position FROM projector_checkpoints").await,
-        swapped
-    );
-    assert_eq!(
-        db.int(&format!(
+    db.assert_int("SELECT position FROM projector_checkpoints", swapped)
+        .await;
+    db.assert_int_because(&format!(
             "SELECT count(*) FROM (SELECT stream, count(*)::int n, sum((data->>'amount')::bigint) t FROM events WHERE id <= {swapped} GROUP BY stream \
              EXCEPT SELECT stream, n, total FROM tally) x"
-        ))
-        .await,
-        0,
-        "the new table holds every event up to the swap position"
-    );
+        ), 0, "the new table holds every event up to the swap position").await;
     db.drop().await;
 }

@@ -1,7 +1,8 @@
 //! What goes wrong, and what reproject does then: nothing lost, the failure named, the exit
 //! code documented.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::{Out, TestDb};
 use crate::tally;
 
 /// A handler that fails on one event: exit 1, the error names the projection, the event's
@@ -9,18 +10,12 @@ use crate::tally;
 /// stays at the last committed batch, the live table is untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_failure_names_the_event() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
+    let db = tally::db(1000).await;
     db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 417")
         .await;
     let p = tally::project();
     let live_before = db.int("SELECT sum(total)::bigint FROM tally").await;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
     out.code(1)
         .stderr_has(
             "projection `tally` failed on event at position 417 (type `added`, stream `s7`)",
@@ -28,30 +23,21 @@ async fn handler_failure_names_the_event() {
         .stderr_has("invalid input syntax for type bigint")
         .stderr_has("tally.sql:2")
         .stderr_has("forty-two");
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints").await,
-        400
-    );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+    db.assert_int("SELECT position FROM reproject.checkpoints", 400)
+        .await;
+    db.assert_int_because(
+        "SELECT sum(n)::bigint FROM tally_rebuild",
         400,
-        "the failed batch left nothing"
-    );
-    assert_eq!(
-        db.int("SELECT sum(total)::bigint FROM tally").await,
-        live_before
-    );
+        "the failed batch left nothing",
+    )
+    .await;
+    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before)
+        .await;
     assert!(!db.exists("tally_old").await);
-    let run = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let run = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(run[0]["status"], "failed");
     assert!(run[0]["error"].as_str().unwrap().contains("position 417"));
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "failed");
     assert_eq!(status["projections"][0]["checkpoint"], 400);
     db.drop().await;
@@ -62,23 +48,19 @@ async fn handler_failure_names_the_event() {
 /// then swaps deliberately.
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_check_refuses_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    let config = format!(
-        "{}checks = [{{ name = \"no stream above 5 events\", sql = \"SELECT max(n) <= 5 FROM {{{{tally}}}}\" }}]\n",
-        tally::CONFIG
-    );
-    let p = Project::new(&config, &[("tally.sql", tally::HANDLERS)]);
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let db = tally::db(300).await;
+    let p = tally::with(Projection::new("tally").check(
+        "no stream above 5 events",
+        "SELECT max(n) <= 5 FROM {{tally}}",
+    ))
+    .write();
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(3)
         .stderr_has("no stream above 5 events: returned false")
         .stderr_has("nothing was swapped");
     assert!(db.exists("tally_rebuild").await, "kept for inspection");
     assert!(!db.exists("tally_old").await);
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(runs[0]["status"], "checks_failed");
     let checks = runs[0]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
@@ -86,15 +68,12 @@ async fn failing_check_refuses_the_swap() {
     assert_eq!(checks[1]["passed"], false);
     assert_eq!(runs[0]["rows_after"]["tally"], 10);
 
-    reproject(&db, &p.config(), &["swap", "--yes", "--skip-checks"])
+    p.reproject(&db, "swap --yes --skip-checks")
         .await
         .ok()
         .stdout_has("swapped");
     assert!(db.exists("tally_old").await);
-    let runs = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let runs = p.reproject(&db, "history --json").await.ok().json();
     assert_eq!(
         runs[0]["options"]["skip_checks"], true,
         "the override is recorded"
@@ -106,25 +85,19 @@ async fn failing_check_refuses_the_swap() {
 /// The row-count check: a rebuild that produces far fewer rows than live is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn row_count_outside_tolerance_refuses_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     // The live table has rows for 10 streams; events of 8 of them are now filtered out.
     db.exec("UPDATE events SET bad = true WHERE stream NOT IN ('s1', 's2')")
         .await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(3)
         .stderr_has("row count of tally: live 10, rebuilt 2, difference 80.00% (tolerance 10%)");
     // With a tolerance that allows it, the same rebuild swaps.
-    let p = Project::new(
-        &format!("{}row_count_tolerance = 80\n", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    assert_eq!(db.int("SELECT count(*) FROM tally").await, 2);
+    let p = tally::option("row_count_tolerance", "80");
+    p.reproject(&db, "rebuild --yes").await.ok();
+    db.assert_int("SELECT count(*) FROM tally", 2).await;
     db.drop().await;
 }
 
@@ -139,21 +112,16 @@ async fn catalog_snapshot(db: &TestDb) -> (i64, i64) {
 /// `rebuild --dry-run` and `plan` write nothing, not even the state schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_and_plan_write_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let before = catalog_snapshot(&db).await;
-    let out = reproject(&db, &p.config(), &["rebuild", "--dry-run"]).await;
+    let out = p.reproject(&db, "rebuild --dry-run").await;
     out.ok()
         .stdout_has("create `tally_rebuild` (LIKE `tally` INCLUDING ALL)")
         .stdout_has("100 to replay")
         .stdout_has("dry run: nothing was written");
-    reproject(&db, &p.config(), &["plan"]).await.ok();
-    reproject(&db, &p.config(), &["status"])
-        .await
-        .ok()
-        .stdout_has("live");
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "plan").await.ok();
+    p.reproject(&db, "status").await.ok().stdout_has("live");
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("no runs recorded");
@@ -165,14 +133,12 @@ async fn dry_run_and_plan_write_nothing() {
 /// Without a terminal, a rebuild that would swap needs `--yes`: refused at once, never hangs.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_confirmation_without_a_terminal() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild"])
+    let (db, p) = tally::fixture(10).await;
+    p.reproject(&db, "rebuild")
         .await
         .code(2)
         .stderr_has("pass `--yes`");
-    reproject(&db, &p.config(), &["rollback"])
+    p.reproject(&db, "rollback")
         .await
         .code(2)
         .stderr_has("pass `--yes`");
@@ -195,12 +161,10 @@ async fn unreachable_database_is_named_without_password() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot connect to PostgreSQL at alice@127.0.0.1:1/nowhere"),
-        "{stderr}"
-    );
+    let out = Out::from(out);
+    out.code(1);
+    let stderr = &out.stderr;
+    out.stderr_has("cannot connect to PostgreSQL at alice@127.0.0.1:1/nowhere");
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
@@ -208,8 +172,7 @@ async fn unreachable_database_is_named_without_password() {
 /// retry it; the result is exact. A handler's own error is not retried.
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_errors_are_retried() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     // A sequence survives the rollback of the batch, so it counts attempts: the 150th and
     // 151st calls fail as a serialization failure would.
     db.exec(
@@ -222,27 +185,14 @@ async fn transient_errors_are_retried() {
          END $f$;",
     )
     .await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT flaky();\n", tally::HANDLERS),
-        )],
-    );
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let p = tally::handlers_then("SELECT flaky();\n");
+    let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
     out.ok()
         .stderr_has("hit a transient error (attempt 1 of 5")
         .stderr_has("attempt 2 of 5");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs").await,
-        300
-    );
+    db.assert_int("SELECT events_applied FROM reproject.runs", 300)
+        .await;
     // The run records the retries it survived, and `history` shows them.
     assert_eq!(
         db.int(
@@ -252,7 +202,7 @@ async fn transient_errors_are_retried() {
         .await,
         2
     );
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("survived transient retry: batch after")

@@ -3,19 +3,8 @@
 //! committed; and, under terminated sessions at random moments, the live table is always the
 //! truth at its recorded position.
 
-use crate::harness::{command, reproject, wait_for_checkpoint, wait_until, Project, TestDb};
+use crate::harness::{wait_for_checkpoint, wait_until, TestDb};
 use crate::tally;
-
-/// The tally fixture with handlers slowed down by `sleep` seconds per event.
-fn slow(sleep: &str) -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep({sleep});\n", tally::HANDLERS),
-        )],
-    )
-}
 
 /// Terminates the server session that holds the rebuild guard (its advisory lock); returns
 /// how many were terminated.
@@ -24,15 +13,6 @@ async fn terminate_guard(db: &TestDb) -> i64 {
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks \
          WHERE locktype = 'advisory' AND granted AND classid = 727002 \
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .await
-}
-
-/// Terminates every session of reproject in the test database.
-async fn terminate_all(db: &TestDb) -> i64 {
-    db.int(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
     )
     .await
 }
@@ -60,22 +40,15 @@ async fn differences_at(db: &TestDb, table: &str, position: &str) -> i64 {
 /// with every event applied once.
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_the_guard_stops_the_replay() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
-    let p = slow("0.002");
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let db = tally::db(3000).await;
+    let p = tally::slow("0.002");
+    let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     wait_for_checkpoint(&db, 300).await;
     assert_eq!(terminate_guard(&db).await, 1, "the guard session");
     let at_termination = checkpoint(&db).await;
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = child.output().await;
+    out.code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("lost the guard of projection `tally`")
             && stderr.contains("nothing was written after that")
@@ -98,16 +71,8 @@ async fn losing_the_guard_stops_the_replay() {
             .map(|s| s.starts_with("failed: lost the guard of projection `tally`")),
         Some(true)
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
-        .await
-        .ok();
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3000,
-        "every event once"
-    );
+    p.reproject(&db, "rebuild --yes --resume").await.ok();
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
     db.drop().await;
 }
 
@@ -115,37 +80,25 @@ async fn losing_the_guard_stops_the_replay() {
 /// holder's process and since when; the first process is not disturbed.
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_of_a_running_run_is_refused() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 2000).await;
-    let p = slow("0.001");
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let db = tally::db(2000).await;
+    let p = tally::slow("0.001");
+    let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     let pid = child.id().unwrap();
     wait_for_checkpoint(&db, 200).await;
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(&db, "rebuild --yes --resume")
         .await
         .code(75)
         .stderr_has("projection `tally` is busy")
         .stderr_has(&format!("claimed by reproject process {pid} on "))
         .stderr_has(" since ");
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child.output().await;
+    out.code(0);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        2000
-    );
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        2000,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -153,26 +106,16 @@ async fn resume_of_a_running_run_is_refused() {
 /// status: the run stays the new holder's (running, then swapped), never `failed`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_process_cannot_change_the_run() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 800).await;
+    let db = tally::db(800).await;
     // Batches of about two seconds: the stale process is mid-batch when the other takes over.
-    let p = slow("0.01");
-    let stale = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "200"],
-    )
-    .spawn()
-    .unwrap();
+    let p = tally::slow("0.01");
+    let stale = p.spawn(&db, "rebuild --yes --batch-size 200");
     wait_for_checkpoint(&db, 200).await;
     assert_eq!(terminate_guard(&db).await, 1);
-    let taker = command(&db, &p.config(), &["rebuild", "--yes", "--resume"])
-        .spawn()
-        .unwrap();
-    let out = stale.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("lost the guard"), "{stderr}");
+    let taker = p.spawn(&db, "rebuild --yes --resume");
+    let out = stale.output().await;
+    out.code(1);
+    out.stderr_has("lost the guard");
     let status = db
         .text("SELECT status FROM reproject.runs WHERE id = 1")
         .await
@@ -181,26 +124,14 @@ async fn a_stale_process_cannot_change_the_run() {
         status == "running" || status == "swapped",
         "the stale process set the run to {status}"
     );
-    let out = taker.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        800,
-        "every event once"
-    );
+    let out = taker.output().await;
+    out.code(0);
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+    )
+    .await;
+    tally::assert_run_applied_each_event_once(&db, 800).await;
     db.drop().await;
 }
 
@@ -208,13 +139,10 @@ async fn a_stale_process_cannot_change_the_run() {
 /// the disk): the swap is reported as done, exit 0, with a warning.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swap_that_committed_is_reported_committed() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     // The first write to the run after the swap commit (confirm_durable's) waits 3 s.
     db.exec(
         "CREATE FUNCTION test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$;
@@ -222,9 +150,7 @@ async fn a_swap_that_committed_is_reported_committed() {
            WHEN (OLD.status = 'swapped' AND NEW.status = 'swapped') EXECUTE FUNCTION test_sleep();",
     )
     .await;
-    let child = command(&db, &p.config(), &["swap", "--yes", "--json"])
-        .spawn()
-        .unwrap();
+    let child = p.spawn(&db, "swap --yes --json");
     wait_until(
         &db,
         "SELECT status = 'swapped' FROM reproject.runs WHERE id = 1",
@@ -236,15 +162,11 @@ async fn a_swap_that_committed_is_reported_committed() {
            AND application_name = 'reproject' AND query LIKE '%lock_hold_ms = coalesce%' AND state = 'active')",
     )
     .await;
-    assert!(terminate_all(&db).await >= 1);
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("the swap committed, but its durability could not be confirmed"),
-        "{stderr}"
-    );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(db.terminate_reproject_sessions().await >= 1);
+    let out = child.output().await;
+    out.code(0);
+    out.stderr_has("the swap committed, but its durability could not be confirmed");
+    let outcome = out.json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -276,17 +198,9 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_f00d_u64);
     let mut rng = Rng(seed);
-    let db = TestDb::new().await;
-    tally::setup(&db, 1500).await;
-    let p = slow("0.0005");
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    crate::live::wait_for(&db, crate::live::CAUGHT_UP, 30).await;
+    let db = tally::db(1500).await;
+    let p = tally::slow("0.0005");
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     let live_position =
         "(SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally')";
     let unfinished = "SELECT count(*) FROM reproject.runs WHERE status NOT IN ('swapped', 'rolled_back', 'superseded')";
@@ -296,7 +210,7 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         if resume {
             args.push("--resume");
         }
-        let child = command(&db, &p.config(), &args).spawn().unwrap();
+        let child = p.spawn(&db, &args);
         let delay = 100 + rng.below(2500);
         let guard_only = rng.below(3) == 0;
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -304,17 +218,9 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         // operator or a cron job would: the two must never both write.
         let taker = if guard_only {
             terminate_guard(&db).await;
-            Some(
-                command(
-                    &db,
-                    &p.config(),
-                    &["rebuild", "--yes", "--resume", "--batch-size", "100"],
-                )
-                .spawn()
-                .unwrap(),
-            )
+            Some(p.spawn(&db, "rebuild --yes --resume --batch-size 100"))
         } else {
-            terminate_all(&db).await;
+            db.terminate_reproject_sessions().await;
             None
         };
         tally::append(&db, 50).await;
@@ -376,14 +282,13 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
         if db.int(unfinished).await > 0 {
             args.push("--resume");
         }
-        if reproject(&db, &p.config(), &args).await.code == 0 {
+        if p.reproject(&db, &args).await.code == 0 {
             break;
         }
     }
     crate::live::wait_for(&db, crate::live::CAUGHT_UP, 60).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    crate::live::signal(&runner, "TERM");
-    crate::live::finish(runner).await.ok();
+    runner.stop().await.ok();
     db.drop().await;
 }
 
@@ -392,18 +297,9 @@ async fn terminated_sessions_never_leave_a_wrong_table() {
 /// once, while a rebuild of the same projection swaps beside it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_runner_takes_its_guard_again() {
-    use crate::live::{finish, signal, wait_for, CAUGHT_UP};
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    use crate::live::{wait_for, CAUGHT_UP};
+    let (db, p) = tally::fixture(200).await;
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     for round in 0..3 {
         tally::append(&db, 100).await;
         let ended = db
@@ -416,9 +312,7 @@ async fn the_runner_takes_its_guard_again() {
         assert_eq!(ended, 1, "the runner's guard session, round {round}");
         tally::append(&db, 100).await;
         if round == 1 {
-            reproject(&db, &p.config(), &["rebuild", "--yes"])
-                .await
-                .ok();
+            p.reproject(&db, "rebuild --yes").await.ok();
         }
         wait_for(&db, CAUGHT_UP, 30).await;
         assert_eq!(
@@ -427,13 +321,9 @@ async fn the_runner_takes_its_guard_again() {
             "round {round}"
         );
     }
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["runner"]["up"], true);
-    signal(&runner, "TERM");
-    finish(runner).await.ok();
+    runner.stop().await.ok();
     db.drop().await;
 }
 
@@ -442,13 +332,10 @@ async fn the_runner_takes_its_guard_again() {
 /// command that finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     // The swap's commit runs this deferred trigger: 3 s in which its session is terminated.
     db.exec(
         "CREATE FUNCTION test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
@@ -456,33 +343,30 @@ async fn a_swap_lost_at_its_commit_says_whether_it_committed() {
            FOR EACH ROW WHEN (NEW.status = 'swapped' AND OLD.status <> 'swapped') EXECUTE FUNCTION test_sleep();",
     )
     .await;
-    let child = command(&db, &p.config(), &["swap", "--yes"])
-        .spawn()
-        .unwrap();
+    let child = p.spawn(&db, "swap --yes");
     wait_until(
         &db,
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
            AND application_name = 'reproject' AND query = 'COMMIT' AND wait_event = 'PgSleep')",
     )
     .await;
-    assert!(terminate_all(&db).await >= 1);
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(db.terminate_reproject_sessions().await >= 1);
+    let out = child.output().await;
+    out.code(1);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("the connection was lost before the swap committed; nothing was swapped")
             && stderr.contains("`reproject swap`"),
         "{stderr}"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+    )
+    .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");
     db.exec("DROP TRIGGER test_sleep ON reproject.runs").await;
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    p.reproject(&db, "swap --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }

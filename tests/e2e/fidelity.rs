@@ -2,28 +2,19 @@
 //! before, except for its rows: grants, RLS, triggers, comment, storage parameters, views,
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{Out, Project, TestDb};
 use serde_json::Value;
 
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
 const T: &str = "account_balances_by_region_and_currency_for_the_ledger_views";
 
-fn config() -> String {
-    format!(
-        r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-
-[[projection]]
-name = "balances"
-tables = ["{T}"]
-handlers = "balances.sql"
-"#
-    )
+/// Projection `balances` writing table `table`.
+fn balances(table: &str) -> Project {
+    Config::events("events")
+        .projection(Projection::new("balances").tables(&[table]))
+        .file("balances.sql", &handlers().replace(T, table))
+        .write()
 }
 
 fn handlers() -> String {
@@ -149,19 +140,21 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) 
     client.batch_execute("RESET ROLE").await.unwrap();
 
     // The view and the materialized view read the live table.
-    assert_eq!(
-        db.int("SELECT count(*) FROM balances_view").await,
+    db.assert_int_because(
+        "SELECT count(*) FROM balances_view",
         40,
-        "{step}: view"
-    );
+        &format!("{step}: view"),
+    )
+    .await;
     let live_total = db
         .int(&format!("SELECT sum(balance)::bigint FROM {T}"))
         .await;
-    assert_eq!(
-        db.int("SELECT total::bigint FROM balances_total").await,
+    db.assert_int_because(
+        "SELECT total::bigint FROM balances_total",
         live_total,
-        "{step}: matview refreshed from the new table"
-    );
+        &format!("{step}: matview refreshed from the new table"),
+    )
+    .await;
 
     // The foreign key from transfers reaches the live table; the one to regions guards it.
     db.exec("INSERT INTO transfers (account) VALUES ('acct-2')")
@@ -224,10 +217,10 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
         original["views"].as_array().unwrap().len() == 2,
         "{original:#}"
     );
-    let p = Project::new(&config(), &[("balances.sql", &handlers())]);
+    let p = balances(T);
 
     // The plan says what is carried over.
-    let plan = reproject(&db, &p.config(), &["plan"]).await;
+    let plan = p.reproject(&db, "plan").await;
     plan.ok()
         .stdout_has("row-level security (enabled), policies: no_secrets, small_only")
         .stdout_has("triggers: audit_updates")
@@ -237,9 +230,7 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
     for round in 1..=3 {
         append(&db, round * 1000, round * 1000 + 150).await;
         let audit_before = db.int("SELECT count(*) FROM audit").await;
-        reproject(&db, &p.config(), &["rebuild", "--yes"])
-            .await
-            .ok();
+        p.reproject(&db, "rebuild --yes").await.ok();
         // The replay upserts every account many times; the audit trigger must not fire.
         let audited = db.int("SELECT count(*) FROM audit").await;
         assert_eq!(
@@ -251,18 +242,16 @@ async fn swaps_and_rollback_keep_everything_but_rows() {
 
     // The restored generation (run 2's) is caught up with the events since, by the handlers
     // that built it: it holds every event, as the live table did.
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("caught up with 151 event(s) since the swap");
     assert_intact(&db, &reader, &original, "after rollback").await;
 
-    let out = reproject(&db, &p.config(), &["cleanup", "--yes"]).await;
+    let out = p.reproject(&db, "cleanup --yes").await;
     out.ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
+        .await;
     assert_intact(&db, &reader, &original, "after cleanup").await;
     db.exec(&format!(
         "DROP PUBLICATION balances_pub; DROP OWNED BY {reader}; DROP ROLE {reader}"
@@ -282,17 +271,14 @@ async fn unsupported_dependents_are_refused_up_front() {
          CREATE RULE no_deletes AS ON DELETE TO balances DO INSTEAD NOTHING;",
     )
     .await;
-    let p = Project::new(
-        &config().replace(T, "balances"),
-        &[("balances.sql", &handlers().replace(T, "balances"))],
-    );
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let p = balances("balances");
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(2)
         .stderr_has("refusing to rebuild")
         .stderr_has("table balances_child inherits from it")
         .stderr_has("it has rule no_deletes");
     // `plan` refuses exactly what `rebuild` refuses, and nothing was written by either.
-    let plan = reproject(&db, &p.config(), &["plan"]).await;
+    let plan = p.reproject(&db, "plan").await;
     plan.code(2);
     assert_eq!(
         plan.stderr[plan.stderr.find("error:").unwrap()..],
@@ -307,24 +293,16 @@ async fn unsupported_dependents_are_refused_up_front() {
 /// refused (exit 4) and nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn structure_changed_during_the_rebuild_refuses_the_swap() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 100).await;
-    let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    let (db, p) = crate::tally::fixture(100).await;
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let out = reproject(&db, &p.config(), &["swap", "--yes"]).await;
+    let out = p.reproject(&db, "swap --yes").await;
     out.code(4)
         .stderr_has("the structure of `tally` changed")
         .stderr_has("columns");
     assert!(db.exists("tally_rebuild").await && !db.exists("tally_old").await);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     db.drop().await;
 }
 
@@ -435,8 +413,7 @@ async fn fingerprint_notices_every_lost_property() {
 /// `replay_triggers = true`; after the swap the live table has exactly its triggers either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn triggers_fire_during_the_replay_only_when_asked() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
+    let db = crate::tally::db(50).await;
     db.exec(
         "CREATE TABLE audit (stream text);
          CREATE FUNCTION audit_tally() RETURNS trigger LANGUAGE plpgsql AS
@@ -446,39 +423,32 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     .await;
     let before = fingerprint(&db, "tally").await;
     let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
-        0,
-        "silent by default"
-    );
+    p.reproject(&db, "rebuild --yes").await.ok();
+    db.assert_int_because("SELECT count(*) FROM audit", 0, "silent by default")
+        .await;
     assert!(
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
 
-    let p = Project::new(
-        &format!("{}replay_triggers = true\n", crate::tally::CONFIG),
-        &[("tally.sql", crate::tally::HANDLERS)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
+    let p =
+        crate::tally::with(Projection::new("tally").option_toml("replay_triggers", "true")).write();
+    p.reproject(&db, "rebuild --yes").await.ok();
+    db.assert_int_because(
+        "SELECT count(*) FROM audit",
         50,
-        "one audit row per replayed event when asked"
-    );
+        "one audit row per replayed event when asked",
+    )
+    .await;
     assert!(
         reproject::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await).is_empty()
     );
     db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
+    db.assert_int_because(
+        "SELECT count(*) FROM audit",
         51,
-        "the live trigger fires after the swap"
-    );
+        "the live trigger fires after the swap",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -486,15 +456,11 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
 /// the swap (exit 4), not left behind on the old table.
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_added_before_the_swap_are_refused_then() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
-    let p = crate::tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    let (db, p) = crate::tally::fixture(50).await;
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     db.exec("CREATE RULE keep_rows AS ON DELETE TO tally DO INSTEAD NOTHING")
         .await;
-    reproject(&db, &p.config(), &["swap", "--yes"])
+    p.reproject(&db, "swap --yes")
         .await
         .code(4)
         .stderr_has("gained dependents")
@@ -507,8 +473,7 @@ async fn dependents_added_before_the_swap_are_refused_then() {
 /// `reproject` schema for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn state_schema_created_by_a_dba_is_enough() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 50).await;
+    let db = crate::tally::db(50).await;
     let role = format!("limited_{}", db.name);
     db.exec(&format!(
         "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
@@ -531,8 +496,8 @@ async fn state_schema_created_by_a_dba_is_enough() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = Out::from(out);
+    out.code(0);
     assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
     db.exec(&format!(
         "DROP SCHEMA reproject CASCADE; DROP TABLE tally, tally_old; DROP OWNED BY {role}; DROP ROLE {role}"

@@ -97,25 +97,60 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
     }
 
-    /// First column of the first row, as i64.
-    pub async fn int(&self, sql: &str) -> i64 {
-        let row = self
-            .client()
+    /// The one row `sql` returns; anything else fails the test.
+    async fn one_row(&self, sql: &str) -> tokio_postgres::Row {
+        self.client()
             .await
             .query_one(sql, &[])
             .await
-            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
-        row.get::<_, i64>(0)
+            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"))
+    }
+
+    /// First column of the first row, as i64.
+    pub async fn int(&self, sql: &str) -> i64 {
+        self.one_row(sql).await.get::<_, i64>(0)
     }
 
     pub async fn text(&self, sql: &str) -> Option<String> {
-        let row = self
-            .client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
-        row.get::<_, Option<String>>(0)
+        self.one_row(sql).await.get::<_, Option<String>>(0)
+    }
+
+    /// Fails the test unless `sql` (one bigint) returns `want`.
+    pub async fn assert_int(&self, sql: &str, want: i64) {
+        self.assert_int_because(sql, want, "").await;
+    }
+
+    /// `assert_int`, saying why the value must be that.
+    pub async fn assert_int_because(&self, sql: &str, want: i64, why: &str) {
+        assert_eq!(self.int(sql).await, want, "{why}\n{sql}");
+    }
+
+    /// Fails the test unless `sql` (one text) returns `want`.
+    pub async fn assert_text(&self, sql: &str, want: Option<&str>) {
+        self.assert_text_because(sql, want, "").await;
+    }
+
+    /// `assert_text`, saying why the value must be that.
+    pub async fn assert_text_because(&self, sql: &str, want: Option<&str>, why: &str) {
+        assert_eq!(self.text(sql).await.as_deref(), want, "{why}\n{sql}");
+    }
+
+    /// Terminates every session of reproject in this database (as a server restart would);
+    /// returns how many there were.
+    pub async fn terminate_reproject_sessions(&self) -> i64 {
+        self.int(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
+        )
+        .await
+    }
+
+    /// The oid of `table` (0 when there is none): tells one table from another of the same name.
+    pub async fn oid(&self, table: &str) -> i64 {
+        self.int(&format!(
+            "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
+        ))
+        .await
     }
 
     pub async fn exists(&self, table: &str) -> bool {
@@ -193,6 +228,16 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Out {
+    fn from(out: std::process::Output) -> Out {
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+}
+
 impl Out {
     pub fn ok(&self) -> &Self {
         assert_eq!(
@@ -211,25 +256,22 @@ impl Out {
         self
     }
     pub fn stderr_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr
-        );
+        contains("stderr", &self.stderr, needle);
         self
     }
     pub fn stdout_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}",
-            self.stdout
-        );
+        contains("stdout", &self.stdout, needle);
         self
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
+}
+
+/// Fails the test unless `text` (the process's `what`) contains `needle`.
+fn contains(what: &str, text: &str, needle: &str) {
+    assert!(text.contains(needle), "{what} lacks {needle:?}:\n{text}");
 }
 
 pub fn binary() -> &'static str {
@@ -275,11 +317,7 @@ pub async fn reproject(db: &TestDb, config: &Path, args: &[&str]) -> Out {
         .output()
         .await
         .expect("cannot run reproject");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    Out::from(out)
 }
 
 /// A directory with a config file and handler files, written by the test.
@@ -304,6 +342,161 @@ impl Project {
     pub fn write(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join(name), text).unwrap();
     }
+    /// `reproject --config THIS ARGS` against `db`, run to its end.
+    pub async fn reproject(&self, db: &TestDb, args: impl Args) -> Out {
+        reproject(db, &self.config(), &args.list()).await
+    }
+    /// `reproject --config THIS ARGS` against `db`, started in the background.
+    pub fn spawn(&self, db: &TestDb, args: impl Args) -> Runner {
+        Runner::spawn(command(db, &self.config(), &args.list()))
+    }
+}
+
+/// Command-line arguments: a list, or one string of words split at white space (for the
+/// arguments that hold no space: `"rebuild --yes --batch-size 20"`).
+pub trait Args {
+    fn list(&self) -> Vec<&str>;
+}
+
+impl Args for &str {
+    fn list(&self) -> Vec<&str> {
+        self.split_whitespace().collect()
+    }
+}
+
+impl Args for &[&str] {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> Args for &[&str; N] {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl Args for &Vec<&str> {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+/// A `reproject` process running in the background (a `run`, a long rebuild).
+pub struct Runner {
+    pub child: tokio::process::Child,
+}
+
+impl Runner {
+    pub fn spawn(mut cmd: tokio::process::Command) -> Runner {
+        Runner {
+            child: cmd.spawn().expect("cannot start reproject"),
+        }
+    }
+    /// Waits, without a time limit, for the process to end; what it printed, as bytes.
+    pub async fn wait_with_output(self) -> std::io::Result<std::process::Output> {
+        self.child.wait_with_output().await
+    }
+    /// Sends a signal (`TERM`, `KILL`, `INT`...).
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
+    }
+    /// Waits, without a time limit, for the process to end by itself.
+    pub async fn output(self) -> Out {
+        Out::from(self.child.wait_with_output().await.unwrap())
+    }
+    /// Waits (60 s at most) for the process to end by itself.
+    pub async fn finish(self) -> Out {
+        finish(self.child).await
+    }
+    /// SIGTERM, then what it printed as it ended.
+    pub async fn stop(self) -> Out {
+        self.signal("TERM");
+        self.finish().await
+    }
+}
+
+/// The process's own methods (`id`, `kill`, `try_wait`...).
+impl std::ops::Deref for Runner {
+    type Target = tokio::process::Child;
+    fn deref(&self) -> &tokio::process::Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Runner {
+    fn deref_mut(&mut self) -> &mut tokio::process::Child {
+        &mut self.child
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("child still running");
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+/// Waits (60 s at most) for a child process to end, and what it printed.
+pub async fn finish(child: tokio::process::Child) -> Out {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the process did not stop within 60 s")
+        .unwrap();
+    Out::from(out)
+}
+
+/// Tasks running in the background (appenders, writers, readers) until told to stop; each
+/// returns how much it did.
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<i64>>,
+}
+
+impl Background {
+    /// Tasks started by the caller that watch `stop`.
+    pub fn of(
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        tasks: Vec<tokio::task::JoinHandle<i64>>,
+    ) -> Background {
+        Background { stop, tasks }
+    }
+    /// One task on its own connection to `db` running `sql(i)` for i = 1, 2, ... with `pause`
+    /// between, until stopped; it counts the rounds. An error fails the test.
+    pub async fn repeat<F>(db: &TestDb, pause: std::time::Duration, sql: F) -> Background
+    where
+        F: Fn(i64) -> String + Send + 'static,
+    {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = db.client().await;
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let sql = sql(i);
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("background SQL failed: {e:?}\n{sql}"));
+                tokio::time::sleep(pause).await;
+            }
+            i
+        });
+        Background::of(stop, vec![task])
+    }
+    /// Stops every task and waits for it; the sum of what they returned.
+    pub async fn stop(self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut done = 0;
+        for t in self.tasks {
+            done += t.await.unwrap();
+        }
+        done
+    }
 }
 
 pub fn example(path: &str) -> PathBuf {
@@ -319,6 +512,12 @@ pub async fn differing_rows(db: &TestDb, a: &str, b: &str, columns: &str) -> i64
               + (SELECT count(*) FROM (SELECT {columns} FROM {b} EXCEPT ALL SELECT {columns} FROM {a}) y)"
     ))
     .await
+}
+
+/// Fails the test unless `a` and `b` hold the same rows (as multisets) over `columns`.
+pub async fn assert_same_rows(db: &TestDb, a: &str, b: &str, columns: &str, why: &str) {
+    let n = differing_rows(db, a, b, columns).await;
+    assert_eq!(n, 0, "{why}: {n} row(s) of {a} and {b} differ");
 }
 
 /// Polls `sql` (one boolean; an error, e.g. a table not created yet, counts as false) every

@@ -1,40 +1,20 @@
 //! `status` and `history` report the state as recorded.
 
-use crate::harness::{reproject, TestDb};
 use crate::tally;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_shows_state_checkpoint_and_lag() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
-    let p = tally::project();
-    let s = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let (db, p) = tally::fixture(500).await;
+    let s = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(s["head"], 500);
     assert_eq!(s["projections"][0]["state"], "live");
     assert_eq!(s["projections"][0]["tables"], serde_json::json!(["tally"]));
 
-    reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--max-events",
-            "200",
-            "--batch-size",
-            "50",
-        ],
-    )
-    .await
-    .ok();
-    tally::append(&db, 10).await;
-    let s = reproject(&db, &p.config(), &["status", "--json"])
+    p.reproject(&db, "rebuild --yes --max-events 200 --batch-size 50")
         .await
-        .ok()
-        .json();
+        .ok();
+    tally::append(&db, 10).await;
+    let s = p.reproject(&db, "status --json").await.ok().json();
     let t = &s["projections"][0];
     assert_eq!(t["state"], "paused");
     assert_eq!(t["checkpoint"], 200);
@@ -43,28 +23,22 @@ async fn status_shows_state_checkpoint_and_lag() {
         t["helper_tables"],
         serde_json::json!(["tally_rebuild (rebuild)"])
     );
-    let human = reproject(&db, &p.config(), &["status"]).await;
+    let human = p.reproject(&db, "status").await;
     human.ok().stdout_has("paused").stdout_has("310");
 
     // An interrupted run (its process gone while `running`) is shown as such.
     db.exec("UPDATE reproject.runs SET status = 'running'")
         .await;
-    let s = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let s = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(s["projections"][0]["state"], "interrupted");
     db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_records_who_why_and_outcome() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    reproject(
+    let (db, p) = tally::fixture(100).await;
+    p.reproject(
         &db,
-        &p.config(),
         &[
             "rebuild",
             "--yes",
@@ -76,23 +50,20 @@ async fn history_records_who_why_and_outcome() {
     )
     .await
     .ok();
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
-    let out = reproject(&db, &p.config(), &["history"]).await;
+    p.reproject(&db, "rollback --yes").await.ok();
+    let out = p.reproject(&db, "history").await;
     out.ok()
         .stdout_has("run 1 [rolled_back] tally by oncall-anna")
         .stdout_has("reason: fix totals")
         .stdout_has("events 100, positions start..100")
         .stdout_has("checks 1/1 passed");
     // The same figures are queryable in SQL.
-    assert_eq!(
-        db.text("SELECT initiated_by FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("oncall-anna")
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL").await, 1);
+    db.assert_text(
+        "SELECT initiated_by FROM reproject.runs",
+        Some("oncall-anna"),
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM reproject.runs WHERE rolled_back_at IS NOT NULL AND swapped_at IS NOT NULL", 1).await;
     db.drop().await;
 }
 
@@ -100,21 +71,19 @@ async fn history_records_who_why_and_outcome() {
 /// exit 75 saying a table is locked.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_does_not_wait_behind_a_swap_lock() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(10).await;
     let holder = db.client().await;
     holder
         .batch_execute("BEGIN; LOCK TABLE tally IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    reproject(&db, &p.config(), &["status"])
+    p.reproject(&db, "status")
         .await
         .code(75)
         .stderr_has("is locked by another session");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     holder.batch_execute("ROLLBACK").await.unwrap();
-    reproject(&db, &p.config(), &["status"]).await.ok();
+    p.reproject(&db, "status").await.ok();
     db.drop().await;
 }

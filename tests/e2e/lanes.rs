@@ -1,7 +1,7 @@
 //! Stream lanes (src/engine/lanes.rs): the bulk replay of projections that declare
 //! `stream_key`, split by a hash of the stream, `--jobs` lanes at once.
 
-use crate::harness::{command, example, reproject, wait_until, Project, TestDb};
+use crate::harness::{example, reproject, wait_until, Project, TestDb};
 use crate::per_batch::{w1, w1_mismatches};
 use crate::tally;
 
@@ -35,17 +35,17 @@ async fn w1_in_stream_lanes_equals_the_seed_reference() {
         .stdout_has("run 1: swapped. 8994 events applied")
         .stderr_has("replaying in 10 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    assert_eq!(db.int(REPLAYABLE).await, 8994);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        8994
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
-        10
-    );
+    db.assert_int(REPLAYABLE, 8994).await;
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        8994,
+    )
+    .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
+        10,
+    )
+    .await;
     // The lanes partition the events: each replayable event in exactly one lane, and every
     // lane has some (600 postings over 10 lanes).
     assert_eq!(
@@ -96,18 +96,18 @@ async fn a_failed_lane_resumes_with_the_lanes_left_and_applies_each_event_once()
     .stderr_has("projection `posting_state` failed on stream lane 6 of 10")
     .stderr_has("posting_state_per_batch.sql:")
     .stderr_has("invalid input syntax for type integer");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
         5,
-        "lanes 1-5 kept"
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL")
-            .await,
+        "lanes 1-5 kept",
+    )
+    .await;
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
         1,
-        "the checkpoint stays before the plan"
-    );
+        "the checkpoint stays before the plan",
+    )
+    .await;
     let kept = db
         .int("SELECT count(*) FROM posting_state_projection_rebuild")
         .await;
@@ -177,60 +177,35 @@ ON CONFLICT (stream) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLU
 /// has the dry run); without it, the run replays on one connection, as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_and_replays_on_one_connection_without_jobs() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    let p = Project::new(tally::CONFIG, &[("tally.sql", TALLY_PER_BATCH)]);
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50", "--jobs", "2"],
-    )
-    .await
-    .code(2)
-    .stderr_has("--jobs 2 needs stream lanes, and projection `tally`");
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50"],
-    )
-    .await
-    .ok();
+    let db = tally::db(300).await;
+    let p = tally::handlers(TALLY_PER_BATCH);
+    p.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
+        .await
+        .code(2)
+        .stderr_has("--jobs 2 needs stream lanes, and projection `tally`");
+    p.reproject(&db, "rebuild --yes --set-batch-size 50")
+        .await
+        .ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes").await,
-        0,
-        "no lanes"
-    );
+    db.assert_int_because("SELECT count(*) FROM reproject.lanes", 0, "no lanes")
+        .await;
     // With the declaration, the same handlers replay in lanes (one per 50 events).
-    let declared = tally::CONFIG.replace(
-        "handlers = \"tally.sql\"",
-        "handlers = \"tally.sql\"\nstream_key = \"stream\"",
-    );
-    let p2 = Project::new(&declared, &[("tally.sql", TALLY_PER_BATCH)]);
+    let p2 = tally::with_stream_key()
+        .file("tally.sql", TALLY_PER_BATCH)
+        .write();
     tally::append(&db, 20).await;
-    reproject(
-        &db,
-        &p2.config(),
-        &["rebuild", "--yes", "--set-batch-size", "50", "--jobs", "2"],
-    )
-    .await
-    .ok()
-    .stderr_has("replaying in 7 stream lane(s), 2 at a time");
+    p2.reproject(&db, "rebuild --yes --set-batch-size 50 --jobs 2")
+        .await
+        .ok()
+        .stderr_has("replaying in 7 stream lane(s), 2 at a time");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // A budget of events stops at an exact event: no lanes, and it says so.
-    reproject(
-        &db,
-        &p2.config(),
-        &["rebuild", "--yes", "--max-events", "40", "--jobs", "2"],
-    )
-    .await
-    .ok()
-    .stderr_has("a run with --max-events cannot use them");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3")
-            .await,
-        0
-    );
+    p2.reproject(&db, "rebuild --yes --max-events 40 --jobs 2")
+        .await
+        .ok()
+        .stderr_has("a run with --max-events cannot use them");
+    db.assert_int("SELECT count(*) FROM reproject.lanes WHERE run_id = 3", 0)
+        .await;
     db.drop().await;
 }
 
@@ -255,28 +230,25 @@ async fn w1_per_event_handlers_in_two_lanes_equal_the_seed_reference() {
     .stdout_has("run 1: swapped. 5996 events applied")
     .stderr_has("replaying in 2 stream lane(s), 2 at a time");
     assert_eq!(w1_mismatches(&db).await, "0");
-    assert_eq!(db.int(REPLAYABLE).await, 5996);
+    db.assert_int(REPLAYABLE, 5996).await;
     // Each lane counted its own events; together, the plan's.
-    assert_eq!(
-        db.int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL")
-            .await,
-        5996
-    );
-    assert_eq!(
-        db.int("SELECT min(plan_events) FROM reproject.lanes WHERE run_id = 1")
-            .await,
-        5996
-    );
+    db.assert_int(
+        "SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1 AND done_at IS NOT NULL",
+        5996,
+    )
+    .await;
+    db.assert_int(
+        "SELECT min(plan_events) FROM reproject.lanes WHERE run_id = 1",
+        5996,
+    )
+    .await;
     // Without --jobs, one lane is no split: the replay of before.
     reproject(&db, &config, &["rebuild", "--yes"])
         .await
         .ok()
         .stdout_has("run 2: swapped. 5996 events applied");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2")
-            .await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2", 0)
+        .await;
     assert_eq!(w1_mismatches(&db).await, "0");
     db.drop().await;
 }
@@ -332,11 +304,11 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
         .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
         .await;
     assert!(counted > 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        counted
-    );
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        counted,
+    )
+    .await;
     db.exec(&format!(
         "UPDATE execution_events SET event_data = event_data || '{{\"next_execution_order\": 11}}' WHERE event_id = {position}"
     ))
@@ -370,16 +342,9 @@ async fn a_failed_per_event_lane_names_the_event_and_resumes_from_its_cursor() {
 /// The tally projection, declared stream-scoped, with a handler slow enough to be caught
 /// between batches.
 fn slow_declared_tally() -> Project {
-    Project::new(
-        &tally::CONFIG.replace(
-            "handlers = \"tally.sql\"",
-            "handlers = \"tally.sql\"\nstream_key = \"stream\"",
-        ),
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    )
+    tally::with_stream_key()
+        .file("tally.sql", &tally::slow_handlers("0.001"))
+        .write()
 }
 
 /// Waits until the lanes of run 1 applied at least `n` events.
@@ -397,54 +362,25 @@ async fn wait_for_lane_events(db: &TestDb, n: i64) {
 /// the rebuild resumes by itself, the lanes continue from their cursors, every event once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_connection_during_lanes_resumes_by_itself() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = slow_declared_tally();
-    let child = command(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--jobs",
-            "2",
-            "--batch-size",
-            "100",
-            "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --jobs 2 --batch-size 100 --json");
     wait_for_lane_events(&db, 300).await;
-    let terminated = db
-        .int(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
-        )
-        .await;
+    let terminated = db.terminate_reproject_sessions().await;
     assert!(
         terminated >= 3,
         "the run's, the lanes' and the lock sessions: {terminated}"
     );
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("lost the connection to PostgreSQL"),
-        "{stderr}"
-    );
+    let out = child.output().await;
+    out.code(0);
+    let stderr = &out.stderr;
+    out.stderr_has("lost the connection to PostgreSQL");
     assert!(
         stderr.contains("left of plan 1"),
         "the same plan continued: {stderr}"
     );
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3000,
-        "every event once"
-    );
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
     db.drop().await;
 }
 
@@ -452,49 +388,31 @@ async fn a_lost_connection_during_lanes_resumes_by_itself() {
 /// checkpoint still before the plan), and `--resume` finishes the same plan.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_lanes_stops_them_and_resume_finishes_the_plan() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = slow_declared_tally();
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--jobs", "2", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --jobs 2 --batch-size 100");
     wait_for_lane_events(&db, 200).await;
-    reproject(&db, &p.config(), &["cancel"]).await.ok();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("stream lane(s) not done"), "{stderr}");
+    p.reproject(&db, "cancel").await.ok();
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("stream lane(s) not done");
     let applied = db
         .int("SELECT sum(events)::bigint FROM reproject.lanes WHERE run_id = 1")
         .await;
     assert!(applied > 0 && applied < 3000, "{applied}");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL")
-            .await,
-        1
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--jobs", "2"],
+    db.assert_int(
+        "SELECT count(*) FROM reproject.checkpoints WHERE run_id = 1 AND position IS NULL",
+        1,
     )
-    .await
-    .ok()
-    .stdout_has(&format!(
-        "run 1: swapped. {} events applied",
-        3000 - applied
-    ));
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3000,
-        "every event once"
-    );
+    .await;
+    p.reproject(&db, "rebuild --yes --resume --jobs 2")
+        .await
+        .ok()
+        .stdout_has(&format!(
+            "run 1: swapped. {} events applied",
+            3000 - applied
+        ));
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
     db.drop().await;
 }

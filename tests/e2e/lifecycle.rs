@@ -1,85 +1,69 @@
 //! Rebuild, swap, rollback, cleanup and the states in between.
 
-use crate::harness::{command, reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::TestDb;
 use crate::tally;
-
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
 
 /// Swap keeps the old table, rollback puts it back and keeps the replaced one, cleanup lists
 /// and then drops only reproject's helper tables.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_rollback_and_cleanup() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     // Corrupt the live table so the rebuild visibly repairs it.
     db.exec("UPDATE tally SET total = 0 WHERE stream = 's1'")
         .await;
-    let original = oid(&db, "tally").await;
+    let original = db.oid("tally").await;
     let p = tally::project();
 
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
-        oid(&db, "tally_old").await,
+        db.oid("tally_old").await,
         original,
         "the old live table is kept as tally_old"
     );
     assert!(!db.exists("tally_rebuild").await);
 
-    let out = reproject(&db, &p.config(), &["rollback", "--yes"]).await;
+    let out = p.reproject(&db, "rollback --yes").await;
     out.ok().stdout_has("tally_rolled_back_1");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         original,
         "rollback restores the very same table"
     );
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
-        0
-    );
+    db.assert_int("SELECT total FROM tally WHERE stream = 's1'", 0)
+        .await;
     assert!(db.exists("tally_rolled_back_1").await);
     assert_eq!(
         tally::expected_differences(&db, "tally_rolled_back_1").await,
         0
     );
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "rolled back");
 
     // A second rollback has nothing to roll back to.
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("nothing to roll back");
 
     // A user table that merely looks like a helper is never listed or dropped.
     db.exec("CREATE TABLE tally_old_notes (x int)").await;
-    let listed = reproject(&db, &p.config(), &["cleanup"]).await;
+    let listed = p.reproject(&db, "cleanup").await;
     listed.ok().stdout_has("would drop `tally_rolled_back_1`");
     assert!(
         db.exists("tally_rolled_back_1").await,
         "cleanup without --yes drops nothing"
     );
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
+    p.reproject(&db, "cleanup --yes")
         .await
         .ok()
         .stdout_has("dropped `tally_rolled_back_1`");
     assert!(!db.exists("tally_rolled_back_1").await);
     assert!(db.exists("tally_old_notes").await);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
+        .await;
+    p.reproject(&db, "cleanup --yes")
         .await
         .ok()
         .stdout_has("nothing to clean up");
@@ -90,25 +74,19 @@ async fn swap_rollback_and_cleanup() {
 /// table keeps working through both.
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_rebuilds_replace_the_old_table() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let first_generation = oid(&db, "tally").await;
+    let (db, p) = tally::fixture(300).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    let first_generation = db.oid("tally").await;
     tally::append(&db, 50).await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    assert_eq!(oid(&db, "tally_old").await, first_generation);
+    p.reproject(&db, "rebuild --yes").await.ok();
+    assert_eq!(db.oid("tally_old").await, first_generation);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     // Only one old table exists, registered as reproject's.
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'")
-            .await,
-        1
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.helper_tables WHERE kind = 'old'",
+        1,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -116,33 +94,25 @@ async fn repeated_rebuilds_replace_the_old_table() {
 /// `swap`, which then swaps.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_swap_then_swap_catches_up() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 400).await;
-    let p = tally::project();
-    let original = oid(&db, "tally").await;
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
+    let (db, p) = tally::fixture(400).await;
+    let original = db.oid("tally").await;
+    p.reproject(&db, "rebuild --no-swap")
         .await
         .ok()
         .stdout_has("not swapped");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         original,
         "--no-swap leaves the live table alone"
     );
     assert!(db.exists("tally_rebuild").await);
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "awaiting swap");
 
     tally::append(&db, 123).await;
     // Without a terminal and without --yes, swap refuses rather than waiting for an answer.
-    reproject(&db, &p.config(), &["swap"])
-        .await
-        .code(2)
-        .stderr_has("--yes");
-    let out = reproject(&db, &p.config(), &["swap", "--yes", "--json"]).await;
+    p.reproject(&db, "swap").await.code(2).stderr_has("--yes");
+    let out = p.reproject(&db, "swap --yes --json").await;
     let outcome = out.ok().json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(
@@ -157,40 +127,21 @@ async fn no_swap_then_swap_catches_up() {
 /// `--max-events` stops early and leaves a paused run; `swap` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_events_pauses_and_swap_finishes() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
-    let p = tally::project();
-    let out = reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--max-events",
-            "250",
-            "--batch-size",
-            "100",
-        ],
+    let (db, p) = tally::fixture(1000).await;
+    let out = p
+        .reproject(&db, "rebuild --yes --max-events 250 --batch-size 100")
+        .await;
+    out.ok().stdout_has("stopped after 250 events");
+    db.assert_int("SELECT position FROM reproject.checkpoints", 250)
+        .await;
+    db.assert_int(
+        "SELECT count(*) FROM reproject.runs WHERE status = 'paused'",
+        1,
     )
     .await;
-    out.ok().stdout_has("stopped after 250 events");
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints").await,
-        250
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.runs WHERE status = 'paused'")
-            .await,
-        1
-    );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        250
-    );
-    let outcome = reproject(&db, &p.config(), &["swap", "--yes", "--json"])
-        .await
-        .ok()
-        .json();
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
+        .await;
+    let outcome = p.reproject(&db, "swap --yes --json").await.ok().json();
     assert_eq!(outcome["events_applied"], 750);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -200,53 +151,44 @@ async fn max_events_pauses_and_swap_finishes() {
 /// that made it is marked superseded.
 #[tokio::test(flavor = "multi_thread")]
 async fn leftover_rebuild_table_is_replaced() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
-    let leftover = oid(&db, "tally_rebuild").await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    let (db, p) = tally::fixture(200).await;
+    p.reproject(&db, "rebuild --no-swap").await.ok();
+    let leftover = db.oid("tally_rebuild").await;
+    p.reproject(&db, "rebuild --yes")
         .await
         .ok()
         .stderr_has("superseded by run 2");
-    assert_ne!(oid(&db, "tally_old").await, leftover);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("superseded")
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    assert_ne!(db.oid("tally_old").await, leftover);
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("superseded"),
+    )
+    .await;
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 2",
+        Some("swapped"),
+    )
+    .await;
     db.drop().await;
 }
 
 /// A table named like a helper that reproject did not create is the user's: refused, untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn user_owned_helper_names_are_refused() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("CREATE TABLE tally_rebuild (keep text); INSERT INTO tally_rebuild VALUES ('mine')")
         .await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("`tally_rebuild` exists and was not created by reproject");
-    assert_eq!(
-        db.text("SELECT keep FROM tally_rebuild").await.as_deref(),
-        Some("mine")
-    );
+    db.assert_text("SELECT keep FROM tally_rebuild", Some("mine"))
+        .await;
 
     db.exec("DROP TABLE tally_rebuild; CREATE TABLE tally_old (keep text)")
         .await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("`tally_old` exists and was not created by reproject");
@@ -262,22 +204,18 @@ async fn user_owned_helper_names_are_refused() {
 /// at most 63 bytes, and swap, rollback and cleanup work with them.
 #[tokio::test(flavor = "multi_thread")]
 async fn sixty_character_table_names_work() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let long = format!("tally_{}", "x".repeat(54));
     assert_eq!(long.len(), 60);
     db.exec(&format!("ALTER TABLE tally RENAME TO {long}"))
         .await;
-    let p = Project::new(
-        &tally::CONFIG.replace("tables = [\"tally\"]", &format!("tables = [\"{long}\"]")),
-        &[(
+    let p = tally::with(Projection::new("tally").tables(&[&long]))
+        .file(
             "tally.sql",
             &tally::HANDLERS.replace("{{tally}}", &format!("{{{{{long}}}}}")),
-        )],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+        )
+        .write();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let helpers: Vec<String> = db
         .client()
         .await
@@ -293,17 +231,13 @@ async fn sixty_character_table_names_work() {
         "{helpers:?}"
     );
     assert_eq!(tally::expected_differences(&db, &long).await, 0);
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
-        .await
-        .ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-            .await,
-        2
-    );
+    p.reproject(&db, "rollback --yes").await.ok();
+    p.reproject(&db, "cleanup --yes").await.ok();
+    db.assert_int(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        2,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -311,24 +245,20 @@ async fn sixty_character_table_names_work() {
 /// rebuild exits 75 and names the holder.
 #[tokio::test(flavor = "multi_thread")]
 async fn second_run_of_the_same_projection_is_busy() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let holder = db.client().await;
     holder
         .batch_execute("SET application_name = 'other-reproject'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
         .await
         .unwrap();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(75)
         .stderr_has("projection `tally` is busy")
         .stderr_has("other-reproject");
     drop(holder);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     db.drop().await;
 }
 
@@ -338,12 +268,8 @@ async fn second_run_of_the_same_projection_is_busy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
     use reproject::state::locks::{claim, LockClass};
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(10).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
     let session = db.client().await;
     session
         .batch_execute("SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
@@ -391,9 +317,7 @@ async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session(
         .batch_execute("SELECT pg_advisory_unlock_all()")
         .await
         .unwrap();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_ne!(
         // A scalar subquery: one row even when the claim was released (no row left).
         db.text("SELECT (SELECT token FROM reproject.claims WHERE projection = 'tally')")
@@ -419,14 +343,13 @@ async fn busy_names_the_holder_in_its_own_database() {
             .unwrap();
         others.push((other, holder));
     }
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let holder = db.client().await;
     holder
         .batch_execute("SET application_name = 'right-here'; SELECT pg_advisory_lock(727002, hashtext('reproject:tally'))")
         .await
         .unwrap();
-    let out = reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    let out = tally::project().reproject(&db, "rebuild --yes").await;
     out.code(75).stderr_has("application `right-here`");
     drop(holder);
     db.drop().await;
@@ -440,64 +363,47 @@ async fn busy_names_the_holder_in_its_own_database() {
 /// 75 leaving a complete rebuild awaiting its swap; once the lock is gone, `swap` succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     // A first swap, so there is a rollback point (`tally_old`) that a failed swap must keep.
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let rollback_point = oid(&db, "tally_old").await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    let rollback_point = db.oid("tally_old").await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'long-report'; BEGIN; SELECT count(*) FROM tally")
         .await
         .unwrap();
-    let out = reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--lock-timeout",
-            "50ms",
-            "--lock-budget",
-            "1s",
-        ],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --lock-timeout 50ms --lock-budget 1s")
+        .await;
     out.code(75)
         .stderr_has("could not lock")
         .stderr_has("long-report");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 2",
+        Some("awaiting_swap"),
+    )
+    .await;
     assert!(db.exists("tally_rebuild").await);
     assert_eq!(
-        oid(&db, "tally_old").await,
+        db.oid("tally_old").await,
         rollback_point,
         "the failed swap kept the rollback point"
     );
     blocker.batch_execute("COMMIT").await.unwrap();
-    let live_before = oid(&db, "tally").await;
-    reproject(&db, &p.config(), &["swap", "--yes"])
+    let live_before = db.oid("tally").await;
+    p.reproject(&db, "swap --yes")
         .await
         .ok()
         .stdout_has("swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(oid(&db, "tally_old").await, live_before);
+    assert_eq!(db.oid("tally_old").await, live_before);
     assert_eq!(
-        oid(&db, "tally_retired_1").await,
+        db.oid("tally_retired_1").await,
         0,
         "the retired table is dropped after the commit"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        1
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 1)
+        .await;
     db.drop().await;
 }
 
@@ -505,23 +411,10 @@ async fn swap_gives_up_on_a_held_lock_and_swaps_later() {
 /// checkpoint at the last committed batch, and the rebuild table holding exactly those events.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_cancels_after_the_current_batch() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     // Slow handlers so there is time to interrupt.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let p = tally::slow("0.001");
+    let child = p.spawn(&db, "rebuild --yes --batch-size 100");
     let pid = child.id().unwrap();
     // Wait until at least one batch is committed.
     crate::harness::wait_for_checkpoint(&db, 1).await;
@@ -530,30 +423,24 @@ async fn sigint_cancels_after_the_current_batch() {
         .arg(pid.to_string())
         .status()
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("cancelled after"), "{stderr}");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("cancelled after");
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"))
+        .await;
     let checkpoint = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
         checkpoint > 0 && checkpoint < 3000 && checkpoint % 100 == 0,
         "checkpoint {checkpoint}"
     );
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
+    db.assert_int_because(
+        "SELECT sum(n)::bigint FROM tally_rebuild",
         checkpoint,
-        "exactly the committed batches"
-    );
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs").await,
-        checkpoint
-    );
+        "exactly the committed batches",
+    )
+    .await;
+    db.assert_int("SELECT events_applied FROM reproject.runs", checkpoint)
+        .await;
     assert!(!db.exists("tally_old").await, "nothing was swapped");
     db.drop().await;
 }
@@ -562,21 +449,13 @@ async fn sigint_cancels_after_the_current_batch() {
 /// the complete rebuild stays swappable.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_while_waiting_for_locks_stops_waiting() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = db.client().await;
     blocker
         .batch_execute("BEGIN; SELECT count(*) FROM tally")
         .await
         .unwrap();
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-budget", "60s"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
     let pid = child.id().unwrap();
     crate::harness::wait_until(
         &db,
@@ -590,26 +469,18 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
         .arg(pid.to_string())
         .status()
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let out = child.output().await;
+    out.code(130);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "it stopped waiting"
     );
-    assert!(
-        stderr.contains("cancelled while waiting to lock"),
-        "{stderr}"
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    out.stderr_has("cancelled while waiting to lock");
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     assert!(!db.exists("tally_old").await);
     blocker.batch_execute("COMMIT").await.unwrap();
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    p.reproject(&db, "swap --yes").await.ok();
     db.drop().await;
 }
 
@@ -617,66 +488,44 @@ async fn sigint_while_waiting_for_locks_stops_waiting() {
 /// committed batch and ends with exactly the tables of an uninterrupted run.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_then_resume_gives_the_uninterrupted_result() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let mut child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let slow = tally::slow("0.001");
+    let mut child = slow.spawn(&db, "rebuild --yes --batch-size 100");
     crate::harness::wait_for_checkpoint(&db, 300).await;
     child.kill().await.unwrap();
     child.wait().await.unwrap();
     let killed_at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!((300..3000).contains(&killed_at), "killed at {killed_at}");
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        killed_at
-    );
-    let status = reproject(&db, &slow.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", killed_at)
+        .await;
+    let status = slow.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["state"], "interrupted");
 
     // More events arrive meanwhile; the resumed run takes them too.
     tally::append(&db, 77).await;
     // Resuming with other handlers would mix two versions: refused.
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(&db, "rebuild --yes --resume")
         .await
         .code(2)
         .stderr_has("the handlers of projection `tally` changed since run 1");
     let p = slow;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--json"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --resume --json").await;
     let outcome = out.ok().stderr_has("resuming run 1").json();
     assert_eq!(outcome["run_id"], 1, "the same run continues");
     assert_eq!(outcome["events_applied"], 3077 - killed_at);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3077
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
+        3077,
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1)
+        .await;
 
     // Nothing left to resume now.
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(&db, "rebuild --yes --resume")
         .await
         .code(2)
         .stderr_has("nothing to resume");
@@ -688,52 +537,29 @@ async fn sigkill_then_resume_gives_the_uninterrupted_result() {
 /// batch by itself, and the result is that of an uninterrupted run, every event once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_connection_resumes_by_itself() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
+    let db = tally::db(3000).await;
     db.exec("UPDATE tally SET total = 0").await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100", "--json"],
-    )
-    .spawn()
-    .unwrap();
+    let slow = tally::slow("0.001");
+    let child = slow.spawn(&db, "rebuild --yes --batch-size 100 --json");
     crate::harness::wait_for_checkpoint(&db, 300).await;
-    let terminated = db
-        .int(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'reproject' AND pid <> pg_backend_pid()",
-        )
-        .await;
+    let terminated = db.terminate_reproject_sessions().await;
     assert!(
         terminated >= 2,
         "the replay and the lock sessions: {terminated}"
     );
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = child.output().await;
+    out.code(0);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("lost the connection to PostgreSQL") && stderr.contains("resuming run 1"),
         "{stderr}"
     );
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = out.json();
     assert_eq!(outcome["status"], "swapped");
     assert_eq!(outcome["run_id"], 1, "the same run continues");
-    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
-        3000,
-        "every event once"
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    tally::assert_run_applied_each_event_once(&db, 3000).await;
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1)
+        .await;
     // The run records the lost connection it resumed after, and `history` shows it.
     assert_eq!(
         db.int(
@@ -743,7 +569,7 @@ async fn a_lost_connection_resumes_by_itself() {
         .await,
         1
     );
-    reproject(&db, &slow.config(), &["history"])
+    slow.reproject(&db, "history")
         .await
         .ok()
         .stdout_has("survived reconnect: lost the connection")
@@ -755,67 +581,37 @@ async fn a_lost_connection_resumes_by_itself() {
 /// exit 130, recorded as cancelled with who asked, and resumable.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_from_another_terminal() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 3000).await;
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    reproject(&db, &slow.config(), &["cancel"])
+    let db = tally::db(3000).await;
+    let slow = tally::slow("0.001");
+    slow.reproject(&db, "cancel")
         .await
         .code(2)
         .stderr_has("nothing to cancel");
-    let child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = slow.spawn(&db, "rebuild --yes --batch-size 100");
     crate::harness::wait_for_checkpoint(&db, 1).await;
     // While it runs, `status` shows the phase, speed and ETA.
-    let s = reproject(&db, &slow.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let s = slow.reproject(&db, "status --json").await.ok().json();
     let t = &s["projections"][0];
     assert_eq!(t["state"], "rebuilding");
     assert_eq!(t["phase"], "replay");
     assert!(t["events_applied"].as_i64().unwrap() > 0, "{t}");
     assert!(t["events_per_second"].as_f64().unwrap() > 0.0, "{t}");
     assert!(t["eta_seconds"].as_f64().is_some(), "{t}");
-    reproject(
-        &db,
-        &slow.config(),
-        &["cancel", "--initiated-by", "oncall-bob"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 1: cancellation requested");
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("cancellation requested by oncall-bob"),
-        "{stderr}"
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("cancelled")
-    );
+    slow.reproject(&db, "cancel --initiated-by oncall-bob")
+        .await
+        .ok()
+        .stdout_has("run 1: cancellation requested");
+    let out = child.output().await;
+    out.code(130);
+    out.stderr_has("cancellation requested by oncall-bob");
+    db.assert_text("SELECT status FROM reproject.runs", Some("cancelled"))
+        .await;
     let at = db.int("SELECT position FROM reproject.checkpoints").await;
     assert!(
         at < 3000 && at % 100 == 0,
         "stopped after a whole batch: {at}"
     );
-    reproject(&db, &slow.config(), &["rebuild", "--yes", "--resume"])
-        .await
-        .ok();
+    slow.reproject(&db, "rebuild --yes --resume").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -826,69 +622,48 @@ async fn cancel_from_another_terminal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_windows_are_honoured() {
     use chrono::{Duration, Local};
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let now = Local::now();
     let hhmm = |d: Duration| (now + d).format("%H:%M").to_string();
 
-    reproject(&db, &p.config(), &["rebuild", "--no-swap"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
     let outside = format!("{}-{}", hhmm(Duration::hours(2)), hhmm(Duration::hours(3)));
-    reproject(
-        &db,
-        &p.config(),
-        &["swap", "--yes", "--swap-window", &outside],
-    )
-    .await
-    .code(75)
-    .stderr_has("outside the swap window");
+    p.reproject(&db, &["swap", "--yes", "--swap-window", &outside])
+        .await
+        .code(75)
+        .stderr_has("outside the swap window");
     assert!(!db.exists("tally_old").await);
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
+    db.assert_text("SELECT status FROM reproject.runs", Some("awaiting_swap"))
+        .await;
     let inside = format!("{}-{}", hhmm(Duration::hours(-1)), hhmm(Duration::hours(1)));
-    reproject(
-        &db,
-        &p.config(),
-        &["swap", "--yes", "--swap-window", &inside],
-    )
-    .await
-    .ok()
-    .stdout_has("swapped");
+    p.reproject(&db, &["swap", "--yes", "--swap-window", &inside])
+        .await
+        .ok()
+        .stdout_has("swapped");
 
     // A moment three seconds ahead: the rebuild waits for it, and takes what arrives meanwhile.
     let at = (Local::now() + Duration::seconds(3)).to_rfc3339();
     let started = std::time::Instant::now();
-    let child = crate::harness::command(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &at])
-        .spawn()
-        .unwrap();
+    let child = p.spawn(&db, &["rebuild", "--yes", "--swap-at", &at]);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     tally::append(&db, 25).await;
-    let out = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("waiting for the swap window"), "{stderr}");
+    let out = child.output().await;
+    out.code(0);
+    out.stderr_has("waiting for the swap window");
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
 
     // A moment in the past: swap now.
     let past = (Local::now() - Duration::hours(1)).to_rfc3339();
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes", "--swap-at", &past]).await;
+    let out = p
+        .reproject(&db, &["rebuild", "--yes", "--swap-at", &past])
+        .await;
     out.ok().stdout_has("swapped");
     assert!(!out.stderr.contains("waiting for the swap window"));
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--swap-window", "25:00-26:00"],
-    )
-    .await
-    .code(2)
-    .stderr_has("--swap-window");
+    p.reproject(&db, "rebuild --yes --swap-window 25:00-26:00")
+        .await
+        .code(2)
+        .stderr_has("--swap-window");
     db.drop().await;
 }
 
@@ -896,13 +671,10 @@ async fn swap_windows_are_honoured() {
 /// sooner; `confirm_durable` then waits for the flush before anyone is told it succeeded.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1).await;
+    let db = tally::db(1).await;
     // A run row for confirm_durable to write (and the state schema).
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .code(0);
+    p.reproject(&db, "rebuild --yes").await.code(0);
     let engine_db = reproject::db::Db::new(&db.url).unwrap();
     let conn = engine_db.dedicated().await.unwrap();
     conn.batch_execute("SET synchronous_commit = on")

@@ -1,32 +1,13 @@
 //! `reproject run`: the same projections kept live, exactly once, across swaps, kills, handler
 //! errors and lost connections.
 
-use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{Project, Runner, TestDb};
+use crate::ordering::background_writers;
 use crate::tally;
 use std::time::{Duration, Instant};
-use tokio::process::Child;
 
-/// Sends a signal to a child process.
-pub fn signal(child: &Child, sig: &str) {
-    let pid = child.id().expect("child still running");
-    std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-}
-
-pub async fn finish(child: Child) -> Out {
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the runner did not stop within 60 s")
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+pub use crate::harness::{finish, signal};
 
 /// Waits until `sql` returns true, or panics after `secs`.
 pub async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
@@ -46,49 +27,42 @@ pub async fn wait_for(db: &TestDb, sql: &str, secs: u64) {
 pub const CAUGHT_UP: &str = "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
     AND (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') = (SELECT max(id) FROM events)";
 
+/// Starts `reproject ARGS` (a `run`) in the background and waits until it has caught up.
+pub async fn start_runner(db: &TestDb, p: &Project, args: &str) -> Runner {
+    let runner = p.spawn(db, args);
+    wait_for(db, CAUGHT_UP, 30).await;
+    runner
+}
+
 /// `--once` refuses to guess where never-rebuilt tables stand, starts where it is told, applies
 /// the new events exactly once, and leaves the checkpoint at the head.
 #[tokio::test(flavor = "multi_thread")]
 async fn once_catches_up_from_where_it_is_told() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["run", "--once"])
+    let (db, p) = tally::fixture(1000).await;
+    p.reproject(&db, "run --once")
         .await
         .code(2)
         .stderr_has("cannot tell which events the live tables of `tally` already hold")
         .stderr_has("--from-position head");
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .ok()
-    .stdout_has("caught up: 0 events applied");
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .ok()
+        .stdout_has("caught up: 0 events applied");
     tally::append(&db, 500).await;
     db.exec("UPDATE events SET bad = true WHERE id IN (1100, 1500)")
         .await;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--batch-size", "64", "--json"],
-    )
-    .await;
+    let out = p.reproject(&db, "run --once --batch-size 64 --json").await;
     let o = out.ok().json();
     assert_eq!(o["events_applied"], 498, "500 new events less 2 filtered");
     assert_eq!(o["groups"][0]["position"], 1500);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'")
-            .await,
-        1500
-    );
+    db.assert_int(
+        "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'",
+        1500,
+    )
+    .await;
     // Nothing new: nothing applied, nothing changes.
-    let o = reproject(&db, &p.config(), &["run", "--once", "--json"])
-        .await
-        .ok()
-        .json();
+    let o = p.reproject(&db, "run --once --json").await.ok().json();
     assert_eq!(o["events_applied"], 0);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -100,35 +74,16 @@ async fn once_catches_up_from_where_it_is_told() {
 /// stops it with exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn appended_events_appear_while_running() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
-    let runner = command(
-        &db,
-        &p.config(),
-        &[
-            "run",
-            "--from-position",
-            "head",
-            "--json",
-            "--batch-size",
-            "50",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let (db, p) = tally::fixture(200).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json --batch-size 50").await;
 
-    let second = reproject(&db, &p.config(), &["run", "--once"]).await;
+    let second = p.reproject(&db, "run --once").await;
     second
         .code(75)
         .stderr_has("projection `tally` is already kept live by another `reproject run`")
         .stderr_has("reproject process");
 
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     let r = &status["projections"][0]["runner"];
     assert_eq!(r["up"], true, "{status}");
     assert_eq!(r["checkpoint"], 200);
@@ -158,15 +113,11 @@ async fn appended_events_appear_while_running() {
     wait_for(&db, CAUGHT_UP, 30).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
 
-    signal(&runner, "TERM");
-    let out = finish(runner).await;
+    let out = runner.stop().await;
     let o = out.ok().json();
     assert_eq!(o["interrupted"], true);
     assert_eq!(o["events_applied"], 80 * 7, "committed events only");
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["runner"]["up"], false);
     assert_eq!(status["projections"][0]["runner"]["lag_events"], 0);
     db.drop().await;
@@ -189,24 +140,14 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     db.exec("BEGIN; ALTER TABLE t RENAME TO t_prev; ALTER TABLE t_next RENAME TO t; COMMIT")
         .await;
     a.execute(&insert, &[&2i32]).await.unwrap();
-    assert_eq!(
-        db.int("SELECT sum(x)::bigint FROM t").await,
-        2,
-        "went to the new `t`"
-    );
-    assert_eq!(db.int("SELECT sum(x)::bigint FROM t_prev").await, 1);
+    db.assert_int_because("SELECT sum(x)::bigint FROM t", 2, "went to the new `t`")
+        .await;
+    db.assert_int("SELECT sum(x)::bigint FROM t_prev", 1).await;
 
     tally::setup(&db, 100).await;
     let p = tally::project();
     // A runner that has prepared its statements on the live table.
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json").await;
     // A swap in progress: it holds the live table and builds the next generation up to 120.
     let swap = db.client().await;
     swap.batch_execute(
@@ -238,34 +179,18 @@ async fn a_batch_overlapping_a_swap_continues_on_the_new_tables() {
     .await
     .unwrap();
     wait_for(&db, CAUGHT_UP, 30).await;
-    signal(&runner, "TERM");
-    let out = finish(runner).await;
+    let out = runner.stop().await;
     let o = out.ok().json();
     assert_eq!(o["handovers"], 1, "{o}");
     assert_eq!(o["events_applied"], 30, "121..150 on the new table");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_prev").await,
+    db.assert_int_because(
+        "SELECT sum(n)::bigint FROM tally_prev",
         100,
-        "nothing applied to the table swapped out"
-    );
+        "nothing applied to the table swapped out",
+    )
+    .await;
     db.drop().await;
-}
-
-/// Starts the concurrent writers of ordering.rs (quick ones, slow ones that hold their
-/// positions for 150-350 ms before committing, one that rolls back; every seventh event `bad`)
-/// and returns what stops them and waits until all their transactions have ended.
-fn appenders(db: &TestDb) -> impl std::future::Future<Output = i64> + Send + 'static {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks = crate::ordering::writers(db, &stop);
-    async move {
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut written = 0;
-        for t in tasks {
-            written += t.await.unwrap();
-        }
-        written
-    }
 }
 
 /// `run` and `rebuild` + swap of the same projection at the same time, with several appenders
@@ -275,47 +200,23 @@ fn appenders(db: &TestDb) -> impl std::future::Future<Output = i64> + Send + 'st
 /// hands the old table back and the runner re-applies what it missed, once.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_and_rebuild_together_with_appenders() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1500).await;
+    let db = tally::db(1500).await;
     // A little slow per event, so the rebuild's catch-up and swap overlap the writers.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.001);\n", tally::HANDLERS),
-        )],
-    );
-    let runner = command(
-        &db,
-        &p.config(),
-        &[
-            "run",
-            "--from-position",
-            "head",
-            "--json",
-            "--batch-size",
-            "20",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
-    let stop_writers = appenders(&db);
+    let p = tally::slow("0.001");
+    let runner = start_runner(&db, &p, "run --from-position head --json --batch-size 20").await;
+    let writers = background_writers(&db);
     // Let the writers open transactions before the rebuild starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Corrupt the live table: the rebuild must replace it, and the runner must not undo that.
     db.exec("UPDATE tally SET total = total + 1000000 WHERE stream = 's3'")
         .await;
     let before = db.int("SELECT max(id) FROM events").await;
-    let rebuilt = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "50", "--json"],
-    )
-    .await;
+    let rebuilt = p
+        .reproject(&db, "rebuild --yes --batch-size 50 --json")
+        .await;
     let during = db.int("SELECT max(id) FROM events").await - before;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let written = stop_writers.await;
+    let written = writers.stop().await;
     let rebuilt = rebuilt.ok().json();
     assert_eq!(rebuilt["status"], "swapped", "{rebuilt}");
     assert!(
@@ -324,26 +225,23 @@ async fn run_and_rebuild_together_with_appenders() {
     );
     wait_for(&db, CAUGHT_UP, 60).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.text("SELECT set_by_run::text FROM reproject.live_checkpoints")
-            .await
-            .as_deref(),
+    db.assert_text_because(
+        "SELECT set_by_run::text FROM reproject.live_checkpoints",
         Some("1"),
-        "the current tables are those of run 1's swap"
-    );
+        "the current tables are those of run 1's swap",
+    )
+    .await;
 
     // Rollback under writers: the old table (corrupted, and as of the swap) is back; the
     // runner re-applies every event since the swap to it.
     let swap_position = db
         .int("SELECT swap_position FROM reproject.runs WHERE id = 1")
         .await;
-    let stop_writers = appenders(&db);
+    let writers = background_writers(&db);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rollback --yes").await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop_writers.await;
+    writers.stop().await;
     wait_for(&db, CAUGHT_UP, 60).await;
     db.exec("UPDATE tally SET total = total - 1000000 WHERE stream = 's3'")
         .await;
@@ -352,8 +250,7 @@ async fn run_and_rebuild_together_with_appenders() {
         0,
         "the restored table got every event after the swap position {swap_position}, once"
     );
-    signal(&runner, "TERM");
-    let o = finish(runner).await.ok().json();
+    let o = runner.stop().await.ok().json();
     assert_eq!(o["interrupted"], true, "{o}");
     db.drop().await;
 }
@@ -361,24 +258,11 @@ async fn run_and_rebuild_together_with_appenders() {
 /// SIGKILL in the middle of a batch, then a new runner: nothing lost, nothing applied twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 0).await;
+    let db = tally::db(0).await;
     tally::append(&db, 6000).await;
     // Slow handlers so the kill lands inside a batch.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.0005);\n", tally::HANDLERS),
-        )],
-    );
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "start", "--batch-size", "250"],
-    )
-    .spawn()
-    .unwrap();
+    let p = tally::slow("0.0005");
+    let runner = p.spawn(&db, "run --from-position start --batch-size 250");
     wait_for(
         &db,
         "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
@@ -395,19 +279,19 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
         30,
     )
     .await;
-    signal(&runner, "KILL");
-    let killed = finish(runner).await;
+    runner.signal("KILL");
+    let killed = runner.finish().await;
     assert_eq!(killed.code, -1, "killed by a signal");
     let at = db
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 6000, "killed before the end ({at})");
-    assert_eq!(
-        db.int("SELECT coalesce(sum(n), 0)::bigint FROM tally")
-            .await,
+    db.assert_int_because(
+        "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
-        "the table holds exactly the committed batches"
-    );
+        "the table holds exactly the committed batches",
+    )
+    .await;
     // The server notices the dead client; until then its lock is held.
     wait_for(
         &db,
@@ -415,74 +299,50 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
         30,
     )
     .await;
-    reproject(&db, &p.config(), &["run", "--once"]).await.ok();
+    p.reproject(&db, "run --once").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
 
-const TWO: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-filter = "NOT bad"
-
-[[projection]]
-name = "tally"
-tables = ["tally"]
-handlers = "tally.sql"
-
-[[projection]]
-name = "big"
-tables = ["big"]
-handlers = "big.sql"
-depends_on = ["tally"]
-
-[[projection]]
-name = "kinds"
-tables = ["kinds"]
-handlers = "kinds.sql"
-"#;
+/// Three projections: `tally`, `big` (which reads `tally`) and the independent `kinds`, whose
+/// handlers end with `kinds_extra`; creates their tables.
+async fn three_projections(db: &TestDb, kinds_extra: &str) -> Project {
+    db.exec(
+        "CREATE TABLE big (stream text PRIMARY KEY); \
+         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
+    )
+    .await;
+    Config::events("events")
+        .event("filter", "NOT bad")
+        .projection(Projection::new("tally"))
+        .projection(Projection::new("big").option_toml("depends_on", "[\"tally\"]"))
+        .projection(Projection::new("kinds"))
+        .file("tally.sql", tally::HANDLERS)
+        .file(
+            "big.sql",
+            "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
+        )
+        .file(
+            "kinds.sql",
+            &format!("-- on added\nINSERT INTO {{{{kinds}}}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\n{kinds_extra}"),
+        )
+        .write()
+}
 
 /// A handler error stops its projection and the one that reads it, at the failing event, with
 /// the error in state and in `status`; the independent projection keeps going. After the event
 /// is fixed, a new runner retries from the failing event.
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_handler_stops_only_its_group() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    db.exec(
-        "CREATE TABLE big (stream text PRIMARY KEY); \
-         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
-    )
-    .await;
-    let p = Project::new(
-        TWO,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            (
-                "big.sql",
-                "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
-            ),
-            (
-                "kinds.sql",
-                "-- on added\nINSERT INTO {{kinds}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\n",
-            ),
-        ],
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .ok();
+    let db = tally::db(100).await;
+    let p = three_projections(&db, "").await;
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .ok();
     tally::append(&db, 100).await;
     db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 150")
         .await;
-    let out = reproject(&db, &p.config(), &["run", "--once", "--batch-size", "30"]).await;
+    let out = p.reproject(&db, "run --once --batch-size 30").await;
     out.code(1)
         .stderr_has("tally, big stopped on an error")
         .stderr_has("projection `tally` failed on event at position 150")
@@ -493,13 +353,10 @@ async fn failing_handler_stops_only_its_group() {
     assert_eq!(db.int(&cp("tally")).await, 149, "up to the failing event");
     assert_eq!(db.int(&cp("big")).await, 149, "stopped with what it reads");
     assert_eq!(db.int(&cp("kinds")).await, 200, "independent: kept going");
-    assert_eq!(db.int("SELECT n::bigint FROM kinds").await, 100);
-    assert_eq!(db.int("SELECT sum(n)::bigint FROM tally").await, 149);
+    db.assert_int("SELECT n::bigint FROM kinds", 100).await;
+    db.assert_int("SELECT sum(n)::bigint FROM tally", 149).await;
 
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     let runner = |name: &str| {
         status["projections"]
             .as_array()
@@ -518,25 +375,22 @@ async fn failing_handler_stops_only_its_group() {
     assert_eq!(runner("big")["stopped"], true);
     assert_eq!(runner("kinds")["stopped"], false);
     assert_eq!(runner("tally")["lag_events"], 51);
-    let text = reproject(&db, &p.config(), &["status"]).await;
+    let text = p.reproject(&db, "status").await;
     text.ok()
         .stdout_has("STOPPED")
         .stdout_has("runner error at position 150");
 
     // Running only part of a dependency group is refused.
-    reproject(&db, &p.config(), &["run", "--once", "big"])
+    p.reproject(&db, "run --once big")
         .await
         .code(2)
         .stderr_has("connected by dependencies to `tally`");
 
     db.exec("UPDATE events SET data = '{\"amount\": 42}' WHERE id = 150")
         .await;
-    reproject(&db, &p.config(), &["run", "--once"]).await.ok();
+    p.reproject(&db, "run --once").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert!(
         status["projections"][0]["runner"]["last_error"].is_null(),
         "{status}"
@@ -548,17 +402,8 @@ async fn failing_handler_stops_only_its_group() {
 /// runner reconnects, takes its lock again and goes on, exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn runner_survives_lost_connections() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let (db, p) = tally::fixture(100).await;
+    let runner = start_runner(&db, &p, "run --from-position head --json").await;
     for round in 0..3 {
         tally::append(&db, 100).await;
         db.exec(
@@ -575,13 +420,9 @@ async fn runner_survives_lost_connections() {
         );
     }
     // The lock is held again.
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["runner"]["up"], true);
-    signal(&runner, "TERM");
-    let o = finish(runner).await.ok().json();
+    let o = runner.stop().await.ok().json();
     assert!(o["reconnects"].as_i64().unwrap() >= 1, "{o}");
     db.drop().await;
 }
@@ -590,10 +431,8 @@ async fn runner_survives_lost_connections() {
 /// runner that would otherwise sleep 20 s between looks wakes as soon as events commit.
 #[tokio::test(flavor = "multi_thread")]
 async fn notifications_wake_the_runner() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    let out = reproject(&db, &p.config(), &["run", "--print-notify-sql"]).await;
+    let (db, p) = tally::fixture(100).await;
+    let out = p.reproject(&db, "run --print-notify-sql").await;
     let sql = out.ok().stdout.clone();
     assert!(
         sql.contains("CREATE TRIGGER reproject_notify AFTER INSERT ON \"public\".\"events\""),
@@ -603,27 +442,16 @@ async fn notifications_wake_the_runner() {
         !db.exists("reproject.live_checkpoints").await,
         "printing writes nothing"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'")
-            .await,
-        0
-    );
-    db.exec(&sql).await;
-    let runner = command(
-        &db,
-        &p.config(),
-        &[
-            "run",
-            "--from-position",
-            "head",
-            "--poll-interval",
-            "20s",
-            "--max-poll-interval",
-            "20s",
-        ],
+    db.assert_int(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'reproject_notify'",
+        0,
     )
-    .spawn()
-    .unwrap();
+    .await;
+    db.exec(&sql).await;
+    let runner = p.spawn(
+        &db,
+        "run --from-position head --poll-interval 20s --max-poll-interval 20s",
+    );
     wait_for(&db, CAUGHT_UP, 30).await;
     // Now asleep for 20 s unless woken.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -636,8 +464,7 @@ async fn notifications_wake_the_runner() {
         "took {took:?}: not woken by the notification"
     );
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    signal(&runner, "TERM");
-    let out = finish(runner).await;
+    let out = runner.stop().await;
     out.ok()
         .stderr_has("listening for new events on channel `reproject_events`");
     db.drop().await;
@@ -647,26 +474,20 @@ async fn notifications_wake_the_runner() {
 /// positions) with a configuration error, before touching anything.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_refuses_xid8_ordering() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
         .await;
-    let p = Project::new(
-        &tally::CONFIG.replace(
-            "filter = \"NOT bad\"\n",
-            "filter = \"NOT bad\"\nordering = \"xid8\"\ntransaction_id = \"tx\"\n",
-        ),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .code(2)
-    .stderr_has("`reproject run` does not support `events.ordering = \"xid8\"`")
-    .stderr_has("gap-aware");
+    let p = Config::tally_events()
+        .event("ordering", "xid8")
+        .event("transaction_id", "tx")
+        .projection(Projection::new("tally"))
+        .file("tally.sql", tally::HANDLERS)
+        .write();
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .code(2)
+        .stderr_has("`reproject run` does not support `events.ordering = \"xid8\"`")
+        .stderr_has("gap-aware");
     assert!(
         !db.exists("reproject.live_checkpoints").await,
         "refused before writing any state"
@@ -680,12 +501,9 @@ async fn run_refuses_xid8_ordering() {
 /// then applies it; nothing is skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_position_drawn_before_its_insert_is_not_skipped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    let runner = command(
+    let (db, p) = tally::fixture(100).await;
+    let runner = p.spawn(
         &db,
-        &p.config(),
         &[
             "run",
             "--from-position",
@@ -695,9 +513,7 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
             "--max-poll-interval",
             "200ms",
         ],
-    )
-    .spawn()
-    .unwrap();
+    );
     wait_for(&db, CAUGHT_UP, 30).await;
     let early = db.client().await;
     early.batch_execute("BEGIN").await.unwrap();
@@ -723,8 +539,7 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
         .unwrap();
     wait_for(&db, CAUGHT_UP, 30).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    signal(&runner, "TERM");
-    let out = finish(runner).await;
+    let out = runner.stop().await;
     out.stderr_has(&format!(
         "holding at position {} for 10s: a gap below position {} can still be filled by pid",
         drawn - 1,
@@ -741,37 +556,22 @@ async fn a_position_drawn_before_its_insert_is_not_skipped() {
 /// stopped on request exits 0 having done nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_runner_takes_over() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    let first = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
-    let standby = command(&db, &p.config(), &["run", "--wait", "--json"])
-        .spawn()
-        .unwrap();
+    let (db, p) = tally::fixture(100).await;
+    let first = start_runner(&db, &p, "run --from-position head --json").await;
+    let standby = p.spawn(&db, "run --wait --json");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     tally::append(&db, 50).await;
     wait_for(&db, CAUGHT_UP, 30).await;
-    signal(&first, "TERM");
-    let o = finish(first).await.ok().json();
+    let o = first.stop().await.ok().json();
     assert_eq!(o["events_applied"], 50, "{o}");
     tally::append(&db, 70).await;
     wait_for(&db, CAUGHT_UP, 30).await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
 
     // A third one stands by behind the standby that took over, and is stopped.
-    let third = command(&db, &p.config(), &["run", "--wait", "--json"])
-        .spawn()
-        .unwrap();
+    let third = p.spawn(&db, "run --wait --json");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    signal(&third, "TERM");
-    let out = finish(third).await;
+    let out = third.stop().await;
     out.stderr_has(
         "standing by (--wait): projection `tally` is already kept live by another `reproject run`",
     );
@@ -779,8 +579,7 @@ async fn a_standby_runner_takes_over() {
     assert_eq!(o["interrupted"], true);
     assert_eq!(o["events_applied"], 0);
 
-    signal(&standby, "TERM");
-    let out = finish(standby).await;
+    let out = standby.stop().await;
     out.stderr_has("standing by (--wait)")
         .stderr_has("took over: the other runner stopped");
     let o = out.ok().json();
@@ -793,52 +592,15 @@ async fn a_standby_runner_takes_over() {
 /// independent group that is current: new events reach `tally` while `kinds` still catches up.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_far_behind_does_not_hold_back_the_others() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 2000).await;
-    db.exec(
-        "CREATE TABLE big (stream text PRIMARY KEY); \
-         CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",
-    )
-    .await;
-    let p = Project::new(
-        TWO,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            (
-                "big.sql",
-                "-- on added\nINSERT INTO {{big}} SELECT stream FROM {{tally}} WHERE total > 1000 ON CONFLICT DO NOTHING;\n",
-            ),
-            (
-                "kinds.sql",
-                "-- on added\nINSERT INTO {{kinds}} AS k VALUES (:type, 1) ON CONFLICT (type) DO UPDATE SET n = k.n + 1;\nSELECT pg_sleep(0.003);\n",
-            ),
-        ],
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head", "kinds"],
-    )
-    .await
-    .ok();
+    let db = tally::db(2000).await;
+    let p = three_projections(&db, "SELECT pg_sleep(0.003);\n").await;
+    p.reproject(&db, "run --once --from-position head kinds")
+        .await
+        .ok();
     // `kinds` is empty: it starts from the first event.
     db.exec("UPDATE reproject.live_checkpoints SET position = NULL WHERE projection = 'kinds'")
         .await;
-    let runner = command(
-        &db,
-        &p.config(),
-        &[
-            "run",
-            "--from-position",
-            "head",
-            "--batch-size",
-            "50",
-            "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = start_runner(&db, &p, "run --from-position head --batch-size 50 --json").await;
     tally::append(&db, 10).await;
     wait_for(&db, CAUGHT_UP, 10).await;
     let kinds =
@@ -858,7 +620,6 @@ async fn a_group_far_behind_does_not_hold_back_the_others() {
         db.int("SELECT n::bigint FROM kinds").await,
         db.int("SELECT count(*) FROM events WHERE NOT bad").await
     );
-    signal(&runner, "TERM");
-    finish(runner).await.ok();
+    runner.stop().await.ok();
     db.drop().await;
 }

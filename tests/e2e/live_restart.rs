@@ -4,8 +4,8 @@
 //! `--reconnect-timeout` it gives up instead of retrying forever. And a prepared transaction
 //! (which the shared test server does not allow) holding a position across a restart.
 
-use crate::harness::{command, reproject, Project, TestDb};
-use crate::live::{finish, signal, wait_for, CAUGHT_UP};
+use crate::harness::TestDb;
+use crate::live::{wait_for, CAUGHT_UP};
 use crate::pgserver::PgServer;
 use crate::tally;
 use std::time::{Duration, Instant};
@@ -41,32 +41,13 @@ async fn exactly_once(db: &TestDb, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn runner_survives_a_server_restart() {
     let Some(server) = start() else { return };
-    let db = TestDb::new_on(server.admin()).await;
-    tally::setup(&db, 100).await;
+    let db = tally::db_on(server.admin(), 100).await;
     // Handlers a little slow, so the second stop lands inside a batch.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.0005);\n", tally::HANDLERS),
-        )],
-    );
-    let runner = command(
+    let p = tally::slow("0.0005");
+    let runner = p.spawn(
         &db,
-        &p.config(),
-        &[
-            "run",
-            "--from-position",
-            "head",
-            "--json",
-            "--batch-size",
-            "50",
-            "--reconnect-timeout",
-            "2min",
-        ],
-    )
-    .spawn()
-    .unwrap();
+        "run --from-position head --json --batch-size 50 --reconnect-timeout 2min",
+    );
     wait_for(&db, CAUGHT_UP, 30).await;
     tally::append(&db, 100).await;
     wait_for(&db, CAUGHT_UP, 30).await;
@@ -122,18 +103,14 @@ async fn runner_survives_a_server_restart() {
     exactly_once(&db, "after the second restart").await;
 
     // The lock was taken again: a second runner is refused, `status` shows the runner up.
-    reproject(&db, &p.config(), &["run", "--once"])
+    p.reproject(&db, "run --once")
         .await
         .code(75)
         .stderr_has("already kept live by another `reproject run`");
-    let status = reproject(&db, &p.config(), &["status", "--json"])
-        .await
-        .ok()
-        .json();
+    let status = p.reproject(&db, "status --json").await.ok().json();
     assert_eq!(status["projections"][0]["runner"]["up"], true, "{status}");
 
-    signal(&runner, "TERM");
-    let out = finish(runner).await;
+    let out = runner.stop().await;
     out.stderr_has("reconnected to the database");
     let o = out.ok().json();
     assert!(o["reconnects"].as_i64().unwrap() >= 2, "{o}");
@@ -149,33 +126,14 @@ async fn runner_survives_a_server_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn once_gives_up_after_the_reconnect_timeout() {
     let Some(server) = start() else { return };
-    let db = TestDb::new_on(server.admin()).await;
-    tally::setup(&db, 0).await;
+    let db = tally::db_on(server.admin(), 0).await;
     tally::append(&db, 4000).await;
     // Slow handlers: the runner is still catching up when the server goes away.
-    let slow = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.0005);\n", tally::HANDLERS),
-        )],
-    );
-    let runner = command(
+    let slow = tally::slow("0.0005");
+    let runner = slow.spawn(
         &db,
-        &slow.config(),
-        &[
-            "run",
-            "--once",
-            "--from-position",
-            "start",
-            "--batch-size",
-            "100",
-            "--reconnect-timeout",
-            "2s",
-        ],
-    )
-    .spawn()
-    .unwrap();
+        "run --once --from-position start --batch-size 100 --reconnect-timeout 2s",
+    );
     wait_for(
         &db,
         "SELECT to_regclass('reproject.live_checkpoints') IS NOT NULL \
@@ -185,7 +143,7 @@ async fn once_gives_up_after_the_reconnect_timeout() {
     .await;
     server.stop();
     let stopped = Instant::now();
-    let out = finish(runner).await;
+    let out = runner.finish().await;
     let took = stopped.elapsed();
     out.code(1)
         .stderr_has("gave up after 2s without a working database connection (--reconnect-timeout)")
@@ -199,15 +157,13 @@ async fn once_gives_up_after_the_reconnect_timeout() {
         .int("SELECT position FROM reproject.live_checkpoints")
         .await;
     assert!(at < 4000, "stopped before the end ({at})");
-    assert_eq!(
-        db.int("SELECT coalesce(sum(n), 0)::bigint FROM tally")
-            .await,
+    db.assert_int_because(
+        "SELECT coalesce(sum(n), 0)::bigint FROM tally",
         at,
-        "the table holds exactly the committed batches"
-    );
-    reproject(&db, &slow.config(), &["run", "--once"])
-        .await
-        .ok();
+        "the table holds exactly the committed batches",
+    )
+    .await;
+    slow.reproject(&db, "run --once").await.ok();
     exactly_once(&db, "after the second --once").await;
     db.drop().await;
 }
@@ -217,17 +173,9 @@ async fn once_gives_up_after_the_reconnect_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
     let Some(server) = start() else { return };
-    let db = TestDb::new_on(server.admin()).await;
-    tally::setup(&db, 100).await;
+    let db = tally::db_on(server.admin(), 100).await;
     let p = tally::project();
-    let runner = command(
-        &db,
-        &p.config(),
-        &["run", "--from-position", "head", "--json"],
-    )
-    .spawn()
-    .unwrap();
-    wait_for(&db, CAUGHT_UP, 30).await;
+    let runner = crate::live::start_runner(&db, &p, "run --from-position head --json").await;
     db.exec(
         "BEGIN; INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": 7}'); \
          PREPARE TRANSACTION 'reproject_live_test'",
@@ -236,24 +184,21 @@ async fn a_prepared_transaction_holds_the_runner_back_across_a_restart() {
     tally::append(&db, 10).await;
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        db.int(checkpoint).await,
-        100,
-        "held below the prepared position"
-    );
+    db.assert_int_because(checkpoint, 100, "held below the prepared position")
+        .await;
     server.stop();
     server.start_again();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        db.int(checkpoint).await,
+    db.assert_int_because(
+        checkpoint,
         100,
-        "still held after the restart: the prepared transaction survived it"
-    );
+        "still held after the restart: the prepared transaction survived it",
+    )
+    .await;
     db.exec("COMMIT PREPARED 'reproject_live_test'").await;
     wait_for(&db, CAUGHT_UP, 30).await;
     exactly_once(&db, "after COMMIT PREPARED").await;
-    signal(&runner, "TERM");
-    let o = finish(runner).await.ok().json();
+    let o = runner.stop().await.ok().json();
     assert_eq!(o["events_applied"], 11, "{o}");
     db.drop().await;
 }

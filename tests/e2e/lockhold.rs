@@ -3,27 +3,11 @@
 //! held is bounded (a long final tail is caught up outside the lock, a slow statement or a
 //! frozen reproject process loses the locks).
 
-use crate::harness::{command, Out, Project, TestDb};
+use crate::harness::TestDb;
 use crate::tally;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
-
-async fn finish(child: tokio::process::Child) -> Out {
-    let out = child.wait_with_output().await.unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
 
 /// Waits until the newest run reaches phase `swap` (it is about to lock, or locking).
 async fn wait_for_swap_phase(db: &TestDb) {
@@ -146,16 +130,10 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
         })
     };
     let readers = Readers::start(&db, 4).await;
-    let out = finish(
-        command(
-            &db,
-            &p.config(),
-            &["rebuild", "--yes", "--batch-size", "500"],
-        )
-        .spawn()
-        .unwrap(),
-    )
-    .await;
+    let out = p
+        .spawn(&db, "rebuild --yes --batch-size 500")
+        .output()
+        .await;
     // Keep reading a little after the swap: the new table must serve at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (queries, errors, worst) = readers.stop().await;
@@ -193,25 +171,17 @@ async fn readers_see_no_error_and_no_stall_during_a_swap() {
 /// ends, the swap succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(500).await;
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-budget", "60s"],
-    )
-    .spawn()
-    .unwrap();
+    let live_before = db.oid("tally").await;
+    let child = p.spawn(&db, "rebuild --yes --lock-budget 60s");
     wait_for_swap_phase(&db).await;
     let readers = Readers::start(&db, 4).await;
     // Several attempts: 100, 200, 400, 800, 1000 ms slices.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(oid(&db, "tally").await, live_before, "not swapped yet");
+    assert_eq!(db.oid("tally").await, live_before, "not swapped yet");
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     let (queries, errors, worst) = readers.stop().await;
     out.ok()
         .stderr_has("lock attempt 3 timed out")
@@ -228,7 +198,7 @@ async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
         worst < Duration::from_secs(2),
         "worst read latency {worst:?}"
     );
-    assert_ne!(oid(&db, "tally").await, live_before, "swapped");
+    assert_ne!(db.oid("tally").await, live_before, "swapped");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -237,23 +207,15 @@ async fn a_held_lock_makes_the_swap_retry_without_stalling_readers() {
 /// locks, catches up outside them and tries again; every attempt is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_final_tail_is_caught_up_outside_the_lock() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(200).await;
     let blocker = hold_share_lock(&db).await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--max-tail-events", "100"],
-    )
-    .spawn()
-    .unwrap();
+    let child = p.spawn(&db, "rebuild --yes --max-tail-events 100");
     wait_for_swap_phase(&db).await;
     // These arrive while the swap waits for its locks: its final tail.
     tally::append(&db, 500).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     out.ok().stderr_has("more than --max-tail-events 100");
     let attempts = db
         .text("SELECT lock_attempts::text FROM reproject.runs WHERE id = 1")
@@ -277,44 +239,29 @@ async fn a_long_final_tail_is_caught_up_outside_the_lock() {
 /// statement_timeout: the swap is rolled back (exit 75), the run stays swappable.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}\n-- on slow\nSELECT pg_sleep(2);\n", tally::HANDLERS),
-        )],
-    );
+    let db = tally::db(200).await;
+    let p = tally::handlers_then("\n-- on slow\nSELECT pg_sleep(2);\n");
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-hold-max", "300ms"],
-    )
-    .spawn()
-    .unwrap();
+    let live_before = db.oid("tally").await;
+    let child = p.spawn(&db, "rebuild --yes --lock-hold-max 300ms");
     wait_for_swap_phase(&db).await;
     db.exec("INSERT INTO events (stream, type, data) VALUES ('s1', 'slow', '{}')")
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     out.code(75).stderr_has("--lock-hold-max (300 ms)");
-    assert_eq!(oid(&db, "tally").await, live_before, "nothing was swapped");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
-    assert_eq!(
-        db.text("SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("hold_exceeded")
-    );
+    assert_eq!(db.oid("tally").await, live_before, "nothing was swapped");
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+    )
+    .await;
+    db.assert_text(
+        "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 1",
+        Some("hold_exceeded"),
+    )
+    .await;
     let hold = db
         .int("SELECT (lock_attempts->-1->>'lock_hold_ms')::bigint FROM reproject.runs WHERE id = 1")
         .await;
@@ -331,25 +278,12 @@ async fn a_slow_statement_under_the_lock_rolls_the_swap_back() {
 /// itself (a lost connection), catching up and swapping.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_swap_loses_its_locks() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     // Slow handlers make the final tail take a while, so the freeze lands under the lock.
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!("{}SELECT pg_sleep(0.005);\n", tally::HANDLERS),
-        )],
-    );
+    let p = tally::slow("0.005");
     let blocker = hold_share_lock(&db).await;
-    let live_before = oid(&db, "tally").await;
-    let child = command(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--lock-hold-max", "2s"],
-    )
-    .spawn()
-    .unwrap();
+    let live_before = db.oid("tally").await;
+    let child = p.spawn(&db, "rebuild --yes --lock-hold-max 2s");
     let pid = child.id().unwrap().to_string();
     wait_for_swap_phase(&db).await;
     tally::append(&db, 300).await;
@@ -396,7 +330,7 @@ async fn a_frozen_swap_loses_its_locks() {
         .args(["-CONT", &pid])
         .status()
         .unwrap();
-    let out = finish(child).await;
+    let out = child.output().await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("lost the connection to PostgreSQL")
@@ -405,16 +339,15 @@ async fn a_frozen_swap_loses_its_locks() {
         out.stderr
     );
     assert_ne!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         live_before,
         "swapped on the resumed attempt"
     );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+    )
+    .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -423,17 +356,12 @@ async fn a_frozen_swap_loses_its_locks() {
 /// a lock on the live table, once locking has taken that long; logged and recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = hold_share_lock(&db).await;
     let started = Instant::now();
-    let out = crate::harness::reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--terminate-blockers-after", "500ms"],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --terminate-blockers-after 500ms")
+        .await;
     out.ok()
         .stderr_has("terminated blocking session pid")
         .stderr_has("long-report");
@@ -454,9 +382,7 @@ async fn terminate_blockers_after_ends_an_idle_blocking_transaction() {
 /// table; the session itself survives.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_blockers_after_cancels_a_long_statement() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(100).await;
     let blocker = db.client().await;
     blocker
         .batch_execute("SET application_name = 'slow-report'")
@@ -472,12 +398,9 @@ async fn cancel_blockers_after_cancels_a_long_statement() {
         )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = crate::harness::reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--cancel-blockers-after", "500ms"],
-    )
-    .await;
+    let out = p
+        .reproject(&db, "rebuild --yes --cancel-blockers-after 500ms")
+        .await;
     out.ok()
         .stderr_has("cancelled blocking session pid")
         .stderr_has("slow-report");
@@ -524,8 +447,7 @@ async fn the_swap_cancels_autovacuum_in_its_way() {
     )
     .await;
     let started = Instant::now();
-    let out =
-        crate::harness::reproject(&db, &tally::project().config(), &["rebuild", "--yes"]).await;
+    let out = tally::project().reproject(&db, "rebuild --yes").await;
     out.ok().stderr_has("cancelled autovacuum pid");
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -2,7 +2,8 @@
 //! skipped, rolled-back positions do not stall a rebuild and are recorded, and the hand-over
 //! checkpoint of an external projector is set to the swap position.
 
-use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{Background, Project, TestDb};
 use crate::tally;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -21,17 +22,23 @@ const HANDOVER_TABLE: &str =
     "CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint, tx xid8);
      INSERT INTO ext_checkpoints VALUES ('tally', 0, NULL);";
 
-/// The tally config with extra `[events]` lines and a hand-over line for the projection.
-fn config(events_extra: &str, handover: &str) -> String {
-    tally::CONFIG
-        .replace(
-            "filter = \"NOT bad\"\n",
-            &format!("filter = \"NOT bad\"\n{events_extra}"),
-        )
-        .replace(
-            "handlers = \"tally.sql\"\n",
-            &format!("handlers = \"tally.sql\"\n{handover}"),
-        )
+/// The tally project (in `xid8` order if asked) handing over to `ext_checkpoints` at column
+/// `position_column` (and `tx` in `xid8` order), with the handlers given.
+fn project(xid8: bool, position_column: &str, handlers: &str) -> Project {
+    let mut events = Config::tally_events();
+    let mut handover = format!(
+        "{{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{position_column}\""
+    );
+    if xid8 {
+        events = events
+            .event("ordering", "xid8")
+            .event("transaction_id", "tx");
+        handover.push_str(", transaction_id_column = \"tx\"");
+    }
+    events
+        .projection(Projection::new("tally").option_toml("handover", &format!("{handover} }}")))
+        .file("tally.sql", handlers)
+        .write()
 }
 
 /// What `tally` must hold for the committed events that `cut` (an SQL condition on `events`)
@@ -105,6 +112,13 @@ pub fn writers(db: &TestDb, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<i64>> {
     tasks
 }
 
+/// The writers above, in the background.
+pub fn background_writers(db: &TestDb) -> Background {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(db, &stop);
+    Background::of(stop, tasks)
+}
+
 /// Runs `rebuild` while the writers write, then stops them and waits until every one of their
 /// transactions has ended.
 async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Value {
@@ -112,12 +126,9 @@ async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Va
     let tasks = writers(db, &stop);
     // Let the writers open transactions before the rebuild starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = reproject(
-        db,
-        &project.config(),
-        &["rebuild", "--yes", "--batch-size", "7", "--json"],
-    )
-    .await;
+    let out = project
+        .reproject(db, "rebuild --yes --batch-size 7 --json")
+        .await;
     stop.store(true, Ordering::SeqCst);
     let mut written = 0;
     for t in tasks {
@@ -125,7 +136,7 @@ async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Va
     }
     out.ok();
     assert!(written > 50, "the writers wrote only {written} events");
-    let history = reproject(db, &project.config(), &["history", "--json"]).await;
+    let history = project.reproject(db, "history --json").await;
     history.ok().json()[0].clone()
 }
 
@@ -134,16 +145,9 @@ async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Va
 /// recorded as a skipped gap.
 #[tokio::test(flavor = "multi_thread")]
 async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     db.exec(HANDOVER_TABLE).await;
-    let project = Project::new(
-        &config(
-            "",
-            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\" }\n",
-        ),
-        &[("tally.sql", SLOW_HANDLERS)],
-    );
+    let project = project(false, "pos", SLOW_HANDLERS);
     let run = rebuild_under_writers(&db, &project).await;
     assert_eq!(run["status"], "swapped", "{run}");
     let swap = run["swap_position"].as_i64().expect("a swap position");
@@ -181,11 +185,8 @@ async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
         "the rolled-back writer left holes below the swap position"
     );
     // The external projector continues exactly where the swapped table ends.
-    assert_eq!(
-        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
-            .await,
-        swap
-    );
+    db.assert_int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'", swap)
+        .await;
     db.drop().await;
 }
 
@@ -193,18 +194,11 @@ async fn gap_aware_rebuild_under_concurrent_writers_misses_nothing() {
 /// checkpoint is the pair, and the swapped table equals the committed events up to that pair.
 #[tokio::test(flavor = "multi_thread")]
 async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     db.exec("ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()")
         .await;
     db.exec(HANDOVER_TABLE).await;
-    let project = Project::new(
-        &config(
-            "ordering = \"xid8\"\ntransaction_id = \"tx\"\n",
-            "handover = { table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"pos\", transaction_id_column = \"tx\" }\n",
-        ),
-        &[("tally.sql", SLOW_HANDLERS)],
-    );
+    let project = project(true, "pos", SLOW_HANDLERS);
     let run = rebuild_under_writers(&db, &project).await;
     assert_eq!(run["status"], "swapped", "{run}");
     let position = db
@@ -226,11 +220,11 @@ async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
             .await
             >= 300
     );
-    assert_eq!(
-        db.int("SELECT pos FROM ext_checkpoints WHERE name = 'tally'")
-            .await,
-        position
-    );
+    db.assert_int(
+        "SELECT pos FROM ext_checkpoints WHERE name = 'tally'",
+        position,
+    )
+    .await;
     assert_eq!(
         db.text("SELECT tx::text FROM ext_checkpoints WHERE name = 'tally'")
             .await
@@ -238,15 +232,6 @@ async fn xid8_rebuild_under_concurrent_writers_misses_nothing() {
         Some(tx.as_str())
     );
     db.drop().await;
-}
-
-async fn finish(child: tokio::process::Child) -> Out {
-    let out = child.wait_with_output().await.unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
 }
 
 /// Opens a transaction that takes the next position and keeps it open; returns the client
@@ -272,14 +257,11 @@ async fn hold_a_position(db: &TestDb) -> (tokio_postgres::Client, i32) {
 /// with the evidence.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolled_back_position_is_passed_and_recorded() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let (holder, pid) = hold_a_position(&db).await; // takes position 101
     tally::append(&db, 10).await; // 102..111, committed
     let project = tally::project();
-    let mut rebuild = command(&db, &project.config(), &["rebuild", "--yes"])
-        .spawn()
-        .unwrap();
+    let mut rebuild = project.spawn(&db, "rebuild --yes");
     // The rebuild waits for the open transaction rather than passing position 101.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -287,17 +269,14 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
         "the rebuild did not wait at the open gap"
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
-    finish(rebuild).await.ok();
-    let run = reproject(&db, &project.config(), &["history", "--json"]).await;
+    rebuild.output().await.ok();
+    let run = project.reproject(&db, "history --json").await;
     let run = run.ok().json()[0].clone();
     assert_eq!(run["swap_position"], 111);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101")
-            .await,
-        1
-    );
-    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 1);
+    db.assert_int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101", 1).await;
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 1)
+        .await;
     let evidence = db
         .text("SELECT evidence::text FROM reproject.gaps WHERE from_position = 101")
         .await
@@ -312,20 +291,18 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
 /// The counterpart: a position held open while later ones commit, then committed, is applied.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_position_committed_late_is_not_skipped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let (holder, _) = hold_a_position(&db).await;
     tally::append(&db, 10).await;
     let project = tally::project();
-    let rebuild = command(&db, &project.config(), &["rebuild", "--yes"])
-        .spawn()
-        .unwrap();
+    let rebuild = project.spawn(&db, "rebuild --yes");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     holder.batch_execute("COMMIT").await.unwrap();
-    finish(rebuild).await.ok();
+    rebuild.output().await.ok();
     // The late event (amount 1000 on s1) is in the swapped table: it equals all events.
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(db.int("SELECT count(*) FROM reproject.gaps").await, 0);
+    db.assert_int("SELECT count(*) FROM reproject.gaps", 0)
+        .await;
     db.drop().await;
 }
 
@@ -333,51 +310,40 @@ async fn a_position_committed_late_is_not_skipped() {
 /// written; a missing checkpoint row fails the swap as a whole (the live table stays).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_handover_refuses_to_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     db.exec("CREATE TABLE ext_checkpoints (name text PRIMARY KEY, pos bigint)")
         .await;
-    let handover = |column: &str| {
-        format!("handover = {{ table = \"ext_checkpoints\", key_column = \"name\", key = \"tally\", position_column = \"{column}\" }}\n")
-    };
-    let wrong = Project::new(
-        &config("", &handover("position")),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(&db, &wrong.config(), &["rebuild", "--yes"])
+    let wrong = project(false, "position", tally::HANDLERS);
+    wrong.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("reproject.toml:15: projection `tally`: the hand-over checkpoint in `ext_checkpoints` cannot be set");
     assert!(!db.exists("reproject.runs").await, "nothing was written");
 
-    let missing_row = Project::new(
-        &config("", &handover("pos")),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let missing_row = project(false, "pos", tally::HANDLERS);
     db.exec("UPDATE tally SET total = -1 WHERE stream = 's1'")
         .await;
-    reproject(&db, &missing_row.config(), &["rebuild", "--yes"])
+    missing_row
+        .reproject(&db, "rebuild --yes")
         .await
         .code(1)
         .stderr_has("matched 0 rows, not 1; nothing was swapped");
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's1'").await,
+    db.assert_int_because(
+        "SELECT total FROM tally WHERE stream = 's1'",
         -1,
-        "the live table was not swapped"
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs")
-            .await
-            .as_deref(),
+        "the live table was not swapped",
+    )
+    .await;
+    db.assert_text_because(
+        "SELECT status FROM reproject.runs",
         Some("awaiting_swap"),
-        "the swap transaction rolled back as a whole: the rebuilt tables can still be swapped"
-    );
+        "the swap transaction rolled back as a whole: the rebuilt tables can still be swapped",
+    )
+    .await;
     // As the hint says: create the row, then swap.
     db.exec("INSERT INTO ext_checkpoints VALUES ('tally', 0)")
         .await;
-    reproject(&db, &missing_row.config(), &["swap", "--yes"])
-        .await
-        .ok();
+    missing_row.reproject(&db, "swap --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(
         db.int("SELECT pos FROM ext_checkpoints").await,

@@ -1,5 +1,6 @@
 //! Set-based handlers (`-- per batch`): statements that run once per batch over `:events`.
 
+use crate::config::Projection;
 use crate::harness::{example, reproject, Project, TestDb};
 use crate::tally;
 
@@ -70,21 +71,18 @@ async fn w1_per_batch_handlers_equal_the_seed_reference_at_any_batch_size() {
         );
     assert!(!undeclared.contains("stream_key"));
     let positional = Project::new(&undeclared, &[]);
-    reproject(
-        &db,
-        &positional.config(),
-        &["rebuild", "--yes", "--set-batch-size", "997"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 2: swapped. 8994 events applied");
+    positional
+        .reproject(&db, "rebuild --yes --set-batch-size 997")
+        .await
+        .ok()
+        .stdout_has("run 2: swapped. 8994 events applied");
     assert_eq!(w1_mismatches(&db).await, "0", "batches of 997 events");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.lanes WHERE run_id = 2")
-            .await,
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.lanes WHERE run_id = 2",
         0,
-        "batches, not lanes"
-    );
+        "batches, not lanes",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -117,15 +115,15 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
     let position = db
         .int("SELECT position FROM reproject.checkpoints WHERE run_id = 1")
         .await;
-    assert_eq!(
-        db.int(&format!(
+    db.assert_int_because(
+        &format!(
             "SELECT count(*) FROM execution_events WHERE event_id <= {position} \
              AND coalesce(invalidated, false) = false AND aggregate_type = 'posting'"
-        ))
-        .await,
+        ),
         2500,
-        "the checkpoint is the 2,500th replayed event"
-    );
+        "the checkpoint is the 2,500th replayed event",
+    )
+    .await;
     // New events for an existing posting and a new one arrive before the rest is replayed.
     db.exec(
         "INSERT INTO execution_events (aggregate_id, aggregate_type, aggregate_version, event_type, event_data, event_timestamp)
@@ -147,12 +145,12 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
         .int("SELECT count(*) FROM execution_events WHERE coalesce(invalidated, false) = false AND aggregate_type = 'posting'")
         .await;
     assert_eq!(replayable, 4500 - 3 + 3, "3 invalidated, 3 new");
-    assert_eq!(
-        db.int("SELECT events_applied FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_int_because(
+        "SELECT events_applied FROM reproject.runs WHERE id = 1",
         replayable,
-        "every event once"
-    );
+        "every event once",
+    )
+    .await;
     assert_eq!(
         db.int(
             "SELECT current_step::bigint FROM posting_state_projection WHERE posting_id = 100001"
@@ -168,8 +166,7 @@ async fn per_batch_resume_and_catch_up_apply_every_event_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_batch_and_per_event_projections_share_a_run() {
     for xid8 in [false, true] {
-        let db = TestDb::new().await;
-        tally::setup(&db, 1234).await;
+        let db = tally::db(1234).await;
         db.exec(
             "UPDATE events SET bad = true WHERE id % 97 = 0;
              CREATE TABLE tally2 (LIKE tally INCLUDING ALL);
@@ -195,23 +192,23 @@ async fn per_batch_and_per_event_projections_share_a_run() {
                 ),
             ],
         );
-        reproject(
-            &db,
-            &project.config(),
-            &[
-                "rebuild",
-                "--yes",
-                "--set-batch-size",
-                "301",
-                "--batch-size",
-                "17",
-                "--reason",
-                if xid8 { "xid8" } else { "gap-aware" },
-            ],
-        )
-        .await
-        .ok()
-        .stdout_has("swapped");
+        project
+            .reproject(
+                &db,
+                &[
+                    "rebuild",
+                    "--yes",
+                    "--set-batch-size",
+                    "301",
+                    "--batch-size",
+                    "17",
+                    "--reason",
+                    if xid8 { "xid8" } else { "gap-aware" },
+                ],
+            )
+            .await
+            .ok()
+            .stdout_has("swapped");
         assert_eq!(
             tally::expected_differences(&db, "tally").await,
             0,
@@ -235,8 +232,7 @@ async fn per_batch_and_per_event_projections_share_a_run() {
 /// batch and the handler line; nothing of the batch is kept, the live table is untouched.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_batch_names_its_range_and_keeps_nothing() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     db.exec(
         "INSERT INTO events (stream, type, data) VALUES ('s1', 'added', '{\"amount\": \"oops\"}')",
     )
@@ -244,32 +240,26 @@ async fn a_failing_batch_names_its_range_and_keeps_nothing() {
     let live_before = db.int("SELECT sum(total)::bigint FROM tally").await;
     let project = tally::project();
     project.write("tally.sql", TALLY_PER_BATCH);
-    let out = reproject(
-        &db,
-        &project.config(),
-        &["rebuild", "--yes", "--set-batch-size", "200"],
-    )
-    .await;
+    let out = project
+        .reproject(&db, "rebuild --yes --set-batch-size 200")
+        .await;
     out.code(1)
         .stderr_has("projection `tally` failed on the batch of 101 event(s) after position 400 up to position 501")
         .stderr_has("tally.sql:2:")
         .stderr_has("invalid input syntax for type bigint");
-    assert_eq!(
-        db.int("SELECT sum(total)::bigint FROM tally").await,
-        live_before
-    );
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("failed")
-    );
+    db.assert_int("SELECT sum(total)::bigint FROM tally", live_before)
+        .await;
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("failed"),
+    )
+    .await;
     // The batches before it were committed: the checkpoint stands at their end.
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints WHERE run_id = 1")
-            .await,
-        400
-    );
+    db.assert_int(
+        "SELECT position FROM reproject.checkpoints WHERE run_id = 1",
+        400,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -277,15 +267,15 @@ async fn a_failing_batch_names_its_range_and_keeps_nothing() {
 /// file and line or the projection.
 #[tokio::test(flavor = "multi_thread")]
 async fn per_batch_mistakes_are_config_errors() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     let project = tally::project();
 
     project.write(
         "tally.sql",
         "-- per batch\nINSERT INTO {{tally}} (stream, n, total) VALUES (:stream, 1, 1);\n",
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("tally.sql:2: a `-- per batch` statement runs once per batch");
@@ -294,7 +284,8 @@ async fn per_batch_mistakes_are_config_errors() {
         "tally.sql",
         &format!("{}\n-- on added\nSELECT 1;\n", TALLY_PER_BATCH),
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("must be the only section of its file");
@@ -303,14 +294,16 @@ async fn per_batch_mistakes_are_config_errors() {
         "tally.sql",
         "-- on added\nINSERT INTO {{tally}} SELECT * FROM :events;\n",
     );
-    reproject(&db, &project.config(), &["plan"])
+    project
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("tally.sql:2: `:events` is the batch of a `-- per batch` section");
 
     // A statement that does not prepare against the live table names its section.
     project.write("tally.sql", "-- per batch\nINSERT INTO {{tally}} (stream, n, total) SELECT e.nope, 1, 1 FROM :events e;\n");
-    reproject(&db, &project.config(), &["rebuild", "--yes"])
+    project
+        .reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("section `-- per batch`: the statement does not prepare")
@@ -320,24 +313,20 @@ async fn per_batch_mistakes_are_config_errors() {
     project.write("tally.sql", TALLY_PER_BATCH);
     db.exec("CREATE TABLE reader (stream text PRIMARY KEY, n int)")
         .await;
-    let config = format!(
-        "{}\n[[projection]]\nname = \"reader\"\ntables = [\"reader\"]\nhandlers = \"reader.sql\"\n",
-        tally::CONFIG
-    );
-    let reading = Project::new(
-        &config,
-        &[
-            ("tally.sql", TALLY_PER_BATCH),
-            ("reader.sql", "-- on added\nINSERT INTO {{reader}} SELECT stream, n FROM {{tally}} WHERE stream = :stream ON CONFLICT DO NOTHING;\n"),
-        ],
-    );
-    reproject(&db, &reading.config(), &["plan"])
+    let reading = tally::config()
+        .projection(Projection::new("reader"))
+        .file("tally.sql", TALLY_PER_BATCH)
+        .file("reader.sql", "-- on added\nINSERT INTO {{reader}} SELECT stream, n FROM {{tally}} WHERE stream = :stream ON CONFLICT DO NOTHING;\n")
+        .write();
+    reading
+        .reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("projection `reader` depends on `tally`, and `tally` is set-based");
 
     // `run` keeps per-event projections live only.
-    reproject(&db, &project.config(), &["run", "--once"])
+    project
+        .reproject(&db, "run --once")
         .await
         .code(2)
         .stderr_has("`reproject run` does not run set-based projections: `tally`");
@@ -348,39 +337,22 @@ async fn per_batch_mistakes_are_config_errors() {
 /// selected streams' events, so their rows are rebuilt and every other row is the live one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_rebuild_of_a_set_based_projection_reads_only_its_streams() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 500).await;
+    let db = tally::db(500).await;
     db.exec("UPDATE tally SET total = -1 WHERE stream IN ('s1', 's2')")
         .await;
-    let project = Project::new(
-        &tally::CONFIG.replace(
-            "handlers = \"tally.sql\"\n",
-            "handlers = \"tally.sql\"\nstream_key = \"stream\"\n",
-        ),
-        &[("tally.sql", TALLY_PER_BATCH)],
-    );
-    reproject(
-        &db,
-        &project.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--streams",
-            "s1",
-            "--set-batch-size",
-            "77",
-        ],
-    )
-    .await
-    .ok()
-    .stdout_has("swapped");
+    let project = tally::with_stream_key()
+        .file("tally.sql", TALLY_PER_BATCH)
+        .write();
+    project
+        .reproject(&db, "rebuild --yes --streams s1 --set-batch-size 77")
+        .await
+        .ok()
+        .stdout_has("swapped");
     // s1 is rebuilt, s2 keeps its (corrupted) live row, the rest are unchanged.
     // (s2's wrong row and its missing right one: the only difference, counted both ways)
     assert_eq!(tally::expected_differences(&db, "tally").await, 2);
-    assert_eq!(
-        db.int("SELECT total FROM tally WHERE stream = 's2'").await,
-        -1
-    );
+    db.assert_int("SELECT total FROM tally WHERE stream = 's2'", -1)
+        .await;
     assert_eq!(
         db.int("SELECT total FROM tally WHERE stream = 's1'").await,
         db.int("SELECT sum((data->>'amount')::bigint)::bigint FROM events WHERE stream = 's1' AND NOT bad")

@@ -2,7 +2,8 @@
 //! `rebuild --dry-run` and `rebuild` alike (one code path: src/preflight.rs), and nothing is
 //! written; and who ran a rebuild is recorded even without `$USER`.
 
-use crate::harness::{command, reproject, Out, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::{command, Out, Project, TestDb};
 use crate::tally;
 
 /// A connection string for `db` as `role` (the test server trusts every local role).
@@ -21,11 +22,7 @@ async fn run_as(db: &TestDb, p: &Project, url: &str, args: &[&str]) -> Out {
         .output()
         .await
         .expect("cannot run reproject");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    Out::from(out)
 }
 
 /// The error as printed, from `error:` on (a rebuild may print warnings before it).
@@ -94,17 +91,11 @@ async fn refused_by_all(
             "the state schema was created"
         );
     } else {
-        assert_eq!(
-            db.int(state_now).await,
-            state_before,
-            "the state schema was written"
-        );
+        db.assert_int_because(state_now, state_before, "the state schema was written")
+            .await;
     }
-    assert_eq!(
-        db.int(rebuild_tables).await,
-        before,
-        "a _rebuild table was created"
-    );
+    db.assert_int_because(rebuild_tables, before, "a _rebuild table was created")
+        .await;
 }
 
 /// Creates the roles (cluster-wide, so named after the database) and returns their names.
@@ -135,8 +126,7 @@ async fn drop_roles(db: TestDb, roles: &[String]) {
 /// before any event, naming the table and the owner; a member of the owner passes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_that_cannot_act_as_the_owner_is_refused_before_any_event() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     let r = roles(&db, &["app", "ops"], false).await;
     let (app, ops) = (&r[0], &r[1]);
     db.exec(&format!(
@@ -184,8 +174,7 @@ async fn a_role_that_cannot_act_as_the_owner_is_refused_before_any_event() {
 /// by someone else are refused up front, both named.
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_owned_by_another_role_are_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     let r = roles(&db, &["builder", "reporting"], false).await;
     let (builder, reporting) = (&r[0], &r[1]);
     db.exec(&format!(
@@ -225,8 +214,7 @@ async fn dependents_owned_by_another_role_are_refused_up_front() {
 /// so too, before the state schema exists.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec("CREATE TABLE tally_rebuild (mine text); INSERT INTO tally_rebuild VALUES ('keep me')")
         .await;
     let p = tally::project();
@@ -242,10 +230,8 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
         true,
     )
     .await;
-    assert_eq!(
-        db.text("SELECT mine FROM tally_rebuild").await.as_deref(),
-        Some("keep me")
-    );
+    db.assert_text("SELECT mine FROM tally_rebuild", Some("keep me"))
+        .await;
     db.drop().await;
 }
 
@@ -253,12 +239,8 @@ async fn a_users_own_table_with_the_helper_name_is_refused_by_all() {
 /// three say so, naming the file and line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_projection_without_handlers_or_command_is_refused_by_all() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = Project::new(
-        &tally::CONFIG.replace("handlers = \"tally.sql\"\n", ""),
-        &[("tally.sql", tally::HANDLERS)],
-    );
+    let db = tally::db(20).await;
+    let p = tally::with(Projection::new("tally").handlers(None)).write();
     refused_by_all(
         &db,
         &p,
@@ -275,9 +257,7 @@ async fn a_projection_without_handlers_or_command_is_refused_by_all() {
 /// dry run refuses it like the rebuild.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_without_stream_key_is_refused_by_the_dry_run_and_the_rebuild() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(20).await;
     refused_by_all(
         &db,
         &p,
@@ -298,8 +278,7 @@ async fn jobs_without_stream_key_is_refused_by_the_dry_run_and_the_rebuild() {
 /// all three, before anything is replayed.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_privilege_on_the_state_schema_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     let r = roles(&db, &["nostate"], true).await;
     let role = &r[0];
     db.exec(&format!(
@@ -352,12 +331,8 @@ async fn no_privilege_on_the_state_schema_is_refused_up_front() {
 /// `swap` of a run awaiting its swap checks what the swap alters before it locks anything.
 #[tokio::test(flavor = "multi_thread")]
 async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(50).await;
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     let r = roles(&db, &["swapper"], true).await;
     let role = &r[0];
     // A swap writes the state schema's rows but creates nothing in it: USAGE is enough.
@@ -374,18 +349,17 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
         .code(2)
         .stderr_has("refusing to continue run 1")
         .stderr_has("table `tally` is owned by role `postgres`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("awaiting_swap")
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.runs WHERE jsonb_array_length(lock_attempts) > 0")
-            .await,
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("awaiting_swap"),
+    )
+    .await;
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.runs WHERE jsonb_array_length(lock_attempts) > 0",
         0,
-        "no lock was attempted"
-    );
+        "no lock was attempted",
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -393,9 +367,7 @@ async fn swap_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking()
 /// system account, and the database roles it ran as; `history` and `status` show them.
 #[tokio::test(flavor = "multi_thread")]
 async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = tally::project();
+    let (db, p) = tally::fixture(20).await;
     let account = std::process::Command::new("id")
         .arg("-un")
         .output()
@@ -427,15 +399,15 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
             .await,
         Some(format!("{account} / postgres / postgres"))
     );
-    let history = reproject(&db, &p.config(), &["history", "--json"]).await;
+    let history = p.reproject(&db, "history --json").await;
     let runs = history.ok().json();
     assert_eq!(runs[0]["db_session_user"], "postgres");
     assert_eq!(runs[0]["initiated_by"], account.as_str());
-    reproject(&db, &p.config(), &["history"])
+    p.reproject(&db, "history")
         .await
         .ok()
         .stdout_has(&format!("by {account} (role postgres)"));
-    let status = reproject(&db, &p.config(), &["status", "--json"]).await;
+    let status = p.reproject(&db, "status --json").await;
     assert_eq!(
         status.ok().json()["projections"][0]["db_current_user"],
         "postgres"
@@ -447,12 +419,8 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
 /// refused (exit 2) and the swap stays in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locking() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(50).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
     let r = roles(&db, &["undoer"], true).await;
     let role = &r[0];
     db.exec(&format!(
@@ -469,18 +437,17 @@ async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locki
         .stderr_has("refusing to roll back run 1")
         .stderr_has("table `tally` is owned by role `postgres`")
         .stderr_has("hint: run reproject as `postgres`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
-    assert_eq!(
-        db.int("SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1")
-            .await,
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+    )
+    .await;
+    db.assert_int_because(
+        "SELECT jsonb_array_length(lock_attempts)::bigint FROM reproject.runs WHERE id = 1",
         1,
-        "only the swap's lock attempt"
-    );
+        "only the swap's lock attempt",
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -489,8 +456,7 @@ async fn rollback_by_a_role_that_cannot_act_as_the_owner_is_refused_before_locki
 /// and TRUNCATE, so the swap's ACCESS EXCLUSIVE lock is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_error_shows_the_servers_message_under_the_step() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let r = roles(&db, &["selfrevoked"], true).await;
     let role = &r[0];
     // ACCESS EXCLUSIVE needs UPDATE, DELETE or TRUNCATE, and from PostgreSQL 17 on MAINTAIN
@@ -530,15 +496,9 @@ async fn a_database_error_shows_the_servers_message_under_the_step() {
 /// that cannot act as their owner is refused up front, not halfway into the migration.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["cleanup", "--yes"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(20).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    p.reproject(&db, "cleanup --yes").await.ok();
     let r = roles(&db, &["migrator"], true).await;
     let role = &r[0];
     // The schema as an older reproject left it: without the newest migration.
@@ -566,11 +526,11 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
         true,
     )
     .await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.schema_migrations WHERE version = 14")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM reproject.schema_migrations WHERE version = 14",
+        0,
+    )
+    .await;
     drop_roles(db, &r).await;
 }
 
@@ -578,28 +538,21 @@ async fn a_state_schema_to_migrate_owned_by_another_role_is_refused_up_front() {
 /// a table of the user's, the rollback is refused (exit 2) and that table is left alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_rolled_back_name_is_refused_before_the_rollback_locks() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(30).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
     db.exec("CREATE TABLE tally_rolled_back_1 (mine text)")
         .await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 1: table `tally_rolled_back_1` exists")
         .stderr_has("hint: rename or drop `tally_rolled_back_1`");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+    )
+    .await;
     db.exec("DROP TABLE tally_rolled_back_1").await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rollback --yes").await.ok();
     db.drop().await;
 }

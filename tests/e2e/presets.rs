@@ -3,7 +3,8 @@
 //! the preset must skip), and a projection rebuilt with nothing but the preset under
 //! `[events]`. The rebuilt rows are compared exactly.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{Project, TestDb};
 
 /// One row per stream: balance, event count, the last event's `user` metadata and time. The
 /// database's TimeZone is set away from UTC, so a store's UTC `timestamp` read as local time
@@ -29,11 +30,11 @@ fn handlers(deposited: &str, withdrawn: &str) -> String {
 
 /// A project whose `[events]` holds only `preset = "{preset}"`, with one projection `accounts`.
 fn preset_project(preset: &str, handlers: &str) -> Project {
-    let config = format!(
-        "[events]\npreset = \"{preset}\"\n\n[[projection]]\nname = \"accounts\"\n\
-         tables = [\"accounts\"]\nhandlers = \"accounts.sql\"\nrow_count_tolerance = 100\n"
-    );
-    Project::new(&config, &[("accounts.sql", handlers)])
+    Config::default()
+        .event("preset", preset)
+        .projection(Projection::new("accounts").option_toml("row_count_tolerance", "100"))
+        .file("accounts.sql", handlers)
+        .write()
 }
 
 /// The rows of `accounts` as `stream|balance|events|user|time(UTC)`, in stream order.
@@ -54,7 +55,7 @@ async fn accounts(db: &TestDb) -> Vec<String> {
 /// Rebuilds `accounts` with only `preset = "{preset}"` under `[events]` and returns its rows.
 async fn rebuild_with_preset(db: &TestDb, preset: &str, handlers: &str) -> Vec<String> {
     let p = preset_project(preset, handlers);
-    reproject(db, &p.config(), &["rebuild", "--yes"]).await.ok();
+    p.reproject(db, "rebuild --yes").await.ok();
     accounts(db).await
 }
 
@@ -349,9 +350,7 @@ async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
     )
     .await;
     let p = preset_project("eventuous", &handlers("V1.Deposited", "V1.Withdrawn"));
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(
         accounts(&db).await,
         [
@@ -367,7 +366,7 @@ async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
          SELECT eventuous.append_event('Account-1', 'V1.Deposited', '{\"amount\": 5}', '{\"user\": \"eve\"}', '2024-03-02 08:01:00');",
     )
     .await;
-    reproject(&db, &p.config(), &["run", "--once"]).await.ok();
+    p.reproject(&db, "run --once").await.ok();
     assert_eq!(
         accounts(&db).await,
         [
@@ -376,7 +375,7 @@ async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
             "Account-3|3|1|dan|2024-03-02 08:00:00"
         ]
     );
-    reproject(&db, &p.config(), &["run", "--print-notify-sql"])
+    p.reproject(&db, "run --print-notify-sql")
         .await
         .ok()
         .stdout_has("AFTER INSERT ON \"eventuous\".\"messages\"");
@@ -406,7 +405,7 @@ handlers = \"a.sql\"
 ",
         &[("a.sql", &handlers("a", "b"))],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("reproject.toml:2: `events.source` does not prepare")
@@ -540,15 +539,12 @@ async fn bytea_that_is_not_json_fails_naming_the_event_position() {
         config,
         &[("accounts.sql", &handlers("Deposited", "Withdrawn"))],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .code(1)
-        .stderr_has(
-            "the event at position 2 of `stream_events`: `events.data` is bytea but not JSON",
-        );
+    p.reproject(&db, "rebuild --yes").await.code(1).stderr_has(
+        "the event at position 2 of `stream_events`: `events.data` is bytea but not JSON",
+    );
     db.exec("DELETE FROM stream_events WHERE stream_id = 0 AND stream_version = 2")
         .await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(1)
         .stderr_has(
@@ -577,9 +573,7 @@ async fn json_and_text_payloads_and_text_times_are_read_from_the_column_alone() 
          tables = [\"accounts\"]\nhandlers = \"accounts.sql\"\nrow_count_tolerance = 100\n",
         &[("accounts.sql", &handlers("dep", "wd"))],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     let rows = accounts(&db).await;
     assert_eq!(
         rows,
@@ -600,7 +594,7 @@ async fn unknown_preset_is_a_config_error_naming_the_known_ones() {
         "[events]\npreset = \"eventstoredb\"\n\n[[projection]]\nname = \"a\"\ntables = [\"a\"]\nhandlers = \"a.sql\"\n",
         &[("a.sql", "-- on x\nSELECT 1;\n")],
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(2)
         .stderr_has("reproject.toml:2: unknown `events.preset = \"eventstoredb\"`")

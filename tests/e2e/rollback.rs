@@ -2,28 +2,16 @@
 //! since the swap, applied with the handlers that built them; when that is impossible it refuses
 //! rather than restoring a stale table.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::Project;
 use crate::tally;
-
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
 
 /// Handlers that count every amount twice: a "bad deploy" to roll back.
 fn doubling() -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &tally::HANDLERS.replace(
-                "(:data->>'amount')::bigint)",
-                "2 * (:data->>'amount')::bigint)",
-            ),
-        )],
-    )
+    tally::handlers(&tally::HANDLERS.replace(
+        "(:data->>'amount')::bigint)",
+        "2 * (:data->>'amount')::bigint)",
+    ))
 }
 
 /// Run 1 builds `tally` with the right handlers, run 2 with doubling ones; events arrive after
@@ -31,31 +19,21 @@ fn doubling() -> Project {
 /// run 1's tables caught up with those events by run 1's recorded handlers: exact, none lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    reproject(&db, &tally::project().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let db = tally::db(300).await;
+    tally::project().reproject(&db, "rebuild --yes").await.ok();
     let bad = doubling();
-    reproject(&db, &bad.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    bad.reproject(&db, "rebuild --yes").await.ok();
     assert!(
         tally::expected_differences(&db, "tally").await > 0,
         "doubled"
     );
-    let first_generation = oid(&db, "tally_old").await;
+    let first_generation = db.oid("tally_old").await;
     tally::append(&db, 250).await;
-    let out = reproject(
-        &db,
-        &bad.config(),
-        &["rollback", "--yes", "--batch-size", "100"],
-    )
-    .await;
+    let out = bad.reproject(&db, "rollback --yes --batch-size 100").await;
     out.ok()
         .stdout_has("caught up with 250 event(s) since the swap")
         .stderr_has("handlers recorded by run(s) 1");
-    assert_eq!(oid(&db, "tally").await, first_generation);
+    assert_eq!(db.oid("tally").await, first_generation);
     assert_eq!(
         tally::expected_differences(&db, "tally").await,
         0,
@@ -66,12 +44,11 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
             .await,
         db.int("SELECT max(id) FROM events").await
     );
-    assert_eq!(
-        db.text("SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 2")
-            .await
-            .as_deref(),
-        Some("rolled_back")
-    );
+    db.assert_text(
+        "SELECT lock_attempts->-1->>'outcome' FROM reproject.runs WHERE id = 2",
+        Some("rolled_back"),
+    )
+    .await;
     db.drop().await;
 }
 
@@ -80,15 +57,11 @@ async fn a_rollback_applies_the_events_since_the_swap_with_the_old_handlers() {
 /// changes nothing and names the flag that would do; with no new events it goes ahead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_to_restore_a_stale_table() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let current = oid(&db, "tally").await;
+    let (db, p) = tally::fixture(100).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    let current = db.oid("tally").await;
     tally::append(&db, 10).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 1: 10 event(s) arrived since the swap")
@@ -96,13 +69,12 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
         .stderr_has(
             "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
         );
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
-    assert_eq!(
-        db.text("SELECT status FROM reproject.runs WHERE id = 1")
-            .await
-            .as_deref(),
-        Some("swapped")
-    );
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 1",
+        Some("swapped"),
+    )
+    .await;
     db.drop().await;
 }
 
@@ -111,24 +83,17 @@ async fn a_rollback_refuses_to_restore_a_stale_table() {
 /// twice (a rewind to where the tables stood at the swap would apply those events again).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     let good = tally::project();
-    reproject(&db, &good.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &doubling().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let runner = crate::harness::command(&db, &good.config(), &["run", "--batch-size", "20"])
-        .spawn()
-        .unwrap();
+    good.reproject(&db, "rebuild --yes").await.ok();
+    doubling().reproject(&db, "rebuild --yes").await.ok();
+    let runner = good.spawn(&db, "run --batch-size 20");
     let caught_up =
         "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') \
                      = (SELECT max(id) FROM events)";
     tally::append(&db, 100).await;
     crate::harness::wait_until(&db, caught_up).await;
-    reproject(&db, &good.config(), &["rollback", "--yes"])
+    good.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("caught up with 100 event(s) since the swap");
@@ -163,48 +128,35 @@ async fn a_rollback_hands_the_runner_the_position_it_caught_up_to() {
 /// cannot be applied, so with events since the swap the rollback refuses and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("CREATE TABLE tally_log (stream text, amount bigint)")
         .await;
-    let with_log = Project::new(
-        &tally::CONFIG.replace(r#"tables = ["tally"]"#, r#"tables = ["tally", "tally_log"]"#),
-        &[(
+    let with_log = tally::with(Projection::new("tally").tables(&["tally", "tally_log"]))
+        .file(
             "tally.sql",
-            &format!(
-                "{}INSERT INTO {{{{tally_log}}}} (stream, amount) VALUES (:stream, (:data->>'amount')::bigint);\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
-    reproject(&db, &with_log.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+            &format!("{}INSERT INTO {{{{tally_log}}}} (stream, amount) VALUES (:stream, (:data->>'amount')::bigint);\n", tally::HANDLERS),
+        )
+        .write();
+    with_log.reproject(&db, "rebuild --yes").await.ok();
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let current = oid(&db, "tally").await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    let current = db.oid("tally").await;
     tally::append(&db, 5).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 2: 5 event(s) arrived since the swap")
         .stderr_has("recorded by run 1")
         .stderr_has("`{{tally_log}}` is no longer a table of a projection")
         .stderr_has("`reproject rollback --with-current-handlers tally`");
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
     // The hint works: the config's handlers catch the previous table up.
-    let previous = oid(&db, "tally_old").await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rollback", "--yes", "--with-current-handlers", "tally"],
-    )
-    .await
-    .ok()
-    .stdout_has("caught up with 5 event(s) since the swap");
-    assert_eq!(oid(&db, "tally").await, previous);
+    let previous = db.oid("tally_old").await;
+    p.reproject(&db, "rollback --yes --with-current-handlers tally")
+        .await
+        .ok()
+        .stdout_has("caught up with 5 event(s) since the swap");
+    assert_eq!(db.oid("tally").await, previous);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
 }
@@ -213,34 +165,21 @@ async fn a_rollback_refuses_when_the_old_handlers_no_longer_fit() {
 /// write was dropped since): with events since the swap the rollback refuses and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_refuses_when_the_old_handlers_no_longer_prepare() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
+    let db = tally::db(100).await;
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let with_note = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!(
-                "{}UPDATE {{{{tally}}}} SET note = 'seen' WHERE stream = :stream;\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
-    reproject(&db, &with_note.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let with_note =
+        tally::handlers_then("UPDATE {{tally}} SET note = 'seen' WHERE stream = :stream;\n");
+    with_note.reproject(&db, "rebuild --yes").await.ok();
     db.exec("ALTER TABLE tally DROP COLUMN note").await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let current = oid(&db, "tally").await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    let current = db.oid("tally").await;
     tally::append(&db, 3).await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    p.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("refusing to roll back run 2: 3 event(s) arrived since the swap")
         .stderr_has("cannot prepare the handler");
-    assert_eq!(oid(&db, "tally").await, current, "nothing was changed");
+    assert_eq!(db.oid("tally").await, current, "nothing was changed");
     db.drop().await;
 }

@@ -2,6 +2,7 @@
 //! in-process: mixed with SQL handlers in dependency order, kept live by `run`, and failing
 //! cleanly.
 
+use crate::config::{Config as TestConfig, Projection};
 use crate::harness::{example, reproject, Project, TestDb};
 use reproject::config::Config;
 use reproject::db::Db;
@@ -85,17 +86,12 @@ async fn the_rust_projector_example_pauses_resumes_and_swaps() {
     assert!(stdout.contains("run 1: swapped"), "{stdout}");
     assert!(stderr.contains("resuming run 1 (paused)"), "{stderr}");
     assert_eq!(mismatches(&db).await, "0");
-    assert_eq!(
-        db.int("SELECT count(*) FROM posting_state_projection WHERE current_step = 17")
-            .await,
-        43
-    );
-    assert_eq!(
-        db.text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("swapped rust-projector-example null")
-    );
+    db.assert_int(
+        "SELECT count(*) FROM posting_state_projection WHERE current_step = 17",
+        43,
+    )
+    .await;
+    db.assert_text("SELECT status || ' ' || initiated_by || ' ' || (handler_sources->'posting_state')::text FROM reproject.runs", Some("swapped rust-projector-example null")).await;
 
     // Rebuilt again by Rust code: nothing records handlers that could bring `x_old` up to
     // date, so once an event arrived the binary's rollback refuses rather than restore a
@@ -126,25 +122,19 @@ async fn mismatches(db: &TestDb) -> String {
     out.trim().lines().last().unwrap_or("").to_string()
 }
 
-const MIXED: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-filter = "NOT bad"
-
-[[projection]]
-name = "counts"
-tables = ["counts"]
-checks = [{ name = "no zero counts", sql = "SELECT NOT EXISTS (SELECT 1 FROM {{counts}} WHERE n < 1)" }]
-
-[[projection]]
-name = "seen"
-tables = ["seen"]
-handlers = "seen.sql"
-"#;
+/// `counts` built by Rust code (no handlers file), `seen` by SQL handlers that read it.
+fn mixed() -> Project {
+    let counts = Projection::new("counts").handlers(None).check(
+        "no zero counts",
+        "SELECT NOT EXISTS (SELECT 1 FROM {{counts}} WHERE n < 1)",
+    );
+    TestConfig::events("events")
+        .event("filter", "NOT bad")
+        .projection(counts)
+        .projection(Projection::new("seen"))
+        .file("seen.sql", SEEN)
+        .write()
+}
 
 /// Reads the Rust projection's table per event: only right if `counts` is applied before it,
 /// event by event.
@@ -212,7 +202,7 @@ async fn mixed_differences(db: &TestDb) -> i64 {
 async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
     let mut config = Config::load(&p.config()).unwrap();
 
     // Not registered: refused before anything is written.
@@ -268,11 +258,8 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     assert_eq!(outcome.status, "swapped");
     assert_eq!(outcome.events_applied, 200);
     assert_eq!(mixed_differences(&db).await, 0);
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        29
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 29)
+        .await;
 
     // Live: new events (one filtered out) applied by the same code to the live tables.
     db.exec("INSERT INTO events (stream, type, bad) SELECT 's' || (i % 5), 'added', i = 3 FROM generate_series(1, 40) i")
@@ -326,7 +313,7 @@ impl RustProjection for Committing {
 async fn a_failing_or_committing_rust_projection_fails_the_run() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
 
     let mut config = Config::load(&p.config()).unwrap();
     config.register("counts", Failing).unwrap();
@@ -352,22 +339,12 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         err.causes.first().map(String::as_str),
         Some("event 150 is not welcome")
     );
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        999
-    );
-    assert_eq!(
-        db.text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id")
-            .await
-            .as_deref(),
-        Some("failed 100")
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999)
+        .await;
+    db.assert_text("SELECT status || ' ' || c.position FROM reproject.runs r JOIN reproject.checkpoints c ON c.run_id = r.id", Some("failed 100")).await;
     // The batches before the failing one are kept: 100 events counted in the rebuild table.
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM counts_rebuild").await,
-        100
-    );
+    db.assert_int("SELECT sum(n)::bigint FROM counts_rebuild", 100)
+        .await;
 
     let mut config = Config::load(&p.config()).unwrap();
     config.register("counts", Committing).unwrap();
@@ -396,11 +373,8 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         .and_then(|e| e.as_db_error())
         .unwrap_or_else(|| panic!("no database error as the source of {err}"));
     assert_eq!(Some(pg.code().code()), err.sqlstate(), "{err}");
-    assert_eq!(
-        db.int("SELECT n::bigint FROM counts WHERE stream = 's1'")
-            .await,
-        999
-    );
+    db.assert_int("SELECT n::bigint FROM counts WHERE stream = 's1'", 999)
+        .await;
     db.drop().await;
 }
 
@@ -422,7 +396,7 @@ impl RustProjection for CountsVersion {
 async fn resume_needs_the_same_version_of_the_rust_code() {
     let db = TestDb::new().await;
     mixed_setup(&db).await;
-    let p = Project::new(MIXED, &[("seen.sql", SEEN)]);
+    let p = mixed();
     let rebuild = |version: &'static str, resume: bool| {
         let url = db.url.clone();
         let path = p.config();

@@ -3,50 +3,36 @@
 //! of tables the application built works with `--with-current-handlers`; what interrupted runs
 //! leave is explained and cleared.
 
-use crate::harness::{command, reproject, wait_until, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{wait_until, Project, TestDb};
 use crate::tally;
 
 /// A second projection over the same events, in a config of its own: `counts` (events per
 /// stream), which shares no table with `tally`.
-const COUNTS_CONFIG: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-timestamp = "at"
-filter = "NOT bad"
-
-[[projection]]
-name = "counts"
-tables = ["counts"]
-handlers = "counts.sql"
-"#;
-
 const COUNTS_HANDLERS: &str = "\
 -- on added
 INSERT INTO {{counts}} AS c (stream, n) VALUES (:stream, 1)
 ON CONFLICT (stream) DO UPDATE SET n = c.n + 1;
 ";
 
+/// Projection `counts` (events per stream) with the handlers given.
+fn counts_with(handlers: &str) -> Project {
+    Config::tally_events()
+        .projection(Projection::new("counts"))
+        .file("counts.sql", handlers)
+        .write()
+}
+
 fn counts() -> Project {
-    Project::new(COUNTS_CONFIG, &[("counts.sql", COUNTS_HANDLERS)])
+    counts_with(COUNTS_HANDLERS)
 }
 
 /// One config with both projections.
 fn both() -> Project {
-    let config = format!(
-        "{}\n[[projection]]\nname = \"counts\"\ntables = [\"counts\"]\nhandlers = \"counts.sql\"\n",
-        tally::CONFIG
-    );
-    Project::new(
-        &config,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            ("counts.sql", COUNTS_HANDLERS),
-        ],
-    )
+    tally::config()
+        .projection(Projection::new("counts"))
+        .file("counts.sql", COUNTS_HANDLERS)
+        .write()
 }
 
 /// `tally` as the tally fixture sets it up, and `counts` built by "the application".
@@ -59,13 +45,6 @@ async fn setup(db: &TestDb, events: i64) {
     .await;
 }
 
-async fn oid(db: &TestDb, table: &str) -> i64 {
-    db.int(&format!(
-        "SELECT coalesce(to_regclass('{table}')::oid::bigint, 0)"
-    ))
-    .await
-}
-
 /// Two configs in one database that share no projection: with config A, `history` shows only
 /// A's runs, `cleanup --yes` drops only A's helper tables (B's rollback still works after it),
 /// and `--all-projections` widens both to the whole database.
@@ -75,76 +54,63 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
     setup(&db, 200).await;
     let a = tally::project();
     let b = counts();
-    reproject(&db, &a.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &b.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    a.reproject(&db, "rebuild --yes").await.ok();
+    b.reproject(&db, "rebuild --yes").await.ok();
 
-    let history = reproject(&db, &a.config(), &["history"]).await;
+    let history = a.reproject(&db, "history").await;
     history
         .ok()
         .stdout_has("run 1 [swapped] tally")
         .stdout_has("1 run(s) of projections not in this config are not shown");
     assert!(!history.stdout.contains("run 2"), "{}", history.stdout);
-    let runs = reproject(&db, &a.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let runs = a.reproject(&db, "history --json").await.ok().json();
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
-    let all = reproject(&db, &a.config(), &["history", "--all-projections"]).await;
+    let all = a.reproject(&db, "history --all-projections").await;
     all.ok()
         .stdout_has("run 1 [swapped] tally")
         .stdout_has("run 2 [swapped] counts");
-    reproject(&db, &a.config(), &["history", "counts"])
+    a.reproject(&db, "history counts")
         .await
         .code(2)
         .stderr_has("unknown projection `counts`")
         .stderr_has("--all-projections");
-    reproject(
-        &db,
-        &a.config(),
-        &["history", "--all-projections", "counts"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 2 [swapped] counts");
+    a.reproject(&db, "history --all-projections counts")
+        .await
+        .ok()
+        .stdout_has("run 2 [swapped] counts");
 
     // The newest swap in the database is B's; A's rollback undoes A's.
-    reproject(&db, &a.config(), &["rollback", "--yes"])
+    a.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("run 1: rolled back (tally)");
 
-    let listed = reproject(&db, &a.config(), &["cleanup"]).await;
+    let listed = a.reproject(&db, "cleanup").await;
     listed
         .ok()
         .stdout_has("would drop `tally_rolled_back_1`")
         .stdout_has("not considered: 1 helper table(s) of counts (not in this config; `--all-projections` includes them)");
     assert!(!listed.stdout.contains("counts_old"), "{}", listed.stdout);
-    let dropped = reproject(&db, &a.config(), &["cleanup", "--yes"]).await;
+    let dropped = a.reproject(&db, "cleanup --yes").await;
     dropped.ok().stdout_has("dropped `tally_rolled_back_1`");
     assert!(!dropped.stdout.contains("counts_old"), "{}", dropped.stdout);
     assert!(db.exists("counts_old").await, "B's rollback point is kept");
 
     // B's rollback still works.
-    let counts_before = oid(&db, "counts_old").await;
-    reproject(&db, &b.config(), &["rollback", "--yes"])
+    let counts_before = db.oid("counts_old").await;
+    b.reproject(&db, "rollback --yes")
         .await
         .ok()
         .stdout_has("run 2: rolled back (counts)");
-    assert_eq!(oid(&db, "counts").await, counts_before);
+    assert_eq!(db.oid("counts").await, counts_before);
 
     // Database-wide only when asked.
-    reproject(&db, &a.config(), &["cleanup", "--all-projections", "--yes"])
+    a.reproject(&db, "cleanup --all-projections --yes")
         .await
         .ok()
         .stdout_has("dropped `counts_rolled_back_2`");
-    assert_eq!(
-        db.int("SELECT count(*) FROM reproject.helper_tables").await,
-        0
-    );
+    db.assert_int("SELECT count(*) FROM reproject.helper_tables", 0)
+        .await;
     db.drop().await;
 }
 
@@ -155,29 +121,23 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
 async fn a_run_partly_outside_the_config_is_rolled_back_only_with_the_flag() {
     let db = TestDb::new().await;
     setup(&db, 100).await;
-    reproject(&db, &both().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    both().reproject(&db, "rebuild --yes").await.ok();
     let a = tally::project();
-    let live = oid(&db, "tally").await;
-    reproject(&db, &a.config(), &["rollback", "--yes"])
+    let live = db.oid("tally").await;
+    a.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("run 1 swapped tally, counts together, and `counts` is not in this config")
         .stderr_has("`reproject rollback --all-projections tally counts`");
-    assert_eq!(oid(&db, "tally").await, live, "nothing was changed");
-    let old_tally = oid(&db, "tally_old").await;
-    let old_counts = oid(&db, "counts_old").await;
-    reproject(
-        &db,
-        &a.config(),
-        &["rollback", "--yes", "--all-projections", "tally", "counts"],
-    )
-    .await
-    .ok()
-    .stdout_has("run 1: rolled back (");
-    assert_eq!(oid(&db, "tally").await, old_tally);
-    assert_eq!(oid(&db, "counts").await, old_counts);
+    assert_eq!(db.oid("tally").await, live, "nothing was changed");
+    let old_tally = db.oid("tally_old").await;
+    let old_counts = db.oid("counts_old").await;
+    a.reproject(&db, "rollback --yes --all-projections tally counts")
+        .await
+        .ok()
+        .stdout_has("run 1: rolled back (");
+    assert_eq!(db.oid("tally").await, old_tally);
+    assert_eq!(db.oid("counts").await, old_counts);
     db.drop().await;
 }
 
@@ -187,33 +147,22 @@ async fn a_run_partly_outside_the_config_is_rolled_back_only_with_the_flag() {
 async fn cleanup_says_what_each_drop_ends() {
     let db = TestDb::new().await;
     setup(&db, 300).await;
-    reproject(&db, &tally::project().config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    tally::project().reproject(&db, "rebuild --yes").await.ok();
     let swapped_at = db
         .text("SELECT to_char(swapped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM reproject.runs WHERE id = 1")
         .await
         .unwrap();
     // Run 2 of `counts` fails on its 50th event: its table is the resume point.
-    let failing = Project::new(
-        COUNTS_CONFIG,
-        &[(
-            "counts.sql",
-            &COUNTS_HANDLERS.replace(
-                "VALUES (:stream, 1)",
-                "VALUES (:stream, 1 / (50 - :position)::int)",
-            ),
-        )],
-    );
-    reproject(
-        &db,
-        &failing.config(),
-        &["rebuild", "--yes", "--batch-size", "10"],
-    )
-    .await
-    .code(1);
+    let failing = counts_with(&COUNTS_HANDLERS.replace(
+        "VALUES (:stream, 1)",
+        "VALUES (:stream, 1 / (50 - :position)::int)",
+    ));
+    failing
+        .reproject(&db, "rebuild --yes --batch-size 10")
+        .await
+        .code(1);
     let everything = both();
-    let listed = reproject(&db, &everything.config(), &["cleanup"]).await;
+    let listed = everything.reproject(&db, "cleanup").await;
     listed
         .ok()
         .stdout_has("would drop `tally_old` (previous table of `tally`, projection tally, run 1")
@@ -226,20 +175,8 @@ async fn cleanup_says_what_each_drop_ends() {
         .stdout_has("ends the resume of run 2 (failed");
 
     // Run 3 of `counts` is killed mid-replay: recorded as running, held by nobody.
-    let slow = Project::new(
-        COUNTS_CONFIG,
-        &[(
-            "counts.sql",
-            &format!("{COUNTS_HANDLERS}SELECT pg_sleep(0.01);\n"),
-        )],
-    );
-    let mut child = command(
-        &db,
-        &slow.config(),
-        &["rebuild", "--yes", "--batch-size", "5"],
-    )
-    .spawn()
-    .unwrap();
+    let slow = counts_with(&format!("{COUNTS_HANDLERS}SELECT pg_sleep(0.01);\n"));
+    let mut child = slow.spawn(&db, "rebuild --yes --batch-size 5");
     wait_until(
         &db,
         "SELECT position >= 20 FROM reproject.checkpoints WHERE run_id = 3",
@@ -247,7 +184,7 @@ async fn cleanup_says_what_each_drop_ends() {
     .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let listed = reproject(&db, &everything.config(), &["cleanup"]).await;
+    let listed = everything.reproject(&db, "cleanup").await;
     listed
         .ok()
         .stdout_has(
@@ -256,14 +193,12 @@ async fn cleanup_says_what_each_drop_ends() {
         .stdout_has("ends the resume of run 3 (interrupted in phase replay");
 
     // A run awaiting its swap keeps its tables.
-    reproject(
-        &db,
-        &everything.config(),
-        &["rebuild", "--yes", "--no-swap", "counts"],
-    )
-    .await
-    .ok();
-    reproject(&db, &everything.config(), &["cleanup"])
+    everything
+        .reproject(&db, "rebuild --yes --no-swap counts")
+        .await
+        .ok();
+    everything
+        .reproject(&db, "cleanup")
         .await
         .ok()
         .stdout_has("kept `counts_rebuild` (rebuild table of `counts`): run 4 is awaiting_swap");
@@ -276,11 +211,9 @@ async fn cleanup_says_what_each_drop_ends() {
 /// with the config's handlers, from the swap position, and restores it holding every event.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
-    let p = tally::project();
-    let app_built = oid(&db, "tally").await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    let (db, p) = tally::fixture(200).await;
+    let app_built = db.oid("tally").await;
+    p.reproject(&db, "rebuild --yes")
         .await
         .ok()
         .stdout_has("undo with `reproject rollback`")
@@ -288,33 +221,27 @@ async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
         .stdout_has("as long as no event arrives after the swap position (200)")
         .stdout_has("`reproject rollback --with-current-handlers`");
     // `reproject run` keeps the new table live; it started after the swap.
-    let runner = command(&db, &p.config(), &["run", "--batch-size", "20"])
-        .spawn()
-        .unwrap();
+    let runner = p.spawn(&db, "run --batch-size 20");
     tally::append(&db, 30).await;
     let caught_up =
         "SELECT (SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally') \
                      = (SELECT max(id) FROM events)";
     wait_until(&db, caught_up).await;
-    let refused = reproject(&db, &p.config(), &["rollback", "--yes"]).await;
+    let refused = p.reproject(&db, "rollback --yes").await;
     refused
         .code(2)
         .stderr_has("refusing to roll back run 1: 30 event(s) arrived since the swap")
         .stderr_has(
             "hint: nothing was changed; `reproject rollback --with-current-handlers tally`",
         );
-    assert_ne!(oid(&db, "tally").await, app_built, "nothing was changed");
-    reproject(
-        &db,
-        &p.config(),
-        &["rollback", "--yes", "--with-current-handlers", "tally"],
-    )
+    assert_ne!(db.oid("tally").await, app_built, "nothing was changed");
+    p.reproject(&db, "rollback --yes --with-current-handlers tally")
     .await
     .ok()
     .stderr_has("as --with-current-handlers allows, the previous tables are caught up with this config's handlers")
     .stdout_has("caught up with 30 event(s) since the swap, to position 230");
     assert_eq!(
-        oid(&db, "tally").await,
+        db.oid("tally").await,
         app_built,
         "the application's table is back"
     );
@@ -340,38 +267,24 @@ async fn a_rollback_after_the_first_rebuild_catches_up_with_consent() {
 /// and points to what can be done instead, never to a flag that would fail too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_never_suggests_handlers_that_cannot_apply() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     db.exec("ALTER TABLE tally ADD COLUMN note text").await;
-    let with_note = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            &format!(
-                "{}UPDATE {{{{tally}}}} SET note = 'seen' WHERE stream = :stream;\n",
-                tally::HANDLERS
-            ),
-        )],
-    );
-    reproject(&db, &with_note.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let with_note =
+        tally::handlers_then("UPDATE {{tally}} SET note = 'seen' WHERE stream = :stream;\n");
+    with_note.reproject(&db, "rebuild --yes").await.ok();
     // The application's table (now `tally_old`) loses the column the handlers write.
     db.exec("ALTER TABLE tally_old DROP COLUMN note").await;
     tally::append(&db, 5).await;
-    reproject(&db, &with_note.config(), &["rollback", "--yes"])
+    with_note.reproject(&db, "rollback --yes")
         .await
         .code(2)
         .stderr_has("this config's handlers cannot be applied to them either")
         .stderr_has("keep the current tables (to change them, fix the projection and run `reproject rebuild tally`)");
-    reproject(
-        &db,
-        &with_note.config(),
-        &["rollback", "--yes", "--with-current-handlers"],
-    )
-    .await
-    .code(2)
-    .stderr_has("refusing to roll back run 1: 5 event(s)");
+    with_note
+        .reproject(&db, "rollback --yes --with-current-handlers")
+        .await
+        .code(2)
+        .stderr_has("refusing to roll back run 1: 5 event(s)");
     db.drop().await;
 }
 
@@ -380,12 +293,8 @@ async fn a_refusal_never_suggests_handlers_that_cannot_apply() {
 /// `cleanup` says what it is and that nothing depends on it, and the next swap drops it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 100).await;
-    let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    let (db, p) = tally::fixture(100).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
     db.exec(
         "CREATE FUNCTION refuse_retired_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -397,12 +306,12 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
          CREATE EVENT TRIGGER refuse_retired_drop ON sql_drop EXECUTE FUNCTION refuse_retired_drop();",
     )
     .await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(&db, "rebuild --yes")
         .await
         .ok()
         .stderr_has("could not drop `tally_retired_1`");
     assert!(db.exists("tally_retired_1").await);
-    reproject(&db, &p.config(), &["cleanup"])
+    p.reproject(&db, "cleanup")
         .await
         .ok()
         .stdout_has("would drop `tally_retired_1` (retired previous table of `tally`, projection tally, run 1")
@@ -420,27 +329,23 @@ async fn a_retired_table_left_behind_is_explained_and_dropped_by_the_next_swap()
          DELETE FROM reproject.schema_migrations WHERE version = 13;",
     )
     .await;
-    reproject(&db, &p.config(), &["cleanup"])
+    p.reproject(&db, "cleanup")
         .await
         .ok()
         .stdout_has("would drop `tally_retired_1` (retired previous table of `tally`, projection tally, run 1")
         .stdout_has("retired by the swap of run 2");
     db.exec("DROP EVENT TRIGGER refuse_retired_drop").await;
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok()
-        .stderr_has(
-            "dropping `tally_retired_1`, left by an interrupted drop after the swap of run 2",
-        );
+    p.reproject(&db, "rebuild --yes").await.ok().stderr_has(
+        "dropping `tally_retired_1`, left by an interrupted drop after the swap of run 2",
+    );
     assert!(!db.exists("tally_retired_1").await);
     assert!(!db.exists("tally_retired_2").await);
-    assert_eq!(
-        db.text("SELECT string_agg(table_name || ' ' || kind, ', ') FROM reproject.helper_tables")
-            .await
-            .as_deref(),
+    db.assert_text_because(
+        "SELECT string_agg(table_name || ' ' || kind, ', ') FROM reproject.helper_tables",
         Some("tally_old old"),
-        "only the rollback point of the newest swap is left"
-    );
+        "only the rollback point of the newest swap is left",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -452,13 +357,9 @@ async fn cleanup_tells_a_rollback_point_from_a_table_no_rollback_can_use() {
     let db = TestDb::new().await;
     setup(&db, 100).await;
     let p = both();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["rebuild", "--yes", "tally"])
-        .await
-        .ok();
-    reproject(&db, &p.config(), &["cleanup"])
+    p.reproject(&db, "rebuild --yes").await.ok();
+    p.reproject(&db, "rebuild --yes tally").await.ok();
+    p.reproject(&db, "cleanup")
         .await
         .ok()
         .stdout_has("would drop `counts_old` (previous table of `counts`, projection counts, run 1")

@@ -2,15 +2,9 @@
 //! (src/replay.rs), statement by statement otherwise, with the same rows either way. A handler
 //! sees which way it ran through `current_query()`: the loop's call, or its own statement.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::{Project, TestDb};
 use crate::tally;
-
-const CONFIG: &str = r#"
-[[projection]]
-name = "calls"
-tables = ["calls"]
-handlers = "calls.sql"
-"#;
 
 /// Two statements per event. The UPDATE reads and writes a column named `found`, which is
 /// also the name of a PL/pgSQL variable: inside the loop it must still mean the column.
@@ -26,10 +20,10 @@ async fn setup(db: &TestDb, events: i64) -> Project {
         .await;
     // A bad event in the middle of a batch: skipped by the filter, must not shift anything.
     db.exec("UPDATE events SET bad = true WHERE id = 150").await;
-    Project::new(
-        &format!("{}{CONFIG}", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS), ("calls.sql", PLAIN)],
-    )
+    tally::config()
+        .projection(Projection::new("calls"))
+        .file("calls.sql", PLAIN)
+        .write()
 }
 
 async fn check_rows(db: &TestDb, events: i64) {
@@ -47,20 +41,16 @@ async fn check_rows(db: &TestDb, events: i64) {
 async fn plain_statements_run_as_one_server_call_per_batch() {
     let db = TestDb::new().await;
     let p = setup(&db, 1000).await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .ok();
     check_rows(&db, 1000).await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'")
-            .await,
+    db.assert_int_because(
+        "SELECT count(*) FROM calls WHERE q LIKE 'SELECT pg_temp.reproject_g%_loop(%'",
         999,
-        "every event was applied by the server loop"
-    );
+        "every event was applied by the server loop",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -76,20 +66,16 @@ async fn a_statement_plpgsql_cannot_run_keeps_every_statement_separate() {
             "WITH x AS (SELECT 1) INSERT INTO {{calls}}",
         ),
     );
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .ok();
     check_rows(&db, 1000).await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'")
-            .await,
+    db.assert_int_because(
+        "SELECT count(*) FROM calls WHERE q LIKE 'WITH x AS (SELECT 1) INSERT INTO %'",
         999,
-        "every event was applied by its own statement"
-    );
+        "every event was applied by its own statement",
+    )
+    .await;
     db.drop().await;
 }
 
@@ -102,28 +88,28 @@ async fn a_failure_in_the_server_loop_names_the_event() {
     let p = setup(&db, 1000).await;
     db.exec("UPDATE events SET data = '{\"amount\": \"x\"}' WHERE id = 555")
         .await;
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--batch-size", "100"],
-    )
-    .await
-    .code(1)
-    .stderr_has("projection `tally` failed on event at position 555 (type `added`, stream `s5`)")
-    .stderr_has("tally.sql:2")
-    .stderr_has("invalid input syntax for type bigint");
+    p.reproject(&db, "rebuild --yes --batch-size 100")
+        .await
+        .code(1)
+        .stderr_has(
+            "projection `tally` failed on event at position 555 (type `added`, stream `s5`)",
+        )
+        .stderr_has("tally.sql:2")
+        .stderr_has("invalid input syntax for type bigint");
     // Five batches of 100 events (positions 1..501, 150 filtered out) were committed.
-    assert_eq!(db.int("SELECT count(*) FROM calls_rebuild").await, 500);
-    assert_eq!(
-        db.int("SELECT count(*) FROM calls_rebuild WHERE q LIKE 'SELECT pg_temp.reproject_g%'")
-            .await,
-        500
-    );
-    assert_eq!(db.int("SELECT max(position) FROM calls_rebuild").await, 501);
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints WHERE projection = 'calls'")
-            .await,
-        501
-    );
+    db.assert_int("SELECT count(*) FROM calls_rebuild", 500)
+        .await;
+    db.assert_int(
+        "SELECT count(*) FROM calls_rebuild WHERE q LIKE 'SELECT pg_temp.reproject_g%'",
+        500,
+    )
+    .await;
+    db.assert_int("SELECT max(position) FROM calls_rebuild", 501)
+        .await;
+    db.assert_int(
+        "SELECT position FROM reproject.checkpoints WHERE projection = 'calls'",
+        501,
+    )
+    .await;
     db.drop().await;
 }

@@ -1,7 +1,7 @@
 //! Readers during swaps: readers that query through views (on the primary, and on a hot
 //! standby), and readers on a streaming standby of a primary the test starts itself.
 
-use crate::harness::{reproject, TestDb};
+use crate::harness::TestDb;
 use crate::pgserver::PgServer;
 use crate::tally;
 use std::str::FromStr;
@@ -99,8 +99,7 @@ const VIEWS: &str = "CREATE VIEW tally_v AS SELECT stream, n, total FROM tally;
 /// makes that cycle impossible.
 #[tokio::test(flavor = "multi_thread")]
 async fn readers_through_views_never_deadlock_with_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 200).await;
+    let db = tally::db(200).await;
     db.exec(VIEWS).await;
     db.exec(&format!(
         "ALTER DATABASE {} SET deadlock_timeout = '20ms'",
@@ -132,13 +131,10 @@ async fn readers_through_views_never_deadlock_with_the_swap() {
     // reader.
     for i in 0..6 {
         let command = if i % 3 == 2 { "rollback" } else { "rebuild" };
-        reproject(
-            &db,
-            &project.config(),
-            &[command, "--yes", "--lock-timeout", "1s"],
-        )
-        .await
-        .ok();
+        project
+            .reproject(&db, &[command, "--yes", "--lock-timeout", "1s"])
+            .await
+            .ok();
     }
     stop.store(true, Ordering::Relaxed);
     let seen = collect(readers).await;
@@ -319,7 +315,7 @@ async fn swaps_with_standby_readers(
         args.extend_from_slice(extra);
         match binary {
             None => {
-                reproject(&db, &project.config(), &args).await.ok();
+                project.reproject(&db, &args).await.ok();
             }
             Some(bin) => {
                 // Another build (the measurement's "before"), with the harness's environment.

@@ -1,7 +1,7 @@
 //! TLS as libpq users configure it (`sslmode`, `sslrootcert`), against a server of the test's
 //! own whose certificate, for "localhost" only, is signed by a CA the test made.
 
-use crate::harness::TestDb;
+use crate::harness::{Out, TestDb};
 use crate::pgserver::{make_certs, make_self_signed, PgServer, ALICE_PASSWORD};
 use crate::tally;
 use reproject::db::Db;
@@ -273,7 +273,8 @@ async fn rebuild_over_verified_tls_keeps_the_password_out_of_output_and_history(
         ))
         .await;
     assert_eq!(leaks, 0, "the password was recorded in reproject.runs");
-    assert_eq!(db.int("SELECT count(*) FROM reproject.runs").await, 1);
+    db.assert_int("SELECT count(*) FROM reproject.runs", 1)
+        .await;
 
     // A wrong password: an authentication error naming the user, no password of either kind.
     let wrong_url = url.replace(ALICE_PASSWORD, "wrong-Pw-7731");
@@ -282,12 +283,10 @@ async fn rebuild_over_verified_tls_keeps_the_password_out_of_output_and_history(
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("password authentication failed for user \"alice\""),
-        "{stderr}"
-    );
+    let out = Out::from(out);
+    out.code(1);
+    let stderr = &out.stderr;
+    out.stderr_has("password authentication failed for user \"alice\"");
     assert!(
         !stderr.contains("wrong-Pw-7731") && !stderr.contains(ALICE_PASSWORD),
         "{stderr}"

@@ -3,17 +3,16 @@
 //! table stays unlogged, and a run whose server crashed under its unlogged tables (which crash
 //! recovery empties) is refused rather than resumed into a wrong result.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{Project, TestDb};
 use crate::pgserver::PgServer;
 use crate::tally;
 
 fn project(unlogged: bool) -> Project {
-    let config = if unlogged {
-        format!("{}build_unlogged = true\n", tally::CONFIG)
+    if unlogged {
+        tally::option("build_unlogged", "true")
     } else {
-        tally::CONFIG.to_string()
-    };
-    Project::new(&config, &[("tally.sql", tally::HANDLERS)])
+        tally::project()
+    }
 }
 
 /// `relpersistence` of a relation: `p` logged, `u` unlogged.
@@ -39,27 +38,19 @@ const PAUSE: [&str; 6] = [
 /// the swap's fingerprint check passed, and the rows are exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 1000).await;
+    let db = tally::db(1000).await;
     let p = project(true);
-    reproject(&db, &p.config(), &PAUSE)
+    p.reproject(&db, &PAUSE)
         .await
         .ok()
         .stdout_has("stopped after 250 events");
     assert_eq!(persistence(&db, "tally_rebuild").await, "u");
     assert_eq!(persistence(&db, "tally_rebuild_pkey").await, "u");
     assert_eq!(persistence(&db, "tally").await, "p");
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        250
-    );
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
+        .await;
     tally::append(&db, 100).await;
-    let out = reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--resume", "--json"],
-    )
-    .await;
+    let out = p.reproject(&db, "rebuild --yes --resume --json").await;
     out.ok().stderr_has("made `tally_rebuild` logged");
     assert_eq!(out.json()["status"], "swapped");
     assert_eq!(persistence(&db, "tally").await, "p");
@@ -76,17 +67,16 @@ async fn rebuild_tables_are_unlogged_during_the_replay_and_logged_at_the_swap() 
 /// `--no-swap` leaves a logged table waiting (it may wait for days), and `swap` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn default_is_logged_and_no_swap_waits_logged() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
-    reproject(&db, &project(false).config(), &PAUSE).await.ok();
+    let db = tally::db(300).await;
+    project(false).reproject(&db, &PAUSE).await.ok();
     assert_eq!(persistence(&db, "tally_rebuild").await, "p");
     let p = project(true);
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
+    p.reproject(&db, "rebuild --yes --no-swap")
         .await
         .ok()
         .stderr_has("made `tally_rebuild` logged");
     assert_eq!(persistence(&db, "tally_rebuild").await, "p");
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
+    p.reproject(&db, "swap --yes").await.ok();
     assert_eq!(persistence(&db, "tally").await, "p");
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.drop().await;
@@ -96,11 +86,10 @@ async fn default_is_logged_and_no_swap_waits_logged() {
 /// swapped-in table is unlogged like the one it replaces.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unlogged_live_table_stays_unlogged() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 300).await;
+    let db = tally::db(300).await;
     db.exec("ALTER TABLE tally SET UNLOGGED").await;
     let p = project(true);
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.ok();
     assert!(
         !out.stderr.contains("logged (build_unlogged)"),
@@ -124,36 +113,30 @@ async fn a_crash_under_unlogged_tables_refuses_to_resume() {
     let db = TestDb::new_on(server.admin()).await;
     tally::setup(&db, 1000).await;
     let p = project(true);
-    reproject(&db, &p.config(), &PAUSE).await.ok();
-    assert_eq!(
-        db.int("SELECT sum(n)::bigint FROM tally_rebuild").await,
-        250
-    );
+    p.reproject(&db, &PAUSE).await.ok();
+    db.assert_int("SELECT sum(n)::bigint FROM tally_rebuild", 250)
+        .await;
     // The replay commits asynchronously; make its checkpoint durable, as the WAL writer would
     // within a fraction of a second.
     db.exec("CHECKPOINT").await;
     server.crash();
     server.start_again();
     // The hazard is real: crash recovery emptied the table, the checkpoint still says 250.
-    assert_eq!(db.int("SELECT count(*) FROM tally_rebuild").await, 0);
-    assert_eq!(
-        db.int("SELECT position FROM reproject.checkpoints").await,
-        250
-    );
+    db.assert_int("SELECT count(*) FROM tally_rebuild", 0).await;
+    db.assert_int("SELECT position FROM reproject.checkpoints", 250)
+        .await;
     for args in [
         &["rebuild", "--yes", "--resume"][..],
         &["swap", "--yes"][..],
     ] {
-        reproject(&db, &p.config(), args)
+        p.reproject(&db, args)
             .await
             .code(1)
             .stderr_has("`tally_rebuild` is UNLOGGED")
             .stderr_has("server has restarted");
     }
-    assert_eq!(db.int("SELECT count(*) FROM tally").await, 10);
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    db.assert_int("SELECT count(*) FROM tally", 10).await;
+    p.reproject(&db, "rebuild --yes").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     assert_eq!(persistence(&db, "tally").await, "p");
     db.drop().await;

@@ -99,8 +99,7 @@ async fn shop_plan_shows_waves_and_rebuild_reproduces_live_tables() {
 /// rebuild and swap, recorded like a CLI run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_library_example_rebuilds_and_swaps() {
-    let db = TestDb::new().await;
-    crate::tally::setup(&db, 120).await;
+    let db = crate::tally::db(120).await;
     db.exec("UPDATE tally SET total = 0").await;
     let p = crate::tally::project();
     // scripts/test.sh builds the examples (`cargo build --examples`) next to the binary.
@@ -128,11 +127,10 @@ async fn the_library_example_rebuilds_and_swaps() {
     );
     assert!(stderr.contains("step: running health checks"), "{stderr}");
     assert_eq!(crate::tally::expected_differences(&db, "tally").await, 0);
-    assert_eq!(
-        db.text("SELECT initiated_by FROM reproject.runs")
-            .await
-            .as_deref(),
-        Some("library-example")
-    );
+    db.assert_text(
+        "SELECT initiated_by FROM reproject.runs",
+        Some("library-example"),
+    )
+    .await;
     db.drop().await;
 }

@@ -3,15 +3,13 @@
 //! stops (and rolls back) a batch whose transaction wrote one anyway, through a function or a
 //! trigger.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::Projection;
+use crate::harness::{Project, TestDb};
 use crate::tally;
 
 /// The tally handlers with one more statement (line 4 of the file).
 fn with_statement(extra: &str) -> Project {
-    Project::new(
-        tally::CONFIG,
-        &[("tally.sql", &format!("{}{extra}\n", tally::HANDLERS))],
-    )
+    tally::handlers(&format!("{}{extra}\n", tally::HANDLERS))
 }
 
 /// What the live `tally` holds, to prove it was not touched.
@@ -24,8 +22,7 @@ async fn live_sum(db: &TestDb) -> i64 {
 /// stops the first batch, which is rolled back, the run is recorded failed naming the table.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 50).await;
+    let db = tally::db(50).await;
     db.exec(
         "CREATE FUNCTION bump(s text) RETURNS void LANGUAGE plpgsql AS
            $f$ BEGIN UPDATE tally SET n = n + 1 WHERE stream = s; END $f$;",
@@ -33,18 +30,19 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
     .await;
     let before = live_sum(&db).await;
     let p = with_statement("SELECT bump(:stream);");
-    let out = reproject(&db, &p.config(), &["rebuild", "--yes"]).await;
+    let out = p.reproject(&db, "rebuild --yes").await;
     out.code(1)
         .stderr_has("wrote `public.tally`, which is not one of the rebuild tables")
         .stderr_has("projection `tally`")
         .stderr_has("the batch was rolled back")
         .stderr_has("{{tally}}");
     assert_eq!(live_sum(&db).await, before, "the live table is untouched");
-    assert_eq!(
-        db.int("SELECT count(*) FROM tally_rebuild").await,
+    db.assert_int_because(
+        "SELECT count(*) FROM tally_rebuild",
         0,
-        "the batch was rolled back"
-    );
+        "the batch was rolled back",
+    )
+    .await;
     assert_eq!(
         db.text("SELECT status || ': ' || error FROM reproject.runs ORDER BY id DESC LIMIT 1")
             .await
@@ -66,8 +64,7 @@ async fn a_function_writing_the_live_table_is_stopped_at_run_time() {
 /// lock is the proof), and TRUNCATE does.
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_to_unrelated_tables_through_functions_are_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE FUNCTION touch(s text) RETURNS void LANGUAGE plpgsql AS
@@ -81,7 +78,7 @@ async fn writes_to_unrelated_tables_through_functions_are_stopped() {
         "SELECT wipe() WHERE :stream IS NOT NULL;",
     ] {
         let p = with_statement(call);
-        reproject(&db, &p.config(), &["rebuild", "--yes"])
+        p.reproject(&db, "rebuild --yes")
             .await
             .code(1)
             .stderr_has("wrote `public.side`");
@@ -94,8 +91,7 @@ async fn writes_to_unrelated_tables_through_functions_are_stopped() {
 /// fidelity.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
+    let db = tally::db(20).await;
     db.exec(
         "CREATE FUNCTION mirror() RETURNS trigger LANGUAGE plpgsql AS
            $f$ BEGIN IF TG_TABLE_NAME <> 'tally' THEN UPDATE tally SET total = total WHERE stream = NEW.stream; END IF; RETURN NEW; END $f$;
@@ -103,11 +99,8 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
     )
     .await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        &format!("{}replay_triggers = true\n", tally::CONFIG),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    let p = tally::option("replay_triggers", "true");
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(1)
         .stderr_has("wrote `public.tally`");
@@ -120,24 +113,17 @@ async fn a_replayed_trigger_writing_the_live_table_is_stopped() {
 /// before anything is written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 30).await;
+    let db = tally::db(30).await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        tally::CONFIG,
-        &[(
-            "tally.sql",
-            "-- on added\n\
+    let p = tally::handlers("-- on added\n\
              INSERT INTO tally AS t (stream, n, total) VALUES (:stream, 1, (:data->>'amount')::bigint)\n\
-             ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;\n",
-        )],
-    );
+             ON CONFLICT (stream) DO UPDATE SET n = t.n + 1, total = t.total + EXCLUDED.total;\n");
     for args in [
         &["plan"][..],
         &["rebuild", "--dry-run"],
         &["rebuild", "--yes"],
     ] {
-        reproject(&db, &p.config(), args)
+        p.reproject(&db, args)
             .await
             .code(2)
             .stderr_has("tally.sql:2: projection `tally`, section `-- on added`")
@@ -146,11 +132,11 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
     }
     assert_eq!(live_sum(&db).await, before, "the live table is untouched");
     assert!(!db.exists("tally_rebuild").await, "nothing was created");
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'")
-            .await,
-        0
-    );
+    db.assert_int(
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reproject_standin%'",
+        0,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -158,8 +144,7 @@ async fn a_pasted_handler_writing_the_live_table_is_refused_up_front() {
 /// writable CTE, through an updatable view; and a table of no projection.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_spelling_of_a_foreign_write_target_is_refused() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE VIEW tally_view AS SELECT * FROM tally;
@@ -175,7 +160,7 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
         ("INSERT INTO app.\"Mixed Case\" VALUES (:stream);", "app.\"Mixed Case\""),
     ] {
         let p = with_statement(statement);
-        reproject(&db, &p.config(), &["plan"])
+        p.reproject(&db, "plan")
             .await
             .code(2)
             .stderr_has("tally.sql:4: projection `tally`")
@@ -183,7 +168,7 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
     }
     // Reading any table is fine; so is a function that only reads.
     let p = with_statement("SELECT count(*) FROM side WHERE k = :stream;");
-    reproject(&db, &p.config(), &["plan"]).await.ok();
+    p.reproject(&db, "plan").await.ok();
     db.drop().await;
 }
 
@@ -191,19 +176,10 @@ async fn every_spelling_of_a_foreign_write_target_is_refused() {
 /// the checks (read-only transaction), never touching the table.
 #[tokio::test(flavor = "multi_thread")]
 async fn checks_only_read() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    let config = |sql: &str| {
-        format!(
-            "{}checks = [{{ name = \"sneaky\", sql = \"{sql}\" }}]\n",
-            tally::CONFIG
-        )
-    };
-    let p = Project::new(
-        &config("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x"),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(&db, &p.config(), &["plan"])
+    let db = tally::db(10).await;
+    let sneaky = |sql: &str| tally::with(Projection::new("tally").check("sneaky", sql)).write();
+    let p = sneaky("WITH x AS (DELETE FROM tally RETURNING 1) SELECT count(*) >= 0 FROM x");
+    p.reproject(&db, "plan")
         .await
         .code(2)
         .stderr_has("check `sneaky`: the check writes `public.tally` (DELETE)");
@@ -213,11 +189,8 @@ async fn checks_only_read() {
     )
     .await;
     let before = live_sum(&db).await;
-    let p = Project::new(
-        &config("SELECT wipe_tally()"),
-        &[("tally.sql", tally::HANDLERS)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    let p = sneaky("SELECT wipe_tally()");
+    p.reproject(&db, "rebuild --yes")
         .await
         .code(3)
         .stderr_has("read-only transaction");
@@ -230,8 +203,7 @@ async fn checks_only_read() {
 /// back and the live checkpoint where it was.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_runner_writes_only_its_live_tables() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
+    let db = tally::db(10).await;
     db.exec(
         "CREATE TABLE side (k text);
          CREATE FUNCTION note(s text) RETURNS void LANGUAGE plpgsql AS
@@ -239,27 +211,25 @@ async fn the_live_runner_writes_only_its_live_tables() {
     )
     .await;
     let p = tally::project();
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .ok();
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .ok();
     let checkpoint = "SELECT position FROM reproject.live_checkpoints WHERE projection = 'tally'";
-    assert_eq!(db.int(checkpoint).await, 10);
+    db.assert_int(checkpoint, 10).await;
     tally::append(&db, 5).await;
     let before = live_sum(&db).await;
     p.write(
         "tally.sql",
         &format!("{}SELECT note(:stream);\n", tally::HANDLERS),
     );
-    reproject(&db, &p.config(), &["run", "--once"])
+    p.reproject(&db, "run --once")
         .await
         .code(1)
         .stderr_has("projection `tally`: the batch of the events after position 10 up to position 15 wrote `public.side`, which is not one of the live tables it builds");
-    assert_eq!(db.int("SELECT count(*) FROM side").await, 0, "rolled back");
+    db.assert_int_because("SELECT count(*) FROM side", 0, "rolled back")
+        .await;
     assert_eq!(live_sum(&db).await, before);
-    assert_eq!(db.int(checkpoint).await, 10, "the checkpoint did not move");
+    db.assert_int_because(checkpoint, 10, "the checkpoint did not move")
+        .await;
     db.drop().await;
 }
