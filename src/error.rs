@@ -76,6 +76,9 @@ pub enum Reason {
     CannotConnect,
     /// An established connection was closed or broke under a statement.
     ConnectionLost,
+    /// The run to continue was interrupted before its clone committed: it has no tables and
+    /// no progress, so there is nothing of it to continue (a new run starts over).
+    CloneNotCommitted,
 }
 
 /// An error with its context chain and an optional hint.

@@ -263,6 +263,15 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
                     None => Err(gave_up(lost, attempt)),
                 };
             }
+            // The attempt that lost its connection never committed its clone: start over.
+            Err(e) if e.reason == Some(Reason::CloneNotCommitted) => {
+                engine.reporter.warn(&format!("{}; starting a new run", e.message));
+                let fresh = RebuildOptions {
+                    resume: false,
+                    ..opts.clone()
+                };
+                rebuild_once(engine, &fresh, &survived).await
+            }
             // The run cannot be continued (e.g. an external projector's range was cut off):
             // report the loss, with why it was not resumed.
             Err(e) if e.kind == ErrorKind::Config => {
@@ -733,6 +742,26 @@ async fn continue_run(
     let _locks = lock_projections(&engine.db, &names).await?;
     let conn = engine.db.dedicated().await?;
     let tables = runs::tables(&conn, run.id).await?;
+    let mut missing = 0;
+    for t in &tables {
+        if !matches!(
+            helpers::ownership(&conn, &t.rebuild).await?,
+            Ownership::Ours(_)
+        ) {
+            missing += 1;
+        }
+    }
+    // Interrupted while cloning: the clone's transaction rolled back, so the run has no
+    // tables and applied nothing. It is ended as failed; a new run starts over.
+    if missing == tables.len() && run.phase == Phase::Clone {
+        let note = "interrupted before its clone committed; nothing to continue";
+        runs::set_status(&conn, run.id, RunStatus::Failed, Some(note)).await?;
+        return Err(
+            Error::runtime(format!("run {}: {note}", run.id))
+                .with_reason(Reason::CloneNotCommitted)
+                .with_hint("`reproject rebuild` starts a new run"),
+        );
+    }
     for t in &tables {
         if !matches!(
             helpers::ownership(&conn, &t.rebuild).await?,
