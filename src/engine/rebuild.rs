@@ -265,7 +265,9 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             }
             // The attempt that lost its connection never committed its clone: start over.
             Err(e) if e.reason == Some(Reason::CloneNotCommitted) => {
-                engine.reporter.warn(&format!("{}; starting a new run", e.message));
+                engine
+                    .reporter
+                    .warn(&format!("{}; starting a new run", e.message));
                 let fresh = RebuildOptions {
                     resume: false,
                     ..opts.clone()
@@ -756,11 +758,9 @@ async fn continue_run(
     if missing == tables.len() && run.phase == Phase::Clone {
         let note = "interrupted before its clone committed; nothing to continue";
         runs::set_status(&conn, run.id, RunStatus::Failed, Some(note)).await?;
-        return Err(
-            Error::runtime(format!("run {}: {note}", run.id))
-                .with_reason(Reason::CloneNotCommitted)
-                .with_hint("`reproject rebuild` starts a new run"),
-        );
+        return Err(Error::runtime(format!("run {}: {note}", run.id))
+            .with_reason(Reason::CloneNotCommitted)
+            .with_hint("`reproject rebuild` starts a new run"));
     }
     for t in &tables {
         if !matches!(

@@ -209,3 +209,50 @@ async fn transient_errors_are_retried() {
         .stdout_has("attempt 2 of 5");
     db.drop().await;
 }
+
+/// The connection goes while the clone is being created (its transaction never commits): the
+/// automatic resume finds a run without tables or progress, ends it as failed with the reason,
+/// and starts a new run (which supersedes it, keeping the reason), which swaps. Nothing is applied twice; no wrong table is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_lost_while_cloning_starts_a_new_run() {
+    let db = tally::db(500).await;
+    let p = tally::project();
+    // A first rebuild creates reproject's schema.
+    p.reproject(&db, "rebuild --yes").await.ok();
+    // Registering the clone inserts into helper_tables: held up by this lock.
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE reproject.helper_tables IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let run = p.spawn(&db, "rebuild --yes");
+    crate::harness::wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE NOT l.granted AND a.application_name = 'reproject' \
+           AND l.relation = 'reproject.helper_tables'::regclass)",
+    )
+    .await;
+    assert!(db.terminate_reproject_sessions().await >= 1);
+    locker.batch_execute("COMMIT").await.unwrap();
+    let out = run.finish().await;
+    out.ok().stderr_has(
+        "interrupted before its clone committed; nothing to continue; starting a new run",
+    );
+    db.assert_text(
+        "SELECT status || ': ' || coalesce(error, '') FROM reproject.runs WHERE id = 2",
+        Some("superseded: interrupted before its clone committed; nothing to continue; superseded by run 3"),
+    )
+    .await;
+    db.assert_text(
+        "SELECT status FROM reproject.runs WHERE id = 3",
+        Some("swapped"),
+    )
+    .await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.assert_int(
+        "SELECT events_applied FROM reproject.runs WHERE id = 3",
+        500,
+    )
+    .await;
+}
