@@ -8,9 +8,9 @@
 //! The engine does the work (plan, clone, replay in batches with checkpoints, checks, swap);
 //! your program only supplies the config, the connection and a [`Reporter`].
 
-use reproject::config::Config;
+use reproject::commands::{self, Engine, RebuildOptions};
 use reproject::db::Db;
-use reproject::engine::{self, Engine, RebuildOptions};
+use reproject::model::config::Config;
 use reproject::progress::{Cancel, Reporter};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,12 +57,12 @@ async fn run(config: PathBuf, url: &str) -> reproject::Result<()> {
         cancel: Cancel::new(),
     };
     // Read-only first: the plan, as `reproject plan --json` would print it.
-    let plan = engine::plan(&engine, &[]).await?;
+    let plan = commands::plan(&engine, &[]).await?;
     println!("order: {}", plan.order.join(" -> "));
     println!("events to replay: {}", plan.events_to_replay);
 
     // Then the rebuild and swap, as `reproject rebuild --yes` would do it.
-    let outcome = engine::rebuild(
+    let outcome = commands::rebuild(
         &engine,
         &RebuildOptions {
             reason: Some("rebuilt by the library example".into()),

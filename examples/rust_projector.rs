@@ -19,12 +19,12 @@
 //! History timestamps are rendered in UTC, as PostgreSQL renders them with `TimeZone = UTC`
 //! (the SQL handlers use the session's TimeZone).
 
-use reproject::config::Config;
+use reproject::commands::{self, Engine, RebuildOptions};
 use reproject::db::Db;
-use reproject::engine::{self, Engine, RebuildOptions};
+use reproject::model::config::Config;
+use reproject::model::projection::{Batch, BoxFuture, RustProjection};
 use reproject::progress::{Cancel, Reporter};
-use reproject::projection::{Batch, BoxFuture, RustProjection};
-use reproject::source::Event;
+use reproject::read::source::Event;
 use reproject::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -265,7 +265,7 @@ async fn run(config: PathBuf, url: &str, opts: &RebuildOptions) -> Result<()> {
         reporter: &Log,
         cancel: Cancel::new(),
     };
-    let outcome = engine::rebuild(&engine, opts).await?;
+    let outcome = commands::rebuild(&engine, opts).await?;
     println!(
         "run {}: {} ({} events applied)",
         outcome.run_id.unwrap_or_default(),

@@ -14,15 +14,15 @@
 //! # Using the library
 //!
 //! The `reproject` binary is a thin layer over this crate: every command is a function of
-//! [`engine`] over an [`engine::Engine`] (the loaded config, a connection pool, a reporter and
+//! [`engine`] over an [`commands::Engine`] (the loaded config, a connection pool, a reporter and
 //! a cancel flag). Failures are [`Error`]s whose [`ErrorKind`] maps to the binary's exit codes.
 //!
 //! ```no_run
-//! use reproject::config::Config;
+//! use reproject::model::config::Config;
 //! use reproject::db::Db;
-//! use reproject::engine::{self, Engine, RebuildOptions};
+//! use reproject::commands::{self, Engine, RebuildOptions};
 //! use reproject::progress::{Cancel, Silent};
-//! use reproject::projection::{Batch, BoxFuture, RustProjection};
+//! use reproject::model::projection::{Batch, BoxFuture, RustProjection};
 //!
 //! /// The code of a projection declared in reproject.toml without `handlers`.
 //! struct StreamCounts;
@@ -62,7 +62,7 @@
 //!     cancel: Cancel::new(),
 //! };
 //! // Clone, replay in batches with checkpoints, catch up, check, swap.
-//! let outcome = engine::rebuild(&engine, &RebuildOptions::default()).await?;
+//! let outcome = commands::rebuild(&engine, &RebuildOptions::default()).await?;
 //! println!("run {:?}: {}", outcome.run_id, outcome.status);
 //! # Ok(())
 //! # }
@@ -72,34 +72,14 @@
 
 #![warn(missing_docs)]
 
-pub mod carry;
-pub mod catalog;
-pub mod checks;
-pub mod config;
+pub mod apply;
+pub mod commands;
 pub mod db;
-pub mod engine;
 pub mod error;
-pub mod external;
-pub mod handlers;
-pub mod handover;
-pub mod ident;
-pub mod laps;
 pub mod model;
-pub mod ordering;
-pub mod plan;
-pub mod preflight;
+pub mod pipeline;
 pub mod progress;
-pub mod projection;
-pub mod replay;
-pub mod shadow;
-pub mod shape;
-pub mod source;
-pub mod standby;
+pub mod read;
 pub mod state;
-pub mod swap;
-pub mod validate;
-pub mod window;
-pub mod write_guard;
-pub mod write_targets;
 
 pub use error::{Error, ErrorKind, Reason, Result};

@@ -6,12 +6,12 @@ mod cli;
 use clap::Parser;
 use cli::args::{Cli, Command};
 use cli::{confirm, print};
-use reproject::config::Config;
-use reproject::db::Db;
-use reproject::engine::{
+use reproject::commands::{
     self, CleanupOptions, Engine, RebuildOptions, RunOptions, StopOnError, SwapOptions,
 };
+use reproject::db::Db;
 use reproject::error::{Error, Result};
+use reproject::model::config::Config;
 use reproject::progress::Cancel;
 
 fn main() {
@@ -109,7 +109,7 @@ async fn run(cli: Cli) -> Result<()> {
 
     match cli.command {
         Command::Plan { projections, json } => {
-            let report = engine::plan(&engine, &projections).await?;
+            let report = commands::plan(&engine, &projections).await?;
             if json {
                 print::json(&report)
             } else {
@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> Result<()> {
                 no_swap: args.no_swap,
                 dry_run: args.dry_run,
                 reason: args.reason,
-                initiated_by: args.initiated_by.unwrap_or_else(engine::os_user),
+                initiated_by: args.initiated_by.unwrap_or_else(commands::os_user),
                 max_events: args.max_events,
                 resume: args.resume,
                 window: args.window.window()?,
@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
                     return Err(Error::config("--max-events must be at least 1"));
                 }
             }
-            let outcome = engine::rebuild(&engine, &opts).await?;
+            let outcome = commands::rebuild(&engine, &opts).await?;
             match (&outcome.dry_run, args.json) {
                 (Some(report), true) => print::json(report),
                 (Some(report), false) => print::plan(report, true),
@@ -167,7 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
                 window: args.window.window()?,
                 lock: args.lock.policy(),
             };
-            let outcome = engine::swap(&engine, &opts).await?;
+            let outcome = commands::swap(&engine, &opts).await?;
             if args.json {
                 print::json(&outcome)
             } else {
@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Run(args) if args.print_notify_sql => {
-            print!("{}", engine::print_notify_sql(&engine).await?);
+            print!("{}", commands::print_notify_sql(&engine).await?);
         }
         Command::Run(args) => {
             let opts = RunOptions {
@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> Result<()> {
                 reconnect_timeout: args.reconnect_timeout,
                 wait: args.wait,
             };
-            let outcome = engine::run(&engine, &opts).await?;
+            let outcome = commands::run(&engine, &opts).await?;
             if args.json {
                 print::json(&outcome)
             } else {
@@ -209,13 +209,13 @@ async fn run(cli: Cli) -> Result<()> {
             lock,
         } => {
             confirm("roll back the newest swap", yes)?;
-            let opts = engine::RollbackOptions {
+            let opts = commands::RollbackOptions {
                 lock: lock.policy(),
                 batch_size,
                 with_current_handlers,
                 all_projections,
             };
-            let report = engine::rollback(&engine, &projections, opts).await?;
+            let report = commands::rollback(&engine, &projections, opts).await?;
             print::rollback(&report);
         }
         Command::Cleanup {
@@ -235,7 +235,7 @@ async fn run(cli: Cli) -> Result<()> {
                 again.push(format!("--older-than {}", humantime::format_duration(d)));
             }
             again.push("--yes".into());
-            let report = engine::cleanup(
+            let report = commands::cleanup(
                 &engine,
                 &CleanupOptions {
                     older_than,
@@ -252,12 +252,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Cancel { run, initiated_by } => {
-            let by = initiated_by.unwrap_or_else(engine::os_user);
-            let id = engine::cancel(&engine, run, &by).await?;
+            let by = initiated_by.unwrap_or_else(commands::os_user);
+            let id = commands::cancel(&engine, run, &by).await?;
             println!("run {id}: cancellation requested; it stops after its current batch");
         }
         Command::Status { json } => {
-            let report = engine::status(&engine).await?;
+            let report = commands::status(&engine).await?;
             if json {
                 print::json(&report)
             } else {
@@ -273,9 +273,9 @@ async fn run(cli: Cli) -> Result<()> {
             limit,
             all_projections,
         } => {
-            let report = engine::history(
+            let report = commands::history(
                 &engine,
-                &engine::HistoryOptions {
+                &commands::HistoryOptions {
                     limit,
                     projections,
                     all_projections,

@@ -145,7 +145,7 @@ pub struct RebuildArgs {
     pub batch_size: i64,
     /// Events per transaction of a run with set-based (`-- per batch`) projections: the
     /// fewer batches, the fewer times each row is written.
-    #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = reproject::apply::sql::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
     /// Stream lanes applied at once, each on its own connection (projections that declare
     /// `stream_key`; refused when one does not); each uses one server CPU.
@@ -207,8 +207,8 @@ fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 impl RebuildArgs {
     /// The partial-rebuild flags, if any (clap keeps them mutually exclusive).
-    pub fn partial(&self) -> Option<reproject::engine::PartialRequest> {
-        use reproject::engine::PartialRequest;
+    pub fn partial(&self) -> Option<reproject::commands::PartialRequest> {
+        use reproject::commands::PartialRequest;
         if let Some(s) = &self.streams {
             Some(PartialRequest::Streams(s.clone()))
         } else if let Some(w) = &self.streams_where {
@@ -229,7 +229,7 @@ pub struct SwapArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     pub batch_size: i64,
     /// Events per transaction while catching up set-based (`-- per batch`) projections.
-    #[arg(long, default_value_t = reproject::replay::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = reproject::apply::sql::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
     /// Swap even when health checks fail (recorded).
     #[arg(long)]
@@ -266,7 +266,7 @@ pub struct RunArgs {
     /// Where projections without a live checkpoint (never run, never rebuilt) start: `start`
     /// (the live tables are empty), `head` (they are current now) or an event position.
     #[arg(long, value_name = "start|head|N")]
-    pub from_position: Option<reproject::engine::StartAt>,
+    pub from_position: Option<reproject::commands::StartAt>,
     /// On a handler error stop only the projection and those connected to it (`projection`),
     /// or the whole runner (`all`, exit 1).
     #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
@@ -301,8 +301,10 @@ pub struct WindowArgs {
 }
 
 impl WindowArgs {
-    pub fn window(&self) -> reproject::Result<Option<reproject::window::SwapWindow>> {
-        use reproject::window::SwapWindow;
+    pub fn window(
+        &self,
+    ) -> reproject::Result<Option<reproject::pipeline::swap::window::SwapWindow>> {
+        use reproject::pipeline::swap::window::SwapWindow;
         match (&self.swap_at, &self.swap_window) {
             (Some(at), _) => SwapWindow::parse_at(at, chrono::Local::now()).map(Some),
             (None, Some(w)) => SwapWindow::parse_daily(w).map(Some),
@@ -337,8 +339,8 @@ pub struct LockArgs {
 }
 
 impl LockArgs {
-    pub fn policy(&self) -> reproject::swap::LockPolicy {
-        reproject::swap::LockPolicy {
+    pub fn policy(&self) -> reproject::pipeline::swap::LockPolicy {
+        reproject::pipeline::swap::LockPolicy {
             first_timeout: self.lock_timeout,
             max_timeout: self.lock_timeout.max(std::time::Duration::from_secs(1)),
             budget: self.lock_budget,

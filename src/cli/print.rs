@@ -1,7 +1,7 @@
 //! Human-readable output of data (plan, outcomes, status, history) on stdout. `--json`
 //! prints the same structures as JSON instead.
 
-use reproject::engine::{
+use reproject::commands::{
     CleanupReport, HistoryReport, OutcomeStatus, PlanReport, RebuildOutcome, RollbackReport,
     RunOutcome, RunStatus, StatusReport,
 };
@@ -398,7 +398,7 @@ pub fn history(report: &HistoryReport) {
         if let Some(reason) = &r.reason {
             println!("    reason: {reason}");
         }
-        if let Ok(Some(partial)) = reproject::engine::Partial::of_run(&r.options) {
+        if let Ok(Some(partial)) = reproject::commands::Partial::of_run(&r.options) {
             println!("    {}", partial.describe());
         }
         println!(

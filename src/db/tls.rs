@@ -12,7 +12,7 @@
 //! rustls' WebPKI verifier and forgives only a name mismatch, which WebPKI reports after the
 //! chain has passed.
 
-use super::conninfo::{RootCert, SslMode, TlsSettings};
+use crate::db::conninfo::{RootCert, SslMode, TlsSettings};
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;

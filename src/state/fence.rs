@@ -1,5 +1,5 @@
 //! Fencing: a process that lost its guard (the advisory lock and claim row of
-//! [`super::locks`]) must not write again. Its lock session can end (terminated by an
+//! [`crate::state::locks`]) must not write again. Its lock session can end (terminated by an
 //! administrator, a network cut, a pooler) while its other connections carry on; a second
 //! process then takes the guard and works on the same tables. So every transaction that writes
 //! generation tables, checkpoints, lanes, a run's status, the swap or the rollback proves,
@@ -18,10 +18,10 @@
 //! (its token, host and pid are in the row), and every write site names the projections it
 //! writes for, so it needs nothing else passed down.
 
-use super::locks::LockClass;
 use crate::db::tx::Fence;
 use crate::error::{Context, Error, Result};
-use crate::ident::literal;
+use crate::model::ident::literal;
+use crate::state::locks::LockClass;
 use std::sync::Mutex;
 use tokio_postgres::{Client, SimpleQueryMessage};
 

@@ -2,9 +2,9 @@
 //! it is registered here with the same OID it has in the catalog: a user's table that merely
 //! has a helper-like name (`orders_rebuild`) is never touched.
 
-use crate::catalog;
+use crate::db::catalog;
 use crate::error::{Context, Result};
-use crate::ident::TableName;
+use crate::model::ident::TableName;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;

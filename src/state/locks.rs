@@ -51,7 +51,7 @@ pub struct ProjectionLocks {
 impl Drop for ProjectionLocks {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        super::fence::unregister(&self.token);
+        crate::state::fence::unregister(&self.token);
         // Best effort: a claim left behind is taken over once its session's lock is gone
         // (at once on a direct connection) or its heartbeat is 60 s old.
         let client = self.client.clone();
@@ -202,7 +202,7 @@ pub async fn try_lock(
         }
     }
     let client = std::sync::Arc::new(client);
-    super::fence::register(class, projections, &token);
+    crate::state::fence::register(class, projections, &token);
     let heartbeat = tokio::spawn({
         let client = client.clone();
         let token = token.clone();
@@ -215,7 +215,7 @@ pub async fn try_lock(
             loop {
                 tokio::time::sleep(SESSION_WATCH).await;
                 if client.is_closed() {
-                    super::fence::mark_lost(&token);
+                    crate::state::fence::mark_lost(&token);
                     break;
                 }
                 if last_beat.elapsed() < HEARTBEAT {
@@ -230,7 +230,7 @@ pub async fn try_lock(
                     .await;
                 // A claim that is no longer ours was taken over (our heartbeat went stale).
                 if !matches!(beat, Ok(n) if n == claims) {
-                    super::fence::mark_lost(&token);
+                    crate::state::fence::mark_lost(&token);
                     break;
                 }
             }

@@ -4,7 +4,7 @@
 pub mod fence;
 pub mod helpers;
 pub mod lanes;
-pub mod live;
+pub mod live_checkpoints;
 pub mod locks;
 pub mod migrate;
 pub mod runs;

@@ -1,8 +1,8 @@
 //! Runs, their checkpoints and their tables: the audit trail and the resume point.
 
 use crate::error::{Context, Error, Result};
-use crate::ident::TableName;
-use crate::source::Cursor;
+use crate::model::ident::TableName;
+use crate::read::source::Cursor;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};

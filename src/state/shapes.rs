@@ -1,11 +1,11 @@
 //! The shape changes a run applied to its rebuilt tables (`reproject.run_shapes`, shape/).
 
-use crate::catalog::fingerprint;
+use crate::db::catalog::fingerprint;
 use crate::error::{Context, Result};
-use crate::ident::TableName;
-use crate::shape::apply::Applied;
-use crate::shape::diff;
-use crate::shape::ColumnChange;
+use crate::model::ident::TableName;
+use crate::pipeline::shape::apply::Applied;
+use crate::pipeline::shape::diff;
+use crate::pipeline::shape::ColumnChange;
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
 
@@ -35,8 +35,8 @@ pub struct Recorded {
 
 impl Recorded {
     /// The columns the recorded change adds, drops, renames or retypes.
-    pub fn shape_change(&self) -> crate::shape::ShapeChange {
-        crate::shape::ShapeChange {
+    pub fn shape_change(&self) -> crate::pipeline::shape::ShapeChange {
+        crate::pipeline::shape::ShapeChange {
             projection: self.projection.clone(),
             table: self.live.clone(),
             columns: diff::changed(&self.map),
@@ -76,7 +76,7 @@ pub async fn record(
                     &a.live.schema,
                     &a.live.name,
                     &ddl,
-                    &crate::shape::file::hash(ddl),
+                    &crate::pipeline::shape::file::hash(ddl),
                     &diff::map_to_json(&a.map),
                     &json!(changes(a)),
                     &a.shaped,
@@ -175,7 +175,7 @@ pub async fn already_applied(
         if rec.ddl_hash != ddl_hash {
             return Ok(None);
         }
-        if crate::catalog::lookup(client, live).await?.is_none() {
+        if crate::db::catalog::lookup(client, live).await?.is_none() {
             return Ok(None);
         }
         let now = fingerprint::fingerprint(client, live).await?;

@@ -4,10 +4,10 @@
 
 use crate::harness::{reproject, Project, TestDb};
 use crate::tally;
-use reproject::ident::TableName;
-use reproject::shape::dependents::{self, Dependent, Kind, Redefined};
-use reproject::shape::redefine;
-use reproject::shape::{Column, ColumnChange, ShapeChange};
+use reproject::model::ident::TableName;
+use reproject::pipeline::shape::dependents::{self, Dependent, Kind, Redefined};
+use reproject::pipeline::shape::redefine;
+use reproject::pipeline::shape::{Column, ColumnChange, ShapeChange};
 
 fn column(name: &str, ty: &str) -> Option<Column> {
     Some(Column {
@@ -175,7 +175,7 @@ async fn broken_dependents_are_refused_unless_redefined() {
         dependent: dependents::parse_key(key).unwrap(),
         path: "shapes/x.sql".into(),
         line: 20,
-        statements: reproject::handlers::parse_statements(
+        statements: reproject::model::handlers::parse_statements(
             "CREATE VIEW public.v_legacy AS SELECT id FROM {{balances}}",
         )
         .unwrap(),
@@ -333,12 +333,14 @@ async fn exchange(
     redefined: &[Redefined],
 ) -> reproject::Result<()> {
     let live = balances();
-    let prepared = reproject::carry::Prepared::prepare(client, std::slice::from_ref(&live)).await?;
+    let prepared =
+        reproject::pipeline::swap::exchange::Prepared::prepare(client, std::slice::from_ref(&live))
+            .await?;
     client.batch_execute("BEGIN").await.unwrap();
-    let result = reproject::carry::exchange(
+    let result = reproject::pipeline::swap::exchange::exchange(
         client,
         &prepared,
-        &reproject::carry::Exchange {
+        &reproject::pipeline::swap::exchange::Exchange {
             live: &live,
             incoming,
             parked,
@@ -636,9 +638,9 @@ async fn a_configured_redefinition_reaches_the_swap_rendered() {
             ),
         ],
     );
-    let config = reproject::config::Config::load(&p.config()).unwrap();
+    let config = reproject::model::config::Config::load(&p.config()).unwrap();
     let client = db.client().await;
-    let resolved = reproject::validate::validate(&client, &config)
+    let resolved = reproject::pipeline::validate::validate(&client, &config)
         .await
         .unwrap();
     let retyped = ShapeChange {
@@ -710,17 +712,22 @@ async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
         let renamed = renamed.clone();
         let url = db.url.clone();
         async move {
-            let config = reproject::config::Config::load(&p.config()).unwrap();
+            let config = reproject::model::config::Config::load(&p.config()).unwrap();
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            let resolved = reproject::validate::validate(&client, &config)
+            let resolved = reproject::pipeline::validate::validate(&client, &config)
                 .await
                 .unwrap();
-            reproject::shape::stand_in::try_redefinitions(&client, &config, &resolved, &[renamed])
-                .await
-                .unwrap()
+            reproject::pipeline::shape::stand_in::try_redefinitions(
+                &client,
+                &config,
+                &resolved,
+                &[renamed],
+            )
+            .await
+            .unwrap()
         }
     };
     let refusals =

@@ -680,11 +680,11 @@ async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
     conn.batch_execute("SET synchronous_commit = on")
         .await
         .unwrap();
-    let table = reproject::ident::TableName::new("public", "tally");
-    reproject::swap::lock_tables(
+    let table = reproject::model::ident::TableName::new("public", "tally");
+    reproject::pipeline::swap::lock_tables(
         &conn,
         &[table],
-        reproject::swap::LockPolicy::default(),
+        reproject::pipeline::swap::LockPolicy::default(),
         &reproject::progress::Silent,
         None,
         &mut Vec::new(),
@@ -707,7 +707,7 @@ async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
         .await
         .unwrap()
         .get(0);
-    reproject::swap::confirm_durable(&conn, 1, Some(7))
+    reproject::pipeline::swap::confirm_durable(&conn, 1, Some(7))
         .await
         .unwrap();
     let flushed: bool = conn

@@ -4,11 +4,11 @@
 
 use crate::config::{Config as TestConfig, Projection};
 use crate::harness::{example, reproject, Project, TestDb};
-use reproject::config::Config;
+use reproject::commands::{self, Engine, RebuildOptions, RunOptions};
 use reproject::db::Db;
-use reproject::engine::{self, Engine, RebuildOptions, RunOptions};
+use reproject::model::config::Config;
+use reproject::model::projection::{Batch, BoxFuture, RustProjection};
 use reproject::progress::{Cancel, Silent};
-use reproject::projection::{Batch, BoxFuture, RustProjection};
 use reproject::ErrorKind;
 
 /// examples/rust_projector.rs rebuilds W1's posting_state with Rust code: paused by
@@ -212,7 +212,7 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
         reporter: &Silent,
         cancel: Cancel::new(),
     };
-    let err = engine::rebuild(&engine, &RebuildOptions::default())
+    let err = commands::rebuild(&engine, &RebuildOptions::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Config);
@@ -244,9 +244,9 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
         reporter: &Silent,
         cancel: Cancel::new(),
     };
-    let plan = engine::plan(&engine, &[]).await.unwrap();
+    let plan = commands::plan(&engine, &[]).await.unwrap();
     assert_eq!(plan.order, vec!["counts", "seen"]);
-    let outcome = engine::rebuild(
+    let outcome = commands::rebuild(
         &engine,
         &RebuildOptions {
             batch_size: 13,
@@ -264,7 +264,7 @@ async fn a_rust_projection_rebuilds_with_sql_projections_and_runs_live() {
     // Live: new events (one filtered out) applied by the same code to the live tables.
     db.exec("INSERT INTO events (stream, type, bad) SELECT 's' || (i % 5), 'added', i = 3 FROM generate_series(1, 40) i")
         .await;
-    let ran = engine::run(
+    let ran = commands::run(
         &engine,
         &RunOptions {
             once: true,
@@ -328,7 +328,7 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         projections: vec!["counts".into()],
         ..RebuildOptions::default()
     };
-    let err = engine::rebuild(&engine, &opts).await.unwrap_err();
+    let err = commands::rebuild(&engine, &opts).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Runtime, "{err}");
     assert!(
         err.message
@@ -354,7 +354,7 @@ async fn a_failing_or_committing_rust_projection_fails_the_run() {
         reporter: &Silent,
         cancel: Cancel::new(),
     };
-    let err = engine::rebuild(&engine, &opts).await.unwrap_err();
+    let err = commands::rebuild(&engine, &opts).await.unwrap_err();
     assert!(
         err.message
             .contains("projection `counts` (Rust) ended the engine's transaction"),
@@ -409,7 +409,7 @@ async fn resume_needs_the_same_version_of_the_rust_code() {
                 reporter: &Silent,
                 cancel: Cancel::new(),
             };
-            engine::rebuild(
+            commands::rebuild(
                 &engine,
                 &RebuildOptions {
                     batch_size: 10,

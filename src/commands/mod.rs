@@ -1,0 +1,156 @@
+//! The commands, step by step. Each command is a function over an [`Engine`]: it validates,
+//! takes its locks, records what it does in the state schema, and reports progress through
+//! the [`Reporter`]. Nothing here prints or exits.
+
+pub(crate) mod cleanup;
+pub(crate) mod inspect;
+pub(crate) mod rebuild;
+pub(crate) mod rollback;
+pub(crate) mod run;
+pub(crate) mod scope;
+
+pub use crate::pipeline::partial::{Partial, PartialRequest};
+/// Where a run stands and the phase it is in, as the outcomes and reports carry them.
+pub use crate::state::runs::{Phase, RunStatus};
+pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
+pub use inspect::{
+    history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
+    RunnerStatus, StatusReport,
+};
+pub use rebuild::{rebuild, swap, OutcomeStatus, RebuildOptions, RebuildOutcome, SwapOptions};
+pub use rollback::{cancel, rollback, RollbackOptions, RollbackReport};
+pub use run::{
+    notify_sql, print_notify_sql, run, GroupOutcome, RunOptions, RunOutcome, StartAt, StopOnError,
+    NOTIFY_CHANNEL,
+};
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::model::config::Config;
+use crate::model::Resolved;
+use crate::progress::{Cancel, Reporter};
+use crate::state::runs::RunTable;
+use sha2::{Digest, Sha256};
+
+/// Everything a command needs.
+pub struct Engine<'a> {
+    /// The loaded config, with any Rust projections registered on it.
+    pub config: &'a Config,
+    /// The connection pool.
+    pub db: Db,
+    /// Receives progress; the engine itself never prints.
+    pub reporter: &'a dyn Reporter,
+    /// Set it (e.g. on Ctrl-C) to stop after the current batch.
+    pub cancel: Cancel,
+}
+
+impl Engine<'_> {
+    /// Validates the config against the database on a pooled connection.
+    pub async fn validate(&self) -> Result<Resolved> {
+        let client = self.db.get().await?;
+        crate::pipeline::validate::validate(&**client, self.config).await
+    }
+}
+
+/// `run 3 (a, b); run 4 (c)`: runs named in a message that asks to pick one.
+fn run_list(runs: &[crate::state::runs::Run]) -> String {
+    runs.iter()
+        .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The tables of the given projections with their helper names.
+pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<RunTable> {
+    let mut tables = Vec::new();
+    for &i in order {
+        for live in &resolved.tables[i] {
+            tables.push(RunTable {
+                projection: config.projections[i].name.clone(),
+                live: live.clone(),
+                rebuild: crate::model::ident::rebuild_table(live),
+                old: crate::model::ident::old_table(live),
+            });
+        }
+    }
+    tables
+}
+
+/// sha256 of a projection's handler file (of a Rust projection's version), so a later `swap`
+/// can tell whether the handlers that would catch up are the ones that built the tables.
+pub fn handler_digest(config: &Config, projection: usize) -> String {
+    let p = &config.projections[projection];
+    let digest = match p.recorded_source() {
+        Some(source) => Sha256::digest(source.as_bytes()),
+        None => {
+            Sha256::digest(crate::model::projection::version_tag(config, projection).as_bytes())
+        }
+    };
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a run records as the handlers that built a projection's tables: the SQL handler file,
+/// or null for a Rust projection, so that a rollback never takes "no handlers" for handlers
+/// that apply nothing (engine/old_generation.rs).
+pub fn handler_source(config: &Config, projection: usize) -> serde_json::Value {
+    let p = &config.projections[projection];
+    match p.recorded_source() {
+        Some(source) => serde_json::Value::String(source.to_string()),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Who started a command (when `--initiated-by` is not given): `$USER` / `$LOGNAME`, else the
+/// operating-system account of the process. Containers, systemd units and tmux often set
+/// neither variable, so the account comes from the password database (the numeric uid when
+/// the uid has no entry, as in many containers): never "unknown".
+pub fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(os_account)
+}
+
+/// The name of the process's effective uid in the password database, else `uid N`.
+pub fn os_account() -> String {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `pwd` and `result` are out-parameters; `buf` outlives the call and its
+        // length is passed, so getpwuid_r writes only inside it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
+            let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+            let name = name.to_string_lossy().trim().to_string();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+        return format!("uid {uid}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_os_account_is_never_unknown() {
+        let account = super::os_account();
+        assert!(!account.is_empty() && account != "unknown", "{account}");
+    }
+}

@@ -1,0 +1,1247 @@
+//! `reproject run`: the same projections, kept live. New events are applied to the live tables
+//! with the handlers and the per-event topological order of a rebuild ([`Projector`]), in
+//! batches that commit together with the live checkpoint (compare-and-swap), so a crash at any
+//! point loses nothing and applies nothing twice.
+//!
+//! Design (see also sql/003_live.sql and src/state/live.rs):
+//! - Groups. The selected projections are split into groups connected by dependencies (in
+//!   either direction). A group is applied together, in one transaction per batch, and stops
+//!   together on a handler error: a reader must never get ahead of, or fall behind, what it
+//!   reads. Independent groups run on, each with its own batches. A selection must hold whole
+//!   groups (else exit 2).
+//! - Positions. Each projection has its own checkpoint row. Inside a group they normally agree;
+//!   if they do not (a swap of only some of them handed over a new position), the projections
+//!   that are behind are brought up to the next one first, alone, so every projection applies
+//!   each event exactly once.
+//! - Ordering. A batch reads only up to a bound proven final by the rebuild's own [`Cut`]
+//!   (gap-aware: positions below it can no longer be filled by an open transaction, see
+//!   src/ordering.rs; serialized: the head). Events committed late under a lower position are
+//!   not skipped. `xid8` ordering is refused: the live checkpoints are positions.
+//! - Hand-over. A rebuild's swap sets the checkpoint to the swap position in the swap
+//!   transaction. A batch of the runner that overlaps waits for the swap's table locks, then
+//!   its compare-and-swap fails: it rolls back, re-reads the checkpoint and continues on the new
+//!   tables (cached plans of its prepared statements are re-planned by PostgreSQL after the
+//!   rename, so they name the new tables).
+//! - Stop. SIGINT/SIGTERM is checked between batches; the current batch is committed or rolled
+//!   back whole, and `run` returns normally (exit 0): stopping a service on request is success.
+
+use crate::apply::sql::{Projector, Target};
+use crate::apply::write_guard;
+use crate::commands::Engine;
+use crate::db::tx;
+use crate::error::{Context, Error, Result};
+use crate::model::config::Config;
+use crate::model::ident::TableName;
+use crate::pipeline::batches::{Batches, Policy};
+use crate::read::ordering::Cut;
+use crate::read::source::{Bound, Cursor, Event, EventSource};
+use crate::state::fence;
+use crate::state::live_checkpoints::{self, LiveCheckpoint};
+use crate::state::locks::LockClass;
+use crate::state::migrate::migrate;
+use crate::state::runs;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// Where a projection without a live checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Before the first event: the live tables are empty.
+    Start,
+    /// After the newest event: the live tables are current now.
+    Head,
+    /// After the event at this position.
+    Position(i64),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "start" => Ok(StartAt::Start),
+            "head" => Ok(StartAt::Head),
+            n => n
+                .parse::<i64>()
+                .map(StartAt::Position)
+                .map_err(|_| format!("expected `start`, `head` or an event position, not `{n}`")),
+        }
+    }
+}
+
+/// What a handler error stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopOnError {
+    /// Only the group of the failing projection; the others keep running.
+    #[default]
+    Projection,
+    /// The whole runner (exit 1).
+    All,
+}
+
+/// How `reproject run` keeps projections live ([`run`]).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Projections to keep live; empty means all.
+    pub projections: Vec<String>,
+    /// Catch up to the head as it is when the runner starts, then return.
+    pub once: bool,
+    /// Events per transaction (with their checkpoint).
+    pub batch_size: i64,
+    /// First pause when there is nothing to do; it doubles up to `max_poll_interval`.
+    pub poll_interval: Duration,
+    /// The longest pause between polls.
+    pub max_poll_interval: Duration,
+    /// Where to start a projection that has no live checkpoint yet.
+    pub from: Option<StartAt>,
+    /// What a handler error stops: its group of projections, or all.
+    pub stop_on_error: StopOnError,
+    /// How long the runner keeps retrying while the database is unreachable or keeps failing
+    /// with transient errors (a restart, a failover) before it gives up with exit 1.
+    pub reconnect_timeout: Duration,
+    /// When another runner holds a projection: wait for it to stop (a standby) instead of
+    /// failing with exit 75.
+    pub wait: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            projections: Vec::new(),
+            once: false,
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(50),
+            max_poll_interval: Duration::from_secs(2),
+            from: None,
+            stop_on_error: StopOnError::Projection,
+            reconnect_timeout: Duration::from_secs(300),
+            wait: false,
+        }
+    }
+}
+
+/// One group of projections, as the runner left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOutcome {
+    /// The projections of the group, in application order.
+    pub projections: Vec<String>,
+    /// Its checkpoint when the runner stopped.
+    pub position: Option<i64>,
+    /// Set when a handler error stopped the group.
+    pub error: Option<String>,
+}
+
+/// What a runner did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Events applied in all.
+    pub events_applied: i64,
+    /// Batches committed.
+    pub batches: i64,
+    /// Batches rolled back because a swap (or another process) moved the checkpoint.
+    pub handovers: i64,
+    /// Times the connection was re-established.
+    pub reconnects: i64,
+    /// True when SIGINT/SIGTERM stopped it.
+    pub interrupted: bool,
+    /// Each group of projections applied independently.
+    pub groups: Vec<GroupOutcome>,
+}
+
+struct Group {
+    /// Projection indexes in topological order.
+    order: Vec<usize>,
+    names: Vec<String>,
+    /// Prepared on the current connection; None after a reconnect.
+    projector: Option<Projector>,
+    error: Option<String>,
+    position: Option<i64>,
+}
+
+enum Step {
+    /// The group is at the bound.
+    Idle,
+    Applied(i64),
+    /// The checkpoint moved under the batch (a swap handed over): rolled back, try again.
+    Moved,
+    /// A handler failed: the events before the failing one were committed, the group stopped.
+    Failed(String),
+}
+
+/// The channel the notify trigger signals and the runner listens on.
+pub const NOTIFY_CHANNEL: &str = "reproject_events";
+/// The trigger's name on the event table; the runner listens only if it exists.
+const NOTIFY_TRIGGER: &str = "reproject_notify";
+
+/// SQL that makes the event table notify runners of new events: one notification per
+/// inserting statement, delivered at commit. Printed by `run --print-notify-sql`, never run by
+/// reproject: adding a trigger to the application's event table is the owner's decision.
+pub fn notify_sql(table: &TableName) -> String {
+    let function = TableName::new(table.schema.clone(), "reproject_notify_events".to_string());
+    format!(
+        "-- Wakes `reproject run` as soon as events are committed to {table} (otherwise it polls).\n\
+         CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+         BEGIN\n    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);\n    RETURN NULL;\nEND $$;\n\
+         CREATE TRIGGER {NOTIFY_TRIGGER} AFTER INSERT ON {t}\n    FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n",
+        f = function.quoted(),
+        t = table.quoted(),
+    )
+}
+
+/// `reproject run --print-notify-sql`: the trigger SQL for the configured event table.
+pub async fn print_notify_sql(engine: &Engine<'_>) -> Result<String> {
+    let resolved = engine.validate().await?;
+    Ok(notify_sql(&resolved.events_table))
+}
+
+type Listener = Option<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)>;
+
+/// Listens on a connection of its own when the event table has the notify trigger.
+async fn listen(engine: &Engine<'_>, conn: &Client, source: &EventSource) -> Result<Listener> {
+    let has_trigger: bool = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND NOT tgisinternal)",
+            &[&source.table.quoted(), &NOTIFY_TRIGGER],
+        )
+        .await
+        .context("cannot read the event table's triggers")?
+        .get(0);
+    if !has_trigger {
+        return Ok(None);
+    }
+    let (client, rx) = engine.db.listener().await?;
+    client
+        .batch_execute(&format!(
+            "LISTEN {}",
+            crate::model::ident::quote(NOTIFY_CHANNEL)
+        ))
+        .await
+        .context("cannot listen for new events")?;
+    Ok(Some((client, rx)))
+}
+
+/// `reproject run`.
+pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
+    let config = engine.config;
+    if opts.batch_size < 1 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    if let crate::model::config::Ordering::Xid8 { .. } = config.events.ordering {
+        // The runner keeps one position per projection; `xid8` reading needs (transaction id,
+        // position) checkpoints, and a swap in that mode hands over a pair that a position
+        // alone cannot stand for.
+        return Err(Error::config(format!(
+            "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
+            config.path.display()
+        ))
+        .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
+    }
+    let plan = crate::pipeline::plan::plan(config, &opts.projections)?;
+    if let Some(p) = plan
+        .order
+        .iter()
+        .map(|&i| &config.projections[i])
+        .find(|p| p.per_batch())
+    {
+        // The runner narrows a failing batch down to its event and stops there; a set-based
+        // statement fails for a whole batch, so there is no event to stop at yet.
+        return Err(Error::config(format!(
+            "`reproject run` does not run set-based projections: `{}` has `-- per batch` handlers ({})",
+            p.name,
+            p.handler_path().display()
+        ))
+        .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
+    }
+    if let Some(&i) = plan
+        .order
+        .iter()
+        .find(|&&i| config.projections[i].command().is_some())
+    {
+        // It has no handlers: the runner would move its checkpoint without applying anything.
+        return Err(Error::config(format!(
+            "`reproject run` cannot keep projection `{}` live: it is rebuilt by an external projector (`command`), whose own live projector keeps it up to date",
+            config.projections[i].name
+        ))
+        .with_hint("name the handler projections to run: `reproject run NAME...`"));
+    }
+    crate::model::projection::require_registered(config, &plan.order)?;
+    let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
+    let mut groups = groups(config, &plan.order, &selected)?;
+    let resolved = engine.validate().await?;
+    crate::pipeline::shape::refuse_pending(config, &resolved, &plan.order)?;
+    let names: Vec<String> = plan
+        .order
+        .iter()
+        .map(|&i| config.projections[i].name.clone())
+        .collect();
+    let Some(mut locks) = take_locks(engine, &names, opts.wait).await? else {
+        // Stopped on request while standing by: nothing was done.
+        return Ok(RunOutcome {
+            events_applied: 0,
+            batches: 0,
+            handovers: 0,
+            reconnects: 0,
+            interrupted: true,
+            groups: Vec::new(),
+        });
+    };
+    let mut conn = engine.db.dedicated().await?;
+    migrate(&mut conn).await?;
+    let source = EventSource::new(&config.events, &resolved);
+    start_positions(engine, &conn, &source, &names, opts.from).await?;
+    let started = live_checkpoints::claim(&conn, &names).await?;
+
+    let no_rebuild = BTreeSet::new();
+    let target = Target {
+        config,
+        resolved: &resolved,
+        rebuilding: &no_rebuild,
+    };
+    engine.reporter.step(&format!(
+        "keeping {} live ({} group(s) applied independently: {})",
+        names.join(", "),
+        groups.len(),
+        groups
+            .iter()
+            .map(|g| g.names.join(" → "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+
+    let mut listener = listen(engine, &conn, &source).await?;
+    let notify = listener.is_some();
+    if notify {
+        engine.reporter.step(&format!(
+            "listening for new events on channel `{NOTIFY_CHANNEL}`, polling every {} at most",
+            humantime::format_duration(opts.max_poll_interval)
+        ));
+    } else {
+        engine.reporter.step(&format!(
+            "`{}` has no notify trigger: polling (see `reproject run --print-notify-sql`)",
+            source.table
+        ));
+    }
+    let mut outcome = RunOutcome {
+        events_applied: 0,
+        batches: 0,
+        handovers: 0,
+        reconnects: 0,
+        interrupted: false,
+        groups: Vec::new(),
+    };
+    // With --once: the head when the runner started is where it may stop.
+    let once_target = if opts.once {
+        Some(source.head(&conn).await?)
+    } else {
+        None
+    };
+    let mut cut = Cut::for_runner(&source);
+    // The last proven bound: every position up to it is final, so the next proof starts there
+    // (or at a higher checkpoint) and never rescans what a group far behind has still to read.
+    let mut bound: Option<i64> = None;
+    let mut held = Held::default();
+    let mut pause = opts.poll_interval;
+    // Since when rounds have failed with transient errors (None: the last round worked).
+    let mut outage: Option<Instant> = None;
+    loop {
+        if engine.cancel.is_cancelled() {
+            outcome.interrupted = true;
+            break;
+        }
+        let round = async {
+            if !locks.is_held() {
+                // The session that held the runner locks is gone (server restart, terminated
+                // backend): take them again, or give way to the runner that has them now.
+                match take_locks(engine, &names, opts.wait).await? {
+                    Some(l) => locks = l,
+                    None => return Ok((false, bound)),
+                }
+            }
+            let at = Cursor::at(lowest(&conn, &groups).await?.max(bound));
+            let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
+            bound = match proven {
+                Some(Bound::UpTo(b)) => Some(b).max(bound),
+                Some(Bound::BelowTx(_)) => {
+                    return Err(Error::runtime(
+                        "a transaction-id bound in `reproject run`, which reads by position",
+                    ))
+                }
+                None => bound,
+            };
+            held.observe(engine, hold);
+            let mut busy = false;
+            for g in groups.iter_mut().filter(|g| g.error.is_none()) {
+                if engine.cancel.is_cancelled() {
+                    break;
+                }
+                let Some(bound) = bound else { continue };
+                let at = Batch {
+                    source: &source,
+                    target: &target,
+                    bound,
+                    batch_size: opts.batch_size,
+                    started,
+                };
+                match step(engine, &conn, &at, g).await? {
+                    Step::Idle => {}
+                    Step::Applied(n) => {
+                        outcome.batches += 1;
+                        outcome.events_applied += n;
+                        busy = true;
+                    }
+                    Step::Moved => {
+                        outcome.handovers += 1;
+                        busy = true;
+                    }
+                    Step::Failed(message) => {
+                        engine
+                            .reporter
+                            .warn(&format!("stopped {}: {message}", g.names.join(", ")));
+                        g.error = Some(message);
+                        if opts.stop_on_error == StopOnError::All {
+                            return Err(Error::runtime(format!(
+                                "stopped the runner on a handler error (--stop-on-error all): {}",
+                                g.error.as_deref().unwrap_or_default()
+                            )));
+                        }
+                    }
+                }
+            }
+            Ok((busy, bound))
+        }
+        .await;
+        let (busy, bound) = match round {
+            Ok(r) => {
+                outage = None;
+                r
+            }
+            // The lock session ended under the batch (which proved it and rolled back): the
+            // next round takes the locks again, or gives way to the runner that has them now.
+            Err(err) if !locks.is_held() && !conn.is_closed() => {
+                engine
+                    .reporter
+                    .warn(&format!("{}; taking the runner locks again", err.message));
+                let _ = conn.batch_execute("ROLLBACK").await;
+                continue;
+            }
+            Err(err) if is_transient(&err, &conn) => {
+                let since = *outage.get_or_insert_with(Instant::now);
+                if since.elapsed() >= opts.reconnect_timeout {
+                    return Err(gave_up(opts.reconnect_timeout, &err));
+                }
+                engine.reporter.warn(&format!(
+                    "database error, retrying: {}",
+                    err.to_string().lines().collect::<Vec<_>>().join(" / ")
+                ));
+                if conn.is_closed() {
+                    conn = reconnect(engine, &mut outcome, since + opts.reconnect_timeout, opts)
+                        .await?;
+                    for g in groups.iter_mut() {
+                        g.projector = None;
+                    }
+                    // The observations still to prove name transactions by virtual id, and a
+                    // prepared transaction gets another one when the server restarts: an old
+                    // observation would look proven while it is still open. Start the proof
+                    // afresh (this only delays the bound).
+                    cut = Cut::for_runner(&source);
+                } else {
+                    // A transaction may be left open by the failed statement.
+                    let _ = conn.batch_execute("ROLLBACK").await;
+                }
+                if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                    listener = listen(engine, &conn, &source).await.unwrap_or(None);
+                }
+                sleep(engine, pause, &mut None).await;
+                pause = (pause * 2).min(opts.max_poll_interval);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        // The listening connection was lost (and not back at the reconnect): try again, or
+        // keep polling.
+        if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            listener = listen(engine, &conn, &source).await.unwrap_or(None);
+        }
+        if groups.iter().all(|g| g.error.is_some()) {
+            let mut err = Error::runtime("every projection of this runner stopped on an error");
+            for g in &groups {
+                err = err.caused_by(g.error.as_deref().unwrap_or_default());
+            }
+            return Err(err.with_hint(
+                "fix the handler or the event, then start `reproject run` again: it retries from the failing event",
+            ));
+        }
+        if let Some(target) = once_target {
+            let caught_up = match (target, bound) {
+                (None, _) => true,
+                (Some(t), Some(b)) => !busy && b >= t,
+                (Some(_), None) => false,
+            };
+            if caught_up {
+                break;
+            }
+        }
+        if busy {
+            pause = opts.poll_interval;
+        } else {
+            if sleep(engine, pause, &mut listener).await {
+                pause = opts.poll_interval;
+            } else {
+                pause = (pause * 2).min(opts.max_poll_interval);
+            }
+        }
+    }
+    outcome.groups = groups
+        .iter()
+        .map(|g| GroupOutcome {
+            projections: g.names.clone(),
+            position: g.position,
+            error: g.error.clone(),
+        })
+        .collect();
+    let failed: Vec<&GroupOutcome> = outcome
+        .groups
+        .iter()
+        .filter(|g| g.error.is_some())
+        .collect();
+    if opts.once && !failed.is_empty() {
+        let mut err = Error::runtime(format!(
+            "caught up, but {} stopped on an error",
+            failed
+                .iter()
+                .map(|g| g.projections.join(", "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        for g in failed {
+            err = err.caused_by(g.error.as_deref().unwrap_or_default());
+        }
+        return Err(err);
+    }
+    Ok(outcome)
+}
+
+/// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
+async fn sleep(engine: &Engine<'_>, pause: Duration, listener: &mut Listener) -> bool {
+    let until = tokio::time::sleep(pause);
+    tokio::pin!(until);
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some((_, rx)) => rx.recv().await.map(|_| while rx.try_recv().is_ok() {}),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = engine.cancel.cancelled() => return false,
+            _ = &mut until => return false,
+            got = notified => match got {
+                Some(()) => return true,
+                // The listening connection is gone; poll until it is back.
+                None => *listener = None,
+            },
+        }
+    }
+}
+
+/// Errors worth retrying: the connection is gone, or the server asked us to try again.
+fn is_transient(err: &Error, conn: &Client) -> bool {
+    err.kind != crate::error::ErrorKind::Busy && (conn.is_closed() || retryable(err))
+}
+
+/// Whether an error is worth retrying by its SQLSTATE, or because no connection could be made.
+fn retryable(err: &Error) -> bool {
+    if err.kind == crate::error::ErrorKind::Busy {
+        return false;
+    }
+    if err.reason == Some(crate::error::Reason::CannotConnect) {
+        return true;
+    }
+    err.sqlstate().is_some_and(|code| {
+        matches!(
+            code,
+            "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+        ) || code.starts_with("08") // connection exceptions
+    })
+}
+
+/// Takes the runner locks; with `wait`, while another runner holds one, tries again every
+/// second (saying once who holds it) until it is free, or returns None on a stop request.
+async fn take_locks(
+    engine: &Engine<'_>,
+    names: &[String],
+    wait: bool,
+) -> Result<Option<live_checkpoints::RunnerLocks>> {
+    let mut told = false;
+    loop {
+        match live_checkpoints::lock_runners(&engine.db, names).await {
+            Err(e) if wait && e.kind == crate::error::ErrorKind::Busy => {
+                if !told {
+                    engine
+                        .reporter
+                        .step(&format!("standing by (--wait): {}", e.message));
+                    told = true;
+                }
+                sleep(engine, Duration::from_secs(1), &mut None).await;
+                if engine.cancel.is_cancelled() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(locks) => {
+                if told {
+                    engine.reporter.step("took over: the other runner stopped");
+                }
+                return Ok(Some(locks));
+            }
+        }
+    }
+}
+
+/// The error once transient failures have lasted `--reconnect-timeout`.
+fn gave_up(timeout: Duration, last: &Error) -> Error {
+    let mut err = Error::runtime(format!(
+        "gave up after {} without a working database connection (--reconnect-timeout)",
+        humantime::format_duration(timeout)
+    ))
+    .caused_by(&last.message);
+    for cause in &last.causes {
+        err = err.caused_by(cause);
+    }
+    err.with_hint("nothing was lost: the live checkpoints are where the last committed batch left them; start `reproject run` again once the database is back, or give a longer --reconnect-timeout")
+}
+
+/// Connects again after losing the connection, with backoff (the server may be restarting:
+/// connection refused, then "the database system is starting up"), until it works, a stop is
+/// requested or `deadline` passes.
+async fn reconnect(
+    engine: &Engine<'_>,
+    outcome: &mut RunOutcome,
+    deadline: Instant,
+    opts: &RunOptions,
+) -> Result<Client> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if engine.cancel.is_cancelled() {
+            return Err(Error::interrupted(
+                "stopped while reconnecting to the database",
+            ));
+        }
+        let attempt = engine.db.dedicated().await;
+        if let Err(e) = &attempt {
+            if Instant::now() >= deadline {
+                return Err(gave_up(opts.reconnect_timeout, e));
+            }
+        }
+        match attempt {
+            Ok(c) => {
+                outcome.reconnects += 1;
+                engine.reporter.step("reconnected to the database");
+                return Ok(c);
+            }
+            Err(e) => {
+                engine.reporter.warn(&format!(
+                    "cannot reconnect yet (retrying in {} ms): {}{}",
+                    pause.as_millis(),
+                    e.message,
+                    // Why: refused (down), "starting up", authentication...
+                    e.causes
+                        .first()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
+                ));
+                // Not past the deadline, so a stop is noticed and the limit is kept.
+                let left = deadline.saturating_duration_since(Instant::now());
+                sleep(engine, pause.min(left), &mut None).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Splits the selection into groups connected by dependencies; refuses a selection that cuts a
+/// group (a runner for a reader without what it reads, or the reverse, lets one get ahead).
+fn groups(config: &Config, order: &[usize], selected: &BTreeSet<usize>) -> Result<Vec<Group>> {
+    let n = config.projections.len();
+    let mut component: Vec<usize> = (0..n).collect();
+    fn root(c: &mut [usize], mut i: usize) -> usize {
+        while c[i] != i {
+            c[i] = c[c[i]];
+            i = c[i];
+        }
+        i
+    }
+    for (i, p) in config.projections.iter().enumerate() {
+        for dep in &p.depends_on {
+            if let Some(d) = config.projection_index(dep) {
+                let (a, b) = (root(&mut component, i), root(&mut component, d));
+                component[a] = b;
+            }
+        }
+    }
+    let mut groups: Vec<(usize, Group)> = Vec::new();
+    for &i in order {
+        let r = root(&mut component, i);
+        let missing: Vec<&str> = (0..n)
+            .filter(|&j| !selected.contains(&j) && root(&mut component, j) == r)
+            .map(|j| config.projections[j].name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::config(format!(
+                "projection `{}` is connected by dependencies to {}, which must be kept live by the same runner",
+                config.projections[i].name,
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("name them too (or run all projections): a reader must not get ahead of, or fall behind, what it reads"));
+        }
+        let name = config.projections[i].name.clone();
+        match groups.iter_mut().find(|(root, _)| *root == r) {
+            Some((_, g)) => {
+                g.order.push(i);
+                g.names.push(name);
+            }
+            None => groups.push((
+                r,
+                Group {
+                    order: vec![i],
+                    names: vec![name],
+                    projector: None,
+                    error: None,
+                    position: None,
+                },
+            )),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Makes sure every projection has a live checkpoint: kept from an earlier runner or a swap,
+/// else from `--from-position`, else the position of its newest swap; refuses otherwise.
+async fn start_positions(
+    engine: &Engine<'_>,
+    conn: &Client,
+    source: &EventSource,
+    names: &[String],
+    from: Option<StartAt>,
+) -> Result<()> {
+    let existing = live_checkpoints::read(conn, names).await?;
+    let mut unknown = Vec::new();
+    for name in names {
+        if let Some(cp) = existing.iter().find(|c| &c.projection == name) {
+            if from.is_some() {
+                engine.reporter.warn(&format!(
+                    "`{name}` continues from its live checkpoint at {} (--from-position only sets where projections without one start)",
+                    show(cp.position)
+                ));
+            }
+            continue;
+        }
+        let swapped = runs::latest_swapped_for(conn, name)
+            .await?
+            .filter(|r| r.status == runs::RunStatus::Swapped);
+        match (from, swapped) {
+            (Some(at), _) => {
+                let position = match at {
+                    StartAt::Start => None,
+                    StartAt::Position(p) => Some(p),
+                    StartAt::Head => settled_head(engine, conn, source).await?,
+                };
+                live_checkpoints::init(conn, name, position, "start", None).await?;
+                engine.reporter.step(&format!(
+                    "`{name}` starts after position {} (--from-position)",
+                    show(position)
+                ));
+            }
+            (None, Some(run)) => {
+                live_checkpoints::init(conn, name, run.swap_position, "swap", Some(run.id)).await?;
+                engine.reporter.step(&format!(
+                    "`{name}` starts after position {}, where run {} swapped its tables in",
+                    show(run.swap_position),
+                    run.id
+                ));
+            }
+            (None, None) => unknown.push(name.as_str()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Error::config(format!(
+            "cannot tell which events the live tables of {} already hold: no live checkpoint, and never rebuilt by reproject",
+            unknown.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ))
+        .with_hint("rebuild them once (`reproject rebuild`; the swap hands over to `run`), or say where they stand: `--from-position head` (current now), `--from-position start` (empty) or `--from-position N`"));
+    }
+    Ok(())
+}
+
+fn show(p: Option<i64>) -> String {
+    p.map_or("start".into(), |p| p.to_string())
+}
+
+/// What every batch of a round shares.
+struct Batch<'a> {
+    source: &'a EventSource,
+    target: &'a Target<'a>,
+    /// Read up to here (a bound proven by [`Cut`]).
+    bound: i64,
+    batch_size: i64,
+    /// When this runner started (server clock).
+    started: DateTime<Utc>,
+}
+
+/// One batch of one group, in one transaction with its checkpoint: one batch of the batch
+/// loop (engine/batches.rs) per group and round, so independent groups take turns.
+async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
+    // Outside the batch's transaction: a rolled-back batch must not take the server loop's
+    // temporary functions with it.
+    if g.projector.is_none() {
+        g.projector = Some(Projector::prepare(conn, at.target, &g.order).await?);
+    }
+    let batches = GroupBatch {
+        engine,
+        conn,
+        at,
+        g,
+        out: std::sync::Mutex::new(None),
+    };
+    let policy = Policy {
+        own_transaction: true,
+        // A transient error ends the round; the runner's round loop retries it, reconnecting.
+        retry: None,
+        // Checked by the round loop between groups.
+        cancel: None,
+        stop: None,
+        budget: None,
+        batches: Some(1),
+    };
+    crate::pipeline::batches::drive(
+        conn,
+        &batches,
+        Cursor::at(None),
+        Bound::UpTo(at.bound),
+        &policy,
+    )
+    .await?;
+    let (attempt, position) = batches
+        .out
+        .into_inner()
+        .unwrap()
+        .expect("the batch ran or failed");
+    if let Some(position) = position {
+        g.position = position;
+    }
+    match attempt {
+        Attempt::Done(step) => Ok(step),
+        Attempt::HandlerFailed(failed) => careful(conn, at.target, g, failed).await,
+    }
+}
+
+/// The batch of one group: its checkpoints are read in the transaction, so the cursor the
+/// batch loop passes is not used.
+struct GroupBatch<'r, 'a> {
+    engine: &'r Engine<'a>,
+    conn: &'r Client,
+    at: &'r Batch<'a>,
+    g: &'r Group,
+    /// What the batch found, and the group's position after it (if known).
+    out: std::sync::Mutex<Option<(Attempt, Option<Option<i64>>)>>,
+}
+
+impl Batches for GroupBatch<'_, '_> {
+    async fn batch(
+        &self,
+        _from: &Cursor,
+        _upto: &Bound,
+        _budget: Option<i64>,
+    ) -> Result<tx::End<crate::apply::sql::Step>> {
+        fence::prove(self.conn, LockClass::Runner, &self.g.names).await?;
+        let mut position = None;
+        let attempt = batch(self.engine, self.conn, self.at, self.g, &mut position).await?;
+        // Only an applied batch commits; one that found nothing to do or its checkpoint
+        // moved, or whose handlers failed, rolls back (the failed one is then tried event by
+        // event).
+        let step = crate::apply::sql::Step {
+            to: Cursor::at(position.flatten()),
+            events: match &attempt {
+                Attempt::Done(Step::Applied(n)) => *n,
+                _ => 0,
+            },
+            exhausted: true,
+        };
+        let end = match &attempt {
+            Attempt::Done(Step::Applied(_)) => tx::End::Commit(step),
+            _ => tx::End::RollBack(step),
+        };
+        *self.out.lock().unwrap() = Some((attempt, position));
+        Ok(end)
+    }
+
+    fn what(&self, _from: &Cursor) -> String {
+        format!("batch of {}", self.g.names.join(", "))
+    }
+
+    /// The group's checkpoints decide (read in the batch), not the loop's cursor.
+    fn reached(&self, _from: &Cursor, _upto: &Bound) -> bool {
+        false
+    }
+}
+
+/// A batch whose handlers failed, for [`careful`].
+struct FailedBatch {
+    subset: Vec<usize>,
+    names: Vec<String>,
+    from: Option<i64>,
+    upto: i64,
+    events: Vec<Event>,
+    error: Error,
+}
+
+enum Attempt {
+    Done(Step),
+    HandlerFailed(FailedBatch),
+}
+
+/// One batch of group `g` in the open transaction; `position` gets the group's position when
+/// the batch learns it (the furthest of its checkpoints, or where an applied batch of the
+/// whole group ended).
+async fn batch(
+    engine: &Engine<'_>,
+    conn: &Client,
+    at: &Batch<'_>,
+    g: &Group,
+    position_out: &mut Option<Option<i64>>,
+) -> Result<Attempt> {
+    let (source, target, bound, batch_size) = (at.source, at.target, at.bound, at.batch_size);
+    let cps = live_checkpoints::read(conn, &g.names).await?;
+    if cps.len() != g.names.len() {
+        return Ok(Attempt::Done(Step::Failed(format!(
+            "the live checkpoint of {} was removed (by a rollback of a swap that had no live checkpoint to hand back, or by hand); start `reproject run --from-position ...` to say where the live tables stand",
+            g.names.join(", ")
+        ))));
+    }
+    handover_check(engine, conn, at.started, &cps).await?;
+    if let Some(stopped) = cps.iter().find(|c| c.stopped) {
+        return Ok(Attempt::Done(Step::Failed(format!(
+            "`{}` was stopped by another process: {}",
+            stopped.projection,
+            stopped
+                .last_error
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ))));
+    }
+    // The group's projections that are furthest behind go first, alone, up to the next one.
+    let position = |name: &str| cps.iter().find(|c| c.projection == name).unwrap().position;
+    let from = g.names.iter().map(|n| position(n)).min().unwrap();
+    *position_out = Some(g.names.iter().map(|n| position(n)).max().unwrap());
+    let next = g
+        .names
+        .iter()
+        .filter_map(|n| position(n))
+        .filter(|&p| Some(p) > from)
+        .min();
+    let upto = next.map_or(bound, |n| n.min(bound));
+    if from.is_some_and(|f| f >= upto) {
+        return Ok(Attempt::Done(Step::Idle));
+    }
+    let subset: Vec<usize> = g
+        .order
+        .iter()
+        .zip(&g.names)
+        .filter(|(_, n)| position(n) == from)
+        .map(|(&i, _)| i)
+        .collect();
+    let names: Vec<String> = subset
+        .iter()
+        .map(|&i| target.config.projections[i].name.clone())
+        .collect();
+    // A position bound (xid8 is refused), so it reads by position.
+    let events = source
+        .read_batch(conn, &Cursor::at(from), &Bound::UpTo(upto), batch_size)
+        .await?;
+    // Fewer events than asked for: the range is exhausted, move past trailing filtered ones.
+    let new = if (events.len() as i64) < batch_size {
+        upto
+    } else {
+        events.last().map_or(upto, |e| e.position)
+    };
+    let whole = subset.len() == g.order.len();
+    let partial;
+    let projector = if let (true, Some(projector)) = (whole, &g.projector) {
+        projector
+    } else {
+        partial = Projector::prepare(conn, target, &subset).await?;
+        &partial
+    };
+    if let Err(error) = projector.apply(conn, &events).await {
+        if conn.is_closed() {
+            return Err(error);
+        }
+        return Ok(Attempt::HandlerFailed(FailedBatch {
+            subset,
+            names,
+            from,
+            upto: new,
+            events,
+            error,
+        }));
+    }
+    if !live_checkpoints::advance(conn, &names, from, new, events.len() as i64).await? {
+        return Ok(Attempt::Done(Step::Moved));
+    }
+    write_guard::check(
+        conn,
+        projector.writes(),
+        &Cursor::at(from),
+        &Cursor::at(Some(new)),
+        true,
+    )
+    .await?;
+    if whole {
+        *position_out = Some(Some(new));
+    }
+    Ok(Attempt::Done(Step::Applied(events.len() as i64)))
+}
+
+/// After a handler error: applies the batch again event by event, each under a savepoint,
+/// commits the events before the failing one, and stops the group at the failing event with
+/// the error recorded. If no event fails this time (a transient error), commits the batch.
+async fn careful(
+    conn: &Client,
+    target: &Target<'_>,
+    g: &mut Group,
+    f: FailedBatch,
+) -> Result<Step> {
+    tx::begin(conn, "cannot begin a batch").await?;
+    let result = async {
+        fence::prove(conn, LockClass::Runner, &g.names).await?;
+        let projector = Projector::prepare(conn, target, &f.subset).await?;
+        let mut failing = None;
+        for (k, ev) in f.events.iter().enumerate() {
+            conn.batch_execute("SAVEPOINT reproject_event")
+                .await
+                .context("cannot set a savepoint")?;
+            match projector.apply(conn, std::slice::from_ref(ev)).await {
+                Ok(()) => conn
+                    .batch_execute("RELEASE SAVEPOINT reproject_event")
+                    .await
+                    .context("cannot release a savepoint")?,
+                Err(e) => {
+                    if conn.is_closed() {
+                        return Err(e);
+                    }
+                    conn.batch_execute("ROLLBACK TO SAVEPOINT reproject_event")
+                        .await
+                        .context("cannot roll back to a savepoint")?;
+                    failing = Some((k, e));
+                    break;
+                }
+            }
+        }
+        write_guard::check(
+            conn,
+            projector.writes(),
+            &Cursor::at(f.from),
+            &Cursor::at(Some(f.upto)),
+            true,
+        )
+        .await?;
+        let Some((k, error)) = failing else {
+            let n = f.events.len() as i64;
+            if !live_checkpoints::advance(conn, &f.names, f.from, f.upto, n).await? {
+                return Ok(Step::Moved);
+            }
+            return Ok(Step::Applied(n));
+        };
+        let at = f.events[k].position;
+        if k > 0 {
+            let done = f.events[k - 1].position;
+            if !live_checkpoints::advance(conn, &f.names, f.from, done, k as i64).await? {
+                return Ok(Step::Moved);
+            }
+        }
+        // The whole group stops: its other projections must not get ahead of this one.
+        let message = std::iter::once(error.message.clone())
+            .chain(error.causes.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        live_checkpoints::record_error(conn, &g.names, at, &message).await?;
+        Ok(Step::Failed(message))
+    }
+    .await;
+    match result {
+        Ok(Step::Moved) => tx::end(conn, Ok(tx::End::RollBack(Step::Moved))).await,
+        Ok(step) => tx::end(conn, Ok(tx::End::Commit(step))).await,
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            // The handler error says what went wrong; the careful pass only located it.
+            Err(if conn.is_closed() { e } else { f.error })
+        }
+    }
+}
+
+/// After a swap handed new tables over, the runner must not apply its (older) handlers to
+/// tables built by different ones: that would mix two versions in one table.
+async fn handover_check(
+    engine: &Engine<'_>,
+    conn: &Client,
+    started: DateTime<Utc>,
+    cps: &[LiveCheckpoint],
+) -> Result<()> {
+    for cp in cps {
+        // Hand-overs before the runner started are fine: it loaded the handlers after them.
+        let (Some(run_id), "swap") = (cp.set_by_run, cp.set_by.as_str()) else {
+            continue;
+        };
+        if cp.updated_at <= started {
+            continue;
+        }
+        let Some(run) = runs::get(conn, run_id).await? else {
+            continue;
+        };
+        let Some(i) = engine.config.projection_index(&cp.projection) else {
+            continue;
+        };
+        let recorded = run
+            .handler_digests
+            .get(&cp.projection)
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if recorded != crate::commands::handler_digest(engine.config, i) {
+            return Err(Error::runtime(format!(
+                "run {run_id} swapped in new tables of `{}`, built with other handlers than the ones this runner loaded",
+                cp.projection
+            ))
+            .with_hint("start `reproject run` again so it loads the handlers the tables were built with; nothing was applied to the new tables"));
+        }
+    }
+    Ok(())
+}
+
+/// How often a runner held back by an open transaction says so.
+const HELD_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Since when the bound has stood still below the head, to say (every [`HELD_REPORT_EVERY`])
+/// which open transactions hold it: otherwise a runner that lags behind one looks stuck. A
+/// bound that moves is not held, even if busy writers keep it a little below the head.
+#[derive(Default)]
+struct Held {
+    since: Option<Instant>,
+    at: Option<i64>,
+    reported: Option<Instant>,
+}
+
+impl Held {
+    fn observe(&mut self, engine: &Engine<'_>, hold: Option<crate::read::ordering::Hold>) {
+        let Some(hold) =
+            hold.filter(|h| h.head.is_some_and(|head| h.bound.is_none_or(|b| b < head)))
+        else {
+            self.since = None;
+            self.reported = None;
+            return;
+        };
+        if self.since.is_none() || self.at != hold.bound {
+            self.since = Some(Instant::now());
+            self.at = hold.bound;
+            self.reported = None;
+        }
+        let since = self.since.unwrap_or_else(Instant::now);
+        let last = self.reported.unwrap_or(since);
+        if last.elapsed() >= HELD_REPORT_EVERY {
+            self.reported = Some(Instant::now());
+            engine.reporter.warn(&format!(
+                "holding at {} for {}s: a gap below position {} can still be filled by {}",
+                hold.bound
+                    .map_or("the start".into(), |b| format!("position {b}")),
+                since.elapsed().as_secs(),
+                hold.head.unwrap_or_default(),
+                crate::read::ordering::describe_open(&hold.waiting_for)
+            ));
+        }
+    }
+}
+
+/// The lowest live checkpoint of the groups still running: a bound proven from there holds for
+/// every one of them.
+async fn lowest(conn: &Client, groups: &[Group]) -> Result<Option<i64>> {
+    let names: Vec<String> = groups
+        .iter()
+        .filter(|g| g.error.is_none())
+        .flat_map(|g| g.names.iter().cloned())
+        .collect();
+    let cps = live_checkpoints::read(conn, &names).await?;
+    Ok(cps.iter().map(|c| c.position).min().flatten())
+}
+
+/// The head as it is now, once proven final (for `--from-position head`): waits, naming them,
+/// for the transactions that can still fill a gap below it.
+async fn settled_head(
+    engine: &Engine<'_>,
+    conn: &Client,
+    source: &EventSource,
+) -> Result<Option<i64>> {
+    let Some(head) = source.head(conn).await? else {
+        return Ok(None);
+    };
+    let mut cut = Cut::for_runner(source);
+    loop {
+        let bound = cut
+            .settle(
+                conn,
+                &Cursor::at(None),
+                &engine.cancel,
+                engine.reporter,
+                crate::read::ordering::SETTLE_WAIT,
+            )
+            .await?;
+        if let Some(Bound::UpTo(b)) = bound {
+            if b >= head {
+                return Ok(Some(b));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!("start".parse::<StartAt>(), Ok(StartAt::Start));
+        assert_eq!("head".parse::<StartAt>(), Ok(StartAt::Head));
+        assert_eq!("42".parse::<StartAt>(), Ok(StartAt::Position(42)));
+        assert!("tail".parse::<StartAt>().unwrap_err().contains("`tail`"));
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let coded = |e: Error, code: &str| {
+            let mut e = e;
+            e.sqlstate = Some(code.to_string());
+            e
+        };
+        let busy = coded(Error::busy("held"), "40001");
+        let deadlock = coded(Error::runtime("x"), "40P01").context("applying a batch");
+        let handler = coded(Error::runtime("x"), "22P02");
+        let connect = Error::runtime("x").with_reason(crate::error::Reason::CannotConnect);
+        assert!(!retryable(&busy));
+        assert!(retryable(&deadlock));
+        assert!(retryable(&coded(Error::runtime("x"), "08006")));
+        assert!(retryable(&coded(Error::runtime("x"), "57P01")));
+        assert!(!retryable(&handler));
+        assert!(retryable(&connect));
+        // The words alone decide nothing: only the SQLSTATE and the reason set where the
+        // error was made.
+        assert!(!retryable(
+            &Error::runtime("cannot connect to PostgreSQL at u@h:5432/d")
+                .caused_by("ERROR: deadlock detected [SQLSTATE 40P01]")
+        ));
+    }
+}

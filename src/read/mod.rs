@@ -1,0 +1,4 @@
+//! TODO(layout): describe `read`.
+
+pub mod ordering;
+pub mod source;
