@@ -9,9 +9,9 @@
 //! your program only supplies the config, the connection and a [`Reporter`].
 
 use reproject::commands::{self, Engine, RebuildOptions};
-use reproject::db::Db;
-use reproject::model::config::Config;
 use reproject::progress::{Cancel, Reporter};
+use reproject::Config;
+use reproject::Db;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -20,11 +20,11 @@
 //! (the SQL handlers use the session's TimeZone).
 
 use reproject::commands::{self, Engine, RebuildOptions};
-use reproject::db::Db;
-use reproject::model::config::Config;
-use reproject::model::projection::{Batch, BoxFuture, RustProjection};
 use reproject::progress::{Cancel, Reporter};
-use reproject::read::source::Event;
+use reproject::Config;
+use reproject::Db;
+use reproject::Event;
+use reproject::{Batch, BoxFuture, RustProjection};
 use reproject::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;

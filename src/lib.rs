@@ -2,27 +2,24 @@
 //!
 //! Zero-downtime blue/green rebuilds of event-sourced projection tables on PostgreSQL.
 //!
-//! The path of a rebuild through the modules: [`config`] is read and [`validate`]d against the
-//! database; [`plan`] orders the projections; [`shadow`] clones each table to `x_rebuild`;
-//! [`source`] reads events in global order and [`replay`] applies them with the projections'
-//! [`handlers`], checkpointing in [`state`]; [`checks`] gate the swap; [`swap`] renames the
-//! generations. [`engine`] runs these steps for each command and reports through
-//! [`progress::Reporter`]. A projection can also be Rust code instead of SQL handlers
-//! ([`projection::RustProjection`]). [`model`] holds what these layers share (events, the
-//! resolved names, the Rust projection trait) and imports none of them.
+//! The public API is small: an [`Engine`] (a loaded [`Config`], a connection pool [`Db`], a
+//! [`Reporter`] and a [`Cancel`] token) and the [`commands`] that run over it (`plan`,
+//! `rebuild`, `swap`, `rollback`, `cleanup`, `status`, `history`, `run`), with their options and
+//! outcomes; the [`RustProjection`] trait for projections written in Rust; and the [`Error`],
+//! whose [`ErrorKind`] maps to the binary's exit codes. The `reproject` binary is a thin layer
+//! over exactly this.
 //!
-//! # Using the library
-//!
-//! The `reproject` binary is a thin layer over this crate: every command is a function of
-//! [`engine`] over an [`commands::Engine`] (the loaded config, a connection pool, a reporter and
-//! a cancel flag). Failures are [`Error`]s whose [`ErrorKind`] maps to the binary's exit codes.
+//! Inside, the folders follow a rebuild (docs/design.md has the whole tree):
+//! `model/` (the config, handler files, identifiers, the data every layer shares) →
+//! `db/` (connections, transactions, the catalog) → `read/` (events in order, the read
+//! bound) → `state/` (reproject's own schema) → `apply/` (SQL handlers, Rust and external
+//! projections, the write guard) → `pipeline/` (plan, preflight, clone, batches, lanes,
+//! checks, swap with its exchange) → `commands/`. Imports point that way only.
 //!
 //! ```no_run
-//! use reproject::model::config::Config;
-//! use reproject::db::Db;
-//! use reproject::commands::{self, Engine, RebuildOptions};
+//! use reproject::commands::{self, RebuildOptions};
 //! use reproject::progress::{Cancel, Silent};
-//! use reproject::model::projection::{Batch, BoxFuture, RustProjection};
+//! use reproject::{Batch, BoxFuture, Config, Db, Engine, RustProjection};
 //!
 //! /// The code of a projection declared in reproject.toml without `handlers`.
 //! struct StreamCounts;
@@ -72,14 +69,34 @@
 
 #![warn(missing_docs)]
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod commands;
-pub mod db;
+pub(crate) mod db;
 pub mod error;
-pub mod model;
-pub mod pipeline;
+pub(crate) mod model;
+pub(crate) mod pipeline;
 pub mod progress;
-pub mod read;
-pub mod state;
+pub(crate) mod read;
+pub(crate) mod state;
 
+pub use commands::Engine;
+pub use db::Db;
 pub use error::{Error, ErrorKind, Reason, Result};
+pub use model::config::Config;
+pub use model::projection::{Batch, BoxFuture, RustProjection};
+pub use model::{Event, RawJsonb};
+pub use progress::{Cancel, Reporter};
+
+/// Not part of the API: what the crate's own end-to-end tests reach into (catalog
+/// fingerprints, the swap's steps, the state schema). No stability promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::db::catalog::fingerprint;
+    pub use crate::db::SslMode;
+    pub use crate::model::handlers::parse_statements;
+    pub use crate::model::ident::TableName;
+    pub use crate::pipeline::shape;
+    pub use crate::pipeline::swap;
+    pub use crate::pipeline::validate::validate;
+    pub use crate::state::{locks, migrate};
+}

@@ -9,10 +9,10 @@ use cli::{confirm, print};
 use reproject::commands::{
     self, CleanupOptions, Engine, RebuildOptions, RunOptions, StopOnError, SwapOptions,
 };
-use reproject::db::Db;
 use reproject::error::{Error, Result};
-use reproject::model::config::Config;
 use reproject::progress::Cancel;
+use reproject::Config;
+use reproject::Db;
 
 fn main() {
     // Like other command-line tools, end quietly when the reader of our output goes away

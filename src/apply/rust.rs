@@ -134,18 +134,6 @@ impl Steps {
         }
         Ok(())
     }
-
-    /// Projection names in application order.
-    pub(crate) fn names(&self) -> Vec<&str> {
-        let mut names = Vec::new();
-        for step in &self.steps {
-            match step {
-                Step::Sql(projector) => names.extend(projector.names()),
-                Step::Rust { name, .. } => names.push(name.as_str()),
-            }
-        }
-        names
-    }
 }
 
 /// Runs one Rust projection on a batch under a savepoint: releasing it proves that the

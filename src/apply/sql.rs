@@ -329,11 +329,6 @@ impl Projector {
         self
     }
 
-    /// Whether a projection of this projector is set-based (`-- per batch`).
-    pub fn has_per_batch(&self) -> bool {
-        !self.per_batch.is_empty()
-    }
-
     /// Applies the next batch after `from` (up to `upto`) inside the caller's transaction:
     /// at most `batch_size` events, or with set-based projections at most the set batch
     /// size; never more than `budget`. The caller moves the checkpoint to [`Step::to`] in
@@ -647,18 +642,6 @@ impl Projector {
             ));
         }
         out.with_db_state(err).with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
-    }
-
-    /// Projection names in application order (per-event ones, then set-based ones).
-    pub fn names(&self) -> Vec<&str> {
-        if let Some(steps) = &self.rust {
-            return steps.names();
-        }
-        self.projections
-            .iter()
-            .map(|p| p.name.as_str())
-            .chain(self.per_batch.iter().map(|p| p.name.as_str()))
-            .collect()
     }
 }
 

@@ -145,7 +145,7 @@ pub struct RebuildArgs {
     pub batch_size: i64,
     /// Events per transaction of a run with set-based (`-- per batch`) projections: the
     /// fewer batches, the fewer times each row is written.
-    #[arg(long, default_value_t = reproject::apply::sql::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = reproject::commands::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
     /// Stream lanes applied at once, each on its own connection (projections that declare
     /// `stream_key`; refused when one does not); each uses one server CPU.
@@ -229,7 +229,7 @@ pub struct SwapArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     pub batch_size: i64,
     /// Events per transaction while catching up set-based (`-- per batch`) projections.
-    #[arg(long, default_value_t = reproject::apply::sql::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = reproject::commands::DEFAULT_SET_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..))]
     pub set_batch_size: i64,
     /// Swap even when health checks fail (recorded).
     #[arg(long)]
@@ -301,10 +301,8 @@ pub struct WindowArgs {
 }
 
 impl WindowArgs {
-    pub fn window(
-        &self,
-    ) -> reproject::Result<Option<reproject::pipeline::swap::window::SwapWindow>> {
-        use reproject::pipeline::swap::window::SwapWindow;
+    pub fn window(&self) -> reproject::Result<Option<reproject::commands::SwapWindow>> {
+        use reproject::commands::SwapWindow;
         match (&self.swap_at, &self.swap_window) {
             (Some(at), _) => SwapWindow::parse_at(at, chrono::Local::now()).map(Some),
             (None, Some(w)) => SwapWindow::parse_daily(w).map(Some),
@@ -339,8 +337,8 @@ pub struct LockArgs {
 }
 
 impl LockArgs {
-    pub fn policy(&self) -> reproject::pipeline::swap::LockPolicy {
-        reproject::pipeline::swap::LockPolicy {
+    pub fn policy(&self) -> reproject::commands::LockPolicy {
+        reproject::commands::LockPolicy {
             first_timeout: self.lock_timeout,
             max_timeout: self.lock_timeout.max(std::time::Duration::from_secs(1)),
             budget: self.lock_budget,

@@ -1,6 +1,6 @@
 //! The commands, step by step. Each command is a function over an [`Engine`]: it validates,
 //! takes its locks, records what it does in the state schema, and reports progress through
-//! the [`Reporter`]. Nothing here prints or exits.
+//! the [`Reporter`](crate::Reporter). Nothing here prints or exits.
 
 pub(crate) mod cleanup;
 pub(crate) mod inspect;
@@ -9,7 +9,11 @@ pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod scope;
 
+pub use crate::apply::sql::DEFAULT_SET_BATCH_SIZE;
 pub use crate::pipeline::partial::{Partial, PartialRequest};
+pub use crate::pipeline::swap::window::SwapWindow;
+pub use crate::pipeline::swap::LockPolicy;
+pub use crate::pipeline::{run_tables, Engine};
 /// Where a run stands and the phase it is in, as the outcomes and reports carry them.
 pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
@@ -24,33 +28,8 @@ pub use run::{
     NOTIFY_CHANNEL,
 };
 
-use crate::db::Db;
-use crate::error::Result;
 use crate::model::config::Config;
-use crate::model::Resolved;
-use crate::progress::{Cancel, Reporter};
-use crate::state::runs::RunTable;
 use sha2::{Digest, Sha256};
-
-/// Everything a command needs.
-pub struct Engine<'a> {
-    /// The loaded config, with any Rust projections registered on it.
-    pub config: &'a Config,
-    /// The connection pool.
-    pub db: Db,
-    /// Receives progress; the engine itself never prints.
-    pub reporter: &'a dyn Reporter,
-    /// Set it (e.g. on Ctrl-C) to stop after the current batch.
-    pub cancel: Cancel,
-}
-
-impl Engine<'_> {
-    /// Validates the config against the database on a pooled connection.
-    pub async fn validate(&self) -> Result<Resolved> {
-        let client = self.db.get().await?;
-        crate::pipeline::validate::validate(&**client, self.config).await
-    }
-}
 
 /// `run 3 (a, b); run 4 (c)`: runs named in a message that asks to pick one.
 fn run_list(runs: &[crate::state::runs::Run]) -> String {
@@ -58,22 +37,6 @@ fn run_list(runs: &[crate::state::runs::Run]) -> String {
         .map(|r| format!("run {} ({})", r.id, r.projections.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The tables of the given projections with their helper names.
-pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<RunTable> {
-    let mut tables = Vec::new();
-    for &i in order {
-        for live in &resolved.tables[i] {
-            tables.push(RunTable {
-                projection: config.projections[i].name.clone(),
-                live: live.clone(),
-                rebuild: crate::model::ident::rebuild_table(live),
-                old: crate::model::ident::old_table(live),
-            });
-        }
-    }
-    tables
 }
 
 /// sha256 of a projection's handler file (of a Rust projection's version), so a later `swap`

@@ -2,14 +2,15 @@
 //! see it ([`Event`]), the config's names resolved against the database ([`Resolved`]), how
 //! the event roles are stored ([`Encodings`]), and the trait of projections written in Rust
 //! ([`RustProjection`], with the [`Batch`] it is given) with the registry the config holds.
-//! The config, reading (source.rs), validation (validate.rs) and applying (replay.rs,
-//! projection.rs) import it; it imports only identifiers and errors. Library users name the
-//! trait by its documented path, [`crate::model::projection`].
+//! The config, reading (read/source.rs), validation (pipeline/validate.rs) and applying
+//! (apply/) import it; it imports only identifiers and errors. Library users name the
+//! trait by its public path, `reproject::RustProjection`.
 
 pub mod config;
 pub mod handlers;
 pub mod ident;
 pub mod projection;
+pub mod shape;
 
 use crate::error::{Error, Result};
 use crate::model::ident::{parse_table_ref, TableName};
@@ -104,7 +105,7 @@ pub struct Resolved {
     pub tables: Vec<Vec<TableName>>,
     /// Per projection, what a rebuild does about its declared `reshape` (shape/), with the
     /// changes read on the reshaped stand-ins.
-    pub shapes: Vec<Option<crate::pipeline::shape::Planned>>,
+    pub shapes: Vec<Option<crate::model::shape::Planned>>,
 }
 
 impl Resolved {
@@ -224,7 +225,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// batch back and fails the run (resumable with `--resume`).
 ///
 /// ```no_run
-/// use reproject::model::projection::{Batch, BoxFuture, RustProjection};
+/// use reproject::{Batch, BoxFuture, RustProjection};
 ///
 /// /// Counts the events of each stream.
 /// struct Counts;

@@ -3,7 +3,7 @@
 //! of the run watches that token (between batches, and in every wait), so none polls the
 //! database itself.
 
-use crate::commands::Engine;
+use crate::pipeline::Engine;
 use std::future::Future;
 use std::time::Duration;
 

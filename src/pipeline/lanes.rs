@@ -28,11 +28,11 @@
 use crate::apply::sql::Step;
 use crate::apply::sql::{Projector, Target};
 use crate::apply::write_guard;
-use crate::commands::Engine;
 use crate::db::tx;
 use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::pipeline::batches::{Batches, Policy};
+use crate::pipeline::Engine;
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::lanes::{self, LanePlan, PendingLane};
 use crate::state::locks::LockClass;

@@ -9,11 +9,11 @@
 //! rebuilds" states the guarantees; the reasons are written here.
 
 use crate::apply::sql::Projector;
-use crate::commands::Engine;
 use crate::error::{Context, Error, Result};
 use crate::model::config::{Config, Ordering};
 use crate::model::ident::{quote, TableName};
 use crate::pipeline::plan::Plan;
+use crate::pipeline::Engine;
 use crate::progress::Reporter;
 use crate::read::ordering::{Cut, SETTLE_WAIT};
 use crate::read::source::{Bound, Cursor, EventSource, StreamFilter};
@@ -1102,7 +1102,7 @@ pub async fn dry_run_steps(
     let mut partial = partial.clone();
     if let Partial::Streams { since, .. } = &mut partial {
         if !matches!(engine.config.events.ordering, Ordering::Xid8 { .. }) {
-            let tables = crate::commands::run_tables(engine.config, &resolved, &plan.order);
+            let tables = crate::pipeline::run_tables(engine.config, &resolved, &plan.order);
             let (found, projections) = live_positions(client, engine.config, &tables).await?;
             let first = found.first().and_then(|f| f.1);
             if found.len() == projections && found.iter().all(|f| f.1 == first) {

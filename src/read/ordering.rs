@@ -139,11 +139,13 @@ impl Pending {
     }
 
     /// How many observations are pending.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
     /// True when none is pending.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

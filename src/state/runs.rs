@@ -862,28 +862,8 @@ pub async fn cursor(client: &impl GenericClient, run: i64) -> Result<Cursor> {
 }
 
 /// Moves the checkpoint of every projection of the run from `old` to `new`, or fails if any of
-/// them is not at `old` any more (someone else moved it: never apply a batch twice).
-pub async fn advance_checkpoint(
-    client: &impl GenericClient,
-    run: i64,
-    projections: &[String],
-    old: Option<i64>,
-    new: i64,
-    events: i64,
-) -> Result<()> {
-    advance_cursor(
-        client,
-        run,
-        projections,
-        &Cursor::at(old),
-        &Cursor::at(Some(new)),
-        events,
-    )
-    .await
-}
-
-/// [`advance_checkpoint`] for a whole cursor: the compare-and-swap covers the transaction id
-/// too, so in `xid8` mode two runs can never both apply the events after the same pair.
+/// them is not at `old` any more (someone else moved it: never apply a batch twice). The
+/// compare-and-swap covers the transaction id too, so in `xid8` mode two runs can never both apply the events after the same pair.
 pub async fn advance_cursor(
     client: &impl GenericClient,
     run: i64,

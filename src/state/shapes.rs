@@ -3,9 +3,10 @@
 use crate::db::catalog::fingerprint;
 use crate::error::{Context, Result};
 use crate::model::ident::TableName;
-use crate::pipeline::shape::apply::Applied;
-use crate::pipeline::shape::diff;
-use crate::pipeline::shape::ColumnChange;
+use crate::model::shape::diff;
+use crate::model::shape::Applied;
+
+use crate::model::shape::ColumnChange;
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
 
@@ -35,18 +36,18 @@ pub struct Recorded {
 
 impl Recorded {
     /// The columns the recorded change adds, drops, renames or retypes.
-    pub fn shape_change(&self) -> crate::pipeline::shape::ShapeChange {
-        crate::pipeline::shape::ShapeChange {
+    pub fn shape_change(&self) -> crate::model::shape::ShapeChange {
+        crate::model::shape::ShapeChange {
             projection: self.projection.clone(),
             table: self.live.clone(),
-            columns: diff::changed(&self.map),
+            columns: crate::model::shape::changed(&self.map),
         }
     }
 }
 
 /// The changes of one applied shape in words (columns, then indexes and constraints).
 pub fn changes(applied: &Applied) -> Vec<String> {
-    diff::changed(&applied.map)
+    crate::model::shape::changed(&applied.map)
         .iter()
         .map(diff::describe_column)
         .chain(
@@ -76,7 +77,7 @@ pub async fn record(
                     &a.live.schema,
                     &a.live.name,
                     &ddl,
-                    &crate::pipeline::shape::file::hash(ddl),
+                    &crate::model::shape::file::hash(ddl),
                     &diff::map_to_json(&a.map),
                     &json!(changes(a)),
                     &a.shaped,

@@ -142,7 +142,7 @@ fn docker_compose_runs_the_demo_against_a_postgres_service() {
         "service_healthy"
     );
     let url = text(&doc, &["services", "demo", "environment", "DATABASE_URL"]);
-    let db = reproject::db::Db::new(url).expect("DATABASE_URL parses");
+    let db = reproject::Db::new(url).expect("DATABASE_URL parses");
     assert_eq!(db.describe(), "postgres@postgres:5432/postgres");
     assert!(
         url.contains(&format!(":{password}@")),

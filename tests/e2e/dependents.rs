@@ -4,10 +4,10 @@
 
 use crate::harness::{reproject, Project, TestDb};
 use crate::tally;
-use reproject::model::ident::TableName;
-use reproject::pipeline::shape::dependents::{self, Dependent, Kind, Redefined};
-use reproject::pipeline::shape::redefine;
-use reproject::pipeline::shape::{Column, ColumnChange, ShapeChange};
+use reproject::internals::shape::dependents::{self, Dependent, Kind, Redefined};
+use reproject::internals::shape::redefine;
+use reproject::internals::shape::{Column, ColumnChange, ShapeChange};
+use reproject::internals::TableName;
 
 fn column(name: &str, ty: &str) -> Option<Column> {
     Some(Column {
@@ -175,7 +175,7 @@ async fn broken_dependents_are_refused_unless_redefined() {
         dependent: dependents::parse_key(key).unwrap(),
         path: "shapes/x.sql".into(),
         line: 20,
-        statements: reproject::model::handlers::parse_statements(
+        statements: reproject::internals::parse_statements(
             "CREATE VIEW public.v_legacy AS SELECT id FROM {{balances}}",
         )
         .unwrap(),
@@ -333,14 +333,16 @@ async fn exchange(
     redefined: &[Redefined],
 ) -> reproject::Result<()> {
     let live = balances();
-    let prepared =
-        reproject::pipeline::swap::exchange::Prepared::prepare(client, std::slice::from_ref(&live))
-            .await?;
+    let prepared = reproject::internals::swap::exchange::Prepared::prepare(
+        client,
+        std::slice::from_ref(&live),
+    )
+    .await?;
     client.batch_execute("BEGIN").await.unwrap();
-    let result = reproject::pipeline::swap::exchange::exchange(
+    let result = reproject::internals::swap::exchange::exchange(
         client,
         &prepared,
-        &reproject::pipeline::swap::exchange::Exchange {
+        &reproject::internals::swap::exchange::Exchange {
             live: &live,
             incoming,
             parked,
@@ -379,7 +381,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     )
     .await;
     let mut client = db.client().await;
-    reproject::state::migrate::migrate(&mut client)
+    reproject::internals::migrate::migrate(&mut client)
         .await
         .unwrap();
     let run_id: i64 = client
@@ -516,7 +518,7 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
     )
     .await;
     let mut client = db.client().await;
-    reproject::state::migrate::migrate(&mut client)
+    reproject::internals::migrate::migrate(&mut client)
         .await
         .unwrap();
     let run_id: i64 = client
@@ -638,9 +640,9 @@ async fn a_configured_redefinition_reaches_the_swap_rendered() {
             ),
         ],
     );
-    let config = reproject::model::config::Config::load(&p.config()).unwrap();
+    let config = reproject::Config::load(&p.config()).unwrap();
     let client = db.client().await;
-    let resolved = reproject::pipeline::validate::validate(&client, &config)
+    let resolved = reproject::internals::validate(&client, &config)
         .await
         .unwrap();
     let retyped = ShapeChange {
@@ -712,15 +714,15 @@ async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
         let renamed = renamed.clone();
         let url = db.url.clone();
         async move {
-            let config = reproject::model::config::Config::load(&p.config()).unwrap();
+            let config = reproject::Config::load(&p.config()).unwrap();
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            let resolved = reproject::pipeline::validate::validate(&client, &config)
+            let resolved = reproject::internals::validate(&client, &config)
                 .await
                 .unwrap();
-            reproject::pipeline::shape::stand_in::try_redefinitions(
+            reproject::internals::shape::stand_in::try_redefinitions(
                 &client,
                 &config,
                 &resolved,

@@ -28,7 +28,7 @@ fn handlers() -> String {
 
 async fn fingerprint(db: &TestDb, table: &str) -> Value {
     let client = db.client().await;
-    let sql = reproject::db::catalog::fingerprint::fingerprint_sql(&client)
+    let sql = reproject::internals::fingerprint::fingerprint_sql(&client)
         .await
         .unwrap();
     let row = client.query_one(&sql, &[&table]).await.unwrap();
@@ -96,7 +96,7 @@ async fn setup(db: &TestDb, reader: &str) {
 /// Every promise of the swap, checked against the live table as the application sees it.
 async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) {
     let now = fingerprint(db, T).await;
-    let differences = reproject::db::catalog::fingerprint::diff(original, &now);
+    let differences = reproject::internals::fingerprint::diff(original, &now);
     assert!(
         differences.is_empty(),
         "{step}: fingerprint differs: {differences:#?}"
@@ -381,7 +381,7 @@ async fn fingerprint_notices_every_lost_property() {
         ),
     ];
     let client = db.client().await;
-    let fingerprint_sql = reproject::db::catalog::fingerprint::fingerprint_sql(&client)
+    let fingerprint_sql = reproject::internals::fingerprint::fingerprint_sql(&client)
         .await
         .unwrap();
     for (key, sql) in &losses {
@@ -393,14 +393,14 @@ async fn fingerprint_notices_every_lost_property() {
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         let row = client.query_one(&fingerprint_sql, &[&T]).await.unwrap();
         client.batch_execute("ROLLBACK").await.unwrap();
-        let d = reproject::db::catalog::fingerprint::diff(&original, &row.get::<_, Value>(0));
+        let d = reproject::internals::fingerprint::diff(&original, &row.get::<_, Value>(0));
         assert!(
             d.iter().any(|line| line.starts_with(key)),
             "losing `{sql}` went unnoticed under `{key}`: {d:?}"
         );
     }
     assert!(
-        reproject::db::catalog::fingerprint::diff(&original, &fingerprint(&db, T).await).is_empty()
+        reproject::internals::fingerprint::diff(&original, &fingerprint(&db, T).await).is_empty()
     );
     db.exec(&format!(
         "DROP PUBLICATION balances_pub; DROP OWNED BY {reader}; DROP ROLE {reader}"
@@ -427,7 +427,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     db.assert_int_because("SELECT count(*) FROM audit", 0, "silent by default")
         .await;
     assert!(
-        reproject::db::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
+        reproject::internals::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
             .is_empty()
     );
 
@@ -441,7 +441,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     )
     .await;
     assert!(
-        reproject::db::catalog::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
+        reproject::internals::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
             .is_empty()
     );
     db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;

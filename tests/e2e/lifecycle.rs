@@ -267,7 +267,7 @@ async fn second_run_of_the_same_projection_is_busy() {
 /// (advisory locks are re-entrant per session). Simulated with two claims on one session.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
-    use reproject::state::locks::{claim, LockClass};
+    use reproject::internals::locks::{claim, LockClass};
     let (db, p) = tally::fixture(10).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     let session = db.client().await;
@@ -675,16 +675,16 @@ async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
     // A run row for confirm_durable to write (and the state schema).
     let p = tally::project();
     p.reproject(&db, "rebuild --yes").await.code(0);
-    let engine_db = reproject::db::Db::new(&db.url).unwrap();
+    let engine_db = reproject::Db::new(&db.url).unwrap();
     let conn = engine_db.dedicated().await.unwrap();
     conn.batch_execute("SET synchronous_commit = on")
         .await
         .unwrap();
-    let table = reproject::model::ident::TableName::new("public", "tally");
-    reproject::pipeline::swap::lock_tables(
+    let table = reproject::internals::TableName::new("public", "tally");
+    reproject::internals::swap::lock_tables(
         &conn,
         &[table],
-        reproject::pipeline::swap::LockPolicy::default(),
+        reproject::internals::swap::LockPolicy::default(),
         &reproject::progress::Silent,
         None,
         &mut Vec::new(),
@@ -707,7 +707,7 @@ async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
         .await
         .unwrap()
         .get(0);
-    reproject::pipeline::swap::confirm_durable(&conn, 1, Some(7))
+    reproject::internals::swap::confirm_durable(&conn, 1, Some(7))
         .await
         .unwrap();
     let flushed: bool = conn

@@ -40,7 +40,7 @@ const OLD_VALUES: &str = "'owner-' || :stream, (:data->>'amount')::bigint, :data
 
 async fn fingerprint(db: &TestDb, table: &str) -> Value {
     let client = db.client().await;
-    let sql = reproject::db::catalog::fingerprint::fingerprint_sql(&client)
+    let sql = reproject::internals::fingerprint::fingerprint_sql(&client)
         .await
         .unwrap();
     client.query_one(&sql, &[&table]).await.unwrap().get(0)
@@ -199,7 +199,7 @@ async fn reshape_round_trip(ddl: &str, handlers: &str, check: impl Fn(&Value, &V
         .await
         .ok();
     let back = fingerprint(&db, "balances").await;
-    let d = reproject::db::catalog::fingerprint::diff(&original, &back);
+    let d = reproject::internals::fingerprint::diff(&original, &back);
     assert!(d.is_empty(), "after the rollback: {d:#?}");
     assert_eq!(rows(&db).await, old_rows, "the rollback restores the rows");
     db.exec(&format!(
@@ -487,7 +487,7 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
         .ok()
         .stderr_has(already);
     let again = fingerprint(&db, "balances").await;
-    let d = reproject::db::catalog::fingerprint::diff(&shaped, &again);
+    let d = reproject::internals::fingerprint::diff(&shaped, &again);
     assert!(d.is_empty(), "the second rebuild keeps the shape: {d:#?}");
     assert_eq!(
         db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
@@ -714,7 +714,7 @@ async fn a_rollback_catches_the_old_shape_up_with_the_old_handlers() {
         .ok()
         .stdout_has("caught up with 80 event(s) since the swap");
     let back = fingerprint(&db, "balances").await;
-    let d = reproject::db::catalog::fingerprint::diff(&original, &back);
+    let d = reproject::internals::fingerprint::diff(&original, &back);
     assert!(d.is_empty(), "the old shape is back: {d:#?}");
     assert_carried(&db, &reader, &original, &back, "after the rollback").await;
     db.exec(&format!(

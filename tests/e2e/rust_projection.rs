@@ -5,11 +5,11 @@
 use crate::config::{Config as TestConfig, Projection};
 use crate::harness::{example, reproject, Project, TestDb};
 use reproject::commands::{self, Engine, RebuildOptions, RunOptions};
-use reproject::db::Db;
-use reproject::model::config::Config;
-use reproject::model::projection::{Batch, BoxFuture, RustProjection};
 use reproject::progress::{Cancel, Silent};
+use reproject::Config;
+use reproject::Db;
 use reproject::ErrorKind;
+use reproject::{Batch, BoxFuture, RustProjection};
 
 /// examples/rust_projector.rs rebuilds W1's posting_state with Rust code: paused by
 /// `--max-events`, continued by `--resume` after more events arrived, checked and swapped; the

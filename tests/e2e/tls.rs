@@ -4,7 +4,7 @@
 use crate::harness::{Out, TestDb};
 use crate::pgserver::{make_certs, make_self_signed, PgServer, ALICE_PASSWORD};
 use crate::tally;
-use reproject::db::Db;
+use reproject::Db;
 use std::path::PathBuf;
 
 struct Tls {
@@ -100,7 +100,7 @@ async fn verify_full_checks_the_chain_and_the_host_name() {
     ))
     .unwrap();
     assert!(encrypted(&db).await);
-    assert_eq!(db.sslmode(), reproject::db::SslMode::VerifyFull);
+    assert_eq!(db.sslmode(), reproject::internals::SslMode::VerifyFull);
 
     // The URL form, the way it is pasted from a cloud console (path percent-encoded).
     let url = format!(

@@ -213,10 +213,10 @@ pub struct ProjectionConfig {
     pub position_column: Option<DeclaredColumn>,
     /// `redefine`: dependents of columns the new shape changes, with the statements that
     /// define them against it (shape/dependents.rs), in key order.
-    pub redefine: Vec<crate::pipeline::shape::dependents::Redefinition>,
+    pub redefine: Vec<crate::model::shape::dependent::Redefinition>,
     /// `reshape`: DDL run on the clones right after they are created, so the next generation
     /// has a new shape (shape/).
-    pub reshape: Option<crate::pipeline::shape::file::ReshapeFile>,
+    pub reshape: Option<crate::model::shape::file::ReshapeFile>,
 }
 
 /// How a projection's events are applied: the config gives `handlers`, `command` or neither.
@@ -920,7 +920,7 @@ fn convert_projection(
         .reshape
         .as_ref()
         .map(|f| {
-            crate::pipeline::shape::file::ReshapeFile::load(&base.join(f.get_ref())).map_err(|e| {
+            crate::model::shape::file::ReshapeFile::load(&base.join(f.get_ref())).map_err(|e| {
                 e.context(format!(
                     "{}: projection `{name}`: bad reshape file",
                     at(f.span()).file_line()
@@ -955,11 +955,11 @@ fn redefinitions(
     name: &str,
     base: &Path,
     at: &impl Fn(std::ops::Range<usize>) -> Location,
-) -> Result<Vec<crate::pipeline::shape::dependents::Redefinition>> {
-    let mut out: Vec<crate::pipeline::shape::dependents::Redefinition> = Vec::new();
+) -> Result<Vec<crate::model::shape::dependent::Redefinition>> {
+    let mut out: Vec<crate::model::shape::dependent::Redefinition> = Vec::new();
     for (key, file) in p.redefine.iter().flatten() {
         let loc = at(file.span());
-        let dependent = crate::pipeline::shape::dependents::parse_key(key).map_err(|why| {
+        let dependent = crate::model::shape::dependent::parse_key(key).map_err(|why| {
             loc.err(format!("projection `{name}`: `redefine` key `{key}`: {why}"))
                 .with_hint("a key is `schema.view`, `name on schema.table` (a policy, trigger, rule or foreign key) or `publication name`")
         })?;
@@ -997,7 +997,7 @@ fn redefinitions(
                 "a redefinition runs once, at the swap: it cannot use event parameters such as `:stream` or `:events`".into(),
             ));
         }
-        out.push(crate::pipeline::shape::dependents::Redefinition {
+        out.push(crate::model::shape::dependent::Redefinition {
             key: key.clone(),
             dependent,
             path,

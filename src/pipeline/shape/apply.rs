@@ -4,9 +4,10 @@
 use crate::db::catalog::fingerprint;
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::model::ident::TableName;
+use crate::model::shape::file::ReshapeFile;
+pub use crate::model::shape::Applied;
 use crate::pipeline::shape::diff::{self, Attribute};
-use crate::pipeline::shape::file::ReshapeFile;
-use crate::pipeline::shape::{Column, ColumnChange};
+use crate::pipeline::shape::Column;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
@@ -17,31 +18,6 @@ pub struct Copy {
     pub live: TableName,
     /// The copy (`x_rebuild`, or a temporary stand-in), freshly made `LIKE live INCLUDING ALL`.
     pub copy: TableName,
-}
-
-/// What the DDL did to one table.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// The live table.
-    pub live: TableName,
-    /// Every column before and after (kept ones included), matched by attribute number.
-    pub map: Vec<ColumnChange>,
-    /// The copy's fingerprint right after the DDL, under the names it will have once live
-    /// (diff.rs `canonicalize`).
-    pub shaped: Value,
-    /// The live table's fingerprint when the DDL ran.
-    pub live_fingerprint: Value,
-}
-
-impl Applied {
-    /// The columns this table's shape change adds, drops, renames or retypes.
-    pub fn shape_change(&self, projection: &str) -> crate::pipeline::shape::ShapeChange {
-        crate::pipeline::shape::ShapeChange {
-            projection: projection.to_string(),
-            table: self.live.clone(),
-            columns: diff::changed(&self.map),
-        }
-    }
 }
 
 /// The columns of `table`, with their attribute numbers.

@@ -1,7 +1,7 @@
 //! Pure logic of a shape change: the column map read from attribute numbers, the canonical
 //! names of the reshaped clone's indexes and constraints, and the differences shown by `plan`.
 
-use crate::pipeline::shape::{Column, ColumnChange};
+use crate::model::shape::{Column, ColumnChange};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -38,13 +38,7 @@ pub fn column_map(before: &[Attribute], after: &[Attribute]) -> Vec<ColumnChange
     out
 }
 
-/// Only the entries of a column map that change something.
-pub fn changed(map: &[ColumnChange]) -> Vec<ColumnChange> {
-    map.iter()
-        .filter(|c| c.before != c.after)
-        .cloned()
-        .collect()
-}
+pub use super::changed;
 
 /// The map the other way round (a rollback's: the reshaped columns back to the old ones).
 pub fn reversed(map: &[ColumnChange]) -> Vec<ColumnChange> {

@@ -1,4 +1,4 @@
-use crate::pipeline::shape::diff::*;
+use super::*;
 
 fn attr(attnum: i16, name: &str, ty: &str) -> Attribute {
     Attribute {
