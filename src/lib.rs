@@ -91,6 +91,7 @@ pub mod preflight;
 pub mod progress;
 pub mod projection;
 pub mod replay;
+pub mod retire;
 pub mod shadow;
 pub mod shape;
 pub mod source;

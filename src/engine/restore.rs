@@ -190,6 +190,10 @@ pub async fn rollback(
     let _locks = lock_projections(&engine.db, &run.projections).await?;
     let conn = engine.db.dedicated().await?;
     let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;
+    // The tables the swap retired (`retire`) come back under their names.
+    let olds: Vec<_> = tables.iter().map(|t| t.old.clone()).collect();
+    let retired = crate::retire::parked_by(&conn, run.id, &olds).await?;
+    crate::retire::check_restorable(&conn, run.id, &retired).await?;
     for t in &tables {
         match helpers::ownership(&conn, &t.old).await? {
             Ownership::Ours(h) if h.kind == "old" && h.run_id == Some(run.id) => {}
@@ -262,7 +266,7 @@ pub async fn rollback(
     let lock_list = swap::lock_order(
         swap::dependents_to_lock(&conn, &tables).await?,
         tables.iter().map(|t| t.live.clone()),
-        tables.iter().map(|t| t.old.clone()),
+        (tables.iter().map(|t| t.old.clone())).chain(retired.iter().map(|h| h.table.clone())),
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::carry::Prepared::prepare(&conn, &live).await?;
@@ -276,6 +280,7 @@ pub async fn rollback(
         &lock_list,
         &prepared,
         &redefinitions,
+        &retired,
         opts,
     )
     .await?;
@@ -340,6 +345,7 @@ async fn put_back(
     lock_list: &[crate::ident::TableName],
     prepared: &crate::carry::Prepared,
     redefinitions: &swap::Redefinitions,
+    retired: &[crate::state::helpers::HelperTable],
     opts: RollbackOptions,
 ) -> Result<(std::time::Duration, i64, Vec<crate::carry::Validation>, i64)> {
     let mut retries = 0u32;
@@ -378,6 +384,7 @@ async fn put_back(
                 };
                 swap::check_hold(held.since, &opts.lock, "the previous tables were caught up")?;
                 let validations = swap::swap_back(conn, prepared, run.id, tables, redefinitions).await?;
+                crate::retire::restore(conn, retired).await?;
                 let position = caught_up.as_ref().and_then(|c| c.position);
                 if let Some(at) = &caught_up {
                     // External projectors continue on the restored tables from where they stand.
