@@ -240,6 +240,7 @@ pub async fn rollback(
         &source,
         &run,
         &tables,
+        &retired,
         opts.batch_size,
         opts.with_current_handlers,
     )

@@ -132,3 +132,31 @@ async fn a_table_both_listed_and_retired_is_a_config_error() {
         .stderr_has("projection `tally` retires table `tally_log`, which projection `tally` still lists under `tables`");
     db.drop().await;
 }
+
+/// Events that arrive after the swap reach a retired table at a rollback too: the handlers
+/// that built the previous generation (recorded by the run before) still write it, and write
+/// its kept `_old` table before it is renamed back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_catches_the_retired_table_up_with_the_handlers_that_built_it() {
+    let db = db_with_log(100).await;
+    let log_handler = "INSERT INTO {{tally_log}} (id, stream) VALUES (:position, :stream);\n";
+    let both = tally::with(Projection::new("tally").tables(&["tally", "tally_log"]))
+        .file("tally.sql", &format!("{}{log_handler}", tally::HANDLERS))
+        .write();
+    both.reproject(&db, "rebuild --yes").await.ok();
+    db.assert_int("SELECT count(*) FROM tally_log", 100).await;
+
+    let p = retiring();
+    p.reproject(&db, "rebuild --yes").await.ok();
+    assert!(!db.exists("tally_log").await);
+    tally::append(&db, 30).await;
+    p.reproject(&db, "rollback --yes").await.ok();
+    db.assert_int_because(
+        "SELECT count(*) FROM tally_log",
+        130,
+        "the 30 events since the swap were applied to the retired table before it came back",
+    )
+    .await;
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
