@@ -100,7 +100,9 @@ async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
     let db = db_with_log(50).await;
     db.exec(
         "CREATE VIEW log_per_stream AS SELECT stream, count(*) FROM tally_log GROUP BY stream;
-         CREATE TABLE log_notes (id bigint REFERENCES tally_log (id));",
+         CREATE TABLE log_notes (id bigint REFERENCES tally_log (id));
+         CREATE POLICY logged_only ON log_notes USING (id IN (SELECT id FROM tally_log));
+         CREATE PUBLICATION log_changes FOR TABLE tally_log;",
     )
     .await;
     let p = retiring();
@@ -108,9 +110,11 @@ async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
         p.reproject(&db, command)
             .await
             .code(2)
-            .stderr_has("projection `tally` retires `tally_log`, and 2 depend(s) on it")
+            .stderr_has("projection `tally` retires `tally_log`, and 4 depend(s) on it")
             .stderr_has("view log_per_stream")
-            .stderr_has("foreign key log_notes_id_fkey of log_notes");
+            .stderr_has("foreign key log_notes_id_fkey of log_notes")
+            .stderr_has("policy logged_only of log_notes")
+            .stderr_has("publication log_changes");
     }
     assert!(db.exists("tally_log").await, "nothing was renamed");
     assert!(!db.exists("tally_rebuild").await, "nothing was built");
@@ -158,5 +162,27 @@ async fn a_rollback_catches_the_retired_table_up_with_the_handlers_that_built_it
     )
     .await;
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.drop().await;
+}
+
+/// A view that appears on the retired table while the rebuild waits for its swap is refused
+/// by the swap, which leaves everything as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dependent_that_appears_before_the_swap_refuses_the_swap() {
+    let db = db_with_log(50).await;
+    let p = retiring();
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
+    db.exec("CREATE VIEW late_view AS SELECT * FROM tally_log")
+        .await;
+    p.reproject(&db, "swap --yes")
+        .await
+        .code(2)
+        .stderr_has("retires `tally_log`, and 1 depend(s) on it: view late_view");
+    assert!(db.exists("tally_log").await);
+    assert!(!db.exists("tally_log_old").await);
+    assert!(db.exists("tally_rebuild").await, "the rebuilt table waits");
+    db.exec("DROP VIEW late_view").await;
+    p.reproject(&db, "swap --yes").await.ok();
+    assert!(db.exists("tally_log_old").await);
     db.drop().await;
 }
