@@ -97,6 +97,9 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
                 }
             }
         }
+        for r in &proj.retired {
+            println!("  {r}");
+        }
         let mut checks = vec![format!("row count within {}%", proj.row_count_tolerance)];
         checks.extend(proj.checks.iter().cloned());
         println!("  checks: {}", checks.join("; "));

@@ -96,6 +96,9 @@ pub struct PlannedProjection {
     pub row_count_tolerance: f64,
     pub checks: Vec<String>,
     pub tables: Vec<PlannedTable>,
+    /// The tables it retires (`retire`), and the entries that name no table any more.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
 }
 
 /// The plan, as `plan` and `rebuild --dry-run` show it.
@@ -190,6 +193,19 @@ pub(crate) async fn plan_report(
     for (w, wave) in plan.waves.iter().enumerate() {
         for &i in wave {
             let p = &config.projections[i];
+            let (retiring, notes) =
+                crate::pipeline::retire::resolve(&client, config, std::slice::from_ref(&p.name))
+                    .await?;
+            let mut retired = Vec::new();
+            for r in &retiring {
+                retired.push(format!(
+                    "retired table `{}` ({} rows): no longer rebuilt, kept as `{}` after the swap",
+                    r.live,
+                    count_rows(&client, &r.live).await?,
+                    r.parked
+                ));
+            }
+            retired.extend(notes);
             let mut tables = Vec::new();
             for live in &resolved.tables[i] {
                 tables.push(PlannedTable {
@@ -224,6 +240,7 @@ pub(crate) async fn plan_report(
                 row_count_tolerance: p.row_count_tolerance,
                 checks: p.checks.iter().map(|c| c.name.clone()).collect(),
                 tables,
+                retired,
             });
         }
     }
@@ -294,6 +311,11 @@ pub(crate) async fn plan_report(
             "lock {} (and any `_old` table of an earlier swap), apply the final events, then in one transaction retire the earlier `_old`, rename each `x` to `x_old` and `x_rebuild` to `x`; drop the retired table after the commit",
             tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
         ));
+        if projections.iter().any(|p| !p.retired.is_empty()) {
+            steps.push(
+                "in the same transaction, rename each table the projections retire to its `_old` name (kept for a rollback, like the replaced tables)".to_string(),
+            );
+        }
     }
     Ok(PlanReport {
         config: config.path.display().to_string(),

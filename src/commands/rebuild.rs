@@ -1001,6 +1001,8 @@ struct Exchange<'a> {
     )],
     /// Dependents broken by the run's shape changes, with the user's definitions.
     redefinitions: &'a swap::Redefinitions,
+    /// Tables the projections no longer have (`retire`), parked as `_old` in the transaction.
+    retiring: &'a [crate::pipeline::retire::Retiring],
 }
 
 /// What every step of [`finish_run`] works on.
@@ -1281,6 +1283,7 @@ impl Steps<'_> {
             prepared,
             retire,
             redefinitions,
+            retiring,
         } = exchange;
         let Steps {
             engine,
@@ -1344,6 +1347,7 @@ impl Steps<'_> {
         laps.lap("retire old tables");
         let validations =
             swap::swap_generation(conn, prepared, run_id, tables, redefinitions).await?;
+        crate::pipeline::retire::park(conn, run_id, retiring).await?;
         laps.lap("registry");
         crate::pipeline::swap::handover::apply(conn, engine.config, names, &swapped_at, reporter)
             .await?;
@@ -1401,12 +1405,18 @@ impl Steps<'_> {
         }
         // Retired tables an earlier swap could not drop go first: nothing depends on them.
         swap::drop_retired(conn, names, reporter).await?;
-        let retire = swap::old_tables_to_retire(conn, tables).await?;
+        let mut retire = swap::old_tables_to_retire(conn, tables).await?;
+        // The tables the projections retire (checked again: a view may have appeared on one
+        // since the rebuild started), locked with the live tables.
+        let retiring = retiring_at_swap(conn, engine, names).await?;
+        for r in &retiring {
+            retire.extend(swap::earlier_old_table(conn, &r.live, &r.parked).await?);
+        }
         // Tables whose foreign keys point at ours, and views reading them, are altered too; they
         // are locked first, in the order readers lock them (no deadlock with a reader of a view).
         let lock_list = swap::lock_order(
             swap::dependents_to_lock(conn, tables).await?,
-            tables.iter().map(|t| t.live.clone()),
+            (tables.iter().map(|t| t.live.clone())).chain(retiring.iter().map(|r| r.live.clone())),
             (tables.iter().map(|t| t.rebuild.clone()))
                 .chain(retire.iter().map(|(old, _)| old.clone())),
         );
@@ -1434,6 +1444,7 @@ impl Steps<'_> {
             prepared: &prepared,
             retire: &retire,
             redefinitions: &redefinitions,
+            retiring: &retiring,
         };
         let mut retries = 0u32;
         // The connection went as the swap committed, and the swap did commit (read back).
@@ -1899,4 +1910,22 @@ async fn record_outcome(
         }
     }
     Err(err)
+}
+
+/// The tables the swap of `names` retires (`retire`), with a note for each entry that names no
+/// table any more; refused when something depends on one (retire.rs).
+async fn retiring_at_swap(
+    conn: &Client,
+    engine: &Engine<'_>,
+    names: &[String],
+) -> Result<Vec<crate::pipeline::retire::Retiring>> {
+    let (retiring, notes) = crate::pipeline::retire::resolve(conn, engine.config, names).await?;
+    for note in notes {
+        engine.reporter.step(&note);
+    }
+    crate::pipeline::preflight::refuse(
+        "swap",
+        crate::pipeline::retire::refusals(conn, &retiring).await?,
+    )?;
+    Ok(retiring)
 }

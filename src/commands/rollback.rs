@@ -191,6 +191,10 @@ pub async fn rollback(
     let _locks = lock_projections(&engine.db, &run.projections).await?;
     let conn = engine.db.dedicated().await?;
     let tables: Vec<RunTable> = runs::tables(&conn, run.id).await?;
+    // The tables the swap retired (`retire`) come back under their names.
+    let olds: Vec<_> = tables.iter().map(|t| t.old.clone()).collect();
+    let retired = crate::pipeline::retire::parked_by(&conn, run.id, &olds).await?;
+    crate::pipeline::retire::check_restorable(&conn, run.id, &retired).await?;
     for t in &tables {
         match helpers::ownership(&conn, &t.old).await? {
             Ownership::Ours(h) if h.kind == "old" && h.run_id == Some(run.id) => {}
@@ -237,6 +241,7 @@ pub async fn rollback(
         &source,
         &run,
         &tables,
+        &retired,
         opts.batch_size,
         opts.with_current_handlers,
     )
@@ -263,7 +268,7 @@ pub async fn rollback(
     let lock_list = swap::lock_order(
         swap::dependents_to_lock(&conn, &tables).await?,
         tables.iter().map(|t| t.live.clone()),
-        tables.iter().map(|t| t.old.clone()),
+        (tables.iter().map(|t| t.old.clone())).chain(retired.iter().map(|h| h.table.clone())),
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::pipeline::swap::exchange::Prepared::prepare(&conn, &live).await?;
@@ -277,6 +282,7 @@ pub async fn rollback(
         &lock_list,
         &prepared,
         &redefinitions,
+        &retired,
         opts,
     )
     .await?;
@@ -346,6 +352,7 @@ async fn put_back(
     lock_list: &[crate::model::ident::TableName],
     prepared: &crate::pipeline::swap::exchange::Prepared,
     redefinitions: &swap::Redefinitions,
+    retired: &[crate::state::helpers::HelperTable],
     opts: RollbackOptions,
 ) -> Result<(
     std::time::Duration,
@@ -389,6 +396,7 @@ async fn put_back(
                 };
                 swap::check_hold(held.since, &opts.lock, "the previous tables were caught up")?;
                 let validations = swap::swap_back(conn, prepared, run.id, tables, redefinitions).await?;
+                crate::pipeline::retire::restore(conn, retired).await?;
                 let position = caught_up.as_ref().and_then(|c| c.position);
                 if let Some(at) = &caught_up {
                     // External projectors continue on the restored tables from where they stand.

@@ -18,6 +18,7 @@ pub(crate) mod old_generation;
 pub(crate) mod partial;
 pub mod plan;
 pub mod preflight;
+pub(crate) mod retire;
 pub mod shape;
 pub mod swap;
 pub mod validate;

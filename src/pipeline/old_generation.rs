@@ -31,6 +31,7 @@ use crate::progress::{Cancel, Reporter};
 use crate::read::ordering::Cut;
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
+use crate::state::helpers::HelperTable;
 use crate::state::locks::LockClass;
 use crate::state::runs::{self, Run, RunTable};
 use tokio_postgres::Client;
@@ -84,6 +85,7 @@ impl<'a> OldGeneration<'a> {
         source: &'a EventSource,
         run: &Run,
         tables: &[RunTable],
+        retired: &[HelperTable],
         batch_size: i64,
         with_current: bool,
     ) -> Result<OldGeneration<'a>> {
@@ -107,13 +109,13 @@ impl<'a> OldGeneration<'a> {
         };
         let no_tx = "the live runner's checkpoint carries no transaction id to resume the `xid8` order from";
         let handlers = match &at {
-            Some(_) => recorded_handlers(conn, config, resolved, run, tables).await?,
+            Some(_) => recorded_handlers(conn, config, resolved, run, tables, retired).await?,
             None => Err(no_tx.to_string()),
         };
         // Handlers that no longer prepare against the tables (a column gone) cannot be used
         // either; that only matters if there are events to apply.
         let handlers = match handlers {
-            Ok((list, from)) => prepared(conn, config, resolved, tables, &list)
+            Ok((list, from)) => prepared(conn, config, resolved, tables, retired, &list)
                 .await
                 .map(|p| (p, from)),
             Err(why) => Err(why),
@@ -122,10 +124,12 @@ impl<'a> OldGeneration<'a> {
             Ok((projector, from)) => Keeper::Handlers(projector, Origin::Recorded(from)),
             Err(why) => {
                 let current = match &at {
-                    Some(_) => match current_handlers(config, resolved, run, tables) {
-                        Ok((list, files)) => prepared(conn, config, resolved, tables, &list)
-                            .await
-                            .map(|p| (p, files)),
+                    Some(_) => match current_handlers(config, resolved, run, tables, retired) {
+                        Ok((list, files)) => {
+                            prepared(conn, config, resolved, tables, retired, &list)
+                                .await
+                                .map(|p| (p, files))
+                        }
                         Err(why) => Err(why),
                     },
                     None => Err(no_tx.to_string()),
@@ -305,6 +309,7 @@ async fn recorded_handlers(
     resolved: &Resolved,
     run: &Run,
     tables: &[RunTable],
+    retired: &[HelperTable],
 ) -> Result<std::result::Result<(Vec<Sections>, Vec<i64>), String>> {
     let order = match crate::pipeline::plan::plan(config, &run.projections) {
         Ok(plan) => plan.order,
@@ -333,7 +338,7 @@ async fn recorded_handlers(
         // Every table they name must still be one reproject can resolve.
         for st in sections.iter().flat_map(|s| &s.statements) {
             for r in &st.tables {
-                if let Err(why) = old_table(config, resolved, tables, &r.written) {
+                if let Err(why) = old_table(config, resolved, tables, retired, &r.written) {
                     return Ok(Err(format!("{label}, line {}: {why}", r.line)));
                 }
             }
@@ -345,13 +350,23 @@ async fn recorded_handlers(
 }
 
 /// The physical table a `{{written}}` reference of the old handlers means: the `_old` table of
-/// a table of the run, the live table of any other projection.
+/// a table of the run, the kept table of one its swap retired (`retire`), the live table of any
+/// other projection.
 fn old_table(
     config: &Config,
     resolved: &Resolved,
     tables: &[RunTable],
+    retired: &[HelperTable],
     written: &str,
 ) -> std::result::Result<String, String> {
+    if let Ok(wanted) = crate::model::ident::parse_table_ref(written) {
+        if let Some(h) = retired.iter().find(|h| {
+            h.live_name == wanted.name
+                && wanted.schema.as_ref().is_none_or(|s| s == &h.table.schema)
+        }) {
+            return Ok(h.table.quoted());
+        }
+    }
     let owner = config.owner_of(written).map_err(|why| {
         format!("`{{{{{written}}}}}` is no longer a table of a projection in the config ({why})")
     })?;
@@ -374,6 +389,7 @@ fn current_handlers(
     resolved: &Resolved,
     run: &Run,
     tables: &[RunTable],
+    retired: &[HelperTable],
 ) -> std::result::Result<(Vec<Sections>, String), String> {
     let order = crate::pipeline::plan::plan(config, &run.projections)
         .map_err(|e| e.plain())?
@@ -400,7 +416,7 @@ fn current_handlers(
         let label = handlers.path.display().to_string();
         for st in handlers.sections.iter().flat_map(|s| &s.statements) {
             for r in &st.tables {
-                old_table(config, resolved, tables, &r.written)
+                old_table(config, resolved, tables, retired, &r.written)
                     .map_err(|why| format!("{label}:{}: {why}", r.line))?;
             }
         }
@@ -473,9 +489,10 @@ async fn prepared(
     config: &Config,
     resolved: &Resolved,
     tables: &[RunTable],
+    retired: &[HelperTable],
     list: &[Sections],
 ) -> std::result::Result<Projector, String> {
-    prepare_old(conn, config, resolved, tables, list)
+    prepare_old(conn, config, resolved, tables, retired, list)
         .await
         .map_err(|e| e.plain().replace('\n', " "))
 }
@@ -485,6 +502,7 @@ async fn prepare_old(
     config: &Config,
     resolved: &Resolved,
     tables: &[RunTable],
+    retired: &[HelperTable],
     list: &[Sections],
 ) -> Result<Projector> {
     let borrowed: Vec<(String, String, &[handlers::Section])> = list
@@ -492,13 +510,13 @@ async fn prepare_old(
         .map(|(n, l, s)| (n.clone(), l.clone(), s.as_slice()))
         .collect();
     let writes = crate::apply::write_guard::Writes::new(
-        tables.iter().map(|t| t.old.clone()),
+        (tables.iter().map(|t| t.old.clone())).chain(retired.iter().map(|h| h.table.clone())),
         resolved.tables.iter().flatten().cloned(),
         list.iter().map(|(name, _, _)| name.clone()).collect(),
         "swapped-out tables",
     );
     Ok(Projector::prepare_sections(conn, &borrowed, |r| {
-        old_table(config, resolved, tables, &r.written).map_err(Error::config)
+        old_table(config, resolved, tables, retired, &r.written).map_err(Error::config)
     })
     .await?
     .with_writes(writes))

@@ -75,6 +75,14 @@ pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec
             ));
         }
     }
+    // Tables the projections retire: nothing outside them may depend on them (retire.rs).
+    let names: Vec<String> = req
+        .order
+        .iter()
+        .map(|&i| req.config.projections[i].name.clone())
+        .collect();
+    let (retiring, _) = crate::pipeline::retire::resolve(client, req.config, &names).await?;
+    out.extend(crate::pipeline::retire::refusals(client, &retiring).await?);
     out.extend(
         crate::pipeline::shape::dependents::refusals(
             client,

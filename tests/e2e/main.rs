@@ -31,6 +31,7 @@ mod rollback;
 mod rust_projection;
 mod scope;
 mod server_loop;
+mod split;
 mod standby;
 mod tls;
 mod unlogged;

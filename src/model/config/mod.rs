@@ -217,6 +217,9 @@ pub struct ProjectionConfig {
     /// `reshape`: DDL run on the clones right after they are created, so the next generation
     /// has a new shape (shape/).
     pub reshape: Option<crate::model::shape::file::ReshapeFile>,
+    /// `retire`: tables the projection owned before and no longer has; the swap renames them
+    /// to `_old` beside the replaced tables (retire.rs).
+    pub retire: Vec<OwnedTable>,
 }
 
 /// How a projection's events are applied: the config gives `handlers`, `command` or neither.
@@ -441,6 +444,19 @@ impl Config {
                         )
                     };
                     return Err(Error::config(format!("{file}:{}: {what}", t.line)));
+                }
+            }
+        }
+        // A retired table is one no projection has any more.
+        for p in &self.projections {
+            for t in &p.retire {
+                let key = (t.table.schema.clone(), t.table.name.clone());
+                if let Some(owner) = owners.get(&key) {
+                    return Err(Error::config(format!(
+                        "{file}:{}: projection `{}` retires table `{}`, which projection `{owner}` still lists under `tables`",
+                        t.line, p.name, t.table
+                    ))
+                    .with_hint("`retire` names a table the projection no longer has: remove it from `tables`, or from `retire`"));
                 }
             }
         }
@@ -916,6 +932,20 @@ fn convert_projection(
     let stream_key = column(&p.stream_key, "stream_key")?;
     let position_column = column(&p.position_column, "position_column")?;
     let redefine = redefinitions(p, name, base, at)?;
+    let mut retire = Vec::new();
+    for t in p.retire.iter().flatten() {
+        let loc = at(t.span());
+        let table = parse_table_ref(t.get_ref()).map_err(|e| {
+            keep_causes(
+                loc.err(format!("projection `{name}`: `retire`: {}", e.message)),
+                e,
+            )
+        })?;
+        retire.push(OwnedTable {
+            table,
+            line: loc.line,
+        });
+    }
     let reshape = p
         .reshape
         .as_ref()
@@ -944,6 +974,7 @@ fn convert_projection(
         position_column,
         redefine,
         reshape,
+        retire,
     })
 }
 

@@ -64,6 +64,9 @@ pub struct RawProjection {
     /// A file of DDL run on the projection's `_rebuild` clones right after they are created:
     /// the next generation's new shape (shape/).
     pub reshape: Option<Spanned<String>>,
+    /// Tables the projection owned before and no longer has: the swap parks them as `_old`
+    /// (retire.rs).
+    pub retire: Option<Vec<Spanned<String>>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

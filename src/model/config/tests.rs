@@ -1553,3 +1553,25 @@ fn reshape_refuses_another_projections_table_naming_file_and_line() {
         "v2.sql:3: projection `p`: the reshape names `{{o}}`, a table of projection `other`",
     );
 }
+
+// retire
+
+#[test]
+fn retire_lists_tables_with_their_lines_and_refuses_a_bad_name() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let config = dir.ok(&one_projection(
+        "retire = [\"t_log\", \"audit.t_old_log\"]\n",
+    ));
+    let retired: Vec<String> = config.projections[0]
+        .retire
+        .iter()
+        .map(|t| format!("{}@{}", t.table, t.line))
+        .collect();
+    assert_eq!(retired, ["t_log@12", "audit.t_old_log@12"]);
+    let shown = dir.fail(&one_projection("retire = [\"a.b.c\"]\n"));
+    contains(
+        &shown,
+        &format!("{}: projection `p`: `retire`:", dir.at(12)),
+    );
+}

@@ -537,31 +537,37 @@ pub async fn old_tables_to_retire(
 ) -> Result<Vec<(TableName, TableName)>> {
     let mut retire = Vec::new();
     for t in tables {
-        match helpers::ownership(client, &t.old).await? {
-            Ownership::Absent => {}
-            Ownership::Ours(h) => {
-                let retired = t.live.sibling(crate::model::ident::helper_name(
-                    &t.live.name,
-                    &format!("retired_{}", h.run_id.unwrap_or(0)),
-                ));
-                if let Ownership::Foreign = helpers::ownership(client, &retired).await? {
-                    return Err(Error::config(format!(
-                        "table `{retired}` exists and was not created by reproject; the swap needs that name to retire `{}`",
-                        t.old
-                    )));
-                }
-                retire.push((t.old.clone(), retired));
-            }
-            Ownership::Foreign => {
-                return Err(Error::config(format!(
-                    "table `{}` exists and was not created by reproject; the swap needs that name for the old `{}`",
-                    t.old, t.live
-                ))
-                .with_hint(format!("rename or drop `{}` yourself", t.old)))
-            }
-        }
+        retire.extend(earlier_old_table(client, &t.live, &t.old).await?);
     }
     Ok(retire)
+}
+
+/// The earlier `_old` table that occupies `old`, the name the swap gives `live`, with the name
+/// it is moved to (see [`old_tables_to_retire`]); none if the name is free.
+pub async fn earlier_old_table(
+    client: &Client,
+    live: &TableName,
+    old: &TableName,
+) -> Result<Option<(TableName, TableName)>> {
+    match helpers::ownership(client, old).await? {
+        Ownership::Absent => Ok(None),
+        Ownership::Ours(h) => {
+            let retired = live.sibling(crate::model::ident::helper_name(
+                &live.name,
+                &format!("retired_{}", h.run_id.unwrap_or(0)),
+            ));
+            if let Ownership::Foreign = helpers::ownership(client, &retired).await? {
+                return Err(Error::config(format!(
+                    "table `{retired}` exists and was not created by reproject; the swap needs that name to retire `{old}`"
+                )));
+            }
+            Ok(Some((old.clone(), retired)))
+        }
+        Ownership::Foreign => Err(Error::config(format!(
+            "table `{old}` exists and was not created by reproject; the swap needs that name for the old `{live}`"
+        ))
+        .with_hint(format!("rename or drop `{old}` yourself"))),
+    }
 }
 
 /// Inside the swap transaction of run `run_id`, with the locks held: moves earlier `_old`
