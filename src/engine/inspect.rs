@@ -478,6 +478,9 @@ pub struct RunnerStatus {
     pub last_error_position: Option<i64>,
     /// How the checkpoint was set last: `run`, `swap`, `rollback`, `start`.
     pub set_by: Option<String>,
+    /// The handlers the runner applies when they are not its config's: a swap or rollback
+    /// handed it tables built with other ones, and it switched to those.
+    pub handlers: Option<String>,
     /// Host of the runner that holds the lock (or held it last).
     pub host: Option<String>,
     /// Its process id.
@@ -650,6 +653,7 @@ async fn runner_status(
             last_error: None,
             last_error_position: None,
             set_by: None,
+            handlers: None,
             host: None,
             pid: None,
             started_at: None,
@@ -684,6 +688,7 @@ async fn runner_status(
         last_error: cp.last_error.clone(),
         last_error_position: cp.last_error_position,
         set_by: Some(cp.set_by.clone()),
+        handlers: cp.handlers.clone(),
         host: cp.runner_host.clone(),
         pid: cp.runner_pid,
         started_at: cp.runner_started_at,

@@ -8,6 +8,7 @@ mod cleanup;
 mod inspect;
 mod lanes;
 mod live;
+mod live_handlers;
 mod old_generation;
 mod partial;
 mod rebuild;
