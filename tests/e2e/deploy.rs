@@ -55,14 +55,32 @@ async fn has_biggest(db: &TestDb) -> bool {
 /// `rollback`: the runner applies the old handlers to the restored table again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runner_follows_a_shape_change_swap_and_its_rollback() {
+    deploy_and_roll_back(false).await;
+}
+
+/// The same when reproject built the old generation (so the rollback catches it up itself with
+/// the handlers recorded for it, and the runner continues after that).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_follows_a_shape_change_of_tables_reproject_built() {
+    deploy_and_roll_back(true).await;
+}
+
+/// The deploy flow; with `rebuilt_before`, the old generation is run 1's (old handlers
+/// recorded), and the new one run 2's.
+async fn deploy_and_roll_back(rebuilt_before: bool) {
     let (db, v1) = tally::fixture(300).await;
     let v2 = v2();
+    if rebuilt_before {
+        v1.reproject(&db, "rebuild --yes").await.ok();
+    }
+    let new_run = if rebuilt_before { 2 } else { 1 };
     // The new config must not write the new shape's rows into the old table.
     v2.reproject(&db, "run --once --from-position head")
         .await
         .code(2)
         .stderr_has("declares `reshape`");
     let runner = start_runner(&db, &v1, "run --from-position head --batch-size 20").await;
+    let runs = |sql: &str| sql.replace("RUN", &new_run.to_string());
 
     let writers = background_writers(&db);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -72,7 +90,9 @@ async fn a_runner_follows_a_shape_change_swap_and_its_rollback() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     v2.reproject(&db, "swap --yes").await.ok();
     let swap_position = db
-        .int("SELECT swap_position FROM reproject.runs WHERE id = 1")
+        .int(&runs(
+            "SELECT swap_position FROM reproject.runs WHERE id = RUN",
+        ))
         .await;
     // Appenders go on after the swap: the runner applies those events to the new table.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -93,13 +113,13 @@ async fn a_runner_follows_a_shape_change_swap_and_its_rollback() {
     assert!(
         handlers
             .as_str()
-            .is_some_and(|h| h.starts_with("the handlers recorded by run 1")),
-        "status shows that the runner applies run 1's handlers: {status}"
+            .is_some_and(|h| h.starts_with(&runs("the handlers recorded by run RUN"))),
+        "status shows that the runner applies the new run's handlers: {status}"
     );
     v1.reproject(&db, "status")
         .await
         .ok()
-        .stdout_has("runner applies the handlers recorded by run 1");
+        .stdout_has(&runs("runner applies the handlers recorded by run RUN"));
 
     // Back to the old shape with appenders: the runner re-applies the events since the swap to
     // the restored table with its configured (old) handlers.
@@ -124,9 +144,13 @@ async fn a_runner_follows_a_shape_change_swap_and_its_rollback() {
 
     let out = runner.stop().await;
     out.ok()
-        .stderr_has("handlers switched: the tables of `tally` were swapped in, built by run 1 with other handlers than this runner's config")
+        .stderr_has(&runs("handlers switched: the tables of `tally` were swapped in, built by run RUN with other handlers than this runner's config"))
         .stderr_has("restart `reproject run` with the config that built them")
-        .stderr_has("handlers switched: the tables of `tally` were rolled back to by a rollback");
+        .stderr_has(if rebuilt_before {
+            "handlers switched: the tables of `tally` were rolled back to, built by run 1 with this runner's configured handlers"
+        } else {
+            "handlers switched: the tables of `tally` were rolled back to by a rollback, and no run recorded the handlers that built them"
+        });
     db.drop().await;
 }
 
