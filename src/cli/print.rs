@@ -310,6 +310,9 @@ pub fn status(s: &StatusReport) {
                 opt(&r.checkpoint),
                 if r.stopped { ", STOPPED" } else { "" }
             );
+            if let Some(h) = &r.handlers {
+                println!("{:<24} runner applies {h}", "");
+            }
             if let Some(e) = &r.last_error {
                 println!(
                     "{:<24} runner error at position {}: {}",

@@ -503,6 +503,9 @@ pub struct RunnerStatus {
     pub last_error_position: Option<i64>,
     /// How the checkpoint was set last: `run`, `swap`, `rollback`, `start`.
     pub set_by: Option<String>,
+    /// The handlers the runner applies when they are not its config's: a swap or rollback
+    /// handed it tables built with other ones, and it switched to those.
+    pub handlers: Option<String>,
     /// Host of the runner that holds the lock (or held it last).
     pub host: Option<String>,
     /// Its process id.
@@ -675,6 +678,7 @@ async fn runner_status(
             last_error: None,
             last_error_position: None,
             set_by: None,
+            handlers: None,
             host: None,
             pid: None,
             started_at: None,
@@ -709,6 +713,7 @@ async fn runner_status(
         last_error: cp.last_error.clone(),
         last_error_position: cp.last_error_position,
         set_by: Some(cp.set_by.clone()),
+        handlers: cp.handlers.clone(),
         host: cp.runner_host.clone(),
         pid: cp.runner_pid,
         started_at: cp.runner_started_at,

@@ -4,6 +4,7 @@
 
 pub(crate) mod cleanup;
 pub(crate) mod inspect;
+pub(crate) mod live_handlers;
 pub(crate) mod rebuild;
 pub(crate) mod rollback;
 pub(crate) mod run;

@@ -21,12 +21,14 @@
 //!   transaction. A batch of the runner that overlaps waits for the swap's table locks, then
 //!   its compare-and-swap fails: it rolls back, re-reads the checkpoint and continues on the new
 //!   tables (cached plans of its prepared statements are re-planned by PostgreSQL after the
-//!   rename, so they name the new tables).
+//!   rename, so they name the new tables). If the new tables were built with other handlers
+//!   than the group applies, it switches to the recorded ones first (commands/live_handlers.rs).
 //! - Stop. SIGINT/SIGTERM is checked between batches; the current batch is committed or rolled
 //!   back whole, and `run` returns normally (exit 0): stopping a service on request is success.
 
 use crate::apply::sql::{Projector, Target};
 use crate::apply::write_guard;
+use crate::commands::live_handlers::{self, Change, Handlers};
 use crate::commands::Engine;
 use crate::db::tx;
 use crate::error::{Context, Error, Result};
@@ -36,7 +38,7 @@ use crate::pipeline::batches::{Batches, Policy};
 use crate::read::ordering::Cut;
 use crate::read::source::{Bound, Cursor, Event, EventSource};
 use crate::state::fence;
-use crate::state::live_checkpoints::{self, LiveCheckpoint};
+use crate::state::live_checkpoints;
 use crate::state::locks::LockClass;
 use crate::state::migrate::migrate;
 use crate::state::runs;
@@ -154,7 +156,10 @@ struct Group {
     /// Projection indexes in topological order.
     order: Vec<usize>,
     names: Vec<String>,
-    /// Prepared on the current connection; None after a reconnect.
+    /// The handlers each projection applies (like `order`): the config's, until a hand-over
+    /// gives it tables built with others (commands/live_handlers.rs).
+    applied: Vec<Handlers>,
+    /// Prepared on the current connection; None after a reconnect or a switch of handlers.
     projector: Option<Projector>,
     error: Option<String>,
     position: Option<i64>,
@@ -168,6 +173,9 @@ enum Step {
     Moved,
     /// A handler failed: the events before the failing one were committed, the group stopped.
     Failed(String),
+    /// A hand-over gave the group tables built with other handlers: rolled back, switch and
+    /// try again from the hand-over position.
+    Switch(Vec<Change>),
 }
 
 /// The channel the notify trigger signals and the runner listens on.
@@ -289,6 +297,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     };
     let mut conn = engine.db.dedicated().await?;
     migrate(&mut conn).await?;
+    live_handlers::refuse_older_shape(config, &resolved, &conn, &plan.order).await?;
     let source = EventSource::new(&config.events, &resolved);
     start_positions(engine, &conn, &source, &names, opts.from).await?;
     let started = live_checkpoints::claim(&conn, &names).await?;
@@ -384,7 +393,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     batch_size: opts.batch_size,
                     started,
                 };
-                match step(engine, &conn, &at, g).await? {
+                match step(&conn, &at, g).await? {
                     Step::Idle => {}
                     Step::Applied(n) => {
                         outcome.batches += 1;
@@ -395,18 +404,14 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                         outcome.handovers += 1;
                         busy = true;
                     }
-                    Step::Failed(message) => {
-                        engine
-                            .reporter
-                            .warn(&format!("stopped {}: {message}", g.names.join(", ")));
-                        g.error = Some(message);
-                        if opts.stop_on_error == StopOnError::All {
-                            return Err(Error::runtime(format!(
-                                "stopped the runner on a handler error (--stop-on-error all): {}",
-                                g.error.as_deref().unwrap_or_default()
-                            )));
+                    Step::Switch(changes) => {
+                        outcome.handovers += 1;
+                        busy = true;
+                        if let Err(message) = switch(engine, &conn, &target, g, changes).await? {
+                            stop(engine, g, message, opts)?;
                         }
                     }
+                    Step::Failed(message) => stop(engine, g, message, opts)?,
                 }
             }
             Ok((busy, bound))
@@ -521,6 +526,57 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         return Err(err);
     }
     Ok(outcome)
+}
+
+/// Stops group `g` with `message` (or the whole runner, with `--stop-on-error all`).
+fn stop(engine: &Engine<'_>, g: &mut Group, message: String, opts: &RunOptions) -> Result<()> {
+    engine
+        .reporter
+        .warn(&format!("stopped {}: {message}", g.names.join(", ")));
+    g.error = Some(message);
+    if opts.stop_on_error == StopOnError::All {
+        return Err(Error::runtime(format!(
+            "stopped the runner on a handler error (--stop-on-error all): {}",
+            g.error.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Switches the handlers of group `g` as a hand-over asks, saying so loudly, and prepares them
+/// (outside any batch); Err(message) when the group cannot go on.
+async fn switch(
+    engine: &Engine<'_>,
+    conn: &Client,
+    target: &Target<'_>,
+    g: &mut Group,
+    changes: Vec<Change>,
+) -> Result<std::result::Result<(), String>> {
+    for change in changes {
+        match change {
+            Change::Stop(message) => return Ok(Err(message)),
+            Change::Switch { member, to, note } => {
+                engine.reporter.warn(&format!("handlers switched: {note}"));
+                live_checkpoints::set_handlers(conn, &g.names[member], to.describe().as_deref())
+                    .await?;
+                g.applied[member] = to;
+            }
+        }
+    }
+    g.projector = None;
+    let applied: Vec<&Handlers> = g.applied.iter().collect();
+    match live_handlers::prepare(conn, target, &g.order, &applied).await {
+        Ok(p) => {
+            g.projector = Some(p);
+            Ok(Ok(()))
+        }
+        Err(e) if conn.is_closed() => Err(e),
+        Err(e) => Ok(Err(format!(
+            "cannot prepare the handlers that built the tables of {} on them: {}",
+            g.names.join(", "),
+            e.plain().replace('\n', " ")
+        ))),
+    }
 }
 
 /// Sleeps `pause`, waking early on a stop request or a notification (then returns true).
@@ -705,6 +761,7 @@ fn groups(config: &Config, order: &[usize], selected: &BTreeSet<usize>) -> Resul
         match groups.iter_mut().find(|(root, _)| *root == r) {
             Some((_, g)) => {
                 g.order.push(i);
+                g.applied.push(Handlers::Config);
                 g.names.push(name);
             }
             None => groups.push((
@@ -712,6 +769,7 @@ fn groups(config: &Config, order: &[usize], selected: &BTreeSet<usize>) -> Resul
                 Group {
                     order: vec![i],
                     names: vec![name],
+                    applied: vec![Handlers::Config],
                     projector: None,
                     error: None,
                     position: None,
@@ -797,14 +855,14 @@ struct Batch<'a> {
 
 /// One batch of one group, in one transaction with its checkpoint: one batch of the batch
 /// loop (engine/batches.rs) per group and round, so independent groups take turns.
-async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
+async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
     // Outside the batch's transaction: a rolled-back batch must not take the server loop's
     // temporary functions with it.
     if g.projector.is_none() {
-        g.projector = Some(Projector::prepare(conn, at.target, &g.order).await?);
+        let applied: Vec<&Handlers> = g.applied.iter().collect();
+        g.projector = Some(live_handlers::prepare(conn, at.target, &g.order, &applied).await?);
     }
     let batches = GroupBatch {
-        engine,
         conn,
         at,
         g,
@@ -838,14 +896,13 @@ async fn step(engine: &Engine<'_>, conn: &Client, at: &Batch<'_>, g: &mut Group)
     }
     match attempt {
         Attempt::Done(step) => Ok(step),
-        Attempt::HandlerFailed(failed) => careful(conn, at.target, g, failed).await,
+        Attempt::HandlerFailed(failed) => careful(conn, at.target, g, *failed).await,
     }
 }
 
 /// The batch of one group: its checkpoints are read in the transaction, so the cursor the
 /// batch loop passes is not used.
 struct GroupBatch<'r, 'a> {
-    engine: &'r Engine<'a>,
     conn: &'r Client,
     at: &'r Batch<'a>,
     g: &'r Group,
@@ -862,7 +919,7 @@ impl Batches for GroupBatch<'_, '_> {
     ) -> Result<tx::End<crate::apply::sql::Step>> {
         fence::prove(self.conn, LockClass::Runner, &self.g.names).await?;
         let mut position = None;
-        let attempt = batch(self.engine, self.conn, self.at, self.g, &mut position).await?;
+        let attempt = batch(self.conn, self.at, self.g, &mut position).await?;
         // Only an applied batch commits; one that found nothing to do or its checkpoint
         // moved, or whose handlers failed, rolls back (the failed one is then tried event by
         // event).
@@ -895,6 +952,8 @@ impl Batches for GroupBatch<'_, '_> {
 /// A batch whose handlers failed, for [`careful`].
 struct FailedBatch {
     subset: Vec<usize>,
+    /// The handlers of `subset`.
+    applied: Vec<Handlers>,
     names: Vec<String>,
     from: Option<i64>,
     upto: i64,
@@ -904,14 +963,13 @@ struct FailedBatch {
 
 enum Attempt {
     Done(Step),
-    HandlerFailed(FailedBatch),
+    HandlerFailed(Box<FailedBatch>),
 }
 
 /// One batch of group `g` in the open transaction; `position` gets the group's position when
 /// the batch learns it (the furthest of its checkpoints, or where an applied batch of the
 /// whole group ended).
 async fn batch(
-    engine: &Engine<'_>,
     conn: &Client,
     at: &Batch<'_>,
     g: &Group,
@@ -925,7 +983,19 @@ async fn batch(
             g.names.join(", ")
         ))));
     }
-    handover_check(engine, conn, at.started, &cps).await?;
+    let changes = live_handlers::at_handover(
+        target.config,
+        conn,
+        at.started,
+        &g.order,
+        &g.names,
+        &g.applied,
+        &cps,
+    )
+    .await?;
+    if !changes.is_empty() {
+        return Ok(Attempt::Done(Step::Switch(changes)));
+    }
     if let Some(stopped) = cps.iter().find(|c| c.stopped) {
         return Ok(Attempt::Done(Step::Failed(format!(
             "`{}` was stopped by another process: {}",
@@ -950,13 +1020,14 @@ async fn batch(
     if from.is_some_and(|f| f >= upto) {
         return Ok(Attempt::Done(Step::Idle));
     }
-    let subset: Vec<usize> = g
+    let (subset, applied): (Vec<usize>, Vec<Handlers>) = g
         .order
         .iter()
         .zip(&g.names)
-        .filter(|(_, n)| position(n) == from)
-        .map(|(&i, _)| i)
-        .collect();
+        .zip(&g.applied)
+        .filter(|((_, n), _)| position(n) == from)
+        .map(|((&i, _), h)| (i, h.clone()))
+        .unzip();
     let names: Vec<String> = subset
         .iter()
         .map(|&i| target.config.projections[i].name.clone())
@@ -976,21 +1047,24 @@ async fn batch(
     let projector = if let (true, Some(projector)) = (whole, &g.projector) {
         projector
     } else {
-        partial = Projector::prepare(conn, target, &subset).await?;
+        partial =
+            live_handlers::prepare(conn, target, &subset, &applied.iter().collect::<Vec<_>>())
+                .await?;
         &partial
     };
     if let Err(error) = projector.apply(conn, &events).await {
         if conn.is_closed() {
             return Err(error);
         }
-        return Ok(Attempt::HandlerFailed(FailedBatch {
+        return Ok(Attempt::HandlerFailed(Box::new(FailedBatch {
             subset,
+            applied,
             names,
             from,
             upto: new,
             events,
             error,
-        }));
+        })));
     }
     if !live_checkpoints::advance(conn, &names, from, new, events.len() as i64).await? {
         return Ok(Attempt::Done(Step::Moved));
@@ -1021,7 +1095,14 @@ async fn careful(
     tx::begin(conn, "cannot begin a batch").await?;
     let result = async {
         fence::prove(conn, LockClass::Runner, &g.names).await?;
-        let projector = Projector::prepare(conn, target, &f.subset).await?;
+        // The handlers may have failed because a swap just handed over tables of another
+        // shape: then the next batch switches handlers at the hand-over, nothing stops here.
+        let cps = live_checkpoints::read(conn, &f.names).await?;
+        if cps.len() != f.names.len() || cps.iter().any(|c| c.position != f.from || c.stopped) {
+            return Ok(Step::Moved);
+        }
+        let applied: Vec<&Handlers> = f.applied.iter().collect();
+        let projector = live_handlers::prepare(conn, target, &f.subset, &applied).await?;
         let mut failing = None;
         for (k, ev) in f.events.iter().enumerate() {
             conn.batch_execute("SAVEPOINT reproject_event")
@@ -1084,44 +1165,6 @@ async fn careful(
             Err(if conn.is_closed() { e } else { f.error })
         }
     }
-}
-
-/// After a swap handed new tables over, the runner must not apply its (older) handlers to
-/// tables built by different ones: that would mix two versions in one table.
-async fn handover_check(
-    engine: &Engine<'_>,
-    conn: &Client,
-    started: DateTime<Utc>,
-    cps: &[LiveCheckpoint],
-) -> Result<()> {
-    for cp in cps {
-        // Hand-overs before the runner started are fine: it loaded the handlers after them.
-        let (Some(run_id), "swap") = (cp.set_by_run, cp.set_by.as_str()) else {
-            continue;
-        };
-        if cp.updated_at <= started {
-            continue;
-        }
-        let Some(run) = runs::get(conn, run_id).await? else {
-            continue;
-        };
-        let Some(i) = engine.config.projection_index(&cp.projection) else {
-            continue;
-        };
-        let recorded = run
-            .handler_digests
-            .get(&cp.projection)
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if recorded != crate::commands::handler_digest(engine.config, i) {
-            return Err(Error::runtime(format!(
-                "run {run_id} swapped in new tables of `{}`, built with other handlers than the ones this runner loaded",
-                cp.projection
-            ))
-            .with_hint("start `reproject run` again so it loads the handlers the tables were built with; nothing was applied to the new tables"));
-        }
-    }
-    Ok(())
 }
 
 /// How often a runner held back by an open transaction says so.

@@ -44,10 +44,15 @@ pub struct LiveCheckpoint {
     pub last_error_position: Option<i64>,
     /// When it failed.
     pub last_error_at: Option<DateTime<Utc>>,
+    /// The handlers the runner applies when they are not its config's (after a hand-over).
+    pub handlers: Option<String>,
 }
 
+/// `handlers` through `to_jsonb`: read-only commands (`status`) read a state schema that may
+/// predate that column (they never migrate).
 const COLUMNS: &str = "projection, position, events, updated_at, set_by, set_by_run, runner_host, \
-    runner_pid, runner_started_at, stopped, last_error, last_error_position, last_error_at";
+    runner_pid, runner_started_at, stopped, last_error, last_error_position, last_error_at, \
+    to_jsonb(c) ->> 'handlers'";
 
 fn from_row(r: &Row) -> LiveCheckpoint {
     LiveCheckpoint {
@@ -64,6 +69,7 @@ fn from_row(r: &Row) -> LiveCheckpoint {
         last_error: r.get(10),
         last_error_position: r.get(11),
         last_error_at: r.get(12),
+        handlers: r.get(13),
     }
 }
 
@@ -87,7 +93,7 @@ pub async fn read(
     let rows = client
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM reproject.live_checkpoints WHERE projection = ANY ($1) ORDER BY projection"
+                "SELECT {COLUMNS} FROM reproject.live_checkpoints c WHERE projection = ANY ($1) ORDER BY projection"
             ),
             &[&projections],
         )
@@ -122,7 +128,7 @@ pub async fn claim(client: &impl GenericClient, projections: &[String]) -> Resul
     client
         .execute(
             "UPDATE reproject.live_checkpoints SET runner_host = $2, runner_pid = $3, \
-                 runner_started_at = now(), stopped = false WHERE projection = ANY ($1)",
+                 runner_started_at = now(), stopped = false, handlers = NULL WHERE projection = ANY ($1)",
             &[
                 &projections,
                 &crate::state::runs::hostname(),
@@ -160,6 +166,22 @@ pub async fn advance(
         .await
         .context("cannot advance the live checkpoint")?;
     Ok(n as usize == projections.len())
+}
+
+/// Records which handlers the runner applies to `projection` (None: its config's), for `status`.
+pub async fn set_handlers(
+    client: &impl GenericClient,
+    projection: &str,
+    handlers: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE reproject.live_checkpoints SET handlers = $2 WHERE projection = $1",
+            &[&projection, &handlers],
+        )
+        .await
+        .with_context(|| format!("cannot record the handlers applied to `{projection}`"))?;
+    Ok(())
 }
 
 /// Stops projections after a handler error at `position`; the message is what `status` shows.
@@ -210,6 +232,8 @@ pub async fn hand_over(
 /// held when run `run_id` swapped them out: the checkpoint goes back to where it was then, so a
 /// runner re-applies what they missed; if no live checkpoint existed then, where they stand is
 /// unknown: the checkpoint is removed, so a runner stops and asks for `--from-position`.
+/// `set_by_run` keeps naming the rolled-back run: a runner looks up which handlers built the
+/// restored tables from it (engine/live_handlers.rs).
 pub async fn hand_back(
     client: &impl GenericClient,
     run_id: i64,
@@ -225,7 +249,7 @@ pub async fn hand_back(
         client
             .execute(
                 "UPDATE reproject.live_checkpoints SET position = $3, replaced_known = false, \
-                     replaced_position = NULL, set_by = 'rollback', set_by_run = NULL, updated_at = clock_timestamp() \
+                     replaced_position = NULL, set_by = 'rollback', updated_at = clock_timestamp() \
                  WHERE projection = ANY ($1) AND set_by_run = $2",
                 &[&projections, &run_id, &position],
             )
@@ -244,7 +268,7 @@ pub async fn hand_back(
     client
         .execute(
             "UPDATE reproject.live_checkpoints SET position = replaced_position, replaced_known = false, \
-                 replaced_position = NULL, set_by = 'rollback', set_by_run = NULL, updated_at = now() \
+                 replaced_position = NULL, set_by = 'rollback', updated_at = now() \
              WHERE projection = ANY ($1) AND set_by_run = $2 AND replaced_known",
             &[&projections, &run_id],
         )

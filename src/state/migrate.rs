@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "redefined_dependents",
         include_str!("../../sql/019_redefined_dependents.sql"),
     ),
+    (
+        22,
+        "live_handlers",
+        include_str!("../../sql/022_live_handlers.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.

@@ -1096,6 +1096,43 @@ pub async fn add_fault(
     Ok(())
 }
 
+/// The handlers run `run` recorded for `projection`: the handler file (None for a Rust
+/// projection) and its digest (None when the run did not include the projection).
+pub async fn recorded_handlers(
+    client: &impl GenericClient,
+    run: i64,
+    projection: &str,
+) -> Result<(Option<String>, Option<String>)> {
+    let row = client
+        .query_opt(
+            "SELECT handler_sources->>$2, handler_digests->>$2 FROM reproject.runs WHERE id = $1",
+            &[&run, &projection],
+        )
+        .await
+        .with_context(|| format!("cannot read the handlers recorded by run {run}"))?;
+    Ok(row.map_or((None, None), |r| (r.get(0), r.get(1))))
+}
+
+/// The run whose generation of `projection` run `run` swapped out (and a rollback of `run`
+/// restores): the newest earlier swap of it still in effect. None: reproject did not build it.
+pub async fn previous_swapped_run(
+    client: &impl GenericClient,
+    run: i64,
+    projection: &str,
+) -> Result<Option<i64>> {
+    let row = client
+        .query_opt(
+            "SELECT p.id FROM reproject.runs p, reproject.runs r \
+             WHERE r.id = $1 AND p.id <> r.id AND p.status = 'swapped' AND $2 = ANY (p.projections) \
+               AND p.swapped_at < r.swapped_at \
+             ORDER BY p.swapped_at DESC, p.id DESC LIMIT 1",
+            &[&run, &projection],
+        )
+        .await
+        .context("cannot read the earlier runs")?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod connect_env;
 mod conventions;
 mod dependencies;
 mod dependents;
+mod deploy;
 mod external;
 mod failures;
 mod fencing;

@@ -444,3 +444,76 @@ async fn resume_needs_the_same_version_of_the_rust_code() {
     assert_eq!(mixed_differences(&db).await, 0);
     db.drop().await;
 }
+
+/// A swap of tables built with another version of a Rust projection's code while a runner keeps
+/// it live: the runner cannot switch code, so it stops that projection (and the ones connected
+/// to it) with the run and the fix, and applies nothing to the new tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_stops_a_rust_projection_swapped_in_by_another_version() {
+    let db = TestDb::new().await;
+    mixed_setup(&db).await;
+    let p = mixed();
+    let engine_with = |version: &'static str| {
+        let mut config = Config::load(&p.config()).unwrap();
+        config.register("counts", CountsVersion(version)).unwrap();
+        config
+    };
+    let v1 = engine_with("v1");
+    let v2 = engine_with("v2");
+    let engine = |config| Engine {
+        config,
+        db: Db::new(&db.url).unwrap(),
+        reporter: &Silent,
+        cancel: Cancel::new(),
+    };
+    let full = RebuildOptions {
+        batch_size: 50,
+        ..RebuildOptions::default()
+    };
+    let first = commands::rebuild(&engine(&v1), &full).await.unwrap();
+    assert_eq!(first.status, "swapped");
+
+    let runner = engine(&v1);
+    let stop = runner.cancel.clone();
+    let opts = RunOptions {
+        poll_interval: std::time::Duration::from_millis(20),
+        max_poll_interval: std::time::Duration::from_millis(100),
+        ..RunOptions::default()
+    };
+    let ran = commands::run(&runner, &opts);
+    let swap = async {
+        // Let the runner start, then swap in tables built by the other version.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let second = commands::rebuild(&engine(&v2), &full).await.unwrap();
+        assert_eq!(second.status, "swapped");
+        db.exec("INSERT INTO events (stream, type) SELECT 's' || (i % 5), 'added' FROM generate_series(1, 10) i")
+            .await;
+        // A safety net: the runner must have stopped on its own long before.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        stop.cancel();
+    };
+    let (ran, ()) = tokio::select! {
+        r = ran => (r, ()),
+        () = swap => panic!("the runner did not stop"),
+    };
+    let err = ran.unwrap_err();
+    assert!(
+        err.message
+            .contains("every projection of this runner stopped on an error"),
+        "{err}"
+    );
+    assert!(
+        err.causes.iter().any(|c| c.contains(
+            "run 2 built the tables of Rust projection `counts` that were swapped in with another version than this runner's"
+        ) && c.contains("restart `reproject run` with the binary and config that built them")),
+        "{err}"
+    );
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.live_checkpoints c, reproject.runs r \
+         WHERE r.id = 2 AND c.position = r.swap_position",
+        2,
+        "nothing applied to the new tables",
+    )
+    .await;
+    db.drop().await;
+}
