@@ -9,7 +9,7 @@ use crate::balances::{
     OLD_COLUMNS, OLD_VALUES, V2, V2_COLUMNS,
 };
 use crate::config::Projection;
-use crate::harness::TestDb;
+use crate::harness::{assert_adds_one, TestDb};
 use serde_json::Value;
 
 /// The rows as text, in order (compared before and after a rollback).
@@ -58,14 +58,13 @@ async fn assert_carried(db: &TestDb, reader: &str, original: &Value, now: &Value
         .get(0);
     assert_eq!(through_view, 40, "{step}: view");
     client.batch_execute("RESET ROLE").await.unwrap();
-    let audited = db.int("SELECT count(*) FROM audit").await;
-    db.exec("UPDATE balances SET region = region WHERE account = 'acct-3'")
-        .await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
-        audited + 1,
-        "{step}: trigger"
-    );
+    assert_adds_one(
+        db,
+        "SELECT count(*) FROM audit",
+        "UPDATE balances SET region = region WHERE account = 'acct-3'",
+        &format!("{step}: trigger"),
+    )
+    .await;
     let odd = db
         .int(
             "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace \
