@@ -18,9 +18,19 @@ async fn db_with_log(events: i64) -> TestDb {
     db
 }
 
+/// `projection` retiring `tally_log`.
+fn retires_log(projection: Projection) -> Projection {
+    projection.option_toml("retire", "[\"tally_log\"]")
+}
+
+/// The projection that writes both `tally` and `tally_log`.
+fn with_log() -> Projection {
+    Projection::new("tally").tables(&["tally", "tally_log"])
+}
+
 /// The projection without `tally_log`, retiring it.
 fn retiring() -> Project {
-    tally::with(Projection::new("tally").option_toml("retire", "[\"tally_log\"]")).write()
+    tally::with(retires_log(Projection::new("tally"))).write()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,12 +134,7 @@ async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_both_listed_and_retired_is_a_config_error() {
     let db = db_with_log(10).await;
-    let p = tally::with(
-        Projection::new("tally")
-            .tables(&["tally", "tally_log"])
-            .option_toml("retire", "[\"tally_log\"]"),
-    )
-    .write();
+    let p = tally::with(retires_log(with_log())).write();
     p.reproject(&db, "plan")
         .await
         .code(2)
@@ -144,7 +149,7 @@ async fn a_table_both_listed_and_retired_is_a_config_error() {
 async fn a_rollback_catches_the_retired_table_up_with_the_handlers_that_built_it() {
     let db = db_with_log(100).await;
     let log_handler = "INSERT INTO {{tally_log}} (id, stream) VALUES (:position, :stream);\n";
-    let both = tally::with(Projection::new("tally").tables(&["tally", "tally_log"]))
+    let both = tally::with(with_log())
         .file("tally.sql", &format!("{}{log_handler}", tally::HANDLERS))
         .write();
     both.reproject(&db, "rebuild --yes").await.ok();
