@@ -346,6 +346,21 @@ async fn swapped_run(db: &TestDb) -> (tokio_postgres::Client, i64) {
     (client, run_id)
 }
 
+/// Reads the definitions `redefined` replaces and records them under run `run_id`, as the
+/// swap does in its transaction; returns them.
+async fn record_originals(
+    client: &tokio_postgres::Client,
+    run_id: i64,
+    redefined: &[Redefined],
+) -> Vec<Redefined> {
+    let live = balances();
+    let originals = redefine::originals(client, &live, redefined).await.unwrap();
+    redefine::record(client, run_id, &live, &originals)
+        .await
+        .unwrap();
+    originals
+}
+
 /// The tables an exchange of `balances` moves: the rebuilt one, the kept old one, and the one
 /// a rollback parks.
 fn rebuild_old_rolled_back() -> (TableName, TableName, TableName) {
@@ -419,12 +434,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
 
     // The originals are recorded in the swap's transaction (here: before it).
-    let originals = redefine::originals(&client, &live, &redefined)
-        .await
-        .unwrap();
-    redefine::record(&client, run_id, &live, &originals)
-        .await
-        .unwrap();
+    let originals = record_originals(&client, run_id, &redefined).await;
     exchange(&client, &rebuild, &old, "old1", &redefined)
         .await
         .unwrap();
@@ -508,12 +518,7 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
         "{before:?}"
     );
 
-    let originals = redefine::originals(&client, &live, &redefined)
-        .await
-        .unwrap();
-    redefine::record(&client, run_id, &live, &originals)
-        .await
-        .unwrap();
+    record_originals(&client, run_id, &redefined).await;
     let (rebuild, old, rolled_back) = rebuild_old_rolled_back();
     exchange(&client, &rebuild, &old, "old1", &redefined)
         .await

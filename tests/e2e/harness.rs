@@ -111,6 +111,20 @@ impl TestDb {
         self.one_row(sql).await.get::<_, i64>(0)
     }
 
+    /// `int` of `sql` run as `role`; fails the test, saying `what`, if the role may not run it.
+    pub async fn int_as(&self, role: &str, sql: &str, what: &str) -> i64 {
+        let client = self.client().await;
+        client
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap();
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+            .get(0)
+    }
+
     pub async fn text(&self, sql: &str) -> Option<String> {
         self.one_row(sql).await.get::<_, Option<String>>(0)
     }

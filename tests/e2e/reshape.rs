@@ -40,24 +40,22 @@ async fn assert_carried(db: &TestDb, reader: &str, original: &Value, now: &Value
         "{step}: a kept column"
     );
     assert_eq!(wrong_balances(db).await, 0, "{step}: rows");
-    let client = db.client().await;
-    client
-        .batch_execute(&format!("SET ROLE {reader}"))
-        .await
-        .unwrap();
-    let visible: i64 = client
-        .query_one("SELECT count(*) FROM balances", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{step}: the reader cannot read: {e:?}"))
-        .get(0);
+    let visible = db
+        .int_as(
+            reader,
+            "SELECT count(*) FROM balances",
+            &format!("{step}: the reader cannot read"),
+        )
+        .await;
     assert_eq!(visible, 39, "{step}: RLS hides the 'secret' account");
-    let through_view: i64 = client
-        .query_one("SELECT count(*) FROM balances_view", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{step}: the view does not work: {e:?}"))
-        .get(0);
+    let through_view = db
+        .int_as(
+            reader,
+            "SELECT count(*) FROM balances_view",
+            &format!("{step}: the view does not work"),
+        )
+        .await;
     assert_eq!(through_view, 40, "{step}: view");
-    client.batch_execute("RESET ROLE").await.unwrap();
     assert_adds_one(
         db,
         "SELECT count(*) FROM audit",
