@@ -9,7 +9,7 @@ use crate::balances::{
     OLD_COLUMNS, OLD_VALUES, V2, V2_COLUMNS,
 };
 use crate::config::Projection;
-use crate::harness::{assert_adds_one, TestDb};
+use crate::harness::{assert_adds_one, Project, TestDb};
 use serde_json::Value;
 
 /// The rows as text, in order (compared before and after a rollback).
@@ -353,6 +353,12 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
     fx.drop().await;
 }
 
+/// With `ddl` in `shapes/v2.sql`, `reproject ARGS` is refused as a config error saying `needle`.
+async fn refused_with_shape(db: &TestDb, p: &Project, ddl: &str, args: &str, needle: &str) {
+    p.write("shapes/v2.sql", ddl);
+    p.reproject(db, args).await.code(2).stderr_has(needle);
+}
+
 /// A DDL that fails on the copy is refused by `plan` and `rebuild` alike, naming the file, the
 /// statement and the table, before anything is written.
 #[tokio::test(flavor = "multi_thread")]
@@ -382,24 +388,24 @@ async fn a_failing_statement_is_refused_before_anything_is_written() {
     );
 
     // Handlers that write a column the new shape does not have are refused the same way.
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} DROP COLUMN region;\n",
-    );
-    p.reproject(db, "plan")
-        .await
-        .code(2)
-        .stderr_has("balances.sql:2: projection `balances`, section `-- on credited`: the statement does not prepare");
+        "plan",
+        "balances.sql:2: projection `balances`, section `-- on credited`: the statement does not prepare",
+    )
+    .await;
 
     // A partial rebuild copies rows of the old shape: refused.
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} ADD COLUMN tier int;\n",
-    );
-    p.reproject(db, "rebuild --yes --streams acct-1")
-        .await
-        .code(2)
-        .stderr_has("a partial rebuild");
+        "rebuild --yes --streams acct-1",
+        "a partial rebuild",
+    )
+    .await;
     assert_eq!(state_runs(db).await, 0);
     fx.drop().await;
 }
@@ -425,19 +431,22 @@ async fn a_reshape_changes_only_the_projections_tables() {
         .await
         .code(2)
         .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape names `{{other_table}}`, a table of projection `other`");
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE balances ADD COLUMN x int;\n",
-    );
-    p.reproject(db, "plan balances")
-        .await
-        .code(2)
-        .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape statement changes `balances`, which is not a rebuilt copy");
-    p.write("shapes/v2.sql", "DROP INDEX {{no_such_index}};\n");
-    p.reproject(db, "plan balances")
-        .await
-        .code(2)
-        .stderr_has("shapes/v2.sql:1: projection `balances`: the reshape names `{{no_such_index}}`, which is neither a table of the projection nor an index of one");
+        "plan balances",
+        "shapes/v2.sql:2: projection `balances`: the reshape statement changes `balances`, which is not a rebuilt copy",
+    )
+    .await;
+    refused_with_shape(
+        db,
+        &p,
+        "DROP INDEX {{no_such_index}};\n",
+        "plan balances",
+        "shapes/v2.sql:1: projection `balances`: the reshape names `{{no_such_index}}`, which is neither a table of the projection nor an index of one",
+    )
+    .await;
     db.assert_int(
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'balances'::regclass AND attname = 'x'",
         0,
