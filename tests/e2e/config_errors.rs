@@ -2,17 +2,8 @@
 //! names the file, line, projection and table.
 
 use crate::config::Projection;
-use crate::harness::{reproject, Project, TestDb};
+use crate::harness::{refused, reproject, Project, TestDb};
 use crate::tally;
-
-async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
-    let out = p.reproject(db, "rebuild --yes").await;
-    out.code(2);
-    for n in needles {
-        out.stderr_has(n);
-    }
-    assert!(!db.exists("reproject.runs").await, "nothing may be written");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_name_what_is_wrong() {

@@ -2,7 +2,8 @@
 //! refused unless redefined, and at the swap replaced by the user's definition (kept owner,
 //! grants and comment), restored by a rollback.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::config::{Config, Projection};
+use crate::harness::{refused, TestDb};
 use crate::tally;
 use reproject::internals::shape::dependents::{self, Dependent, Kind, Redefined};
 use reproject::internals::shape::redefine;
@@ -198,42 +199,29 @@ async fn broken_dependents_are_refused_unless_redefined() {
     db.drop().await;
 }
 
-const REDEFINE_CONFIG: &str = r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-timestamp = "at"
-filter = "NOT bad"
+/// The `redefine` entry of most tests here: the view `tally_view` from its file.
+const TALLY_VIEW: &str = "{ \"public.tally_view\" = \"shapes/tally_view.sql\" }";
 
-[[projection]]
-name = "tally"
-tables = ["tally"]
-handlers = "tally.sql"
-redefine = { "public.tally_view" = "shapes/tally_view.sql" }
-"#;
+/// The tally project with `redefine = VALUE` (the value as TOML).
+fn redefining(value: &str) -> Config {
+    tally::with(Projection::new("tally").option_toml("redefine", value))
+}
 
-async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
-    let out = reproject(db, &p.config(), &["rebuild", "--yes"]).await;
-    out.code(2);
-    for n in needles {
-        out.stderr_has(n);
-    }
-    assert!(!db.exists("reproject.runs").await, "nothing may be written");
+/// The tally fixture with the view `tally_view` on `tally`.
+async fn db_with_view(events: i64) -> TestDb {
+    let db = tally::db(events).await;
+    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
+        .await;
+    db
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redefine_entries_are_checked_with_the_config() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
-        .await;
+    let db = db_with_view(10).await;
     let view = "CREATE VIEW public.tally_view AS SELECT stream, total FROM {{tally}};\n";
 
     // The file is missing.
-    let p = Project::new(REDEFINE_CONFIG, &[("tally.sql", tally::HANDLERS)]);
+    let p = redefining(TALLY_VIEW).write();
     refused(
         &db,
         &p,
@@ -245,13 +233,9 @@ async fn redefine_entries_are_checked_with_the_config() {
     .await;
 
     // A key without its schema.
-    let p = Project::new(
-        &REDEFINE_CONFIG.replace("\"public.tally_view\"", "\"tally_view\""),
-        &[
-            ("tally.sql", tally::HANDLERS),
-            ("shapes/tally_view.sql", view),
-        ],
-    );
+    let p = redefining("{ \"tally_view\" = \"shapes/tally_view.sql\" }")
+        .file("shapes/tally_view.sql", view)
+        .write();
     refused(
         &db,
         &p,
@@ -263,13 +247,11 @@ async fn redefine_entries_are_checked_with_the_config() {
     .await;
 
     // The same dependent twice.
-    let p = Project::new(
-        &REDEFINE_CONFIG.replace(
-            "\"public.tally_view\" = \"shapes/tally_view.sql\"",
-            "\"public.tally_view\" = \"shapes/tally_view.sql\", 'public.\"tally_view\"' = \"shapes/tally_view.sql\"",
-        ),
-        &[("tally.sql", tally::HANDLERS), ("shapes/tally_view.sql", view)],
-    );
+    let p = redefining(
+        "{ \"public.tally_view\" = \"shapes/tally_view.sql\", 'public.\"tally_view\"' = \"shapes/tally_view.sql\" }",
+    )
+    .file("shapes/tally_view.sql", view)
+    .write();
     refused(
         &db,
         &p,
@@ -278,26 +260,18 @@ async fn redefine_entries_are_checked_with_the_config() {
     .await;
 
     // A misspelt key.
-    let p = Project::new(
-        &REDEFINE_CONFIG.replace("redefine =", "redefines ="),
-        &[
-            ("tally.sql", tally::HANDLERS),
-            ("shapes/tally_view.sql", view),
-        ],
-    );
+    let p = tally::with(Projection::new("tally").option_toml("redefines", TALLY_VIEW))
+        .file("shapes/tally_view.sql", view)
+        .write();
     refused(&db, &p, &["unknown field `redefines`"]).await;
 
     // A table reference that names no table of the config, with the file's line.
-    let p = Project::new(
-        REDEFINE_CONFIG,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            (
-                "shapes/tally_view.sql",
-                &format!("\n{}", view.replace("{{tally}}", "{{talley}}")),
-            ),
-        ],
-    );
+    let p = redefining(TALLY_VIEW)
+        .file(
+            "shapes/tally_view.sql",
+            &format!("\n{}", view.replace("{{tally}}", "{{talley}}")),
+        )
+        .write();
     refused(
         &db,
         &p,
@@ -309,13 +283,9 @@ async fn redefine_entries_are_checked_with_the_config() {
     .await;
 
     // Well-formed, but nothing in the new shape breaks the view: refused, not ignored.
-    let p = Project::new(
-        REDEFINE_CONFIG,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            ("shapes/tally_view.sql", view),
-        ],
-    );
+    let p = redefining(TALLY_VIEW)
+        .file("shapes/tally_view.sql", view)
+        .write();
     refused(
         &db,
         &p,
@@ -358,6 +328,50 @@ async fn exchange(
     result.map(|_| ())
 }
 
+/// The state schema and a swapped run of `balances` to record redefinitions under: a client
+/// and the run's id.
+async fn swapped_run(db: &TestDb) -> (tokio_postgres::Client, i64) {
+    let mut client = db.client().await;
+    reproject::internals::migrate::migrate(&mut client)
+        .await
+        .unwrap();
+    let run_id: i64 = client
+        .query_one(
+            "INSERT INTO reproject.runs (projections, initiated_by, status, phase) VALUES ('{balances}', 'test', 'swapped', 'done') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (client, run_id)
+}
+
+/// Reads the definitions `redefined` replaces and records them under run `run_id`, as the
+/// swap does in its transaction; returns them.
+async fn record_originals(
+    client: &tokio_postgres::Client,
+    run_id: i64,
+    redefined: &[Redefined],
+) -> Vec<Redefined> {
+    let live = balances();
+    let originals = redefine::originals(client, &live, redefined).await.unwrap();
+    redefine::record(client, run_id, &live, &originals)
+        .await
+        .unwrap();
+    originals
+}
+
+/// The tables an exchange of `balances` moves: the rebuilt one, the kept old one, and the one
+/// a rollback parks.
+fn rebuild_old_rolled_back() -> (TableName, TableName, TableName) {
+    let live = balances();
+    (
+        live.sibling("balances_rebuild"),
+        live.sibling("balances_old"),
+        live.sibling("balances_rolled_back"),
+    )
+}
+
 /// The swap hook on its own (the new shape itself comes from `reshape`): the view is replaced
 /// by the given definition with its owner, grants and comment, a view of it with it; the
 /// recorded original definitions put both back when the exchange runs the other way.
@@ -380,18 +394,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
          INSERT INTO balances_rebuild VALUES (1, 50), (2, 70);",
     )
     .await;
-    let mut client = db.client().await;
-    reproject::internals::migrate::migrate(&mut client)
-        .await
-        .unwrap();
-    let run_id: i64 = client
-        .query_one(
-            "INSERT INTO reproject.runs (projections, initiated_by, status, phase) VALUES ('{balances}', 'test', 'swapped', 'done') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (client, run_id) = swapped_run(&db).await;
     let view = |name: &str, sql: &str| Redefined {
         kind: Kind::View,
         dependent: Dependent::Relation(TableName::new("public", name)),
@@ -408,11 +411,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
         ),
     ];
     let live = balances();
-    let (rebuild, old, rolled_back) = (
-        live.sibling("balances_rebuild"),
-        live.sibling("balances_old"),
-        live.sibling("balances_rolled_back"),
-    );
+    let (rebuild, old, rolled_back) = rebuild_old_rolled_back();
 
     // A redefinition that does not create what it names is refused; nothing changes.
     let wrong = vec![
@@ -435,12 +434,7 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
     assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
 
     // The originals are recorded in the swap's transaction (here: before it).
-    let originals = redefine::originals(&client, &live, &redefined)
-        .await
-        .unwrap();
-    redefine::record(&client, run_id, &live, &originals)
-        .await
-        .unwrap();
+    let originals = record_originals(&client, run_id, &redefined).await;
     exchange(&client, &rebuild, &old, "old1", &redefined)
         .await
         .unwrap();
@@ -455,23 +449,10 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
         12000
     );
     assert_eq!(db.int("SELECT count(*) FROM untouched").await, 2);
-    assert_eq!(
-        db.text(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'summary'::regclass"
-        )
-        .await
-        .as_deref(),
-        Some("reproject_dep_owner")
-    );
+    assert_summary_owner_and_comment(&db).await;
     assert_eq!(
         db.int("SELECT count(*) FROM aclexplode((SELECT relacl FROM pg_class WHERE oid = 'summary'::regclass)) a WHERE pg_get_userbyid(a.grantee) = 'reproject_dep_reader' AND a.privilege_type = 'SELECT'").await,
         1
-    );
-    assert_eq!(
-        db.text("SELECT obj_description('summary'::regclass, 'pg_class')")
-            .await
-            .as_deref(),
-        Some("per balance")
     );
 
     // The rollback: the recorded definitions are its redefinitions.
@@ -482,21 +463,22 @@ async fn the_swap_redefines_a_view_and_the_rollback_restores_it() {
         .unwrap();
     assert_eq!(db.int("SELECT sum(amt)::bigint FROM summary").await, 12);
     assert_eq!(db.int("SELECT count(*) FROM outer_summary").await, 2);
-    assert_eq!(
-        db.text(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'summary'::regclass"
-        )
-        .await
-        .as_deref(),
-        Some("reproject_dep_owner")
-    );
-    assert_eq!(
-        db.text("SELECT obj_description('summary'::regclass, 'pg_class')")
-            .await
-            .as_deref(),
-        Some("per balance")
-    );
+    assert_summary_owner_and_comment(&db).await;
     db.drop().await;
+}
+
+/// The view `summary` has the owner and comment the test gave it.
+async fn assert_summary_owner_and_comment(db: &TestDb) {
+    db.assert_text(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'summary'::regclass",
+        Some("reproject_dep_owner"),
+    )
+    .await;
+    db.assert_text(
+        "SELECT obj_description('summary'::regclass, 'pg_class')",
+        Some("per balance"),
+    )
+    .await;
 }
 
 /// The same for a policy and a trigger of the table, another table's foreign key to it and a
@@ -517,18 +499,7 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
          INSERT INTO balances_rebuild VALUES (1, 5), (2, 7);",
     )
     .await;
-    let mut client = db.client().await;
-    reproject::internals::migrate::migrate(&mut client)
-        .await
-        .unwrap();
-    let run_id: i64 = client
-        .query_one(
-            "INSERT INTO reproject.runs (projections, initiated_by, status, phase) VALUES ('{balances}', 'test', 'swapped', 'done') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (client, run_id) = swapped_run(&db).await;
     let live = balances();
     let on = |kind: Kind, key: &str, sql: &str| Redefined {
         kind,
@@ -547,17 +518,8 @@ async fn the_swap_redefines_policies_triggers_foreign_keys_and_publications() {
         "{before:?}"
     );
 
-    let originals = redefine::originals(&client, &live, &redefined)
-        .await
-        .unwrap();
-    redefine::record(&client, run_id, &live, &originals)
-        .await
-        .unwrap();
-    let (rebuild, old, rolled_back) = (
-        live.sibling("balances_rebuild"),
-        live.sibling("balances_old"),
-        live.sibling("balances_rolled_back"),
-    );
+    record_originals(&client, run_id, &redefined).await;
+    let (rebuild, old, rolled_back) = rebuild_old_rolled_back();
     exchange(&client, &rebuild, &old, "old1", &redefined)
         .await
         .unwrap();
@@ -626,20 +588,13 @@ async fn dependent_state(db: &TestDb) -> State {
 /// table's name, is what the swap of that table runs; with it, nothing is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configured_redefinition_reaches_the_swap_rendered() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
-        .await;
-    let p = Project::new(
-        REDEFINE_CONFIG,
-        &[
-            ("tally.sql", tally::HANDLERS),
-            (
-                "shapes/tally_view.sql",
-                "-- the total, in cents\nCREATE VIEW public.tally_view AS SELECT stream, total * 100 AS cents FROM {{tally}};\n",
-            ),
-        ],
-    );
+    let db = db_with_view(10).await;
+    let p = redefining(TALLY_VIEW)
+        .file(
+            "shapes/tally_view.sql",
+            "-- the total, in cents\nCREATE VIEW public.tally_view AS SELECT stream, total * 100 AS cents FROM {{tally}};\n",
+        )
+        .write();
     let config = reproject::Config::load(&p.config()).unwrap();
     let client = db.client().await;
     let resolved = reproject::internals::validate(&client, &config)
@@ -680,16 +635,15 @@ async fn a_configured_redefinition_reaches_the_swap_rendered() {
 /// and a correct policy, pass; nothing is left behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 10).await;
-    db.exec(
-        "CREATE VIEW tally_view AS SELECT stream, total FROM tally;
-         CREATE POLICY big ON tally USING (total > 10);",
+    let db = db_with_view(10).await;
+    db.exec("CREATE POLICY big ON tally USING (total > 10)")
+        .await;
+    let config = redefining(
+        "{ \"public.tally_view\" = \"shapes/tally_view.sql\", \"big on public.tally\" = \"shapes/big.sql\" }",
     )
-    .await;
-    let config_text = REDEFINE_CONFIG.replace(
-        "redefine = { \"public.tally_view\" = \"shapes/tally_view.sql\" }",
-        "redefine = { \"public.tally_view\" = \"shapes/tally_view.sql\", \"big on public.tally\" = \"shapes/big.sql\" }",
+    .file(
+        "shapes/big.sql",
+        "CREATE POLICY big ON {{tally}} USING (sum > 10);\n",
     );
     let renamed = ShapeChange {
         projection: "tally".into(),
@@ -700,17 +654,7 @@ async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
         }],
     };
     let trial = |view: &'static str| {
-        let p = Project::new(
-            &config_text,
-            &[
-                ("tally.sql", tally::HANDLERS),
-                ("shapes/tally_view.sql", view),
-                (
-                    "shapes/big.sql",
-                    "CREATE POLICY big ON {{tally}} USING (sum > 10);\n",
-                ),
-            ],
-        );
+        let p = config.clone().file("shapes/tally_view.sql", view).write();
         let renamed = renamed.clone();
         let url = db.url.clone();
         async move {
@@ -763,14 +707,9 @@ async fn redefinitions_are_tried_against_the_new_shape_before_the_replay() {
 /// comes from `reshape`).
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_restores_the_recorded_definitions() {
-    let db = TestDb::new().await;
-    tally::setup(&db, 20).await;
-    db.exec("CREATE VIEW tally_view AS SELECT stream, total FROM tally")
-        .await;
+    let db = db_with_view(20).await;
     let p = tally::project();
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rebuild --yes").await.ok();
     // As if the swap had replaced the view by the new definition and recorded the original.
     db.exec(
         "DROP VIEW tally_view;
@@ -782,9 +721,7 @@ async fn rollback_restores_the_recorded_definitions() {
            FROM reproject.runs;",
     )
     .await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
+    p.reproject(&db, "rollback --yes").await.ok();
     assert_eq!(
         db.int("SELECT count(*) FROM information_schema.columns WHERE table_name = 'tally_view' AND column_name = 'total'").await,
         1

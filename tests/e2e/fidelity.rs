@@ -3,7 +3,7 @@
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
 use crate::config::{Config, Projection};
-use crate::harness::{Out, Project, TestDb};
+use crate::harness::{assert_adds_one, Out, Project, TestDb};
 use serde_json::Value;
 
 /// 60 characters: `x_rebuild` would exceed PostgreSQL's 63-byte limit without hashed names.
@@ -173,16 +173,13 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) 
     assert_eq!(bad_region.code().map(|c| c.code()), Some("23503"), "{step}");
 
     // The trigger fires on the live table.
-    let audited = db.int("SELECT count(*) FROM audit").await;
-    db.exec(&format!(
-        "UPDATE {T} SET balance = balance WHERE account = 'acct-3'"
-    ))
+    assert_adds_one(
+        db,
+        "SELECT count(*) FROM audit",
+        &format!("UPDATE {T} SET balance = balance WHERE account = 'acct-3'"),
+        &format!("{step}: trigger"),
+    )
     .await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
-        audited + 1,
-        "{step}: trigger"
-    );
 
     // Identity continues after every value handed out; the serial sequence belongs to the table.
     let seq_ok = db

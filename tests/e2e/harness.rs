@@ -111,6 +111,20 @@ impl TestDb {
         self.one_row(sql).await.get::<_, i64>(0)
     }
 
+    /// `int` of `sql` run as `role`; fails the test, saying `what`, if the role may not run it.
+    pub async fn int_as(&self, role: &str, sql: &str, what: &str) -> i64 {
+        let client = self.client().await;
+        client
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap();
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+            .get(0)
+    }
+
     pub async fn text(&self, sql: &str) -> Option<String> {
         self.one_row(sql).await.get::<_, Option<String>>(0)
     }
@@ -543,4 +557,23 @@ pub async fn wait_for_checkpoint(db: &TestDb, position: i64) {
         ),
     )
     .await;
+}
+
+/// Fails the test unless `rebuild --yes` of `p` is refused as a config error (exit 2) with
+/// every one of `needles` in its message, having written nothing.
+pub async fn refused(db: &TestDb, p: &Project, needles: &[&str]) {
+    let out = p.reproject(db, "rebuild --yes").await;
+    out.code(2);
+    for n in needles {
+        out.stderr_has(n);
+    }
+    assert!(!db.exists("reproject.runs").await, "nothing may be written");
+}
+
+/// Fails the test unless running `action` adds exactly one to what `count` (one bigint)
+/// returns: a trigger that fires once, say.
+pub async fn assert_adds_one(db: &TestDb, count: &str, action: &str, why: &str) {
+    let before = db.int(count).await;
+    db.exec(action).await;
+    assert_eq!(db.int(count).await, before + 1, "{why}");
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary against a real PostgreSQL (see harness.rs). One test
 //! binary, as ripgrep does: faster to build, one place to look.
 
+mod balances;
 mod config;
 mod harness;
 mod pgserver;

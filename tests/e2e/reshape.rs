@@ -3,116 +3,20 @@
 //! else (owner, grants, column grants through renames, comments, RLS, triggers, views), and a
 //! rollback returns to the old shape and the old rows.
 
-use crate::harness::{reproject, Project, TestDb};
+use crate::balances::{
+    assert_columns, assert_currency_filled, column, config, credit, fingerprint, handler, names,
+    old_handlers, plain, project, reshaped, v2_handlers, wrong_balances, Balances, COLUMNS,
+    OLD_COLUMNS, OLD_VALUES, V2, V2_COLUMNS,
+};
+use crate::config::Projection;
+use crate::harness::{assert_adds_one, Project, TestDb};
 use serde_json::Value;
-
-fn config() -> String {
-    r#"
-[events]
-table = "events"
-position = "id"
-stream = "stream"
-type = "type"
-data = "data"
-
-[[projection]]
-name = "balances"
-tables = ["balances"]
-handlers = "balances.sql"
-reshape = "shapes/v2.sql"
-"#
-    .to_string()
-}
-
-/// An upsert of every column of the new shape: `columns` (after `account`), `values` (SQL of
-/// each, reading `:data`), `conflict` (the key).
-fn handler(columns: &str, values: &str, conflict: &str) -> String {
-    format!(
-        "-- on credited\n\
-         INSERT INTO {{{{balances}}}} AS b (account, {columns}) VALUES (:stream, {values}) \
-         ON CONFLICT ({conflict}) DO UPDATE SET balance = b.balance + EXCLUDED.balance;\n"
-    )
-}
-
-/// The old shape's columns, as most new shapes keep them.
-const OLD_COLUMNS: &str = "owner, balance, region";
-const OLD_VALUES: &str = "'owner-' || :stream, (:data->>'amount')::bigint, :data->>'region'";
-
-async fn fingerprint(db: &TestDb, table: &str) -> Value {
-    let client = db.client().await;
-    let sql = reproject::internals::fingerprint::fingerprint_sql(&client)
-        .await
-        .unwrap();
-    client.query_one(&sql, &[&table]).await.unwrap().get(0)
-}
-
-/// The table with everything a swap carries, filled from 400 events over 40 accounts.
-async fn setup(db: &TestDb) -> (String, String) {
-    let reader = format!("reader_{}", db.name);
-    let owner = format!("owner_{}", db.name);
-    db.exec(&format!(
-        "CREATE ROLE {reader}; CREATE ROLE {owner};
-         CREATE TABLE events (id bigserial PRIMARY KEY, stream text, type text, data jsonb);
-         CREATE TABLE audit (account text);
-         CREATE FUNCTION audit_balance() RETURNS trigger LANGUAGE plpgsql AS
-           $f$ BEGIN INSERT INTO audit VALUES (NEW.account); RETURN NEW; END $f$;
-         CREATE TABLE balances (
-             account text CONSTRAINT balances_pkey PRIMARY KEY,
-             owner text NOT NULL,
-             balance bigint NOT NULL CONSTRAINT balance_not_negative CHECK (balance >= 0),
-             note text,
-             region text NOT NULL
-         );
-         CREATE INDEX balances_by_owner ON balances (owner);
-         ALTER TABLE balances OWNER TO {owner};
-         ALTER TABLE balances ALTER COLUMN owner SET STATISTICS 300;
-         ALTER TABLE balances ALTER COLUMN balance SET STATISTICS 500;
-         COMMENT ON TABLE balances IS 'balance per account';
-         COMMENT ON COLUMN balances.balance IS 'in cents';
-         COMMENT ON COLUMN balances.owner IS 'who owns it';
-         GRANT SELECT ON balances TO {reader};
-         GRANT UPDATE (owner, note) ON balances TO {reader};
-         ALTER TABLE balances ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY no_secrets ON balances FOR SELECT TO {reader} USING (region <> 'secret');
-         CREATE POLICY writers ON balances FOR UPDATE TO {reader} USING (true);
-         CREATE TRIGGER audit_updates AFTER UPDATE ON balances FOR EACH ROW EXECUTE FUNCTION audit_balance();
-         CREATE VIEW balances_view AS SELECT account, region FROM balances;
-         GRANT SELECT ON balances_view TO {reader};
-         INSERT INTO events (stream, type, data)
-         SELECT 'acct-' || (i % 40), 'credited', jsonb_build_object('amount', i, 'currency', 'EUR',
-                'region', CASE WHEN i % 40 = 7 THEN 'secret' WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END)
-         FROM generate_series(1, 400) i;
-         INSERT INTO balances (account, owner, balance, region)
-         SELECT stream, 'owner-' || stream, sum((data->>'amount')::bigint), min(data->>'region')
-         FROM events GROUP BY stream;"
-    ))
-    .await;
-    (reader, owner)
-}
 
 /// The rows as text, in order (compared before and after a rollback).
 async fn rows(db: &TestDb) -> String {
     db.text("SELECT string_agg(b::text, ';' ORDER BY account) FROM balances b")
         .await
         .unwrap_or_default()
-}
-
-fn column<'a>(fp: &'a Value, name: &str) -> &'a Value {
-    fp["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no column {name}: {:#}", fp["columns"]))
-}
-
-fn names(fp: &Value, key: &str) -> Vec<String> {
-    fp[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Everything the user did not ask to change is the old table's, and the application works.
@@ -135,39 +39,30 @@ async fn assert_carried(db: &TestDb, reader: &str, original: &Value, now: &Value
         column(original, "region"),
         "{step}: a kept column"
     );
-    let wrong = db
-        .int(
-            "SELECT count(*) FROM (SELECT stream, sum((data->>'amount')::bigint) FROM events GROUP BY stream
-             EXCEPT SELECT account, balance::bigint FROM balances) x",
+    assert_eq!(wrong_balances(db).await, 0, "{step}: rows");
+    let visible = db
+        .int_as(
+            reader,
+            "SELECT count(*) FROM balances",
+            &format!("{step}: the reader cannot read"),
         )
         .await;
-    assert_eq!(wrong, 0, "{step}: rows");
-    let client = db.client().await;
-    client
-        .batch_execute(&format!("SET ROLE {reader}"))
-        .await
-        .unwrap();
-    let visible: i64 = client
-        .query_one("SELECT count(*) FROM balances", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{step}: the reader cannot read: {e:?}"))
-        .get(0);
     assert_eq!(visible, 39, "{step}: RLS hides the 'secret' account");
-    let through_view: i64 = client
-        .query_one("SELECT count(*) FROM balances_view", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{step}: the view does not work: {e:?}"))
-        .get(0);
-    assert_eq!(through_view, 40, "{step}: view");
-    client.batch_execute("RESET ROLE").await.unwrap();
-    let audited = db.int("SELECT count(*) FROM audit").await;
-    db.exec("UPDATE balances SET region = region WHERE account = 'acct-3'")
+    let through_view = db
+        .int_as(
+            reader,
+            "SELECT count(*) FROM balances_view",
+            &format!("{step}: the view does not work"),
+        )
         .await;
-    assert_eq!(
-        db.int("SELECT count(*) FROM audit").await,
-        audited + 1,
-        "{step}: trigger"
-    );
+    assert_eq!(through_view, 40, "{step}: view");
+    assert_adds_one(
+        db,
+        "SELECT count(*) FROM audit",
+        "UPDATE balances SET region = region WHERE account = 'acct-3'",
+        &format!("{step}: trigger"),
+    )
+    .await;
     let odd = db
         .int(
             "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace \
@@ -180,33 +75,22 @@ async fn assert_carried(db: &TestDb, reader: &str, original: &Value, now: &Value
 /// Rebuilds into the shape `ddl` with `handlers`, checks what every shape change must keep,
 /// hands the new fingerprint to `check`, then rolls back and checks the old shape and rows.
 async fn reshape_round_trip(ddl: &str, handlers: &str, check: impl Fn(&Value, &Value)) {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let original = fingerprint(&db, "balances").await;
-    let old_rows = rows(&db).await;
-    let p = Project::new(
-        &config(),
-        &[("balances.sql", handlers), ("shapes/v2.sql", ddl)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let now = fingerprint(&db, "balances").await;
-    assert_carried(&db, &reader, &original, &now, "after the swap").await;
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let original = fingerprint(db, "balances").await;
+    let old_rows = rows(db).await;
+    let p = project(handlers, ddl);
+    p.reproject(db, "rebuild --yes").await.ok();
+    let now = fingerprint(db, "balances").await;
+    assert_carried(db, &fx.reader, &original, &now, "after the swap").await;
     check(&original, &now);
 
-    reproject(&db, &p.config(), &["rollback", "--yes"])
-        .await
-        .ok();
-    let back = fingerprint(&db, "balances").await;
+    p.reproject(db, "rollback --yes").await.ok();
+    let back = fingerprint(db, "balances").await;
     let d = reproject::internals::fingerprint::diff(&original, &back);
     assert!(d.is_empty(), "after the rollback: {d:#?}");
-    assert_eq!(rows(&db).await, old_rows, "the rollback restores the rows");
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    assert_eq!(rows(db).await, old_rows, "the rollback restores the rows");
+    fx.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +123,7 @@ async fn adds_columns_with_a_default_and_not_null_filled_by_the_replay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drops_a_column_and_its_grants() {
-    let h = handler(OLD_COLUMNS, OLD_VALUES, "account");
+    let h = old_handlers();
     reshape_round_trip(
         "ALTER TABLE {{balances}} DROP COLUMN note;",
         &h,
@@ -315,7 +199,7 @@ async fn renames_a_column_carrying_its_grants_comment_and_statistics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adds_and_drops_indexes() {
-    let h = handler(OLD_COLUMNS, OLD_VALUES, "account");
+    let h = old_handlers();
     reshape_round_trip(
         "CREATE INDEX balances_by_region ON {{balances}} (region);\n\
          DROP INDEX {{balances_by_owner}};\n\
@@ -337,7 +221,7 @@ async fn adds_and_drops_indexes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adds_drops_and_changes_check_and_unique_constraints() {
-    let h = handler(OLD_COLUMNS, OLD_VALUES, "account");
+    let h = old_handlers();
     reshape_round_trip(
         "ALTER TABLE {{balances}} DROP CONSTRAINT balance_not_negative,\n\
            ADD CONSTRAINT balance_not_negative CHECK (balance > -1);\n\
@@ -384,18 +268,6 @@ async fn changes_the_primary_key() {
     .await;
 }
 
-const V2: &str = "ALTER TABLE {{balances}} ADD COLUMN currency text NOT NULL;\n\
-                  ALTER TABLE {{balances}} RENAME COLUMN owner TO owner_id;\n\
-                  CREATE INDEX balances_by_currency ON {{balances}} (currency);\n";
-
-fn v2_handlers() -> String {
-    handler(
-        "owner_id, balance, region, currency",
-        &format!("{OLD_VALUES}, :data->>'currency'"),
-        "account",
-    )
-}
-
 async fn state_runs(db: &TestDb) -> i64 {
     if db.exists("reproject.runs").await {
         db.int("SELECT count(*) FROM reproject.runs").await
@@ -408,23 +280,17 @@ async fn state_runs(db: &TestDb) -> i64 {
 /// shape already live keeps it instead of applying the DDL again.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let p = Project::new(
-        &config(),
-        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
-    );
-    reproject(&db, &p.config(), &["plan"])
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = project(&v2_handlers(), V2);
+    p.reproject(db, "plan")
         .await
         .ok()
         .stdout_has("new shape (")
         .stdout_has("      added column currency text\n")
         .stdout_has("      renamed column owner → owner_id\n")
         .stdout_has("      added index balances_by_currency: btree (currency)\n");
-    let json = reproject(&db, &p.config(), &["plan", "--json"])
-        .await
-        .ok()
-        .json();
+    let json = p.reproject(db, "plan --json").await.ok().json();
     let shape = &json["projections"][0]["tables"][0]["shape"];
     assert_eq!(
         shape["columns"][1]["after"]["name"], "currency",
@@ -434,113 +300,86 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
         shape["objects"][0]["name"], "balances_by_currency",
         "{shape:#}"
     );
-    reproject(&db, &p.config(), &["rebuild", "--dry-run"])
+    p.reproject(db, "rebuild --dry-run")
         .await
         .ok()
         .stdout_has("renamed column owner → owner_id")
         .stdout_has("on the rebuild tables of `balances` (their new shape)");
     assert!(!db.exists("balances_rebuild").await);
-    assert_eq!(state_runs(&db).await, 0, "plan and dry run write nothing");
+    assert_eq!(state_runs(db).await, 0, "plan and dry run write nothing");
     // The live runner writes the live tables, which do not have the new shape yet.
-    reproject(
-        &db,
-        &p.config(),
-        &["run", "--once", "--from-position", "head"],
-    )
-    .await
-    .code(2)
-    .stderr_has("projection `balances` declares `reshape`");
-
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(db, "run --once --from-position head")
         .await
-        .ok();
-    let shaped = fingerprint(&db, "balances").await;
-    assert_eq!(
-        names(&shaped, "columns"),
-        ["account", "owner_id", "balance", "note", "region", "currency"]
-    );
-    reproject(&db, &p.config(), &["history"])
+        .code(2)
+        .stderr_has("projection `balances` declares `reshape`");
+
+    p.reproject(db, "rebuild --yes").await.ok();
+    let shaped = fingerprint(db, "balances").await;
+    assert_eq!(names(&shaped, "columns"), V2_COLUMNS);
+    p.reproject(db, "history")
         .await
         .ok()
         .stdout_has("new shape of `balances`: renamed column owner → owner_id; added column currency text; added index balances_by_currency");
-    let history = reproject(&db, &p.config(), &["history", "--json"])
-        .await
-        .ok()
-        .json();
+    let history = p.reproject(db, "history --json").await.ok().json();
     let shapes = &history[0]["shapes"];
     assert_eq!(shapes[0]["run_id"], 1, "{history:#}");
     assert_eq!(shapes[0]["ddl"], V2);
     assert_eq!(shapes[0]["columns"][0]["after"]["name"], "owner_id");
-    reproject(&db, &p.config(), &["status"])
+    p.reproject(db, "status")
         .await
         .ok()
         .stdout_has("new shape of `balances` (run 1): renamed column owner → owner_id");
 
     // Again, the config unchanged: the shape is live already.
     let already = "reshape already applied by run 1; the clone keeps the live shape; remove `reshape` from the config";
-    reproject(&db, &p.config(), &["plan"])
-        .await
-        .ok()
-        .stdout_has(already);
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
+    p.reproject(db, "plan").await.ok().stdout_has(already);
+    p.reproject(db, "rebuild --yes")
         .await
         .ok()
         .stderr_has(already);
-    let again = fingerprint(&db, "balances").await;
+    let again = fingerprint(db, "balances").await;
     let d = reproject::internals::fingerprint::diff(&shaped, &again);
     assert!(d.is_empty(), "the second rebuild keeps the shape: {d:#?}");
-    assert_eq!(
-        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
-            .await,
-        40
-    );
+    assert_currency_filled(db).await;
 
     // The shape in place another way (not by the last swapped run): the DDL fails on the copy.
     db.exec("ALTER TABLE balances RENAME COLUMN owner_id TO owner_ref")
         .await;
-    reproject(&db, &p.config(), &["plan"])
+    p.reproject(db, "plan")
         .await
         .code(2)
         .stderr_has("shapes/v2.sql:1: projection `balances`: the reshape statement fails on the rebuilt copy of `balances`")
         .stderr_has("already exists");
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    fx.drop().await;
+}
+
+/// With `ddl` in `shapes/v2.sql`, `reproject ARGS` is refused as a config error saying `needle`.
+async fn refused_with_shape(db: &TestDb, p: &Project, ddl: &str, args: &str, needle: &str) {
+    p.write("shapes/v2.sql", ddl);
+    p.reproject(db, args).await.code(2).stderr_has(needle);
 }
 
 /// A DDL that fails on the copy is refused by `plan` and `rebuild` alike, naming the file, the
 /// statement and the table, before anything is written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_statement_is_refused_before_anything_is_written() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let p = Project::new(
-        &config(),
-        &[
-            ("balances.sql", &handler(OLD_COLUMNS, OLD_VALUES, "account")),
-            (
-                "shapes/v2.sql",
-                "ALTER TABLE {{balances}} ADD COLUMN currency text;\n\nALTER TABLE {{balances}} ADD COLUMN owner text;\n",
-            ),
-        ],
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = project(
+        &old_handlers(),
+        "ALTER TABLE {{balances}} ADD COLUMN currency text;\n\nALTER TABLE {{balances}} ADD COLUMN owner text;\n",
     );
-    for args in [
-        &["plan"][..],
-        &["rebuild", "--dry-run"],
-        &["rebuild", "--yes"],
-    ] {
-        reproject(&db, &p.config(), args)
+    for args in ["plan", "rebuild --dry-run", "rebuild --yes"] {
+        p.reproject(db, args)
             .await
             .code(2)
             .stderr_has("shapes/v2.sql:3: projection `balances`: the reshape statement fails on the rebuilt copy of `balances`")
             .stderr_has("column \"owner\" of relation \"balances_rebuild\" already exists");
     }
     assert!(!db.exists("balances_rebuild").await);
-    assert_eq!(state_runs(&db).await, 0);
+    assert_eq!(state_runs(db).await, 0);
     assert!(
-        fingerprint(&db, "balances").await["columns"]
+        fingerprint(db, "balances").await["columns"]
             .as_array()
             .unwrap()
             .iter()
@@ -549,133 +388,94 @@ async fn a_failing_statement_is_refused_before_anything_is_written() {
     );
 
     // Handlers that write a column the new shape does not have are refused the same way.
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} DROP COLUMN region;\n",
-    );
-    reproject(&db, &p.config(), &["plan"])
-        .await
-        .code(2)
-        .stderr_has("balances.sql:2: projection `balances`, section `-- on credited`: the statement does not prepare");
+        "plan",
+        "balances.sql:2: projection `balances`, section `-- on credited`: the statement does not prepare",
+    )
+    .await;
 
     // A partial rebuild copies rows of the old shape: refused.
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} ADD COLUMN tier int;\n",
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &["rebuild", "--yes", "--streams", "acct-1"],
+        "rebuild --yes --streams acct-1",
+        "a partial rebuild",
     )
-    .await
-    .code(2)
-    .stderr_has("a partial rebuild");
-    assert_eq!(state_runs(&db).await, 0);
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
     .await;
-    db.drop().await;
+    assert_eq!(state_runs(db).await, 0);
+    fx.drop().await;
 }
 
 /// A reshape changes the projection's own tables only: another projection's table in braces,
 /// or a table written without braces, is refused naming the file and line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reshape_changes_only_the_projections_tables() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
+    let fx = Balances::new().await;
+    let db = &fx.db;
     db.exec("CREATE TABLE other_table (id int PRIMARY KEY)")
         .await;
-    let config = format!(
-        "{}\n[[projection]]\nname = \"other\"\ntables = [\"other_table\"]\nhandlers = \"other.sql\"\n",
-        config()
-    );
-    let p = Project::new(
-        &config,
-        &[
-            ("balances.sql", &handler(OLD_COLUMNS, OLD_VALUES, "account")),
-            ("other.sql", "-- on nothing\nSELECT 1 FROM {{other_table}};\n"),
-            (
-                "shapes/v2.sql",
-                "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE {{other_table}} ADD COLUMN x int;\n",
-            ),
-        ],
-    );
-    reproject(&db, &p.config(), &["plan"])
+    let p = config(reshaped())
+        .projection(Projection::new("other").tables(&["other_table"]))
+        .file("balances.sql", &old_handlers())
+        .file("other.sql", "-- on nothing\nSELECT 1 FROM {{other_table}};\n")
+        .file(
+            "shapes/v2.sql",
+            "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE {{other_table}} ADD COLUMN x int;\n",
+        )
+        .write();
+    p.reproject(db, "plan")
         .await
         .code(2)
         .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape names `{{other_table}}`, a table of projection `other`");
-    p.write(
-        "shapes/v2.sql",
+    refused_with_shape(
+        db,
+        &p,
         "ALTER TABLE {{balances}} ADD COLUMN tier int;\nALTER TABLE balances ADD COLUMN x int;\n",
-    );
-    reproject(&db, &p.config(), &["plan", "balances"])
-        .await
-        .code(2)
-        .stderr_has("shapes/v2.sql:2: projection `balances`: the reshape statement changes `balances`, which is not a rebuilt copy");
-    p.write("shapes/v2.sql", "DROP INDEX {{no_such_index}};\n");
-    reproject(&db, &p.config(), &["plan", "balances"])
-        .await
-        .code(2)
-        .stderr_has("shapes/v2.sql:1: projection `balances`: the reshape names `{{no_such_index}}`, which is neither a table of the projection nor an index of one");
-    assert_eq!(
-        db.int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'balances'::regclass AND attname = 'x'")
-            .await,
-        0
-    );
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
+        "plan balances",
+        "shapes/v2.sql:2: projection `balances`: the reshape statement changes `balances`, which is not a rebuilt copy",
+    )
     .await;
-    db.drop().await;
+    refused_with_shape(
+        db,
+        &p,
+        "DROP INDEX {{no_such_index}};\n",
+        "plan balances",
+        "shapes/v2.sql:1: projection `balances`: the reshape names `{{no_such_index}}`, which is neither a table of the projection nor an index of one",
+    )
+    .await;
+    db.assert_int(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'balances'::regclass AND attname = 'x'",
+        0,
+    )
+    .await;
+    fx.drop().await;
 }
 
 /// A resumed run continues with the shape it applied; a changed reshape file is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_refuses_a_changed_reshape() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let p = Project::new(
-        &config(),
-        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
-    );
-    reproject(
-        &db,
-        &p.config(),
-        &[
-            "rebuild",
-            "--yes",
-            "--max-events",
-            "100",
-            "--batch-size",
-            "50",
-        ],
-    )
-    .await
-    .ok();
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = project(&v2_handlers(), V2);
+    p.reproject(db, "rebuild --yes --max-events 100 --batch-size 50")
+        .await
+        .ok();
     p.write(
         "shapes/v2.sql",
         &format!("{V2}ALTER TABLE {{{{balances}}}} ADD COLUMN tier int;\n"),
     );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
+    p.reproject(db, "rebuild --yes --resume")
         .await
         .code(2)
         .stderr_has("the `reshape` of projection `balances` changed since run 1 built its tables");
     p.write("shapes/v2.sql", V2);
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--resume"])
-        .await
-        .ok();
-    assert_eq!(
-        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
-            .await,
-        40
-    );
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    p.reproject(db, "rebuild --yes --resume").await.ok();
+    assert_currency_filled(db).await;
+    fx.drop().await;
 }
 
 /// After a rebuild into a new shape, a rollback restores the old generation (built by the
@@ -683,93 +483,63 @@ async fn a_resume_refuses_a_changed_reshape() {
 /// handlers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_catches_the_old_shape_up_with_the_old_handlers() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let old = handler(OLD_COLUMNS, OLD_VALUES, "account");
-    let plain = config().replace("reshape = \"shapes/v2.sql\"\n", "");
-    let p = Project::new(&plain, &[("balances.sql", &old), ("shapes/v2.sql", V2)]);
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let original = fingerprint(&db, "balances").await;
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = config(plain())
+        .file("balances.sql", &old_handlers())
+        .file("shapes/v2.sql", V2)
+        .write();
+    p.reproject(db, "rebuild --yes").await.ok();
+    let original = fingerprint(db, "balances").await;
 
-    p.write("reproject.toml", &config());
+    p.write("reproject.toml", &config(reshaped()).toml());
     p.write("balances.sql", &v2_handlers());
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
+    p.reproject(db, "rebuild --yes").await.ok();
     assert_eq!(
-        column(&fingerprint(&db, "balances").await, "currency")["type"],
+        column(&fingerprint(db, "balances").await, "currency")["type"],
         "text"
     );
-    db.exec(
-        "INSERT INTO events (stream, type, data)
-         SELECT 'acct-' || (i % 40), 'credited', jsonb_build_object('amount', i, 'currency', 'EUR',
-                'region', CASE WHEN i % 40 = 7 THEN 'secret' WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END)
-         FROM generate_series(401, 480) i",
-    )
-    .await;
-    reproject(&db, &p.config(), &["rollback", "--yes"])
+    credit(db, 401, 480).await;
+    p.reproject(db, "rollback --yes")
         .await
         .ok()
         .stdout_has("caught up with 80 event(s) since the swap");
-    let back = fingerprint(&db, "balances").await;
+    let back = fingerprint(db, "balances").await;
     let d = reproject::internals::fingerprint::diff(&original, &back);
     assert!(d.is_empty(), "the old shape is back: {d:#?}");
-    assert_carried(&db, &reader, &original, &back, "after the rollback").await;
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    assert_carried(db, &fx.reader, &original, &back, "after the rollback").await;
+    fx.drop().await;
 }
 
 /// The swap proves "old table + declared change": anything else that differs on the rebuilt
 /// table (here a column added by hand after the clone) refuses the swap, naming it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_that_was_not_declared_refuses_the_swap() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let p = Project::new(
-        &config(),
-        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--no-swap"])
-        .await
-        .ok();
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = project(&v2_handlers(), V2);
+    p.reproject(db, "rebuild --yes --no-swap").await.ok();
     db.exec("ALTER TABLE balances_rebuild ADD COLUMN extra int")
         .await;
-    reproject(&db, &p.config(), &["swap", "--yes"])
+    p.reproject(db, "swap --yes")
         .await
         .code(4)
         .stderr_has("refusing to swap `balances`: the new table would differ from the live one with the declared shape change")
         .stderr_has("columns `extra` is new");
-    let live = fingerprint(&db, "balances").await;
-    assert_eq!(
-        names(&live, "columns"),
-        ["account", "owner", "balance", "note", "region"],
-        "nothing was swapped"
-    );
+    assert_columns(db, &COLUMNS, "nothing was swapped").await;
     db.exec("ALTER TABLE balances_rebuild DROP COLUMN extra")
         .await;
-    reproject(&db, &p.config(), &["swap", "--yes"]).await.ok();
-    assert_eq!(
-        names(&fingerprint(&db, "balances").await, "columns"),
-        ["account", "owner_id", "balance", "note", "region", "currency"]
-    );
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    p.reproject(db, "swap --yes").await.ok();
+    assert_columns(db, &V2_COLUMNS, "swapped").await;
+    fx.drop().await;
 }
 
 /// An external projector (`command`) writes the new shape the same way: the DDL runs on the
 /// rebuild table it is handed.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_external_projector_builds_the_new_shape() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
+    let fx = Balances::new().await;
+    let db = &fx.db;
     let projector = format!(
         "#!/bin/sh\nset -eu\n\"{}\" -X -q -v ON_ERROR_STOP=1 -v from=\"$REPROJECT_FROM_POSITION\" -v to=\"$REPROJECT_TO_POSITION\" <<SQL\n\
          INSERT INTO $REPROJECT_TABLE_BALANCES AS b (account, owner_id, balance, region, currency)\n\
@@ -778,69 +548,35 @@ async fn an_external_projector_builds_the_new_shape() {
          ON CONFLICT (account) DO UPDATE SET balance = b.balance + EXCLUDED.balance;\nSQL\n",
         crate::harness::psql_bin().display()
     );
-    let config = config().replace(
-        "handlers = \"balances.sql\"",
-        "command = [\"sh\", \"projector.sh\"]",
-    );
-    let p = Project::new(
-        &config,
-        &[("projector.sh", &projector), ("shapes/v2.sql", V2)],
-    );
-    reproject(&db, &p.config(), &["plan"])
+    let external = plain()
+        .handlers(None)
+        .option_toml("command", "[\"sh\", \"projector.sh\"]")
+        .option("reshape", "shapes/v2.sql");
+    let p = config(external)
+        .file("projector.sh", &projector)
+        .file("shapes/v2.sql", V2)
+        .write();
+    p.reproject(db, "plan")
         .await
         .ok()
         .stdout_has("      added column currency text\n");
-    reproject(&db, &p.config(), &["rebuild", "--yes"])
-        .await
-        .ok();
-    let now = fingerprint(&db, "balances").await;
-    assert_eq!(
-        names(&now, "columns"),
-        ["account", "owner_id", "balance", "note", "region", "currency"]
-    );
-    assert_eq!(
-        db.int("SELECT count(*) FROM balances WHERE currency = 'EUR'")
-            .await,
-        40
-    );
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    p.reproject(db, "rebuild --yes").await.ok();
+    assert_columns(db, &V2_COLUMNS, "the new shape").await;
+    assert_currency_filled(db).await;
+    fx.drop().await;
 }
 
 /// Stream lanes (`--jobs`) replay into the new shape like a single lane.
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_lanes_replay_into_the_new_shape() {
-    let db = TestDb::new().await;
-    let (reader, owner) = setup(&db).await;
-    let config = config().replace(
-        "reshape = \"shapes/v2.sql\"",
-        "reshape = \"shapes/v2.sql\"\nstream_key = \"account\"",
-    );
-    let p = Project::new(
-        &config,
-        &[("balances.sql", &v2_handlers()), ("shapes/v2.sql", V2)],
-    );
-    reproject(&db, &p.config(), &["rebuild", "--yes", "--jobs", "2"])
-        .await
-        .ok();
-    let now = fingerprint(&db, "balances").await;
-    assert_eq!(
-        names(&now, "columns"),
-        ["account", "owner_id", "balance", "note", "region", "currency"]
-    );
-    let original_like = db
-        .int(
-            "SELECT count(*) FROM (SELECT stream, sum((data->>'amount')::bigint) FROM events GROUP BY stream
-             EXCEPT SELECT account, balance FROM balances) x",
-        )
-        .await;
-    assert_eq!(original_like, 0);
-    db.exec(&format!(
-        "DROP OWNED BY {reader}, {owner} CASCADE; DROP ROLE {reader}; DROP ROLE {owner}"
-    ))
-    .await;
-    db.drop().await;
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    let p = config(reshaped().option("stream_key", "account"))
+        .file("balances.sql", &v2_handlers())
+        .file("shapes/v2.sql", V2)
+        .write();
+    p.reproject(db, "rebuild --yes --jobs 2").await.ok();
+    assert_columns(db, &V2_COLUMNS, "the new shape").await;
+    assert_eq!(wrong_balances(db).await, 0);
+    fx.drop().await;
 }

@@ -18,16 +18,30 @@ async fn db_with_log(events: i64) -> TestDb {
     db
 }
 
+/// `projection` retiring `tally_log`.
+fn retires_log(projection: Projection) -> Projection {
+    projection.option_toml("retire", "[\"tally_log\"]")
+}
+
+/// The projection that writes both `tally` and `tally_log`.
+fn with_log() -> Projection {
+    Projection::new("tally").tables(&["tally", "tally_log"])
+}
+
 /// The projection without `tally_log`, retiring it.
 fn retiring() -> Project {
-    tally::with(Projection::new("tally").option_toml("retire", "[\"tally_log\"]")).write()
+    tally::with(retires_log(Projection::new("tally"))).write()
+}
+
+/// The database with `tally_log` and the project that retires it.
+async fn fixture(events: i64) -> (TestDb, Project) {
+    (db_with_log(events).await, retiring())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retired_table_is_kept_as_old_and_comes_back_with_a_rollback() {
-    let db = db_with_log(300).await;
+    let (db, p) = fixture(300).await;
     let log = db.oid("tally_log").await;
-    let p = retiring();
 
     p.reproject(&db, "plan")
         .await
@@ -68,8 +82,7 @@ async fn a_retired_table_is_kept_as_old_and_comes_back_with_a_rollback() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_rebuild_skips_the_retired_entry_and_cleanup_drops_the_kept_table() {
-    let db = db_with_log(200).await;
-    let p = retiring();
+    let (db, p) = fixture(200).await;
     p.reproject(&db, "rebuild --yes").await.ok();
     assert!(db.exists("tally_log_old").await);
 
@@ -97,7 +110,7 @@ async fn a_second_rebuild_skips_the_retired_entry_and_cleanup_drops_the_kept_tab
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
-    let db = db_with_log(50).await;
+    let (db, p) = fixture(50).await;
     db.exec(
         "CREATE VIEW log_per_stream AS SELECT stream, count(*) FROM tally_log GROUP BY stream;
          CREATE TABLE log_notes (id bigint REFERENCES tally_log (id));
@@ -105,7 +118,6 @@ async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
          CREATE PUBLICATION log_changes FOR TABLE tally_log;",
     )
     .await;
-    let p = retiring();
     for command in ["plan", "rebuild --yes"] {
         p.reproject(&db, command)
             .await
@@ -124,12 +136,7 @@ async fn retiring_a_table_something_depends_on_is_refused_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_both_listed_and_retired_is_a_config_error() {
     let db = db_with_log(10).await;
-    let p = tally::with(
-        Projection::new("tally")
-            .tables(&["tally", "tally_log"])
-            .option_toml("retire", "[\"tally_log\"]"),
-    )
-    .write();
+    let p = tally::with(retires_log(with_log())).write();
     p.reproject(&db, "plan")
         .await
         .code(2)
@@ -144,7 +151,7 @@ async fn a_table_both_listed_and_retired_is_a_config_error() {
 async fn a_rollback_catches_the_retired_table_up_with_the_handlers_that_built_it() {
     let db = db_with_log(100).await;
     let log_handler = "INSERT INTO {{tally_log}} (id, stream) VALUES (:position, :stream);\n";
-    let both = tally::with(Projection::new("tally").tables(&["tally", "tally_log"]))
+    let both = tally::with(with_log())
         .file("tally.sql", &format!("{}{log_handler}", tally::HANDLERS))
         .write();
     both.reproject(&db, "rebuild --yes").await.ok();
@@ -169,8 +176,7 @@ async fn a_rollback_catches_the_retired_table_up_with_the_handlers_that_built_it
 /// by the swap, which leaves everything as it was.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dependent_that_appears_before_the_swap_refuses_the_swap() {
-    let db = db_with_log(50).await;
-    let p = retiring();
+    let (db, p) = fixture(50).await;
     p.reproject(&db, "rebuild --yes --no-swap").await.ok();
     db.exec("CREATE VIEW late_view AS SELECT * FROM tally_log")
         .await;
