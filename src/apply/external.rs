@@ -434,7 +434,7 @@ async fn run_command(
                     Error::runtime("cannot wait for the external projector").caused_by_error(e)
                 })?;
             }
-            // Ctrl-C or a `reproject cancel` request (engine/cancel_requests.rs).
+            // Ctrl-C or a `reproject cancel` request (pipeline/cancel_requests.rs).
             _ = cancelled(cancel), if stop.is_none() => {
                 stop = Some(Stop::Cancelled);
                 terminate(pid, &mut child).await;

@@ -449,7 +449,7 @@ impl Projector {
     }
 
     /// Runs the set-based statements once over one stream lane of the events after `after`
-    /// up to `to` (engine/lanes.rs), inside the caller's transaction on `conn` (any
+    /// up to `to` (pipeline/lanes.rs), inside the caller's transaction on `conn` (any
     /// connection: the statements are plain text). On failure, names the projection, the
     /// statement's line, the lane and the range.
     pub async fn apply_lane(

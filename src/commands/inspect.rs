@@ -278,7 +278,7 @@ pub(crate) async fn plan_report(
                 }
             }
         }
-        // engine/lanes.rs decides with the run's options; the dry run says whether it can.
+        // pipeline/lanes.rs decides with the run's options; the dry run says whether it can.
         let selected: Vec<_> = plan.order.iter().map(|&i| &config.projections[i]).collect();
         let stream_scoped = source.lanes_possible()
             && selected.iter().all(|p| {
@@ -411,7 +411,7 @@ pub struct ProjectionStatus {
     pub db_session_user: Option<String>,
     /// The database role its statements ran as (`current_user`).
     pub db_current_user: Option<String>,
-    /// An unfinished run's stream lanes (engine/lanes.rs) at its checkpoint, if it has some.
+    /// An unfinished run's stream lanes (pipeline/lanes.rs) at its checkpoint, if it has some.
     pub lanes: Option<LaneStatus>,
     /// The live runner (`reproject run`) of this projection, if it ever had one or a swap
     /// handed it a live checkpoint.

@@ -6,7 +6,7 @@
 //! ones. Applying the runner's handlers to them would mix two versions in one table (an added
 //! column left NULL, or errors), so at such a hand-over the runner switches that projection to
 //! the handlers that built the tables, as the run that built them recorded them: the same
-//! recorded handlers a rollback catches the previous tables up with (engine/old_generation.rs).
+//! recorded handlers a rollback catches the previous tables up with (pipeline/old_generation.rs).
 //! A Rust projection cannot be switched (its code is in the binary): the runner stops it.
 //!
 //! The switch happens in the batch that first sees the new checkpoint: that batch is rolled

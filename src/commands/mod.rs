@@ -55,7 +55,7 @@ pub fn handler_digest(config: &Config, projection: usize) -> String {
 
 /// What a run records as the handlers that built a projection's tables: the SQL handler file,
 /// or null for a Rust projection, so that a rollback never takes "no handlers" for handlers
-/// that apply nothing (engine/old_generation.rs).
+/// that apply nothing (pipeline/old_generation.rs).
 pub fn handler_source(config: &Config, projection: usize) -> serde_json::Value {
     let p = &config.projections[projection];
     match p.recorded_source() {

@@ -39,7 +39,7 @@ pub struct RebuildOptions {
     /// Events per batch of a run with set-based (`-- per batch`) projections.
     pub set_batch_size: i64,
     /// Stream lanes applied at once by the bulk replay of projections that declare
-    /// `stream_key` (engine/lanes.rs), each on its own connection; default 1.
+    /// `stream_key` (pipeline/lanes.rs), each on its own connection; default 1.
     pub jobs: usize,
     /// Stop before the swap (status `awaiting_swap`); `swap` finishes it.
     pub no_swap: bool,
@@ -57,7 +57,7 @@ pub struct RebuildOptions {
     pub window: Option<SwapWindow>,
     /// How the swap asks for and holds its locks.
     pub lock: LockPolicy,
-    /// `--streams`, `--streams-where`, `--from-position`, `--from-time` (engine/partial.rs).
+    /// `--streams`, `--streams-where`, `--from-position`, `--from-time` (pipeline/partial.rs).
     pub partial: Option<PartialRequest>,
 }
 
@@ -497,7 +497,7 @@ async fn rebuild_once(
         ..runs::RunOptions::default()
     };
     if !unlogged.is_empty() {
-        // A resume must know whether the server restarted under the unlogged tables (shadow.rs).
+        // A resume must know whether the server restarted under the unlogged tables (clone.rs).
         options.build_unlogged = Some(unlogged.clone());
         options.unlogged_since = Some(clone::server_start(&conn).await?);
     }
@@ -1352,7 +1352,7 @@ impl Steps<'_> {
         crate::pipeline::swap::handover::apply(conn, engine.config, names, &swapped_at, reporter)
             .await?;
         // `reproject run` continues on the new tables from exactly here
-        // (engine/live.rs).
+        // (commands/run.rs).
         crate::state::live_checkpoints::hand_over(conn, run_id, names, position).await?;
         laps.lap("hand-over");
         swap::check_hold(held.since, &opts.lock, "the tables were exchanged")?;

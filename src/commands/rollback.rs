@@ -404,7 +404,7 @@ async fn put_back(
                         .await?;
                 }
                 // With the tables caught up, `reproject run` continues right after them; else it
-                // re-applies what the restored tables missed (engine/live.rs).
+                // re-applies what the restored tables missed (commands/run.rs).
                 crate::state::live_checkpoints::hand_back(conn, run.id, &run.projections, position).await?;
                 fence::prove(conn, LockClass::Projection, &run.projections).await?;
                 runs::set_rolled_back(conn, run.id).await?;

@@ -3,7 +3,7 @@
 //! batches that commit together with the live checkpoint (compare-and-swap), so a crash at any
 //! point loses nothing and applies nothing twice.
 //!
-//! Design (see also sql/003_live.sql and src/state/live.rs):
+//! Design (see also sql/003_live.sql and src/state/live_checkpoints.rs):
 //! - Groups. The selected projections are split into groups connected by dependencies (in
 //!   either direction). A group is applied together, in one transaction per batch, and stops
 //!   together on a handler error: a reader must never get ahead of, or fall behind, what it
@@ -854,7 +854,7 @@ struct Batch<'a> {
 }
 
 /// One batch of one group, in one transaction with its checkpoint: one batch of the batch
-/// loop (engine/batches.rs) per group and round, so independent groups take turns.
+/// loop (pipeline/batches.rs) per group and round, so independent groups take turns.
 async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
     // Outside the batch's transaction: a rolled-back batch must not take the server loop's
     // temporary functions with it.

@@ -18,7 +18,7 @@
 //! A file may instead hold one `-- per batch` section: set-based statements that run once per
 //! batch, reading the batch's events from `:events` (a subquery with the columns `position`,
 //! `stream`, `type`, `data`, `metadata`, `timestamp`), so each row is written once per batch
-//! instead of once per event (replay.rs runs them; source.rs builds the subquery).
+//! instead of once per event (apply/sql.rs runs them; source.rs builds the subquery).
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;

@@ -277,7 +277,7 @@ pub struct Batch<'a> {
 pub(crate) type Tables = Vec<(String, String, TableName)>;
 
 impl<'a> Batch<'a> {
-    /// The batch the engine gives the Rust projection `projection` (replay.rs).
+    /// The batch the engine gives the Rust projection `projection` (apply/sql.rs).
     pub(crate) fn new(
         client: &'a Client,
         events: &'a [Event],

@@ -4,7 +4,7 @@
 //! indexes, identity, generated columns, storage and comments. The clone is also built with the
 //! live table's persistence, storage parameters, tablespace and statistics targets; a
 //! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). Grants,
-//! RLS, triggers, foreign keys and dependents are carried over at the swap (carry.rs), so none
+//! RLS, triggers, foreign keys and dependents are carried over at the swap (swap/exchange.rs), so none
 //! of them acts during the replay.
 //!
 //! With `build_unlogged = true` a projection's clones are UNLOGGED whatever the live table is:
@@ -237,7 +237,7 @@ pub async fn make_logged(client: &Client, tables: &[RunTable]) -> Result<Vec<Str
 
 /// Creates the live table's enabled user triggers on the rebuild table
 /// (`replay_triggers = true`), so they fire during the replay. At the swap the rebuilt table
-/// gets the live table's triggers exactly (carry.rs), whatever was done here.
+/// gets the live table's triggers exactly (swap/exchange.rs), whatever was done here.
 async fn copy_triggers(client: &Client, t: &RunTable) -> Result<()> {
     // pg_get_triggerdef always names the table as `quote_ident(schema).quote_ident(name)`.
     let rows = client

@@ -212,7 +212,7 @@ impl Lanes<'_> {
             }
             result
         };
-        // A `reproject cancel` request sets the engine's token (engine/cancel_requests.rs):
+        // A `reproject cancel` request sets the engine's token (pipeline/cancel_requests.rs):
         // each lane stops between its batches.
         let results = futures_util::future::join_all((0..workers).map(|_| worker())).await;
         if let Some(err) = results.into_iter().find_map(|r| r.err()) {

@@ -7,7 +7,7 @@
 //! each naming the thing and what to do, and [`refuse`] turns them into one config error
 //! (exit 2). Every query here only reads the catalog, so it runs on a read-only connection.
 //!
-//! What the swap touches (carry.rs, swap.rs): it renames each live table and gives the new one
+//! What the swap touches (swap/exchange.rs, swap/mod.rs): it renames each live table and gives the new one
 //! the live table's owner, grants, triggers, policies and storage settings (ownership of the
 //! table, and the owner needs CREATE on its schema to receive the new table); re-points views
 //! and re-creates materialized views that read it (ownership of each); moves foreign keys of
@@ -94,7 +94,7 @@ pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec
     Ok(out)
 }
 
-/// carry.rs's list of what a swap cannot carry over, on any client.
+/// swap/exchange.rs's list of what a swap cannot carry over, on any client.
 async fn unsupported(client: &impl GenericClient, table: &TableName) -> Result<Vec<String>> {
     let rows = client
         .query(

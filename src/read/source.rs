@@ -118,9 +118,9 @@ pub struct EventSource {
     events_columns: String,
     /// The `stream` role, for [`StreamFilter`].
     stream: String,
-    /// A partial rebuild reads only (or all but) some streams (engine/partial.rs).
+    /// A partial rebuild reads only (or all but) some streams (pipeline/partial.rs).
     streams: Option<StreamFilter>,
-    /// A stream lane (engine/lanes.rs): only the events whose stream hashes to lane `.0` of
+    /// A stream lane (pipeline/lanes.rs): only the events whose stream hashes to lane `.0` of
     /// `.1`.
     lane: Option<(i32, i32)>,
 }

@@ -1,4 +1,4 @@
-//! The stream lanes of a run's bulk replay (`reproject.lanes`, engine/lanes.rs): the plan,
+//! The stream lanes of a run's bulk replay (`reproject.lanes`, pipeline/lanes.rs): the plan,
 //! each per-event lane's cursor, and each lane's done mark, all set in the lanes' own
 //! transactions.
 

@@ -233,7 +233,7 @@ pub async fn hand_over(
 /// runner re-applies what they missed; if no live checkpoint existed then, where they stand is
 /// unknown: the checkpoint is removed, so a runner stops and asks for `--from-position`.
 /// `set_by_run` keeps naming the rolled-back run: a runner looks up which handlers built the
-/// restored tables from it (engine/live_handlers.rs).
+/// restored tables from it (commands/live_handlers.rs).
 pub async fn hand_back(
     client: &impl GenericClient,
     run_id: i64,

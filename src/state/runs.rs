@@ -241,7 +241,7 @@ pub struct RunOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_checks: Option<bool>,
     /// `pg_postmaster_start_time()` when the run created UNLOGGED rebuild tables: a resume
-    /// refuses them after a server restart (shadow.rs).
+    /// refuses them after a server restart (clone.rs).
     #[serde(
         rename = "unlogged_build_server_start",
         default,

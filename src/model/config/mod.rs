@@ -203,13 +203,13 @@ pub struct ProjectionConfig {
     /// Off by default: an audit trigger would fire once per replayed event.
     pub replay_triggers: bool,
     /// Build the rebuild tables UNLOGGED (no WAL per row version during the replay) and make
-    /// them LOGGED once the checks pass, before the swap (shadow.rs).
+    /// them LOGGED once the checks pass, before the swap (clone.rs).
     pub build_unlogged: bool,
     /// `stream_key`: the column holding the stream of the events that write each row
-    /// (`rebuild --streams`, engine/partial.rs).
+    /// (`rebuild --streams`, pipeline/partial.rs).
     pub stream_key: Option<DeclaredColumn>,
     /// `position_column`: the column holding the position of the event that inserted each row
-    /// of append-only tables (`rebuild --from-position`, engine/partial.rs).
+    /// of append-only tables (`rebuild --from-position`, pipeline/partial.rs).
     pub position_column: Option<DeclaredColumn>,
     /// `redefine`: dependents of columns the new shape changes, with the statements that
     /// define them against it (shape/dependents.rs), in key order.

@@ -2,7 +2,7 @@
 //! the user's definitions of those dependents against the new shape (`redefine`).
 //!
 //! A swap re-creates every dependent of the live table on the incoming one from its current
-//! definition (carry.rs): views from their text, foreign keys, policies, triggers and
+//! definition (swap/exchange.rs): views from their text, foreign keys, policies, triggers and
 //! publication memberships from theirs. Against a table of another shape such a definition
 //! fails, or silently means something else. So each dependent that uses a changed column is
 //! found from the catalog ([`broken`]) and refused up front ([`refusals`]) unless the

@@ -1,4 +1,4 @@
-//! At the swap (carry.rs `exchange`), the dependents a new shape breaks are replaced by their
+//! At the swap (swap/exchange.rs `exchange`), the dependents a new shape breaks are replaced by their
 //! redefinitions: captured (what the fingerprint calls them; a view's owner, privileges and
 //! comment), detached from the outgoing table before the renames, left out of what the other
 //! steps carry over and of the proof, created by the user's statements, restored and proven.

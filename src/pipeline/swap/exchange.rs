@@ -859,29 +859,19 @@ async fn sync_properties(
             .await?;
         }
     }
-    if out["row_security"] != inc["row_security"] {
-        let on = if out["row_security"] == true {
-            "ENABLE"
-        } else {
-            "DISABLE"
-        };
-        exec(
-            client,
-            &format!("ALTER TABLE {live} {on} ROW LEVEL SECURITY"),
-        )
-        .await?;
-    }
-    if out["force_row_security"] != inc["force_row_security"] {
-        let on = if out["force_row_security"] == true {
-            "FORCE"
-        } else {
-            "NO FORCE"
-        };
-        exec(
-            client,
-            &format!("ALTER TABLE {live} {on} ROW LEVEL SECURITY"),
-        )
-        .await?;
+    // Row-level security on/off and forced or not: the outgoing table's state.
+    for (key, on, off) in [
+        ("row_security", "ENABLE", "DISABLE"),
+        ("force_row_security", "FORCE", "NO FORCE"),
+    ] {
+        if out[key] != inc[key] {
+            let how = if out[key] == true { on } else { off };
+            exec(
+                client,
+                &format!("ALTER TABLE {live} {how} ROW LEVEL SECURITY"),
+            )
+            .await?;
+        }
     }
     for p in items(inc, "policies") {
         exec(

@@ -659,7 +659,7 @@ pub type Redefinitions =
     std::collections::BTreeMap<TableName, Vec<crate::pipeline::shape::dependents::Redefined>>;
 
 /// Inside the swap transaction, with the locks held: `x` → `x_old`, `x_rebuild` → `x`, with
-/// everything the live table carries moved to the new one (carry.rs), and the registry
+/// everything the live table carries moved to the new one (swap/exchange.rs), and the registry
 /// updated. Returns the foreign keys to validate after the commit.
 pub async fn swap_generation(
     client: &Client,
