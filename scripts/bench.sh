@@ -26,7 +26,7 @@
 #    the same with `build_unlogged = true` (UNLOGGED rebuild table, SET LOGGED before the swap)
 #    reproject rebuild --yes with the SET-BASED handlers (examples/postings/
 #        reproject-per-batch.toml: one `-- per batch` statement, each row written once per
-#        batch; the way the README recommends for speed), the same with all events in one
+#        batch; the way the docs recommend for speed), the same with all events in one
 #        batch (each row written once), and the same with build_unlogged
 #  W1 swaps under readers: on W1 with min(N, 2000) postings, 16 pgbench clients read the live
 #    table in a loop while reproject rebuilds and swaps it K times: reader errors, reader
@@ -37,7 +37,7 @@
 #
 # Prints a table (wall time, events/s, time ratio to each baseline, WAL written, server and
 # client CPU, peak RSS of reproject, the swap's lock wait and hold) and writes it, with the
-# machine description, into the section of docs/benchmarks.md marked for this N (the rest of
+# machine description, into the section of docs/internals/benchmark-log.md marked for this N (the rest of
 # that file, the analysis, is kept).
 #
 # Options:
@@ -54,7 +54,7 @@
 #   --only-set-based      W1 only: (b) (the reference rows), (c) and reproject with the set-based
 #                         handlers; for large N (e.g. --postings 1000000 = 15 M events), where
 #                         the per-event methods would take hours
-#   --output FILE         write the results section into FILE instead of docs/benchmarks.md
+#   --output FILE         write the results section into FILE instead of docs/internals/benchmark-log.md
 #   --no-write            print only
 #   --debug               use the debug build (for a quick smoke test, e.g. in CI, where the
 #                         release build would take minutes; its numbers mean nothing)
@@ -94,7 +94,7 @@ BATCH_SIZE=""
 SET_BATCH_SIZE=""
 ONLY_SET_BASED=0
 PROFILE=release
-OUTPUT=docs/benchmarks.md
+OUTPUT=docs/internals/benchmark-log.md
 while (($#)); do
     case $1 in
         --postings) POSTINGS=${2:-}; shift 2 ;;
@@ -399,7 +399,7 @@ fi
 
 fi
 
-# The set-based handlers (the README's recommendation for speed): one INSERT ... SELECT ...
+# The set-based handlers (the docs' recommendation for speed): one INSERT ... SELECT ...
 # GROUP BY per batch of up to --set-batch-size events (default 1,000,000).
 W1_SET_CONFIG=examples/postings/reproject-per-batch.toml
 begin_method "W1: reproject rebuild (set-based handlers, examples/postings/reproject-per-batch.toml)"
@@ -411,7 +411,7 @@ record W1 "reproject rebuild, set-based handlers (examples/postings/reproject-pe
     "$(time_cpu "$LOG_DIR/w1-set.log.time")" "$(time_rss_mb "$LOG_DIR/w1-set.log.time")" "$WAIT" "$HOLD"
 W1_SET_PROFILE=$(cat "$LOG_DIR/w1-set.log"; printf '\nreproject'"'"'s server connections, sampled every 0.2 s (state: wait event):\n'; cat "$LOG_DIR/w1-set.log.waits")
 
-# The same with several stream lanes at a time (README "Stream lanes"): the example declares
+# The same with several stream lanes at a time (docs/guide/handlers.md, "Stream lanes"): the example declares
 # `stream_key`, so its replay is split by posting; `--jobs` lanes run at once on their own
 # connections.
 W1_SET_JOBS_PROFILE=""
@@ -428,7 +428,7 @@ fi
 
 # The same with every event in one batch (--set-batch-size above the number of events): each
 # row is written once, as by the hand-written set-based SQL, at the price of one long
-# transaction (README, "Set-based handlers").
+# transaction (docs/guide/handlers.md, "Set-based handlers").
 ONE_BATCH=$((W1_EVENTS + 1))
 begin_method "W1: reproject rebuild, set-based handlers, one batch (--set-batch-size $ONE_BATCH)"
 run_reproject "$W1_SET_CONFIG" "$LOG_DIR/w1-set-one.log" "${REBUILD_ARGS[@]}" --set-batch-size "$ONE_BATCH"

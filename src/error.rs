@@ -50,7 +50,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code documented in the README for this kind of failure.
+    /// The process exit code documented in docs/reference/exit-codes.md for this kind of failure.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Runtime => 1,

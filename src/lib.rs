@@ -9,7 +9,7 @@
 //! whose [`ErrorKind`] maps to the binary's exit codes. The `reproject` binary is a thin layer
 //! over exactly this.
 //!
-//! Inside, the folders follow a rebuild (docs/design.md has the whole tree):
+//! Inside, the folders follow a rebuild (docs/internals/design.md has the whole tree):
 //! `model/` (the config, handler files, identifiers, the data every layer shares) →
 //! `db/` (connections, transactions, the catalog) → `read/` (events in order, the read
 //! bound) → `state/` (reproject's own schema) → `apply/` (SQL handlers, Rust and external

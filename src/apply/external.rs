@@ -2,7 +2,7 @@
 //! applies a range of events to the rebuild tables. reproject clones, runs the command for
 //! (FROM, TO] with the tables and the connection in its environment, records TO as the
 //! checkpoint when it exits 0, catches up by running it again for the events that arrived,
-//! checks and swaps. The contract is in README.md, "External projectors"; this module keeps it.
+//! checks and swaps. The contract is in docs/guide/external-projectors.md; this module keeps it.
 //!
 //! Why no final tail under the swap lock: the tail is applied while the live tables are locked
 //! ACCESS EXCLUSIVE, and starting a process (an interpreter, a connection) there would keep
@@ -244,8 +244,8 @@ impl<'a> External<'a> {
         Ok(events)
     }
 
-    /// The contract's environment for one run of `projection`'s command (README, "External
-    /// projectors"); the libpq variables hold the password and go to the child only.
+    /// The contract's environment for one run of `projection`'s command (docs/guide/
+    /// external-projectors.md); the libpq variables hold the password and go to the child only.
     fn env(&self, projection: &str, from: i64, to: i64, events: i64) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
             .libpq

@@ -9,7 +9,7 @@
 //!   more temporary function loops over the batch's events (passed as six arrays in a single
 //!   call) and calls, per event, the statements of its type in the same order as below. One
 //!   statement and one answer per batch instead of one per handler statement: the profile of
-//!   the per-statement way (scripts/bench.sh, docs/benchmarks.md) shows the server spending a
+//!   the per-statement way (scripts/bench.sh, docs/internals/benchmark-log.md) shows the server spending a
 //!   fifth of its time sending answers and receiving parameters. A failing batch is rolled
 //!   back to a savepoint and run again the per-statement way, which names the event and the
 //!   statement that failed.
@@ -22,7 +22,7 @@
 //! bounded by the batch's first and last cursor ([`Projector::apply_next`]). The events never
 //! travel to reproject, so batches can be large (`--set-batch-size`, default
 //! [`DEFAULT_SET_BATCH_SIZE`]): the fewer batches, the fewer times each row is written, which
-//! is what makes a rebuild as fast as hand-written set-based SQL (docs/benchmarks.md).
+//! is what makes a rebuild as fast as hand-written set-based SQL (docs/internals/benchmark-log.md).
 
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::model::config::Config;

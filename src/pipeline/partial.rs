@@ -5,8 +5,8 @@
 //! [`resolve`] turns the request into a [`Partial`] recorded in the run's options (so `swap` and
 //! `--resume` continue with the same selection), [`seed`] fills the rebuild tables with the rows
 //! that are not rebuilt, [`source`] narrows the events read, and [`at_swap`] makes the rows that
-//! were not rebuilt identical to the live ones inside the swap transaction. README "Partial
-//! rebuilds" states the guarantees; the reasons are written here.
+//! were not rebuilt identical to the live ones inside the swap transaction. docs/guide/partial-rebuilds.md
+//! states the guarantees; the reasons are written here.
 
 use crate::apply::sql::Projector;
 use crate::error::{Context, Error, Result};

@@ -1,4 +1,4 @@
-//! External projectors (README "External projectors"): a shell script using psql rebuilds the
+//! External projectors (docs/guide/external-projectors.md): a shell script using psql rebuilds the
 //! tally projection from the range and tables reproject names in its environment.
 
 use crate::config::{Config, Projection};

@@ -13,6 +13,7 @@ mod conventions;
 mod dependencies;
 mod dependents;
 mod deploy;
+mod docs;
 mod external;
 mod failures;
 mod fencing;

@@ -215,8 +215,8 @@ async fn swaps_with_standby_readers(
     tally::setup(&db, events).await;
     db.exec(VIEWS).await;
     // Autovacuum truncating the end of the new table takes ACCESS EXCLUSIVE outside the swap,
-    // and a standby replays it like the swap's lock (README: "Readers on hot standbys"): the
-    // setting the README recommends, carried over by every swap.
+    // and a standby replays it like the swap's lock (docs/concepts/how-a-rebuild-works.md, "Readers on hot standbys"): the
+    // setting the docs recommend, carried over by every swap.
     db.exec("ALTER TABLE tally SET (vacuum_truncate = false)")
         .await;
     let mut on_standby = standby.admin();
@@ -242,7 +242,7 @@ async fn swaps_with_standby_readers(
         &[
             // Views first, as a query of a view locks them: a transaction that holds the
             // table and then reads a view of it can deadlock with any order of the swap's
-            // locks (README: "Readers on hot standbys").
+            // locks (docs/concepts/how-a-rebuild-works.md, "Readers on hot standbys").
             "BEGIN; SELECT sum(total) FROM tally_vv; SELECT sum(n) FROM tally; COMMIT",
             "BEGIN; SELECT sum(n) FROM tally_v; SELECT pg_sleep(0.02); SELECT count(*) FROM tally; COMMIT",
             "SELECT sum(n) FROM tally",
@@ -458,7 +458,7 @@ async fn hot_standby_readers_get_no_errors_during_swaps() {
     );
 }
 
-/// The measurement in docs/benchmarks.md ("Swaps with hot-standby readers"): the same series
+/// The measurement in docs/internals/benchmark-log.md ("Swaps with hot-standby readers"): the same series
 /// without waiting for the standby (`--standby-wait 0`) and with it, on one pair of servers.
 /// `scripts/test.sh --test e2e standby::measure -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread")]

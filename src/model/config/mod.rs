@@ -59,7 +59,7 @@ pub struct EventsConfig {
 }
 
 /// How reading events avoids skipping an event whose transaction commits after a later
-/// position was already seen (`events.ordering`; docs/design.md explains each).
+/// position was already seen (`events.ordering`; docs/internals/design.md explains each).
 #[derive(Debug, Clone)]
 pub enum Ordering {
     /// A plain sequence position (bigserial, identity): read up to the highest position below
@@ -109,8 +109,8 @@ pub struct Handover {
 }
 
 /// An external projector (`command = [...]`): a program of the user's that applies a range of
-/// events to the rebuild tables; reproject runs it instead of handlers (external.rs, README
-/// "External projectors").
+/// events to the rebuild tables; reproject runs it instead of handlers (external.rs,
+/// docs/guide/external-projectors.md).
 #[derive(Debug, Clone)]
 pub struct ExternalCommand {
     /// The argv as written.
@@ -723,7 +723,7 @@ fn convert_events(
         }
     };
     // With a `source`, reproject cannot tell which table the appends write, and the
-    // gap-aware proof needs exactly that (see docs/design.md): `lock_table` is required in
+    // gap-aware proof needs exactly that (see docs/internals/design.md): `lock_table` is required in
     // every ordering mode, which also gives `reproject run` its table to wake on.
     let (table_key, source) = match (&keys.table, &keys.source, &keys.lock_table) {
         (Some(_), Some(s), _) => {

@@ -288,7 +288,7 @@ pub fn describe(fp: &Value) -> Vec<String> {
 /// The exchange's connection: statements are queued and sent together, in one round trip,
 /// when something must be read or the exchange ends. Every statement runs under the swap's
 /// locks, and on a busy server each round trip can wait milliseconds for the CPU: fewer round
-/// trips are a shorter hold (docs/benchmarks.md).
+/// trips are a shorter hold (docs/internals/benchmark-log.md).
 pub(crate) struct Session<'a> {
     client: &'a Client,
     queue: std::sync::Mutex<Vec<String>>,

@@ -127,7 +127,7 @@ pub async fn lock_tables(
             .await
             .context("cannot begin the swap transaction")?;
         // The commit must not wait for its WAL flush while it holds the locks: with a busy
-        // disk that wait was most of the hold's p99 (75 of 122 ms, docs/benchmarks.md). A
+        // disk that wait was most of the hold's p99 (75 of 122 ms, docs/internals/benchmark-log.md). A
         // synchronous commit releases its locks only after the flush; an asynchronous one
         // right after writing its commit record. Losing it in a crash loses the whole swap
         // (rename, registry, hand-over: one transaction), never half of it, and anything
