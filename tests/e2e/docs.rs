@@ -49,7 +49,7 @@ fn prose(text: &str) -> Vec<(usize, &str)> {
 }
 
 /// The fenced code blocks of one language, in order.
-fn blocks<'a>(text: &'a str, lang: &str) -> Vec<(usize, String)> {
+fn blocks(text: &str, lang: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (i, line) in text.lines().enumerate() {
