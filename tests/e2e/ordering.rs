@@ -3,7 +3,7 @@
 //! checkpoint of an external projector is set to the swap position.
 
 use crate::config::{Config, Projection};
-use crate::harness::{Background, Project, TestDb};
+use crate::harness::{wait_until, Background, Project, TestDb};
 use crate::tally;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -262,7 +262,10 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
     tally::append(&db, 10).await; // 102..111, committed
     let project = tally::project();
     let mut rebuild = project.spawn(&db, "rebuild --yes");
-    // The rebuild waits for the open transaction rather than passing position 101.
+    // The rebuild waits for the open transaction rather than passing position 101. It reads
+    // the head once its clone has committed; on a loaded machine that can take longer than
+    // any fixed pause, and a rollback before it would leave no transaction to name.
+    wait_until(&db, "SELECT to_regclass('tally_rebuild') IS NOT NULL").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         rebuild.try_wait().unwrap().is_none(),
