@@ -27,6 +27,21 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         opt(&p.first_position),
         opt(&p.last_position)
     );
+    println!(
+        "ordering: {}",
+        match p.ordering.gap_age_seconds {
+            Some(age) if age > 0.0 => format!(
+                "{}: a gap is passed once no open transaction can fill it and it is at least {} old (gap_age)",
+                p.ordering.mode,
+                humantime::format_duration(std::time::Duration::from_secs_f64(age))
+            ),
+            Some(_) => format!(
+                "{}: a gap is passed once no open transaction can fill it",
+                p.ordering.mode
+            ),
+            None => p.ordering.mode.to_string(),
+        }
+    );
     println!("order: {}", p.order.join(" -> "));
     for (i, wave) in p.waves.iter().enumerate() {
         println!("wave {}: {}", i + 1, wave.join(", "));

@@ -1204,7 +1204,7 @@ impl Held {
                     .map_or("the start".into(), |b| format!("position {b}")),
                 since.elapsed().as_secs(),
                 hold.head.unwrap_or_default(),
-                crate::read::ordering::describe_open(&hold.waiting_for)
+                hold.describe()
             ));
         }
     }

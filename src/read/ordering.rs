@@ -45,6 +45,17 @@
 //! position (it is named in the warnings), as a long transaction holds the `xid8` cut back.
 //! The reads after a bound use newer snapshots (the session runs READ COMMITTED).
 //!
+//! # `gap-aware` with a `gap_age`
+//! The argument above assumes positions are drawn inside the inserting transaction. Marten's
+//! Rich append mode draws them with `nextval` on a separate, autocommitted command before that
+//! transaction: between the two nothing holds a lock, so an observation can be proven while
+//! a reserved position is still to be inserted. With `gap_age`, an observation proves its
+//! gaps only once it is also at least `gap_age` old: every gap below its head existed when it
+//! was made (the head was visible then), so each gap passed has been open at least that long.
+//! Contiguous positions still need no proof, so the age costs nothing while no gap is open.
+//! This narrows the window; it cannot close it (a writer may stall longer): every gap passed
+//! is recorded and re-checked later (state/late_events.rs).
+//!
 //! # `serialized`
 //! Writers commit in position order, so the highest position is the bound.
 
@@ -80,13 +91,23 @@ pub struct Observation {
     pub details: Vec<Value>,
     /// When it was observed.
     pub observed_at: DateTime<Utc>,
+    /// The same moment on the monotonic clock, for `gap_age`.
+    pub seen: Instant,
 }
 
 impl Observation {
-    /// The evidence recorded with a gap this observation proved.
-    fn evidence(&self) -> Value {
+    /// The evidence recorded with a gap this observation proved (`gap_age`: how old it also
+    /// had to be).
+    fn evidence(&self, gap_age: Duration) -> Value {
         json!({
-            "rule": "every transaction open when the head was observed has ended",
+            "rule": if gap_age.is_zero() {
+                "every transaction open when the head was observed has ended".to_string()
+            } else {
+                format!(
+                    "every transaction open when the head was observed has ended, and the gap was at least {} old",
+                    humantime::format_duration(gap_age)
+                )
+            },
             "observed_at": self.observed_at,
             "observed_head": self.head,
             "open_transactions": self.details,
@@ -110,12 +131,13 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Removes every observation none of whose transactions is open any more, and returns
-    /// them, lowest head first (the list is kept in that order).
-    pub fn prove(&mut self, open_now: &BTreeSet<String>) -> Vec<Observation> {
+    /// Removes every observation none of whose transactions is open any more and that is at
+    /// least `gap_age` old, and returns them, lowest head first (the list is kept in that
+    /// order).
+    pub fn prove(&mut self, open_now: &BTreeSet<String>, gap_age: Duration) -> Vec<Observation> {
         let (proven, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.list)
             .into_iter()
-            .partition(|o| o.open.is_disjoint(open_now));
+            .partition(|o| o.open.is_disjoint(open_now) && o.seen.elapsed() >= gap_age);
         self.list = pending;
         proven
     }
@@ -167,6 +189,22 @@ pub struct Hold {
     pub head: Option<i64>,
     /// While held below the head: the transactions the oldest unproven observation waits for.
     pub waiting_for: Vec<Value>,
+    /// While held below the head with none of them open: the gap is younger than this
+    /// `gap_age`.
+    pub aging: Option<Duration>,
+}
+
+impl Hold {
+    /// What holds the bound, for warnings: the open transactions, or the gap's age.
+    pub fn describe(&self) -> String {
+        match (self.waiting_for.is_empty(), self.aging) {
+            (true, Some(age)) => format!(
+                "a writer that reserved its position earlier (the gap is passed once it is {} old, `events.gap_age`)",
+                humantime::format_duration(age)
+            ),
+            _ => describe_open(&self.waiting_for),
+        }
+    }
 }
 
 /// The reading bound of one run (or of `reproject run`); keeps the observations that gap-aware
@@ -198,6 +236,14 @@ impl<'a> Cut<'a> {
         }
     }
 
+    /// How old a proven gap must also be before it is passed (zero outside gap-aware mode).
+    fn gap_age(&self) -> Duration {
+        match self.source.ordering {
+            Ordering::GapAware { gap_age } => gap_age,
+            _ => Duration::ZERO,
+        }
+    }
+
     /// For messages: `run 7`, or `the runner`.
     fn who(&self) -> String {
         self.run_id
@@ -220,7 +266,9 @@ impl<'a> Cut<'a> {
                     .map_err(|_| Error::runtime(format!("unexpected snapshot xmin `{text}`")))?;
                 Ok(Some(Bound::BelowTx(xmin)))
             }
-            Ordering::GapAware => Ok(self.gap_aware(client, at).await?.bound.map(Bound::UpTo)),
+            Ordering::GapAware { .. } => {
+                Ok(self.gap_aware(client, at).await?.bound.map(Bound::UpTo))
+            }
         }
     }
 
@@ -231,7 +279,7 @@ impl<'a> Cut<'a> {
         client: &Client,
         at: &Cursor,
     ) -> Result<(Option<Bound>, Option<Hold>)> {
-        if let Ordering::GapAware = self.source.ordering {
+        if let Ordering::GapAware { .. } = self.source.ordering {
             let hold = self.gap_aware(client, at).await?;
             return Ok((hold.bound.map(Bound::UpTo), Some(hold)));
         }
@@ -255,7 +303,7 @@ impl<'a> Cut<'a> {
                 .settle_xid8(client, at, cancel, reporter, max_wait)
                 .await;
         }
-        if !matches!(self.source.ordering, Ordering::GapAware) {
+        if !matches!(self.source.ordering, Ordering::GapAware { .. }) {
             return self.bound(client, at).await;
         }
         let started = Instant::now();
@@ -281,7 +329,7 @@ impl<'a> Cut<'a> {
                 reporter.warn(&format!(
                     "positions after {} cannot be proven final yet ({}); replaying up to there, the rest follows when they end",
                     hold.bound.map_or("the start".into(), |b| b.to_string()),
-                    describe_open(&hold.waiting_for)
+                    hold.describe()
                 ));
                 return Ok(hold.bound.map(Bound::UpTo));
             }
@@ -291,7 +339,7 @@ impl<'a> Cut<'a> {
                     "holding at {}: a gap below position {head} can still be filled by {}",
                     hold.bound
                         .map_or("the start".into(), |b| format!("position {b}")),
-                    describe_open(&hold.waiting_for)
+                    hold.describe()
                 ));
             }
             Cancel::sleep(Some(cancel), pause).await;
@@ -378,12 +426,15 @@ impl<'a> Cut<'a> {
                 bound: at.position,
                 head: None,
                 waiting_for: Vec::new(),
+                aging: None,
             });
         };
         let head = now.head;
-        let mut proven = self.pending.prove(&now.open);
-        if now.open.is_empty() {
-            // Nothing is open: the observation proves itself.
+        let gap_age = self.gap_age();
+        let mut proven = self.pending.prove(&now.open, gap_age);
+        if now.open.is_empty() && gap_age.is_zero() {
+            // Nothing is open: the observation proves itself (with a `gap_age`, it must age
+            // first, in the pending list).
             proven.push(now.clone());
         }
         let proven_head = proven.iter().map(|p| p.head).max();
@@ -402,7 +453,8 @@ impl<'a> Cut<'a> {
                 after = Some(proof.head);
             }
         }
-        let waiting_for = if bound.is_none_or(|b| b < head) {
+        let held = bound.is_none_or(|b| b < head);
+        let waiting_for = if held {
             self.pending.push(now.clone());
             self.pending
                 .oldest()
@@ -415,6 +467,7 @@ impl<'a> Cut<'a> {
             bound,
             head: Some(head),
             waiting_for,
+            aging: (held && !gap_age.is_zero()).then_some(gap_age),
         })
     }
 
@@ -465,6 +518,7 @@ impl<'a> Cut<'a> {
             open: open.into_iter().collect(),
             details: details.as_array().cloned().unwrap_or_default(),
             observed_at: Utc::now(),
+            seen: Instant::now(),
         }))
     }
 
@@ -544,7 +598,10 @@ impl<'a> Cut<'a> {
             self.missing_ranges_sql()
         );
         let n = client
-            .execute(&sql, &[&after, &upto, &run_id, &proof.evidence()])
+            .execute(
+                &sql,
+                &[&after, &upto, &run_id, &proof.evidence(self.gap_age())],
+            )
             .await
             .context("cannot record the gaps passed in reproject.gaps")?;
         if n > 0 {
@@ -598,6 +655,7 @@ mod tests {
             open: open.iter().map(|s| s.to_string()).collect(),
             details: open.iter().map(|s| json!({ "id": s, "pid": 1 })).collect(),
             observed_at: Utc::now(),
+            seen: Instant::now(),
         }
     }
 
@@ -610,11 +668,11 @@ mod tests {
         let mut p = Pending::default();
         p.push(obs(10, &["1/5", "2/7"]));
         assert!(
-            p.prove(&set(&["2/7", "3/1"])).is_empty(),
+            p.prove(&set(&["2/7", "3/1"]), Duration::ZERO).is_empty(),
             "2/7 is still open"
         );
         assert_eq!(p.len(), 1);
-        let proven = p.prove(&set(&["3/1"]));
+        let proven = p.prove(&set(&["3/1"]), Duration::ZERO);
         assert_eq!(proven.len(), 1, "both ended");
         assert_eq!(proven[0].head, 10);
         assert!(p.is_empty());
@@ -626,11 +684,34 @@ mod tests {
         p.push(obs(10, &["a"]));
         p.push(obs(20, &["b"]));
         p.push(obs(30, &["c", "a"]));
-        let proven = p.prove(&set(&["c"]));
+        let proven = p.prove(&set(&["c"]), Duration::ZERO);
         let heads: Vec<i64> = proven.iter().map(|o| o.head).collect();
         assert_eq!(heads, [10, 20], "10 and 20 are proven, 30 waits for `c`");
         assert_eq!(p.len(), 1);
         assert_eq!(p.oldest().unwrap().head, 30);
+    }
+
+    #[test]
+    fn with_a_gap_age_an_observation_is_proven_only_once_it_is_that_old() {
+        let mut p = Pending::default();
+        let mut old = obs(10, &["a"]);
+        old.seen = Instant::now() - Duration::from_secs(6);
+        p.push(old);
+        p.push(obs(20, &[]));
+        let age = Duration::from_secs(5);
+        assert!(
+            p.prove(&set(&["a"]), age).is_empty(),
+            "old enough, but `a` is still open; the young one has nothing open but is 0 s old"
+        );
+        let proven = p.prove(&set(&[]), age);
+        let heads: Vec<i64> = proven.iter().map(|o| o.head).collect();
+        assert_eq!(heads, [10], "only the one that is 5 s old");
+        assert_eq!(p.len(), 1, "the young one waits");
+        assert_eq!(
+            p.prove(&set(&[]), Duration::ZERO).len(),
+            1,
+            "without an age it is proven at once"
+        );
     }
 
     #[test]
