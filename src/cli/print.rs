@@ -477,3 +477,51 @@ pub fn history(report: &HistoryReport) {
         }
     }
 }
+
+/// `reproject gaps`: the gaps passed, the late events found in them, the repairs.
+pub fn gaps(r: &reproject::commands::GapsReport) {
+    println!(
+        "{} gap(s) passed in the positions of `{}` re-checked",
+        r.gaps_passed, r.events_table
+    );
+    for repair in &r.repairs {
+        match (&repair.error, repair.run_id) {
+            (None, Some(run)) => println!(
+                "repaired `{}`: run {run} rebuilt stream(s) {} (late events at {})",
+                repair.projection,
+                repair.streams.join(", "),
+                repair
+                    .positions
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (error, _) => println!(
+                "not repaired `{}`: {}",
+                repair.projection,
+                error.as_deref().unwrap_or("no run swapped")
+            ),
+        }
+    }
+    if r.unrepaired.is_empty() {
+        println!("no late events: every event committed in a passed gap is in the tables");
+        return;
+    }
+    println!("late events not repaired:");
+    for e in &r.unrepaired {
+        println!(
+            "  position {} (stream `{}`, type `{}`): missing from `{}` (found {} by {})",
+            e.position,
+            e.stream.as_deref().unwrap_or("NULL"),
+            e.event_type.as_deref().unwrap_or("NULL"),
+            e.projection,
+            e.found_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.found_by
+        );
+    }
+    println!("to repair: reproject gaps --repair, or:");
+    for c in &r.to_run {
+        println!("  {c}");
+    }
+}

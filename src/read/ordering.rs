@@ -212,8 +212,10 @@ impl Hold {
 pub struct Cut<'a> {
     source: &'a EventSource,
     /// The rebuild run whose gaps are recorded; None for the live runner, which has no run
-    /// row to record them under.
+    /// row: its gaps are recorded under `projections`.
     run_id: Option<i64>,
+    /// The live runner's projections.
+    projections: Vec<String>,
     pending: Pending,
 }
 
@@ -223,15 +225,18 @@ impl<'a> Cut<'a> {
         Cut {
             source,
             run_id: Some(run_id),
+            projections: Vec::new(),
             pending: Pending::default(),
         }
     }
 
-    /// The bound of `reproject run`: the same proof, without recording gaps.
-    pub fn for_runner(source: &'a EventSource) -> Cut<'a> {
+    /// The bound of `reproject run` keeping `projections` live: the same proof, its gaps
+    /// recorded under the projections (state/late_events.rs re-checks them).
+    pub fn for_runner(source: &'a EventSource, projections: &[String]) -> Cut<'a> {
         Cut {
             source,
             run_id: None,
+            projections: projections.to_vec(),
             pending: Pending::default(),
         }
     }
@@ -560,9 +565,9 @@ impl<'a> Cut<'a> {
         upto: i64,
         proof: &Observation,
     ) -> Result<()> {
-        let Some(run_id) = self.run_id else {
+        if self.run_id.is_none() && self.projections.is_empty() {
             return Ok(());
-        };
+        }
         // Positions are unique (an assumption of this mode), so as many positions as the
         // range is wide means no gap. Counting reads the position index once; looking for the
         // gaps sorts every position through a window function (0.55 s of a 5 s W1 rebuild at
@@ -591,22 +596,37 @@ impl<'a> Cut<'a> {
         if width.is_none_or(|w| w == count) {
             return Ok(());
         }
+        // A run's gaps name its projections; the runner's, the projections it keeps live. The
+        // runner records a gap again after a restart (it proves from its checkpoint): kept once.
         let sql = format!(
-            "INSERT INTO reproject.gaps (run_id, from_position, to_position, evidence) \
-             SELECT $3, gap_from, gap_to, $4::jsonb FROM ({}) r \
-             ON CONFLICT (run_id, from_position) DO NOTHING",
-            self.missing_ranges_sql()
+            "INSERT INTO reproject.gaps (run_id, projections, from_position, to_position, evidence) \
+             SELECT $3, coalesce((SELECT projections FROM reproject.runs WHERE id = $3), $5::text[]), \
+                    gap_from, gap_to, $4::jsonb FROM ({}) r \
+             ON CONFLICT {} DO NOTHING",
+            self.missing_ranges_sql(),
+            if self.run_id.is_some() {
+                "(run_id, from_position) WHERE run_id IS NOT NULL"
+            } else {
+                "(projections, from_position) WHERE run_id IS NULL"
+            }
         );
         let n = client
             .execute(
                 &sql,
-                &[&after, &upto, &run_id, &proof.evidence(self.gap_age())],
+                &[
+                    &after,
+                    &upto,
+                    &self.run_id,
+                    &proof.evidence(self.gap_age()),
+                    &self.projections,
+                ],
             )
             .await
             .context("cannot record the gaps passed in reproject.gaps")?;
         if n > 0 {
             tracing::info!(
-                "run {run_id}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
+                "{}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
+                self.who(),
                 self.source.table
             );
         }
