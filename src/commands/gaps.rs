@@ -205,3 +205,71 @@ pub fn unrepaired_error(report: &GapsReport) -> Option<Error> {
         )),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn late(position: i64, projection: &str, stream: &str) -> LateEvent {
+        LateEvent {
+            position,
+            projection: projection.into(),
+            stream: Some(stream.into()),
+            event_type: Some("added".into()),
+            found_at: chrono::Utc::now(),
+            found_by: "run".into(),
+            repaired_at: None,
+            repaired_by: None,
+        }
+    }
+
+    #[test]
+    fn late_events_are_grouped_by_projection_with_each_stream_once() {
+        let map = by_projection(&[
+            late(5, "tally", "s3"),
+            late(9, "tally", "s3"),
+            late(7, "tally", "s1"),
+            late(5, "other", "s3"),
+        ]);
+        assert_eq!(
+            map["tally"],
+            (vec!["s3".to_string(), "s1".to_string()], vec![5, 9, 7])
+        );
+        assert_eq!(map["other"], (vec!["s3".to_string()], vec![5]));
+    }
+
+    #[test]
+    fn unrepaired_late_events_are_exit_5_with_what_to_run() {
+        let mut report = GapsReport {
+            events_table: "public.events".into(),
+            gaps_passed: 1,
+            found_now: Vec::new(),
+            repairs: Vec::new(),
+            unrepaired: Vec::new(),
+            to_run: Vec::new(),
+        };
+        assert!(unrepaired_error(&report).is_none(), "none left: exit 0");
+        report.unrepaired.push(late(5, "tally", "s3"));
+        report.to_run.push("reproject rebuild tally --yes".into());
+        let err = unrepaired_error(&report).expect("an error");
+        assert_eq!(err.kind.exit_code(), 5);
+        assert!(
+            err.message.contains("the tables of `tally` miss them"),
+            "{err}"
+        );
+        assert!(
+            err.hint
+                .as_deref()
+                .unwrap()
+                .contains("reproject rebuild tally --yes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_late_event_is_described_with_position_stream_type_and_projection() {
+        assert!(late(101, "tally", "s3").describe().starts_with(
+            "late event: position 101 (stream `s3`, type `added`) was committed after `tally`"
+        ));
+    }
+}
