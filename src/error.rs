@@ -43,6 +43,9 @@ pub enum ErrorKind {
     /// The swap would not keep the live table's definition, grants or dependents intact, so
     /// it was refused (rolled back); the rebuilt tables are kept. Exit 4.
     Fidelity,
+    /// `reproject gaps`: events were found committed at positions already passed as final
+    /// gaps, and not all of them were repaired. Exit 5.
+    LateEvents,
     /// Another run holds the projection, or the swap could not get its locks. Exit 75.
     Busy,
     /// Stopped by Ctrl-C or SIGTERM. Exit 130.
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::Config => 2,
             ErrorKind::HealthCheck => 3,
             ErrorKind::Fidelity => 4,
+            ErrorKind::LateEvents => 5,
             ErrorKind::Busy => 75,
             ErrorKind::Interrupted => 130,
         }

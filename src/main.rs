@@ -192,6 +192,7 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 reconnect_timeout: args.reconnect_timeout,
                 wait: args.wait,
+                recheck_gaps_every: args.recheck_gaps_every,
             };
             let outcome = commands::run(&engine, &opts).await?;
             if args.json {
@@ -262,6 +263,17 @@ async fn run(cli: Cli) -> Result<()> {
                 print::json(&report)
             } else {
                 print::status(&report)
+            }
+        }
+        Command::Gaps { repair, json } => {
+            let report = commands::gaps(&engine, &commands::GapsOptions { repair }).await?;
+            if json {
+                print::json(&report)
+            } else {
+                print::gaps(&report)
+            }
+            if let Some(err) = commands::unrepaired_error(&report) {
+                return Err(err);
             }
         }
         Command::Completions { .. } | Command::Man { .. } => {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
     about = "Zero-downtime blue/green rebuilds of event-sourced projection tables on PostgreSQL",
     after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 health check refused the swap, \
                   4 the swap would have changed the table's definition, grants or dependents (refused), \
+                  5 late events left unrepaired (`gaps`), \
                   75 busy (locks not obtained, or another run is active), 130 interrupted."
 )]
 pub struct Cli {
@@ -122,6 +123,18 @@ pub enum Command {
         /// The runs of every projection recorded in the database, not only the config's.
         #[arg(long)]
         all_projections: bool,
+    },
+    /// Re-check every gap in the positions that a rebuild or `run` passed as final: list the
+    /// events committed there since (late events: the tables built past them miss them) and,
+    /// with --repair, rebuild their streams. Exit 5 when late events are left unrepaired.
+    Gaps {
+        /// Repair: a partial rebuild (`--streams`) of the late events' streams, per projection
+        /// that declares `stream_key`; the others are listed with the command to run.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -279,6 +292,10 @@ pub struct RunArgs {
     /// instead of exiting 75.
     #[arg(long)]
     pub wait: bool,
+    /// How often to re-check the gaps passed for events committed in them since (late
+    /// events, reported and recorded; `reproject gaps --repair` repairs them).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    pub recheck_gaps_every: std::time::Duration,
     /// Print the SQL of a trigger that makes the event table notify runners of new events
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]

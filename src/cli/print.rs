@@ -27,6 +27,21 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         opt(&p.first_position),
         opt(&p.last_position)
     );
+    println!(
+        "ordering: {}",
+        match p.ordering.gap_age_seconds {
+            Some(age) if age > 0.0 => format!(
+                "{}: a gap is passed once no open transaction can fill it and it is at least {} old (gap_age)",
+                p.ordering.mode,
+                humantime::format_duration(std::time::Duration::from_secs_f64(age))
+            ),
+            Some(_) => format!(
+                "{}: a gap is passed once no open transaction can fill it",
+                p.ordering.mode
+            ),
+            None => p.ordering.mode.to_string(),
+        }
+    );
     println!("order: {}", p.order.join(" -> "));
     for (i, wave) in p.waves.iter().enumerate() {
         println!("wave {}: {}", i + 1, wave.join(", "));
@@ -460,5 +475,53 @@ pub fn history(report: &HistoryReport) {
         if let Some(e) = &r.error {
             println!("    error: {}", e.lines().next().unwrap_or(""));
         }
+    }
+}
+
+/// `reproject gaps`: the gaps passed, the late events found in them, the repairs.
+pub fn gaps(r: &reproject::commands::GapsReport) {
+    println!(
+        "{} gap(s) passed in the positions of `{}` re-checked",
+        r.gaps_passed, r.events_table
+    );
+    for repair in &r.repairs {
+        match (&repair.error, repair.run_id) {
+            (None, Some(run)) => println!(
+                "repaired `{}`: run {run} rebuilt stream(s) {} (late events at {})",
+                repair.projection,
+                repair.streams.join(", "),
+                repair
+                    .positions
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (error, _) => println!(
+                "not repaired `{}`: {}",
+                repair.projection,
+                error.as_deref().unwrap_or("no run swapped")
+            ),
+        }
+    }
+    if r.unrepaired.is_empty() {
+        println!("no late events: every event committed in a passed gap is in the tables");
+        return;
+    }
+    println!("late events not repaired:");
+    for e in &r.unrepaired {
+        println!(
+            "  position {} (stream `{}`, type `{}`): missing from `{}` (found {} by {})",
+            e.position,
+            e.stream.as_deref().unwrap_or("NULL"),
+            e.event_type.as_deref().unwrap_or("NULL"),
+            e.projection,
+            e.found_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.found_by
+        );
+    }
+    println!("to repair: reproject gaps --repair, or:");
+    for c in &r.to_run {
+        println!("  {c}");
     }
 }

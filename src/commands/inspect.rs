@@ -101,6 +101,29 @@ pub struct PlannedProjection {
     pub retired: Vec<String>,
 }
 
+/// The ordering mode as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedOrdering {
+    /// `gap-aware`, `xid8` or `serialized`.
+    pub mode: &'static str,
+    /// Gap-aware: how old a proven gap must also be before it is passed, in seconds (0: as
+    /// soon as it is proven); absent in the other modes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_age_seconds: Option<f64>,
+}
+
+impl PlannedOrdering {
+    fn of(ordering: &crate::model::config::Ordering) -> PlannedOrdering {
+        PlannedOrdering {
+            mode: ordering.name(),
+            gap_age_seconds: match ordering {
+                crate::model::config::Ordering::GapAware { gap_age } => Some(gap_age.as_secs_f64()),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The plan, as `plan` and `rebuild --dry-run` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
@@ -110,6 +133,8 @@ pub struct PlanReport {
     pub database: String,
     /// The resolved event table.
     pub events_table: String,
+    /// How reading stays gap-safe (`events.ordering`).
+    pub ordering: PlannedOrdering,
     /// Projection names in application (topological) order.
     pub order: Vec<String>,
     /// Projections grouped by dependency depth: a wave reads only earlier waves.
@@ -321,6 +346,7 @@ pub(crate) async fn plan_report(
         config: config.path.display().to_string(),
         database: engine.db.describe(),
         events_table: resolved.events_table.to_string(),
+        ordering: PlannedOrdering::of(&config.events.ordering),
         order: plan.order.iter().map(name).collect(),
         waves: plan
             .waves

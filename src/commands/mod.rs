@@ -3,6 +3,7 @@
 //! the [`Reporter`](crate::Reporter). Nothing here prints or exits.
 
 pub(crate) mod cleanup;
+pub(crate) mod gaps;
 pub(crate) mod inspect;
 pub(crate) mod live_handlers;
 pub(crate) mod rebuild;
@@ -15,9 +16,12 @@ pub use crate::pipeline::partial::{Partial, PartialRequest};
 pub use crate::pipeline::swap::window::SwapWindow;
 pub use crate::pipeline::swap::LockPolicy;
 pub use crate::pipeline::{run_tables, Engine};
+/// A late event as `gaps` reports it.
+pub use crate::state::late_events::LateEvent;
 /// Where a run stands and the phase it is in, as the outcomes and reports carry them.
 pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
+pub use gaps::{gaps, unrepaired_error, GapsOptions, GapsReport, Repair};
 pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
     RunnerStatus, StatusReport,

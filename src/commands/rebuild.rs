@@ -955,6 +955,22 @@ async fn finish_run(
 
     runs::set_phase(conn, run_id, Phase::CatchUp).await?;
     outcome.events_applied += replay.catch_up(&mut cut, &engine.cancel).await?;
+    // The gaps passed so far (this run's, and those the live tables stand on) may have been
+    // filled since: say so loudly and record it (state/late_events.rs).
+    let found = crate::state::late_events::recheck(
+        conn,
+        engine.config,
+        &EventSource::new(&engine.config.events, target.resolved),
+        Some(run_id),
+        &format!("run {run_id} (catch-up)"),
+    )
+    .await?;
+    for e in found {
+        reporter.warn(&format!(
+            "{}; repair after the swap: `reproject gaps --repair`",
+            e.describe()
+        ));
+    }
 
     outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
 

@@ -38,6 +38,7 @@ use crate::pipeline::batches::{Batches, Policy};
 use crate::read::ordering::Cut;
 use crate::read::source::{Bound, Cursor, Event, EventSource};
 use crate::state::fence;
+use crate::state::late_events;
 use crate::state::live_checkpoints;
 use crate::state::locks::LockClass;
 use crate::state::migrate::migrate;
@@ -106,6 +107,9 @@ pub struct RunOptions {
     /// When another runner holds a projection: wait for it to stop (a standby) instead of
     /// failing with exit 75.
     pub wait: bool,
+    /// How often the gaps passed are re-checked for events committed in them since
+    /// (state/late_events.rs); the first time when the runner starts.
+    pub recheck_gaps_every: Duration,
 }
 
 impl Default for RunOptions {
@@ -120,6 +124,7 @@ impl Default for RunOptions {
             stop_on_error: StopOnError::Projection,
             reconnect_timeout: Duration::from_secs(300),
             wait: false,
+            recheck_gaps_every: Duration::from_secs(60),
         }
     }
 }
@@ -346,11 +351,12 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         None
     };
-    let mut cut = Cut::for_runner(&source);
+    let mut cut = Cut::for_runner(&source, &names);
     // The last proven bound: every position up to it is final, so the next proof starts there
     // (or at a higher checkpoint) and never rescans what a group far behind has still to read.
     let mut bound: Option<i64> = None;
     let mut held = Held::default();
+    let mut rechecked: Option<Instant> = None;
     let mut pause = opts.poll_interval;
     // Since when rounds have failed with transient errors (None: the last round worked).
     let mut outage: Option<Instant> = None;
@@ -367,6 +373,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     Some(l) => locks = l,
                     None => return Ok((false, bound)),
                 }
+            }
+            if rechecked.is_none_or(|t| t.elapsed() >= opts.recheck_gaps_every) {
+                // Outside any batch: a late event is recorded even if the round fails later.
+                let found = late_events::recheck(&conn, config, &source, None, "run").await?;
+                for e in found {
+                    engine.reporter.warn(&format!(
+                        "{}; repair: `reproject gaps --repair`",
+                        e.describe()
+                    ));
+                }
+                rechecked = Some(Instant::now());
             }
             let at = Cursor::at(lowest(&conn, &groups).await?.max(bound));
             let (proven, hold) = cut.bound_and_hold(&conn, &at).await?;
@@ -450,7 +467,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     // prepared transaction gets another one when the server restarts: an old
                     // observation would look proven while it is still open. Start the proof
                     // afresh (this only delays the bound).
-                    cut = Cut::for_runner(&source);
+                    cut = Cut::for_runner(&source, &names);
                 } else {
                     // A transaction may be left open by the failed statement.
                     let _ = conn.batch_execute("ROLLBACK").await;
@@ -809,7 +826,7 @@ async fn start_positions(
                 let position = match at {
                     StartAt::Start => None,
                     StartAt::Position(p) => Some(p),
-                    StartAt::Head => settled_head(engine, conn, source).await?,
+                    StartAt::Head => settled_head(engine, conn, source, names).await?,
                 };
                 live_checkpoints::init(conn, name, position, "start", None).await?;
                 engine.reporter.step(&format!(
@@ -1204,7 +1221,7 @@ impl Held {
                     .map_or("the start".into(), |b| format!("position {b}")),
                 since.elapsed().as_secs(),
                 hold.head.unwrap_or_default(),
-                crate::read::ordering::describe_open(&hold.waiting_for)
+                hold.describe()
             ));
         }
     }
@@ -1228,11 +1245,12 @@ async fn settled_head(
     engine: &Engine<'_>,
     conn: &Client,
     source: &EventSource,
+    names: &[String],
 ) -> Result<Option<i64>> {
     let Some(head) = source.head(conn).await? else {
         return Ok(None);
     };
-    let mut cut = Cut::for_runner(source);
+    let mut cut = Cut::for_runner(source, names);
     loop {
         let bound = cut
             .settle(

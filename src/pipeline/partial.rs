@@ -285,8 +285,9 @@ pub async fn resolve(
                 live_reached(client, config, &resolved, i, &columns, position).await?;
             }
             // The rebuild starts after N and never reads below it again: every event up to N
-            // must be final (gap-aware: no transaction can still commit a position ≤ N).
-            let mut cut = Cut::for_runner(&source);
+            // must be final (gap-aware: no transaction can still commit a position ≤ N). A
+            // check that records nothing: `plan` and the dry run make it too.
+            let mut cut = Cut::for_runner(&source, &[]);
             let bound = cut
                 .settle(
                     client,

@@ -45,6 +45,17 @@
 //! position (it is named in the warnings), as a long transaction holds the `xid8` cut back.
 //! The reads after a bound use newer snapshots (the session runs READ COMMITTED).
 //!
+//! # `gap-aware` with a `gap_age`
+//! The argument above assumes positions are drawn inside the inserting transaction. Marten's
+//! Rich append mode draws them with `nextval` on a separate, autocommitted command before that
+//! transaction: between the two nothing holds a lock, so an observation can be proven while
+//! a reserved position is still to be inserted. With `gap_age`, an observation proves its
+//! gaps only once it is also at least `gap_age` old: every gap below its head existed when it
+//! was made (the head was visible then), so each gap passed has been open at least that long.
+//! Contiguous positions still need no proof, so the age costs nothing while no gap is open.
+//! This narrows the window; it cannot close it (a writer may stall longer): every gap passed
+//! is recorded and re-checked later (state/late_events.rs).
+//!
 //! # `serialized`
 //! Writers commit in position order, so the highest position is the bound.
 
@@ -80,13 +91,23 @@ pub struct Observation {
     pub details: Vec<Value>,
     /// When it was observed.
     pub observed_at: DateTime<Utc>,
+    /// The same moment on the monotonic clock, for `gap_age`.
+    pub seen: Instant,
 }
 
 impl Observation {
-    /// The evidence recorded with a gap this observation proved.
-    fn evidence(&self) -> Value {
+    /// The evidence recorded with a gap this observation proved (`gap_age`: how old it also
+    /// had to be).
+    fn evidence(&self, gap_age: Duration) -> Value {
         json!({
-            "rule": "every transaction open when the head was observed has ended",
+            "rule": if gap_age.is_zero() {
+                "every transaction open when the head was observed has ended".to_string()
+            } else {
+                format!(
+                    "every transaction open when the head was observed has ended, and the gap was at least {} old",
+                    humantime::format_duration(gap_age)
+                )
+            },
             "observed_at": self.observed_at,
             "observed_head": self.head,
             "open_transactions": self.details,
@@ -110,12 +131,13 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Removes every observation none of whose transactions is open any more, and returns
-    /// them, lowest head first (the list is kept in that order).
-    pub fn prove(&mut self, open_now: &BTreeSet<String>) -> Vec<Observation> {
+    /// Removes every observation none of whose transactions is open any more and that is at
+    /// least `gap_age` old, and returns them, lowest head first (the list is kept in that
+    /// order).
+    pub fn prove(&mut self, open_now: &BTreeSet<String>, gap_age: Duration) -> Vec<Observation> {
         let (proven, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.list)
             .into_iter()
-            .partition(|o| o.open.is_disjoint(open_now));
+            .partition(|o| o.open.is_disjoint(open_now) && o.seen.elapsed() >= gap_age);
         self.list = pending;
         proven
     }
@@ -167,6 +189,22 @@ pub struct Hold {
     pub head: Option<i64>,
     /// While held below the head: the transactions the oldest unproven observation waits for.
     pub waiting_for: Vec<Value>,
+    /// While held below the head with none of them open: the gap is younger than this
+    /// `gap_age`.
+    pub aging: Option<Duration>,
+}
+
+impl Hold {
+    /// What holds the bound, for warnings: the open transactions, or the gap's age.
+    pub fn describe(&self) -> String {
+        match (self.waiting_for.is_empty(), self.aging) {
+            (true, Some(age)) => format!(
+                "a writer that reserved its position earlier (the gap is passed once it is {} old, `events.gap_age`)",
+                humantime::format_duration(age)
+            ),
+            _ => describe_open(&self.waiting_for),
+        }
+    }
 }
 
 /// The reading bound of one run (or of `reproject run`); keeps the observations that gap-aware
@@ -174,8 +212,10 @@ pub struct Hold {
 pub struct Cut<'a> {
     source: &'a EventSource,
     /// The rebuild run whose gaps are recorded; None for the live runner, which has no run
-    /// row to record them under.
+    /// row: its gaps are recorded under `projections`.
     run_id: Option<i64>,
+    /// The live runner's projections.
+    projections: Vec<String>,
     pending: Pending,
 }
 
@@ -185,16 +225,27 @@ impl<'a> Cut<'a> {
         Cut {
             source,
             run_id: Some(run_id),
+            projections: Vec::new(),
             pending: Pending::default(),
         }
     }
 
-    /// The bound of `reproject run`: the same proof, without recording gaps.
-    pub fn for_runner(source: &'a EventSource) -> Cut<'a> {
+    /// The bound of `reproject run` keeping `projections` live: the same proof, its gaps
+    /// recorded under the projections (state/late_events.rs re-checks them).
+    pub fn for_runner(source: &'a EventSource, projections: &[String]) -> Cut<'a> {
         Cut {
             source,
             run_id: None,
+            projections: projections.to_vec(),
             pending: Pending::default(),
+        }
+    }
+
+    /// How old a proven gap must also be before it is passed (zero outside gap-aware mode).
+    fn gap_age(&self) -> Duration {
+        match self.source.ordering {
+            Ordering::GapAware { gap_age } => gap_age,
+            _ => Duration::ZERO,
         }
     }
 
@@ -220,7 +271,9 @@ impl<'a> Cut<'a> {
                     .map_err(|_| Error::runtime(format!("unexpected snapshot xmin `{text}`")))?;
                 Ok(Some(Bound::BelowTx(xmin)))
             }
-            Ordering::GapAware => Ok(self.gap_aware(client, at).await?.bound.map(Bound::UpTo)),
+            Ordering::GapAware { .. } => {
+                Ok(self.gap_aware(client, at).await?.bound.map(Bound::UpTo))
+            }
         }
     }
 
@@ -231,7 +284,7 @@ impl<'a> Cut<'a> {
         client: &Client,
         at: &Cursor,
     ) -> Result<(Option<Bound>, Option<Hold>)> {
-        if let Ordering::GapAware = self.source.ordering {
+        if let Ordering::GapAware { .. } = self.source.ordering {
             let hold = self.gap_aware(client, at).await?;
             return Ok((hold.bound.map(Bound::UpTo), Some(hold)));
         }
@@ -255,7 +308,7 @@ impl<'a> Cut<'a> {
                 .settle_xid8(client, at, cancel, reporter, max_wait)
                 .await;
         }
-        if !matches!(self.source.ordering, Ordering::GapAware) {
+        if !matches!(self.source.ordering, Ordering::GapAware { .. }) {
             return self.bound(client, at).await;
         }
         let started = Instant::now();
@@ -281,7 +334,7 @@ impl<'a> Cut<'a> {
                 reporter.warn(&format!(
                     "positions after {} cannot be proven final yet ({}); replaying up to there, the rest follows when they end",
                     hold.bound.map_or("the start".into(), |b| b.to_string()),
-                    describe_open(&hold.waiting_for)
+                    hold.describe()
                 ));
                 return Ok(hold.bound.map(Bound::UpTo));
             }
@@ -291,7 +344,7 @@ impl<'a> Cut<'a> {
                     "holding at {}: a gap below position {head} can still be filled by {}",
                     hold.bound
                         .map_or("the start".into(), |b| format!("position {b}")),
-                    describe_open(&hold.waiting_for)
+                    hold.describe()
                 ));
             }
             Cancel::sleep(Some(cancel), pause).await;
@@ -378,12 +431,15 @@ impl<'a> Cut<'a> {
                 bound: at.position,
                 head: None,
                 waiting_for: Vec::new(),
+                aging: None,
             });
         };
         let head = now.head;
-        let mut proven = self.pending.prove(&now.open);
-        if now.open.is_empty() {
-            // Nothing is open: the observation proves itself.
+        let gap_age = self.gap_age();
+        let mut proven = self.pending.prove(&now.open, gap_age);
+        if now.open.is_empty() && gap_age.is_zero() {
+            // Nothing is open: the observation proves itself (with a `gap_age`, it must age
+            // first, in the pending list).
             proven.push(now.clone());
         }
         let proven_head = proven.iter().map(|p| p.head).max();
@@ -402,7 +458,8 @@ impl<'a> Cut<'a> {
                 after = Some(proof.head);
             }
         }
-        let waiting_for = if bound.is_none_or(|b| b < head) {
+        let held = bound.is_none_or(|b| b < head);
+        let waiting_for = if held {
             self.pending.push(now.clone());
             self.pending
                 .oldest()
@@ -415,6 +472,7 @@ impl<'a> Cut<'a> {
             bound,
             head: Some(head),
             waiting_for,
+            aging: (held && !gap_age.is_zero()).then_some(gap_age),
         })
     }
 
@@ -465,6 +523,7 @@ impl<'a> Cut<'a> {
             open: open.into_iter().collect(),
             details: details.as_array().cloned().unwrap_or_default(),
             observed_at: Utc::now(),
+            seen: Instant::now(),
         }))
     }
 
@@ -506,9 +565,9 @@ impl<'a> Cut<'a> {
         upto: i64,
         proof: &Observation,
     ) -> Result<()> {
-        let Some(run_id) = self.run_id else {
+        if self.run_id.is_none() && self.projections.is_empty() {
             return Ok(());
-        };
+        }
         // Positions are unique (an assumption of this mode), so as many positions as the
         // range is wide means no gap. Counting reads the position index once; looking for the
         // gaps sorts every position through a window function (0.55 s of a 5 s W1 rebuild at
@@ -537,19 +596,37 @@ impl<'a> Cut<'a> {
         if width.is_none_or(|w| w == count) {
             return Ok(());
         }
+        // A run's gaps name its projections; the runner's, the projections it keeps live. The
+        // runner records a gap again after a restart (it proves from its checkpoint): kept once.
         let sql = format!(
-            "INSERT INTO reproject.gaps (run_id, from_position, to_position, evidence) \
-             SELECT $3, gap_from, gap_to, $4::jsonb FROM ({}) r \
-             ON CONFLICT (run_id, from_position) DO NOTHING",
-            self.missing_ranges_sql()
+            "INSERT INTO reproject.gaps (run_id, projections, from_position, to_position, evidence) \
+             SELECT $3, coalesce((SELECT projections FROM reproject.runs WHERE id = $3), $5::text[]), \
+                    gap_from, gap_to, $4::jsonb FROM ({}) r \
+             ON CONFLICT {} DO NOTHING",
+            self.missing_ranges_sql(),
+            if self.run_id.is_some() {
+                "(run_id, from_position) WHERE run_id IS NOT NULL"
+            } else {
+                "(projections, from_position) WHERE run_id IS NULL"
+            }
         );
         let n = client
-            .execute(&sql, &[&after, &upto, &run_id, &proof.evidence()])
+            .execute(
+                &sql,
+                &[
+                    &after,
+                    &upto,
+                    &self.run_id,
+                    &proof.evidence(self.gap_age()),
+                    &self.projections,
+                ],
+            )
             .await
             .context("cannot record the gaps passed in reproject.gaps")?;
         if n > 0 {
             tracing::info!(
-                "run {run_id}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
+                "{}: passed {n} gap(s) in the positions of `{}` up to {upto}: no open transaction can fill them",
+                self.who(),
                 self.source.table
             );
         }
@@ -598,6 +675,7 @@ mod tests {
             open: open.iter().map(|s| s.to_string()).collect(),
             details: open.iter().map(|s| json!({ "id": s, "pid": 1 })).collect(),
             observed_at: Utc::now(),
+            seen: Instant::now(),
         }
     }
 
@@ -610,11 +688,11 @@ mod tests {
         let mut p = Pending::default();
         p.push(obs(10, &["1/5", "2/7"]));
         assert!(
-            p.prove(&set(&["2/7", "3/1"])).is_empty(),
+            p.prove(&set(&["2/7", "3/1"]), Duration::ZERO).is_empty(),
             "2/7 is still open"
         );
         assert_eq!(p.len(), 1);
-        let proven = p.prove(&set(&["3/1"]));
+        let proven = p.prove(&set(&["3/1"]), Duration::ZERO);
         assert_eq!(proven.len(), 1, "both ended");
         assert_eq!(proven[0].head, 10);
         assert!(p.is_empty());
@@ -626,11 +704,34 @@ mod tests {
         p.push(obs(10, &["a"]));
         p.push(obs(20, &["b"]));
         p.push(obs(30, &["c", "a"]));
-        let proven = p.prove(&set(&["c"]));
+        let proven = p.prove(&set(&["c"]), Duration::ZERO);
         let heads: Vec<i64> = proven.iter().map(|o| o.head).collect();
         assert_eq!(heads, [10, 20], "10 and 20 are proven, 30 waits for `c`");
         assert_eq!(p.len(), 1);
         assert_eq!(p.oldest().unwrap().head, 30);
+    }
+
+    #[test]
+    fn with_a_gap_age_an_observation_is_proven_only_once_it_is_that_old() {
+        let mut p = Pending::default();
+        let mut old = obs(10, &["a"]);
+        old.seen = Instant::now() - Duration::from_secs(6);
+        p.push(old);
+        p.push(obs(20, &[]));
+        let age = Duration::from_secs(5);
+        assert!(
+            p.prove(&set(&["a"]), age).is_empty(),
+            "old enough, but `a` is still open; the young one has nothing open but is 0 s old"
+        );
+        let proven = p.prove(&set(&[]), age);
+        let heads: Vec<i64> = proven.iter().map(|o| o.head).collect();
+        assert_eq!(heads, [10], "only the one that is 5 s old");
+        assert_eq!(p.len(), 1, "the young one waits");
+        assert_eq!(
+            p.prove(&set(&[]), Duration::ZERO).len(),
+            1,
+            "without an age it is proven at once"
+        );
     }
 
     #[test]

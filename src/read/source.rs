@@ -118,6 +118,8 @@ pub struct EventSource {
     events_columns: String,
     /// The `stream` role, for [`StreamFilter`].
     stream: String,
+    /// The `type` role, for [`EventSource::in_ranges_sql`].
+    event_type: String,
     /// A partial rebuild reads only (or all but) some streams (pipeline/partial.rs).
     streams: Option<StreamFilter>,
     /// A stream lane (pipeline/lanes.rs): only the events whose stream hashes to lane `.0` of
@@ -257,6 +259,7 @@ impl EventSource {
                 .map(|f| format!("({})", f.sql))
                 .unwrap_or_else(|| "true".into()),
             stream: format!("({})", events.stream.sql),
+            event_type: format!("({})", events.event_type.sql),
             streams: None,
             lane: None,
         }
@@ -288,6 +291,24 @@ impl EventSource {
     pub fn with_streams(mut self, filter: Option<StreamFilter>) -> EventSource {
         self.streams = filter;
         self
+    }
+
+    /// A query of the events (that pass the filter) whose position lies in one of the ranges
+    /// `ranges` returns (a query with the columns `reproject_from`, `reproject_to` and
+    /// `reproject_tag`): position, stream, type and the range's tag, by position. Names
+    /// unlikely to clash with the event table's columns, which the join sees unqualified.
+    pub fn in_ranges_sql(&self, ranges: &str) -> String {
+        format!(
+            "SELECT ({pos})::bigint, ({stream})::text, ({ty})::text, r.reproject_tag \
+             FROM {from} JOIN ({ranges}) r \
+               ON {pos} BETWEEN r.reproject_from AND r.reproject_to \
+             WHERE {filter} ORDER BY 1, 4",
+            pos = self.position,
+            stream = self.stream,
+            ty = self.event_type,
+            from = self.from,
+            filter = self.filter,
+        )
     }
 
     /// The `stream` role as an SQL expression over the event rows.

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "live_handlers",
         include_str!("../../sql/022_live_handlers.sql"),
     ),
+    (
+        25,
+        "late_events",
+        include_str!("../../sql/025_late_events.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.

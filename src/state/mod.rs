@@ -4,6 +4,7 @@
 pub mod fence;
 pub mod helpers;
 pub mod lanes;
+pub mod late_events;
 pub mod live_checkpoints;
 pub mod locks;
 pub mod migrate;

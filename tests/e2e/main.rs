@@ -20,6 +20,7 @@ mod fencing;
 mod fidelity;
 mod inspect;
 mod lanes;
+mod late_events;
 mod lifecycle;
 mod live;
 mod live_restart;

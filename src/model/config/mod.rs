@@ -66,7 +66,12 @@ pub enum Ordering {
     /// which no open transaction can still insert; pass a gap only when every transaction that
     /// was open when it was seen has ended. The default: it is right for any sequence-numbered
     /// table, costs nothing when writers commit in order, and needs no extra column.
-    GapAware,
+    GapAware {
+        /// `events.gap_age`: a gap is passed only once it is also at least this old (zero:
+        /// as soon as it is proven). For stores that draw positions outside the inserting
+        /// transaction (Marten's Rich append mode), where no lock reveals a reservation.
+        gap_age: std::time::Duration,
+    },
     /// The event rows carry their writing transaction id (`xid8`): read only transactions below
     /// `pg_snapshot_xmin(pg_current_snapshot())`, in (transaction id, position) order.
     Xid8 {
@@ -82,7 +87,7 @@ impl Ordering {
     /// The name as written in the config.
     pub fn name(&self) -> &'static str {
         match self {
-            Ordering::GapAware => "gap-aware",
+            Ordering::GapAware { .. } => "gap-aware",
             Ordering::Xid8 { .. } => "xid8",
             Ordering::Serialized => "serialized",
         }
@@ -635,6 +640,7 @@ struct EventKeys {
     filter: Option<Value>,
     ordering: Option<Value>,
     transaction_id: Option<Value>,
+    gap_age: Option<Value>,
 }
 
 /// Merges the explicit keys over the preset's, key by key. A preset's `transaction_id` only
@@ -679,6 +685,12 @@ fn merge_preset(
     } else {
         pick(&raw.transaction_id, |p| p.transaction_id)
     };
+    // Likewise the preset's `gap_age` belongs to its (gap-aware) ordering.
+    let gap_age = if ordering_changed && raw.gap_age.is_none() {
+        None
+    } else {
+        pick(&raw.gap_age, |p| p.gap_age)
+    };
     // Where events come from (`table`, or `source` with its `lock_table`) is one choice: a
     // config that writes either takes nothing of it from the preset.
     let own_from = raw.table.is_some() || raw.source.is_some();
@@ -703,6 +715,7 @@ fn merge_preset(
         filter: pick(&raw.filter, |p| p.filter),
         ordering: pick(&raw.ordering, |p| p.ordering),
         transaction_id,
+        gap_age,
     })
 }
 
@@ -771,9 +784,31 @@ fn convert_events(
     })
 }
 
-/// `events.ordering` and `events.transaction_id`, which only `xid8` takes and requires.
+/// `events.ordering`, with `events.transaction_id`, which only `xid8` takes and requires, and
+/// `events.gap_age`, which only `gap-aware` takes.
 fn ordering(keys: &EventKeys) -> Result<Ordering> {
     let mode = keys.ordering.as_ref().map(|v| (v.sql.trim(), &v.loc));
+    let gap_age = match &keys.gap_age {
+        None => None,
+        Some(age) => {
+            let text = age.sql.trim();
+            let parsed = humantime::parse_duration(text).map_err(|e| {
+                age.loc
+                    .err(format!(
+                        "`events.gap_age = \"{text}\"` is not a duration ({e})"
+                    ))
+                    .with_hint("write e.g. \"5s\", \"500ms\" or \"1m\"")
+            })?;
+            Some((parsed, age))
+        }
+    };
+    if let (Some((_, age)), Some((other, _))) = (&gap_age, mode) {
+        if other == "xid8" || other == "serialized" {
+            return Err(age.loc.err(format!(
+                "`events.gap_age` is only used with `events.ordering = \"gap-aware\"` (ordering is \"{other}\")"
+            )));
+        }
+    }
     match (mode, &keys.transaction_id) {
         (Some(("xid8", _)), Some(tx)) => Ok(Ordering::Xid8 {
             transaction_id: expr(tx, "transaction_id")?,
@@ -789,7 +824,9 @@ fn ordering(keys: &EventKeys) -> Result<Ordering> {
             mode.map_or("gap-aware", |m| m.0)
         ))),
         (Some(("serialized", _)), None) => Ok(Ordering::Serialized),
-        _ => Ok(Ordering::GapAware),
+        _ => Ok(Ordering::GapAware {
+            gap_age: gap_age.map_or(std::time::Duration::ZERO, |(d, _)| d),
+        }),
     }
 }
 

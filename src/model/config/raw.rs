@@ -32,6 +32,8 @@ pub struct RawEvents {
     pub filter: Option<Spanned<String>>,
     pub ordering: Option<Spanned<String>>,
     pub transaction_id: Option<Spanned<String>>,
+    /// Gap-aware ordering: how old a proven gap must also be before it is passed.
+    pub gap_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1129,7 +1129,7 @@ fn ordering_defaults_to_gap_aware() {
     let dir = Dir::new();
     dir.file("h.sql", WRITES_T);
     let config = dir.ok(&one_projection(""));
-    assert!(matches!(config.events.ordering, Ordering::GapAware));
+    assert!(matches!(config.events.ordering, Ordering::GapAware { .. }));
 }
 
 #[test]
@@ -1150,7 +1150,7 @@ fn ordering_modes_parse() {
     ));
     assert!(matches!(
         with("ordering = \"gap-aware\"\n"),
-        Ordering::GapAware
+        Ordering::GapAware { .. }
     ));
     match with("ordering = \"xid8\"\ntransaction_id = \" tx \"\n") {
         Ordering::Xid8 { transaction_id } => {
@@ -1329,12 +1329,74 @@ fn another_ordering_drops_the_presets_transaction_id() {
         "[events]\npreset = \"emmett\"\nordering = \"gap-aware\"\n{}",
         projection("p", &["t"], "h.sql")
     ));
-    assert!(matches!(config.events.ordering, Ordering::GapAware));
+    assert!(matches!(config.events.ordering, Ordering::GapAware { .. }));
     let config = dir.ok(&format!(
         "[events]\npreset = \"emmett\"\nordering = \"xid8\"\n{}",
         projection("p", &["t"], "h.sql")
     ));
     assert!(matches!(config.events.ordering, Ordering::Xid8 { .. }));
+}
+
+#[test]
+fn gap_age_is_a_duration_of_gap_aware_ordering_that_the_marten_preset_sets() {
+    use std::time::Duration;
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let ordering = |events: &str| {
+        dir.ok(&format!("{events}{}", projection("p", &["t"], "h.sql")))
+            .events
+            .ordering
+    };
+    let age = |o: Ordering| match o {
+        Ordering::GapAware { gap_age } => gap_age,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(age(ordering(EVENTS)), Duration::ZERO, "no age by default");
+    assert_eq!(
+        age(ordering(&format!("{EVENTS}gap_age = \"1500ms\"\n"))),
+        Duration::from_millis(1500)
+    );
+    assert_eq!(
+        age(ordering("[events]\npreset = \"marten\"\n")),
+        Duration::from_secs(5),
+        "Marten reserves positions before the inserting transaction"
+    );
+    assert_eq!(
+        age(ordering(
+            "[events]\npreset = \"marten\"\ngap_age = \"0s\"\n"
+        )),
+        Duration::ZERO,
+        "a written key wins"
+    );
+    assert!(
+        matches!(
+            ordering("[events]\npreset = \"marten\"\nordering = \"serialized\"\n"),
+            Ordering::Serialized
+        ),
+        "another ordering drops the preset's gap_age"
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}gap_age = \"soon\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.gap_age = \"soon\"` is not a duration",
+            dir.at(7)
+        ),
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}ordering = \"serialized\"\ngap_age = \"5s\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.gap_age` is only used with `events.ordering = \"gap-aware\"` (ordering is \"serialized\")",
+            dir.at(8)
+        ),
+    );
 }
 
 #[test]
