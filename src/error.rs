@@ -44,7 +44,7 @@ pub enum ErrorKind {
     /// it was refused (rolled back); the rebuilt tables are kept. Exit 4.
     Fidelity,
     /// `reproject gaps`: events were found committed at positions already passed as final
-    /// gaps, and not all of them were repaired. Exit 5.
+    /// gaps, and not all of them were repaired. Exit 6.
     LateEvents,
     /// Another run holds the projection, or the swap could not get its locks. Exit 75.
     Busy,
@@ -60,7 +60,7 @@ impl ErrorKind {
             ErrorKind::Config => 2,
             ErrorKind::HealthCheck => 3,
             ErrorKind::Fidelity => 4,
-            ErrorKind::LateEvents => 5,
+            ErrorKind::LateEvents => 6,
             ErrorKind::Busy => 75,
             ErrorKind::Interrupted => 130,
         }

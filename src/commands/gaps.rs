@@ -181,7 +181,7 @@ pub async fn gaps(engine: &Engine<'_>, opts: &GapsOptions) -> Result<GapsReport>
     })
 }
 
-/// The error the binary ends with when late events are left unrepaired (exit 5).
+/// The error the binary ends with when late events are left unrepaired (exit 6).
 pub fn unrepaired_error(report: &GapsReport) -> Option<Error> {
     if report.unrepaired.is_empty() {
         return None;
@@ -252,7 +252,7 @@ mod tests {
         report.unrepaired.push(late(5, "tally", "s3"));
         report.to_run.push("reproject rebuild tally --yes".into());
         let err = unrepaired_error(&report).expect("an error");
-        assert_eq!(err.kind.exit_code(), 5);
+        assert_eq!(err.kind.exit_code(), 6);
         assert!(
             err.message.contains("the tables of `tally` miss them"),
             "{err}"

@@ -106,7 +106,7 @@ async fn a_late_event_below_the_runners_checkpoint_is_found_recorded_and_repaire
     );
     p.reproject(&db, "gaps")
         .await
-        .code(5)
+        .code(6)
         .stdout_has(&format!(
             "position {reserved} (stream `s3`, type `added`): missing from `tally`"
         ))
