@@ -43,6 +43,8 @@ pub enum ErrorKind {
     /// The swap would not keep the live table's definition, grants or dependents intact, so
     /// it was refused (rolled back); the rebuilt tables are kept. Exit 4.
     Fidelity,
+    /// The user answered no to a confirmation prompt; nothing was changed. Exit 5.
+    Declined,
     /// Another run holds the projection, or the swap could not get its locks. Exit 75.
     Busy,
     /// Stopped by Ctrl-C or SIGTERM. Exit 130.
@@ -50,6 +52,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable name for the kind, for machine-readable output (`--json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::Config => "config",
+            ErrorKind::HealthCheck => "health_check",
+            ErrorKind::Fidelity => "fidelity",
+            ErrorKind::Declined => "declined",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Interrupted => "interrupted",
+        }
+    }
+
     /// The process exit code documented in the README for this kind of failure.
     pub fn exit_code(self) -> i32 {
         match self {
@@ -57,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Config => 2,
             ErrorKind::HealthCheck => 3,
             ErrorKind::Fidelity => 4,
+            ErrorKind::Declined => 5,
             ErrorKind::Busy => 75,
             ErrorKind::Interrupted => 130,
         }
@@ -517,6 +533,7 @@ mod tests {
         assert_eq!(ErrorKind::Config.exit_code(), 2);
         assert_eq!(ErrorKind::HealthCheck.exit_code(), 3);
         assert_eq!(ErrorKind::Fidelity.exit_code(), 4);
+        assert_eq!(ErrorKind::Declined.exit_code(), 5);
         assert_eq!(ErrorKind::Busy.exit_code(), 75);
         assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
     }

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
-use cli::{confirm, print};
+use cli::{ask, must_ask, print, prompt};
 use reproject::commands::{
     self, CleanupOptions, Engine, RebuildOptions, RunOptions, StopOnError, SwapOptions,
 };
@@ -117,18 +117,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Rebuild(args) => {
-            if !args.dry_run && !args.no_swap {
-                let what = if args.projections.is_empty() {
-                    "all projections".to_string()
-                } else {
-                    args.projections.join(", ")
-                };
-                confirm(
-                    &format!("rebuild {what} and swap the rebuilt tables in"),
-                    args.yes,
-                )?;
-            }
             let partial = args.partial();
+            if !args.dry_run && !args.no_swap && must_ask("rebuild and swap", args.yes)? {
+                let question =
+                    prompt::rebuild(&engine, &args.projections, args.resume, partial.is_some())
+                        .await?;
+                ask(&question)?;
+            }
             let opts = RebuildOptions {
                 partial,
                 projections: args.projections,
@@ -158,7 +153,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Swap(args) => {
-            confirm("swap the rebuilt tables in", args.yes)?;
+            if must_ask("swap", args.yes)? {
+                ask(&prompt::swap(&engine, &args.projections).await)?;
+            }
             let opts = SwapOptions {
                 projections: args.projections,
                 batch_size: args.batch_size,
@@ -208,7 +205,9 @@ async fn run(cli: Cli) -> Result<()> {
             all_projections,
             lock,
         } => {
-            confirm("roll back the newest swap", yes)?;
+            if must_ask("rollback", yes)? {
+                ask(&prompt::rollback(&engine, &projections).await)?;
+            }
             let opts = commands::RollbackOptions {
                 lock: lock.policy(),
                 batch_size,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
     about = "Zero-downtime blue/green rebuilds of event-sourced projection tables on PostgreSQL",
     after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 health check refused the swap, \
                   4 the swap would have changed the table's definition, grants or dependents (refused), \
+                  5 declined at the confirmation prompt (nothing changed), \
                   75 busy (locks not obtained, or another run is active), 130 interrupted."
 )]
 pub struct Cli {

@@ -10,6 +10,23 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".to_string(), |v| v.to_string())
 }
 
+/// `1234567` as `1,234,567`: counts of events and rows are read at a glance.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
 pub fn json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
@@ -460,5 +477,19 @@ pub fn history(report: &HistoryReport) {
         if let Some(e) = &r.error {
             println!("    error: {}", e.lines().next().unwrap_or(""));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(-20000), "-20,000");
     }
 }

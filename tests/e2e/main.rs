@@ -28,6 +28,7 @@ mod partial;
 mod per_batch;
 mod preflight;
 mod presets;
+mod prompts;
 mod reshape;
 mod rollback;
 mod rust_projection;
