@@ -22,11 +22,25 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A script that asked for JSON gets its usage error as JSON too (exit 2, as clap).
+            let wants_json = std::env::args().skip(1).any(|a| a == "--json");
+            if wants_json && e.use_stderr() {
+                let text = e.render().to_string();
+                let message = text.lines().next().unwrap_or("invalid arguments");
+                let message = message.strip_prefix("error: ").unwrap_or(message);
+                print::error_json(&Error::config(message.to_string()));
+            }
+            e.exit()
+        }
+    };
     // Generated from the CLI definition; needs no config, database or runtime.
-    if let Some(code) = cli::docs::run(&cli.command) {
+    if let Some(code) = cli::docs::run(&cli.command, cli.json) {
         std::process::exit(code);
     }
+    let json = cli.json;
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,6 +58,9 @@ fn main() {
                     );
                 }
                 eprintln!("{err}");
+                if json {
+                    print::error_json(&err);
+                }
                 err.kind.exit_code()
             }
         }
@@ -94,6 +111,7 @@ fn watch_signals(cancel: Cancel) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
     let config = Config::load(&cli.config)?;
     // The URL wins; PG* variables and ~/.pgpass fill in what it leaves out, as for psql.
     let db = Db::from_url_or_env(cli.database_url.as_deref())?;
@@ -108,7 +126,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
 
     match cli.command {
-        Command::Plan { projections, json } => {
+        Command::Plan { projections } => {
             let report = commands::plan(&engine, &projections).await?;
             if json {
                 print::json(&report)
@@ -145,7 +163,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             let outcome = commands::rebuild(&engine, &opts).await?;
-            match (&outcome.dry_run, args.json) {
+            match (&outcome.dry_run, json) {
                 (Some(report), true) => print::json(report),
                 (Some(report), false) => print::plan(report, true),
                 (None, true) => print::json(&outcome),
@@ -165,14 +183,19 @@ async fn run(cli: Cli) -> Result<()> {
                 lock: args.lock.policy(),
             };
             let outcome = commands::swap(&engine, &opts).await?;
-            if args.json {
+            if json {
                 print::json(&outcome)
             } else {
                 print::outcome(&outcome)
             }
         }
         Command::Run(args) if args.print_notify_sql => {
-            print!("{}", commands::print_notify_sql(&engine).await?);
+            let sql = commands::print_notify_sql(&engine).await?;
+            if json {
+                print::json(&serde_json::json!({ "sql": sql }))
+            } else {
+                print!("{sql}");
+            }
         }
         Command::Run(args) => {
             let opts = RunOptions {
@@ -191,7 +214,7 @@ async fn run(cli: Cli) -> Result<()> {
                 wait: args.wait,
             };
             let outcome = commands::run(&engine, &opts).await?;
-            if args.json {
+            if json {
                 print::json(&outcome)
             } else {
                 print::run(&outcome)
@@ -215,14 +238,17 @@ async fn run(cli: Cli) -> Result<()> {
                 all_projections,
             };
             let report = commands::rollback(&engine, &projections, opts).await?;
-            print::rollback(&report);
+            if json {
+                print::json(&report)
+            } else {
+                print::rollback(&report)
+            }
         }
         Command::Cleanup {
             projections,
             older_than,
             yes,
             all_projections,
-            json,
         } => {
             // The command that drops exactly what this one listed.
             let mut again = vec!["reproject cleanup".to_string()];
@@ -253,9 +279,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { run, initiated_by } => {
             let by = initiated_by.unwrap_or_else(commands::os_user);
             let id = commands::cancel(&engine, run, &by).await?;
-            println!("run {id}: cancellation requested; it stops after its current batch");
+            if json {
+                print::json(&serde_json::json!({ "run": id, "cancel_requested": true }))
+            } else {
+                println!("run {id}: cancellation requested; it stops after its current batch");
+            }
         }
-        Command::Status { json } => {
+        Command::Status => {
             let report = commands::status(&engine).await?;
             if json {
                 print::json(&report)
@@ -268,7 +298,6 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::History {
             projections,
-            json,
             limit,
             all_projections,
         } => {

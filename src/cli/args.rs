@@ -32,6 +32,10 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print the result as JSON on stdout (every command but `completions` and `man`); on
+    /// failure, the error as JSON on stdout as well (the human text stays on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,9 +46,6 @@ pub enum Command {
     Plan {
         /// Projections to plan (default: all).
         projections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Rebuild projections into `_rebuild` tables, check them, and swap them in.
     Rebuild(RebuildArgs),
@@ -91,9 +92,6 @@ pub enum Command {
         /// config's (other configs' too).
         #[arg(long)]
         all_projections: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Ask a running rebuild (from any terminal or machine) to stop after its current batch;
     /// it exits 130 and `rebuild --resume` continues it.
@@ -105,18 +103,11 @@ pub enum Command {
         initiated_by: Option<String>,
     },
     /// Show each projection's state, checkpoint and lag (and a running rebuild's speed and ETA).
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Show the recorded runs of the config's projections.
     History {
         /// Only runs of these projections (default: the config's).
         projections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
         /// How many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -191,9 +182,6 @@ pub struct RebuildArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
@@ -238,9 +226,6 @@ pub struct SwapArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
@@ -284,9 +269,6 @@ pub struct RunArgs {
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]
     pub print_notify_sql: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

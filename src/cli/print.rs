@@ -27,11 +27,50 @@ pub fn thousands(n: i64) -> String {
     }
 }
 
+/// The version of the JSON that `--json` prints. Raised when a field is removed or changes
+/// meaning; new fields may appear within a version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Prints `value` as JSON with `format_version` in it: in the object, or, for a list (the
+/// runs `history` prints, an array since before the version existed), in each of its objects.
 pub fn json<T: serde::Serialize>(value: &T) {
+    let value = versioned(serde_json::to_value(value).expect("serialisable"));
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("serialisable")
+        serde_json::to_string_pretty(&value).expect("serialisable")
     );
+}
+
+fn versioned(mut value: serde_json::Value) -> serde_json::Value {
+    let stamp = |v: &mut serde_json::Value| {
+        if let serde_json::Value::Object(map) = v {
+            map.insert("format_version".into(), FORMAT_VERSION.into());
+        }
+    };
+    match &mut value {
+        serde_json::Value::Array(items) => items.iter_mut().for_each(stamp),
+        other => stamp(other),
+    }
+    value
+}
+
+/// A failed command's error as JSON on stdout, for `--json` (the text stays on stderr):
+/// what a script decides by (`kind`, `exit_code`, `sqlstate`) and what a person reads.
+pub fn error_json(err: &reproject::Error) {
+    json(&error_value(err));
+}
+
+fn error_value(err: &reproject::Error) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "kind": err.kind.name(),
+            "exit_code": err.kind.exit_code(),
+            "message": err.message,
+            "causes": err.causes,
+            "hint": err.hint,
+            "sqlstate": err.sqlstate,
+        }
+    })
 }
 
 pub fn plan(p: &PlanReport, dry_run: bool) {
@@ -483,6 +522,24 @@ pub fn history(report: &HistoryReport) {
 #[cfg(test)]
 mod tests {
     use super::thousands;
+
+    #[test]
+    fn every_json_document_carries_the_format_version() {
+        let v = super::versioned(serde_json::json!({"a": 1}));
+        assert_eq!(v["format_version"], 1);
+        let v = super::versioned(serde_json::json!([{"id": 1}, {"id": 2}]));
+        assert_eq!(v[1]["format_version"], 1);
+        let err = reproject::Error::busy("locked")
+            .caused_by("run 3 holds `tally`")
+            .with_hint("wait");
+        let v = super::versioned(super::error_value(&err));
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["error"]["kind"], "busy");
+        assert_eq!(v["error"]["exit_code"], 75);
+        assert_eq!(v["error"]["causes"][0], "run 3 holds `tally`");
+        assert_eq!(v["error"]["hint"], "wait");
+        assert!(v["error"]["sqlstate"].is_null());
+    }
 
     #[test]
     fn thousands_are_separated() {

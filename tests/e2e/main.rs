@@ -18,6 +18,7 @@ mod failures;
 mod fencing;
 mod fidelity;
 mod inspect;
+mod json_output;
 mod lanes;
 mod lifecycle;
 mod live;
