@@ -57,7 +57,7 @@ fn main() {
                         "the connection to PostgreSQL was lost, and nothing after the last commit was kept: `reproject status` shows where each run stands; `reproject rebuild --resume` continues an unfinished rebuild, `reproject swap` a rebuild awaiting its swap",
                     );
                 }
-                eprintln!("{err}");
+                eprintln!("{}", cli::style::paint(&err.to_string()));
                 if json {
                     print::error_json(&err);
                 }
@@ -79,6 +79,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // tracing's own colours follow the same rule: none in files, pipes, or with NO_COLOR.
+        .with_ansi(cli::style::enabled())
         .with_target(false)
         .init();
 }

@@ -5,6 +5,7 @@ pub mod docs;
 pub mod print;
 pub mod prompt;
 pub mod reporter;
+pub mod style;
 
 use reproject::error::{Error, ErrorKind, Result};
 use std::io::{BufRead, IsTerminal, Write};
@@ -27,7 +28,7 @@ pub fn must_ask(action: &str, yes: bool) -> Result<bool> {
 /// Shows `question` and reads the answer; anything but yes is a [`ErrorKind::Declined`]
 /// error (exit 5), so a script can tell "said no" from "failed".
 pub fn ask(question: &str) -> Result<()> {
-    eprint!("{question}\nProceed? [y/N] ");
+    eprint!("{}\nProceed? [y/N] ", style::paint(question));
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).ok();

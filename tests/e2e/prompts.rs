@@ -9,6 +9,17 @@ use tokio::io::AsyncWriteExt;
 /// Runs `reproject --config CONFIG ARGS` on a pseudo-terminal, typing `answer` and Enter.
 /// `None` when `script` is not installed (the caller skips).
 async fn on_terminal(db: &TestDb, p: &Project, args: &str, answer: &str) -> Option<Out> {
+    on_terminal_with(db, p, args, answer, &[("NO_COLOR", "1")]).await
+}
+
+/// As `on_terminal`, with `env` set (and `NO_COLOR` only if `env` sets it).
+async fn on_terminal_with(
+    db: &TestDb,
+    p: &Project,
+    args: &str,
+    answer: &str,
+    env: &[(&str, &str)],
+) -> Option<Out> {
     if std::process::Command::new("script")
         .arg("--version")
         .output()
@@ -22,7 +33,7 @@ async fn on_terminal(db: &TestDb, p: &Project, args: &str, answer: &str) -> Opti
     cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
         .env("DATABASE_URL", &db.url)
         .env("USER", "tester")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -30,6 +41,7 @@ async fn on_terminal(db: &TestDb, p: &Project, args: &str, answer: &str) -> Opti
     for var in PG_VARS {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // Typed once the prompt waits: the terminal keeps it until the program reads.
@@ -101,5 +113,23 @@ async fn prompts_name_the_target_and_no_exits_5() {
         1,
     )
     .await;
+    db.drop().await;
+}
+
+/// Colour marks `error:` and `hint:` on a terminal only: not with NO_COLOR, not in a pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn colour_on_terminals_only() {
+    let (db, p) = tally::fixture(10).await;
+    let Some(out) = on_terminal_with(&db, &p, "plan no_such", "", &[]).await else {
+        eprintln!("SKIPPED: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    };
+    out.code(2).stdout_has("\x1b[1;31merror:\x1b[0m");
+    let out = on_terminal(&db, &p, "plan no_such", "").await.unwrap();
+    out.code(2).stdout_has("error:");
+    assert!(!out.stdout.contains('\x1b'), "NO_COLOR: {:?}", out.stdout);
+    let out = p.reproject(&db, "plan no_such").await;
+    out.code(2).stderr_has("error:");
+    assert!(!out.stderr.contains('\x1b'), "a pipe: {:?}", out.stderr);
     db.drop().await;
 }
