@@ -78,8 +78,8 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
     println!(
         "events: `{}`: {} to replay, {} excluded by the filter, positions {}..{}",
         p.events_table,
-        p.events_to_replay,
-        p.events_excluded,
+        thousands(p.events_to_replay),
+        thousands(p.events_excluded),
         opt(&p.first_position),
         opt(&p.last_position)
     );
@@ -126,7 +126,10 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         for t in &proj.tables {
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",
-                t.live, t.rows, t.rebuild, t.old
+                t.live,
+                thousands(t.rows),
+                t.rebuild,
+                t.old
             );
             println!(
                 "    carried over at the swap: {}",
@@ -299,43 +302,62 @@ pub fn status(s: &StatusReport) {
         s.database,
         opt(&s.head)
     );
-    println!(
-        "{:<24} {:<15} {:>6} {:>12} {:>10}  tables",
-        "projection", "state", "run", "checkpoint", "lag"
-    );
-    for p in &s.projections {
-        let state = match &p.phase {
-            Some(phase) if p.state == "rebuilding" => format!("{} ({phase})", p.state),
-            _ => p.state.clone(),
-        };
-        println!(
-            "{:<24} {:<15} {:>6} {:>12} {:>10}  {}",
-            p.name,
-            state,
-            opt(&p.run_id),
-            opt(&p.checkpoint),
-            opt(&p.lag),
-            p.tables.join(", ")
-        );
+    // Columns as wide as their widest cell, so long projection names keep the table aligned.
+    let rows: Vec<[String; 6]> = s
+        .projections
+        .iter()
+        .map(|p| {
+            let state = match &p.phase {
+                Some(phase) if p.state == "rebuilding" => format!("{} ({phase})", p.state),
+                _ => p.state.clone(),
+            };
+            [
+                p.name.clone(),
+                state,
+                opt(&p.run_id),
+                opt(&p.checkpoint),
+                p.lag.map_or("-".to_string(), thousands),
+                p.tables.join(", "),
+            ]
+        })
+        .collect();
+    let header = ["projection", "state", "run", "checkpoint", "lag", "tables"].map(String::from);
+    let width = |i: usize| {
+        rows.iter()
+            .chain(std::iter::once(&header))
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3, w4) = (width(0), width(1), width(2), width(3), width(4));
+    let line = |r: &[String; 6]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5]
+        )
+    };
+    println!("{}", line(&header));
+    // Detail lines under a projection start below its state column.
+    let pad = " ".repeat(w0);
+    for (p, row) in s.projections.iter().zip(&rows) {
+        println!("{}", line(row));
         if let (Some(done), Some(rate)) = (p.events_applied, p.events_per_second) {
             println!(
-                "{:<24} {done} event(s) applied, {rate:.0} events/s, ETA {}",
-                "",
+                "{pad} {} event(s) applied, {rate:.0} events/s, ETA {}",
+                thousands(done),
                 p.eta_seconds
                     .map_or("-".to_string(), |s| format!("{s:.0}s"))
             );
         }
         if let (Some(run), Some(by)) = (p.run_id, &p.initiated_by) {
             println!(
-                "{:<24} run {run} by {}",
-                "",
+                "{pad} run {run} by {}",
                 who(by, &p.db_session_user, &p.db_current_user)
             );
         }
         for shape in &p.shape {
             println!(
-                "{:<24} new shape of `{}` (run {}): {}",
-                "",
+                "{pad} new shape of `{}` (run {}): {}",
                 shape.table,
                 shape.run_id,
                 shape.changes.join("; ")
@@ -343,15 +365,15 @@ pub fn status(s: &StatusReport) {
         }
         if let Some(l) = &p.lanes {
             println!(
-                "{:<24} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
-                "", l.done, l.lanes, l.plan, l.events, l.upto
+                "{pad} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
+                l.done, l.lanes, l.plan, l.events, l.upto
             );
         }
         if !p.helper_tables.is_empty() {
-            println!("{:<24} helper tables: {}", "", p.helper_tables.join(", "));
+            println!("{pad} helper tables: {}", p.helper_tables.join(", "));
         }
         if let Some(e) = &p.error {
-            println!("{:<24} last error: {}", "", e.lines().next().unwrap_or(""));
+            println!("{pad} last error: {}", e.lines().next().unwrap_or(""));
         }
         if let Some(r) = &p.runner {
             let lag = match (r.lag_events, r.lag_seconds) {
@@ -360,19 +382,17 @@ pub fn status(s: &StatusReport) {
                 _ => "lag -".to_string(),
             };
             println!(
-                "{:<24} runner: {}, live checkpoint {}, {lag}{}",
-                "",
+                "{pad} runner: {}, live checkpoint {}, {lag}{}",
                 if r.up { "up" } else { "not running" },
                 opt(&r.checkpoint),
                 if r.stopped { ", STOPPED" } else { "" }
             );
             if let Some(h) = &r.handlers {
-                println!("{:<24} runner applies {h}", "");
+                println!("{pad} runner applies {h}");
             }
             if let Some(e) = &r.last_error {
                 println!(
-                    "{:<24} runner error at position {}: {}",
-                    "",
+                    "{pad} runner error at position {}: {}",
                     opt(&r.last_error_position),
                     e.lines().next().unwrap_or("")
                 );
@@ -465,7 +485,7 @@ pub fn history(report: &HistoryReport) {
         }
         println!(
             "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
-            r.events_applied,
+            thousands(r.events_applied),
             r.start_position
                 .map_or("start".to_string(), |p| p.to_string()),
             opt(&r.target_position),

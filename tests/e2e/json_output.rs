@@ -40,9 +40,18 @@ fn error_of(out: &Out, kind: &str, code: i32) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_prints_versioned_json_and_errors_as_json() {
-    let (db, p) = tally::fixture(200).await;
+    let (db, p) = tally::fixture(1200).await;
     let plan = versioned(p.reproject(&db, "plan --json").await.ok());
-    assert_eq!(plan["events_to_replay"], 200);
+    assert_eq!(plan["events_to_replay"], 1200);
+    // The text form: counts with thousands separators, the status table aligned.
+    p.reproject(&db, "plan")
+        .await
+        .ok()
+        .stdout_has("1,200 to replay");
+    p.reproject(&db, "status")
+        .await
+        .ok()
+        .stdout_has("projection  state  run  checkpoint  lag  tables\ntally       live");
     let dry = versioned(p.reproject(&db, "rebuild --dry-run --json").await.ok());
     assert!(dry["steps"].is_array(), "{dry}");
     versioned(p.reproject(&db, "status --json").await.ok());
