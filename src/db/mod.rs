@@ -451,9 +451,8 @@ fn libpq_env(config: &Config, tls: &conninfo::TlsSettings) -> Vec<(&'static str,
         env.push(("PGSSLCERT", cert.display().to_string()));
         env.push(("PGSSLKEY", key.display().to_string()));
     }
-    if let Some(t) = config.get_connect_timeout() {
-        env.push(("PGCONNECT_TIMEOUT", t.as_secs().max(1).to_string()));
-    }
+    // PGCONNECT_TIMEOUT: added by `Db::libpq_env`, which knows the timeout (tokio-postgres'
+    // config does not hold it).
     if let Some(o) = config.get_options() {
         env.push(("PGOPTIONS", o.to_string()));
     }
