@@ -43,6 +43,8 @@ pub enum ErrorKind {
     /// The swap would not keep the live table's definition, grants or dependents intact, so
     /// it was refused (rolled back); the rebuilt tables are kept. Exit 4.
     Fidelity,
+    /// The user answered no to a confirmation prompt; nothing was changed. Exit 5.
+    Declined,
     /// `reproject gaps`: events were found committed at positions already passed as final
     /// gaps, and not all of them were repaired. Exit 6.
     LateEvents,
@@ -53,6 +55,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable name for the kind, for machine-readable output (`--json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::Config => "config",
+            ErrorKind::HealthCheck => "health_check",
+            ErrorKind::Fidelity => "fidelity",
+            ErrorKind::Declined => "declined",
+            ErrorKind::LateEvents => "late_events",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Interrupted => "interrupted",
+        }
+    }
+
     /// The process exit code documented in docs/reference/exit-codes.md for this kind of failure.
     pub fn exit_code(self) -> i32 {
         match self {
@@ -60,6 +76,7 @@ impl ErrorKind {
             ErrorKind::Config => 2,
             ErrorKind::HealthCheck => 3,
             ErrorKind::Fidelity => 4,
+            ErrorKind::Declined => 5,
             ErrorKind::LateEvents => 6,
             ErrorKind::Busy => 75,
             ErrorKind::Interrupted => 130,
@@ -521,6 +538,7 @@ mod tests {
         assert_eq!(ErrorKind::Config.exit_code(), 2);
         assert_eq!(ErrorKind::HealthCheck.exit_code(), 3);
         assert_eq!(ErrorKind::Fidelity.exit_code(), 4);
+        assert_eq!(ErrorKind::Declined.exit_code(), 5);
         assert_eq!(ErrorKind::Busy.exit_code(), 75);
         assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
     }

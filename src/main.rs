@@ -5,7 +5,7 @@ mod cli;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
-use cli::{confirm, print};
+use cli::{ask, must_ask, print, prompt};
 use reproject::commands::{
     self, CleanupOptions, Engine, RebuildOptions, RunOptions, StopOnError, SwapOptions,
 };
@@ -22,11 +22,25 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A script that asked for JSON gets its usage error as JSON too (exit 2, as clap).
+            let wants_json = std::env::args().skip(1).any(|a| a == "--json");
+            if wants_json && e.use_stderr() {
+                let text = e.render().to_string();
+                let message = text.lines().next().unwrap_or("invalid arguments");
+                let message = message.strip_prefix("error: ").unwrap_or(message);
+                print::error_json(&Error::config(message.to_string()));
+            }
+            e.exit()
+        }
+    };
     // Generated from the CLI definition; needs no config, database or runtime.
-    if let Some(code) = cli::docs::run(&cli.command) {
+    if let Some(code) = cli::docs::run(&cli.command, cli.json) {
         std::process::exit(code);
     }
+    let json = cli.json;
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -43,7 +57,10 @@ fn main() {
                         "the connection to PostgreSQL was lost, and nothing after the last commit was kept: `reproject status` shows where each run stands; `reproject rebuild --resume` continues an unfinished rebuild, `reproject swap` a rebuild awaiting its swap",
                     );
                 }
-                eprintln!("{err}");
+                eprintln!("{}", cli::style::paint(&err.to_string()));
+                if json {
+                    print::error_json(&err);
+                }
                 err.kind.exit_code()
             }
         }
@@ -62,6 +79,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // tracing's own colours follow the same rule: none in files, pipes, or with NO_COLOR.
+        .with_ansi(cli::style::enabled())
         .with_target(false)
         .init();
 }
@@ -94,6 +113,7 @@ fn watch_signals(cancel: Cancel) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
     let config = Config::load(&cli.config)?;
     // The URL wins; PG* variables and ~/.pgpass fill in what it leaves out, as for psql.
     let db = Db::from_url_or_env(cli.database_url.as_deref())?;
@@ -108,7 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
 
     match cli.command {
-        Command::Plan { projections, json } => {
+        Command::Plan { projections } => {
             let report = commands::plan(&engine, &projections).await?;
             if json {
                 print::json(&report)
@@ -117,18 +137,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Rebuild(args) => {
-            if !args.dry_run && !args.no_swap {
-                let what = if args.projections.is_empty() {
-                    "all projections".to_string()
-                } else {
-                    args.projections.join(", ")
-                };
-                confirm(
-                    &format!("rebuild {what} and swap the rebuilt tables in"),
-                    args.yes,
-                )?;
-            }
             let partial = args.partial();
+            if !args.dry_run && !args.no_swap && must_ask("rebuild and swap", args.yes)? {
+                let question =
+                    prompt::rebuild(&engine, &args.projections, args.resume, partial.is_some())
+                        .await?;
+                ask(&question)?;
+            }
             let opts = RebuildOptions {
                 partial,
                 projections: args.projections,
@@ -150,7 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             let outcome = commands::rebuild(&engine, &opts).await?;
-            match (&outcome.dry_run, args.json) {
+            match (&outcome.dry_run, json) {
                 (Some(report), true) => print::json(report),
                 (Some(report), false) => print::plan(report, true),
                 (None, true) => print::json(&outcome),
@@ -158,7 +173,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Swap(args) => {
-            confirm("swap the rebuilt tables in", args.yes)?;
+            if must_ask("swap", args.yes)? {
+                ask(&prompt::swap(&engine, &args.projections).await)?;
+            }
             let opts = SwapOptions {
                 projections: args.projections,
                 batch_size: args.batch_size,
@@ -168,14 +185,19 @@ async fn run(cli: Cli) -> Result<()> {
                 lock: args.lock.policy(),
             };
             let outcome = commands::swap(&engine, &opts).await?;
-            if args.json {
+            if json {
                 print::json(&outcome)
             } else {
                 print::outcome(&outcome)
             }
         }
         Command::Run(args) if args.print_notify_sql => {
-            print!("{}", commands::print_notify_sql(&engine).await?);
+            let sql = commands::print_notify_sql(&engine).await?;
+            if json {
+                print::json(&serde_json::json!({ "sql": sql }))
+            } else {
+                print!("{sql}");
+            }
         }
         Command::Run(args) => {
             let opts = RunOptions {
@@ -195,7 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
                 recheck_gaps_every: args.recheck_gaps_every,
             };
             let outcome = commands::run(&engine, &opts).await?;
-            if args.json {
+            if json {
                 print::json(&outcome)
             } else {
                 print::run(&outcome)
@@ -209,7 +231,9 @@ async fn run(cli: Cli) -> Result<()> {
             all_projections,
             lock,
         } => {
-            confirm("roll back the newest swap", yes)?;
+            if must_ask("rollback", yes)? {
+                ask(&prompt::rollback(&engine, &projections).await)?;
+            }
             let opts = commands::RollbackOptions {
                 lock: lock.policy(),
                 batch_size,
@@ -217,14 +241,17 @@ async fn run(cli: Cli) -> Result<()> {
                 all_projections,
             };
             let report = commands::rollback(&engine, &projections, opts).await?;
-            print::rollback(&report);
+            if json {
+                print::json(&report)
+            } else {
+                print::rollback(&report)
+            }
         }
         Command::Cleanup {
             projections,
             older_than,
             yes,
             all_projections,
-            json,
         } => {
             // The command that drops exactly what this one listed.
             let mut again = vec!["reproject cleanup".to_string()];
@@ -255,9 +282,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { run, initiated_by } => {
             let by = initiated_by.unwrap_or_else(commands::os_user);
             let id = commands::cancel(&engine, run, &by).await?;
-            println!("run {id}: cancellation requested; it stops after its current batch");
+            if json {
+                print::json(&serde_json::json!({ "run": id, "cancel_requested": true }))
+            } else {
+                println!("run {id}: cancellation requested; it stops after its current batch");
+            }
         }
-        Command::Status { json } => {
+        Command::Status => {
             let report = commands::status(&engine).await?;
             if json {
                 print::json(&report)
@@ -265,7 +296,7 @@ async fn run(cli: Cli) -> Result<()> {
                 print::status(&report)
             }
         }
-        Command::Gaps { repair, json } => {
+        Command::Gaps { repair } => {
             let report = commands::gaps(&engine, &commands::GapsOptions { repair }).await?;
             if json {
                 print::json(&report)
@@ -281,7 +312,6 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::History {
             projections,
-            json,
             limit,
             all_projections,
         } => {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
     about = "Zero-downtime blue/green rebuilds of event-sourced projection tables on PostgreSQL",
     after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 health check refused the swap, \
                   4 the swap would have changed the table's definition, grants or dependents (refused), \
+                  5 declined at the confirmation prompt (nothing changed), \
                   6 late events left unrepaired (`gaps`), \
                   75 busy (locks not obtained, or another run is active), 130 interrupted."
 )]
@@ -32,6 +33,10 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print the result as JSON on stdout (every command but `completions` and `man`); on
+    /// failure, the error as JSON on stdout as well (the human text stays on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,9 +47,6 @@ pub enum Command {
     Plan {
         /// Projections to plan (default: all).
         projections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Rebuild projections into `_rebuild` tables, check them, and swap them in.
     Rebuild(RebuildArgs),
@@ -91,9 +93,6 @@ pub enum Command {
         /// config's (other configs' too).
         #[arg(long)]
         all_projections: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Ask a running rebuild (from any terminal or machine) to stop after its current batch;
     /// it exits 130 and `rebuild --resume` continues it.
@@ -105,18 +104,11 @@ pub enum Command {
         initiated_by: Option<String>,
     },
     /// Show each projection's state, checkpoint and lag (and a running rebuild's speed and ETA).
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Show the recorded runs of the config's projections.
     History {
         /// Only runs of these projections (default: the config's).
         projections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
         /// How many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -126,15 +118,12 @@ pub enum Command {
     },
     /// Re-check every gap in the positions that a rebuild or `run` passed as final: list the
     /// events committed there since (late events: the tables built past them miss them) and,
-    /// with --repair, rebuild their streams. Exit 5 when late events are left unrepaired.
+    /// with --repair, rebuild their streams. Exit 6 when late events are left unrepaired.
     Gaps {
         /// Repair: a partial rebuild (`--streams`) of the late events' streams, per projection
         /// that declares `stream_key`; the others are listed with the command to run.
         #[arg(long)]
         repair: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -203,9 +192,6 @@ pub struct RebuildArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
@@ -250,9 +236,6 @@ pub struct SwapArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
@@ -300,9 +283,6 @@ pub struct RunArgs {
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]
     pub print_notify_sql: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

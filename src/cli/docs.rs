@@ -6,7 +6,18 @@ use clap::CommandFactory;
 use std::io::Write;
 
 /// Runs `completions` / `man`; `None` for every other command. Returns the exit code.
-pub fn run(command: &Command) -> Option<i32> {
+/// Their output is a shell script or a man page, which has no JSON form: `--json` is refused
+/// rather than ignored.
+pub fn run(command: &Command, json: bool) -> Option<i32> {
+    if json && matches!(command, Command::Completions { .. } | Command::Man { .. }) {
+        let err = reproject::Error::config(
+            "`completions` and `man` print a shell script or a man page; they have no JSON output",
+        )
+        .with_hint("run them without `--json`");
+        eprintln!("{}", super::style::paint(&err.to_string()));
+        super::print::error_json(&err);
+        return Some(err.kind.exit_code());
+    }
     let result = match command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -3,29 +3,41 @@
 pub mod args;
 pub mod docs;
 pub mod print;
+pub mod prompt;
 pub mod reporter;
+pub mod style;
 
-use reproject::error::{Error, Result};
+use reproject::error::{Error, ErrorKind, Result};
 use std::io::{BufRead, IsTerminal, Write};
 
-/// Asks for confirmation on a terminal; refuses (never blocks) when there is none.
-pub fn confirm(question: &str, yes: bool) -> Result<()> {
+/// Whether to ask before `action`: not with `--yes`; refused (never blocks) when there is no
+/// terminal to ask on.
+pub fn must_ask(action: &str, yes: bool) -> Result<bool> {
     if yes {
-        return Ok(());
+        return Ok(false);
     }
     if !std::io::stdin().is_terminal() {
         return Err(Error::config(format!(
-            "{question}: confirmation needed, but there is no terminal to ask on"
+            "{action}: confirmation needed, but there is no terminal to ask on"
         ))
         .with_hint("pass `--yes` to confirm in scripts and cron jobs"));
     }
-    eprint!("{question} [y/N] ");
+    Ok(true)
+}
+
+/// Shows `question` and reads the answer; anything but yes is a [`ErrorKind::Declined`]
+/// error (exit 5), so a script can tell "said no" from "failed".
+pub fn ask(question: &str) -> Result<()> {
+    eprint!("{}\nProceed? [y/N] ", style::paint(question));
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).ok();
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
         Ok(())
     } else {
-        Err(Error::config("not confirmed; nothing was changed"))
+        Err(Error::new(
+            ErrorKind::Declined,
+            "not confirmed; nothing was changed",
+        ))
     }
 }

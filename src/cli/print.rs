@@ -10,11 +10,67 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".to_string(), |v| v.to_string())
 }
 
+/// `1234567` as `1,234,567`: counts of events and rows are read at a glance.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// The version of the JSON that `--json` prints. Raised when a field is removed or changes
+/// meaning; new fields may appear within a version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Prints `value` as JSON with `format_version` in it: in the object, or, for a list (the
+/// runs `history` prints, an array since before the version existed), in each of its objects.
 pub fn json<T: serde::Serialize>(value: &T) {
+    let value = versioned(serde_json::to_value(value).expect("serialisable"));
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("serialisable")
+        serde_json::to_string_pretty(&value).expect("serialisable")
     );
+}
+
+fn versioned(mut value: serde_json::Value) -> serde_json::Value {
+    let stamp = |v: &mut serde_json::Value| {
+        if let serde_json::Value::Object(map) = v {
+            map.insert("format_version".into(), FORMAT_VERSION.into());
+        }
+    };
+    match &mut value {
+        serde_json::Value::Array(items) => items.iter_mut().for_each(stamp),
+        other => stamp(other),
+    }
+    value
+}
+
+/// A failed command's error as JSON on stdout, for `--json` (the text stays on stderr):
+/// what a script decides by (`kind`, `exit_code`, `sqlstate`) and what a person reads.
+pub fn error_json(err: &reproject::Error) {
+    json(&error_value(err));
+}
+
+fn error_value(err: &reproject::Error) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "kind": err.kind.name(),
+            "exit_code": err.kind.exit_code(),
+            "message": err.message,
+            "causes": err.causes,
+            "hint": err.hint,
+            "sqlstate": err.sqlstate,
+        }
+    })
 }
 
 pub fn plan(p: &PlanReport, dry_run: bool) {
@@ -22,8 +78,8 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
     println!(
         "events: `{}`: {} to replay, {} excluded by the filter, positions {}..{}",
         p.events_table,
-        p.events_to_replay,
-        p.events_excluded,
+        thousands(p.events_to_replay),
+        thousands(p.events_excluded),
         opt(&p.first_position),
         opt(&p.last_position)
     );
@@ -85,7 +141,10 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         for t in &proj.tables {
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",
-                t.live, t.rows, t.rebuild, t.old
+                t.live,
+                thousands(t.rows),
+                t.rebuild,
+                t.old
             );
             println!(
                 "    carried over at the swap: {}",
@@ -258,43 +317,62 @@ pub fn status(s: &StatusReport) {
         s.database,
         opt(&s.head)
     );
-    println!(
-        "{:<24} {:<15} {:>6} {:>12} {:>10}  tables",
-        "projection", "state", "run", "checkpoint", "lag"
-    );
-    for p in &s.projections {
-        let state = match &p.phase {
-            Some(phase) if p.state == "rebuilding" => format!("{} ({phase})", p.state),
-            _ => p.state.clone(),
-        };
-        println!(
-            "{:<24} {:<15} {:>6} {:>12} {:>10}  {}",
-            p.name,
-            state,
-            opt(&p.run_id),
-            opt(&p.checkpoint),
-            opt(&p.lag),
-            p.tables.join(", ")
-        );
+    // Columns as wide as their widest cell, so long projection names keep the table aligned.
+    let rows: Vec<[String; 6]> = s
+        .projections
+        .iter()
+        .map(|p| {
+            let state = match &p.phase {
+                Some(phase) if p.state == "rebuilding" => format!("{} ({phase})", p.state),
+                _ => p.state.clone(),
+            };
+            [
+                p.name.clone(),
+                state,
+                opt(&p.run_id),
+                opt(&p.checkpoint),
+                p.lag.map_or("-".to_string(), thousands),
+                p.tables.join(", "),
+            ]
+        })
+        .collect();
+    let header = ["projection", "state", "run", "checkpoint", "lag", "tables"].map(String::from);
+    let width = |i: usize| {
+        rows.iter()
+            .chain(std::iter::once(&header))
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3, w4) = (width(0), width(1), width(2), width(3), width(4));
+    let line = |r: &[String; 6]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5]
+        )
+    };
+    println!("{}", line(&header));
+    // Detail lines under a projection start below its state column.
+    let pad = " ".repeat(w0);
+    for (p, row) in s.projections.iter().zip(&rows) {
+        println!("{}", line(row));
         if let (Some(done), Some(rate)) = (p.events_applied, p.events_per_second) {
             println!(
-                "{:<24} {done} event(s) applied, {rate:.0} events/s, ETA {}",
-                "",
+                "{pad} {} event(s) applied, {rate:.0} events/s, ETA {}",
+                thousands(done),
                 p.eta_seconds
                     .map_or("-".to_string(), |s| format!("{s:.0}s"))
             );
         }
         if let (Some(run), Some(by)) = (p.run_id, &p.initiated_by) {
             println!(
-                "{:<24} run {run} by {}",
-                "",
+                "{pad} run {run} by {}",
                 who(by, &p.db_session_user, &p.db_current_user)
             );
         }
         for shape in &p.shape {
             println!(
-                "{:<24} new shape of `{}` (run {}): {}",
-                "",
+                "{pad} new shape of `{}` (run {}): {}",
                 shape.table,
                 shape.run_id,
                 shape.changes.join("; ")
@@ -302,15 +380,15 @@ pub fn status(s: &StatusReport) {
         }
         if let Some(l) = &p.lanes {
             println!(
-                "{:<24} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
-                "", l.done, l.lanes, l.plan, l.events, l.upto
+                "{pad} stream lanes: {} of {} done (plan {}: {} event(s) up to position {}; the checkpoint moves when all are done)",
+                l.done, l.lanes, l.plan, l.events, l.upto
             );
         }
         if !p.helper_tables.is_empty() {
-            println!("{:<24} helper tables: {}", "", p.helper_tables.join(", "));
+            println!("{pad} helper tables: {}", p.helper_tables.join(", "));
         }
         if let Some(e) = &p.error {
-            println!("{:<24} last error: {}", "", e.lines().next().unwrap_or(""));
+            println!("{pad} last error: {}", e.lines().next().unwrap_or(""));
         }
         if let Some(r) = &p.runner {
             let lag = match (r.lag_events, r.lag_seconds) {
@@ -319,19 +397,17 @@ pub fn status(s: &StatusReport) {
                 _ => "lag -".to_string(),
             };
             println!(
-                "{:<24} runner: {}, live checkpoint {}, {lag}{}",
-                "",
+                "{pad} runner: {}, live checkpoint {}, {lag}{}",
                 if r.up { "up" } else { "not running" },
                 opt(&r.checkpoint),
                 if r.stopped { ", STOPPED" } else { "" }
             );
             if let Some(h) = &r.handlers {
-                println!("{:<24} runner applies {h}", "");
+                println!("{pad} runner applies {h}");
             }
             if let Some(e) = &r.last_error {
                 println!(
-                    "{:<24} runner error at position {}: {}",
-                    "",
+                    "{pad} runner error at position {}: {}",
                     opt(&r.last_error_position),
                     e.lines().next().unwrap_or("")
                 );
@@ -424,7 +500,7 @@ pub fn history(report: &HistoryReport) {
         }
         println!(
             "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
-            r.events_applied,
+            thousands(r.events_applied),
             r.start_position
                 .map_or("start".to_string(), |p| p.to_string()),
             opt(&r.target_position),
@@ -523,5 +599,37 @@ pub fn gaps(r: &reproject::commands::GapsReport) {
     println!("to repair: reproject gaps --repair, or:");
     for c in &r.to_run {
         println!("  {c}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn every_json_document_carries_the_format_version() {
+        let v = super::versioned(serde_json::json!({"a": 1}));
+        assert_eq!(v["format_version"], 1);
+        let v = super::versioned(serde_json::json!([{"id": 1}, {"id": 2}]));
+        assert_eq!(v[1]["format_version"], 1);
+        let err = reproject::Error::busy("locked")
+            .caused_by("run 3 holds `tally`")
+            .with_hint("wait");
+        let v = super::versioned(super::error_value(&err));
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["error"]["kind"], "busy");
+        assert_eq!(v["error"]["exit_code"], 75);
+        assert_eq!(v["error"]["causes"][0], "run 3 holds `tally`");
+        assert_eq!(v["error"]["hint"], "wait");
+        assert!(v["error"]["sqlstate"].is_null());
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(-20000), "-20,000");
     }
 }

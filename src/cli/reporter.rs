@@ -36,6 +36,7 @@ impl TermReporter {
 
     fn line(&self, text: &str) {
         let state = self.state.lock().unwrap();
+        let text = super::style::paint(text);
         match &state.bar {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),

@@ -9,10 +9,10 @@
 //! Nothing here ever puts a value from the string into an error message: any of them might be
 //! (or, after a typo, contain) the password.
 
+use super::params;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::Config;
 
@@ -89,15 +89,21 @@ pub struct TlsSettings {
 pub struct ConnInfo {
     pub config: Config,
     pub tls: TlsSettings,
+    /// libpq's `connect_timeout` from the string or `PGCONNECT_TIMEOUT`, in seconds, as libpq
+    /// reads it (`Some(0)`: wait indefinitely; otherwise at least 2), `None` when neither sets it.
+    /// It bounds each address's whole attempt (`db::connect`), not only the TCP connect as
+    /// tokio-postgres' own setting does, so it is kept out of the tokio-postgres config.
+    pub connect_timeout: Option<u64>,
 }
 
-/// The libpq TLS parameters as written, before interpretation.
+/// The libpq parameters we interpret ourselves, as written, before interpretation.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct SslParams {
     sslmode: Option<String>,
     sslrootcert: Option<String>,
     sslcert: Option<String>,
     sslkey: Option<String>,
+    connect_timeout: Option<String>,
 }
 
 impl SslParams {
@@ -108,6 +114,7 @@ impl SslParams {
             "sslrootcert" => &mut self.sslrootcert,
             "sslcert" => &mut self.sslcert,
             "sslkey" => &mut self.sslkey,
+            "connect_timeout" => &mut self.connect_timeout,
             _ => return false,
         };
         // As in libpq, the last occurrence wins.
@@ -141,7 +148,8 @@ pub fn parse(conn: &str, env: Env<'_>) -> Result<ConnInfo> {
                 .with_hint("expected `postgres://user@host:port/database` or `host=... dbname=...`")
         })?
     };
-    let ssl = fill_from_env(&mut config, ssl, env)?;
+    let mut ssl = fill_from_env(&mut config, ssl, env)?;
+    let connect_timeout = connect_timeout(ssl.connect_timeout.take())?;
     let tls = tls_settings(ssl, env)?;
     // tokio-postgres refuses TLS without a host name; libpq accepts `hostaddr` alone. The
     // address then stands in as the name (verify-full checks it against the certificate's IP
@@ -164,7 +172,25 @@ pub fn parse(conn: &str, env: Env<'_>) -> Result<ConnInfo> {
         _ if only_sockets => PgSslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
     });
-    Ok(ConnInfo { config, tls })
+    Ok(ConnInfo {
+        config,
+        tls,
+        connect_timeout,
+    })
+}
+
+/// libpq's reading of `connect_timeout`: whole seconds; zero or negative waits indefinitely;
+/// 1 is raised to 2 (libpq's minimum).
+fn connect_timeout(value: Option<String>) -> Result<Option<u64>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let secs: i64 = value.trim().parse().map_err(|_| {
+        // Not echoed: a value in the wrong place might be the password.
+        Error::config("connect_timeout (or PGCONNECT_TIMEOUT) is not a whole number of seconds")
+            .with_hint("e.g. connect_timeout=10; 0 waits indefinitely")
+    })?;
+    Ok(Some(if secs <= 0 { 0 } else { secs.max(2) as u64 }))
 }
 
 /// The connection the `PG*` variables describe, or `None` when none of [`TARGET_VARS`] is set:
@@ -179,6 +205,7 @@ pub fn from_env(env: Env<'_>) -> Result<Option<ConnInfo>> {
 /// Splits our TLS parameters off a URL or key=value string; returns the rest for tokio-postgres.
 fn split(conn: &str) -> Result<(String, SslParams)> {
     let trimmed = conn.trim();
+    params::check_scheme(trimmed)?;
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
         split_url(trimmed)
     } else {
@@ -195,8 +222,11 @@ fn split_url(url: &str) -> Result<(String, SslParams)> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(key)?;
-        if !ssl.take(&key, percent_decode(value)?) {
-            kept.push(pair);
+        params::check(&key)?;
+        let value = percent_decode(value)?;
+        if !ssl.take(&key, value) {
+            let (_, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            kept.push(format!("{}={raw_value}", params::tokio_postgres_name(&key)));
         }
     }
     let rest = if kept.is_empty() {
@@ -235,9 +265,11 @@ fn split_key_values(s: &str) -> Result<(String, SslParams)> {
     let mut ssl = SslParams::default();
     let mut kept = Vec::new();
     for (key, value) in key_values(s)? {
+        params::check(&key)?;
         if !ssl.take(&key, value.clone()) {
             kept.push(format!(
-                "{key}='{}'",
+                "{}='{}'",
+                params::tokio_postgres_name(&key),
                 value.replace('\\', "\\\\").replace('\'', "\\'")
             ));
         }
@@ -344,20 +376,8 @@ fn fill_from_env(config: &mut Config, mut ssl: SslParams, env: Env<'_>) -> Resul
             config.application_name(&name);
         }
     }
-    if config.get_connect_timeout().is_none() {
-        if let Some(secs) = env("PGCONNECT_TIMEOUT") {
-            let secs: u64 = secs.trim().parse().map_err(|_| {
-                Error::config(format!(
-                    "PGCONNECT_TIMEOUT is not a number of seconds: {secs:?}"
-                ))
-            })?;
-            // As in libpq: 0 means wait forever, and less than 2 s is raised to 2 s.
-            if secs > 0 {
-                config.connect_timeout(Duration::from_secs(secs.max(2)));
-            }
-        }
-    }
     for (slot, var) in [
+        (&mut ssl.connect_timeout, "PGCONNECT_TIMEOUT"),
         (&mut ssl.sslmode, "PGSSLMODE"),
         (&mut ssl.sslrootcert, "PGSSLROOTCERT"),
         (&mut ssl.sslcert, "PGSSLCERT"),
@@ -695,7 +715,7 @@ mod tests {
         assert_eq!(c.get_password(), Some(&b"s3cret"[..]));
         assert_eq!(c.get_dbname(), Some("app"));
         assert_eq!(c.get_application_name(), Some("nightly"));
-        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(info.connect_timeout, Some(2));
         assert_eq!(info.tls.mode, SslMode::Require);
 
         // The URL's own values win.
@@ -710,6 +730,52 @@ mod tests {
         assert!(from_env(&env_of(&[("HOME", "/root")])).unwrap().is_none());
         let err = from_env(&env_of(&[("PGPORT", "s3cret")])).unwrap_err();
         assert!(err.to_string().contains("PGPORT"), "{err}");
+    }
+
+    #[test]
+    fn connect_timeout_is_read_as_libpq_reads_it() {
+        let t = |conn: &str| parse(conn, &no_env).unwrap().connect_timeout;
+        assert_eq!(t("host=h"), None);
+        assert_eq!(t("host=h connect_timeout=7"), Some(7));
+        assert_eq!(t("postgres://h/d?connect_timeout=1"), Some(2));
+        assert_eq!(t("host=h connect_timeout=0"), Some(0));
+        assert_eq!(t("host=h connect_timeout=-3"), Some(0));
+        // Kept out of tokio-postgres, whose own timeout covers the TCP connect only.
+        let info = parse("host=h connect_timeout=7", &no_env).unwrap();
+        assert_eq!(info.config.get_connect_timeout(), None);
+        let env = env_of(&[("PGCONNECT_TIMEOUT", "9")]);
+        assert_eq!(parse("host=h", &env).unwrap().connect_timeout, Some(9));
+        assert_eq!(
+            parse("host=h connect_timeout=4", &env)
+                .unwrap()
+                .connect_timeout,
+            Some(4)
+        );
+        let err = parse("host=h connect_timeout=s3cret", &no_env).unwrap_err();
+        assert!(err.message.contains("connect_timeout"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_unsupported_parameters_and_other_schemes_are_refused_by_name() {
+        for (conn, name) in [
+            ("host=h dbnmae=x", "`dbnmae`"),
+            ("postgres://h/d?sslcrl=%2Fx", "`sslcrl`"),
+            ("postgres://h/d?service=prod", "`service`"),
+            ("host=h load_balance_hosts=random", "`load_balance_hosts`"),
+        ] {
+            let err = parse(conn, &no_env).unwrap_err();
+            assert!(err.message.contains(name), "{conn}: {err}");
+            assert_eq!(err.kind.exit_code(), 2);
+        }
+        let err = parse("mysql://root:s3cret@h/app", &no_env).unwrap_err();
+        assert!(err.message.contains("`mysql://`"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        // libpq's keepalives_count is tokio-postgres' keepalives_retries.
+        let info = parse("host=h keepalives_count=4", &no_env).unwrap();
+        assert_eq!(info.config.get_keepalives_retries(), Some(4));
+        let info = parse("postgres://h/d?keepalives_count=5", &no_env).unwrap();
+        assert_eq!(info.config.get_keepalives_retries(), Some(5));
     }
 
     #[test]

@@ -6,25 +6,28 @@
 //! tokio-postgres does not know, which `tls` implements with rustls.
 
 pub mod catalog;
+pub(crate) mod connect;
 pub(crate) mod conninfo;
+pub(crate) mod params;
 pub(crate) mod tls;
 pub(crate) mod tx;
 
 pub use conninfo::SslMode;
 
 use crate::error::{Error, Result};
+use connect::{Attempt, Failure};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// How long to wait for the TCP connection to one server address before trying the next (or
-/// saying the database is unreachable), unless the connection string sets `connect_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// On top of the TCP connect: the TLS handshake and authentication. A server that accepts the
-/// connection but never answers must not hang a cron job forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection attempt to one server address may take as a whole (TCP connect,
+/// TLS handshake, authentication) before the next address is tried, unless `connect_timeout`
+/// says otherwise. A server that accepts the connection but never answers must not hang a
+/// cron job forever; twenty seconds is what the TCP connect and the start-up had before
+/// `connect_timeout` bounded both together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Pool size. The pool serves short statements only (validation, run bookkeeping, status);
 /// the engine holds at most two pooled connections at once, and the long work (replay, locks)
@@ -48,8 +51,55 @@ pub struct Db {
     sslmode: SslMode,
     /// The TLS files as libpq names them, for [`Db::libpq_env`].
     tls_settings: conninfo::TlsSettings,
-    establish_timeout: Duration,
+    /// Per address, the whole attempt; `None`: `connect_timeout=0`, wait indefinitely.
+    connect_timeout: Option<Duration>,
+    /// Why the pool's last connection attempt failed, in full: the pool can only pass on a
+    /// `tokio_postgres::Error`, which cannot say "timed out at this address".
+    pool_failure: Arc<Mutex<Option<Error>>>,
     pool: Pool,
+}
+
+/// The pool's way of connecting: the same as [`Db::dedicated`] (`connect::establish`).
+struct PoolConnect {
+    tls: MakeRustlsConnect,
+    connect_timeout: Option<Duration>,
+    describe: String,
+    sslmode: SslMode,
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl deadpool_postgres::Connect for PoolConnect {
+    fn connect(
+        &self,
+        pg_config: &Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            match connect::establish(&pg_config, &self.tls, self.connect_timeout).await {
+                Ok((client, connection)) => {
+                    let task = tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("pooled connection closed: {e}");
+                        }
+                    });
+                    Ok((client, task))
+                }
+                Err(failure) => {
+                    let err = connect_error(&self.describe, self.sslmode, &failure);
+                    *self.failure.lock().unwrap() = Some(err);
+                    // The pool needs a tokio_postgres::Error; `Db::get` reports the one above.
+                    // tokio-postgres has no public constructor for a timeout other than this
+                    // one (which its own blocking client uses).
+                    Err(failure
+                        .into_pg_error()
+                        .unwrap_or_else(tokio_postgres::Error::__private_api_timeout))
+                }
+            }
+        })
+    }
 }
 
 impl Db {
@@ -86,33 +136,33 @@ impl Db {
             // So that a DBA looking at pg_stat_activity (or at who blocks a swap) sees us.
             config.application_name("reproject");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        // tokio-postgres applies connect_timeout per address and tries each host in turn.
-        let addresses = config
-            .get_hosts()
-            .len()
-            .max(config.get_hostaddrs().len())
-            .max(1) as u32;
-        let establish_timeout = *config.get_connect_timeout().unwrap_or(&CONNECT_TIMEOUT)
-            * addresses
-            + HANDSHAKE_TIMEOUT;
+        let connect_timeout = match info.connect_timeout {
+            None => Some(CONNECT_TIMEOUT),
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+        };
         let tls = tls::connector(&info.tls)?;
         let tls_settings = info.tls.clone();
-        let manager = Manager::from_config(
+        let pool_failure = Arc::new(Mutex::new(None));
+        let manager = Manager::from_connect(
             config.clone(),
-            tls.clone(),
+            PoolConnect {
+                tls: tls.clone(),
+                connect_timeout,
+                describe: describe(&config),
+                sslmode: info.tls.mode,
+                failure: pool_failure.clone(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        // deadpool has no timeouts by default: `get()` would wait forever.
+        // deadpool has no timeouts by default: `get()` would wait forever. Creating a
+        // connection bounds itself (per address, `connect::establish`).
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(establish_timeout))
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| Error::runtime("cannot create the connection pool").caused_by_error(e))?;
@@ -121,7 +171,8 @@ impl Db {
             tls,
             sslmode: info.tls.mode,
             tls_settings,
-            establish_timeout,
+            connect_timeout,
+            pool_failure,
             pool,
         })
     }
@@ -141,12 +192,21 @@ impl Db {
     /// external projector (external.rs). Holds the password: for a child's environment only,
     /// never for a message.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
-        libpq_env(&self.config, &self.tls_settings)
+        let mut env = libpq_env(&self.config, &self.tls_settings);
+        // libpq's 0 is "wait indefinitely", as here.
+        let secs = self.connect_timeout.map_or(0, |t| t.as_secs());
+        env.push(("PGCONNECT_TIMEOUT", secs.to_string()));
+        env
     }
 
     /// A pooled connection for short work.
     pub async fn get(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
+            if let deadpool_postgres::PoolError::Backend(_) = &e {
+                if let Some(err) = self.pool_failure.lock().unwrap().clone() {
+                    return err.with_source(e);
+                }
+            }
             let cause = match &e {
                 deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(pg),
                 deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
@@ -155,27 +215,25 @@ impl Db {
                         POOL_WAIT_TIMEOUT.as_secs()
                     )
                 }
-                deadpool_postgres::PoolError::Timeout(_) => self.timed_out(),
                 other => other.to_string(),
             };
-            self.connect_error(cause).with_source(e)
+            cannot_connect(&self.describe(), self.sslmode)
+                .caused_by(cause)
+                .with_hint("check `--database-url` / `DATABASE_URL` (or the PG* variables) and that the server is running")
+                .with_source(e)
         })
+    }
+
+    async fn establish(&self) -> Result<(Client, connect::Conn)> {
+        connect::establish(&self.config, &self.tls, self.connect_timeout)
+            .await
+            .map_err(|failure| connect_error(&self.describe(), self.sslmode, &failure))
     }
 
     /// A connection of its own, for a replay session or an advisory lock that must live as long
     /// as the command.
     pub async fn dedicated(&self) -> Result<Client> {
-        let connect = self.config.connect(self.tls.clone());
-        let (client, connection) = match tokio::time::timeout(self.establish_timeout, connect).await
-        {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                return Err(self
-                    .connect_error(crate::error::describe_pg(&e))
-                    .with_source(e))
-            }
-            Err(_) => return Err(self.connect_error(self.timed_out())),
-        };
+        let (client, connection) = self.establish().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
@@ -188,17 +246,7 @@ impl Db {
     /// the channel closes when the connection does.
     pub async fn listener(&self) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
         use futures_util::StreamExt;
-        let connect = self.config.connect(self.tls.clone());
-        let (client, mut connection) =
-            match tokio::time::timeout(self.establish_timeout, connect).await {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    return Err(self
-                        .connect_error(crate::error::describe_pg(&e))
-                        .with_source(e))
-                }
-                Err(_) => return Err(self.connect_error(self.timed_out())),
-            };
+        let (client, mut connection) = self.establish().await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -212,64 +260,129 @@ impl Db {
         });
         Ok((client, rx))
     }
+}
 
-    fn timed_out(&self) -> String {
-        format!(
-            "no connection within {}s (connect, TLS handshake and authentication)",
-            self.establish_timeout.as_secs()
-        )
-    }
+/// The error's first line: where we tried to connect.
+fn cannot_connect(describe: &str, sslmode: SslMode) -> Error {
+    Error::runtime(format!(
+        "cannot connect to PostgreSQL at {describe} (sslmode={})",
+        sslmode.as_str()
+    ))
+    .with_reason(crate::error::Reason::CannotConnect)
+}
 
-    /// The error for a failed connection, with a hint that fits the cause.
-    fn connect_error(&self, cause: String) -> Error {
-        // rustls names the reason in its own terms (`UnknownIssuer`); say it in the user's.
-        let explained = [
-            (
-                "UnknownIssuer",
-                "the server's certificate is not signed by a CA in sslrootcert",
-            ),
-            (
-                "not valid for name",
-                "the server's certificate does not name the host connected to",
-            ),
-            (
-                "Expired",
-                "the server's certificate has expired (or this machine's clock is wrong)",
-            ),
-            (
-                "server does not support TLS",
-                "the server does not accept TLS connections (ssl = off)",
-            ),
-        ]
-        .iter()
-        .find(|(needle, _)| cause.contains(needle))
-        .map(|(_, words)| *words);
-        let hint = if cause.contains("server does not support TLS") {
-            "turn ssl on in the server, or connect with sslmode=prefer (or disable)"
-        } else if cause.contains("certificate") || cause.contains("TLS") {
-            match self.sslmode {
-                SslMode::VerifyFull => "the server's certificate must be signed by a CA in sslrootcert and name the host you connect to \
-                     (sslmode=verify-ca skips the name check)",
-                _ => "check sslmode and that sslrootcert is the CA that signed the server's certificate",
-            }
-        } else if cause.contains("password") || cause.contains("authentication") {
-            "check the user and password (URL, PGPASSWORD or ~/.pgpass)"
+/// The error for a failed connection: one cause per address tried, and a hint that fits what
+/// happened at the last one.
+fn connect_error(describe: &str, sslmode: SslMode, failure: &Failure) -> Error {
+    let mut err = cannot_connect(describe, sslmode);
+    let several = failure.attempts.len() > 1;
+    let mut hint = "check `--database-url` / `DATABASE_URL` (or the PG* variables) and that the server is running";
+    for (place, attempt) in &failure.attempts {
+        let (cause, explained, this_hint) = explain(place, attempt, sslmode);
+        err = err.caused_by(if several {
+            format!("{place}: {cause}")
         } else {
-            "check `--database-url` / `DATABASE_URL` (or the PG* variables) and that the server is running"
-        };
-        let err = Error::runtime(format!(
-            "cannot connect to PostgreSQL at {} (sslmode={})",
-            self.describe(),
-            self.sslmode.as_str()
-        ))
-        .caused_by(cause)
-        .with_reason(crate::error::Reason::CannotConnect);
-        match explained {
-            Some(words) => err.caused_by(words),
-            None => err,
+            cause
+        });
+        if let Some(words) = explained {
+            err = err.caused_by(words);
         }
-        .with_hint(hint)
+        if let Some(h) = this_hint {
+            hint = h;
+        }
+        if let Attempt::Failed(pg) = attempt {
+            err = err.with_db_state(pg);
+            // A connection that never opened is not one that was lost.
+            err.reason = Some(crate::error::Reason::CannotConnect);
+        }
     }
+    err.with_hint(hint)
+}
+
+/// One address's failure in words: the cause, an explanation of a TLS library's terms, and the
+/// hint that fits (`None`: the general one).
+fn explain(
+    place: &str,
+    attempt: &Attempt,
+    sslmode: SslMode,
+) -> (String, Option<&'static str>, Option<&'static str>) {
+    let pg = match attempt {
+        Attempt::TimedOut {
+            accepted: true,
+            secs,
+        } => {
+            return (
+                format!("{place} accepted the connection but did not complete the PostgreSQL start-up within {secs}s"),
+                None,
+                Some("something listens there but does not answer as PostgreSQL: check the port (is it PostgreSQL, or a pooler or proxy whose server is down?) and the server's load; connect_timeout (or PGCONNECT_TIMEOUT) sets how long to wait"),
+            )
+        }
+        Attempt::TimedOut {
+            accepted: false,
+            secs,
+        } => {
+            return (
+                format!("no server answered at {place} within {secs}s"),
+                None,
+                Some("check the host and port, that the server is running, and that no firewall drops the connection; connect_timeout (or PGCONNECT_TIMEOUT) sets how long to wait"),
+            )
+        }
+        Attempt::Unresolved(e) => {
+            return (
+                format!("cannot resolve the host name of {place}: {e}"),
+                None,
+                Some("check the host name in `--database-url` / `DATABASE_URL` (or PGHOST)"),
+            )
+        }
+        Attempt::Failed(pg) => pg,
+    };
+    let refused = std::error::Error::source(pg)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    if refused {
+        return (
+            format!("nothing listens at {place} (connection refused)"),
+            None,
+            Some("check the host and port, and that the server is running"),
+        );
+    }
+    let cause = crate::error::describe_pg(pg);
+    // rustls names the reason in its own terms (`UnknownIssuer`); say it in the user's.
+    let explained = [
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA in sslrootcert",
+        ),
+        (
+            "not valid for name",
+            "the server's certificate does not name the host connected to",
+        ),
+        (
+            "Expired",
+            "the server's certificate has expired (or this machine's clock is wrong)",
+        ),
+        (
+            "server does not support TLS",
+            "the server does not accept TLS connections (ssl = off)",
+        ),
+    ]
+    .iter()
+    .find(|(needle, _)| cause.contains(needle))
+    .map(|(_, words)| *words);
+    let hint = if cause.contains("server does not support TLS") {
+        Some("turn ssl on in the server, or connect with sslmode=prefer (or disable)")
+    } else if cause.contains("certificate") || cause.contains("TLS") {
+        Some(match sslmode {
+            SslMode::VerifyFull => "the server's certificate must be signed by a CA in sslrootcert and name the host you connect to \
+                 (sslmode=verify-ca skips the name check)",
+            _ => "check sslmode and that sslrootcert is the CA that signed the server's certificate",
+        })
+    } else if cause.contains("password") || cause.contains("authentication") {
+        Some("check the user and password (URL, PGPASSWORD or ~/.pgpass)")
+    } else {
+        None
+    };
+    (cause, explained, hint)
 }
 
 fn describe(config: &Config) -> String {
@@ -338,9 +451,8 @@ fn libpq_env(config: &Config, tls: &conninfo::TlsSettings) -> Vec<(&'static str,
         env.push(("PGSSLCERT", cert.display().to_string()));
         env.push(("PGSSLKEY", key.display().to_string()));
     }
-    if let Some(t) = config.get_connect_timeout() {
-        env.push(("PGCONNECT_TIMEOUT", t.as_secs().max(1).to_string()));
-    }
+    // PGCONNECT_TIMEOUT: added by `Db::libpq_env`, which knows the timeout (tokio-postgres'
+    // config does not hold it).
     if let Some(o) = config.get_options() {
         env.push(("PGOPTIONS", o.to_string()));
     }
