@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "live_handlers",
         include_str!("../../sql/022_live_handlers.sql"),
     ),
+    (
+        23,
+        "added_tables",
+        include_str!("../../sql/023_added_tables.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.

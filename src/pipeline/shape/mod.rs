@@ -37,8 +37,13 @@ pub async fn plan(
             out.push(None);
             continue;
         };
+        let reshaped: Vec<TableName> = p
+            .reshaped_tables()
+            .into_iter()
+            .map(|t| tables[pi][t].clone())
+            .collect();
         out.push(Some(
-            match crate::state::shapes::already_applied(client, &p.name, &file.hash(), &tables[pi])
+            match crate::state::shapes::already_applied(client, &p.name, &file.hash(), &reshaped)
                 .await?
             {
                 Some(run) => Planned::AlreadyApplied(run),
@@ -70,9 +75,22 @@ pub async fn apply_to_clones(
         if skip.contains(&p.name) || !done.insert(p.name.clone()) {
             continue;
         }
-        let copies: Vec<apply::Copy> = tables
+        // One copy per table the reshape applies to, in that order (those under `create` are
+        // left to their definition); matched by name, whatever order the run lists them in.
+        let kept = p.reshaped_tables();
+        let copies: Vec<apply::Copy> = kept
             .iter()
-            .filter(|o| o.projection == p.name)
+            .filter_map(|&t| {
+                tables.iter().find(|o| {
+                    o.projection == p.name
+                        && o.live.name == p.tables[t].table.name
+                        && p.tables[t]
+                            .table
+                            .schema
+                            .as_ref()
+                            .is_none_or(|s| *s == o.live.schema)
+                })
+            })
             .map(|o| apply::Copy {
                 live: o.live.clone(),
                 copy: o.rebuild.clone(),
@@ -83,7 +101,7 @@ pub async fn apply_to_clones(
                 .owner_of(w)
                 .ok()
                 .filter(|o| o.projection == pi)
-                .map(|o| o.table)
+                .and_then(|o| kept.iter().position(|&t| t == o.table))
         })
         .await?;
         crate::state::shapes::record(client, run_id, &p.name, &file.source, &applied).await?;
@@ -177,8 +195,15 @@ pub fn refuse_pending(
     order: &[usize],
 ) -> crate::error::Result<()> {
     for &i in order {
+        let p = &config.projections[i];
+        if let Some(new) = resolved.tables[i].iter().find(|t| resolved.is_added(t)) {
+            return Err(crate::error::Error::config(format!(
+                "projection `{}` lists `{new}`, which does not exist yet (`create`): its handlers write the tables the next rebuild makes",
+                p.name
+            ))
+            .with_hint("rebuild the projection (`reproject rebuild`) to create it, then run it"));
+        }
         if let Some(Some(Planned::Applies(_))) = resolved.shapes.get(i) {
-            let p = &config.projections[i];
             return Err(crate::error::Error::config(format!(
                 "projection `{}` declares `reshape` (`{}`), and its live tables do not have that shape yet: its handlers write the new shape",
                 p.name,
