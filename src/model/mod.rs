@@ -128,10 +128,12 @@ impl Resolved {
         self.added.contains(table)
     }
 
-    /// Whether projection `pi`'s statements name a table that does not exist yet (its own
-    /// new table, or one it reads): they can be prepared only against the stand-ins.
+    /// Whether projection `pi`'s statements name a table under `create` (its own, or one
+    /// it reads): they are prepared against the stand-ins, after the definition was checked
+    /// (a table that does not exist yet has nothing else; one that exists with another shape
+    /// is refused for that, not for the statements written for the definition).
     pub fn needs_standins(&self, config: &crate::model::config::Config, pi: usize) -> bool {
-        if self.added.is_empty() {
+        if !config.projections.iter().any(|p| !p.create.is_empty()) {
             return false;
         }
         let p = &config.projections[pi];
@@ -142,9 +144,13 @@ impl Resolved {
             .chain(p.checks.iter().map(|c| &c.sql))
             .flat_map(|st| st.tables.iter());
         refs.any(|r| {
-            config
-                .owner_of(&r.written)
-                .is_ok_and(|o| self.is_added(self.live(o)))
+            config.owner_of(&r.written).is_ok_and(|o| {
+                let owner = &config.projections[o.projection];
+                owner
+                    .create
+                    .iter()
+                    .any(|d| d.table == owner.tables[o.table].table)
+            })
         })
     }
 }
