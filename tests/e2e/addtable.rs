@@ -412,3 +412,33 @@ async fn the_live_runner_is_refused_until_the_new_table_exists() {
         .stderr_has("projection `tally` lists `tally_log`, which does not exist yet (`create`)");
     fx.drop().await;
 }
+
+/// A table created under the new table's name while the run waits for its swap: the swap
+/// replaces nothing it did not plan to, and is refused (exit 4) with everything left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_created_under_the_name_before_the_swap_refuses_the_swap() {
+    let fx = Fixture::new(40).await;
+    let db = &fx.db;
+    let p = adding(&definition(&fx.reader));
+    p.reproject(db, "rebuild --yes --no-swap").await.ok();
+    assert!(db.exists("tally_log_rebuild").await);
+    // The same shape (so the config still validates), made by someone else.
+    db.exec("CREATE TABLE tally_log (LIKE tally_log_rebuild INCLUDING ALL)")
+        .await;
+    let made = db.oid("tally_log").await;
+    let tally = db.oid("tally").await;
+    p.reproject(db, "swap --yes")
+        .await
+        .code(4)
+        .stderr_has("projection `tally`: `tally_log` exists now; the run was to create it");
+    assert_eq!(db.oid("tally_log").await, made, "not replaced");
+    assert_eq!(db.oid("tally").await, tally, "nothing swapped");
+    assert!(
+        db.exists("tally_log_rebuild").await,
+        "the rebuilt table waits"
+    );
+    db.exec("DROP TABLE tally_log").await;
+    p.reproject(db, "swap --yes").await.ok();
+    assert_log_complete(db, "swapped once the name was free").await;
+    fx.drop().await;
+}
