@@ -442,3 +442,53 @@ async fn a_table_created_under_the_name_before_the_swap_refuses_the_swap() {
     assert_log_complete(db, "swapped once the name was free").await;
     fx.drop().await;
 }
+
+/// A rolling deploy that adds a table, with `reproject run` up on the old config and appenders
+/// throughout: after the swap the runner applies the handlers that built the new generation,
+/// new table included; after the rollback it is back on its own handlers and the new table is
+/// parked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_on_the_old_config_follows_the_swap_that_adds_a_table_and_its_rollback() {
+    use crate::live::{start_runner, wait_for, CAUGHT_UP};
+    let fx = Fixture::new(200).await;
+    let db = &fx.db;
+    let v1 = tally::project();
+    v1.reproject(db, "rebuild --yes").await.ok();
+    let v2 = adding(&definition(&fx.reader));
+    let runner = start_runner(db, &v1, "run --from-position head --batch-size 20").await;
+
+    let writers = crate::ordering::background_writers(db);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v2.reproject(db, "rebuild --no-swap --batch-size 50")
+        .await
+        .ok();
+    v2.reproject(db, "swap --yes").await.ok();
+    let swap_position = db
+        .int("SELECT swap_position FROM reproject.runs WHERE id = 2")
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    writers.stop().await;
+    wait_for(db, CAUGHT_UP, 60).await;
+    assert!(db.int("SELECT max(id) FROM events WHERE NOT bad").await > swap_position);
+    assert_eq!(tally::expected_differences(db, "tally").await, 0);
+    assert_log_complete(db, "the runner writes the added table after the swap").await;
+
+    let writers = crate::ordering::background_writers(db);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v2.reproject(db, "rollback --yes").await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.stop().await;
+    wait_for(db, CAUGHT_UP, 60).await;
+    assert!(!db.exists("tally_log").await);
+    assert_eq!(
+        tally::expected_differences(db, "tally").await,
+        0,
+        "every event once in the restored table"
+    );
+    runner
+        .stop()
+        .await
+        .ok()
+        .stderr_has("handlers switched: the tables of `tally` were swapped in, built by run 2");
+    fx.drop().await;
+}
