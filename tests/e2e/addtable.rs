@@ -400,9 +400,10 @@ async fn a_definition_that_does_not_fit_is_refused_before_anything_is_written() 
     fx.drop().await;
 }
 
-/// A live runner with the new config before the swap would write a table that does not exist.
+/// A live runner with the new config before the swap would write a table that does not exist;
+/// a partial rebuild would copy its rows from a live table that does not exist.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_live_runner_is_refused_until_the_new_table_exists() {
+async fn the_live_runner_and_partial_rebuilds_are_refused_until_the_new_table_exists() {
     let fx = Fixture::new(20).await;
     let db = &fx.db;
     let p = adding(&definition(&fx.reader));
@@ -410,6 +411,12 @@ async fn the_live_runner_is_refused_until_the_new_table_exists() {
         .await
         .code(2)
         .stderr_has("projection `tally` lists `tally_log`, which does not exist yet (`create`)");
+    // A partial rebuild keeps rows of the live tables, and the new table has none.
+    p.reproject(db, "rebuild --yes --from-position 10")
+        .await
+        .code(2)
+        .stderr_has("projection `tally` declares `create` for `tally_log`: a partial rebuild");
+    assert!(!db.exists("reproject.runs").await, "nothing written");
     fx.drop().await;
 }
 

@@ -128,14 +128,21 @@ pub fn already_applied(
 }
 
 /// Refuses a partial rebuild (`--streams`, `--from-position`, …) of a projection that declares
-/// a reshape: a partial rebuild copies the rows it keeps from the live table, whose shape is
-/// the old one.
+/// a reshape or a new table (`create`): a partial rebuild copies the rows it keeps from the
+/// live table, whose shape is the old one, or which does not exist yet.
 pub fn refuse_partial(
     config: &crate::model::config::Config,
     order: &[usize],
 ) -> crate::error::Result<()> {
     for &i in order {
         let p = &config.projections[i];
+        if let Some(def) = p.create.first() {
+            return Err(crate::error::Error::config(format!(
+                "projection `{}` declares `create` for `{}`: a partial rebuild (--streams, --streams-where, --from-position, --from-time) copies the rows it keeps from the live tables, and a new table has none",
+                p.name, def.table
+            ))
+            .with_hint("rebuild the projection in full to add the table; once it is live, remove it from `create`"));
+        }
         if let Some(file) = &p.reshape {
             return Err(crate::error::Error::config(format!(
                 "projection `{}` declares `reshape = \"{}\"`: a partial rebuild (--streams, --streams-where, --from-position, --from-time) copies the rows it keeps from the live table, which has the old shape",
