@@ -67,6 +67,19 @@ impl Writes {
             generation,
         }
     }
+
+    /// The same, with more tables of the batch's own (tables a run added that the config
+    /// does not list: live_handlers.rs).
+    pub fn with_own(mut self, more: impl IntoIterator<Item = TableName>) -> Writes {
+        for t in more {
+            let t = t.quoted();
+            self.protected.retain(|p| *p != t);
+            if !self.own.contains(&t) {
+                self.own.push(t);
+            }
+        }
+        self
+    }
 }
 
 /// A table written that should not have been: (qualified name, name, how it was written).

@@ -139,6 +139,16 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
             ),
         }
         for t in &proj.tables {
+            if let Some(n) = &t.new_table {
+                println!(
+                    "  new table `{}` -> built as `{}` from {}, renamed to `{}` at the swap (it replaces nothing)",
+                    t.live, t.rebuild, n.file, t.live
+                );
+                for line in &n.shape {
+                    println!("    {line}");
+                }
+                continue;
+            }
             println!(
                 "  table `{}` ({} rows) -> rebuilt as `{}`, kept as `{}` after the swap",
                 t.live,

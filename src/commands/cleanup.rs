@@ -198,7 +198,8 @@ async fn what_it_is(conn: &tokio_postgres::Client, h: &HelperTable) -> Result<Me
         "old" if *status == RunStatus::Swapped => {
             // The rollback needs the `_old` table of every table of the run.
             let mut broken = None;
-            for t in runs::tables(conn, id).await? {
+            // (A table the run added has none: the rollback parks it instead.)
+            for t in runs::tables(conn, id).await?.into_iter().filter(|t| !t.added) {
                 match helpers::ownership(conn, &t.old).await? {
                     Ownership::Ours(o) if o.kind == "old" && o.run_id == Some(id) => {}
                     Ownership::Ours(o) if o.kind == "old" => {

@@ -24,6 +24,18 @@ pub struct PlannedTable {
     /// The shape change the projection's `reshape` makes to this table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shape: Option<PlannedShape>,
+    /// A table the rebuild adds (`create`): it does not exist live yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_table: Option<PlannedNewTable>,
+}
+
+/// A table the rebuild creates from its definition, as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedNewTable {
+    /// The definition file.
+    pub file: String,
+    /// Its columns and indexes as the definition makes them (read on the stand-in).
+    pub shape: Vec<String>,
 }
 
 /// A table's shape change, as `plan` shows it.
@@ -233,6 +245,24 @@ pub(crate) async fn plan_report(
             retired.extend(notes);
             let mut tables = Vec::new();
             for live in &resolved.tables[i] {
+                if resolved.is_added(live) {
+                    tables.push(PlannedTable {
+                        live: live.to_string(),
+                        rebuild: crate::model::ident::rebuild_table(live).to_string(),
+                        old: String::new(),
+                        rows: 0,
+                        carried_over: Vec::new(),
+                        not_supported: Vec::new(),
+                        shape: None,
+                        new_table: crate::pipeline::added::definition(config, &resolved, live).map(
+                            |(_, d)| PlannedNewTable {
+                                file: d.file.path.display().to_string(),
+                                shape: resolved.new_shapes.get(live).cloned().unwrap_or_default(),
+                            },
+                        ),
+                    });
+                    continue;
+                }
                 tables.push(PlannedTable {
                     live: live.to_string(),
                     rebuild: crate::model::ident::rebuild_table(live).to_string(),
@@ -244,6 +274,7 @@ pub(crate) async fn plan_report(
                     not_supported: crate::pipeline::swap::exchange::unsupported(&client, live)
                         .await?,
                     shape: planned_shape(config, &resolved, i, live),
+                    new_table: None,
                 });
             }
             projections.push(PlannedProjection {
@@ -280,7 +311,8 @@ pub(crate) async fn plan_report(
     if dry_run {
         let tables: Vec<String> = projections
             .iter()
-            .flat_map(|p| p.tables.iter().map(|t| t.live.clone()))
+            .flat_map(|p| p.tables.iter().filter(|t| t.new_table.is_none()))
+            .map(|t| t.live.clone())
             .collect();
         steps.push(format!(
             "take the advisory lock of {}",
@@ -289,10 +321,10 @@ pub(crate) async fn plan_report(
         steps.push("create or migrate the state schema `reproject`".to_string());
         for p in &projections {
             for t in &p.tables {
-                steps.push(format!(
-                    "create `{}` (LIKE `{}` INCLUDING ALL)",
-                    t.rebuild, t.live
-                ));
+                steps.push(match &t.new_table {
+                    Some(n) => format!("create `{}` from `{}` (a new table)", t.rebuild, n.file),
+                    None => format!("create `{}` (LIKE `{}` INCLUDING ALL)", t.rebuild, t.live),
+                });
             }
             if let Some(shape) = p.tables.iter().find_map(|t| t.shape.as_ref()) {
                 if shape.already_applied_by.is_none() {
@@ -336,6 +368,14 @@ pub(crate) async fn plan_report(
             "lock {} (and any `_old` table of an earlier swap), apply the final events, then in one transaction retire the earlier `_old`, rename each `x` to `x_old` and `x_rebuild` to `x`; drop the retired table after the commit",
             tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
         ));
+        if projections
+            .iter()
+            .any(|p| p.tables.iter().any(|t| t.new_table.is_some()))
+        {
+            steps.push(
+                "in the same transaction, rename each new table's `x_rebuild` to `x` (nothing replaced, no `x_old`) and give it the owner of its projection's other tables".to_string(),
+            );
+        }
         if projections.iter().any(|p| !p.retired.is_empty()) {
             steps.push(
                 "in the same transaction, rename each table the projections retire to its `_old` name (kept for a rollback, like the replaced tables)".to_string(),
@@ -360,7 +400,12 @@ pub(crate) async fn plan_report(
         last_position: counts.last_position,
         estimate_seconds,
         estimate_basis,
-        warnings: plan.warnings.clone(),
+        warnings: plan
+            .warnings
+            .iter()
+            .chain(&resolved.notes)
+            .cloned()
+            .collect(),
         steps,
     })
 }

@@ -183,6 +183,20 @@ pub(super) async fn prepare(
     }
     let config = target.config;
     let mut owned: Vec<(String, String, Vec<Section>)> = Vec::new();
+    // Tables a recorded run added (`create`) that this runner's config does not list yet: the
+    // recorded handlers write them, and they are live since that run's swap.
+    let mut added: Vec<crate::model::ident::TableName> = Vec::new();
+    for h in applied {
+        if let Handlers::Recorded { run, .. } = h {
+            added.extend(
+                runs::tables(conn, *run)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.added)
+                    .map(|t| t.live),
+            );
+        }
+    }
     for (&i, h) in subset.iter().zip(applied) {
         let p = &config.projections[i];
         match h {
@@ -213,16 +227,27 @@ pub(super) async fn prepare(
         .collect();
     let resolved: &Resolved = target.resolved;
     Ok(Projector::prepare_sections(conn, &borrowed, |r| {
-        let owner = config.owner_of(&r.written).map_err(|why| {
-            Error::config(format!(
-                "`{{{{{}}}}}` is no longer a table of a projection in the config ({why})",
-                r.written
-            ))
-        })?;
+        let owner = match config.owner_of(&r.written) {
+            Ok(owner) => owner,
+            Err(why) => {
+                let named = crate::model::ident::parse_table_ref(&r.written).ok();
+                if let Some(t) = added.iter().find(|t| {
+                    named.as_ref().is_some_and(|n| {
+                        n.name == t.name && n.schema.as_ref().is_none_or(|s| *s == t.schema)
+                    })
+                }) {
+                    return Ok(t.quoted());
+                }
+                return Err(Error::config(format!(
+                    "`{{{{{}}}}}` is no longer a table of a projection in the config ({why})",
+                    r.written
+                )));
+            }
+        };
         Ok(resolved.live(owner).quoted())
     })
     .await?
-    .with_writes(target.writes(subset)))
+    .with_writes(target.writes(subset).with_own(added.iter().cloned())))
 }
 
 /// At start: a runner must not apply handlers to live tables of a shape they were not written

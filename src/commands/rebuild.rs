@@ -420,6 +420,9 @@ async fn rebuild_once(
             ));
     }
     let reshaped_already: BTreeSet<String> = reshaped_already.into_keys().collect();
+    for note in &resolved.notes {
+        engine.reporter.warn(note);
+    }
     // Everything the run will need, before anything is written: the same checks as `plan`
     // and the dry run (preflight.rs).
     {
@@ -456,7 +459,13 @@ async fn rebuild_once(
     clone::preflight(&conn, &tables).await?;
     let mut fingerprints = Vec::new();
     for t in &tables {
-        fingerprints.push(fingerprint::fingerprint(&conn, &t.live).await?);
+        // A table the run adds has no live table to fingerprint (its swap checks that the name
+        // is still free instead).
+        fingerprints.push(if t.added {
+            serde_json::Value::Null
+        } else {
+            fingerprint::fingerprint(&conn, &t.live).await?
+        });
     }
 
     let digests: serde_json::Map<String, serde_json::Value> = plan
@@ -547,7 +556,8 @@ async fn rebuild_once(
         let count_before = async {
             let pooled = engine.db.get().await?;
             let mut before = serde_json::Map::new();
-            for t in &tables {
+            // A table the run adds has no rows before: it does not exist.
+            for t in tables.iter().filter(|t| !t.added) {
                 before.insert(
                     t.live.to_string(),
                     json!(crate::db::catalog::count_rows(&**pooled, &t.live).await?),
@@ -1432,11 +1442,18 @@ impl Steps<'_> {
         // are locked first, in the order readers lock them (no deadlock with a reader of a view).
         let lock_list = swap::lock_order(
             swap::dependents_to_lock(conn, tables).await?,
-            (tables.iter().map(|t| t.live.clone())).chain(retiring.iter().map(|r| r.live.clone())),
+            // A table the run adds does not exist yet: nothing to lock (its swap checks, under
+            // the locks, that the name is still free).
+            (tables.iter().filter(|t| !t.added).map(|t| t.live.clone()))
+                .chain(retiring.iter().map(|r| r.live.clone())),
             (tables.iter().map(|t| t.rebuild.clone()))
                 .chain(retire.iter().map(|(old, _)| old.clone())),
         );
-        let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
+        let live: Vec<_> = tables
+            .iter()
+            .filter(|t| !t.added)
+            .map(|t| t.live.clone())
+            .collect();
         let prepared = crate::pipeline::swap::exchange::Prepared::prepare(conn, &live).await?;
         // The dependents the run's recorded shape changes break, with the user's definitions
         // (checked up front by preflight; read from the run's record, so `swap` and `--resume`

@@ -196,6 +196,17 @@ pub async fn rollback(
     let retired = crate::pipeline::retire::parked_by(&conn, run.id, &olds).await?;
     crate::pipeline::retire::check_restorable(&conn, run.id, &retired).await?;
     for t in &tables {
+        if t.added {
+            // Nothing to bring back: the swap created it; it is parked like a replaced table.
+            let parked = crate::model::ident::rolled_back_table(&t.live, run.id);
+            if !matches!(helpers::ownership(&conn, &parked).await?, Ownership::Absent) {
+                return Err(Error::runtime(format!(
+                    "cannot roll back run {}: `{parked}` already exists",
+                    run.id
+                )));
+            }
+            continue;
+        }
         match helpers::ownership(&conn, &t.old).await? {
             Ownership::Ours(h) if h.kind == "old" && h.run_id == Some(run.id) => {}
             Ownership::Ours(h) if h.kind == "old" => {
@@ -268,7 +279,8 @@ pub async fn rollback(
     let lock_list = swap::lock_order(
         swap::dependents_to_lock(&conn, &tables).await?,
         tables.iter().map(|t| t.live.clone()),
-        (tables.iter().map(|t| t.old.clone())).chain(retired.iter().map(|h| h.table.clone())),
+        (tables.iter().filter(|t| !t.added).map(|t| t.old.clone()))
+            .chain(retired.iter().map(|h| h.table.clone())),
     );
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::pipeline::swap::exchange::Prepared::prepare(&conn, &live).await?;

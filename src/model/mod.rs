@@ -106,12 +106,52 @@ pub struct Resolved {
     /// Per projection, what a rebuild does about its declared `reshape` (shape/), with the
     /// changes read on the reshaped stand-ins.
     pub shapes: Vec<Option<crate::model::shape::Planned>>,
+    /// The tables that do not exist live yet: a rebuild creates them from their `create`
+    /// definition (no LIKE clone, no `_old`, nothing to carry at the swap).
+    pub added: std::collections::BTreeSet<TableName>,
+    /// Notes for `plan` and `rebuild`: `create` entries whose table is already live with the
+    /// shape they define (pipeline/added.rs).
+    pub notes: Vec<String>,
+    /// The columns and indexes each added table's definition makes, read on its stand-in
+    /// (what `plan` shows).
+    pub new_shapes: BTreeMap<TableName, Vec<String>>,
 }
 
 impl Resolved {
     /// The live table of a projection's table.
     pub fn live(&self, owner: TableOwner) -> &TableName {
         &self.tables[owner.projection][owner.table]
+    }
+
+    /// Whether a live table of the config does not exist yet and is created by the rebuild.
+    pub fn is_added(&self, table: &TableName) -> bool {
+        self.added.contains(table)
+    }
+
+    /// Whether projection `pi`'s statements name a table under `create` (its own, or one
+    /// it reads): they are prepared against the stand-ins, after the definition was checked
+    /// (a table that does not exist yet has nothing else; one that exists with another shape
+    /// is refused for that, not for the statements written for the definition).
+    pub fn needs_standins(&self, config: &crate::model::config::Config, pi: usize) -> bool {
+        if !config.projections.iter().any(|p| !p.create.is_empty()) {
+            return false;
+        }
+        let p = &config.projections[pi];
+        let mut refs = p
+            .sections()
+            .iter()
+            .flat_map(|s| s.statements.iter())
+            .chain(p.checks.iter().map(|c| &c.sql))
+            .flat_map(|st| st.tables.iter());
+        refs.any(|r| {
+            config.owner_of(&r.written).is_ok_and(|o| {
+                let owner = &config.projections[o.projection];
+                owner
+                    .create
+                    .iter()
+                    .any(|d| d.table == owner.tables[o.table].table)
+            })
+        })
     }
 }
 

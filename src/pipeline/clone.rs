@@ -3,7 +3,8 @@
 //! `CREATE TABLE x_rebuild (LIKE x INCLUDING ALL)` copies columns, defaults, constraints,
 //! indexes, identity, generated columns, storage and comments. The clone is also built with the
 //! live table's persistence, storage parameters, tablespace and statistics targets; a
-//! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). Grants,
+//! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). A table
+//! the projection adds (`create`, not live yet) is made by its definition instead (added.rs). Grants,
 //! RLS, triggers, foreign keys and dependents are carried over at the swap (swap/exchange.rs), so none
 //! of them acts during the replay.
 //!
@@ -71,6 +72,29 @@ pub async fn create_rebuild_tables(
                             format!("cannot drop the leftover rebuild table `{}`", t.rebuild)
                         })?;
                     helpers::unregister(client, &t.rebuild).await?;
+                }
+                if t.added {
+                    // No live table to copy: the table is made by its definition.
+                    let def = reshape
+                        .and_then(|(config, _)| crate::pipeline::added::of_run_table(config, t))
+                        .ok_or_else(|| {
+                            Error::config(format!(
+                                "projection `{}`: `{}` does not exist and the config has no `create` entry for it",
+                                t.projection, t.live
+                            ))
+                            .with_hint("the run was started with a config that defined it; rebuild again (without --resume)")
+                        })?;
+                    crate::pipeline::added::create(client, &t.projection, def, &t.rebuild).await?;
+                    helpers::register(
+                        client,
+                        &t.rebuild,
+                        "rebuild",
+                        &t.live.name,
+                        &t.projection,
+                        Some(run_id),
+                    )
+                    .await?;
+                    continue;
                 }
                 client
                     .batch_execute(

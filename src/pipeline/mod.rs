@@ -9,6 +9,7 @@
 //! from another process, turned into the run's cancel token). The commands (`commands/`)
 //! string them together; nothing here prints.
 
+pub(crate) mod added;
 pub(crate) mod batches;
 pub(crate) mod cancel_requests;
 pub mod checks;
@@ -61,6 +62,7 @@ pub fn run_tables(config: &Config, resolved: &Resolved, order: &[usize]) -> Vec<
                 live: live.clone(),
                 rebuild: crate::model::ident::rebuild_table(live),
                 old: crate::model::ident::old_table(live),
+                added: resolved.is_added(live),
             });
         }
     }

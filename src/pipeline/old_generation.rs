@@ -373,6 +373,9 @@ fn old_table(
     let live = resolved.live(owner);
     let name = &config.projections[owner.projection].name;
     match tables.iter().find(|t| &t.live == live) {
+        Some(t) if t.added => Err(format!(
+            "`{live}` was added to projection `{name}` by the swap; the previous tables do not include it"
+        )),
         Some(t) => Ok(t.old.quoted()),
         None if tables.iter().any(|t| &t.projection == name) => Err(format!(
             "`{live}` was not a table of projection `{name}` when it was swapped"
@@ -510,7 +513,9 @@ async fn prepare_old(
         .map(|(n, l, s)| (n.clone(), l.clone(), s.as_slice()))
         .collect();
     let writes = crate::apply::write_guard::Writes::new(
-        (tables.iter().map(|t| t.old.clone())).chain(retired.iter().map(|h| h.table.clone())),
+        // A table the swap added has no `_old`: the previous generation never had it.
+        (tables.iter().filter(|t| !t.added).map(|t| t.old.clone()))
+            .chain(retired.iter().map(|h| h.table.clone())),
         resolved.tables.iter().flatten().cloned(),
         list.iter().map(|(name, _, _)| name.clone()).collect(),
         "swapped-out tables",

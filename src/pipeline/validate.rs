@@ -115,16 +115,28 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     }
 
     let mut tables = Vec::new();
+    let mut added = std::collections::BTreeSet::new();
     for p in &config.projections {
         let mut resolved = Vec::new();
         for t in &p.tables {
-            let info = catalog::resolve(client, &t.table).await?.ok_or_else(|| {
-                Error::config(format!(
-                    "{file}:{}: projection `{}`: table `{}` does not exist",
-                    t.line, p.name, t.table
-                ))
-                .with_hint("create the projection table first; reproject rebuilds existing tables")
-            })?;
+            let Some(info) = catalog::resolve(client, &t.table).await? else {
+                if !p.create.iter().any(|d| d.table == t.table) {
+                    return Err(Error::config(format!(
+                        "{file}:{}: projection `{}`: table `{}` does not exist",
+                        t.line, p.name, t.table
+                    ))
+                    .with_hint(format!("create the projection table first, or give its definition (`create = {{ \"{}\" = \"FILE.sql\" }}`) and the rebuild creates it", t.table)));
+                }
+                // A new table: created where `CREATE TABLE` would put it.
+                let name = crate::pipeline::added::resolve_new(client, &t.table)
+                    .await
+                    .map_err(|e| {
+                        e.context(format!("{file}:{}: projection `{}`", t.line, p.name))
+                    })?;
+                added.insert(name.clone());
+                resolved.push(name);
+                continue;
+            };
             require_plain_table(
                 &info,
                 &format!("{file}:{}: projection `{}`", t.line, p.name),
@@ -145,6 +157,9 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         encodings,
         tables,
         shapes,
+        added,
+        notes: Vec::new(),
+        new_shapes: Default::default(),
     };
 
     // The hand-over checkpoints of external projectors: the statement the swap will run.
@@ -170,15 +185,19 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         if matches!(
             resolved.shapes[pi],
             Some(crate::pipeline::shape::Planned::Applies(_))
-        ) {
+        ) || resolved.needs_standins(config, pi)
+        {
             continue;
         }
         prepare_statements(client, config, pi, |owner| resolved.live(owner).quoted()).await?;
     }
     // What each statement writes, resolved by the server.
-    for (pi, applied) in crate::pipeline::write_targets::check(client, config, &resolved).await? {
+    let checked = crate::pipeline::write_targets::check(client, config, &resolved).await?;
+    for (pi, applied) in checked.shaped {
         resolved.shapes[pi] = Some(crate::pipeline::shape::Planned::Applies(applied));
     }
+    resolved.notes = checked.notes;
+    resolved.new_shapes = checked.new_shapes;
     Ok(resolved)
 }
 

@@ -82,23 +82,37 @@ pub async fn check(
     client: &impl GenericClient,
     config: &Config,
     resolved: &Resolved,
-) -> Result<Vec<(usize, Vec<Applied>)>> {
-    let any = config
-        .projections
-        .iter()
-        .any(|p| !p.sections().is_empty() || !p.checks.is_empty() || p.reshape.is_some());
+) -> Result<Checked> {
+    let any = config.projections.iter().any(|p| {
+        !p.sections().is_empty()
+            || !p.checks.is_empty()
+            || p.reshape.is_some()
+            || !p.create.is_empty()
+    });
     if !any {
-        return Ok(Vec::new());
+        return Ok(Checked::default());
     }
     // READ WRITE: plan and status run in read-only sessions; temporary tables need a
     // transaction that may create them. It is rolled back whatever happens.
     if let Err(e) = client.batch_execute("BEGIN READ WRITE").await {
         tracing::warn!("handler write targets not checked before the run (cannot begin: {e}); the run-time guard still checks every batch");
-        return Ok(Vec::new());
+        return Ok(Checked::default());
     }
     let result = check_in(client, config, resolved).await;
     let _ = client.batch_execute("ROLLBACK").await;
     result
+}
+
+/// What validation on the stand-ins found: per projection that changes its shape, what the
+/// DDL did; a note per `create` entry whose table is already live with that shape.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Per projection with a pending reshape, what it did to the stand-ins.
+    pub shaped: Vec<(usize, Vec<Applied>)>,
+    /// Definitions already in place (pipeline/added.rs).
+    pub notes: Vec<String>,
+    /// Per table not created yet, the columns and indexes its definition makes.
+    pub new_shapes: std::collections::BTreeMap<TableName, Vec<String>>,
 }
 
 /// Runs each projection's pending reshape on its stand-ins (`standins[p][t]`, SQL names) and
@@ -116,11 +130,12 @@ async fn reshape_standins(
         else {
             continue;
         };
-        let copies: Vec<Copy> = resolved.tables[pi]
+        // Tables under `create` have their definition for a shape; the reshape leaves them.
+        let kept = p.reshaped_tables();
+        let copies: Vec<Copy> = kept
             .iter()
-            .enumerate()
-            .map(|(t, live)| Copy {
-                live: live.clone(),
+            .map(|&t| Copy {
+                live: resolved.tables[pi][t].clone(),
                 copy: TableName::new("pg_temp", standin_name(pi, t)),
             })
             .collect();
@@ -130,7 +145,7 @@ async fn reshape_standins(
                     .owner_of(w)
                     .ok()
                     .filter(|o| o.projection == pi)
-                    .map(|o| o.table)
+                    .and_then(|o| kept.iter().position(|&t| t == o.table))
             })
             .await?;
         crate::pipeline::validate::prepare_statements(client, config, pi, |o| {
@@ -138,6 +153,16 @@ async fn reshape_standins(
         })
         .await?;
         out.push((pi, applied));
+    }
+    // Projections that name a table not created yet were not prepared against the live
+    // tables (validate.rs): prepare them against the stand-ins.
+    for pi in 0..config.projections.len() {
+        if resolved.needs_standins(config, pi) && !out.iter().any(|(p, _)| *p == pi) {
+            crate::pipeline::validate::prepare_statements(client, config, pi, |o| {
+                standins[o.projection][o.table].clone()
+            })
+            .await?;
+        }
     }
     Ok(out)
 }
@@ -150,14 +175,33 @@ async fn check_in(
     client: &impl GenericClient,
     config: &Config,
     resolved: &Resolved,
-) -> Result<Vec<(usize, Vec<Applied>)>> {
+) -> Result<Checked> {
     // One stand-in per table of the config, named by its position (never a user's name, so
     // no unqualified name in a handler can resolve to it by accident).
     let mut standins: Vec<Vec<String>> = Vec::new();
+    let mut new_shapes = std::collections::BTreeMap::new();
     for (p, tables) in resolved.tables.iter().enumerate() {
         let mut names = Vec::new();
         for (t, live) in tables.iter().enumerate() {
             let name = standin_name(p, t);
+            if resolved.is_added(live) {
+                // Not there yet: the stand-in is what its definition makes.
+                let (projection, def) = crate::pipeline::added::definition(config, resolved, live)
+                    .expect("an added table has a definition (validate.rs)");
+                client
+                    .batch_execute("SAVEPOINT standin")
+                    .await
+                    .map_err(|e| Error::runtime("cannot set a savepoint").caused_by(e))?;
+                let standin = TableName::new("pg_temp", name.clone());
+                crate::pipeline::added::create(client, projection, def, &standin).await?;
+                new_shapes.insert(
+                    live.clone(),
+                    crate::pipeline::added::shape_of(client, &standin).await?,
+                );
+                let _ = client.batch_execute("RELEASE SAVEPOINT standin").await;
+                names.push(format!("pg_temp.{}", quote_ident(&name)));
+                continue;
+            }
             let sql = format!(
                 "SAVEPOINT standin; CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL); RELEASE SAVEPOINT standin",
                 quote_ident(&name),
@@ -165,12 +209,13 @@ async fn check_in(
             );
             if let Err(e) = client.batch_execute(&sql).await {
                 tracing::warn!("handler write targets not checked before the run (cannot create a temporary stand-in for `{live}`: {e}); the run-time guard still checks every batch");
-                return Ok(Vec::new());
+                return Ok(Checked::default());
             }
             names.push(format!("pg_temp.{}", quote_ident(&name)));
         }
         standins.push(names);
     }
+    let notes = crate::pipeline::added::check_existing(client, config, resolved).await?;
     let shaped = reshape_standins(client, config, resolved, &standins).await?;
     let render = |st: &Statement| {
         st.render(|r| {
@@ -219,7 +264,11 @@ async fn check_in(
             }
         }
     }
-    Ok(shaped)
+    Ok(Checked {
+        shaped,
+        notes,
+        new_shapes,
+    })
 }
 
 /// The statement's plan, or None when the server does not plan it (a utility statement such

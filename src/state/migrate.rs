@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/022_live_handlers.sql"),
     ),
     (
+        23,
+        "added_tables",
+        include_str!("../../sql/023_added_tables.sql"),
+    ),
+    (
         25,
         "late_events",
         include_str!("../../sql/025_late_events.sql"),

@@ -914,6 +914,9 @@ pub struct RunTable {
     pub rebuild: TableName,
     /// Where the swap keeps the replaced table (`x_old`).
     pub old: TableName,
+    /// The table does not exist live: the run creates it from its `create` definition, and
+    /// its swap has nothing to replace (pipeline/added.rs).
+    pub added: bool,
 }
 
 /// Records a table of the run with its fingerprint at the clone.
@@ -925,9 +928,9 @@ pub async fn add_table(
 ) -> Result<()> {
     client
         .execute(
-            "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name, fingerprint) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name, fingerprint],
+            "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name, fingerprint, added) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name, fingerprint, &t.added],
         )
         .await
         .context("cannot record the run's tables")?;
@@ -954,7 +957,11 @@ pub async fn table_fingerprint(
 pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTable>> {
     let rows = client
         .query(
-            "SELECT projection, table_schema, live_name, rebuild_name, old_name FROM reproject.run_tables \
+            // `added` through to_jsonb: `status` and `history` never migrate, and read an older
+            // schema without the column (sql/023).
+            "SELECT projection, table_schema, live_name, rebuild_name, old_name, \
+                    coalesce((to_jsonb(t) ->> 'added')::boolean, false) \
+             FROM reproject.run_tables t \
              WHERE run_id = $1 ORDER BY projection, table_schema, live_name",
             &[&run],
         )
@@ -969,6 +976,7 @@ pub async fn tables(client: &impl GenericClient, run: i64) -> Result<Vec<RunTabl
                 live: TableName::new(schema.clone(), r.get::<_, String>(2)),
                 rebuild: TableName::new(schema.clone(), r.get::<_, String>(3)),
                 old: TableName::new(schema, r.get::<_, String>(4)),
+                added: r.get(5),
             }
         })
         .collect())

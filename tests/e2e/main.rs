@@ -7,6 +7,7 @@ mod harness;
 mod pgserver;
 mod tally;
 
+mod addtable;
 mod config_errors;
 mod connect_env;
 mod conventions;

@@ -225,6 +225,9 @@ pub struct ProjectionConfig {
     /// `retire`: tables the projection owned before and no longer has; the swap renames them
     /// to `_old` beside the replaced tables (retire.rs).
     pub retire: Vec<OwnedTable>,
+    /// `create`: tables under `tables` that may not exist live yet, each with the DDL that
+    /// creates its first generation (model/shape/file.rs `TableDefinition`).
+    pub create: Vec<crate::model::shape::file::TableDefinition>,
 }
 
 /// How a projection's events are applied: the config gives `handlers`, `command` or neither.
@@ -240,6 +243,14 @@ pub enum ProjectionKind {
 }
 
 impl ProjectionConfig {
+    /// The positions (in `tables`) of the tables a `reshape` applies to: all but those under
+    /// `create`, whose definition is their shape.
+    pub fn reshaped_tables(&self) -> Vec<usize> {
+        (0..self.tables.len())
+            .filter(|&t| !self.create.iter().any(|d| d.table == self.tables[t].table))
+            .collect()
+    }
+
     /// The SQL handler file, for a projection with `handlers`.
     pub fn handlers(&self) -> Option<&HandlerFile> {
         match &self.kind {
@@ -522,6 +533,20 @@ impl Config {
                         let Ok(owner) = self.owner_of(&r.written) else {
                             continue;
                         };
+                        if owner.projection == pi
+                            && !self.projections[pi]
+                                .reshaped_tables()
+                                .contains(&owner.table)
+                        {
+                            return Err(Error::config(format!(
+                                "{}:{}: projection `{}`: the reshape names `{{{{{}}}}}`, a table under `create`",
+                                reshape.path.display(),
+                                r.line,
+                                self.projections[pi].name,
+                                r.written,
+                            ))
+                            .with_hint("a new table's shape is its definition: write it there"));
+                        }
                         if owner.projection != pi {
                             return Err(Error::config(format!(
                                 "{}:{}: projection `{}`: the reshape names `{{{{{}}}}}`, a table of projection `{}`",
@@ -995,6 +1020,78 @@ fn convert_projection(
             })
         })
         .transpose()?;
+    let mut create = Vec::new();
+    for (key, f) in p.create.iter().flatten() {
+        let loc = at(f.span());
+        let table = parse_table_ref(key).map_err(|e| {
+            keep_causes(
+                loc.err(format!(
+                    "projection `{name}`: `create` key `{key}`: {}",
+                    e.message
+                )),
+                e,
+            )
+        })?;
+        if !tables.iter().any(|t| t.table == table) {
+            return Err(loc
+                .err(format!(
+                    "projection `{name}`: `create` defines `{table}`, which is not under `tables`"
+                ))
+                .with_hint("list the new table under `tables` too: `create` only says how to make it when it does not exist yet"));
+        }
+        let file =
+            crate::model::shape::file::ReshapeFile::load(&base.join(f.get_ref())).map_err(|e| {
+                e.context(format!(
+                    "{}: projection `{name}`: bad definition of `{table}`",
+                    loc.file_line()
+                ))
+            })?;
+        // The definition makes this table only: another name in braces would be created (or
+        // changed) under a name nothing swaps.
+        for st in &file.statements {
+            for r in &st.tables {
+                let named = parse_table_ref(&r.written).ok();
+                if named.as_ref().map(|n| n.name.as_str()) != Some(table.name.as_str())
+                    || named
+                        .as_ref()
+                        .and_then(|n| n.schema.as_ref())
+                        .is_some_and(|s| Some(s) != table.schema.as_ref())
+                {
+                    return Err(Error::config(format!(
+                        "{}:{}: projection `{name}`: the definition of `{table}` names `{{{{{}}}}}`; it may name only `{{{{{}}}}}`",
+                        file.path.display(),
+                        r.line,
+                        r.written,
+                        table.name
+                    ))
+                    .with_hint("a definition creates one new table (with its indexes, comments and grants); change existing tables with `reshape`"));
+                }
+            }
+        }
+        if !file.statements.iter().any(|st| {
+            let words: Vec<String> = st
+                .render(|r| r.written.clone())
+                .split_whitespace()
+                .take(3)
+                .map(str::to_ascii_uppercase)
+                .collect();
+            matches!(words.as_slice(), [c, t, ..] if c == "CREATE" && t == "TABLE")
+                || matches!(words.as_slice(), [c, _, t] if c == "CREATE" && t == "TABLE")
+        }) {
+            return Err(Error::config(format!(
+                "{}: projection `{name}`: the definition of `{table}` has no `CREATE TABLE {{{{{}}}}}` statement",
+                file.path.display(),
+                table.name
+            ))
+            .with_hint(format!("start it with `CREATE TABLE {{{{{}}}}} (…)`", table.name)));
+        }
+        create.push(crate::model::shape::file::TableDefinition {
+            table,
+            key: key.clone(),
+            line: loc.line,
+            file,
+        });
+    }
     Ok(ProjectionConfig {
         name: name.to_string(),
         line,
@@ -1012,6 +1109,7 @@ fn convert_projection(
         redefine,
         reshape,
         retire,
+        create,
     })
 }
 

@@ -69,6 +69,9 @@ pub struct RawProjection {
     /// Tables the projection owned before and no longer has: the swap parks them as `_old`
     /// (retire.rs).
     pub retire: Option<Vec<Spanned<String>>>,
+    /// `{ "table" = "file.sql" }`: tables under `tables` that may not exist yet, with the DDL
+    /// that creates each (`CREATE TABLE {{table}} (…)`), run instead of the LIKE clone.
+    pub create: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 /// `handover = { table, key_column, key, position_column, transaction_id_column }`: the

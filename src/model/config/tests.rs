@@ -1637,3 +1637,75 @@ fn retire_lists_tables_with_their_lines_and_refuses_a_bad_name() {
         &format!("{}: projection `p`: `retire`:", dir.at(12)),
     );
 }
+
+// create
+
+/// Projection `p` with tables `t` and `t_log`, `t_log` defined by `log.sql`.
+fn adding_log() -> String {
+    format!(
+        "{EVENTS}{}create = {{ t_log = \"log.sql\" }}\n",
+        projection("p", &["t", "t_log"], "h.sql")
+    )
+}
+
+#[test]
+fn create_defines_a_listed_table_with_its_file_and_line() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    dir.file(
+        "log.sql",
+        "CREATE TABLE {{t_log}} (id bigint PRIMARY KEY);\nCREATE INDEX ON {{t_log}} (id);\n",
+    );
+    let config = dir.ok(&adding_log());
+    let defs = &config.projections[0].create;
+    assert_eq!(defs.len(), 1);
+    assert_eq!(defs[0].table.to_string(), "t_log");
+    assert_eq!(defs[0].file.statements.len(), 2);
+    assert_eq!(config.projections[0].reshaped_tables(), [0]);
+}
+
+#[test]
+fn create_refuses_an_unlisted_table_another_name_and_a_file_without_create_table() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    dir.file("log.sql", "CREATE TABLE {{t_log}} (id bigint);\n");
+    let shown = dir.fail(&one_projection("create = { t_log = \"log.sql\" }\n"));
+    contains(
+        &shown,
+        "projection `p`: `create` defines `t_log`, which is not under `tables`",
+    );
+
+    dir.file(
+        "log.sql",
+        "CREATE TABLE {{t_log}} (id bigint);\nALTER TABLE {{t}} ADD COLUMN x int;\n",
+    );
+    contains(
+        &dir.fail(&adding_log()),
+        "log.sql:2: projection `p`: the definition of `t_log` names `{{t}}`; it may name only `{{t_log}}`",
+    );
+
+    dir.file("log.sql", "GRANT SELECT ON {{t_log}} TO PUBLIC;\n");
+    contains(
+        &dir.fail(&adding_log()),
+        "projection `p`: the definition of `t_log` has no `CREATE TABLE {{t_log}}` statement",
+    );
+
+    dir.file(
+        "log.sql",
+        "CREATE TABLE {{t_log}} (id bigint CHECK (id > :position));\n",
+    );
+    contains(&dir.fail(&adding_log()), "takes no event parameters");
+}
+
+#[test]
+fn a_reshape_may_not_name_a_table_under_create() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    dir.file("log.sql", "CREATE UNLOGGED TABLE {{t_log}} (id bigint);\n");
+    dir.file("v2.sql", "ALTER TABLE {{t_log}} ADD COLUMN x int;\n");
+    let shown = dir.fail(&format!("{}reshape = \"v2.sql\"\n", adding_log()));
+    contains(
+        &shown,
+        "v2.sql:1: projection `p`: the reshape names `{{t_log}}`, a table under `create`",
+    );
+}

@@ -65,6 +65,24 @@ impl ReshapeFile {
     }
 }
 
+/// `create = { "table" = "file.sql" }`: a table the projection lists under `tables` that may not
+/// exist live yet, and the DDL that makes it (`CREATE TABLE {{table}} (…)`, then indexes,
+/// comments, grants). Kept apart from `reshape`, which is a change applied to a LIKE copy of a
+/// live table and proven as "old table + change": a new table has no old one, so its DDL is a
+/// whole definition, run instead of the LIKE clone while the table does not exist, and compared
+/// with the live table (never run again) once it does.
+#[derive(Debug, Clone)]
+pub struct TableDefinition {
+    /// The table as the key names it.
+    pub table: crate::model::ident::ConfigTableRef,
+    /// The key as written.
+    pub key: String,
+    /// Line of the entry in the config file.
+    pub line: usize,
+    /// The statements (parsed like a reshape file: `{{table}}` references, no parameters).
+    pub file: ReshapeFile,
+}
+
 /// The SHA-256 of a reshape file's text, hex.
 pub fn hash(source: &str) -> String {
     Sha256::digest(source.as_bytes())

@@ -37,8 +37,13 @@ pub async fn plan(
             out.push(None);
             continue;
         };
+        let reshaped: Vec<TableName> = p
+            .reshaped_tables()
+            .into_iter()
+            .map(|t| tables[pi][t].clone())
+            .collect();
         out.push(Some(
-            match crate::state::shapes::already_applied(client, &p.name, &file.hash(), &tables[pi])
+            match crate::state::shapes::already_applied(client, &p.name, &file.hash(), &reshaped)
                 .await?
             {
                 Some(run) => Planned::AlreadyApplied(run),
@@ -70,9 +75,22 @@ pub async fn apply_to_clones(
         if skip.contains(&p.name) || !done.insert(p.name.clone()) {
             continue;
         }
-        let copies: Vec<apply::Copy> = tables
+        // One copy per table the reshape applies to, in that order (those under `create` are
+        // left to their definition); matched by name, whatever order the run lists them in.
+        let kept = p.reshaped_tables();
+        let copies: Vec<apply::Copy> = kept
             .iter()
-            .filter(|o| o.projection == p.name)
+            .filter_map(|&t| {
+                tables.iter().find(|o| {
+                    o.projection == p.name
+                        && o.live.name == p.tables[t].table.name
+                        && p.tables[t]
+                            .table
+                            .schema
+                            .as_ref()
+                            .is_none_or(|s| *s == o.live.schema)
+                })
+            })
             .map(|o| apply::Copy {
                 live: o.live.clone(),
                 copy: o.rebuild.clone(),
@@ -83,7 +101,7 @@ pub async fn apply_to_clones(
                 .owner_of(w)
                 .ok()
                 .filter(|o| o.projection == pi)
-                .map(|o| o.table)
+                .and_then(|o| kept.iter().position(|&t| t == o.table))
         })
         .await?;
         crate::state::shapes::record(client, run_id, &p.name, &file.source, &applied).await?;
@@ -110,14 +128,21 @@ pub fn already_applied(
 }
 
 /// Refuses a partial rebuild (`--streams`, `--from-position`, …) of a projection that declares
-/// a reshape: a partial rebuild copies the rows it keeps from the live table, whose shape is
-/// the old one.
+/// a reshape or a new table (`create`): a partial rebuild copies the rows it keeps from the
+/// live table, whose shape is the old one, or which does not exist yet.
 pub fn refuse_partial(
     config: &crate::model::config::Config,
     order: &[usize],
 ) -> crate::error::Result<()> {
     for &i in order {
         let p = &config.projections[i];
+        if let Some(def) = p.create.first() {
+            return Err(crate::error::Error::config(format!(
+                "projection `{}` declares `create` for `{}`: a partial rebuild (--streams, --streams-where, --from-position, --from-time) copies the rows it keeps from the live tables, and a new table has none",
+                p.name, def.table
+            ))
+            .with_hint("rebuild the projection in full to add the table; once it is live, remove it from `create`"));
+        }
         if let Some(file) = &p.reshape {
             return Err(crate::error::Error::config(format!(
                 "projection `{}` declares `reshape = \"{}\"`: a partial rebuild (--streams, --streams-where, --from-position, --from-time) copies the rows it keeps from the live table, which has the old shape",
@@ -177,8 +202,15 @@ pub fn refuse_pending(
     order: &[usize],
 ) -> crate::error::Result<()> {
     for &i in order {
+        let p = &config.projections[i];
+        if let Some(new) = resolved.tables[i].iter().find(|t| resolved.is_added(t)) {
+            return Err(crate::error::Error::config(format!(
+                "projection `{}` lists `{new}`, which does not exist yet (`create`): its handlers write the tables the next rebuild makes",
+                p.name
+            ))
+            .with_hint("rebuild the projection (`reproject rebuild`) to create it, then run it"));
+        }
         if let Some(Some(Planned::Applies(_))) = resolved.shapes.get(i) {
-            let p = &config.projections[i];
             return Err(crate::error::Error::config(format!(
                 "projection `{}` declares `reshape` (`{}`), and its live tables do not have that shape yet: its handlers write the new shape",
                 p.name,

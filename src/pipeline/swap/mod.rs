@@ -671,6 +671,14 @@ pub async fn swap_generation(
     use crate::pipeline::shape::redefine;
     let mut validations = Vec::new();
     for t in tables {
+        if t.added {
+            let siblings: Vec<&RunTable> = tables
+                .iter()
+                .filter(|o| o.projection == t.projection && !o.added)
+                .collect();
+            crate::pipeline::added::swap_in(client, t, &siblings).await?;
+            continue;
+        }
         let cloned_from = crate::state::runs::table_fingerprint(client, run_id, &t.live)
             .await?
             .map(|fp| (run_id, fp));
@@ -783,6 +791,11 @@ pub async fn swap_back(
 ) -> Result<Vec<crate::pipeline::swap::exchange::Validation>> {
     let mut validations = Vec::new();
     for t in tables {
+        if t.added {
+            // The old generation never had it: it leaves, parked like a replaced table.
+            crate::pipeline::added::park(client, run_id, t).await?;
+            continue;
+        }
         let parked = crate::model::ident::rolled_back_table(&t.live, run_id);
         // What the swap redefined comes back as it was.
         let redefined = redefinitions.get(&t.live).map_or(&[][..], Vec::as_slice);
