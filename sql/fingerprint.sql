@@ -1,7 +1,8 @@
 -- The catalog fingerprint of one table ($1: the table as regclass text), by name, never by
 -- OID: everything an application can observe about a table except its rows. Two tables with
 -- equal fingerprints are interchangeable for every reader, writer, view and replica.
--- Used by src/catalog/fingerprint.rs; kept as SQL so it can be read and run by hand.
+-- Run by src/db/catalog/fingerprint.rs, read into the types of src/model/fingerprint.rs (whose
+-- fields are these keys); kept as SQL so it can be read and run by hand.
 WITH t AS (
     SELECT c.* FROM pg_class c WHERE c.oid = to_regclass($1)
 ), acl AS (

@@ -87,12 +87,11 @@ pub use model::projection::{Batch, BoxFuture, RustProjection};
 pub use model::{Event, RawJsonb};
 pub use progress::{Cancel, Reporter};
 
-/// Not part of the API: what the crate's own end-to-end tests reach into (catalog
-/// fingerprints, the swap's steps, the state schema). No stability promise.
+/// Not part of the API: what the crate's own end-to-end tests still reach into (the swap's
+/// steps and shape dependents in tests/e2e/dependents.rs, locks and the durable commit in
+/// tests/e2e/lifecycle.rs). No stability promise.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::db::catalog::fingerprint;
-    pub use crate::db::SslMode;
     pub use crate::model::handlers::parse_statements;
     pub use crate::model::ident::TableName;
     pub use crate::pipeline::shape;

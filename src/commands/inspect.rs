@@ -82,7 +82,7 @@ pub(crate) fn planned_shape(
                 file,
                 already_applied_by: None,
                 columns: diff::map_to_json(&diff::changed(&a.map)),
-                objects: diff::object_changes(&a.live_fingerprint, &a.shaped),
+                objects: diff::object_changes(&a.live_fingerprint, &a.shaped.fingerprint),
                 changes: crate::state::shapes::changes(a),
             })
         }

@@ -462,9 +462,9 @@ async fn rebuild_once(
         // A table the run adds has no live table to fingerprint (its swap checks that the name
         // is still free instead).
         fingerprints.push(if t.added {
-            serde_json::Value::Null
+            None
         } else {
-            fingerprint::fingerprint(&conn, &t.live).await?
+            Some(fingerprint::fingerprint(&conn, &t.live).await?)
         });
     }
 
@@ -530,7 +530,7 @@ async fn rebuild_once(
                 .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id} (`rebuild --resume` continues an unfinished run instead)"));
         }
         for (t, fp) in tables.iter().zip(&fingerprints) {
-            runs::add_table(&conn, run_id, t, fp).await?;
+            runs::add_table(&conn, run_id, t, fp.as_ref()).await?;
         }
         let start = partial.as_ref().and_then(Partial::start_position);
         runs::init_checkpoints(&conn, run_id, &names, start).await?;

@@ -680,6 +680,29 @@ mod tests {
     }
 
     #[test]
+    fn verify_full_with_a_ca_file_is_verify_full_in_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("my ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let ca = ca.display().to_string();
+        let info = parse(
+            &format!("host=localhost sslmode=verify-full sslrootcert='{ca}'"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(info.tls.mode, SslMode::VerifyFull);
+        assert_eq!(info.tls.root_cert, Some(RootCert::File(ca.clone().into())));
+        // The URL form, the way it is pasted from a cloud console (path percent-encoded).
+        let url = format!(
+            "postgres://postgres@localhost:5432/postgres?sslmode=verify-full&sslrootcert={}",
+            ca.replace('/', "%2F").replace(' ', "%20")
+        );
+        let info = parse(&url, &no_env).unwrap();
+        assert_eq!(info.tls.mode, SslMode::VerifyFull);
+        assert_eq!(info.tls.root_cert, Some(RootCert::File(ca.into())));
+    }
+
+    #[test]
     fn a_ca_in_home_turns_on_verification_like_libpq() {
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir(home.path().join(".postgresql")).unwrap();

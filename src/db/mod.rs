@@ -182,11 +182,6 @@ impl Db {
         describe(&self.config)
     }
 
-    /// The TLS mode in effect (libpq's `sslmode`).
-    pub fn sslmode(&self) -> SslMode {
-        self.sslmode
-    }
-
     /// This connection as libpq programs take it from the environment: `PGHOST`, `PGPORT`,
     /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, ... and `DATABASE_URL`, for an
     /// external projector (external.rs). Holds the password: for a child's environment only,

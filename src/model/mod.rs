@@ -7,6 +7,7 @@
 //! trait by its public path, `reproject::RustProjection`.
 
 pub mod config;
+pub mod fingerprint;
 pub mod handlers;
 pub mod ident;
 pub mod projection;

@@ -1,6 +1,7 @@
 //! Runs, their checkpoints and their tables: the audit trail and the resume point.
 
 use crate::error::{Context, Error, Result};
+use crate::model::fingerprint::Fingerprint;
 use crate::model::ident::TableName;
 use crate::read::source::Cursor;
 use chrono::{DateTime, Utc};
@@ -919,18 +920,19 @@ pub struct RunTable {
     pub added: bool,
 }
 
-/// Records a table of the run with its fingerprint at the clone.
+/// Records a table of the run with its fingerprint at the clone (none for a table the run
+/// adds: there is no live table; its fingerprint column stays NULL).
 pub async fn add_table(
     client: &impl GenericClient,
     run: i64,
     t: &RunTable,
-    fingerprint: &Value,
+    fingerprint: Option<&Fingerprint>,
 ) -> Result<()> {
     client
         .execute(
             "INSERT INTO reproject.run_tables (run_id, projection, table_schema, live_name, rebuild_name, old_name, fingerprint, added) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name, fingerprint, &t.added],
+            &[&run, &t.projection, &t.live.schema, &t.live.name, &t.rebuild.name, &t.old.name, &fingerprint.map(tokio_postgres::types::Json), &t.added],
         )
         .await
         .context("cannot record the run's tables")?;
@@ -942,7 +944,7 @@ pub async fn table_fingerprint(
     client: &impl GenericClient,
     run: i64,
     live: &TableName,
-) -> Result<Option<Value>> {
+) -> Result<Option<Fingerprint>> {
     let row = client
         .query_opt(
             "SELECT fingerprint FROM reproject.run_tables WHERE run_id = $1 AND table_schema = $2 AND live_name = $3",
@@ -950,7 +952,15 @@ pub async fn table_fingerprint(
         )
         .await
         .context("cannot read the run's tables")?;
-    Ok(row.and_then(|r| r.get(0)))
+    // A run recorded before fingerprints were (sql/004_fingerprints.sql) has NULL.
+    let Some(stored) = row.and_then(|r| r.get::<_, Option<Value>>(0)) else {
+        return Ok(None);
+    };
+    serde_json::from_value(stored).map(Some).map_err(|e| {
+        Error::runtime(format!(
+            "reproject.run_tables: the fingerprint run {run} recorded of `{live}` cannot be read: {e}"
+        ))
+    })
 }
 
 /// The tables of run `run`.

@@ -1,7 +1,7 @@
 //! The shape changes a run applied to its rebuilt tables (`reproject.run_shapes`, shape/).
 
-use crate::db::catalog::fingerprint;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
+use crate::model::fingerprint::{self, Shaped};
 use crate::model::ident::TableName;
 use crate::model::shape::diff;
 use crate::model::shape::Applied;
@@ -9,9 +9,6 @@ use crate::model::shape::Applied;
 use crate::model::shape::ColumnChange;
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
-
-/// The structural parts a shape change sets (and a later run compares).
-pub const SHAPED: &[&str] = &["columns", "constraints", "indexes"];
 
 /// A recorded shape change of one table.
 #[derive(Debug, Clone)]
@@ -31,7 +28,7 @@ pub struct Recorded {
     /// The changes in words.
     pub changes: Vec<String>,
     /// The reshaped copy's fingerprint after the DDL, under its names once live.
-    pub shaped: Value,
+    pub shaped: Shaped,
 }
 
 impl Recorded {
@@ -51,7 +48,7 @@ pub fn changes(applied: &Applied) -> Vec<String> {
         .iter()
         .map(diff::describe_column)
         .chain(
-            diff::object_changes(&applied.live_fingerprint, &applied.shaped)
+            diff::object_changes(&applied.live_fingerprint, &applied.shaped.fingerprint)
                 .iter()
                 .map(diff::describe_object),
         )
@@ -80,7 +77,7 @@ pub async fn record(
                     &crate::model::shape::file::hash(ddl),
                     &diff::map_to_json(&a.map),
                     &json!(changes(a)),
-                    &a.shaped,
+                    &tokio_postgres::types::Json(&a.shaped),
                 ],
             )
             .await
@@ -92,17 +89,24 @@ pub async fn record(
 const COLUMNS: &str =
     "run_id, projection, table_schema, live_name, ddl, ddl_hash, columns, changes, shaped";
 
-fn from_row(r: &tokio_postgres::Row) -> Recorded {
-    Recorded {
-        run_id: r.get(0),
+fn from_row(r: &tokio_postgres::Row) -> Result<Recorded> {
+    let run_id: i64 = r.get(0);
+    let live = TableName::new(r.get::<_, String>(2), r.get::<_, String>(3));
+    let shaped = serde_json::from_value(r.get::<_, Value>(8)).map_err(|e| {
+        Error::runtime(format!(
+            "reproject.run_shapes: the recorded shape of `{live}` (run {run_id}) cannot be read: {e}"
+        ))
+    })?;
+    Ok(Recorded {
+        run_id,
         projection: r.get(1),
-        live: TableName::new(r.get::<_, String>(2), r.get::<_, String>(3)),
+        live,
         ddl: r.get(4),
         ddl_hash: r.get(5),
         map: diff::map_from_json(&r.get::<_, Value>(6)),
         changes: serde_json::from_value(r.get::<_, Value>(7)).unwrap_or_default(),
-        shaped: r.get(8),
-    }
+        shaped,
+    })
 }
 
 /// The shape change run `run_id` applied to `live`, if any.
@@ -121,7 +125,7 @@ pub async fn of_table(
         )
         .await
         .context("cannot read the run's shape changes")?;
-    Ok(row.as_ref().map(from_row))
+    row.as_ref().map(from_row).transpose()
 }
 
 /// Every shape change of run `run_id`.
@@ -136,7 +140,7 @@ pub async fn of_run(client: &impl GenericClient, run_id: i64) -> Result<Vec<Reco
         )
         .await
         .context("cannot read the run's shape changes")?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }
 
 /// Whether the state schema has the table (an older state schema, or none: no shapes).
@@ -179,13 +183,8 @@ pub async fn already_applied(
         if crate::db::catalog::lookup(client, live).await?.is_none() {
             return Ok(None);
         }
-        let now = fingerprint::fingerprint(client, live).await?;
-        if !fingerprint::diff(
-            &fingerprint::subset(&rec.shaped, SHAPED),
-            &fingerprint::subset(&now, SHAPED),
-        )
-        .is_empty()
-        {
+        let now = crate::db::catalog::fingerprint::fingerprint(client, live).await?;
+        if !fingerprint::diff(&rec.shaped.fingerprint.shape(), &now.shape()).is_empty() {
             return Ok(None);
         }
     }

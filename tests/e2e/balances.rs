@@ -159,14 +159,7 @@ pub async fn assert_currency_filled(db: &TestDb) {
         .await;
 }
 
-/// The catalog fingerprint of `table`.
-pub async fn fingerprint(db: &TestDb, table: &str) -> Value {
-    let client = db.client().await;
-    let sql = reproject::internals::fingerprint::fingerprint_sql(&client)
-        .await
-        .unwrap();
-    client.query_one(&sql, &[&table]).await.unwrap().get(0)
-}
+pub use crate::catalog::fingerprint;
 
 /// The column `name` of a fingerprint.
 pub fn column<'a>(fp: &'a Value, name: &str) -> &'a Value {

@@ -2,6 +2,7 @@
 //! before, except for its rows: grants, RLS, triggers, comment, storage parameters, views,
 //! materialized views, foreign keys both ways, sequences, publications, names.
 
+use crate::catalog::{differences, fingerprint};
 use crate::config::{Config, Projection};
 use crate::harness::{assert_adds_one, Out, Project, TestDb};
 use serde_json::Value;
@@ -24,15 +25,6 @@ fn handlers() -> String {
          VALUES (:stream, (:data->>'amount')::bigint, :data->>'region') \
          ON CONFLICT (account) DO UPDATE SET balance = b.balance + EXCLUDED.balance;\n"
     )
-}
-
-async fn fingerprint(db: &TestDb, table: &str) -> Value {
-    let client = db.client().await;
-    let sql = reproject::internals::fingerprint::fingerprint_sql(&client)
-        .await
-        .unwrap();
-    let row = client.query_one(&sql, &[&table]).await.unwrap();
-    row.get(0)
 }
 
 async fn append(db: &TestDb, from: i64, to: i64) {
@@ -96,7 +88,7 @@ async fn setup(db: &TestDb, reader: &str) {
 /// Every promise of the swap, checked against the live table as the application sees it.
 async fn assert_intact(db: &TestDb, reader: &str, original: &Value, step: &str) {
     let now = fingerprint(db, T).await;
-    let differences = reproject::internals::fingerprint::diff(original, &now);
+    let differences = differences(original, &now);
     assert!(
         differences.is_empty(),
         "{step}: fingerprint differs: {differences:#?}"
@@ -378,9 +370,7 @@ async fn fingerprint_notices_every_lost_property() {
         ),
     ];
     let client = db.client().await;
-    let fingerprint_sql = reproject::internals::fingerprint::fingerprint_sql(&client)
-        .await
-        .unwrap();
+    let fingerprint_sql = crate::catalog::fingerprint_sql(&client).await;
     for (key, sql) in &losses {
         client.batch_execute("BEGIN").await.unwrap();
         // Long generated names are truncated by PostgreSQL (with a notice): that is fine here.
@@ -390,15 +380,13 @@ async fn fingerprint_notices_every_lost_property() {
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         let row = client.query_one(&fingerprint_sql, &[&T]).await.unwrap();
         client.batch_execute("ROLLBACK").await.unwrap();
-        let d = reproject::internals::fingerprint::diff(&original, &row.get::<_, Value>(0));
+        let d = differences(&original, &row.get::<_, Value>(0));
         assert!(
             d.iter().any(|line| line.starts_with(key)),
             "losing `{sql}` went unnoticed under `{key}`: {d:?}"
         );
     }
-    assert!(
-        reproject::internals::fingerprint::diff(&original, &fingerprint(&db, T).await).is_empty()
-    );
+    assert!(differences(&original, &fingerprint(&db, T).await).is_empty());
     db.exec(&format!(
         "DROP PUBLICATION balances_pub; DROP OWNED BY {reader}; DROP ROLE {reader}"
     ))
@@ -423,10 +411,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
     p.reproject(&db, "rebuild --yes").await.ok();
     db.assert_int_because("SELECT count(*) FROM audit", 0, "silent by default")
         .await;
-    assert!(
-        reproject::internals::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
-            .is_empty()
-    );
+    assert!(differences(&before, &fingerprint(&db, "tally").await).is_empty());
 
     let p =
         crate::tally::with(Projection::new("tally").option_toml("replay_triggers", "true")).write();
@@ -437,10 +422,7 @@ async fn triggers_fire_during_the_replay_only_when_asked() {
         "one audit row per replayed event when asked",
     )
     .await;
-    assert!(
-        reproject::internals::fingerprint::diff(&before, &fingerprint(&db, "tally").await)
-            .is_empty()
-    );
+    assert!(differences(&before, &fingerprint(&db, "tally").await).is_empty());
     db.exec("UPDATE tally SET n = n WHERE stream = 's1'").await;
     db.assert_int_because(
         "SELECT count(*) FROM audit",

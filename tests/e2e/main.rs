@@ -2,6 +2,7 @@
 //! binary, as ripgrep does: faster to build, one place to look.
 
 mod balances;
+mod catalog;
 mod config;
 mod harness;
 mod pgserver;

@@ -87,7 +87,7 @@ async fn reshape_round_trip(ddl: &str, handlers: &str, check: impl Fn(&Value, &V
 
     p.reproject(db, "rollback --yes").await.ok();
     let back = fingerprint(db, "balances").await;
-    let d = reproject::internals::fingerprint::diff(&original, &back);
+    let d = crate::catalog::differences(&original, &back);
     assert!(d.is_empty(), "after the rollback: {d:#?}");
     assert_eq!(rows(db).await, old_rows, "the rollback restores the rows");
     fx.drop().await;
@@ -338,7 +338,7 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
         .ok()
         .stderr_has(already);
     let again = fingerprint(db, "balances").await;
-    let d = reproject::internals::fingerprint::diff(&shaped, &again);
+    let d = crate::catalog::differences(&shaped, &again);
     assert!(d.is_empty(), "the second rebuild keeps the shape: {d:#?}");
     assert_currency_filled(db).await;
 
@@ -505,7 +505,7 @@ async fn a_rollback_catches_the_old_shape_up_with_the_old_handlers() {
         .ok()
         .stdout_has("caught up with 80 event(s) since the swap");
     let back = fingerprint(db, "balances").await;
-    let d = reproject::internals::fingerprint::diff(&original, &back);
+    let d = crate::catalog::differences(&original, &back);
     assert!(d.is_empty(), "the old shape is back: {d:#?}");
     assert_carried(db, &fx.reader, &original, &back, "after the rollback").await;
     fx.drop().await;

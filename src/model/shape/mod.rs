@@ -8,8 +8,8 @@ pub mod dependent;
 pub mod diff;
 pub mod file;
 
+use crate::model::fingerprint::{Fingerprint, Shaped};
 use crate::model::ident::TableName;
-use serde_json::Value;
 
 /// One column as the shape change sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +101,9 @@ pub struct Applied {
     pub map: Vec<ColumnChange>,
     /// The copy's fingerprint right after the DDL, under the names it will have once live
     /// (diff.rs `canonicalize`).
-    pub shaped: Value,
+    pub shaped: Shaped,
     /// The live table's fingerprint when the DDL ran.
-    pub live_fingerprint: Value,
+    pub live_fingerprint: Fingerprint,
 }
 
 impl Applied {

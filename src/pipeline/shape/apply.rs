@@ -3,12 +3,12 @@
 
 use crate::db::catalog::fingerprint;
 use crate::error::{describe_pg, Context, Error, Result};
+use crate::model::fingerprint::Shaped;
 use crate::model::ident::TableName;
 use crate::model::shape::file::ReshapeFile;
 pub use crate::model::shape::Applied;
 use crate::pipeline::shape::diff::{self, Attribute};
 use crate::pipeline::shape::Column;
-use serde_json::Value;
 use tokio_postgres::GenericClient;
 
 /// One table of the projection and the copy the DDL runs on.
@@ -67,19 +67,14 @@ pub async fn apply(
     // with the same definition (as a swap matches them).
     let mut indexes: std::collections::BTreeMap<String, String> = Default::default();
     for (_, copy_fp, live_fp) in &before {
-        let mut copy_indexes: Vec<Value> =
-            copy_fp["indexes"].as_array().cloned().unwrap_or_default();
-        for l in live_fp["indexes"].as_array().into_iter().flatten() {
-            let key = diff::index_key(l["definition"].as_str().unwrap_or_default());
+        let mut copy_indexes = copy_fp.indexes.clone();
+        for l in &live_fp.indexes {
+            let key = diff::index_key(&l.definition);
             if let Some(pos) = copy_indexes
                 .iter()
-                .position(|c| diff::index_key(c["definition"].as_str().unwrap_or_default()) == key)
+                .position(|c| diff::index_key(&c.definition) == key)
             {
-                let c = copy_indexes.remove(pos);
-                indexes.insert(
-                    l["name"].as_str().unwrap_or_default().to_string(),
-                    c["name"].as_str().unwrap_or_default().to_string(),
-                );
+                indexes.insert(l.name.clone(), copy_indexes.remove(pos).name);
             }
         }
     }
@@ -123,30 +118,27 @@ pub async fn apply(
     let mut out = Vec::new();
     for (c, (attrs, fp_before, live_fp)) in copies.iter().zip(before) {
         let after = fingerprint::fingerprint(client, &c.copy).await?;
-        if let Some(fk) = after["constraints"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| k["type"] == "f")
-        {
+        if let Some(fk) = after.foreign_keys().next() {
             return Err(Error::config(format!(
                 "{}: projection `{projection}`: the reshape adds foreign key `{}` to `{}`; a swap carries the live table's foreign keys and cannot add new ones",
                 file.path.display(),
-                fk["name"].as_str().unwrap_or("?"),
+                fk.name,
                 c.live
             ))
             .with_hint("add the foreign key to the live table after the swap"));
         }
-        let mut shaped = diff::canonicalize(
-            &live_fp,
-            &fp_before,
-            &after,
-            &c.copy.name,
-            &c.live.schema,
-            &c.live.name,
-        );
         let map = diff::column_map(&attrs, &attributes(client, &c.copy).await?);
-        shaped[diff::SET_BY_DDL] = diff::set_by_ddl(&fp_before, &after, &map);
+        let shaped = Shaped {
+            fingerprint: diff::canonicalize(
+                &live_fp,
+                &fp_before,
+                &after,
+                &c.copy.name,
+                &c.live.schema,
+                &c.live.name,
+            ),
+            set_by_reshape: diff::set_by_ddl(&fp_before, &after, &map),
+        };
         out.push(Applied {
             live: c.live.clone(),
             map,

@@ -6,6 +6,7 @@
 //! redefinitions.
 
 use crate::error::{Context, Error, Result};
+use crate::model::fingerprint::Fingerprint;
 use crate::model::ident::{literal, quote, TableName};
 use crate::pipeline::shape::dependents::{Dependent, Kind, Redefined};
 use tokio_postgres::Client;
@@ -122,43 +123,27 @@ pub fn detach_sql(redefined: &[Redefined], live: &TableName) -> Vec<String> {
 
 /// `fp` (a fingerprint of the live table) without the redefined dependents: the exchange
 /// neither re-creates them from their old definitions nor expects those afterwards.
-pub fn without(
-    fp: &serde_json::Value,
-    live: &TableName,
-    captured: &[Captured],
-) -> serde_json::Value {
+pub fn without(fp: &Fingerprint, live: &TableName, captured: &[Captured]) -> Fingerprint {
     let mut fp = fp.clone();
-    let keep =
-        |key: &str, fp: &mut serde_json::Value, drop: &dyn Fn(&serde_json::Value) -> bool| {
-            if let Some(serde_json::Value::Array(items)) = fp.get_mut(key) {
-                items.retain(|i| !drop(i));
-            }
-        };
-    let str_of = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
     for c in captured {
         match &c.dependent {
             Dependent::Relation(_) => {
                 let name = c.regclass.clone().unwrap_or_default();
-                keep("views", &mut fp, &|v| str_of(v, "name") == name);
+                fp.views.retain(|v| v.name != name);
             }
             d @ Dependent::On { name, .. } if on_live(d, live) => {
-                for key in ["policies", "triggers"] {
-                    keep(key, &mut fp, &|v| str_of(v, "name") == *name);
-                }
-                keep("constraints", &mut fp, &|v| {
-                    v["type"] == "f" && str_of(v, "name") == *name
-                });
+                fp.policies.retain(|p| p.name != *name);
+                fp.triggers.retain(|t| t.name != *name);
+                fp.constraints
+                    .retain(|k| !(k.is_foreign_key() && k.name == *name));
             }
             Dependent::On { name, .. } => {
                 let table = c.regclass.clone().unwrap_or_default();
-                keep("referenced_by", &mut fp, &|v| {
-                    str_of(v, "name") == *name && str_of(v, "table") == table
-                });
+                fp.referenced_by
+                    .retain(|r| !(r.name == *name && r.table == table));
             }
             Dependent::Publication(name) => {
-                keep("publications", &mut fp, &|v| {
-                    str_of(v, "publication") == *name
-                });
+                fp.publications.retain(|p| p.publication != *name);
             }
         }
     }
@@ -384,8 +369,12 @@ async fn original_sql(client: &Client, live: &TableName, r: &Redefined) -> Resul
                 vec![name.clone(), table.quoted()],
             )
             .await?;
+            let policy: tokio_postgres::types::Json<crate::model::fingerprint::Policy> =
+                row.try_get(0).map_err(|e| {
+                    Error::runtime(format!("cannot read policy `{name}` on `{table}`: {e}"))
+                })?;
             vec![crate::pipeline::swap::exchange::create_policy(
-                &row.get(0),
+                &policy.0,
                 &table.quoted(),
             )]
         }
@@ -584,14 +573,15 @@ mod tests {
 
     #[test]
     fn the_fingerprint_loses_exactly_the_redefined_entries() {
-        let fp = json!({
+        let fp: Fingerprint = serde_json::from_value(json!({
             "views": [{"name": "summary"}, {"name": "kept"}],
             "policies": [{"name": "own"}, {"name": "other"}],
             "triggers": [{"name": "own"}],
             "constraints": [{"name": "own", "type": "f"}, {"name": "balances_pkey", "type": "p"}],
             "referenced_by": [{"table": "lines", "name": "fk"}, {"table": "other", "name": "fk"}],
             "publications": [{"publication": "pub"}, {"publication": "all"}],
-        });
+        }))
+        .unwrap();
         let cap = |key: &str, regclass: Option<&str>| Captured {
             dependent: parse_key(key).unwrap(),
             regclass: regclass.map(String::from),
@@ -610,16 +600,39 @@ mod tests {
                 cap("publication pub", None),
             ],
         );
+        let names = |items: Vec<&str>| items.join(",");
         assert_eq!(
-            stripped,
-            json!({
-                "views": [{"name": "kept"}],
-                "policies": [{"name": "other"}],
-                "triggers": [],
-                "constraints": [{"name": "balances_pkey", "type": "p"}],
-                "referenced_by": [{"table": "other", "name": "fk"}],
-                "publications": [{"publication": "all"}],
-            })
+            names(stripped.views.iter().map(|v| &v.name[..]).collect()),
+            "kept"
+        );
+        assert_eq!(
+            names(stripped.policies.iter().map(|p| &p.name[..]).collect()),
+            "other"
+        );
+        assert!(stripped.triggers.is_empty());
+        assert_eq!(
+            names(stripped.constraints.iter().map(|c| &c.name[..]).collect()),
+            "balances_pkey"
+        );
+        assert_eq!(
+            names(
+                stripped
+                    .referenced_by
+                    .iter()
+                    .map(|r| &r.table[..])
+                    .collect()
+            ),
+            "other"
+        );
+        assert_eq!(
+            names(
+                stripped
+                    .publications
+                    .iter()
+                    .map(|p| &p.publication[..])
+                    .collect()
+            ),
+            "all"
         );
     }
 

@@ -14,8 +14,8 @@
 
 use crate::db::catalog::fingerprint;
 use crate::error::{describe_pg, Context, Error, Result};
+use crate::model::fingerprint::{self as fp, Fingerprint, Grant, Policy, Shaped, View};
 use crate::model::ident::{helper_name, literal, quote, TableName};
-use serde_json::Value;
 use tokio_postgres::Client;
 
 /// One generation change: `live` (outgoing) becomes `parked`, `incoming` becomes `live`.
@@ -31,7 +31,7 @@ pub struct Exchange<'a> {
     pub suffix: String,
     /// The live table's fingerprint when the incoming table was cloned from it, if known: its
     /// structure (columns, constraints, indexes) must not have changed since.
-    pub cloned_from: Option<(i64, Value)>,
+    pub cloned_from: Option<(i64, Fingerprint)>,
     /// Dependents of changed columns that are dropped and re-created from the user's
     /// statements instead of carried over (shape/dependents.rs); on a rollback, the recorded
     /// original definitions.
@@ -45,8 +45,9 @@ pub struct Exchange<'a> {
 /// `structure`'s columns, constraints and indexes, and everything carried mapped through `map`.
 pub struct ShapeProof {
     /// A fingerprint whose `columns`, `constraints` (foreign keys aside) and `indexes` are the
-    /// incoming table's structure under its names once live (recorded when it was shaped).
-    pub structure: Value,
+    /// incoming table's structure under its names once live (recorded when it was shaped),
+    /// with the column properties the DDL set.
+    pub structure: Shaped,
     /// Every column of the outgoing table and what it is in the incoming one.
     pub map: Vec<crate::pipeline::shape::ColumnChange>,
 }
@@ -161,77 +162,52 @@ impl Prepared {
 }
 
 /// What a swap of `table` carries over beyond LIKE, in words, for `plan`.
-pub fn describe(fp: &Value) -> Vec<String> {
+pub fn describe(fp: &Fingerprint) -> Vec<String> {
     let mut out = Vec::new();
-    let count = |key: &str| fp[key].as_array().map_or(0, Vec::len);
-    let names = |key: &str| -> Vec<String> {
-        fp[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v["name"].as_str().map(String::from))
-            .collect()
-    };
     out.push(format!(
         "owner {} and {} privilege(s)",
-        fp["owner"].as_str().unwrap_or("?"),
-        count("acl")
+        fp.owner,
+        fp.acl.len()
     ));
-    let column_grants: usize = fp["columns"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| c["acl"].as_array().map_or(0, Vec::len))
-        .sum();
+    let column_grants: usize = fp.columns.iter().map(|c| c.acl.len()).sum();
     if column_grants > 0 {
         out.push(format!("{column_grants} column privilege(s)"));
     }
-    if fp["row_security"] == true || count("policies") > 0 {
+    if fp.row_security || !fp.policies.is_empty() {
+        let policies: Vec<&str> = fp.policies.iter().map(|p| &p.name[..]).collect();
         out.push(format!(
             "row-level security ({}{}), policies: {}",
-            if fp["row_security"] == true {
+            if fp.row_security {
                 "enabled"
             } else {
                 "disabled"
             },
-            if fp["force_row_security"] == true {
+            if fp.force_row_security {
                 ", forced"
             } else {
                 ""
             },
-            names("policies").join(", ")
+            policies.join(", ")
         ));
     }
-    if count("triggers") > 0 {
+    if !fp.triggers.is_empty() {
+        let triggers: Vec<&str> = fp.triggers.iter().map(|t| &t.name[..]).collect();
         out.push(format!(
             "triggers: {} (created at the swap; they fire during the replay only with replay_triggers)",
-            names("triggers").join(", ")
+            triggers.join(", ")
         ));
     }
-    let fks: Vec<String> = fp["constraints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["type"] == "f")
-        .filter_map(|c| c["name"].as_str().map(String::from))
-        .collect();
+    let fks: Vec<&str> = fp.foreign_keys().map(|c| &c.name[..]).collect();
     if !fks.is_empty() {
         out.push(format!(
             "foreign keys: {} (re-created NOT VALID, validated after the swap)",
             fks.join(", ")
         ));
     }
-    let refs: Vec<String> = fp["referenced_by"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            format!(
-                "{}.{}",
-                r["table"].as_str().unwrap_or("?"),
-                r["name"].as_str().unwrap_or("?")
-            )
-        })
+    let refs: Vec<String> = fp
+        .referenced_by
+        .iter()
+        .map(|r| format!("{}.{}", r.table, r.name))
         .collect();
     if !refs.is_empty() {
         out.push(format!(
@@ -239,18 +215,17 @@ pub fn describe(fp: &Value) -> Vec<String> {
             refs.join(", ")
         ));
     }
-    for v in fp["views"].as_array().into_iter().flatten() {
-        let name = v["name"].as_str().unwrap_or("?");
-        if v["kind"] == "m" {
+    for v in &fp.views {
+        let name = &v.name;
+        if v.is_materialized() {
             out.push(format!("materialized view {name} (re-created and refreshed from the new table inside the swap)"));
         } else {
             out.push(format!("view {name} (re-pointed)"));
         }
     }
-    for s in fp["sequences"].as_array().into_iter().flatten() {
-        let name = s["name"].as_str().unwrap_or("?");
-        let column = s["column"].as_str().unwrap_or("?");
-        if s["kind"] == "i" {
+    for s in &fp.sequences {
+        let (name, column) = (&s.name, &s.column);
+        if s.is_identity() {
             out.push(format!(
                 "identity sequence {name} of {column} (continues where it was)"
             ));
@@ -260,27 +235,22 @@ pub fn describe(fp: &Value) -> Vec<String> {
             ));
         }
     }
-    if count("publications") > 0 {
-        let pubs: Vec<String> = fp["publications"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["publication"].as_str().map(String::from))
-            .collect();
+    if !fp.publications.is_empty() {
+        let pubs: Vec<&str> = fp.publications.iter().map(|p| &p.publication[..]).collect();
         out.push(format!("publications: {}", pubs.join(", ")));
     }
-    if fp["comment"].is_string() {
+    if fp.comment.is_some() {
         out.push("table comment".into());
     }
-    if count("reloptions") + count("toast_reloptions") > 0 {
+    if fp.reloptions.len() + fp.toast_reloptions.len() > 0 {
         out.push("storage parameters".into());
     }
-    if fp["replica_identity"] != "d" {
+    if fp.replica_identity != "d" {
         out.push("replica identity".into());
     }
     out.push(format!(
         "{} index(es) and constraints under their own names",
-        count("indexes")
+        fp.indexes.len()
     ));
     out
 }
@@ -331,14 +301,6 @@ async fn exec(client: &Session<'_>, sql: &str) -> Result<()> {
     Ok(())
 }
 
-fn items(v: &Value, key: &str) -> Vec<Value> {
-    v[key].as_array().cloned().unwrap_or_default()
-}
-
-fn s(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
-}
-
 /// The part of an index definition that does not name the index or its table.
 fn index_key(def: &str) -> String {
     let unique = def.starts_with("CREATE UNIQUE");
@@ -356,8 +318,8 @@ struct MatView {
     comment: Option<String>,
 }
 
-async fn capture_matview(client: &Session<'_>, view: &Value) -> Result<MatView> {
-    let name = s(view, "name");
+async fn capture_matview(client: &Session<'_>, view: &View) -> Result<MatView> {
+    let name = view.name.clone();
     let row = client
         .flushed()
         .await?
@@ -383,12 +345,8 @@ async fn capture_matview(client: &Session<'_>, view: &Value) -> Result<MatView> 
         tablespace
             .map(|t| format!(" TABLESPACE {}", quote(&t)))
             .unwrap_or_default(),
-        s(view, "definition").trim_end().trim_end_matches(';'),
-        if view["populated"] == true {
-            "DATA"
-        } else {
-            "NO DATA"
-        }
+        view.definition.trim_end().trim_end_matches(';'),
+        if view.populated { "DATA" } else { "NO DATA" }
     );
     let grants = row
         .get::<_, Vec<String>>(5)
@@ -412,19 +370,18 @@ async fn capture_matview(client: &Session<'_>, view: &Value) -> Result<MatView> 
 }
 
 /// Grants of an ACL (fingerprint form) as SQL, on `target` (`TABLE x` or `(col) ON TABLE x`).
-fn grant_sql(acl: &[Value], privilege_target: impl Fn(&str) -> String) -> Vec<String> {
+fn grant_sql(acl: &[Grant], privilege_target: impl Fn(&str) -> String) -> Vec<String> {
     acl.iter()
         .map(|a| {
-            let grantee = s(a, "grantee");
-            let grantee = if grantee == "PUBLIC" {
-                grantee
+            let grantee = if a.grantee == "PUBLIC" {
+                a.grantee.clone()
             } else {
-                quote(&grantee)
+                quote(&a.grantee)
             };
             format!(
                 "GRANT {} TO {grantee}{}",
-                privilege_target(&s(a, "privilege")),
-                if a["grantable"] == true {
+                privilege_target(&a.privilege),
+                if a.grantable {
                     " WITH GRANT OPTION"
                 } else {
                     ""
@@ -434,15 +391,14 @@ fn grant_sql(acl: &[Value], privilege_target: impl Fn(&str) -> String) -> Vec<St
         .collect()
 }
 
-fn grantees(acl: &[Value]) -> Vec<String> {
+fn grantees(acl: &[Grant]) -> Vec<String> {
     let mut g: Vec<String> = acl
         .iter()
         .map(|a| {
-            let name = s(a, "grantee");
-            if name == "PUBLIC" {
-                name
+            if a.grantee == "PUBLIC" {
+                a.grantee.clone()
             } else {
-                quote(&name)
+                quote(&a.grantee)
             }
         })
         .collect();
@@ -487,10 +443,7 @@ pub async fn exchange(
         return Err(err.with_hint("nothing was swapped; remove them, or rebuild another way"));
     }
     if let Some((run_id, before)) = &ex.cloned_from {
-        let d = fingerprint::diff(
-            &fingerprint::subset(before, fingerprint::STRUCTURAL),
-            &fingerprint::subset(&out, fingerprint::STRUCTURAL),
-        );
+        let d = fp::diff(&before.structure(), &out.structure());
         if !d.is_empty() {
             let mut err = Error::fidelity(format!(
                 "the structure of `{}` changed since run {run_id} cloned it; the rebuilt table would not match",
@@ -514,21 +467,21 @@ pub async fn exchange(
     };
 
     // 1. Dependents that hold the outgoing table by OID are detached before the renames.
-    for fk in items(&out, "referenced_by") {
+    for fk in &out.referenced_by {
         exec(
             client,
             &format!(
                 "ALTER TABLE {} DROP CONSTRAINT {}",
-                s(&fk, "table"),
-                quote(&s(&fk, "name"))
+                fk.table,
+                quote(&fk.name)
             ),
         )
         .await?;
     }
     let mut matviews = Vec::new();
-    for v in items(&out, "views").iter().filter(|v| v["kind"] == "m") {
+    for v in out.views.iter().filter(|v| v.is_materialized()) {
         matviews.push(capture_matview(client, v).await?);
-        exec(client, &format!("DROP MATERIALIZED VIEW {}", s(v, "name"))).await?;
+        exec(client, &format!("DROP MATERIALIZED VIEW {}", v.name)).await?;
     }
 
     // 2. The renames themselves.
@@ -565,7 +518,7 @@ pub async fn exchange(
     let (_, now) = tokio::try_join!(client.flushed(), fingerprints.of(conn, ex.live))?;
     laps.lap("exchange statements and proof");
     crate::pipeline::shape::redefine::prove_kept(conn, ex.live, &captured).await?;
-    let differences = fingerprint::diff(
+    let differences = fp::diff(
         &target,
         &crate::pipeline::shape::redefine::without(&now, ex.live, &captured),
     );
@@ -598,8 +551,8 @@ pub async fn exchange(
 async fn detach_redefined(
     client: &Session<'_>,
     ex: &Exchange<'_>,
-    out: Value,
-) -> Result<(Vec<crate::pipeline::shape::redefine::Captured>, Value)> {
+    out: Fingerprint,
+) -> Result<(Vec<crate::pipeline::shape::redefine::Captured>, Fingerprint)> {
     use crate::pipeline::shape::redefine;
     if ex.redefined.is_empty() {
         return Ok((Vec::new(), out));
@@ -647,36 +600,35 @@ async fn redefine(
 async fn canonical_names(
     client: &Session<'_>,
     ex: &Exchange<'_>,
-    out: &Value,
-    inc: &Value,
-    target: &Value,
+    out: &Fingerprint,
+    inc: &Fingerprint,
+    target: &Fingerprint,
 ) -> Result<()> {
     let live = ex.live.quoted();
     let schema = quote(&ex.live.schema);
-    let mut inc_indexes = items(inc, "indexes");
+    let mut inc_indexes = inc.indexes.clone();
     let mut renames = Vec::new();
-    for t in items(target, "indexes") {
-        let key = index_key(&s(&t, "definition"));
+    for t in &target.indexes {
+        let key = index_key(&t.definition);
         let Some(pos) = inc_indexes
             .iter()
-            .position(|i| index_key(&s(i, "definition")) == key)
+            .position(|i| index_key(&i.definition) == key)
         else {
             return Err(Error::fidelity(format!(
                 "the rebuilt table has no index matching `{}` of `{}`",
-                s(&t, "name"),
-                ex.live
+                t.name, ex.live
             )));
         };
-        renames.push((s(&inc_indexes.remove(pos), "name"), s(&t, "name")));
+        renames.push((inc_indexes.remove(pos).name, t.name.clone()));
     }
-    for o in items(out, "indexes") {
-        let oname = s(&o, "name");
+    for o in &out.indexes {
+        let oname = &o.name;
         exec(
             client,
             &format!(
                 "ALTER INDEX {schema}.{} RENAME TO {}",
-                quote(&oname),
-                quote(&helper_name(&oname, &ex.suffix))
+                quote(oname),
+                quote(&helper_name(oname, &ex.suffix))
             ),
         )
         .await?;
@@ -695,28 +647,28 @@ async fn canonical_names(
     if ex.shape.is_some() {
         rename_checks(client, &live, inc, target).await?;
     }
-    if !items(out, "statistics").is_empty() {
+    if !out.statistics.is_empty() {
         // Reads the catalog (after the queued renames): only when there is something to name.
         rename_statistics(client, ex).await?;
     }
-    let inc_seqs = items(inc, "sequences");
     // The target's sequences are the outgoing ones, their columns named as in the new shape.
-    for o in items(target, "sequences") {
-        let column = s(&o, "column");
-        if o["kind"] == "i" {
-            let Some(i) = inc_seqs
+    for o in &target.sequences {
+        let column = &o.column;
+        if o.is_identity() {
+            let Some(i) = inc
+                .sequences
                 .iter()
-                .find(|i| i["kind"] == "i" && s(i, "column") == column)
+                .find(|i| i.is_identity() && &i.column == column)
             else {
                 continue;
             };
-            let (oname, iname) = (s(&o, "name"), s(i, "name"));
+            let (oname, iname) = (&o.name, &i.name);
             exec(
                 client,
                 &format!(
                     "ALTER SEQUENCE {schema}.{} RENAME TO {}",
-                    quote(&oname),
-                    quote(&helper_name(&oname, &ex.suffix))
+                    quote(oname),
+                    quote(&helper_name(oname, &ex.suffix))
                 ),
             )
             .await?;
@@ -724,21 +676,21 @@ async fn canonical_names(
                 client,
                 &format!(
                     "ALTER SEQUENCE {schema}.{} RENAME TO {}",
-                    quote(&iname),
-                    quote(&oname)
+                    quote(iname),
+                    quote(oname)
                 ),
             )
             .await?;
             // Continue after every value either generation handed out or holds.
-            let derived = format!("{schema}.{}", quote(&helper_name(&oname, &ex.suffix)));
-            let canonical = format!("{schema}.{}", quote(&oname));
+            let derived = format!("{schema}.{}", quote(&helper_name(oname, &ex.suffix)));
+            let canonical = format!("{schema}.{}", quote(oname));
             exec(
                 client,
                 &format!(
                     "SELECT setval({}, greatest((SELECT last_value FROM {derived}), (SELECT last_value FROM {canonical}), \
                      coalesce((SELECT max({col}) FROM {live}), 1)))",
                     literal(&canonical),
-                    col = quote(&column)
+                    col = quote(column)
                 ),
             )
             .await?;
@@ -748,8 +700,8 @@ async fn canonical_names(
                 client,
                 &format!(
                     "ALTER SEQUENCE {schema}.{} OWNED BY {live}.{}",
-                    quote(&s(&o, "name")),
-                    quote(&column)
+                    quote(&o.name),
+                    quote(column)
                 ),
             )
             .await?;
@@ -764,23 +716,24 @@ async fn canonical_names(
 async fn rename_checks(
     client: &Session<'_>,
     live: &str,
-    inc: &Value,
-    target: &Value,
+    inc: &Fingerprint,
+    target: &Fingerprint,
 ) -> Result<()> {
-    let checks = |v: &Value| -> Vec<Value> {
-        items(v, "constraints")
-            .into_iter()
-            .filter(|c| c["type"] == "c")
+    let checks = |fp: &Fingerprint| -> Vec<fp::Constraint> {
+        fp.constraints
+            .iter()
+            .filter(|c| c.is_check())
+            .cloned()
             .collect()
     };
     let wanted = checks(target);
     let mut have = checks(inc);
-    have.retain(|h| !wanted.iter().any(|w| w["name"] == h["name"]));
+    have.retain(|h| !wanted.iter().any(|w| w.name == h.name));
     for w in &wanted {
-        if checks(inc).iter().any(|h| h["name"] == w["name"]) {
+        if checks(inc).iter().any(|h| h.name == w.name) {
             continue;
         }
-        let Some(pos) = have.iter().position(|h| h["definition"] == w["definition"]) else {
+        let Some(pos) = have.iter().position(|h| h.definition == w.definition) else {
             continue;
         };
         let h = have.remove(pos);
@@ -788,8 +741,8 @@ async fn rename_checks(
             client,
             &format!(
                 "ALTER TABLE {live} RENAME CONSTRAINT {} TO {}",
-                quote(&s(&h, "name")),
-                quote(&s(w, "name"))
+                quote(&h.name),
+                quote(&w.name)
             ),
         )
         .await?;
@@ -804,41 +757,37 @@ async fn sync_properties(
     client: &Session<'_>,
     fingerprints: &fingerprint::Fingerprinter,
     ex: &Exchange<'_>,
-    out: &Value,
-    inc: &Value,
+    out: &Fingerprint,
+    inc: &Fingerprint,
 ) -> Result<()> {
     let live = ex.live.quoted();
     let parked = ex.parked.quoted();
-    if out["owner"] != inc["owner"] {
+    if out.owner != inc.owner {
         exec(
             client,
-            &format!("ALTER TABLE {live} OWNER TO {}", quote(&s(out, "owner"))),
+            &format!("ALTER TABLE {live} OWNER TO {}", quote(&out.owner)),
         )
         .await?;
     }
     // Changing the owner rewrites the ACL; otherwise the incoming table's is still current.
-    let current = if out["owner"] != inc["owner"] {
+    let current = if out.owner != inc.owner {
         fingerprints.of(client.flushed().await?, ex.live).await?
     } else {
         inc.clone()
     };
-    if out["acl"] != current["acl"] {
-        let mut all = items(out, "acl");
-        all.extend(items(&current, "acl"));
+    if out.acl != current.acl {
+        let all: Vec<Grant> = out.acl.iter().chain(&current.acl).cloned().collect();
         for g in grantees(&all) {
             exec(client, &format!("REVOKE ALL ON TABLE {live} FROM {g}")).await?;
         }
-        for sql in grant_sql(&items(out, "acl"), |p| format!("{p} ON TABLE {live}")) {
+        for sql in grant_sql(&out.acl, |p| format!("{p} ON TABLE {live}")) {
             exec(client, &sql).await?;
         }
     }
-    let out_cols = items(out, "columns");
-    let cur_cols = items(&current, "columns");
-    for (o, c) in out_cols.iter().zip(cur_cols.iter()) {
-        let col = quote(&s(o, "name"));
-        if o["acl"] != c["acl"] {
-            let mut all = items(o, "acl");
-            all.extend(items(c, "acl"));
+    for (o, c) in out.columns.iter().zip(current.columns.iter()) {
+        let col = quote(&o.name);
+        if o.acl != c.acl {
+            let all: Vec<Grant> = o.acl.iter().chain(&c.acl).cloned().collect();
             for g in grantees(&all) {
                 exec(
                     client,
@@ -846,12 +795,12 @@ async fn sync_properties(
                 )
                 .await?;
             }
-            for sql in grant_sql(&items(o, "acl"), |p| format!("{p} ({col}) ON TABLE {live}")) {
+            for sql in grant_sql(&o.acl, |p| format!("{p} ({col}) ON TABLE {live}")) {
                 exec(client, &sql).await?;
             }
         }
-        if o["statistics"] != c["statistics"] {
-            let target = o["statistics"].as_i64().unwrap_or(-1);
+        if o.statistics != c.statistics {
+            let target = o.statistics.unwrap_or(-1);
             exec(
                 client,
                 &format!("ALTER TABLE {live} ALTER COLUMN {col} SET STATISTICS {target}"),
@@ -860,12 +809,17 @@ async fn sync_properties(
         }
     }
     // Row-level security on/off and forced or not: the outgoing table's state.
-    for (key, on, off) in [
-        ("row_security", "ENABLE", "DISABLE"),
-        ("force_row_security", "FORCE", "NO FORCE"),
+    for (wanted, had, on, off) in [
+        (out.row_security, inc.row_security, "ENABLE", "DISABLE"),
+        (
+            out.force_row_security,
+            inc.force_row_security,
+            "FORCE",
+            "NO FORCE",
+        ),
     ] {
-        if out[key] != inc[key] {
-            let how = if out[key] == true { on } else { off };
+        if wanted != had {
+            let how = if wanted { on } else { off };
             exec(
                 client,
                 &format!("ALTER TABLE {live} {how} ROW LEVEL SECURITY"),
@@ -873,27 +827,23 @@ async fn sync_properties(
             .await?;
         }
     }
-    for p in items(inc, "policies") {
+    for p in &inc.policies {
+        exec(client, &format!("DROP POLICY {} ON {live}", quote(&p.name))).await?;
+    }
+    for p in &out.policies {
+        exec(client, &create_policy(p, &live)).await?;
+    }
+    for t in &inc.triggers {
         exec(
             client,
-            &format!("DROP POLICY {} ON {live}", quote(&s(&p, "name"))),
+            &format!("DROP TRIGGER {} ON {live}", quote(&t.name)),
         )
         .await?;
     }
-    for p in items(out, "policies") {
-        exec(client, &create_policy(&p, &live)).await?;
-    }
-    for t in items(inc, "triggers") {
-        exec(
-            client,
-            &format!("DROP TRIGGER {} ON {live}", quote(&s(&t, "name"))),
-        )
-        .await?;
-    }
-    for t in items(out, "triggers") {
+    for t in &out.triggers {
         // Captured while the outgoing table had the live name: it now names the incoming one.
-        exec(client, &s(&t, "definition")).await?;
-        let state = match s(&t, "enabled").as_str() {
+        exec(client, &t.definition).await?;
+        let state = match t.enabled.as_str() {
             "D" => Some("DISABLE"),
             "R" => Some("ENABLE REPLICA"),
             "A" => Some("ENABLE ALWAYS"),
@@ -902,28 +852,23 @@ async fn sync_properties(
         if let Some(state) = state {
             exec(
                 client,
-                &format!(
-                    "ALTER TABLE {live} {state} TRIGGER {}",
-                    quote(&s(&t, "name"))
-                ),
+                &format!("ALTER TABLE {live} {state} TRIGGER {}", quote(&t.name)),
             )
             .await?;
         }
     }
-    if out["comment"] != inc["comment"] {
-        let comment = out["comment"].as_str().map_or("NULL".to_string(), literal);
+    if out.comment != inc.comment {
+        let comment = out.comment.as_deref().map_or("NULL".to_string(), literal);
         exec(client, &format!("COMMENT ON TABLE {live} IS {comment}")).await?;
     }
-    for (key, prefix) in [("reloptions", ""), ("toast_reloptions", "toast.")] {
-        if out[key] != inc[key] {
-            let old: Vec<String> = items(inc, key)
+    for (wanted, had, prefix) in [
+        (&out.reloptions, &inc.reloptions, ""),
+        (&out.toast_reloptions, &inc.toast_reloptions, "toast."),
+    ] {
+        if wanted != had {
+            let old: Vec<String> = had
                 .iter()
-                .filter_map(|o| {
-                    o.as_str()?
-                        .split('=')
-                        .next()
-                        .map(|k| format!("{prefix}{k}"))
-                })
+                .filter_map(|o| o.split('=').next().map(|k| format!("{prefix}{k}")))
                 .collect();
             if !old.is_empty() {
                 exec(
@@ -932,10 +877,10 @@ async fn sync_properties(
                 )
                 .await?;
             }
-            let new: Vec<String> = items(out, key)
+            let new: Vec<String> = wanted
                 .iter()
                 .filter_map(|o| {
-                    let (k, v) = o.as_str()?.split_once('=')?;
+                    let (k, v) = o.split_once('=')?;
                     Some(format!("{prefix}{k} = {}", literal(v)))
                 })
                 .collect();
@@ -948,15 +893,16 @@ async fn sync_properties(
             }
         }
     }
-    if out["replica_identity"] != inc["replica_identity"] || out["replica_identity"] == "i" {
-        let identity = match s(out, "replica_identity").as_str() {
+    if out.replica_identity != inc.replica_identity || out.replica_identity == "i" {
+        let identity = match out.replica_identity.as_str() {
             "n" => "NOTHING".to_string(),
             "f" => "FULL".to_string(),
             "i" => {
-                let index = items(out, "indexes")
-                    .into_iter()
-                    .find(|i| i["replica_identity"] == true)
-                    .map(|i| s(&i, "name"))
+                let index = out
+                    .indexes
+                    .iter()
+                    .find(|i| i.replica_identity)
+                    .map(|i| i.name.clone())
                     .unwrap_or_default();
                 format!("USING INDEX {}", quote(&index))
             }
@@ -968,38 +914,36 @@ async fn sync_properties(
         )
         .await?;
     }
-    for p in items(inc, "publications") {
+    for p in &inc.publications {
         exec(
             client,
             &format!(
                 "ALTER PUBLICATION {} DROP TABLE {live}",
-                quote(&s(&p, "publication"))
+                quote(&p.publication)
             ),
         )
         .await?;
     }
-    for p in items(out, "publications") {
-        let name = quote(&s(&p, "publication"));
+    for p in &out.publications {
+        let name = quote(&p.publication);
         exec(
             client,
             &format!("ALTER PUBLICATION {name} DROP TABLE {parked}"),
         )
         .await?;
-        let columns = p["columns"]
-            .as_array()
+        let columns = p
+            .columns
+            .as_ref()
             .map(|c| {
                 format!(
                     " ({})",
-                    c.iter()
-                        .filter_map(|c| c.as_str())
-                        .map(quote)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    c.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
                 )
             })
             .unwrap_or_default();
-        let filter = p["where"]
-            .as_str()
+        let filter = p
+            .row_filter
+            .as_ref()
             .map(|w| format!(" WHERE ({w})"))
             .unwrap_or_default();
         exec(
@@ -1018,32 +962,21 @@ async fn sync_properties(
 async fn move_foreign_keys(
     client: &Session<'_>,
     ex: &Exchange<'_>,
-    out: &Value,
-    inc: &Value,
+    out: &Fingerprint,
+    inc: &Fingerprint,
 ) -> Result<Vec<Validation>> {
     let mut validations = Vec::new();
     let live = ex.live.quoted();
     let parked = ex.parked.quoted();
-    let inc_fks: Vec<Value> = items(inc, "constraints")
-        .into_iter()
-        .filter(|c| c["type"] == "f")
-        .collect();
-    let out_fks: Vec<Value> = items(out, "constraints")
-        .into_iter()
-        .filter(|c| c["type"] == "f")
-        .collect();
-    for i in &inc_fks {
+    for i in inc.foreign_keys() {
         exec(
             client,
-            &format!(
-                "ALTER TABLE {live} DROP CONSTRAINT {}",
-                quote(&s(i, "name"))
-            ),
+            &format!("ALTER TABLE {live} DROP CONSTRAINT {}", quote(&i.name)),
         )
         .await?;
     }
-    for o in &out_fks {
-        let name = s(o, "name");
+    for o in out.foreign_keys() {
+        let name = o.name.clone();
         exec(
             client,
             &format!("ALTER TABLE {parked} DROP CONSTRAINT {}", quote(&name)),
@@ -1054,7 +987,7 @@ async fn move_foreign_keys(
             &format!(
                 "ALTER TABLE {live} ADD CONSTRAINT {} {} NOT VALID",
                 quote(&name),
-                s(o, "definition")
+                o.definition
             ),
         )
         .await?;
@@ -1063,14 +996,14 @@ async fn move_foreign_keys(
             constraint: name,
         });
     }
-    for fk in items(out, "referenced_by") {
-        let (table, name) = (s(&fk, "table"), s(&fk, "name"));
+    for fk in &out.referenced_by {
+        let (table, name) = (fk.table.clone(), fk.name.clone());
         exec(
             client,
             &format!(
                 "ALTER TABLE {table} ADD CONSTRAINT {} {} NOT VALID",
                 quote(&name),
-                s(&fk, "definition")
+                fk.definition
             ),
         )
         .await?;
@@ -1085,26 +1018,22 @@ async fn move_foreign_keys(
 
 /// Step 6 of [`exchange`]: views are re-pointed at the live name (their definitions were read
 /// while it named the outgoing table); materialized views are re-created from it.
-async fn repoint_views(client: &Session<'_>, out: &Value, matviews: &[MatView]) -> Result<()> {
-    for v in items(out, "views").iter().filter(|v| v["kind"] == "v") {
-        let options = v["options"]
-            .as_array()
-            .map(|o| {
-                format!(
-                    " WITH ({})",
-                    o.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
+async fn repoint_views(
+    client: &Session<'_>,
+    out: &Fingerprint,
+    matviews: &[MatView],
+) -> Result<()> {
+    for v in out.views.iter().filter(|v| v.kind == "v") {
+        let options = v
+            .options
+            .as_ref()
+            .map(|o| format!(" WITH ({})", o.join(", ")))
             .unwrap_or_default();
         exec(
             client,
             &format!(
                 "CREATE OR REPLACE VIEW {}{options} AS {}",
-                s(v, "name"),
-                s(v, "definition")
+                v.name, v.definition
             ),
         )
         .await?;
@@ -1201,19 +1130,17 @@ async fn rename_statistics(client: &Session<'_>, ex: &Exchange<'_>) -> Result<()
     Ok(())
 }
 
-pub(crate) fn create_policy(p: &Value, table: &str) -> String {
-    let command = match s(p, "command").as_str() {
+pub(crate) fn create_policy(p: &Policy, table: &str) -> String {
+    let command = match p.command.as_str() {
         "r" => "SELECT",
         "a" => "INSERT",
         "w" => "UPDATE",
         "d" => "DELETE",
         _ => "ALL",
     };
-    let roles: Vec<String> = p["roles"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str())
+    let roles: Vec<String> = p
+        .roles
+        .iter()
         .map(|r| {
             if r == "PUBLIC" {
                 r.to_string()
@@ -1224,8 +1151,8 @@ pub(crate) fn create_policy(p: &Value, table: &str) -> String {
         .collect();
     let mut sql = format!(
         "CREATE POLICY {} ON {table} AS {} FOR {command} TO {}",
-        quote(&s(p, "name")),
-        if p["permissive"] == true {
+        quote(&p.name),
+        if p.permissive {
             "PERMISSIVE"
         } else {
             "RESTRICTIVE"
@@ -1236,10 +1163,10 @@ pub(crate) fn create_policy(p: &Value, table: &str) -> String {
             roles.join(", ")
         }
     );
-    if let Some(using) = p["using"].as_str() {
+    if let Some(using) = &p.using {
         sql.push_str(&format!(" USING ({using})"));
     }
-    if let Some(check) = p["check"].as_str() {
+    if let Some(check) = &p.check {
         sql.push_str(&format!(" WITH CHECK ({check})"));
     }
     sql
@@ -1286,8 +1213,11 @@ mod tests {
 
     #[test]
     fn policies_are_rebuilt_from_the_catalog() {
-        let p = serde_json::json!({"name": "own rows", "command": "r", "permissive": true,
-            "roles": ["app", "PUBLIC"], "using": "(owner = CURRENT_USER)", "check": null});
+        let p: Policy = serde_json::from_value(
+            serde_json::json!({"name": "own rows", "command": "r", "permissive": true,
+            "roles": ["app", "PUBLIC"], "using": "(owner = CURRENT_USER)", "check": null}),
+        )
+        .unwrap();
         assert_eq!(
             create_policy(&p, "\"public\".\"t\""),
             "CREATE POLICY \"own rows\" ON \"public\".\"t\" AS PERMISSIVE FOR SELECT TO \"app\", PUBLIC USING ((owner = CURRENT_USER))"

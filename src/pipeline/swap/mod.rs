@@ -761,18 +761,20 @@ async fn unshaped(
     let Some(rec) = crate::state::shapes::of_table(client, run_id, live).await? else {
         return Ok(None);
     };
-    let Some(mut structure) = crate::state::runs::table_fingerprint(client, run_id, live).await?
+    let Some(fingerprint) = crate::state::runs::table_fingerprint(client, run_id, live).await?
     else {
         return Err(Error::runtime(format!(
             "run {run_id} changed the shape of `{live}` but recorded no fingerprint of the table it swapped out"
         )));
     };
-    // What the DDL set on kept columns goes back to what the table had.
-    structure[crate::pipeline::shape::diff::SET_BY_DDL] =
-        crate::pipeline::shape::diff::set_by_ddl_reversed(
-            &rec.shaped[crate::pipeline::shape::diff::SET_BY_DDL],
+    let structure = crate::model::fingerprint::Shaped {
+        fingerprint,
+        // What the DDL set on kept columns goes back to what the table had.
+        set_by_reshape: crate::pipeline::shape::diff::set_by_ddl_reversed(
+            &rec.shaped.set_by_reshape,
             &rec.map,
-        );
+        ),
+    };
     Ok(Some(crate::pipeline::swap::exchange::ShapeProof {
         structure,
         map: crate::pipeline::shape::diff::reversed(&rec.map),

@@ -1,6 +1,7 @@
 //! Pure logic of a shape change: the column map read from attribute numbers, the canonical
 //! names of the reshaped clone's indexes and constraints, and the differences shown by `plan`.
 
+use crate::model::fingerprint::{ColumnProperty, Constraint, Fingerprint, Sequence, Shaped};
 use crate::model::shape::{Column, ColumnChange};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -94,14 +95,6 @@ pub fn map_from_json(v: &Value) -> Vec<ColumnChange> {
         .collect()
 }
 
-fn s(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
-}
-
-fn items(v: &Value, key: &str) -> Vec<Value> {
-    v[key].as_array().cloned().unwrap_or_default()
-}
-
 /// The part of an index definition that does not name the index or its table.
 pub fn index_key(def: &str) -> String {
     let unique = def.starts_with("CREATE UNIQUE");
@@ -139,22 +132,22 @@ pub fn derived_name(name: &str, clone: &str, live: &str) -> String {
 /// keeps the name the user gave or gets one derived from the live table's. Index definitions
 /// then name the live table. `schema` is the live table's schema.
 pub fn canonicalize(
-    live: &Value,
-    before: &Value,
-    after: &Value,
+    live: &Fingerprint,
+    before: &Fingerprint,
+    after: &Fingerprint,
     clone: &str,
     schema: &str,
     live_name: &str,
-) -> Value {
+) -> Fingerprint {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let mut live_indexes = items(live, "indexes");
-    for b in items(before, "indexes") {
-        let key = index_key(&s(&b, "definition"));
+    let mut live_indexes = live.indexes.clone();
+    for b in &before.indexes {
+        let key = index_key(&b.definition);
         if let Some(pos) = live_indexes
             .iter()
-            .position(|l| index_key(&s(l, "definition")) == key)
+            .position(|l| index_key(&l.definition) == key)
         {
-            names.insert(s(&b, "name"), s(&live_indexes.remove(pos), "name"));
+            names.insert(b.name.clone(), live_indexes.remove(pos).name);
         }
     }
     let index_name = |name: &str| {
@@ -164,92 +157,74 @@ pub fn canonicalize(
             .unwrap_or_else(|| derived_name(name, clone, live_name))
     };
     let mut out = after.clone();
-    let indexes: Vec<Value> = items(after, "indexes")
-        .into_iter()
-        .map(|mut i| {
-            let name = index_name(&s(&i, "name"));
-            let def = s(&i, "definition");
-            let head = if def.starts_with("CREATE UNIQUE") {
-                "CREATE UNIQUE INDEX"
-            } else {
-                "CREATE INDEX"
-            };
-            let rest = def.find(" USING ").map_or("", |p| &def[p..]);
-            i["definition"] = json!(format!(
-                "{head} {} ON {}.{}{rest}",
-                pg_ident(&name),
-                pg_ident(schema),
-                pg_ident(live_name)
-            ));
-            i["name"] = json!(name);
-            i
-        })
-        .collect();
-    let mut indexes = indexes;
-    indexes.sort_by_key(|i| s(i, "name"));
-    out["indexes"] = Value::Array(indexes);
-    let live_constraints: Vec<String> = items(live, "constraints")
-        .iter()
-        .map(|c| s(c, "name"))
-        .collect();
-    let mut constraints: Vec<Value> = items(after, "constraints")
-        .into_iter()
-        .map(|mut c| {
-            let name = s(&c, "name");
-            let name = match s(&c, "type").as_str() {
-                // Backed by an index of the same name.
-                "p" | "u" | "x" => index_name(&name),
-                // LIKE keeps check constraints' names.
-                _ if live_constraints.contains(&name) => name,
-                _ => derived_name(&name, clone, live_name),
-            };
-            c["name"] = json!(name);
-            c
-        })
-        .collect();
-    constraints.sort_by_key(|c| s(c, "name"));
-    out["constraints"] = Value::Array(constraints);
+    for i in &mut out.indexes {
+        let name = index_name(&i.name);
+        let def = &i.definition;
+        let head = if def.starts_with("CREATE UNIQUE") {
+            "CREATE UNIQUE INDEX"
+        } else {
+            "CREATE INDEX"
+        };
+        let rest = def.find(" USING ").map_or("", |p| &def[p..]);
+        i.definition = format!(
+            "{head} {} ON {}.{}{rest}",
+            pg_ident(&name),
+            pg_ident(schema),
+            pg_ident(live_name)
+        );
+        i.name = name;
+    }
+    out.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+    let live_constraints: Vec<&str> = live.constraints.iter().map(|c| &c.name[..]).collect();
+    for c in &mut out.constraints {
+        c.name = if c.has_index() {
+            // Backed by an index of the same name.
+            index_name(&c.name)
+        } else if live_constraints.contains(&c.name.as_str()) {
+            // LIKE keeps check constraints' names.
+            c.name.clone()
+        } else {
+            derived_name(&c.name, clone, live_name)
+        };
+    }
+    out.constraints.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-/// The key of a shaped fingerprint that lists, per kept column (by its new name), the column
-/// properties the DDL itself changed (`comment`, `statistics`, `acl`): those are not carried
-/// from the outgoing table.
-pub const SET_BY_DDL: &str = "set_by_reshape";
-
-/// The column properties the DDL changed on kept columns: `before` and `after` are the copy's
-/// fingerprints around the DDL.
-pub fn set_by_ddl(before: &Value, after: &Value, map: &[ColumnChange]) -> Value {
-    let mut out = serde_json::Map::new();
+/// The column properties the DDL changed on kept columns (by their new names): `before` and
+/// `after` are the copy's fingerprints around the DDL.
+pub fn set_by_ddl(
+    before: &Fingerprint,
+    after: &Fingerprint,
+    map: &[ColumnChange],
+) -> BTreeMap<String, Vec<ColumnProperty>> {
+    let mut out = BTreeMap::new();
     for m in map {
         let (Some(b), Some(a)) = (&m.before, &m.after) else {
             continue;
         };
-        let find = |fp: &Value, name: &str| {
-            items(fp, "columns")
-                .into_iter()
-                .find(|c| s(c, "name") == name)
-        };
-        let (Some(cb), Some(ca)) = (find(before, &b.name), find(after, &a.name)) else {
+        let (Some(cb), Some(ca)) = (before.column(&b.name), after.column(&a.name)) else {
             continue;
         };
-        let keys: Vec<Value> = ["acl", "comment", "statistics"]
+        let keys: Vec<ColumnProperty> = ColumnProperty::ALL
             .into_iter()
-            .filter(|k| cb[*k] != ca[*k])
-            .map(|k| json!(k))
+            .filter(|k| !cb.same(ca, *k))
             .collect();
         if !keys.is_empty() {
-            out.insert(a.name.clone(), Value::Array(keys));
+            out.insert(a.name.clone(), keys);
         }
     }
-    Value::Object(out)
+    out
 }
 
 /// The same list for the way back (a rollback): keyed by the old names, read through `map`
 /// (the forward column map).
-pub fn set_by_ddl_reversed(set: &Value, map: &[ColumnChange]) -> Value {
-    let mut out = serde_json::Map::new();
-    for (name, keys) in set.as_object().into_iter().flatten() {
+pub fn set_by_ddl_reversed(
+    set: &BTreeMap<String, Vec<ColumnProperty>>,
+    map: &[ColumnChange],
+) -> BTreeMap<String, Vec<ColumnProperty>> {
+    let mut out = BTreeMap::new();
+    for (name, keys) in set {
         if let Some(old) = map
             .iter()
             .find(|m| m.after.as_ref().is_some_and(|a| &a.name == name))
@@ -258,7 +233,7 @@ pub fn set_by_ddl_reversed(set: &Value, map: &[ColumnChange]) -> Value {
             out.insert(old.name.clone(), keys.clone());
         }
     }
-    Value::Object(out)
+    out
 }
 
 /// What the target fingerprint of an exchange is when the incoming table has another shape:
@@ -266,90 +241,84 @@ pub fn set_by_ddl_reversed(set: &Value, map: &[ColumnChange]) -> Value {
 /// constraints but foreign keys, indexes) and everything carried mapped through `map`
 /// (column privileges, comments and statistics targets of kept columns, publication column
 /// lists, sequences of kept columns). Without a shape change the target is `out` itself.
-pub fn target(out: &Value, shaped: &Value, map: &[ColumnChange]) -> Value {
+pub fn target(out: &Fingerprint, shaped: &Shaped, map: &[ColumnChange]) -> Fingerprint {
     let mut t = out.clone();
-    let out_columns = items(out, "columns");
-    let columns: Vec<Value> = items(shaped, "columns")
-        .into_iter()
-        .map(|mut c| {
-            let name = s(&c, "name");
+    t.columns = shaped
+        .fingerprint
+        .columns
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let name = c.name.clone();
             let before = map
                 .iter()
                 .find(|m| m.after.as_ref().is_some_and(|a| a.name == name))
                 .and_then(|m| m.before.as_ref());
             let old = match before {
-                Some(b) => out_columns.iter().find(|o| s(o, "name") == b.name),
+                Some(b) => out.column(&b.name),
                 // Not in the map: a column the DDL left alone.
                 None if !map
                     .iter()
                     .any(|m| m.after.as_ref().is_some_and(|a| a.name == name)) =>
                 {
-                    out_columns.iter().find(|o| s(o, "name") == name)
+                    out.column(&name)
                 }
                 None => None,
             };
             // What the DDL itself set on a kept column stays; the rest is carried.
-            let set_by_ddl = &shaped[SET_BY_DDL][&name];
+            let set_by_ddl = shaped.set_by_reshape.get(&name);
             if let Some(o) = old {
-                for key in ["acl", "comment", "statistics"] {
-                    let set = set_by_ddl
-                        .as_array()
-                        .is_some_and(|keys| keys.iter().any(|k| k == key));
-                    if !set {
-                        c[key] = o[key].clone();
+                for key in ColumnProperty::ALL {
+                    if !set_by_ddl.is_some_and(|keys| keys.contains(&key)) {
+                        c.take(o, key);
                     }
                 }
             }
             c
         })
         .collect();
-    t["columns"] = Value::Array(columns);
-    let mut constraints: Vec<Value> = items(shaped, "constraints")
-        .into_iter()
-        .filter(|c| c["type"] != "f")
-        .chain(
-            items(out, "constraints")
-                .into_iter()
-                .filter(|c| c["type"] == "f"),
-        )
+    let mut constraints: Vec<Constraint> = shaped
+        .fingerprint
+        .constraints
+        .iter()
+        .filter(|c| !c.is_foreign_key())
+        .chain(out.foreign_keys())
+        .cloned()
         .collect();
-    constraints.sort_by_key(|c| s(c, "name"));
-    t["constraints"] = Value::Array(constraints);
-    let out_indexes = items(out, "indexes");
-    let indexes: Vec<Value> = items(shaped, "indexes")
-        .into_iter()
-        .map(|mut i| {
-            let same = out_indexes.iter().find(|o| o["name"] == i["name"]);
-            for key in ["replica_identity", "clustered"] {
-                i[key] = same.map_or(json!(false), |o| o[key].clone());
-            }
+    constraints.sort_by(|a, b| a.name.cmp(&b.name));
+    t.constraints = constraints;
+    t.indexes = shaped
+        .fingerprint
+        .indexes
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            let same = out.indexes.iter().find(|o| o.name == i.name);
+            i.replica_identity = same.is_some_and(|o| o.replica_identity);
+            i.clustered = same.is_some_and(|o| o.clustered);
             i
         })
         .collect();
-    t["indexes"] = Value::Array(indexes);
-    let publications: Vec<Value> = items(out, "publications")
-        .into_iter()
-        .map(|mut p| {
-            if let Some(cols) = p["columns"].as_array() {
-                let mapped: Vec<Value> = cols
-                    .iter()
-                    .filter_map(|c| renamed(map, c.as_str()?).map(|n| json!(n)))
-                    .collect();
-                p["columns"] = Value::Array(mapped);
-            }
-            p
+    for p in &mut t.publications {
+        if let Some(cols) = &p.columns {
+            p.columns = Some(
+                cols.iter()
+                    .filter_map(|c| renamed(map, c).map(String::from))
+                    .collect(),
+            );
+        }
+    }
+    t.sequences = out
+        .sequences
+        .iter()
+        .filter_map(|q| {
+            let column = renamed(map, &q.column)?.to_string();
+            Some(Sequence {
+                column,
+                ..q.clone()
+            })
         })
         .collect();
-    t["publications"] = Value::Array(publications);
-    let sequences: Vec<Value> = items(out, "sequences")
-        .into_iter()
-        .filter_map(|mut q| {
-            let column = renamed(map, q["column"].as_str()?)?.to_string();
-            q["column"] = json!(column);
-            Some(q)
-        })
-        .collect();
-    t["sequences"] = Value::Array(sequences);
     t
 }
 
@@ -381,18 +350,13 @@ fn index_shown(def: &str) -> String {
 /// The indexes and constraints (foreign keys aside) that differ between the live table's
 /// fingerprint and the canonical shaped one, by name. The primary key is reported once, as
 /// `primary key`, not also as its index and constraint.
-pub fn object_changes(live: &Value, shaped: &Value) -> Vec<ObjectChange> {
+pub fn object_changes(live: &Fingerprint, shaped: &Fingerprint) -> Vec<ObjectChange> {
     let mut out = Vec::new();
-    let constraint_of = |fp: &Value, name: &str| {
-        items(fp, "constraints")
-            .into_iter()
-            .find(|c| s(c, "name") == name)
-    };
-    let pkey = |fp: &Value| {
-        items(fp, "constraints")
-            .into_iter()
-            .find(|c| c["type"] == "p")
-            .map(|c| s(&c, "definition"))
+    let pkey = |fp: &Fingerprint| {
+        fp.constraints
+            .iter()
+            .find(|c| c.is_primary_key())
+            .map(|c| c.definition.clone())
     };
     let (pb, pa) = (pkey(live), pkey(shaped));
     if pb != pa {
@@ -403,29 +367,33 @@ pub fn object_changes(live: &Value, shaped: &Value) -> Vec<ObjectChange> {
             after: pa,
         });
     }
-    let is_pkey_index =
-        |fp: &Value, name: &str| constraint_of(fp, name).is_some_and(|c| c["type"] == "p");
-    let by_name = |fp: &Value, key: &str| -> BTreeMap<String, Value> {
-        items(fp, key)
-            .into_iter()
-            .filter(|v| v["type"] != "f" && v["type"] != "p")
-            .filter(|v| key != "indexes" || !is_pkey_index(fp, &s(v, "name")))
-            .map(|v| (s(&v, "name"), v))
+    let is_pkey_index = |fp: &Fingerprint, name: &str| {
+        fp.constraints
+            .iter()
+            .any(|c| c.name == name && c.is_primary_key())
+    };
+    // By name: the definition as `plan` shows it.
+    let indexes = |fp: &Fingerprint| -> BTreeMap<String, String> {
+        fp.indexes
+            .iter()
+            .filter(|i| !is_pkey_index(fp, &i.name))
+            .map(|i| (i.name.clone(), index_shown(&i.definition)))
             .collect()
     };
-    for (key, kind) in [("indexes", "index"), ("constraints", "constraint")] {
-        let (b, a) = (by_name(live, key), by_name(shaped, key));
-        let shown = |v: &Value| {
-            let def = s(v, "definition");
-            if key == "indexes" {
-                index_shown(&def)
-            } else {
-                def
-            }
-        };
+    let constraints = |fp: &Fingerprint| -> BTreeMap<String, String> {
+        fp.constraints
+            .iter()
+            .filter(|c| !c.is_foreign_key() && !c.is_primary_key())
+            .map(|c| (c.name.clone(), c.definition.clone()))
+            .collect()
+    };
+    for (kind, b, a) in [
+        ("index", indexes(live), indexes(shaped)),
+        ("constraint", constraints(live), constraints(shaped)),
+    ] {
         let names: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
         for name in names {
-            let (before, after) = (b.get(name).map(shown), a.get(name).map(shown));
+            let (before, after) = (b.get(name).cloned(), a.get(name).cloned());
             if before != after {
                 out.push(ObjectChange {
                     kind: kind.into(),

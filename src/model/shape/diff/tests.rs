@@ -1,5 +1,10 @@
 use super::*;
 
+/// A (partial) fingerprint written as JSON, as the catalog query returns it.
+fn typed(v: &Value) -> Fingerprint {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
 fn attr(attnum: i16, name: &str, ty: &str) -> Attribute {
     Attribute {
         attnum,
@@ -107,13 +112,15 @@ fn canonical_names_come_from_the_live_table_or_are_derived() {
         ]
     });
     let shaped = canonicalize(
-        &live,
-        &before,
-        &after,
+        &typed(&live),
+        &typed(&before),
+        &typed(&after),
         "balances_rebuild",
         "public",
         "balances",
     );
+    let shaped_fp = shaped;
+    let shaped = serde_json::to_value(&shaped_fp).unwrap();
     let names: Vec<&str> = shaped["indexes"]
         .as_array()
         .unwrap()
@@ -135,7 +142,7 @@ fn canonical_names_come_from_the_live_table_or_are_derived() {
         cons,
         ["balances_currency_check", "balances_pkey", "positive"]
     );
-    let words: Vec<String> = object_changes(&live, &shaped)
+    let words: Vec<String> = object_changes(&typed(&live), &shaped_fp)
         .iter()
         .map(describe_object)
         .collect();
@@ -190,11 +197,12 @@ fn the_target_carries_kept_columns_through_renames() {
     out["columns"][0]["comment"] = json!("the old comment");
     let mut shaped = shaped;
     shaped["columns"][0]["comment"] = json!("set by the reshape");
-    let t = target(&out, &shaped, &map);
+    let shaped_typed: Shaped = serde_json::from_value(shaped.clone()).unwrap();
+    let t = serde_json::to_value(target(&typed(&out), &shaped_typed, &map)).unwrap();
     assert_eq!(t["owner"], "app");
     assert_eq!(t["columns"][0]["comment"], "set by the reshape");
     assert_eq!(
-        set_by_ddl_reversed(&shaped[SET_BY_DDL], &map),
+        serde_json::to_value(set_by_ddl_reversed(&shaped_typed.set_by_reshape, &map)).unwrap(),
         json!({"id": ["comment"]})
     );
     assert_eq!(t["columns"][1]["acl"], out["columns"][1]["acl"]);
