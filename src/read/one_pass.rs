@@ -15,20 +15,33 @@
 //! start (a process resuming the run, a read session that ended) is opened again there: every
 //! position up to the bound is final, so any snapshot taken now sees the same events.
 //!
-//! Cost: one more connection, and a snapshot held while the bulk replay runs (vacuum keeps the
-//! row versions deleted after it started; no writer waits for it, and it has no transaction id,
-//! so it holds no `xid8` cut back). An `idle_in_transaction_session_timeout` that ends the read
-//! session between batches costs one reopen.
+//! Cost: one more connection, and a snapshot held while a cursor is open. No writer waits for
+//! it, and it has no transaction id, so it holds no `xid8` cut back; but no row version that
+//! dies while it is held can be pruned, in any table: per-event upserts into the rebuild
+//! tables then leave ever longer update chains behind (measured: a 200k-event replay took
+//! twice as long with one snapshot for the whole replay). So a cursor is held only for
+//! [`HOLD_FACTOR`] times what opening it cost (the scan and sort at its first fetch), at least
+//! [`MIN_HOLD`], then opened again at the next batch: the sorts cost at most about a tenth of
+//! the replay, and dead row versions are pruned between windows. An
+//! `idle_in_transaction_session_timeout` that ends the read session between batches costs one
+//! reopen.
 
 use crate::db::Db;
 use crate::error::{Context, Result};
 use crate::read::source::{refs, Bound, Cursor, Event, EventSource};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 /// The cursor's name in the read session.
 const CURSOR: &str = "reproject_replay";
+
+/// How many times its opening cost a cursor is kept (see the module's comment).
+const HOLD_FACTOR: u32 = 10;
+
+/// The least time a cursor is kept, however cheap it was to open.
+const MIN_HOLD: Duration = Duration::from_secs(5);
 
 /// The events after a checkpoint up to a fixed, final bound, read in one ordered pass.
 pub struct OnePass<'a> {
@@ -51,6 +64,17 @@ struct State {
 struct Open {
     client: Client,
     at: Cursor,
+    opened_at: Instant,
+    /// How long opening it and its first fetch took; None before that fetch.
+    cost: Option<Duration>,
+}
+
+impl Open {
+    /// Whether its snapshot has been held long enough (see the module's comment).
+    fn expired(&self) -> bool {
+        self.cost
+            .is_some_and(|cost| self.opened_at.elapsed() > (cost * HOLD_FACTOR).max(MIN_HOLD))
+    }
 }
 
 impl<'a> OnePass<'a> {
@@ -79,7 +103,10 @@ impl<'a> OnePass<'a> {
             }
         }
         st.held = None;
-        let reusing = st.open.as_ref().is_some_and(|o| o.at == *from);
+        let reusing = st
+            .open
+            .as_ref()
+            .is_some_and(|o| o.at == *from && !o.expired());
         if !reusing {
             if let Some(old) = st.open.take() {
                 end(old).await;
@@ -130,6 +157,9 @@ impl<'a> OnePass<'a> {
         .await;
         match read {
             Ok(events) => {
+                if open.cost.is_none() {
+                    open.cost = Some(open.opened_at.elapsed());
+                }
                 if let Some(last) = events.last() {
                     open.at = Cursor {
                         tx: last.tx,
@@ -147,6 +177,7 @@ impl<'a> OnePass<'a> {
 
     /// A read session with the cursor over the events after `from` up to the bound.
     async fn open(&self, from: &Cursor) -> Result<Open> {
+        let opened_at = Instant::now();
         let client = self.db.dedicated().await?;
         let (sql, params) = self.source.ordered(from, &self.upto);
         client
@@ -166,7 +197,12 @@ impl<'a> OnePass<'a> {
                     from.describe()
                 )
             })?;
-        Ok(Open { client, at: *from })
+        Ok(Open {
+            client,
+            at: *from,
+            opened_at,
+            cost: None,
+        })
     }
 
     /// Ends the read session (the bulk replay is over); returns how many cursors were opened.
