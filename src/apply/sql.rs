@@ -436,6 +436,38 @@ impl Projector {
         })
     }
 
+    /// Whether every batch of this projector takes its events from reproject (per-event SQL
+    /// and Rust projections; no set-based one, whose statements read `:events` in the server),
+    /// so a batch can take them from a one-pass read ([`Projector::apply_from_pass`]).
+    pub fn reads_each_event(&self) -> bool {
+        self.per_batch.is_empty()
+    }
+
+    /// [`Projector::apply_next`] with the events taken from the one-pass read `pass` of the
+    /// bulk replay instead of a query per batch. Only for a projector that
+    /// [`Projector::reads_each_event`].
+    pub async fn apply_from_pass(
+        &self,
+        conn: &Client,
+        pass: &crate::read::one_pass::OnePass<'_>,
+        from: &Cursor,
+        batch_size: i64,
+        budget: Option<i64>,
+    ) -> Result<Step> {
+        debug_assert!(self.reads_each_event());
+        let limit = budget.map_or(batch_size, |b| b.min(batch_size));
+        let events = pass.next(from, limit).await?;
+        // Fewer events than asked for means the range is exhausted.
+        let exhausted = (events.len() as i64) < limit;
+        let to = next_cursor(from, pass.upto(), events.last(), exhausted);
+        self.apply(conn, &events).await?;
+        Ok(Step {
+            to,
+            events: events.len() as i64,
+            exhausted,
+        })
+    }
+
     /// Whether this projector is set-based only: every projection runs `-- per batch`
     /// statements, none per event or in Rust.
     pub fn set_based_only(&self) -> bool {

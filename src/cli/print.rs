@@ -193,6 +193,23 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         (Some(s), Some(basis)) => println!("estimate: ~{s:.0}s of replay (from {basis})"),
         _ => println!("estimate: none yet (no earlier run to measure from)"),
     }
+    for r in &p.reads {
+        println!(
+            "read for the {}: {} ({}{})",
+            r.read,
+            r.access_path,
+            if r.per_batch {
+                "once per batch"
+            } else {
+                "one ordered pass"
+            },
+            if r.ordered_by_index {
+                ", in index order"
+            } else {
+                ", sorted"
+            }
+        );
+    }
     for w in &p.warnings {
         println!("warning: {w}");
     }

@@ -165,6 +165,8 @@ pub struct PlanReport {
     pub estimate_seconds: Option<f64>,
     /// Which run the estimate is based on.
     pub estimate_basis: Option<String>,
+    /// How the server serves each read of the events (EXPLAIN of the queries a rebuild sends).
+    pub reads: Vec<crate::read::access::PlannedRead>,
     /// Things to know before rebuilding (e.g. dependents that are rebuilt too).
     pub warnings: Vec<String>,
     /// What a rebuild would do, step by step.
@@ -306,6 +308,8 @@ pub(crate) async fn plan_report(
         .map(|&i| config.projections[i].name.clone())
         .collect();
     let (estimate_seconds, estimate_basis) = estimate(&client, counts.events, &selected).await?;
+    let mut warnings = plan.warnings.clone();
+    let reads = planned_reads(&client, config, plan, &source, &mut warnings).await?;
     let name = |i: &usize| config.projections[*i].name.clone();
     let mut steps = Vec::new();
     if dry_run {
@@ -400,14 +404,63 @@ pub(crate) async fn plan_report(
         last_position: counts.last_position,
         estimate_seconds,
         estimate_basis,
-        warnings: plan
-            .warnings
-            .iter()
-            .chain(&resolved.notes)
-            .cloned()
+        reads,
+        warnings: warnings
+            .into_iter()
+            .chain(resolved.notes.iter().cloned())
             .collect(),
         steps,
     })
+}
+
+/// The batch size `plan` assumes (`--batch-size`'s default) for the reads it explains.
+const PLANNED_BATCH_SIZE: i64 = 1000;
+
+/// How the server would serve the reads of a rebuild of `plan` (none for external projectors,
+/// whose commands read the events), with a warning and the index to create for each read
+/// repeated per batch that scans and sorts the table.
+async fn planned_reads(
+    client: &Client,
+    config: &crate::model::config::Config,
+    plan: &Plan,
+    source: &EventSource,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<crate::read::access::PlannedRead>> {
+    use crate::read::access;
+    let selected: Vec<_> = plan.order.iter().map(|&i| &config.projections[i]).collect();
+    if selected.iter().any(|p| p.command().is_some()) {
+        return Ok(Vec::new());
+    }
+    // commands/rebuild.rs reads the bulk replay in one pass exactly when no projection is
+    // set-based (`Projector::reads_each_event`).
+    let set_based = selected.iter().any(|p| p.per_batch());
+    let bulk_batch = if set_based {
+        crate::apply::sql::DEFAULT_SET_BATCH_SIZE
+    } else {
+        PLANNED_BATCH_SIZE
+    };
+    let reads = access::reads(client, source, !set_based, bulk_batch, PLANNED_BATCH_SIZE).await?;
+    let unserved: Vec<_> = reads
+        .iter()
+        .filter(|r| r.per_batch && !r.ordered_by_index)
+        .collect();
+    if !unserved.is_empty() {
+        let fix = if config.events.source.is_some() {
+            "an index on the table the `source` query reads, in the order it reads".to_string()
+        } else {
+            access::order_index(source, &access::index_tables(client, source).await?).join("; ")
+        };
+        warnings.push(format!(
+            "no index serves the reading order of `{}`: {} scan and sort every event left in the range once per batch, so the time grows with events × batches; create one (it does not block writers): {fix}",
+            source.table,
+            unserved
+                .iter()
+                .map(|r| format!("the {} ({})", r.read, r.access_path))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    Ok(reads)
 }
 
 /// Replay speed of the most recent finished run with events (preferring one that rebuilt some

@@ -15,6 +15,7 @@ use crate::pipeline::plan::Plan;
 use crate::pipeline::swap::window::SwapWindow;
 use crate::pipeline::swap::{self, LockPolicy};
 use crate::progress::{Cancel, Reporter};
+use crate::read::one_pass::OnePass;
 use crate::read::ordering::{Cut, SETTLE_WAIT};
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
@@ -1146,6 +1147,10 @@ impl Steps<'_> {
                 replay
                     .progress_base
                     .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                // The rest of the fixed range in one ordered pass, when every batch takes its
+                // events from reproject: no batch repeats the read's scan or sort (read/one_pass.rs).
+                let pass = (replay.external.is_none() && projector.reads_each_event())
+                    .then(|| OnePass::new(&engine.db, source, bound));
                 let rest = replay
                     .range(
                         from,
@@ -1154,8 +1159,13 @@ impl Steps<'_> {
                         Some(&engine.cancel),
                         true,
                         Some((counts.events - done).max(0)),
+                        pass.as_ref(),
                     )
                     .await;
+                if let Some(pass) = &pass {
+                    let opened = pass.close().await;
+                    tracing::debug!("the bulk replay read its range with {opened} cursor(s)");
+                }
                 replay
                     .progress_base
                     .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -1347,7 +1357,7 @@ impl Steps<'_> {
         let tail = match bound {
             Some(bound) if external.is_none() => {
                 replay
-                    .range(at, bound, &mut None, None, false, Some(pending))
+                    .range(at, bound, &mut None, None, false, Some(pending), None)
                     .await?
             }
             _ => 0,
@@ -1748,7 +1758,9 @@ impl Replay<'_> {
 
     /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
     /// transaction together with its checkpoint; without, the caller's transaction holds all.
-    /// `budget` caps the number of events and is decreased by what was applied.
+    /// `budget` caps the number of events and is decreased by what was applied. With `pass`
+    /// (the bulk replay up to `upto`), batches take their events from its one ordered read.
+    #[allow(clippy::too_many_arguments)]
     async fn range(
         &self,
         from: Cursor,
@@ -1757,6 +1769,7 @@ impl Replay<'_> {
         cancel: Option<&Cancel>,
         commit_each: bool,
         known: Option<i64>,
+        pass: Option<&OnePass<'_>>,
     ) -> Result<i64> {
         if let Some(external) = self.external {
             return external
@@ -1775,6 +1788,7 @@ impl Replay<'_> {
             known: std::sync::Mutex::new(known),
             total: std::sync::atomic::AtomicI64::new(0),
             own_transaction: commit_each,
+            pass,
         };
         let driven =
             crate::pipeline::batches::drive(self.conn, &batches, from, upto, &policy).await?;
@@ -1826,8 +1840,16 @@ impl CatchUp for RunCatchUp<'_, '_, '_> {
             Some(at) => at,
             None => runs::cursor(r.conn, r.run_id).await?,
         };
-        r.range(at, bound, &mut None, Some(self.cancel), true, Some(pending))
-            .await
+        r.range(
+            at,
+            bound,
+            &mut None,
+            Some(self.cancel),
+            true,
+            Some(pending),
+            None,
+        )
+        .await
     }
 
     fn announce(&self, pending: i64) -> String {
@@ -1844,6 +1866,8 @@ struct RunBatches<'r, 'a> {
     /// Events applied so far, for the progress bar.
     total: std::sync::atomic::AtomicI64,
     own_transaction: bool,
+    /// The bulk replay's one ordered read, when its batches take their events from it.
+    pass: Option<&'r OnePass<'r>>,
 }
 
 impl Batches for RunBatches<'_, '_> {
@@ -1858,10 +1882,18 @@ impl Batches for RunBatches<'_, '_> {
     ) -> Result<tx::End<Step>> {
         let r = self.replay;
         let known = *self.known.lock().unwrap();
-        let step = r
-            .projector
-            .apply_next_counted(r.conn, r.source, from, upto, r.batch_size, budget, known)
-            .await?;
+        let step = match self.pass {
+            Some(pass) => {
+                r.projector
+                    .apply_from_pass(r.conn, pass, from, r.batch_size, budget)
+                    .await?
+            }
+            None => {
+                r.projector
+                    .apply_next_counted(r.conn, r.source, from, upto, r.batch_size, budget, known)
+                    .await?
+            }
+        };
         fence::prove(r.conn, LockClass::Projection, r.names).await?;
         runs::advance_cursor(r.conn, r.run_id, r.names, from, &step.to, step.events).await?;
         write_guard::check(

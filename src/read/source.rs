@@ -138,9 +138,9 @@ pub struct StreamFilter {
     pub since: Option<i64>,
 }
 
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
-fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+pub(crate) fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
@@ -431,6 +431,18 @@ impl EventSource {
         }
     }
 
+    /// The query of every event after `after` up to `upto` that passes the filter, in reading
+    /// order, and its parameters: [`Self::read_batch`] adds a LIMIT, the one-pass read of the
+    /// bulk replay (read/one_pass.rs) opens a cursor over it.
+    pub(crate) fn ordered(&self, after: &Cursor, upto: &Bound) -> (String, Params) {
+        let (range, order, params) = self.range(after, upto);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {range} AND {} ORDER BY {order}",
+            self.select, self.from, self.filter,
+        );
+        (sql, params)
+    }
+
     /// Events after `after` up to `upto` that pass the filter, in reading order, at most
     /// `limit`.
     pub async fn read_batch(
@@ -440,14 +452,8 @@ impl EventSource {
         upto: &Bound,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        let (range, order, mut params) = self.range(after, upto);
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {range} AND {} ORDER BY {order} LIMIT ${}::bigint",
-            self.select,
-            self.from,
-            self.filter,
-            params.len() + 1,
-        );
+        let (sql, mut params) = self.ordered(after, upto);
+        let sql = format!("{sql} LIMIT ${}::bigint", params.len() + 1);
         params.push(Box::new(limit));
         let rows = client.query(&sql, &refs(&params)).await.with_context(|| {
             format!(
@@ -456,6 +462,11 @@ impl EventSource {
                 after.describe()
             )
         })?;
+        self.decode(&rows)
+    }
+
+    /// Events from rows of [`Self::ordered`]'s columns.
+    pub(crate) fn decode(&self, rows: &[tokio_postgres::Row]) -> Result<Vec<Event>> {
         let payload = |r: &tokio_postgres::Row, i: usize, kind: Payload, key: &str| match kind {
             Payload::Jsonb => Ok(r.get(i)),
             Payload::Bytea => json_from_bytes(r.get(i), key, r.get(1), &self.table),

@@ -28,6 +28,7 @@ mod lifecycle;
 mod live;
 mod live_restart;
 mod lockhold;
+mod one_pass;
 mod ordering;
 mod partial;
 mod per_batch;
