@@ -3,6 +3,7 @@
 //! the [`Reporter`](crate::Reporter). Nothing here prints or exits.
 
 pub(crate) mod cleanup;
+pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod live_handlers;
 pub(crate) mod rebuild;
@@ -18,6 +19,7 @@ pub use crate::pipeline::{run_tables, Engine};
 /// Where a run stands and the phase it is in, as the outcomes and reports carry them.
 pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
+pub use init::{init, Starter};
 pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
     RunnerStatus, StatusReport,
