@@ -18,6 +18,7 @@ mod external;
 mod failures;
 mod fencing;
 mod fidelity;
+mod init;
 mod inspect;
 mod lanes;
 mod lifecycle;
