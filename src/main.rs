@@ -114,6 +114,23 @@ fn watch_signals(cancel: Cancel) {
 
 async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
+    // Neither goes through the config loading below: `init` writes the config, and `check`
+    // reports a config that does not load as its verdict (in JSON too).
+    match &cli.command {
+        Command::Init {
+            table,
+            output,
+            force,
+        } => {
+            let db_url = cli.database_url.as_deref();
+            return cli::init::run(db_url, table.as_deref(), output.as_deref(), *force).await;
+        }
+        Command::Check { projections } => {
+            let db_url = cli.database_url.as_deref();
+            return cli::check::run(&cli.config, db_url, projections, json).await;
+        }
+        _ => {}
+    }
     let config = Config::load(&cli.config)?;
     // The URL wins; PG* variables and ~/.pgpass fill in what it leaves out, as for psql.
     let db = Db::from_url_or_env(cli.database_url.as_deref())?;
@@ -309,6 +326,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled in main before anything connects")
+        }
+        Command::Init { .. } | Command::Check { .. } => {
+            unreachable!("handled above, before the config is loaded")
         }
         Command::History {
             projections,

@@ -48,6 +48,29 @@ pub enum Command {
         /// Projections to plan (default: all).
         projections: Vec<String>,
     },
+    /// Validate the config against the database exactly as `plan` does, and print only a
+    /// verdict per projection (or the errors): exit 0 when a rebuild would start, 2 when it
+    /// would be refused. `plan` with less to read, for CI before a deploy. Writes nothing.
+    Check {
+        /// Projections to check (default: all).
+        projections: Vec<String>,
+    },
+    /// Write a starter config from an existing event table: a preset when a known event store
+    /// is found, else each column role guessed with the reason beside it. Reads the catalog
+    /// only; needs no config.
+    Init {
+        /// The event table (`schema.table`); without it, a known store or the only table that
+        /// looks like an event table (several: they are listed, exit 2).
+        #[arg(long, value_name = "SCHEMA.TABLE")]
+        table: Option<String>,
+        /// Write the config to this file instead of stdout (never over an existing file
+        /// without --force).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite --output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Rebuild projections into `_rebuild` tables, check them, and swap them in.
     Rebuild(RebuildArgs),
     /// Swap in a rebuild that was left waiting (after --no-swap, --max-events or failed checks).

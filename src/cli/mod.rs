@@ -1,7 +1,9 @@
 //! The binary's side: arguments, confirmation prompts, printing, the terminal reporter.
 
 pub mod args;
+pub mod check;
 pub mod docs;
+pub mod init;
 pub mod print;
 pub mod prompt;
 pub mod reporter;

@@ -4,6 +4,7 @@
 
 pub(crate) mod cleanup;
 pub(crate) mod gaps;
+pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod live_handlers;
 pub(crate) mod rebuild;
@@ -22,6 +23,7 @@ pub use crate::state::late_events::LateEvent;
 pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
 pub use gaps::{gaps, unrepaired_error, GapsOptions, GapsReport, Repair};
+pub use init::{init, Starter};
 pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
     RunnerStatus, StatusReport,

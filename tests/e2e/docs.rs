@@ -298,6 +298,9 @@ fn every_flag_in_the_command_reference_exists() {
     let mut help = String::new();
     for command in [
         "--help",
+        "init",
+        "check",
+        "gaps",
         "plan",
         "rebuild",
         "swap",

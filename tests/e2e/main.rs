@@ -20,6 +20,7 @@ mod external;
 mod failures;
 mod fencing;
 mod fidelity;
+mod init;
 mod inspect;
 mod json_output;
 mod lanes;

@@ -12,6 +12,42 @@ use crate::harness::{Project, TestDb};
 const ACCOUNTS: &str = "CREATE TABLE accounts (stream text PRIMARY KEY, balance bigint NOT NULL, \
     events int NOT NULL, last_user text, last_at timestamptz)";
 
+/// message-db's table, and a write_message that appends as it does: an advisory lock on the
+/// stream's category, the stream position from the stream's last one, `time` in UTC without
+/// time zone.
+pub const MESSAGE_DB_LAYOUT: &str = "CREATE SCHEMA message_store;
+         CREATE TABLE message_store.messages (
+           id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+           stream_name text NOT NULL, type text NOT NULL, position bigint NOT NULL,
+           global_position bigserial NOT NULL UNIQUE, data jsonb, metadata jsonb,
+           time timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'utc'));
+         CREATE UNIQUE INDEX messages_stream ON message_store.messages (stream_name, position);
+         CREATE FUNCTION message_store.write_message(stream_name text, type text, data jsonb, metadata jsonb, at timestamp)
+         RETURNS bigint LANGUAGE plpgsql AS $$
+         DECLARE next_position bigint;
+         BEGIN
+           PERFORM pg_advisory_xact_lock(hashtext(split_part(stream_name, '-', 1)));
+           SELECT coalesce(max(m.position) + 1, 0) INTO next_position FROM message_store.messages m
+             WHERE m.stream_name = write_message.stream_name;
+           INSERT INTO message_store.messages (stream_name, type, position, data, metadata, time)
+             VALUES (stream_name, type, next_position, data, metadata, at);
+           RETURN next_position;
+         END $$;";
+
+/// Marten's mt_streams/mt_events, seq_id from mt_events_sequence drawn at insert.
+pub const MARTEN_LAYOUT: &str = "CREATE SEQUENCE mt_events_sequence;
+         CREATE TABLE mt_streams (id uuid PRIMARY KEY, type varchar NULL, version bigint NULL,
+           timestamp timestamptz NOT NULL DEFAULT now(), snapshot jsonb, snapshot_version integer,
+           created timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
+           is_archived bool DEFAULT false);
+         CREATE TABLE mt_events (seq_id bigint NOT NULL PRIMARY KEY, id uuid NOT NULL,
+           stream_id uuid REFERENCES mt_streams(id) ON DELETE CASCADE, version bigint NOT NULL,
+           data jsonb NOT NULL, type varchar(500) NOT NULL,
+           timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
+           mt_dotnet_type varchar NULL, correlation_id varchar, causation_id varchar,
+           headers jsonb, is_archived bool DEFAULT false,
+           CONSTRAINT pk_mt_events_stream_and_version UNIQUE (stream_id, version));";
+
 fn handlers(deposited: &str, withdrawn: &str) -> String {
     let upsert = |sign: &str| {
         format!(
@@ -111,29 +147,16 @@ async fn message_db_preset_reads_its_utc_time_and_category_streams() {
     // the stream's category, the stream position from the stream's last one, `time` in UTC
     // without time zone.
     db.exec(
-        "CREATE SCHEMA message_store;
-         CREATE TABLE message_store.messages (
-           id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
-           stream_name text NOT NULL, type text NOT NULL, position bigint NOT NULL,
-           global_position bigserial NOT NULL UNIQUE, data jsonb, metadata jsonb,
-           time timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'utc'));
-         CREATE UNIQUE INDEX messages_stream ON message_store.messages (stream_name, position);
-         CREATE FUNCTION message_store.write_message(stream_name text, type text, data jsonb, metadata jsonb, at timestamp)
-         RETURNS bigint LANGUAGE plpgsql AS $$
-         DECLARE next_position bigint;
-         BEGIN
-           PERFORM pg_advisory_xact_lock(hashtext(split_part(stream_name, '-', 1)));
-           SELECT coalesce(max(m.position) + 1, 0) INTO next_position FROM message_store.messages m
-             WHERE m.stream_name = write_message.stream_name;
-           INSERT INTO message_store.messages (stream_name, type, position, data, metadata, time)
-             VALUES (stream_name, type, next_position, data, metadata, at);
-           RETURN next_position;
-         END $$;
+&[
+            MESSAGE_DB_LAYOUT,
+            "
          SELECT message_store.write_message('account-1', 'Deposited', '{\"amount\": 100}', '{\"user\": \"ann\"}', '2024-03-01 09:00:00');
          SELECT message_store.write_message('account-2', 'Deposited', '{\"amount\": 40}', '{\"user\": \"bob\"}', '2024-03-01 09:01:00');
          SELECT message_store.write_message('account-1', 'Withdrawn', '{\"amount\": 25}', '{\"user\": \"cid\"}', '2024-03-01 09:02:00');
          SELECT message_store.write_message('account:command-1', 'Close', '{}', '{}', '2024-03-01 09:03:00');
          SELECT message_store.write_message('account-2', 'Deposited', '{\"amount\": 2}', '{\"user\": \"dan\"}', '2024-03-01 23:30:00');",
+        ]
+        .concat(),
     )
     .await;
     let rows = rebuild_with_preset(&db, "message-db", &handlers("Deposited", "Withdrawn")).await;
@@ -153,18 +176,9 @@ async fn marten_preset_skips_archived_events() {
     let db = fresh_db().await;
     // Marten's mt_streams/mt_events, seq_id from mt_events_sequence drawn at insert.
     db.exec(
-        "CREATE SEQUENCE mt_events_sequence;
-         CREATE TABLE mt_streams (id uuid PRIMARY KEY, type varchar NULL, version bigint NULL,
-           timestamp timestamptz NOT NULL DEFAULT now(), snapshot jsonb, snapshot_version integer,
-           created timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
-           is_archived bool DEFAULT false);
-         CREATE TABLE mt_events (seq_id bigint NOT NULL PRIMARY KEY, id uuid NOT NULL,
-           stream_id uuid REFERENCES mt_streams(id) ON DELETE CASCADE, version bigint NOT NULL,
-           data jsonb NOT NULL, type varchar(500) NOT NULL,
-           timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
-           mt_dotnet_type varchar NULL, correlation_id varchar, causation_id varchar,
-           headers jsonb, is_archived bool DEFAULT false,
-           CONSTRAINT pk_mt_events_stream_and_version UNIQUE (stream_id, version));
+&[
+            MARTEN_LAYOUT,
+            "
          INSERT INTO mt_streams (id, type, version) VALUES
            ('11111111-1111-1111-1111-111111111111', 'Account', 3),
            ('22222222-2222-2222-2222-222222222222', 'Account', 2);
@@ -177,6 +191,8 @@ async fn marten_preset_skips_archived_events() {
            ('22222222-2222-2222-2222-222222222222', 2, '{\"amount\": 500}', 'money_deposited', '2024-03-01 09:03:00+00', '{\"user\": \"eve\"}', true),
            ('11111111-1111-1111-1111-111111111111', 3, '{\"amount\": 1}', 'money_deposited', '2024-03-01 09:04:00+00', NULL, false)
          ) AS e(s, v, d, t, at, h, arch) ORDER BY at;",
+        ]
+        .concat(),
     )
     .await;
     let rows = rebuild_with_preset(
