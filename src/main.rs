@@ -232,6 +232,8 @@ async fn run(cli: Cli) -> Result<()> {
                 reconnect_timeout: args.reconnect_timeout,
                 wait: args.wait,
                 recheck_gaps_every: args.recheck_gaps_every,
+                metrics_addr: args.metrics_addr,
+                status_every: args.status_every,
             };
             let outcome = commands::run(&engine, &opts).await?;
             if json {

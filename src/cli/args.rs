@@ -302,6 +302,14 @@ pub struct RunArgs {
     /// events, reported and recorded; `reproject gaps --repair` repairs them).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     pub recheck_gaps_every: std::time::Duration,
+    /// Serve Prometheus metrics on `http://HOST:PORT/metrics` and a health check on
+    /// `/health` (200 while every projection runs, 503 otherwise). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// How often to print an alive line on stderr (position, lag and events/s per group);
+    /// `0s` turns it off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub status_every: std::time::Duration,
     /// Print the SQL of a trigger that makes the event table notify runners of new events
     /// (install it yourself; the runner then wakes at once instead of polling), and exit.
     #[arg(long)]

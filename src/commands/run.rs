@@ -49,6 +49,15 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+mod alive;
+mod exposition;
+mod live_report;
+mod live_stats;
+mod metrics_http;
+
+use alive::Alive;
+use live_stats::LiveStats;
+
 /// Where a projection without a live checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -110,6 +119,10 @@ pub struct RunOptions {
     /// How often the gaps passed are re-checked for events committed in them since
     /// (state/late_events.rs); the first time when the runner starts.
     pub recheck_gaps_every: Duration,
+    /// `HOST:PORT` to serve `/metrics` and `/health` on (run/metrics_http.rs); None: off.
+    pub metrics_addr: Option<String>,
+    /// How often to print the alive line (run/alive.rs); zero: never.
+    pub status_every: Duration,
 }
 
 impl Default for RunOptions {
@@ -125,6 +138,8 @@ impl Default for RunOptions {
             reconnect_timeout: Duration::from_secs(300),
             wait: false,
             recheck_gaps_every: Duration::from_secs(60),
+            metrics_addr: None,
+            status_every: Duration::from_secs(60),
         }
     }
 }
@@ -289,6 +304,21 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         .iter()
         .map(|&i| config.projections[i].name.clone())
         .collect();
+    let stats = LiveStats::new(groups.iter().map(|g| g.names.clone()).collect());
+    // Served before the runner locks are taken: a standby (--wait) reports itself down.
+    let _metrics = match &opts.metrics_addr {
+        Some(addr) => {
+            let server = metrics_http::serve(addr, stats.clone()).await?;
+            engine.reporter.step(&format!(
+                "serving metrics on http://{0}/metrics and health on http://{0}/health",
+                server.addr
+            ));
+            Some(server)
+        }
+        None => None,
+    };
+    let mut alive = Alive::new(opts.status_every);
+    let mut head_at: Option<Instant> = None;
     let Some(mut locks) = take_locks(engine, &names, opts.wait).await? else {
         // Stopped on request while standing by: nothing was done.
         return Ok(RunOutcome {
@@ -360,6 +390,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let mut pause = opts.poll_interval;
     // Since when rounds have failed with transient errors (None: the last round worked).
     let mut outage: Option<Instant> = None;
+    stats.update(|s| s.up = true);
     loop {
         if engine.cancel.is_cancelled() {
             outcome.interrupted = true;
@@ -398,7 +429,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             };
             held.observe(engine, hold);
             let mut busy = false;
-            for g in groups.iter_mut().filter(|g| g.error.is_none()) {
+            for (gi, g) in groups
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, g)| g.error.is_none())
+            {
                 if engine.cancel.is_cancelled() {
                     break;
                 }
@@ -415,6 +450,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     Step::Applied(n) => {
                         outcome.batches += 1;
                         outcome.events_applied += n;
+                        stats.applied(gi, n);
                         busy = true;
                     }
                     Step::Moved => {
@@ -449,6 +485,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 continue;
             }
             Err(err) if is_transient(&err, &conn) => {
+                stats.update(|s| s.database_errors += 1);
                 let since = *outage.get_or_insert_with(Instant::now);
                 if since.elapsed() >= opts.reconnect_timeout {
                     return Err(gave_up(opts.reconnect_timeout, &err));
@@ -481,6 +518,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             }
             Err(err) => return Err(err),
         };
+        live_report::after_round(
+            &conn,
+            &source,
+            &groups,
+            &stats,
+            &mut alive,
+            &mut head_at,
+            opts.metrics_addr.is_some(),
+            engine,
+        )
+        .await;
         // The listening connection was lost (and not back at the reconnect): try again, or
         // keep polling.
         if notify && listener.as_ref().is_none_or(|(c, _)| c.is_closed()) {
@@ -515,6 +563,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             }
         }
     }
+    stats.update(|s| s.up = false);
     outcome.groups = groups
         .iter()
         .map(|g| GroupOutcome {

@@ -116,6 +116,8 @@ pub struct EventSource {
     filter: String,
     /// The columns of `:events` (position, stream, type, data, metadata, timestamp).
     events_columns: String,
+    /// Whether `[events]` maps a `timestamp` role (else `events_columns` reads it as NULL).
+    has_timestamp: bool,
     /// The `stream` role, for [`StreamFilter`].
     stream: String,
     /// The `type` role, for [`EventSource::in_ranges_sql`].
@@ -246,6 +248,7 @@ impl EventSource {
         );
         EventSource {
             events_columns,
+            has_timestamp: events.timestamp.is_some(),
             table: table.clone(),
             from: from_clause(events, table),
             position: format!("({})", events.position.sql),
@@ -362,6 +365,38 @@ impl EventSource {
             .await
             .with_context(|| format!("cannot read the last event position of `{}`", self.table))?;
         Ok(row.get(0))
+    }
+
+    /// Whether `[events]` maps a `timestamp` role.
+    pub fn has_timestamp(&self) -> bool {
+        self.has_timestamp
+    }
+
+    /// How old, in seconds, the first event (that passes the filter) after `position` is: how
+    /// far behind in time a reader at `position` is. None without a `timestamp` role, or when
+    /// no event follows `position`.
+    pub async fn age_after(
+        &self,
+        client: &impl GenericClient,
+        position: Option<i64>,
+    ) -> Result<Option<f64>> {
+        if !self.has_timestamp {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT extract(epoch FROM clock_timestamp() - e.\"timestamp\")::float8 FROM (SELECT {} FROM {} WHERE {} > $1 AND {} ORDER BY {} LIMIT 1) e",
+            self.events_columns, self.from, self.position, self.filter, self.position
+        );
+        let row = client
+            .query_opt(&sql, &[&position.unwrap_or(i64::MIN)])
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read the age of the oldest unapplied event of `{}`",
+                    self.table
+                )
+            })?;
+        Ok(row.and_then(|r| r.get::<_, Option<f64>>(0)))
     }
 
     /// The lowest position in the event table, or None when it is empty.

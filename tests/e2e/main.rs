@@ -29,6 +29,7 @@ mod lifecycle;
 mod live;
 mod live_restart;
 mod lockhold;
+mod metrics;
 mod one_pass;
 mod ordering;
 mod partial;
