@@ -1159,6 +1159,9 @@ async fn careful(
     f: FailedBatch,
 ) -> Result<Step> {
     tx::begin(conn, "cannot begin a batch").await?;
+    // Where the checkpoint stands once the transaction commits: the group's position must say
+    // so (status lines, metrics and the outcome report it), also when it stops here.
+    let mut reached: Option<i64> = None;
     let result = async {
         fence::prove(conn, LockClass::Runner, &g.names).await?;
         // The handlers may have failed because a swap just handed over tables of another
@@ -1204,6 +1207,7 @@ async fn careful(
             if !live_checkpoints::advance(conn, &f.names, f.from, f.upto, n).await? {
                 return Ok(Step::Moved);
             }
+            reached = Some(f.upto);
             return Ok(Step::Applied(n));
         };
         let at = f.events[k].position;
@@ -1212,6 +1216,7 @@ async fn careful(
             if !live_checkpoints::advance(conn, &f.names, f.from, done, k as i64).await? {
                 return Ok(Step::Moved);
             }
+            reached = Some(done);
         }
         // The whole group stops: its other projections must not get ahead of this one.
         let message = std::iter::once(error.message.clone())
@@ -1224,7 +1229,13 @@ async fn careful(
     .await;
     match result {
         Ok(Step::Moved) => tx::end(conn, Ok(tx::End::RollBack(Step::Moved))).await,
-        Ok(step) => tx::end(conn, Ok(tx::End::Commit(step))).await,
+        Ok(step) => {
+            let step = tx::end(conn, Ok(tx::End::Commit(step))).await?;
+            if reached.is_some() {
+                g.position = reached;
+            }
+            Ok(step)
+        }
         Err(e) => {
             let _ = conn.batch_execute("ROLLBACK").await;
             // The handler error says what went wrong; the careful pass only located it.

@@ -313,7 +313,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
 
 /// Three projections: `tally`, `big` (which reads `tally`) and the independent `kinds`, whose
 /// handlers end with `kinds_extra`; creates their tables.
-async fn three_projections(db: &TestDb, kinds_extra: &str) -> Project {
+pub async fn three_projections(db: &TestDb, kinds_extra: &str) -> Project {
     db.exec(
         "CREATE TABLE big (stream text PRIMARY KEY); \
          CREATE TABLE kinds (type text PRIMARY KEY, n int NOT NULL)",

@@ -46,6 +46,14 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 /// Scrapes until `series` has value `want`, or panics after 20 s with the last body.
 async fn wait_for_sample(port: u16, series: &str, want: f64) -> String {
     let until = Instant::now() + Duration::from_secs(20);
+    // The runner listens once it has read its config: until then the port refuses.
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < until, "nothing listens on port {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     loop {
         let (status, body) = get(port, "/metrics").await;
         assert_eq!(status, 200, "{body}");
@@ -172,5 +180,59 @@ async fn a_busy_metrics_port_is_refused() {
         1,
         "refused before the runner touched the database"
     );
+    db.drop().await;
+}
+
+/// A projection stopped on a handler error: `/health` answers 503 naming it and the event,
+/// its error counter and up gauge say so, and the independent projection keeps counting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_projection_fails_the_health_check() {
+    let db = tally::db(100).await;
+    let p = crate::live::three_projections(&db, "").await;
+    p.reproject(&db, "run --once --from-position head")
+        .await
+        .ok();
+    tally::append(&db, 100).await;
+    db.exec("UPDATE events SET data = '{\"amount\": \"forty-two\"}' WHERE id = 150")
+        .await;
+    let port = free_port();
+    let runner = p.spawn(
+        &db,
+        format!("run --metrics-addr 127.0.0.1:{port} --batch-size 30").as_str(),
+    );
+    let body = wait_for_sample(
+        port,
+        "reproject_events_applied_total{projection=\"kinds\"}",
+        100.0,
+    )
+    .await;
+    let body = if sample(&body, "reproject_errors_total{projection=\"tally\"}") == Some(1.0) {
+        body
+    } else {
+        wait_for_sample(port, "reproject_errors_total{projection=\"tally\"}", 1.0).await
+    };
+    assert_eq!(
+        sample(&body, "reproject_errors_total{projection=\"big\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "reproject_projection_up{projection=\"tally\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&body, "reproject_projection_up{projection=\"kinds\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "reproject_checkpoint_position{projection=\"tally\"}"),
+        Some(149.0)
+    );
+    let (status, health) = get(port, "/health").await;
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("stopped: tally, big:"), "{health}");
+    assert!(health.contains("position 150"), "{health}");
+    let out = runner.stop().await;
+    out.ok();
     db.drop().await;
 }
