@@ -192,7 +192,8 @@ enum Step {
     /// The checkpoint moved under the batch (a swap handed over): rolled back, try again.
     Moved,
     /// A handler failed: the events before the failing one were committed, the group stopped.
-    Failed(String),
+    /// `.1`: the events before the failing one, committed.
+    Failed(String, i64),
     /// A hand-over gave the group tables built with other handlers: rolled back, switch and
     /// try again from the hand-over position.
     Switch(Vec<Change>),
@@ -464,7 +465,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                             stop(engine, g, message, opts)?;
                         }
                     }
-                    Step::Failed(message) => stop(engine, g, message, opts)?,
+                    Step::Failed(message, committed) => {
+                        outcome.events_applied += committed;
+                        stats.applied(gi, committed);
+                        stop(engine, g, message, opts)?
+                    }
                 }
             }
             Ok((busy, bound))
@@ -1047,7 +1052,7 @@ async fn batch(
         return Ok(Attempt::Done(Step::Failed(format!(
             "the live checkpoint of {} was removed (by a rollback of a swap that had no live checkpoint to hand back, or by hand); start `reproject run --from-position ...` to say where the live tables stand",
             g.names.join(", ")
-        ))));
+        ), 0)));
     }
     let changes = live_handlers::at_handover(
         target.config,
@@ -1063,14 +1068,17 @@ async fn batch(
         return Ok(Attempt::Done(Step::Switch(changes)));
     }
     if let Some(stopped) = cps.iter().find(|c| c.stopped) {
-        return Ok(Attempt::Done(Step::Failed(format!(
-            "`{}` was stopped by another process: {}",
-            stopped.projection,
-            stopped
-                .last_error
-                .as_deref()
-                .unwrap_or("no reason recorded")
-        ))));
+        return Ok(Attempt::Done(Step::Failed(
+            format!(
+                "`{}` was stopped by another process: {}",
+                stopped.projection,
+                stopped
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            ),
+            0,
+        )));
     }
     // The group's projections that are furthest behind go first, alone, up to the next one.
     let position = |name: &str| cps.iter().find(|c| c.projection == name).unwrap().position;
@@ -1224,7 +1232,7 @@ async fn careful(
             .collect::<Vec<_>>()
             .join("; ");
         live_checkpoints::record_error(conn, &g.names, at, &message).await?;
-        Ok(Step::Failed(message))
+        Ok(Step::Failed(message, k as i64))
     }
     .await;
     match result {

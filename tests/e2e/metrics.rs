@@ -228,6 +228,14 @@ async fn a_stopped_projection_fails_the_health_check() {
         sample(&body, "reproject_checkpoint_position{projection=\"tally\"}"),
         Some(149.0)
     );
+    assert_eq!(
+        sample(
+            &body,
+            "reproject_events_applied_total{projection=\"tally\"}"
+        ),
+        Some(49.0),
+        "the events before the failing one count: {body}"
+    );
     let (status, health) = get(port, "/health").await;
     assert_eq!(status, 503, "{health}");
     assert!(health.contains("stopped: tally, big:"), "{health}");
