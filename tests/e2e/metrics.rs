@@ -2,18 +2,10 @@
 //! HTTP from a running runner, and the periodic alive line (`--status-every`).
 
 use crate::live::{wait_for, CAUGHT_UP};
+use crate::pgserver::free_port;
 use crate::tally;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A port free now (the kernel's pick), for the runner to listen on.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET `path` on 127.0.0.1:`port`: the status code and the body.
 async fn get(port: u16, path: &str) -> (u16, String) {
