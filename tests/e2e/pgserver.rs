@@ -222,6 +222,25 @@ impl PgServer {
         self
     }
 
+    /// The lines of the server's log that contain any of `words` (for a failure message).
+    pub fn log_lines(&self, words: &[&str]) -> String {
+        // With the DETAIL/STATEMENT/CONTEXT lines that follow a line found.
+        let log = self.log();
+        let mut out = Vec::new();
+        let mut follow = false;
+        for l in log.lines() {
+            if words.iter().any(|w| l.contains(w)) {
+                out.push(l);
+                follow = true;
+            } else if follow && (l.contains("DETAIL:") || l.contains("STATEMENT:")) {
+                out.push(l);
+            } else {
+                follow = false;
+            }
+        }
+        out.join("\n")
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }

@@ -167,6 +167,9 @@ struct StandbyRun {
     swaps: usize,
     /// pg_stat_database_conflicts on the standby.
     conflicts: String,
+    /// What each rebuild printed on stderr (its warnings say when it locked without the
+    /// standby caught up), for the failure message.
+    rebuilds: Vec<String>,
 }
 
 /// Samples the standbys' replay lag on the primary every 50 ms until `stop`: the largest
@@ -269,6 +272,7 @@ async fn swaps_with_standby_readers(
     let on_primary = connect(&primary.admin())
         .await
         .expect("cannot connect to the primary");
+    let mut rebuilds = Vec::new();
     for _ in 0..swaps {
         // Start each round with the standby caught up: replay must not stop while it holds
         // the last swap's locks.
@@ -315,7 +319,9 @@ async fn swaps_with_standby_readers(
         args.extend_from_slice(extra);
         match binary {
             None => {
-                project.reproject(&db, &args).await.ok();
+                let out = project.reproject(&db, &args).await;
+                rebuilds.push(out.stderr.clone());
+                out.ok();
             }
             Some(bin) => {
                 // Another build (the measurement's "before"), with the harness's environment.
@@ -373,6 +379,7 @@ async fn swaps_with_standby_readers(
         lag_ms,
         swaps,
         conflicts,
+        rebuilds,
     }
 }
 
@@ -388,7 +395,7 @@ fn start_pair() -> Option<(PgServer, PgServer)> {
     let standby = PgServer::start_standby(
         &primary,
         "standby1",
-        "max_standby_streaming_delay = 3s\nhot_standby_feedback = on\n",
+        "max_standby_streaming_delay = 3s\nhot_standby_feedback = on\nlog_recovery_conflict_waits = on\n",
     );
     Some((primary, standby))
 }
@@ -439,8 +446,10 @@ async fn hot_standby_readers_get_no_errors_during_swaps() {
     assert!(run.seen.transactions > 0);
     assert!(
         run.seen.errors.is_empty(),
-        "standby readers failed: {:?}",
-        run.seen.errors
+        "standby readers failed: {:?}\nwhat the rebuilds printed:\n{}\nthe standby's log about conflicts:\n{}",
+        run.seen.errors,
+        run.rebuilds.join("\n----\n"),
+        standby.log_lines(&["conflict", "recovery", "cancel"])
     );
     assert!(
         run.recorded_stall >= 0,

@@ -24,6 +24,10 @@ use tokio_postgres::Client;
 /// How often the replay positions are read while waiting.
 const POLL: Duration = Duration::from_millis(10);
 
+/// After a standby that had to be waited for has caught up: the pause before checking that it
+/// is still caught up (see [`before_lock`]).
+const SETTLE: Duration = Duration::from_millis(200);
+
 /// Physical standbys streaming from this server: name (`application_name`, else the client
 /// address), bytes of WAL between `target` (an LSN, as text) and what the standby replayed
 /// (NULL when the role may not see replay positions: `pg_monitor` or superuser can).
@@ -165,7 +169,36 @@ pub async fn before_lock(
     // counts the grace period of a record from when its replay last found nothing more to
     // replay and waited for WAL. Replaying at a small lag past an earlier position, it may not
     // have waited since it fell behind, and would still cancel its readers at once.
-    let waited = wait_for_replay(client, None, limit, cancel).await;
+    //
+    // Caught up once is not enough after a standby was far behind: it counts that grace period
+    // from the last time its replay reached the newest WAL it had *received*, and WAL keeps
+    // arriving on a busy primary. Having just replayed a backlog up to what the primary had
+    // flushed at our look, it may still not have reached the newest chunk its receiver holds;
+    // a lock record arriving then is replayed with the grace period measured from before the
+    // backlog (seen: readers cancelled by a swap that had waited for the standby, right after
+    // its replay resumed from a pause). So wait again, a moment later, for it to have replayed
+    // everything flushed by then: a standby that catches up twice in a row is keeping up.
+    let started = Instant::now();
+    let mut waited = wait_for_replay(client, None, limit, cancel).await;
+    if let Ok(Some(first)) = &waited {
+        let was_behind = first
+            .standbys
+            .iter()
+            .any(|(_, b, _)| b.is_some_and(|b| b > 0));
+        if was_behind && first.all_caught_up() && started.elapsed() + SETTLE < limit {
+            Cancel::sleep(cancel, SETTLE).await;
+            let left = limit.saturating_sub(started.elapsed());
+            if let Ok(Some(mut again)) = wait_for_replay(client, None, left, cancel).await {
+                // The record keeps the first wait's figures (how far behind each standby was,
+                // when it had caught up), unless one fell behind again; and the whole wait.
+                if again.all_caught_up() && again.standbys.len() == first.standbys.len() {
+                    again.standbys = first.standbys.clone();
+                }
+                again.waited = started.elapsed();
+                waited = Ok(Some(again));
+            }
+        }
+    }
     let waited = match waited {
         Ok(Some(w)) => w,
         Ok(None) => return None,
