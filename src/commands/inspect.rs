@@ -367,7 +367,7 @@ pub(crate) async fn plan_report(
         steps.push("catch up with events that arrived meanwhile".to_string());
         steps
             .push("run the health checks (row counts within tolerance, custom checks)".to_string());
-        steps.push("ANALYZE the rebuilt tables".to_string());
+        steps.push("VACUUM (ANALYZE) the rebuilt tables".to_string());
         steps.push(format!(
             "lock {} (and any `_old` table of an earlier swap), apply the final events, then in one transaction retire the earlier `_old`, rename each `x` to `x_old` and `x_rebuild` to `x`; drop the retired table after the commit",
             tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")

@@ -1433,11 +1433,16 @@ impl Steps<'_> {
         } = *self;
         let reporter = engine.reporter;
         runs::set_phase(conn, run_id, Phase::Swap).await?;
-        reporter.step("analyzing the rebuilt tables");
+        // VACUUM as well as ANALYZE: handlers that update rows leave dead row versions, and
+        // the first reads of the table once live would prune them, writing WAL that a hot
+        // standby can replay only once no reader pins the page: a standby that is behind then
+        // cancels its readers of the live table ("buffer pin" conflicts). Vacuumed now, while
+        // nobody reads it, the table goes live clean (and with its visibility map set).
+        reporter.step("vacuuming and analyzing the rebuilt tables");
         for t in tables {
-            conn.batch_execute(&format!("ANALYZE {}", t.rebuild.quoted()))
+            conn.batch_execute(&format!("VACUUM (ANALYZE) {}", t.rebuild.quoted()))
                 .await
-                .with_context(|| format!("cannot analyze `{}`", t.rebuild))?;
+                .with_context(|| format!("cannot vacuum and analyze `{}`", t.rebuild))?;
         }
         // Retired tables an earlier swap could not drop go first: nothing depends on them.
         swap::drop_retired(conn, names, reporter).await?;
