@@ -122,7 +122,10 @@ pub async fn taken_names(
                 .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)));
             let ours = match &parent {
                 Some(parent) if crate::state::exists(client).await? => {
-                    matches!(helpers::ownership(client, parent).await?, Ownership::Ours(_))
+                    matches!(
+                        helpers::ownership(client, parent).await?,
+                        Ownership::Ours(_)
+                    )
                 }
                 _ => false,
             };
@@ -163,12 +166,15 @@ where
             clone.quoted(),
             p.bound
         ));
-        client.batch_execute(&sql.join(";\n")).await.with_context(|| {
-            format!(
-                "cannot create `{clone}` as a copy of partition `{}` of `{live}`",
-                p.name
-            )
-        })?;
+        client
+            .batch_execute(&sql.join(";\n"))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot create `{clone}` as a copy of partition `{}` of `{live}`",
+                    p.name
+                )
+            })?;
     }
     Ok(())
 }

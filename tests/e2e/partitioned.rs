@@ -7,7 +7,12 @@ use crate::config::{Config, Projection};
 use crate::harness::{Project, TestDb};
 use serde_json::Value;
 
-const PARTS: [&str; 4] = ["balances_low", "balances_mid", "balances_high", "balances_rest"];
+const PARTS: [&str; 4] = [
+    "balances_low",
+    "balances_mid",
+    "balances_high",
+    "balances_rest",
+];
 
 fn balances() -> Project {
     Config::events("events")
@@ -230,7 +235,10 @@ async fn a_hash_partitioned_table_is_rebuilt_and_swapped() {
     {
         let d = differences(&before[i], &fingerprint(&db, t).await);
         assert!(d.is_empty(), "`{t}` differs: {d:#?}");
-        assert!(db.int(&format!("SELECT count(*) FROM {t}")).await > 0, "{t}");
+        assert!(
+            db.int(&format!("SELECT count(*) FROM {t}")).await > 0,
+            "{t}"
+        );
     }
     db.assert_int(
         "SELECT count(*) FROM (SELECT stream, (data->>'bucket')::int, sum((data->>'amount')::bigint) FROM events GROUP BY 1, 2

@@ -711,8 +711,15 @@ pub async fn swap_generation(
             .await?,
         );
         validations.extend(
-            exchange_partitions(client, prepared, &t.live, &parts, "old", &format!("old{run_id}"))
-                .await?,
+            exchange_partitions(
+                client,
+                prepared,
+                &t.live,
+                &parts,
+                "old",
+                &format!("old{run_id}"),
+            )
+            .await?,
         );
         tokio::try_join!(
             helpers::unregister(client, &t.rebuild),
@@ -737,7 +744,10 @@ async fn partition_pairs(
     incoming: &TableName,
     role: &str,
 ) -> Result<Vec<(crate::pipeline::partitions::Partition, TableName)>> {
-    if crate::pipeline::partitions::key(client, live).await?.is_none() {
+    if crate::pipeline::partitions::key(client, live)
+        .await?
+        .is_none()
+    {
         return Ok(Vec::new());
     }
     crate::pipeline::partitions::pairs(client, live, incoming, role).await
