@@ -159,6 +159,11 @@ impl Prepared {
             for t in tables {
                 prepared.fingerprints.of(client, t).await?;
                 prepared.unsupported(client, t, false).await?;
+                // A partitioned table's partitions are exchanged too (partitions.rs).
+                for p in crate::pipeline::partitions::of(client, t).await? {
+                    prepared.fingerprints.of(client, &p.name).await?;
+                    prepared.unsupported(client, &p.name, true).await?;
+                }
             }
             Ok::<_, Error>(())
         }
