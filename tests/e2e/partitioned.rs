@@ -55,7 +55,12 @@ async fn setup_range(db: &TestDb, reader: &str) {
          GRANT SELECT ON balances TO {reader};
          GRANT SELECT ON balances_mid TO {reader};
          CREATE VIEW balances_view AS SELECT account, sum(balance) AS total FROM balances GROUP BY account;
-         GRANT SELECT ON balances_view TO {reader};"
+         GRANT SELECT ON balances_view TO {reader};
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$;
+         CREATE TRIGGER balances_touch BEFORE UPDATE ON balances FOR EACH ROW EXECUTE FUNCTION touch();
+         CREATE TRIGGER mid_touch BEFORE UPDATE ON balances_mid FOR EACH ROW EXECUTE FUNCTION touch();
+         ALTER TABLE balances_high ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY high_all ON balances_high FOR SELECT USING (true);"
     ))
     .await;
     append(db, 1, 500).await;
@@ -131,6 +136,22 @@ async fn assert_intact(db: &TestDb, reader: &str, original: &[(String, Value)], 
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'balances_mid' AND indexname = 'balances_mid_rich'",
         1,
         &format!("{step}: the partition's own index"),
+    )
+    .await;
+    // The parent's trigger is on the parent and (PostgreSQL's clones) on each partition; the
+    // partition's own only on it.
+    db.assert_int_because(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'balances_touch' \
+         AND tgrelid IN ('balances'::regclass, 'balances_low'::regclass, 'balances_mid'::regclass, \
+                         'balances_high'::regclass, 'balances_rest'::regclass)",
+        5,
+        &format!("{step}: the parent's trigger"),
+    )
+    .await;
+    db.assert_int_because(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'mid_touch' AND tgrelid = 'balances_mid'::regclass",
+        1,
+        &format!("{step}: the partition's own trigger"),
     )
     .await;
     db.assert_int_because(
