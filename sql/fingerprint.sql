@@ -22,6 +22,13 @@ SELECT jsonb_build_object(
   'row_security', t.relrowsecurity,
   'force_row_security', t.relforcerowsecurity,
   'replica_identity', t.relreplident,
+  -- A partitioned table: its key and its partitions' bounds (each partition is proven on its
+  -- own, by name, when it is exchanged); a partition: its bound.
+  'partition_key', pg_get_partkeydef(t.oid),
+  'partitions', (SELECT coalesce(jsonb_agg(pg_get_expr(c.relpartbound, c.oid) ORDER BY pg_get_expr(c.relpartbound, c.oid)), '[]')
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = t.oid AND c.relispartition),
+  'partition_bound', CASE WHEN t.relispartition THEN pg_get_expr(t.relpartbound, t.oid) END,
   'acl', (SELECT coalesce(jsonb_agg(jsonb_build_object('grantee', grantee, 'privilege', privilege_type,
                                                       'grantable', is_grantable)
                                     ORDER BY grantee, privilege_type), '[]') FROM acl),
@@ -74,7 +81,8 @@ SELECT jsonb_build_object(
   'triggers', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'name', tg.tgname, 'definition', pg_get_triggerdef(tg.oid), 'enabled', tg.tgenabled
                ) ORDER BY tg.tgname), '[]')
-               FROM pg_trigger tg WHERE tg.tgrelid = t.oid AND NOT tg.tgisinternal),
+               -- A partition's clones of its parent's triggers belong to the parent's.
+               FROM pg_trigger tg WHERE tg.tgrelid = t.oid AND NOT tg.tgisinternal AND tg.tgparentid = 0),
   'publications', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'publication', pub.pubname,
                        'columns', (SELECT jsonb_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a

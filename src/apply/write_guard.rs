@@ -85,12 +85,15 @@ impl Writes {
 /// A table written that should not have been: (qualified name, name, how it was written).
 type Forbidden = (String, String, String);
 
-/// The statement: every table this transaction wrote that it may not write.
+/// The statement: every table this transaction wrote that it may not write (a partitioned
+/// table stands for its partitions too, which a write to it locks).
 /// `$1` own tables, `$2` protected tables, `$3` whether strong locks count (a batch's own
 /// transaction) or only ROW EXCLUSIVE ones (inside a transaction that locked tables on purpose).
 const SQL: &str = "
-WITH own AS (SELECT to_regclass(n) AS oid FROM unnest($1::text[]) AS n),
-protected AS (SELECT to_regclass(n) AS oid FROM unnest($2::text[]) AS n),
+WITH own AS (SELECT to_regclass(n) AS oid FROM unnest($1::text[]) AS n
+             UNION ALL SELECT p.relid FROM unnest($1::text[]) AS n, pg_partition_tree(to_regclass(n)) p),
+protected AS (SELECT to_regclass(n) AS oid FROM unnest($2::text[]) AS n
+              UNION ALL SELECT p.relid FROM unnest($2::text[]) AS n, pg_partition_tree(to_regclass(n)) p),
 written AS (
     SELECT l.relation AS oid, l.mode::text AS how
     FROM pg_locks l

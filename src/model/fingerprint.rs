@@ -48,6 +48,16 @@ pub struct Fingerprint {
     pub force_row_security: bool,
     /// `relreplident`: `d` default, `n` nothing, `f` full, `i` an index.
     pub replica_identity: String,
+    /// A partitioned table's key (`RANGE (day)`), `pg_get_partkeydef`. (The partition keys
+    /// are left out of the stored form when empty: a plain table's reads as it always did.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// A partitioned table's partition bounds, sorted (the partitions are proven on their own).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
+    /// A partition's bound (`FOR VALUES IN (1)`, `DEFAULT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_bound: Option<String>,
     /// Table privileges (the owner's implicit ones included).
     #[serde(deserialize_with = "nullable")]
     pub acl: Vec<Grant>,
@@ -363,6 +373,13 @@ pub struct Structure {
     pub persistence: String,
     /// The tablespace.
     pub tablespace: Option<String>,
+    /// The partition key, if partitioned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// The partitions' bounds: a partition attached to or detached from the live table after
+    /// the clone makes the clone stale.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
 }
 
 impl Fingerprint {
@@ -387,6 +404,8 @@ impl Fingerprint {
             statistics: self.statistics.clone(),
             persistence: self.persistence.clone(),
             tablespace: self.tablespace.clone(),
+            partition_key: self.partition_key.clone(),
+            partitions: self.partitions.clone(),
         }
     }
 

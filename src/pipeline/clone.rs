@@ -6,7 +6,8 @@
 //! projection's `reshape` DDL then runs on its clones in the same transaction (shape/). A table
 //! the projection adds (`create`, not live yet) is made by its definition instead (added.rs). Grants,
 //! RLS, triggers, foreign keys and dependents are carried over at the swap (swap/exchange.rs), so none
-//! of them acts during the replay.
+//! of them acts during the replay. A partitioned table's clone is partitioned the same way,
+//! with a clone of each partition attached (partitions.rs).
 //!
 //! With `build_unlogged = true` a projection's clones are UNLOGGED whatever the live table is:
 //! the replay then writes no WAL for the many row versions it creates, and [`make_logged`]
@@ -96,28 +97,39 @@ pub async fn create_rebuild_tables(
                     .await?;
                     continue;
                 }
+                // A partitioned table's clone is partitioned the same way; its partitions
+                // cannot be UNLOGGED under a logged parent, so `build_unlogged` does not apply.
+                let partition_key = crate::pipeline::partitions::key(client, &t.live).await?;
+                let unlogged = unlogged.contains(&t.projection) && partition_key.is_none();
                 client
                     .batch_execute(
-                        &create_clone_sql(client, t, unlogged.contains(&t.projection)).await?,
+                        &clone_statements(
+                            client,
+                            &t.live,
+                            &t.rebuild,
+                            unlogged,
+                            partition_key.as_deref(),
+                        )
+                        .await?
+                        .join(";\n"),
                     )
                     .await
                     .with_context(|| {
                         format!("cannot create `{}` as a copy of `{}`", t.rebuild, t.live)
                     })?;
-                for (column, target) in statistics_targets(client, &t.live).await? {
-                    client
-                        .batch_execute(&format!(
-                            "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {target}",
-                            t.rebuild.quoted(),
-                            crate::model::ident::quote(&column)
-                        ))
-                        .await
-                        .with_context(|| {
-                            format!("cannot set statistics targets on `{}`", t.rebuild)
-                        })?;
-                }
                 if replay_triggers.contains(&t.projection) {
                     copy_triggers(client, t).await?;
+                }
+                if partition_key.is_some() {
+                    crate::pipeline::partitions::clone_partitions(
+                        client,
+                        &t.live,
+                        &t.rebuild,
+                        |live, clone| async move {
+                            clone_statements(client, &live, &clone, false, None).await
+                        },
+                    )
+                    .await?;
                 }
                 helpers::register(
                     client,
@@ -143,8 +155,16 @@ pub async fn create_rebuild_tables(
 }
 
 /// `CREATE TABLE clone (LIKE live INCLUDING ALL)` with the live table's persistence (UNLOGGED,
-/// or UNLOGGED anyway with `unlogged`), storage parameters and tablespace, which LIKE leaves out.
-async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Result<String> {
+/// or UNLOGGED anyway with `unlogged`), storage parameters and tablespace, which LIKE leaves out,
+/// `PARTITION BY` the live key for a partitioned table (`partition_key`), then its per-column
+/// statistics targets.
+async fn clone_statements(
+    client: &Client,
+    live: &crate::model::ident::TableName,
+    clone: &crate::model::ident::TableName,
+    unlogged: bool,
+    partition_key: Option<&str>,
+) -> Result<Vec<String>> {
     let row = client
         .query_one(
             "SELECT c.relpersistence::text, (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace),
@@ -152,10 +172,10 @@ async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Resu
                     coalesce((SELECT array_agg('toast.' || o) FROM pg_class tc, unnest(tc.reloptions) o
                               WHERE tc.oid = c.reltoastrelid), '{}')
              FROM pg_class c WHERE c.oid = to_regclass($1)",
-            &[&t.live.quoted()],
+            &[&live.quoted()],
         )
         .await
-        .with_context(|| format!("cannot read the storage settings of `{}`", t.live))?;
+        .with_context(|| format!("cannot read the storage settings of `{live}`"))?;
     let persistence: String = row.get(0);
     let tablespace: Option<String> = row.get(1);
     let mut options: Vec<String> = row.get(2);
@@ -165,15 +185,18 @@ async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Resu
         .filter_map(|o| o.split_once('='))
         .map(|(k, v)| format!("{k} = {}", crate::model::ident::literal(v)))
         .collect();
-    Ok(format!(
-        "CREATE {}TABLE {} (LIKE {} INCLUDING ALL){}{}",
+    let mut out = vec![format!(
+        "CREATE {}TABLE {} (LIKE {} INCLUDING ALL){}{}{}",
         if persistence == "u" || unlogged {
             "UNLOGGED "
         } else {
             ""
         },
-        t.rebuild.quoted(),
-        t.live.quoted(),
+        clone.quoted(),
+        live.quoted(),
+        partition_key
+            .map(|k| format!(" PARTITION BY {k}"))
+            .unwrap_or_default(),
         if options.is_empty() {
             String::new()
         } else {
@@ -182,7 +205,15 @@ async fn create_clone_sql(client: &Client, t: &RunTable, unlogged: bool) -> Resu
         tablespace
             .map(|ts| format!(" TABLESPACE {}", crate::model::ident::quote(&ts)))
             .unwrap_or_default()
-    ))
+    )];
+    for (column, target) in statistics_targets(client, live).await? {
+        out.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} SET STATISTICS {target}",
+            clone.quoted(),
+            crate::model::ident::quote(&column)
+        ));
+    }
+    Ok(out)
 }
 
 /// The server's start time, as text (compared for equality only).

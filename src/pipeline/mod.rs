@@ -3,7 +3,8 @@
 //! database), `preflight` (everything the swap will need, refused before anything is
 //! written), `clone` (the `_rebuild` tables) and `shape` (a declared new shape applied to
 //! them), `batches` (the one batch driver and the catch-up), `lanes` (stream lanes),
-//! `partial` (rebuilds of some streams or positions), `checks` (health checks), `swap` (the
+//! `partial` (rebuilds of some streams or positions), `partitions` (partitioned tables cloned
+//! and swapped partition by partition), `checks` (health checks), `swap` (the
 //! locked section, the exchange of the generations and what it carries over),
 //! `old_generation` (catching `x_old` up before a rollback), `cancel_requests` (a `cancel`
 //! from another process, turned into the run's cancel token). The commands (`commands/`)
@@ -17,6 +18,7 @@ pub mod clone;
 pub(crate) mod lanes;
 pub(crate) mod old_generation;
 pub(crate) mod partial;
+pub mod partitions;
 pub mod plan;
 pub mod preflight;
 pub(crate) mod retire;

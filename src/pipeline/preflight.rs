@@ -68,13 +68,14 @@ pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec
         out.extend(helper_names(client, req.tables).await?);
     }
     for live in &lives {
-        for why in unsupported(client, live).await? {
+        for why in unsupported(client, live, false).await? {
             out.push(Refusal::new(
                 format!("a swap of `{live}` could not keep what depends on it intact: {why}"),
                 "reproject cannot carry these over at a swap; rebuild only projections whose tables have none of them (or remove them first: drop the rule, detach the inheriting table, …)",
             ));
         }
     }
+    out.extend(partitioned(client, req, registry_readable).await?);
     // Tables the projections retire: nothing outside them may depend on them (retire.rs).
     let names: Vec<String> = req
         .order
@@ -94,12 +95,65 @@ pub async fn check(client: &impl GenericClient, req: &Request<'_>) -> Result<Vec
     Ok(out)
 }
 
-/// swap/exchange.rs's list of what a swap cannot carry over, on any client.
-async fn unsupported(client: &impl GenericClient, table: &TableName) -> Result<Vec<String>> {
+/// What partitioned tables need (partitions.rs): each partition's helper names fit and are
+/// free, nothing about a partition that its exchange cannot carry over, and no shape change.
+async fn partitioned(
+    client: &impl GenericClient,
+    req: &Request<'_>,
+    registry_readable: bool,
+) -> Result<Vec<Refusal>> {
+    use crate::pipeline::partitions;
+    let mut out = Vec::new();
+    for t in req.tables.iter().filter(|t| !t.added) {
+        if partitions::key(client, &t.live).await?.is_none() {
+            continue;
+        }
+        let parts = partitions::of(client, &t.live).await?;
+        for (what, hint) in partitions::name_refusals(&t.live, &parts) {
+            out.push(Refusal::new(what, hint));
+        }
+        if registry_readable {
+            for (what, hint) in
+                partitions::taken_names(client, &t.projection, &t.live, &parts).await?
+            {
+                out.push(Refusal::new(what, hint));
+            }
+        }
+        for p in &parts {
+            for why in unsupported(client, &p.name, true).await? {
+                out.push(Refusal::new(
+                    format!(
+                        "a swap of `{}` could not keep what depends on its partition `{}` intact: {why}",
+                        t.live, p.name
+                    ),
+                    "reproject cannot carry these over at a swap; remove them first",
+                ));
+            }
+        }
+        if req.changes.iter().any(|c| c.table == t.live) {
+            out.push(Refusal::new(
+                format!(
+                    "projection `{}`: `{}` is partitioned, and reproject cannot change the shape of a partitioned table (`reshape`)",
+                    t.projection, t.live
+                ),
+                "change the shape of a partitioned table yourself (ALTER TABLE on the parent), then rebuild without `reshape`",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// swap/exchange.rs's list of what a swap cannot carry over, on any client (`partition`: the
+/// table is checked as a partition of a partitioned table swapped as a whole).
+async fn unsupported(
+    client: &impl GenericClient,
+    table: &TableName,
+    partition: bool,
+) -> Result<Vec<String>> {
     let rows = client
         .query(
             crate::pipeline::swap::exchange::UNSUPPORTED_SQL,
-            &[&table.quoted()],
+            &[&table.quoted(), &partition],
         )
         .await
         .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;

@@ -320,6 +320,7 @@ async fn exchange(
             cloned_from: None,
             redefined,
             shape: None,
+            partition: false,
         },
     )
     .await;

@@ -33,6 +33,7 @@ mod metrics;
 mod one_pass;
 mod ordering;
 mod partial;
+mod partitioned;
 mod per_batch;
 mod preflight;
 mod presets;

@@ -78,13 +78,14 @@ pub async fn count_rows(client: &impl GenericClient, table: &TableName) -> Resul
     Ok(row.get(0))
 }
 
-/// Refuses relations reproject cannot clone and swap (yet), naming the object.
+/// Refuses relations reproject cannot clone and swap (yet), naming the object: tables and
+/// partitioned tables are rebuilt (what a swap cannot carry over is refused by preflight).
 pub fn require_plain_table(info: &TableInfo, whose: &str) -> Result<()> {
-    if info.relkind == 'r' {
+    if matches!(info.relkind, 'r' | 'p') {
         return Ok(());
     }
     Err(Error::config(format!(
-        "{whose}: `{}` is a {}; reproject rebuilds plain tables only",
+        "{whose}: `{}` is a {}; reproject rebuilds tables and partitioned tables only",
         info.name,
         info.kind_name()
     )))

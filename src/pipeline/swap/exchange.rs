@@ -39,6 +39,8 @@ pub struct Exchange<'a> {
     /// The incoming table has another shape than the outgoing one (a `reshape`, or the
     /// rollback of one): what it must be.
     pub shape: Option<ShapeProof>,
+    /// The tables are partitions, exchanged after their parents (partitions.rs).
+    pub partition: bool,
 }
 
 /// The declared shape change an exchange proves: the new live table is the outgoing one with
@@ -61,14 +63,31 @@ pub struct Validation {
     pub constraint: String,
 }
 
+/// `$1` the table, `$2` whether it is checked as a partition of a partitioned table that is
+/// swapped as a whole (partitions.rs): being a partition is then expected.
 pub(crate) const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHERE oid = to_regclass($1))
              SELECT 'it is a partition of ' || (SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = t.oid LIMIT 1)
-               FROM t WHERE t.relispartition
+               FROM t WHERE t.relispartition AND NOT $2::bool
              UNION ALL
              SELECT 'it inherits from ' || i.inhparent::regclass::text FROM t JOIN pg_inherits i ON i.inhrelid = t.oid
                WHERE NOT t.relispartition
              UNION ALL
              SELECT 'table ' || i.inhrelid::regclass::text || ' inherits from it' FROM t JOIN pg_inherits i ON i.inhparent = t.oid
+               JOIN pg_class c ON c.oid = i.inhrelid WHERE NOT c.relispartition
+             UNION ALL
+             SELECT 'its partition ' || c.oid::regclass::text || CASE c.relkind WHEN 'p' THEN ' is partitioned itself (sub-partitions are not supported)'
+                                                                   ELSE ' is a foreign table' END
+               FROM t JOIN pg_inherits i ON i.inhparent = t.oid JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE c.relispartition AND c.relkind <> 'r'
+             UNION ALL
+             SELECT 'it is ' || CASE WHEN t.relkind = 'p' THEN 'partitioned' ELSE 'a partition' END || ' and has foreign key ' || quote_ident(con.conname)
+               FROM t JOIN pg_constraint con ON con.conrelid = t.oid AND con.contype = 'f'
+              WHERE (t.relkind = 'p' OR t.relispartition) AND con.conparentid = 0
+             UNION ALL
+             SELECT 'foreign key ' || quote_ident(con.conname) || ' of ' || con.conrelid::regclass::text || ' references it, and it is '
+                    || CASE WHEN t.relkind = 'p' THEN 'partitioned' ELSE 'a partition' END
+               FROM t JOIN pg_constraint con ON con.confrelid = t.oid AND con.contype = 'f'
+              WHERE (t.relkind = 'p' OR t.relispartition) AND con.conparentid = 0
              UNION ALL
              SELECT 'it is a typed table (OF ' || t.reloftype::regtype::text || ')' FROM t WHERE t.reloftype <> 0
              UNION ALL
@@ -98,7 +117,7 @@ pub(crate) const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHER
 /// A rebuild refuses to start while any exist.
 pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<String>> {
     let rows = client
-        .query(UNSUPPORTED_SQL, &[&table.quoted()])
+        .query(UNSUPPORTED_SQL, &[&table.quoted(), &false])
         .await
         .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
@@ -139,7 +158,12 @@ impl Prepared {
         let warmed = async {
             for t in tables {
                 prepared.fingerprints.of(client, t).await?;
-                prepared.unsupported(client, t).await?;
+                prepared.unsupported(client, t, false).await?;
+                // A partitioned table's partitions are exchanged too (partitions.rs).
+                for p in crate::pipeline::partitions::of(client, t).await? {
+                    prepared.fingerprints.of(client, &p.name).await?;
+                    prepared.unsupported(client, &p.name, true).await?;
+                }
             }
             Ok::<_, Error>(())
         }
@@ -152,9 +176,14 @@ impl Prepared {
         Ok(prepared)
     }
 
-    async fn unsupported(&self, client: &Client, table: &TableName) -> Result<Vec<String>> {
+    async fn unsupported(
+        &self,
+        client: &Client,
+        table: &TableName,
+        partition: bool,
+    ) -> Result<Vec<String>> {
         let rows = client
-            .query(&self.unsupported, &[&table.quoted()])
+            .query(&self.unsupported, &[&table.quoted(), &partition])
             .await
             .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
@@ -252,6 +281,12 @@ pub fn describe(fp: &Fingerprint) -> Vec<String> {
         "{} index(es) and constraints under their own names",
         fp.indexes.len()
     ));
+    if let Some(key) = &fp.partition_key {
+        out.push(format!(
+            "partitioned by {key}: {} partition(s), each cloned with its bounds and carried over like a table",
+            fp.partitions.len()
+        ));
+    }
     out
 }
 
@@ -427,7 +462,7 @@ pub async fn exchange(
     };
     let (_, problems, out, inc) = tokio::try_join!(
         generic,
-        prepared.unsupported(conn, ex.live),
+        prepared.unsupported(conn, ex.live, ex.partition),
         fingerprints.of(conn, ex.live),
         fingerprints.of(conn, ex.incoming),
     )?;

@@ -604,6 +604,9 @@ pub async fn retire_old_tables(
                 .context("cannot update reproject's helper tables")
         };
         tokio::try_join!(rename(client, old, &retired.name), record)?;
+        // Its partitions (of a partitioned table) free the `p_old` names too.
+        crate::pipeline::partitions::move_aside(client, retired, &format!("retired_{run_id}"))
+            .await?;
     }
     Ok(())
 }
@@ -688,6 +691,8 @@ pub async fn swap_generation(
             let originals = redefine::originals(client, &t.live, redefined).await?;
             redefine::record(client, run_id, &t.live, &originals).await?;
         }
+        // A partitioned table: its partitions paired with their clones before anything moves.
+        let parts = partition_pairs(client, &t.live, &t.rebuild, "rebuild").await?;
         validations.extend(
             crate::pipeline::swap::exchange::exchange(
                 client,
@@ -700,7 +705,19 @@ pub async fn swap_generation(
                     cloned_from,
                     redefined,
                     shape: shaped(client, run_id, &t.live).await?,
+                    partition: false,
                 },
+            )
+            .await?,
+        );
+        validations.extend(
+            exchange_partitions(
+                client,
+                prepared,
+                &t.live,
+                &parts,
+                "old",
+                &format!("old{run_id}"),
             )
             .await?,
         );
@@ -716,6 +733,62 @@ pub async fn swap_generation(
             )
         )?;
     }
+    Ok(validations)
+}
+
+/// The partitions of `live` (if partitioned) paired with those of `incoming`, named
+/// `p_<role>` (partitions.rs): read under the locks before the parent is exchanged.
+async fn partition_pairs(
+    client: &Client,
+    live: &TableName,
+    incoming: &TableName,
+    role: &str,
+) -> Result<Vec<(crate::pipeline::partitions::Partition, TableName)>> {
+    if crate::pipeline::partitions::key(client, live)
+        .await?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
+    crate::pipeline::partitions::pairs(client, live, incoming, role).await
+}
+
+/// After the exchange of a partitioned parent `live`: each partition is exchanged with its
+/// counterpart like a table of its own (its grants, policies, own indexes and triggers,
+/// comment…), the outgoing one parked as `p_<parked_as>`; then the partitions of `live` are
+/// proven to be the ones it had, by name and bound.
+async fn exchange_partitions(
+    client: &Client,
+    prepared: &crate::pipeline::swap::exchange::Prepared,
+    live: &TableName,
+    parts: &[(crate::pipeline::partitions::Partition, TableName)],
+    parked_as: &str,
+    suffix: &str,
+) -> Result<Vec<crate::pipeline::swap::exchange::Validation>> {
+    let mut validations = Vec::new();
+    if parts.is_empty() {
+        return Ok(validations);
+    }
+    for (p, incoming) in parts {
+        validations.extend(
+            crate::pipeline::swap::exchange::exchange(
+                client,
+                prepared,
+                &crate::pipeline::swap::exchange::Exchange {
+                    live: &p.name,
+                    incoming,
+                    parked: &crate::pipeline::partitions::helper(&p.name, parked_as),
+                    suffix: suffix.to_string(),
+                    cloned_from: None,
+                    redefined: &[],
+                    shape: None,
+                    partition: true,
+                },
+            )
+            .await?,
+        );
+    }
+    crate::pipeline::partitions::prove(client, live, parts).await?;
     Ok(validations)
 }
 
@@ -801,6 +874,7 @@ pub async fn swap_back(
         let parked = crate::model::ident::rolled_back_table(&t.live, run_id);
         // What the swap redefined comes back as it was.
         let redefined = redefinitions.get(&t.live).map_or(&[][..], Vec::as_slice);
+        let parts = partition_pairs(client, &t.live, &t.old, "old").await?;
         validations.extend(
             crate::pipeline::swap::exchange::exchange(
                 client,
@@ -813,7 +887,19 @@ pub async fn swap_back(
                     cloned_from: None,
                     redefined,
                     shape: unshaped(client, run_id, &t.live).await?,
+                    partition: false,
                 },
+            )
+            .await?,
+        );
+        validations.extend(
+            exchange_partitions(
+                client,
+                prepared,
+                &t.live,
+                &parts,
+                &format!("rolled_back_{run_id}"),
+                &format!("rb{run_id}"),
             )
             .await?,
         );
