@@ -19,6 +19,7 @@ pub(crate) mod old_generation;
 pub(crate) mod partial;
 pub mod plan;
 pub mod preflight;
+pub(crate) mod preset_columns;
 pub(crate) mod retire;
 pub mod shape;
 pub mod swap;

@@ -36,6 +36,7 @@ mod partial;
 mod per_batch;
 mod preflight;
 mod presets;
+mod presets_default;
 mod prompts;
 mod reshape;
 mod rollback;
