@@ -201,6 +201,14 @@ async fn marten_default_installation_rebuilds_without_optional_columns() {
         "without the optional metadata columns the metadata holds what every installation has",
     )
     .await;
+    // `init` recognises the default installation too (no optional column needed).
+    let fresh = Project::new("", &[]);
+    std::fs::remove_file(fresh.config()).unwrap();
+    fresh
+        .reproject(&db, "init")
+        .await
+        .ok()
+        .stdout_has("preset = \"marten\"");
     db.drop().await;
 }
 
@@ -276,6 +284,33 @@ async fn marten_optional_metadata_and_skipped_events_are_used_when_present() {
         "headers merged, the columns present added (the column wins over a header of its name), NULLs left out",
     )
     .await;
+    // The live runner reads with the same completed mapping: a skipped event stays skipped.
+    let mut more = marten_append(
+        A2,
+        2,
+        "money_withdrawn",
+        "2024-03-02 09:00:00+00",
+        cols,
+        ", 'c-5', NULL, 'eve', true",
+    );
+    more += &marten_append(
+        A2,
+        3,
+        "money_deposited",
+        "2024-03-02 09:01:00+00",
+        cols,
+        ", 'c-6', NULL, 'fay', false",
+    );
+    db.exec(&more).await;
+    p.reproject(&db, "run --once").await.ok();
+    let want = truth(&db, &marten_reader(true)).await;
+    assert!(want.contains(&format!("{A2}|money_withdrawn|1|2024-03-01 09:02:00")));
+    assert!(want.contains(&format!("{A2}|money_deposited|1|2024-03-02 09:01:00")));
+    assert_eq!(
+        ledger(&db).await,
+        want,
+        "run: the skipped event is not applied"
+    );
     db.drop().await;
 }
 
