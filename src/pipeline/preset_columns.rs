@@ -67,6 +67,17 @@ pub async fn complete(
         ));
         Err(error)
     };
+    let absent = |need: &Need, table: &str| {
+        let error = Error::config(format!(
+            "{file}:{}: the `{}` preset reads table `{table}`, which does not exist",
+            using.line, preset.name
+        ))
+        .with_hint(format!(
+            "the preset expects {}; it was checked against {}. Check the schema, or the search_path of the connecting user",
+            need.since, preset.checked
+        ));
+        Err(error)
+    };
     // The event table's columns, when the preset's role keys read that table (not a query
     // the config writes).
     let reads_table = events.source.is_none();
@@ -75,6 +86,9 @@ pub async fn complete(
     } else {
         None
     };
+    // The columns of each table a `source` joins, looked up once.
+    let mut joined: std::collections::BTreeMap<&str, Option<BTreeSet<String>>> =
+        std::collections::BTreeMap::new();
     for need in preset.needs {
         if !using.supplied(need.key) {
             continue;
@@ -87,20 +101,16 @@ pub async fn complete(
                     }
                 }
             }
-            Some(table) => match columns_of(client, table).await? {
-                Some(columns) if !columns.contains(need.column) => return missing(need, table),
-                Some(_) => {}
-                None => {
-                    return Err(Error::config(format!(
-                        "{file}:{}: the `{}` preset reads table `{table}`, which does not exist",
-                        using.line, preset.name
-                    ))
-                    .with_hint(format!(
-                        "the preset expects {}; it was checked against {}. Check the schema, or the search_path of the connecting user",
-                        need.since, preset.checked
-                    )))
+            Some(table) => {
+                if !joined.contains_key(table) {
+                    joined.insert(table, columns_of(client, table).await?);
                 }
-            },
+                match &joined[table] {
+                    Some(columns) if !columns.contains(need.column) => return missing(need, table),
+                    Some(_) => {}
+                    None => return absent(need, table),
+                }
+            }
         }
     }
     let present = |column: &str| {
