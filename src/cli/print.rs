@@ -83,6 +83,18 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         opt(&p.first_position),
         opt(&p.last_position)
     );
+    if let Some(preset) = &p.preset {
+        println!(
+            "preset {} (checked against {})",
+            preset.name, preset.checked
+        );
+        if !preset.optional_columns.is_empty() {
+            println!(
+                "  optional columns read: {}",
+                preset.optional_columns.join(", ")
+            );
+        }
+    }
     println!(
         "ordering: {}",
         match p.ordering.gap_age_seconds {

@@ -136,6 +136,17 @@ impl PlannedOrdering {
     }
 }
 
+/// The preset `[events]` names, as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedPreset {
+    /// The preset's name.
+    pub name: &'static str,
+    /// The store versions and append modes it was checked against.
+    pub checked: &'static str,
+    /// The store's optional columns found in the table and read (metadata, filter).
+    pub optional_columns: Vec<&'static str>,
+}
+
 /// The plan, as `plan` and `rebuild --dry-run` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
@@ -145,6 +156,9 @@ pub struct PlanReport {
     pub database: String,
     /// The resolved event table.
     pub events_table: String,
+    /// The preset `[events]` names, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<PlannedPreset>,
     /// How reading stays gap-safe (`events.ordering`).
     pub ordering: PlannedOrdering,
     /// Projection names in application (topological) order.
@@ -390,6 +404,11 @@ pub(crate) async fn plan_report(
         config: config.path.display().to_string(),
         database: engine.db.describe(),
         events_table: resolved.events_table.to_string(),
+        preset: config.events.preset.as_ref().map(|p| PlannedPreset {
+            name: p.name(),
+            checked: p.checked(),
+            optional_columns: resolved.preset_columns.clone(),
+        }),
         ordering: PlannedOrdering::of(&config.events.ordering),
         order: plan.order.iter().map(name).collect(),
         waves: plan

@@ -100,6 +100,12 @@ pub struct TableOwner {
 pub struct Resolved {
     /// The event table (or `lock_table`), schema-qualified.
     pub events_table: TableName,
+    /// The `[events]` mapping as read from this database: the config's, with a preset's
+    /// metadata and filter made of the optional columns the table has
+    /// (pipeline/preset_columns.rs). Events are read with this one.
+    pub events: crate::model::config::EventsConfig,
+    /// The preset's optional columns found in the table and used (for `plan`).
+    pub preset_columns: Vec<&'static str>,
     /// How the payload and time roles are stored (bytea, timestamp without time zone, text).
     pub encodings: Encodings,
     /// Per projection, its tables in config order, schema-qualified.

@@ -21,6 +21,7 @@ pub(crate) mod partial;
 pub mod partitions;
 pub mod plan;
 pub mod preflight;
+pub(crate) mod preset_columns;
 pub(crate) mod retire;
 pub mod shape;
 pub mod swap;

@@ -29,6 +29,11 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
         ))
     })?;
     let events_table = info.name.clone();
+    // A preset's columns, checked and completed with the optional ones the table has: from
+    // here on the mapping is the one events are read with.
+    let completed =
+        crate::pipeline::preset_columns::complete(client, &file, ev, &events_table).await?;
+    let ev = &completed.events;
     let from = crate::read::source::from_clause(ev, &events_table);
     if let Some(source) = &ev.source {
         if let Err(e) = client
@@ -154,6 +159,8 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     let shapes = crate::pipeline::shape::plan(client, config, &tables).await?;
     let mut resolved = Resolved {
         events_table,
+        events: completed.events.clone(),
+        preset_columns: completed.optional_used.clone(),
         encodings,
         tables,
         shapes,

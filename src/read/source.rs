@@ -207,8 +207,15 @@ pub struct Role<'a> {
 }
 
 impl EventSource {
-    /// Reads the events `events` describes from the resolved tables.
+    /// Reads the events `events` describes from the resolved tables. A preset's keys are
+    /// read as validation completed them for this database (`resolved.events`, the same
+    /// config with the optional columns the table has); `events` is the config's mapping.
     pub fn new(events: &EventsConfig, resolved: &Resolved) -> EventSource {
+        let events = if events.preset.is_some() {
+            &resolved.events
+        } else {
+            events
+        };
         let table = &resolved.events_table;
         let enc = resolved.encodings;
         let tx = match &events.ordering {

@@ -37,6 +37,7 @@ mod partitioned;
 mod per_batch;
 mod preflight;
 mod presets;
+mod presets_default;
 mod prompts;
 mod reshape;
 mod rollback;

@@ -221,7 +221,7 @@ async fn emmett_preset_reads_the_partitioned_table_in_xid8_order_without_command
         "CREATE SEQUENCE emt_global_message_position;
          CREATE TABLE emt_messages (
            stream_id text NOT NULL, stream_position bigint NOT NULL,
-           partition text NOT NULL DEFAULT 'global', message_kind char(1) NOT NULL DEFAULT 'E',
+           partition text NOT NULL DEFAULT 'emt:default', message_kind char(1) NOT NULL DEFAULT 'E',
            message_data jsonb NOT NULL, message_metadata jsonb NOT NULL,
            message_schema_version text NOT NULL, message_type text NOT NULL,
            message_id text NOT NULL, is_archived boolean NOT NULL DEFAULT false,
@@ -229,10 +229,10 @@ async fn emmett_preset_reads_the_partitioned_table_in_xid8_order_without_command
            transaction_id xid8 NOT NULL, created timestamptz NOT NULL DEFAULT now(),
            PRIMARY KEY (stream_id, stream_position, partition, is_archived)
          ) PARTITION BY LIST (partition);
-         CREATE TABLE emt_messages_global PARTITION OF emt_messages FOR VALUES IN ('global')
+         CREATE TABLE emt_messages_emt_default PARTITION OF emt_messages FOR VALUES IN ('emt:default')
            PARTITION BY LIST (is_archived);
-         CREATE TABLE emt_messages_global_active PARTITION OF emt_messages_global FOR VALUES IN (false);
-         CREATE TABLE emt_messages_global_archived PARTITION OF emt_messages_global FOR VALUES IN (true);",
+         CREATE TABLE emt_messages_emt_default_active PARTITION OF emt_messages_emt_default FOR VALUES IN (false);
+         CREATE TABLE emt_messages_emt_default_archived PARTITION OF emt_messages_emt_default FOR VALUES IN (true);",
     )
     .await;
     // One append per transaction, as Emmett's appendToStream does.
@@ -361,7 +361,7 @@ async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
          END $$;
          SELECT eventuous.append_event('Account-1', 'V1.Deposited', '{\"amount\": 80}', '{\"user\": \"ann\"}', '2024-03-01 09:00:00');
          SELECT eventuous.append_event('Account-2', 'V1.Deposited', '{\"amount\": 9}', '{\"user\": \"bob\"}', '2024-03-01 09:01:00');
-         SELECT eventuous.append_event('Account-1', '$tombstone', '{\"amount\": 1000}', '{}', '2024-03-01 09:02:00');
+         SELECT eventuous.append_event('__tombstones__', '$tombstone', '{\"amount\": 1000}', '{}', '2024-03-01 09:02:00');
          SELECT eventuous.append_event('Account-1', 'V1.Withdrawn', '{\"amount\": 30}', '{\"user\": \"cid\"}', '2024-03-01 23:03:00');",
     )
     .await;
@@ -373,7 +373,7 @@ async fn eventuous_preset_joins_stream_names_and_skips_tombstones() {
             "Account-1|50|2|cid|2024-03-01 23:03:00",
             "Account-2|9|1|bob|2024-03-01 09:01:00"
         ],
-        "streams by name through the join; the tombstone is not an event"
+        "streams by name through the join; the gap tombstone is not an event"
     );
     // The live runner reads the same source after the swap, and wakes on the table appends
     // insert into.

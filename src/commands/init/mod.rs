@@ -211,21 +211,26 @@ async fn preset_matches(client: &Client, preset: &Preset) -> Result<Match> {
     let Some(resolved) = resolved else {
         return Ok(Match::Absent);
     };
-    let mut columns = vec![
+    // As on an installation without the store's optional columns: those are not needed.
+    let none = |_: &str| false;
+    let mut columns: Vec<String> = [
         preset.position,
         preset.stream,
         preset.event_type,
         preset.data,
-    ];
-    columns.extend(preset.metadata);
-    columns.extend(preset.timestamp);
-    columns.extend(preset.transaction_id);
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    columns.extend(preset.metadata_sql(&none));
+    columns.extend(preset.timestamp.map(str::to_string));
+    columns.extend(preset.transaction_id.map(str::to_string));
     let from = match preset.source {
         Some(source) => format!("({source}) AS events"),
         None => table.to_string(),
     };
     let filter = preset
-        .filter
+        .filter_sql(&none)
         .map(|f| format!(" WHERE {f}"))
         .unwrap_or_default();
     let sql = format!("SELECT {} FROM {from}{filter} LIMIT 0", columns.join(", "));

@@ -56,6 +56,38 @@ pub struct EventsConfig {
     pub filter: Option<Expr>,
     /// How reading stays gap-safe; `events.ordering`.
     pub ordering: Ordering,
+    /// `events.preset`, with the keys it supplied: validation checks the columns they read
+    /// and completes them with the optional columns the table has
+    /// (pipeline/preset_columns.rs).
+    pub preset: Option<PresetUse>,
+}
+
+/// The preset a config names and what it supplied.
+#[derive(Debug, Clone)]
+pub struct PresetUse {
+    /// The preset.
+    pub(crate) preset: &'static presets::Preset,
+    /// Line of `preset` in the config file.
+    pub line: usize,
+    /// The `[events]` keys whose value is the preset's (not written in the config).
+    pub supplied: Vec<&'static str>,
+}
+
+impl PresetUse {
+    /// Whether `key` came from the preset.
+    pub fn supplied(&self, key: &str) -> bool {
+        self.supplied.contains(&key)
+    }
+
+    /// The preset's name.
+    pub fn name(&self) -> &'static str {
+        self.preset.name
+    }
+
+    /// The store versions and append modes the preset was checked against.
+    pub fn checked(&self) -> &'static str {
+        self.preset.checked
+    }
 }
 
 /// How reading events avoids skipping an event whose transaction commits after a later
@@ -666,6 +698,7 @@ struct EventKeys {
     ordering: Option<Value>,
     transaction_id: Option<Value>,
     gap_age: Option<Value>,
+    preset: Option<PresetUse>,
 }
 
 /// Merges the explicit keys over the preset's, key by key. A preset's `transaction_id` only
@@ -727,7 +760,30 @@ fn merge_preset(
             pick(written, get)
         }
     };
-    Ok(EventKeys {
+    // Metadata and filter as on an installation without the store's optional columns;
+    // validation adds those the table has.
+    let none = |_: &str| false;
+    let built = |written: &Option<toml::Spanned<String>>, sql: Option<String>| match written {
+        Some(v) => Some(Value {
+            sql: v.get_ref().clone(),
+            loc: at(v.span()),
+        }),
+        None => preset.as_ref().and_then(|(_, loc)| {
+            sql.map(|sql| Value {
+                sql,
+                loc: loc.clone(),
+            })
+        }),
+    };
+    let metadata = built(
+        &raw.metadata,
+        preset.as_ref().and_then(|(p, _)| p.metadata_sql(&none)),
+    );
+    let filter = built(
+        &raw.filter,
+        preset.as_ref().and_then(|(p, _)| p.filter_sql(&none)),
+    );
+    let mut keys = EventKeys {
         table: from_preset(&raw.table, |p| p.table),
         source: from_preset(&raw.source, |p| p.source),
         lock_table: from_preset(&raw.lock_table, |p| p.lock_table),
@@ -735,13 +791,57 @@ fn merge_preset(
         stream: pick(&raw.stream, |p| Some(p.stream)),
         event_type: pick(&raw.event_type, |p| Some(p.event_type)),
         data: pick(&raw.data, |p| Some(p.data)),
-        metadata: pick(&raw.metadata, |p| p.metadata),
+        metadata,
         timestamp: pick(&raw.timestamp, |p| p.timestamp),
-        filter: pick(&raw.filter, |p| p.filter),
+        filter,
         ordering: pick(&raw.ordering, |p| p.ordering),
         transaction_id,
         gap_age,
-    })
+        preset: None,
+    };
+    if let Some((p, loc)) = &preset {
+        // A key is the preset's when the config does not write it and the preset gave it.
+        let written = [
+            ("table", raw.table.is_some()),
+            ("source", raw.source.is_some()),
+            ("lock_table", raw.lock_table.is_some()),
+            ("position", raw.position.is_some()),
+            ("stream", raw.stream.is_some()),
+            ("type", raw.event_type.is_some()),
+            ("data", raw.data.is_some()),
+            ("metadata", raw.metadata.is_some()),
+            ("timestamp", raw.timestamp.is_some()),
+            ("filter", raw.filter.is_some()),
+            ("ordering", raw.ordering.is_some()),
+            ("transaction_id", raw.transaction_id.is_some()),
+        ];
+        let present = [
+            keys.table.is_some(),
+            keys.source.is_some(),
+            keys.lock_table.is_some(),
+            keys.position.is_some(),
+            keys.stream.is_some(),
+            keys.event_type.is_some(),
+            keys.data.is_some(),
+            keys.metadata.is_some() || !p.metadata_object.is_empty(),
+            keys.timestamp.is_some(),
+            keys.filter.is_some() || !p.optional.is_empty(),
+            keys.ordering.is_some(),
+            keys.transaction_id.is_some(),
+        ];
+        let supplied = written
+            .iter()
+            .zip(present)
+            .filter(|((_, w), has)| !w && *has)
+            .map(|((k, _), _)| *k)
+            .collect();
+        keys.preset = Some(PresetUse {
+            preset: p,
+            line: loc.line,
+            supplied,
+        });
+    }
+    Ok(keys)
 }
 
 fn convert_events(
@@ -806,6 +906,7 @@ fn convert_events(
         timestamp: opt(&keys.timestamp, "timestamp")?,
         filter: opt(&keys.filter, "filter")?,
         ordering: ordering(&keys)?,
+        preset: keys.preset.clone(),
     })
 }
 

@@ -1275,7 +1275,14 @@ fn a_preset_alone_fills_every_events_key() {
     assert_eq!(ev.data.sql, "message_data");
     assert_eq!(ev.metadata.as_ref().unwrap().sql, "message_metadata");
     assert_eq!(ev.timestamp.as_ref().unwrap().sql, "created");
-    assert_eq!(ev.filter.as_ref().unwrap().sql, "message_kind <> 'C'");
+    assert_eq!(
+        ev.filter.as_ref().unwrap().sql,
+        "partition = 'emt:default' AND is_archived = false",
+        "before validation: the filter of every installation (`message_kind` is optional)"
+    );
+    let using = ev.preset.as_ref().unwrap();
+    assert_eq!((using.name(), using.line), ("emmett", 2));
+    assert!(using.supplied("filter") && using.supplied("table") && !using.supplied("source"));
     match &ev.ordering {
         Ordering::Xid8 { transaction_id } => assert_eq!(transaction_id.sql, "transaction_id"),
         other => panic!("expected xid8, got {other:?}"),
@@ -1318,7 +1325,41 @@ fn explicit_keys_override_the_preset_key_by_key() {
         ("seq_id", 2),
         "keys not written come from the preset"
     );
-    assert_eq!(ev.metadata.as_ref().unwrap().sql, "headers");
+    assert_eq!(
+        ev.metadata.as_ref().unwrap().sql,
+        "jsonb_strip_nulls(jsonb_build_object('tenant_id', tenant_id))",
+        "Marten's metadata before validation: only what every installation has"
+    );
+    let using = ev.preset.as_ref().unwrap();
+    assert!(using.supplied("metadata") && using.supplied("position"));
+    assert!(!using.supplied("filter") && !using.supplied("table"));
+}
+
+#[test]
+fn a_presets_metadata_and_filter_take_the_optional_columns_present() {
+    let marten = presets::find("marten").unwrap();
+    let all = |_: &str| true;
+    assert_eq!(
+        marten.metadata_sql(&all).unwrap(),
+        "coalesce(headers, '{}'::jsonb) || jsonb_strip_nulls(jsonb_build_object('tenant_id', tenant_id, 'correlation_id', correlation_id, 'causation_id', causation_id, 'user_name', user_name))"
+    );
+    assert_eq!(
+        marten.filter_sql(&all).unwrap(),
+        "(is_archived = false) AND (is_skipped = false)"
+    );
+    let only_skipped = |c: &str| c == "is_skipped";
+    assert_eq!(
+        marten.metadata_sql(&only_skipped).unwrap(),
+        "jsonb_strip_nulls(jsonb_build_object('tenant_id', tenant_id))"
+    );
+    let emmett = presets::find("emmett").unwrap();
+    assert_eq!(
+        emmett.filter_sql(&all).unwrap(),
+        "(partition = 'emt:default' AND is_archived = false) AND (message_kind = 'E')"
+    );
+    let spatie = presets::find("spatie").unwrap();
+    assert_eq!(spatie.filter_sql(&all), None);
+    assert_eq!(spatie.metadata_sql(&all).unwrap(), "meta_data");
 }
 
 #[test]
