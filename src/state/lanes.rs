@@ -287,3 +287,73 @@ pub async fn counted(client: &impl GenericClient, run: i64, plan: i32) -> Result
         .context("cannot read the run's stream lanes")?;
     Ok(row.get(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(after: Option<i64>, after_tx: Option<u64>, upto_tx: Option<u64>) -> LanePlan {
+        LanePlan {
+            plan: 1,
+            lanes: 2,
+            after,
+            after_tx,
+            upto: 40,
+            upto_tx,
+            events: 10,
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_position_plan_reads_up_to_its_last_position() {
+        let p = plan(Some(7), None, None);
+        assert_eq!(p.bound(), Bound::UpTo(40));
+        assert_eq!(p.after_cursor(), Cursor::at(Some(7)));
+        assert_eq!(p.upto_cursor(), Cursor::at(Some(40)));
+    }
+
+    #[test]
+    fn an_xid8_plan_reads_the_transactions_up_to_its_last_events() {
+        let p = plan(Some(50), Some(700), Some(705));
+        assert_eq!(
+            p.bound(),
+            Bound::BelowTx(706),
+            "the last event's own transaction is in the plan"
+        );
+        assert_eq!(
+            p.upto_cursor(),
+            Cursor {
+                tx: Some(705),
+                position: Some(40)
+            },
+            "a lower position in a later transaction"
+        );
+        assert!(p.upto_cursor().is_after(&p.after_cursor()));
+    }
+
+    #[test]
+    fn a_lane_without_a_cursor_starts_at_the_plan_start() {
+        let p = plan(Some(50), Some(700), Some(705));
+        let fresh = PendingLane {
+            lane: 0,
+            position: None,
+            tx: None,
+            events: 0,
+        };
+        assert_eq!(fresh.cursor(&p), p.after_cursor());
+        let part_way = PendingLane {
+            lane: 1,
+            position: Some(12),
+            tx: Some(703),
+            events: 4,
+        };
+        assert_eq!(
+            part_way.cursor(&p),
+            Cursor {
+                tx: Some(703),
+                position: Some(12)
+            }
+        );
+    }
+}
