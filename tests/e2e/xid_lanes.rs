@@ -417,3 +417,48 @@ async fn events_committed_during_xid8_lanes_are_caught_up() {
     .await;
     db.drop().await;
 }
+
+/// A run that cannot use lanes says why, in `plan` and when asked for `--jobs`, and replays
+/// on one connection: here a per-event and a set-based projection in the same run.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_and_rebuild_say_why_a_run_cannot_use_lanes() {
+    let db = fresh_db().await;
+    db.exec("CREATE TABLE totals (LIKE accounts INCLUDING ALL)")
+        .await;
+    append_concurrently(&db, "acc", 3, 10).await;
+    let all = events(&db).await;
+    let p = Config::default()
+        .event("preset", "emmett")
+        .projection(
+            Projection::new("accounts")
+                .option("stream_key", "stream")
+                .option_toml("row_count_tolerance", "100"),
+        )
+        .projection(
+            Projection::new("totals")
+                .option("stream_key", "stream")
+                .option_toml("row_count_tolerance", "100"),
+        )
+        .file("accounts.sql", HANDLERS)
+        .file(
+            "totals.sql",
+            &PER_BATCH.replace("{{accounts}}", "{{totals}}"),
+        )
+        .write();
+    let why = "not in stream lanes: its projections are not all SQL handlers of one kind";
+    p.reproject(&db, "rebuild --dry-run")
+        .await
+        .ok()
+        .stdout_has(&format!("in batches on one connection ({why}"));
+    p.reproject(&db, "rebuild --yes --jobs 2")
+        .await
+        .ok()
+        .stdout_has(&format!("run 1: swapped. {all} events applied"))
+        .stderr_has(
+            "this run cannot use them: its projections are not all SQL handlers of one kind",
+        );
+    db.assert_int("SELECT count(*) FROM reproject.lanes", 0)
+        .await;
+    assert_truth(&db, "true", "one connection").await;
+    db.drop().await;
+}
