@@ -427,11 +427,11 @@ impl Lanes<'_> {
 /// The batches of one per-event lane.
 ///
 /// In `xid8` mode each batch takes the next events of the lane's ordered pass. In the
-/// position modes each batch reads a window of positions, not "the next N events of the lane": the planner
-/// cannot estimate the hash predicate, and for `ORDER BY position LIMIT N` under it chose
-/// parallel sequential scans of the whole range for every batch (half the lanes' time in the
-/// benchmark). A window of positions is an index range scan. It starts `batch_size × lanes`
-/// positions wide and adapts to how many of its events are there.
+/// position modes each batch reads a window of positions, not "the next N events of the
+/// lane": the planner cannot estimate the hash predicate, and for `ORDER BY position LIMIT N`
+/// under it chose parallel sequential scans of the whole range for every batch (half the
+/// lanes' time in the benchmark). A window of positions is an index range scan. It starts
+/// `batch_size × lanes` positions wide and adapts to how many of its events are there.
 struct LaneBatches<'r, 'a> {
     lanes: &'r Lanes<'a>,
     conn: &'r Client,
