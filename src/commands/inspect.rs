@@ -355,26 +355,32 @@ pub(crate) async fn plan_report(
         }
         // pipeline/lanes.rs decides with the run's options; the dry run says whether it can.
         let selected: Vec<_> = plan.order.iter().map(|&i| &config.projections[i]).collect();
-        let stream_scoped = source.lanes_possible()
-            && selected.iter().all(|p| {
-                p.stream_key.is_some()
-                    && p.handlers().is_some()
-                    && !selected
-                        .iter()
-                        .any(|o| o.name != p.name && p.depends_on.contains(&o.name))
-            });
+        let why_not = crate::pipeline::lanes::why_not_configured(config, &plan.order, &source);
+        let stream_scoped = why_not.is_none();
         let set_based = selected.iter().all(|p| p.per_batch());
         let per_event = selected.iter().all(|p| !p.per_batch());
+        // Why not, once a projection declares `stream_key` (its author wants lanes).
+        let not_in_lanes = match why_not {
+            Some(why) if selected.iter().any(|p| p.stream_key.is_some()) => {
+                format!("in batches on one connection (not in stream lanes: {why})")
+            }
+            _ => "in batches".to_string(),
+        };
+        let xid8 = if source.tx.is_some() {
+            ", below the transaction-id cut"
+        } else {
+            ""
+        };
         steps.push(format!(
             "replay {} event(s) up to position {} {}, applying {} in this order",
             counts.events,
             head.map_or("-".into(), |h| h.to_string()),
             if stream_scoped && set_based {
-                "in stream lanes (split by a hash of the stream: one lane per --set-batch-size events, --jobs at a time)"
+                format!("in stream lanes (split by a hash of the stream: one lane per --set-batch-size events, --jobs at a time{xid8})")
             } else if stream_scoped && per_event {
-                "in batches (with --jobs N: in N stream lanes at once, split by a hash of the stream)"
+                format!("in batches (with --jobs N: in N stream lanes at once, split by a hash of the stream{xid8})")
             } else {
-                "in batches"
+                not_in_lanes
             },
             plan.order.iter().map(name).collect::<Vec<_>>().join(" → ")
         ));
@@ -724,7 +730,8 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
         // from before migration 012, which `status` does not migrate).
         let plan = match &run {
             Some(r) if unfinished && lanes_table_exists(&client).await? => {
-                crate::state::lanes::at_checkpoint(&client, r.id, checkpoint).await?
+                let at = runs::cursor(&client, r.id).await?;
+                crate::state::lanes::at_checkpoint(&client, r.id, &at).await?
             }
             _ => None,
         };

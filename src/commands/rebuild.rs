@@ -1108,7 +1108,7 @@ impl Steps<'_> {
             let applied = async {
                 // An unfinished plan of stream lanes at the checkpoint is continued whatever the
                 // options now say: the tables hold its applied lanes, which the checkpoint does not.
-                let mut plan = lanes::at_checkpoint(conn, run_id, start.position).await?;
+                let mut plan = lanes::at_checkpoint(conn, run_id, &start).await?;
                 let why_not = crate::pipeline::lanes::why_not(engine.config, order, projector, source);
                 if plan.is_none() && budget.is_some() && opts.jobs > 1 {
                     reporter.warn(&format!(
@@ -1123,10 +1123,21 @@ impl Steps<'_> {
                     let n = crate::pipeline::lanes::lane_count(counts.events, per_lane, opts.jobs);
                     match (&why_not, bound) {
                         (None, Bound::UpTo(upto)) if n > 1 => {
+                            let upto = Cursor::at(Some(upto));
                             plan = Some(
-                                lanes::create(conn, run_id, start.position, upto, n, counts.events)
+                                lanes::create(conn, run_id, &start, &upto, n, counts.events)
                                     .await?,
                             );
+                        }
+                        // `xid8`: the plan ends at the last event below the cut, in reading
+                        // order; every row up to there is final.
+                        (None, Bound::BelowTx(_)) if n > 1 => {
+                            if let Some(upto) = source.last_cursor(conn, &start, &bound).await? {
+                                plan = Some(
+                                    lanes::create(conn, run_id, &start, &upto, n, counts.events)
+                                        .await?,
+                                );
+                            }
                         }
                         (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
                             "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",

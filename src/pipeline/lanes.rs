@@ -16,8 +16,18 @@
 //!
 //! When (see [`why_not`]): every projection of the run has SQL handlers of one kind (all
 //! set-based or all per event), declares `stream_key`, and reads no other projection of the
-//! run; the events are read by position (not `xid8`, no partial rebuild), no `--max-events`;
-//! and the range is worth splitting (more than one set batch, or `--jobs` above 1).
+//! run; no partial rebuild, no `--max-events`; and the range is worth splitting (more than one
+//! set batch, or `--jobs` above 1).
+//!
+//! Events read in (transaction id, position) order (`xid8`): a plan covers the events below
+//! the cut the bulk replay settled, where every row is final (every transaction below it has
+//! ended), and ends at the last of them in that order; its start, its end and each per-event
+//! lane's cursor are (transaction id, position) pairs, as the run's checkpoint is. Each lane
+//! reads its streams' events in (transaction id, position) order within the plan. A
+//! per-event lane reads them in one ordered pass (read/one_pass.rs): the stores that use
+//! `xid8` have no index in that order, so a batch read past the lane's cursor would scan and
+//! sort the whole range again for every batch. What commits after the cut is caught up after
+//! the plan, on the run's connection, as for the position modes.
 //!
 //! Exactly once: the lanes of a plan partition its events (state/lanes.rs records the plan
 //! before any lane runs); each lane's work commits with its cursor or done mark
@@ -33,7 +43,8 @@ use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::pipeline::batches::{Batches, Policy};
 use crate::pipeline::Engine;
-use crate::read::source::{Bound, Cursor, EventSource};
+use crate::read::one_pass::OnePass;
+use crate::read::source::{next_cursor, Bound, Cursor, EventSource};
 use crate::state::lanes::{self, LanePlan, PendingLane};
 use crate::state::locks::LockClass;
 use crate::state::runs;
@@ -60,7 +71,30 @@ pub(crate) fn why_not(
                 .into(),
         );
     }
+    why_not_configured(config, order, source)
+}
+
+/// Why the run's projections cannot replay in stream lanes, from the config alone (what
+/// `plan` knows; a run also checks the handlers it prepared), or None when they can.
+pub(crate) fn why_not_configured(
+    config: &Config,
+    order: &[usize],
+    source: &EventSource,
+) -> Option<String> {
     let projections: Vec<_> = order.iter().map(|&i| &config.projections[i]).collect();
+    if let Some(p) = projections.iter().find(|p| p.handlers().is_none()) {
+        return Some(format!(
+            "projection `{}` has no SQL handlers (Rust or external projections replay on one connection)",
+            p.name
+        ));
+    }
+    let set_based = projections.iter().filter(|p| p.per_batch()).count();
+    if set_based > 0 && set_based < projections.len() {
+        return Some(
+            "its projections are not all SQL handlers of one kind (all set-based, or all per event)"
+                .into(),
+        );
+    }
     if let Some(p) = projections.iter().find(|p| p.stream_key.is_none()) {
         return Some(format!(
             "projection `{}` declares no `stream_key` (that its rows are written only by the events of one stream)",
@@ -79,10 +113,7 @@ pub(crate) fn why_not(
         }
     }
     if !source.lanes_possible() {
-        return Some(
-            "the events are read in (transaction id, position) order (`xid8`) or for a partial rebuild"
-                .into(),
-        );
+        return Some("a partial rebuild (`--streams`) reads only some streams' events".into());
     }
     None
 }
@@ -127,8 +158,8 @@ impl Lanes<'_> {
     pub async fn apply(&self, plan: &LanePlan, progress_base: u64) -> Result<(Cursor, i64)> {
         let reporter = self.engine.reporter;
         let cancel = &self.engine.cancel;
-        let after = Cursor::at(plan.after);
-        let to = Cursor::at(Some(plan.upto));
+        let after = plan.after_cursor();
+        let to = plan.upto_cursor();
         let set_based = self.projector.set_based_only();
         let queue = Mutex::new(plan.pending.iter().copied().collect::<VecDeque<_>>());
         let stop = AtomicBool::new(false);
@@ -147,7 +178,7 @@ impl Lanes<'_> {
         );
         let workers = self.jobs.clamp(1, plan.pending.len().max(1));
         reporter.step(&format!(
-            "replaying in {} stream lane(s){}, {} at a time (each lane: the events of the streams that hash to it, up to position {})",
+            "replaying in {} stream lane(s){}, {} at a time (each lane: the events of the streams that hash to it, up to {})",
             plan.lanes,
             // A plan continued (after a failure, Ctrl-C or a lost connection): some lanes are
             // done, or a per-event lane is part-way.
@@ -159,7 +190,7 @@ impl Lanes<'_> {
                 String::new()
             },
             workers,
-            plan.upto,
+            to.describe(),
         ));
         reporter.replay_progress(shown.load(Ordering::Relaxed));
         let worker = || async {
@@ -263,10 +294,7 @@ impl Lanes<'_> {
             let mut n = 0;
             for l in &plan.pending {
                 let lane = self.source.in_lane(l.lane, plan.lanes);
-                n += lane
-                    .count(self.conn, &after, &Bound::UpTo(plan.upto))
-                    .await?
-                    .events;
+                n += lane.count(self.conn, &after, &plan.bound()).await?.events;
             }
             n
         } else {
@@ -306,13 +334,25 @@ impl Lanes<'_> {
         (shown, applied_now): (&AtomicU64, &AtomicU64),
         stop: &AtomicBool,
     ) -> Result<()> {
-        let start = match lane.position.or(plan.after) {
-            Some(p) => p,
-            // Before the first event: the window starts just below it.
-            None => match self.source.first(conn).await? {
-                Some(first) => first.saturating_sub(1),
-                None => plan.upto,
-            },
+        let source = self.source.in_lane(lane.lane, plan.lanes);
+        let (start, pass) = match plan.upto_tx {
+            // Position modes: windows of positions (see [`LaneBatches`]).
+            None => {
+                let start = match lane.position.or(plan.after) {
+                    Some(p) => p,
+                    // Before the first event: the window starts just below it.
+                    None => match self.source.first(conn).await? {
+                        Some(first) => first.saturating_sub(1),
+                        None => plan.upto,
+                    },
+                };
+                (Cursor::at(Some(start)), None)
+            }
+            // `xid8`: one ordered pass over the lane's events of the plan.
+            Some(_) => (
+                lane.cursor(plan),
+                Some(OnePass::new(&self.engine.db, &source, plan.bound())),
+            ),
         };
         let batches = LaneBatches {
             lanes: self,
@@ -320,8 +360,13 @@ impl Lanes<'_> {
             projector,
             plan,
             lane: lane.lane,
-            source: self.source.in_lane(lane.lane, plan.lanes),
-            recorded: Mutex::new(lane.position),
+            source: &source,
+            pass: pass.as_ref(),
+            // As recorded: none yet (NULL) until the lane's first batch.
+            recorded: Mutex::new(Cursor {
+                tx: lane.tx,
+                position: lane.position,
+            }),
             width: AtomicI64::new(self.batch_size.saturating_mul(i64::from(plan.lanes)).max(1)),
             shown,
             applied_now,
@@ -333,14 +378,12 @@ impl Lanes<'_> {
             Some(&self.engine.cancel),
         );
         policy.stop = Some(stop);
-        crate::pipeline::batches::drive(
-            conn,
-            &batches,
-            Cursor::at(Some(start)),
-            Bound::UpTo(plan.upto),
-            &policy,
-        )
-        .await?;
+        let driven =
+            crate::pipeline::batches::drive(conn, &batches, start, plan.bound(), &policy).await;
+        if let Some(pass) = &pass {
+            pass.close().await;
+        }
+        driven?;
         Ok(())
     }
 
@@ -383,11 +426,12 @@ impl Lanes<'_> {
 
 /// The batches of one per-event lane.
 ///
-/// Each batch reads a window of positions, not "the next N events of the lane": the planner
-/// cannot estimate the hash predicate, and for `ORDER BY position LIMIT N` under it chose
-/// parallel sequential scans of the whole range for every batch (half the lanes' time in the
-/// benchmark). A window of positions is an index range scan. It starts `batch_size × lanes`
-/// positions wide and adapts to how many of its events are there.
+/// In `xid8` mode each batch takes the next events of the lane's ordered pass. In the
+/// position modes each batch reads a window of positions, not "the next N events of the
+/// lane": the planner cannot estimate the hash predicate, and for `ORDER BY position LIMIT N`
+/// under it chose parallel sequential scans of the whole range for every batch (half the
+/// lanes' time in the benchmark). A window of positions is an index range scan. It starts
+/// `batch_size × lanes` positions wide and adapts to how many of its events are there.
 struct LaneBatches<'r, 'a> {
     lanes: &'r Lanes<'a>,
     conn: &'r Client,
@@ -395,14 +439,40 @@ struct LaneBatches<'r, 'a> {
     plan: &'r LanePlan,
     lane: i32,
     /// The run's event source, narrowed to the lane's streams.
-    source: EventSource,
+    source: &'r EventSource,
+    /// `xid8` mode: the lane's events of the plan, in (transaction id, position) order.
+    pass: Option<&'r OnePass<'r>>,
     /// The lane's recorded cursor, which each batch compares and sets.
-    recorded: Mutex<Option<i64>>,
+    recorded: Mutex<Cursor>,
     /// The width of the next window, in positions.
     width: AtomicI64,
     /// The progress bar, and the events the lanes of this call applied.
     shown: &'r AtomicU64,
     applied_now: &'r AtomicU64,
+}
+
+impl LaneBatches<'_, '_> {
+    /// An `xid8` batch: the next at most `batch_size` events of the lane's pass after `from`,
+    /// applied, the lane's cursor moved to the last of them (compare-and-set). A batch short
+    /// of `batch_size` has read the lane's events to the plan's end: it marks the lane done.
+    async fn next_of_pass(&self, pass: &OnePass<'_>, from: &Cursor) -> Result<tx::End<Step>> {
+        let (conn, plan, batch_size) = (self.conn, self.plan, self.lanes.batch_size);
+        let events = pass.next(from, batch_size).await?;
+        let n = events.len() as i64;
+        let done = n < batch_size;
+        let to = next_cursor(from, pass.upto(), events.last(), done);
+        self.projector.apply(conn, &events).await?;
+        let recorded = *self.recorded.lock().unwrap();
+        let run_id = self.lanes.run_id;
+        lanes::advance(conn, run_id, plan.plan, self.lane, &recorded, &to, n, done).await?;
+        runs::add_events(conn, run_id, n).await?;
+        write_guard::check(conn, self.projector.writes(), from, &to, true).await?;
+        Ok(tx::End::Commit(Step {
+            to,
+            events: n,
+            exhausted: done,
+        }))
+    }
 }
 
 impl Batches for LaneBatches<'_, '_> {
@@ -415,6 +485,9 @@ impl Batches for LaneBatches<'_, '_> {
         let (conn, plan, batch_size) = (self.conn, self.plan, self.lanes.batch_size);
         // Right after BEGIN, as every lane transaction (state/fence.rs).
         crate::state::fence::prove(conn, LockClass::Projection, self.lanes.names).await?;
+        if let Some(pass) = self.pass {
+            return self.next_of_pass(pass, from).await;
+        }
         let at = from.position.unwrap_or(plan.upto);
         let window_end = at
             .saturating_add(self.width.load(Ordering::Relaxed))
@@ -434,11 +507,11 @@ impl Batches for LaneBatches<'_, '_> {
         self.projector.apply(conn, &events).await?;
         let recorded = *self.recorded.lock().unwrap();
         let run_id = self.lanes.run_id;
-        lanes::advance(conn, run_id, plan.plan, self.lane, recorded, new, n, done).await?;
+        let to = Cursor::at(Some(new));
+        lanes::advance(conn, run_id, plan.plan, self.lane, &recorded, &to, n, done).await?;
         // For `reproject status`, while the checkpoint waits for the whole plan; last, so the
         // other lanes wait for this row only until the commit.
         runs::add_events(conn, run_id, n).await?;
-        let to = Cursor::at(Some(new));
         write_guard::check(conn, self.projector.writes(), from, &to, true).await?;
         Ok(tx::End::Commit(Step {
             to,
@@ -457,7 +530,7 @@ impl Batches for LaneBatches<'_, '_> {
     }
 
     fn committed(&self, step: &Step) {
-        *self.recorded.lock().unwrap() = step.to.position;
+        *self.recorded.lock().unwrap() = step.to;
         let batch_size = self.lanes.batch_size;
         let width = self.width.load(Ordering::Relaxed);
         let width = if step.events >= batch_size {

@@ -643,10 +643,43 @@ impl EventSource {
         )
     }
 
-    /// Whether this source can be read in stream lanes: positions only (not `xid8`, whose
-    /// cursors are pairs) and no partial rebuild's stream selection.
+    /// Whether this source can be read in stream lanes: not for a partial rebuild's stream
+    /// selection (in `xid8` mode the lanes' cursors are (transaction id, position) pairs).
     pub fn lanes_possible(&self) -> bool {
-        self.tx.is_none() && self.streams.is_none()
+        self.streams.is_none()
+    }
+
+    /// The last event (that passes the filter) after `after` up to `upto`, in reading order:
+    /// where a plan of stream lanes over that range ends. None when there is none.
+    pub async fn last_cursor(
+        &self,
+        client: &impl GenericClient,
+        after: &Cursor,
+        upto: &Bound,
+    ) -> Result<Option<Cursor>> {
+        let (range, _, params) = self.range(after, upto);
+        let last_first = match &self.tx {
+            Some(tx) => format!("{tx} DESC, {} DESC", self.position),
+            None => format!("{} DESC", self.position),
+        };
+        let sql = format!(
+            "SELECT ({})::text, ({})::bigint FROM {} WHERE {range} AND {} ORDER BY {last_first} LIMIT 1",
+            self.tx.as_deref().unwrap_or("NULL::xid8"),
+            self.position,
+            self.from,
+            self.filter,
+        );
+        let row = client
+            .query_opt(&sql, &refs(&params))
+            .await
+            .with_context(|| format!("cannot read the last event of `{}` to replay", self.table))?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(Cursor {
+                tx: parse_tx(r.get(0))?,
+                position: Some(r.get(1)),
+            }),
+        })
     }
 
     /// Counts the events of a range, and those the filter excludes.

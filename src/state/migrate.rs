@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "late_events",
         include_str!("../../sql/025_late_events.sql"),
     ),
+    (
+        28,
+        "lane_transactions",
+        include_str!("../../sql/028_lane_transactions.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.

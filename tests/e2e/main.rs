@@ -50,3 +50,4 @@ mod tls;
 mod unlogged;
 mod workloads;
 mod write_guard;
+mod xid_lanes;
