@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "late_events",
         include_str!("../../sql/025_late_events.sql"),
     ),
+    (
+        26,
+        "parked_events",
+        include_str!("../../sql/026_parked_events.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.
