@@ -5,10 +5,16 @@
 //!
 //! Design (see also sql/003_live.sql and src/state/live_checkpoints.rs):
 //! - Groups. The selected projections are split into groups connected by dependencies (in
-//!   either direction). A group is applied together, in one transaction per batch, and stops
+//!   either direction). A group is applied together, in one transaction per batch, and waits
 //!   together on a handler error: a reader must never get ahead of, or fall behind, what it
 //!   reads. Independent groups run on, each with its own batches. A selection must hold whole
 //!   groups (else exit 2).
+//! - Parking. The event a handler fails on is recorded (state/parked_events.rs) in the
+//!   transaction that commits the events before it, and its group waits there instead of
+//!   stopping the process (which a supervisor would restart onto the same event forever). The
+//!   runner looks for an operator's decision every second (`reproject skip` / `retry`) and
+//!   acts on it in the batch that moves the checkpoint past the event, exactly once. A new
+//!   runner waits on an open parked event without trying it again.
 //! - Positions. Each projection has its own checkpoint row. Inside a group they normally agree;
 //!   if they do not (a swap of only some of them handed over a new position), the projections
 //!   that are behind are brought up to the next one first, alone, so every projection applies
@@ -221,7 +227,7 @@ enum Step {
     Failed(String, i64),
     /// A handler failed on an event: the events before it were committed, the event is
     /// parked (recorded in the same transaction). `.1`: the events before it, committed.
-    Parked(ParkedEvent, i64),
+    Parked(Box<ParkedEvent>, i64),
     /// A hand-over gave the group tables built with other handlers: rolled back, switch and
     /// try again from the hand-over position.
     Switch(Vec<Change>),
@@ -539,7 +545,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                             }
                         });
                         busy = true;
-                        park(engine, g, event, opts)?
+                        park(engine, g, *event, opts)?
                     }
                 }
             }
@@ -1078,8 +1084,11 @@ struct GroupBatch<'r, 'a> {
     g: &'r Group,
     /// What the batch found, the group's position after it (if known), and whether it acted
     /// on the group's decision.
-    out: std::sync::Mutex<Option<(Attempt, Option<Option<i64>>, bool)>>,
+    out: std::sync::Mutex<Option<Found>>,
 }
+
+/// What a group's batch found, the group's position after it, whether it acted on a decision.
+type Found = (Attempt, Option<Option<i64>>, bool);
 
 impl Batches for GroupBatch<'_, '_> {
     async fn batch(
@@ -1373,7 +1382,7 @@ async fn careful(
             },
         )
         .await?;
-        Ok(Step::Parked(parked, k as i64))
+        Ok(Step::Parked(Box::new(parked), k as i64))
     }
     .await;
     match result {
