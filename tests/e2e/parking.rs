@@ -234,3 +234,41 @@ async fn restarted_runners_wait_and_a_retry_applies_it_after_the_fix() {
     p.reproject(&db, "run --once").await.ok();
     db.drop().await;
 }
+
+/// Two poison events in one batch: skipping the first, the rest of the batch fails on the
+/// second. The careful pass commits up to it with the skip acted on in the same transaction
+/// (the first is skipped once, never applied), and parks the second.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skip_whose_batch_fails_further_on_is_acted_on_once() {
+    let (db, p) = poisoned().await;
+    db.exec("UPDATE events SET data = '{\"amount\": \"sixty\"}' WHERE id = 160")
+        .await;
+    p.reproject(&db, "run --once --batch-size 30")
+        .await
+        .code(1)
+        .stderr_has("event at position 150");
+    p.reproject(&db, "skip tally 150 --reason first").await.ok();
+    p.reproject(&db, "run --once --batch-size 30")
+        .await
+        .code(1)
+        .stderr_has("skipping event at position 150")
+        .stderr_has("parked tally, big at the event at position 160");
+    assert_eq!(db.int(&checkpoint("tally")).await, 159);
+    db.assert_text(
+        "SELECT string_agg(position || ' ' || coalesce(outcome, 'open'), ', ' ORDER BY position) FROM reproject.parked_events",
+        Some("150 skipped, 160 open"),
+    )
+    .await;
+    p.reproject(&db, "skip tally 160 --reason second")
+        .await
+        .ok();
+    p.reproject(&db, "run --once").await.ok();
+    db.exec("UPDATE events SET bad = true WHERE id IN (150, 160)")
+        .await;
+    assert_eq!(
+        tally::expected_differences(&db, "tally").await,
+        0,
+        "every event but the two skipped, once"
+    );
+    db.drop().await;
+}
