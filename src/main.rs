@@ -326,6 +326,58 @@ async fn run(cli: Cli) -> Result<()> {
                 return Err(err);
             }
         }
+        Command::Parked { all } => {
+            let report = commands::parked(&engine, all).await?;
+            if json {
+                print::json(&report)
+            } else {
+                print::parked(&report)
+            }
+        }
+        Command::Skip {
+            projection,
+            position,
+            reason,
+            initiated_by,
+        } => {
+            let by = initiated_by.unwrap_or_else(commands::os_user);
+            let event = commands::decide(
+                &engine,
+                &projection,
+                position,
+                commands::Decision::Skip,
+                &by,
+                Some(&reason),
+            )
+            .await?;
+            if json {
+                print::json(&event)
+            } else {
+                print::decided(&event)
+            }
+        }
+        Command::Retry {
+            projection,
+            position,
+            reason,
+            initiated_by,
+        } => {
+            let by = initiated_by.unwrap_or_else(commands::os_user);
+            let event = commands::decide(
+                &engine,
+                &projection,
+                position,
+                commands::Decision::Retry,
+                &by,
+                reason.as_deref(),
+            )
+            .await?;
+            if json {
+                print::json(&event)
+            } else {
+                print::decided(&event)
+            }
+        }
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled in main before anything connects")
         }

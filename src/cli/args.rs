@@ -77,6 +77,8 @@ pub enum Command {
     Swap(SwapArgs),
     /// Keep projections' live tables current: apply new events as they arrive, with the same
     /// handlers and order as a rebuild. Stops on SIGINT/SIGTERM after the current batch (exit 0).
+    /// An event whose handler fails is parked: its projections wait for `reproject skip` or
+    /// `reproject retry`, the others go on.
     Run(RunArgs),
     /// Put back the tables the newest swap of the config's projections replaced (they were
     /// kept as `x_old`).
@@ -147,6 +149,44 @@ pub enum Command {
         /// that declares `stream_key`; the others are listed with the command to run.
         #[arg(long)]
         repair: bool,
+    },
+    /// List the events that `reproject run` parked after a handler error: the projections
+    /// waiting on each, the event, the error, and the decision taken (pending until `skip` or
+    /// `retry`). Writes nothing.
+    Parked {
+        /// Also the parked events already acted on (skipped, applied, failed again, overtaken).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Decide to skip a parked event: the live runner applies the events of its projections
+    /// without it, moving past it in the same transaction (exactly once). Recorded with who
+    /// and why.
+    Skip {
+        /// A projection waiting on the event (the decision holds for every projection
+        /// connected to it by dependencies).
+        projection: String,
+        /// The position of the parked event.
+        position: i64,
+        /// Why it is skipped (recorded; required).
+        #[arg(long, required = true)]
+        reason: String,
+        /// Who decides (default: $USER, else the OS account); recorded.
+        #[arg(long)]
+        initiated_by: Option<String>,
+    },
+    /// Decide to retry a parked event once its cause is fixed (a handler, a function or a row
+    /// it needs): the live runner applies it again; if it fails again it is parked anew.
+    Retry {
+        /// A projection waiting on the event.
+        projection: String,
+        /// The position of the parked event.
+        position: i64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who decides (default: $USER, else the OS account); recorded.
+        #[arg(long)]
+        initiated_by: Option<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -286,8 +326,9 @@ pub struct RunArgs {
     /// (the live tables are empty), `head` (they are current now) or an event position.
     #[arg(long, value_name = "start|head|N")]
     pub from_position: Option<reproject::commands::StartAt>,
-    /// On a handler error stop only the projection and those connected to it (`projection`),
-    /// or the whole runner (`all`, exit 1).
+    /// On a handler error park the event and let only the projection and those connected to
+    /// it wait for `reproject skip` or `retry` (`projection`), or stop the whole runner
+    /// (`all`, exit 1; the event stays parked).
     #[arg(long, value_parser = ["projection", "all"], default_value = "projection")]
     pub stop_on_error: String,
     /// How long to keep reconnecting while the database is unreachable (a restart, a

@@ -439,7 +439,15 @@ pub fn status(s: &StatusReport) {
                 "{pad} runner: {}, live checkpoint {}, {lag}{}",
                 if r.up { "up" } else { "not running" },
                 opt(&r.checkpoint),
-                if r.stopped { ", STOPPED" } else { "" }
+                // An error the checkpoint has not passed, without a stop: the runner parked
+                // the event there (a batch that moves past it clears the error).
+                if r.stopped {
+                    ", STOPPED"
+                } else if r.last_error.is_some() {
+                    ", PARKED (see `reproject parked`)"
+                } else {
+                    ""
+                }
             );
             if let Some(h) = &r.handlers {
                 println!("{pad} runner applies {h}");
@@ -477,7 +485,71 @@ pub fn run(o: &RunOutcome) {
             ),
             Some(e) => println!("  {}: stopped: {e}", g.projections.join(", ")),
         }
+        if let Some(p) = &g.parked {
+            println!(
+                "  {}: waiting on the parked {} ({})",
+                g.projections.join(", "),
+                p.what(),
+                p.state()
+            );
+        }
     }
+}
+
+pub fn parked(r: &reproject::commands::ParkedReport) {
+    if r.events.is_empty() {
+        println!("no parked events");
+        return;
+    }
+    for e in &r.events {
+        println!(
+            "{} [{}] {}: {}",
+            e.position,
+            e.state(),
+            e.projections.join(", "),
+            e.what()
+        );
+        println!(
+            "  error{}: {}",
+            e.sqlstate
+                .as_deref()
+                .map(|s| format!(" (SQLSTATE {s})"))
+                .unwrap_or_default(),
+            e.error
+        );
+        println!(
+            "  first seen {}, last seen {}, {} failed attempt(s)",
+            e.first_seen_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.last_seen_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.times_seen
+        );
+        match (e.decision, &e.decided_by) {
+            (Some(d), by) => println!(
+                "  {} decided by {} at {}{}{}",
+                d.as_str(),
+                by.as_deref().unwrap_or("?"),
+                opt(&e.decided_at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC"))),
+                e.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default(),
+                e.acted_at
+                    .map(|t| format!("; acted on at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                    .unwrap_or_else(|| "; the runner acts on it at its next look".into())
+            ),
+            (None, _) if e.acted_at.is_some() => {}
+            (None, _) => println!("  decide: {}", e.commands()),
+        }
+    }
+}
+
+pub fn decided(e: &reproject::commands::ParkedEvent) {
+    println!(
+        "{} of {}: {} decided; a running `reproject run` acts on it within seconds (else the next one when it starts)",
+        e.what(),
+        e.projections.join(", "),
+        e.decision.map_or("?", |d| d.as_str())
+    );
 }
 
 /// Who started a run, with the database role(s) it ran as when recorded:

@@ -7,6 +7,7 @@ pub(crate) mod gaps;
 pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod live_handlers;
+pub(crate) mod parked;
 pub(crate) mod rebuild;
 pub(crate) mod rollback;
 pub(crate) mod run;
@@ -19,6 +20,8 @@ pub use crate::pipeline::swap::LockPolicy;
 pub use crate::pipeline::{run_tables, Engine};
 /// A late event as `gaps` reports it.
 pub use crate::state::late_events::LateEvent;
+/// A parked event of the live runner, and an operator's decision on it.
+pub use crate::state::parked_events::{Decision, ParkedEvent};
 /// Where a run stands and the phase it is in, as the outcomes and reports carry them.
 pub use crate::state::runs::{Phase, RunStatus};
 pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntry};
@@ -28,6 +31,7 @@ pub use inspect::{
     history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
     RunnerStatus, StatusReport,
 };
+pub use parked::{decide, parked, ParkedReport};
 pub use rebuild::{rebuild, swap, OutcomeStatus, RebuildOptions, RebuildOutcome, SwapOptions};
 pub use rollback::{cancel, rollback, RollbackOptions, RollbackReport};
 pub use run::{

@@ -5,10 +5,16 @@
 //!
 //! Design (see also sql/003_live.sql and src/state/live_checkpoints.rs):
 //! - Groups. The selected projections are split into groups connected by dependencies (in
-//!   either direction). A group is applied together, in one transaction per batch, and stops
+//!   either direction). A group is applied together, in one transaction per batch, and waits
 //!   together on a handler error: a reader must never get ahead of, or fall behind, what it
 //!   reads. Independent groups run on, each with its own batches. A selection must hold whole
 //!   groups (else exit 2).
+//! - Parking. The event a handler fails on is recorded (state/parked_events.rs) in the
+//!   transaction that commits the events before it, and its group waits there instead of
+//!   stopping the process (which a supervisor would restart onto the same event forever). The
+//!   runner looks for an operator's decision every second (`reproject skip` / `retry`) and
+//!   acts on it in the batch that moves the checkpoint past the event, exactly once. A new
+//!   runner waits on an open parked event without trying it again.
 //! - Positions. Each projection has its own checkpoint row. Inside a group they normally agree;
 //!   if they do not (a swap of only some of them handed over a new position), the projections
 //!   that are behind are brought up to the next one first, alone, so every projection applies
@@ -42,6 +48,7 @@ use crate::state::late_events;
 use crate::state::live_checkpoints;
 use crate::state::locks::LockClass;
 use crate::state::migrate::migrate;
+use crate::state::parked_events::{self, Decision, ParkedEvent};
 use crate::state::runs;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -153,6 +160,8 @@ pub struct GroupOutcome {
     pub position: Option<i64>,
     /// Set when a handler error stopped the group.
     pub error: Option<String>,
+    /// The event the group waits on (parked after a handler error), when the runner ended.
+    pub parked: Option<ParkedEvent>,
 }
 
 /// What a runner did.
@@ -183,6 +192,28 @@ struct Group {
     projector: Option<Projector>,
     error: Option<String>,
     position: Option<i64>,
+    /// Waiting on a parked event for an operator's decision (state/parked_events.rs).
+    parked: Option<Parked>,
+    /// A decision to act on in the batch that passes its event.
+    decided: Option<Decided>,
+}
+
+/// A group waiting on a parked event.
+struct Parked {
+    event: ParkedEvent,
+    /// When the runner last looked for a decision.
+    polled: Instant,
+}
+
+/// How often a parked group looks for a decision.
+const DECISION_POLL: Duration = Duration::from_secs(1);
+
+/// An operator's decision on a parked event, to act on.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    id: i64,
+    position: i64,
+    decision: Decision,
 }
 
 enum Step {
@@ -191,9 +222,12 @@ enum Step {
     Applied(i64),
     /// The checkpoint moved under the batch (a swap handed over): rolled back, try again.
     Moved,
-    /// A handler failed: the events before the failing one were committed, the group stopped.
-    /// `.1`: the events before the failing one, committed.
+    /// The group cannot go on (its checkpoint was removed, another process stopped it).
+    /// `.1`: events committed before.
     Failed(String, i64),
+    /// A handler failed on an event: the events before it were committed, the event is
+    /// parked (recorded in the same transaction). `.1`: the events before it, committed.
+    Parked(Box<ParkedEvent>, i64),
     /// A hand-over gave the group tables built with other handlers: rolled back, switch and
     /// try again from the hand-over position.
     Switch(Vec<Change>),
@@ -337,6 +371,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let source = EventSource::new(&config.events, &resolved);
     start_positions(engine, &conn, &source, &names, opts.from).await?;
     let started = live_checkpoints::claim(&conn, &names).await?;
+    // A group whose event an earlier runner parked waits on it again (no new attempt), or
+    // acts on the decision taken meanwhile.
+    for g in groups.iter_mut() {
+        resume(engine, &conn, g).await?;
+    }
 
     let no_rebuild = BTreeSet::new();
     let target = Target {
@@ -438,6 +477,16 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 if engine.cancel.is_cancelled() {
                     break;
                 }
+                if let Some(p) = &g.parked {
+                    if p.polled.elapsed() < DECISION_POLL {
+                        continue;
+                    }
+                    resume(engine, &conn, g).await?;
+                    if g.parked.is_some() {
+                        continue;
+                    }
+                    busy = true;
+                }
                 let Some(bound) = bound else { continue };
                 let at = Batch {
                     source: &source,
@@ -446,7 +495,20 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     batch_size: opts.batch_size,
                     started,
                 };
-                match step(&conn, &at, g).await? {
+                let (step, acted) = step(&conn, &at, g).await?;
+                if let Some(d) = acted {
+                    engine.reporter.step(&format!(
+                        "{} the parked event at position {} for {}, as decided",
+                        match d.decision {
+                            Decision::Skip => "skipped",
+                            Decision::Retry => "applied",
+                        },
+                        d.position,
+                        g.names.join(", ")
+                    ));
+                    g.decided = None;
+                }
+                match step {
                     Step::Idle => {}
                     Step::Applied(n) => {
                         outcome.batches += 1;
@@ -457,6 +519,10 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                     Step::Moved => {
                         outcome.handovers += 1;
                         busy = true;
+                        if g.decided.is_some() {
+                            // The row may have changed under the batch: read it again.
+                            resume(engine, &conn, g).await?;
+                        }
                     }
                     Step::Switch(changes) => {
                         outcome.handovers += 1;
@@ -469,6 +535,17 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                         outcome.events_applied += committed;
                         stats.applied(gi, committed);
                         stop(engine, g, message, opts)?
+                    }
+                    Step::Parked(event, committed) => {
+                        outcome.events_applied += committed;
+                        stats.applied(gi, committed);
+                        stats.update(|s| {
+                            if let Some(st) = s.groups.get_mut(gi) {
+                                st.errors += 1;
+                            }
+                        });
+                        busy = true;
+                        park(engine, g, *event, opts)?
                     }
                 }
             }
@@ -575,6 +652,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             projections: g.names.clone(),
             position: g.position,
             error: g.error.clone(),
+            parked: g.parked.as_ref().map(|p| p.event.clone()),
         })
         .collect();
     let failed: Vec<&GroupOutcome> = outcome
@@ -595,6 +673,29 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             err = err.caused_by(g.error.as_deref().unwrap_or_default());
         }
         return Err(err);
+    }
+    let parked: Vec<&ParkedEvent> = outcome
+        .groups
+        .iter()
+        .filter_map(|g| g.parked.as_ref())
+        .collect();
+    if opts.once && !parked.is_empty() {
+        let mut err = Error::runtime(format!(
+            "caught up, but {} wait(s) on a parked event",
+            parked
+                .iter()
+                .map(|e| e.projections.join(", "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        for e in &parked {
+            err = err.caused_by(format!("{} failed: {}", e.what(), e.error));
+        }
+        let commands: Vec<String> = parked.iter().map(|e| e.commands()).collect();
+        return Err(err.with_hint(format!(
+            "decide, then run again: {}; `reproject parked` lists them",
+            commands.join("; ")
+        )));
     }
     Ok(outcome)
 }
@@ -844,6 +945,8 @@ fn groups(config: &Config, order: &[usize], selected: &BTreeSet<usize>) -> Resul
                     projector: None,
                     error: None,
                     position: None,
+                    parked: None,
+                    decided: None,
                 },
             )),
         }
@@ -925,8 +1028,9 @@ struct Batch<'a> {
 }
 
 /// One batch of one group, in one transaction with its checkpoint: one batch of the batch
-/// loop (pipeline/batches.rs) per group and round, so independent groups take turns.
-async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
+/// loop (pipeline/batches.rs) per group and round, so independent groups take turns. Also
+/// returns the decision on a parked event that the batch acted on, if it did.
+async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<(Step, Option<Decided>)> {
     // Outside the batch's transaction: a rolled-back batch must not take the server loop's
     // temporary functions with it.
     if g.projector.is_none() {
@@ -957,7 +1061,7 @@ async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
         &policy,
     )
     .await?;
-    let (attempt, position) = batches
+    let (attempt, position, acted) = batches
         .out
         .into_inner()
         .unwrap()
@@ -965,8 +1069,9 @@ async fn step(conn: &Client, at: &Batch<'_>, g: &mut Group) -> Result<Step> {
     if let Some(position) = position {
         g.position = position;
     }
+    let acted = acted.then_some(g.decided).flatten();
     match attempt {
-        Attempt::Done(step) => Ok(step),
+        Attempt::Done(step) => Ok((step, acted)),
         Attempt::HandlerFailed(failed) => careful(conn, at.target, g, *failed).await,
     }
 }
@@ -977,9 +1082,13 @@ struct GroupBatch<'r, 'a> {
     conn: &'r Client,
     at: &'r Batch<'a>,
     g: &'r Group,
-    /// What the batch found, and the group's position after it (if known).
-    out: std::sync::Mutex<Option<(Attempt, Option<Option<i64>>)>>,
+    /// What the batch found, the group's position after it (if known), and whether it acted
+    /// on the group's decision.
+    out: std::sync::Mutex<Option<Found>>,
 }
+
+/// What a group's batch found, the group's position after it, whether it acted on a decision.
+type Found = (Attempt, Option<Option<i64>>, bool);
 
 impl Batches for GroupBatch<'_, '_> {
     async fn batch(
@@ -990,7 +1099,8 @@ impl Batches for GroupBatch<'_, '_> {
     ) -> Result<tx::End<crate::apply::sql::Step>> {
         fence::prove(self.conn, LockClass::Runner, &self.g.names).await?;
         let mut position = None;
-        let attempt = batch(self.conn, self.at, self.g, &mut position).await?;
+        let mut acted = false;
+        let attempt = batch(self.conn, self.at, self.g, &mut position, &mut acted).await?;
         // Only an applied batch commits; one that found nothing to do or its checkpoint
         // moved, or whose handlers failed, rolls back (the failed one is then tried event by
         // event).
@@ -1006,7 +1116,7 @@ impl Batches for GroupBatch<'_, '_> {
             Attempt::Done(Step::Applied(_)) => tx::End::Commit(step),
             _ => tx::End::RollBack(step),
         };
-        *self.out.lock().unwrap() = Some((attempt, position));
+        *self.out.lock().unwrap() = Some((attempt, position, acted));
         Ok(end)
     }
 
@@ -1029,6 +1139,8 @@ struct FailedBatch {
     from: Option<i64>,
     upto: i64,
     events: Vec<Event>,
+    /// The event left out by an operator's `skip` decision, if the batch held it.
+    skipped: Option<i64>,
     error: Error,
 }
 
@@ -1039,12 +1151,13 @@ enum Attempt {
 
 /// One batch of group `g` in the open transaction; `position` gets the group's position when
 /// the batch learns it (the furthest of its checkpoints, or where an applied batch of the
-/// whole group ended).
+/// whole group ended); `acted` is set when it acted on the group's decision on a parked event.
 async fn batch(
     conn: &Client,
     at: &Batch<'_>,
     g: &Group,
     position_out: &mut Option<Option<i64>>,
+    acted: &mut bool,
 ) -> Result<Attempt> {
     let (source, target, bound, batch_size) = (at.source, at.target, at.bound, at.batch_size);
     let cps = live_checkpoints::read(conn, &g.names).await?;
@@ -1107,7 +1220,7 @@ async fn batch(
         .map(|&i| target.config.projections[i].name.clone())
         .collect();
     // A position bound (xid8 is refused), so it reads by position.
-    let events = source
+    let mut events = source
         .read_batch(conn, &Cursor::at(from), &Bound::UpTo(upto), batch_size)
         .await?;
     // Fewer events than asked for: the range is exhausted, move past trailing filtered ones.
@@ -1115,6 +1228,17 @@ async fn batch(
         upto
     } else {
         events.last().map_or(upto, |e| e.position)
+    };
+    // An operator decided to skip a parked event: the batch is applied without it, and the
+    // decision is marked acted on in this transaction, which moves the checkpoint past it.
+    let skipped = match g.decided {
+        Some(d)
+            if d.decision == Decision::Skip && events.iter().any(|e| e.position == d.position) =>
+        {
+            events.retain(|e| e.position != d.position);
+            Some(d.position)
+        }
+        _ => None,
     };
     let whole = subset.len() == g.order.len();
     let partial;
@@ -1137,10 +1261,13 @@ async fn batch(
             from,
             upto: new,
             events,
+            skipped,
             error,
         })));
     }
-    if !live_checkpoints::advance(conn, &names, from, new, events.len() as i64).await? {
+    if !live_checkpoints::advance(conn, &names, from, new, events.len() as i64).await?
+        || !act_on(conn, g.decided, new, acted).await?
+    {
         return Ok(Attempt::Done(Step::Moved));
     }
     write_guard::check(
@@ -1165,8 +1292,10 @@ async fn careful(
     target: &Target<'_>,
     g: &mut Group,
     f: FailedBatch,
-) -> Result<Step> {
+) -> Result<(Step, Option<Decided>)> {
     tx::begin(conn, "cannot begin a batch").await?;
+    let decided = g.decided;
+    let mut acted = false;
     // Where the checkpoint stands once the transaction commits: the group's position must say
     // so (status lines, metrics and the outcome report it), also when it stops here.
     let mut reached: Option<i64> = None;
@@ -1212,37 +1341,61 @@ async fn careful(
         .await?;
         let Some((k, error)) = failing else {
             let n = f.events.len() as i64;
-            if !live_checkpoints::advance(conn, &f.names, f.from, f.upto, n).await? {
+            if !live_checkpoints::advance(conn, &f.names, f.from, f.upto, n).await?
+                || !act_on(conn, decided, f.upto, &mut acted).await?
+            {
                 return Ok(Step::Moved);
             }
             reached = Some(f.upto);
             return Ok(Step::Applied(n));
         };
-        let at = f.events[k].position;
-        if k > 0 {
-            let done = f.events[k - 1].position;
-            if !live_checkpoints::advance(conn, &f.names, f.from, done, k as i64).await? {
+        let failed = &f.events[k];
+        let at = failed.position;
+        // Everything below the failing event is done: the events before it, and the one an
+        // operator decided to skip.
+        let done = (k > 0)
+            .then(|| f.events[k - 1].position)
+            .max(f.skipped.filter(|&s| s < at));
+        if let Some(done) = done {
+            if !live_checkpoints::advance(conn, &f.names, f.from, done, k as i64).await?
+                || !act_on(conn, decided, done, &mut acted).await?
+            {
                 return Ok(Step::Moved);
             }
             reached = Some(done);
         }
-        // The whole group stops: its other projections must not get ahead of this one.
+        // The whole group waits: its other projections must not get ahead of this one.
         let message = std::iter::once(error.message.clone())
             .chain(error.causes.iter().cloned())
             .collect::<Vec<_>>()
             .join("; ");
-        live_checkpoints::record_error(conn, &g.names, at, &message).await?;
-        Ok(Step::Failed(message, k as i64))
+        live_checkpoints::record_error(conn, &g.names, at, &message, false).await?;
+        let parked = parked_events::record(
+            conn,
+            &g.names,
+            &parked_events::Failure {
+                position: at,
+                stream: failed.stream.as_deref(),
+                event_type: failed.event_type.as_deref(),
+                error: &message,
+                sqlstate: error.sqlstate(),
+            },
+        )
+        .await?;
+        Ok(Step::Parked(Box::new(parked), k as i64))
     }
     .await;
     match result {
-        Ok(Step::Moved) => tx::end(conn, Ok(tx::End::RollBack(Step::Moved))).await,
+        Ok(Step::Moved) => Ok((
+            tx::end(conn, Ok(tx::End::RollBack(Step::Moved))).await?,
+            None,
+        )),
         Ok(step) => {
             let step = tx::end(conn, Ok(tx::End::Commit(step))).await?;
             if reached.is_some() {
                 g.position = reached;
             }
-            Ok(step)
+            Ok((step, acted.then_some(decided).flatten()))
         }
         Err(e) => {
             let _ = conn.batch_execute("ROLLBACK").await;
@@ -1250,6 +1403,131 @@ async fn careful(
             Err(if conn.is_closed() { e } else { f.error })
         }
     }
+}
+
+/// Marks the decision on a parked event acted on, in the batch's transaction, once the
+/// checkpoint `reached` its event: exactly once, as the checkpoint moves past it only once.
+/// False if the row is not open with that decision any more (the caller rolls back).
+async fn act_on(
+    conn: &Client,
+    decided: Option<Decided>,
+    reached: i64,
+    acted: &mut bool,
+) -> Result<bool> {
+    let Some(d) = decided.filter(|d| reached >= d.position) else {
+        return Ok(true);
+    };
+    let outcome = match d.decision {
+        Decision::Skip => "skipped",
+        Decision::Retry => "applied",
+    };
+    if !parked_events::act(conn, d.id, d.decision, outcome).await? {
+        return Ok(false);
+    }
+    *acted = true;
+    Ok(true)
+}
+
+/// Reads where group `g` stands with parked events (at start, while parked, and when a
+/// decision could not be acted on): the open row of its projections, if any, makes it wait
+/// (pending) or act (decided). A row its checkpoints are already past (a swap handed over
+/// tables that hold the event) is closed as `overtaken`. Reports what changed.
+async fn resume(engine: &Engine<'_>, conn: &Client, g: &mut Group) -> Result<()> {
+    let open = parked_events::open_for(conn, &g.names).await?;
+    let cps = live_checkpoints::read(conn, &g.names).await?;
+    let lowest = cps.iter().map(|c| c.position).min().flatten();
+    let was_parked = g.parked.is_some();
+    g.decided = None;
+    let Some(event) = open else {
+        g.parked = None;
+        return Ok(());
+    };
+    if lowest.is_some_and(|l| l >= event.position) {
+        parked_events::overtaken(conn, event.id).await?;
+        engine.reporter.warn(&format!(
+            "the parked {} of {} is behind their live checkpoints now (a swap handed over tables that hold it): no longer waiting on it",
+            event.what(),
+            g.names.join(", ")
+        ));
+        g.parked = None;
+        return Ok(());
+    }
+    match event.decision {
+        None => {
+            if !was_parked {
+                engine.reporter.warn(&format!(
+                    "{} wait on the parked {} since {} ({} failed attempt(s)): {}; {}",
+                    g.names.join(", "),
+                    event.what(),
+                    event.first_seen_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    event.times_seen,
+                    event.error,
+                    event.commands()
+                ));
+            }
+            g.parked = Some(Parked {
+                event,
+                polled: Instant::now(),
+            });
+        }
+        Some(decision) => {
+            engine.reporter.step(&format!(
+                "{} {}: {} decided by {}{}",
+                match decision {
+                    Decision::Skip => "skipping",
+                    Decision::Retry => "retrying",
+                },
+                event.what(),
+                decision.as_str(),
+                event.decided_by.as_deref().unwrap_or("?"),
+                event
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ));
+            g.parked = None;
+            g.decided = Some(Decided {
+                id: event.id,
+                position: event.position,
+                decision,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Parks group `g` on `event` after a handler error, loudly (or stops the whole runner, with
+/// `--stop-on-error all`: the event stays recorded, so a restarted runner waits on it).
+fn park(engine: &Engine<'_>, g: &mut Group, event: ParkedEvent, opts: &RunOptions) -> Result<()> {
+    let message = format!(
+        "parked {} at the {}: {}",
+        g.names.join(", "),
+        event.what(),
+        event.error
+    );
+    if opts.stop_on_error == StopOnError::All {
+        engine.reporter.warn(&message);
+        g.error = Some(event.error.clone());
+        return Err(Error::runtime(format!(
+            "stopped the runner on a handler error (--stop-on-error all): {}",
+            event.error
+        ))
+        .with_hint(format!(
+            "the {} is parked: a restarted runner waits on it; {}",
+            event.what(),
+            event.commands()
+        )));
+    }
+    engine.reporter.warn(&format!(
+        "{message}; they wait for a decision (the other projections go on): {}",
+        event.commands()
+    ));
+    g.parked = Some(Parked {
+        event,
+        polled: Instant::now(),
+    });
+    Ok(())
 }
 
 /// How often a runner held back by an open transaction says so.
@@ -1300,7 +1578,7 @@ impl Held {
 async fn lowest(conn: &Client, groups: &[Group]) -> Result<Option<i64>> {
     let names: Vec<String> = groups
         .iter()
-        .filter(|g| g.error.is_none())
+        .filter(|g| g.error.is_none() && g.parked.is_none())
         .flat_map(|g| g.names.iter().cloned())
         .collect();
     let cps = live_checkpoints::read(conn, &names).await?;

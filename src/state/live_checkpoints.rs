@@ -184,18 +184,21 @@ pub async fn set_handlers(
     Ok(())
 }
 
-/// Stops projections after a handler error at `position`; the message is what `status` shows.
+/// Records a handler error at `position`, the message `status` shows; with `stop`, stops the
+/// projections too (a parked group is not stopped: its checkpoint moves again once an operator
+/// decides, and a batch that moves it clears the error).
 pub async fn record_error(
     client: &impl GenericClient,
     projections: &[String],
     position: i64,
     message: &str,
+    stop: bool,
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE reproject.live_checkpoints SET stopped = true, last_error = $3, \
+            "UPDATE reproject.live_checkpoints SET stopped = stopped OR $4, last_error = $3, \
                  last_error_position = $2, last_error_at = now() WHERE projection = ANY ($1)",
-            &[&projections, &position, &message],
+            &[&projections, &position, &message, &stop],
         )
         .await
         .context("cannot record the handler error")?;

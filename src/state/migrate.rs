@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/025_late_events.sql"),
     ),
     (
+        26,
+        "parked_events",
+        include_str!("../../sql/026_parked_events.sql"),
+    ),
+    (
         28,
         "lane_transactions",
         include_str!("../../sql/028_lane_transactions.sql"),

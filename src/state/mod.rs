@@ -8,6 +8,7 @@ pub mod late_events;
 pub mod live_checkpoints;
 pub mod locks;
 pub mod migrate;
+pub mod parked_events;
 pub mod runs;
 pub mod shapes;
 

@@ -336,9 +336,9 @@ pub async fn three_projections(db: &TestDb, kinds_extra: &str) -> Project {
         .write()
 }
 
-/// A handler error stops its projection and the one that reads it, at the failing event, with
-/// the error in state and in `status`; the independent projection keeps going. After the event
-/// is fixed, a new runner retries from the failing event.
+/// A handler error parks the event: its projection and the one that reads it wait just before
+/// it, with the error in state and in `status`; the independent projection keeps going. After
+/// the event is fixed and `reproject retry` decided, a new runner applies it.
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_handler_stops_only_its_group() {
     let db = tally::db(100).await;
@@ -351,7 +351,8 @@ async fn failing_handler_stops_only_its_group() {
         .await;
     let out = p.reproject(&db, "run --once --batch-size 30").await;
     out.code(1)
-        .stderr_has("tally, big stopped on an error")
+        .stderr_has("tally, big wait(s) on a parked event")
+        .stderr_has("reproject retry tally 150")
         .stderr_has("projection `tally` failed on event at position 150")
         .stderr_has("invalid input syntax for type bigint");
     let cp = |name: &str| {
@@ -373,18 +374,18 @@ async fn failing_handler_stops_only_its_group() {
             .unwrap()["runner"]
             .clone()
     };
-    assert_eq!(runner("tally")["stopped"], true);
+    assert_eq!(runner("tally")["stopped"], false, "parked, not stopped");
     assert_eq!(runner("tally")["last_error_position"], 150);
     assert!(runner("tally")["last_error"]
         .as_str()
         .unwrap()
         .contains("forty-two"));
-    assert_eq!(runner("big")["stopped"], true);
+    assert_eq!(runner("big")["last_error_position"], 150);
     assert_eq!(runner("kinds")["stopped"], false);
     assert_eq!(runner("tally")["lag_events"], 51);
     let text = p.reproject(&db, "status").await;
     text.ok()
-        .stdout_has("STOPPED")
+        .stdout_has("PARKED")
         .stdout_has("runner error at position 150");
 
     // Running only part of a dependency group is refused.
@@ -395,6 +396,7 @@ async fn failing_handler_stops_only_its_group() {
 
     db.exec("UPDATE events SET data = '{\"amount\": 42}' WHERE id = 150")
         .await;
+    p.reproject(&db, "retry tally 150").await.ok();
     p.reproject(&db, "run --once").await.ok();
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     let status = p.reproject(&db, "status --json").await.ok().json();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET `path` on 127.0.0.1:`port`: the status code and the body.
-async fn get(port: u16, path: &str) -> (u16, String) {
+pub async fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the metrics port {port}: {e}"));
@@ -30,13 +30,13 @@ async fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `series` (name and labels) in a `/metrics` body.
-fn sample(body: &str, series: &str) -> Option<f64> {
+pub fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Scrapes until `series` has value `want`, or panics after 20 s with the last body.
-async fn wait_for_sample(port: u16, series: &str, want: f64) -> String {
+pub async fn wait_for_sample(port: u16, series: &str, want: f64) -> String {
     let until = Instant::now() + Duration::from_secs(20);
     // The runner listens once it has read its config: until then the port refuses.
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -175,7 +175,7 @@ async fn a_busy_metrics_port_is_refused() {
     db.drop().await;
 }
 
-/// A projection stopped on a handler error: `/health` answers 503 naming it and the event,
+/// A projection parked on a handler error: `/health` answers 503 naming it and the event,
 /// its error counter and up gauge say so, and the independent projection keeps counting.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_projection_fails_the_health_check() {
@@ -230,7 +230,7 @@ async fn a_stopped_projection_fails_the_health_check() {
     );
     let (status, health) = get(port, "/health").await;
     assert_eq!(status, 503, "{health}");
-    assert!(health.contains("stopped: tally, big:"), "{health}");
+    assert!(health.contains("parked: tally, big:"), "{health}");
     assert!(health.contains("position 150"), "{health}");
     let out = runner.stop().await;
     out.ok();

@@ -36,7 +36,7 @@ impl Alive {
     }
 }
 
-/// `alive: a → b at 120, lag 3 events, 41.5 events/s; c stopped at 7`.
+/// `alive: a → b at 120, lag 3 events, 41.5 events/s; c stopped at 7; d parked at 9 (...)`.
 fn format_line(s: &Snapshot, before: &[u64], secs: f64) -> String {
     let groups: Vec<String> = s
         .groups
@@ -47,6 +47,11 @@ fn format_line(s: &Snapshot, before: &[u64], secs: f64) -> String {
             let names = g.projections.join(" → ");
             if g.stopped.is_some() {
                 return format!("{names} stopped at {at}");
+            }
+            if let Some(p) = g.parked_position {
+                return format!(
+                    "{names} parked at {at} (event {p} waits for `reproject skip` or `retry`)"
+                );
             }
             let rate =
                 (g.applied - before.get(i).copied().unwrap_or(0).min(g.applied)) as f64 / secs;
@@ -85,11 +90,19 @@ mod tests {
                     stopped: Some("boom".into()),
                     ..GroupStats::default()
                 },
+                GroupStats {
+                    projections: vec!["d".into()],
+                    position: Some(9),
+                    parked: Some("event at position 10 ...".into()),
+                    parked_position: Some(10),
+                    ..GroupStats::default()
+                },
             ],
         };
         assert_eq!(
             format_line(&s, &[100], 10.0),
-            "alive: a → b at 140, lag 10 events, 20.0 events/s; c stopped at 7"
+            "alive: a → b at 140, lag 10 events, 20.0 events/s; c stopped at 7; \
+             d parked at 9 (event 10 waits for `reproject skip` or `retry`)"
         );
     }
 

@@ -54,7 +54,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "reproject_errors_total",
         "counter",
-        "Handler errors that stopped the projection since the runner started.",
+        "Handler errors that stopped or parked the projection since the runner started.",
         &|g| Some(g.errors as f64),
     );
     per_projection(
@@ -89,11 +89,18 @@ pub fn render(s: &Snapshot) -> String {
     );
     per_projection(
         &mut out,
+        "reproject_parked_events",
+        "gauge",
+        "Events the projection waits on, parked after a handler error until `reproject skip` or `retry` (0 or 1).",
+        &|g| Some(if g.parked.is_some() { 1.0 } else { 0.0 }),
+    );
+    per_projection(
+        &mut out,
         "reproject_projection_up",
         "gauge",
-        "1 while the projection is applied, 0 once an error stopped it.",
+        "1 while the projection is applied, 0 once an error stopped or parked it.",
         &|g| {
-            Some(if g.stopped.is_none() && s.up {
+            Some(if g.stopped.is_none() && g.parked.is_none() && s.up {
                 1.0
             } else {
                 0.0
@@ -103,16 +110,19 @@ pub fn render(s: &Snapshot) -> String {
     out
 }
 
-/// The `/health` answer: 200 `ok` while every projection runs, 503 naming the stopped ones
-/// (or saying the runner is not applying events) otherwise.
+/// The `/health` answer: 200 `ok` while every projection runs, 503 naming the stopped and
+/// parked ones (or saying the runner is not applying events) otherwise.
 pub fn health(s: &Snapshot) -> (u16, String) {
     let stopped: Vec<String> = s
         .groups
         .iter()
         .filter_map(|g| {
-            g.stopped
-                .as_ref()
-                .map(|why| format!("stopped: {}: {why}\n", g.projections.join(", ")))
+            let names = g.projections.join(", ");
+            match (&g.stopped, &g.parked) {
+                (Some(why), _) => Some(format!("stopped: {names}: {why}\n")),
+                (None, Some(what)) => Some(format!("parked: {names}: {what}\n")),
+                (None, None) => None,
+            }
         })
         .collect();
     if !stopped.is_empty() {
@@ -180,6 +190,7 @@ mod tests {
         assert!(text.contains("reproject_lag_events{projection=\"odd\\\"name\"} 120\n"));
         assert!(text.contains("reproject_errors_total{projection=\"odd\\\"name\"} 1\n"));
         assert!(text.contains("reproject_projection_up{projection=\"odd\\\"name\"} 0\n"));
+        assert!(text.contains("reproject_parked_events{projection=\"tally\"} 0\n"));
         assert!(text.contains(
             "reproject_last_batch_timestamp_seconds{projection=\"tally\"} 1700000000.500\n"
         ));
@@ -204,6 +215,16 @@ mod tests {
         let mut s = snapshot();
         s.groups.truncate(1);
         assert_eq!(health(&s), (200, "ok\n".into()));
+        s.groups[0].parked = Some("event at position 101 (type `added`, stream `s1`): boom".into());
+        let (code, body) = health(&s);
+        assert_eq!(code, 503);
+        assert_eq!(
+            body,
+            "parked: tally, big: event at position 101 (type `added`, stream `s1`): boom\n"
+        );
+        assert!(render(&s).contains("reproject_parked_events{projection=\"big\"} 1\n"));
+        assert!(render(&s).contains("reproject_projection_up{projection=\"big\"} 0\n"));
+        s.groups[0].parked = None;
         s.up = false;
         assert_eq!(health(&s).0, 503);
     }

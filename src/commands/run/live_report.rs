@@ -32,6 +32,11 @@ pub(super) async fn after_round(
                 st.errors += 1;
             }
             st.stopped.clone_from(&g.error);
+            st.parked = g
+                .parked
+                .as_ref()
+                .map(|p| format!("{}: {}", p.event.what(), p.event.error));
+            st.parked_position = g.parked.as_ref().map(|p| p.event.position);
         }
     });
     let line_due = alive.due();

@@ -12,7 +12,7 @@ pub struct GroupStats {
     pub projections: Vec<String>,
     /// Events applied (committed) since the runner started.
     pub applied: u64,
-    /// Handler errors that stopped the group (it stops on the first, so 0 or 1 per start).
+    /// Handler errors that stopped or parked the group.
     pub errors: u64,
     /// The live checkpoint.
     pub position: Option<i64>,
@@ -23,6 +23,10 @@ pub struct GroupStats {
     pub lag_seconds: Option<f64>,
     /// Why the group stopped, if it did.
     pub stopped: Option<String>,
+    /// The parked event the group waits on (`event at position N (...): error`), if any.
+    pub parked: Option<String>,
+    /// Its position.
+    pub parked_position: Option<i64>,
 }
 
 impl GroupStats {
