@@ -11,6 +11,7 @@ pub async fn run(
     table: Option<&str>,
     output: Option<&Path>,
     force: bool,
+    json: bool,
 ) -> Result<()> {
     // Refused before connecting: a config someone edited is worth more than a fresh guess.
     if let Some(path) = output {
@@ -23,8 +24,24 @@ pub async fn run(
     for note in &starter.notes {
         eprintln!("note: {note}");
     }
+    // With --json, stdout gets what was found (and the config's text when it is not written
+    // to a file) as the versioned object every command prints.
+    let print_json = |written: Option<&Path>| {
+        super::print::json(&serde_json::json!({
+            "table": starter.table,
+            "preset": starter.preset,
+            "missing": starter.missing,
+            "notes": starter.notes,
+            "output": written.map(|p| p.display().to_string()),
+            "config": if written.is_none() { Some(&starter.toml) } else { None },
+        }))
+    };
     let Some(path) = output else {
-        print!("{}", starter.toml);
+        if json {
+            print_json(None);
+        } else {
+            print!("{}", starter.toml);
+        }
         return warn_missing(&starter.missing, "the config");
     };
     let mut file = if force {
@@ -59,6 +76,9 @@ pub async fn run(
         ),
     }
     eprintln!("next: add a projection (see the commented [[projection]]) and run `reproject plan`");
+    if json {
+        print_json(Some(path));
+    }
     warn_missing(&starter.missing, &format!("`{}`", path.display()))
 }
 
