@@ -130,7 +130,7 @@ impl Reporter for TermReporter {
             // Under a replay bar, a second bar would garble both: that wait is logged.
             let spinner = (self.bars && s.bar.is_none()).then(|| {
                 let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());
+                spinner.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").unwrap());
                 spinner.enable_steady_tick(Duration::from_millis(200));
                 spinner
             });

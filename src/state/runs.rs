@@ -459,7 +459,9 @@ pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64
         )
         .await
         .context("cannot record the run")?;
-    Ok(row.get(0))
+    let id = row.get(0);
+    log_phase(id, Phase::Clone.as_str());
+    Ok(id)
 }
 
 pub(crate) fn hostname() -> Option<String> {
