@@ -36,12 +36,12 @@ fn main() {
             e.exit()
         }
     };
+    cli::log::init(cli.verbose, cli.log_format);
     // Generated from the CLI definition; needs no config, database or runtime.
     if let Some(code) = cli::docs::run(&cli.command, cli.json) {
         std::process::exit(code);
     }
     let json = cli.json;
-    cli::log::init(cli.verbose, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

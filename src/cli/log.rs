@@ -120,10 +120,16 @@ fn json_str(s: &str) -> String {
 
 /// A notice of the binary itself (an interruption): a text line, or a JSON line at `WARN`.
 pub fn notice(text: &str) {
+    line("WARN", "", text);
+}
+
+/// A line of the binary's own on stderr: `label` and `text` (`note: `, `warning: `), or a
+/// JSON line at `level` with the text alone.
+pub fn line(level: &str, label: &str, text: &str) {
     if json() {
-        json_line("WARN", text, serde_json::Map::new());
+        json_line(level, text, serde_json::Map::new());
     } else {
-        write_stderr(format!("{text}\n").as_bytes());
+        write_stderr(format!("{}\n", super::style::paint(&format!("{label}{text}"))).as_bytes());
     }
 }
 
