@@ -56,6 +56,30 @@ async fn repeated_lock_attempts_collapse_into_one_summary() {
         "{repeats} lines for {attempts} attempts:\n{err}"
     );
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+
+    // The same wait in JSON lines: its first round and its summary, each one object.
+    p.reproject(&db, "rebuild --yes --no-swap").await.ok();
+    let blocker = hold_share_lock(&db).await;
+    let child = p.spawn(&db, "--log-format json swap --yes");
+    wait_for_swap_phase(&db).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let out = child.output().await;
+    out.ok();
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
+    assert_eq!(kinds("waiting"), 1, "{}", out.stderr);
+    assert_eq!(kinds("wait_over"), 1, "{}", out.stderr);
+    let over = lines.iter().find(|l| l["kind"] == "wait_over").unwrap();
+    assert_eq!(over["level"], "WARN", "{over}");
+    assert!(
+        over["message"].as_str().unwrap().contains("long-report"),
+        "{over}"
+    );
     db.drop().await;
 }
 

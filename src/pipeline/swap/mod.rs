@@ -207,9 +207,14 @@ async fn lock_attempts(
         // the lock budget: nothing is locked while waiting.
         if !standby_left.is_zero() {
             let t = Instant::now();
-            let waited =
-                crate::pipeline::swap::standby::before_lock(client, standby_left, reporter, cancel)
-                    .await;
+            let waited = crate::pipeline::swap::standby::before_lock(
+                client,
+                standby_left,
+                reporter,
+                cancel,
+                attempt == 0,
+            )
+            .await;
             let spent = t.elapsed();
             standby_left = standby_left.saturating_sub(spent);
             started += spent;
