@@ -302,7 +302,7 @@ lock_times() {
         die "reproject history --json failed"
     # -c does not interpolate psql variables; a script does.
     q -tA -v j="$json" -f <(printf '%s\n' "select coalesce(r->>'lock_wait_ms', '-'), coalesce(r->>'lock_hold_ms', '-')
-                                             from (select :'j'::jsonb -> 0 as r) x") | tr '|' ' '
+                                             from (select :'j'::jsonb -> 'runs' -> 0 as r) x") | tr '|' ' '
 }
 
 check_zero() {

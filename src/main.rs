@@ -36,12 +36,12 @@ fn main() {
             e.exit()
         }
     };
+    cli::log::init(cli.verbose, cli.log_format);
     // Generated from the CLI definition; needs no config, database or runtime.
     if let Some(code) = cli::docs::run(&cli.command, cli.json) {
         std::process::exit(code);
     }
     let json = cli.json;
-    init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,7 +57,7 @@ fn main() {
                         "the connection to PostgreSQL was lost, and nothing after the last commit was kept: `reproject status` shows where each run stands; `reproject rebuild --resume` continues an unfinished rebuild, `reproject swap` a rebuild awaiting its swap",
                     );
                 }
-                eprintln!("{}", cli::style::paint(&err.to_string()));
+                cli::log::error(&err);
                 if json {
                     print::error_json(&err);
                 }
@@ -66,23 +66,6 @@ fn main() {
         }
     });
     std::process::exit(code);
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "reproject=info,warn",
-        _ => "reproject=debug,info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // tracing's own colours follow the same rule: none in files, pipes, or with NO_COLOR.
-        .with_ansi(cli::style::enabled())
-        .with_target(false)
-        .init();
 }
 
 /// First Ctrl-C / SIGTERM: stop after the current batch. Second: stop at once (the open
@@ -102,10 +85,12 @@ fn watch_signals(cancel: Cancel) {
             }
             count += 1;
             if count == 1 {
-                eprintln!("interrupted: stopping after the current batch (again to stop at once)");
+                cli::log::notice(
+                    "interrupted: stopping after the current batch (again to stop at once)",
+                );
                 cancel.cancel();
             } else {
-                eprintln!("interrupted again: stopping now; the open batch is rolled back");
+                cli::log::notice("interrupted again: stopping now; the open batch is rolled back");
                 std::process::exit(130);
             }
         }
@@ -123,7 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
             force,
         } => {
             let db_url = cli.database_url.as_deref();
-            return cli::init::run(db_url, table.as_deref(), output.as_deref(), *force).await;
+            return cli::init::run(db_url, table.as_deref(), output.as_deref(), *force, json).await;
         }
         Command::Check { projections } => {
             let db_url = cli.database_url.as_deref();
@@ -399,20 +384,7 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             if json {
-                // The runs only, as before scopes existed: scripts read an array; each run
-                // with the shape changes it made.
-                let runs: Vec<serde_json::Value> = report
-                    .runs
-                    .iter()
-                    .map(|r| {
-                        let mut v = serde_json::to_value(r).unwrap_or_default();
-                        let shapes: Vec<_> =
-                            report.shapes.iter().filter(|s| s.run_id == r.id).collect();
-                        v["shapes"] = serde_json::json!(shapes);
-                        v
-                    })
-                    .collect();
-                print::json(&runs)
+                print::json(&print::history_json(&report))
             } else {
                 print::history(&report)
             }

@@ -3,6 +3,7 @@
 //! terminal and log lines elsewhere; tests and library users can implement it as they like.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Receives progress from the engine. Every method has a default that does nothing.
 pub trait Reporter: Send + Sync {
@@ -16,6 +17,33 @@ pub trait Reporter: Send + Sync {
     fn replay_progress(&self, _done: u64) {}
     /// The current replay ended.
     fn replay_finished(&self) {}
+    /// One more round of a wait that repeats (the swap asking again for its locks): the
+    /// caller may collapse the rounds of one `key` into one updating line and a summary. By
+    /// default each round is a warning, as before waits had their own event.
+    fn waiting(&self, wait: &Waiting<'_>) {
+        self.warn(wait.message)
+    }
+    /// The wait `key` is over. `summary` says how it went ("took the locks after 7 attempts
+    /// over 12.3 s; blocked by ..."), or is `None` when it ended in an error, which says it.
+    /// Only called for a wait that had at least one [`Reporter::waiting`] round.
+    fn wait_over(&self, _key: &str, summary: Option<&str>) {
+        if let Some(summary) = summary {
+            self.warn(summary)
+        }
+    }
+}
+
+/// One round of a repeated wait, for [`Reporter::waiting`].
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// Names the wait: rounds with the same key are the same wait (`lock tally`).
+    pub key: &'a str,
+    /// How many rounds so far, this one included (1-based).
+    pub attempt: u32,
+    /// Since the wait began.
+    pub elapsed: Duration,
+    /// This round in words: what was tried and what blocks it.
+    pub message: &'a str,
 }
 
 /// A reporter that reports nothing.

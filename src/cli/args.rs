@@ -30,13 +30,26 @@ pub struct Cli {
     /// Print only errors, warnings and data (no progress).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    /// More log output: -v the phases with their timings, each batch, the lock waits; -vv also
+    /// reproject's statements with their timings and every SQL statement sent. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Print the result as JSON on stdout (every command but `completions` and `man`); on
     /// failure, the error as JSON on stdout as well (the human text stays on stderr).
     #[arg(long, global = true)]
     pub json: bool,
+    /// How stderr is written: `text` (lines for people, progress bars on a terminal) or `json`
+    /// (one JSON object per line with timestamp, level and message: log events, steps,
+    /// warnings and the error; no progress bars), for containers and journald.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        env = "REPROJECT_LOG_FORMAT"
+    )]
+    pub log_format: super::log::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

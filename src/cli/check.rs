@@ -59,7 +59,7 @@ fn print_verdict(report: &PlanReport) {
         println!("ok  {}: {}; {builds}", p.name, tables.join(", "));
     }
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        super::log::line("WARN", "warning: ", w);
     }
     println!(
         "config ok: {} projection(s), {} event(s) to replay from {}",

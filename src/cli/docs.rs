@@ -14,7 +14,7 @@ pub fn run(command: &Command, json: bool) -> Option<i32> {
             "`completions` and `man` print a shell script or a man page; they have no JSON output",
         )
         .with_hint("run them without `--json`");
-        eprintln!("{}", super::style::paint(&err.to_string()));
+        super::log::error(&err);
         super::print::error_json(&err);
         return Some(err.kind.exit_code());
     }

@@ -11,6 +11,7 @@ pub async fn run(
     table: Option<&str>,
     output: Option<&Path>,
     force: bool,
+    json: bool,
 ) -> Result<()> {
     // Refused before connecting: a config someone edited is worth more than a fresh guess.
     if let Some(path) = output {
@@ -21,10 +22,26 @@ pub async fn run(
     let db = Db::from_url_or_env(database_url)?;
     let starter = reproject::commands::init(&db, table).await?;
     for note in &starter.notes {
-        eprintln!("note: {note}");
+        super::log::line("INFO", "note: ", note);
     }
+    // With --json, stdout gets what was found (and the config's text when it is not written
+    // to a file) as the versioned object every command prints.
+    let print_json = |written: Option<&Path>| {
+        super::print::json(&serde_json::json!({
+            "table": starter.table,
+            "preset": starter.preset,
+            "missing": starter.missing,
+            "notes": starter.notes,
+            "output": written.map(|p| p.display().to_string()),
+            "config": if written.is_none() { Some(&starter.toml) } else { None },
+        }))
+    };
     let Some(path) = output else {
-        print!("{}", starter.toml);
+        if json {
+            print_json(None);
+        } else {
+            print!("{}", starter.toml);
+        }
         return warn_missing(&starter.missing, "the config");
     };
     let mut file = if force {
@@ -46,19 +63,27 @@ pub async fn run(
     file.write_all(starter.toml.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::runtime(format!("cannot write `{}`", path.display())).caused_by(e))?;
-    match &starter.preset {
-        Some(preset) => eprintln!(
+    let wrote = match &starter.preset {
+        Some(preset) => format!(
             "wrote {}: the `{preset}` preset for `{}`",
             path.display(),
             starter.table
         ),
-        None => eprintln!(
+        None => format!(
             "wrote {}: the columns of `{}`, each with why it was chosen",
             path.display(),
             starter.table
         ),
+    };
+    super::log::line("INFO", "", &wrote);
+    super::log::line(
+        "INFO",
+        "",
+        "next: add a projection (see the commented [[projection]]) and run `reproject plan`",
+    );
+    if json {
+        print_json(Some(path));
     }
-    eprintln!("next: add a projection (see the commented [[projection]]) and run `reproject plan`");
     warn_missing(&starter.missing, &format!("`{}`", path.display()))
 }
 
@@ -74,9 +99,13 @@ fn refuse_existing(path: &Path) -> Error {
 /// cannot start before they are filled in.
 fn warn_missing(missing: &[&str], where_: &str) -> Result<()> {
     if !missing.is_empty() {
-        eprintln!(
-            "warning: no column found for `{}`: fill in the commented key(s) in {where_}",
-            missing.join("`, `")
+        super::log::line(
+            "WARN",
+            "warning: ",
+            &format!(
+                "no column found for `{}`: fill in the commented key(s) in {where_}",
+                missing.join("`, `")
+            ),
         );
     }
     Ok(())

@@ -4,6 +4,7 @@ pub mod args;
 pub mod check;
 pub mod docs;
 pub mod init;
+pub mod log;
 pub mod print;
 pub mod prompt;
 pub mod reporter;

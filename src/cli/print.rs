@@ -31,8 +31,8 @@ pub fn thousands(n: i64) -> String {
 /// meaning; new fields may appear within a version.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Prints `value` as JSON with `format_version` in it: in the object, or, for a list (the
-/// runs `history` prints, an array since before the version existed), in each of its objects.
+/// Prints `value` as JSON with `format_version` in it: in the object, or, for a list, in each
+/// of its objects (every command prints an object; a list is kept versioned all the same).
 pub fn json<T: serde::Serialize>(value: &T) {
     let value = versioned(serde_json::to_value(value).expect("serialisable"));
     println!(
@@ -562,6 +562,26 @@ fn who(by: &str, session: &Option<String>, current: &Option<String>) -> String {
     }
 }
 
+/// `history --json`: the report's object (`runs`, `other_runs`, `named`), each run with the
+/// shape changes it made in its `shapes`.
+pub fn history_json(report: &HistoryReport) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = report
+        .runs
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            let shapes: Vec<_> = report.shapes.iter().filter(|s| s.run_id == r.id).collect();
+            v["shapes"] = serde_json::json!(shapes);
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "runs": runs,
+        "other_runs": report.other_runs,
+        "named": report.named,
+    })
+}
+
 pub fn history(report: &HistoryReport) {
     if report.runs.is_empty() && report.other_runs == 0 {
         println!("no runs recorded");
@@ -610,14 +630,13 @@ pub fn history(report: &HistoryReport) {
             println!("    {}", partial.describe());
         }
         println!(
-            "    events {}, positions {}..{}, swap position {}, rows before {}, after {}",
+            "    events {}, positions {}..{}, swap position {}, rows {}",
             thousands(r.events_applied),
             r.start_position
                 .map_or("start".to_string(), |p| p.to_string()),
             opt(&r.target_position),
             opt(&r.swap_position),
-            r.rows_before,
-            r.rows_after
+            row_counts(&r.rows_before, &r.rows_after)
         );
         if let Some(checks) = r.checks.as_array().filter(|c| !c.is_empty()) {
             let passed = checks.iter().filter(|c| c["passed"] == true).count();
@@ -663,6 +682,28 @@ pub fn history(report: &HistoryReport) {
             println!("    error: {}", e.lines().next().unwrap_or(""));
         }
     }
+}
+
+/// A run's row counts per table, before and after, in words: `` `tally` 10,482 → 10,490 ``
+/// (`-` where a count is missing: no live table before, not rebuilt yet).
+fn row_counts(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let mut tables: Vec<&String> = before
+        .as_object()
+        .into_iter()
+        .chain(after.as_object())
+        .flat_map(|m| m.keys())
+        .collect();
+    tables.sort();
+    tables.dedup();
+    if tables.is_empty() {
+        return "-".to_string();
+    }
+    let count = |v: &serde_json::Value, t: &str| v[t].as_i64().map_or("-".to_string(), thousands);
+    tables
+        .iter()
+        .map(|t| format!("`{t}` {} → {}", count(before, t), count(after, t)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `reproject gaps`: the gaps passed, the late events found in them, the repairs.
@@ -733,6 +774,20 @@ mod tests {
         assert_eq!(v["error"]["causes"][0], "run 3 holds `tally`");
         assert_eq!(v["error"]["hint"], "wait");
         assert!(v["error"]["sqlstate"].is_null());
+    }
+
+    #[test]
+    fn row_counts_read_as_before_and_after() {
+        let before = serde_json::json!({"tally": 10482, "b": 1});
+        let after = serde_json::json!({"tally": 10490});
+        assert_eq!(
+            super::row_counts(&before, &after),
+            "`b` 1 → -, `tally` 10,482 → 10,490"
+        );
+        assert_eq!(
+            super::row_counts(&serde_json::json!({}), &serde_json::Value::Null),
+            "-"
+        );
     }
 
     #[test]

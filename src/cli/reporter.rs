@@ -1,17 +1,28 @@
 //! The terminal side of [`reproject::progress::Reporter`]: progress bars on a terminal, a log
-//! line every few seconds elsewhere (CI logs, cron mail), nothing with `--quiet`.
+//! line every few seconds elsewhere (CI logs, cron mail), JSON lines with `--log-format json`,
+//! nothing but warnings with `--quiet`.
+//!
+//! A wait that repeats (the swap asking again for its locks) is one updating line on a
+//! terminal and, in a log, its first round, a reminder at most every [`WAIT_LOG_EVERY`], and
+//! the summary once it is over: never one line per attempt.
 
+use super::log;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reproject::progress::Reporter;
+use reproject::progress::{Reporter, Waiting};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often a log repeats a wait that goes on.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub struct TermReporter {
     quiet: bool,
-    tty: bool,
+    /// Progress bars and updating lines: stderr is a terminal, no `--quiet`, text logs.
+    bars: bool,
+    /// `--log-format json`.
+    json: bool,
     state: Mutex<State>,
 }
 
@@ -23,24 +34,71 @@ struct State {
     done: u64,
     started: Option<Instant>,
     last_log: Option<Instant>,
+    wait: Option<Wait>,
+}
+
+/// The wait going on.
+struct Wait {
+    key: String,
+    /// Its updating line (on a terminal).
+    spinner: Option<ProgressBar>,
+    /// When a log last got a line about it.
+    last_line: Instant,
 }
 
 impl TermReporter {
     pub fn new(quiet: bool) -> Self {
+        let json = log::json();
         TermReporter {
             quiet,
-            tty: std::io::stderr().is_terminal(),
+            bars: !quiet && !json && std::io::stderr().is_terminal(),
+            json,
             state: Mutex::new(State::default()),
         }
     }
 
-    fn line(&self, text: &str) {
-        let state = self.state.lock().unwrap();
-        let text = super::style::paint(text);
-        match &state.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+    /// A line about the command: `level` is `INFO` (a step) or `WARN`; `text` without its
+    /// label. JSON lines carry `kind` and `fields`.
+    fn emit(&self, level: &str, kind: &str, text: &str, fields: serde_json::Value) {
+        if self.json {
+            let mut map = match fields {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            map.insert("kind".into(), kind.into());
+            log::json_line(level, text, map);
+            return;
         }
+        let label = if level == "WARN" { "warning: " } else { "-> " };
+        let text = super::style::paint(&format!("{label}{text}"));
+        log::write_stderr(format!("{text}\n").as_bytes());
+    }
+
+    /// The bar now on screen (the replay's, else a wait's line), for the text log lines.
+    fn show(state: &State) {
+        let bar = state
+            .bar
+            .clone()
+            .or_else(|| state.wait.as_ref().and_then(|w| w.spinner.clone()));
+        log::set_bar(bar);
+    }
+
+    fn end_wait(state: &mut State) {
+        if let Some(spinner) = state.wait.take().and_then(|w| w.spinner) {
+            spinner.finish_and_clear();
+        }
+        Self::show(state);
+    }
+}
+
+impl Drop for TermReporter {
+    /// An error ends the command with its message right after: clear the lines first.
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = state.bar.take() {
+            bar.finish_and_clear();
+        }
+        Self::end_wait(&mut state);
     }
 }
 
@@ -56,12 +114,84 @@ fn rate(done: u64, since: Option<Instant>) -> f64 {
 impl Reporter for TermReporter {
     fn step(&self, message: &str) {
         if !self.quiet {
-            self.line(&format!("-> {message}"));
+            self.emit("INFO", "step", message, serde_json::Value::Null);
         }
     }
 
     fn warn(&self, message: &str) {
-        self.line(&format!("warning: {message}"));
+        self.emit("WARN", "warning", message, serde_json::Value::Null);
+    }
+
+    fn waiting(&self, wait: &Waiting<'_>) {
+        let mut s = self.state.lock().unwrap();
+        let first = s.wait.as_ref().is_none_or(|w| w.key != wait.key);
+        if first {
+            Self::end_wait(&mut s);
+            // Under a replay bar, a second bar would garble both: that wait is logged.
+            let spinner = (self.bars && s.bar.is_none()).then(|| {
+                let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                spinner.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").unwrap());
+                spinner.enable_steady_tick(Duration::from_millis(200));
+                spinner
+            });
+            s.wait = Some(Wait {
+                key: wait.key.to_string(),
+                spinner,
+                last_line: Instant::now(),
+            });
+            Self::show(&s);
+        }
+        let w = s.wait.as_mut().expect("set above");
+        if let Some(spinner) = &w.spinner {
+            spinner.set_message(format!(
+                "{} ({:.1} s so far)",
+                wait.message,
+                wait.elapsed.as_secs_f64()
+            ));
+            return;
+        }
+        if !first && w.last_line.elapsed() < WAIT_LOG_EVERY {
+            return;
+        }
+        w.last_line = Instant::now();
+        drop(s);
+        let text = if first {
+            wait.message.to_string()
+        } else {
+            format!(
+                "still waiting ({} attempts over {:.1} s): {}",
+                wait.attempt,
+                wait.elapsed.as_secs_f64(),
+                wait.message
+            )
+        };
+        self.emit(
+            "WARN",
+            "waiting",
+            &text,
+            serde_json::json!({
+                "wait": wait.key,
+                "attempt": wait.attempt,
+                "elapsed_ms": wait.elapsed.as_millis() as u64,
+            }),
+        );
+    }
+
+    fn wait_over(&self, key: &str, summary: Option<&str>) {
+        {
+            let mut s = self.state.lock().unwrap();
+            if s.wait.as_ref().is_some_and(|w| w.key == key) {
+                Self::end_wait(&mut s);
+            }
+        }
+        if let Some(summary) = summary {
+            self.emit(
+                "WARN",
+                "wait_over",
+                summary,
+                serde_json::json!({ "wait": key }),
+            );
+        }
     }
 
     fn replay_started(&self, label: &str, total: u64) {
@@ -71,7 +201,7 @@ impl Reporter for TermReporter {
         s.done = 0;
         s.started = Some(Instant::now());
         s.last_log = Some(Instant::now());
-        if self.quiet || !self.tty {
+        if !self.bars {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -85,6 +215,7 @@ impl Reporter for TermReporter {
         bar.set_message(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         s.bar = Some(bar);
+        Self::show(&s);
     }
 
     fn replay_progress(&self, done: u64) {
@@ -112,10 +243,23 @@ impl Reporter for TermReporter {
         } else {
             0.0
         };
-        eprintln!(
-            "{}: {done}/{} events ({pct:.0}%), {r:.0} events/s, ETA {eta:.0}s",
-            s.label, s.total
-        );
+        let (label, total) = (s.label.clone(), s.total);
+        drop(s);
+        let text =
+            format!("{label}: {done}/{total} events ({pct:.0}%), {r:.0} events/s, ETA {eta:.0}s");
+        if self.json {
+            self.emit(
+                "INFO",
+                "progress",
+                &text,
+                serde_json::json!({
+                    "replay": label, "done": done, "total": total,
+                    "events_per_second": r.round(), "eta_seconds": eta.round(),
+                }),
+            );
+        } else {
+            log::write_stderr(format!("{text}\n").as_bytes());
+        }
     }
 
     fn replay_finished(&self) {
@@ -123,14 +267,18 @@ impl Reporter for TermReporter {
         if let Some(bar) = s.bar.take() {
             bar.finish_and_clear();
         }
-        if !self.quiet {
-            let secs = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            eprintln!(
-                "-> {}: {} events in {secs:.1}s ({:.0} events/s)",
-                s.label,
-                s.done,
-                rate(s.done, s.started)
-            );
+        Self::show(&s);
+        if self.quiet {
+            return;
         }
+        let secs = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let (label, done, r) = (s.label.clone(), s.done, rate(s.done, s.started));
+        drop(s);
+        self.emit(
+            "INFO",
+            "replay_finished",
+            &format!("{label}: {done} events in {secs:.1}s ({r:.0} events/s)"),
+            serde_json::json!({ "replay": label, "events": done, "seconds": secs }),
+        );
     }
 }

@@ -73,7 +73,9 @@ pub(crate) async fn end<T>(client: &Client, result: Result<End<T>>) -> Result<T>
                 End::Commit(v) => ("COMMIT", "cannot commit", v),
                 End::RollBack(v) => ("ROLLBACK", "cannot roll back", v),
             };
+            let started = std::time::Instant::now();
             client.batch_execute(statement).await.context(failed)?;
+            tracing::debug!("{statement} in {} ms", started.elapsed().as_millis());
             Ok(v)
         }
         Err(e) => {
@@ -94,6 +96,7 @@ pub(crate) async fn run<T, Fut>(
 where
     Fut: Future<Output = Result<T>>,
 {
+    let started = std::time::Instant::now();
     begin(client, context).await?;
     let result = match fence {
         Some(f) => match (f.prove)(client, f.projections).await {
@@ -102,7 +105,20 @@ where
         },
         None => work().await,
     };
-    finish(client, result).await
+    let ok = result.is_ok();
+    let ended = finish(client, result).await;
+    // `-vv`: each transaction's whole duration (BEGIN to COMMIT), named by its context.
+    tracing::debug!(
+        "transaction ({}) {} in {} ms",
+        context.strip_prefix("cannot ").unwrap_or(context),
+        if ok && ended.is_ok() {
+            "committed"
+        } else {
+            "rolled back"
+        },
+        started.elapsed().as_millis()
+    );
+    ended
 }
 
 /// One batch of a replay: `work` in its own transaction, which ends as the work decides
@@ -120,8 +136,11 @@ where
     Fut: Future<Output = Result<End<T>>>,
 {
     let once = || async {
+        let started = std::time::Instant::now();
         begin(client, "cannot begin a batch").await?;
-        end(client, work().await).await
+        let ended = end(client, work().await).await;
+        tracing::debug!("batch transaction: {} ms", started.elapsed().as_millis());
+        ended
     };
     match retry {
         _ if !own_transaction => work().await.map(End::into_inner),

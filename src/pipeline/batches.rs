@@ -145,6 +145,7 @@ pub(crate) async fn drive(
             break Ended::Reached;
         }
         batches_left = batches_left.map(|n| n - 1);
+        let started = std::time::Instant::now();
         // A serialization failure, deadlock or lock timeout rolls the batch back; the same
         // batch is tried again (with its checkpoint, so still exactly once).
         let retry = policy.retry.as_ref().map(|(faults, reporter)| tx::Retry {
@@ -165,8 +166,25 @@ pub(crate) async fn drive(
         )
         .await?;
         if !committed {
+            tracing::info!(
+                "batch after {}: rolled back, nothing kept ({} ms)",
+                from.describe(),
+                started.elapsed().as_millis()
+            );
             break Ended::RolledBack;
         }
+        // `-v`: every batch, where it went and how long it took (commit included).
+        tracing::info!(
+            from = from.position,
+            to = step.to.position,
+            events = step.events,
+            ms = started.elapsed().as_millis() as u64,
+            "batch after {}: {} event(s) up to {} in {} ms",
+            from.describe(),
+            step.events,
+            step.to.describe(),
+            started.elapsed().as_millis()
+        );
         from = step.to;
         events += step.events;
         if let Some(b) = budget.as_mut() {

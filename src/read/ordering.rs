@@ -315,22 +315,44 @@ impl<'a> Cut<'a> {
         let mut reported = started;
         let mut pause = Duration::from_millis(10);
         let mut target = None;
+        // The reminders below are one repeated wait: an updating line on a terminal.
+        let key = format!("{}: open transactions", self.who());
+        let rounds = std::cell::Cell::new(0u32);
+        let over = |summary: Option<&str>| {
+            if rounds.get() > 0 {
+                reporter.wait_over(&key, summary);
+            }
+        };
         loop {
-            let hold = self.gap_aware(client, at).await?;
+            let hold = match self.gap_aware(client, at).await {
+                Ok(hold) => hold,
+                Err(e) => {
+                    over(None);
+                    return Err(e);
+                }
+            };
             let Some(head) = hold.head else {
+                over(None);
                 return Ok(None);
             };
             let target = *target.get_or_insert(head);
             if hold.bound.is_some_and(|b| b >= target) {
+                over(Some(&format!(
+                    "{}: the open transactions ended after {:.1} s; replaying up to position {target}",
+                    self.who(),
+                    started.elapsed().as_secs_f64()
+                )));
                 return Ok(hold.bound.map(Bound::UpTo));
             }
             if cancel.is_cancelled() {
+                over(None);
                 return Err(Error::interrupted(format!(
                     "{}: cancelled while waiting for open transactions",
                     self.who()
                 )));
             }
             if started.elapsed() >= max_wait {
+                over(None);
                 reporter.warn(&format!(
                     "positions after {} cannot be proven final yet ({}); replaying up to there, the rest follows when they end",
                     hold.bound.map_or("the start".into(), |b| b.to_string()),
@@ -340,12 +362,18 @@ impl<'a> Cut<'a> {
             }
             if reported.elapsed() >= SETTLE_REPORT_EVERY {
                 reported = Instant::now();
-                reporter.warn(&format!(
-                    "holding at {}: a gap below position {head} can still be filled by {}",
-                    hold.bound
-                        .map_or("the start".into(), |b| format!("position {b}")),
-                    hold.describe()
-                ));
+                rounds.set(rounds.get() + 1);
+                reporter.waiting(&crate::progress::Waiting {
+                    key: &key,
+                    attempt: rounds.get(),
+                    elapsed: started.elapsed(),
+                    message: &format!(
+                        "holding at {}: a gap below position {head} can still be filled by {}",
+                        hold.bound
+                            .map_or("the start".into(), |b| format!("position {b}")),
+                        hold.describe()
+                    ),
+                });
             }
             Cancel::sleep(Some(cancel), pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));

@@ -459,7 +459,9 @@ pub async fn insert(client: &impl GenericClient, new: &NewRun<'_>) -> Result<i64
         )
         .await
         .context("cannot record the run")?;
-    Ok(row.get(0))
+    let id = row.get(0);
+    log_phase(id, Phase::Clone.as_str());
+    Ok(id)
 }
 
 pub(crate) fn hostname() -> Option<String> {
@@ -634,7 +636,7 @@ pub async fn supersede(
         .context("cannot update earlier runs")
 }
 
-/// Records the phase a run is in.
+/// Records the phase a run is in. With `-v`, logs it with how long the phase before took.
 pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase) -> Result<()> {
     client
         .execute(
@@ -643,7 +645,32 @@ pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase) -> Re
         )
         .await
         .context("cannot record the run's phase")?;
+    log_phase(id, phase.as_str());
     Ok(())
+}
+
+/// The phase each run of this process is in and since when: the one place every phase
+/// change passes, so `-v` gets each phase's duration without timers in every command.
+fn log_phase(id: i64, phase: &str) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static SINCE: Mutex<Option<HashMap<i64, (String, Instant)>>> = Mutex::new(None);
+    let mut since = SINCE.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = since
+        .get_or_insert_with(HashMap::new)
+        .insert(id, (phase.to_string(), Instant::now()));
+    match previous {
+        Some((before, at)) => tracing::info!(
+            run = id,
+            phase,
+            previous = before.as_str(),
+            previous_ms = at.elapsed().as_millis() as u64,
+            "run {id}: phase {phase} (phase {before} took {} ms)",
+            at.elapsed().as_millis()
+        ),
+        None => tracing::info!(run = id, phase, "run {id}: phase {phase}"),
+    }
 }
 
 /// Records a status; statuses other than `running` stamp `finished_at`. Fenced: only the

@@ -100,7 +100,7 @@ async fn partial_rebuild_warns_about_readers() {
         "warning: projection `receipts` reads `customers` but is not part of this rebuild",
     );
     p.reproject(&db, "rebuild --yes receipts").await.ok();
-    let runs = p.reproject(&db, "history --json").await.ok().json();
+    let runs = p.reproject(&db, "history --json").await.ok().json()["runs"].clone();
     assert_eq!(runs[0]["projections"], serde_json::json!(["receipts"]));
     assert!(db.exists("receipts_old").await && !db.exists("customers_old").await);
     db.drop().await;

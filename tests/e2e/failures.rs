@@ -34,7 +34,7 @@ async fn handler_failure_names_the_event() {
     db.assert_int("SELECT sum(total)::bigint FROM tally", live_before)
         .await;
     assert!(!db.exists("tally_old").await);
-    let run = p.reproject(&db, "history --json").await.ok().json();
+    let run = p.reproject(&db, "history --json").await.ok().json()["runs"].clone();
     assert_eq!(run[0]["status"], "failed");
     assert!(run[0]["error"].as_str().unwrap().contains("position 417"));
     let status = p.reproject(&db, "status --json").await.ok().json();
@@ -60,7 +60,7 @@ async fn failing_check_refuses_the_swap() {
         .stderr_has("nothing was swapped");
     assert!(db.exists("tally_rebuild").await, "kept for inspection");
     assert!(!db.exists("tally_old").await);
-    let runs = p.reproject(&db, "history --json").await.ok().json();
+    let runs = p.reproject(&db, "history --json").await.ok().json()["runs"].clone();
     assert_eq!(runs[0]["status"], "checks_failed");
     let checks = runs[0]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
@@ -73,7 +73,7 @@ async fn failing_check_refuses_the_swap() {
         .ok()
         .stdout_has("swapped");
     assert!(db.exists("tally_old").await);
-    let runs = p.reproject(&db, "history --json").await.ok().json();
+    let runs = p.reproject(&db, "history --json").await.ok().json()["runs"].clone();
     assert_eq!(
         runs[0]["options"]["skip_checks"], true,
         "the override is recorded"

@@ -49,6 +49,11 @@ async fn init_detects_the_marten_and_message_db_presets() {
             "a preset needs no column keys:\n{}",
             out.stdout
         );
+        // --json: what was found, the config's text in `config`, versioned like every command.
+        let v = p.reproject(&db, "init --json").await.ok().json();
+        assert_eq!(v["format_version"], 1, "{v}");
+        assert_eq!(v["preset"], preset, "{v}");
+        assert_eq!(v["config"].as_str(), Some(out.stdout.as_str()), "{v}");
         db.drop().await;
     }
 }

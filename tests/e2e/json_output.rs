@@ -60,8 +60,15 @@ async fn every_command_prints_versioned_json_and_errors_as_json() {
 
     let rebuilt = versioned(p.reproject(&db, "rebuild --yes --json").await.ok());
     assert_eq!(rebuilt["status"], "swapped", "{rebuilt}");
+    // An object like every other command's: the runs, and the runs left out of scope.
     let history = versioned(p.reproject(&db, "--json history").await.ok());
-    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(
+        history["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+    assert_eq!(history["runs"][0]["status"], "swapped", "{history}");
+    assert_eq!(history["other_runs"], 0, "{history}");
     versioned(p.reproject(&db, "run --once --json").await.ok());
     let sql = versioned(p.reproject(&db, "run --print-notify-sql --json").await.ok());
     assert!(sql["sql"].as_str().unwrap().contains("CREATE"), "{sql}");

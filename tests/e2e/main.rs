@@ -32,6 +32,7 @@ mod lockhold;
 mod metrics;
 mod one_pass;
 mod ordering;
+mod output;
 mod parking;
 mod partial;
 mod partitioned;

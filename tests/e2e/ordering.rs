@@ -137,7 +137,7 @@ async fn rebuild_under_writers(db: &TestDb, project: &Project) -> serde_json::Va
     out.ok();
     assert!(written > 50, "the writers wrote only {written} events");
     let history = project.reproject(db, "history --json").await;
-    history.ok().json()[0].clone()
+    history.ok().json()["runs"][0].clone()
 }
 
 /// Gap-aware mode (the default) on a plain bigserial: the swapped table equals a from-scratch
@@ -274,7 +274,7 @@ async fn a_rolled_back_position_is_passed_and_recorded() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     rebuild.output().await.ok();
     let run = project.reproject(&db, "history --json").await;
-    let run = run.ok().json()[0].clone();
+    let run = run.ok().json()["runs"][0].clone();
     assert_eq!(run["swap_position"], 111);
     assert_eq!(tally::expected_differences(&db, "tally").await, 0);
     db.assert_int("SELECT count(*) FROM reproject.gaps WHERE run_id = 1 AND from_position = 101 AND to_position = 101", 1).await;

@@ -52,7 +52,8 @@ async fn w1_per_batch_handlers_equal_the_seed_reference_at_any_batch_size() {
     let history = reproject(&db, &config, &["history", "--json"])
         .await
         .ok()
-        .json();
+        .json()["runs"]
+        .clone();
     assert_eq!(history[0]["options"]["set_batch_size"], 1_000_000);
 
     // Corrupt the live table again, then rebuild with batches of 997 events (postings' events

@@ -400,7 +400,7 @@ async fn initiated_by_falls_back_to_the_os_account_and_the_role_is_recorded() {
         Some(format!("{account} / postgres / postgres"))
     );
     let history = p.reproject(&db, "history --json").await;
-    let runs = history.ok().json();
+    let runs = history.ok().json()["runs"].clone();
     assert_eq!(runs[0]["db_session_user"], "postgres");
     assert_eq!(runs[0]["initiated_by"], account.as_str());
     p.reproject(&db, "history")

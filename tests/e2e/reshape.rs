@@ -320,7 +320,7 @@ async fn plan_shows_the_change_history_records_it_and_it_is_applied_once() {
         .await
         .ok()
         .stdout_has("new shape of `balances`: renamed column owner → owner_id; added column currency text; added index balances_by_currency");
-    let history = p.reproject(db, "history --json").await.ok().json();
+    let history = p.reproject(db, "history --json").await.ok().json()["runs"].clone();
     let shapes = &history[0]["shapes"];
     assert_eq!(shapes[0]["run_id"], 1, "{history:#}");
     assert_eq!(shapes[0]["ddl"], V2);

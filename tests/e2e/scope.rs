@@ -63,7 +63,7 @@ async fn cleanup_history_and_rollback_keep_to_the_config() {
         .stdout_has("run 1 [swapped] tally")
         .stdout_has("1 run(s) of projections not in this config are not shown");
     assert!(!history.stdout.contains("run 2"), "{}", history.stdout);
-    let runs = a.reproject(&db, "history --json").await.ok().json();
+    let runs = a.reproject(&db, "history --json").await.ok().json()["runs"].clone();
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
     let all = a.reproject(&db, "history --all-projections").await;
     all.ok()

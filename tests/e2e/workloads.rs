@@ -26,7 +26,7 @@ async fn w1_rebuild_equals_the_seed_reference_function() {
 
     // The history records exactly what happened.
     let history = reproject(&db, &config, &["history", "--json"]).await;
-    let runs = history.ok().json();
+    let runs = history.ok().json()["runs"].clone();
     let run = &runs[0];
     assert_eq!(run["status"], "swapped");
     assert_eq!(run["reason"], "repair W1");

@@ -70,6 +70,10 @@ impl Default for LockPolicy {
 /// [`LockPolicy`] says. On success the transaction is open and the locks are held; returns how
 /// long it took. On failure (budget spent, or `cancel` set between attempts) nothing is held.
 /// Blockers cancelled or terminated (opt-in, see [`LockPolicy`]) are appended to `actions`.
+///
+/// The failed attempts are reported as one repeated wait ([`Reporter::waiting`]) and, once
+/// it is over, a summary naming every session that blocked it ([`Reporter::wait_over`]), so
+/// a terminal shows one updating line and a log one line and the summary, not one per attempt.
 pub async fn lock_tables(
     client: &Client,
     tables: &[TableName],
@@ -77,6 +81,103 @@ pub async fn lock_tables(
     reporter: &dyn Reporter,
     cancel: Option<&Cancel>,
     actions: &mut Vec<serde_json::Value>,
+) -> Result<Duration> {
+    let mut wait = LockWait {
+        key: format!("lock {}", names(tables)),
+        rounds: 0,
+        blockers: Vec::new(),
+    };
+    let started = Instant::now();
+    let locked = lock_attempts(client, tables, policy, reporter, cancel, actions, &mut wait).await;
+    if wait.rounds > 0 {
+        let summary = locked.as_ref().ok().map(|took| wait.summary(tables, *took));
+        reporter.wait_over(&wait.key, summary.as_deref());
+    }
+    tracing::info!(
+        "lock of {}: {} after {} attempt(s) in {} ms",
+        names(tables),
+        if locked.is_ok() { "taken" } else { "not taken" },
+        wait.rounds + u32::from(locked.is_ok()),
+        started.elapsed().as_millis()
+    );
+    locked
+}
+
+/// The failed attempts of one [`lock_tables`], for its collapsed report.
+struct LockWait {
+    key: String,
+    /// Failed attempts so far.
+    rounds: u32,
+    /// Every session seen holding a lock in the way (pid, who), the newest description kept.
+    blockers: Vec<(i32, String)>,
+}
+
+impl LockWait {
+    fn round(
+        &mut self,
+        reporter: &dyn Reporter,
+        elapsed: Duration,
+        message: &str,
+        blockers: &[(i32, String)],
+    ) {
+        self.rounds += 1;
+        self.seen(blockers);
+        reporter.waiting(&crate::progress::Waiting {
+            key: &self.key,
+            attempt: self.rounds,
+            elapsed,
+            message,
+        });
+    }
+
+    fn seen(&mut self, blockers: &[(i32, String)]) {
+        for (pid, who) in blockers {
+            match self.blockers.iter_mut().find(|(p, _)| p == pid) {
+                Some(seen) => seen.1 = who.clone(),
+                None => self.blockers.push((*pid, who.clone())),
+            }
+        }
+    }
+
+    /// "took the locks on `t` after 7 attempts over 12.3 s; blocked by pid 4242 (...)".
+    fn summary(&self, tables: &[TableName], took: Duration) -> String {
+        format!(
+            "took the locks on {} after {} attempts over {:.1} s; {}",
+            names(tables),
+            self.rounds + 1,
+            took.as_secs_f64(),
+            if self.blockers.is_empty() {
+                "no blocker could be identified".to_string()
+            } else {
+                format!("blocked by {}", join_blockers(&self.blockers))
+            }
+        )
+    }
+}
+
+/// The blockers in words: at most three spelled out, the rest counted.
+fn join_blockers(blockers: &[(i32, String)]) -> String {
+    let mut text = blockers
+        .iter()
+        .take(3)
+        .map(|(_, who)| who.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if blockers.len() > 3 {
+        text.push_str(&format!(" and {} more", blockers.len() - 3));
+    }
+    text
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lock_attempts(
+    client: &Client,
+    tables: &[TableName],
+    policy: LockPolicy,
+    reporter: &dyn Reporter,
+    cancel: Option<&Cancel>,
+    actions: &mut Vec<serde_json::Value>,
+    wait: &mut LockWait,
 ) -> Result<Duration> {
     let mut started = Instant::now();
     let mut standby_left = policy.standby_wait;
@@ -106,9 +207,14 @@ pub async fn lock_tables(
         // the lock budget: nothing is locked while waiting.
         if !standby_left.is_zero() {
             let t = Instant::now();
-            let waited =
-                crate::pipeline::swap::standby::before_lock(client, standby_left, reporter, cancel)
-                    .await;
+            let waited = crate::pipeline::swap::standby::before_lock(
+                client,
+                standby_left,
+                reporter,
+                cancel,
+                attempt == 0,
+            )
+            .await;
             let spent = t.elapsed();
             standby_left = standby_left.saturating_sub(spent);
             started += spent;
@@ -141,7 +247,19 @@ pub async fn lock_tables(
             .batch_execute(&set)
             .await
             .context("cannot set lock_timeout")?;
-        match client.batch_execute(&lock_sql).await {
+        let asked = Instant::now();
+        let result = client.batch_execute(&lock_sql).await;
+        tracing::debug!(
+            "{lock_sql} (lock_timeout {} ms): {} in {} ms",
+            slice.as_millis(),
+            if result.is_ok() {
+                "granted"
+            } else {
+                "not granted"
+            },
+            asked.elapsed().as_millis()
+        );
+        match result {
             Ok(()) => {
                 // Once held, a lock must never wait on anything else without a limit, no
                 // statement may run past the hold budget, and if this process freezes (stopped,
@@ -165,30 +283,39 @@ pub async fn lock_tables(
             // it is retried like a timed-out slice.
             Err(e) if matches!(sqlstate(&e), Some("55P03" | "40P01")) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                let blockers = describe_blockers(client, tables).await.unwrap_or_default();
+                let found = describe_blockers(client, tables).await.unwrap_or_default();
+                let blockers = join_blockers(&found);
                 let elapsed = started.elapsed();
                 if elapsed >= policy.budget {
+                    wait.seen(&found);
+                    let seen = if wait.blockers.is_empty() {
+                        "no blocker could be identified".to_string()
+                    } else {
+                        join_blockers(&wait.blockers)
+                    };
                     return Err(Error::busy(format!(
                         "could not lock {} within {:.1}s ({attempt} attempts)",
                         names(tables),
                         elapsed.as_secs_f64()
                     ))
-                    .caused_by(if blockers.is_empty() {
-                        "no blocker could be identified".to_string()
-                    } else {
-                        blockers
-                    })
+                    .caused_by(seen)
                     .with_hint("nothing was swapped and the rebuilt tables are kept: run `reproject swap` when the blocking sessions are gone, or raise --lock-budget"));
                 }
-                reporter.warn(&format!(
-                    "lock attempt {attempt} timed out after {} ms; {}",
-                    slice.as_millis(),
-                    if blockers.is_empty() {
-                        "retrying".to_string()
-                    } else {
-                        format!("blocked by {blockers}")
-                    }
-                ));
+                wait.round(
+                    reporter,
+                    elapsed,
+                    &format!(
+                        "could not lock {} (attempt {attempt} timed out after {} ms); {}",
+                        names(tables),
+                        slice.as_millis(),
+                        if blockers.is_empty() {
+                            "retrying".to_string()
+                        } else {
+                            format!("blocked by {blockers}, retrying")
+                        }
+                    ),
+                    &found,
+                );
                 // Autovacuum gives way to a lock request only after the request has waited
                 // `deadlock_timeout` (1 s by default), longer than our early attempts: after a big
                 // rebuild it vacuums the new and old tables and would hold the swap off for
@@ -355,11 +482,14 @@ where
     };
     let ended = match work(held.clone()).await {
         Ok(Under::Commit(value)) => match conn.batch_execute("COMMIT").await {
-            Ok(()) => Ok(Section::Committed(
-                held.clone(),
-                held.since.elapsed(),
-                value,
-            )),
+            Ok(()) => Ok({
+                tracing::info!(
+                    "committed under the locks on {}: held {} ms",
+                    names(tables),
+                    held.since.elapsed().as_millis()
+                );
+                Section::Committed(held.clone(), held.since.elapsed(), value)
+            }),
             Err(e) => {
                 let e = Error::from(e).context("cannot commit");
                 if e.is_connection_loss() {
@@ -496,14 +626,16 @@ async fn deadlock_timeout(client: &Client) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-/// Who holds locks on these tables right now: pid, application, state, age of the query.
-async fn describe_blockers(client: &Client, tables: &[TableName]) -> Result<String> {
+/// Who holds locks on these tables right now: pid, user@client, application, state, age of
+/// the transaction, its query; one (pid, description) each.
+async fn describe_blockers(client: &Client, tables: &[TableName]) -> Result<Vec<(i32, String)>> {
     let quoted: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
     let rows = client
         .query(
             "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
                     coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8, 0), \
-                    coalesce(left(a.query, 80), '') \
+                    coalesce(left(a.query, 80), ''), \
+                    coalesce(a.usename::text, '?') || '@' || coalesce(host(a.client_addr), 'local') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.granted AND a.pid <> pg_backend_pid() \
                AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest($1::text[]) x)",
@@ -514,17 +646,18 @@ async fn describe_blockers(client: &Client, tables: &[TableName]) -> Result<Stri
     Ok(rows
         .iter()
         .map(|r| {
-            format!(
-                "pid {} (application `{}`, {}, transaction open for {:.1}s, query `{}`)",
-                r.get::<_, i32>(0),
+            let pid = r.get::<_, i32>(0);
+            let who = format!(
+                "pid {pid} ({}, application `{}`, {}, transaction open for {:.1}s, query `{}`)",
+                r.get::<_, String>(5),
                 r.get::<_, String>(1),
                 r.get::<_, String>(2),
                 r.get::<_, f64>(3),
                 r.get::<_, String>(4)
-            )
+            );
+            (pid, who)
         })
-        .collect::<Vec<_>>()
-        .join("; "))
+        .collect())
 }
 
 /// The `_old` tables of an earlier swap that this swap will retire: checked before the swap

@@ -156,11 +156,14 @@ async fn wait_for_replay(
 /// their whole `max_standby_streaming_delay` (see the module's comment). Returns what it found,
 /// for the lock attempt's record (None: no standby, or `limit` is zero). Never fails the swap:
 /// a standby that does not catch up in time is reported and the swap goes on.
+/// `first`: the first lock attempt of the swap; a standby it cannot see is reported then only,
+/// not again before every attempt.
 pub async fn before_lock(
     client: &Client,
     limit: Duration,
     reporter: &dyn Reporter,
     cancel: Option<&Cancel>,
+    first: bool,
 ) -> Option<serde_json::Value> {
     if limit.is_zero() {
         return None;
@@ -211,7 +214,7 @@ pub async fn before_lock(
         }
     };
     let unseen = waited.unseen();
-    if !unseen.is_empty() {
+    if !unseen.is_empty() && first {
         reporter.warn(&format!(
             "cannot see how far standby {unseen} has replayed (that needs superuser or the pg_monitor role): not waiting for it; its readers of the tables may be cancelled by the swap"
         ));
