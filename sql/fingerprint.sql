@@ -45,7 +45,8 @@ SELECT jsonb_build_object(
                   'comment', col_description(t.oid, a.attnum),
                   'acl', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                       'grantee', CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END,
-                                      'privilege', x.privilege_type, 'grantable', x.is_grantable) ORDER BY 1), '[]')
+                                      'privilege', x.privilege_type, 'grantable', x.is_grantable)
+                                      ORDER BY x.grantee, x.privilege_type), '[]')
                           FROM aclexplode(a.attacl) x)
               ) ORDER BY a.attnum)
               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -72,7 +73,8 @@ SELECT jsonb_build_object(
                  FROM pg_statistic_ext s WHERE s.stxrelid = t.oid),
   'policies', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'name', p.polname, 'command', p.polcmd, 'permissive', p.polpermissive,
-                   'roles', (SELECT jsonb_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r) END ORDER BY 1)
+                   'roles', (SELECT jsonb_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END
+                                              ORDER BY CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END)
                              FROM unnest(p.polroles) r),
                    'using', pg_get_expr(p.polqual, p.polrelid),
                    'check', pg_get_expr(p.polwithcheck, p.polrelid)
