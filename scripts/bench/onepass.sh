@@ -45,7 +45,7 @@ for n in "${sizes[@]}"; do
 CREATE SEQUENCE emt_global_message_position;
 CREATE TABLE emt_messages (
   stream_id text NOT NULL, stream_position bigint NOT NULL,
-  partition text NOT NULL DEFAULT 'global', message_kind char(1) NOT NULL DEFAULT 'E',
+  partition text NOT NULL DEFAULT 'emt:default', message_kind char(1) NOT NULL DEFAULT 'E',
   message_data jsonb NOT NULL, message_metadata jsonb NOT NULL DEFAULT '{}',
   message_schema_version text NOT NULL DEFAULT '1', message_type text NOT NULL,
   message_id text NOT NULL DEFAULT gen_random_uuid()::text, is_archived boolean NOT NULL DEFAULT false,

@@ -15,7 +15,7 @@ use std::time::Duration;
 const LAYOUT: &str = "CREATE SEQUENCE emt_global_message_position;
      CREATE TABLE emt_messages (
        stream_id text NOT NULL, stream_position bigint NOT NULL,
-       partition text NOT NULL DEFAULT 'global', message_kind char(1) NOT NULL DEFAULT 'E',
+       partition text NOT NULL DEFAULT 'emt:default', message_kind char(1) NOT NULL DEFAULT 'E',
        message_data jsonb NOT NULL, message_metadata jsonb NOT NULL,
        message_schema_version text NOT NULL, message_type text NOT NULL,
        message_id text NOT NULL, is_archived boolean NOT NULL DEFAULT false,
@@ -23,7 +23,7 @@ const LAYOUT: &str = "CREATE SEQUENCE emt_global_message_position;
        transaction_id xid8 NOT NULL, created timestamptz NOT NULL DEFAULT now(),
        PRIMARY KEY (stream_id, stream_position, partition, is_archived)
      ) PARTITION BY LIST (partition);
-     CREATE TABLE emt_messages_global PARTITION OF emt_messages FOR VALUES IN ('global')
+     CREATE TABLE emt_messages_global PARTITION OF emt_messages FOR VALUES IN ('emt:default')
        PARTITION BY LIST (is_archived);
      CREATE TABLE emt_messages_global_active PARTITION OF emt_messages_global FOR VALUES IN (false);
      CREATE TABLE emt_messages_global_archived PARTITION OF emt_messages_global FOR VALUES IN (true);
