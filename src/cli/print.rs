@@ -439,11 +439,9 @@ pub fn status(s: &StatusReport) {
                 "{pad} runner: {}, live checkpoint {}, {lag}{}",
                 if r.up { "up" } else { "not running" },
                 opt(&r.checkpoint),
-                // An error the checkpoint has not passed, without a stop: the runner parked
-                // the event there (a batch that moves past it clears the error).
                 if r.stopped {
                     ", STOPPED"
-                } else if r.last_error.is_some() {
+                } else if r.parked.is_some() {
                     ", PARKED (see `reproject parked`)"
                 } else {
                     ""

@@ -7,7 +7,7 @@ use crate::error::{Context, Result};
 use crate::pipeline::plan::Plan;
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Phase, Run, RunStatus};
-use crate::state::{helpers, live_checkpoints, locks};
+use crate::state::{helpers, live_checkpoints, locks, parked_events};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -650,6 +650,9 @@ pub struct RunnerStatus {
     pub last_error: Option<String>,
     /// Position of the event that failed.
     pub last_error_position: Option<i64>,
+    /// The event the runner waits on for an operator's decision (`reproject skip` / `retry`),
+    /// if one is parked for this projection.
+    pub parked: Option<crate::state::parked_events::ParkedEvent>,
     /// How the checkpoint was set last: `run`, `swap`, `rollback`, `start`.
     pub set_by: Option<String>,
     /// The handlers the runner applies when they are not its config's: a swap or rollback
@@ -827,6 +830,7 @@ async fn runner_status(
             stopped: false,
             last_error: None,
             last_error_position: None,
+            parked: None,
             set_by: None,
             handlers: None,
             host: None,
@@ -854,8 +858,14 @@ async fn runner_status(
             None => Some(0.0),
         };
     }
+    let parked = if parked_events::exists(client).await? {
+        parked_events::open_for(client, &[name.to_string()]).await?
+    } else {
+        None
+    };
     Ok(Some(RunnerStatus {
         up,
+        parked,
         checkpoint: cp.position,
         lag_events,
         lag_seconds,

@@ -376,6 +376,13 @@ async fn failing_handler_stops_only_its_group() {
     };
     assert_eq!(runner("tally")["stopped"], false, "parked, not stopped");
     assert_eq!(runner("tally")["last_error_position"], 150);
+    assert_eq!(runner("tally")["parked"]["position"], 150, "{status}");
+    assert_eq!(
+        runner("big")["parked"]["position"],
+        150,
+        "the group waits together"
+    );
+    assert!(runner("kinds")["parked"].is_null());
     assert!(runner("tally")["last_error"]
         .as_str()
         .unwrap()
