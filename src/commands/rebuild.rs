@@ -10,8 +10,9 @@ use crate::error::{Context, Error, ErrorKind, Reason, Result};
 use crate::pipeline::batches::{Batches, CatchUp, Ended, Policy};
 use crate::pipeline::checks::{self, CheckResult};
 use crate::pipeline::clone;
-use crate::pipeline::partial::{Partial, PartialRequest};
+use crate::pipeline::partial::PartialRequest;
 use crate::pipeline::plan::Plan;
+use crate::pipeline::rebuild_scope::Scope;
 use crate::pipeline::swap::window::SwapWindow;
 use crate::pipeline::swap::{self, LockPolicy};
 use crate::progress::{Cancel, Reporter};
@@ -176,12 +177,13 @@ struct Finish {
     window: Option<SwapWindow>,
     /// Wait (catching up) for the window to open; without, refuse to swap outside it.
     wait_for_window: bool,
-    partial: Option<Partial>,
+    /// What the run rebuilds: all rows, or some (pipeline/partial.rs).
+    scope: Scope,
 }
 
 impl Finish {
-    /// How `rebuild` (and `--resume`) finishes a run: waiting for its window; no partial
-    /// selection (a new run sets its own, a resumed one reads what it recorded).
+    /// How `rebuild` (and `--resume`) finishes a run: waiting for its window; a full scope
+    /// (a new run sets its own, a resumed one reads what it recorded).
     fn rebuild(opts: &RebuildOptions) -> Finish {
         Finish {
             batch_size: opts.batch_size,
@@ -193,7 +195,7 @@ impl Finish {
             lock: opts.lock,
             window: opts.window.clone(),
             wait_for_window: true,
-            partial: None,
+            scope: Scope::Full,
         }
     }
 }
@@ -375,24 +377,11 @@ async fn rebuild_once(
         engine.reporter.warn(w);
     }
     crate::apply::external::check_selection(config, &plan.order, opts.max_events)?;
-    if opts.resume && opts.partial.is_some() {
-        return Err(Error::config(
-            "--resume continues a run with the partial-rebuild options it recorded; --streams, --streams-where, --from-position and --from-time cannot be given with it",
-        ));
-    }
-    if opts.partial.is_some() {
-        crate::pipeline::shape::refuse_partial(config, &plan.order)?;
-    }
-    let partial = match &opts.partial {
-        Some(request) => Some(crate::pipeline::partial::resolve(engine, &plan, request).await?),
-        None => None,
-    };
+    let scope = Scope::requested(engine, &plan, opts.partial.as_ref(), opts.resume).await?;
     if opts.dry_run {
         let mut report = plan_report(engine, &plan, true, opts.jobs).await?;
-        if let Some(p) = &partial {
-            let steps = crate::pipeline::partial::dry_run_steps(engine, &plan, p).await?;
-            report.steps.splice(0..0, steps);
-        }
+        let steps = scope.dry_run_steps(engine, &plan).await?;
+        report.steps.splice(0..0, steps);
         return Ok(RebuildOutcome {
             dry_run: Some(report),
             run_id: None,
@@ -503,7 +492,7 @@ async fn rebuild_once(
         no_swap: Some(opts.no_swap),
         max_events: Some(opts.max_events),
         lock_budget_ms: Some(opts.lock.budget.as_millis() as u64),
-        partial: partial.as_ref().and_then(|p| p.to_option().partial),
+        partial: scope.recorded(),
         ..runs::RunOptions::default()
     };
     if !unlogged.is_empty() {
@@ -533,8 +522,7 @@ async fn rebuild_once(
         for (t, fp) in tables.iter().zip(&fingerprints) {
             runs::add_table(&conn, run_id, t, fp.as_ref()).await?;
         }
-        let start = partial.as_ref().and_then(Partial::start_position);
-        runs::init_checkpoints(&conn, run_id, &names, start).await?;
+        runs::init_checkpoints(&conn, run_id, &names, scope.start_position()).await?;
         Ok(run_id)
     })
     .await?;
@@ -576,26 +564,15 @@ async fn rebuild_once(
                 Some((config, &reshaped_already)),
             )
             .await?;
-            match &partial {
-                Some(p) => Ok(Some(
-                    crate::pipeline::partial::seed(
-                        &conn,
-                        config,
-                        run_id,
-                        p,
-                        &tables,
-                        engine.reporter,
-                    )
-                    .await?,
-                )),
-                None => Ok::<_, Error>(None),
-            }
+            scope
+                .seed(&conn, config, run_id, &tables, engine.reporter)
+                .await
         };
-        let (partial, before) = futures_util::future::join(clone, count_before).await;
-        let (partial, before) = (partial?, before?);
+        let (scope, before) = futures_util::future::join(clone, count_before).await;
+        let (scope, before) = (scope?, before?);
         runs::set_json(&conn, run_id, JsonColumn::RowsBefore, &before.into()).await?;
         let finish = Finish {
-            partial: partial.clone(),
+            scope,
             ..Finish::rebuild(opts)
         };
         let run = ReadyRun {
@@ -659,7 +636,7 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         lock: opts.lock,
         window: opts.window.clone(),
         wait_for_window: false,
-        partial: None,
+        scope: Scope::Full,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -806,22 +783,8 @@ async fn continue_run(
     )
     .await?;
     // A partial run continues with the selection it recorded.
-    let partial = match Partial::of_run(&run.options)? {
-        Some(p) => Some(
-            crate::pipeline::partial::ensure_seeded(
-                &conn,
-                config,
-                run,
-                p,
-                &tables,
-                engine.reporter,
-            )
-            .await?,
-        ),
-        None => None,
-    };
     let finish = &Finish {
-        partial,
+        scope: Scope::continued(&conn, config, run, &tables, engine.reporter).await?,
         ..finish.clone()
     };
     runs::set_status(&conn, run.id, RunStatus::Running, None).await?;
@@ -905,10 +868,9 @@ async fn finish_run(
     opts: &Finish,
 ) -> Result<RebuildOutcome> {
     let reporter = engine.reporter;
-    let source = crate::pipeline::partial::source(
-        EventSource::new(&engine.config.events, target.resolved),
-        opts.partial.as_ref(),
-    );
+    let source = opts
+        .scope
+        .source(EventSource::new(&engine.config.events, target.resolved));
     // Every window read below ends at a bound from the cut: never past an event that an open
     // transaction can still commit (see ordering.rs).
     let mut cut = Cut::new(&source, run_id);
@@ -1376,19 +1338,19 @@ impl Steps<'_> {
         laps.lap("tail");
         swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
         let swapped_at = runs::cursor(conn, run_id).await?;
-        crate::pipeline::partial::at_swap(
-            conn,
-            engine.config,
-            run_id,
-            opts.partial.as_ref(),
-            tables,
-            source,
-            projector,
-            &swapped_at,
-            opts.lock.max_tail_events,
-            reporter,
-        )
-        .await?;
+        opts.scope
+            .at_swap(
+                conn,
+                engine.config,
+                run_id,
+                tables,
+                source,
+                projector,
+                &swapped_at,
+                opts.lock.max_tail_events,
+                reporter,
+            )
+            .await?;
         let position = swapped_at.position;
         swap::retire_old_tables(conn, run_id, retire).await?;
         laps.lap("retire old tables");
@@ -1496,8 +1458,7 @@ impl Steps<'_> {
             &changes,
         )
         .await?;
-        crate::pipeline::partial::before_lock(conn, opts.partial.as_ref(), tables, reporter)
-            .await?;
+        opts.scope.before_lock(conn, tables, reporter).await?;
         reporter.step(&format!("swapping {} table(s)", tables.len()));
         let exchange = Exchange {
             prepared: &prepared,

@@ -3,7 +3,8 @@
 //! database), `preflight` (everything the swap will need, refused before anything is
 //! written), `clone` (the `_rebuild` tables) and `shape` (a declared new shape applied to
 //! them), `batches` (the one batch driver and the catch-up), `lanes` (stream lanes),
-//! `partial` (rebuilds of some streams or positions), `partitions` (partitioned tables cloned
+//! `partial` (rebuilds of some streams or positions) and `rebuild_scope` (a run's full or
+//! partial scope, whose hooks the rebuild calls for every run), `partitions` (partitioned tables cloned
 //! and swapped partition by partition), `checks` (health checks), `swap` (the
 //! locked section, the exchange of the generations and what it carries over),
 //! `old_generation` (catching `x_old` up before a rollback), `cancel_requests` (a `cancel`
@@ -22,6 +23,7 @@ pub mod partitions;
 pub mod plan;
 pub mod preflight;
 pub(crate) mod preset_columns;
+pub(crate) mod rebuild_scope;
 pub(crate) mod retire;
 pub mod shape;
 pub mod swap;

@@ -1,8 +1,9 @@
 //! Partial rebuilds (`rebuild --streams`, `--streams-where`, `--from-position`, `--from-time`):
 //! what each mode may rebuild, the rows it takes from the live tables, and when.
 //!
-//! The rebuild itself is the ordinary one (rebuild.rs); this module only adds hooks:
-//! [`resolve`] turns the request into a [`Partial`] recorded in the run's options (so `swap` and
+//! The rebuild itself is the ordinary one (rebuild.rs); this module holds the hooks of a
+//! partial [`Scope`](crate::pipeline::rebuild_scope::Scope), which the rebuild calls for every
+//! run (a full rebuild's do nothing): [`resolve`] turns the request into a [`Partial`] recorded in the run's options (so `swap` and
 //! `--resume` continue with the same selection), [`seed`] fills the rebuild tables with the rows
 //! that are not rebuilt, [`source`] narrows the events read, and [`at_swap`] makes the rows that
 //! were not rebuilt identical to the live ones inside the swap transaction. docs/guide/partial-rebuilds.md
@@ -156,10 +157,9 @@ impl Partial {
     }
 }
 
-/// The events a rebuild reads: with `--streams`, only the selected streams' events.
-pub fn source(base: EventSource, partial: Option<&Partial>) -> EventSource {
-    let filter = partial.and_then(Partial::selected);
-    base.with_streams(filter)
+/// The events a partial rebuild reads: with `--streams`, only the selected streams' events.
+pub fn source(base: EventSource, partial: &Partial) -> EventSource {
+    base.with_streams(partial.selected())
 }
 
 /// Checks the request against the config and the database and resolves it (stream list,
@@ -755,11 +755,11 @@ pub async fn ensure_seeded(
 /// Before the swap's locks: says how many rows will be copied while they are held.
 pub async fn before_lock(
     client: &Client,
-    partial: Option<&Partial>,
+    partial: &Partial,
     tables: &[RunTable],
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let Some(partial @ Partial::Streams { since, .. }) = partial else {
+    let Partial::Streams { since, .. } = partial else {
         return Ok(());
     };
     let mut kept = 0i64;
@@ -811,7 +811,7 @@ pub async fn at_swap(
     client: &Client,
     config: &Config,
     run_id: i64,
-    partial: Option<&Partial>,
+    partial: &Partial,
     tables: &[RunTable],
     source: &EventSource,
     projector: &Projector,
@@ -819,7 +819,7 @@ pub async fn at_swap(
     max_events: i64,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let Some(partial @ Partial::Streams { streams, since, .. }) = partial else {
+    let Partial::Streams { streams, since, .. } = partial else {
         return Ok(());
     };
     if let Some(since) = since {
@@ -1117,7 +1117,7 @@ pub async fn dry_run_steps(
     let all = base
         .count(client, &Cursor::default(), &Bound::UpTo(head))
         .await?;
-    let filtered = source(base, Some(&partial));
+    let filtered = source(base, &partial);
     let from = Cursor::at(partial.start_position());
     let selected = filtered.count(client, &from, &Bound::UpTo(head)).await?;
     let mut steps = vec![partial.describe()];
