@@ -1,22 +1,20 @@
 //! `rebuild` and `swap`: clone, replay, catch up, check, swap.
 
-use crate::apply::sql::{session_setup, Projector, Step, Target};
-use crate::apply::write_guard;
+use crate::apply::sql::{session_setup, Projector, Target};
 use crate::commands::inspect::{plan_report, PlanReport};
 use crate::commands::{handler_digest, run_tables, Engine};
 use crate::db::catalog::fingerprint;
 use crate::db::tx;
 use crate::error::{Context, Error, ErrorKind, Reason, Result};
-use crate::pipeline::batches::{Batches, CatchUp, Ended, Policy};
 use crate::pipeline::checks::{self, CheckResult};
 use crate::pipeline::clone;
 use crate::pipeline::partial::PartialRequest;
 use crate::pipeline::plan::Plan;
 use crate::pipeline::rebuild_scope::Scope;
+use crate::pipeline::replay::{Applier, Replay};
 use crate::pipeline::swap::window::SwapWindow;
 use crate::pipeline::swap::{self, LockPolicy};
-use crate::progress::{Cancel, Reporter};
-use crate::read::one_pass::OnePass;
+use crate::progress::Reporter;
 use crate::read::ordering::{Cut, SETTLE_WAIT};
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
@@ -28,7 +26,6 @@ use crate::state::runs::{self, JsonColumn, Phase, RunStatus, RunTable};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering::Relaxed;
 use tokio_postgres::Client;
 
 /// How to [`rebuild`]; `Default` is what `reproject rebuild --yes` does.
@@ -887,14 +884,6 @@ async fn finish_run(
         tables: tables.to_vec(),
         rollback_caveat: None,
     };
-    let external = crate::apply::external::External::for_run(
-        engine.config,
-        order,
-        &engine.db,
-        &source,
-        tables,
-        run_id,
-    );
     let steps = Steps {
         engine,
         conn,
@@ -908,8 +897,15 @@ async fn finish_run(
     };
     let replay = Replay {
         conn,
-        projector,
-        external: external.as_ref(),
+        applier: Applier::for_run(
+            engine.config,
+            order,
+            projector,
+            &engine.db,
+            &source,
+            tables,
+            run_id,
+        ),
         source: &source,
         run_id,
         names,
@@ -974,9 +970,7 @@ async fn finish_run(
         )));
     }
 
-    steps
-        .swap(&replay, &mut cut, external.as_ref(), outcome)
-        .await
+    steps.swap(&replay, &mut cut, outcome).await
 }
 
 /// What the swap's exchange needs, prepared before the locks are taken.
@@ -1122,8 +1116,7 @@ impl Steps<'_> {
                     .store(done.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
                 // The rest of the fixed range in one ordered pass, when every batch takes its
                 // events from reproject: no batch repeats the read's scan or sort (read/one_pass.rs).
-                let pass = (replay.external.is_none() && projector.reads_each_event())
-                    .then(|| OnePass::new(&engine.db, source, bound));
+                let pass = replay.one_pass(&engine.db, bound);
                 let rest = replay
                     .range(
                         from,
@@ -1278,7 +1271,6 @@ impl Steps<'_> {
         &self,
         replay: &Replay<'_>,
         cut: &mut Cut<'_>,
-        external: Option<&crate::apply::external::External<'_>>,
         exchange: Exchange<'_>,
         held: swap::Held,
     ) -> Result<
@@ -1317,23 +1309,13 @@ impl Steps<'_> {
             Some(b) => source.count(conn, &at, b).await?.events,
             None => 0,
         };
-        // An external projection's swap position is its last applied range: no
-        // command runs under the lock; the tail is left to its hand-over, or must
-        // be empty.
-        let limit = external
-            .as_ref()
-            .map_or(opts.lock.max_tail_events, |x| x.tail_limit());
-        if pending > limit {
+        if pending > replay.applier.tail_limit(&opts.lock) {
             return Ok(swap::Under::Release(pending));
         }
         laps.lap("tail bound");
         let tail = match bound {
-            Some(bound) if external.is_none() => {
-                replay
-                    .range(at, bound, &mut None, None, false, Some(pending), None)
-                    .await?
-            }
-            _ => 0,
+            Some(bound) => replay.final_tail(at, bound, pending).await?,
+            None => 0,
         };
         laps.lap("tail");
         swap::check_hold(held.since, &opts.lock, "the final tail was applied")?;
@@ -1391,7 +1373,6 @@ impl Steps<'_> {
         &self,
         replay: &Replay<'_>,
         cut: &mut Cut<'_>,
-        external: Option<&crate::apply::external::External<'_>>,
         mut outcome: RebuildOutcome,
     ) -> Result<RebuildOutcome> {
         let Steps {
@@ -1480,7 +1461,7 @@ impl Steps<'_> {
                 &engine.cancel,
                 |held| {
                     under = Some(held.clone());
-                    self.under_locks(replay, &mut *cut, external, exchange, held)
+                    self.under_locks(replay, &mut *cut, exchange, held)
                 },
             )
             .await;
@@ -1526,33 +1507,14 @@ impl Steps<'_> {
                     )
                     .await?;
                     retries += 1;
-                    if retries > swap::TAIL_RETRIES && external.is_some() {
-                        let e = crate::apply::external::tail_refused(run_id, pending, retries);
+                    // Past the retries, the error that ends the swap; else a warning.
+                    let released = replay.applier.tail_released(
+                        run_id, pending, retries, hold_ms, &opts.lock, reporter,
+                    );
+                    if let Err(e) = released {
                         runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
                             .await?;
                         return Err(e);
-                    }
-                    if retries > swap::TAIL_RETRIES {
-                        let e = Error::busy(format!(
-                            "run {run_id}: {pending} event(s) were pending each time the locks were taken ({retries} attempts), more than --max-tail-events {}; nothing was swapped",
-                            opts.lock.max_tail_events
-                        ))
-                        .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events");
-                        runs::set_status(conn, run_id, RunStatus::AwaitingSwap, Some(&e.plain()))
-                            .await?;
-                        return Err(e);
-                    }
-                    if external.is_some() {
-                        reporter.warn(&format!(
-                            "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
-                            swap::TAIL_RETRIES
-                        ));
-                    } else {
-                        reporter.warn(&format!(
-                            "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
-                            opts.lock.max_tail_events,
-                            swap::TAIL_RETRIES
-                        ));
                     }
                     outcome.events_applied += replay.catch_up(cut, &engine.cancel).await?;
                 }
@@ -1703,196 +1665,6 @@ pub(crate) async fn validate_foreign_keys(
 
 /// How often a rebuild waiting for its swap window catches up.
 const WINDOW_CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Replays events into one generation, in batches.
-struct Replay<'a> {
-    conn: &'a Client,
-    projector: &'a Projector,
-    /// Set when the run's projections are rebuilt by their commands (external.rs).
-    external: Option<&'a crate::apply::external::External<'a>>,
-    source: &'a EventSource,
-    run_id: i64,
-    names: &'a [String],
-    batch_size: i64,
-    reporter: &'a dyn Reporter,
-    /// What the progress bar showed before this range (the stream lanes of the bulk replay).
-    progress_base: std::sync::atomic::AtomicU64,
-}
-
-impl Replay<'_> {
-    /// Catches up until nothing new can be read (batches.rs: [`crate::pipeline::batches::catch_up`]),
-    /// outside any swap lock; every window ends at a bound from `cut`. Returns the events
-    /// applied.
-    async fn catch_up(&self, cut: &mut Cut<'_>, cancel: &Cancel) -> Result<i64> {
-        let mut rounds = RunCatchUp {
-            replay: self,
-            cut,
-            cancel,
-            at: None,
-        };
-        crate::pipeline::batches::catch_up(&mut rounds, self.reporter).await
-    }
-
-    /// Applies the events after `from` up to `upto`. With `commit_each`, every batch is its own
-    /// transaction together with its checkpoint; without, the caller's transaction holds all.
-    /// `budget` caps the number of events and is decreased by what was applied. With `pass`
-    /// (the bulk replay up to `upto`), batches take their events from its one ordered read.
-    #[allow(clippy::too_many_arguments)]
-    async fn range(
-        &self,
-        from: Cursor,
-        upto: Bound,
-        budget: &mut Option<i64>,
-        cancel: Option<&Cancel>,
-        commit_each: bool,
-        known: Option<i64>,
-        pass: Option<&OnePass<'_>>,
-    ) -> Result<i64> {
-        if let Some(external) = self.external {
-            return external
-                .apply(self.conn, self.source, from, upto, cancel, self.reporter)
-                .await;
-        }
-        let mut policy = if commit_each {
-            Policy::committed(self.conn, self.run_id, self.reporter, cancel)
-        } else {
-            Policy::in_caller_transaction()
-        };
-        policy.cancel = cancel;
-        policy.budget = *budget;
-        let batches = RunBatches {
-            replay: self,
-            known: std::sync::Mutex::new(known),
-            total: std::sync::atomic::AtomicI64::new(0),
-            own_transaction: commit_each,
-            pass,
-        };
-        let driven =
-            crate::pipeline::batches::drive(self.conn, &batches, from, upto, &policy).await?;
-        if let Some(b) = budget.as_mut() {
-            *b -= driven.events;
-        }
-        if driven.ended == Ended::Stopped {
-            return Err(Error::interrupted(format!(
-                "run {}: cancelled after {} event(s); checkpoint at {}",
-                self.run_id,
-                driven.events,
-                driven.to.describe()
-            ))
-            .with_hint("`reproject rebuild --resume` continues it"));
-        }
-        Ok(driven.events)
-    }
-}
-
-/// The catch-up rounds of a run: the run's checkpoint, bounds from its cut.
-struct RunCatchUp<'r, 'a, 'c> {
-    replay: &'r Replay<'a>,
-    cut: &'r mut Cut<'c>,
-    cancel: &'r Cancel,
-    /// The checkpoint the last `pending` counted from.
-    at: Option<Cursor>,
-}
-
-impl CatchUp for RunCatchUp<'_, '_, '_> {
-    async fn pending(&mut self) -> Result<(Option<Bound>, i64)> {
-        let r = self.replay;
-        let at = runs::cursor(r.conn, r.run_id).await?;
-        self.at = Some(at);
-        let bound = self
-            .cut
-            .bound(r.conn, &at)
-            .await?
-            .filter(|b| !b.reached_by(&at));
-        let n = match &bound {
-            Some(b) => r.source.count(r.conn, &at, b).await?.events,
-            None => 0,
-        };
-        Ok((bound, n))
-    }
-
-    async fn apply(&mut self, bound: Bound, pending: i64) -> Result<i64> {
-        let r = self.replay;
-        let at = match self.at {
-            Some(at) => at,
-            None => runs::cursor(r.conn, r.run_id).await?,
-        };
-        r.range(
-            at,
-            bound,
-            &mut None,
-            Some(self.cancel),
-            true,
-            Some(pending),
-            None,
-        )
-        .await
-    }
-
-    fn announce(&self, pending: i64) -> String {
-        format!("catching up with {pending} new event(s)")
-    }
-}
-
-/// The batches of a run's range: into its rebuild tables, with the run's checkpoint.
-struct RunBatches<'r, 'a> {
-    replay: &'r Replay<'a>,
-    /// How many events are left up to the bound, when the caller counted them (the bound is
-    /// final, so applying n of them leaves exactly known - n).
-    known: std::sync::Mutex<Option<i64>>,
-    /// Events applied so far, for the progress bar.
-    total: std::sync::atomic::AtomicI64,
-    own_transaction: bool,
-    /// The bulk replay's one ordered read, when its batches take their events from it.
-    pass: Option<&'r OnePass<'r>>,
-}
-
-impl Batches for RunBatches<'_, '_> {
-    /// One batch: the events after `from` (at most `batch_size`, within `budget`), the proof of
-    /// the guard, the checkpoint moved from `from` to where the batch ended, and the write
-    /// guard; in the caller's transaction.
-    async fn batch(
-        &self,
-        from: &Cursor,
-        upto: &Bound,
-        budget: Option<i64>,
-    ) -> Result<tx::End<Step>> {
-        let r = self.replay;
-        let known = *self.known.lock().unwrap();
-        let step = match self.pass {
-            Some(pass) => {
-                r.projector
-                    .apply_from_pass(r.conn, pass, from, r.batch_size, budget)
-                    .await?
-            }
-            None => {
-                r.projector
-                    .apply_next_counted(r.conn, r.source, from, upto, r.batch_size, budget, known)
-                    .await?
-            }
-        };
-        fence::prove(r.conn, LockClass::Projection, r.names).await?;
-        runs::advance_cursor(r.conn, r.run_id, r.names, from, &step.to, step.events).await?;
-        write_guard::check(
-            r.conn,
-            r.projector.writes(),
-            from,
-            &step.to,
-            self.own_transaction,
-        )
-        .await?;
-        Ok(tx::End::Commit(step))
-    }
-
-    fn committed(&self, step: &Step) {
-        if let Some(k) = self.known.lock().unwrap().as_mut() {
-            *k -= step.events;
-        }
-        let total = self.total.fetch_add(step.events, Relaxed) + step.events;
-        let base = self.replay.progress_base.load(Relaxed);
-        self.replay.reporter.replay_progress(base + total as u64);
-    }
-}
 
 /// Records how a run ended when it did not end well, then passes the error on.
 async fn record_outcome(

@@ -1,7 +1,7 @@
 //! The one loop that applies a range of events in batches, and the one catch-up built on it.
 //!
 //! Every replay of reproject goes through [`drive`]: the rebuild's bulk replay, catch-up
-//! rounds and final tail (rebuild.rs), a rollback's catch-up of the swapped-out tables
+//! rounds and final tail (replay.rs), a rollback's catch-up of the swapped-out tables
 //! (old_generation.rs), each per-event stream lane (lanes.rs) and each batch of the live
 //! runner (live.rs, one per group and round). What differs between them is what one batch
 //! does (the [`Batches`] they implement: which tables, which checkpoint, whether to keep it)

@@ -2,7 +2,8 @@
 //! projection graph and its waves), `validate` and `write_targets` (the config against the
 //! database), `preflight` (everything the swap will need, refused before anything is
 //! written), `clone` (the `_rebuild` tables) and `shape` (a declared new shape applied to
-//! them), `batches` (the one batch driver and the catch-up), `lanes` (stream lanes),
+//! them), `batches` (the one batch driver and the catch-up), `replay` (a run's
+//! events into its rebuild tables, by its handlers or its external projectors), `lanes` (stream lanes),
 //! `partial` (rebuilds of some streams or positions) and `rebuild_scope` (a run's full or
 //! partial scope, whose hooks the rebuild calls for every run), `partitions` (partitioned tables cloned
 //! and swapped partition by partition), `checks` (health checks), `swap` (the
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod preflight;
 pub(crate) mod preset_columns;
 pub(crate) mod rebuild_scope;
+pub(crate) mod replay;
 pub(crate) mod retire;
 pub mod shape;
 pub mod swap;
