@@ -154,3 +154,30 @@ impl Scope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_full_scope_records_nothing_and_starts_at_the_first_event() {
+        assert_eq!(Scope::Full.recorded(), None);
+        assert_eq!(Scope::Full.start_position(), None);
+    }
+
+    #[test]
+    fn a_partial_scope_records_its_selection_and_start() {
+        let p = Partial::FromPosition {
+            position: 42,
+            from_time: None,
+            columns: BTreeMap::from([("tally".to_string(), "pos".to_string())]),
+        };
+        let scope = Scope::Partial(p.clone());
+        let recorded = scope.recorded().expect("a partial scope is recorded");
+        assert_eq!(recorded["mode"], "from_position");
+        assert_eq!(recorded["position"], 42);
+        assert_eq!(Some(recorded), p.to_option().partial);
+        assert_eq!(scope.start_position(), Some(42));
+    }
+}
