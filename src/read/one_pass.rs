@@ -4,9 +4,23 @@
 //! checkpoint) costs a scan and a sort of everything left in the range whenever no index
 //! serves the reading order (Emmett's and Sequent's tables, read in (transaction id, position)
 //! order, have none), so a replay took batches × events. The bulk replay's range (checkpoint,
-//! bound] is fixed and final, so it is read once instead: a cursor over the ordered query, in a
-//! read-only REPEATABLE READ transaction on a connection of its own, fetched batch by batch.
-//! A sort, if the plan needs one, runs once, at the first fetch.
+//! bound] is fixed and final, so it is read once instead: a holdable cursor
+//! (`DECLARE … WITH HOLD`) over the ordered query, on a connection of its own, fetched batch by
+//! batch. Its transaction commits right after the `DECLARE`: the commit runs the query once
+//! (the scan, and the sort if the plan needs one) and keeps the rows in the server's temporary
+//! storage, then the transaction and its snapshot are gone.
+//!
+//! Why not a cursor in an open transaction: its snapshot would be held for the whole replay,
+//! and no row version that dies while a snapshot is held can be pruned, in any table:
+//! per-event upserts into the rebuild tables then leave ever longer update chains behind, so
+//! the replay slows down as it goes (measured: twice as long for 200k events with one snapshot
+//! for the whole replay; with the snapshot renewed every few seconds, 4× the events still took
+//! 6.3× the time). The holdable cursor holds no snapshot between fetches.
+//!
+//! Cost: one more connection, and temporary space on the server for the rows of the range
+//! (about what a sort of them takes; `temp_file_limit` applies). When the server refuses that
+//! space (SQLSTATE 53400, or `temp_file_limit` reached), the pass falls back to reading batch by
+//! batch (one indexed or sorted read per batch), with a warning.
 //!
 //! Exactly once is unchanged: events are only read here. Each batch is applied and its
 //! checkpoint moved in the write transaction on the run's connection, as before. The chunk
@@ -14,34 +28,17 @@
 //! retried (a transient error) gets the same events. A cursor not standing at the batch's
 //! start (a process resuming the run, a read session that ended) is opened again there: every
 //! position up to the bound is final, so any snapshot taken now sees the same events.
-//!
-//! Cost: one more connection, and a snapshot held while a cursor is open. No writer waits for
-//! it, and it has no transaction id, so it holds no `xid8` cut back; but no row version that
-//! dies while it is held can be pruned, in any table: per-event upserts into the rebuild
-//! tables then leave ever longer update chains behind (measured: a 200k-event replay took
-//! twice as long with one snapshot for the whole replay). So a cursor is held only for
-//! [`HOLD_FACTOR`] times what opening it cost (the scan and sort at its first fetch), at least
-//! [`MIN_HOLD`], then opened again at the next batch: the sorts cost at most about a tenth of
-//! the replay, and dead row versions are pruned between windows. An
-//! `idle_in_transaction_session_timeout` that ends the read session between batches costs one
-//! reopen.
 
 use crate::db::Db;
 use crate::error::{Context, Result};
 use crate::read::source::{refs, Bound, Cursor, Event, EventSource};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 /// The cursor's name in the read session.
 const CURSOR: &str = "reproject_replay";
-
-/// How many times its opening cost a cursor is kept (see the module's comment).
-const HOLD_FACTOR: u32 = 10;
-
-/// The least time a cursor is kept, however cheap it was to open.
-const MIN_HOLD: Duration = Duration::from_secs(5);
 
 /// The events after a checkpoint up to a fixed, final bound, read in one ordered pass.
 pub struct OnePass<'a> {
@@ -58,23 +55,22 @@ struct State {
     held: Option<(Cursor, i64, Arc<Vec<Event>>)>,
     /// How many times a cursor was opened (one, unless a session ended or a run resumed).
     opened: u32,
+    /// The server refused the cursor's temporary space: read batch by batch on this session.
+    per_batch: Option<Client>,
+}
+
+/// What opening a read session gave.
+enum Opened {
+    /// The cursor, its rows kept by the server.
+    Cursor(Open),
+    /// The server had no room for the rows; the session, for reads batch by batch.
+    NoRoom(Client),
 }
 
 /// An open read session, its cursor standing right after `at`.
 struct Open {
     client: Client,
     at: Cursor,
-    opened_at: Instant,
-    /// How long opening it and its first fetch took; None before that fetch.
-    cost: Option<Duration>,
-}
-
-impl Open {
-    /// Whether its snapshot has been held long enough (see the module's comment).
-    fn expired(&self) -> bool {
-        self.cost
-            .is_some_and(|cost| self.opened_at.elapsed() > (cost * HOLD_FACTOR).max(MIN_HOLD))
-    }
 }
 
 impl<'a> OnePass<'a> {
@@ -103,10 +99,7 @@ impl<'a> OnePass<'a> {
             }
         }
         st.held = None;
-        let reusing = st
-            .open
-            .as_ref()
-            .is_some_and(|o| o.at == *from && !o.expired());
+        let reusing = st.open.as_ref().is_some_and(|o| o.at == *from);
         if !reusing {
             if let Some(old) = st.open.take() {
                 end(old).await;
@@ -135,8 +128,24 @@ impl<'a> OnePass<'a> {
     /// Fetches from the open cursor (opening one at `from` first if none is open). On any
     /// failure the session is dropped: its cursor no longer stands at a known event.
     async fn fetch(&self, st: &mut State, from: &Cursor, limit: i64) -> Result<Vec<Event>> {
+        if let Some(client) = &st.per_batch {
+            return self
+                .source
+                .read_batch(client, from, &self.upto, limit)
+                .await;
+        }
         if st.open.is_none() {
-            st.open = Some(self.open(from).await?);
+            match self.open(from).await? {
+                Opened::Cursor(open) => st.open = Some(open),
+                Opened::NoRoom(client) => {
+                    let events = self
+                        .source
+                        .read_batch(&client, from, &self.upto, limit)
+                        .await;
+                    st.per_batch = Some(client);
+                    return events;
+                }
+            }
             st.opened += 1;
         }
         let open = st.open.as_mut().expect("opened above");
@@ -157,9 +166,6 @@ impl<'a> OnePass<'a> {
         .await;
         match read {
             Ok(events) => {
-                if open.cost.is_none() {
-                    open.cost = Some(open.opened_at.elapsed());
-                }
                 if let Some(last) = events.last() {
                     open.at = Cursor {
                         tx: last.tx,
@@ -175,40 +181,62 @@ impl<'a> OnePass<'a> {
         }
     }
 
-    /// A read session with the cursor over the events after `from` up to the bound.
-    async fn open(&self, from: &Cursor) -> Result<Open> {
-        let opened_at = Instant::now();
+    /// A read session with the cursor over the events after `from` up to the bound, its rows
+    /// materialized and no transaction left open (see the module's comment).
+    async fn open(&self, from: &Cursor) -> Result<Opened> {
         let client = self.db.dedicated().await?;
         let (sql, params) = self.source.ordered(from, &self.upto);
+        let opened = Instant::now();
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .batch_execute("BEGIN READ ONLY")
             .await
             .context("cannot start the read transaction of the replay")?;
-        client
+        let declared = client
             .execute(
-                &format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {sql}"),
+                &format!("DECLARE {CURSOR} NO SCROLL CURSOR WITH HOLD FOR {sql}"),
                 &refs(&params),
             )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the ordered read of `{}` after {}",
+            .await;
+        // The COMMIT runs the query and keeps its rows: this is where the pass costs its one scan.
+        let committed = match declared {
+            Ok(_) => client.batch_execute("COMMIT").await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &committed {
+            // 53400: temp_file_limit; 53100: disk full. The rows do not fit: read per batch.
+            let code = e.code().map(|c| c.code());
+            if matches!(code, Some("53400" | "53100")) && !client.is_closed() {
+                let _ = client.batch_execute("ROLLBACK").await;
+                tracing::warn!(
+                    "the server has no room to keep the ordered read of `{}` after {} ({}); reading it batch by batch instead (one scan per batch where no index serves the order)",
                     self.source.table,
-                    from.describe()
-                )
-            })?;
-        Ok(Open {
-            client,
-            at: *from,
-            opened_at,
-            cost: None,
-        })
+                    from.describe(),
+                    crate::error::describe_pg(e)
+                );
+                return Ok(Opened::NoRoom(client));
+            }
+        }
+        committed.with_context(|| {
+            format!(
+                "cannot open the ordered read of `{}` after {}",
+                self.source.table,
+                from.describe()
+            )
+        })?;
+        tracing::debug!(
+            "ordered read of `{}` after {} materialized in {} ms",
+            self.source.table,
+            from.describe(),
+            opened.elapsed().as_millis()
+        );
+        Ok(Opened::Cursor(Open { client, at: *from }))
     }
 
     /// Ends the read session (the bulk replay is over); returns how many cursors were opened.
     pub async fn close(&self) -> u32 {
         let mut st = self.state.lock().await;
         st.held = None;
+        st.per_batch = None;
         if let Some(open) = st.open.take() {
             end(open).await;
         }
@@ -216,7 +244,8 @@ impl<'a> OnePass<'a> {
     }
 }
 
-/// Ends a read session: nothing was written, so a failed ROLLBACK only means it is gone.
+/// Ends a read session: closing the cursor frees its rows now rather than when the
+/// connection is dropped; a failure only means the session is gone already.
 async fn end(open: Open) {
-    let _ = open.client.batch_execute("ROLLBACK").await;
+    let _ = open.client.batch_execute(&format!("CLOSE {CURSOR}")).await;
 }

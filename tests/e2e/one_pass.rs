@@ -197,3 +197,88 @@ async fn plan_names_the_access_path_and_the_index_a_repeated_read_needs() {
         .stdout_has("in index order");
     db.drop().await;
 }
+
+/// Read sessions (their last statement read the cursor) of the test database that hold a
+/// snapshot while idle in a transaction: what keeps dead row versions from being pruned.
+const IDLE_SNAPSHOTS: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+     AND (query LIKE 'FETCH%' OR query LIKE 'DECLARE%') \
+     AND state LIKE 'idle in transaction%' AND backend_xmin IS NOT NULL";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_one_pass_read_holds_no_snapshot_between_batches() {
+    let db = xid8_store(10, 100).await;
+    let slow = xid8_project(&format!("{LAST_AMOUNT}SELECT pg_sleep(0.002);\n"));
+    let child = slow.spawn(&db, "rebuild --yes --batch-size 50");
+    crate::harness::wait_until(
+        &db,
+        "SELECT events_applied >= 200 FROM reproject.runs WHERE id = 1",
+    )
+    .await;
+    // The write transaction of a batch takes about 100 ms here; between fetches the read
+    // session would sit idle in its transaction if it kept one open.
+    let mut looks = 0;
+    let mut reads_seen = 0;
+    while db
+        .int("SELECT count(*) FROM reproject.runs WHERE id = 1 AND events_applied < 2500")
+        .await
+        == 1
+        && looks < 200
+    {
+        assert_eq!(
+            db.int(IDLE_SNAPSHOTS).await,
+            0,
+            "a session holds a snapshot while the replay runs (look {looks})"
+        );
+        reads_seen += db
+            .int("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'FETCH%'")
+            .await;
+        looks += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(looks >= 10, "only {looks} looks during the replay");
+    assert!(
+        reads_seen > 0,
+        "the read session was never seen in {looks} looks"
+    );
+    child.output().await.ok();
+    assert_same_rows(
+        &db,
+        "(SELECT * FROM tally) t",
+        &format!("{WANT} w"),
+        "stream, n, total",
+        "every event applied once, in reading order",
+    )
+    .await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_room_for_the_ordered_read_the_replay_reads_batch_by_batch() {
+    let db = xid8_store(10, 100).await;
+    // Rows beyond work_mem spill to a temporary file, which may not pass 64 kB here.
+    db.exec(&format!(
+        "ALTER DATABASE {} SET work_mem = '64kB'; ALTER DATABASE {} SET temp_file_limit = '64kB'",
+        db.name, db.name
+    ))
+    .await;
+    let p = xid8_project(LAST_AMOUNT);
+    let out = p.reproject(&db, "rebuild --yes --batch-size 100").await;
+    out.ok()
+        .stderr_has("no room to keep the ordered read of `events`")
+        .stderr_has("reading it batch by batch");
+    db.exec(&format!(
+        "ALTER DATABASE {} RESET work_mem; ALTER DATABASE {} RESET temp_file_limit",
+        db.name, db.name
+    ))
+    .await;
+    assert_same_rows(
+        &db,
+        "(SELECT * FROM tally) t",
+        &format!("{WANT} w"),
+        "stream, n, total",
+        "every event applied once, in reading order, read per batch",
+    )
+    .await;
+    db.drop().await;
+}
