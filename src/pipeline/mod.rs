@@ -23,9 +23,9 @@ pub mod plan;
 pub mod preflight;
 pub(crate) mod preset_columns;
 pub(crate) mod retire;
-pub mod shape;
+pub(crate) mod shape;
 pub mod swap;
-pub mod validate;
+pub(crate) mod validate;
 pub mod write_targets;
 
 use crate::db::Db;
