@@ -78,6 +78,8 @@ pub(crate) mod pipeline;
 pub mod progress;
 pub(crate) mod read;
 pub(crate) mod state;
+#[cfg(test)]
+mod test_db;
 
 pub use commands::Engine;
 pub use db::Db;
@@ -86,16 +88,3 @@ pub use model::config::Config;
 pub use model::projection::{Batch, BoxFuture, RustProjection};
 pub use model::{Event, RawJsonb};
 pub use progress::{Cancel, Reporter};
-
-/// Not part of the API: what the crate's own end-to-end tests still reach into (the swap's
-/// steps and shape dependents in tests/e2e/dependents.rs, locks and the durable commit in
-/// tests/e2e/lifecycle.rs). No stability promise.
-#[doc(hidden)]
-pub mod internals {
-    pub use crate::model::handlers::parse_statements;
-    pub use crate::model::ident::TableName;
-    pub use crate::pipeline::shape;
-    pub use crate::pipeline::swap;
-    pub use crate::pipeline::validate::validate;
-    pub use crate::state::{locks, migrate};
-}

@@ -24,7 +24,7 @@
 //! [`DEFAULT_SET_BATCH_SIZE`]): the fewer batches, the fewer times each row is written, which
 //! is what makes a rebuild as fast as hand-written set-based SQL (docs/internals/benchmark-log.md).
 
-use crate::error::{describe_pg, Context, Error, Result};
+use crate::error::{describe_pg, Context, Error, Reason, Result};
 use crate::model::config::Config;
 use crate::model::handlers::{param_types, Section, TableRef};
 use crate::model::ident::TableName;
@@ -673,7 +673,15 @@ impl Projector {
                 }
             ));
         }
-        out.with_db_state(err).with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept")
+        out = out.with_db_state(err).with_hint("fix the handler (or the event), then run the rebuild again; nothing of the failed batch was kept");
+        // A lost connection stays one (the work continues on a new connection); anything else
+        // names the event, so a replay can tell the operator what the live runner did with it.
+        if out.reason.is_none() {
+            out.reason = Some(Reason::HandlerFailed {
+                position: ev.position,
+            });
+        }
+        out
     }
 }
 

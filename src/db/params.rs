@@ -158,7 +158,7 @@ mod tests {
                 .contains("unknown connection parameter `conect_timeout`"),
             "{err}"
         );
-        assert!(err.hint.unwrap().contains("connect_timeout"));
+        assert!(err.hint.as_deref().unwrap().contains("connect_timeout"));
         // Something that is no parameter name (a password that lost its `=`) is not echoed.
         let err = check("s3cr3t!pass").unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
@@ -188,6 +188,7 @@ mod tests {
         assert!(check_scheme("jdbc:postgresql://h/db")
             .unwrap_err()
             .hint
+            .as_deref()
             .unwrap()
             .contains("jdbc:"));
     }

@@ -8,7 +8,7 @@
 
 pub mod config;
 pub mod fingerprint;
-pub mod handlers;
+pub(crate) mod handlers;
 pub mod ident;
 pub mod projection;
 pub mod shape;
@@ -345,7 +345,7 @@ impl<'a> Batch<'a> {
     /// `_rebuild` clone for a projection this run rebuilds, the live table otherwise. The
     /// projection's own tables win over another projection's of the same name. Write only your
     /// own; read another's only if the config says `depends_on` (that orders the two). Quote
-    /// it with [`TableName::quoted`] in SQL.
+    /// it with its `quoted()` in SQL.
     pub fn table(&self, name: &str) -> Result<&TableName> {
         let wanted = parse_table_ref(name)?;
         let matches = |(_, written, physical): &&(String, String, TableName)| {

@@ -16,7 +16,7 @@
 
 use crate::apply::sql::Step;
 use crate::db::tx;
-use crate::error::Result;
+use crate::error::{Error, Reason, Result};
 use crate::progress::{Cancel, Reporter};
 use crate::read::source::{Bound, Cursor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,7 +152,7 @@ pub(crate) async fn drive(
             faults,
             reporter: *reporter,
         });
-        let (committed, step) = tx::batch(
+        let batch = tx::batch(
             conn,
             policy.own_transaction,
             retry.as_ref(),
@@ -164,7 +164,14 @@ pub(crate) async fn drive(
                 })
             },
         )
-        .await?;
+        .await;
+        let (committed, step) = match batch {
+            Ok(done) => done,
+            // Rolled back, so the connection can still read (in the caller's transaction it
+            // cannot: the error stays as it is there).
+            Err(e) if policy.own_transaction => return Err(note_skipped_event(conn, e).await),
+            Err(e) => return Err(e),
+        };
         if !committed {
             tracing::info!(
                 "batch after {}: rolled back, nothing kept ({} ms)",
@@ -200,6 +207,28 @@ pub(crate) async fn drive(
         events,
         ended,
     })
+}
+
+/// A handler failed on an event that the live runner was told to skip (`reproject skip`):
+/// the hint says so, since the replay applies every event and the same fix is needed again.
+/// Looked up only here, after a failure; a failed look-up leaves the error as it was.
+async fn note_skipped_event(conn: &tokio_postgres::Client, mut err: Error) -> Error {
+    let Some(Reason::HandlerFailed { position }) = err.reason else {
+        return err;
+    };
+    match crate::state::parked_events::skipped(conn, position).await {
+        Ok(Some(skipped)) => {
+            err.hint = Some(format!(
+                "{}; a replay applies every event, skipped ones too: fix the handler or the event \
+                 (or leave the event out with the `[events]` filter), then run it again; nothing \
+                 of the failed batch was kept",
+                skipped.skip_note()
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!("cannot look up a skip of the event at {position}: {e}"),
+    }
+    err
 }
 
 /// How many catch-up rounds run before the final, locked one. Each round applies what

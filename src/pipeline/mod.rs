@@ -27,9 +27,9 @@ pub(crate) mod preset_columns;
 pub(crate) mod rebuild_scope;
 pub(crate) mod replay;
 pub(crate) mod retire;
-pub mod shape;
+pub(crate) mod shape;
 pub mod swap;
-pub mod validate;
+pub(crate) mod validate;
 pub mod write_targets;
 
 use crate::db::Db;

@@ -166,6 +166,7 @@ fn options(req: &Request<'_>) -> Vec<Refusal> {
     let mut out = Vec::new();
     // The binary has no Rust code: a projection with neither handlers nor command cannot run.
     if let Err(e) = crate::model::projection::require_registered(config, req.order) {
+        let e = e.into_details();
         out.push(Refusal::new(e.message, e.hint.unwrap_or_default()));
     }
     out.extend(jobs(config, req.order, req.jobs));

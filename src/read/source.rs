@@ -26,12 +26,6 @@ impl Cursor {
         Cursor { tx: None, position }
     }
 
-    /// Whether `self` comes after `other` in reading order ((transaction id, position) pairs
-    /// compare as pairs: in `xid8` mode a later event may have a lower position).
-    pub fn is_after(&self, other: &Cursor) -> bool {
-        (self.tx, self.position) > (other.tx, other.position)
-    }
-
     /// For messages: `position 42`, `transaction 1234 position 42`, `start`.
     pub fn describe(&self) -> String {
         match (self.tx, self.position) {
@@ -824,19 +818,13 @@ mod tests {
     }
 
     #[test]
-    fn cursors_compare_as_pairs() {
-        let a = Cursor {
-            tx: Some(700),
-            position: Some(50),
-        };
+    fn cursors_describe_themselves() {
         let b = Cursor {
             tx: Some(705),
             position: Some(42),
         };
-        assert!(b.is_after(&a));
-        assert!(!a.is_after(&b));
-        assert!(Cursor::at(Some(1)).is_after(&Cursor::default()));
         assert_eq!(b.describe(), "transaction 705 position 42");
+        assert_eq!(Cursor::at(Some(7)).describe(), "position 7");
         assert_eq!(Cursor::default().describe(), "start");
     }
 

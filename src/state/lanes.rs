@@ -329,7 +329,8 @@ mod tests {
             },
             "a lower position in a later transaction"
         );
-        assert!(p.upto_cursor().is_after(&p.after_cursor()));
+        let (upto, after) = (p.upto_cursor(), p.after_cursor());
+        assert!((upto.tx, upto.position) > (after.tx, after.position));
     }
 
     #[test]

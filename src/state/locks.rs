@@ -42,8 +42,6 @@ fn name_key(projection: &str) -> String {
 /// The held locks; dropping this closes the session and releases them.
 pub struct ProjectionLocks {
     client: std::sync::Arc<Client>,
-    /// The projections locked.
-    pub projections: Vec<String>,
     token: String,
     heartbeat: tokio::task::JoinHandle<()>,
 }
@@ -238,7 +236,6 @@ pub async fn try_lock(
     });
     Ok(Ok(ProjectionLocks {
         client,
-        projections: projections.to_vec(),
         token,
         heartbeat,
     }))
@@ -293,4 +290,83 @@ pub async fn describe_holder(client: &Client, class: LockClass, name: &str) -> R
     Ok(format!(
         " (server pid {pid}, application `{app}`, user `{user}`, from {addr}, connected since {since})"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_db::TestDb;
+
+    /// The claim row guards where the advisory lock cannot: behind a transaction-pooling pooler
+    /// a second client can reach the server session that already holds the lock and take it
+    /// again (advisory locks are re-entrant per session). No command can be made to share a
+    /// session, so two claims on one session stand for the two processes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_live_claim_refuses_a_second_process_even_on_the_lock_holding_session() {
+        let db = TestDb::new().await;
+        let mut session = db.client().await;
+        crate::state::migrate::migrate(&mut session).await.unwrap();
+        let class = LockClass::Projection;
+        let lock =
+            |f: &'static str| format!("SELECT {f}({}, hashtext('reproject:tally'))", class.key());
+        session
+            .batch_execute(&lock("pg_advisory_lock"))
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(&session, class, "tally", "first").await.unwrap(),
+            None
+        );
+        // Another client through the same pooled session gets the advisory lock again...
+        let again: bool = session
+            .query_one(&lock("pg_try_advisory_lock"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(again, "advisory locks are re-entrant within a session");
+        // ...but not the claim, which names its holder.
+        let refused = claim(&session, class, "tally", "second")
+            .await
+            .unwrap()
+            .expect("a live claim of another process refuses");
+        assert!(
+            refused.contains("claimed by reproject process"),
+            "{refused}"
+        );
+        assert!(refused.contains("last heartbeat"), "{refused}");
+        // A claim whose heartbeat is older than 60 s is taken over.
+        session
+            .batch_execute(
+                "UPDATE reproject.claims SET heartbeat_at = now() - interval '61 seconds'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(&session, class, "tally", "second").await.unwrap(),
+            None
+        );
+        // A claim whose session no longer holds the lock (its process died) is taken over at
+        // once by whoever holds the lock now.
+        session
+            .batch_execute("SELECT pg_advisory_unlock_all()")
+            .await
+            .unwrap();
+        let other = db.client().await;
+        other
+            .batch_execute(&lock("pg_advisory_lock"))
+            .await
+            .unwrap();
+        assert_eq!(claim(&other, class, "tally", "third").await.unwrap(), None);
+        let token: String = other
+            .query_one(
+                "SELECT token FROM reproject.claims WHERE projection = 'tally'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(token, "third");
+        drop((session, other));
+        db.drop().await;
+    }
 }

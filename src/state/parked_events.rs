@@ -99,6 +99,37 @@ impl ParkedEvent {
         )
     }
 
+    /// What the live runner did about this event, decided `skip`: `the live runner skipped
+    /// this event at position 150 for tally, big on 2026-12-07 19:40 UTC (reason: …, decided
+    /// by oncall)`.
+    pub fn skip_note(&self) -> String {
+        let when = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+        let done = match (&self.outcome, &self.acted_at, &self.decided_at) {
+            (Some(o), Some(at), _) if o == "skipped" => format!(
+                "skipped this event at position {} for {} on {}",
+                self.position,
+                self.projections.join(", "),
+                when(at)
+            ),
+            (_, _, Some(at)) => format!(
+                "was told on {} to skip this event at position {} for {}",
+                when(at),
+                self.position,
+                self.projections.join(", ")
+            ),
+            _ => format!(
+                "was told to skip this event at position {} for {}",
+                self.position,
+                self.projections.join(", ")
+            ),
+        };
+        format!(
+            "the live runner {done} (reason: {}, decided by {})",
+            self.reason.as_deref().unwrap_or("none given"),
+            self.decided_by.as_deref().unwrap_or("unknown")
+        )
+    }
+
     /// The commands that decide it, naming the group's first projection.
     pub fn commands(&self) -> String {
         let p = self
@@ -228,6 +259,26 @@ pub async fn at(
         .await
         .context("cannot read reproject.parked_events")?;
     Ok(rows.iter().map(from_row).collect())
+}
+
+/// The newest row of any group at `position` that an operator decided to skip (acted on
+/// first), if any; None also when the table does not exist yet.
+pub async fn skipped(client: &impl GenericClient, position: i64) -> Result<Option<ParkedEvent>> {
+    if !exists(client).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM reproject.parked_events \
+                 WHERE position = $1 AND decision = 'skip' \
+                 ORDER BY acted_at IS NULL, id DESC LIMIT 1"
+            ),
+            &[&position],
+        )
+        .await
+        .context("cannot read reproject.parked_events")?;
+    Ok(row.as_ref().map(from_row))
 }
 
 /// Every open row (and with `all`, the acted-on ones too), open first, by position.

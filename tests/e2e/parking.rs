@@ -275,3 +275,94 @@ async fn a_skip_whose_batch_fails_further_on_is_acted_on_once() {
     );
     db.drop().await;
 }
+
+/// `reproject retry` refuses what it cannot decide, naming it, and records nothing: a
+/// projection the config does not have, an event that is not parked for the projection (the
+/// hint names what is), a projection with nothing parked, an event already closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_refuses_an_unknown_projection_and_an_event_that_is_not_parked() {
+    let (db, p) = poisoned().await;
+    p.reproject(&db, "run --once --batch-size 30")
+        .await
+        .code(1)
+        .stderr_has("parked tally, big at the event at position 150");
+    p.reproject(&db, "retry nosuch 150")
+        .await
+        .code(2)
+        .stderr_has("cannot retry: projection `nosuch` is not in");
+    p.reproject(&db, "retry tally 151")
+        .await
+        .code(2)
+        .stderr_has("cannot retry: no event at position 151 is parked for `tally`")
+        .stderr_has("parked for `tally`: position(s) 150");
+    p.reproject(&db, "retry kinds 150")
+        .await
+        .code(2)
+        .stderr_has("cannot retry: no event at position 150 is parked for `kinds`")
+        .stderr_has("nothing is parked for `kinds`");
+    db.assert_int(
+        "SELECT count(*) FROM reproject.parked_events WHERE decision IS NOT NULL",
+        0,
+    )
+    .await;
+
+    // Closed (skipped and acted on): refused, saying how it was closed.
+    p.reproject(&db, "skip tally 150 --reason x").await.ok();
+    p.reproject(&db, "run --once").await.ok();
+    p.reproject(&db, "retry big 150")
+        .await
+        .code(2)
+        .stderr_has("no event at position 150 is parked for `big` (it was, and is closed: skipped");
+    db.drop().await;
+}
+
+/// A rebuild replays every event, also one the live runner was told to skip: when a handler
+/// fails on it, the hint says that the runner skipped it, when and why. A failure on an event
+/// nobody skipped keeps the ordinary hint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_failing_on_an_event_the_runner_skipped_says_so() {
+    let (db, p) = poisoned().await;
+    p.reproject(&db, "run --once --batch-size 30")
+        .await
+        .code(1)
+        .stderr_has("parked tally, big at the event at position 150");
+
+    // Parked, not decided: the ordinary hint.
+    let out = p.reproject(&db, "rebuild --yes").await;
+    out.code(1)
+        .stderr_has("projection `tally` failed on event at position 150")
+        .stderr_has("hint: fix the handler (or the event), then run the rebuild again");
+    assert!(!out.stderr.contains("skip"), "{}", out.stderr);
+
+    p.reproject(
+        &db,
+        &[
+            "skip",
+            "tally",
+            "150",
+            "--reason",
+            "amount is not a number",
+            "--initiated-by",
+            "oncall",
+        ],
+    )
+    .await
+    .ok();
+    p.reproject(&db, "run --once")
+        .await
+        .ok()
+        .stderr_has("skipped the parked event at position 150");
+    let acted = db
+        .text("SELECT to_char(acted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM reproject.parked_events WHERE outcome = 'skipped'")
+        .await
+        .expect("the skip was acted on");
+
+    let out = p.reproject(&db, "rebuild --yes").await;
+    out.code(1)
+        .stderr_has("projection `tally` failed on event at position 150")
+        .stderr_has(&format!(
+            "hint: the live runner skipped this event at position 150 for tally, big on {acted} UTC (reason: amount is not a number, decided by oncall)"
+        ))
+        .stderr_has("a replay applies every event, skipped ones too");
+    db.drop().await;
+}

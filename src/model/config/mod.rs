@@ -656,7 +656,7 @@ impl Location {
 /// Moves the causes of `inner` (e.g. "PostgreSQL would truncate it") under `outer`.
 fn keep_causes(mut outer: Error, inner: Error) -> Error {
     outer = outer.with_state_of(&inner);
-    outer.causes.extend(inner.causes);
+    outer.causes.extend(inner.into_details().causes);
     outer
 }
 

@@ -89,7 +89,7 @@ impl fmt::Display for Dependent {
 pub fn parse_key(key: &str) -> std::result::Result<Dependent, String> {
     let key = key.trim();
     let qualified = |text: &str| -> std::result::Result<TableName, String> {
-        let r = parse_table_ref(text).map_err(|e| e.message)?;
+        let r = parse_table_ref(text).map_err(|e| e.into_details().message)?;
         match r.schema {
             Some(schema) => Ok(TableName::new(schema, r.name)),
             None => Err(format!(

@@ -20,7 +20,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::model::ident::TableName;
-pub use crate::model::shape::dependent::{parse_key, Dependent, Kind, Redefinition};
+pub use crate::model::shape::dependent::{Dependent, Kind, Redefinition};
 use crate::pipeline::preflight::Refusal;
 use crate::pipeline::shape::{ColumnChange, ShapeChange};
 use std::fmt;
@@ -432,6 +432,7 @@ pub fn of_projections<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::shape::dependent::parse_key;
     use crate::pipeline::shape::Column;
 
     fn col(name: &str, ty: &str) -> Option<Column> {

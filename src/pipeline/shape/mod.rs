@@ -21,7 +21,7 @@ pub mod redefine;
 pub mod stand_in;
 
 use crate::model::ident::TableName;
-pub use crate::model::shape::{diff, file, Applied, Column, ColumnChange, Planned, ShapeChange};
+pub use crate::model::shape::{diff, Column, ColumnChange, Planned, ShapeChange};
 
 /// What a rebuild does about each projection's `reshape` (indexed like `config.projections`):
 /// none declared, already in place (the newest swapped run applied the same DDL and the live

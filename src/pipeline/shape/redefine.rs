@@ -533,7 +533,7 @@ pub async fn recorded(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::shape::dependents::parse_key;
+    use crate::model::shape::dependent::parse_key;
     use serde_json::json;
 
     fn live() -> TableName {

@@ -34,7 +34,7 @@ pub struct LockPolicy {
     /// checked between the steps. Exceeding it rolls the swap back: nothing is swapped.
     pub hold_max: Duration,
     /// With more events than this pending once the locks are held, the swap releases them,
-    /// catches up outside the lock and tries again (at most [`TAIL_RETRIES`] times).
+    /// catches up outside the lock and tries again (at most 5 times, `TAIL_RETRIES`).
     pub max_tail_events: i64,
     /// Opt-in: once locking has taken this long, `pg_cancel_backend` the sessions that hold
     /// locks on the tables (ends their running statement; an idle transaction keeps its locks).
@@ -1153,5 +1153,81 @@ mod tests {
                 t("orders_old")
             ]
         );
+    }
+    /// The swap transaction commits without waiting for its WAL flush, so it releases its
+    /// locks sooner; `confirm_durable` then waits for the flush before anyone is told it
+    /// succeeded. On a real server: what the setting is under the locks and where the WAL is
+    /// flushed to are not visible from outside the swap's session.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_swap_commits_without_the_flush_wait_and_confirms_it_after() {
+        let db = crate::test_db::TestDb::new().await;
+        let mut conn = db.client().await;
+        crate::state::migrate::migrate(&mut conn).await.unwrap();
+        conn.batch_execute("CREATE TABLE tally (stream text PRIMARY KEY)")
+            .await
+            .unwrap();
+        // A run row for confirm_durable to write.
+        let run: i64 = conn
+            .query_one(
+                "INSERT INTO reproject.runs (projections, initiated_by, status, phase) \
+                 VALUES ('{tally}', 'test', 'swapped', 'done') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        conn.batch_execute("SET synchronous_commit = on")
+            .await
+            .unwrap();
+        lock_tables(
+            &conn,
+            &[TableName::new("public", "tally")],
+            LockPolicy::default(),
+            &crate::progress::Silent,
+            None,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        let setting: String = conn
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(setting, "off", "under the swap's locks");
+        // A write under the locks, committed asynchronously: its commit record is at or before
+        // the insert position read right after.
+        conn.batch_execute("COMMENT ON TABLE tally IS 'swapped'; COMMIT")
+            .await
+            .unwrap();
+        let committed: String = conn
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        confirm_durable(&conn, run, Some(7)).await.unwrap();
+        let flushed: bool = conn
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&committed],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            flushed,
+            "the WAL is flushed past the swap's commit ({committed})"
+        );
+        let hold: i64 = conn
+            .query_one(
+                "SELECT lock_hold_ms FROM reproject.runs WHERE id = $1",
+                &[&run],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(hold, 7);
+        drop(conn);
+        db.drop().await;
     }
 }
