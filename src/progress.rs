@@ -154,7 +154,8 @@ mod tests {
         );
         let lanes = Step::ReplayingInLanes {
             lanes: 4,
-            left: Some((2, 1)),
+            plan: 1,
+            left: Some(2),
             at_once: 2,
             up_to: At {
                 transaction: Some(812),

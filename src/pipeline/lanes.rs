@@ -179,11 +179,12 @@ impl Lanes<'_> {
         let workers = self.jobs.clamp(1, plan.pending.len().max(1));
         reporter.step(&crate::progress::Step::ReplayingInLanes {
             lanes: plan.lanes,
+            plan: plan.plan,
             // A plan continued (after a failure, Ctrl-C or a lost connection): some lanes are
             // done, or a per-event lane is part-way.
             left: ((plan.pending.len() as i32) < plan.lanes
                 || plan.pending.iter().any(|l| l.position.is_some()))
-            .then_some((plan.pending.len(), plan.plan)),
+            .then_some(plan.pending.len()),
             at_once: workers,
             up_to: to.into(),
         });

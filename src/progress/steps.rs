@@ -43,8 +43,10 @@ pub enum Step {
     ReplayingInLanes {
         /// How many lanes the events are split into.
         lanes: i32,
-        /// A continued plan: the lanes left and the plan's number.
-        left: Option<(usize, i32)>,
+        /// The lane plan's number within the run (1, 2, …).
+        plan: i32,
+        /// A continued plan (after a failure, Ctrl-C or a lost connection): the lanes left.
+        left: Option<usize>,
         /// How many lanes run at once.
         at_once: usize,
         /// Where the plan ends.
@@ -334,13 +336,14 @@ impl fmt::Display for Step {
             ),
             Step::ReplayingInLanes {
                 lanes,
+                plan,
                 left,
                 at_once,
                 up_to,
             } => write!(
                 f,
                 "replaying in {lanes} stream lane(s){}, {at_once} at a time (each lane: the events of the streams that hash to it, up to {up_to})",
-                left.map(|(n, plan)| format!(" ({n} left of plan {plan})"))
+                left.map(|n| format!(" ({n} left of plan {plan})"))
                     .unwrap_or_default()
             ),
             Step::CatchingUp { events } => write!(f, "catching up with {events} new event(s)"),
