@@ -9,7 +9,7 @@
 //! your program only supplies the config, the connection and a [`Reporter`].
 
 use reproject::commands::{self, Engine, RebuildOptions};
-use reproject::progress::{Cancel, Reporter};
+use reproject::progress::{Cancel, Reporter, Step, Warning};
 use reproject::Config;
 use reproject::Db;
 use std::path::PathBuf;
@@ -22,11 +22,21 @@ struct Log {
 }
 
 impl Reporter for Log {
-    fn step(&self, message: &str) {
-        eprintln!("step: {message}");
+    fn step(&self, step: &Step) {
+        // Steps and warnings are typed: match the ones the program acts on, print the rest
+        // (their `Display` is the line the `reproject` binary prints).
+        match step {
+            Step::Cloning { run_id, .. } => eprintln!("run {run_id} started: {step}"),
+            _ => eprintln!("step: {step}"),
+        }
     }
-    fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
+    fn warn(&self, warning: &Warning) {
+        match warning {
+            Warning::LocksTaken { attempts, took, .. } => {
+                eprintln!("locks taken after {attempts} attempts in {took:?}")
+            }
+            _ => eprintln!("warning: {warning}"),
+        }
     }
     fn replay_progress(&self, done: u64) {
         self.applied.store(done, Ordering::Relaxed);

@@ -20,7 +20,7 @@
 //! (the SQL handlers use the session's TimeZone).
 
 use reproject::commands::{self, Engine, RebuildOptions};
-use reproject::progress::{Cancel, Reporter};
+use reproject::progress::{Cancel, Reporter, Step, Warning};
 use reproject::Config;
 use reproject::Db;
 use reproject::Event;
@@ -212,11 +212,11 @@ fn pg_json_utc(t: &chrono::DateTime<chrono::Utc>) -> String {
 struct Log;
 
 impl Reporter for Log {
-    fn step(&self, message: &str) {
-        eprintln!("step: {message}");
+    fn step(&self, step: &Step) {
+        eprintln!("step: {step}");
     }
-    fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
+    fn warn(&self, warning: &Warning) {
+        eprintln!("warning: {warning}");
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::config::{Config, ExternalCommand};
-use crate::progress::{Cancel, Reporter};
+use crate::progress::{Cancel, Output, Reporter, Step};
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, InFlight, RunOptions, RunTable};
 use serde_json::json;
@@ -198,12 +198,13 @@ impl<'a> External<'a> {
                 })),
             )
             .await?;
-            reporter.step(&format!(
-                "projection `{}`: running `{}` for {events} event(s) after {} up to position {to}",
-                p.name,
-                command.display(),
-                from.describe()
-            ));
+            reporter.step(&Step::ExternalRange {
+                projection: p.name.clone(),
+                command: command.display().to_string(),
+                events,
+                from: from.into(),
+                to,
+            });
             let env = self.env(&p.name, from_position, to, events);
             run_command(
                 self.run_id,
@@ -415,13 +416,21 @@ async fn run_command(
     let status = loop {
         tokio::select! {
             line = out.next_line(), if out_open => match line {
-                Ok(Some(l)) => reporter.step(&format!("{projection}: {}", redact(&l))),
+                Ok(Some(l)) => reporter.step(&Step::ExternalOutput {
+                    projection: projection.to_string(),
+                    output: Output::Stdout,
+                    line: redact(&l),
+                }),
                 _ => out_open = false,
             },
             line = err.next_line(), if err_open => match line {
                 Ok(Some(l)) => {
                     let l = redact(&l);
-                    reporter.step(&format!("{projection}: {l}"));
+                    reporter.step(&Step::ExternalOutput {
+                        projection: projection.to_string(),
+                        output: Output::Stderr,
+                        line: l.clone(),
+                    });
                     last_stderr.push_back(l);
                     if last_stderr.len() > STDERR_KEPT {
                         last_stderr.pop_front();

@@ -8,7 +8,7 @@
 
 use super::log;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reproject::progress::{Reporter, Waiting};
+use reproject::progress::{Reporter, Step, Waiting, Warning};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,7 +58,8 @@ impl TermReporter {
     }
 
     /// A line about the command: `level` is `INFO` (a step) or `WARN`; `text` without its
-    /// label. JSON lines carry `kind` and `fields`.
+    /// label. JSON lines carry `kind` and `fields`, and for a typed step or warning its
+    /// `event` (the variant's name) and `data` (its fields), from [`typed`].
     fn emit(&self, level: &str, kind: &str, text: &str, fields: serde_json::Value) {
         if self.json {
             let mut map = match fields {
@@ -102,6 +103,18 @@ impl Drop for TermReporter {
     }
 }
 
+/// A step's or warning's JSON fields: `event`, its variant's name, and `data`, its fields.
+fn typed(event: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    if let Ok(serde_json::Value::Object(mut data)) = serde_json::to_value(event) {
+        if let Some(name) = data.remove("event") {
+            out.insert("event".into(), name);
+        }
+        out.insert("data".into(), serde_json::Value::Object(data));
+    }
+    out
+}
+
 fn rate(done: u64, since: Option<Instant>) -> f64 {
     let secs = since.map_or(0.0, |s| s.elapsed().as_secs_f64());
     if secs > 0.0 {
@@ -112,14 +125,24 @@ fn rate(done: u64, since: Option<Instant>) -> f64 {
 }
 
 impl Reporter for TermReporter {
-    fn step(&self, message: &str) {
+    fn step(&self, step: &Step) {
         if !self.quiet {
-            self.emit("INFO", "step", message, serde_json::Value::Null);
+            let fields = if self.json {
+                typed(step).into()
+            } else {
+                serde_json::Value::Null
+            };
+            self.emit("INFO", "step", &step.to_string(), fields);
         }
     }
 
-    fn warn(&self, message: &str) {
-        self.emit("WARN", "warning", message, serde_json::Value::Null);
+    fn warn(&self, warning: &Warning) {
+        let fields = if self.json {
+            typed(warning).into()
+        } else {
+            serde_json::Value::Null
+        };
+        self.emit("WARN", "warning", &warning.to_string(), fields);
     }
 
     fn waiting(&self, wait: &Waiting<'_>) {
@@ -145,7 +168,7 @@ impl Reporter for TermReporter {
         if let Some(spinner) = &w.spinner {
             spinner.set_message(format!(
                 "{} ({:.1} s so far)",
-                wait.message,
+                wait.reason,
                 wait.elapsed.as_secs_f64()
             ));
             return;
@@ -156,28 +179,26 @@ impl Reporter for TermReporter {
         w.last_line = Instant::now();
         drop(s);
         let text = if first {
-            wait.message.to_string()
+            wait.reason.to_string()
         } else {
             format!(
                 "still waiting ({} attempts over {:.1} s): {}",
                 wait.attempt,
                 wait.elapsed.as_secs_f64(),
-                wait.message
+                wait.reason
             )
         };
-        self.emit(
-            "WARN",
-            "waiting",
-            &text,
-            serde_json::json!({
-                "wait": wait.key,
-                "attempt": wait.attempt,
-                "elapsed_ms": wait.elapsed.as_millis() as u64,
-            }),
+        let mut fields = typed(wait.reason);
+        fields.insert("wait".into(), wait.key.into());
+        fields.insert("attempt".into(), wait.attempt.into());
+        fields.insert(
+            "elapsed_ms".into(),
+            (wait.elapsed.as_millis() as u64).into(),
         );
+        self.emit("WARN", "waiting", &text, fields.into());
     }
 
-    fn wait_over(&self, key: &str, summary: Option<&str>) {
+    fn wait_over(&self, key: &str, summary: Option<&Warning>) {
         {
             let mut s = self.state.lock().unwrap();
             if s.wait.as_ref().is_some_and(|w| w.key == key) {
@@ -185,12 +206,9 @@ impl Reporter for TermReporter {
             }
         }
         if let Some(summary) = summary {
-            self.emit(
-                "WARN",
-                "wait_over",
-                summary,
-                serde_json::json!({ "wait": key }),
-            );
+            let mut fields = typed(summary);
+            fields.insert("wait".into(), key.into());
+            self.emit("WARN", "wait_over", &summary.to_string(), fields.into());
         }
     }
 

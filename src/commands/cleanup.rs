@@ -4,6 +4,7 @@
 use crate::commands::Engine;
 use crate::error::Result;
 use crate::pipeline::swap;
+use crate::progress::Step;
 use crate::state::helpers::{self, HelperTable, Ownership};
 use crate::state::locks::{lock_projections, LockClass};
 use crate::state::runs::{self, RunStatus};
@@ -128,9 +129,10 @@ pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<Clean
         let _locks = lock_projections(&engine.db, &projections).await?;
         for e in &report.candidates {
             let h = &e.table;
-            engine
-                .reporter
-                .step(&format!("dropping `{}` ({})", h.table, h.kind));
+            engine.reporter.step(&Step::DroppingHelper {
+                table: h.table.to_string(),
+                kind: h.kind.to_string(),
+            });
             // Check again under the lock: the registry is the proof of ownership.
             if let Ownership::Ours(_) = helpers::ownership(&conn, &h.table).await? {
                 swap::drop_helper(&conn, &h.table).await?;

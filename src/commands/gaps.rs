@@ -9,6 +9,7 @@ use crate::commands::rebuild::{rebuild, OutcomeStatus, RebuildOptions};
 use crate::commands::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::partial::PartialRequest;
+use crate::progress::{FoundBy, Step, Warning};
 use crate::read::source::EventSource;
 use crate::state::late_events::{self, LateEvent};
 use crate::state::runs::RunStatus;
@@ -96,7 +97,7 @@ pub async fn gaps(engine: &Engine<'_>, opts: &GapsOptions) -> Result<GapsReport>
     let source = EventSource::new(&engine.config.events, &resolved);
     let found_now = late_events::recheck(&conn, engine.config, &source, None, "gaps").await?;
     for e in &found_now {
-        engine.reporter.warn(&e.describe());
+        engine.reporter.warn(&e.warning(FoundBy::Gaps));
     }
     let mut repairs = Vec::new();
     if opts.repair {
@@ -108,15 +109,11 @@ pub async fn gaps(engine: &Engine<'_>, opts: &GapsOptions) -> Result<GapsReport>
                 // A full rebuild is the operator's decision: it can take long.
                 continue;
             }
-            engine.reporter.step(&format!(
-                "repairing `{projection}`: rebuilding stream(s) {} (late events at {})",
-                streams.join(", "),
-                positions
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            engine.reporter.step(&Step::RepairingStreams {
+                projection: projection.clone(),
+                streams: streams.clone(),
+                positions: positions.clone(),
+            });
             let outcome = rebuild(
                 engine,
                 &RebuildOptions {
@@ -159,9 +156,10 @@ pub async fn gaps(engine: &Engine<'_>, opts: &GapsOptions) -> Result<GapsReport>
                 Err(e) => repair.error = Some(e.plain().replace('\n', " ")),
             }
             if let Some(error) = &repair.error {
-                engine
-                    .reporter
-                    .warn(&format!("could not repair `{projection}`: {error}"));
+                engine.reporter.warn(&Warning::RepairFailed {
+                    projection: projection.clone(),
+                    error: error.clone(),
+                });
             }
             repairs.push(repair);
         }

@@ -258,7 +258,7 @@ pub(crate) async fn plan_report(
                     r.parked
                 ));
             }
-            retired.extend(notes);
+            retired.extend(notes.iter().map(|n| n.to_string()));
             let mut tables = Vec::new();
             for live in &resolved.tables[i] {
                 if resolved.is_added(live) {
@@ -322,7 +322,7 @@ pub(crate) async fn plan_report(
         .map(|&i| config.projections[i].name.clone())
         .collect();
     let (estimate_seconds, estimate_basis) = estimate(&client, counts.events, &selected).await?;
-    let mut warnings = plan.warnings.clone();
+    let mut warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
     let reads = planned_reads(&client, config, plan, &source, &mut warnings).await?;
     let name = |i: &usize| config.projections[*i].name.clone();
     let mut steps = Vec::new();
@@ -432,7 +432,7 @@ pub(crate) async fn plan_report(
         reads,
         warnings: warnings
             .into_iter()
-            .chain(resolved.notes.iter().cloned())
+            .chain(resolved.notes.iter().map(|n| n.to_string()))
             .collect(),
         steps,
     })

@@ -14,7 +14,7 @@ use crate::pipeline::rebuild_scope::Scope;
 use crate::pipeline::replay::{Applier, Replay};
 use crate::pipeline::swap::window::SwapWindow;
 use crate::pipeline::swap::{self, LockPolicy};
-use crate::progress::Reporter;
+use crate::progress::{self, FoundBy, Operation, Reporter, Warning};
 use crate::read::ordering::{Cut, SETTLE_WAIT};
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::fence;
@@ -222,11 +222,12 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
         let pause = std::time::Duration::from_millis(
             500 * (1 << attempt) + u64::from(std::process::id() % 250),
         );
-        engine.reporter.warn(&format!(
-            "lost the connection to PostgreSQL ({}); resuming from the last committed batch in {:.1} s (attempt {attempt} of {RECONNECTS})",
-            lost.causes.last().unwrap_or(&lost.message),
-            pause.as_secs_f64()
-        ));
+        engine.reporter.warn(&Warning::ConnectionLost {
+            cause: lost.causes.last().unwrap_or(&lost.message).clone(),
+            retry_in: pause,
+            attempt,
+            attempts: RECONNECTS,
+        });
         survived.push(Survived {
             id: format!(
                 "reconnect:{}:{}:{attempt}",
@@ -265,9 +266,9 @@ pub async fn rebuild(engine: &Engine<'_>, opts: &RebuildOptions) -> Result<Rebui
             }
             // The attempt that lost its connection never committed its clone: start over.
             Err(e) if e.reason == Some(Reason::CloneNotCommitted) => {
-                engine
-                    .reporter
-                    .warn(&format!("{}; starting a new run", e.message));
+                engine.reporter.warn(&Warning::CloneNotCommitted {
+                    why: e.message.clone(),
+                });
                 let fresh = RebuildOptions {
                     resume: false,
                     ..opts.clone()
@@ -320,10 +321,9 @@ async fn swapped_since(
     if have != wanted || run.swapped_at.is_none_or(|at| at < began) {
         return None;
     }
-    engine.reporter.warn(&format!(
-        "run {}: the connection was lost as its swap committed; the run is recorded swapped, so the swap took effect (its durability and foreign-key validation could not be waited for)",
-        run.id
-    ));
+    engine
+        .reporter
+        .warn(&Warning::SwappedBeforeConnectionLoss { run_id: run.id });
     Some(RebuildOutcome {
         dry_run: None,
         run_id: Some(run.id),
@@ -400,11 +400,10 @@ async fn rebuild_once(
     let tables = run_tables(config, &resolved, &plan.order);
     let reshaped_already = crate::pipeline::shape::already_applied(config, &resolved, &plan.order);
     for (projection, run) in &reshaped_already {
-        engine
-            .reporter
-            .warn(&crate::pipeline::shape::Planned::already_applied_message(
-                projection, *run,
-            ));
+        engine.reporter.warn(&Warning::ReshapeAlreadyApplied {
+            projection: projection.clone(),
+            run_id: *run,
+        });
     }
     let reshaped_already: BTreeSet<String> = reshaped_already.into_keys().collect();
     for note in &resolved.notes {
@@ -512,9 +511,10 @@ async fn rebuild_once(
         .await?;
         let superseded = runs::supersede(&conn, &names, run_id).await?;
         if superseded > 0 {
-            engine
-                .reporter
-                .warn(&format!("{superseded} earlier unfinished run(s) of these projections are superseded by run {run_id} (`rebuild --resume` continues an unfinished run instead)"));
+            engine.reporter.warn(&Warning::RunsSuperseded {
+                count: superseded as i64,
+                run_id,
+            });
         }
         for (t, fp) in tables.iter().zip(&fingerprints) {
             runs::add_table(&conn, run_id, t, fp.as_ref()).await?;
@@ -525,11 +525,11 @@ async fn rebuild_once(
     .await?;
 
     let result = async {
-        engine.reporter.step(&format!(
-            "run {run_id}: cloning {} table(s) of {}",
-            tables.len(),
-            names.join(", ")
-        ));
+        engine.reporter.step(&progress::Step::Cloning {
+            run_id,
+            tables: tables.len(),
+            projections: names.to_vec(),
+        });
         let replay_triggers = plan
             .order
             .iter()
@@ -673,10 +673,10 @@ async fn resume(
         .with_reason(Reason::NothingToResume)
         .with_hint("see `reproject history`; without --resume, `rebuild` starts a new run"));
     };
-    engine.reporter.step(&format!(
-        "resuming run {} ({}) from its checkpoint",
-        run.id, run.status
-    ));
+    engine.reporter.step(&progress::Step::Resuming {
+        run_id: run.id,
+        status: run.status.to_string(),
+    });
     continue_run(engine, &run, &Finish::rebuild(opts)).await
 }
 
@@ -935,10 +935,7 @@ async fn finish_run(
     )
     .await?;
     for e in found {
-        reporter.warn(&format!(
-            "{}; repair after the swap: `reproject gaps --repair`",
-            e.describe()
-        ));
+        reporter.warn(&e.warning(FoundBy::Rebuild));
     }
 
     outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
@@ -949,14 +946,9 @@ async fn finish_run(
     // returns, so a run that waits for its swap does not wait unlogged.
     let made_logged = clone::make_logged(conn, tables).await?;
     if !made_logged.is_empty() {
-        reporter.step(&format!(
-            "made {} logged (build_unlogged)",
-            made_logged
-                .iter()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        reporter.step(&progress::Step::MadeLogged {
+            tables: made_logged.iter().map(|t| t.to_string()).collect(),
+        });
     }
 
     if opts.no_swap {
@@ -1038,16 +1030,11 @@ impl Steps<'_> {
         runs::set_target(conn, run_id, target_position).await?;
         if let Some(bound) = bound {
             let counts = source.count(conn, &start, &bound).await?;
-            reporter.step(&format!(
-                "replaying {} event(s) up to {} into {}",
-                counts.events,
-                bound.describe(),
-                tables
-                    .iter()
-                    .map(|t| format!("`{}`", t.rebuild))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            reporter.step(&progress::Step::Replaying {
+                events: counts.events,
+                up_to: bound.into(),
+                tables: tables.iter().map(|t| t.rebuild.to_string()).collect(),
+            });
             reporter.replay_started("replay", counts.events.max(0) as u64);
             let lanes = crate::pipeline::lanes::Lanes {
                 engine,
@@ -1065,12 +1052,10 @@ impl Steps<'_> {
                 // An unfinished plan of stream lanes at the checkpoint is continued whatever the
                 // options now say: the tables hold its applied lanes, which the checkpoint does not.
                 let mut plan = lanes::at_checkpoint(conn, run_id, &start).await?;
-                let why_not = crate::pipeline::lanes::why_not(engine.config, order, projector, source);
+                let why_not =
+                    crate::pipeline::lanes::why_not(engine.config, order, projector, source);
                 if plan.is_none() && budget.is_some() && opts.jobs > 1 {
-                    reporter.warn(&format!(
-                        "--jobs {} applies to stream lanes only, and a run with --max-events cannot use them; replaying on one connection",
-                        opts.jobs
-                    ));
+                    reporter.warn(&Warning::JobsWithMaxEvents { jobs: opts.jobs });
                 }
                 if plan.is_none() && budget.is_none() {
                     // Set-based lanes also bound their transactions (one set batch each);
@@ -1095,10 +1080,10 @@ impl Steps<'_> {
                                 );
                             }
                         }
-                        (Some(why), _) if opts.jobs > 1 => reporter.warn(&format!(
-                            "--jobs {} applies to stream lanes only, and this run cannot use them: {why}; replaying on one connection",
-                            opts.jobs
-                        )),
+                        (Some(why), _) if opts.jobs > 1 => reporter.warn(&Warning::NoStreamLanes {
+                            jobs: opts.jobs,
+                            why: why.to_string(),
+                        }),
                         _ => {}
                     }
                 }
@@ -1170,10 +1155,10 @@ impl Steps<'_> {
                 }
                 if !announced {
                     runs::set_phase(conn, run_id, Phase::Waiting).await?;
-                    reporter.step(&format!(
-                        "waiting for the swap window ({window}), which opens at {}; catching up meanwhile",
-                        opens.format("%Y-%m-%d %H:%M:%S %Z")
-                    ));
+                    reporter.step(&progress::Step::WaitingForWindow {
+                        window: window.to_string(),
+                        opens,
+                    });
                     announced = true;
                 }
                 let until = (opens - chrono::Local::now()).to_std().unwrap_or_default();
@@ -1209,7 +1194,7 @@ impl Steps<'_> {
         } = *self;
         let reporter = engine.reporter;
         runs::set_phase(conn, run_id, Phase::Checks).await?;
-        reporter.step("running health checks");
+        reporter.step(&progress::Step::RunningChecks);
         let results = checks::run(conn, target, order).await?;
         runs::set_json(
             conn,
@@ -1235,10 +1220,9 @@ impl Steps<'_> {
         let failed: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
         if !failed.is_empty() {
             if opts.skip_checks {
-                reporter.warn(&format!(
-                    "{} check(s) failed; swapping anyway (--skip-checks)",
-                    failed.len()
-                ));
+                reporter.warn(&Warning::ChecksFailedSwappingAnyway {
+                    failed: failed.len(),
+                });
             } else {
                 runs::set_status(
                     conn,
@@ -1392,7 +1376,7 @@ impl Steps<'_> {
         // standby can replay only once no reader pins the page: a standby that is behind then
         // cancels its readers of the live table ("buffer pin" conflicts). Vacuumed now, while
         // nobody reads it, the table goes live clean (and with its visibility map set).
-        reporter.step("vacuuming and analyzing the rebuilt tables");
+        reporter.step(&progress::Step::Vacuuming);
         for t in tables {
             conn.batch_execute(&format!("VACUUM (ANALYZE) {}", t.rebuild.quoted()))
                 .await
@@ -1440,7 +1424,9 @@ impl Steps<'_> {
         )
         .await?;
         opts.scope.before_lock(conn, tables, reporter).await?;
-        reporter.step(&format!("swapping {} table(s)", tables.len()));
+        reporter.step(&progress::Step::Swapping {
+            tables: tables.len(),
+        });
         let exchange = Exchange {
             prepared: &prepared,
             retire: &retire,
@@ -1566,16 +1552,14 @@ impl Steps<'_> {
         // From here the swap has committed: whatever fails is a warning, never a failure.
         let fresh;
         let conn = if lost_at_commit {
-            reporter.warn(&format!(
-                "run {run_id}: the connection was lost as the swap committed; the run is recorded swapped, so the swap took effect"
-            ));
+            reporter.warn(&Warning::ConnectionLostAtSwapCommit { run_id });
             match engine.db.dedicated().await {
                 Ok(c) => {
                     fresh = c;
                     &fresh
                 }
                 Err(e) => {
-                    reporter.warn(&format!("could not reconnect to confirm the swap's durability or validate its foreign keys ({}); `reproject status` shows the run, `reproject cleanup --yes` drops what is left", e.plain()));
+                    reporter.warn(&Warning::CannotReconnectAfterSwap { error: e.plain() });
                     return outcome;
                 }
             }
@@ -1583,39 +1567,41 @@ impl Steps<'_> {
             conn
         };
         if let Err(e) = swap::confirm_durable(conn, run_id, Some(hold.as_millis() as i64)).await {
-            reporter.warn(&format!(
-                "the swap committed, but its durability could not be confirmed: {}",
-                e.plain()
-            ));
+            reporter.warn(&Warning::DurabilityUnconfirmed {
+                after: Operation::Swap,
+                error: e.plain(),
+            });
         }
         crate::pipeline::swap::standby::after_commit(
             conn,
             run_id,
-            "swap",
+            Operation::Swap,
             hold,
             opts.lock.standby_wait,
             reporter,
         )
         .await;
         if let Err(e) = validate_foreign_keys(conn, run_id, validations, reporter).await {
-            reporter.warn(&format!("the swap committed, but its foreign keys could not be validated (they still guard new rows): {}", e.plain()));
+            reporter.warn(&Warning::ForeignKeysUnvalidated {
+                after: Operation::Swap,
+                error: e.plain(),
+            });
         }
         // The retired tables were the rollback point until the commit; now they can go.
         for (_, retired) in retire {
             if let Err(e) = swap::drop_helper(conn, retired).await {
-                reporter.warn(&format!(
-                    "could not drop `{retired}` (`reproject cleanup --yes` will): {}",
-                    e.plain()
-                ));
+                reporter.warn(&Warning::DropFailed {
+                    table: retired.to_string(),
+                    error: e.plain(),
+                });
             }
         }
         // Whether a rollback will need consent; a failure to tell is a warning: the swap committed.
-        match crate::pipeline::old_generation::rollback_caveat(conn, engine.config, run_id, names).await {
+        match crate::pipeline::old_generation::rollback_caveat(conn, engine.config, run_id, names)
+            .await
+        {
             Ok(caveat) => outcome.rollback_caveat = caveat,
-            Err(e) => reporter.warn(&format!(
-                "the swap committed, but whether `reproject rollback` needs `--with-current-handlers` could not be read: {}",
-                e.plain()
-            )),
+            Err(e) => reporter.warn(&Warning::RollbackCaveatUnknown { error: e.plain() }),
         }
         outcome
     }
@@ -1647,10 +1633,14 @@ pub(crate) async fn validate_foreign_keys(
     if validations.is_empty() {
         return Ok(());
     }
-    reporter.step(&format!("validating {} foreign key(s)", validations.len()));
+    reporter.step(&progress::Step::ValidatingForeignKeys {
+        count: validations.len(),
+    });
     let failed = crate::pipeline::swap::exchange::validate_foreign_keys(conn, validations).await;
     for f in &failed {
-        reporter.warn(&format!("foreign key left NOT VALID: {f}"));
+        reporter.warn(&Warning::ForeignKeyNotValid {
+            constraint: f.to_string(),
+        });
     }
     if !failed.is_empty() {
         conn.execute(
@@ -1734,8 +1724,8 @@ async fn retiring_at_swap(
     names: &[String],
 ) -> Result<Vec<crate::pipeline::retire::Retiring>> {
     let (retiring, notes) = crate::pipeline::retire::resolve(conn, engine.config, names).await?;
-    for note in notes {
-        engine.reporter.step(&note);
+    for note in &notes {
+        engine.reporter.step(note);
     }
     crate::pipeline::preflight::refuse(
         "swap",

@@ -4,6 +4,7 @@ use crate::commands::Engine;
 use crate::error::{Error, Result};
 use crate::pipeline::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use crate::pipeline::swap::{self, LockPolicy};
+use crate::progress::{Operation, Step, Warning};
 use crate::read::source::EventSource;
 use crate::state::fence;
 use crate::state::helpers::{self, Ownership};
@@ -234,11 +235,10 @@ pub async fn rollback(
             )));
         }
     }
-    engine.reporter.step(&format!(
-        "rolling back run {} ({})",
-        run.id,
-        run.projections.join(", ")
-    ));
+    engine.reporter.step(&Step::RollingBack {
+        run_id: run.id,
+        projections: run.projections.clone(),
+    });
     // Retired tables an earlier swap could not drop: nothing depends on them.
     swap::drop_retired(&conn, &run.projections, engine.reporter).await?;
     // The previous tables first get the events that arrived since the swap (old_generation.rs).
@@ -258,20 +258,25 @@ pub async fn rollback(
     )
     .await?;
     match &old.keeper {
-        Keeper::Handlers(_, Origin::Recorded(from)) => engine.reporter.step(&format!(
-            "the previous tables are caught up with the handlers recorded by run(s) {}",
-            from.iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        Keeper::Handlers(_, Origin::Current { files, why }) => engine.reporter.warn(&format!(
-            "{why}: as --with-current-handlers allows, the previous tables are caught up with this config's handlers ({files}) from {}",
-            old.at.describe()
-        )),
-        Keeper::Runner(why) => engine.reporter.warn(&format!(
-            "{why}: `reproject run` re-applies the events since the swap to the restored tables"
-        )),
+        Keeper::Handlers(_, Origin::Recorded(from)) => {
+            engine
+                .reporter
+                .step(&Step::PreviousTablesWithRecordedHandlers {
+                    runs: from.to_vec(),
+                })
+        }
+        Keeper::Handlers(_, Origin::Current { files, why }) => {
+            engine
+                .reporter
+                .warn(&Warning::PreviousTablesWithCurrentHandlers {
+                    why: why.clone(),
+                    files: files.clone(),
+                    from: old.at.into(),
+                })
+        }
+        Keeper::Runner(why) => engine
+            .reporter
+            .warn(&Warning::RunnerCatchesUpPreviousTables { why: why.clone() }),
         Keeper::Nobody(_) => {}
     }
     let mut events_applied = old.catch_up(&engine.cancel, engine.reporter).await?;
@@ -301,15 +306,15 @@ pub async fn rollback(
     events_applied += applied;
     // The rollback has committed: what fails from here is a warning, never a failure.
     if let Err(e) = swap::confirm_durable(&conn, run.id, None).await {
-        engine.reporter.warn(&format!(
-            "the rollback committed, but its durability could not be confirmed: {}",
-            e.plain()
-        ));
+        engine.reporter.warn(&Warning::DurabilityUnconfirmed {
+            after: Operation::Rollback,
+            error: e.plain(),
+        });
     }
     crate::pipeline::swap::standby::after_commit(
         &conn,
         run.id,
-        "rollback",
+        Operation::Rollback,
         std::time::Duration::from_millis(held_ms.max(0) as u64),
         opts.lock.standby_wait,
         engine.reporter,
@@ -323,10 +328,10 @@ pub async fn rollback(
     )
     .await
     {
-        engine.reporter.warn(&format!(
-            "the rollback committed, but its foreign keys could not be validated (they still guard new rows): {}",
-            e.plain()
-        ));
+        engine.reporter.warn(&Warning::ForeignKeysUnvalidated {
+            after: Operation::Rollback,
+            error: e.plain(),
+        });
     }
     Ok(RollbackReport {
         run_id: run.id,
@@ -458,10 +463,10 @@ async fn put_back(
                     ))
                     .with_hint("run `reproject rollback` again when the event rate is lower, or raise --max-tail-events"));
                 }
-                engine.reporter.warn(&format!(
-                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks to catch up first",
-                    opts.lock.max_tail_events
-                ));
+                engine.reporter.warn(&Warning::RollbackTailRetry {
+                    pending,
+                    max_tail_events: opts.lock.max_tail_events,
+                });
                 events_applied += old.catch_up(&engine.cancel, engine.reporter).await?;
             }
         }

@@ -41,6 +41,7 @@ use crate::error::{Context, Error, Result};
 use crate::model::config::Config;
 use crate::model::ident::TableName;
 use crate::pipeline::batches::{Batches, Policy};
+use crate::progress::{self, FoundBy, Warning};
 use crate::read::ordering::Cut;
 use crate::read::source::{Bound, Cursor, Event, EventSource};
 use crate::state::fence;
@@ -344,10 +345,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let _metrics = match &opts.metrics_addr {
         Some(addr) => {
             let server = metrics_http::serve(addr, stats.clone()).await?;
-            engine.reporter.step(&format!(
-                "serving metrics on http://{0}/metrics and health on http://{0}/health",
-                server.addr
-            ));
+            engine
+                .reporter
+                .step(&progress::Step::ServingMetrics { addr: server.addr });
             Some(server)
         }
         None => None,
@@ -383,29 +383,22 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         resolved: &resolved,
         rebuilding: &no_rebuild,
     };
-    engine.reporter.step(&format!(
-        "keeping {} live ({} group(s) applied independently: {})",
-        names.join(", "),
-        groups.len(),
-        groups
-            .iter()
-            .map(|g| g.names.join(" → "))
-            .collect::<Vec<_>>()
-            .join("; ")
-    ));
+    engine.reporter.step(&progress::Step::KeepingLive {
+        projections: names.to_vec(),
+        groups: groups.iter().map(|g| g.names.clone()).collect(),
+    });
 
     let mut listener = listen(engine, &conn, &source).await?;
     let notify = listener.is_some();
     if notify {
-        engine.reporter.step(&format!(
-            "listening for new events on channel `{NOTIFY_CHANNEL}`, polling every {} at most",
-            humantime::format_duration(opts.max_poll_interval)
-        ));
+        engine.reporter.step(&progress::Step::Listening {
+            channel: NOTIFY_CHANNEL.to_string(),
+            max_poll_interval: opts.max_poll_interval,
+        });
     } else {
-        engine.reporter.step(&format!(
-            "`{}` has no notify trigger: polling (see `reproject run --print-notify-sql`)",
-            source.table
-        ));
+        engine.reporter.step(&progress::Step::Polling {
+            table: source.table.to_string(),
+        });
     }
     let mut outcome = RunOutcome {
         events_applied: 0,
@@ -449,10 +442,7 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 // Outside any batch: a late event is recorded even if the round fails later.
                 let found = late_events::recheck(&conn, config, &source, None, "run").await?;
                 for e in found {
-                    engine.reporter.warn(&format!(
-                        "{}; repair: `reproject gaps --repair`",
-                        e.describe()
-                    ));
+                    engine.reporter.warn(&e.warning(FoundBy::Runner));
                 }
                 rechecked = Some(Instant::now());
             }
@@ -497,15 +487,11 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 };
                 let (step, acted) = step(&conn, &at, g).await?;
                 if let Some(d) = acted {
-                    engine.reporter.step(&format!(
-                        "{} the parked event at position {} for {}, as decided",
-                        match d.decision {
-                            Decision::Skip => "skipped",
-                            Decision::Retry => "applied",
-                        },
-                        d.position,
-                        g.names.join(", ")
-                    ));
+                    engine.reporter.step(&progress::Step::ParkedEventActed {
+                        decision: decision(d.decision),
+                        position: d.position,
+                        projections: g.names.clone(),
+                    });
                     g.decided = None;
                 }
                 match step {
@@ -560,9 +546,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
             // The lock session ended under the batch (which proved it and rolled back): the
             // next round takes the locks again, or gives way to the runner that has them now.
             Err(err) if !locks.is_held() && !conn.is_closed() => {
-                engine
-                    .reporter
-                    .warn(&format!("{}; taking the runner locks again", err.message));
+                engine.reporter.warn(&Warning::RunnerLocksLost {
+                    why: err.message.clone(),
+                });
                 let _ = conn.batch_execute("ROLLBACK").await;
                 continue;
             }
@@ -572,10 +558,9 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
                 if since.elapsed() >= opts.reconnect_timeout {
                     return Err(gave_up(opts.reconnect_timeout, &err));
                 }
-                engine.reporter.warn(&format!(
-                    "database error, retrying: {}",
-                    err.to_string().lines().collect::<Vec<_>>().join(" / ")
-                ));
+                engine.reporter.warn(&Warning::DatabaseErrorRetrying {
+                    error: err.to_string().lines().collect::<Vec<_>>().join(" / "),
+                });
                 if conn.is_closed() {
                     conn = reconnect(engine, &mut outcome, since + opts.reconnect_timeout, opts)
                         .await?;
@@ -702,9 +687,10 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
 
 /// Stops group `g` with `message` (or the whole runner, with `--stop-on-error all`).
 fn stop(engine: &Engine<'_>, g: &mut Group, message: String, opts: &RunOptions) -> Result<()> {
-    engine
-        .reporter
-        .warn(&format!("stopped {}: {message}", g.names.join(", ")));
+    engine.reporter.warn(&Warning::GroupStopped {
+        projections: g.names.clone(),
+        error: message.clone(),
+    });
     g.error = Some(message);
     if opts.stop_on_error == StopOnError::All {
         return Err(Error::runtime(format!(
@@ -728,7 +714,9 @@ async fn switch(
         match change {
             Change::Stop(message) => return Ok(Err(message)),
             Change::Switch { member, to, note } => {
-                engine.reporter.warn(&format!("handlers switched: {note}"));
+                engine
+                    .reporter
+                    .warn(&Warning::HandlersSwitched { note: note.clone() });
                 live_checkpoints::set_handlers(conn, &g.names[member], to.describe().as_deref())
                     .await?;
                 g.applied[member] = to;
@@ -812,9 +800,9 @@ async fn take_locks(
         match live_checkpoints::lock_runners(&engine.db, names).await {
             Err(e) if wait && e.kind == crate::error::ErrorKind::Busy => {
                 if !told {
-                    engine
-                        .reporter
-                        .step(&format!("standing by (--wait): {}", e.message));
+                    engine.reporter.step(&progress::Step::StandingBy {
+                        why: e.message.clone(),
+                    });
                     told = true;
                 }
                 sleep(engine, Duration::from_secs(1), &mut None).await;
@@ -825,7 +813,7 @@ async fn take_locks(
             Err(e) => return Err(e),
             Ok(locks) => {
                 if told {
-                    engine.reporter.step("took over: the other runner stopped");
+                    engine.reporter.step(&progress::Step::TookOver);
                 }
                 return Ok(Some(locks));
             }
@@ -871,20 +859,22 @@ async fn reconnect(
         match attempt {
             Ok(c) => {
                 outcome.reconnects += 1;
-                engine.reporter.step("reconnected to the database");
+                engine.reporter.step(&progress::Step::Reconnected);
                 return Ok(c);
             }
             Err(e) => {
-                engine.reporter.warn(&format!(
-                    "cannot reconnect yet (retrying in {} ms): {}{}",
-                    pause.as_millis(),
-                    e.message,
-                    // Why: refused (down), "starting up", authentication...
-                    e.causes
-                        .first()
-                        .map(|c| format!(": {c}"))
-                        .unwrap_or_default()
-                ));
+                engine.reporter.warn(&Warning::CannotReconnectYet {
+                    retry_in: pause,
+                    error: format!(
+                        "{}{}",
+                        e.message,
+                        // Why: refused (down), "starting up", authentication...
+                        e.causes
+                            .first()
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default()
+                    ),
+                });
                 // Not past the deadline, so a stop is noticed and the limit is kept.
                 let left = deadline.saturating_duration_since(Instant::now());
                 sleep(engine, pause.min(left), &mut None).await;
@@ -968,10 +958,10 @@ async fn start_positions(
     for name in names {
         if let Some(cp) = existing.iter().find(|c| &c.projection == name) {
             if from.is_some() {
-                engine.reporter.warn(&format!(
-                    "`{name}` continues from its live checkpoint at {} (--from-position only sets where projections without one start)",
-                    show(cp.position)
-                ));
+                engine.reporter.warn(&Warning::LiveCheckpointKept {
+                    projection: name.clone(),
+                    position: cp.position,
+                });
             }
             continue;
         }
@@ -986,18 +976,18 @@ async fn start_positions(
                     StartAt::Head => settled_head(engine, conn, source, names).await?,
                 };
                 live_checkpoints::init(conn, name, position, "start", None).await?;
-                engine.reporter.step(&format!(
-                    "`{name}` starts after position {} (--from-position)",
-                    show(position)
-                ));
+                engine.reporter.step(&progress::Step::LiveStartsAt {
+                    projection: name.clone(),
+                    position,
+                });
             }
             (None, Some(run)) => {
                 live_checkpoints::init(conn, name, run.swap_position, "swap", Some(run.id)).await?;
-                engine.reporter.step(&format!(
-                    "`{name}` starts after position {}, where run {} swapped its tables in",
-                    show(run.swap_position),
-                    run.id
-                ));
+                engine.reporter.step(&progress::Step::LiveStartsAtSwap {
+                    projection: name.clone(),
+                    position: run.swap_position,
+                    run_id: run.id,
+                });
             }
             (None, None) => unknown.push(name.as_str()),
         }
@@ -1010,10 +1000,6 @@ async fn start_positions(
         .with_hint("rebuild them once (`reproject rebuild`; the swap hands over to `run`), or say where they stand: `--from-position head` (current now), `--from-position start` (empty) or `--from-position N`"));
     }
     Ok(())
-}
-
-fn show(p: Option<i64>) -> String {
-    p.map_or("start".into(), |p| p.to_string())
 }
 
 /// What every batch of a round shares.
@@ -1444,26 +1430,23 @@ async fn resume(engine: &Engine<'_>, conn: &Client, g: &mut Group) -> Result<()>
     };
     if lowest.is_some_and(|l| l >= event.position) {
         parked_events::overtaken(conn, event.id).await?;
-        engine.reporter.warn(&format!(
-            "the parked {} of {} is behind their live checkpoints now (a swap handed over tables that hold it): no longer waiting on it",
-            event.what(),
-            g.names.join(", ")
-        ));
+        engine.reporter.warn(&Warning::ParkedEventOvertaken {
+            parked: event.at(),
+            projections: g.names.clone(),
+        });
         g.parked = None;
         return Ok(());
     }
     match event.decision {
         None => {
             if !was_parked {
-                engine.reporter.warn(&format!(
-                    "{} wait on the parked {} since {} ({} failed attempt(s)): {}; {}",
-                    g.names.join(", "),
-                    event.what(),
-                    event.first_seen_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    event.times_seen,
-                    event.error,
-                    event.commands()
-                ));
+                engine.reporter.warn(&Warning::WaitingOnParkedEvent {
+                    projections: g.names.clone(),
+                    parked: event.at(),
+                    since: event.first_seen_at,
+                    failures: event.times_seen,
+                    error: event.error.clone(),
+                });
             }
             g.parked = Some(Parked {
                 event,
@@ -1471,21 +1454,12 @@ async fn resume(engine: &Engine<'_>, conn: &Client, g: &mut Group) -> Result<()>
             });
         }
         Some(decision) => {
-            engine.reporter.step(&format!(
-                "{} {}: {} decided by {}{}",
-                match decision {
-                    Decision::Skip => "skipping",
-                    Decision::Retry => "retrying",
-                },
-                event.what(),
-                decision.as_str(),
-                event.decided_by.as_deref().unwrap_or("?"),
-                event
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ));
+            engine.reporter.step(&progress::Step::ParkedEventDecided {
+                decision: self::decision(decision),
+                parked: event.at(),
+                decided_by: event.decided_by.clone(),
+                reason: event.reason.clone(),
+            });
             g.parked = None;
             g.decided = Some(Decided {
                 id: event.id,
@@ -1500,14 +1474,14 @@ async fn resume(engine: &Engine<'_>, conn: &Client, g: &mut Group) -> Result<()>
 /// Parks group `g` on `event` after a handler error, loudly (or stops the whole runner, with
 /// `--stop-on-error all`: the event stays recorded, so a restarted runner waits on it).
 fn park(engine: &Engine<'_>, g: &mut Group, event: ParkedEvent, opts: &RunOptions) -> Result<()> {
-    let message = format!(
-        "parked {} at the {}: {}",
-        g.names.join(", "),
-        event.what(),
-        event.error
-    );
+    let parked = |runner_stops| Warning::EventParked {
+        projections: g.names.clone(),
+        parked: event.at(),
+        error: event.error.clone(),
+        runner_stops,
+    };
     if opts.stop_on_error == StopOnError::All {
-        engine.reporter.warn(&message);
+        engine.reporter.warn(&parked(true));
         g.error = Some(event.error.clone());
         return Err(Error::runtime(format!(
             "stopped the runner on a handler error (--stop-on-error all): {}",
@@ -1519,10 +1493,7 @@ fn park(engine: &Engine<'_>, g: &mut Group, event: ParkedEvent, opts: &RunOption
             event.commands()
         )));
     }
-    engine.reporter.warn(&format!(
-        "{message}; they wait for a decision (the other projections go on): {}",
-        event.commands()
-    ));
+    engine.reporter.warn(&parked(false));
     g.parked = Some(Parked {
         event,
         polled: Instant::now(),
@@ -1561,15 +1532,21 @@ impl Held {
         let last = self.reported.unwrap_or(since);
         if last.elapsed() >= HELD_REPORT_EVERY {
             self.reported = Some(Instant::now());
-            engine.reporter.warn(&format!(
-                "holding at {} for {}s: a gap below position {} can still be filled by {}",
-                hold.bound
-                    .map_or("the start".into(), |b| format!("position {b}")),
-                since.elapsed().as_secs(),
-                hold.head.unwrap_or_default(),
-                hold.describe()
-            ));
+            engine.reporter.warn(&Warning::RunnerHoldingAtGap {
+                bound: hold.bound,
+                held: since.elapsed(),
+                head: hold.head.unwrap_or_default(),
+                by: hold.describe(),
+            });
         }
+    }
+}
+
+/// A decision as the reports name it.
+fn decision(d: Decision) -> progress::Decision {
+    match d {
+        Decision::Skip => progress::Decision::Skip,
+        Decision::Retry => progress::Decision::Retry,
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::error::{Context, Result};
 use crate::model::BoxFuture;
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Warning};
 use std::future::Future;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -184,13 +184,15 @@ impl Retry<'_> {
                 Err(e) if e.is_transient() && tries < TRANSIENT_RETRIES => {
                     tries += 1;
                     let pause = transient_pause(tries);
-                    let detail = format!(
-                        "{} hit a transient error (attempt {tries} of {TRANSIENT_RETRIES}, retrying in {} ms): {}",
-                        what(),
-                        pause.as_millis(),
-                        e.causes.first().unwrap_or(&e.message)
-                    );
-                    self.reporter.warn(&detail);
+                    let warning = Warning::TransientRetry {
+                        what: what(),
+                        attempt: tries,
+                        attempts: TRANSIENT_RETRIES,
+                        retry_in: pause,
+                        error: e.causes.first().unwrap_or(&e.message).clone(),
+                    };
+                    self.reporter.warn(&warning);
+                    let detail = warning.to_string();
                     self.faults.record("transient_retry", &detail).await;
                     tokio::time::sleep(pause).await;
                 }

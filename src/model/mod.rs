@@ -118,7 +118,7 @@ pub struct Resolved {
     pub added: std::collections::BTreeSet<TableName>,
     /// Notes for `plan` and `rebuild`: `create` entries whose table is already live with the
     /// shape they define (pipeline/added.rs).
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::progress::Warning>,
     /// The columns and indexes each added table's definition makes, read on its stand-in
     /// (what `plan` shows).
     pub new_shapes: BTreeMap<TableName, Vec<String>>,

@@ -149,7 +149,7 @@ pub async fn check_existing(
     client: &impl GenericClient,
     config: &Config,
     resolved: &crate::model::Resolved,
-) -> Result<Vec<String>> {
+) -> Result<Vec<crate::progress::Warning>> {
     let mut notes = Vec::new();
     for (pi, p) in config.projections.iter().enumerate() {
         for (ti, t) in p.tables.iter().enumerate() {
@@ -186,11 +186,11 @@ pub async fn check_existing(
                     "`create` only makes a table that does not exist yet: to change `{live}`, remove its `create` entry and use `reshape`; if the name belongs to another table, choose another name"
                 )));
             }
-            notes.push(format!(
-                "projection `{}`: `{live}` exists with the shape its definition ({}) makes; the rebuild clones it as it is; remove it from `create`",
-                p.name,
-                def.file.path.display()
-            ));
+            notes.push(crate::progress::Warning::CreateTableExists {
+                projection: p.name.clone(),
+                table: live.to_string(),
+                definition: def.file.path.display().to_string(),
+            });
         }
     }
     Ok(notes)

@@ -244,7 +244,7 @@ pub(crate) trait CatchUp {
     /// Applies the `pending` events up to `bound` in committed batches; returns how many.
     async fn apply(&mut self, bound: Bound, pending: i64) -> Result<i64>;
     /// What the step says before a round of `pending` events.
-    fn announce(&self, pending: i64) -> String;
+    fn announce(&self, pending: i64) -> crate::progress::Step;
 }
 
 /// Catch-up rounds until nothing is pending (at most [`CATCH_UP_ROUNDS`]), outside any lock.

@@ -4,6 +4,7 @@
 //! database itself.
 
 use crate::pipeline::Engine;
+use crate::progress::Warning;
 use std::future::Future;
 use std::time::Duration;
 
@@ -32,9 +33,7 @@ pub(crate) async fn watching<T>(
             };
             match taken {
                 Ok(Some(by)) => {
-                    engine
-                        .reporter
-                        .warn(&format!("cancellation requested by {by}"));
+                    engine.reporter.warn(&Warning::CancelRequested { by });
                     engine.cancel.cancel();
                 }
                 Ok(None) => {}

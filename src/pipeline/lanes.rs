@@ -177,21 +177,17 @@ impl Lanes<'_> {
                     .sum::<u64>(),
         );
         let workers = self.jobs.clamp(1, plan.pending.len().max(1));
-        reporter.step(&format!(
-            "replaying in {} stream lane(s){}, {} at a time (each lane: the events of the streams that hash to it, up to {})",
-            plan.lanes,
+        reporter.step(&crate::progress::Step::ReplayingInLanes {
+            lanes: plan.lanes,
+            plan: plan.plan,
             // A plan continued (after a failure, Ctrl-C or a lost connection): some lanes are
             // done, or a per-event lane is part-way.
-            if (plan.pending.len() as i32) < plan.lanes
-                || plan.pending.iter().any(|l| l.position.is_some())
-            {
-                format!(" ({} left of plan {})", plan.pending.len(), plan.plan)
-            } else {
-                String::new()
-            },
-            workers,
-            to.describe(),
-        ));
+            left: ((plan.pending.len() as i32) < plan.lanes
+                || plan.pending.iter().any(|l| l.position.is_some()))
+            .then_some(plan.pending.len()),
+            at_once: workers,
+            up_to: to.into(),
+        });
         reporter.replay_progress(shown.load(Ordering::Relaxed));
         let worker = || async {
             let result = async {

@@ -245,8 +245,8 @@ impl CatchUp for OldCatchUp<'_, '_> {
             .await
     }
 
-    fn announce(&self, pending: i64) -> String {
-        format!("catching the previous tables up with {pending} event(s) since the swap")
+    fn announce(&self, pending: i64) -> crate::progress::Step {
+        crate::progress::Step::CatchingUpPreviousTables { events: pending }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::model::config::{Config, Ordering};
 use crate::model::ident::{quote, TableName};
 use crate::pipeline::plan::Plan;
 use crate::pipeline::Engine;
-use crate::progress::Reporter;
+use crate::progress::{PartialCopy, Reporter, Step, Warning};
 use crate::read::ordering::{Cut, SETTLE_WAIT};
 use crate::read::source::{Bound, Cursor, EventSource, StreamFilter};
 use crate::state::fence;
@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_postgres::{Client, GenericClient};
 
 /// What was asked on the command line.
@@ -259,10 +259,10 @@ pub async fn resolve(
                 PartialRequest::FromPosition(n) => (*n, None),
                 PartialRequest::FromTime(t) => {
                     let p = resolve_time(client, config, &resolved, &source, t).await?;
-                    engine.reporter.step(&format!(
-                        "--from-time {}: the last event before it is at position {p}",
-                        t.to_rfc3339()
-                    ));
+                    engine.reporter.step(&Step::FromTime {
+                        time: t.to_rfc3339(),
+                        position: p,
+                    });
                     (p, Some(t.to_rfc3339()))
                 }
                 _ => unreachable!(),
@@ -718,22 +718,18 @@ pub async fn seed(
     }
     .await;
     let (copied, partial) = crate::db::tx::finish(client, result).await?;
-    let how = match &partial {
+    let copy = match &partial {
         Partial::Streams {
             since: Some(since), ..
-        } => format!(
-            " at the live position {since}; the selected streams' events up to it and every event after it are replayed"
-        ),
-        Partial::Streams { .. } => {
-            " (an early copy: it is compared with the live rows again under the swap's locks)"
-                .to_string()
-        }
-        Partial::FromPosition { .. } => String::new(),
+        } => PartialCopy::AtLivePosition(*since),
+        Partial::Streams { .. } => PartialCopy::Early,
+        Partial::FromPosition { .. } => PartialCopy::FromPosition,
     };
-    reporter.step(&format!(
-        "{}; copied {copied} row(s) that are not rebuilt from the live tables{how}",
-        partial.describe()
-    ));
+    reporter.step(&Step::PartialSeeded {
+        rebuild: partial.describe(),
+        copied,
+        copy,
+    });
     Ok(partial)
 }
 
@@ -783,19 +779,12 @@ pub async fn before_lock(
     if rebuilt == 0 {
         // Either the selected streams' events write no row, or `stream_key` does not hold the
         // event's stream as text (then the swap would replace the rebuilt rows by live ones).
-        reporter.warn(&format!(
-            "partial rebuild: no row of {} has a selected stream in its `stream_key` column; check that the column's text equals the events' stream",
-            tables
-                .iter()
-                .map(|t| format!("`{}`", t.rebuild))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        reporter.warn(&Warning::PartialNoSelectedRows {
+            tables: tables.iter().map(|t| t.rebuild.to_string()).collect(),
+        });
     }
     if since.is_none() {
-        reporter.warn(&format!(
-            "partial rebuild: {kept} row(s) of the streams that are not rebuilt will be compared with the live tables while their locks are held, and those that changed copied (the hold grows with them; --lock-hold-max bounds it)"
-        ));
+        reporter.warn(&Warning::PartialCompareUnderLock { rows: kept });
     }
     Ok(())
 }
@@ -824,10 +813,10 @@ pub async fn at_swap(
     };
     if let Some(since) = since {
         // Copied with the live position and brought to the swap position by the replay.
-        reporter.step(&format!(
-            "the rows of the streams that were not rebuilt are the live ones at position {since}, brought to {} by the replay",
-            at.describe()
-        ));
+        reporter.step(&Step::PartialRowsFromLive {
+            since: *since,
+            at: (*at).into(),
+        });
         return Ok(());
     }
     let started = Instant::now();
@@ -903,17 +892,13 @@ pub async fn at_swap(
         },
     )
     .await?;
-    reporter.step(&format!(
-        "the {} row(s) of the streams that were not rebuilt now equal the live ones: compared under the lock in {ms} ms, {} removed and {} added since the early copy{}",
-        kept.rows,
-        kept.deleted,
-        kept.inserted,
-        if others > 0 {
-            format!(", and applied the {others} event(s) of those streams the live tables had not yet applied")
-        } else {
-            String::new()
-        }
-    ));
+    reporter.step(&Step::PartialRowsSynced {
+        rows: kept.rows,
+        compared: Duration::from_millis(ms as u64),
+        deleted: kept.deleted,
+        inserted: kept.inserted,
+        applied: others,
+    });
     Ok(())
 }
 

@@ -19,7 +19,7 @@ pub struct Plan {
     /// projections of earlier waves (or on projections that are not selected).
     pub waves: Vec<Vec<usize>>,
     /// Things worth telling the user before they rebuild (never errors).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::progress::Warning>,
 }
 
 /// Builds the dependency graph of all projections; node weights are projection indexes.
@@ -92,10 +92,10 @@ pub fn plan(config: &Config, selection: &[String]) -> Result<Plan> {
         let name = &config.projections[i].name;
         for (j, other) in config.projections.iter().enumerate() {
             if !selected.contains(&j) && other.depends_on.contains(name) {
-                warnings.push(format!(
-                    "projection `{}` reads `{name}` but is not part of this rebuild; it will keep the rows it derived from the old `{name}`",
-                    other.name
-                ));
+                warnings.push(crate::progress::Warning::DependentNotRebuilt {
+                    projection: other.name.clone(),
+                    reads: name.clone(),
+                });
             }
         }
     }
@@ -238,9 +238,14 @@ mod tests {
         assert_eq!(names(&c, &p.order), ["customers"]);
         assert_eq!(p.warnings.len(), 1);
         assert!(
-            p.warnings[0].contains("`summary` reads `customers`"),
-            "{}",
+            matches!(&p.warnings[0], crate::progress::Warning::DependentNotRebuilt { projection, reads }
+                if projection == "summary" && reads == "customers"),
+            "{:?}",
             p.warnings[0]
+        );
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "projection `summary` reads `customers` but is not part of this rebuild; it will keep the rows it derived from the old `customers`"
         );
         let err = plan(&c, &["nope".to_string()]).unwrap_err();
         assert!(err.message.contains("unknown projection `nope`"));

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::pipeline::batches::{Batches, CatchUp, Ended, Policy};
 use crate::pipeline::swap::{self, LockPolicy};
-use crate::progress::{Cancel, Reporter};
+use crate::progress::{Cancel, Reporter, Warning};
 use crate::read::one_pass::OnePass;
 use crate::read::ordering::Cut;
 use crate::read::source::{Bound, Cursor, EventSource};
@@ -82,18 +82,22 @@ impl<'a> Applier<'a> {
             ))
             .with_hint("events arrive faster than the rebuild catches up between attempts: run `reproject swap` when the rate is lower, or raise --max-tail-events")),
             Applier::External(_) => {
-                reporter.warn(&format!(
-                    "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {hold_ms} ms to run it again first (retry {retries} of {})",
-                    swap::TAIL_RETRIES
-                ));
+                reporter.warn(&Warning::ExternalTailRetry {
+                    pending,
+                    held: std::time::Duration::from_millis(hold_ms as u64),
+                    retry: retries,
+                    retries: swap::TAIL_RETRIES,
+                });
                 Ok(())
             }
             Applier::Handlers(_) => {
-                reporter.warn(&format!(
-                    "{pending} event(s) pending under the lock, more than --max-tail-events {}: released the locks after {hold_ms} ms to catch up first (retry {retries} of {})",
-                    lock.max_tail_events,
-                    swap::TAIL_RETRIES
-                ));
+                reporter.warn(&Warning::TailRetry {
+                    pending,
+                    max_tail_events: lock.max_tail_events,
+                    held: std::time::Duration::from_millis(hold_ms as u64),
+                    retry: retries,
+                    retries: swap::TAIL_RETRIES,
+                });
                 Ok(())
             }
         }
@@ -252,8 +256,8 @@ impl CatchUp for RunCatchUp<'_, '_, '_> {
         .await
     }
 
-    fn announce(&self, pending: i64) -> String {
-        format!("catching up with {pending} new event(s)")
+    fn announce(&self, pending: i64) -> crate::progress::Step {
+        crate::progress::Step::CatchingUp { events: pending }
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn resolve(
     client: &impl GenericClient,
     config: &Config,
     names: &[String],
-) -> Result<(Vec<Retiring>, Vec<String>)> {
+) -> Result<(Vec<Retiring>, Vec<crate::progress::Step>)> {
     let mut out = Vec::new();
     let mut notes = Vec::new();
     for p in config
@@ -51,10 +51,10 @@ pub async fn resolve(
                     parked: crate::model::ident::old_table(&info.name),
                     live: info.name,
                 }),
-                None => notes.push(format!(
-                    "projection `{}`: `retire` names `{}`, which does not exist (retired by an earlier swap?): nothing to retire",
-                    p.name, t.table
-                )),
+                None => notes.push(crate::progress::Step::NothingToRetire {
+                    projection: p.name.clone(),
+                    table: t.table.to_string(),
+                }),
             }
         }
     }

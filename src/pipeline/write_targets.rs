@@ -110,7 +110,7 @@ pub struct Checked {
     /// Per projection with a pending reshape, what it did to the stand-ins.
     pub shaped: Vec<(usize, Vec<Applied>)>,
     /// Definitions already in place (pipeline/added.rs).
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::progress::Warning>,
     /// Per table not created yet, the columns and indexes its definition makes.
     pub new_shapes: std::collections::BTreeMap<TableName, Vec<String>>,
 }

@@ -61,7 +61,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::model::config::Ordering;
-use crate::progress::{Cancel, Reporter};
+use crate::progress::{Cancel, Reporter, Warning};
 use crate::read::source::{Bound, Cursor, EventSource};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -318,7 +318,7 @@ impl<'a> Cut<'a> {
         // The reminders below are one repeated wait: an updating line on a terminal.
         let key = format!("{}: open transactions", self.who());
         let rounds = std::cell::Cell::new(0u32);
-        let over = |summary: Option<&str>| {
+        let over = |summary: Option<&Warning>| {
             if rounds.get() > 0 {
                 reporter.wait_over(&key, summary);
             }
@@ -337,11 +337,11 @@ impl<'a> Cut<'a> {
             };
             let target = *target.get_or_insert(head);
             if hold.bound.is_some_and(|b| b >= target) {
-                over(Some(&format!(
-                    "{}: the open transactions ended after {:.1} s; replaying up to position {target}",
-                    self.who(),
-                    started.elapsed().as_secs_f64()
-                )));
+                over(Some(&Warning::OpenTransactionsEnded {
+                    run_id: self.run_id,
+                    waited: started.elapsed(),
+                    up_to: target,
+                }));
                 return Ok(hold.bound.map(Bound::UpTo));
             }
             if cancel.is_cancelled() {
@@ -353,11 +353,10 @@ impl<'a> Cut<'a> {
             }
             if started.elapsed() >= max_wait {
                 over(None);
-                reporter.warn(&format!(
-                    "positions after {} cannot be proven final yet ({}); replaying up to there, the rest follows when they end",
-                    hold.bound.map_or("the start".into(), |b| b.to_string()),
-                    hold.describe()
-                ));
+                reporter.warn(&Warning::PositionsNotFinal {
+                    bound: hold.bound,
+                    by: hold.describe(),
+                });
                 return Ok(hold.bound.map(Bound::UpTo));
             }
             if reported.elapsed() >= SETTLE_REPORT_EVERY {
@@ -367,12 +366,11 @@ impl<'a> Cut<'a> {
                     key: &key,
                     attempt: rounds.get(),
                     elapsed: started.elapsed(),
-                    message: &format!(
-                        "holding at {}: a gap below position {head} can still be filled by {}",
-                        hold.bound
-                            .map_or("the start".into(), |b| format!("position {b}")),
-                        hold.describe()
-                    ),
+                    reason: &Warning::HoldingAtGap {
+                        bound: hold.bound,
+                        head,
+                        by: hold.describe(),
+                    },
                 });
             }
             Cancel::sleep(Some(cancel), pause).await;
@@ -440,10 +438,7 @@ impl<'a> Cut<'a> {
                     .iter()
                     .map(|r| r.get(0))
                     .collect();
-                reporter.warn(&format!(
-                    "older transactions are still open ({}); replaying the events below the cut, the rest follows when they end",
-                    if open.is_empty() { "none identified".to_string() } else { open.join("; ") }
-                ));
+                reporter.warn(&Warning::OlderTransactionsOpen { open });
                 return Ok(bound);
             }
             Cancel::sleep(Some(cancel), pause).await;

@@ -28,10 +28,15 @@ impl Cursor {
 
     /// For messages: `position 42`, `transaction 1234 position 42`, `start`.
     pub fn describe(&self) -> String {
-        match (self.tx, self.position) {
-            (_, None) => "start".into(),
-            (None, Some(p)) => format!("position {p}"),
-            (Some(tx), Some(p)) => format!("transaction {tx} position {p}"),
+        crate::progress::At::from(*self).to_string()
+    }
+}
+
+impl From<Cursor> for crate::progress::At {
+    fn from(c: Cursor) -> Self {
+        crate::progress::At {
+            transaction: c.tx,
+            position: c.position,
         }
     }
 }
@@ -58,9 +63,15 @@ impl Bound {
 
     /// For messages.
     pub fn describe(&self) -> String {
-        match self {
-            Bound::UpTo(p) => format!("position {p}"),
-            Bound::BelowTx(tx) => format!("transactions below {tx}"),
+        crate::progress::UpTo::from(*self).to_string()
+    }
+}
+
+impl From<Bound> for crate::progress::UpTo {
+    fn from(b: Bound) -> Self {
+        match b {
+            Bound::UpTo(p) => crate::progress::UpTo::Position(p),
+            Bound::BelowTx(tx) => crate::progress::UpTo::TransactionsBelow(tx),
         }
     }
 }

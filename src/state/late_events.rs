@@ -15,6 +15,7 @@
 
 use crate::error::{Context, Result};
 use crate::model::config::Config;
+use crate::progress::{EventAt, FoundBy, Warning};
 use crate::read::source::EventSource;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -44,13 +45,20 @@ pub struct LateEvent {
 impl LateEvent {
     /// The loud report of a late event just found.
     pub fn describe(&self) -> String {
-        format!(
-            "late event: position {} (stream `{}`, type `{}`) was committed after `{}` had passed its position as a final gap, so its tables miss it; recorded in reproject.late_events",
-            self.position,
-            self.stream.as_deref().unwrap_or("NULL"),
-            self.event_type.as_deref().unwrap_or("NULL"),
-            self.projection
-        )
+        self.warning(FoundBy::Gaps).to_string()
+    }
+
+    /// The warning about it, with the repair that fits who found it.
+    pub fn warning(&self, found_by: FoundBy) -> Warning {
+        Warning::LateEvent {
+            late: EventAt {
+                position: self.position,
+                event_type: self.event_type.clone(),
+                stream: self.stream.clone(),
+            },
+            projection: self.projection.clone(),
+            found_by,
+        }
     }
 }
 

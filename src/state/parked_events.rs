@@ -91,12 +91,16 @@ impl ParkedEvent {
 
     /// `event at position 150 (type `added`, stream `s3`)`.
     pub fn what(&self) -> String {
-        format!(
-            "event at position {} (type `{}`, stream `{}`)",
-            self.position,
-            self.event_type.as_deref().unwrap_or("NULL"),
-            self.stream.as_deref().unwrap_or("NULL")
-        )
+        self.at().to_string()
+    }
+
+    /// The event, for reports.
+    pub fn at(&self) -> crate::progress::EventAt {
+        crate::progress::EventAt {
+            position: self.position,
+            event_type: self.event_type.clone(),
+            stream: self.stream.clone(),
+        }
     }
 
     /// What the live runner did about this event, decided `skip`: `the live runner skipped
@@ -132,13 +136,9 @@ impl ParkedEvent {
 
     /// The commands that decide it, naming the group's first projection.
     pub fn commands(&self) -> String {
-        let p = self
-            .projections
-            .first()
-            .map_or("PROJECTION", |s| s.as_str());
-        format!(
-            "`reproject skip {p} {pos} --reason \"...\"` applies the rest without it; after fixing the cause, `reproject retry {p} {pos}` applies it again",
-            pos = self.position
+        crate::progress::decide_commands(
+            self.projections.first().map(String::as_str),
+            self.position,
         )
     }
 }

@@ -41,6 +41,7 @@ mod preflight;
 mod presets;
 mod presets_default;
 mod prompts;
+mod reporter;
 mod reshape;
 mod rollback;
 mod rust_projection;

@@ -80,6 +80,27 @@ async fn repeated_lock_attempts_collapse_into_one_summary() {
         over["message"].as_str().unwrap().contains("long-report"),
         "{over}"
     );
+    // Typed: the round and the summary by their `event`, with their data.
+    let round = lines.iter().find(|l| l["kind"] == "waiting").unwrap();
+    assert_eq!(round["event"], "lock_timed_out", "{round}");
+    assert_eq!(round["data"]["attempt"], 1, "{round}");
+    assert!(
+        round["data"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().ends_with("tally")),
+        "{round}"
+    );
+    assert_eq!(over["event"], "locks_taken", "{over}");
+    assert!(over["data"]["attempts"].as_u64().unwrap() >= 2, "{over}");
+    assert!(
+        over["data"]["blockers"][0]
+            .as_str()
+            .unwrap()
+            .contains("long-report"),
+        "{over}"
+    );
     db.drop().await;
 }
 
@@ -160,6 +181,27 @@ async fn json_logs_are_one_object_per_line() {
         "a step:\n{}",
         out.stderr
     );
+    // Each step names its kind in `event`, with its fields in `data`.
+    let cloning = lines
+        .iter()
+        .find(|l| l["event"] == "cloning")
+        .unwrap_or_else(|| panic!("no cloning step:\n{}", out.stderr));
+    assert_eq!(cloning["kind"], "step", "{cloning}");
+    assert_eq!(cloning["data"]["run_id"], 1, "{cloning}");
+    assert_eq!(cloning["data"]["projections"][0], "tally", "{cloning}");
+    let replaying = lines
+        .iter()
+        .find(|l| l["event"] == "replaying")
+        .unwrap_or_else(|| panic!("no replaying step:\n{}", out.stderr));
+    assert_eq!(replaying["data"]["events"], 600, "{replaying}");
+    assert_eq!(replaying["data"]["up_to"]["position"], 600, "{replaying}");
+    for event in ["running_checks", "vacuuming", "swapping"] {
+        assert!(
+            lines.iter().any(|l| l["event"] == event),
+            "no {event}:\n{}",
+            out.stderr
+        );
+    }
     assert!(
         lines.iter().any(|l| l["message"]
             .as_str()

@@ -6,6 +6,7 @@ use super::alive::Alive;
 use super::live_stats::LiveStats;
 use super::Group;
 use crate::commands::Engine;
+use crate::progress::Step;
 use crate::read::source::EventSource;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -62,7 +63,9 @@ pub(super) async fn after_round(
         }
     }
     if line_due {
-        engine.reporter.step(&alive.line(&stats.snapshot()));
+        engine.reporter.step(&Step::RunnerAlive {
+            line: alive.line(&stats.snapshot()),
+        });
     }
 }
 

@@ -83,15 +83,6 @@ pub enum Planned {
     AlreadyApplied(i64),
 }
 
-impl Planned {
-    /// The message that the shape is already in place.
-    pub fn already_applied_message(projection: &str, run_id: i64) -> String {
-        format!(
-            "projection `{projection}`: reshape already applied by run {run_id}; the clone keeps the live shape; remove `reshape` from the config"
-        )
-    }
-}
-
 /// What the DDL did to one table.
 #[derive(Debug, Clone)]
 pub struct Applied {

@@ -6,7 +6,7 @@
 use crate::error::{Context, Error, Result};
 use crate::model::config::{Config, Handover};
 use crate::model::ident::quote;
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Step, Warning};
 use crate::read::source::Cursor;
 use tokio_postgres::GenericClient;
 
@@ -45,10 +45,10 @@ pub async fn apply(
             continue;
         };
         let Some(position) = at.position else {
-            reporter.warn(&format!(
-                "projection `{name}`: no event was applied, so the hand-over checkpoint in `{}` is left as it is",
-                h.table
-            ));
+            reporter.warn(&Warning::HandoverUnchanged {
+                projection: name.to_string(),
+                table: h.table.to_string(),
+            });
             continue;
         };
         let tx = at.tx.map(|t| t.to_string());
@@ -78,11 +78,11 @@ pub async fn apply(
             ))
             .with_hint("create that checkpoint row (the external projector's), then run `reproject swap`"));
         }
-        reporter.step(&format!(
-            "projection `{name}`: hand-over checkpoint in `{}` set to {}",
-            h.table,
-            at.describe()
-        ));
+        reporter.step(&Step::HandoverSet {
+            projection: name.to_string(),
+            table: h.table.to_string(),
+            at: (*at).into(),
+        });
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ pub mod window;
 
 use crate::error::{sqlstate, Context, Error, Result};
 use crate::model::ident::TableName;
-use crate::progress::{Cancel, Reporter};
+use crate::progress::{Cancel, Reporter, Signal, Step, Warning};
 use crate::state::helpers::{self, Ownership};
 use crate::state::runs::RunTable;
 use std::time::{Duration, Instant};
@@ -91,7 +91,7 @@ pub async fn lock_tables(
     let locked = lock_attempts(client, tables, policy, reporter, cancel, actions, &mut wait).await;
     if wait.rounds > 0 {
         let summary = locked.as_ref().ok().map(|took| wait.summary(tables, *took));
-        reporter.wait_over(&wait.key, summary.as_deref());
+        reporter.wait_over(&wait.key, summary.as_ref());
     }
     tracing::info!(
         "lock of {}: {} after {} attempt(s) in {} ms",
@@ -117,7 +117,7 @@ impl LockWait {
         &mut self,
         reporter: &dyn Reporter,
         elapsed: Duration,
-        message: &str,
+        reason: &Warning,
         blockers: &[(i32, String)],
     ) {
         self.rounds += 1;
@@ -126,7 +126,7 @@ impl LockWait {
             key: &self.key,
             attempt: self.rounds,
             elapsed,
-            message,
+            reason,
         });
     }
 
@@ -140,18 +140,13 @@ impl LockWait {
     }
 
     /// "took the locks on `t` after 7 attempts over 12.3 s; blocked by pid 4242 (...)".
-    fn summary(&self, tables: &[TableName], took: Duration) -> String {
-        format!(
-            "took the locks on {} after {} attempts over {:.1} s; {}",
-            names(tables),
-            self.rounds + 1,
-            took.as_secs_f64(),
-            if self.blockers.is_empty() {
-                "no blocker could be identified".to_string()
-            } else {
-                format!("blocked by {}", join_blockers(&self.blockers))
-            }
-        )
+    fn summary(&self, tables: &[TableName], took: Duration) -> Warning {
+        Warning::LocksTaken {
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            attempts: self.rounds + 1,
+            took,
+            blockers: self.blockers.iter().map(|(_, who)| who.clone()).collect(),
+        }
     }
 }
 
@@ -284,7 +279,6 @@ async fn lock_attempts(
             Err(e) if matches!(sqlstate(&e), Some("55P03" | "40P01")) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 let found = describe_blockers(client, tables).await.unwrap_or_default();
-                let blockers = join_blockers(&found);
                 let elapsed = started.elapsed();
                 if elapsed >= policy.budget {
                     wait.seen(&found);
@@ -304,16 +298,12 @@ async fn lock_attempts(
                 wait.round(
                     reporter,
                     elapsed,
-                    &format!(
-                        "could not lock {} (attempt {attempt} timed out after {} ms); {}",
-                        names(tables),
-                        slice.as_millis(),
-                        if blockers.is_empty() {
-                            "retrying".to_string()
-                        } else {
-                            format!("blocked by {blockers}, retrying")
-                        }
-                    ),
+                    &Warning::LockTimedOut {
+                        tables: tables.iter().map(|t| t.to_string()).collect(),
+                        attempt,
+                        timeout: slice,
+                        blockers: found.iter().map(|(_, who)| who.clone()).collect(),
+                    },
                     &found,
                 );
                 // Autovacuum gives way to a lock request only after the request has waited
@@ -323,27 +313,29 @@ async fn lock_attempts(
                 // where we may not, wait long enough once for the server to.
                 let outwait_autovacuum =
                     cancel_autovacuum(client, tables, reporter, actions, elapsed).await;
-                for (after, function, verb) in [
+                for (after, function, signal) in [
                     (
                         policy.terminate_blockers_after,
                         "pg_terminate_backend",
-                        "terminated",
+                        Signal::Terminated,
                     ),
                     (
                         policy.cancel_blockers_after,
                         "pg_cancel_backend",
-                        "cancelled",
+                        Signal::Cancelled,
                     ),
                 ] {
                     if after.is_some_and(|d| elapsed >= d) {
                         let done = signal_blockers(client, tables, function).await?;
                         for (pid, who) in &done {
-                            reporter.warn(&format!(
-                                "{verb} blocking session pid {pid} ({who}) after {:.1}s of locking",
-                                elapsed.as_secs_f64()
-                            ));
+                            reporter.warn(&Warning::BlockerSignalled {
+                                signal,
+                                pid: *pid,
+                                session: who.clone(),
+                                after: elapsed,
+                            });
                             actions.push(serde_json::json!({
-                                "action": verb, "pid": pid, "session": who,
+                                "action": signal.to_string(), "pid": pid, "session": who,
                                 "after_ms": elapsed.as_millis() as i64,
                             }));
                         }
@@ -583,9 +575,10 @@ async fn cancel_autovacuum(
             .await
             .is_ok_and(|r| r.get::<_, bool>(0));
         if cancelled {
-            reporter.warn(&format!(
-                "cancelled autovacuum pid {pid} ({what}) that held the tables"
-            ));
+            reporter.warn(&Warning::AutovacuumCancelled {
+                pid,
+                what: what.clone(),
+            });
             actions.push(serde_json::json!({
                 "action": "cancelled autovacuum", "pid": pid, "session": what,
                 "after_ms": elapsed.as_millis() as i64,
@@ -757,18 +750,15 @@ pub async fn drop_retired(
         if h.kind != "retired" || !projections.contains(&h.projection) {
             continue;
         }
-        reporter.step(&format!(
-            "dropping `{}`, left by an interrupted drop after the swap of {}",
-            h.table,
-            h.retired_by
-                .map_or_else(|| "a later run".to_string(), |r| format!("run {r}"))
-        ));
+        reporter.step(&Step::DroppingRetired {
+            table: h.table.to_string(),
+            retired_by: h.retired_by,
+        });
         if let Err(e) = drop_helper(client, &h.table).await {
-            reporter.warn(&format!(
-                "could not drop `{}` (`reproject cleanup --yes` will): {}",
-                h.table,
-                e.plain()
-            ));
+            reporter.warn(&Warning::DropFailed {
+                table: h.table.to_string(),
+                error: e.plain(),
+            });
         }
     }
     Ok(())

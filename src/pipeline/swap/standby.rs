@@ -17,7 +17,7 @@
 //! replays no locks). Cascaded standbys are not visible from the primary.
 
 use crate::error::{Context, Result};
-use crate::progress::{Cancel, Reporter};
+use crate::progress::{Cancel, Lagging, Operation, Reporter, Step, Warning};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -70,13 +70,12 @@ impl Waited {
     }
 
     /// Standbys whose replay position this role cannot see.
-    fn unseen(&self) -> String {
+    fn unseen(&self) -> Vec<String> {
         self.standbys
             .iter()
             .filter(|(_, behind, _)| behind.is_none())
-            .map(|(name, _, _)| format!("`{name}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map(|(name, _, _)| name.clone())
+            .collect()
     }
 
     fn json(&self) -> serde_json::Value {
@@ -90,15 +89,17 @@ impl Waited {
         )
     }
 
-    fn laggards(&self) -> String {
+    fn laggards(&self) -> Vec<Lagging> {
         self.standbys
             .iter()
             .filter_map(|(name, behind, ms)| match (behind, ms) {
-                (Some(b), None) => Some(format!("`{name}` ({b} bytes behind)")),
+                (Some(b), None) => Some(Lagging {
+                    standby: name.clone(),
+                    behind_bytes: *b,
+                }),
                 _ => None,
             })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect()
     }
 }
 
@@ -206,32 +207,25 @@ pub async fn before_lock(
         Ok(Some(w)) => w,
         Ok(None) => return None,
         Err(e) => {
-            reporter.warn(&format!(
-                "cannot tell whether the standbys have caught up, locking anyway: {}",
-                e.plain()
-            ));
+            reporter.warn(&Warning::StandbysUnknown { error: e.plain() });
             return None;
         }
     };
     let unseen = waited.unseen();
     if !unseen.is_empty() && first {
-        reporter.warn(&format!(
-            "cannot see how far standby {unseen} has replayed (that needs superuser or the pg_monitor role): not waiting for it; its readers of the tables may be cancelled by the swap"
-        ));
+        reporter.warn(&Warning::StandbysUnseen { standbys: unseen });
     }
     let laggards = waited.laggards();
     if !laggards.is_empty() {
-        reporter.warn(&format!(
-            "standby {} had not replayed the primary's WAL after {:.1}s (--standby-wait): locking anyway; its readers of the tables may be cancelled",
-            laggards,
-            waited.waited.as_secs_f64()
-        ));
+        reporter.warn(&Warning::StandbysBehind {
+            standbys: laggards,
+            waited: waited.waited,
+        });
     } else if waited.waited >= Duration::from_millis(500) {
-        reporter.step(&format!(
-            "waited {:.1}s for {} standby(s) to catch up before locking",
-            waited.waited.as_secs_f64(),
-            waited.standbys.len()
-        ));
+        reporter.step(&Step::WaitedForStandbys {
+            waited: waited.waited,
+            standbys: waited.standbys.len(),
+        });
     }
     Some(serde_json::json!({
         "action": "waited for standbys",
@@ -250,7 +244,7 @@ pub async fn before_lock(
 pub async fn after_commit(
     client: &Client,
     run_id: i64,
-    what: &str,
+    what: Operation,
     hold: Duration,
     limit: Duration,
     reporter: &dyn Reporter,
@@ -271,27 +265,31 @@ pub async fn after_commit(
             .unwrap_or(0);
         let stall = hold.as_millis() as u64 + slowest;
         if waited.all_caught_up() {
-            reporter.step(&format!(
-                "{} standby(s) replayed the {what} {slowest} ms after its commit: their readers of the tables waited at most about {stall} ms",
-                waited.standbys.len()
-            ));
+            reporter.step(&Step::StandbysReplayed {
+                standbys: waited.standbys.len(),
+                after: what,
+                slowest_ms: slowest,
+                stall_ms: stall,
+            });
         } else {
             let laggards = waited.laggards();
             if !laggards.is_empty() {
-                reporter.warn(&format!(
-                    "standby {laggards} had not replayed the {what} {:.1}s after its commit (--standby-wait): its readers of the tables wait until it does",
-                    waited.waited.as_secs_f64()
-                ));
+                reporter.warn(&Warning::StandbysBehindCommit {
+                    standbys: laggards,
+                    after: what,
+                    waited: waited.waited,
+                });
             }
             let unseen = waited.unseen();
             if !unseen.is_empty() {
-                reporter.warn(&format!(
-                    "cannot see how far standby {unseen} has replayed the {what} (that needs superuser or the pg_monitor role)"
-                ));
+                reporter.warn(&Warning::StandbysUnseenCommit {
+                    standbys: unseen,
+                    after: what,
+                });
             }
         }
         let entry = serde_json::json!({
-            "at": what,
+            "at": what.to_string(),
             "lock_hold_ms": hold.as_millis() as i64,
             "caught_up": waited.all_caught_up(),
             "stall_ms": waited.all_caught_up().then_some(stall),
@@ -308,9 +306,9 @@ pub async fn after_commit(
     }
     .await;
     if let Err(e) = measured {
-        reporter.warn(&format!(
-            "the {what} committed; could not measure the standbys' replay of it: {}",
-            e.plain()
-        ));
+        reporter.warn(&Warning::StandbyReplayUnmeasured {
+            after: what,
+            error: e.plain(),
+        });
     }
 }
