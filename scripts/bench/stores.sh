@@ -8,9 +8,9 @@
 #           per appending transaction, positions from its sequence;
 #   marten  `mt_events` (a default installation: no metadata columns), ten events per append,
 #           positions reserved from `mt_events_sequence` by a separate command first (its Rich
-#           append mode). A rebuild from the first event waits once for its `gap_age` (5 s)
-#           before it passes the start (nothing says where positions begin): the Marten times
-#           include that wait.
+#           append mode). The config names that sequence (`position_sequence`, as the preset
+#           does), so a rebuild from the first event starts at once: positions begin at the
+#           sequence's start value.
 # For each: reproject with per-event handlers, reproject with set-based (`-- per batch`)
 # handlers, and the set-based floor in the same run: one hand-written
 # `INSERT … SELECT … GROUP BY` over the events (what a table built in one statement costs). Each
@@ -73,7 +73,7 @@ config() { # store handlers-file
     case $1 in
     emmett) printf '[events]\npreset = "emmett"\n' ;;
     # The Marten preset's keys, spelt out: a default installation has no `headers` column.
-    marten) printf '[events]\ntable = "mt_events"\nposition = "seq_id"\nstream = "stream_id"\ntype = "type"\ndata = "data"\ntimestamp = "\\"timestamp\\""\nfilter = "is_archived = false"\ngap_age = "5s"\n' ;;
+    marten) printf '[events]\ntable = "mt_events"\nposition = "seq_id"\nstream = "stream_id"\ntype = "type"\ndata = "data"\ntimestamp = "\\"timestamp\\""\nfilter = "is_archived = false"\ngap_age = "5s"\nposition_sequence = "mt_events_sequence"\n' ;;
     esac
     printf '\n[[projection]]\nname = "balances"\ntables = ["balances"]\nhandlers = "%s"\n' "$2"
 }

@@ -265,16 +265,33 @@ pub async fn move_aside(
     table: &TableName,
     suffix: &str,
 ) -> Result<()> {
-    for p in of(client, table).await? {
-        let to = helper(&p.name, suffix);
-        client
-            .batch_execute(&format!(
+    // One script: a round trip per partition would be one more wait under the locks each.
+    let parts = of(client, table).await?;
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let script: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            format!(
                 "ALTER TABLE {} RENAME TO {}",
                 p.name.quoted(),
-                quote(&to.name)
-            ))
-            .await
-            .with_context(|| format!("cannot rename partition `{}` to `{to}`", p.name))?;
-    }
+                quote(&helper(&p.name, suffix).name)
+            )
+        })
+        .collect();
+    client
+        .batch_execute(&script.join(";\n"))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot rename the partitions of `{table}` to their `_{suffix}` names ({})",
+                parts
+                    .iter()
+                    .map(|p| p.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
     Ok(())
 }

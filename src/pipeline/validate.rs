@@ -3,7 +3,7 @@
 //! (each prepared, never executed). Errors name the file, line, projection and table.
 
 use crate::db::catalog::{self, require_plain_table};
-use crate::error::{describe_pg, Error, Result};
+use crate::error::{describe_pg, Context, Error, Result};
 use crate::model::config::Config;
 use crate::model::handlers::param_types;
 use crate::model::{Encodings, Payload, Resolved, TableOwner, TimeKind};
@@ -46,6 +46,29 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
             ))
             .caused_by(describe_pg(&e)).with_db_state(&e).with_source(e)
             .with_hint("`source` is one SELECT query; it is read as `(source) AS events`, so the role keys name its output columns"));
+        }
+    }
+    if let crate::read::source::PositionOrigin::Sequence(seq) =
+        crate::read::source::PositionOrigin::of(ev, &events_table)
+    {
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S'",
+                &[&seq.quoted()],
+            )
+            .await
+            .with_context(|| format!("cannot look up sequence `{seq}`"))?;
+        // The preset's sequence is a help: without it, no floor (read/ordering.rs).
+        let supplied = ev
+            .preset
+            .as_ref()
+            .is_some_and(|p| p.supplied("position_sequence"));
+        if found.is_none() && !supplied {
+            let line = ev.position_sequence.as_ref().map_or(0, |e| e.line);
+            return Err(Error::config(format!(
+                "{file}:{line}: `events.position_sequence`: sequence `{seq}` does not exist"
+            ))
+            .with_hint("name the sequence the store draws positions from (an unqualified name is looked up in the event table's schema), or remove the key"));
         }
     }
     let shown = match ev.source {

@@ -52,6 +52,22 @@ pub enum Step {
         /// Where the plan ends.
         up_to: At,
     },
+    /// The read waited a moment for positions to be proven final before replaying past them
+    /// (a gap, or the start, held by an open transaction or too young for `gap_age`).
+    WaitedForPositions {
+        /// The run (None: the live runner).
+        run_id: Option<i64>,
+        /// How long it waited.
+        #[serde(
+            rename = "waited_ms",
+            serialize_with = "crate::progress::values::millis"
+        )]
+        waited: std::time::Duration,
+        /// What held the read: the position (or the start) and what was open.
+        held_at: String,
+        /// The position now proven final.
+        up_to: i64,
+    },
     /// A round of catch-up before the checks or the swap.
     CatchingUp {
         /// Events pending.
@@ -345,6 +361,17 @@ impl fmt::Display for Step {
                 "replaying in {lanes} stream lane(s){}, {at_once} at a time (each lane: the events of the streams that hash to it, up to {up_to})",
                 left.map(|n| format!(" ({n} left of plan {plan})"))
                     .unwrap_or_default()
+            ),
+            Step::WaitedForPositions {
+                run_id,
+                waited,
+                held_at,
+                up_to,
+            } => write!(
+                f,
+                "{}: waited {:.1} s before replaying past {held_at}; replaying up to position {up_to}",
+                run_id.map_or("the runner".into(), |id| format!("run {id}")),
+                waited.as_secs_f64()
             ),
             Step::CatchingUp { events } => write!(f, "catching up with {events} new event(s)"),
             Step::CatchingUpPreviousTables { events } => write!(

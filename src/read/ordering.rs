@@ -45,6 +45,21 @@
 //! position (it is named in the warnings), as a long transaction holds the `xid8` cut back.
 //! The reads after a bound use newer snapshots (the session runs READ COMMITTED).
 //!
+//! # Where positions begin
+//! A fresh run (no checkpoint) has nothing to count contiguous positions from, so its first
+//! observation must be proven (and, with a `gap_age`, aged) before anything is read. Where
+//! positions come from a sequence (`events.position_sequence`, a preset's, or the position
+//! column's serial, identity or `DEFAULT nextval(...)` sequence), the sequence's start value
+//! `S` says where they begin: no position below `S` can ever be drawn, so `S - 1` is a
+//! checkpoint as good as one the run reached itself ([`start_floor`]). When the lowest visible
+//! position is `S`, the run from it needs no proof; when it is above `S`, the hole from `S` is
+//! an ordinary gap, proven (and recorded) like any other. That covers a writer that drew `S`
+//! itself and has not committed: its position is not visible, so the lowest visible one is
+//! above `S`. Only checked: a lowest visible position below `S` (the sequence's START changed
+//! after drawing, or positions not drawn from it) gives no floor. Assumed, as for the whole
+//! mode: positions are drawn from that sequence, increasing (a `RESTART` below values already
+//! drawn breaks it, as it breaks uniqueness).
+//!
 //! # `gap-aware` with a `gap_age`
 //! The argument above assumes positions are drawn inside the inserting transaction. Marten's
 //! Rich append mode draws them with `nextval` on a separate, autocommitted command before that
@@ -61,8 +76,8 @@
 
 use crate::error::{Context, Error, Result};
 use crate::model::config::Ordering;
-use crate::progress::{Cancel, Reporter, Warning};
-use crate::read::source::{Bound, Cursor, EventSource};
+use crate::progress::{Cancel, Reporter, Step, Warning};
+use crate::read::source::{Bound, Cursor, EventSource, PositionOrigin};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -180,6 +195,30 @@ pub fn proof_base(checkpoint: Option<i64>, proven_head: Option<i64>) -> Option<i
     checkpoint.max(proven_head)
 }
 
+/// The sequence positions are drawn from, as the catalog describes it (`pg_sequence`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceStart {
+    /// Its name, for messages.
+    pub name: String,
+    /// `seqstart`: the first value it hands out.
+    pub start: i64,
+    /// `seqincrement`.
+    pub increment: i64,
+    /// `seqcycle`: it wraps around, so values are not increasing.
+    pub cycle: bool,
+}
+
+/// The checkpoint a fresh run may start counting contiguous positions from: the position just
+/// below the sequence's start, when nothing can be drawn below it (an ascending sequence that
+/// does not cycle) and the lowest visible position agrees (is not below the start). None: no
+/// floor, the first observation must be proven as before.
+pub fn start_floor(seq: &SequenceStart, lowest_visible: i64) -> Option<i64> {
+    if seq.increment <= 0 || seq.cycle || lowest_visible < seq.start {
+        return None;
+    }
+    seq.start.checked_sub(1)
+}
+
 /// What a gap-aware bound computation saw.
 #[derive(Debug, Clone)]
 pub struct Hold {
@@ -217,6 +256,8 @@ pub struct Cut<'a> {
     /// The live runner's projections.
     projections: Vec<String>,
     pending: Pending,
+    /// [`start_floor`], once looked up (None: not yet).
+    floor: Option<Option<i64>>,
 }
 
 impl<'a> Cut<'a> {
@@ -227,6 +268,7 @@ impl<'a> Cut<'a> {
             run_id: Some(run_id),
             projections: Vec::new(),
             pending: Pending::default(),
+            floor: None,
         }
     }
 
@@ -238,6 +280,7 @@ impl<'a> Cut<'a> {
             run_id: None,
             projections: projections.to_vec(),
             pending: Pending::default(),
+            floor: None,
         }
     }
 
@@ -315,6 +358,8 @@ impl<'a> Cut<'a> {
         let mut reported = started;
         let mut pause = Duration::from_millis(10);
         let mut target = None;
+        // Where the bound was first held, and by what.
+        let mut held: Option<String> = None;
         // The reminders below are one repeated wait: an updating line on a terminal.
         let key = format!("{}: open transactions", self.who());
         let rounds = std::cell::Cell::new(0u32);
@@ -337,12 +382,31 @@ impl<'a> Cut<'a> {
             };
             let target = *target.get_or_insert(head);
             if hold.bound.is_some_and(|b| b >= target) {
-                over(Some(&Warning::OpenTransactionsEnded {
-                    run_id: self.run_id,
-                    waited: started.elapsed(),
-                    up_to: target,
-                }));
+                if rounds.get() > 0 {
+                    over(Some(&Warning::OpenTransactionsEnded {
+                        run_id: self.run_id,
+                        waited: started.elapsed(),
+                        up_to: target,
+                    }));
+                } else if let Some(why) = &held {
+                    // A short wait is said once, so that a rebuild slower than its events
+                    // explains itself.
+                    reporter.step(&Step::WaitedForPositions {
+                        run_id: self.run_id,
+                        waited: started.elapsed(),
+                        held_at: why.clone(),
+                        up_to: target,
+                    });
+                }
                 return Ok(hold.bound.map(Bound::UpTo));
+            }
+            if held.is_none() {
+                held = Some(format!(
+                    "{} ({})",
+                    hold.bound
+                        .map_or("the start".into(), |b| format!("position {b}")),
+                    hold.describe()
+                ));
             }
             if cancel.is_cancelled() {
                 over(None);
@@ -466,15 +530,24 @@ impl<'a> Cut<'a> {
             proven.push(now.clone());
         }
         let proven_head = proven.iter().map(|p| p.head).max();
-        let bound = match proof_base(at.position, proven_head) {
+        // From the start, the position below the sequence's start value is final already.
+        let floor = match at.position {
+            Some(_) => None,
+            None => self.start_floor(client).await?,
+        };
+        let checkpoint = at.position.or(floor);
+        let bound = match proof_base(checkpoint, proven_head) {
             None => None,
             Some(base) if base >= head => Some(base),
             Some(base) => Some(self.contiguous_end(client, base, head).await?),
-        };
+        }
+        // Nothing readable yet: as without a floor (the caller reads nothing either way).
+        .filter(|b| at.position.is_some() || Some(*b) != floor);
         // The gaps passed lie below the highest proven head (above it positions are
         // contiguous). Each is recorded with the earliest observation that proves it: the
-        // one that names the transactions that were open when the gap was seen.
-        let mut after = at.position;
+        // one that names the transactions that were open when the gap was seen. From the
+        // floor, a hole at the start is such a gap.
+        let mut after = checkpoint;
         for proof in &proven {
             if after.is_none_or(|a| a < proof.head) {
                 self.record_gaps(client, after, proof.head, proof).await?;
@@ -497,6 +570,101 @@ impl<'a> Cut<'a> {
             waiting_for,
             aging: (held && !gap_age.is_zero()).then_some(gap_age),
         })
+    }
+
+    /// [`start_floor`] for this source, looked up once (the first time a fresh run observes
+    /// a head): the sequence positions come from, and the lowest visible position.
+    async fn start_floor(&mut self, client: &Client) -> Result<Option<i64>> {
+        if let Some(floor) = self.floor {
+            return Ok(floor);
+        }
+        let floor = match self.position_sequence(client).await? {
+            None => None,
+            Some(seq) => {
+                let lowest: Option<i64> = client
+                    .query_one(
+                        &format!(
+                            "SELECT min({pos})::bigint FROM {table}",
+                            pos = self.source.position,
+                            table = self.source.from
+                        ),
+                        &[],
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("cannot read the lowest position of `{}`", self.source.table)
+                    })?
+                    .get(0);
+                let floor = lowest.and_then(|l| start_floor(&seq, l));
+                match (floor, lowest) {
+                    (Some(_), Some(l)) if l == seq.start => tracing::info!(
+                        "{}: positions begin at {l}, the start of `{}`: no gap lies below the first position",
+                        self.who(),
+                        seq.name
+                    ),
+                    (Some(_), Some(l)) => tracing::info!(
+                        "{}: `{}` starts at {}, the lowest position is {l}: the hole below it is a gap like any other",
+                        self.who(),
+                        seq.name,
+                        seq.start
+                    ),
+                    _ => tracing::info!(
+                        "{}: `{}` (start {}, increment {}{}) does not say where the positions of `{}` begin (lowest {:?})",
+                        self.who(),
+                        seq.name,
+                        seq.start,
+                        seq.increment,
+                        if seq.cycle { ", cycling" } else { "" },
+                        self.source.table,
+                        lowest
+                    ),
+                }
+                floor
+            }
+        };
+        self.floor = Some(floor);
+        Ok(floor)
+    }
+
+    /// The sequence the positions are drawn from (source.rs `PositionOrigin`), if known. A
+    /// column whose default or identity involves more than one sequence names none.
+    async fn position_sequence(&self, client: &Client) -> Result<Option<SequenceStart>> {
+        const OF: &str = "SELECT c.oid::regclass::text, s.seqstart, s.seqincrement, s.seqcycle              FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid";
+        let rows = match &self.source.position_origin {
+            PositionOrigin::Unknown => return Ok(None),
+            PositionOrigin::Sequence(seq) => client
+                .query(
+                    &format!("{OF} WHERE s.seqrelid = to_regclass($1)"),
+                    &[&seq.quoted()],
+                )
+                .await
+                .with_context(|| format!("cannot read sequence `{seq}`"))?,
+            // Serial and identity sequences depend on the column (pg_get_serial_sequence's
+            // test); a `DEFAULT nextval('s')` makes the default depend on `s`.
+            PositionOrigin::Column(column) => client
+                .query(
+                    &format!(
+                        "WITH col AS (SELECT attrelid, attnum FROM pg_attribute                                       WHERE attrelid = to_regclass($1) AND attname = $2                                         AND attnum > 0 AND NOT attisdropped),                               seqs AS (SELECT d.objid AS seq FROM col JOIN pg_depend d                                          ON d.classid = 'pg_class'::regclass                                         AND d.refclassid = 'pg_class'::regclass                                         AND d.refobjid = col.attrelid AND d.refobjsubid = col.attnum                                         AND d.deptype IN ('a', 'i')                                        UNION                                        SELECT d.refobjid FROM col JOIN pg_attrdef ad                                          ON ad.adrelid = col.attrelid AND ad.adnum = col.attnum                                        JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass                                         AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass)                          {OF} JOIN seqs ON seqs.seq = s.seqrelid"
+                    ),
+                    &[&self.source.table.quoted(), column],
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot read the sequence of `{}`.`{column}`",
+                        self.source.table
+                    )
+                })?,
+        };
+        let [row] = rows.as_slice() else {
+            return Ok(None);
+        };
+        Ok(Some(SequenceStart {
+            name: row.get(0),
+            start: row.get(1),
+            increment: row.get(2),
+            cycle: row.get(3),
+        }))
     }
 
     /// Reads the head and then the open writing transactions, in one statement (see the module
@@ -784,6 +952,51 @@ mod tests {
         assert_eq!(proof_base(Some(5), None), Some(5));
         assert_eq!(proof_base(None, Some(7)), Some(7));
         assert_eq!(proof_base(Some(9), Some(7)), Some(9));
+    }
+
+    fn seq(start: i64, increment: i64, cycle: bool) -> SequenceStart {
+        SequenceStart {
+            name: "s".into(),
+            start,
+            increment,
+            cycle,
+        }
+    }
+
+    #[test]
+    fn the_start_floor_is_below_the_sequences_start_when_nothing_visible_is_below_it() {
+        assert_eq!(
+            start_floor(&seq(1, 1, false), 1),
+            Some(0),
+            "the first position is the start: counting from 0 needs no proof"
+        );
+        assert_eq!(
+            start_floor(&seq(1, 1, false), 2),
+            Some(0),
+            "a writer holds 1: the floor stays at 0, so 1 is a gap to prove, not skipped"
+        );
+        assert_eq!(start_floor(&seq(1000, 1, false), 1000), Some(999));
+        assert_eq!(
+            proof_base(Some(0).or(None), None),
+            Some(0),
+            "a fresh run with a floor has a base without any proven observation"
+        );
+    }
+
+    #[test]
+    fn no_start_floor_where_the_sequence_does_not_say_where_positions_begin() {
+        assert_eq!(
+            start_floor(&seq(1000, 1, false), 5),
+            None,
+            "positions below the start exist (START changed, or not drawn from it)"
+        );
+        assert_eq!(start_floor(&seq(1, -1, false), 1), None, "descending");
+        assert_eq!(start_floor(&seq(1, 1, true), 1), None, "cycling");
+        assert_eq!(
+            start_floor(&seq(i64::MIN, 1, false), i64::MIN),
+            None,
+            "nothing below the lowest bigint"
+        );
     }
 
     #[test]

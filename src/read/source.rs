@@ -116,6 +116,9 @@ pub struct EventSource {
     /// `xid8` mode: the transaction id expression, as xid8.
     pub(crate) tx: Option<String>,
     pub(crate) ordering: Ordering,
+    /// Where positions come from, for gap-aware ordering to know where they begin
+    /// (read/ordering.rs `SequenceStart`).
+    pub(crate) position_origin: PositionOrigin,
     encodings: Encodings,
     select: String,
     filter: String,
@@ -132,6 +135,40 @@ pub struct EventSource {
     /// A stream lane (pipeline/lanes.rs): only the events whose stream hashes to lane `.0` of
     /// `.1`.
     lane: Option<(i32, i32)>,
+}
+
+/// Where the positions of an event table are drawn from, as far as the config says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PositionOrigin {
+    /// `events.position_sequence` (or the preset's): this sequence.
+    Sequence(TableName),
+    /// The position is this plain column of the event table: its serial or identity sequence,
+    /// or the sequence its default calls, if any.
+    Column(String),
+    /// Neither (an expression, or a `source` query): unknown.
+    Unknown,
+}
+
+impl PositionOrigin {
+    /// From the config: the named sequence (unqualified: in the event table's schema), else
+    /// the position when it is a bare column of the table read (not of a `source` query).
+    pub fn of(events: &EventsConfig, table: &TableName) -> PositionOrigin {
+        let parse = |text: &str| crate::model::ident::parse_table_ref(text).ok();
+        if let Some(seq) = events
+            .position_sequence
+            .as_ref()
+            .and_then(|e| parse(&e.sql))
+        {
+            let schema = seq.schema.unwrap_or_else(|| table.schema.clone());
+            return PositionOrigin::Sequence(TableName::new(schema, seq.name));
+        }
+        match parse(&events.position.sql) {
+            Some(col) if col.schema.is_none() && events.source.is_none() => {
+                PositionOrigin::Column(col.name)
+            }
+            _ => PositionOrigin::Unknown,
+        }
+    }
 }
 
 /// Restricts reading to the events of some streams, or to the events of all other streams.
@@ -266,6 +303,7 @@ impl EventSource {
             position: format!("({})", events.position.sql),
             tx,
             ordering: events.ordering.clone(),
+            position_origin: PositionOrigin::of(events, table),
             encodings: enc,
             select,
             filter: events

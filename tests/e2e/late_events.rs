@@ -69,6 +69,46 @@ async fn with_a_gap_age_a_position_reserved_early_is_applied_by_rebuild_and_run(
     db.drop().await;
 }
 
+/// A `bigserial` position: its sequence (found from the column) starts at 1, the first
+/// position, so a rebuild from the start does not wait for the gap age; a later gap does.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_gap_age_a_rebuild_from_the_sequences_start_does_not_wait() {
+    let db = tally::db(100).await;
+    let p = tally::config().event("gap_age", "4s").write();
+    let out = p.reproject(&db, "-v rebuild --yes").await;
+    out.ok()
+        .stderr_has("positions begin at 1, the start of `events_id_seq`");
+    assert!(
+        !out.stderr.contains("waited"),
+        "nothing held the start: {}",
+        out.stderr
+    );
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    // A sequence named in the config must exist.
+    tally::config()
+        .event("position_sequence", "no_such_seq")
+        .write()
+        .reproject(&db, "plan")
+        .await
+        .code(2)
+        .stderr_has("`events.position_sequence`: sequence `no_such_seq` does not exist");
+    // Position 1 deleted (an archive, say): the hole from the sequence's start is a gap, proven
+    // and aged like any other, and recorded.
+    db.exec("DELETE FROM events WHERE id = 1").await;
+    let out = p.reproject(&db, "-v rebuild --yes").await;
+    out.ok()
+        .stderr_has("`events_id_seq` starts at 1, the lowest position is 2")
+        .stderr_has("before replaying past the start");
+    assert_eq!(tally::expected_differences(&db, "tally").await, 0);
+    db.assert_int_because(
+        "SELECT count(*) FROM reproject.gaps WHERE from_position = 1 AND to_position = 1",
+        1,
+        "the hole at the start was passed as a gap",
+    )
+    .await;
+    db.drop().await;
+}
+
 /// Without a gap age, the runner passes the reserved position as a gap; the event inserted
 /// there later is found by the runner's re-check, reported and recorded; `gaps` lists it and
 /// exits 5; `gaps --repair` rebuilds its stream (with the runner still running) and exits 0.

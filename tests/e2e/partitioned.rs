@@ -349,3 +349,86 @@ async fn sub_partitions_and_foreign_keys_are_refused_naming_them() {
     .await;
     db.drop().await;
 }
+
+/// A partition that gained a dependent reproject cannot carry (a rule) between the rebuild and
+/// the swap refuses the swap under the locks, naming that partition (the partitions are
+/// checked together, each with its own problems).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_that_gained_a_rule_refuses_the_swap_naming_it() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE events (id bigserial PRIMARY KEY, stream text, type text, data jsonb);
+         CREATE TABLE balances (account text NOT NULL, bucket int NOT NULL, balance bigint NOT NULL,
+                                PRIMARY KEY (account, bucket)) PARTITION BY HASH (account);
+         CREATE TABLE balances_h0 PARTITION OF balances FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+         CREATE TABLE balances_h1 PARTITION OF balances FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+         CREATE TABLE balances_h2 PARTITION OF balances FOR VALUES WITH (MODULUS 3, REMAINDER 2);",
+    )
+    .await;
+    append(&db, 1, 300).await;
+    let p = balances();
+    p.reproject(&db, "rebuild --no-swap").await.ok();
+    db.exec(
+        "CREATE RULE keep_h1 AS ON DELETE TO balances_h1 DO INSTEAD NOTHING;
+         CREATE RULE keep_h2 AS ON DELETE TO balances_h2 DO INSTEAD NOTHING;",
+    )
+    .await;
+    let out = p.reproject(&db, "swap --yes").await;
+    out.code(4)
+        .stderr_has("refusing to swap `balances_h1`: it gained dependents")
+        .stderr_has("it has rule keep_h1");
+    assert!(
+        !out.stderr.contains("keep_h2") && !out.stderr.contains("`balances_h0`"),
+        "each partition's own problems, the first one refused: {}",
+        out.stderr
+    );
+    assert!(!db.exists("balances_old").await, "nothing was swapped");
+    assert!(!db.exists("balances_h1_old").await, "nothing was swapped");
+    db.drop().await;
+}
+
+/// A measurement, not a check (`scripts/test.sh --test e2e -- --ignored --nocapture
+/// partitioned::lock_hold`): the swap's lock hold with 4 and 32 hash partitions, over several
+/// swaps each (the second and later ones also retire the previous `_old` generation's
+/// partitions). Prints every hold, the median and the steps of the last locked section.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn lock_hold_with_4_and_32_partitions() {
+    const SWAPS: usize = 7;
+    for n in [4, 32] {
+        let db = TestDb::new().await;
+        let mut sql = "CREATE TABLE events (id bigserial PRIMARY KEY, stream text, type text, data jsonb);
+             CREATE TABLE balances (account text NOT NULL, bucket int NOT NULL, balance bigint NOT NULL,
+                                    PRIMARY KEY (account, bucket)) PARTITION BY HASH (account);"
+            .to_string();
+        for i in 0..n {
+            sql += &format!(
+                "CREATE TABLE balances_h{i} PARTITION OF balances FOR VALUES WITH (MODULUS {n}, REMAINDER {i});"
+            );
+        }
+        db.exec(&sql).await;
+        append(&db, 1, 300).await;
+        let p = balances();
+        let mut holds = Vec::new();
+        for _ in 0..SWAPS {
+            p.reproject(&db, "rebuild --yes").await.ok();
+            holds.push(
+                db.int("SELECT lock_hold_ms FROM reproject.runs ORDER BY id DESC LIMIT 1")
+                    .await,
+            );
+        }
+        let steps = db
+            .text(
+                "SELECT (lock_attempts -> -1 -> 'steps')::text FROM reproject.runs ORDER BY id DESC LIMIT 1",
+            )
+            .await;
+        let mut sorted = holds.clone();
+        sorted.sort();
+        eprintln!(
+            "partitions {n}: lock hold ms {holds:?}, median {}; last steps {}",
+            sorted[SWAPS / 2],
+            steps.unwrap_or_default()
+        );
+        db.drop().await;
+    }
+}

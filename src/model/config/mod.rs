@@ -56,6 +56,10 @@ pub struct EventsConfig {
     pub filter: Option<Expr>,
     /// How reading stays gap-safe; `events.ordering`.
     pub ordering: Ordering,
+    /// `events.position_sequence` (gap-aware only): the sequence positions are drawn from,
+    /// when the position column's default does not name it. Its start value says where
+    /// positions begin (read/ordering.rs).
+    pub position_sequence: Option<Expr>,
     /// `events.preset`, with the keys it supplied: validation checks the columns they read
     /// and completes them with the optional columns the table has
     /// (pipeline/preset_columns.rs).
@@ -698,6 +702,7 @@ struct EventKeys {
     ordering: Option<Value>,
     transaction_id: Option<Value>,
     gap_age: Option<Value>,
+    position_sequence: Option<Value>,
     preset: Option<PresetUse>,
 }
 
@@ -749,6 +754,15 @@ fn merge_preset(
     } else {
         pick(&raw.gap_age, |p| p.gap_age)
     };
+    // And so does its `position_sequence`, which only gap-aware reading uses, and only with
+    // the preset's table.
+    let position_sequence = if (ordering_changed && raw.position_sequence.is_none())
+        || ((raw.table.is_some() || raw.source.is_some()) && raw.position_sequence.is_none())
+    {
+        None
+    } else {
+        pick(&raw.position_sequence, |p| p.position_sequence)
+    };
     // Where events come from (`table`, or `source` with its `lock_table`) is one choice: a
     // config that writes either takes nothing of it from the preset.
     let own_from = raw.table.is_some() || raw.source.is_some();
@@ -797,6 +811,7 @@ fn merge_preset(
         ordering: pick(&raw.ordering, |p| p.ordering),
         transaction_id,
         gap_age,
+        position_sequence,
         preset: None,
     };
     if let Some((p, loc)) = &preset {
@@ -814,6 +829,7 @@ fn merge_preset(
             ("filter", raw.filter.is_some()),
             ("ordering", raw.ordering.is_some()),
             ("transaction_id", raw.transaction_id.is_some()),
+            ("position_sequence", raw.position_sequence.is_some()),
         ];
         let present = [
             keys.table.is_some(),
@@ -828,6 +844,7 @@ fn merge_preset(
             keys.filter.is_some() || !p.optional.is_empty(),
             keys.ordering.is_some(),
             keys.transaction_id.is_some(),
+            keys.position_sequence.is_some(),
         ];
         let supplied = written
             .iter()
@@ -906,8 +923,32 @@ fn convert_events(
         timestamp: opt(&keys.timestamp, "timestamp")?,
         filter: opt(&keys.filter, "filter")?,
         ordering: ordering(&keys)?,
+        position_sequence: position_sequence(&keys)?,
         preset: keys.preset.clone(),
     })
+}
+
+/// `events.position_sequence`: a sequence name (`seq` or `schema.seq`), only with gap-aware
+/// ordering (the other modes do not prove gaps).
+fn position_sequence(keys: &EventKeys) -> Result<Option<Expr>> {
+    let Some(v) = &keys.position_sequence else {
+        return Ok(None);
+    };
+    let mode = keys.ordering.as_ref().map_or("gap-aware", |o| o.sql.trim());
+    if mode != "gap-aware" {
+        return Err(v.loc.err(format!(
+            "`events.position_sequence` is only used with `events.ordering = \"gap-aware\"` (ordering is \"{mode}\")"
+        )));
+    }
+    let e = expr(v, "position_sequence")?;
+    parse_table_ref(&e.sql).map_err(|err| {
+        keep_causes(
+            v.loc
+                .err(format!("`events.position_sequence`: {}", err.message)),
+            err,
+        )
+    })?;
+    Ok(Some(e))
 }
 
 /// `events.ordering`, with `events.transaction_id`, which only `xid8` takes and requires, and

@@ -36,6 +36,9 @@ pub struct Preset {
     pub transaction_id: Option<&'static str>,
     /// `gap_age`: how old a proven gap must also be before gap-aware reading passes it.
     pub gap_age: Option<&'static str>,
+    /// `position_sequence`: the sequence the store draws positions from when the position
+    /// column has no default naming it (it says where positions begin).
+    pub position_sequence: Option<&'static str>,
     /// The store versions and append modes the layout, filter and ordering were checked
     /// against (`plan` prints it).
     pub checked: &'static str,
@@ -176,6 +179,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: None,
         transaction_id: None,
         gap_age: None,
+        position_sequence: None,
         checked: "the examples' schema.sql",
         metadata_object: &[],
         optional: &[],
@@ -211,6 +215,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: None,
         transaction_id: None,
         gap_age: None,
+        position_sequence: None,
         checked: "Message DB 1.x",
         metadata_object: &[],
         optional: &[],
@@ -236,7 +241,9 @@ pub const PRESETS: &[Preset] = &[
     // before the transaction that inserts them: no lock shows such a reservation, so a gap is
     // passed only once it is also `gap_age` old, as Marten's own daemon does for stale
     // sequences (its threshold is 3 s; 5 s leaves a loaded writer more room, and costs only
-    // while a gap is open). Quick append draws them in the inserting function.
+    // while a gap is open). Quick append draws them in the inserting function. `seq_id` has no
+    // default: the sequence is named so that a rebuild from the first event knows where
+    // positions begin (its start value) and need not age the hole below the first position.
     Preset {
         name: "marten",
         table: Some("mt_events"),
@@ -252,6 +259,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: None,
         transaction_id: None,
         gap_age: Some(MARTEN_GAP_AGE),
+        position_sequence: Some("mt_events_sequence"),
         checked: "Marten 7.x, 8.x; rich and quick append",
         metadata_object: &["tenant_id"],
         optional: &[
@@ -307,6 +315,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: Some("xid8"),
         transaction_id: Some("transaction_id"),
         gap_age: None,
+        position_sequence: None,
         checked: "Emmett 0.38.7 to 0.44, `emt_messages` in its default partition",
         metadata_object: &[],
         optional: &[Optional {
@@ -344,6 +353,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: None,
         transaction_id: None,
         gap_age: None,
+        position_sequence: None,
         checked: "laravel-event-sourcing 7.x, app timezone UTC",
         metadata_object: &[],
         optional: &[],
@@ -383,6 +393,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: None,
         transaction_id: None,
         gap_age: None,
+        position_sequence: None,
         checked: "Eventuous' PostgreSQL schema scripts 1-9, with gap tombstones",
         metadata_object: &[],
         optional: &[],
@@ -426,6 +437,7 @@ pub const PRESETS: &[Preset] = &[
         ordering: Some("serialized"),
         transaction_id: None,
         gap_age: None,
+        position_sequence: None,
         checked: "Commanded EventStore 1.x, schema 1.3; JSON serializer or jsonb columns",
         metadata_object: &[],
         optional: &[],

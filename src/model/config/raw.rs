@@ -34,6 +34,9 @@ pub struct RawEvents {
     pub transaction_id: Option<Spanned<String>>,
     /// Gap-aware ordering: how old a proven gap must also be before it is passed.
     pub gap_age: Option<Spanned<String>>,
+    /// Gap-aware ordering: the sequence positions are drawn from, when the position column's
+    /// default does not name it (it says where positions begin).
+    pub position_sequence: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1441,6 +1441,53 @@ fn gap_age_is_a_duration_of_gap_aware_ordering_that_the_marten_preset_sets() {
 }
 
 #[test]
+fn position_sequence_is_the_marten_presets_and_only_for_gap_aware_ordering() {
+    let dir = Dir::new();
+    dir.file("h.sql", WRITES_T);
+    let sequence = |events: &str| {
+        dir.ok(&format!("{events}{}", projection("p", &["t"], "h.sql")))
+            .events
+            .position_sequence
+            .map(|e| e.sql)
+    };
+    assert_eq!(sequence(EVENTS), None, "none by default");
+    assert_eq!(
+        sequence("[events]\npreset = \"marten\"\n").as_deref(),
+        Some("mt_events_sequence")
+    );
+    assert_eq!(
+        sequence(&format!("{EVENTS}position_sequence = \"app.seq\"\n")).as_deref(),
+        Some("app.seq")
+    );
+    assert_eq!(
+        sequence("[events]\npreset = \"marten\"\ntable = \"other\"\n"),
+        None,
+        "the preset's sequence goes with the preset's table"
+    );
+    assert_eq!(
+        sequence("[events]\npreset = \"marten\"\nordering = \"serialized\"\n"),
+        None,
+        "another ordering drops it"
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}ordering = \"serialized\"\nposition_sequence = \"s\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(
+        &err,
+        &format!(
+            "{}: `events.position_sequence` is only used with `events.ordering = \"gap-aware\"` (ordering is \"serialized\")",
+            dir.at(8)
+        ),
+    );
+    let err = dir.fail(&format!(
+        "{EVENTS}position_sequence = \"a b\"\n{}",
+        projection("p", &["t"], "h.sql")
+    ));
+    contains(&err, "`events.position_sequence`: invalid table name `a b`");
+}
+
+#[test]
 fn unknown_preset_names_the_known_ones_with_its_line() {
     let dir = Dir::new();
     dir.file("h.sql", WRITES_T);

@@ -113,6 +113,18 @@ pub(crate) const UNSUPPORTED_SQL: &str = "WITH t AS (SELECT * FROM pg_class WHER
                JOIN pg_depend d2 ON d2.refclassid = 'pg_class'::regclass AND d2.refobjid = mv.oid AND d2.classid = 'pg_rewrite'::regclass
                JOIN pg_rewrite r2 ON r2.oid = d2.objid JOIN pg_class v ON v.oid = r2.ev_class AND v.oid <> mv.oid";
 
+/// [`UNSUPPORTED_SQL`] for many tables at once: `$1` their names, `$2` whether each is checked
+/// as a partition; one row per problem, with the table's index (1-based) in `$1`.
+fn unsupported_many_sql() -> String {
+    format!(
+        "SELECT u.ord, x.problem FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS u(name, partition, ord), \
+         LATERAL ({}) AS x(problem) ORDER BY u.ord",
+        UNSUPPORTED_SQL
+            .replace("to_regclass($1)", "to_regclass(u.name)")
+            .replace("$2::bool", "u.partition")
+    )
+}
+
 /// Things about `table` that reproject cannot carry over (yet): each names the object.
 /// A rebuild refuses to start while any exist.
 pub async fn unsupported(client: &Client, table: &TableName) -> Result<Vec<String>> {
@@ -131,6 +143,8 @@ pub struct Prepared {
     /// The fingerprint query, prepared.
     pub fingerprints: fingerprint::Fingerprinter,
     unsupported: tokio_postgres::Statement,
+    /// [`unsupported_many_sql`], prepared.
+    unsupported_many: tokio_postgres::Statement,
     /// How long each step of the exchange took, for the lock attempt's record.
     pub laps: crate::pipeline::swap::laps::Laps,
 }
@@ -143,9 +157,14 @@ impl Prepared {
             .prepare(UNSUPPORTED_SQL)
             .await
             .context("cannot prepare the dependents query")?;
+        let unsupported_many = client
+            .prepare(&unsupported_many_sql())
+            .await
+            .context("cannot prepare the dependents query of several tables")?;
         let prepared = Prepared {
             fingerprints,
             unsupported,
+            unsupported_many,
             laps: Default::default(),
         };
         // Generic plans, built now: under the lock the queries then skip planning (by default
@@ -159,10 +178,21 @@ impl Prepared {
             for t in tables {
                 prepared.fingerprints.of(client, t).await?;
                 prepared.unsupported(client, t, false).await?;
-                // A partitioned table's partitions are exchanged too (partitions.rs).
-                for p in crate::pipeline::partitions::of(client, t).await? {
-                    prepared.fingerprints.of(client, &p.name).await?;
-                    prepared.unsupported(client, &p.name, true).await?;
+                // A partitioned table's partitions are exchanged too (partitions.rs), all at
+                // once.
+                let parts: Vec<TableName> = crate::pipeline::partitions::of(client, t)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect();
+                if parts.len() > 1 {
+                    prepared.fingerprints.of_all(client, &parts).await?;
+                    prepared
+                        .unsupported_all(client, &parts, &vec![true; parts.len()])
+                        .await?;
+                } else if let [p] = parts.as_slice() {
+                    prepared.fingerprints.of(client, p).await?;
+                    prepared.unsupported(client, p, true).await?;
                 }
             }
             Ok::<_, Error>(())
@@ -187,6 +217,38 @@ impl Prepared {
             .await
             .with_context(|| format!("cannot inspect the dependents of `{table}`"))?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// [`Prepared::unsupported`] of each of `tables` (with its `partition` flag), in their
+    /// order, in one query (one table: the single-table statement).
+    async fn unsupported_all(
+        &self,
+        client: &Client,
+        tables: &[TableName],
+        partition: &[bool],
+    ) -> Result<Vec<Vec<String>>> {
+        if let ([table], [partition]) = (tables, partition) {
+            return Ok(vec![self.unsupported(client, table, *partition).await?]);
+        }
+        let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
+        let rows = client
+            .query(&self.unsupported_many, &[&names, &partition])
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot inspect the dependents of {} tables ({}, …)",
+                    tables.len(),
+                    tables.first().map(ToString::to_string).unwrap_or_default()
+                )
+            })?;
+        let mut out = vec![Vec::new(); tables.len()];
+        for r in rows {
+            let at = r.get::<_, i64>(0) as usize;
+            if let Some(list) = at.checked_sub(1).and_then(|i| out.get_mut(i)) {
+                list.push(r.get::<_, String>(1));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -449,9 +511,27 @@ pub async fn exchange(
     prepared: &Prepared,
     ex: &Exchange<'_>,
 ) -> Result<Vec<Validation>> {
+    exchange_all(conn, prepared, std::slice::from_ref(ex)).await
+}
+
+/// Performs several exchanges in one go (a partitioned table's partitions, after their
+/// parent): the catalog reads of all of them in one round trip, their statements queued
+/// together and sent with one proof of all. Each exchange is the one [`exchange`] performs;
+/// only the round trips are shared, since every one is taken with the locks held.
+pub async fn exchange_all(
+    conn: &Client,
+    prepared: &Prepared,
+    exs: &[Exchange<'_>],
+) -> Result<Vec<Validation>> {
+    if exs.is_empty() {
+        return Ok(Vec::new());
+    }
     let client = &Session::new(conn);
     let fingerprints = &prepared.fingerprints;
     let laps = &prepared.laps;
+    let lives: Vec<TableName> = exs.iter().map(|e| e.live.clone()).collect();
+    let incomings: Vec<TableName> = exs.iter().map(|e| e.incoming.clone()).collect();
+    let partition: Vec<bool> = exs.iter().map(|e| e.partition).collect();
     // Checked at the start of the rebuild, and again here: a rule or an inheriting table added
     // since (a `--no-swap` run may wait for days) would be left behind on the old table. The
     // three reads go out together (pipelined): one round trip under the lock, not three.
@@ -460,13 +540,75 @@ pub async fn exchange(
             .await
             .context("cannot set plan_cache_mode")
     };
-    let (_, problems, out, inc) = tokio::try_join!(
+    let (_, problems, outs, incs) = tokio::try_join!(
         generic,
-        prepared.unsupported(conn, ex.live, ex.partition),
-        fingerprints.of(conn, ex.live),
-        fingerprints.of(conn, ex.incoming),
+        prepared.unsupported_all(conn, &lives, &partition),
+        fingerprints.of_all(conn, &lives),
+        fingerprints.of_all(conn, &incomings),
     )?;
     laps.lap("catalog reads");
+    let mut validations = Vec::new();
+    let mut proofs = Vec::new();
+    for (((ex, problems), out), inc) in exs.iter().zip(problems).zip(outs).zip(incs) {
+        let (target, captured) = build(
+            client,
+            fingerprints,
+            ex,
+            problems,
+            out,
+            inc,
+            &mut validations,
+        )
+        .await?;
+        proofs.push((target, captured));
+    }
+    laps.lap("exchange statements built");
+
+    // 7. The proof: each new live table must be indistinguishable from the old one (but for
+    // the redefined dependents, proven on their own).
+    // Sent together with the queued statements: they run first, in order.
+    let (_, nows) = tokio::try_join!(client.flushed(), fingerprints.of_all(conn, &lives))?;
+    laps.lap("exchange statements and proof");
+    for ((ex, (target, captured)), now) in exs.iter().zip(&proofs).zip(&nows) {
+        crate::pipeline::shape::redefine::prove_kept(conn, ex.live, captured).await?;
+        let differences = fp::diff(
+            target,
+            &crate::pipeline::shape::redefine::without(now, ex.live, captured),
+        );
+        if !differences.is_empty() {
+            let mut err = Error::fidelity(if ex.shape.is_some() {
+                format!(
+                    "refusing to swap `{}`: the new table would differ from the live one with the declared shape change",
+                    ex.live
+                )
+            } else {
+                format!(
+                    "refusing to swap `{}`: the new table would differ from the live one",
+                    ex.live
+                )
+            });
+            for d in differences.iter().take(20) {
+                err = err.caused_by(d);
+            }
+            return Err(err.with_hint(
+                "nothing was swapped (the transaction was rolled back); please report this with the differences above",
+            ));
+        }
+    }
+    Ok(validations)
+}
+
+/// Steps 0 to 6b of one exchange, queued on `client` after its checks: returns what the proof
+/// compares the new live table with (the target) and the captured redefined dependents.
+async fn build(
+    client: &Session<'_>,
+    fingerprints: &fingerprint::Fingerprinter,
+    ex: &Exchange<'_>,
+    problems: Vec<String>,
+    out: Fingerprint,
+    inc: Fingerprint,
+    validations: &mut Vec<Validation>,
+) -> Result<(Fingerprint, Vec<crate::pipeline::shape::redefine::Captured>)> {
     if !problems.is_empty() {
         let mut err = Error::fidelity(format!(
             "refusing to swap `{}`: it gained dependents reproject cannot carry over",
@@ -493,7 +635,6 @@ pub async fn exchange(
     // What the new live table must be: the outgoing one, or with a shape change, the outgoing
     // one with the declared structure and everything carried mapped through the column map.
     let live = ex.live.quoted();
-    let mut validations = Vec::new();
     // 0. Redefined dependents: captured and dropped; the steps below never see them.
     let (captured, out) = detach_redefined(client, ex, out).await?;
     let target = match &ex.shape {
@@ -545,38 +686,7 @@ pub async fn exchange(
     repoint_views(client, &target, &matviews).await?;
     // 6b. Redefined dependents: the user's statements, then their owner, grants and comment.
     validations.extend(redefine(client, ex, &captured).await?);
-    laps.lap("exchange statements built");
-
-    // 7. The proof: the new live table must be indistinguishable from the old one (but for
-    // the redefined dependents, proven on their own).
-    // Sent together with the queued statements: they run first, in order.
-    let (_, now) = tokio::try_join!(client.flushed(), fingerprints.of(conn, ex.live))?;
-    laps.lap("exchange statements and proof");
-    crate::pipeline::shape::redefine::prove_kept(conn, ex.live, &captured).await?;
-    let differences = fp::diff(
-        &target,
-        &crate::pipeline::shape::redefine::without(&now, ex.live, &captured),
-    );
-    if !differences.is_empty() {
-        let mut err = Error::fidelity(if ex.shape.is_some() {
-            format!(
-                "refusing to swap `{}`: the new table would differ from the live one with the declared shape change",
-                ex.live
-            )
-        } else {
-            format!(
-                "refusing to swap `{}`: the new table would differ from the live one",
-                ex.live
-            )
-        });
-        for d in differences.iter().take(20) {
-            err = err.caused_by(d);
-        }
-        return Err(err.with_hint(
-            "nothing was swapped (the transaction was rolled back); please report this with the differences above",
-        ));
-    }
-    Ok(validations)
+    Ok((target, captured))
 }
 
 /// Step 0 of [`exchange`]: what the swap keeps of each redefined dependent is read, and the

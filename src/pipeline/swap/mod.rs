@@ -888,29 +888,32 @@ async fn exchange_partitions(
     parked_as: &str,
     suffix: &str,
 ) -> Result<Vec<crate::pipeline::swap::exchange::Validation>> {
-    let mut validations = Vec::new();
     if parts.is_empty() {
-        return Ok(validations);
+        return Ok(Vec::new());
     }
-    for (p, incoming) in parts {
-        validations.extend(
-            crate::pipeline::swap::exchange::exchange(
-                client,
-                prepared,
-                &crate::pipeline::swap::exchange::Exchange {
-                    live: &p.name,
-                    incoming,
-                    parked: &crate::pipeline::partitions::helper(&p.name, parked_as),
-                    suffix: suffix.to_string(),
-                    cloned_from: None,
-                    redefined: &[],
-                    shape: None,
-                    partition: true,
-                },
-            )
-            .await?,
-        );
-    }
+    let parked: Vec<TableName> = parts
+        .iter()
+        .map(|(p, _)| crate::pipeline::partitions::helper(&p.name, parked_as))
+        .collect();
+    // All partitions at once: their catalog reads, statements and proofs share round trips.
+    let exchanges: Vec<crate::pipeline::swap::exchange::Exchange> = parts
+        .iter()
+        .zip(&parked)
+        .map(
+            |((p, incoming), parked)| crate::pipeline::swap::exchange::Exchange {
+                live: &p.name,
+                incoming,
+                parked,
+                suffix: suffix.to_string(),
+                cloned_from: None,
+                redefined: &[],
+                shape: None,
+                partition: true,
+            },
+        )
+        .collect();
+    let validations =
+        crate::pipeline::swap::exchange::exchange_all(client, prepared, &exchanges).await?;
     crate::pipeline::partitions::prove(client, live, parts).await?;
     Ok(validations)
 }
