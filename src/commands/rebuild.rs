@@ -12,6 +12,7 @@ use crate::pipeline::checks::{self, CheckResult};
 use crate::pipeline::clone;
 use crate::pipeline::partial::{Partial, PartialRequest};
 use crate::pipeline::plan::Plan;
+use crate::pipeline::preview::Preview;
 use crate::pipeline::swap::window::SwapWindow;
 use crate::pipeline::swap::{self, LockPolicy};
 use crate::progress::{Cancel, Reporter};
@@ -60,6 +61,10 @@ pub struct RebuildOptions {
     pub lock: LockPolicy,
     /// `--streams`, `--streams-where`, `--from-position`, `--from-time` (pipeline/partial.rs).
     pub partial: Option<PartialRequest>,
+    /// `--preview-schema NAME`: once the tables are complete and checked, while the run waits
+    /// for its swap (`no_swap` or `window` required), views in schema NAME named like the live
+    /// tables read them (pipeline/preview.rs).
+    pub preview_schema: Option<String>,
 }
 
 impl Default for RebuildOptions {
@@ -78,6 +83,7 @@ impl Default for RebuildOptions {
             window: None,
             lock: LockPolicy::default(),
             partial: None,
+            preview_schema: None,
         }
     }
 }
@@ -162,6 +168,8 @@ pub struct RebuildOutcome {
     /// After a swap whose replaced tables were not built by reproject from recorded SQL
     /// handlers (the application built them): until when, and how, `rollback` stays possible.
     pub rollback_caveat: Option<String>,
+    /// `--preview-schema`: the views created (or, for a dry run, in `dry_run`'s plan).
+    pub preview: Option<Preview>,
 }
 
 #[derive(Clone)]
@@ -177,6 +185,8 @@ struct Finish {
     /// Wait (catching up) for the window to open; without, refuse to swap outside it.
     wait_for_window: bool,
     partial: Option<Partial>,
+    /// Create the preview schema of this name once the tables are checked (preview.rs).
+    preview: Option<String>,
 }
 
 impl Finish {
@@ -194,6 +204,7 @@ impl Finish {
             window: opts.window.clone(),
             wait_for_window: true,
             partial: None,
+            preview: opts.preview_schema.clone(),
         }
     }
 }
@@ -336,6 +347,7 @@ async fn swapped_since(
         lock_hold_ms: run.lock_hold_ms,
         tables: runs::tables(&**client, run.id).await.unwrap_or_default(),
         rollback_caveat: None,
+        preview: None,
     })
 }
 
@@ -375,6 +387,9 @@ async fn rebuild_once(
         engine.reporter.warn(w);
     }
     crate::apply::external::check_selection(config, &plan.order, opts.max_events)?;
+    if opts.preview_schema.is_some() && !opts.no_swap && opts.window.is_none() {
+        return Err(crate::pipeline::preview::mode_error());
+    }
     if opts.resume && opts.partial.is_some() {
         return Err(Error::config(
             "--resume continues a run with the partial-rebuild options it recorded; --streams, --streams-where, --from-position and --from-time cannot be given with it",
@@ -388,7 +403,14 @@ async fn rebuild_once(
         None => None,
     };
     if opts.dry_run {
-        let mut report = plan_report(engine, &plan, true, opts.jobs).await?;
+        let mut report = plan_report(
+            engine,
+            &plan,
+            true,
+            opts.jobs,
+            opts.preview_schema.as_deref(),
+        )
+        .await?;
         if let Some(p) = &partial {
             let steps = crate::pipeline::partial::dry_run_steps(engine, &plan, p).await?;
             report.steps.splice(0..0, steps);
@@ -404,6 +426,7 @@ async fn rebuild_once(
             lock_hold_ms: None,
             tables: Vec::new(),
             rollback_caveat: None,
+            preview: None,
         });
     }
     if opts.resume {
@@ -437,10 +460,11 @@ async fn rebuild_once(
             jobs: opts.jobs,
             changes: shape_changes,
         };
-        crate::pipeline::preflight::refuse(
-            "rebuild",
-            crate::pipeline::preflight::check(&**pooled, &request).await?,
-        )?;
+        let mut refusals = crate::pipeline::preflight::check(&**pooled, &request).await?;
+        if let Some(schema) = &opts.preview_schema {
+            refusals.extend(crate::pipeline::preview::refusals(&**pooled, schema, &tables).await?);
+        }
+        crate::pipeline::preflight::refuse("rebuild", refusals)?;
         // Not in `check`, which `plan` runs read-only: the trial creates (and drops) tables.
         crate::pipeline::preflight::refuse(
             "rebuild",
@@ -504,6 +528,7 @@ async fn rebuild_once(
         max_events: Some(opts.max_events),
         lock_budget_ms: Some(opts.lock.budget.as_millis() as u64),
         partial: partial.as_ref().and_then(|p| p.to_option().partial),
+        preview_schema: opts.preview_schema.clone(),
         ..runs::RunOptions::default()
     };
     if !unlogged.is_empty() {
@@ -660,6 +685,8 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         window: opts.window.clone(),
         wait_for_window: false,
         partial: None,
+        // Made by the rebuild that waited; its views stay with the tables through the swap.
+        preview: None,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -703,7 +730,16 @@ async fn resume(
         "resuming run {} ({}) from its checkpoint",
         run.id, run.status
     ));
-    continue_run(engine, &run, &Finish::rebuild(opts)).await
+    // A run recorded with a preview schema makes it when it waits for its swap again.
+    let waits = opts.no_swap || opts.window.is_some();
+    let finish = Finish {
+        preview: opts
+            .preview_schema
+            .clone()
+            .or_else(|| run.options.preview_schema.clone().filter(|_| waits)),
+        ..Finish::rebuild(opts)
+    };
+    continue_run(engine, &run, &finish).await
 }
 
 /// Continues a recorded run from its checkpoint: the handlers must be the ones that built its
@@ -763,6 +799,9 @@ async fn continue_run(
             .await?,
         );
         refusals.extend(crate::pipeline::preflight::helper_names(&**pooled, &tables).await?);
+        if let Some(schema) = &finish.preview {
+            refusals.extend(crate::pipeline::preview::refusals(&**pooled, schema, &tables).await?);
+        }
         crate::pipeline::preflight::refuse(&format!("continue run {}", run.id), refusals)?;
     }
     let _locks = lock_projections(&engine.db, &names).await?;
@@ -924,6 +963,7 @@ async fn finish_run(
         lock_hold_ms: None,
         tables: tables.to_vec(),
         rollback_caveat: None,
+        preview: None,
     };
     let external = crate::apply::external::External::for_run(
         engine.config,
@@ -983,25 +1023,27 @@ async fn finish_run(
         ));
     }
 
+    // A preview is made once the tables are complete and checked: before a window is waited
+    // for (the run keeps catching up meanwhile, so the views stay current), after which the
+    // checks run again on what the swap takes.
+    if let (Some(schema), false, Some(_)) = (&opts.preview, opts.no_swap, &opts.window) {
+        outcome.checks = steps.checks().await?;
+        steps.make_logged().await?;
+        outcome.preview = Some(steps.preview(schema, true).await?);
+    }
+
     outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
 
     outcome.checks = steps.checks().await?;
 
     // After the checks, so a failed rebuild never pays for the rewrite; before `--no-swap`
     // returns, so a run that waits for its swap does not wait unlogged.
-    let made_logged = clone::make_logged(conn, tables).await?;
-    if !made_logged.is_empty() {
-        reporter.step(&format!(
-            "made {} logged (build_unlogged)",
-            made_logged
-                .iter()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    steps.make_logged().await?;
 
     if opts.no_swap {
+        if let Some(schema) = &opts.preview {
+            outcome.preview = Some(steps.preview(schema, false).await?);
+        }
         runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
         outcome.status = OutcomeStatus::Run(RunStatus::AwaitingSwap);
         return Ok(outcome);
@@ -1047,6 +1089,64 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// `build_unlogged` tables become logged (once: a logged table is left as it is).
+    async fn make_logged(&self) -> Result<()> {
+        let made_logged = clone::make_logged(self.conn, self.tables).await?;
+        if !made_logged.is_empty() {
+            self.engine.reporter.step(&format!(
+                "made {} logged (build_unlogged)",
+                made_logged
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates the preview schema (pipeline/preview.rs) and says how current it stays:
+    /// `caught_up` when the run keeps catching up while it waits (a window), else the views
+    /// show the tables as of the run's checkpoint until `swap` catches them up.
+    async fn preview(&self, schema: &str, caught_up: bool) -> Result<Preview> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            tables,
+            ..
+        } = *self;
+        let preview = crate::pipeline::preview::create(conn, run_id, schema, tables).await?;
+        let views = preview
+            .preview
+            .views
+            .iter()
+            .map(|v| v.view.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let replaced = preview
+            .preview
+            .replaces_run
+            .map(|r| format!(", replacing the views of run {r}"))
+            .unwrap_or_default();
+        engine.reporter.step(&format!(
+            "preview schema `{schema}`: {views} read the new tables{replaced} (`SET search_path = {}, public`)",
+            crate::model::ident::quote(schema)
+        ));
+        if caught_up {
+            engine.reporter.step(&format!(
+                "the views in `{schema}` stay current while the run waits for the swap (it keeps catching up); after the swap they read the live tables"
+            ));
+        } else {
+            let at = runs::cursor(conn, run_id).await?;
+            engine.reporter.warn(&format!(
+                "the views in `{schema}` are current to position {} only: with --no-swap nothing applies new events to the new tables until `reproject swap` catches them up (use --swap-at to keep them current while waiting)",
+                at.position.map_or_else(|| "(none)".to_string(), |p| p.to_string())
+            ));
+        }
+        Ok(preview)
+    }
+
     /// The bulk replay up to the bound settled now, in stream lanes where they apply, within
     /// `budget` (`--max-events`). Returns the events applied.
     async fn bulk_replay(
@@ -1480,7 +1580,10 @@ impl Steps<'_> {
             .filter(|t| !t.added)
             .map(|t| t.live.clone())
             .collect();
-        let prepared = crate::pipeline::swap::exchange::Prepared::prepare(conn, &live).await?;
+        // A preview schema's views read the rebuild tables and stay with them (preview.rs).
+        let prepared = crate::pipeline::swap::exchange::Prepared::prepare(conn, &live)
+            .await?
+            .followed_by(crate::pipeline::preview::followers(conn, run_id).await?);
         // The dependents the run's recorded shape changes break, with the user's definitions
         // (checked up front by preflight; read from the run's record, so `swap` and `--resume`
         // redefine exactly what the clone was shaped for).

@@ -22,6 +22,7 @@ pub mod partitions;
 pub mod plan;
 pub mod preflight;
 pub(crate) mod preset_columns;
+pub(crate) mod preview;
 pub(crate) mod retire;
 pub mod shape;
 pub mod swap;

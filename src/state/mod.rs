@@ -9,6 +9,7 @@ pub mod live_checkpoints;
 pub mod locks;
 pub mod migrate;
 pub mod parked_events;
+pub mod previews;
 pub mod runs;
 pub mod shapes;
 
