@@ -394,3 +394,57 @@ async fn previews_that_cannot_work_are_refused_up_front() {
     .await;
     db.drop().await;
 }
+
+/// A live table owned by an application role (not the role reproject runs as), with column
+/// grants for writes: the view gets that owner and only the SELECT grant, reads the rebuild
+/// table before the swap (reproject lets the owner read it), and the swap still proves the
+/// new live table's owner and grants equal to the old one's.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_get_the_live_tables_owner_and_only_its_select_grants() {
+    use crate::balances::{fingerprint, project, v2_handlers, Balances, V2};
+    let fx = Balances::new().await;
+    let db = &fx.db;
+    db.exec("ALTER TABLE balances DISABLE ROW LEVEL SECURITY")
+        .await;
+    let original = fingerprint(db, "balances").await;
+    let p = project(&v2_handlers(), V2);
+    p.reproject(db, "rebuild --no-swap --preview-schema v2")
+        .await
+        .ok();
+    db.assert_text(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'v2.balances'::regclass",
+        Some(&fx.owner),
+    )
+    .await;
+    let read = "SELECT count(*) FROM balances WHERE currency = 'EUR' AND owner_id LIKE 'owner-%'";
+    assert_eq!(
+        as_new_app(db, &fx.reader, read).await,
+        Ok(40),
+        "the reader reads the new shape through v2 (the view's owner reads the rebuild table)"
+    );
+    let update = as_new_app(
+        db,
+        &fx.reader,
+        "WITH u AS (UPDATE balances SET note = 'x' RETURNING 1) SELECT count(*) FROM u",
+    )
+    .await;
+    assert!(
+        update
+            .as_ref()
+            .is_err_and(|e| e.contains("permission denied")),
+        "the live table's UPDATE grant is not carried to the view: {update:?}"
+    );
+    p.reproject(db, "swap --yes").await.ok();
+    assert_eq!(
+        as_new_app(db, &fx.reader, read).await,
+        Ok(40),
+        "the same view reads the live table after the swap"
+    );
+    let now = fingerprint(db, "balances").await;
+    assert_eq!(now["owner"], original["owner"]);
+    assert_eq!(
+        now["acl"], original["acl"],
+        "the grant that let the owner read the rebuild table is gone"
+    );
+    fx.drop().await;
+}
