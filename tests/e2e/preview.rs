@@ -448,3 +448,38 @@ async fn views_get_the_live_tables_owner_and_only_its_select_grants() {
     );
     fx.drop().await;
 }
+
+/// Two tables of the run with the same name in different schemas would both be `NAME.x`:
+/// refused, naming both, before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_tables_of_the_same_name_are_refused() {
+    let (db, _) = tally::fixture(20).await;
+    db.exec("CREATE SCHEMA archive; CREATE TABLE archive.tally (LIKE public.tally INCLUDING ALL)")
+        .await;
+    let p = crate::config::Config::tally_events()
+        .projection(Projection::new("tally").tables(&["public.tally"]))
+        .file(
+            "tally.sql",
+            &tally::HANDLERS.replace("{{tally}}", "{{public.tally}}"),
+        )
+        .projection(
+            Projection::new("archived")
+                .tables(&["archive.tally"])
+                .handlers(Some("archived.sql")),
+        )
+        .file(
+            "archived.sql",
+            &tally::HANDLERS.replace("{{tally}}", "{{archive.tally}}"),
+        )
+        .write();
+    p.reproject(&db, "rebuild --no-swap --preview-schema v2")
+        .await
+        .code(2)
+        .stderr_has("`tally` and `archive.tally` would both be previewed as `v2.tally`");
+    db.assert_int(
+        "SELECT count(*) FROM pg_namespace WHERE nspname IN ('v2', 'reproject')",
+        0,
+    )
+    .await;
+    db.drop().await;
+}
