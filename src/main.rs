@@ -130,8 +130,13 @@ async fn run(cli: Cli) -> Result<()> {
     };
 
     match cli.command {
-        Command::Plan { projections } => {
-            let report = commands::plan(&engine, &projections).await?;
+        Command::Plan {
+            projections,
+            preview_schema,
+        } => {
+            let report =
+                commands::plan_with_preview(&engine, &projections, preview_schema.as_deref())
+                    .await?;
             if json {
                 print::json(&report)
             } else {
@@ -140,6 +145,14 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Rebuild(args) => {
             let partial = args.partial();
+            // Before the question: the answer would not matter.
+            if args.preview_schema.is_some()
+                && !args.no_swap
+                && args.window.swap_at.is_none()
+                && args.window.swap_window.is_none()
+            {
+                return Err(commands::preview_mode_error());
+            }
             if !args.dry_run && !args.no_swap && must_ask("rebuild and swap", args.yes)? {
                 let question =
                     prompt::rebuild(&engine, &args.projections, args.resume, partial.is_some())
@@ -160,6 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
                 resume: args.resume,
                 window: args.window.window()?,
                 lock: args.lock.policy(),
+                preview_schema: args.preview_schema,
             };
             if let Some(n) = opts.max_events {
                 if n < 1 {

@@ -60,6 +60,9 @@ pub enum Command {
     Plan {
         /// Projections to plan (default: all).
         projections: Vec<String>,
+        /// Also show (and check) what `rebuild --preview-schema NAME` would create.
+        #[arg(long, value_name = "NAME")]
+        preview_schema: Option<String>,
     },
     /// Validate the config against the database exactly as `plan` does, and print only a
     /// verdict per projection (or the errors): exit 0 when a rebuild would start, 2 when it
@@ -232,6 +235,12 @@ pub struct RebuildArgs {
     /// Stop after the health checks; `reproject swap` swaps later.
     #[arg(long)]
     pub no_swap: bool,
+    /// Once the new tables are complete and checked, while the run waits for its swap (with
+    /// --no-swap, --swap-at or --swap-window), create schema NAME with a view per table, named
+    /// like the live table, reading the new table: the next application version reads the new
+    /// shape through `search_path = NAME, public`, before and after the swap.
+    #[arg(long, value_name = "NAME")]
+    pub preview_schema: Option<String>,
     /// Show the plan, counts and steps; write nothing, not even reproject's state schema.
     #[arg(long)]
     pub dry_run: bool,

@@ -222,6 +222,40 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
             }
         );
     }
+    if let Some(preview) = &p.preview {
+        println!(
+            "preview schema `{}` ({}{}):",
+            preview.schema,
+            if preview.schema_exists {
+                "exists"
+            } else {
+                "created by the rebuild"
+            },
+            preview
+                .replaces_run
+                .map(|r| format!(", replacing the views of run {r}"))
+                .unwrap_or_default()
+        );
+        for v in &preview.views {
+            println!(
+                "  view {} reading `{}` ({}), owner {}, SELECT to {}{}",
+                v.view,
+                v.reads,
+                v.columns.join(", "),
+                v.owner,
+                if v.select_to.is_empty() {
+                    "nobody else".to_string()
+                } else {
+                    v.select_to.join(", ")
+                },
+                if v.column_select.is_empty() {
+                    String::new()
+                } else {
+                    format!("; column SELECT: {}", v.column_select.join("; "))
+                }
+            );
+        }
+    }
     for w in &p.warnings {
         println!("warning: {w}");
     }
@@ -232,6 +266,17 @@ pub fn plan(p: &PlanReport, dry_run: bool) {
         }
         println!("\ndry run: nothing was written");
     }
+}
+
+/// The preview schema a rebuild created, and how the next application version reads it.
+fn preview(o: &RebuildOutcome) {
+    let Some(p) = &o.preview else { return };
+    let views: Vec<&str> = p.preview.views.iter().map(|v| v.view.as_str()).collect();
+    println!(
+        "preview schema `{0}`: {1} (the new version reads them with `SET search_path = {0}, public`; after the swap they read the live tables)",
+        p.preview.schema,
+        views.join(", "),
+    );
 }
 
 pub fn outcome(o: &RebuildOutcome) {
@@ -257,6 +302,7 @@ pub fn outcome(o: &RebuildOutcome) {
             if let Some(caveat) = &o.rollback_caveat {
                 println!("{caveat}");
             }
+            preview(o);
         }
         OutcomeStatus::Run(RunStatus::AwaitingSwap) => {
             println!(
@@ -265,6 +311,7 @@ pub fn outcome(o: &RebuildOutcome) {
                 o.checks.len()
             );
             println!("swap with `reproject swap`");
+            preview(o);
         }
         OutcomeStatus::Run(RunStatus::Paused) => {
             println!(
@@ -292,6 +339,12 @@ pub fn rollback(r: &RollbackReport) {
     }
     for (live, kept) in &r.kept {
         println!("  `{live}` is the previous table again; the replaced one is kept as `{kept}`");
+    }
+    if !r.preview_dropped.is_empty() {
+        println!(
+            "  dropped the run's preview views {} (they would have shown the replaced tables)",
+            r.preview_dropped.join(", ")
+        );
     }
 }
 
@@ -407,6 +460,13 @@ pub fn status(s: &StatusReport) {
             println!(
                 "{pad} run {run} by {}",
                 who(by, &p.db_session_user, &p.db_current_user)
+            );
+        }
+        if let Some(schema) = &p.preview_schema {
+            println!(
+                "{pad} preview schema `{schema}` (run {}): {} (`SET search_path = {schema}, public`)",
+                opt(&p.run_id),
+                p.preview_views.join(", ")
             );
         }
         for shape in &p.shape {
@@ -570,6 +630,14 @@ pub fn history_json(report: &HistoryReport) -> serde_json::Value {
             let mut v = serde_json::to_value(r).unwrap_or_default();
             let shapes: Vec<_> = report.shapes.iter().filter(|s| s.run_id == r.id).collect();
             v["shapes"] = serde_json::json!(shapes);
+            if let Some(schema) = &r.options.preview_schema {
+                let views: Vec<_> = report
+                    .previews
+                    .iter()
+                    .filter(|p| p.run_id == r.id)
+                    .collect();
+                v["preview"] = serde_json::json!({ "schema": schema, "views": views });
+            }
             v
         })
         .collect();
@@ -623,6 +691,19 @@ pub fn history(report: &HistoryReport) {
         );
         if let Some(reason) = &r.reason {
             println!("    reason: {reason}");
+        }
+        if let Some(schema) = &r.options.preview_schema {
+            let views: Vec<String> = report
+                .previews
+                .iter()
+                .filter(|p| p.run_id == r.id)
+                .map(|p| format!("{}.{}", p.schema, p.name))
+                .collect();
+            if views.is_empty() {
+                println!("    preview schema {schema}: its views are gone (dropped by a rollback or cleanup, or replaced by a later run)");
+            } else {
+                println!("    preview schema {schema}: {}", views.join(", "));
+            }
         }
         if let Ok(Some(partial)) = reproject::commands::Partial::of_run(&r.options) {
             println!("    {}", partial.describe());

@@ -3,6 +3,7 @@
 
 use crate::commands::Engine;
 use crate::error::Result;
+use crate::model::ident::quote;
 use crate::pipeline::swap;
 use crate::progress::Step;
 use crate::state::helpers::{self, HelperTable, Ownership};
@@ -112,7 +113,21 @@ pub async fn cleanup(engine: &Engine<'_>, opts: &CleanupOptions) -> Result<Clean
             }
         }
         match what_it_is(&conn, &h).await? {
-            Meaning::Drop(ends) => report.candidates.push(CleanupEntry { table: h, ends }),
+            Meaning::Drop(mut ends) => {
+                // swap::drop_helper drops them with the table (pipeline/preview.rs).
+                let views = crate::pipeline::preview::reading(&conn, &h.table).await?;
+                if !views.is_empty() {
+                    ends.push_str(&format!(
+                        "; the preview views that read it go with it: {}",
+                        views
+                            .iter()
+                            .map(|v| format!("{}.{}", quote(&v.schema), quote(&v.name)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                report.candidates.push(CleanupEntry { table: h, ends })
+            }
             Meaning::Keep(reason) => report.kept.push(KeptEntry { table: h, reason }),
         }
     }

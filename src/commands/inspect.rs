@@ -4,6 +4,7 @@
 use crate::commands::Engine;
 use crate::db::catalog::count_rows;
 use crate::error::{Context, Result};
+use crate::model::ident::quote;
 use crate::pipeline::plan::Plan;
 use crate::read::source::{Bound, Cursor, EventSource};
 use crate::state::runs::{self, Phase, Run, RunStatus};
@@ -185,6 +186,10 @@ pub struct PlanReport {
     pub warnings: Vec<String>,
     /// What a rebuild would do, step by step.
     pub steps: Vec<String>,
+    /// `--preview-schema`: the schema and views a rebuild would create once its tables are
+    /// checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<crate::pipeline::preview::PlannedPreview>,
 }
 
 /// A connection that cannot write: the guarantee behind "plan and dry run write nothing".
@@ -201,8 +206,18 @@ async fn read_only(engine: &Engine<'_>) -> Result<Client> {
 
 /// `reproject plan`: validate, then describe what a rebuild of the selection would do.
 pub async fn plan(engine: &Engine<'_>, selection: &[String]) -> Result<PlanReport> {
+    plan_with_preview(engine, selection, None).await
+}
+
+/// [`plan`], with what `rebuild --preview-schema PREVIEW` would create (and refusing what it
+/// would refuse).
+pub async fn plan_with_preview(
+    engine: &Engine<'_>,
+    selection: &[String],
+    preview: Option<&str>,
+) -> Result<PlanReport> {
     let plan = crate::pipeline::plan::plan(engine.config, selection)?;
-    plan_report(engine, &plan, false, 1).await
+    plan_report(engine, &plan, false, 1, preview).await
 }
 
 /// The plan of `rebuild` (`dry_run`: with its steps) of `plan`'s projections with `--jobs`
@@ -213,25 +228,33 @@ pub(crate) async fn plan_report(
     plan: &Plan,
     dry_run: bool,
     jobs: usize,
+    preview: Option<&str>,
 ) -> Result<PlanReport> {
     let config = engine.config;
     let client = read_only(engine).await?;
     let resolved = crate::pipeline::validate::validate(&client, config).await?;
     let run_tables = crate::commands::run_tables(config, &resolved, &plan.order);
-    crate::pipeline::preflight::refuse(
-        "rebuild",
-        crate::pipeline::preflight::check(
-            &client,
-            &crate::pipeline::preflight::Request {
-                config,
-                order: &plan.order,
-                tables: &run_tables,
-                jobs,
-                changes: &crate::pipeline::shape::planned_changes(config, &resolved, &plan.order),
-            },
-        )
-        .await?,
-    )?;
+    let mut refusals = crate::pipeline::preflight::check(
+        &client,
+        &crate::pipeline::preflight::Request {
+            config,
+            order: &plan.order,
+            tables: &run_tables,
+            jobs,
+            changes: &crate::pipeline::shape::planned_changes(config, &resolved, &plan.order),
+        },
+    )
+    .await?;
+    if let Some(schema) = preview {
+        refusals.extend(crate::pipeline::preview::refusals(&client, schema, &run_tables).await?);
+    }
+    crate::pipeline::preflight::refuse("rebuild", refusals)?;
+    let preview = match preview {
+        Some(schema) => Some(
+            crate::pipeline::preview::plan(&client, config, &resolved, schema, &run_tables).await?,
+        ),
+        None => None,
+    };
     let source = EventSource::new(&config.events, &resolved);
     let head = source.head(&client).await?;
     let counts = match head {
@@ -387,6 +410,25 @@ pub(crate) async fn plan_report(
         steps.push("catch up with events that arrived meanwhile".to_string());
         steps
             .push("run the health checks (row counts within tolerance, custom checks)".to_string());
+        if let Some(p) = &preview {
+            let views = p
+                .views
+                .iter()
+                .map(|v| format!("view {} reading `{}`", v.view, v.reads))
+                .collect::<Vec<_>>()
+                .join(", ");
+            steps.push(format!(
+                "in one transaction, create {}{views} with the owner and SELECT grants of the live tables{} (with --no-swap they show the tables as of this point until `swap`; with --swap-at the run keeps them current while it waits)",
+                if p.schema_exists {
+                    String::new()
+                } else {
+                    format!("schema `{}` and ", p.schema)
+                },
+                p.replaces_run
+                    .map(|r| format!(", replacing the views of run {r}"))
+                    .unwrap_or_default(),
+            ));
+        }
         steps.push("VACUUM (ANALYZE) the rebuilt tables".to_string());
         steps.push(format!(
             "lock {} (and any `_old` table of an earlier swap), apply the final events, then in one transaction retire the earlier `_old`, rename each `x` to `x_old` and `x_rebuild` to `x`; drop the retired table after the commit",
@@ -435,6 +477,7 @@ pub(crate) async fn plan_report(
             .chain(resolved.notes.iter().map(|n| n.to_string()))
             .collect(),
         steps,
+        preview,
     })
 }
 
@@ -567,6 +610,12 @@ pub struct ProjectionStatus {
     pub runner: Option<RunnerStatus>,
     /// The shape changes (`reshape`) of its newest run, per table.
     pub shape: Vec<ShapeRecord>,
+    /// The newest run's preview schema (`rebuild --preview-schema`), if its views exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_schema: Option<String>,
+    /// Those views.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preview_views: Vec<String>,
 }
 
 /// A shape change a run recorded for one table.
@@ -755,6 +804,10 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
             _ => None,
         };
         let rebuilding = state == "rebuilding";
+        let preview_views = match &run {
+            Some(r) if has_state => crate::state::previews::views_of_run(&client, r.id).await?,
+            _ => Vec::new(),
+        };
         let rate = run.as_ref().filter(|_| rebuilding).and_then(|r| {
             let secs = (chrono::Utc::now() - r.started_at).num_milliseconds() as f64 / 1000.0;
             (secs > 0.0).then(|| r.events_applied as f64 / secs)
@@ -795,6 +848,11 @@ pub async fn status(engine: &Engine<'_>) -> Result<StatusReport> {
                 Some(r) => shape_records(&client, r.id, Some(&p.name)).await?,
                 None => Vec::new(),
             },
+            preview_schema: preview_views.first().map(|v| v.schema.clone()),
+            preview_views: preview_views
+                .iter()
+                .map(|v| format!("{}.{}", quote(&v.schema), quote(&v.name)))
+                .collect(),
         });
     }
     Ok(StatusReport {
@@ -933,6 +991,8 @@ pub struct HistoryReport {
     pub named: bool,
     /// The shape changes (`reshape`) of the runs shown.
     pub shapes: Vec<ShapeRecord>,
+    /// The preview views (`rebuild --preview-schema`) of the runs shown that exist now.
+    pub previews: Vec<crate::state::previews::ViewRecord>,
 }
 
 /// `reproject history`: the runs of the config's projections (or the named ones, or every
@@ -947,6 +1007,7 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
             other_runs: 0,
             named: !opts.projections.is_empty(),
             shapes: Vec::new(),
+            previews: Vec::new(),
         });
     }
     // None: no filter.
@@ -977,13 +1038,16 @@ pub async fn history(engine: &Engine<'_>, opts: &HistoryOptions) -> Result<Histo
         None => 0,
     };
     let mut shapes = Vec::new();
+    let mut previews = Vec::new();
     for r in &runs {
         shapes.extend(shape_records(&client, r.id, None).await?);
+        previews.extend(crate::state::previews::views_of_run(&client, r.id).await?);
     }
     Ok(HistoryReport {
         runs,
         other_runs,
         named: !opts.projections.is_empty(),
         shapes,
+        previews,
     })
 }

@@ -15,6 +15,9 @@ pub(crate) mod scope;
 
 pub use crate::apply::sql::DEFAULT_SET_BATCH_SIZE;
 pub use crate::pipeline::partial::{Partial, PartialRequest};
+pub use crate::pipeline::preview::{
+    mode_error as preview_mode_error, PlannedPreview, PlannedView, Preview,
+};
 pub use crate::pipeline::swap::window::SwapWindow;
 pub use crate::pipeline::swap::LockPolicy;
 pub use crate::pipeline::{run_tables, Engine};
@@ -28,8 +31,8 @@ pub use cleanup::{cleanup, CleanupEntry, CleanupOptions, CleanupReport, KeptEntr
 pub use gaps::{gaps, unrepaired_error, GapsOptions, GapsReport, Repair};
 pub use init::{init, Starter};
 pub use inspect::{
-    history, plan, status, HistoryOptions, HistoryReport, LaneStatus, PlanReport, ProjectionStatus,
-    RunnerStatus, StatusReport,
+    history, plan, plan_with_preview, status, HistoryOptions, HistoryReport, LaneStatus,
+    PlanReport, ProjectionStatus, RunnerStatus, StatusReport,
 };
 pub use parked::{decide, parked, ParkedReport};
 pub use rebuild::{rebuild, swap, OutcomeStatus, RebuildOptions, RebuildOutcome, SwapOptions};

@@ -10,6 +10,7 @@ use crate::pipeline::checks::{self, CheckResult};
 use crate::pipeline::clone;
 use crate::pipeline::partial::PartialRequest;
 use crate::pipeline::plan::Plan;
+use crate::pipeline::preview::Preview;
 use crate::pipeline::rebuild_scope::Scope;
 use crate::pipeline::replay::{Applier, Replay};
 use crate::pipeline::swap::window::SwapWindow;
@@ -58,6 +59,10 @@ pub struct RebuildOptions {
     pub lock: LockPolicy,
     /// `--streams`, `--streams-where`, `--from-position`, `--from-time` (pipeline/partial.rs).
     pub partial: Option<PartialRequest>,
+    /// `--preview-schema NAME`: once the tables are complete and checked, while the run waits
+    /// for its swap (`no_swap` or `window` required), views in schema NAME named like the live
+    /// tables read them (pipeline/preview.rs).
+    pub preview_schema: Option<String>,
 }
 
 impl Default for RebuildOptions {
@@ -76,6 +81,7 @@ impl Default for RebuildOptions {
             window: None,
             lock: LockPolicy::default(),
             partial: None,
+            preview_schema: None,
         }
     }
 }
@@ -160,6 +166,8 @@ pub struct RebuildOutcome {
     /// After a swap whose replaced tables were not built by reproject from recorded SQL
     /// handlers (the application built them): until when, and how, `rollback` stays possible.
     pub rollback_caveat: Option<String>,
+    /// `--preview-schema`: the views created (or, for a dry run, in `dry_run`'s plan).
+    pub preview: Option<Preview>,
 }
 
 #[derive(Clone)]
@@ -176,6 +184,8 @@ struct Finish {
     wait_for_window: bool,
     /// What the run rebuilds: all rows, or some (pipeline/partial.rs).
     scope: Scope,
+    /// Create the preview schema of this name once the tables are checked (preview.rs).
+    preview: Option<String>,
 }
 
 impl Finish {
@@ -193,6 +203,7 @@ impl Finish {
             window: opts.window.clone(),
             wait_for_window: true,
             scope: Scope::Full,
+            preview: opts.preview_schema.clone(),
         }
     }
 }
@@ -335,6 +346,7 @@ async fn swapped_since(
         lock_hold_ms: run.lock_hold_ms,
         tables: runs::tables(&**client, run.id).await.unwrap_or_default(),
         rollback_caveat: None,
+        preview: None,
     })
 }
 
@@ -374,9 +386,19 @@ async fn rebuild_once(
         engine.reporter.warn(w);
     }
     crate::apply::external::check_selection(config, &plan.order, opts.max_events)?;
+    if opts.preview_schema.is_some() && !opts.no_swap && opts.window.is_none() {
+        return Err(crate::pipeline::preview::mode_error());
+    }
     let scope = Scope::requested(engine, &plan, opts.partial.as_ref(), opts.resume).await?;
     if opts.dry_run {
-        let mut report = plan_report(engine, &plan, true, opts.jobs).await?;
+        let mut report = plan_report(
+            engine,
+            &plan,
+            true,
+            opts.jobs,
+            opts.preview_schema.as_deref(),
+        )
+        .await?;
         let steps = scope.dry_run_steps(engine, &plan).await?;
         report.steps.splice(0..0, steps);
         return Ok(RebuildOutcome {
@@ -390,6 +412,7 @@ async fn rebuild_once(
             lock_hold_ms: None,
             tables: Vec::new(),
             rollback_caveat: None,
+            preview: None,
         });
     }
     if opts.resume {
@@ -422,10 +445,11 @@ async fn rebuild_once(
             jobs: opts.jobs,
             changes: shape_changes,
         };
-        crate::pipeline::preflight::refuse(
-            "rebuild",
-            crate::pipeline::preflight::check(&**pooled, &request).await?,
-        )?;
+        let mut refusals = crate::pipeline::preflight::check(&**pooled, &request).await?;
+        if let Some(schema) = &opts.preview_schema {
+            refusals.extend(crate::pipeline::preview::refusals(&**pooled, schema, &tables).await?);
+        }
+        crate::pipeline::preflight::refuse("rebuild", refusals)?;
         // Not in `check`, which `plan` runs read-only: the trial creates (and drops) tables.
         crate::pipeline::preflight::refuse(
             "rebuild",
@@ -489,6 +513,7 @@ async fn rebuild_once(
         max_events: Some(opts.max_events),
         lock_budget_ms: Some(opts.lock.budget.as_millis() as u64),
         partial: scope.recorded(),
+        preview_schema: opts.preview_schema.clone(),
         ..runs::RunOptions::default()
     };
     if !unlogged.is_empty() {
@@ -634,6 +659,8 @@ pub async fn swap(engine: &Engine<'_>, opts: &SwapOptions) -> Result<RebuildOutc
         window: opts.window.clone(),
         wait_for_window: false,
         scope: Scope::Full,
+        // Made by the rebuild that waited; its views stay with the tables through the swap.
+        preview: None,
     };
     continue_run(engine, &run, &finish).await
 }
@@ -677,7 +704,16 @@ async fn resume(
         run_id: run.id,
         status: run.status.to_string(),
     });
-    continue_run(engine, &run, &Finish::rebuild(opts)).await
+    // A run recorded with a preview schema makes it when it waits for its swap again.
+    let waits = opts.no_swap || opts.window.is_some();
+    let finish = Finish {
+        preview: opts
+            .preview_schema
+            .clone()
+            .or_else(|| run.options.preview_schema.clone().filter(|_| waits)),
+        ..Finish::rebuild(opts)
+    };
+    continue_run(engine, &run, &finish).await
 }
 
 /// Continues a recorded run from its checkpoint: the handlers must be the ones that built its
@@ -737,6 +773,9 @@ async fn continue_run(
             .await?,
         );
         refusals.extend(crate::pipeline::preflight::helper_names(&**pooled, &tables).await?);
+        if let Some(schema) = &finish.preview {
+            refusals.extend(crate::pipeline::preview::refusals(&**pooled, schema, &tables).await?);
+        }
         crate::pipeline::preflight::refuse(&format!("continue run {}", run.id), refusals)?;
     }
     let _locks = lock_projections(&engine.db, &names).await?;
@@ -883,6 +922,7 @@ async fn finish_run(
         lock_hold_ms: None,
         tables: tables.to_vec(),
         rollback_caveat: None,
+        preview: None,
     };
     let steps = Steps {
         engine,
@@ -938,20 +978,27 @@ async fn finish_run(
         reporter.warn(&e.warning(FoundBy::Rebuild));
     }
 
+    // A preview is made once the tables are complete and checked: before a window is waited
+    // for (the run keeps catching up meanwhile, so the views stay current), after which the
+    // checks run again on what the swap takes.
+    if let (Some(schema), false, Some(_)) = (&opts.preview, opts.no_swap, &opts.window) {
+        outcome.checks = steps.checks().await?;
+        steps.make_logged().await?;
+        outcome.preview = Some(steps.preview(schema, true).await?);
+    }
+
     outcome.events_applied += steps.wait_for_window(&replay, &mut cut).await?;
 
     outcome.checks = steps.checks().await?;
 
     // After the checks, so a failed rebuild never pays for the rewrite; before `--no-swap`
     // returns, so a run that waits for its swap does not wait unlogged.
-    let made_logged = clone::make_logged(conn, tables).await?;
-    if !made_logged.is_empty() {
-        reporter.step(&progress::Step::MadeLogged {
-            tables: made_logged.iter().map(|t| t.to_string()).collect(),
-        });
-    }
+    steps.make_logged().await?;
 
     if opts.no_swap {
+        if let Some(schema) = &opts.preview {
+            outcome.preview = Some(steps.preview(schema, false).await?);
+        }
         runs::set_status(conn, run_id, RunStatus::AwaitingSwap, None).await?;
         outcome.status = OutcomeStatus::Run(RunStatus::AwaitingSwap);
         return Ok(outcome);
@@ -995,6 +1042,53 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// `build_unlogged` tables become logged (once: a logged table is left as it is).
+    async fn make_logged(&self) -> Result<()> {
+        let made_logged = clone::make_logged(self.conn, self.tables).await?;
+        if !made_logged.is_empty() {
+            self.engine.reporter.step(&progress::Step::MadeLogged {
+                tables: made_logged.iter().map(|t| t.to_string()).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the preview schema (pipeline/preview.rs) and says how current it stays:
+    /// `caught_up` when the run keeps catching up while it waits (a window), else the views
+    /// show the tables as of the run's checkpoint until `swap` catches them up.
+    async fn preview(&self, schema: &str, caught_up: bool) -> Result<Preview> {
+        let Steps {
+            engine,
+            conn,
+            run_id,
+            tables,
+            ..
+        } = *self;
+        let preview = crate::pipeline::preview::create(conn, run_id, schema, tables).await?;
+        engine.reporter.step(&progress::Step::PreviewCreated {
+            schema: schema.to_string(),
+            views: preview
+                .preview
+                .views
+                .iter()
+                .map(|v| v.view.clone())
+                .collect(),
+            replaces_run: preview.preview.replaces_run,
+        });
+        if caught_up {
+            engine.reporter.step(&progress::Step::PreviewKeptCurrent {
+                schema: schema.to_string(),
+            });
+        } else {
+            let at = runs::cursor(conn, run_id).await?;
+            engine.reporter.warn(&Warning::PreviewCurrentTo {
+                schema: schema.to_string(),
+                position: at.position,
+            });
+        }
+        Ok(preview)
+    }
+
     /// The bulk replay up to the bound settled now, in stream lanes where they apply, within
     /// `budget` (`--max-events`). Returns the events applied.
     async fn bulk_replay(
@@ -1407,7 +1501,10 @@ impl Steps<'_> {
             .filter(|t| !t.added)
             .map(|t| t.live.clone())
             .collect();
-        let prepared = crate::pipeline::swap::exchange::Prepared::prepare(conn, &live).await?;
+        // A preview schema's views read the rebuild tables and stay with them (preview.rs).
+        let prepared = crate::pipeline::swap::exchange::Prepared::prepare(conn, &live)
+            .await?
+            .followed_by(crate::pipeline::preview::followers(conn, run_id).await?);
         // The dependents the run's recorded shape changes break, with the user's definitions
         // (checked up front by preflight; read from the run's record, so `swap` and `--resume`
         // redefine exactly what the clone was shaped for).

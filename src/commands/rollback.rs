@@ -2,6 +2,7 @@
 
 use crate::commands::Engine;
 use crate::error::{Error, Result};
+use crate::model::ident::quote;
 use crate::pipeline::old_generation::{Keeper, OldGeneration, Origin, Unkept};
 use crate::pipeline::swap::{self, LockPolicy};
 use crate::progress::{Operation, Step, Warning};
@@ -30,6 +31,9 @@ pub struct RollbackReport {
     pub events_applied: i64,
     /// The position the restored tables hold, when the rollback caught them up.
     pub position: Option<i64>,
+    /// The run's preview views (`rebuild --preview-schema`), dropped with the rollback: they
+    /// would show the table it parks.
+    pub preview_dropped: Vec<String>,
 }
 
 /// How to [`rollback`].
@@ -290,6 +294,11 @@ pub async fn rollback(
     let live: Vec<_> = tables.iter().map(|t| t.live.clone()).collect();
     let prepared = crate::pipeline::swap::exchange::Prepared::prepare(&conn, &live).await?;
     let redefinitions = swap::recorded_redefinitions(&conn, run.id, &tables).await?;
+    let previews: Vec<String> = crate::state::previews::views_of_run(&conn, run.id)
+        .await?
+        .iter()
+        .map(|v| format!("{}.{}", quote(&v.schema), quote(&v.name)))
+        .collect();
     let (wait, held_ms, validations, applied) = put_back(
         engine,
         &conn,
@@ -352,6 +361,7 @@ pub async fn rollback(
             .at
             .position
             .filter(|_| matches!(old.keeper, Keeper::Handlers(..))),
+        preview_dropped: previews,
     })
 }
 
@@ -412,6 +422,9 @@ async fn put_back(
                     Keeper::Nobody(_) => None,
                 };
                 swap::check_hold(held.since, &opts.lock, "the previous tables were caught up")?;
+                // The run's preview views read the table that is parked now: they go, in the
+                // same transaction (locked with the live tables' other dependents).
+                crate::pipeline::preview::drop_for_run(conn, run.id).await?;
                 let validations = swap::swap_back(conn, prepared, run.id, tables, redefinitions).await?;
                 crate::pipeline::retire::restore(conn, retired).await?;
                 let position = caught_up.as_ref().and_then(|c| c.position);

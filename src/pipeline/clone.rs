@@ -66,6 +66,8 @@ pub async fn create_rebuild_tables(
             crate::state::fence::prove(client, LockClass::Projection, &projections).await?;
             for t in tables {
                 if let Ownership::Ours(_) = helpers::ownership(client, &t.rebuild).await? {
+                    // The preview views of the run that left it read it: they go with it.
+                    crate::pipeline::preview::drop_reading(client, &t.rebuild, true).await?;
                     client
                         .batch_execute(&format!("DROP TABLE {}", t.rebuild.quoted()))
                         .await

@@ -24,6 +24,7 @@ pub mod partitions;
 pub mod plan;
 pub mod preflight;
 pub(crate) mod preset_columns;
+pub(crate) mod preview;
 pub(crate) mod rebuild_scope;
 pub(crate) mod replay;
 pub(crate) mod retire;

@@ -92,6 +92,20 @@ pub enum Step {
         /// The rebuild tables.
         tables: Vec<String>,
     },
+    /// The preview schema's views (`rebuild --preview-schema`) read the new tables.
+    PreviewCreated {
+        /// The schema.
+        schema: String,
+        /// Its views, as `schema.table`.
+        views: Vec<String>,
+        /// The run whose views these replaced, if any.
+        replaces_run: Option<i64>,
+    },
+    /// The preview's views stay current: the run keeps catching up while it waits.
+    PreviewKeptCurrent {
+        /// The schema.
+        schema: String,
+    },
     /// The rebuilt tables are vacuumed and analyzed before the swap.
     Vacuuming,
     /// A projection's `retire` entry names a table that does not exist (any more).
@@ -387,6 +401,23 @@ impl fmt::Display for Step {
             Step::MadeLogged { tables } => {
                 write!(f, "made {} logged (build_unlogged)", ticked(tables))
             }
+            Step::PreviewCreated {
+                schema,
+                views,
+                replaces_run,
+            } => write!(
+                f,
+                "preview schema `{schema}`: {} read the new tables{} (`SET search_path = {}, public`)",
+                views.join(", "),
+                replaces_run
+                    .map(|r| format!(", replacing the views of run {r}"))
+                    .unwrap_or_default(),
+                crate::model::ident::quote(schema)
+            ),
+            Step::PreviewKeptCurrent { schema } => write!(
+                f,
+                "the views in `{schema}` stay current while the run waits for the swap (it keeps catching up); after the swap they read the live tables"
+            ),
             Step::Vacuuming => f.write_str("vacuuming and analyzing the rebuilt tables"),
             Step::NothingToRetire { projection, table } => write!(
                 f,

@@ -114,6 +114,14 @@ pub enum Warning {
         /// The most retries.
         retries: u32,
     },
+    /// The preview's views (`rebuild --preview-schema … --no-swap`) show the new tables as of
+    /// a position: nothing applies newer events to them until `swap`.
+    PreviewCurrentTo {
+        /// The schema.
+        schema: String,
+        /// The run's checkpoint (None: no event yet).
+        position: Option<i64>,
+    },
     /// More events than `--max-tail-events` arrived under the swap's locks: it released them
     /// to catch up first.
     TailRetry {
@@ -510,6 +518,11 @@ impl fmt::Display for Warning {
                 f,
                 "{pending} event(s) arrived after the external projector's last range and no `handover` would apply them: released the locks after {} ms to run it again first (retry {retry} of {retries})",
                 held.as_millis()
+            ),
+            Warning::PreviewCurrentTo { schema, position } => write!(
+                f,
+                "the views in `{schema}` are current to position {} only: with --no-swap nothing applies new events to the new tables until `reproject swap` catches them up (use --swap-at to keep them current while waiting)",
+                position.map_or_else(|| "(none)".to_string(), |p| p.to_string())
             ),
             Warning::TailRetry { pending, max_tail_events, held, retry, retries } => write!(
                 f,

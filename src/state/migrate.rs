@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lane_transactions",
         include_str!("../../sql/028_lane_transactions.sql"),
     ),
+    (
+        29,
+        "preview_views",
+        include_str!("../../sql/029_preview_views.sql"),
+    ),
 ];
 
 /// The versions of the migrations this reproject knows that are not in `applied`.

@@ -9,6 +9,7 @@ pub mod live_checkpoints;
 pub(crate) mod locks;
 pub(crate) mod migrate;
 pub mod parked_events;
+pub mod previews;
 pub mod runs;
 pub mod shapes;
 

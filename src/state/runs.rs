@@ -235,6 +235,9 @@ pub struct RunOptions {
     /// What the swap of a `--streams` rebuild did with the rows of the other streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_swap: Option<PartialSwap>,
+    /// `--preview-schema`: the schema of views reading the run's tables (pipeline/preview.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_schema: Option<String>,
     /// `--set-batch-size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_batch_size: Option<i64>,

@@ -40,6 +40,7 @@ mod per_batch;
 mod preflight;
 mod presets;
 mod presets_default;
+mod preview;
 mod prompts;
 mod reporter;
 mod reshape;

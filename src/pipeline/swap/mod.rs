@@ -771,6 +771,8 @@ pub async fn drop_helper(client: &Client, table: &TableName) -> Result<()> {
             .batch_execute("SET LOCAL lock_timeout = '5s'")
             .await
             .context("cannot set lock_timeout")?;
+        // A preview schema's views of a rebuild table go with it (pipeline/preview.rs).
+        crate::pipeline::preview::drop_reading(client, table, false).await?;
         client
             .batch_execute(&format!("DROP TABLE {}", table.quoted()))
             .await
