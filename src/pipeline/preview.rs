@@ -340,7 +340,7 @@ pub async fn plan(
     })
 }
 
-/// What [`create`] made: the preview schema of a run.
+/// What `create` made: the preview schema of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
     /// The schema and its views.
