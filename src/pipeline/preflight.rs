@@ -357,9 +357,57 @@ const SCHEMA_SQL: &str =
           OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
 
-/// What a swap or rollback of `tables` alters, that the connecting role may not alter.
+/// The views a swap locks (every view reading a live table, directly or through other views:
+/// swap/mod.rs `dependents_to_lock`) whose lock would be refused. PostgreSQL locks what a view
+/// reads with the privileges of the view's owner (of the locking user for a
+/// `security_invoker` view), and ACCESS EXCLUSIVE needs UPDATE, DELETE or TRUNCATE (or, from
+/// PostgreSQL 17, MAINTAIN) on each relation: a view owner with SELECT alone makes every lock
+/// attempt fail with "permission denied", after the whole replay.
+const VIEW_LOCKS_SQL: &str = "WITH RECURSIVE
+     reads(reader, rel) AS (
+         SELECT DISTINCT r.ev_class, d.refobjid FROM pg_depend d
+           JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+          WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+            AND v.relkind = 'v' AND r.ev_class <> d.refobjid),
+     views(oid) AS (
+         SELECT reader FROM reads WHERE rel = to_regclass($1)::oid
+         UNION
+         SELECT r.reader FROM views w JOIN reads r ON r.rel = w.oid)
+     SELECT v.oid::regclass::text, c.oid::regclass::text, x.role
+       FROM views w JOIN reads e ON e.reader = w.oid
+       JOIN pg_class v ON v.oid = e.reader JOIN pg_class c ON c.oid = e.rel
+       CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (
+               SELECT 1 FROM unnest(v.reloptions) o WHERE o ~* '^security_invoker=(true|on|yes|1)$')
+             THEN current_user::text ELSE pg_get_userbyid(v.relowner)::text END AS role) x
+      WHERE c.relkind IN ('r', 'p', 'v', 'f')
+        AND NOT (has_table_privilege(x.role, c.oid, 'UPDATE')
+                 OR has_table_privilege(x.role, c.oid, 'DELETE')
+                 OR has_table_privilege(x.role, c.oid, 'TRUNCATE')
+                 OR (current_setting('server_version_num')::int >= 170000
+                     AND has_table_privilege(x.role, c.oid, 'MAINTAIN')))
+      ORDER BY 1, 2";
+
+/// What a swap or rollback of `tables` alters, that the connecting role may not alter, and
+/// the views it locks whose lock would be refused.
 pub async fn ownership(client: &impl GenericClient, tables: &[TableName]) -> Result<Vec<Refusal>> {
     let mut out = Vec::new();
+    for live in tables {
+        let rows = client
+            .query(VIEW_LOCKS_SQL, &[&live.quoted()])
+            .await
+            .with_context(|| {
+                format!("cannot check the locks the swap of `{live}` takes on its views")
+            })?;
+        for r in rows {
+            let (view, rel, role): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            out.push(Refusal::new(
+                format!(
+                    "the swap of `{live}` locks view `{view}`, which PostgreSQL does with the privileges of role `{role}` on what the view reads, and `{role}` has no UPDATE, DELETE or TRUNCATE privilege on `{rel}` (ACCESS EXCLUSIVE needs one of them)"
+                ),
+                format!("`GRANT UPDATE ON {rel} TO \"{role}\"` (the lock needs it; the view stays read-only to its readers), or drop the view before the swap"),
+            ));
+        }
+    }
     for live in tables {
         let rows = client
             .query(TOUCHED_SQL, &[&live.quoted()])

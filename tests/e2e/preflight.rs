@@ -198,13 +198,63 @@ async fn dependents_owned_by_another_role_are_refused_up_front() {
         &url,
         &[],
         &[
-            "2 problems, found before anything was written",
+            "3 problems, found before anything was written",
             &format!("view `tally_report` is owned by role `{reporting}`"),
+            &format!("locks view `tally_report`, which PostgreSQL does with the privileges of role `{reporting}`"),
             "re-points it at the new table",
             &format!("table `notes` is owned by role `{reporting}`"),
             "its foreign key notes_stream_fkey references tally",
         ],
         true,
+    )
+    .await;
+    drop_roles(db, &r).await;
+}
+
+/// The swap locks the views that read a live table, and PostgreSQL locks what a view reads
+/// with its owner's privileges: an owner with SELECT alone would make every lock attempt fail
+/// after the replay. plan, the dry run and the rebuild refuse it up front, naming the view,
+/// the role and the table (also through a view of the view); with UPDATE granted, the rebuild
+/// swaps and the views read the new table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_whose_owner_cannot_lock_what_it_reads_is_refused_up_front() {
+    let db = tally::db(50).await;
+    let r = roles(&db, &["reporting"], false).await;
+    let reporting = &r[0];
+    db.exec(&format!(
+        "CREATE VIEW tally_report AS SELECT stream, total FROM tally;
+         CREATE VIEW tally_top AS SELECT stream FROM tally_report WHERE total > 0;
+         GRANT SELECT ON tally TO {reporting};
+         ALTER VIEW tally_report OWNER TO {reporting};"
+    ))
+    .await;
+    let p = tally::project();
+    refused_by_all(
+        &db,
+        &p,
+        &db.url,
+        &[],
+        &[
+            &format!("the swap of `tally` locks view `tally_report`, which PostgreSQL does with the privileges of role `{reporting}` on what the view reads, and `{reporting}` has no UPDATE, DELETE or TRUNCATE privilege on `tally`"),
+            &format!("GRANT UPDATE ON tally TO \"{reporting}\""),
+        ],
+        true,
+    )
+    .await;
+    db.exec(&format!("GRANT UPDATE ON tally TO {reporting}"))
+        .await;
+    p.reproject(&db, "rebuild --yes").await.ok();
+    db.assert_int(
+        "SELECT count(*) FROM tally_top t JOIN tally USING (stream)",
+        db.int("SELECT count(*) FROM tally WHERE total > 0").await,
+    )
+    .await;
+    db.assert_int(
+        "SELECT (count(*) FILTER (WHERE d.refobjid = 'tally'::regclass) > 0 \
+                 AND count(*) FILTER (WHERE d.refobjid = 'tally_old'::regclass) = 0)::int::bigint \
+           FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid \
+          WHERE w.ev_class = 'tally_report'::regclass",
+        1,
     )
     .await;
     drop_roles(db, &r).await;
