@@ -219,7 +219,7 @@ impl EventSource {
         let table = &resolved.events_table;
         let enc = resolved.encodings;
         let tx = match &events.ordering {
-            Ordering::Xid8 { transaction_id } => Some(format!("(({})::xid8)", transaction_id.sql)),
+            Ordering::Xid8 { transaction_id } => Some(enc.transaction_id.read(&transaction_id.sql)),
             _ => None,
         };
         let select = format!(
@@ -356,7 +356,10 @@ impl EventSource {
             });
         }
         if let Ordering::Xid8 { transaction_id } = &events.ordering {
-            roles.push(role("transaction_id", transaction_id, "xid8"));
+            roles.push(Role {
+                read: enc.transaction_id.read(&transaction_id.sql),
+                ..role("transaction_id", transaction_id, "xid8")
+            });
         }
         if let Some(e) = &events.filter {
             roles.push(role("filter", e, "boolean"));
@@ -739,7 +742,7 @@ impl EventSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TimeKind;
+    use crate::model::{TimeKind, TxKind};
     use tokio_postgres::types::Type;
 
     fn event(tx: Option<u64>, position: i64) -> Event {
@@ -784,6 +787,14 @@ mod tests {
         assert_eq!(TimeKind::of(&Type::TIMESTAMPTZ), TimeKind::Timestamptz);
         assert_eq!(TimeKind::of(&Type::VARCHAR), TimeKind::Text);
         assert!(TimeKind::Timestamp.read("t").contains("AT TIME ZONE 'UTC'"));
+        // No cast from bigint to xid8 exists: a bigint transaction id is read through text.
+        assert_eq!(TxKind::of(&Type::INT8), TxKind::Bigint);
+        assert_eq!(TxKind::of(&Type::XID8), TxKind::Xid8);
+        assert_eq!(TxKind::Bigint.read("xact_id"), "((xact_id)::text::xid8)");
+        assert_eq!(
+            TxKind::Xid8.read("transaction_id"),
+            "((transaction_id)::xid8)"
+        );
     }
 
     #[test]
