@@ -452,8 +452,14 @@ impl EventSource {
         let pos = &self.position;
         match (upto, &self.tx) {
             (Bound::BelowTx(below), Some(tx)) => (
+                // The lower bound on the transaction id alone is implied by the pair's, and
+                // written out because it references no position: it narrows an index on the
+                // transaction id, and it reaches into a `source` whose position is computed
+                // per transaction (a window over the transaction id), where a condition on
+                // the position cannot.
                 format!(
-                    "{tx} < $3::text::xid8 AND ($1::text IS NULL OR ({tx}, {pos}) > ($1::text::xid8, $2::bigint))"
+                    "{tx} < $3::text::xid8 AND {tx} >= coalesce($1::text::xid8, '0'::xid8) \
+                     AND ($1::text IS NULL OR ({tx}, {pos}) > ($1::text::xid8, $2::bigint))"
                 ),
                 format!("{tx}, {pos}"),
                 vec![
@@ -597,7 +603,11 @@ impl EventSource {
                     )
                 };
                 let lower = if after.position.is_some() {
-                    format!("({tx}, {pos}) > {} AND ", key(after))
+                    format!(
+                        "{tx} >= '{}'::xid8 AND ({tx}, {pos}) > {} AND ",
+                        after.tx.unwrap_or(0),
+                        key(after)
+                    )
                 } else {
                     String::new()
                 };
