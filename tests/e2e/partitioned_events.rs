@@ -588,7 +588,7 @@ async fn sequent_catch_up_and_partition_key_change_during_the_rebuild() {
     let db = sequent_db().await;
     sequent_writers(&db, "acc", 4, 20).await;
     let before = db.int("SELECT count(*) FROM events").await;
-    let p = project(sequent_config(), &slow("0.01"));
+    let p = project(sequent_config(), &slow("0.02"));
     let child = p.spawn(&db, "rebuild --yes --batch-size 5");
     wait_until(
         &db,
@@ -621,5 +621,57 @@ async fn sequent_catch_up_and_partition_key_change_during_the_rebuild() {
         "every event once",
     )
     .await;
+    db.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index hints on a partitioned event table
+
+/// Emmett's `emt_messages` (partitioned by `partition`, then `is_archived`) has no index in
+/// reading order: `plan` names one for each leaf partition the reads scan, and none for the
+/// archived partition, which the preset's filter prunes.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_names_an_index_for_the_partitions_the_reads_scan_only() {
+    let db = TestDb::new().await;
+    db.exec(crate::xid_lanes::LAYOUT).await;
+    db.exec(
+        "INSERT INTO emt_messages (stream_id, stream_position, message_data, message_metadata, \
+           message_schema_version, message_type, message_id, transaction_id, is_archived) \
+         SELECT 's-' || i % 5, i, jsonb_build_object('amount', i, 'n', i), '{}', '1', 'Deposited', \
+           gen_random_uuid()::text, pg_current_xact_id(), i % 7 = 0 FROM generate_series(1, 200) i",
+    )
+    .await;
+    db.assert_int("SELECT count(*) FROM emt_messages_global_archived", 28)
+        .await;
+    let p = project(Config::default().event("preset", "emmett"), HANDLERS);
+    let plan = p.reproject(&db, "plan").await;
+    plan.ok();
+    let warning = plan
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("warning: no index serves the reading order"))
+        .unwrap_or_else(|| panic!("{}", plan.stdout))
+        .to_string();
+    assert!(
+        warning.contains(
+            "CREATE INDEX CONCURRENTLY ON emt_messages_global_active (((transaction_id)::xid8), (global_position))"
+        ),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains("emt_messages_global_archived"),
+        "the archived partition is never read: {warning}"
+    );
+    // Created as named, the catch-up reads in index order.
+    let index = warning.split(": CREATE").nth(1).expect("a statement");
+    db.exec(&format!("CREATE{index}")).await;
+    db.exec("ANALYZE emt_messages").await;
+    let plan = p.reproject(&db, "plan").await;
+    plan.ok();
+    assert!(
+        !plan.stdout.contains("warning: no index serves"),
+        "{}",
+        plan.stdout
+    );
     db.drop().await;
 }
