@@ -516,7 +516,8 @@ async fn planned_reads(
         let fix = if config.events.source.is_some() {
             "an index on the table the `source` query reads, in the order it reads".to_string()
         } else {
-            access::order_index(source, &access::index_tables(client, source).await?).join("; ")
+            let tables = access::index_tables(client, source).await?;
+            access::order_index(source, &access::scanned(&tables, &unserved)).join("; ")
         };
         warnings.push(format!(
             "no index serves the reading order of `{}`: {} scan and sort every event left in the range once per batch, so the time grows with events × batches; create one (it does not block writers): {fix}",

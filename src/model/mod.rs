@@ -245,6 +245,37 @@ impl TimeKind {
     }
 }
 
+/// How the `transaction_id` role of `xid8` ordering is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxKind {
+    /// `xid8` (`pg_current_xact_id()`), read as it is, so an index on it serves the order.
+    #[default]
+    Xid8,
+    /// A `bigint` holding the same 64-bit id (`txid_current()`, or Sequent's
+    /// `pg_current_xact_id()::text::bigint`): PostgreSQL has no cast from bigint to xid8, so
+    /// it is read through text. The numbers are equal, so the cut compares them unchanged.
+    Bigint,
+}
+
+impl TxKind {
+    /// The storage of an expression of type `ty`.
+    pub fn of(ty: &Type) -> TxKind {
+        if [Type::INT8, Type::INT4].contains(ty) {
+            TxKind::Bigint
+        } else {
+            TxKind::Xid8
+        }
+    }
+
+    /// The expression read as xid8.
+    pub(crate) fn read(self, sql: &str) -> String {
+        match self {
+            TxKind::Xid8 => format!("(({sql})::xid8)"),
+            TxKind::Bigint => format!("(({sql})::text::xid8)"),
+        }
+    }
+}
+
 /// The storage of the payload and time roles, detected by `validate` (the defaults are what
 /// an unmapped role reads as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -255,6 +286,8 @@ pub struct Encodings {
     pub metadata: Payload,
     /// How `timestamp` is stored.
     pub timestamp: TimeKind,
+    /// How `transaction_id` (`xid8` ordering) is stored.
+    pub transaction_id: TxKind,
 }
 
 /// The future a [`RustProjection`] returns: boxed so the trait stays dyn-compatible (the

@@ -6,7 +6,7 @@ use crate::db::catalog::{self, require_plain_table};
 use crate::error::{describe_pg, Context, Error, Result};
 use crate::model::config::Config;
 use crate::model::handlers::param_types;
-use crate::model::{Encodings, Payload, Resolved, TableOwner, TimeKind};
+use crate::model::{Encodings, Payload, Resolved, TableOwner, TimeKind, TxKind};
 use crate::read::source::EventSource;
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
@@ -98,6 +98,11 @@ pub async fn validate(client: &impl GenericClient, config: &Config) -> Result<Re
     if let Some(e) = &ev.timestamp {
         if let Some(ty) = type_of(select(e)).await {
             encodings.timestamp = TimeKind::of(&ty);
+        }
+    }
+    if let crate::model::config::Ordering::Xid8 { transaction_id } = &ev.ordering {
+        if let Some(ty) = type_of(select(transaction_id)).await {
+            encodings.transaction_id = TxKind::of(&ty);
         }
     }
     for role in EventSource::roles(ev, &encodings) {

@@ -186,6 +186,31 @@ pub async fn index_tables(
     })
 }
 
+/// Of `tables` (from [`index_tables`]), those a plan in `reads` scans: a partition the filter
+/// prunes (Marten's and Emmett's archived partitions under `is_archived = false`) is never
+/// read, so it needs no index. All of them when the plans name none (a plan that scans the
+/// parent by another name, say).
+pub fn scanned(tables: &[String], reads: &[&PlannedRead]) -> Vec<String> {
+    let scans = |table: &str| {
+        let name = table.rsplit('.').next().unwrap_or(table).trim_matches('"');
+        let needle = format!(" on {name}");
+        reads.iter().any(|r| {
+            r.access_path.match_indices(&needle).any(|(i, _)| {
+                r.access_path[i + needle.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| matches!(c, ',' | ']' | ' '))
+            })
+        })
+    };
+    let found: Vec<String> = tables.iter().filter(|t| scans(t)).cloned().collect();
+    if found.is_empty() {
+        tables.to_vec()
+    } else {
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +248,30 @@ mod tests {
             path,
             "Merge Append → [Index Scan using a_idx on a, Incremental Sort → Index Scan using b_idx on b]"
         );
+    }
+
+    #[test]
+    fn only_the_partitions_a_plan_scans_need_an_index() {
+        let read = PlannedRead {
+            read: "catch-up rounds".into(),
+            per_batch: true,
+            access_path: "Limit → Sort → Seq Scan on emt_messages_global_active".into(),
+            ordered_by_index: false,
+        };
+        let tables = vec![
+            "emt_messages_global_active".to_string(),
+            "emt_messages_global_archived".to_string(),
+            "public.\"emt_messages_global\"".to_string(),
+        ];
+        assert_eq!(
+            scanned(&tables, &[&read]),
+            vec!["emt_messages_global_active".to_string()],
+            "the pruned archived partition needs none; a prefix is no match"
+        );
+        let other = PlannedRead {
+            access_path: "Seq Scan on events".into(),
+            ..read.clone()
+        };
+        assert_eq!(scanned(&tables, &[&other]), tables, "none named: all");
     }
 }

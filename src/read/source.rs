@@ -261,7 +261,7 @@ impl EventSource {
         let table = &resolved.events_table;
         let enc = resolved.encodings;
         let tx = match &events.ordering {
-            Ordering::Xid8 { transaction_id } => Some(format!("(({})::xid8)", transaction_id.sql)),
+            Ordering::Xid8 { transaction_id } => Some(enc.transaction_id.read(&transaction_id.sql)),
             _ => None,
         };
         let select = format!(
@@ -399,7 +399,10 @@ impl EventSource {
             });
         }
         if let Ordering::Xid8 { transaction_id } = &events.ordering {
-            roles.push(role("transaction_id", transaction_id, "xid8"));
+            roles.push(Role {
+                read: enc.transaction_id.read(&transaction_id.sql),
+                ..role("transaction_id", transaction_id, "xid8")
+            });
         }
         if let Some(e) = &events.filter {
             roles.push(role("filter", e, "boolean"));
@@ -492,8 +495,14 @@ impl EventSource {
         let pos = &self.position;
         match (upto, &self.tx) {
             (Bound::BelowTx(below), Some(tx)) => (
+                // The lower bound on the transaction id alone is implied by the pair's, and
+                // written out because it references no position: it narrows an index on the
+                // transaction id, and it reaches into a `source` whose position is computed
+                // per transaction (a window over the transaction id), where a condition on
+                // the position cannot.
                 format!(
-                    "{tx} < $3::text::xid8 AND ($1::text IS NULL OR ({tx}, {pos}) > ($1::text::xid8, $2::bigint))"
+                    "{tx} < $3::text::xid8 AND {tx} >= coalesce($1::text::xid8, '0'::xid8) \
+                     AND ($1::text IS NULL OR ({tx}, {pos}) > ($1::text::xid8, $2::bigint))"
                 ),
                 format!("{tx}, {pos}"),
                 vec![
@@ -637,7 +646,11 @@ impl EventSource {
                     )
                 };
                 let lower = if after.position.is_some() {
-                    format!("({tx}, {pos}) > {} AND ", key(after))
+                    format!(
+                        "{tx} >= '{}'::xid8 AND ({tx}, {pos}) > {} AND ",
+                        after.tx.unwrap_or(0),
+                        key(after)
+                    )
                 } else {
                     String::new()
                 };
@@ -782,7 +795,7 @@ impl EventSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TimeKind;
+    use crate::model::{TimeKind, TxKind};
     use tokio_postgres::types::Type;
 
     fn event(tx: Option<u64>, position: i64) -> Event {
@@ -827,6 +840,14 @@ mod tests {
         assert_eq!(TimeKind::of(&Type::TIMESTAMPTZ), TimeKind::Timestamptz);
         assert_eq!(TimeKind::of(&Type::VARCHAR), TimeKind::Text);
         assert!(TimeKind::Timestamp.read("t").contains("AT TIME ZONE 'UTC'"));
+        // No cast from bigint to xid8 exists: a bigint transaction id is read through text.
+        assert_eq!(TxKind::of(&Type::INT8), TxKind::Bigint);
+        assert_eq!(TxKind::of(&Type::XID8), TxKind::Xid8);
+        assert_eq!(TxKind::Bigint.read("xact_id"), "((xact_id)::text::xid8)");
+        assert_eq!(
+            TxKind::Xid8.read("transaction_id"),
+            "((transaction_id)::xid8)"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod output;
 mod parking;
 mod partial;
 mod partitioned;
+mod partitioned_events;
 mod per_batch;
 mod preflight;
 mod presets;

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// transaction id) and the projection's table: per stream the balance, the event count and
 /// the stream positions in the order they were applied (`trail`), which any event applied
 /// out of its stream's order, twice or not at all changes.
-const LAYOUT: &str = "CREATE SEQUENCE emt_global_message_position;
+pub const LAYOUT: &str = "CREATE SEQUENCE emt_global_message_position;
      CREATE TABLE emt_messages (
        stream_id text NOT NULL, stream_position bigint NOT NULL,
        partition text NOT NULL DEFAULT 'emt:default', message_kind char(1) NOT NULL DEFAULT 'E',
