@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #
-# scripts/bench/stores.sh [--sizes "N 2N 4N"] [--output FILE] [--debug]
+# scripts/bench/stores.sh [--sizes "N 2N 4N"] [--stores "emmett marten"] [--bin PATH] [--output FILE] [--debug]
 #
 # Rebuild time on the stock layouts of two stores, as their installers create them and
 # appended the way they append, at three sizes (default 50000 100000 200000 events):
@@ -27,11 +27,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 sizes="50000 100000 200000"
+stores="emmett marten"
+bin=""
 output=""
 profile=release
 while (($#)); do
     case $1 in
     --sizes) sizes=$2 && shift 2 ;;
+    --stores) stores=$2 && shift 2 ;;
+    # Another build of reproject (an older commit's, to compare in one run on one server).
+    --bin) bin=$2 && shift 2 ;;
     --output) output=$2 && shift 2 ;;
     --debug) profile=debug && shift ;;
     *) echo "stores.sh: unknown option $1" >&2 && exit 2 ;;
@@ -46,7 +51,7 @@ if [[ $profile == release ]]; then
 else
     cargo build --quiet
 fi
-bin=target/$profile/reproject
+bin=${bin:-target/$profile/reproject}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; pg_stop' EXIT
 
@@ -153,7 +158,7 @@ floor_sql() {
 
 declare -A t
 rows=()
-for store in emmett marten; do
+for store in $stores; do
     config "$store" per_event.sql >"$dir/$store-per-event.toml"
     config "$store" set_based.sql >"$dir/$store-set-based.toml"
     for n in $sizes; do
@@ -195,7 +200,7 @@ verdict() { awk -v r="$1" -v lim="$2" 'BEGIN { printf "%.2f (target <= %.2f: %s)
     echo "|---|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
     echo
-    for store in emmett marten; do
+    for store in $stores; do
         for method in floor per-event set-based; do
             r=$(awk -v a="${t[$store,$method,$large]}" -v b="${t[$store,$method,$small]}" -v k="$large" -v j="$small" 'BEGIN { printf "%.3f", a / (b * k / j) }')
             echo "- $store $method: time at $large / ($large/$small x time at $small) = $(verdict "$r" 1.15)"
