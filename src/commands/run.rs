@@ -289,47 +289,7 @@ async fn listen(engine: &Engine<'_>, conn: &Client, source: &EventSource) -> Res
 /// `reproject run`.
 pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
     let config = engine.config;
-    if opts.batch_size < 1 {
-        return Err(Error::config("--batch-size must be at least 1"));
-    }
-    if let crate::model::config::Ordering::Xid8 { .. } = config.events.ordering {
-        // The runner keeps one position per projection; `xid8` reading needs (transaction id,
-        // position) checkpoints, and a swap in that mode hands over a pair that a position
-        // alone cannot stand for.
-        return Err(Error::config(format!(
-            "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
-            config.path.display()
-        ))
-        .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
-    }
-    let plan = crate::pipeline::plan::plan(config, &opts.projections)?;
-    if let Some(p) = plan
-        .order
-        .iter()
-        .map(|&i| &config.projections[i])
-        .find(|p| p.per_batch())
-    {
-        // The runner narrows a failing batch down to its event and stops there; a set-based
-        // statement fails for a whole batch, so there is no event to stop at yet.
-        return Err(Error::config(format!(
-            "`reproject run` does not run set-based projections: `{}` has `-- per batch` handlers ({})",
-            p.name,
-            p.handler_path().display()
-        ))
-        .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
-    }
-    if let Some(&i) = plan
-        .order
-        .iter()
-        .find(|&&i| config.projections[i].command().is_some())
-    {
-        // It has no handlers: the runner would move its checkpoint without applying anything.
-        return Err(Error::config(format!(
-            "`reproject run` cannot keep projection `{}` live: it is rebuilt by an external projector (`command`), whose own live projector keeps it up to date",
-            config.projections[i].name
-        ))
-        .with_hint("name the handler projections to run: `reproject run NAME...`"));
-    }
+    let plan = runnable(config, opts)?;
     crate::model::projection::require_registered(config, &plan.order)?;
     let selected: BTreeSet<usize> = plan.order.iter().copied().collect();
     let mut groups = groups(config, &plan.order, &selected)?;
@@ -631,6 +591,62 @@ pub async fn run(engine: &Engine<'_>, opts: &RunOptions) -> Result<RunOutcome> {
         }
     }
     stats.update(|s| s.up = false);
+    finish(outcome, &groups, opts)
+}
+
+/// What `run` refuses before it takes anything: the options and projections a runner cannot
+/// keep live. Returns the plan of the selected projections.
+fn runnable(
+    config: &crate::model::config::Config,
+    opts: &RunOptions,
+) -> Result<crate::pipeline::plan::Plan> {
+    if opts.batch_size < 1 {
+        return Err(Error::config("--batch-size must be at least 1"));
+    }
+    if let crate::model::config::Ordering::Xid8 { .. } = config.events.ordering {
+        // The runner keeps one position per projection; `xid8` reading needs (transaction id,
+        // position) checkpoints, and a swap in that mode hands over a pair that a position
+        // alone cannot stand for.
+        return Err(Error::config(format!(
+            "`reproject run` does not support `events.ordering = \"xid8\"` ({})",
+            config.path.display()
+        ))
+        .with_hint("use `ordering = \"gap-aware\"` (the default: safe on sequence positions without a transaction id column) or `\"serialized\"` for projections kept live by `run`; `rebuild` supports all three"));
+    }
+    let plan = crate::pipeline::plan::plan(config, &opts.projections)?;
+    if let Some(p) = plan
+        .order
+        .iter()
+        .map(|&i| &config.projections[i])
+        .find(|p| p.per_batch())
+    {
+        // The runner narrows a failing batch down to its event and stops there; a set-based
+        // statement fails for a whole batch, so there is no event to stop at yet.
+        return Err(Error::config(format!(
+            "`reproject run` does not run set-based projections: `{}` has `-- per batch` handlers ({})",
+            p.name,
+            p.handler_path().display()
+        ))
+        .with_hint("select the per-event projections (`reproject run NAME ...`); keep a set-based projection's live table up to date with `reproject rebuild` runs, or write per-event handlers for it"));
+    }
+    if let Some(&i) = plan
+        .order
+        .iter()
+        .find(|&&i| config.projections[i].command().is_some())
+    {
+        // It has no handlers: the runner would move its checkpoint without applying anything.
+        return Err(Error::config(format!(
+            "`reproject run` cannot keep projection `{}` live: it is rebuilt by an external projector (`command`), whose own live projector keeps it up to date",
+            config.projections[i].name
+        ))
+        .with_hint("name the handler projections to run: `reproject run NAME...`"));
+    }
+    Ok(plan)
+}
+
+/// The outcome of a runner that stopped: each group's end, and with `--once`, the error when
+/// a group stopped on an error or waits on a parked event.
+fn finish(mut outcome: RunOutcome, groups: &[Group], opts: &RunOptions) -> Result<RunOutcome> {
     outcome.groups = groups
         .iter()
         .map(|g| GroupOutcome {
