@@ -159,27 +159,7 @@ async fn run(cli: Cli) -> Result<()> {
                         .await?;
                 ask(&question)?;
             }
-            let opts = RebuildOptions {
-                partial,
-                projections: args.projections,
-                batch_size: args.batch_size,
-                set_batch_size: args.set_batch_size,
-                jobs: usize::from(args.jobs),
-                no_swap: args.no_swap,
-                dry_run: args.dry_run,
-                reason: args.reason,
-                initiated_by: args.initiated_by.unwrap_or_else(commands::os_user),
-                max_events: args.max_events,
-                resume: args.resume,
-                window: args.window.window()?,
-                lock: args.lock.policy(),
-                preview_schema: args.preview_schema,
-            };
-            if let Some(n) = opts.max_events {
-                if n < 1 {
-                    return Err(Error::config("--max-events must be at least 1"));
-                }
-            }
+            let opts = rebuild_options(args, partial)?;
             let outcome = commands::rebuild(&engine, &opts).await?;
             match (&outcome.dry_run, json) {
                 (Some(report), true) => print::json(report),
@@ -201,11 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
                 lock: args.lock.policy(),
             };
             let outcome = commands::swap(&engine, &opts).await?;
-            if json {
-                print::json(&outcome)
-            } else {
-                print::outcome(&outcome)
-            }
+            show(json, &outcome, print::outcome);
         }
         Command::Run(args) if args.print_notify_sql => {
             let sql = commands::print_notify_sql(&engine).await?;
@@ -216,30 +192,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Run(args) => {
-            let opts = RunOptions {
-                projections: args.projections,
-                once: args.once,
-                batch_size: args.batch_size,
-                poll_interval: args.poll_interval,
-                max_poll_interval: args.max_poll_interval.max(args.poll_interval),
-                from: args.from_position,
-                stop_on_error: if args.stop_on_error == "all" {
-                    StopOnError::All
-                } else {
-                    StopOnError::Projection
-                },
-                reconnect_timeout: args.reconnect_timeout,
-                wait: args.wait,
-                recheck_gaps_every: args.recheck_gaps_every,
-                metrics_addr: args.metrics_addr,
-                status_every: args.status_every,
-            };
+            let opts = run_options(args);
             let outcome = commands::run(&engine, &opts).await?;
-            if json {
-                print::json(&outcome)
-            } else {
-                print::run(&outcome)
-            }
+            show(json, &outcome, print::run);
         }
         Command::Rollback {
             projections,
@@ -259,11 +214,7 @@ async fn run(cli: Cli) -> Result<()> {
                 all_projections,
             };
             let report = commands::rollback(&engine, &projections, opts).await?;
-            if json {
-                print::json(&report)
-            } else {
-                print::rollback(&report)
-            }
+            show(json, &report, print::rollback);
         }
         Command::Cleanup {
             projections,
@@ -308,30 +259,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => {
             let report = commands::status(&engine).await?;
-            if json {
-                print::json(&report)
-            } else {
-                print::status(&report)
-            }
+            show(json, &report, print::status);
         }
         Command::Gaps { repair } => {
             let report = commands::gaps(&engine, &commands::GapsOptions { repair }).await?;
-            if json {
-                print::json(&report)
-            } else {
-                print::gaps(&report)
-            }
+            show(json, &report, print::gaps);
             if let Some(err) = commands::unrepaired_error(&report) {
                 return Err(err);
             }
         }
         Command::Parked { all } => {
             let report = commands::parked(&engine, all).await?;
-            if json {
-                print::json(&report)
-            } else {
-                print::parked(&report)
-            }
+            show(json, &report, print::parked);
         }
         Command::Skip {
             projection,
@@ -339,21 +278,17 @@ async fn run(cli: Cli) -> Result<()> {
             reason,
             initiated_by,
         } => {
-            let by = initiated_by.unwrap_or_else(commands::os_user);
-            let event = commands::decide(
+            let decision = commands::Decision::Skip;
+            decide(
                 &engine,
+                json,
                 &projection,
                 position,
-                commands::Decision::Skip,
-                &by,
+                decision,
+                initiated_by,
                 Some(&reason),
             )
-            .await?;
-            if json {
-                print::json(&event)
-            } else {
-                print::decided(&event)
-            }
+            .await?
         }
         Command::Retry {
             projection,
@@ -361,21 +296,17 @@ async fn run(cli: Cli) -> Result<()> {
             reason,
             initiated_by,
         } => {
-            let by = initiated_by.unwrap_or_else(commands::os_user);
-            let event = commands::decide(
+            let decision = commands::Decision::Retry;
+            decide(
                 &engine,
+                json,
                 &projection,
                 position,
-                commands::Decision::Retry,
-                &by,
+                decision,
+                initiated_by,
                 reason.as_deref(),
             )
-            .await?;
-            if json {
-                print::json(&event)
-            } else {
-                print::decided(&event)
-            }
+            .await?
         }
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled in main before anything connects")
@@ -405,4 +336,85 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints `report` as JSON, or as text with `text`.
+fn show<T: serde::Serialize>(json: bool, report: &T, text: impl FnOnce(&T)) {
+    if json {
+        print::json(report)
+    } else {
+        text(report)
+    }
+}
+
+/// `skip` and `retry`: records the decision on a parked event and prints the event.
+async fn decide(
+    engine: &Engine<'_>,
+    json: bool,
+    projection: &str,
+    position: i64,
+    decision: commands::Decision,
+    initiated_by: Option<String>,
+    reason: Option<&str>,
+) -> Result<()> {
+    let by = initiated_by.unwrap_or_else(commands::os_user);
+    let event = commands::decide(engine, projection, position, decision, &by, reason).await?;
+    show(json, &event, print::decided);
+    Ok(())
+}
+
+/// The library's options of `rebuild`, from its arguments.
+fn rebuild_options(
+    args: cli::args::RebuildArgs,
+    partial: Option<reproject::commands::PartialRequest>,
+) -> Result<RebuildOptions> {
+    let opts = RebuildOptions {
+        partial,
+        projections: args.projections,
+        batch_size: args.batch_size,
+        set_batch_size: args.set_batch_size,
+        jobs: usize::from(args.jobs),
+        no_swap: args.no_swap,
+        dry_run: args.dry_run,
+        reason: args.reason,
+        initiated_by: args.initiated_by.unwrap_or_else(commands::os_user),
+        max_events: args.max_events,
+        resume: args.resume,
+        window: args.window.window()?,
+        lock: args.lock.policy(),
+        preview_schema: args.preview_schema,
+    };
+    if let Some(n) = opts.max_events {
+        if n < 1 {
+            return Err(Error::config("--max-events must be at least 1"));
+        }
+    }
+    if let Some(n) = opts.max_events {
+        if n < 1 {
+            return Err(Error::config("--max-events must be at least 1"));
+        }
+    }
+    Ok(opts)
+}
+
+/// The library's options of `run`, from its arguments.
+fn run_options(args: cli::args::RunArgs) -> RunOptions {
+    RunOptions {
+        projections: args.projections,
+        once: args.once,
+        batch_size: args.batch_size,
+        poll_interval: args.poll_interval,
+        max_poll_interval: args.max_poll_interval.max(args.poll_interval),
+        from: args.from_position,
+        stop_on_error: if args.stop_on_error == "all" {
+            StopOnError::All
+        } else {
+            StopOnError::Projection
+        },
+        reconnect_timeout: args.reconnect_timeout,
+        wait: args.wait,
+        recheck_gaps_every: args.recheck_gaps_every,
+        metrics_addr: args.metrics_addr,
+        status_every: args.status_every,
+    }
 }
