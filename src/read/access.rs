@@ -111,8 +111,13 @@ pub async fn reads(
                 format!("cannot read the transaction ids of `{}`", source.table)
             })?;
             let parse = |s: Option<String>| s.and_then(|s| s.parse::<u64>().ok());
-            let cut = parse(row.get(0)).unwrap_or(u64::MAX);
             let newest = parse(row.get(1));
+            // Only the plan's shape matters here: a cut held back below the newest transaction
+            // (a transaction open anywhere in the cluster) would make the catch-up range empty,
+            // and an empty range plans as a constant `Result` that names no table.
+            let cut = parse(row.get(0))
+                .unwrap_or(u64::MAX)
+                .max(newest.map_or(0, |n| n.saturating_add(1)));
             (
                 Cursor::default(),
                 Bound::BelowTx(cut),
