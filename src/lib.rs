@@ -85,7 +85,7 @@ pub use commands::Engine;
 pub use db::Db;
 pub use error::{Error, ErrorKind, Reason, Result};
 pub use model::config::Config;
-pub use model::projection::{Batch, BoxFuture, RustProjection};
 pub use model::ident::TableName;
+pub use model::projection::{Batch, BoxFuture, RustProjection};
 pub use model::{Event, RawJsonb};
 pub use progress::{Cancel, Reporter};

@@ -23,23 +23,8 @@ use std::time::Duration;
 const ACCOUNTS: &str = "CREATE TABLE accounts (stream text PRIMARY KEY, balance bigint NOT NULL, \
     events int NOT NULL, trail text NOT NULL);";
 
-const HANDLERS: &str = "\
--- on Deposited
-INSERT INTO {{accounts}} AS a (stream, balance, events, trail)
-VALUES (:stream, (:data->>'amount')::bigint, 1, :data->>'n')
-ON CONFLICT (stream) DO UPDATE SET balance = a.balance + EXCLUDED.balance, events = a.events + 1,
-  trail = a.trail || ',' || EXCLUDED.trail;
-";
-
-const PER_BATCH: &str = "\
--- per batch
-INSERT INTO {{accounts}} AS a (stream, balance, events, trail)
-SELECT e.stream, sum((e.data->>'amount')::bigint), count(*),
-       string_agg(e.data->>'n', ',' ORDER BY (e.data->>'n')::int)
-FROM :events AS e GROUP BY e.stream
-ON CONFLICT (stream) DO UPDATE SET balance = a.balance + EXCLUDED.balance,
-  events = a.events + EXCLUDED.events, trail = a.trail || ',' || EXCLUDED.trail;
-";
+// The handlers of the Emmett tests (xid_lanes.rs), per event and set-based.
+use crate::xid_lanes::{HANDLERS, PER_BATCH};
 
 fn slow(seconds: &str) -> String {
     format!("{HANDLERS}SELECT pg_sleep({seconds});\n")

@@ -30,7 +30,8 @@ pub const LAYOUT: &str = "CREATE SEQUENCE emt_global_message_position;
      CREATE TABLE accounts (stream text PRIMARY KEY, balance bigint NOT NULL, events int NOT NULL,
        trail text NOT NULL);";
 
-const HANDLERS: &str = "\
+/// Per event: each event adds to its stream's row and its `n` to the trail.
+pub const HANDLERS: &str = "\
 -- on Deposited
 INSERT INTO {{accounts}} AS a (stream, balance, events, trail)
 VALUES (:stream, (:data->>'amount')::bigint, 1, :data->>'n')
@@ -39,7 +40,7 @@ ON CONFLICT (stream) DO UPDATE SET balance = a.balance + EXCLUDED.balance, event
 ";
 
 /// Set-based: each batch (or lane) adds its events per stream, in stream order.
-const PER_BATCH: &str = "\
+pub const PER_BATCH: &str = "\
 -- per batch
 INSERT INTO {{accounts}} AS a (stream, balance, events, trail)
 SELECT e.stream, sum((e.data->>'amount')::bigint), count(*),
