@@ -43,6 +43,16 @@ while (($#)); do
     esac
 done
 
+for store in $stores; do
+    case $store in
+    emmett | marten) ;;
+    *) echo "stores.sh: unknown store \`$store\` in --stores (known: emmett marten)" >&2 && exit 2 ;;
+    esac
+done
+if [[ -n $bin && ! -x $bin ]]; then
+    echo "stores.sh: --bin $bin is not an executable file" >&2 && exit 2
+fi
+
 # shellcheck source=scripts/lib/pg.sh
 source scripts/lib/pg.sh
 pg_start
